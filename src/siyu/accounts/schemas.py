@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from siyu.accounts.models import RAISED_CAPACITY, AccountKind, AccountStatus
+
+
+class AccountIn(BaseModel):
+    kind: AccountKind = AccountKind.personal
+    display_name: str = Field(min_length=1, max_length=64)
+    wechat_id: str = Field("", max_length=64)
+    wecom_userid: str | None = Field(None, max_length=64)
+    store: str = Field("", max_length=64)
+    brand: str = Field("", max_length=64)
+    tier_served: str = Field("", max_length=32)
+    owner_user_id: int | None = None
+    friend_capacity: int = Field(5000, ge=1, le=RAISED_CAPACITY)
+    positioning: str = Field("", max_length=255)
+    avatar_url: str = Field("", max_length=512)
+    signature: str = Field("", max_length=255)
+    greeting: str = Field("", max_length=2000)
+    moments_cover_url: str = Field("", max_length=512)
+
+
+class AccountUpdate(BaseModel):
+    display_name: str | None = Field(None, min_length=1, max_length=64)
+    wechat_id: str | None = Field(None, max_length=64)
+    store: str | None = Field(None, max_length=64)
+    brand: str | None = Field(None, max_length=64)
+    tier_served: str | None = Field(None, max_length=32)
+    owner_user_id: int | None = None
+    friend_capacity: int | None = Field(None, ge=1, le=RAISED_CAPACITY)
+    status: AccountStatus | None = None
+    positioning: str | None = Field(None, max_length=255)
+    avatar_url: str | None = Field(None, max_length=512)
+    signature: str | None = Field(None, max_length=255)
+    greeting: str | None = Field(None, max_length=2000)
+    moments_cover_url: str | None = Field(None, max_length=512)
+
+
+class AccountOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    display_name: str
+    wechat_id: str
+    wecom_userid: str | None
+    store: str
+    brand: str
+    tier_served: str
+    owner_user_id: int | None
+    friend_capacity: int
+    status: str
+    positioning: str
+    avatar_url: str
+    signature: str
+    greeting: str
+    moments_cover_url: str
+    created_at: datetime
+    friend_count: int = 0
+    utilisation: float = 0.0
+    near_capacity: bool = False
+
+
+class AccountList(BaseModel):
+    items: list[AccountOut]

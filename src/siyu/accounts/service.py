@@ -1,0 +1,107 @@
+"""Carriers (载体): WeCom members and personal WeChat accounts, their personas and capacity.
+
+Friend counts are counted live from active friendships (one grouped index scan), so
+utilisation can never drift from the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from siyu.accounts.models import UTILISATION_WARNING, Account
+from siyu.accounts.schemas import AccountIn, AccountUpdate
+from siyu.core.errors import Conflict, NotFound
+from siyu.core.viewer import Viewer
+from siyu.customers.models import Friendship, FriendshipStatus
+from siyu.team import service as team_service
+
+
+class AccountNotFound(NotFound):
+    pass
+
+
+@dataclass
+class AccountView:
+    account: Account
+    friend_count: int
+
+    @property
+    def utilisation(self) -> float:
+        return self.friend_count / self.account.friend_capacity if self.account.friend_capacity else 1.0
+
+    @property
+    def near_capacity(self) -> bool:
+        return self.utilisation >= UTILISATION_WARNING
+
+
+def _friend_counts(session: Session, account_ids: list[int] | None = None) -> dict[int, int]:
+    query = (
+        select(Friendship.account_id, func.count())
+        .where(Friendship.status == FriendshipStatus.active.value)
+        .group_by(Friendship.account_id)
+    )
+    if account_ids is not None:
+        query = query.where(Friendship.account_id.in_(account_ids))
+    return {account_id: count for account_id, count in session.execute(query)}
+
+
+def visible_accounts(session: Session, *, viewer: Viewer) -> list[Account]:
+    query = select(Account).order_by(Account.id)
+    if not viewer.sees_all_accounts:
+        query = query.where(Account.id.in_(viewer.account_ids))
+    return list(session.scalars(query))
+
+
+def list_accounts(session: Session, *, viewer: Viewer) -> list[AccountView]:
+    accounts = visible_accounts(session, viewer=viewer)
+    counts = _friend_counts(session, [a.id for a in accounts])
+    return [AccountView(account=a, friend_count=counts.get(a.id, 0)) for a in accounts]
+
+
+def get_account(session: Session, *, account_id: int, viewer: Viewer) -> Account:
+    account = session.get(Account, account_id)
+    if account is None or not viewer.can_see_account(account.id):
+        raise AccountNotFound("Account not found")
+    return account
+
+
+def get_account_view(session: Session, *, account_id: int, viewer: Viewer) -> AccountView:
+    account = get_account(session, account_id=account_id, viewer=viewer)
+    return AccountView(account=account, friend_count=_friend_counts(session, [account.id]).get(account.id, 0))
+
+
+def create_account(session: Session, *, data: AccountIn, actor: Viewer) -> Account:
+    if data.wecom_userid and session.scalar(select(Account).where(Account.wecom_userid == data.wecom_userid)):
+        raise Conflict("WeCom user id {userid} already belongs to an account", field="wecom_userid",
+                       userid=data.wecom_userid)
+    account = Account(**data.model_dump(mode="json"))
+    session.add(account)
+    session.flush()
+    team_service.record_audit(session, actor=actor, action="create", entity_type="account",
+                              entity_id=account.id, summary=account.display_name, after=_snapshot(account))
+    return account
+
+
+def update_account(session: Session, *, account_id: int, data: AccountUpdate, actor: Viewer) -> Account:
+    account = get_account(session, account_id=account_id, viewer=actor)
+    before = _snapshot(account)
+    for key, value in data.model_dump(mode="json", exclude_unset=True).items():
+        if value is not None:
+            setattr(account, key, value)
+    session.flush()
+    team_service.record_audit(session, actor=actor, action="update", entity_type="account",
+                              entity_id=account.id, summary=account.display_name, before=before,
+                              after=_snapshot(account))
+    return account
+
+
+def _snapshot(account: Account) -> dict[str, Any]:
+    return {
+        column.key: getattr(account, column.key)
+        for column in Account.__table__.columns
+        if column.key not in ("created_at",)
+    }

@@ -1,0 +1,86 @@
+"""FastAPI application factory: middleware, static assets, every domain's routers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from siyu import __version__
+from siyu.core import i18n
+from siyu.core.deps import LoginRequired
+from siyu.core.errors import install_error_handlers
+from siyu.core.settings import get_settings
+
+LOCALE_COOKIE = "siyu_locale"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "SAMEORIGIN",
+    "Referrer-Policy": "same-origin",
+    # No inline scripts, nothing from other origins: user text can never become code.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: https:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'",
+}
+
+
+def static_dir() -> Path:
+    configured = get_settings().static_dir
+    return Path(configured) if configured else Path(__file__).resolve().parent / "web" / "static"
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(title="Siyu 私域 API", version=__version__, docs_url="/docs", redoc_url=None)
+
+    @app.middleware("http")
+    async def locale_and_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        user_locale = request.cookies.get(LOCALE_COOKIE) or settings.locale
+        i18n.set_locale(user_locale)
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            if request.url.path.startswith("/docs") and name == "Content-Security-Policy":
+                continue  # Swagger UI needs its own inline bootstrap
+            response.headers.setdefault(name, value)
+        return response
+
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.resolved_secret_key(),
+        session_cookie="siyu_session",
+        max_age=settings.session_ttl_hours * 3600,
+        same_site="lax",
+        https_only=settings.cookie_secure,
+    )
+    install_error_handlers(app)
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, exc: LoginRequired) -> Response:
+        target = request.url.path
+        if request.headers.get("hx-request") == "true":
+            return Response(status_code=401, headers={"HX-Redirect": "/login"})
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+
+    app.mount("/static", StaticFiles(directory=static_dir(), check_dir=False), name="static")
+
+    from siyu.accounts.routes import api as accounts_api
+    from siyu.accounts.routes import pages as accounts_pages
+    from siyu.customers.routes import api as customers_api
+    from siyu.customers.routes import pages as customers_pages
+    from siyu.team.routes import api as team_api
+    from siyu.team.routes import pages as team_pages
+    from siyu.web.routes import pages as web_pages
+
+    for router in (team_api, accounts_api, customers_api):
+        app.include_router(router, prefix="/api/v1")
+    for router in (web_pages, team_pages, accounts_pages, customers_pages):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,100 @@
+"""FastAPI dependencies: every route states in its signature what it needs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
+
+from siyu.core.db import get_session
+from siyu.core.errors import Forbidden, Unauthorized
+from siyu.core.security import csrf_matches
+from siyu.core.viewer import Viewer
+from siyu.team import service as team_service
+from siyu.team.models import User
+
+SessionDep = Annotated[Session, Depends(get_session)]
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+SESSION_USER_KEY = "uid"
+SESSION_STAMP_KEY = "stamp"
+CSRF_SESSION_KEY = "csrf"
+CSRF_FORM_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+
+class LoginRequired(Unauthorized):
+    """A console page was opened without a session: the handler redirects to /login."""
+
+
+def api_user(session: SessionDep, token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
+    if not token:
+        raise Unauthorized("Not authenticated")
+    return team_service.user_for_token(session, token=token)
+
+
+def page_user(request: Request, session: SessionDep) -> User:
+    from siyu.core.security import password_stamp
+
+    user_id = request.session.get(SESSION_USER_KEY)
+    user = session.get(User, user_id) if isinstance(user_id, int) else None
+    if user is None or not user.is_active or request.session.get(SESSION_STAMP_KEY) != password_stamp(
+        user.password_hash
+    ):
+        request.session.clear()
+        raise LoginRequired("Please log in")
+    request.state.user = user
+    return user
+
+
+ApiUser = Annotated[User, Depends(api_user)]
+PageUser = Annotated[User, Depends(page_user)]
+
+
+def api_viewer(user: ApiUser) -> Viewer:
+    return team_service.viewer_for(user)
+
+
+def page_viewer(user: PageUser) -> Viewer:
+    return team_service.viewer_for(user)
+
+
+ApiViewer = Annotated[Viewer, Depends(api_viewer)]
+PageViewer = Annotated[Viewer, Depends(page_viewer)]
+
+
+def require_admin_api(viewer: ApiViewer) -> Viewer:
+    if not viewer.is_admin:
+        raise Forbidden("Only administrators may do this")
+    return viewer
+
+
+def require_admin_page(viewer: PageViewer) -> Viewer:
+    if not viewer.is_admin:
+        raise Forbidden("Only administrators may do this")
+    return viewer
+
+
+AdminApiViewer = Annotated[Viewer, Depends(require_admin_api)]
+AdminPageViewer = Annotated[Viewer, Depends(require_admin_page)]
+
+
+async def csrf_protect(request: Request) -> None:
+    """Every state-changing console request carries the session's CSRF token."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    expected = request.session.get(CSRF_SESSION_KEY)
+    given = request.headers.get(CSRF_HEADER)
+    if not given:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()
+            value = form.get(CSRF_FORM_FIELD)
+            given = value if isinstance(value, str) else None
+    if not csrf_matches(expected, given):
+        raise Forbidden("The form has expired or was not sent by Siyu (CSRF check failed); reload and retry")
+
+
+CsrfChecked = Depends(csrf_protect)

@@ -1,0 +1,52 @@
+"""The one translation layer: ``_("English source text")`` → text in the current locale.
+
+Catalogues live in ``siyu/locales/<locale>.json`` keyed by the English source text;
+English needs no catalogue. The locale of a request is set by middleware from the
+user's choice (cookie) or the ``SIYU_LOCALE`` default. A test checks that every
+``_()`` literal in the code and templates has a Chinese translation.
+"""
+
+from __future__ import annotations
+
+import json
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_LOCALES = ("zh-CN", "en")
+DEFAULT_LOCALE = "zh-CN"
+LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
+
+_current_locale: ContextVar[str] = ContextVar("siyu_locale", default=DEFAULT_LOCALE)
+
+
+@lru_cache
+def catalogue(locale: str) -> dict[str, str]:
+    path = LOCALES_DIR / f"{locale}.json"
+    if not path.exists():
+        return {}
+    data: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def normalise_locale(value: str | None) -> str:
+    if value in SUPPORTED_LOCALES:
+        return value
+    return DEFAULT_LOCALE
+
+
+def set_locale(locale: str) -> None:
+    _current_locale.set(normalise_locale(locale))
+
+
+def get_locale() -> str:
+    return _current_locale.get()
+
+
+def gettext(message: str, /, **params: Any) -> str:
+    text = catalogue(get_locale()).get(message, message)
+    return text.format(**params) if params else text
+
+
+_ = gettext

@@ -1,0 +1,64 @@
+"""All configuration comes from the environment (prefix ``SIYU_``) through one class.
+
+Every field here is listed in the README's settings table; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIYU_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///./siyu.db",
+        description="SQLAlchemy URL. SQLite file by default; postgresql+psycopg://… for PostgreSQL.",
+    )
+    secret_key: str = Field(
+        "",
+        description="Signs session cookies and API tokens. When empty, a random key is generated "
+        "once and kept in `.siyu-secret` next to the SQLite file.",
+    )
+    admin_password: str = Field(
+        "", description="Password of the demo's `admin` user; a random one is generated and printed when empty."
+    )
+    token_ttl_minutes: int = Field(60, description="Lifetime of API bearer tokens.")
+    session_ttl_hours: int = Field(12, description="Lifetime of a console login session.")
+    cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (set in production).")
+    login_max_failures: int = Field(5, description="Failed logins for one username before it is locked.")
+    login_lock_minutes: int = Field(15, description="How long a username stays locked after too many failures.")
+    locale: str = Field("zh-CN", description="Default console language: `zh-CN` or `en`.")
+    timezone: str = Field("Asia/Shanghai", description="Time zone used to show times (stored in UTC).")
+    static_dir: str = Field(
+        "", description="Folder with the npm-installed front-end assets; defaults to the package's web/static."
+    )
+    list_exact_count_limit: int = Field(
+        10000, description="Customer lists count exactly up to this many rows, then show an estimate."
+    )
+
+    def resolved_secret_key(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        return _local_secret()
+
+
+def _local_secret() -> str:
+    # A per-installation key kept out of the repository: generated on first use.
+    path = Path(".siyu-secret")
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

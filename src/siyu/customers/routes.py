@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from siyu.core.deps import AdminApiViewer, ApiViewer, SessionDep
+from siyu.customers import service
+from siyu.customers.pages import pages
+from siyu.customers.schemas import (
+    AddressIn,
+    AddressOut,
+    AttachmentIn,
+    AttachmentOut,
+    CustomerIn,
+    CustomerOut,
+    CustomerPage,
+    CustomerUpdate,
+    CustomFieldIn,
+    CustomFieldOut,
+    LifecycleRules,
+    TagGroupIn,
+    TagGroupOut,
+    TagIn,
+    TagName,
+    TagOut,
+    TouchIn,
+    TouchOut,
+    TouchPage,
+)
+from siyu.customers.service import CustomerFilter
+
+api = APIRouter(tags=["customers"])
+__all__ = ["api", "pages"]
+
+
+def filter_from_params(
+    q: str = "",
+    tag: list[str] | None = None,
+    stage: str | None = None,
+    account_id: int | None = None,
+    source: str | None = None,
+    last_touch_before: datetime | None = None,
+    last_touch_after: datetime | None = None,
+    sort: str = "last_touch",
+) -> CustomerFilter:
+    """Tags may be given by id or by name (``标签`` or ``组:标签``); the console and API share this."""
+    tags = [t.strip() for t in (tag or []) if t and t.strip()]
+    return CustomerFilter(
+        q=q[:200], tag_ids=[int(t) for t in tags if t.isdigit()], tag_names=[t for t in tags if not t.isdigit()],
+        stage=stage or None, account_id=account_id, source=source or None, last_touch_before=last_touch_before,
+        last_touch_after=last_touch_after, sort=sort)
+
+
+@api.get("/customers", response_model=CustomerPage)
+def list_customers(
+    session: SessionDep,
+    viewer: ApiViewer,
+    q: str = "",
+    tag: Annotated[list[str] | None, Query()] = None,
+    stage: str | None = None,
+    account_id: int | None = None,
+    source: str | None = None,
+    last_touch_before: datetime | None = None,
+    last_touch_after: datetime | None = None,
+    sort: str = "last_touch",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> CustomerPage:
+    flt = filter_from_params(q, tag, stage, account_id, source, last_touch_before, last_touch_after, sort)
+    page = service.list_customers(session, flt=flt, viewer=viewer, limit=limit, cursor=cursor)
+    return CustomerPage(items=service.to_summaries(session, customers=page.items, viewer=viewer),
+                        next_cursor=page.next_cursor)
+
+
+@api.post("/customers", response_model=CustomerOut, status_code=201)
+def create_customer(session: SessionDep, viewer: ApiViewer, data: CustomerIn) -> CustomerOut:
+    customer = service.create_customer(session, data=data, viewer=viewer)
+    session.commit()
+    return service.to_detail(session, customer=customer, viewer=viewer)
+
+
+@api.get("/customers/{customer_id}", response_model=CustomerOut)
+def get_customer(session: SessionDep, viewer: ApiViewer, customer_id: int) -> CustomerOut:
+    customer = service.get_customer(session, customer_id=customer_id, viewer=viewer)
+    return service.to_detail(session, customer=customer, viewer=viewer)
+
+
+@api.patch("/customers/{customer_id}", response_model=CustomerOut)
+def update_customer(session: SessionDep, viewer: ApiViewer, customer_id: int, data: CustomerUpdate) -> CustomerOut:
+    customer = service.update_customer(session, customer_id=customer_id, data=data, viewer=viewer)
+    session.commit()
+    return service.to_detail(session, customer=customer, viewer=viewer)
+
+
+class TagChange(BaseModel):
+    add: list[TagName] = Field(default_factory=list, max_length=100)
+    remove: list[TagName] = Field(default_factory=list, max_length=100)
+
+
+@api.post("/customers/{customer_id}/tags", response_model=CustomerOut)
+def change_tags(session: SessionDep, viewer: ApiViewer, customer_id: int, data: TagChange) -> CustomerOut:
+    service.set_customer_tags(
+        session, customer_id=customer_id, viewer=viewer,
+        add=service.resolve_tags(session, names=data.add),
+        remove=service.resolve_tags(session, names=data.remove, create_missing=False))
+    session.commit()
+    customer = service.get_customer(session, customer_id=customer_id, viewer=viewer)
+    return service.to_detail(session, customer=customer, viewer=viewer)
+
+
+@api.get("/customers/{customer_id}/touches", response_model=TouchPage)
+def list_touches(session: SessionDep, viewer: ApiViewer, customer_id: int,
+                 limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> TouchPage:
+    page = service.list_touches(session, customer_id=customer_id, viewer=viewer, limit=limit, cursor=cursor)
+    return TouchPage(items=[TouchOut.model_validate(t) for t in page.items], next_cursor=page.next_cursor)
+
+
+@api.post("/customers/{customer_id}/touches", response_model=TouchOut, status_code=201)
+def add_touch(session: SessionDep, viewer: ApiViewer, customer_id: int, data: TouchIn) -> TouchOut:
+    touch = service.add_touch(session, customer_id=customer_id, data=data, viewer=viewer)
+    session.commit()
+    return TouchOut.model_validate(touch)
+
+
+@api.post("/customers/{customer_id}/addresses", response_model=AddressOut, status_code=201)
+def add_address(session: SessionDep, viewer: ApiViewer, customer_id: int, data: AddressIn) -> AddressOut:
+    address = service.add_address(session, customer_id=customer_id, data=data, viewer=viewer)
+    session.commit()
+    return AddressOut.model_validate(address)
+
+
+@api.delete("/customers/{customer_id}/addresses/{address_id}", status_code=204)
+def delete_address(session: SessionDep, viewer: ApiViewer, customer_id: int, address_id: int) -> None:
+    service.delete_address(session, customer_id=customer_id, address_id=address_id, viewer=viewer)
+    session.commit()
+
+
+@api.post("/customers/{customer_id}/attachments", response_model=AttachmentOut, status_code=201)
+def add_attachment(session: SessionDep, viewer: ApiViewer, customer_id: int, data: AttachmentIn) -> AttachmentOut:
+    attachment = service.add_attachment(session, customer_id=customer_id, data=data, viewer=viewer)
+    session.commit()
+    return AttachmentOut.model_validate(attachment)
+
+
+class FriendshipIn(BaseModel):
+    account_id: int
+    remark_name: str = Field("", max_length=128)
+
+
+@api.post("/customers/{customer_id}/friendships", response_model=CustomerOut, status_code=201)
+def add_friendship(session: SessionDep, viewer: ApiViewer, customer_id: int, data: FriendshipIn) -> CustomerOut:
+    service.add_friendship(session, customer_id=customer_id, account_id=data.account_id,
+                           remark_name=data.remark_name, viewer=viewer)
+    session.commit()
+    customer = service.get_customer(session, customer_id=customer_id, viewer=viewer)
+    return service.to_detail(session, customer=customer, viewer=viewer)
+
+
+@api.get("/tag-groups")
+def list_tag_groups(session: SessionDep, viewer: ApiViewer) -> dict[str, list[TagGroupOut]]:
+    return {"items": service.to_tag_groups(service.list_tag_groups(session))}
+
+
+@api.post("/tag-groups", response_model=TagGroupOut, status_code=201)
+def create_tag_group(session: SessionDep, viewer: AdminApiViewer, data: TagGroupIn) -> TagGroupOut:
+    group = service.create_tag_group(session, name=data.name, multi_select=data.multi_select, actor=viewer)
+    session.commit()
+    return service.to_tag_groups([group])[0]
+
+
+@api.post("/tag-groups/{group_id}/tags", response_model=TagOut, status_code=201)
+def create_tag(session: SessionDep, viewer: ApiViewer, group_id: int, data: TagIn) -> TagOut:
+    tag = service.create_tag(session, group_id=group_id, name=data.name, actor=viewer)
+    session.commit()
+    return TagOut(id=tag.id, name=tag.name, group_id=tag.group_id, group=tag.group.name)
+
+
+@api.get("/custom-fields")
+def list_custom_fields(session: SessionDep, viewer: ApiViewer) -> dict[str, list[CustomFieldOut]]:
+    return {"items": [CustomFieldOut.model_validate(f) for f in service.list_custom_fields(session)]}
+
+
+@api.post("/custom-fields", response_model=CustomFieldOut, status_code=201)
+def create_custom_field(session: SessionDep, viewer: AdminApiViewer, data: CustomFieldIn) -> CustomFieldOut:
+    item = service.create_custom_field(session, data=data, actor=viewer)
+    session.commit()
+    return CustomFieldOut.model_validate(item)
+
+
+@api.get("/lifecycle-rules", response_model=LifecycleRules)
+def get_rules(session: SessionDep, viewer: ApiViewer) -> LifecycleRules:
+    return service.get_rules(session)
+
+
+@api.put("/lifecycle-rules")
+def put_rules(session: SessionDep, viewer: AdminApiViewer, rules: LifecycleRules) -> dict[str, Any]:
+    service.save_rules(session, rules=rules, actor=viewer)
+    recomputed = service.recompute_all(session)
+    session.commit()
+    return {"rules": rules.model_dump(mode="json"), "recomputed": recomputed}

@@ -1,0 +1,916 @@
+"""Business rules of the customer portrait (用户全像).
+
+Why it is shaped this way: operators enrich a customer at every touch, and lists must
+filter a million customers by tags, stage and last touch. So every change goes through
+``refresh_computed`` which keeps the stored computed facts (contact count, purchases,
+level, stage, computed tags, completeness, last touch) current in the same
+transaction, and list queries read only indexed columns and the tag-link index.
+
+Scoping: an admin or planner sees every customer; an operator or service user sees a
+customer only through a friendship with one of their accounts. A customer outside the
+viewer's scope is reported as not found, never as forbidden.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, exists, false, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from siyu.accounts.models import Account
+from siyu.core.db import utcnow
+from siyu.core.errors import Invalid, NotFound
+from siyu.core.models import AppSetting
+from siyu.core.pagination import Page, decode_cursor, encode_cursor
+from siyu.core.viewer import Viewer
+from siyu.customers.models import (
+    CONTACT_KINDS,
+    Address,
+    Attachment,
+    Customer,
+    CustomerTag,
+    CustomField,
+    CustomFieldValue,
+    FieldType,
+    Friendship,
+    FriendshipStatus,
+    Phone,
+    Stage,
+    Tag,
+    TagGroup,
+    TagGroupKind,
+    Touch,
+    TouchKind,
+)
+from siyu.customers.schemas import (
+    AddressIn,
+    AddressOut,
+    AttachmentIn,
+    AttachmentOut,
+    CustomerIn,
+    CustomerOut,
+    CustomerSummary,
+    CustomerUpdate,
+    CustomFieldIn,
+    FriendshipOut,
+    LifecycleRules,
+    TagGroupOut,
+    TagOut,
+    TouchIn,
+)
+from siyu.team import service as team_service
+
+DEFAULTS = json.loads((Path(__file__).with_name("defaults.json")).read_text(encoding="utf-8"))
+RULES_KEY = "lifecycle_rules"
+TAG_SEPARATORS = (":", "：", "/")
+NON_CONTACT_KINDS = (TouchKind.tag_change, TouchKind.field_change, TouchKind.system)
+PORTRAIT_FIELDS = ("gender", "age_band", "city", "job", "income_band", "family", "objective_notes",
+                   "emotional_notes", "source", "wechat_id")
+
+
+class CustomerNotFound(NotFound):
+    pass
+
+
+class UnknownTag(Invalid):
+    pass
+
+
+# ---------------------------------------------------------------- lifecycle rules
+
+
+def get_rules(session: Session) -> LifecycleRules:
+    row = session.get(AppSetting, RULES_KEY)
+    return LifecycleRules.model_validate(row.value if row else DEFAULTS["lifecycle_rules"])
+
+
+def save_rules(session: Session, *, rules: LifecycleRules, actor: Viewer) -> LifecycleRules:
+    row = session.get(AppSetting, RULES_KEY)
+    before = row.value if row else DEFAULTS["lifecycle_rules"]
+    value = rules.model_dump(mode="json")
+    if row is None:
+        session.add(AppSetting(key=RULES_KEY, value=value))
+    else:
+        row.value = value
+    team_service.record_audit(session, actor=actor, action="update", entity_type="lifecycle_rules",
+                              before=before, after=value)
+    session.flush()
+    return rules
+
+
+def recompute_all(session: Session, *, batch_size: int = 500) -> int:
+    """Re-derive every customer's computed facts (after the rules change)."""
+    rules = get_rules(session)
+    last_id = 0
+    done = 0
+    while True:
+        batch = list(session.scalars(
+            select(Customer).where(Customer.id > last_id).order_by(Customer.id).limit(batch_size)))
+        if not batch:
+            return done
+        for customer in batch:
+            refresh_computed(session, customer=customer, rules=rules)
+        session.flush()
+        last_id = batch[-1].id
+        done += len(batch)
+
+
+# ---------------------------------------------------------------- tags
+
+
+def ensure_default_tag_groups(session: Session) -> None:
+    """Create the seed's five tag groups (来源, 沟通次数, 购买, 人群, 等级) if missing."""
+    existing = {g.kind: g for g in session.scalars(select(TagGroup))}
+    for spec in DEFAULTS["tag_groups"]:
+        if spec["kind"] in existing:
+            continue
+        group = TagGroup(name=spec["name"], kind=spec["kind"], multi_select=spec["multi_select"],
+                         sort_order=spec["sort_order"])
+        group.tags = [Tag(name=name, sort_order=i) for i, name in enumerate(spec["tags"])]
+        session.add(group)
+    session.flush()
+
+
+def list_tag_groups(session: Session) -> list[TagGroup]:
+    return list(session.scalars(
+        select(TagGroup).options(selectinload(TagGroup.tags)).order_by(TagGroup.sort_order, TagGroup.id)))
+
+
+def get_tag_group(session: Session, *, group_id: int) -> TagGroup:
+    group = session.get(TagGroup, group_id)
+    if group is None:
+        raise NotFound("Tag group not found")
+    return group
+
+
+def create_tag_group(session: Session, *, name: str, multi_select: bool, actor: Viewer) -> TagGroup:
+    name = name.strip()
+    if session.scalar(select(TagGroup).where(TagGroup.name == name)):
+        raise Invalid("Tag group {name} already exists", field="name", name=name)
+    group = TagGroup(name=name, kind=TagGroupKind.custom.value, multi_select=multi_select, sort_order=100)
+    session.add(group)
+    session.flush()
+    team_service.record_audit(session, actor=actor, action="create", entity_type="tag_group",
+                              entity_id=group.id, summary=name)
+    return group
+
+
+def create_tag(session: Session, *, group_id: int, name: str, actor: Viewer) -> Tag:
+    group = get_tag_group(session, group_id=group_id)
+    if group.is_computed:
+        raise Invalid("Tags of group {group} are computed and cannot be edited", field="group",
+                      group=group.name)
+    name = name.strip()
+    if any(t.name == name for t in group.tags):
+        raise Invalid("Tag {name} already exists in {group}", field="name", name=name, group=group.name)
+    tag = Tag(group_id=group.id, name=name, sort_order=len(group.tags))
+    session.add(tag)
+    session.flush()
+    team_service.record_audit(session, actor=actor, action="create", entity_type="tag",
+                              entity_id=tag.id, summary=f"{group.name}:{name}")
+    return tag
+
+
+def _split_tag_name(text: str) -> tuple[str | None, str]:
+    for sep in TAG_SEPARATORS:
+        if sep in text:
+            group, _sep, name = text.partition(sep)
+            return group.strip(), name.strip()
+    return None, text.strip()
+
+
+def resolve_tags(session: Session, *, names: list[str], create_missing: bool = True) -> list[Tag]:
+    """Tags for names written ``标签`` or ``组:标签``; a new tag needs its group named."""
+    groups = {g.name: g for g in list_tag_groups(session)}
+    by_name: dict[str, list[Tag]] = defaultdict(list)
+    for group in groups.values():
+        for tag in group.tags:
+            by_name[tag.name].append(tag)
+    resolved: list[Tag] = []
+    for raw in names:
+        group_name, tag_name = _split_tag_name(raw)
+        if not tag_name:
+            raise UnknownTag("Empty tag name in {value}", field="tags", value=raw)
+        if group_name is None:
+            matches = by_name.get(tag_name, [])
+            if len(matches) != 1:
+                message = ("Tag {name} is in several groups; write it as group:tag" if matches
+                           else "Unknown tag {name}; write it as group:tag to create it")
+                raise UnknownTag(message, field="tags", name=tag_name)
+            resolved.append(matches[0])
+            continue
+        named_group = groups.get(group_name)
+        if named_group is None:
+            raise UnknownTag("Unknown tag group {group}", field="tags", group=group_name)
+        found = next((t for t in named_group.tags if t.name == tag_name), None)
+        if found is None:
+            if named_group.is_computed or not create_missing:
+                raise UnknownTag("Unknown tag {name} in group {group}", field="tags", name=tag_name,
+                                 group=group_name)
+            found = Tag(group_id=named_group.id, name=tag_name, sort_order=len(named_group.tags))
+            named_group.tags.append(found)
+            session.flush()
+        resolved.append(found)
+    return resolved
+
+
+def customer_tags(session: Session, *, customer_ids: list[int]) -> dict[int, list[Tag]]:
+    if not customer_ids:
+        return {}
+    rows = session.execute(
+        select(CustomerTag.customer_id, Tag)
+        .join(Tag, Tag.id == CustomerTag.tag_id)
+        .join(TagGroup, TagGroup.id == Tag.group_id)
+        .where(CustomerTag.customer_id.in_(customer_ids))
+        .order_by(TagGroup.sort_order, TagGroup.id, Tag.sort_order, Tag.id)
+    )
+    result: dict[int, list[Tag]] = defaultdict(list)
+    for customer_id, tag in rows:
+        result[customer_id].append(tag)
+    return result
+
+
+def set_customer_tags(
+    session: Session, *, customer_id: int, add: list[Tag], remove: list[Tag], viewer: Viewer,
+    record_touch: bool = True,
+) -> tuple[list[str], list[str]]:
+    """Add and remove manual tags; single-select groups keep only the newest tag."""
+    customer = get_customer(session, customer_id=customer_id, viewer=viewer)
+    for tag in [*add, *remove]:
+        if tag.group.is_computed:
+            raise Invalid("Tags of group {group} are computed and cannot be edited", field="tags",
+                          group=tag.group.name)
+    current = {t.id: t for t in customer_tags(session, customer_ids=[customer.id]).get(customer.id, [])}
+    wanted = dict(current)
+    for tag in remove:
+        wanted.pop(tag.id, None)
+    for tag in add:
+        if not tag.group.multi_select:
+            for other in [t for t in wanted.values() if t.group_id == tag.group_id]:
+                wanted.pop(other.id)
+        wanted[tag.id] = tag
+    added = [t for tid, t in wanted.items() if tid not in current]
+    removed = [t for tid, t in current.items() if tid not in wanted]
+    if removed:
+        session.execute(delete(CustomerTag).where(
+            CustomerTag.customer_id == customer.id, CustomerTag.tag_id.in_([t.id for t in removed])))
+    for tag in added:
+        session.add(CustomerTag(customer_id=customer.id, tag_id=tag.id))
+    added_names = [f"{t.group.name}:{t.name}" for t in added]
+    removed_names = [f"{t.group.name}:{t.name}" for t in removed]
+    if (added or removed) and record_touch:
+        session.add(Touch(customer_id=customer.id, user_id=viewer.user_id, kind=TouchKind.tag_change.value,
+                          details={"added": added_names, "removed": removed_names}))
+        team_service.record_audit(session, actor=viewer, action="update", entity_type="customer_tags",
+                                  entity_id=customer.id, summary=customer.name,
+                                  before={"tags": sorted(f"{t.group.name}:{t.name}" for t in current.values())},
+                                  after={"tags": sorted(f"{t.group.name}:{t.name}" for t in wanted.values())})
+    session.flush()
+    refresh_computed(session, customer=customer)
+    return added_names, removed_names
+
+
+# ---------------------------------------------------------------- scope and lookup
+
+
+def _scope_clause(viewer: Viewer) -> ColumnElement[bool] | None:
+    if viewer.sees_all_accounts:
+        return None
+    if not viewer.account_ids:
+        return false()
+    return exists().where(Friendship.customer_id == Customer.id,
+                          Friendship.account_id.in_(sorted(viewer.account_ids)))
+
+
+def get_customer(session: Session, *, customer_id: int, viewer: Viewer) -> Customer:
+    query = select(Customer).where(Customer.id == customer_id, Customer.merged_into_id.is_(None))
+    scope = _scope_clause(viewer)
+    if scope is not None:
+        query = query.where(scope)
+    customer = session.scalar(query)
+    if customer is None:
+        raise CustomerNotFound("Customer not found")
+    return customer
+
+
+def _visible_account(session: Session, *, account_id: int, viewer: Viewer) -> Account:
+    account = session.get(Account, account_id)
+    if account is None or not viewer.can_see_account(account_id):
+        raise Invalid("Account {account_id} not found", field="account_id", account_id=account_id)
+    return account
+
+
+# ---------------------------------------------------------------- create / update
+
+
+def create_customer(session: Session, *, data: CustomerIn, viewer: Viewer) -> Customer:
+    _visible_account(session, account_id=data.account_id, viewer=viewer)
+    tags = resolve_tags(session, names=data.tags)
+    customer = Customer(name=data.name)
+    for key in PORTRAIT_FIELDS:
+        value = getattr(data, key)
+        if value is not None:
+            setattr(customer, key, value)
+    session.add(customer)
+    session.flush()
+    friendship = Friendship(customer_id=customer.id, account_id=data.account_id,
+                            remark_name=data.remark_name, description=data.description)
+    session.add(friendship)
+    session.flush()
+    _replace_phones(session, friendship=friendship, phones=data.phones)
+    if data.custom_fields:
+        _set_custom_values(session, customer=customer, values=data.custom_fields)
+    session.add(Touch(customer_id=customer.id, account_id=data.account_id, user_id=viewer.user_id,
+                      kind=TouchKind.system.value, details={"event": "created"}))
+    session.flush()
+    team_service.record_audit(session, actor=viewer, action="create", entity_type="customer",
+                              entity_id=customer.id, summary=customer.name,
+                              after=data.model_dump(mode="json"))
+    if tags:
+        set_customer_tags(session, customer_id=customer.id, add=tags, remove=[], viewer=viewer,
+                          record_touch=False)
+    else:
+        refresh_computed(session, customer=customer)
+    return customer
+
+
+def add_friendship(session: Session, *, customer_id: int, account_id: int, viewer: Viewer,
+                   remark_name: str = "", channel_state: str = "") -> Friendship:
+    customer = get_customer(session, customer_id=customer_id, viewer=viewer)
+    _visible_account(session, account_id=account_id, viewer=viewer)
+    friendship = session.scalar(select(Friendship).where(
+        Friendship.customer_id == customer.id, Friendship.account_id == account_id))
+    if friendship is None:
+        friendship = Friendship(customer_id=customer.id, account_id=account_id, remark_name=remark_name,
+                                channel_state=channel_state)
+        session.add(friendship)
+    else:
+        friendship.status = FriendshipStatus.active.value
+        friendship.removed_at = None
+    session.flush()
+    refresh_computed(session, customer=customer)
+    return friendship
+
+
+def _friendship_for(session: Session, *, customer: Customer, account_id: int | None,
+                    viewer: Viewer) -> Friendship:
+    candidates = [f for f in customer.friendships if viewer.can_see_account(f.account_id)]
+    if account_id is not None:
+        candidates = [f for f in candidates if f.account_id == account_id]
+        if not candidates:
+            raise Invalid("This customer is not a friend of account {account_id}", field="account_id",
+                          account_id=account_id)
+    if not candidates:
+        raise Invalid("This customer has no friendship with your accounts", field="account_id")
+    return candidates[0]
+
+
+def _replace_phones(session: Session, *, friendship: Friendship, phones: list[str]) -> None:
+    session.execute(delete(Phone).where(Phone.friendship_id == friendship.id))
+    seen: set[str] = set()
+    for raw in phones:
+        number = normalise_phone(raw)
+        if number and number not in seen:
+            seen.add(number)
+            session.add(Phone(friendship_id=friendship.id, customer_id=friendship.customer_id, number=number))
+    session.flush()
+    session.expire(friendship, ["phones"])
+
+
+def normalise_phone(raw: str) -> str:
+    return "".join(ch for ch in raw if ch.isdigit() or ch == "+")
+
+
+def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate, viewer: Viewer) -> Customer:
+    customer = get_customer(session, customer_id=customer_id, viewer=viewer)
+    changes = data.model_dump(exclude_unset=True)
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    for key in ("name", *PORTRAIT_FIELDS):
+        if key in changes and changes[key] is not None and getattr(customer, key) != changes[key]:
+            before[key] = getattr(customer, key)
+            after[key] = changes[key]
+            setattr(customer, key, changes[key])
+    remark_keys = {"remark_name", "description", "phones"} & {k for k, v in changes.items() if v is not None}
+    if remark_keys:
+        friendship = _friendship_for(session, customer=customer, account_id=data.account_id, viewer=viewer)
+        for key in ("remark_name", "description"):
+            if key in remark_keys and getattr(friendship, key) != changes[key]:
+                before[key] = getattr(friendship, key)
+                after[key] = changes[key]
+                setattr(friendship, key, changes[key])
+        if "phones" in remark_keys:
+            old = [p.number for p in friendship.phones]
+            new = [normalise_phone(p) for p in changes["phones"]]
+            if old != new:
+                before["phones"], after["phones"] = old, new
+                _replace_phones(session, friendship=friendship, phones=changes["phones"])
+    if data.custom_fields:
+        before_fields, after_fields = _set_custom_values(session, customer=customer, values=data.custom_fields)
+        before.update(before_fields)
+        after.update(after_fields)
+    if data.tags is not None:
+        wanted = resolve_tags(session, names=data.tags)
+        manual_now = [t for t in customer_tags(session, customer_ids=[customer.id]).get(customer.id, [])
+                      if not t.group.is_computed]
+        wanted_ids = {t.id for t in wanted}
+        set_customer_tags(session, customer_id=customer.id, add=wanted,
+                          remove=[t for t in manual_now if t.id not in wanted_ids], viewer=viewer)
+    if after:
+        customer.updated_at = utcnow()
+        session.add(Touch(customer_id=customer.id, user_id=viewer.user_id, kind=TouchKind.field_change.value,
+                          details={"fields": sorted(after)}))
+        team_service.record_audit(session, actor=viewer, action="update", entity_type="customer",
+                                  entity_id=customer.id, summary=customer.name, before=_jsonable(before),
+                                  after=_jsonable(after))
+    session.flush()
+    refresh_computed(session, customer=customer)
+    return customer
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(values, default=str))
+
+
+# ---------------------------------------------------------------- custom fields
+
+
+def list_custom_fields(session: Session) -> list[CustomField]:
+    return list(session.scalars(select(CustomField).order_by(CustomField.sort_order, CustomField.id)))
+
+
+def create_custom_field(session: Session, *, data: CustomFieldIn, actor: Viewer) -> CustomField:
+    if session.scalar(select(CustomField).where(CustomField.key == data.key)):
+        raise Invalid("Field {key} already exists", field="key", key=data.key)
+    if data.field_type is FieldType.choice and not data.choices:
+        raise Invalid("A choice field needs at least one choice", field="choices")
+    item = CustomField(key=data.key, label=data.label, field_type=data.field_type.value, choices=data.choices)
+    session.add(item)
+    session.flush()
+    team_service.record_audit(session, actor=actor, action="create", entity_type="custom_field",
+                              entity_id=item.id, summary=data.label, after=data.model_dump(mode="json"))
+    return item
+
+
+def _coerce_custom_value(spec: CustomField, value: Any) -> str:
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return ""
+    if spec.field_type == FieldType.number.value:
+        try:
+            Decimal(text)
+        except InvalidOperation as exc:
+            raise Invalid("{label} must be a number", field=f"custom_fields.{spec.key}", label=spec.label) from exc
+    elif spec.field_type == FieldType.date.value:
+        try:
+            datetime.strptime(text, "%Y-%m-%d")
+        except ValueError as exc:
+            raise Invalid("{label} must be a date like 2024-05-01", field=f"custom_fields.{spec.key}",
+                          label=spec.label) from exc
+    elif spec.field_type == FieldType.choice.value and text not in spec.choices:
+        raise Invalid("{label} must be one of: {choices}", field=f"custom_fields.{spec.key}",
+                      label=spec.label, choices="、".join(spec.choices))
+    if len(text) > 2000:
+        raise Invalid("{label} is too long", field=f"custom_fields.{spec.key}", label=spec.label)
+    return text
+
+
+def _set_custom_values(session: Session, *, customer: Customer,
+                       values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    specs = {f.key: f for f in list_custom_fields(session)}
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    for key, raw in values.items():
+        spec = specs.get(key)
+        if spec is None:
+            raise Invalid("Unknown custom field {key}", field=f"custom_fields.{key}", key=key)
+        value = _coerce_custom_value(spec, raw)
+        row = session.get(CustomFieldValue, (customer.id, spec.id))
+        old = row.value if row else ""
+        if old == value:
+            continue
+        before[f"custom.{key}"], after[f"custom.{key}"] = old, value
+        if row is None:
+            session.add(CustomFieldValue(customer_id=customer.id, field_id=spec.id, value=value))
+        else:
+            row.value = value
+    session.flush()
+    return before, after
+
+
+def custom_values(session: Session, *, customer_id: int) -> dict[str, str]:
+    rows = session.execute(
+        select(CustomField.key, CustomFieldValue.value)
+        .join(CustomFieldValue, CustomFieldValue.field_id == CustomField.id)
+        .where(CustomFieldValue.customer_id == customer_id))
+    return {key: value for key, value in rows}
+
+
+# ---------------------------------------------------------------- addresses and attachments
+
+
+def add_address(session: Session, *, customer_id: int, data: AddressIn, viewer: Viewer) -> Address:
+    customer = get_customer(session, customer_id=customer_id, viewer=viewer)
+    address = Address(customer_id=customer.id, **data.model_dump())
+    session.add(address)
+    session.flush()
+    team_service.record_audit(session, actor=viewer, action="create", entity_type="address",
+                              entity_id=address.id, summary=customer.name, after=data.model_dump())
+    refresh_computed(session, customer=customer)
+    return address
+
+
+def delete_address(session: Session, *, customer_id: int, address_id: int, viewer: Viewer) -> None:
+    customer = get_customer(session, customer_id=customer_id, viewer=viewer)
+    address = session.get(Address, address_id)
+    if address is None or address.customer_id != customer.id:
+        raise NotFound("Address not found")
+    before = AddressIn.model_validate(address, from_attributes=True).model_dump()
+    session.delete(address)
+    session.flush()
+    team_service.record_audit(session, actor=viewer, action="delete", entity_type="address",
+                              entity_id=address_id, summary=customer.name, before=before)
+    refresh_computed(session, customer=customer)
+
+
+def add_attachment(session: Session, *, customer_id: int, data: AttachmentIn, viewer: Viewer) -> Attachment:
+    customer = get_customer(session, customer_id=customer_id, viewer=viewer)
+    friendship = _friendship_for(session, customer=customer, account_id=data.account_id, viewer=viewer)
+    attachment = Attachment(friendship_id=friendship.id, kind=data.kind, title=data.title, url=data.url)
+    session.add(attachment)
+    session.flush()
+    team_service.record_audit(session, actor=viewer, action="create", entity_type="attachment",
+                              entity_id=attachment.id, summary=customer.name, after=data.model_dump())
+    refresh_computed(session, customer=customer)
+    return attachment
+
+
+# ---------------------------------------------------------------- touches (timeline)
+
+
+def add_touch(session: Session, *, customer_id: int, data: TouchIn, viewer: Viewer) -> Touch:
+    customer = get_customer(session, customer_id=customer_id, viewer=viewer)
+    if data.kind in NON_CONTACT_KINDS:
+        raise Invalid("Touches of kind {kind} are recorded by the system", field="kind", kind=data.kind.value)
+    if data.account_id is not None:
+        _friendship_for(session, customer=customer, account_id=data.account_id, viewer=viewer)
+    if data.kind is TouchKind.purchase and data.amount is None:
+        raise Invalid("A purchase needs an amount", field="amount")
+    if data.kind is not TouchKind.purchase and data.amount is not None:
+        raise Invalid("Only a purchase has an amount", field="amount")
+    occurred_at = data.occurred_at or utcnow()
+    if occurred_at > utcnow():
+        raise Invalid("A touch cannot happen in the future", field="occurred_at")
+    touch = Touch(customer_id=customer.id, account_id=data.account_id, user_id=viewer.user_id,
+                  kind=data.kind.value, content=data.content, amount=data.amount, occurred_at=occurred_at)
+    session.add(touch)
+    session.flush()
+    team_service.record_audit(session, actor=viewer, action="create", entity_type="touch", entity_id=touch.id,
+                              summary=customer.name, after={"kind": data.kind.value, "content": data.content[:200]})
+    refresh_computed(session, customer=customer)
+    return touch
+
+
+def list_touches(session: Session, *, customer_id: int, viewer: Viewer, limit: int = 50,
+                 cursor: str | None = None) -> Page[Touch]:
+    customer = get_customer(session, customer_id=customer_id, viewer=viewer)
+    query = select(Touch).where(Touch.customer_id == customer.id)
+    if cursor:
+        at_text, last_id = decode_cursor(cursor)
+        at = datetime.fromisoformat(str(at_text))
+        query = query.where(or_(Touch.occurred_at < at, and_(Touch.occurred_at == at, Touch.id < int(last_id))))
+    rows = list(session.scalars(query.order_by(Touch.occurred_at.desc(), Touch.id.desc()).limit(limit + 1)))
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor([last.occurred_at.isoformat(), last.id])
+    return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+# ---------------------------------------------------------------- computed facts
+
+
+COMPLETENESS_PARTS = ("remark_name", "tags", "phone", "description", "gender", "age_band", "city", "job",
+                      "objective_notes", "emotional_notes", "address", "picture")
+
+
+def refresh_computed(session: Session, *, customer: Customer, rules: LifecycleRules | None = None) -> None:
+    rules = rules or get_rules(session)
+    session.flush()
+    stats = session.execute(
+        select(
+            func.count().filter(Touch.kind.in_([k.value for k in CONTACT_KINDS])),
+            func.count().filter(Touch.kind == TouchKind.purchase.value),
+            func.coalesce(func.sum(Touch.amount).filter(Touch.kind == TouchKind.purchase.value), 0),
+            func.max(Touch.occurred_at).filter(Touch.kind.notin_([k.value for k in NON_CONTACT_KINDS])),
+        ).where(Touch.customer_id == customer.id)
+    ).one()
+    contacts, purchases, total, last_at = stats
+    customer.contact_count = int(contacts)
+    customer.purchase_count = int(purchases)
+    customer.purchase_total = Decimal(str(total))
+    if isinstance(last_at, str):  # SQLite aggregate returns text
+        last_at = datetime.fromisoformat(last_at)
+    customer.last_touch_at = last_at
+    customer.stage = rules.stage_for(contacts=customer.contact_count, purchases=customer.purchase_count).value
+    customer.level = rules.level_for(customer.purchase_total)
+    _sync_computed_tags(session, customer=customer, rules=rules)
+    customer.completeness = _completeness(session, customer=customer)
+
+
+def _sync_computed_tags(session: Session, *, customer: Customer, rules: LifecycleRules) -> None:
+    wanted_by_kind = {
+        TagGroupKind.contact_count.value: rules.contact_bucket(customer.contact_count),
+        TagGroupKind.purchase.value: rules.purchase_bucket(customer.purchase_count),
+        TagGroupKind.level.value: customer.level,
+    }
+    groups = {g.kind: g for g in session.scalars(
+        select(TagGroup).where(TagGroup.kind.in_(list(wanted_by_kind))).options(selectinload(TagGroup.tags)))}
+    current = session.execute(
+        select(CustomerTag.tag_id, Tag.group_id).join(Tag, Tag.id == CustomerTag.tag_id)
+        .where(CustomerTag.customer_id == customer.id, Tag.group_id.in_([g.id for g in groups.values()]))
+    ).all()
+    for kind, label in wanted_by_kind.items():
+        group = groups.get(kind)
+        if group is None:
+            continue
+        tag = next((t for t in group.tags if t.name == label), None) if label else None
+        if label and tag is None:
+            tag = Tag(group_id=group.id, name=label, sort_order=len(group.tags))
+            group.tags.append(tag)
+            session.flush()
+        stale = [tag_id for tag_id, group_id in current if group_id == group.id and (tag is None or tag_id != tag.id)]
+        if stale:
+            session.execute(delete(CustomerTag).where(CustomerTag.customer_id == customer.id,
+                                                      CustomerTag.tag_id.in_(stale)))
+        if tag is not None and not any(tag_id == tag.id for tag_id, _g in current):
+            session.add(CustomerTag(customer_id=customer.id, tag_id=tag.id))
+    session.flush()
+
+
+def _completeness(session: Session, *, customer: Customer) -> int:
+    friendships = [f for f in customer.friendships if f.status == FriendshipStatus.active.value] or \
+        list(customer.friendships)
+    manual_tags = session.scalar(
+        select(func.count()).select_from(CustomerTag).join(Tag, Tag.id == CustomerTag.tag_id)
+        .join(TagGroup, TagGroup.id == Tag.group_id)
+        .where(CustomerTag.customer_id == customer.id,
+               TagGroup.kind.notin_([TagGroupKind.contact_count.value, TagGroupKind.purchase.value,
+                                     TagGroupKind.level.value]))) or 0
+    has_phone = session.scalar(select(exists().where(Phone.customer_id == customer.id)))
+    has_address = session.scalar(select(exists().where(Address.customer_id == customer.id)))
+    filled = {
+        "remark_name": any(f.remark_name for f in friendships),
+        "tags": manual_tags > 0,
+        "phone": bool(has_phone),
+        "description": any(f.description for f in friendships),
+        "gender": bool(customer.gender),
+        "age_band": bool(customer.age_band),
+        "city": bool(customer.city),
+        "job": bool(customer.job),
+        "objective_notes": bool(customer.objective_notes),
+        "emotional_notes": bool(customer.emotional_notes),
+        "address": bool(has_address),
+        "picture": any(f.attachments for f in friendships),
+    }
+    return round(100 * sum(filled.values()) / len(COMPLETENESS_PARTS))
+
+
+# ---------------------------------------------------------------- lists
+
+
+SORTS = ("last_touch", "created", "name")
+
+
+@dataclass
+class CustomerFilter:
+    """One filter object drives the console list, the API list, exports and bulk actions."""
+
+    q: str = ""
+    tag_ids: list[int] = field(default_factory=list)
+    tag_names: list[str] = field(default_factory=list)
+    stage: str | None = None
+    account_id: int | None = None
+    source: str | None = None
+    last_touch_before: datetime | None = None
+    last_touch_after: datetime | None = None
+    sort: str = "last_touch"
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _filter_clauses(session: Session, flt: CustomerFilter, viewer: Viewer) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = [Customer.merged_into_id.is_(None)]
+    scope = _scope_clause(viewer)
+    if scope is not None:
+        clauses.append(scope)
+    if flt.account_id is not None:
+        if not viewer.can_see_account(flt.account_id):
+            raise Invalid("Account {account_id} not found", field="account_id", account_id=flt.account_id)
+        clauses.append(exists().where(Friendship.customer_id == Customer.id,
+                                      Friendship.account_id == flt.account_id))
+    if flt.stage:
+        if flt.stage not in {s.value for s in Stage}:
+            raise Invalid("Unknown stage {stage}", field="stage", stage=flt.stage)
+        clauses.append(Customer.stage == flt.stage)
+    if flt.source:
+        clauses.append(Customer.source == flt.source)
+    if flt.last_touch_before is not None:
+        clauses.append(Customer.last_touch_at < flt.last_touch_before)
+    if flt.last_touch_after is not None:
+        clauses.append(Customer.last_touch_at >= flt.last_touch_after)
+    tags: list[Tag] = []
+    if flt.tag_ids:
+        tags.extend(session.scalars(select(Tag).where(Tag.id.in_(flt.tag_ids))))
+        if len(tags) != len(set(flt.tag_ids)):
+            raise UnknownTag("Unknown tag in filter", field="tag")
+    if flt.tag_names:
+        tags.extend(resolve_tags(session, names=flt.tag_names, create_missing=False))
+    # AND across tag groups, OR within one group.
+    by_group: dict[int, set[int]] = defaultdict(set)
+    for tag in tags:
+        by_group[tag.group_id].add(tag.id)
+    for tag_ids in by_group.values():
+        if len(tag_ids) == 1:
+            (only,) = tag_ids
+            condition = CustomerTag.tag_id == only
+        else:
+            condition = CustomerTag.tag_id.in_(sorted(tag_ids))
+        clauses.append(exists().where(CustomerTag.customer_id == Customer.id, condition))
+    q = flt.q.strip()
+    if q:
+        pattern = f"%{_escape_like(q)}%"
+        digits = normalise_phone(q)
+        text_match = or_(
+            Customer.name.like(pattern, escape="\\"),
+            Customer.wechat_id == q,
+            exists().where(Friendship.customer_id == Customer.id,
+                           or_(Friendship.remark_name.like(pattern, escape="\\"),
+                               Friendship.description.like(pattern, escape="\\"))),
+        )
+        if len(digits) >= 3:
+            text_match = or_(text_match, exists().where(
+                Phone.customer_id == Customer.id, Phone.number.like(f"%{_escape_like(digits)}%", escape="\\")))
+        clauses.append(text_match)
+    return clauses
+
+
+def _keyset(sort: str, cursor: str | None) -> tuple[list[Any], ColumnElement[bool] | None]:
+    if sort not in SORTS:
+        raise Invalid("Unknown sort {sort}", field="sort", sort=sort)
+    if sort == "created":
+        order = [Customer.created_at.desc(), Customer.id.desc()]
+    elif sort == "name":
+        order = [Customer.name.asc(), Customer.id.asc()]
+    else:
+        order = [Customer.last_touch_at.desc().nulls_last(), Customer.id.desc()]
+    if not cursor:
+        return order, None
+    values = decode_cursor(cursor)
+    if len(values) != 3 or values[0] != sort:
+        raise Invalid("Invalid cursor", field="cursor")
+    _sort, value, last_id = values
+    last_id = int(last_id)
+    if sort == "name":
+        return order, or_(Customer.name > value, and_(Customer.name == value, Customer.id > last_id))
+    column = Customer.created_at if sort == "created" else Customer.last_touch_at
+    if value is None:  # already into the customers never touched (sorted last)
+        return order, and_(column.is_(None), Customer.id < last_id)
+    at = datetime.fromisoformat(value)
+    after = or_(column < at, and_(column == at, Customer.id < last_id))
+    if sort == "last_touch":
+        after = or_(after, column.is_(None))
+    return order, after
+
+
+def _cursor_for(sort: str, customer: Customer) -> str:
+    if sort == "name":
+        value: Any = customer.name
+    else:
+        at = customer.created_at if sort == "created" else customer.last_touch_at
+        value = at.isoformat() if at else None
+    return encode_cursor([sort, value, customer.id])
+
+
+def list_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, limit: int = 50,
+                   cursor: str | None = None) -> Page[Customer]:
+    limit = max(1, min(limit, 200))
+    order, after = _keyset(flt.sort, cursor)
+    query = select(Customer).where(*_filter_clauses(session, flt, viewer))
+    if after is not None:
+        query = query.where(after)
+    rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
+    next_cursor = _cursor_for(flt.sort, rows[limit - 1]) if len(rows) > limit else None
+    return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+@dataclass
+class CountResult:
+    value: int
+    exact: bool
+
+
+def count_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, cap: int) -> CountResult:
+    """Exact up to ``cap``; past it the console shows "cap+" instead of scanning everything."""
+    inner = select(Customer.id).where(*_filter_clauses(session, flt, viewer)).limit(cap + 1).subquery()
+    value = session.scalar(select(func.count()).select_from(inner)) or 0
+    return CountResult(value=min(value, cap), exact=value <= cap)
+
+
+# ---------------------------------------------------------------- presentation helpers
+
+
+def mask_phone(number: str) -> str:
+    if len(number) >= 7:
+        return f"{number[:3]}****{number[-4:]}"
+    return "****"
+
+
+def load_friendships(session: Session, *, customer_ids: list[int]) -> dict[int, list[Friendship]]:
+    if not customer_ids:
+        return {}
+    rows = session.scalars(
+        select(Friendship).where(Friendship.customer_id.in_(customer_ids))
+        .options(selectinload(Friendship.phones), selectinload(Friendship.attachments))
+        .order_by(Friendship.id))
+    result: dict[int, list[Friendship]] = defaultdict(list)
+    for friendship in rows:
+        result[friendship.customer_id].append(friendship)
+    return result
+
+
+def account_names(session: Session) -> dict[int, str]:
+    return {a.id: a.display_name for a in session.scalars(select(Account))}
+
+
+def stage_counts(session: Session, *, viewer: Viewer) -> dict[str, int]:
+    query = select(Customer.stage, func.count()).where(Customer.merged_into_id.is_(None)).group_by(Customer.stage)
+    scope = _scope_clause(viewer)
+    if scope is not None:
+        query = query.where(scope)
+    counts = {stage.value: 0 for stage in Stage}
+    counts.update({stage: count for stage, count in session.execute(query)})
+    return counts
+
+
+# ---------------------------------------------------------------- API shapes
+
+
+def _tag_out(tag: Tag) -> TagOut:
+    return TagOut(id=tag.id, name=tag.name, group_id=tag.group_id, group=tag.group.name)
+
+
+def _visible_friendships(friendships: list[Friendship], viewer: Viewer) -> list[Friendship]:
+    return [f for f in friendships if viewer.can_see_account(f.account_id)]
+
+
+def to_summaries(session: Session, *, customers: list[Customer], viewer: Viewer) -> list[CustomerSummary]:
+    ids = [c.id for c in customers]
+    tags = customer_tags(session, customer_ids=ids)
+    friendships = load_friendships(session, customer_ids=ids)
+    result = []
+    for customer in customers:
+        mine = _visible_friendships(friendships.get(customer.id, []), viewer)
+        result.append(CustomerSummary(
+            id=customer.id, name=customer.name, remark_name=next((f.remark_name for f in mine if f.remark_name), ""),
+            wechat_id=customer.wechat_id, stage=customer.stage, level=customer.level,
+            contact_count=customer.contact_count, purchase_count=customer.purchase_count,
+            last_touch_at=customer.last_touch_at, completeness=customer.completeness,
+            account_ids=[f.account_id for f in mine], tags=[_tag_out(t) for t in tags.get(customer.id, [])],
+            created_at=customer.created_at))
+    return result
+
+
+def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> CustomerOut:
+    (summary,) = to_summaries(session, customers=[customer], viewer=viewer)
+    names = account_names(session)
+    friendships = _visible_friendships(load_friendships(session, customer_ids=[customer.id]).get(customer.id, []),
+                                       viewer)
+    show = (lambda n: n) if viewer.may_see_phones else mask_phone
+    return CustomerOut(
+        **summary.model_dump(),
+        **{key: getattr(customer, key) for key in PORTRAIT_FIELDS if key != "wechat_id"},
+        purchase_total=customer.purchase_total,
+        friendships=[FriendshipOut(
+            id=f.id, account_id=f.account_id, account_name=names.get(f.account_id, ""), remark_name=f.remark_name,
+            description=f.description, phones=[show(p.number) for p in f.phones], status=f.status,
+            channel_state=f.channel_state, added_at=f.added_at,
+            attachments=[AttachmentOut.model_validate(a) for a in f.attachments]) for f in friendships],
+        addresses=[AddressOut.model_validate(a) for a in customer.addresses],
+        custom_fields=custom_values(session, customer_id=customer.id),
+        updated_at=customer.updated_at,
+    )
+
+
+def to_tag_groups(groups: list[TagGroup]) -> list[TagGroupOut]:
+    return [TagGroupOut(id=g.id, name=g.name, kind=TagGroupKind(g.kind), multi_select=g.multi_select,
+                        computed=g.is_computed, tags=[_tag_out(t) for t in g.tags]) for g in groups]

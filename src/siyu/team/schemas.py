@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from siyu.team.models import Role
+
+
+class UserIn(BaseModel):
+    username: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    display_name: str = Field("", max_length=64)
+    password: str = Field(min_length=8, max_length=256)
+    role: Role = Role.operator
+    account_ids: list[int] = Field(default_factory=list)
+
+
+class UserUpdate(BaseModel):
+    display_name: str | None = Field(None, max_length=64)
+    role: Role | None = None
+    is_active: bool | None = None
+    account_ids: list[int] | None = None
+    password: str | None = Field(None, min_length=8, max_length=256)
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    display_name: str
+    role: str
+    is_active: bool
+    account_ids: list[int]
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105
+    expires_at: datetime
+
+
+class AuditOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    entity_type: str
+    entity_id: str
+    summary: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None

@@ -1,0 +1,184 @@
+"""Test fixtures: a fresh database per test, role fixtures and factories.
+
+SQLite (default): the migrated schema is built once per run into a template file and
+copied for each test. PostgreSQL (``SIYU_TEST_DATABASE_URL=postgresql+psycopg://…``):
+one uniquely named database per run, migrated once, every table truncated before each
+test, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from siyu.core import db as core_db
+from siyu.core.db import Base
+from siyu.core.migrate import upgrade
+from siyu.core.settings import get_settings
+from siyu.core.viewer import SYSTEM, Viewer
+from siyu.customers import service as customers_service
+from siyu.team import service as team_service
+
+TEST_PASSWORD = "correct-horse-battery"
+POSTGRES_URL = os.environ.get("SIYU_TEST_DATABASE_URL", "")
+
+
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if POSTGRES_URL:
+        base = make_url(POSTGRES_URL)
+        name = f"siyu_test_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = base.set(database=name).render_as_string(hide_password=False)
+        upgrade(url)
+        yield url
+        core_db.reset_engine()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    else:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        upgrade(f"sqlite:///{path}")
+        yield str(path)
+
+
+@pytest.fixture
+def database_url(database_template: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if POSTGRES_URL:
+        url = database_template
+        engine = create_engine(url)
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+    else:
+        path = tmp_path / "siyu.db"
+        shutil.copy(database_template, path)
+        url = f"sqlite:///{path}"
+    monkeypatch.setenv("SIYU_DATABASE_URL", url)
+    monkeypatch.setenv("SIYU_SECRET_KEY", "test-secret-key-not-for-production")
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    core_db.reset_engine()
+    yield url
+    core_db.reset_engine()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Session]:
+    session = core_db.get_sessionmaker()()
+    customers_service.ensure_default_tag_groups(session)
+    session.commit()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+@pytest.fixture
+def app(db: Session) -> Any:
+    from siyu.app import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[TestClient]:
+    with TestClient(app, base_url="http://testserver", raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+# ---------------------------------------------------------------- factories
+
+
+class Factory:
+    """Builds domain objects through the real services, so tests exercise the rules."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._n = 0
+
+    def _next(self) -> int:
+        self._n += 1
+        return self._n
+
+    def account(self, **overrides: Any) -> Any:
+        from siyu.accounts import service as accounts_service
+        from siyu.accounts.schemas import AccountIn
+
+        n = self._next()
+        data = {"display_name": f"茶小满{n}号", "wechat_id": f"chaxiaoman{n}", "store": "杭州西湖店",
+                "kind": "wecom", "wecom_userid": f"user{n}"} | overrides
+        account = accounts_service.create_account(self.session, data=AccountIn(**data), actor=SYSTEM)
+        self.session.commit()
+        return account
+
+    def user(self, role: str = "operator", *, accounts: list[Any] | None = None, username: str | None = None) -> Any:
+        from siyu.team.schemas import UserIn
+
+        name = username or f"{role}{self._next()}"
+        user = team_service.create_user(self.session, data=UserIn(
+            username=name, password=TEST_PASSWORD, role=role,  # type: ignore[arg-type]
+            account_ids=[a.id for a in accounts or []]), actor=SYSTEM)
+        self.session.commit()
+        return user
+
+    def customer(self, account: Any, **overrides: Any) -> Any:
+        from siyu.customers.schemas import CustomerIn
+
+        n = self._next()
+        data = {"name": f"顾客{n}", "account_id": account.id, "remark_name": f"顾客{n}-爱喝龙井"} | overrides
+        customer = customers_service.create_customer(self.session, data=CustomerIn(**data), viewer=SYSTEM)
+        self.session.commit()
+        return customer
+
+    def touch(self, customer: Any, kind: str = "chat", **overrides: Any) -> Any:
+        from siyu.customers.schemas import TouchIn
+
+        touch = customers_service.add_touch(self.session, customer_id=customer.id,
+                                            data=TouchIn(kind=kind, **overrides), viewer=SYSTEM)  # type: ignore[arg-type]
+        self.session.commit()
+        return touch
+
+
+@pytest.fixture
+def make(db: Session) -> Factory:
+    return Factory(db)
+
+
+@pytest.fixture
+def admin(make: Factory) -> Any:
+    return make.user("admin", username="admin")
+
+
+def viewer_of(user: Any) -> Viewer:
+    return team_service.viewer_for(user)
+
+
+@pytest.fixture
+def token_for(client: TestClient) -> Callable[[Any], dict[str, str]]:
+    def headers(user: Any) -> dict[str, str]:
+        response = client.post("/api/v1/auth/token", data={"username": user.username, "password": TEST_PASSWORD})
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    return headers
+
+
+@pytest.fixture
+def admin_headers(admin: Any, token_for: Callable[[Any], dict[str, str]]) -> dict[str, str]:
+    return token_for(admin)
