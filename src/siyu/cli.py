@@ -1,0 +1,162 @@
+"""The `siyu` command: one command group per domain."""
+
+from __future__ import annotations
+
+import os
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
+
+from siyu.core import db as core_db
+from siyu.core.migrate import upgrade
+from siyu.core.settings import get_settings
+
+app = typer.Typer(help="Siyu (私域): WeChat customer relationships and the operations console.",
+                  no_args_is_help=True, add_completion=False)
+user_app = typer.Typer(help="Manage console users.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+DEMO_DATABASE_URL = "sqlite:///./siyu-demo.db"
+
+
+def _use_database(url: str) -> None:
+    os.environ["SIYU_DATABASE_URL"] = url
+    get_settings.cache_clear()
+    core_db.reset_engine()
+
+
+def _init_database(url: str) -> None:
+    upgrade(url)
+    from siyu.customers import service as customers_service
+
+    with core_db.transaction() as session:
+        customers_service.ensure_default_tag_groups(session)
+
+
+def _wipe_database(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            for suffix in ("", "-wal", "-shm"):
+                Path(parsed.database + suffix).unlink(missing_ok=True)
+        return
+    engine = core_db.make_engine(url)
+    import siyu.core.models_registry  # noqa: F401
+
+    with engine.begin() as conn:
+        core_db.Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()
+
+
+def _has_data(url: str) -> bool:
+    engine = core_db.make_engine(url)
+    try:
+        if "customer" not in inspect(engine).get_table_names():
+            return False
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT 1 FROM customer LIMIT 1")).first() is not None
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def init() -> None:
+    """Create the database or migrate it to the latest schema (SIYU_DATABASE_URL)."""
+    url = get_settings().database_url
+    _init_database(url)
+    typer.echo(f"database ready: {make_url(url).render_as_string(hide_password=True)}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Web worker processes (use PostgreSQL for more than one).")] = 1,
+) -> None:
+    """Serve the web console and the API (migrates the database first)."""
+    import uvicorn
+
+    _init_database(get_settings().database_url)
+    uvicorn.run("siyu.app:create_app", factory=True, host=host, port=port, workers=workers,
+                proxy_headers=True, log_level="info")
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser.")] = False,
+    customers: Annotated[int, typer.Option(help="How many demo customers to create.")] = 2000,
+    database: Annotated[str, typer.Option(help="Database for the demo (wiped first).")] = DEMO_DATABASE_URL,
+    force: Annotated[bool, typer.Option(help="Allow wiping another database that holds data.")] = False,
+) -> None:
+    """Build fresh demo data (a tea brand with several stores), then serve the console."""
+    import uvicorn
+
+    from siyu.core.security import generate_password
+    from siyu.demo import build_demo
+
+    url = database
+    if url != DEMO_DATABASE_URL and _has_data(url) and not force:
+        typer.echo(f"{make_url(url).render_as_string(hide_password=True)} already holds customers; "
+                   "the demo wipes its database, so pass --force if that is really what you want.", err=True)
+        raise typer.Exit(2)
+    _use_database(url)
+    _wipe_database(url)
+    _init_database(url)
+    password = get_settings().admin_password or generate_password()
+    typer.echo("building demo data …")
+    with core_db.transaction() as session:
+        summary = build_demo(session, admin_password=password, customers=customers)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    address = f"http://{shown_host}:{port}/"
+    typer.echo(f"demo ready: {summary.customers} customers, {summary.accounts} accounts")
+    typer.echo(f"open {address}")
+    typer.echo(f"log in as: admin / {password}")
+    if not no_browser:
+        webbrowser.open(address)
+    uvicorn.run("siyu.app:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+@user_app.command("create")
+def user_create(
+    username: Annotated[str, typer.Argument(help="Login name (letters, digits, . _ -).")],
+    role: Annotated[str, typer.Option(help="admin, planner, operator or service.")] = "operator",
+    display_name: Annotated[str, typer.Option(help="Name shown in the console.")] = "",
+    account: Annotated[list[int] | None, typer.Option(help="Account id this user works on (repeatable).")] = None,
+    password: Annotated[str | None, typer.Option(help="Password; prompted for when omitted.")] = None,
+) -> None:
+    """Create a console user."""
+    from pydantic import ValidationError
+
+    from siyu.core.errors import DomainError
+    from siyu.core.viewer import SYSTEM
+    from siyu.team import service as team_service
+    from siyu.team.schemas import UserIn
+
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    _init_database(get_settings().database_url)
+    try:
+        data = UserIn(username=username, password=password, role=role,  # type: ignore[arg-type]
+                      display_name=display_name, account_ids=account or [])
+        with core_db.transaction() as session:
+            user = team_service.create_user(session, data=data, actor=SYSTEM)
+            user_id = user.id
+    except ValidationError as exc:
+        for error in exc.errors():
+            typer.echo(f"error: {'.'.join(str(p) for p in error['loc'])}: {error['msg']}", err=True)
+        raise typer.Exit(2) from exc
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"created user {username} (id {user_id}, role {role})")
+
+
+if __name__ == "__main__":
+    app()
