@@ -49,7 +49,8 @@ def test_operator_cannot_open_other_accounts_customer(client: TestClient, make: 
 def test_operator_cannot_create_customer_on_foreign_account(client: TestClient, make: Any, token_for: Any) -> None:
     mine, theirs = make.account(), make.account()
     operator = make.user("operator", accounts=[mine])
-    response = client.post("/api/v1/customers", json={"name": "x", "account_id": theirs.id}, headers=token_for(operator))
+    response = client.post("/api/v1/customers", json={"name": "x", "account_id": theirs.id},
+                           headers=token_for(operator))
     assert response.status_code == 422
     assert response.json()["field"] == "account_id"
 
@@ -213,7 +214,7 @@ def test_accounts_report_utilisation(client: TestClient, make: Any, admin_header
     assert item["near_capacity"] is True
 
 
-def test_unknown_routes_and_methods_answer_json_without_traces(client: TestClient, admin_headers: dict[str, str]) -> None:
+def test_bad_paths_answer_json_without_traces(client: TestClient, admin_headers: dict[str, str]) -> None:
     response = client.get("/api/v1/customers/abc", headers=admin_headers)
     assert response.status_code == 422
     assert "Traceback" not in response.text

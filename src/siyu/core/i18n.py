@@ -49,4 +49,10 @@ def gettext(message: str, /, **params: Any) -> str:
     return text.format(**params) if params else text
 
 
+def mark(message: str, /) -> str:
+    """Marks a message id for translation where it is defined; translated later with ``_()``."""
+    return message
+
+
 _ = gettext
+N_ = mark

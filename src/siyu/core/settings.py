@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     secret_key: str = Field(
         "",
         description="Signs session cookies and API tokens. When empty, a random key is generated "
-        "once and kept in `.siyu-secret` next to the SQLite file.",
+        "once and kept in `.siyu-secret` in the working directory; set it when running several hosts.",
     )
     admin_password: str = Field(
         "", description="Password of the demo's `admin` user; a random one is generated and printed when empty."

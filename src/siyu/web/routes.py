@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from siyu.accounts import service as accounts_service
 from siyu.core.deps import PageViewer, SessionDep
 from siyu.core.errors import NotFound
-from siyu.core.i18n import _, normalise_locale
+from siyu.core.i18n import N_, _, normalise_locale
 from siyu.customers import service as customers_service
 from siyu.web.render import render
 
@@ -16,12 +16,13 @@ pages = APIRouter(include_in_schema=False)
 
 # Areas from DESIGN.md that later work builds; the console says so plainly.
 PLANNED_AREAS = {
-    "channels": ("Channels", "QR codes per touchpoint, welcome incentives, attribution and ROI."),
-    "inbox": ("Service inbox", "Every inbound message kept, conversations assigned, SLA timers, canned replies."),
-    "groups": ("Groups", "Group registry, members, moderation rules, onboarding, scheduled posts, health."),
-    "maintenance": ("Maintenance", "Touch cadence per level, daily task lists, moments calendar, materials."),
-    "campaigns": ("Conversion & campaigns", "Orders, coupons, referrals, RFM, segments, mass sends."),
-    "analytics": ("Analytics", "Ladder funnel, channel ROI, group health, team performance, SMART goals."),
+    "channels": (N_("Channels"), N_("QR codes per touchpoint, welcome incentives, attribution and ROI.")),
+    "inbox": (N_("Service inbox"),
+              N_("Every inbound message kept, conversations assigned, SLA timers, canned replies.")),
+    "groups": (N_("Groups"), N_("Group registry, members, moderation rules, onboarding, scheduled posts, health.")),
+    "maintenance": (N_("Maintenance"), N_("Touch cadence per level, daily task lists, moments calendar, materials.")),
+    "campaigns": (N_("Conversion & campaigns"), N_("Orders, coupons, referrals, RFM, segments, mass sends.")),
+    "analytics": (N_("Analytics"), N_("Ladder funnel, channel ROI, group health, team performance, SMART goals.")),
 }
 
 

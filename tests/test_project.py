@@ -1,0 +1,58 @@
+"""Checks that keep the project's promises in step with its code."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from siyu.core.i18n import LOCALES_DIR
+from siyu.core.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src" / "siyu"
+MSGID = re.compile(r"""(?<![\w.])N?_\(\s*(["'])((?:(?!\1).)+)\1""")
+ERROR_MSGID = re.compile(
+    r"""\b(?:Invalid|NotFound|Conflict|Forbidden|Unauthorized|TooManyAttempts|LoginRequired|UnknownTag|"""
+    r"""CustomerNotFound|AccountNotFound|UserNotFound|DomainError)\(\s*(["'])((?:(?!\1).)+)\1""")
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in Settings.model_fields:
+        assert f"`SIYU_{name.upper()}`" in readme, f"SIYU_{name.upper()} missing from README settings table"
+
+
+def _message_ids() -> set[str]:
+    found: set[str] = set()
+    for path in SRC.rglob("*"):
+        if path.suffix not in (".py", ".html") or "vendor" in path.parts:
+            continue
+        text = path.read_text(encoding="utf-8")
+        found.update(m.group(2) for m in MSGID.finditer(text))
+        if path.suffix == ".py":
+            found.update(m.group(2) for m in ERROR_MSGID.finditer(text))
+    return found
+
+
+def test_every_message_has_a_chinese_translation() -> None:
+    catalogue = json.loads((LOCALES_DIR / "zh-CN.json").read_text(encoding="utf-8"))
+    missing = sorted(m for m in _message_ids() if m not in catalogue)
+    assert not missing, f"add these to src/siyu/locales/zh-CN.json: {missing}"
+
+
+def test_no_third_party_bundles_are_committed() -> None:
+    vendor = SRC / "web" / "static" / "vendor"
+    gitignore = (ROOT / ".gitignore").read_text()
+    assert "src/siyu/web/static/vendor/" in gitignore
+    assert vendor.name == "vendor"
+
+
+def test_enum_labels_have_chinese_translations() -> None:
+    from siyu.customers.models import Stage, TouchKind
+    from siyu.team.models import Role
+
+    catalogue = json.loads((LOCALES_DIR / "zh-CN.json").read_text(encoding="utf-8"))
+    keys = [f"role.{r.value}" for r in Role] + [f"stage.{s.value}" for s in Stage]
+    keys += [f"touch.{k.value}" for k in TouchKind]
+    assert not [k for k in keys if k not in catalogue]
