@@ -219,3 +219,12 @@ def test_bad_paths_answer_json_without_traces(client: TestClient, admin_headers:
     assert response.status_code == 422
     assert "Traceback" not in response.text
     assert client.get("/api/v1/nothing-here", headers=admin_headers).status_code == 404
+
+
+def test_openapi_docs_are_served_without_a_cdn(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower()
+    spec = client.get("/openapi.json").json()
+    assert "/api/v1/customers" in spec["paths"]

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
@@ -34,7 +35,15 @@ def static_dir() -> Path:
 
 def create_app() -> FastAPI:
     settings = get_settings()
-    app = FastAPI(title="Siyu 私域 API", version=__version__, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="Siyu 私域 API", version=__version__, docs_url=None, redoc_url=None)
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs() -> Response:
+        # Swagger UI from the npm-installed assets: the console never loads anything from a CDN.
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Siyu 私域 API",
+                                   swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+                                   swagger_favicon_url="data:,")
 
     @app.middleware("http")
     async def locale_and_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
