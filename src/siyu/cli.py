@@ -102,6 +102,10 @@ def demo(
     from siyu.demo import build_demo
 
     url = database
+    password = get_settings().admin_password or generate_password()
+    if len(password) < 8:
+        typer.echo("SIYU_ADMIN_PASSWORD must be at least 8 characters long.", err=True)
+        raise typer.Exit(2)
     if url != DEMO_DATABASE_URL and _has_data(url) and not force:
         typer.echo(f"{make_url(url).render_as_string(hide_password=True)} already holds customers; "
                    "the demo wipes its database, so pass --force if that is really what you want.", err=True)
@@ -109,7 +113,6 @@ def demo(
     _use_database(url)
     _wipe_database(url)
     _init_database(url)
-    password = get_settings().admin_password or generate_password()
     typer.echo("building demo data …")
     with core_db.transaction() as session:
         summary = build_demo(session, admin_password=password, customers=customers)
@@ -143,7 +146,7 @@ def user_create(
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     _init_database(get_settings().database_url)
     try:
-        data = UserIn(username=username, password=password, role=role,  # type: ignore[arg-type]
+        data = UserIn(username=username, password=password, role=role,
                       display_name=display_name, account_ids=account or [])
         with core_db.transaction() as session:
             user = team_service.create_user(session, data=data, actor=SYSTEM)

@@ -6,6 +6,7 @@ transaction as the change, so the log can never disagree with the data.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +45,15 @@ def get_user(session: Session, *, user_id: int) -> User:
     if user is None:
         raise UserNotFound("User not found")
     return user
+
+
+def display_names(session: Session, *, user_ids: Iterable[int | None]) -> dict[int, str]:
+    """Names to show for these users (timeline operators, account owners)."""
+    ids = sorted({i for i in user_ids if i is not None})
+    if not ids:
+        return {}
+    rows = session.execute(select(User.id, User.display_name, User.username).where(User.id.in_(ids)))
+    return {user_id: display or username for user_id, display, username in rows}
 
 
 def find_user(session: Session, *, username: str) -> User | None:
@@ -125,16 +135,19 @@ def authenticate(session: Session, *, username: str, password: str) -> User:
 
 def _register_failure(session: Session, *, key: str, now: datetime) -> None:
     settings = get_settings()
-    throttle = session.get(LoginThrottle, key)
-    if throttle is None:
-        throttle = LoginThrottle(username=key, failures=0)
-        session.add(throttle)
-    throttle.failures += 1
-    if throttle.failures >= settings.login_max_failures:
-        throttle.locked_until = now + timedelta(minutes=settings.login_lock_minutes)
-        throttle.failures = 0
-    # The failure must be remembered even though the caller's request fails.
-    session.commit()
+    # The failure must be remembered although the caller's request fails and rolls back:
+    # it is written in a transaction of its own, leaving the caller's untouched.
+    with Session(bind=session.get_bind()) as own:
+        throttle = own.get(LoginThrottle, key)
+        if throttle is None:
+            throttle = LoginThrottle(username=key, failures=0)
+            own.add(throttle)
+        throttle.failures += 1
+        if throttle.failures >= settings.login_max_failures:
+            throttle.locked_until = now + timedelta(minutes=settings.login_lock_minutes)
+            throttle.failures = 0
+        own.commit()
+    session.expire_all()
 
 
 def user_for_token(session: Session, *, token: str) -> User:
@@ -184,8 +197,12 @@ def list_audit(
     if entity_type:
         query = query.where(AuditEntry.entity_type == entity_type)
     if cursor:
-        (last_id,) = decode_cursor(cursor)
-        query = query.where(AuditEntry.id < int(last_id))
+        try:  # a hand-edited cursor is bad input, not a crash
+            (last_id,) = decode_cursor(cursor)
+            last_id = int(last_id)
+        except (ValueError, TypeError) as exc:
+            raise Invalid("Invalid cursor", field="cursor") from exc
+        query = query.where(AuditEntry.id < last_id)
     rows = list(session.scalars(query.limit(limit + 1)))
     next_cursor = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
     return Page(items=rows[:limit], next_cursor=next_cursor)

@@ -1,0 +1,189 @@
+"""The demo company (山野茶舍) looks like a real team's data and obeys the product's rules.
+
+Built once per module into a fresh SQLite file; when the suite runs on PostgreSQL
+(``SIYU_TEST_DATABASE_URL``) into a fresh, uniquely named PostgreSQL database instead.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.core.db import make_engine
+from siyu.core.migrate import upgrade
+from siyu.customers import service as customers_service
+from siyu.customers.models import Customer, CustomerTag, Friendship, Stage, Tag, TagGroup, Touch, TouchKind
+from siyu.demo import DemoNeedsEmptyDatabase, DemoSummary, Planner, build_demo
+from siyu.team import service as team_service
+from siyu.team.models import AuditEntry, Role, User
+
+DEMO_PASSWORD = "demo-admin-password"
+DEMO_CUSTOMERS = 300
+POSTGRES_URL = os.environ.get("SIYU_TEST_DATABASE_URL", "")
+
+
+@dataclass
+class Demo:
+    engine: Engine
+    sessions: sessionmaker[Session]
+    summary: DemoSummary
+    built_at: datetime
+
+
+@contextmanager
+def fresh_database(folder: Path) -> Iterator[str]:
+    if not POSTGRES_URL:
+        yield f"sqlite:///{folder / 'demo.db'}"
+        return
+    base = make_url(POSTGRES_URL)
+    name = f"siyu_demo_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    with fresh_database(tmp_path_factory.mktemp("demo")) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        built_at = datetime.now(UTC)
+        with sessions() as session:
+            summary = build_demo(session, admin_password=DEMO_PASSWORD, customers=DEMO_CUSTOMERS)
+            session.commit()
+        yield Demo(engine=engine, sessions=sessions, summary=summary, built_at=built_at)
+        engine.dispose()
+
+
+@pytest.fixture
+def session(demo: Demo) -> Iterator[Session]:
+    with demo.sessions() as db:
+        yield db
+        db.rollback()
+
+
+def test_demo_builds_the_requested_number_of_customers(demo: Demo, session: Session) -> None:
+    assert demo.summary.customers == DEMO_CUSTOMERS
+    assert session.scalar(select(func.count()).select_from(Customer)) == DEMO_CUSTOMERS
+    assert demo.summary.admin_username == "admin"
+    assert demo.summary.accounts >= 6
+
+
+def test_demo_customers_stand_on_every_rung_of_the_ladder(demo: Demo, session: Session) -> None:
+    stages = {stage: count for stage, count in session.execute(
+        select(Customer.stage, func.count()).group_by(Customer.stage))}
+    assert set(stages) == {stage.value for stage in Stage}
+    assert all(count >= 10 for count in stages.values()), stages
+    assert demo.summary.stages == stages
+
+
+def test_every_demo_customer_is_a_friend_of_an_account(session: Session) -> None:
+    friendless = session.scalar(
+        select(func.count()).select_from(Customer)
+        .where(~select(Friendship.id).where(Friendship.customer_id == Customer.id).exists()))
+    assert friendless == 0
+    two_accounts = session.scalar(select(func.count()).select_from(
+        select(Friendship.customer_id).group_by(Friendship.customer_id).having(func.count() > 1).subquery()))
+    assert two_accounts and two_accounts > DEMO_CUSTOMERS // 10
+
+
+def test_most_demo_remark_names_are_real_name_plus_keyword(session: Session) -> None:
+    rows = session.execute(
+        select(Customer.name, Friendship.remark_name).join(Friendship, Friendship.customer_id == Customer.id)
+        .where(Friendship.id == select(func.min(Friendship.id)).where(Friendship.customer_id == Customer.id)
+               .correlate(Customer).scalar_subquery())).all()
+    filled = [(name, remark) for name, remark in rows if remark]
+    assert len(filled) >= 0.8 * len(rows)
+    assert all(remark.startswith(name) and "-" in remark for name, remark in filled)
+
+
+def test_demo_uses_tags_from_all_five_groups(session: Session) -> None:
+    kinds = set(session.scalars(
+        select(TagGroup.kind).join(Tag, Tag.group_id == TagGroup.id)
+        .join(CustomerTag, CustomerTag.tag_id == Tag.id).distinct()))
+    assert kinds >= {"source", "contact_count", "purchase", "crowd", "level"}
+
+
+def test_demo_admin_can_log_in_with_the_given_password(session: Session) -> None:
+    user = team_service.authenticate(session, username="admin", password=DEMO_PASSWORD)
+    assert user.role == Role.admin.value
+
+
+def test_demo_staff_cover_every_role_and_work_on_accounts(session: Session) -> None:
+    users = list(session.scalars(select(User)))
+    assert {u.role for u in users} == {role.value for role in Role}
+    for user in users:
+        if user.role in (Role.operator.value, Role.service.value):
+            assert user.account_ids, user.username
+
+
+def test_demo_timelines_are_recent_and_recorded_by_operators(demo: Demo, session: Session) -> None:
+    operators = set(session.scalars(select(User.id).where(User.role == Role.operator.value)))
+    manual = [k.value for k in TouchKind if k not in (TouchKind.system, TouchKind.tag_change,
+                                                      TouchKind.field_change)]
+    touches = list(session.execute(select(Touch.kind, Touch.user_id, Touch.occurred_at, Touch.amount)
+                                   .where(Touch.kind.in_(manual))))
+    assert {kind for kind, *_rest in touches} >= {"chat", "moments_like", "moments_comment", "moments_engaged",
+                                                   "purchase", "offline_event", "note"}
+    oldest = demo.built_at - timedelta(days=90, minutes=1)
+    now = datetime.now(UTC)
+    for kind, user_id, occurred_at, amount in touches:
+        assert user_id in operators
+        assert oldest <= occurred_at <= now
+        assert (amount is not None and amount > 0) == (kind == "purchase")
+
+
+def test_demo_computed_facts_are_what_refresh_computed_derives(session: Session) -> None:
+    """The demo derives computed facts in bulk; the product's own rule must agree with every one."""
+    ids = sorted(session.scalars(select(Customer.id)))
+    sample = random.Random(1).sample(ids, 100)
+
+    def facts(customer: Customer) -> tuple[Any, ...]:
+        tags = frozenset(session.scalars(select(CustomerTag.tag_id).where(CustomerTag.customer_id == customer.id)))
+        return (customer.stage, customer.level, customer.contact_count, customer.purchase_count,
+                customer.purchase_total, customer.last_touch_at, customer.completeness, tags)
+
+    rules = customers_service.get_rules(session)
+    for customer in session.scalars(select(Customer).where(Customer.id.in_(sample))).all():
+        before = facts(customer)
+        customers_service.refresh_computed(session, customer=customer, rules=rules)
+        assert facts(customer) == before, customer.id
+
+
+def test_demo_leaves_an_audit_trail(session: Session) -> None:
+    entity_types = set(session.scalars(select(AuditEntry.entity_type).distinct()))
+    assert {"user", "account", "custom_field", "customer", "touch"} <= entity_types
+
+
+def test_demo_refuses_a_database_that_already_has_data(session: Session) -> None:
+    with pytest.raises(DemoNeedsEmptyDatabase):
+        build_demo(session, admin_password=DEMO_PASSWORD, customers=5)
+
+
+def test_same_seed_invents_the_same_people() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    first = Planner(random.Random(7), now)
+    again = Planner(random.Random(7), now)
+    people = [first.person() for _ in range(20)]
+    assert people == [again.person() for _ in range(20)]
+    other = Planner(random.Random(8), now)
+    assert [p.wechat_id for p in people] != [other.person().wechat_id for _ in range(20)]
