@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import string
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -36,10 +36,7 @@ from siyu.core.security import generate_password
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
 from siyu.customers.models import (
-    COMPUTED_GROUP_KINDS,
-    CONTACT_KINDS,
     Address,
-    Attachment,
     Customer,
     CustomerTag,
     CustomField,
@@ -49,13 +46,12 @@ from siyu.customers.models import (
     FriendshipStatus,
     Phone,
     Stage,
-    Tag,
     TagGroup,
     TagGroupKind,
     Touch,
     TouchKind,
 )
-from siyu.customers.schemas import CustomerIn, CustomFieldIn, LifecycleRules, TouchIn
+from siyu.customers.schemas import CustomerIn, CustomFieldIn, TouchIn
 from siyu.team import service as team_service
 from siyu.team.models import Role, User
 from siyu.team.schemas import UserIn, UserUpdate
@@ -655,7 +651,6 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     owner_of = {spec.key: staff[spec.owner].id for spec in ACCOUNTS}
 
     rules = customers_service.get_rules(session)
-    _ensure_computed_tags(session, rules=rules)
 
     planner = Planner(rng, now)
     people = [planner.person() for _ in range(customers)]
@@ -665,7 +660,9 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
                              rng=rng)
     _create_through_services(session, people=via_service, accounts=accounts, staff=staff)
 
-    _recompute_in_bulk(session, customers=created, rules=rules)
+    for offset in range(0, len(created), customers_service.RECOMPUTE_BATCH):
+        customers_service.refresh_computed_many(
+            session, customers=created[offset:offset + customers_service.RECOMPUTE_BATCH], rules=rules)
     session.flush()
     return _summary(session)
 
@@ -795,108 +792,6 @@ def _create_through_services(
 
 
 # ---------------------------------------------------------------- computed facts in bulk
-
-
-def _ensure_computed_tags(session: Session, *, rules: LifecycleRules) -> None:
-    """Create every bucket and level tag in the rules' order, so the tag lists read in ladder order."""
-    labels = {
-        TagGroupKind.contact_count.value: [b.label for b in sorted(rules.contact_buckets, key=lambda b: b.min)],
-        TagGroupKind.purchase.value: [b.label for b in sorted(rules.purchase_buckets, key=lambda b: b.min)],
-        TagGroupKind.level.value: [lv.label for lv in sorted(rules.levels, key=lambda lv: lv.min_total)],
-    }
-    for group in customers_service.list_tag_groups(session):
-        for label in labels.get(group.kind, []):
-            if not any(tag.name == label for tag in group.tags):
-                group.tags.append(Tag(group_id=group.id, name=label, sort_order=len(group.tags)))
-    session.flush()
-
-
-def _recompute_in_bulk(session: Session, *, customers: list[Customer], rules: LifecycleRules) -> None:
-    """What ``customers.service.refresh_computed`` derives, for many fresh customers in a few queries.
-
-    ``refresh_computed`` costs about ten queries per customer; this computes the same
-    facts with one grouped query per source table. It assumes the customers have no
-    computed tags yet (they were just inserted). tests/test_demo.py re-runs
-    ``refresh_computed`` on a sample and checks that nothing changes.
-    """
-    if not customers:
-        return
-    ids = [c.id for c in customers]
-    low, high = min(ids), max(ids)
-    contact_kinds = [k.value for k in CONTACT_KINDS]
-    silent_kinds = [k.value for k in customers_service.NON_CONTACT_KINDS]
-    purchase = TouchKind.purchase.value
-    stats = {
-        row[0]: row[1:] for row in session.execute(
-            select(
-                Touch.customer_id,
-                func.count().filter(Touch.kind.in_(contact_kinds)),
-                func.count().filter(Touch.kind == purchase),
-                func.coalesce(func.sum(Touch.amount).filter(Touch.kind == purchase), 0),
-                func.max(Touch.occurred_at).filter(Touch.kind.notin_(silent_kinds)),
-            ).where(Touch.customer_id.between(low, high)).group_by(Touch.customer_id))
-    }
-    computed_kinds = [k.value for k in COMPUTED_GROUP_KINDS]
-    tagged = set(session.scalars(
-        select(CustomerTag.customer_id).join(Tag, Tag.id == CustomerTag.tag_id)
-        .join(TagGroup, TagGroup.id == Tag.group_id)
-        .where(CustomerTag.customer_id.between(low, high), TagGroup.kind.notin_(computed_kinds))
-        .distinct()))
-    with_phone = set(session.scalars(select(Phone.customer_id).where(Phone.customer_id.between(low, high))))
-    with_address = set(session.scalars(
-        select(Address.customer_id).where(Address.customer_id.between(low, high))))
-    pictured = set(session.scalars(
-        select(Friendship.customer_id).join(Attachment, Attachment.friendship_id == Friendship.id)
-        .where(Friendship.customer_id.between(low, high))))
-    tag_by_label = {
-        (g.kind, t.name): t.id for g in customers_service.list_tag_groups(session)
-        if g.kind in computed_kinds for t in g.tags
-    }
-    links: list[dict[str, Any]] = []
-    for customer in customers:
-        contacts, purchases, total, last_at = stats.get(customer.id, (0, 0, 0, None))
-        if isinstance(last_at, str):  # SQLite aggregates may hand back text
-            last_at = datetime.fromisoformat(last_at)
-        if last_at is not None and last_at.tzinfo is None:
-            last_at = last_at.replace(tzinfo=UTC)
-        customer.contact_count = int(contacts)
-        customer.purchase_count = int(purchases)
-        customer.purchase_total = Decimal(str(total))
-        customer.last_touch_at = last_at
-        customer.stage = rules.stage_for(contacts=customer.contact_count,
-                                         purchases=customer.purchase_count).value
-        customer.level = rules.level_for(customer.purchase_total)
-        customer.updated_at = max(customer.created_at, last_at) if last_at else customer.created_at
-        for kind, label in (
-            (TagGroupKind.contact_count.value, rules.contact_bucket(customer.contact_count)),
-            (TagGroupKind.purchase.value, rules.purchase_bucket(customer.purchase_count)),
-            (TagGroupKind.level.value, customer.level),
-        ):
-            if label:
-                links.append({"customer_id": customer.id, "tag_id": tag_by_label[(kind, label)],
-                              "created_at": customer.updated_at})
-        friendships = [f for f in customer.friendships if f.status == FriendshipStatus.active.value] or \
-            list(customer.friendships)
-        filled = (
-            any(f.remark_name for f in friendships),
-            customer.id in tagged,
-            customer.id in with_phone,
-            any(f.description for f in friendships),
-            bool(customer.gender),
-            bool(customer.age_band),
-            bool(customer.city),
-            bool(customer.job),
-            bool(customer.objective_notes),
-            bool(customer.emotional_notes),
-            customer.id in with_address,
-            customer.id in pictured and any(f.attachments for f in friendships),
-        )
-        # Same parts, same order as customers.service.COMPLETENESS_PARTS.
-        assert len(filled) == len(customers_service.COMPLETENESS_PARTS)
-        customer.completeness = round(100 * sum(filled) / len(filled))
-    if links:
-        session.execute(insert(CustomerTag), links)
-    session.flush()
 
 
 def _summary(session: Session) -> DemoSummary:

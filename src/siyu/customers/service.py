@@ -17,12 +17,12 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, delete, exists, false, func, insert, or_, select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
 from siyu.accounts.models import Account
@@ -33,6 +33,7 @@ from siyu.core.models import AppSetting
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.viewer import Viewer
 from siyu.customers.models import (
+    COMPUTED_GROUP_KINDS,
     CONTACT_KINDS,
     Address,
     Attachment,
@@ -71,6 +72,7 @@ from siyu.team import service as team_service
 
 DEFAULTS = json.loads((Path(__file__).with_name("defaults.json")).read_text(encoding="utf-8"))
 RULES_KEY = "lifecycle_rules"
+RECOMPUTE_BATCH = 500  # customers per batch: keeps IN lists and transactions small
 TAG_SEPARATORS = (":", "：", "/")
 NON_CONTACT_KINDS = (TouchKind.tag_change, TouchKind.field_change, TouchKind.system)
 PORTRAIT_FIELDS = ("gender", "age_band", "city", "job", "income_band", "family", "objective_notes",
@@ -104,11 +106,12 @@ def save_rules(session: Session, *, rules: LifecycleRules, actor: Viewer) -> Lif
     team_service.record_audit(session, actor=actor, action="update", entity_type="lifecycle_rules",
                               before=before, after=value)
     session.flush()
+    ensure_computed_tags(session, rules=rules)
     return rules
 
 
-def recompute_all(session: Session, *, batch_size: int = 500) -> int:
-    """Re-derive every customer's computed facts (after the rules change)."""
+def recompute_all(session: Session, *, batch_size: int = RECOMPUTE_BATCH) -> int:
+    """Re-derive every customer's computed facts (after the rules change), in batches."""
     rules = get_rules(session)
     last_id = 0
     done = 0
@@ -117,9 +120,7 @@ def recompute_all(session: Session, *, batch_size: int = 500) -> int:
             select(Customer).where(Customer.id > last_id).order_by(Customer.id).limit(batch_size)))
         if not batch:
             return done
-        for customer in batch:
-            refresh_computed(session, customer=customer, rules=rules)
-        session.flush()
+        refresh_computed_many(session, customers=batch, rules=rules)
         last_id = batch[-1].id
         done += len(batch)
 
@@ -138,6 +139,7 @@ def ensure_default_tag_groups(session: Session) -> None:
         group.tags = [Tag(name=name, sort_order=i) for i, name in enumerate(spec["tags"])]
         session.add(group)
     session.flush()
+    ensure_computed_tags(session, rules=get_rules(session))
 
 
 def list_tag_groups(session: Session) -> list[TagGroup]:
@@ -618,85 +620,119 @@ COMPLETENESS_PARTS = ("remark_name", "tags", "phone", "description", "gender", "
 
 
 def refresh_computed(session: Session, *, customer: Customer, rules: LifecycleRules | None = None) -> None:
+    refresh_computed_many(session, customers=[customer], rules=rules)
+
+
+def ensure_computed_tags(session: Session, *, rules: LifecycleRules) -> dict[tuple[str, str], Tag]:
+    """Every bucket and level tag the rules can give, created in the rules' order."""
+    wanted = {
+        TagGroupKind.contact_count.value: [b.label for b in sorted(rules.contact_buckets, key=lambda b: b.min)],
+        TagGroupKind.purchase.value: [b.label for b in sorted(rules.purchase_buckets, key=lambda b: b.min)],
+        TagGroupKind.level.value: [lv.label for lv in sorted(rules.levels, key=lambda lv: lv.min_total)],
+    }
+    groups = session.scalars(
+        select(TagGroup).where(TagGroup.kind.in_(list(wanted))).options(selectinload(TagGroup.tags)))
+    result: dict[tuple[str, str], Tag] = {}
+    for group in groups:
+        existing = {t.name: t for t in group.tags}
+        for position, label in enumerate(wanted[group.kind]):
+            tag = existing.get(label)
+            if tag is None:
+                tag = Tag(group_id=group.id, name=label, sort_order=position)
+                group.tags.append(tag)
+            result[(group.kind, label)] = tag
+    session.flush()
+    return result
+
+
+def refresh_computed_many(session: Session, *, customers: list[Customer],
+                          rules: LifecycleRules | None = None) -> None:
+    """Re-derive the stored computed facts of these customers with a few grouped queries.
+
+    Contact and purchase counts, spend, last touch, stage, level, the computed tags of
+    沟通次数 / 购买 / 等级, and completeness — the one implementation of these rules.
+    """
+    if not customers:
+        return
     rules = rules or get_rules(session)
     session.flush()
-    stats = session.execute(
+    ids = [c.id for c in customers]
+    contact_kinds = [k.value for k in CONTACT_KINDS]
+    stats = {row[0]: row[1:] for row in session.execute(
         select(
-            func.count().filter(Touch.kind.in_([k.value for k in CONTACT_KINDS])),
+            Touch.customer_id,
+            func.count().filter(Touch.kind.in_(contact_kinds)),
             func.count().filter(Touch.kind == TouchKind.purchase.value),
             func.coalesce(func.sum(Touch.amount).filter(Touch.kind == TouchKind.purchase.value), 0),
             func.max(Touch.occurred_at).filter(Touch.kind.notin_([k.value for k in NON_CONTACT_KINDS])),
-        ).where(Touch.customer_id == customer.id)
-    ).one()
-    contacts, purchases, total, last_at = stats
-    customer.contact_count = int(contacts)
-    customer.purchase_count = int(purchases)
-    customer.purchase_total = Decimal(str(total))
-    if isinstance(last_at, str):  # SQLite aggregate returns text
-        last_at = datetime.fromisoformat(last_at)
-    customer.last_touch_at = last_at
-    customer.stage = rules.stage_for(contacts=customer.contact_count, purchases=customer.purchase_count).value
-    customer.level = rules.level_for(customer.purchase_total)
-    _sync_computed_tags(session, customer=customer, rules=rules)
-    customer.completeness = _completeness(session, customer=customer)
-
-
-def _sync_computed_tags(session: Session, *, customer: Customer, rules: LifecycleRules) -> None:
-    wanted_by_kind = {
-        TagGroupKind.contact_count.value: rules.contact_bucket(customer.contact_count),
-        TagGroupKind.purchase.value: rules.purchase_bucket(customer.purchase_count),
-        TagGroupKind.level.value: customer.level,
-    }
-    groups = {g.kind: g for g in session.scalars(
-        select(TagGroup).where(TagGroup.kind.in_(list(wanted_by_kind))).options(selectinload(TagGroup.tags)))}
-    current = session.execute(
-        select(CustomerTag.tag_id, Tag.group_id).join(Tag, Tag.id == CustomerTag.tag_id)
-        .where(CustomerTag.customer_id == customer.id, Tag.group_id.in_([g.id for g in groups.values()]))
-    ).all()
-    for kind, label in wanted_by_kind.items():
-        group = groups.get(kind)
-        if group is None:
-            continue
-        tag = next((t for t in group.tags if t.name == label), None) if label else None
-        if label and tag is None:
-            tag = Tag(group_id=group.id, name=label, sort_order=len(group.tags))
-            group.tags.append(tag)
-            session.flush()
-        stale = [tag_id for tag_id, group_id in current if group_id == group.id and (tag is None or tag_id != tag.id)]
-        if stale:
-            session.execute(delete(CustomerTag).where(CustomerTag.customer_id == customer.id,
-                                                      CustomerTag.tag_id.in_(stale)))
-        if tag is not None and not any(tag_id == tag.id for tag_id, _g in current):
-            session.add(CustomerTag(customer_id=customer.id, tag_id=tag.id))
-    session.flush()
-
-
-def _completeness(session: Session, *, customer: Customer) -> int:
-    friendships = [f for f in customer.friendships if f.status == FriendshipStatus.active.value] or \
-        list(customer.friendships)
-    manual_tags = session.scalar(
-        select(func.count()).select_from(CustomerTag).join(Tag, Tag.id == CustomerTag.tag_id)
+        ).where(Touch.customer_id.in_(ids)).group_by(Touch.customer_id))}
+    computed_kinds = [k.value for k in COMPUTED_GROUP_KINDS]
+    manual_tagged = set(session.scalars(
+        select(CustomerTag.customer_id).join(Tag, Tag.id == CustomerTag.tag_id)
         .join(TagGroup, TagGroup.id == Tag.group_id)
-        .where(CustomerTag.customer_id == customer.id,
-               TagGroup.kind.notin_([TagGroupKind.contact_count.value, TagGroupKind.purchase.value,
-                                     TagGroupKind.level.value]))) or 0
-    has_phone = session.scalar(select(exists().where(Phone.customer_id == customer.id)))
-    has_address = session.scalar(select(exists().where(Address.customer_id == customer.id)))
-    filled = {
-        "remark_name": any(f.remark_name for f in friendships),
-        "tags": manual_tags > 0,
-        "phone": bool(has_phone),
-        "description": any(f.description for f in friendships),
-        "gender": bool(customer.gender),
-        "age_band": bool(customer.age_band),
-        "city": bool(customer.city),
-        "job": bool(customer.job),
-        "objective_notes": bool(customer.objective_notes),
-        "emotional_notes": bool(customer.emotional_notes),
-        "address": bool(has_address),
-        "picture": any(f.attachments for f in friendships),
-    }
-    return round(100 * sum(filled.values()) / len(COMPLETENESS_PARTS))
+        .where(CustomerTag.customer_id.in_(ids), TagGroup.kind.notin_(computed_kinds)).distinct()))
+    with_phone = set(session.scalars(select(Phone.customer_id).where(Phone.customer_id.in_(ids)).distinct()))
+    with_address = set(session.scalars(
+        select(Address.customer_id).where(Address.customer_id.in_(ids)).distinct()))
+    with_remark = set(session.scalars(select(Friendship.customer_id).where(
+        Friendship.customer_id.in_(ids), Friendship.remark_name != "").distinct()))
+    with_description = set(session.scalars(select(Friendship.customer_id).where(
+        Friendship.customer_id.in_(ids), Friendship.description != "").distinct()))
+    pictured = set(session.scalars(
+        select(Friendship.customer_id).join(Attachment, Attachment.friendship_id == Friendship.id)
+        .where(Friendship.customer_id.in_(ids)).distinct()))
+    computed_tags = ensure_computed_tags(session, rules=rules)
+    current: dict[int, set[int]] = defaultdict(set)
+    for customer_id, tag_id in session.execute(
+        select(CustomerTag.customer_id, CustomerTag.tag_id).join(Tag, Tag.id == CustomerTag.tag_id)
+        .join(TagGroup, TagGroup.id == Tag.group_id)
+        .where(CustomerTag.customer_id.in_(ids), TagGroup.kind.in_(computed_kinds))
+    ):
+        current[customer_id].add(tag_id)
+    stale: list[tuple[int, int]] = []
+    missing: list[dict[str, Any]] = []
+    for customer in customers:
+        contacts, purchases, total, last_at = stats.get(customer.id, (0, 0, 0, None))
+        if isinstance(last_at, str):  # SQLite aggregates hand back text
+            last_at = datetime.fromisoformat(last_at)
+        if last_at is not None and last_at.tzinfo is None:
+            last_at = last_at.replace(tzinfo=UTC)
+        customer.contact_count = int(contacts)
+        customer.purchase_count = int(purchases)
+        customer.purchase_total = Decimal(str(total))
+        customer.last_touch_at = last_at
+        customer.stage = rules.stage_for(contacts=customer.contact_count, purchases=customer.purchase_count).value
+        customer.level = rules.level_for(customer.purchase_total)
+        labels = (
+            (TagGroupKind.contact_count.value, rules.contact_bucket(customer.contact_count)),
+            (TagGroupKind.purchase.value, rules.purchase_bucket(customer.purchase_count)),
+            (TagGroupKind.level.value, customer.level),
+        )
+        wanted = {computed_tags[pair].id for pair in labels if pair[1] and pair in computed_tags}
+        have = current.get(customer.id, set())
+        stale.extend((customer.id, tag_id) for tag_id in have - wanted)
+        missing.extend({"customer_id": customer.id, "tag_id": tag_id} for tag_id in wanted - have)
+        filled = {
+            "remark_name": customer.id in with_remark,
+            "tags": customer.id in manual_tagged,
+            "phone": customer.id in with_phone,
+            "description": customer.id in with_description,
+            "gender": bool(customer.gender),
+            "age_band": bool(customer.age_band),
+            "city": bool(customer.city),
+            "job": bool(customer.job),
+            "objective_notes": bool(customer.objective_notes),
+            "emotional_notes": bool(customer.emotional_notes),
+            "address": customer.id in with_address,
+            "picture": customer.id in pictured,
+        }
+        customer.completeness = round(100 * sum(filled[part] for part in COMPLETENESS_PARTS)
+                                      / len(COMPLETENESS_PARTS))
+    if stale:
+        session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
+    if missing:
+        session.execute(insert(CustomerTag), [row | {"created_at": utcnow()} for row in missing])
+    session.flush()
 
 
 # ---------------------------------------------------------------- lists
