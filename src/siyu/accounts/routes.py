@@ -8,6 +8,7 @@ from siyu.accounts.schemas import AccountIn, AccountList, AccountOut, AccountUpd
 from siyu.accounts.service import AccountView
 from siyu.core.deps import AdminApiViewer, ApiViewer, PageViewer, SessionDep
 from siyu.core.i18n import _
+from siyu.team import service as team_service
 from siyu.web.render import render
 
 api = APIRouter(tags=["accounts"])
@@ -48,5 +49,8 @@ def update_account(session: SessionDep, viewer: AdminApiViewer, account_id: int,
 
 @pages.get("/accounts", response_class=HTMLResponse)
 def accounts_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
-    return render(request, "accounts/list.html", nav_active="accounts",
-                  accounts=service.list_accounts(session, viewer=viewer), title=_("Accounts"))
+    accounts = service.list_accounts(session, viewer=viewer)
+    owners = team_service.display_names(session, user_ids={v.account.owner_user_id for v in accounts
+                                                           if v.account.owner_user_id})
+    return render(request, "accounts/list.html", nav_active="accounts", accounts=accounts, owners=owners,
+                  title=_("Accounts"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -25,6 +26,16 @@ CSRF_FORM_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 
 
+@dataclass(frozen=True)
+class ShownUser:
+    """Who is logged in, as the page layout shows it."""
+
+    id: int
+    username: str
+    display_name: str
+    role: str
+
+
 class LoginRequired(Unauthorized):
     """A console page was opened without a session: the handler redirects to /login."""
 
@@ -45,7 +56,10 @@ def page_user(request: Request, session: SessionDep) -> User:
     ):
         request.session.clear()
         raise LoginRequired("Please log in")
-    request.state.user = user
+    # The layout shows who is logged in even on an error page, which renders after this
+    # request's session is closed: give templates a plain copy, not the ORM object.
+    request.state.user = ShownUser(id=user.id, username=user.username, display_name=user.display_name,
+                                   role=user.role)
     return user
 
 

@@ -807,7 +807,8 @@ def _filter_parts(session: Session, flt: CustomerFilter,
         clauses.append(Customer.last_touch_at >= flt.last_touch_after)
     tag_groups: list[tuple[int, int]] = []  # (tag id, group id)
     if flt.tag_ids:
-        tag_groups.extend(session.execute(select(Tag.id, Tag.group_id).where(Tag.id.in_(flt.tag_ids))).tuples())
+        rows = session.execute(select(Tag.id, Tag.group_id).where(Tag.id.in_(flt.tag_ids)))
+        tag_groups.extend((tag_id, group_id) for tag_id, group_id in rows)
         if len(tag_groups) != len(set(flt.tag_ids)):
             raise UnknownTag("Unknown tag in filter", field="tag")
     if flt.tag_names:

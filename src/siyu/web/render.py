@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,21 @@ def relative_time(value: datetime | None) -> str:
     return i18n._("{n} days ago", n=int(seconds // 86400))
 
 
+def pretty_json(value: Any) -> str:
+    """JSON for people (audit before/after): indented, Chinese readable; autoescaping still applies."""
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True, default=str)
+
+
+def safe_href(url: str | None) -> str | None:
+    """A user-supplied link only when it is http(s) or on this site — never javascript:, data: etc."""
+    url = (url or "").strip()
+    if url.lower().startswith(("http://", "https://")) or (url.startswith("/") and not url.startswith("//")):
+        return url
+    return None
+
+
 def _build_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(TEMPLATE_DIRS[0]))
     templates.env.loader = ChoiceLoader([FileSystemLoader(str(d)) for d in TEMPLATE_DIRS])
@@ -49,6 +65,8 @@ def _build_templates() -> Jinja2Templates:
     templates.env.globals["get_locale"] = i18n.get_locale
     templates.env.filters["localtime"] = localtime
     templates.env.filters["ago"] = relative_time
+    templates.env.filters["prettyjson"] = pretty_json
+    templates.env.filters["safe_href"] = safe_href
     return templates
 
 
