@@ -228,3 +228,14 @@ def test_openapi_docs_are_served_without_a_cdn(client: TestClient) -> None:
     assert "cdn" not in page.text.lower()
     spec = client.get("/openapi.json").json()
     assert "/api/v1/customers" in spec["paths"]
+
+
+def test_service_role_sees_address_phones_masked(client: TestClient, make: Any, token_for: Any,
+                                                 admin_headers: dict[str, str]) -> None:
+    account = make.account()
+    customer = make.customer(account)
+    client.post(f"/api/v1/customers/{customer.id}/addresses", headers=admin_headers,
+                json={"recipient": "王芳", "phone": "13912345678", "region": "浙江 杭州", "detail": "文三路 1 号"})
+    service_user = make.user("service", accounts=[account])
+    body = client.get(f"/api/v1/customers/{customer.id}", headers=token_for(service_user)).json()
+    assert body["addresses"][0]["phone"] == "139****5678"

@@ -60,9 +60,11 @@ class TooManyAttempts(DomainError):
 
 def wants_html(request: Request) -> bool:
     path = request.url.path
-    if path.startswith("/api/") or path in ("/healthz", "/docs", "/openapi.json"):
+    if path.startswith(("/api/", "/wecom/")) or path in ("/healthz", "/docs", "/openapi.json"):
         return False
-    return "text/html" in request.headers.get("accept", "") or request.headers.get("hx-request") == "true"
+    # Console paths answer with a page unless the caller asks for JSON only.
+    accept = request.headers.get("accept", "")
+    return not ("application/json" in accept and "text/html" not in accept)
 
 
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:

@@ -1035,7 +1035,8 @@ def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> Custom
             description=f.description, phones=[show(p.number) for p in f.phones], status=f.status,
             channel_state=f.channel_state, added_at=f.added_at,
             attachments=[AttachmentOut.model_validate(a) for a in f.attachments]) for f in friendships],
-        addresses=[AddressOut.model_validate(a) for a in customer.addresses],
+        addresses=[AddressOut.model_validate(a).model_copy(update={"phone": show(a.phone) if a.phone else ""})
+                   for a in customer.addresses],
         custom_fields=custom_values(session, customer_id=customer.id),
         updated_at=customer.updated_at,
     )
