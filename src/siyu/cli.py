@@ -92,7 +92,8 @@ def demo(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser.")] = False,
     customers: Annotated[int, typer.Option(help="How many demo customers to create.")] = 2000,
-    database: Annotated[str, typer.Option(help="Database for the demo (wiped first).")] = DEMO_DATABASE_URL,
+    database: Annotated[str | None, typer.Option(
+        help="Database for the demo, wiped first (default: SIYU_DATABASE_URL when set, else siyu-demo.db).")] = None,
     force: Annotated[bool, typer.Option(help="Allow wiping another database that holds data.")] = False,
 ) -> None:
     """Build fresh demo data (a tea brand with several stores), then serve the console."""
@@ -101,7 +102,8 @@ def demo(
     from siyu.core.security import generate_password
     from siyu.demo import build_demo
 
-    url = database
+    settings = get_settings()
+    url = database or (settings.database_url if "database_url" in settings.model_fields_set else DEMO_DATABASE_URL)
     password = get_settings().admin_password or generate_password()
     if len(password) < 8:
         typer.echo("SIYU_ADMIN_PASSWORD must be at least 8 characters long.", err=True)
