@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,13 +22,20 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+# Queue files and uploads of the test run stay out of the working tree.
+os.environ.setdefault("SIYU_DATA_DIR", tempfile.mkdtemp(prefix="siyu-test-data-"))
+
 from siyu.core import db as core_db
+from siyu.core import jobs
 from siyu.core.db import Base
 from siyu.core.migrate import upgrade
 from siyu.core.settings import get_settings
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
 from siyu.team import service as team_service
+
+# Tasks run synchronously when enqueued (after their transaction commits), through Huey itself.
+jobs.set_immediate(True)
 
 TEST_PASSWORD = "correct-horse-battery"
 POSTGRES_URL = os.environ.get("SIYU_TEST_DATABASE_URL", "")
@@ -69,6 +77,8 @@ def database_url(database_template: str, tmp_path: Path, monkeypatch: pytest.Mon
         url = f"sqlite:///{path}"
     monkeypatch.setenv("SIYU_DATABASE_URL", url)
     monkeypatch.setenv("SIYU_SECRET_KEY", "test-secret-key-not-for-production")
+    # CLI commands set this for the process; restored (removed) after each test.
+    monkeypatch.setenv("SIYU_WORKER_IN_PROCESS", "0")
     monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()
     core_db.reset_engine()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -488,12 +487,12 @@ def test_console_is_chinese_by_default_and_english_after_switching(console: Cons
 
 
 def test_custom_field_types_have_labels_in_both_languages() -> None:
+    from siyu.core.i18n import catalogue
     from siyu.customers.models import FieldType
 
-    root = Path(__file__).resolve().parent.parent / "src" / "siyu" / "locales"
     for locale in ("zh-CN", "en"):
-        catalogue = json.loads((root / f"{locale}.json").read_text(encoding="utf-8"))
-        assert not [t for t in FieldType if f"field_type.{t.value}" not in catalogue], locale
+        known = catalogue(locale)
+        assert not [t for t in FieldType if f"field_type.{t.value}" not in known], locale
 
 
 # ---------------------------------------------------------------- accounts, team, audit, settings, dashboard

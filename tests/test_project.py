@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from siyu.core.i18n import LOCALES_DIR
+from siyu.core.i18n import catalogue, catalogue_files
 from siyu.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,9 +37,17 @@ def _message_ids() -> set[str]:
 
 
 def test_every_message_has_a_chinese_translation() -> None:
-    catalogue = json.loads((LOCALES_DIR / "zh-CN.json").read_text(encoding="utf-8"))
-    missing = sorted(m for m in _message_ids() if m not in catalogue)
-    assert not missing, f"add these to src/siyu/locales/zh-CN.json: {missing}"
+    known = catalogue("zh-CN")
+    missing = sorted(m for m in _message_ids() if m not in known)
+    assert not missing, f"add these to src/siyu/<domain>/locales/zh-CN.json: {missing}"
+
+
+def test_catalogues_never_define_a_message_twice() -> None:
+    seen: dict[str, Path] = {}
+    for path in catalogue_files("zh-CN"):
+        for key in json.loads(path.read_text(encoding="utf-8")):
+            assert key not in seen, f"{key!r} is in both {seen[key]} and {path}"
+            seen[key] = path
 
 
 def test_no_third_party_bundles_are_committed() -> None:
@@ -53,7 +61,7 @@ def test_enum_labels_have_chinese_translations() -> None:
     from siyu.customers.models import Stage, TouchKind
     from siyu.team.models import Role
 
-    catalogue = json.loads((LOCALES_DIR / "zh-CN.json").read_text(encoding="utf-8"))
+    known = catalogue("zh-CN")
     keys = [f"role.{r.value}" for r in Role] + [f"stage.{s.value}" for s in Stage]
     keys += [f"touch.{k.value}" for k in TouchKind]
-    assert not [k for k in keys if k not in catalogue]
+    assert not [k for k in keys if k not in known]

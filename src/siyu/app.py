@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -33,9 +34,27 @@ def static_dir() -> Path:
     return Path(configured) if configured else Path(__file__).resolve().parent / "web" / "static"
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    workers = None
+    if get_settings().worker_in_process:
+        # Single-machine default: job workers as threads of the web process.
+        from siyu.core.jobs import Workers
+        from siyu.core.models_registry import load_tasks
+
+        load_tasks()
+        workers = Workers()
+        workers.start()
+    try:
+        yield
+    finally:
+        if workers is not None:
+            workers.stop()
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
-    app = FastAPI(title="Siyu 私域 API", version=__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(title="Siyu 私域 API", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
 
     @app.get("/docs", include_in_schema=False)
     def api_docs() -> Response:
@@ -79,13 +98,15 @@ def create_app() -> FastAPI:
     from siyu.accounts.routes import pages as accounts_pages
     from siyu.customers.routes import api as customers_api
     from siyu.customers.routes import pages as customers_pages
+    from siyu.jobs.routes import api as jobs_api
+    from siyu.jobs.routes import pages as jobs_pages
     from siyu.team.routes import api as team_api
     from siyu.team.routes import pages as team_pages
     from siyu.web.routes import pages as web_pages
 
-    for router in (team_api, accounts_api, customers_api):
+    for router in (team_api, accounts_api, customers_api, jobs_api):
         app.include_router(router, prefix="/api/v1")
-    for router in (web_pages, team_pages, accounts_pages, customers_pages):
+    for router in (web_pages, team_pages, accounts_pages, customers_pages, jobs_pages):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

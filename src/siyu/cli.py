@@ -64,6 +64,37 @@ def _has_data(url: str) -> bool:
         engine.dispose()
 
 
+def _worker_in_process(enabled: bool) -> None:
+    os.environ["SIYU_WORKER_IN_PROCESS"] = "1" if enabled else "0"
+    get_settings.cache_clear()
+
+
+@app.command()
+def worker(
+    queue: Annotated[list[str] | None, typer.Option(
+        help="Queue to consume: inbound (WeCom events) or bulk (imports, exports, bulk changes); "
+             "repeatable; default both.")] = None,
+    inbound_threads: Annotated[int, typer.Option(help="Worker threads for the inbound queue.")] = 2,
+    bulk_threads: Annotated[int, typer.Option(help="Worker threads for the bulk queue.")] = 1,
+) -> None:
+    """Run background job workers until stopped (Ctrl-C or SIGTERM finishes running tasks first)."""
+    import logging
+
+    from siyu.core.jobs import QUEUE_NAMES, Workers
+    from siyu.core.models_registry import load_tasks
+
+    chosen = tuple(queue or QUEUE_NAMES)
+    unknown = [name for name in chosen if name not in QUEUE_NAMES]
+    if unknown:
+        typer.echo(f"unknown queue: {', '.join(unknown)} (choose from {', '.join(QUEUE_NAMES)})", err=True)
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _init_database(get_settings().database_url)
+    modules = load_tasks()
+    typer.echo(f"workers for {', '.join(chosen)}; tasks from {', '.join(modules) or 'no modules'}")
+    Workers(inbound_threads=inbound_threads, bulk_threads=bulk_threads, queues=chosen).run_forever()
+
+
 @app.command()
 def init() -> None:
     """Create the database or migrate it to the latest schema (SIYU_DATABASE_URL)."""
@@ -77,11 +108,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Web worker processes (use PostgreSQL for more than one).")] = 1,
+    worker: Annotated[bool, typer.Option(
+        help="Also run the job workers inside the web process (turn off when `siyu worker` runs elsewhere).")] = True,
 ) -> None:
     """Serve the web console and the API (migrates the database first)."""
     import uvicorn
 
     _init_database(get_settings().database_url)
+    _worker_in_process(worker and workers == 1)
     uvicorn.run("siyu.app:create_app", factory=True, host=host, port=port, workers=workers,
                 proxy_headers=True, log_level="info")
 
@@ -95,6 +129,7 @@ def demo(
     database: Annotated[str | None, typer.Option(
         help="Database for the demo, wiped first (default: SIYU_DATABASE_URL when set, else siyu-demo.db).")] = None,
     force: Annotated[bool, typer.Option(help="Allow wiping another database that holds data.")] = False,
+    worker: Annotated[bool, typer.Option(help="Run the job workers inside the web process.")] = True,
 ) -> None:
     """Build fresh demo data (a tea brand with several stores), then serve the console."""
     import uvicorn
@@ -125,6 +160,7 @@ def demo(
     typer.echo(f"log in as: admin / {password}")
     if not no_browser:
         webbrowser.open(address)
+    _worker_in_process(worker)
     uvicorn.run("siyu.app:create_app", factory=True, host=host, port=port, log_level="info")
 
 

@@ -1,9 +1,11 @@
 """The one translation layer: ``_("English source text")`` → text in the current locale.
 
-Catalogues live in ``siyu/locales/<locale>.json`` keyed by the English source text;
-English needs no catalogue. The locale of a request is set by middleware from the
-user's choice (cookie) or the ``SIYU_LOCALE`` default. A test checks that every
-``_()`` literal in the code and templates has a Chinese translation.
+Catalogues are keyed by the English source text: ``siyu/locales/<locale>.json`` for
+shared text plus ``siyu/<domain>/locales/<locale>.json`` for each domain's own text,
+merged at load (one message id must not appear in two files). English needs no catalogue.
+The locale of a request is set by middleware from the user's choice (cookie) or the
+``SIYU_LOCALE`` default. A test checks that every ``_()`` literal in the code and
+templates has a Chinese translation.
 """
 
 from __future__ import annotations
@@ -16,18 +18,24 @@ from typing import Any
 
 SUPPORTED_LOCALES = ("zh-CN", "en")
 DEFAULT_LOCALE = "zh-CN"
-LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+LOCALES_DIR = PACKAGE_DIR / "locales"
 
 _current_locale: ContextVar[str] = ContextVar("siyu_locale", default=DEFAULT_LOCALE)
 
 
+def catalogue_files(locale: str) -> list[Path]:
+    shared = LOCALES_DIR / f"{locale}.json"
+    domains = sorted(PACKAGE_DIR.glob(f"*/locales/{locale}.json"))
+    return ([shared] if shared.exists() else []) + domains
+
+
 @lru_cache
 def catalogue(locale: str) -> dict[str, str]:
-    path = LOCALES_DIR / f"{locale}.json"
-    if not path.exists():
-        return {}
-    data: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
-    return data
+    merged: dict[str, str] = {}
+    for path in catalogue_files(locale):
+        merged.update(json.loads(path.read_text(encoding="utf-8")))
+    return merged
 
 
 def normalise_locale(value: str | None) -> str:

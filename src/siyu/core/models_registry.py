@@ -1,4 +1,5 @@
-"""Imports every domain's models so metadata (Alembic, tests) sees all tables."""
+"""Imports every domain's models so metadata (Alembic, tests) sees all tables, and every
+domain's Huey tasks so a worker knows them."""
 
 from siyu.accounts import models as accounts_models
 from siyu.core import models as core_models
@@ -6,3 +7,15 @@ from siyu.customers import models as customers_models
 from siyu.team import models as team_models
 
 __all__ = ["accounts_models", "core_models", "customers_models", "team_models"]
+
+
+def load_tasks() -> list[str]:
+    """Import every domain's ``jobs.py`` (its Huey tasks) so a worker can run them."""
+    import importlib
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent
+    names = sorted(f"siyu.{path.parent.name}.jobs" for path in package.glob("*/jobs.py"))
+    for name in names:
+        importlib.import_module(name)
+    return names

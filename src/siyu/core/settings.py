@@ -41,6 +41,23 @@ class Settings(BaseSettings):
     list_exact_count_limit: int = Field(
         10000, description="Customer lists count exactly up to this many rows, then show an estimate."
     )
+    data_dir: str = Field(
+        "./siyu-data", description="Folder for uploads, exports and (without Redis) the job queues' SQLite files."
+    )
+    redis_url: str = Field(
+        "", description="Redis URL (redis://127.0.0.1:6379/0) for the job queues; needed when app and workers "
+        "run on several hosts. Empty: SQLite queue files in the data folder."
+    )
+    worker_in_process: bool = Field(
+        False, description="Run job workers inside the web process (set by `siyu serve`/`siyu demo` unless "
+        "`--no-worker`); run `siyu worker` separately when this is off."
+    )
+
+    def data_path(self, *parts: str) -> Path:
+        """A folder under the data folder, created on first use."""
+        path = Path(self.data_dir).resolve().joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def resolved_secret_key(self) -> str:
         if self.secret_key:

@@ -1,0 +1,174 @@
+"""Background jobs: tracked progress and outcome, enqueue-after-commit, retries, workers, pages."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from siyu.core import db as core_db
+from siyu.core import jobs
+from siyu.core.models import Job, JobStatus
+from siyu.core.settings import get_settings
+from siyu.core.viewer import SYSTEM
+from tests.conftest import viewer_of
+from tests.test_pages import Console
+
+calls: list[dict[str, Any]] = []
+
+
+@jobs.tracked_task(jobs.bulk_queue)
+def count_to(ctx: jobs.JobContext) -> dict[str, Any]:
+    calls.append(ctx.params)
+    target = int(ctx.params["target"])
+    for done in range(1, target + 1):
+        ctx.progress(done, target, force=True)
+    return {"rows": target}
+
+
+@jobs.tracked_task(jobs.bulk_queue, retries=1, retry_delay=1)
+def always_fails(ctx: jobs.JobContext) -> dict[str, Any]:
+    raise RuntimeError("the spreadsheet service is down")
+
+
+@jobs.tracked_task(jobs.bulk_queue, retries=0)
+def fails_once(ctx: jobs.JobContext) -> dict[str, Any]:
+    raise ValueError("bad row 3")
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls() -> None:
+    calls.clear()
+
+
+def _job(job_id: int) -> Job:
+    with core_db.transaction() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
+
+
+def test_submitted_job_runs_after_commit_and_records_result(db: Session) -> None:
+    job = jobs.submit(db, count_to, kind="test.count", title="Count", params={"target": 3}, actor=SYSTEM)
+    assert calls == []  # nothing runs before the transaction commits
+    db.commit()
+    assert calls == [{"target": 3}]
+    finished = _job(job.id)
+    assert finished.status == JobStatus.succeeded
+    assert finished.result == {"rows": 3}
+    assert (finished.done, finished.total, finished.percent) == (3, 3, 100)
+    assert finished.started_at is not None and finished.finished_at is not None
+
+
+def test_rolled_back_job_is_never_enqueued(db: Session) -> None:
+    jobs.submit(db, count_to, kind="test.count", title="Count", params={"target": 1}, actor=SYSTEM)
+    db.rollback()
+    db.commit()
+    assert calls == []
+    assert db.query(Job).count() == 0
+
+
+def test_failed_job_keeps_the_error_and_waits_to_retry(db: Session) -> None:
+    job = jobs.submit(db, always_fails, kind="test.fail", title="Fail", params={}, actor=SYSTEM)
+    db.commit()
+    first = _job(job.id)
+    assert first.status == JobStatus.retrying
+    assert "the spreadsheet service is down" in first.error
+    assert first.attempts == 1
+    # Huey scheduled the retry with a delay: it is in the queue's schedule, not lost.
+    assert jobs.bulk_queue.scheduled_count() >= 1
+    jobs.bulk_queue.flush()
+
+
+def test_job_without_retries_fails_for_good(db: Session) -> None:
+    job = jobs.submit(db, fails_once, kind="test.fail", title="Fail", params={}, actor=SYSTEM)
+    db.commit()
+    failed = _job(job.id)
+    assert failed.status == JobStatus.failed
+    assert failed.finished_at is not None
+    assert "bad row 3" in failed.error
+
+
+def test_job_pages_show_progress_to_their_starter_only(client: TestClient, db: Session, make: Any) -> None:
+    owner = make.user(role="operator")
+    other = make.user(role="operator")
+    job = jobs.submit(db, count_to, kind="test.count", title="导入 <客户>", params={"target": 2},
+                      actor=viewer_of(owner))
+    db.commit()
+
+    console = Console(client).login(other)
+    assert console.get(f"/jobs/{job.id}").status_code == 404
+    assert "导入 &lt;客户&gt;" not in console.get("/jobs").text
+
+    console = Console(client).login(owner)
+    page = console.get(f"/jobs/{job.id}")
+    assert page.status_code == 200
+    assert "导入 &lt;客户&gt;" in page.text
+    assert 'data-status="succeeded"' in page.text
+    assert "hx-trigger" not in page.text  # finished jobs stop polling
+    listing = console.get("/jobs")
+    assert listing.status_code == 200 and f"/jobs/{job.id}" in listing.text
+
+
+def test_job_api_reports_status(client: TestClient, db: Session, make: Any, admin_headers: dict[str, str]) -> None:
+    job = jobs.submit(db, fails_once, kind="test.fail", title="Fail", params={}, actor=SYSTEM)
+    db.commit()
+    body = client.get(f"/api/v1/jobs/{job.id}", headers=admin_headers).json()
+    assert body["status"] == "failed" and "bad row 3" in body["error"]
+    assert client.get("/api/v1/jobs/999999", headers=admin_headers).status_code == 404
+    listed = client.get("/api/v1/jobs?status=failed", headers=admin_headers).json()["items"]
+    assert [j["id"] for j in listed] == [job.id]
+
+
+def test_workers_consume_the_sqlite_queue_outside_immediate_mode(db: Session) -> None:
+    jobs.set_immediate(False)
+    workers = jobs.Workers(queues=("bulk",))
+    try:
+        job = jobs.submit(db, count_to, kind="test.count", title="Count", params={"target": 2}, actor=SYSTEM)
+        db.commit()
+        assert calls == []  # enqueued into the SQLite queue file, not run inline
+        assert str(get_settings().data_dir) in jobs.bulk_queue.storage.filename
+        workers.start()
+        deadline = time.monotonic() + 15
+        while _job(job.id).status != JobStatus.succeeded and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _job(job.id).status == JobStatus.succeeded
+    finally:
+        workers.stop()
+        jobs.set_immediate(True)
+
+
+def _redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _redis_answers(), reason="no Redis on 127.0.0.1:6379 (CI starts one)")
+def test_queues_use_redis_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huey import RedisHuey
+
+    monkeypatch.setenv("SIYU_REDIS_URL", "redis://127.0.0.1:6379/15")
+    get_settings.cache_clear()
+    queue = jobs._make_queue("test")
+    assert isinstance(queue, RedisHuey)
+
+    @queue.task()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    queue.flush()
+    result = add(2, 3)
+    task = queue.dequeue()
+    assert task is not None
+    queue.execute(task)
+    assert result.get() == 5
+    queue.flush()
+    get_settings.cache_clear()
