@@ -41,10 +41,12 @@ def upgrade() -> None:
         batch_op.create_index('ix_job_created_by_created', ['created_by_id', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_job_status'), ['status'], unique=False)
 
-    # A plain ADD COLUMN, never a table rebuild: the customer table may hold a million rows.
     if op.get_bind().dialect.name == 'sqlite':
-        op.execute('ALTER TABLE customer ADD COLUMN owner_id INTEGER '
-                   'CONSTRAINT fk_customer_owner_id_user REFERENCES "user" (id) ON DELETE SET NULL')
+        # SQLite can only name a foreign key in a table definition: rebuild the table once.
+        with op.batch_alter_table('customer', schema=None) as batch_op:
+            batch_op.add_column(sa.Column('owner_id', sa.Integer(), nullable=True))
+            batch_op.create_foreign_key(batch_op.f('fk_customer_owner_id_user'), 'user', ['owner_id'], ['id'],
+                                        ondelete='SET NULL')
     else:
         op.add_column('customer', sa.Column('owner_id', sa.Integer(), nullable=True))
         op.create_foreign_key(op.f('fk_customer_owner_id_user'), 'customer', 'user', ['owner_id'], ['id'],
