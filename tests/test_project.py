@@ -65,3 +65,12 @@ def test_enum_labels_have_chinese_translations() -> None:
     keys = [f"role.{r.value}" for r in Role] + [f"stage.{s.value}" for s in Stage]
     keys += [f"touch.{k.value}" for k in TouchKind]
     assert not [k for k in keys if k not in known]
+
+
+def test_migrations_match_the_models(database_template: str) -> None:
+    from alembic import command
+
+    from siyu.core.migrate import alembic_config
+
+    url = database_template if "://" in database_template else f"sqlite:///{database_template}"
+    command.check(alembic_config(url))  # raises when a model change has no migration

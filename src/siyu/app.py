@@ -96,6 +96,8 @@ def create_app() -> FastAPI:
 
     from siyu.accounts.routes import api as accounts_api
     from siyu.accounts.routes import pages as accounts_pages
+    from siyu.customers.merge_routes import api as merge_api
+    from siyu.customers.merge_routes import pages as merge_pages
     from siyu.customers.routes import api as customers_api
     from siyu.customers.routes import pages as customers_pages
     from siyu.jobs.routes import api as jobs_api
@@ -104,9 +106,10 @@ def create_app() -> FastAPI:
     from siyu.team.routes import pages as team_pages
     from siyu.web.routes import pages as web_pages
 
-    for router in (team_api, accounts_api, customers_api, jobs_api):
+    # Fixed paths such as /customers/merge go before /customers/{customer_id}.
+    for router in (team_api, accounts_api, merge_api, customers_api, jobs_api):
         app.include_router(router, prefix="/api/v1")
-    for router in (web_pages, team_pages, accounts_pages, customers_pages, jobs_pages):
+    for router in (web_pages, team_pages, accounts_pages, merge_pages, customers_pages, jobs_pages):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

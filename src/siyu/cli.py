@@ -31,10 +31,12 @@ def _use_database(url: str) -> None:
 
 def _init_database(url: str) -> None:
     upgrade(url)
+    from siyu.customers import search
     from siyu.customers import service as customers_service
 
     with core_db.transaction() as session:
         customers_service.ensure_default_tag_groups(session)
+        search.ensure_built(session)
 
 
 def _wipe_database(url: str) -> None:

@@ -281,7 +281,28 @@ class Touch(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class CustomerMerge(Base):
+    """Two or more customers merged into one, with what moved, so it can be undone.
+
+    Merged-away customers are kept (``Customer.merged_into_id``) and hidden; ``moves``
+    records every row re-pointed to the survivor and every value overwritten, which is
+    exactly what an undo puts back.
+    """
+
+    __tablename__ = "customer_merge"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), index=True)
+    source_ids: Mapped[list[int]] = mapped_column(JSON)
+    choices: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    moves: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    undone_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+
+
 __all__ = [
-    "Address", "Attachment", "CustomField", "CustomFieldValue", "Customer", "CustomerTag", "Friendship",
-    "Phone", "Tag", "TagGroup", "Touch",
+    "Address", "Attachment", "CustomField", "CustomFieldValue", "Customer", "CustomerMerge", "CustomerTag",
+    "Friendship", "Phone", "Tag", "TagGroup", "Touch",
 ]

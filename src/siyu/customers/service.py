@@ -22,7 +22,20 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, exists, false, func, insert, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    TextualSelect,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.orm import Session, selectinload
 
 from siyu.accounts.models import Account
@@ -32,6 +45,7 @@ from siyu.core.i18n import N_
 from siyu.core.models import AppSetting
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.viewer import Viewer
+from siyu.customers import search
 from siyu.customers.models import (
     COMPUTED_GROUP_KINDS,
     CONTACT_KINDS,
@@ -295,13 +309,17 @@ def set_customer_tags(
 # ---------------------------------------------------------------- scope and lookup
 
 
-def _scope_clause(viewer: Viewer) -> ColumnElement[bool] | None:
+def visible_customer_clause(viewer: Viewer) -> ColumnElement[bool] | None:
+    """Customers this viewer may see: friends of their accounts (None: everyone)."""
     if viewer.sees_all_accounts:
         return None
     if not viewer.account_ids:
         return false()
     return exists().where(Friendship.customer_id == Customer.id,
                           Friendship.account_id.in_(sorted(viewer.account_ids)))
+
+
+_scope_clause = visible_customer_clause
 
 
 def get_customer(session: Session, *, customer_id: int, viewer: Viewer) -> Customer:
@@ -764,12 +782,16 @@ def _escape_like(text: str) -> str:
 class _Driver:
     """A filter that can also be read from its own index: "the customers with these tags"."""
 
-    kind: str  # "tags" or "accounts"
-    ids: tuple[int, ...]
+    kind: str  # "tags", "accounts" or "search"
+    ids: tuple[int, ...] = ()
+    terms: tuple[str, ...] = ()
+    postgres: bool = False
 
-    def customer_ids(self) -> Select[Any]:
+    def customer_ids(self) -> Select[Any] | TextualSelect:
         if self.kind == "tags":
             return select(CustomerTag.customer_id).where(CustomerTag.tag_id.in_(self.ids))
+        if self.kind == "search":
+            return search.candidate_ids(self.terms, postgres=self.postgres)
         return select(Friendship.customer_id).where(Friendship.account_id.in_(self.ids))
 
     def size(self) -> Select[Any]:
@@ -830,15 +852,21 @@ def _filter_parts(session: Session, flt: CustomerFilter,
         pattern = f"%{_escape_like(q)}%"
         digits = normalise_phone(q)
         text_match = or_(
-            Customer.name.like(pattern, escape="\\"),
+            Customer.name.ilike(pattern, escape="\\"),
             Customer.wechat_id == q,
             exists().where(Friendship.customer_id == Customer.id,
-                           or_(Friendship.remark_name.like(pattern, escape="\\"),
-                               Friendship.description.like(pattern, escape="\\"))),
+                           or_(Friendship.remark_name.ilike(pattern, escape="\\"),
+                               Friendship.description.ilike(pattern, escape="\\"))),
         )
-        if len(digits) >= 3:
+        terms = search.query_terms(q)
+        if len(digits) >= 3 and digits == q:
+            # Phone numbers are not in the text index: a run of digits is looked up directly.
             text_match = or_(text_match, exists().where(
                 Phone.customer_id == Customer.id, Phone.number.like(f"%{_escape_like(digits)}%", escape="\\")))
+        elif terms:
+            # The index narrows to customers holding every character pair; LIKE confirms the substring.
+            text_match = and_(search.matching_ids(session, terms), text_match)
+            drivers.append(_Driver("search", terms=tuple(terms), postgres=search.is_postgres(session)))
         clauses.append(text_match)
     return clauses, drivers
 
@@ -869,7 +897,7 @@ def _estimated_size(session: Session, driver: _Driver | None) -> int:
     return size
 
 
-def _driving_ids(session: Session, drivers: list[_Driver], *, limit: int) -> Select[Any] | None:
+def _driving_ids(session: Session, drivers: list[_Driver], *, limit: int) -> Select[Any] | TextualSelect | None:
     if not drivers:
         return None
     total = _estimated_size(session, None)
