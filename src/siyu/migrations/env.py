@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 from sqlalchemy import Connection
 
@@ -15,7 +17,7 @@ target_metadata = Base.metadata
 UNMAPPED_TABLE_PREFIXES = ("customer_search",)
 
 
-def _include_name(name: str | None, type_: str, _parent: dict[str, str | None]) -> bool:
+def _include_name(name: str | None, type_: str, _parent: Any) -> bool:
     return not (type_ == "table" and name is not None and name.startswith(UNMAPPED_TABLE_PREFIXES))
 
 
