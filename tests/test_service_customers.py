@@ -163,6 +163,30 @@ def test_exact_count_is_capped(db: Session, make: Any) -> None:
     for _ in range(5):
         make.customer(account)
     capped = service.count_customers(db, flt=CustomerFilter(), viewer=SYSTEM, cap=3)
-    assert (capped.value, capped.exact) == (3, False)
+    assert (capped.value, capped.exact, capped.estimate) == (3, False, 5)
     exact = service.count_customers(db, flt=CustomerFilter(), viewer=SYSTEM, cap=10)
-    assert (exact.value, exact.exact) == (5, True)
+    assert (exact.value, exact.exact, exact.estimate) == (5, True, None)
+
+
+def test_large_counts_are_estimated_from_spread_samples(db: Session, make: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "ESTIMATE_WINDOWS", 4)
+    monkeypatch.setattr(service, "ESTIMATE_WINDOW_IDS", 4)
+    account = make.account()
+    for n in range(80):  # every other customer carries the tag: about 40 match
+        make.customer(account, tags=["人群:宝妈"] if n % 2 else [])
+    flt = CustomerFilter(tag_names=["人群:宝妈"])
+    result = service.count_customers(db, flt=flt, viewer=SYSTEM, cap=10)
+    assert not result.exact and result.estimate is not None
+    assert 30 <= result.estimate <= 50
+
+
+def test_approximate_counts_read_naturally() -> None:
+    from siyu.core import i18n
+    from siyu.web.render import approximate
+
+    i18n.set_locale("zh-CN")
+    assert [approximate(n) for n in (42, 123_456, 1_000_000, 230_000_000)] == ["42", "12 万", "100 万", "2.3 亿"]
+    i18n.set_locale("en")
+    assert approximate(123_456) == "120,000"
+    i18n.set_locale("zh-CN")

@@ -975,13 +975,33 @@ def list_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, lim
 class CountResult:
     value: int
     exact: bool
+    # Past the cap: matches in evenly spread samples of the id range, scaled up.
+    estimate: int | None = None
+
+
+# Samples for estimating a large count: this many windows of consecutive ids across the range.
+ESTIMATE_WINDOWS = 20
+ESTIMATE_WINDOW_IDS = 1000
 
 
 def count_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, cap: int) -> CountResult:
-    """Exact up to ``cap``; past it the console shows "cap+" instead of scanning everything."""
-    inner = select(Customer.id).where(*_filter_clauses(session, flt, viewer)).limit(cap + 1).subquery()
+    """Exact up to ``cap``; past it an estimate ("约 12 万") instead of scanning everything."""
+    clauses = _filter_clauses(session, flt, viewer)
+    inner = select(Customer.id).where(*clauses).limit(cap + 1).subquery()
     value = session.scalar(select(func.count()).select_from(inner)) or 0
-    return CountResult(value=min(value, cap), exact=value <= cap)
+    if value <= cap:
+        return CountResult(value=value, exact=True)
+    return CountResult(value=cap, exact=False, estimate=max(cap + 1, _estimate_count(session, clauses)))
+
+
+def _estimate_count(session: Session, clauses: list[ColumnElement[bool]]) -> int:
+    highest = int(session.scalar(select(func.max(Customer.id))) or 0)
+    step = highest // ESTIMATE_WINDOWS
+    if step <= ESTIMATE_WINDOW_IDS:  # small enough to count outright
+        return int(session.scalar(select(func.count()).select_from(Customer).where(*clauses)) or 0)
+    windows = [Customer.id.between(i * step + 1, i * step + ESTIMATE_WINDOW_IDS) for i in range(ESTIMATE_WINDOWS)]
+    hits = int(session.scalar(select(func.count()).select_from(Customer).where(or_(*windows), *clauses)) or 0)
+    return round(hits * highest / (ESTIMATE_WINDOWS * ESTIMATE_WINDOW_IDS))
 
 
 # ---------------------------------------------------------------- presentation helpers

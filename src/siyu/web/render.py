@@ -43,6 +43,20 @@ def relative_time(value: datetime | None) -> str:
     return i18n._("{n} days ago", n=int(seconds // 86400))
 
 
+def approximate(value: int) -> str:
+    """A large count for people: two significant digits, in 万/亿 for Chinese ("约 12 万")."""
+    if value < 100:
+        return str(value)
+    digits = len(str(value)) - 2
+    rounded = round(value, -digits)
+    if i18n.get_locale() == "zh-CN":
+        for unit, size in (("亿", 100_000_000), ("万", 10_000)):
+            if rounded >= size:
+                amount = rounded / size
+                return f"{amount:g} {unit}"
+    return f"{rounded:,}"
+
+
 def pretty_json(value: Any) -> str:
     """JSON for people (audit before/after): indented, Chinese readable; autoescaping still applies."""
     if value is None:
@@ -66,6 +80,7 @@ def _build_templates() -> Jinja2Templates:
     templates.env.filters["localtime"] = localtime
     templates.env.filters["ago"] = relative_time
     templates.env.filters["prettyjson"] = pretty_json
+    templates.env.filters["approximate"] = approximate
     templates.env.filters["safe_href"] = safe_href
     return templates
 
