@@ -65,3 +65,14 @@ def test_rebuild_indexes_every_customer(db: Session, make: Any) -> None:
     assert search.rebuild(db) >= 1
     db.commit()
     assert _found(db, "峨眉") == {"赵敏"}
+
+
+def test_common_words_walk_the_list_and_find_the_same(db: Session, make: Any, monkeypatch: Any) -> None:
+    shop = make.account()
+    make.customer(shop, name="王芳", description="喜欢白茶礼盒")
+    make.customer(shop, name="李雷", description="白茶爱好者")
+    driven = _found(db, "白茶")
+    monkeypatch.setattr(service, "SEARCH_DRIVE_LIMIT", 0)  # as if 白茶 were in every other remark
+    assert _found(db, "白茶") == driven == {"王芳", "李雷"}
+    counted = service.count_customers(db, flt=service.CustomerFilter(q="白茶"), viewer=SYSTEM, cap=10)
+    assert (counted.value, counted.exact) == (2, True)

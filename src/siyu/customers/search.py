@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, TextualSelect, bindparam, column, event, inspect, select, text
+from sqlalchemy import Integer, TextualSelect, bindparam, column, event, inspect, select, text
 from sqlalchemy.orm import Session
 
 from siyu.customers.models import Customer, Friendship
@@ -75,11 +75,6 @@ def candidate_ids(terms: list[str] | tuple[str, ...], *, postgres: bool) -> Text
         statement = text(f"SELECT rowid AS id FROM {TABLE} WHERE {TABLE} MATCH :expression").bindparams(  # noqa: S608
             expression=expression)
     return statement.columns(column("id", Integer))
-
-
-def matching_ids(session: Session, terms: list[str]) -> ColumnElement[bool]:
-    """A clause on ``Customer.id``: the customer's index entry holds every term."""
-    return Customer.id.in_(candidate_ids(terms, postgres=is_postgres(session)))
 
 
 def is_postgres(session: Session) -> bool:

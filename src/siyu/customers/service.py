@@ -32,6 +32,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -864,8 +865,8 @@ def _filter_parts(session: Session, flt: CustomerFilter,
             text_match = or_(text_match, exists().where(
                 Phone.customer_id == Customer.id, Phone.number.like(f"%{_escape_like(digits)}%", escape="\\")))
         elif terms:
-            # The index narrows to customers holding every character pair; LIKE confirms the substring.
-            text_match = and_(search.matching_ids(session, terms), text_match)
+            # The index can drive the query (customers holding every character pair) when the
+            # query is rare; LIKE confirms the substring either way. See _driving_ids.
             drivers.append(_Driver("search", terms=tuple(terms), postgres=search.is_postgres(session)))
         clauses.append(text_match)
     return clauses, drivers
@@ -897,7 +898,25 @@ def _estimated_size(session: Session, driver: _Driver | None) -> int:
     return size
 
 
+# A search drives the query when it matches fewer customers than this; a common word
+# ("宝妈") is cheaper to find by walking the sort order and testing each customer.
+SEARCH_DRIVE_LIMIT = 5000
+
+
+def _search_size(session: Session, driver: _Driver) -> int:
+    """Matches of a search, counted only up to SEARCH_DRIVE_LIMIT so common words stay cheap."""
+    capped = select(func.count()).select_from(
+        select(literal_column("1")).select_from(driver.customer_ids().subquery()).limit(SEARCH_DRIVE_LIMIT)
+        .subquery())
+    return int(session.scalar(capped) or 0)
+
+
 def _driving_ids(session: Session, drivers: list[_Driver], *, limit: int) -> Select[Any] | TextualSelect | None:
+    searches = [d for d in drivers if d.kind == "search"]
+    drivers = [d for d in drivers if d.kind != "search"]
+    for driver in searches:
+        if _search_size(session, driver) < SEARCH_DRIVE_LIMIT:
+            return driver.customer_ids()
     if not drivers:
         return None
     total = _estimated_size(session, None)
@@ -986,8 +1005,12 @@ ESTIMATE_WINDOW_IDS = 1000
 
 def count_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, cap: int) -> CountResult:
     """Exact up to ``cap``; past it an estimate ("约 12 万") instead of scanning everything."""
-    clauses = _filter_clauses(session, flt, viewer)
-    inner = select(Customer.id).where(*clauses).limit(cap + 1).subquery()
+    clauses, drivers = _filter_parts(session, flt, viewer)
+    query = select(Customer.id).where(*clauses)
+    driving_ids = _driving_ids(session, drivers, limit=cap)
+    if driving_ids is not None:
+        query = query.where(Customer.id.in_(driving_ids))
+    inner = query.limit(cap + 1).subquery()
     value = session.scalar(select(func.count()).select_from(inner)) or 0
     if value <= cap:
         return CountResult(value=value, exact=True)
