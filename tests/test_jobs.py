@@ -172,3 +172,18 @@ def test_queues_use_redis_when_configured(monkeypatch: pytest.MonkeyPatch) -> No
     assert result.get() == 5
     queue.flush()
     get_settings.cache_clear()
+
+
+def test_rule_change_recomputes_every_customer_as_a_job(client: TestClient, db: Session, make: Any,
+                                                        admin_headers: dict[str, str]) -> None:
+    account = make.account()
+    talked = make.customer(account)
+    make.touch(talked, kind="chat")
+    rules = client.get("/api/v1/lifecycle-rules", headers=admin_headers).json()
+    rules["user_min_contacts"] = 2
+    response = client.put("/api/v1/lifecycle-rules", json=rules, headers=admin_headers)
+    assert response.status_code == 200, response.text
+    job = client.get(response.json()["job_url"], headers=admin_headers).json()
+    assert (job["status"], job["result"], job["done"], job["total"]) == ("succeeded", {"rows": 1}, 1, 1)
+    db.expire_all()
+    assert db.get(type(talked), talked.id).stage == "traffic"  # one chat is no longer enough

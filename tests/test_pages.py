@@ -586,9 +586,11 @@ def test_lifecycle_rules_form_saves_and_recomputes(console: Console, admin: Any,
     }
     assert 'data-testid="rules-form"' in page
     saved = console.post("/settings/rules", form)
-    assert saved.status_code == 303 and "recomputed=1" in saved.headers["location"]
+    assert saved.status_code == 303 and "job=" in saved.headers["location"]
     after = console.get(saved.headers["location"]).text
-    assert "规则已保存，已重新计算 1 位客户" in after and "至少 2 次双向沟通" in after
+    assert "规则已保存，正在后台重新计算所有客户" in after and "至少 2 次双向沟通" in after
+    job_page = console.get(re.search(r'href="(/jobs/\d+)" data-testid="job-link"', after).group(1)).text
+    assert 'data-status="succeeded"' in job_page
     assert "流量" in console.get(f"/customers/{customer.id}").text
     bad = console.post("/settings/rules", {**form, "customer_min_purchases": "0"})
     assert bad.status_code == 422 and "成为客户所需购买次数：不能小于 1" in bad.text

@@ -34,6 +34,7 @@ from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
 from siyu.core.settings import get_settings
 from siyu.core.viewer import Viewer
+from siyu.customers import jobs as customers_jobs
 from siyu.customers import service
 from siyu.customers.models import MANUAL_KINDS, Customer, FieldType, Stage, Touch
 from siyu.customers.schemas import (
@@ -629,8 +630,8 @@ SETTINGS_NOTICES = {"group": N_("Tag group created."), "tag": N_("Tag created.")
 
 
 def _settings_page(request: Request, session: Session, viewer: Viewer, *, status_code: int = 200,
-                   state: FormState | None = None, notice: str = "") -> Response:
-    return render(request, "customers/settings_tags.html", status_code=status_code, nav_active="tags",
+                   state: FormState | None = None, notice: str = "", job_link: str | None = None) -> Response:
+    return render(request, "customers/settings_tags.html", job_link=job_link, status_code=status_code, nav_active="tags",
                   title=_("Tags & fields"), tag_groups=service.list_tag_groups(session),
                   custom_fields=service.list_custom_fields(session), rules=service.get_rules(session),
                   field_types=[t.value for t in FieldType], is_admin=viewer.is_admin, state=state or FormState(),
@@ -639,11 +640,13 @@ def _settings_page(request: Request, session: Session, viewer: Viewer, *, status
 
 @pages.get("/settings/tags", response_class=HTMLResponse)
 def settings_tags(request: Request, session: SessionDep, viewer: PageViewer, done: str = "",
-                  recomputed: int | None = None) -> Response:
+                  job: int | None = None) -> Response:
     notice = _(SETTINGS_NOTICES[done]) if done in SETTINGS_NOTICES else ""
+    job_link = None
     if done == "rules":
-        notice = _("Rules saved; {n} customers recomputed.", n=recomputed or 0)
-    return _settings_page(request, session, viewer, notice=notice)
+        notice = _("Rules saved; every customer is being recomputed in the background.")
+        job_link = f"/jobs/{job}" if job else None
+    return _settings_page(request, session, viewer, notice=notice, job_link=job_link)
 
 
 def _settings_error(request: Request, session: Session, viewer: Viewer, form_name: str, values: dict[str, str],
@@ -713,10 +716,10 @@ def settings_rules_save(request: Request, session: SessionDep, viewer: AdminPage
     try:
         rules = LifecycleRules.model_validate(raw)
         service.save_rules(session, rules=rules, actor=viewer)
-        recomputed = service.recompute_all(session)
+        job_id = customers_jobs.submit_recompute(session, actor=viewer)
         session.commit()
     except (ValidationError, DomainError) as exc:
         session.rollback()
         state = FormState(form="rules", values=raw, errors=field_errors(exc, default_field="rules"))
         return _settings_page(request, session, viewer, status_code=422, state=state)
-    return RedirectResponse(f"/settings/tags?done=rules&recomputed={recomputed}#rules", status_code=303)
+    return RedirectResponse(f"/settings/tags?done=rules&job={job_id}#rules", status_code=303)

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from siyu.core.deps import AdminApiViewer, ApiViewer, SessionDep
+from siyu.customers import jobs as customers_jobs
 from siyu.customers import service
 from siyu.customers.pages import pages
 from siyu.customers.schemas import (
@@ -198,6 +199,7 @@ def get_rules(session: SessionDep, viewer: ApiViewer) -> LifecycleRules:
 @api.put("/lifecycle-rules")
 def put_rules(session: SessionDep, viewer: AdminApiViewer, rules: LifecycleRules) -> dict[str, Any]:
     service.save_rules(session, rules=rules, actor=viewer)
-    recomputed = service.recompute_all(session)
+    job_id = customers_jobs.submit_recompute(session, actor=viewer)
     session.commit()
-    return {"rules": rules.model_dump(mode="json"), "recomputed": recomputed}
+    # Customers are recomputed by a background job; follow it at /api/v1/jobs/{job_id}.
+    return {"rules": rules.model_dump(mode="json"), "job_id": job_id, "job_url": f"/api/v1/jobs/{job_id}"}

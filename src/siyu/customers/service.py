@@ -127,17 +127,26 @@ def save_rules(session: Session, *, rules: LifecycleRules, actor: Viewer) -> Lif
 
 def recompute_all(session: Session, *, batch_size: int = RECOMPUTE_BATCH) -> int:
     """Re-derive every customer's computed facts (after the rules change), in batches."""
-    rules = get_rules(session)
-    last_id = 0
-    done = 0
+    last_id, done = 0, 0
     while True:
-        batch = list(session.scalars(
-            select(Customer).where(Customer.id > last_id).order_by(Customer.id).limit(batch_size)))
-        if not batch:
+        last_id, count = recompute_batch(session, after_id=last_id, batch_size=batch_size)
+        if not count:
             return done
-        refresh_computed_many(session, customers=batch, rules=rules)
-        last_id = batch[-1].id
-        done += len(batch)
+        done += count
+
+
+def recompute_batch(session: Session, *, after_id: int, batch_size: int = RECOMPUTE_BATCH) -> tuple[int, int]:
+    """Recompute the next ``batch_size`` customers after ``after_id``: (last id, how many)."""
+    batch = list(session.scalars(
+        select(Customer).where(Customer.id > after_id).order_by(Customer.id).limit(batch_size)))
+    if not batch:
+        return after_id, 0
+    refresh_computed_many(session, customers=batch, rules=get_rules(session))
+    return batch[-1].id, len(batch)
+
+
+def count_all_customers(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(Customer)) or 0)
 
 
 # ---------------------------------------------------------------- tags
