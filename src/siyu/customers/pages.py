@@ -631,7 +631,8 @@ SETTINGS_NOTICES = {"group": N_("Tag group created."), "tag": N_("Tag created.")
 
 def _settings_page(request: Request, session: Session, viewer: Viewer, *, status_code: int = 200,
                    state: FormState | None = None, notice: str = "", job_link: str | None = None) -> Response:
-    return render(request, "customers/settings_tags.html", job_link=job_link, status_code=status_code, nav_active="tags",
+    return render(request, "customers/settings_tags.html", job_link=job_link, status_code=status_code,
+                  nav_active="tags",
                   title=_("Tags & fields"), tag_groups=service.list_tag_groups(session),
                   custom_fields=service.list_custom_fields(session), rules=service.get_rules(session),
                   field_types=[t.value for t in FieldType], is_admin=viewer.is_admin, state=state or FormState(),
