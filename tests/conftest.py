@@ -8,6 +8,7 @@ test, dropped at the end.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -22,8 +23,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-# Queue files and uploads of the test run stay out of the working tree.
-os.environ.setdefault("SIYU_DATA_DIR", tempfile.mkdtemp(prefix="siyu-test-data-"))
+# Queue files and uploads of the test run stay out of the working tree, and go with it.
+if "SIYU_DATA_DIR" not in os.environ:
+    _data_dir = tempfile.mkdtemp(prefix="siyu-test-data-")
+    os.environ["SIYU_DATA_DIR"] = _data_dir
+    atexit.register(shutil.rmtree, _data_dir, ignore_errors=True)
 
 from siyu.core import db as core_db
 from siyu.core import jobs
