@@ -1,0 +1,629 @@
+"""Inbox rules: ingesting messages exactly once, conversation states, assignment, the queue.
+
+Why it is shaped this way: on a campaign day 170,000 messages arrive (seeds/001). Messages
+come in batches from the inbound queue; a batch resolves its customers and conversations
+with a handful of set-based queries, inserts its messages with ``ON CONFLICT DO NOTHING``
+(a platform retry is the same message and is dropped by the database, never by chance),
+and updates each touched conversation once. Assignment runs whenever capacity appears:
+a new waiting conversation, an agent coming online, a conversation resolved or handed
+back — so nobody waits behind an idle agent.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from siyu.accounts.models import Account
+from siyu.core.db import utcnow
+from siyu.core.errors import Forbidden, Invalid, NotFound
+from siyu.core.pagination import Page, decode_cursor, encode_cursor
+from siyu.core.viewer import Viewer
+from siyu.customers import service as customers_service
+from siyu.customers.models import Customer, Friendship, Touch, TouchKind
+from siyu.inbox.models import (
+    AgentState,
+    CannedReply,
+    Conversation,
+    ConversationStatus,
+    DeliveryStatus,
+    Direction,
+    Message,
+    MessageType,
+    ServiceLevel,
+)
+from siyu.team.models import Role, User, UserAccount
+
+PREVIEW_LENGTH = 120
+MAX_TEXT = 64 * 1024
+KNOWN_TYPES = {t.value for t in MessageType}
+DEFAULT_FIRST_RESPONSE_MINUTES = 5
+DEFAULT_RESOLUTION_MINUTES = 240
+AGENT_ROLES = (Role.service.value, Role.operator.value)
+
+
+class ConversationNotFound(NotFound):
+    pass
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One message as a connector hands it over, before it is stored."""
+
+    source: str
+    platform_msgid: str
+    account_id: int
+    sent_at: datetime
+    customer_id: int | None = None
+    external_userid: str = ""
+    group_key: str = ""
+    sender: str = ""
+    msg_type: str = MessageType.text.value
+    text: str | bytes = ""
+    payload: dict[str, Any] | None = None
+
+
+@dataclass
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    conversations: list[int] = field(default_factory=list)
+    assigned: int = 0
+
+
+def clean_text(value: str | bytes) -> str:
+    """Text safe for every database: valid UTF-8, no NUL, at most 64 KB."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    else:
+        value = value.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates
+    return value.replace("\x00", "\ufffd")[:MAX_TEXT]
+
+
+def conversation_key(account_id: int, customer_id: int | None, group_key: str) -> str:
+    return f"g:{account_id}:{group_key}" if group_key else f"c:{account_id}:{customer_id}"
+
+
+def _preview(message_type: str, text: str) -> str:
+    if message_type == MessageType.text.value:
+        return text[:PREVIEW_LENGTH]
+    return f"[{message_type}] {text}"[:PREVIEW_LENGTH]
+
+
+def _insert(session: Session, model: type[Any]) -> Any:
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model)
+
+
+# ---------------------------------------------------------------- ingestion
+
+
+def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult:
+    """Store a batch of inbound messages exactly once and bring their conversations up to date."""
+    result = IngestResult()
+    unique: dict[tuple[str, str], InboundMessage] = {}
+    for message in messages:
+        unique.setdefault((message.source, message.platform_msgid), message)
+    result.duplicates = len(messages) - len(unique)
+    if not unique:
+        return result
+    batch = list(unique.values())
+    customers = _resolve_customers(session, batch)
+    keyed = [(m, conversation_key(m.account_id, c, m.group_key), c) for m, c in zip(batch, customers, strict=True)]
+    conversation_ids = _ensure_conversations(session, keyed)
+
+    now = utcnow()
+    rows = []
+    for message, key, _customer in keyed:
+        text = clean_text(message.text)
+        kind = message.msg_type if message.msg_type in KNOWN_TYPES else MessageType.unknown.value
+        payload = dict(message.payload or {})
+        if kind == MessageType.unknown.value:
+            payload.setdefault("original_type", message.msg_type)
+        rows.append({
+            "conversation_id": conversation_ids[key], "source": message.source,
+            "platform_msgid": message.platform_msgid[:128], "direction": Direction.inbound.value,
+            "msg_type": kind, "sender": message.sender[:128], "text": text, "payload": payload or None,
+            "sent_at": message.sent_at, "received_at": now, "status": DeliveryStatus.received.value,
+            "error": "", "automatic": False, "internal": False,
+        })
+    statement = (_insert(session, Message).on_conflict_do_nothing(index_elements=["source", "platform_msgid"])
+                 .returning(Message.conversation_id, Message.sent_at, Message.msg_type, Message.text))
+    inserted = session.execute(statement, rows).all() if len(rows) > 1 else session.execute(statement, rows[0]).all()
+    result.stored = len(inserted)
+    result.duplicates += len(rows) - len(inserted)
+
+    by_conversation: dict[int, list[Any]] = defaultdict(list)
+    for row in inserted:
+        by_conversation[row.conversation_id].append(row)
+    _update_conversations(session, by_conversation, now=now)
+    result.conversations = sorted(by_conversation)
+    result.assigned = assign_waiting(session, conversation_ids=result.conversations)
+    return result
+
+
+def _resolve_customers(session: Session, batch: list[InboundMessage]) -> list[int | None]:
+    """Customer of each private message: by id, or by WeCom external user id (created if new)."""
+    external = {m.external_userid for m in batch if m.customer_id is None and m.external_userid and not m.group_key}
+    known: dict[str, int] = {}
+    if external:
+        known = {ext: cid for cid, ext in session.execute(
+            select(Customer.id, Customer.wecom_external_userid).where(
+                Customer.wecom_external_userid.in_(sorted(external)))) if ext is not None}
+    for message in batch:
+        ext = message.external_userid
+        if message.customer_id is None and ext and not message.group_key and ext not in known:
+            # A message from someone we have never seen (the add event may still be on its way):
+            # keep the message, and the person, rather than drop either.
+            customer = Customer(name=ext[-8:], wecom_external_userid=ext, source="wecom")
+            session.add(customer)
+            session.flush()
+            session.add(Friendship(customer_id=customer.id, account_id=message.account_id))
+            known[ext] = customer.id
+    session.flush()
+    return [m.customer_id if m.customer_id is not None else known.get(m.external_userid) for m in batch]
+
+
+def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, str, int | None]]) -> dict[str, int]:
+    keys = sorted({key for _m, key, _c in keyed})
+    found: dict[str, int] = {key: cid for key, cid in session.execute(
+        select(Conversation.key, Conversation.id).where(Conversation.key.in_(keys)))}
+    missing: dict[str, dict[str, Any]] = {}
+    levels = _priorities(session, [c for _m, _k, c in keyed if c is not None])
+    for message, key, customer_id in keyed:
+        if key in found or key in missing:
+            continue
+        missing[key] = {"key": key, "account_id": message.account_id, "customer_id": customer_id,
+                        "group_key": message.group_key, "status": ConversationStatus.open.value,
+                        "unanswered": 0, "priority": levels.get(customer_id or 0, 0),
+                        "last_message_preview": "", "opened_at": utcnow(), "created_at": utcnow()}
+    if missing:
+        # Another worker may create the same conversation at the same moment: the key decides.
+        session.execute(_insert(session, Conversation).on_conflict_do_nothing(index_elements=["key"]),
+                        list(missing.values()))
+        found.update({key: cid for key, cid in session.execute(
+            select(Conversation.key, Conversation.id).where(Conversation.key.in_(sorted(missing))))})
+    return found
+
+
+def _priorities(session: Session, customer_ids: list[int]) -> dict[int, int]:
+    """Higher customer levels are served first: the level's rank in the lifecycle rules."""
+    if not customer_ids:
+        return {}
+    rules = customers_service.get_rules(session)
+    rank = {level.label: i for i, level in enumerate(sorted(rules.levels, key=lambda lv: lv.min_total))}
+    rows = session.execute(select(Customer.id, Customer.level).where(Customer.id.in_(sorted(set(customer_ids)))))
+    return {cid: rank.get(level, 0) for cid, level in rows}
+
+
+def _update_conversations(session: Session, by_conversation: dict[int, list[Any]], *, now: datetime) -> None:
+    if not by_conversation:
+        return
+    for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(sorted(by_conversation)))):
+        rows = by_conversation[conversation.id]
+        earliest = min(r.sent_at for r in rows)
+        latest = max(rows, key=lambda r: r.sent_at)
+        conversation.unanswered += len(rows)
+        if conversation.waiting_since is None or earliest < conversation.waiting_since:
+            conversation.waiting_since = earliest
+        if conversation.last_message_at is None or latest.sent_at >= conversation.last_message_at:
+            conversation.last_message_at = latest.sent_at
+            conversation.last_message_preview = _preview(latest.msg_type, latest.text)
+        if conversation.last_inbound_at is None or latest.sent_at > conversation.last_inbound_at:
+            conversation.last_inbound_at = latest.sent_at
+        if conversation.status != ConversationStatus.open.value:
+            _reopen(session, conversation, now=now)
+    session.flush()
+
+
+def _reopen(session: Session, conversation: Conversation, *, now: datetime) -> None:
+    conversation.status = ConversationStatus.open.value
+    conversation.snoozed_until = None
+    conversation.resolved_at = None
+    conversation.opened_at = now
+    conversation.first_response_at = None
+    conversation.sla_alerted_at = None
+    if conversation.assignee_id is not None and not _is_online(session, conversation.assignee_id):
+        conversation.assignee_id = None  # never route a reopened conversation to someone who is away
+        conversation.assigned_at = None
+
+
+# ---------------------------------------------------------------- agents and assignment
+
+
+def _agent_states(session: Session, user_ids: Iterable[int]) -> dict[int, AgentState]:
+    ids = sorted(set(user_ids))
+    if not ids:
+        return {}
+    return {a.user_id: a for a in session.scalars(select(AgentState).where(AgentState.user_id.in_(ids)))}
+
+
+def _is_online(session: Session, user_id: int) -> bool:
+    state = session.get(AgentState, user_id)
+    return bool(state and state.online)
+
+
+def agent_state(session: Session, *, user_id: int) -> AgentState:
+    state = session.get(AgentState, user_id)
+    if state is None:
+        state = AgentState(user_id=user_id, online=False)
+        session.add(state)
+        session.flush()
+    return state
+
+
+def set_online(session: Session, *, user_id: int, online: bool) -> int:
+    """Go online (take conversations) or away (hand back every open one). Returns how many moved."""
+    state = agent_state(session, user_id=user_id)
+    state.online = online
+    state.changed_at = utcnow()
+    session.flush()
+    if online:
+        return assign_waiting(session, account_ids=_agent_accounts(session, user_id))
+    handed_back = list(session.scalars(select(Conversation.id).where(
+        Conversation.assignee_id == user_id, Conversation.status == ConversationStatus.open.value)))
+    if handed_back:
+        session.execute(update(Conversation).where(Conversation.id.in_(handed_back))
+                        .values(assignee_id=None, assigned_at=None))
+        session.flush()
+        assign_waiting(session, conversation_ids=handed_back)
+    return len(handed_back)
+
+
+def set_capacity(session: Session, *, user_id: int, capacity: int) -> None:
+    if not 0 <= capacity <= 500:
+        raise Invalid("Capacity must be between 0 and 500", field="capacity")
+    agent_state(session, user_id=user_id).capacity = capacity
+    session.flush()
+    assign_waiting(session, account_ids=_agent_accounts(session, user_id))
+
+
+def _agent_accounts(session: Session, user_id: int) -> set[int]:
+    return set(session.scalars(select(UserAccount.account_id).where(UserAccount.user_id == user_id)))
+
+
+def _loads(session: Session, user_ids: list[int]) -> dict[int, int]:
+    if not user_ids:
+        return {}
+    rows = session.execute(select(Conversation.assignee_id, func.count()).where(
+        Conversation.assignee_id.in_(user_ids), Conversation.status == ConversationStatus.open.value)
+        .group_by(Conversation.assignee_id))
+    loads = {user_id: 0 for user_id in user_ids}
+    loads.update({user_id: count for user_id, count in rows if user_id is not None})
+    return loads
+
+
+def assign_waiting(session: Session, *, conversation_ids: Sequence[int] | None = None,
+                   account_ids: Iterable[int] | None = None, limit: int = 1000) -> int:
+    """Give unassigned open conversations to online agents of their account: round robin under capacity.
+
+    Highest priority first, then longest waiting. Returns how many were assigned.
+    """
+    query = select(Conversation).where(Conversation.status == ConversationStatus.open.value,
+                                       Conversation.assignee_id.is_(None))
+    if conversation_ids is not None:
+        if not conversation_ids:
+            return 0
+        query = query.where(Conversation.id.in_(sorted(conversation_ids)))
+    if account_ids is not None:
+        accounts = sorted(set(account_ids))
+        if not accounts:
+            return 0
+        query = query.where(Conversation.account_id.in_(accounts))
+    waiting = list(session.scalars(query.order_by(Conversation.priority.desc(),
+                                                  Conversation.waiting_since.asc().nulls_last(),
+                                                  Conversation.id).limit(limit)))
+    if not waiting:
+        return 0
+    wanted_accounts = sorted({c.account_id for c in waiting})
+    agents_by_account: dict[int, list[int]] = defaultdict(list)
+    for user_id, account_id in session.execute(
+        select(UserAccount.user_id, UserAccount.account_id)
+        .join(User, User.id == UserAccount.user_id).join(AgentState, AgentState.user_id == UserAccount.user_id)
+        .where(UserAccount.account_id.in_(wanted_accounts), AgentState.online.is_(True), User.is_active.is_(True),
+               User.role.in_(AGENT_ROLES))
+    ):
+        agents_by_account[account_id].append(user_id)
+    agent_ids = sorted({u for users in agents_by_account.values() for u in users})
+    if not agent_ids:
+        return 0
+    states = _agent_states(session, agent_ids)
+    loads = _loads(session, agent_ids)
+    now = utcnow()
+    assigned = 0
+    for conversation in waiting:
+        candidates = [u for u in agents_by_account.get(conversation.account_id, [])
+                      if loads[u] < states[u].capacity]
+        if not candidates:
+            continue
+        # Round robin: the agent who was given a conversation longest ago goes next.
+        chosen = min(candidates, key=lambda u: (states[u].last_assigned_at or datetime.min.replace(tzinfo=now.tzinfo),
+                                                loads[u], u))
+        conversation.assignee_id = chosen
+        conversation.assigned_at = now
+        states[chosen].last_assigned_at = now
+        loads[chosen] += 1
+        now = now + timedelta(microseconds=1)  # keeps the rotation strict inside one batch
+        assigned += 1
+    session.flush()
+    return assigned
+
+
+# ---------------------------------------------------------------- conversation actions
+
+
+def visible_conversations(viewer: Viewer) -> Any:
+    if viewer.sees_all_accounts:
+        return None
+    return Conversation.account_id.in_(sorted(viewer.account_ids))
+
+
+def get_conversation(session: Session, *, conversation_id: int, viewer: Viewer) -> Conversation:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None or not viewer.can_see_account(conversation.account_id):
+        raise ConversationNotFound("Conversation not found")
+    return conversation
+
+
+def _touch(session: Session, conversation: Conversation, *, viewer: Viewer, event: str, content: str = "",
+           kind: TouchKind = TouchKind.system) -> None:
+    if conversation.customer_id is None:
+        return
+    session.add(Touch(customer_id=conversation.customer_id, account_id=conversation.account_id,
+                      user_id=viewer.user_id, kind=kind.value, content=content[:2000],
+                      details={"event": event, "conversation_id": conversation.id}))
+
+
+def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, internal: bool = False,
+          automatic: bool = False) -> Message:
+    """An agent's reply (queued for the connector) or internal note (never sent)."""
+    conversation = get_conversation(session, conversation_id=conversation_id, viewer=viewer)
+    body = clean_text(text).strip()
+    if not body:
+        raise Invalid("Write something first", field="text")
+    now = utcnow()
+    message = Message(conversation_id=conversation.id, source="console", platform_msgid=f"out:{conversation.id}:"
+                      f"{now.timestamp():.6f}:{viewer.user_id or 0}", direction=Direction.outbound.value,
+                      msg_type=MessageType.text.value, sender=viewer.username, text=body, sent_at=now,
+                      status=DeliveryStatus.sent.value if internal else DeliveryStatus.queued.value,
+                      author_id=viewer.user_id, automatic=automatic, internal=internal)
+    session.add(message)
+    if not internal:
+        if conversation.first_response_at is None:
+            conversation.first_response_at = now
+        conversation.waiting_since = None
+        conversation.unanswered = 0
+        conversation.last_message_at = now
+        conversation.last_message_preview = _preview(MessageType.text.value, body)
+        if conversation.assignee_id is None and viewer.user_id is not None and not automatic:
+            conversation.assignee_id, conversation.assigned_at = viewer.user_id, now
+        _touch(session, conversation, viewer=viewer, event="reply", content=body, kind=TouchKind.chat)
+    session.flush()
+    return message
+
+
+def change_status(session: Session, *, conversation_id: int, status: str, viewer: Viewer,
+                  snooze_until: datetime | None = None) -> Conversation:
+    conversation = get_conversation(session, conversation_id=conversation_id, viewer=viewer)
+    if status not in {s.value for s in ConversationStatus}:
+        raise Invalid("Unknown status {status}", field="status", status=status)
+    now = utcnow()
+    if status == ConversationStatus.snoozed.value:
+        if snooze_until is None or snooze_until <= now:
+            raise Invalid("Choose a time in the future to snooze until", field="snooze_until")
+        conversation.snoozed_until = snooze_until
+    previous_assignee = conversation.assignee_id
+    if status == ConversationStatus.open.value and conversation.status != status:
+        _reopen(session, conversation, now=now)
+    conversation.status = status
+    if status == ConversationStatus.resolved.value:
+        conversation.resolved_at = now
+        conversation.waiting_since = None
+        conversation.unanswered = 0
+    _touch(session, conversation, viewer=viewer, event=f"conversation_{status}")
+    session.flush()
+    if previous_assignee is not None and status != ConversationStatus.open.value:
+        # The agent's load dropped: the longest-waiting conversation of their accounts is theirs now.
+        assign_waiting(session, account_ids=_agent_accounts(session, previous_assignee))
+    elif status == ConversationStatus.open.value:
+        assign_waiting(session, conversation_ids=[conversation.id])
+    return conversation
+
+
+def transfer(session: Session, *, conversation_id: int, to_user_id: int | None, viewer: Viewer) -> Conversation:
+    conversation = get_conversation(session, conversation_id=conversation_id, viewer=viewer)
+    previous = conversation.assignee_id
+    if to_user_id is not None:
+        target = session.get(User, to_user_id)
+        if target is None or not target.is_active:
+            raise Invalid("No such colleague", field="assignee_id")
+        sees_all = Role(target.role).sees_all_accounts
+        if not sees_all and conversation.account_id not in target.account_ids:
+            raise Forbidden("That colleague does not work on this account")
+    conversation.assignee_id = to_user_id
+    conversation.assigned_at = utcnow() if to_user_id else None
+    _touch(session, conversation, viewer=viewer, event="conversation_transferred")
+    session.flush()
+    if previous is not None and previous != to_user_id:
+        assign_waiting(session, account_ids=_agent_accounts(session, previous))
+    if to_user_id is None:
+        assign_waiting(session, conversation_ids=[conversation.id])
+    return conversation
+
+
+def wake_snoozed(session: Session, *, now: datetime | None = None) -> int:
+    """Snoozed conversations whose time has come are open again (periodic)."""
+    now = now or utcnow()
+    due = list(session.scalars(select(Conversation).where(
+        Conversation.status == ConversationStatus.snoozed.value, Conversation.snoozed_until <= now)))
+    for conversation in due:
+        _reopen(session, conversation, now=now)
+    session.flush()
+    if due:
+        assign_waiting(session, conversation_ids=[c.id for c in due])
+    return len(due)
+
+
+# ---------------------------------------------------------------- SLA
+
+
+def service_level(session: Session, account_id: int) -> ServiceLevel:
+    return session.get(ServiceLevel, account_id) or ServiceLevel(
+        account_id=account_id, first_response_minutes=DEFAULT_FIRST_RESPONSE_MINUTES,
+        resolution_minutes=DEFAULT_RESOLUTION_MINUTES)
+
+
+def breached(conversation: Conversation, level: ServiceLevel, *, now: datetime) -> str | None:
+    """Which target this conversation has missed: "first_response", "resolution" or None."""
+    if conversation.status != ConversationStatus.open.value:
+        return None
+    if conversation.waiting_since is not None and conversation.first_response_at is None and (
+            now - conversation.waiting_since > timedelta(minutes=level.first_response_minutes)):
+        return "first_response"
+    if now - conversation.opened_at > timedelta(minutes=level.resolution_minutes):
+        return "resolution"
+    return None
+
+
+def sweep_sla(session: Session, *, now: datetime | None = None) -> list[int]:
+    """Mark newly breached conversations (once each); returns their ids for the alert."""
+    now = now or utcnow()
+    levels = {lv.account_id: lv for lv in session.scalars(select(ServiceLevel))}
+    fastest = min([lv.first_response_minutes for lv in levels.values()] + [DEFAULT_FIRST_RESPONSE_MINUTES])
+    candidates = session.scalars(select(Conversation).where(
+        Conversation.status == ConversationStatus.open.value, Conversation.sla_alerted_at.is_(None),
+        or_(Conversation.waiting_since < now - timedelta(minutes=fastest),
+            Conversation.opened_at < now - timedelta(minutes=fastest))))
+    alerted = []
+    for conversation in candidates:
+        level = levels.get(conversation.account_id) or service_level(session, conversation.account_id)
+        if breached(conversation, level, now=now):
+            conversation.sla_alerted_at = now
+            alerted.append(conversation.id)
+    session.flush()
+    return alerted
+
+
+# ---------------------------------------------------------------- the queue
+
+
+QUEUE_VIEWS = ("unanswered", "mine", "open", "pending", "snoozed", "resolved", "all")
+
+
+@dataclass
+class QueueFilter:
+    view: str = "unanswered"
+    account_id: int | None = None
+    assignee_id: int | None = None
+
+
+def list_queue(session: Session, *, flt: QueueFilter, viewer: Viewer, limit: int = 50,
+               cursor: str | None = None) -> Page[Conversation]:
+    """Conversations of one view, keyset-paged; the unanswered view is longest waiting first."""
+    if flt.view not in QUEUE_VIEWS:
+        raise Invalid("Unknown view {view}", field="view", view=flt.view)
+    query = select(Conversation)
+    scope = visible_conversations(viewer)
+    if scope is not None:
+        query = query.where(scope)
+    if flt.account_id is not None:
+        if not viewer.can_see_account(flt.account_id):
+            raise Invalid("Account {account_id} not found", field="account_id", account_id=flt.account_id)
+        query = query.where(Conversation.account_id == flt.account_id)
+    if flt.assignee_id is not None:
+        query = query.where(Conversation.assignee_id == flt.assignee_id)
+    if flt.view == "unanswered":
+        query = query.where(Conversation.status == ConversationStatus.open.value,
+                            Conversation.waiting_since.is_not(None))
+        order_column = Conversation.waiting_since
+        ascending = True
+    else:
+        if flt.view == "mine":
+            query = query.where(Conversation.assignee_id == viewer.user_id,
+                                Conversation.status == ConversationStatus.open.value)
+        elif flt.view != "all":
+            query = query.where(Conversation.status == flt.view)
+        order_column = Conversation.last_message_at
+        ascending = False
+    if cursor:
+        values = decode_cursor(cursor)
+        if len(values) != 2:
+            raise Invalid("Invalid cursor", field="cursor")
+        try:
+            at, last_id = datetime.fromisoformat(values[0]), int(values[1])
+        except (TypeError, ValueError) as exc:
+            raise Invalid("Invalid cursor", field="cursor") from exc
+        query = query.where(
+            or_(order_column > at, and_(order_column == at, Conversation.id > last_id)) if ascending
+            else or_(order_column < at, and_(order_column == at, Conversation.id < last_id)))
+    if ascending:
+        query = query.order_by(order_column.asc(), Conversation.id.asc())
+    else:
+        query = query.where(order_column.is_not(None)).order_by(order_column.desc(), Conversation.id.desc())
+    rows = list(session.scalars(query.limit(limit + 1)))
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        value = last.waiting_since if ascending else last.last_message_at
+        next_cursor = encode_cursor([value.isoformat() if value else None, last.id])
+    return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+def queue_counts(session: Session, *, viewer: Viewer) -> dict[str, int]:
+    query = select(Conversation.status, func.count()).group_by(Conversation.status)
+    scope = visible_conversations(viewer)
+    if scope is not None:
+        query = query.where(scope)
+    counts = {status: count for status, count in session.execute(query)}
+    waiting = select(func.count()).select_from(Conversation).where(
+        Conversation.status == ConversationStatus.open.value, Conversation.waiting_since.is_not(None))
+    mine = select(func.count()).select_from(Conversation).where(
+        Conversation.status == ConversationStatus.open.value, Conversation.assignee_id == viewer.user_id)
+    if scope is not None:
+        waiting, mine = waiting.where(scope), mine.where(scope)
+    counts["unanswered"] = int(session.scalar(waiting) or 0)
+    counts["mine"] = int(session.scalar(mine) or 0)
+    return counts
+
+
+def messages_of(session: Session, *, conversation: Conversation, limit: int = 100) -> list[Message]:
+    """The latest messages in platform order (oldest first on screen)."""
+    rows = list(session.scalars(select(Message).where(Message.conversation_id == conversation.id)
+                                .order_by(Message.sent_at.desc(), Message.id.desc()).limit(limit)))
+    return rows[::-1]
+
+
+# ---------------------------------------------------------------- canned replies
+
+
+def canned_replies(session: Session, *, account_id: int | None) -> list[CannedReply]:
+    query = select(CannedReply).order_by(CannedReply.shortcut)
+    if account_id is not None:
+        query = query.where(or_(CannedReply.account_id.is_(None), CannedReply.account_id == account_id))
+    return list(session.scalars(query))
+
+
+def render_canned(session: Session, *, reply: CannedReply, conversation: Conversation) -> str:
+    """Fill {备注名} {昵称} {账号}: the customer's remark name on this account, their name, the account."""
+    values = {"备注名": "", "昵称": "", "账号": ""}
+    account = session.get(Account, conversation.account_id)
+    if account is not None:
+        values["账号"] = account.display_name
+    if conversation.customer_id is not None:
+        customer = session.get(Customer, conversation.customer_id)
+        if customer is not None:
+            values["昵称"] = customer.name
+            remark = session.scalar(select(Friendship.remark_name).where(
+                Friendship.customer_id == customer.id, Friendship.account_id == conversation.account_id))
+            values["备注名"] = remark or customer.name
+    text = reply.body
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", value)
+    return text

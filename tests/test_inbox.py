@@ -1,0 +1,238 @@
+"""Service inbox: exactly-once ingestion, platform order, assignment, hand-back, queue, SLA."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from siyu.core.db import utcnow
+from siyu.core.errors import Invalid, NotFound
+from siyu.core.viewer import SYSTEM
+from siyu.customers.models import Customer, Touch
+from siyu.inbox import service
+from siyu.inbox.models import CannedReply, Conversation, Message, ServiceLevel
+from siyu.inbox.service import InboundMessage, QueueFilter
+from tests.conftest import viewer_of
+
+T0 = utcnow() - timedelta(hours=1)
+
+
+def msg(account: Any, customer: Any, n: int, *, seconds: int | None = None, text: str | bytes = "你好",
+        msg_type: str = "text", source: str = "simulator") -> InboundMessage:
+    return InboundMessage(source=source, platform_msgid=f"m{n}", account_id=account.id, customer_id=customer.id,
+                          sent_at=T0 + timedelta(seconds=n if seconds is None else seconds), text=text,
+                          msg_type=msg_type, sender=f"wm{customer.id}")
+
+
+def agent(make: Any, db: Session, account: Any, *, online: bool = True, capacity: int = 20) -> Any:
+    user = make.user("service", accounts=[account])
+    service.set_online(db, user_id=user.id, online=online)
+    service.set_capacity(db, user_id=user.id, capacity=capacity)
+    db.commit()
+    return user
+
+
+def count(db: Session, model: Any) -> int:
+    return int(db.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_the_same_message_delivered_three_times_is_stored_once(db: Session, make: Any) -> None:
+    account = make.account()
+    customer = make.customer(account)
+    first = service.ingest(db, [msg(account, customer, 1)] * 3)
+    again = service.ingest(db, [msg(account, customer, 1)])
+    db.commit()
+    assert (first.stored, first.duplicates, again.stored, again.duplicates) == (1, 2, 0, 1)
+    assert count(db, Message) == 1
+    (conversation,) = db.scalars(select(Conversation))
+    assert conversation.unanswered == 1
+
+
+def test_messages_arriving_out_of_order_are_shown_in_platform_order(db: Session, make: Any) -> None:
+    account = make.account()
+    customer = make.customer(account)
+    service.ingest(db, [msg(account, customer, 3, text="第三"), msg(account, customer, 1, text="第一")])
+    service.ingest(db, [msg(account, customer, 2, text="第二")])
+    db.commit()
+    (conversation,) = db.scalars(select(Conversation))
+    assert [m.text for m in service.messages_of(db, conversation=conversation)] == ["第一", "第二", "第三"]
+    assert conversation.last_message_preview == "第三"  # a late older message does not replace the latest
+    assert conversation.waiting_since == T0 + timedelta(seconds=1)
+
+
+def test_long_invalid_and_unknown_messages_are_kept(db: Session, make: Any) -> None:
+    account = make.account()
+    customer = make.customer(account)
+    big = "茶" * (64 * 1024)
+    service.ingest(db, [
+        msg(account, customer, 1, text=big),
+        msg(account, customer, 2, text=b"caf\xe9 \xff\x00ok"),
+        msg(account, customer, 3, msg_type="hongbao_v9", text="?"),
+        msg(account, customer, 4, text="<script>alert(1)</script>"),
+    ])
+    db.commit()
+    rows = {m.platform_msgid: m for m in db.scalars(select(Message))}
+    assert len(rows["m1"].text) == service.MAX_TEXT
+    assert rows["m2"].text == "caf\ufffd \ufffd\ufffdok"
+    assert rows["m3"].msg_type == "unknown" and rows["m3"].payload == {"original_type": "hongbao_v9"}
+    assert rows["m4"].text == "<script>alert(1)</script>"  # stored as written; escaped where shown
+
+
+def test_a_message_from_an_unknown_contact_creates_the_customer(db: Session, make: Any) -> None:
+    account = make.account()
+    result = service.ingest(db, [InboundMessage(source="wecom", platform_msgid="x1", account_id=account.id,
+                                                external_userid="wmNEWPERSON01", sent_at=T0, text="在吗")])
+    db.commit()
+    assert result.stored == 1
+    customer = db.scalar(select(Customer).where(Customer.wecom_external_userid == "wmNEWPERSON01"))
+    assert customer is not None and [f.account_id for f in customer.friendships] == [account.id]
+
+
+def test_round_robin_respects_capacity_and_presence(db: Session, make: Any) -> None:
+    account = make.account()
+    a = agent(make, db, account, capacity=2)
+    b = agent(make, db, account, capacity=2)
+    away = agent(make, db, account, online=False)
+    customers = [make.customer(account) for _ in range(5)]
+    service.ingest(db, [msg(account, c, i) for i, c in enumerate(customers)])
+    db.commit()
+    assignees = [c.assignee_id for c in db.scalars(select(Conversation).order_by(Conversation.waiting_since))]
+    assert assignees[:4].count(a.id) == 2 and assignees[:4].count(b.id) == 2
+    assert assignees[4] is None  # everyone is at capacity: it waits
+    assert away.id not in assignees
+
+
+def test_a_waiting_conversation_is_assigned_the_moment_capacity_frees(db: Session, make: Any) -> None:
+    account = make.account()
+    only = agent(make, db, account, capacity=1)
+    first, second = make.customer(account), make.customer(account)
+    service.ingest(db, [msg(account, first, 1), msg(account, second, 2)])
+    db.commit()
+    busy = db.scalar(select(Conversation).where(Conversation.assignee_id == only.id))
+    waiting = db.scalar(select(Conversation).where(Conversation.assignee_id.is_(None)))
+    assert busy is not None and waiting is not None
+    service.change_status(db, conversation_id=busy.id, status="resolved", viewer=viewer_of(only))
+    db.commit()
+    db.refresh(waiting)
+    assert waiting.assignee_id == only.id
+
+
+def test_agent_going_offline_hands_back_thirty_open_conversations(db: Session, make: Any) -> None:
+    account = make.account()
+    leaving = agent(make, db, account, capacity=30)
+    customers = [make.customer(account) for _ in range(30)]
+    service.ingest(db, [msg(account, c, i) for i, c in enumerate(customers)])
+    db.commit()
+    assert count(db, Conversation) == 30
+    staying = agent(make, db, account, capacity=10)
+    moved = service.set_online(db, user_id=leaving.id, online=False)
+    db.commit()
+    assert moved == 30
+    owners = [c.assignee_id for c in db.scalars(select(Conversation))]
+    assert owners.count(staying.id) == 10 and owners.count(None) == 20 and leaving.id not in owners
+
+
+def test_a_reopened_conversation_never_goes_to_an_offline_agent(db: Session, make: Any) -> None:
+    account = make.account()
+    first = agent(make, db, account)
+    customer = make.customer(account)
+    service.ingest(db, [msg(account, customer, 1)])
+    db.commit()
+    (conversation,) = db.scalars(select(Conversation))
+    assert conversation.assignee_id == first.id
+    service.change_status(db, conversation_id=conversation.id, status="resolved", viewer=viewer_of(first))
+    service.set_online(db, user_id=first.id, online=False)
+    other = agent(make, db, account)
+    service.ingest(db, [msg(account, customer, 2)])
+    db.commit()
+    db.refresh(conversation)
+    assert conversation.status == "open" and conversation.assignee_id == other.id
+
+
+def test_reply_answers_the_customer_and_lands_on_the_timeline(db: Session, make: Any) -> None:
+    account = make.account()
+    me = agent(make, db, account)
+    customer = make.customer(account)
+    service.ingest(db, [msg(account, customer, 1)])
+    db.commit()
+    (conversation,) = db.scalars(select(Conversation))
+    with pytest.raises(Invalid):
+        service.reply(db, conversation_id=conversation.id, text="   ", viewer=viewer_of(me))
+    sent = service.reply(db, conversation_id=conversation.id, text="您好，在的", viewer=viewer_of(me))
+    note = service.reply(db, conversation_id=conversation.id, text="老客户，优先处理", viewer=viewer_of(me),
+                         internal=True)
+    db.commit()
+    db.refresh(conversation)
+    assert (sent.status, note.status, note.internal) == ("queued", "sent", True)
+    assert conversation.waiting_since is None and conversation.unanswered == 0
+    assert conversation.first_response_at is not None
+    touch = db.scalar(select(Touch).where(Touch.customer_id == customer.id, Touch.kind == "chat"))
+    assert touch is not None and touch.content == "您好，在的"
+
+
+def test_queue_is_longest_waiting_first_and_scoped(db: Session, make: Any) -> None:
+    mine, theirs = make.account(), make.account()
+    early, late, other = make.customer(mine), make.customer(mine), make.customer(theirs)
+    service.ingest(db, [msg(mine, late, 1, seconds=300), msg(mine, early, 2, seconds=10),
+                        msg(theirs, other, 3, seconds=5)])
+    db.commit()
+    operator = viewer_of(make.user("operator", accounts=[mine]))
+    page = service.list_queue(db, flt=QueueFilter(view="unanswered"), viewer=operator, limit=1)
+    assert [c.customer_id for c in page.items] == [early.id]
+    assert page.next_cursor is not None
+    second = service.list_queue(db, flt=QueueFilter(view="unanswered"), viewer=operator, limit=1,
+                                cursor=page.next_cursor)
+    assert [c.customer_id for c in second.items] == [late.id] and second.next_cursor is None
+    everyone = service.list_queue(db, flt=QueueFilter(view="unanswered"), viewer=SYSTEM)
+    assert [c.customer_id for c in everyone.items] == [other.id, early.id, late.id]
+    theirs_conversation = db.scalar(select(Conversation).where(Conversation.account_id == theirs.id))
+    assert theirs_conversation is not None
+    with pytest.raises(NotFound):
+        service.get_conversation(db, conversation_id=theirs_conversation.id, viewer=operator)
+    assert service.queue_counts(db, viewer=operator)["unanswered"] == 2
+
+
+def test_snoozed_conversations_wake_up(db: Session, make: Any) -> None:
+    account = make.account()
+    customer = make.customer(account)
+    service.ingest(db, [msg(account, customer, 1)])
+    (conversation,) = db.scalars(select(Conversation))
+    with pytest.raises(Invalid):
+        service.change_status(db, conversation_id=conversation.id, status="snoozed", viewer=SYSTEM,
+                              snooze_until=utcnow() - timedelta(minutes=1))
+    service.change_status(db, conversation_id=conversation.id, status="snoozed", viewer=SYSTEM,
+                          snooze_until=utcnow() + timedelta(minutes=30))
+    assert service.wake_snoozed(db) == 0
+    assert service.wake_snoozed(db, now=utcnow() + timedelta(hours=1)) == 1
+    assert conversation.status == "open"
+
+
+def test_sla_breaches_are_flagged_once(db: Session, make: Any) -> None:
+    account = make.account()
+    db.add(ServiceLevel(account_id=account.id, first_response_minutes=10, resolution_minutes=600))
+    slow, fresh = make.customer(account), make.customer(account)
+    service.ingest(db, [msg(account, slow, 1, seconds=0),
+                        InboundMessage(source="simulator", platform_msgid="now", account_id=account.id,
+                                       customer_id=fresh.id, sent_at=utcnow(), text="刚到")])
+    db.commit()
+    breached = service.sweep_sla(db)
+    assert len(breached) == 1
+    conversation = db.get(Conversation, breached[0])
+    assert conversation is not None and conversation.customer_id == slow.id
+    assert service.sweep_sla(db) == []
+
+
+def test_canned_replies_fill_in_the_customer(db: Session, make: Any) -> None:
+    account = make.account(display_name="茶小满")
+    customer = make.customer(account, name="王芳", remark_name="王姐-西湖店")
+    service.ingest(db, [msg(account, customer, 1)])
+    (conversation,) = db.scalars(select(Conversation))
+    canned = CannedReply(shortcut="hi", title="问候", body="{备注名}您好，我是{账号}，有什么可以帮您？")
+    db.add(canned)
+    db.flush()
+    filled = service.render_canned(db, reply=canned, conversation=conversation)
+    assert filled == "王姐-西湖店您好，我是茶小满，有什么可以帮您？"
