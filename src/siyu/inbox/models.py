@@ -58,7 +58,8 @@ class Conversation(Base):
         # The unanswered queue: open, waiting, longest first.
         Index("ix_conversation_queue", "status", "waiting_since", "id"),
         Index("ix_conversation_assignee_status", "assignee_id", "status"),
-        Index("ix_conversation_account_status", "account_id", "status", "last_message_at"),
+        # Not on last_message_at: that changes with every message, and a flood rewrites it constantly.
+        Index("ix_conversation_account_status", "account_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

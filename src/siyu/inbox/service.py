@@ -15,9 +15,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -98,8 +98,9 @@ def _preview(message_type: str, text: str) -> str:
 
 
 def _insert(session: Session, model: type[Any]) -> Any:
+    # Core statements on the table, not the ORM's bulk path: a flood is ~10x the rows an ORM flush likes.
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(model)
+    return dialect.insert(model.__table__)
 
 
 # ---------------------------------------------------------------- ingestion
@@ -134,9 +135,10 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
             "sent_at": message.sent_at, "received_at": now, "status": DeliveryStatus.received.value,
             "error": "", "automatic": False, "internal": False,
         })
+    table = Message.__table__.c
     statement = (_insert(session, Message).on_conflict_do_nothing(index_elements=["source", "platform_msgid"])
-                 .returning(Message.conversation_id, Message.sent_at, Message.msg_type, Message.text))
-    inserted = session.execute(statement, rows).all() if len(rows) > 1 else session.execute(statement, rows[0]).all()
+                 .returning(table.conversation_id, table.sent_at, table.msg_type, table.text))
+    inserted = session.connection().execute(statement, rows).all()
     result.stored = len(inserted)
     result.duplicates += len(rows) - len(inserted)
 
@@ -176,7 +178,8 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
     found: dict[str, int] = {key: cid for key, cid in session.execute(
         select(Conversation.key, Conversation.id).where(Conversation.key.in_(keys)))}
     missing: dict[str, dict[str, Any]] = {}
-    levels = _priorities(session, [c for _m, _k, c in keyed if c is not None])
+    new_customers = [c for _m, k, c in keyed if c is not None and k not in found]
+    levels = _priorities(session, new_customers)
     for message, key, customer_id in keyed:
         if key in found or key in missing:
             continue
@@ -186,8 +189,8 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
                         "last_message_preview": "", "opened_at": utcnow(), "created_at": utcnow()}
     if missing:
         # Another worker may create the same conversation at the same moment: the key decides.
-        session.execute(_insert(session, Conversation).on_conflict_do_nothing(index_elements=["key"]),
-                        list(missing.values()))
+        session.connection().execute(_insert(session, Conversation).on_conflict_do_nothing(index_elements=["key"]),
+                                     list(missing.values()))
         found.update({key: cid for key, cid in session.execute(
             select(Conversation.key, Conversation.id).where(Conversation.key.in_(sorted(missing))))})
     return found
@@ -204,22 +207,41 @@ def _priorities(session: Session, customer_ids: list[int]) -> dict[int, int]:
 
 
 def _update_conversations(session: Session, by_conversation: dict[int, list[Any]], *, now: datetime) -> None:
+    """One UPDATE per conversation, sent as a single batch; reopening (rare) goes through the ORM."""
     if not by_conversation:
         return
-    for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(sorted(by_conversation)))):
-        rows = by_conversation[conversation.id]
+    current = session.execute(select(
+        Conversation.id, Conversation.status, Conversation.unanswered, Conversation.waiting_since,
+        Conversation.last_message_at, Conversation.last_inbound_at,
+    ).where(Conversation.id.in_(sorted(by_conversation)))).all()
+    changes: list[dict[str, Any]] = []
+    reopened: list[int] = []
+    for row in current:
+        rows = by_conversation[row.id]
         earliest = min(r.sent_at for r in rows)
         latest = max(rows, key=lambda r: r.sent_at)
-        conversation.unanswered += len(rows)
-        if conversation.waiting_since is None or earliest < conversation.waiting_since:
-            conversation.waiting_since = earliest
-        if conversation.last_message_at is None or latest.sent_at >= conversation.last_message_at:
-            conversation.last_message_at = latest.sent_at
-            conversation.last_message_preview = _preview(latest.msg_type, latest.text)
-        if conversation.last_inbound_at is None or latest.sent_at > conversation.last_inbound_at:
-            conversation.last_inbound_at = latest.sent_at
-        if conversation.status != ConversationStatus.open.value:
-            _reopen(session, conversation, now=now)
+        change: dict[str, Any] = {"id": row.id, "unanswered": row.unanswered + len(rows)}
+        if row.waiting_since is None or earliest < row.waiting_since:
+            change["waiting_since"] = earliest
+        if row.last_message_at is None or latest.sent_at >= row.last_message_at:
+            change["last_message_at"] = latest.sent_at
+            change["last_message_preview"] = _preview(latest.msg_type, latest.text)
+        if row.last_inbound_at is None or latest.sent_at > row.last_inbound_at:
+            change["last_inbound_at"] = latest.sent_at
+        changes.append(change)
+        if row.status != ConversationStatus.open.value:
+            reopened.append(row.id)
+    # Each row names only what changed, so group rows with the same columns into one executemany.
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for change in changes:
+        by_columns[tuple(sorted(change))].append(change)
+    table = cast(Table, Conversation.__table__)
+    for columns, rows in by_columns.items():
+        statement = update(table).where(table.c.id == bindparam("conversation_id")).values(
+            {name: bindparam(name) for name in columns if name != "id"})
+        session.connection().execute(statement, [{**row, "conversation_id": row["id"]} for row in rows])
+    for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(reopened))):
+        _reopen(session, conversation, now=now)
     session.flush()
 
 
@@ -304,43 +326,46 @@ def assign_waiting(session: Session, *, conversation_ids: Sequence[int] | None =
                    account_ids: Iterable[int] | None = None, limit: int = 1000) -> int:
     """Give unassigned open conversations to online agents of their account: round robin under capacity.
 
-    Highest priority first, then longest waiting. Returns how many were assigned.
+    Highest priority first, then longest waiting. Returns how many were assigned. Agents
+    with free capacity are found first, so a flood with everyone busy costs two small queries.
     """
-    query = select(Conversation).where(Conversation.status == ConversationStatus.open.value,
-                                       Conversation.assignee_id.is_(None))
+    waiting_clause = and_(Conversation.status == ConversationStatus.open.value, Conversation.assignee_id.is_(None))
     if conversation_ids is not None:
         if not conversation_ids:
             return 0
-        query = query.where(Conversation.id.in_(sorted(conversation_ids)))
-    if account_ids is not None:
-        accounts = sorted(set(account_ids))
-        if not accounts:
-            return 0
-        query = query.where(Conversation.account_id.in_(accounts))
-    waiting = list(session.scalars(query.order_by(Conversation.priority.desc(),
-                                                  Conversation.waiting_since.asc().nulls_last(),
-                                                  Conversation.id).limit(limit)))
-    if not waiting:
+        accounts = set(session.scalars(select(Conversation.account_id).where(
+            waiting_clause, Conversation.id.in_(sorted(conversation_ids))).distinct()))
+    elif account_ids is not None:
+        accounts = set(account_ids)
+    else:
+        accounts = set(session.scalars(select(Conversation.account_id).where(waiting_clause).distinct()))
+    if not accounts:
         return 0
-    wanted_accounts = sorted({c.account_id for c in waiting})
     agents_by_account: dict[int, list[int]] = defaultdict(list)
     for user_id, account_id in session.execute(
         select(UserAccount.user_id, UserAccount.account_id)
         .join(User, User.id == UserAccount.user_id).join(AgentState, AgentState.user_id == UserAccount.user_id)
-        .where(UserAccount.account_id.in_(wanted_accounts), AgentState.online.is_(True), User.is_active.is_(True),
+        .where(UserAccount.account_id.in_(sorted(accounts)), AgentState.online.is_(True), User.is_active.is_(True),
                User.role.in_(AGENT_ROLES))
     ):
         agents_by_account[account_id].append(user_id)
     agent_ids = sorted({u for users in agents_by_account.values() for u in users})
-    if not agent_ids:
-        return 0
     states = _agent_states(session, agent_ids)
     loads = _loads(session, agent_ids)
+    free = {u: states[u].capacity - loads[u] for u in agent_ids if loads[u] < states[u].capacity}
+    open_accounts = sorted(a for a, users in agents_by_account.items() if any(u in free for u in users))
+    if not open_accounts:
+        return 0
+    query = select(Conversation).where(waiting_clause, Conversation.account_id.in_(open_accounts))
+    if conversation_ids is not None:
+        query = query.where(Conversation.id.in_(sorted(conversation_ids)))
+    waiting = list(session.scalars(query.order_by(
+        Conversation.priority.desc(), Conversation.waiting_since.asc().nulls_last(), Conversation.id,
+    ).limit(min(limit, sum(free.values())))))
     now = utcnow()
     assigned = 0
     for conversation in waiting:
-        candidates = [u for u in agents_by_account.get(conversation.account_id, [])
-                      if loads[u] < states[u].capacity]
+        candidates = [u for u in agents_by_account.get(conversation.account_id, []) if loads[u] < states[u].capacity]
         if not candidates:
             continue
         # Round robin: the agent who was given a conversation longest ago goes next.

@@ -65,7 +65,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('key', name=op.f('uq_conversation_key'))
     )
     with op.batch_alter_table('conversation', schema=None) as batch_op:
-        batch_op.create_index('ix_conversation_account_status', ['account_id', 'status', 'last_message_at'], unique=False)
+        batch_op.create_index('ix_conversation_account_status', ['account_id', 'status'], unique=False)
         batch_op.create_index('ix_conversation_assignee_status', ['assignee_id', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_conversation_customer_id'), ['customer_id'], unique=False)
         batch_op.create_index('ix_conversation_queue', ['status', 'waiting_since', 'id'], unique=False)

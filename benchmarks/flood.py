@@ -1,0 +1,199 @@
+"""Benchmark: a campaign day's flood into the service inbox (seeds/001), on SQLite or PostgreSQL.
+
+1. 170,000 messages from 20,000 customers across 10 accounts, with platform retries
+   (1% duplicates), ingested end to end through ``inbox.service.ingest`` in batches of
+   1,000 (dedupe, store, conversation update, assignment) — target ≤30 s on SQLite —
+   beside a raw batched INSERT of the same rows into a copy of the message table in the
+   same database (goal ≤5×).
+2. The unanswered queue with 50,000 open conversations: first page of 50 through
+   ``inbox.service.list_queue`` — target ≤200 ms — beside the bare SQL.
+
+Usage:  .venv/bin/python benchmarks/flood.py [--database URL] [--messages 170000]
+Default database: a fresh SQLite file in a temp folder. Not part of pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy.orm import Session
+
+from siyu.accounts.models import Account
+from siyu.core.db import make_engine, utcnow
+from siyu.core.migrate import upgrade
+from siyu.core.viewer import SYSTEM
+from siyu.customers.models import Customer, Friendship
+from siyu.inbox import service
+from siyu.inbox.models import AgentState, Conversation, Message
+from siyu.inbox.service import InboundMessage, QueueFilter
+from siyu.team.models import User, UserAccount
+
+ACCOUNTS = 10
+CUSTOMERS = 20_000
+QUEUE_CONVERSATIONS = 50_000
+BATCH = 1000
+INGEST_TARGET_S = 30.0
+INGEST_GOAL_RATIO = 5.0
+QUEUE_TARGET_MS = 200.0
+SEED = 170
+
+
+def build_people(engine: Engine, customers: int) -> None:
+    now = utcnow()
+    with Session(engine) as session:
+        session.execute(insert(Account), [{"id": i, "kind": "wecom", "display_name": f"山野茶舍·{i:02d}",
+                                           "wecom_userid": f"flood{i:02d}", "created_at": now}
+                                          for i in range(1, ACCOUNTS + 1)])
+        session.execute(insert(Customer), [{"id": i, "name": f"顾客{i}", "created_at": now, "updated_at": now}
+                                           for i in range(1, customers + 1)])
+        session.execute(insert(Friendship), [{"customer_id": i, "account_id": 1 + i % ACCOUNTS, "added_at": now}
+                                             for i in range(1, customers + 1)])
+        # Two online agents per account, 50 conversations each.
+        users = [{"id": i, "username": f"agent{i}", "password_hash": "-", "role": "service", "created_at": now}
+                 for i in range(1, 2 * ACCOUNTS + 1)]
+        session.execute(insert(User), users)
+        session.execute(insert(UserAccount), [{"user_id": u["id"], "account_id": 1 + (u["id"] - 1) // 2}
+                                              for u in users])
+        session.execute(insert(AgentState), [{"user_id": u["id"], "online": True, "capacity": 50,
+                                              "changed_at": now} for u in users])
+        session.commit()
+
+
+def flood_messages(count: int, customers: int, rng: random.Random) -> list[InboundMessage]:
+    start = utcnow() - timedelta(hours=12)
+    messages = []
+    for n in range(count):
+        # Everyone writes at least once; then the talkative ones write again and again.
+        customer = n + 1 if n < customers else rng.randint(1, customers)
+        messages.append(InboundMessage(
+            source="simulator", platform_msgid=f"flood-{n}", account_id=1 + customer % ACCOUNTS,
+            customer_id=customer, sent_at=start + timedelta(seconds=n * 0.25), sender=f"wm{customer}",
+            text=rng.choice(("在吗", "活动怎么参加？", "优惠券用不了", "发货了吗", "[图片]", "谢谢")) + f" #{n}"))
+    # The platform retries about 1% of deliveries: the same message again, later in the stream.
+    retries = [messages[rng.randrange(count)] for _ in range(count // 100)]
+    for retry in retries:
+        messages.insert(rng.randrange(len(messages)), retry)
+    return messages
+
+
+def ingest_all(engine: Engine, messages: list[InboundMessage]) -> tuple[float, int, int]:
+    started = time.perf_counter()
+    stored = duplicates = 0
+    for i in range(0, len(messages), BATCH):
+        with Session(engine) as session:
+            result = service.ingest(session, messages[i:i + BATCH])
+            session.commit()
+        stored += result.stored
+        duplicates += result.duplicates
+    return time.perf_counter() - started, stored, duplicates
+
+
+def raw_insert(engine: Engine, messages: list[InboundMessage]) -> float:
+    """The floor: the same rows, batched INSERT into a bare copy of the message table."""
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS message_baseline"))
+        conn.execute(text("CREATE TABLE message_baseline AS SELECT * FROM message WHERE 1 = 0"))
+    columns = ("conversation_id", "source", "platform_msgid", "direction", "msg_type", "sender", "text", "sent_at",
+               "received_at", "status", "error", "automatic", "internal")
+    sql = text(f"INSERT INTO message_baseline ({', '.join(columns)}) VALUES "
+               f"({', '.join(':' + c for c in columns)})")
+    now = utcnow()
+    rows = [{"conversation_id": m.customer_id, "source": m.source, "platform_msgid": m.platform_msgid,
+             "direction": "in", "msg_type": m.msg_type, "sender": m.sender, "text": m.text, "sent_at": m.sent_at,
+             "received_at": now, "status": "received", "error": "", "automatic": False, "internal": False}
+            for m in messages]
+    started = time.perf_counter()
+    for i in range(0, len(rows), BATCH):
+        with engine.begin() as conn:
+            conn.execute(sql, rows[i:i + BATCH])
+    return time.perf_counter() - started
+
+
+def median_ms(action: Any, runs: int = 15) -> float:
+    action()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+BARE_QUEUE = """
+SELECT * FROM conversation
+WHERE status = 'open' AND waiting_since IS NOT NULL
+ORDER BY waiting_since ASC, id ASC
+LIMIT 51
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--database", default="")
+    parser.add_argument("--messages", type=int, default=170_000)
+    args = parser.parse_args(argv)
+    url = args.database or f"sqlite:///{Path(tempfile.mkdtemp(prefix='siyu-flood-')) / 'flood.db'}"
+    print(f"database: {url.split('@')[-1]}")
+    upgrade(url)
+    engine = make_engine(url)
+    rng = random.Random(SEED)
+    build_people(engine, QUEUE_CONVERSATIONS)
+    messages = flood_messages(args.messages, CUSTOMERS, rng)
+    print(f"flood: {len(messages):,} deliveries ({args.messages:,} distinct messages) from {CUSTOMERS:,} customers, "
+          f"{ACCOUNTS} accounts, batches of {BATCH}")
+    sys.stdout.flush()
+    seconds, stored, duplicates = ingest_all(engine, messages)
+    baseline = raw_insert(engine, messages)
+    ratio = seconds / baseline if baseline else float("inf")
+    with Session(engine) as session:
+        kept = session.scalar(select(func.count()).select_from(Message))
+        assigned = session.scalar(select(func.count()).select_from(Conversation).where(
+            Conversation.assignee_id.is_not(None)))
+    print(f"  ingested end to end        {seconds:7.2f} s   ({stored:,} stored, {duplicates:,} duplicates dropped, "
+          f"{kept:,} in the table, {assigned:,} conversations assigned)")
+    print(f"  raw batched INSERT         {baseline:7.2f} s")
+    print(f"  ratio                      {ratio:7.2f}x   (goal ≤{INGEST_GOAL_RATIO:.0f}x)")
+    ingest_ok = seconds <= INGEST_TARGET_S and kept == args.messages
+    print(f"  target ≤{INGEST_TARGET_S:.0f} s with every message exactly once: {'PASS' if ingest_ok else 'FAIL'}")
+
+    # Bring the queue to 50,000 open conversations: one more message from each remaining customer.
+    extra = [InboundMessage(source="simulator", platform_msgid=f"queue-{c}", account_id=1 + c % ACCOUNTS,
+                            customer_id=c, sent_at=utcnow() - timedelta(minutes=rng.uniform(0, 600)), text="在吗")
+             for c in range(CUSTOMERS + 1, QUEUE_CONVERSATIONS + 1)]
+    ingest_all(engine, extra)
+    with Session(engine) as session:
+        open_count = session.scalar(select(func.count()).select_from(Conversation).where(
+            Conversation.status == "open"))
+
+    def queue() -> list[int]:
+        with Session(engine) as session:
+            return [c.id for c in service.list_queue(session, flt=QueueFilter(view="unanswered"), viewer=SYSTEM).items]
+
+    def bare() -> list[int]:
+        with engine.connect() as conn:
+            return [row[0] for row in conn.execute(text(BARE_QUEUE)).all()][:50]
+
+    same = queue() == bare()
+    queue_ms, bare_ms = median_ms(queue), median_ms(bare)
+    print(f"\nunanswered queue, {open_count:,} open conversations, first page of 50 (same ids as bare SQL: "
+          f"{'yes' if same else 'NO'})")
+    print(f"  service list_queue         {queue_ms:7.2f} ms")
+    print(f"  bare SQL                   {bare_ms:7.2f} ms   ratio {queue_ms / bare_ms:.2f}x")
+    queue_ok = same and queue_ms <= QUEUE_TARGET_MS and (open_count or 0) >= QUEUE_CONVERSATIONS
+    print(f"  target ≤{QUEUE_TARGET_MS:.0f} ms: {'PASS' if queue_ok else 'FAIL'}")
+    engine.dispose()
+    print("OVERALL:", "PASS" if ingest_ok and queue_ok else "FAIL")
+    return 0 if ingest_ok and queue_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
