@@ -100,6 +100,8 @@ def create_app() -> FastAPI:
     from siyu.customers.merge_routes import pages as merge_pages
     from siyu.customers.routes import api as customers_api
     from siyu.customers.routes import pages as customers_pages
+    from siyu.inbox.routes import api as inbox_api
+    from siyu.inbox.routes import pages as inbox_pages
     from siyu.jobs.routes import api as jobs_api
     from siyu.jobs.routes import pages as jobs_pages
     from siyu.team.routes import api as team_api
@@ -107,9 +109,9 @@ def create_app() -> FastAPI:
     from siyu.web.routes import pages as web_pages
 
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.
-    for router in (team_api, accounts_api, merge_api, customers_api, jobs_api):
+    for router in (team_api, accounts_api, merge_api, customers_api, jobs_api, inbox_api):
         app.include_router(router, prefix="/api/v1")
-    for router in (web_pages, team_pages, accounts_pages, merge_pages, customers_pages, jobs_pages):
+    for router in (web_pages, team_pages, accounts_pages, merge_pages, customers_pages, jobs_pages, inbox_pages):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -664,7 +664,46 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
         customers_service.refresh_computed_many(
             session, customers=created[offset:offset + customers_service.RECOMPUTE_BATCH], rules=rules)
     session.flush()
+    _fill_inbox(session, customers=created, staff=staff, rng=rng, now=now)
     return _summary(session)
+
+
+CANNED_REPLIES = (
+    ("hi", "问候", "{备注名}您好，我是{账号}，有什么可以帮您？"),
+    ("coupon", "优惠券", "{备注名}您好，优惠券在「我的-卡包」里，结账时出示就能用哦～"),
+    ("ship", "发货", "{备注名}您好，订单已经安排发货，物流单号稍后发您。"),
+    ("sorry", "致歉", "{备注名}实在抱歉，给您添麻烦了，马上为您处理！"),
+)
+CUSTOMER_LINES = ("在吗", "活动怎么参加？", "优惠券用不了", "我的茶叶发货了吗", "明前龙井还有吗",
+                  "门店几点关门", "想订一盒中秋礼盒", "上次的白茶很好喝！", "可以开发票吗", "会员积分怎么查")
+
+
+def _fill_inbox(session: Session, *, customers: list[Customer], staff: dict[str, User], rng: random.Random,
+                now: datetime) -> None:
+    """A morning in the service inbox: customers writing in, one agent online, a few already answered."""
+    from siyu.inbox import service as inbox_service
+    from siyu.inbox.models import CannedReply
+
+    for shortcut, title, body in CANNED_REPLIES:
+        session.add(CannedReply(shortcut=shortcut, title=title, body=body))
+    writers = rng.sample(customers, min(60, len(customers)))
+    messages = []
+    for n, customer in enumerate(writers):
+        friendship = customer.friendships[0]
+        for k in range(rng.randint(1, 3)):
+            messages.append(inbox_service.InboundMessage(
+                source="demo", platform_msgid=f"demo-{n}-{k}", account_id=friendship.account_id,
+                customer_id=customer.id, sent_at=now - timedelta(minutes=rng.uniform(1, 180)),
+                text=rng.choice(CUSTOMER_LINES)))
+    inbox_service.ingest(session, messages)
+    agent = staff["kefu.xiaoyu"]
+    inbox_service.set_capacity(session, user_id=agent.id, capacity=8)
+    inbox_service.set_online(session, user_id=agent.id, online=True)
+    viewer = team_service.viewer_for(agent)
+    for conversation_id in inbox_service.list_queue(
+            session, flt=inbox_service.QueueFilter(view="mine"), viewer=viewer, limit=3).items:
+        inbox_service.reply(session, conversation_id=conversation_id.id, text="您好，在的～请问有什么可以帮您？",
+                            viewer=viewer)
 
 
 def _insert_people(

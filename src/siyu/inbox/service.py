@@ -27,7 +27,7 @@ from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.viewer import Viewer
 from siyu.customers import service as customers_service
-from siyu.customers.models import Customer, Friendship, Touch, TouchKind
+from siyu.customers.models import CONTACT_KINDS, Customer, Friendship, Touch, TouchKind
 from siyu.inbox.models import (
     AgentState,
     CannedReply,
@@ -404,6 +404,10 @@ def _touch(session: Session, conversation: Conversation, *, viewer: Viewer, even
     session.add(Touch(customer_id=conversation.customer_id, account_id=conversation.account_id,
                       user_id=viewer.user_id, kind=kind.value, content=content[:2000],
                       details={"event": event, "conversation_id": conversation.id}))
+    if kind in CONTACT_KINDS:  # a reply is two-way contact: the ladder and last touch move
+        customer = session.get(Customer, conversation.customer_id)
+        if customer is not None:
+            customers_service.refresh_computed(session, customer=customer)
 
 
 def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, internal: bool = False,

@@ -1,0 +1,398 @@
+"""Service inbox over HTTP: the agent workspace (console), its live stream, and the API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import anyio
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from siyu.accounts import service as accounts_service
+from siyu.core.db import get_sessionmaker
+from siyu.core.deps import AdminApiViewer, ApiViewer, CsrfChecked, PageViewer, SessionDep
+from siyu.core.errors import DomainError, Invalid
+from siyu.core.i18n import N_, _
+from siyu.core.settings import get_settings
+from siyu.core.viewer import Viewer
+from siyu.customers.models import Customer
+from siyu.customers.pages import FormDep, FormRead
+from siyu.inbox import service
+from siyu.inbox.models import Conversation, ConversationStatus, Message
+from siyu.inbox.service import InboundMessage, QueueFilter
+from siyu.team import service as team_service
+from siyu.team.models import User, UserAccount
+from siyu.web.render import render
+
+api = APIRouter(tags=["inbox"])
+pages = APIRouter(include_in_schema=False)
+
+VIEW_LABELS = {
+    "unanswered": N_("Unanswered"),
+    "mine": N_("Mine"),
+    "open": N_("Open"),
+    "pending": N_("Waiting for customer"),
+    "snoozed": N_("Snoozed"),
+    "resolved": N_("Resolved"),
+    "all": N_("All"),
+}
+STATUS_LABELS = {
+    ConversationStatus.open.value: N_("Open"),
+    ConversationStatus.pending.value: N_("Waiting for customer"),
+    ConversationStatus.snoozed.value: N_("Snoozed"),
+    ConversationStatus.resolved.value: N_("Resolved"),
+}
+TYPE_LABELS = {
+    "image": N_("Picture"), "voice": N_("Voice"), "video": N_("Video"), "file": N_("File"), "link": N_("Link"),
+    "miniprogram": N_("Mini program"), "red_packet": N_("Red packet"), "sticker": N_("Sticker"),
+    "location": N_("Location"), "system": N_("System message"), "unknown": N_("Unsupported message"),
+}
+STREAM_POLL_SECONDS = 2.0
+
+
+# ---------------------------------------------------------------- API
+
+
+class MessageOut(BaseModel):
+    id: int
+    direction: str
+    msg_type: str
+    text: str
+    sent_at: datetime
+    status: str
+    error: str
+    internal: bool
+    automatic: bool
+    author_id: int | None
+
+
+class ConversationOut(BaseModel):
+    id: int
+    account_id: int
+    customer_id: int | None
+    group_key: str
+    status: str
+    assignee_id: int | None
+    waiting_since: datetime | None
+    unanswered: int
+    priority: int
+    last_message_at: datetime | None
+    last_message_preview: str
+    snoozed_until: datetime | None
+
+
+class ConversationDetailOut(ConversationOut):
+    messages: list[MessageOut]
+
+
+class InboundIn(BaseModel):
+    source: str = Field(min_length=1, max_length=16)
+    platform_msgid: str = Field(min_length=1, max_length=128)
+    account_id: int
+    sent_at: datetime
+    customer_id: int | None = None
+    external_userid: str = Field("", max_length=64)
+    group_key: str = Field("", max_length=64)
+    sender: str = Field("", max_length=128)
+    msg_type: str = Field("text", max_length=32)
+    text: str = Field("", max_length=service.MAX_TEXT)
+    payload: dict[str, Any] | None = None
+
+
+class ReplyIn(BaseModel):
+    text: str = Field(min_length=1, max_length=service.MAX_TEXT)
+    internal: bool = False
+
+
+class StatusIn(BaseModel):
+    status: ConversationStatus
+    snooze_until: datetime | None = None
+
+
+class AssignIn(BaseModel):
+    assignee_id: int | None
+
+
+class PresenceIn(BaseModel):
+    online: bool
+    capacity: int | None = Field(None, ge=0, le=500)
+
+
+def _out(conversation: Conversation) -> ConversationOut:
+    return ConversationOut.model_validate(conversation, from_attributes=True)
+
+
+@api.get("/inbox/conversations", response_model=dict[str, Any])
+def api_queue(session: SessionDep, viewer: ApiViewer, view: str = "unanswered", account_id: int | None = None,
+              cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+    page = service.list_queue(session, flt=QueueFilter(view=view, account_id=account_id), viewer=viewer,
+                              limit=limit, cursor=cursor)
+    return {"items": [_out(c) for c in page.items], "next_cursor": page.next_cursor}
+
+
+@api.get("/inbox/conversations/{conversation_id}", response_model=ConversationDetailOut)
+def api_conversation(session: SessionDep, viewer: ApiViewer, conversation_id: int) -> ConversationDetailOut:
+    conversation = service.get_conversation(session, conversation_id=conversation_id, viewer=viewer)
+    messages = [MessageOut.model_validate(m, from_attributes=True)
+                for m in service.messages_of(session, conversation=conversation)]
+    return ConversationDetailOut(**_out(conversation).model_dump(), messages=messages)
+
+
+@api.post("/inbox/conversations/{conversation_id}/messages", response_model=MessageOut, status_code=201)
+def api_reply(session: SessionDep, viewer: ApiViewer, conversation_id: int, data: ReplyIn) -> MessageOut:
+    message = service.reply(session, conversation_id=conversation_id, text=data.text, viewer=viewer,
+                            internal=data.internal)
+    session.commit()
+    return MessageOut.model_validate(message, from_attributes=True)
+
+
+@api.post("/inbox/conversations/{conversation_id}/status", response_model=ConversationOut)
+def api_status(session: SessionDep, viewer: ApiViewer, conversation_id: int, data: StatusIn) -> ConversationOut:
+    conversation = service.change_status(session, conversation_id=conversation_id, status=data.status.value,
+                                         viewer=viewer, snooze_until=data.snooze_until)
+    session.commit()
+    return _out(conversation)
+
+
+@api.post("/inbox/conversations/{conversation_id}/assignee", response_model=ConversationOut)
+def api_assign(session: SessionDep, viewer: ApiViewer, conversation_id: int, data: AssignIn) -> ConversationOut:
+    conversation = service.transfer(session, conversation_id=conversation_id, to_user_id=data.assignee_id,
+                                    viewer=viewer)
+    session.commit()
+    return _out(conversation)
+
+
+@api.put("/inbox/presence", response_model=dict[str, Any])
+def api_presence(session: SessionDep, viewer: ApiViewer, data: PresenceIn) -> dict[str, Any]:
+    user_id = _require_user(viewer)
+    if data.capacity is not None:
+        service.set_capacity(session, user_id=user_id, capacity=data.capacity)
+    moved = service.set_online(session, user_id=user_id, online=data.online)
+    session.commit()
+    state = service.agent_state(session, user_id=user_id)
+    return {"online": state.online, "capacity": state.capacity, "moved": moved}
+
+
+@api.post("/inbox/messages", response_model=dict[str, int], status_code=202)
+def api_ingest(session: SessionDep, viewer: AdminApiViewer,
+               data: Annotated[list[InboundIn], Field(max_length=1000)]) -> dict[str, int]:
+    """Messages from a connector (personal-account capture, imports): stored exactly once."""
+    for item in data:
+        if not viewer.can_see_account(item.account_id):
+            raise Invalid("Account {account_id} not found", field="account_id", account_id=item.account_id)
+    result = service.ingest(session, [InboundMessage(**item.model_dump()) for item in data])
+    session.commit()
+    return {"stored": result.stored, "duplicates": result.duplicates, "assigned": result.assigned}
+
+
+def _require_user(viewer: Viewer) -> int:
+    if viewer.user_id is None:
+        raise Invalid("Only a person can be an agent")
+    return viewer.user_id
+
+
+# ---------------------------------------------------------------- console
+
+
+def _zone() -> ZoneInfo:
+    return ZoneInfo(get_settings().timezone)
+
+
+def _queue_context(session: Session, viewer: Viewer, request: Request) -> dict[str, Any]:
+    params = request.query_params
+    view = params.get("view", "unanswered")
+    if view not in service.QUEUE_VIEWS:
+        view = "unanswered"
+    account = params.get("account_id", "")
+    account_id = int(account) if account.isdigit() else None
+    flt = QueueFilter(view=view, account_id=account_id)
+    error = None
+    items: list[Conversation] = []
+    next_cursor = None
+    try:
+        page = service.list_queue(session, flt=flt, viewer=viewer, cursor=params.get("cursor") or None)
+        items, next_cursor = page.items, page.next_cursor
+    except DomainError as exc:
+        session.rollback()
+        error = exc.message
+    customer_ids = [c.customer_id for c in items if c.customer_id]
+    names = ({cid: name for cid, name in session.execute(
+        select(Customer.id, Customer.name).where(Customer.id.in_(customer_ids)))} if customer_ids else {})
+    levels = {lv.account_id: lv for lv in [service.service_level(session, a) for a in {c.account_id for c in items}]}
+    now = datetime.now(_zone())
+    breaches = {c.id: service.breached(c, levels[c.account_id], now=now) for c in items}
+    assignees = team_service.display_names(session, user_ids=[c.assignee_id for c in items])
+    return {
+        "view": view, "account_id": account_id, "items": items, "names": names, "breaches": breaches,
+        "assignees": assignees, "error": error, "next_cursor": next_cursor,
+        "counts": service.queue_counts(session, viewer=viewer),
+        "view_labels": {k: _(v) for k, v in VIEW_LABELS.items()},
+        "account_names": _account_names(session),
+    }
+
+
+def _account_names(session: Session) -> dict[int, str]:
+    from siyu.customers import service as customers_service
+
+    return customers_service.account_names(session)
+
+
+def _presence(session: Session, viewer: Viewer) -> Any:
+    return service.agent_state(session, user_id=viewer.user_id) if viewer.user_id is not None else None
+
+
+@pages.get("/inbox", response_class=HTMLResponse)
+def inbox_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    context = _queue_context(session, viewer, request)
+    if request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "queue":
+        return render(request, "inbox/_queue.html", **context)
+    presence = _presence(session, viewer)
+    session.commit()  # an agent's presence row is created on first visit
+    return render(request, "inbox/queue.html", nav_active="inbox", title=_("Service inbox"), presence=presence,
+                  accounts=accounts_service.visible_accounts(session, viewer=viewer), **context)
+
+
+@pages.post("/inbox/presence", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def presence_submit(request: Request, session: SessionDep, viewer: PageViewer, form: FormDep) -> Response:
+    user_id = _require_user(viewer)
+    capacity = form.get("capacity")
+    try:
+        if isinstance(capacity, str) and capacity.strip():
+            if not capacity.strip().isdigit():
+                raise Invalid("Capacity must be between 0 and 500", field="capacity")
+            service.set_capacity(session, user_id=user_id, capacity=int(capacity))
+        service.set_online(session, user_id=user_id, online=form.get("online") == "1")
+        session.commit()
+    except DomainError:
+        session.rollback()
+        raise
+    return RedirectResponse(request.headers.get("referer") or "/inbox", status_code=303)
+
+
+def _conversation_context(session: Session, viewer: Viewer, conversation: Conversation) -> dict[str, Any]:
+    customer = session.get(Customer, conversation.customer_id) if conversation.customer_id else None
+    colleagues = list(session.scalars(
+        select(User).join(UserAccount, UserAccount.user_id == User.id)
+        .where(UserAccount.account_id == conversation.account_id, User.is_active.is_(True))
+        .order_by(User.display_name, User.username)))
+    messages = service.messages_of(session, conversation=conversation)
+    return {
+        "conversation": conversation, "customer": customer, "messages": messages,
+        "canned": [(c, service.render_canned(session, reply=c, conversation=conversation))
+                   for c in service.canned_replies(session, account_id=conversation.account_id)],
+        "colleagues": colleagues,
+        "assignee": team_service.display_names(session, user_ids=[conversation.assignee_id]).get(
+            conversation.assignee_id or 0, ""),
+        "authors": team_service.display_names(session, user_ids=[m.author_id for m in messages]),
+        "status_labels": {k: _(v) for k, v in STATUS_LABELS.items()},
+        "type_labels": {k: _(v) for k, v in TYPE_LABELS.items()},
+        "account_name": _account_names(session).get(conversation.account_id, ""),
+        "breach": service.breached(conversation, service.service_level(session, conversation.account_id),
+                                   now=datetime.now(_zone())),
+        "now_local": datetime.now(_zone()).strftime("%Y-%m-%dT%H:%M"),
+    }
+
+
+@pages.get("/inbox/{conversation_id}", response_class=HTMLResponse)
+def conversation_page(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+                      error: str = "") -> Response:
+    conversation = service.get_conversation(session, conversation_id=conversation_id, viewer=viewer)
+    context = _conversation_context(session, viewer, conversation)
+    if request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "messages":
+        return render(request, "inbox/_messages.html", **context)
+    return render(request, "inbox/conversation.html", nav_active="inbox", title=_("Conversation"), **context)
+
+
+@pages.post("/inbox/{conversation_id}/reply", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+                 form: FormDep) -> Response:
+    text = form.get("text")
+    internal = form.get("internal") == "1"
+    try:
+        service.reply(session, conversation_id=conversation_id, text=text if isinstance(text, str) else "",
+                      viewer=viewer, internal=internal)
+        session.commit()
+    except DomainError as exc:
+        session.rollback()
+        conversation = service.get_conversation(session, conversation_id=conversation_id, viewer=viewer)
+        return render(request, "inbox/conversation.html", status_code=exc.status_code, nav_active="inbox",
+                      title=_("Conversation"), reply_error=exc.message, draft=text if isinstance(text, str) else "",
+                      **_conversation_context(session, viewer, conversation))
+    return RedirectResponse(f"/inbox/{conversation_id}#composer", status_code=303)
+
+
+@pages.post("/inbox/{conversation_id}/status", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def status_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+                  form: FormDep) -> Response:
+    status = form.get("status")
+    until_text = form.get("snooze_until")
+    until = None
+    if isinstance(until_text, str) and until_text:
+        try:
+            until = datetime.fromisoformat(until_text).replace(tzinfo=_zone())
+        except ValueError as exc:
+            raise Invalid("Choose a time in the future to snooze until", field="snooze_until") from exc
+    service.change_status(session, conversation_id=conversation_id, status=status if isinstance(status, str) else "",
+                          viewer=viewer, snooze_until=until)
+    session.commit()
+    return RedirectResponse(f"/inbox/{conversation_id}", status_code=303)
+
+
+@pages.post("/inbox/{conversation_id}/assignee", response_class=HTMLResponse,
+            dependencies=[FormRead, CsrfChecked])
+def assign_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+                  form: FormDep) -> Response:
+    value = form.get("assignee_id")
+    to_user = int(value) if isinstance(value, str) and value.isdigit() else None
+    service.transfer(session, conversation_id=conversation_id, to_user_id=to_user, viewer=viewer)
+    session.commit()
+    return RedirectResponse(f"/inbox/{conversation_id}", status_code=303)
+
+
+# ---------------------------------------------------------------- live updates
+
+
+def _fingerprint(viewer: Viewer, conversation_id: int | None) -> str:
+    """A cheap signature of what the viewer's screen shows; it changes when anything on it changes."""
+    with get_sessionmaker()() as session:
+        scope = service.visible_conversations(viewer)
+        query = select(func.count(), func.max(Conversation.last_message_at), func.max(Conversation.assigned_at),
+                       func.sum(Conversation.unanswered)).where(Conversation.status == ConversationStatus.open.value)
+        if scope is not None:
+            query = query.where(scope)
+        parts: list[Any] = list(session.execute(query).one())
+        if conversation_id is not None:
+            parts += list(session.execute(select(func.count(), func.max(Message.id)).where(
+                Message.conversation_id == conversation_id)).one())
+        return json.dumps(parts, default=str)
+
+
+@pages.get("/inbox-stream")
+async def stream(request: Request, viewer: PageViewer, conversation: int | None = None) -> StreamingResponse:
+    """Server-sent events: "changed" whenever the queue (or the open conversation) changes."""
+    if conversation is not None:
+        with get_sessionmaker()() as session:
+            service.get_conversation(session, conversation_id=conversation, viewer=viewer)  # 404 if not theirs
+
+    async def events() -> AsyncIterator[str]:
+        last = await anyio.to_thread.run_sync(_fingerprint, viewer, conversation)
+        yield "retry: 3000\nevent: ready\ndata: {}\n\n"
+        while not await request.is_disconnected():
+            await asyncio.sleep(STREAM_POLL_SECONDS)
+            current = await anyio.to_thread.run_sync(_fingerprint, viewer, conversation)
+            if current != last:
+                last = current
+                yield "event: changed\ndata: {}\n\n"
+            else:
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

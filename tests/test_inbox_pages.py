@@ -1,0 +1,123 @@
+"""Agent workspace pages: queue, conversation, reply, status, transfer, presence, live stream, API."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from siyu.core.db import utcnow
+from siyu.inbox import service
+from siyu.inbox.models import CannedReply, Conversation, Message
+from siyu.inbox.service import InboundMessage
+from tests.test_pages import Console
+
+
+def incoming(db: Session, account: Any, customer: Any, text: str, n: int = 1) -> Conversation:
+    service.ingest(db, [InboundMessage(source="simulator", platform_msgid=f"p{customer.id}-{n}",
+                                       account_id=account.id, customer_id=customer.id,
+                                       sent_at=utcnow() - timedelta(minutes=30 - n), text=text)])
+    db.commit()
+    conversation = db.scalar(select(Conversation).where(Conversation.customer_id == customer.id))
+    assert conversation is not None
+    return conversation
+
+
+def test_agent_works_a_conversation_end_to_end(client: TestClient, db: Session, make: Any) -> None:
+    account = make.account(display_name="茶小满")
+    agent = make.user("service", accounts=[account])
+    customer = make.customer(account, name="<b>王芳</b>", remark_name="王姐")
+    conversation = incoming(db, account, customer, "<script>alert(1)</script>优惠券用不了")
+    db.add(CannedReply(shortcut="sorry", title="致歉", body="{备注名}您好，马上为您处理"))
+    db.commit()
+    console = Console(client).login(agent)
+
+    queue = console.get("/inbox")
+    assert queue.status_code == 200
+    assert 'data-testid="conversation-row"' in queue.text
+    assert "<script>alert(1)</script>" not in queue.text and "&lt;script&gt;" in queue.text
+    assert "&lt;b&gt;王芳&lt;/b&gt;" in queue.text
+
+    online = console.post("/inbox/presence", {"online": "1", "capacity": "5"})
+    assert online.status_code == 303
+    db.expire_all()
+    assert db.get(Conversation, conversation.id).assignee_id == agent.id  # type: ignore[union-attr]
+
+    page = console.get(f"/inbox/{conversation.id}")
+    assert page.status_code == 200
+    assert 'data-canned="王姐您好，马上为您处理"' in page.text
+    assert f'src="/customers/{customer.id}?view=sidebar"' in page.text
+    empty = console.post(f"/inbox/{conversation.id}/reply", {"text": "   "})
+    assert empty.status_code == 422 and "请先输入内容" in empty.text
+    sent = console.post(f"/inbox/{conversation.id}/reply", {"text": "王姐您好，马上为您处理"})
+    assert sent.status_code == 303
+    thread = console.get(f"/inbox/{conversation.id}").text
+    assert "王姐您好，马上为您处理" in thread and 'data-direction="out"' in thread
+    resolved = console.post(f"/inbox/{conversation.id}/status", {"status": "resolved"})
+    assert resolved.status_code == 303
+    db.expire_all()
+    assert db.get(Conversation, conversation.id).status == "resolved"  # type: ignore[union-attr]
+    assert 'data-testid="queue-empty"' in console.get("/inbox").text
+
+
+def test_other_accounts_conversations_are_not_found(client: TestClient, db: Session, make: Any) -> None:
+    mine, theirs = make.account(), make.account()
+    agent = make.user("service", accounts=[mine])
+    conversation = incoming(db, theirs, make.customer(theirs), "hi")
+    console = Console(client).login(agent)
+    assert console.get(f"/inbox/{conversation.id}").status_code == 404
+    assert console.post(f"/inbox/{conversation.id}/reply", {"text": "x"}).status_code == 404
+    assert 'data-testid="conversation-row"' not in console.get("/inbox").text
+
+
+def test_transfer_to_a_colleague_of_another_account_is_refused(client: TestClient, db: Session, make: Any) -> None:
+    mine, theirs = make.account(), make.account()
+    agent = make.user("service", accounts=[mine])
+    colleague = make.user("service", accounts=[mine])
+    stranger = make.user("service", accounts=[theirs])
+    conversation = incoming(db, mine, make.customer(mine), "hi")
+    console = Console(client).login(agent)
+    assert console.post(f"/inbox/{conversation.id}/assignee", {"assignee_id": stranger.id}).status_code == 403
+    assert console.post(f"/inbox/{conversation.id}/assignee", {"assignee_id": colleague.id}).status_code == 303
+    db.expire_all()
+    assert db.get(Conversation, conversation.id).assignee_id == colleague.id  # type: ignore[union-attr]
+
+
+def test_stream_announces_itself(client: TestClient, db: Session, make: Any) -> None:
+    account = make.account()
+    agent = make.user("service", accounts=[account])
+    Console(client).login(agent)
+    with client.stream("GET", "/inbox-stream") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        first = next(response.iter_text())
+        assert "event: ready" in first
+
+
+def test_inbox_api(client: TestClient, db: Session, make: Any, token_for: Any, admin_headers: dict[str, str]) -> None:
+    account = make.account()
+    customer = make.customer(account)
+    body = [{"source": "personal", "platform_msgid": "pc-1", "account_id": account.id, "customer_id": customer.id,
+             "sent_at": utcnow().isoformat(), "text": "在吗"}] * 2
+    stored = client.post("/api/v1/inbox/messages", json=body, headers=admin_headers)
+    assert stored.status_code == 202 and stored.json() == {"stored": 1, "duplicates": 1, "assigned": 0}
+    agent = make.user("service", accounts=[account])
+    headers = token_for(agent)
+    assert client.put("/api/v1/inbox/presence", json={"online": True, "capacity": 3}, headers=headers).json()[
+        "online"] is True
+    queue = client.get("/api/v1/inbox/conversations", headers=headers).json()
+    (item,) = queue["items"]
+    assert item["assignee_id"] == agent.id and item["unanswered"] == 1
+    reply = client.post(f"/api/v1/inbox/conversations/{item['id']}/messages", json={"text": "在的"},
+                        headers=headers)
+    assert reply.status_code == 201 and reply.json()["status"] == "queued"
+    detail = client.get(f"/api/v1/inbox/conversations/{item['id']}", headers=headers).json()
+    assert [m["text"] for m in detail["messages"]] == ["在吗", "在的"]
+    bad = client.post(f"/api/v1/inbox/conversations/{item['id']}/status", json={"status": "snoozed"},
+                      headers=headers)
+    assert bad.status_code == 422
+    assert client.post("/api/v1/inbox/messages", json=body, headers=headers).status_code == 403
+    assert db.scalar(select(Message).where(Message.platform_msgid == "pc-1")) is not None
