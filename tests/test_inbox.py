@@ -236,3 +236,43 @@ def test_canned_replies_fill_in_the_customer(db: Session, make: Any) -> None:
     db.flush()
     filled = service.render_canned(db, reply=canned, conversation=conversation)
     assert filled == "王姐-西湖店您好，我是茶小满，有什么可以帮您？"
+
+
+def test_bulk_actions_cover_every_match_in_chunks(db: Session, make: Any, client: Any,
+                                                  admin_headers: dict[str, str]) -> None:
+    from siyu.inbox import jobs as inbox_jobs
+
+    account = make.account()
+    customers = [make.customer(account, remark_name=f"客{i}") for i in range(230)]
+    service.ingest(db, [msg(account, c, i) for i, c in enumerate(customers)])
+    db.commit()
+    flt = {"view": "unanswered", "account_id": account.id}
+    wrong = client.post("/api/v1/inbox/bulk", json={**flt, "action": "reply", "args": {"text": "{备注名}您好"},
+                                                   "expected_count": 5}, headers=admin_headers)
+    assert wrong.status_code == 409 and "230" in wrong.json()["detail"]
+    assert client.post("/api/v1/inbox/bulk", json={**flt, "action": "explode", "expected_count": 230},
+                       headers=admin_headers).status_code == 422
+    done = client.post("/api/v1/inbox/bulk", json={**flt, "action": "reply", "args": {"text": "{备注名}您好"},
+                                                  "expected_count": 230}, headers=admin_headers)
+    assert done.status_code == 202, done.text
+    job = client.get(done.json()["job_url"], headers=admin_headers).json()
+    assert job["status"] == "succeeded" and job["result"] == {"matched": 230, "changed": 230, "skipped": 0}
+    replies = {m.text for m in db.scalars(select(Message).where(Message.direction == "out"))}
+    assert len(replies) == 230 and "客7您好" in replies
+    assert service.count_matching(db, flt=QueueFilter(view="unanswered"), viewer=SYSTEM) == 0
+    assert inbox_jobs.BULK_CHUNK < 230  # the job really walked more than one chunk
+
+
+def test_bulk_tag_skips_what_it_cannot_touch(db: Session, make: Any) -> None:
+    account = make.account()
+    customer = make.customer(account)
+    service.ingest(db, [msg(account, customer, 1),
+                        InboundMessage(source="simulator", platform_msgid="g1", account_id=account.id,
+                                       group_key="wrGROUP1", sent_at=T0, text="群里有人吗")])
+    db.commit()
+    ids = service.matching_ids(db, flt=QueueFilter(view="all"), viewer=SYSTEM, after_id=0, limit=10)
+    counts = service.apply_bulk(db, conversation_ids=ids, action="tag", args={"tags": ["人群:宝妈"]}, viewer=SYSTEM)
+    db.commit()
+    assert counts == {"changed": 1, "skipped": 1}
+    assert [t.name for t in service.customers_service.customer_tags(db, customer_ids=[customer.id])[customer.id]
+            if t.name == "宝妈"] == ["宝妈"]

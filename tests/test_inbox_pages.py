@@ -121,3 +121,21 @@ def test_inbox_api(client: TestClient, db: Session, make: Any, token_for: Any, a
     assert bad.status_code == 422
     assert client.post("/api/v1/inbox/messages", json=body, headers=headers).status_code == 403
     assert db.scalar(select(Message).where(Message.platform_msgid == "pc-1")) is not None
+
+
+def test_bulk_page_confirms_the_count_then_runs_a_job(client: TestClient, db: Session, make: Any) -> None:
+    account = make.account()
+    agent = make.user("operator", accounts=[account])
+    for i in range(3):
+        incoming(db, account, make.customer(account), f"第{i}条", n=i)
+    console = Console(client).login(agent)
+    page = console.get("/inbox/bulk?view=unanswered")
+    assert page.status_code == 200 and 'value="3"' in page.text
+    stale = console.post("/inbox/bulk", {"view": "unanswered", "account_id": "", "expected_count": "2",
+                                         "action": "resolve"})
+    assert stale.status_code == 409 and "从 2 变为 3" in stale.text
+    done = console.post("/inbox/bulk", {"view": "unanswered", "account_id": "", "expected_count": "3",
+                                        "action": "resolve"})
+    assert done.status_code == 303 and done.headers["location"].startswith("/jobs/")
+    assert 'data-status="succeeded"' in console.get(done.headers["location"]).text
+    assert 'data-testid="queue-empty"' in console.get("/inbox").text

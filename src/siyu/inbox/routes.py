@@ -25,6 +25,7 @@ from siyu.core.settings import get_settings
 from siyu.core.viewer import Viewer
 from siyu.customers.models import Customer
 from siyu.customers.pages import FormDep, FormRead
+from siyu.inbox import jobs as inbox_jobs
 from siyu.inbox import service
 from siyu.inbox.models import Conversation, ConversationStatus, Message
 from siyu.inbox.service import InboundMessage, QueueFilter
@@ -121,6 +122,14 @@ class AssignIn(BaseModel):
     assignee_id: int | None
 
 
+class BulkIn(BaseModel):
+    view: str = "unanswered"
+    account_id: int | None = None
+    action: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    expected_count: int = Field(ge=0)
+
+
 class PresenceIn(BaseModel):
     online: bool
     capacity: int | None = Field(None, ge=0, le=500)
@@ -179,6 +188,15 @@ def api_presence(session: SessionDep, viewer: ApiViewer, data: PresenceIn) -> di
     session.commit()
     state = service.agent_state(session, user_id=user_id)
     return {"online": state.online, "capacity": state.capacity, "moved": moved}
+
+
+@api.post("/inbox/bulk", response_model=dict[str, Any], status_code=202)
+def api_bulk(session: SessionDep, viewer: ApiViewer, data: BulkIn) -> dict[str, Any]:
+    """Act on every conversation matching the filter (not only one page), as a job; confirm the count first."""
+    job_id = inbox_jobs.submit_bulk(session, flt=QueueFilter(view=data.view, account_id=data.account_id),
+                                    action=data.action, args=data.args, viewer=viewer, expected=data.expected_count)
+    session.commit()
+    return {"job_id": job_id, "job_url": f"/api/v1/jobs/{job_id}"}
 
 
 @api.post("/inbox/messages", response_model=dict[str, int], status_code=202)
@@ -275,6 +293,57 @@ def presence_submit(request: Request, session: SessionDep, viewer: PageViewer, f
         session.rollback()
         raise
     return RedirectResponse(request.headers.get("referer") or "/inbox", status_code=303)
+
+
+BULK_LABELS = {"assign": N_("Assign to"), "resolve": N_("Resolve"), "reply": N_("Reply with"),
+               "tag": N_("Tag the customers")}
+
+
+def _bulk_page(request: Request, session: Session, viewer: Viewer, *, status_code: int = 200,
+               error: str | None = None, values: dict[str, str] | None = None) -> Response:
+    params = values or {k: v for k, v in request.query_params.items()}
+    view = params.get("view", "unanswered")
+    account = params.get("account_id", "")
+    flt = QueueFilter(view=view if view in service.QUEUE_VIEWS else "unanswered",
+                      account_id=int(account) if account.isdigit() else None)
+    count = service.count_matching(session, flt=flt, viewer=viewer)
+    colleagues = list(session.scalars(select(User).where(User.is_active.is_(True)).order_by(User.username)))
+    return render(request, "inbox/bulk.html", status_code=status_code, nav_active="inbox",
+                  title=_("Bulk action on conversations"), flt=flt, count=count, error=error, values=params,
+                  colleagues=colleagues, canned=service.canned_replies(session, account_id=flt.account_id),
+                  action_labels={k: _(v) for k, v in BULK_LABELS.items()},
+                  view_labels={k: _(v) for k, v in VIEW_LABELS.items()})
+
+
+@pages.get("/inbox/bulk", response_class=HTMLResponse)
+def bulk_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    return _bulk_page(request, session, viewer)
+
+
+@pages.post("/inbox/bulk", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def bulk_submit(request: Request, session: SessionDep, viewer: PageViewer, form: FormDep) -> Response:
+    values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+    action = values.get("action", "")
+    args: dict[str, Any] = {}
+    if action == "assign":
+        assignee = values.get("assignee_id", "")
+        args["assignee_id"] = int(assignee) if assignee.isdigit() else None
+    elif action == "reply":
+        args["text"] = values.get("text", "")
+    elif action == "tag":
+        args["tags"] = [t.strip() for t in values.get("tags", "").replace("，", ",").split(",") if t.strip()]
+    account = values.get("account_id", "")
+    expected = values.get("expected_count", "")
+    try:
+        job_id = inbox_jobs.submit_bulk(
+            session, flt=QueueFilter(view=values.get("view", "unanswered"),
+                                     account_id=int(account) if account.isdigit() else None),
+            action=action, args=args, viewer=viewer, expected=int(expected) if expected.isdigit() else -1)
+        session.commit()
+    except DomainError as exc:
+        session.rollback()
+        return _bulk_page(request, session, viewer, status_code=exc.status_code, error=exc.message, values=values)
+    return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
 def _conversation_context(session: Session, viewer: Viewer, conversation: Conversation) -> dict[str, Any]:

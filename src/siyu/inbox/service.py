@@ -640,6 +640,10 @@ def canned_replies(session: Session, *, account_id: int | None) -> list[CannedRe
 
 
 def render_canned(session: Session, *, reply: CannedReply, conversation: Conversation) -> str:
+    return fill_variables(session, text=reply.body, conversation=conversation)
+
+
+def fill_variables(session: Session, *, text: str, conversation: Conversation) -> str:
     """Fill {备注名} {昵称} {账号}: the customer's remark name on this account, their name, the account."""
     values = {"备注名": "", "昵称": "", "账号": ""}
     account = session.get(Account, conversation.account_id)
@@ -652,7 +656,85 @@ def render_canned(session: Session, *, reply: CannedReply, conversation: Convers
             remark = session.scalar(select(Friendship.remark_name).where(
                 Friendship.customer_id == customer.id, Friendship.account_id == conversation.account_id))
             values["备注名"] = remark or customer.name
-    text = reply.body
     for name, value in values.items():
         text = text.replace("{" + name + "}", value)
     return text
+
+
+# ---------------------------------------------------------------- bulk actions on a filter
+
+
+BULK_ACTIONS = ("assign", "resolve", "reply", "tag")
+
+
+def _filtered(flt: QueueFilter, viewer: Viewer) -> Any:
+    """The queue filter as a plain query on ids (bulk actions walk it by id, not by the page order)."""
+    query = select(Conversation.id)
+    scope = visible_conversations(viewer)
+    if scope is not None:
+        query = query.where(scope)
+    if flt.account_id is not None:
+        query = query.where(Conversation.account_id == flt.account_id)
+    if flt.view == "unanswered":
+        query = query.where(Conversation.status == ConversationStatus.open.value,
+                            Conversation.waiting_since.is_not(None))
+    elif flt.view == "mine":
+        query = query.where(Conversation.assignee_id == viewer.user_id,
+                            Conversation.status == ConversationStatus.open.value)
+    elif flt.view != "all":
+        query = query.where(Conversation.status == flt.view)
+    return query
+
+
+def count_matching(session: Session, *, flt: QueueFilter, viewer: Viewer) -> int:
+    if flt.view not in QUEUE_VIEWS:
+        raise Invalid("Unknown view {view}", field="view", view=flt.view)
+    return int(session.scalar(select(func.count()).select_from(_filtered(flt, viewer).subquery())) or 0)
+
+
+def matching_ids(session: Session, *, flt: QueueFilter, viewer: Viewer, after_id: int, limit: int) -> list[int]:
+    query = _filtered(flt, viewer).where(Conversation.id > after_id).order_by(Conversation.id).limit(limit)
+    return list(session.scalars(query))
+
+
+def validate_bulk(session: Session, *, action: str, args: dict[str, Any]) -> None:
+    if action not in BULK_ACTIONS:
+        raise Invalid("Unknown bulk action {action}", field="action", action=action)
+    if action == "reply" and not str(args.get("text", "")).strip():
+        raise Invalid("Write something first", field="text")
+    if action == "tag" and not args.get("tags"):
+        raise Invalid("Choose at least one tag", field="tags")
+    if action == "assign" and args.get("assignee_id") is not None:
+        target = session.get(User, args["assignee_id"])
+        if target is None or not target.is_active:
+            raise Invalid("No such colleague", field="assignee_id")
+
+
+def apply_bulk(session: Session, *, conversation_ids: list[int], action: str, args: dict[str, Any],
+               viewer: Viewer) -> dict[str, int]:
+    """One chunk of a bulk action; returns counts. Conversations that refuse (e.g. a colleague who
+    does not work on that account) are counted as skipped, not fatal."""
+    changed = skipped = 0
+    for conversation_id in conversation_ids:
+        try:
+            with session.begin_nested():
+                if action == "assign":
+                    transfer(session, conversation_id=conversation_id, to_user_id=args.get("assignee_id"),
+                             viewer=viewer)
+                elif action == "resolve":
+                    change_status(session, conversation_id=conversation_id, status="resolved", viewer=viewer)
+                elif action == "reply":
+                    conversation = get_conversation(session, conversation_id=conversation_id, viewer=viewer)
+                    text = fill_variables(session, text=str(args["text"]), conversation=conversation)
+                    reply(session, conversation_id=conversation_id, text=text, viewer=viewer)
+                elif action == "tag":
+                    conversation = get_conversation(session, conversation_id=conversation_id, viewer=viewer)
+                    if conversation.customer_id is None:
+                        raise Invalid("Group chats have no customer to tag")
+                    tags = customers_service.resolve_tags(session, names=list(args["tags"]))
+                    customers_service.set_customer_tags(session, customer_id=conversation.customer_id, add=tags,
+                                                        remove=[], viewer=viewer)
+            changed += 1
+        except (Invalid, Forbidden, NotFound):
+            skipped += 1
+    return {"changed": changed, "skipped": skipped}
