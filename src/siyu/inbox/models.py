@@ -94,6 +94,7 @@ class Message(Base):
         UniqueConstraint("source", "platform_msgid"),
         # Platform order within a conversation, whatever order the messages arrived in.
         Index("ix_message_conversation_order", "conversation_id", "sent_at", "id"),
+        Index("ix_message_rule_version_sent", "rule_version_id", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -111,6 +112,10 @@ class Message(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     author_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
     automatic: Mapped[bool] = mapped_column(Boolean, default=False)  # sent by a rule, not a person
+    # An automatic reply names the rule version that sent it and the message it answers (once:
+    # the unique index makes "never twice to one message" a database fact).
+    rule_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reply_to_id: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)
     internal: Mapped[bool] = mapped_column(Boolean, default=False)  # an agents' note, never sent
 
 

@@ -76,6 +76,7 @@ class IngestResult:
     duplicates: int = 0
     conversations: list[int] = field(default_factory=list)
     assigned: int = 0
+    auto_replies: int = 0
 
 
 def clean_text(value: str | bytes) -> str:
@@ -137,7 +138,8 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
         })
     table = Message.__table__.c
     statement = (_insert(session, Message).on_conflict_do_nothing(index_elements=["source", "platform_msgid"])
-                 .returning(table.conversation_id, table.sent_at, table.msg_type, table.text))
+                 .returning(table.id, table.conversation_id, table.sent_at, table.msg_type, table.text,
+                            table.payload))
     inserted = session.connection().execute(statement, rows).all()
     result.stored = len(inserted)
     result.duplicates += len(rows) - len(inserted)
@@ -148,6 +150,13 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
     _update_conversations(session, by_conversation, now=now)
     result.conversations = sorted(by_conversation)
     result.assigned = assign_waiting(session, conversation_ids=result.conversations)
+    # Imported here: auto-replies build on the inbox, so the inbox may not import them at load time.
+    from siyu.autoreply import service as autoreply_service
+
+    result.auto_replies = autoreply_service.respond(session, messages=[
+        autoreply_service.StoredInbound(id=row.id, conversation_id=row.conversation_id, msg_type=row.msg_type,
+                                        text=row.text, sent_at=row.sent_at, payload=row.payload)
+        for row in inserted])
     return result
 
 
