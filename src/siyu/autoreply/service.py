@@ -258,7 +258,8 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
         hit = matcher.match(message.text, account_id=conversation.account_id, at=_local(message.sent_at))
         if hit is None:
             continue
-        rule = session.get(AutoReplyRule, hit.rule_id)
+        # Fresh from the database: someone may have just switched it off in another session.
+        rule = session.get(AutoReplyRule, hit.rule_id, populate_existing=True)
         version = session.get(AutoReplyRuleVersion, hit.version_id)
         if rule is None or version is None or not rule.enabled or rule.paused_at is not None:
             continue

@@ -170,12 +170,13 @@ def _local_datetime(raw: str, *, field_name: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=_zone())
 
 
-def _field_label(name: str, custom_labels: dict[str, str] | None = None) -> str:
+def _field_label(name: str, custom_labels: dict[str, str] | None = None,
+                 labels: dict[str, str] | None = None) -> str:
     if name.startswith(("custom.", "custom_fields.")):
         key = name.split(".", 1)[1]
         return (custom_labels or {}).get(key, key)
     base = name.split(".", 1)[0]
-    return _(FIELD_LABELS.get(base, base))
+    return _((labels or FIELD_LABELS).get(base, base))
 
 
 def _error_text(error: Any) -> str:
@@ -204,7 +205,7 @@ def _error_text(error: Any) -> str:
 
 
 def field_errors(exc: ValidationError | DomainError, *, custom_labels: dict[str, str] | None = None,
-                 default_field: str = "form") -> dict[str, str]:
+                 default_field: str = "form", labels: dict[str, str] | None = None) -> dict[str, str]:
     """Errors keyed by form field: ``{"description": "描述：太长……"}``. The message names the field."""
     errors: dict[str, str] = {}
     if isinstance(exc, DomainError):
@@ -217,7 +218,8 @@ def field_errors(exc: ValidationError | DomainError, *, custom_labels: dict[str,
         name = name.replace("custom_fields.", "custom.")
         if name in errors:
             continue
-        errors[name] = _("{field}: {message}", field=_field_label(name, custom_labels), message=_error_text(error))
+        errors[name] = _("{field}: {message}", field=_field_label(name, custom_labels, labels),
+                         message=_error_text(error))
     return errors
 
 
