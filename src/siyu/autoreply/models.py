@@ -72,4 +72,37 @@ class AutoReplySwitch(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-__all__ = ["AutoReplyRule", "AutoReplyRuleVersion", "AutoReplySwitch", "MatchKind"]
+class Incident(Base):
+    """A wrong message that went out, and the correction sent to everyone who received it."""
+
+    __tablename__ = "incident"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(128))
+    # What went wrong: a rule version, a message's exact text, in a time range.
+    rule_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message_text: Mapped[str] = mapped_column(Text, default="")
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    until: Mapped[datetime] = mapped_column(UTCDateTime())
+    correction: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class IncidentRecipient(Base):
+    """One customer (conversation) who received the wrong message; the unique key means nobody
+    gets the correction twice, even when the batch is interrupted and resumed."""
+
+    __tablename__ = "incident_recipient"
+    __table_args__ = (UniqueConstraint("incident_id", "conversation_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"))
+    customer_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    wrong_message_id: Mapped[int] = mapped_column(Integer)
+    correction_message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+__all__ = ["AutoReplyRule", "AutoReplyRuleVersion", "AutoReplySwitch", "Incident", "IncidentRecipient", "MatchKind"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,7 +11,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from siyu.accounts import service as accounts_service
-from siyu.autoreply import service
+from siyu.autoreply import incidents, service
+from siyu.autoreply.incidents import IncidentIn
 from siyu.autoreply.models import AutoReplyRule, AutoReplyRuleVersion, MatchKind
 from siyu.autoreply.service import RuleIn
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
@@ -30,6 +31,8 @@ KIND_LABELS = {
     MatchKind.regex.value: N_("Regular expression"),
     MatchKind.outside_hours.value: N_("Outside service hours"),
 }
+INCIDENT_LABELS = {"title": N_("Title"), "rule_version_id": N_("Rule version"), "message_id": N_("Message"),
+                   "since": N_("From"), "until": N_("To"), "correction": N_("Correction")}
 FIELD_LABELS = {"name": N_("Name"), "account_id": N_("Account"), "match_kind": N_("Match"),
                 "keywords": N_("Keywords"), "pattern": N_("Pattern"), "hours": N_("Service hours"),
                 "priority": N_("Priority"), "reply": N_("Reply"), "hourly_cap": N_("At most per hour")}
@@ -161,6 +164,84 @@ def _editor(request: Request, session: Session, viewer: Viewer, *, rule: AutoRep
                   errors=errors or {}, accounts=accounts_service.visible_accounts(session, viewer=viewer),
                   kind_labels={k: _(v) for k, v in KIND_LABELS.items()},
                   labels={k: _(v) for k, v in FIELD_LABELS.items()})
+
+
+# ---------------------------------------------------------------- incidents
+
+
+def _local_input(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=_zone()) if value else None
+    except ValueError:
+        return None
+
+
+def _zone() -> Any:
+    from zoneinfo import ZoneInfo
+
+    from siyu.core.settings import get_settings
+
+    return ZoneInfo(get_settings().timezone)
+
+
+def _incident_in(values: dict[str, str]) -> IncidentIn:
+    version = values.get("rule_version_id", "")
+    message = values.get("message_id", "")
+    return IncidentIn.model_validate({
+        "title": values.get("title", "").strip() or _("Correction"),
+        "rule_version_id": int(version) if version.isdigit() else None,
+        "message_id": int(message) if message.isdigit() else None,
+        "since": _local_input(values.get("since", "")), "until": _local_input(values.get("until", "")),
+        "correction": values.get("correction", "").strip() or "-"})
+
+
+@pages.get("/autoreply/incidents", response_class=HTMLResponse)
+def incidents_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    values = {k: v for k, v in request.query_params.items()}
+    preview = None
+    error = None
+    if values.get("since") and (values.get("rule_version_id") or values.get("message_id")):
+        try:
+            preview = incidents.recipients_preview(session, data=_incident_in(values), viewer=viewer)
+        except (ValidationError, DomainError) as exc:
+            error = "; ".join(field_errors(exc, labels=INCIDENT_LABELS).values())
+    return _incidents_page(request, session, viewer, values=values, preview=preview, error=error)
+
+
+def _incidents_page(request: Request, session: Session, viewer: Viewer, *, values: dict[str, str],
+                    preview: Any = None, error: str | None = None, status_code: int = 200) -> Response:
+    versions = [(rule, v) for rule, _current in service.list_rules(session, viewer=viewer)
+                for v in service.versions_of(session, rule)]
+    now = datetime.now(_zone())
+    values.setdefault("until", now.strftime("%Y-%m-%dT%H:%M"))
+    values.setdefault("since", (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
+    return render(request, "autoreply/incidents.html", status_code=status_code, nav_active="autoreply",
+                  title=_("Incidents"), versions=versions, values=values, preview=preview, error=error,
+                  items=incidents.list_incidents(session))
+
+
+@pages.post("/autoreply/incidents", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def incident_submit(request: Request, session: SessionDep, viewer: PageViewer, form: FormDep) -> Response:
+    values = _form_values(form)
+    try:
+        incident = incidents.open_incident(session, data=_incident_in(values), viewer=viewer)
+        session.commit()
+    except (ValidationError, DomainError) as exc:
+        session.rollback()
+        return _incidents_page(request, session, viewer, values=values, status_code=422,
+                               error="; ".join(field_errors(exc, labels=INCIDENT_LABELS).values()))
+    return RedirectResponse(f"/autoreply/incidents/{incident.id}", status_code=303)
+
+
+@pages.get("/autoreply/incidents/{incident_id}", response_class=HTMLResponse)
+def incident_page(request: Request, session: SessionDep, viewer: PageViewer, incident_id: int) -> Response:
+    incident, counts, rows = incidents.incident_report(session, incident_id=incident_id, viewer=viewer)
+    from siyu.customers.models import Customer
+
+    ids = [r[0].customer_id for r in rows if r[0].customer_id]
+    names = {c.id: c.name for c in session.query(Customer).filter(Customer.id.in_(ids))} if ids else {}
+    return render(request, "autoreply/incident.html", nav_active="autoreply", title=incident.title,
+                  incident=incident, counts=counts, rows=rows, names=names)
 
 
 @pages.get("/autoreply/new", response_class=HTMLResponse)

@@ -174,6 +174,11 @@ def list_rules(session: Session, *, viewer: Viewer) -> list[tuple[AutoReplyRule,
     return [(r, versions.get(r.current_version_id or 0)) for r in rules]
 
 
+def versions_of(session: Session, rule: AutoReplyRule) -> list[AutoReplyRuleVersion]:
+    return list(session.scalars(select(AutoReplyRuleVersion).where(AutoReplyRuleVersion.rule_id == rule.id)
+                                .order_by(AutoReplyRuleVersion.version.desc())))
+
+
 def switched_off_accounts(session: Session) -> set[int]:
     return set(session.scalars(select(AutoReplySwitch.account_id).where(AutoReplySwitch.enabled.is_(False))))
 

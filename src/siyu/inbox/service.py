@@ -189,13 +189,18 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
     missing: dict[str, dict[str, Any]] = {}
     new_customers = [c for _m, k, c in keyed if c is not None and k not in found]
     levels = _priorities(session, new_customers)
+    first_seen: dict[str, datetime] = {}
+    for message, key, _customer in keyed:
+        if key not in first_seen or message.sent_at < first_seen[key]:
+            first_seen[key] = message.sent_at
     for message, key, customer_id in keyed:
         if key in found or key in missing:
             continue
         missing[key] = {"key": key, "account_id": message.account_id, "customer_id": customer_id,
                         "group_key": message.group_key, "status": ConversationStatus.open.value,
                         "unanswered": 0, "priority": levels.get(customer_id or 0, 0),
-                        "last_message_preview": "", "opened_at": utcnow(), "created_at": utcnow()}
+                        # Opened when the customer wrote, so response times measure their wait.
+                        "last_message_preview": "", "opened_at": first_seen[key], "created_at": utcnow()}
     if missing:
         # Another worker may create the same conversation at the same moment: the key decides.
         session.connection().execute(_insert(session, Conversation).on_conflict_do_nothing(index_elements=["key"]),
@@ -250,7 +255,7 @@ def _update_conversations(session: Session, by_conversation: dict[int, list[Any]
             {name: bindparam(name) for name in columns if name != "id"})
         session.connection().execute(statement, [{**row, "conversation_id": row["id"]} for row in rows])
     for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(reopened))):
-        _reopen(session, conversation, now=now)
+        _reopen(session, conversation, now=min(r.sent_at for r in by_conversation[conversation.id]))
     session.flush()
 
 
