@@ -139,3 +139,37 @@ def test_bulk_page_confirms_the_count_then_runs_a_job(client: TestClient, db: Se
     assert done.status_code == 303 and done.headers["location"].startswith("/jobs/")
     assert 'data-status="succeeded"' in console.get(done.headers["location"]).text
     assert 'data-testid="queue-empty"' in console.get("/inbox").text
+
+
+def test_service_reports_and_csv_export(client: TestClient, db: Session, make: Any) -> None:
+    account = make.account(display_name="=茶小满")
+    agent = make.user("service", accounts=[account])
+    service.set_online(db, user_id=agent.id, online=True)
+    db.commit()
+    first = incoming(db, account, make.customer(account), "在吗")
+    incoming(db, account, make.customer(account), "优惠券")
+    from tests.conftest import viewer_of
+
+    service.reply(db, conversation_id=first.id, text="在的", viewer=viewer_of(agent))
+    service.change_status(db, conversation_id=first.id, status="resolved", viewer=viewer_of(agent))
+    db.commit()
+    from siyu.core.viewer import SYSTEM
+    from siyu.inbox import reports
+
+    now = utcnow()
+    report = reports.build(db, viewer=SYSTEM, since=now - timedelta(days=1), until=now + timedelta(minutes=1))
+    assert report.totals == {"inbound": 2, "human": 1, "automatic": 0}
+    (row,) = report.accounts
+    assert (row.conversations, row.answered, row.resolved) == (2, 1, 1)
+    assert row.first_response_minutes is not None and 25 <= row.first_response_minutes <= 35
+    assert sum(report.waits) == 1 and report.waits[3] == 1  # answered after ~30 minutes: the 15–60 bucket
+
+    console = Console(client).login(make.user("admin"))
+    page = console.get("/inbox/reports?days=7")
+    assert page.status_code == 200 and 'data-testid="chart-hourly"' in page.text
+    exported = console.get("/inbox/reports.csv?days=7")
+    assert exported.status_code == 200 and exported.text.startswith("\ufeff")
+    assert "'=茶小满" in exported.text  # a name that looks like a formula is neutralised
+    from siyu.team.models import AuditEntry
+
+    assert db.scalar(select(AuditEntry).where(AuditEntry.entity_type == "service_report")) is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -26,7 +26,7 @@ from siyu.core.viewer import Viewer
 from siyu.customers.models import Customer
 from siyu.customers.pages import FormDep, FormRead
 from siyu.inbox import jobs as inbox_jobs
-from siyu.inbox import service
+from siyu.inbox import reports, service
 from siyu.inbox.models import Conversation, ConversationStatus, Message
 from siyu.inbox.service import InboundMessage, QueueFilter
 from siyu.team import service as team_service
@@ -368,6 +368,59 @@ def _conversation_context(session: Session, viewer: Viewer, conversation: Conver
                                    now=datetime.now(_zone())),
         "now_local": datetime.now(_zone()).strftime("%Y-%m-%dT%H:%M"),
     }
+
+
+REPORT_LABELS = {
+    "who": N_("Who"), "conversations": N_("Conversations"), "answered": N_("Answered"), "resolved": N_("Resolved"),
+    "first_response": N_("Average first response (min)"), "resolution": N_("Average resolution (min)"),
+    "breaches": N_("Overdue"), "agents": N_("Agents"), "accounts": N_("Accounts"), "unassigned": N_("Unassigned"),
+    "hour": N_("Hour"), "inbound": N_("Customer messages"), "human": N_("Replies by people"),
+    "automatic": N_("Automatic replies"),
+}
+WAIT_LABELS = (N_("under 1 min"), N_("1–5 min"), N_("5–15 min"), N_("15–60 min"), N_("over 1 hour"))
+
+
+def _report_range(request: Request) -> tuple[datetime, datetime, int, int | None]:
+    days_text = request.query_params.get("days", "7")
+    days = int(days_text) if days_text.isdigit() and 1 <= int(days_text) <= 62 else 7
+    account = request.query_params.get("account_id", "")
+    until = datetime.now(_zone())
+    return until - timedelta(days=days), until, days, int(account) if account.isdigit() else None
+
+
+@pages.get("/inbox/reports", response_class=HTMLResponse)
+def reports_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    since, until, days, account_id = _report_range(request)
+    if account_id is not None and not viewer.can_see_account(account_id):
+        raise Invalid("Account {account_id} not found", field="account_id", account_id=account_id)
+    report = reports.build(session, viewer=viewer, since=since, until=until, account_id=account_id)
+    labels = {k: _(v) for k, v in REPORT_LABELS.items()}
+    charts = {
+        "hourly": {"x": report.hours, "series": [
+            {"name": labels["inbound"], "data": report.inbound},
+            {"name": labels["human"], "data": report.human},
+            {"name": labels["automatic"], "data": report.automatic}]},
+        "waits": {"x": [_(w) for w in WAIT_LABELS], "series": [{"name": labels["conversations"],
+                                                                "data": report.waits}]},
+    }
+    return render(request, "inbox/reports.html", nav_active="inbox", title=_("Service reports"), report=report,
+                  labels=labels, charts=charts, days=days, account_id=account_id,
+                  accounts=accounts_service.visible_accounts(session, viewer=viewer))
+
+
+@pages.get("/inbox/reports.csv")
+def reports_csv(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    since, until, days, account_id = _report_range(request)
+    if account_id is not None and not viewer.can_see_account(account_id):
+        raise Invalid("Account {account_id} not found", field="account_id", account_id=account_id)
+    report = reports.build(session, viewer=viewer, since=since, until=until, account_id=account_id)
+    team_service.record_audit(session, actor=viewer, action="export", entity_type="service_report",
+                              summary=f"{days} days", after={"days": days, "account_id": account_id})
+    session.commit()
+    body = reports.to_csv(report, labels={k: _(v) for k, v in REPORT_LABELS.items()})
+    filename = f"service-report-{until:%Y%m%d}.csv"
+    return Response(body.encode("utf-8"), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @pages.get("/inbox/{conversation_id}", response_class=HTMLResponse)

@@ -100,13 +100,39 @@
     });
   }
 
+  // Line and bar charts: data-chart holds {"x": [...], "series": [{"name", "data"}]}; names are
+  // plain text (ECharts escapes them in its tooltip), so user-typed names cannot become markup.
+  function initSimpleCharts(root) {
+    if (!window.echarts) { return; }
+    (root || document).querySelectorAll("[data-chart]").forEach(function (el) {
+      if (el.getAttribute("data-chart-ready")) { return; }
+      el.setAttribute("data-chart-ready", "1");
+      var data = JSON.parse(el.getAttribute("data-chart"));
+      var kind = el.getAttribute("data-chart-kind") || "line";
+      var chart = window.echarts.init(el, null, {renderer: "svg"});
+      chart.setOption({
+        textStyle: {fontFamily: getComputedStyle(document.body).fontFamily},
+        color: ["#4299e1", "#2fb344", "#f59f00", "#d6336c"],
+        tooltip: {trigger: "axis"},
+        legend: {top: 0},
+        grid: {left: 40, right: 16, top: 32, bottom: 40},
+        xAxis: {type: "category", data: data.x},
+        yAxis: {type: "value", minInterval: 1},
+        series: data.series.map(function (s) {
+          return {name: s.name, type: kind, data: s.data, smooth: kind === "line", showSymbol: false};
+        })
+      });
+      window.addEventListener("resize", function () { chart.resize(); });
+    });
+  }
+
   // Panels that start folded on a phone and open on a wide screen.
   function openWide(root) {
     if (window.innerWidth < 992) { return; }
     (root || document).querySelectorAll("details[data-open-wide]").forEach(function (el) { el.open = true; });
   }
 
-  function init(root) { toggleAmount(root); initCharts(root); }
+  function init(root) { toggleAmount(root); initCharts(root); initSimpleCharts(root); }
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", function () { init(document); openWide(document); });
   } else {
