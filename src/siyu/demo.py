@@ -668,6 +668,21 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     return _summary(session)
 
 
+def _create_autoreplies(session: Session, *, admin: Viewer) -> None:
+    """Two rules: one on (opening hours), one drafted and waiting for its dry run (coupons)."""
+    from siyu.autoreply import service as autoreply_service
+    from siyu.autoreply.models import MatchKind
+
+    hours = autoreply_service.save_rule(session, viewer=admin, data=autoreply_service.RuleIn(
+        name="营业时间", match_kind=MatchKind.contains, keywords=["几点关门", "营业时间", "几点开门"], priority=50,
+        reply="{备注名}您好，门店每天 10:00–22:00 营业，线上小程序 24 小时可下单～", hourly_cap=200))
+    autoreply_service.dry_run(session, rule_id=hours.id, viewer=admin)
+    autoreply_service.set_enabled(session, rule_id=hours.id, enabled=True, viewer=admin)
+    autoreply_service.save_rule(session, viewer=admin, data=autoreply_service.RuleIn(
+        name="优惠券使用", match_kind=MatchKind.contains, keywords=["优惠券"], priority=40,
+        reply="{备注名}您好，优惠券在小程序「我的-卡包」里，结账时选择即可使用。", hourly_cap=100))
+
+
 CANNED_REPLIES = (
     ("hi", "问候", "{备注名}您好，我是{账号}，有什么可以帮您？"),
     ("coupon", "优惠券", "{备注名}您好，优惠券在「我的-卡包」里，结账时出示就能用哦～"),
@@ -695,6 +710,7 @@ def _fill_inbox(session: Session, *, customers: list[Customer], staff: dict[str,
                 source="demo", platform_msgid=f"demo-{n}-{k}", account_id=friendship.account_id,
                 customer_id=customer.id, sent_at=now - timedelta(minutes=rng.uniform(1, 180)),
                 text=rng.choice(CUSTOMER_LINES)))
+    _create_autoreplies(session, admin=team_service.viewer_for(staff[ADMIN_USERNAME]))
     inbox_service.ingest(session, messages)
     agent = staff["kefu.xiaoyu"]
     inbox_service.set_capacity(session, user_id=agent.id, capacity=8)
