@@ -3,12 +3,13 @@ domain's Huey tasks so a worker knows them."""
 
 from siyu.accounts import models as accounts_models
 from siyu.autoreply import models as autoreply_models
+from siyu.channels import models as channels_models
 from siyu.core import models as core_models
 from siyu.customers import models as customers_models
 from siyu.inbox import models as inbox_models
 from siyu.team import models as team_models
 
-__all__ = ["accounts_models", "autoreply_models", "core_models", "customers_models", "inbox_models", "team_models"]
+__all__ = ["accounts_models", "autoreply_models", "channels_models", "core_models", "customers_models", "inbox_models", "team_models"]
 
 
 def load_tasks() -> list[str]:

@@ -1,0 +1,402 @@
+"""Channel rules: creating channels and codes, attributing adds, incentives, the report.
+
+Why it is shaped this way (seeds/001, 003): a brand pilots many channels and moves its
+budget to the ones that bring customers who stay and buy. So every add is attributed at
+the moment it happens (first touch kept, later touches recorded), incentives are given in
+the same transaction (a coupon code claimed with one guarded UPDATE, so concurrent adds can
+never share a code), and the report compares channels on net adds, retention, revenue and
+cost per customer from the same rows.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import Interval, and_, case, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from siyu.accounts.models import Account
+from siyu.channels.models import (
+    AccountStrategy,
+    Channel,
+    ChannelAdd,
+    ChannelKind,
+    ChannelStatus,
+    CostModel,
+    CouponCode,
+    IncentiveKind,
+    Promoter,
+    PromoterReward,
+)
+from siyu.core.db import utcnow
+from siyu.core.errors import Forbidden, Invalid, NotFound
+from siyu.core.settings import get_settings
+from siyu.core.viewer import SYSTEM, Viewer
+from siyu.customers import service as customers_service
+from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
+from siyu.team import service as team_service
+
+MAX_CODES_PER_UPLOAD = 100_000
+CLAIM_ATTEMPTS = 5
+EDITING_ROLES = ("admin", "planner", "operator")
+
+
+class ChannelNotFound(NotFound):
+    pass
+
+
+class ChannelIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    kind: ChannelKind = ChannelKind.store_staff
+    status: ChannelStatus = ChannelStatus.active
+    starts_on: date | None = None
+    ends_on: date | None = None
+    cost_model: CostModel = CostModel.per_add
+    cost_amount: Decimal = Field(Decimal("0"), ge=0, le=Decimal("100000000"))
+    account_strategy: AccountStrategy = AccountStrategy.single
+    account_ids: list[int] = Field(min_length=1, max_length=200)
+    tag_names: list[str] = Field(default_factory=list, max_length=20)
+    incentive_kind: IncentiveKind = IncentiveKind.none
+    incentive_text: str = Field("", max_length=200)
+    welcome_text: str = Field("", max_length=2000)
+    fallback_text: str = Field("", max_length=2000)
+    promoter_id: int | None = None
+
+    @field_validator("ends_on")
+    @classmethod
+    def ends_after_start(cls, value: date | None, info: Any) -> date | None:
+        starts = info.data.get("starts_on")
+        if value is not None and starts is not None and value < starts:
+            raise ValueError("must not be before the start date")
+        return value
+
+
+# ---------------------------------------------------------------- channels and codes
+
+
+def _require_editor(viewer: Viewer, account_ids: list[int]) -> None:
+    if viewer.role not in EDITING_ROLES:
+        raise Forbidden("Your role may not change channels")
+    hidden = [a for a in account_ids if not viewer.can_see_account(a)]
+    if hidden:
+        raise Invalid("Account {account_id} not found", field="account_ids", account_id=hidden[0])
+
+
+def new_key(session: Session) -> str:
+    """A short, unguessable state (WeCom allows 30 characters)."""
+    while True:
+        key = "ch" + secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
+        if session.scalar(select(Channel.id).where(Channel.key == key)) is None:
+            return key
+
+
+def save_channel(session: Session, *, data: ChannelIn, viewer: Viewer, channel_id: int | None = None) -> Channel:
+    _require_editor(viewer, data.account_ids)
+    if session.scalar(select(func.count()).select_from(Account).where(Account.id.in_(data.account_ids))) != len(
+            set(data.account_ids)):
+        raise Invalid("Choose existing accounts", field="account_ids")
+    if data.tag_names:
+        customers_service.resolve_tags(session, names=data.tag_names)  # unknown group → a clear error now
+    if data.promoter_id is not None and session.get(Promoter, data.promoter_id) is None:
+        raise Invalid("No such promoter", field="promoter_id")
+    if channel_id is None:
+        channel = Channel(key=new_key(session))
+        session.add(channel)
+    else:
+        channel = get_channel(session, channel_id=channel_id, viewer=viewer)
+    before = {k: getattr(channel, k) for k in ("name", "status", "cost_amount")} if channel_id else None
+    for name, value in data.model_dump().items():
+        setattr(channel, name, value.value if hasattr(value, "value") else value)
+    session.flush()
+    team_service.record_audit(session, actor=viewer, action="update" if channel_id else "create",
+                              entity_type="channel", entity_id=channel.id, summary=channel.name,
+                              before={k: str(v) for k, v in before.items()} if before else None,
+                              after=data.model_dump(mode="json"))
+    return channel
+
+
+def get_channel(session: Session, *, channel_id: int, viewer: Viewer) -> Channel:
+    channel = session.get(Channel, channel_id)
+    if channel is None or (not viewer.sees_all_accounts
+                           and not any(viewer.can_see_account(a) for a in channel.account_ids or [0])):
+        raise ChannelNotFound("Channel not found")
+    return channel
+
+
+def list_channels(session: Session, *, viewer: Viewer) -> list[Channel]:
+    channels = list(session.scalars(select(Channel).order_by(Channel.status, Channel.id.desc())))
+    return [c for c in channels if viewer.sees_all_accounts or any(viewer.can_see_account(a) for a in c.account_ids)]
+
+
+def add_codes(session: Session, *, channel_id: int, codes: list[str], viewer: Viewer) -> int:
+    """Add coupon codes to a channel's pool; duplicates (in the upload or the pool) are skipped."""
+    channel = get_channel(session, channel_id=channel_id, viewer=viewer)
+    _require_editor(viewer, channel.account_ids)
+    cleaned = list(dict.fromkeys(c.strip() for c in codes if c.strip()))
+    if len(cleaned) > MAX_CODES_PER_UPLOAD:
+        raise Invalid("At most {n} codes at a time", field="codes", n=MAX_CODES_PER_UPLOAD)
+    too_long = [c for c in cleaned if len(c) > 64]
+    if too_long:
+        raise Invalid("A code is longer than 64 characters: {code}", field="codes", code=too_long[0][:20])
+    existing = set(session.scalars(select(CouponCode.code).where(CouponCode.channel_id == channel.id)))
+    fresh = [c for c in cleaned if c not in existing]
+    if fresh:
+        session.execute(insert(CouponCode), [{"channel_id": channel.id, "code": c} for c in fresh])
+    if fresh and channel.alert:
+        channel.alert = ""  # the pool has codes again
+    team_service.record_audit(session, actor=viewer, action="update", entity_type="channel", entity_id=channel.id,
+                              summary=f"{channel.name}: +{len(fresh)} coupon codes")
+    session.flush()
+    return len(fresh)
+
+
+def pool_status(session: Session, *, channel_id: int) -> tuple[int, int]:
+    """(codes claimed, codes in the pool)."""
+    claimed, total = session.execute(select(func.count(CouponCode.customer_id), func.count()).where(
+        CouponCode.channel_id == channel_id)).one()
+    return int(claimed), int(total)
+
+
+# ---------------------------------------------------------------- which account
+
+
+def pick_account(session: Session, channel: Channel) -> tuple[int | None, str]:
+    """The account that should take the next add, and an alert when every account is full."""
+    accounts = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(channel.account_ids)))}
+    ordered = [accounts[i] for i in channel.account_ids if i in accounts]
+    if not ordered:
+        return None, "no account"
+    friends: dict[int, int] = {account_id: count for account_id, count in session.execute(
+        select(Friendship.account_id, func.count()).where(
+            Friendship.account_id.in_(list(accounts)), Friendship.status == FriendshipStatus.active.value)
+        .group_by(Friendship.account_id))}
+    room = [a for a in ordered if friends.get(a.id, 0) < a.friend_capacity]
+    if not room:
+        return ordered[0].id, "every account is at capacity"
+    if channel.account_strategy == AccountStrategy.least_utilised.value:
+        chosen = min(room, key=lambda a: (friends.get(a.id, 0) / max(a.friend_capacity, 1), a.id))
+    elif channel.account_strategy == AccountStrategy.round_robin.value:
+        chosen = room[channel.rotation % len(room)]
+        channel.rotation += 1
+    else:
+        chosen = room[0]
+    return chosen.id, ""
+
+
+# ---------------------------------------------------------------- on add
+
+
+@dataclass
+class AddOutcome:
+    channel_id: int | None
+    first_touch: bool = False
+    coupon: str | None = None
+    welcome: str | None = None
+    alert: str = ""
+
+
+def _local_day(at: datetime) -> date:
+    return at.astimezone(ZoneInfo(get_settings().timezone)).date()
+
+
+def on_friend_added(session: Session, *, customer_id: int, account_id: int, state: str,
+                    added_at: datetime | None = None) -> AddOutcome:
+    """Attribute an add to the channel whose key is ``state``; tag, reward, and prepare the welcome."""
+    added_at = added_at or utcnow()
+    channel = session.scalar(select(Channel).where(Channel.key == state[:30])) if state else None
+    if channel is None:
+        # An unknown or malformed state: the customer is recorded by the caller all the same.
+        return AddOutcome(channel_id=None, alert="unknown channel state" if state else "")
+    first = session.scalar(select(ChannelAdd.id).where(ChannelAdd.customer_id == customer_id).limit(1)) is None
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    inserted = session.execute(dialect.insert(ChannelAdd.__table__).values(
+        channel_id=channel.id, customer_id=customer_id, account_id=account_id, first_touch=first,
+        added_at=added_at, added_on=_local_day(added_at), promoter_id=channel.promoter_id,
+    ).on_conflict_do_nothing().returning(ChannelAdd.__table__.c.id)).first()
+    if inserted is None:  # the same person re-added through the same channel and account
+        session.execute(update(ChannelAdd).where(
+            ChannelAdd.channel_id == channel.id, ChannelAdd.customer_id == customer_id,
+            ChannelAdd.account_id == account_id).values(removed_at=None))
+    outcome = AddOutcome(channel_id=channel.id, first_touch=first)
+    if channel.tag_names:
+        tags = customers_service.resolve_tags(session, names=channel.tag_names)
+        customers_service.set_customer_tags(session, customer_id=customer_id, add=tags, remove=[], viewer=SYSTEM,
+                                            record_touch=False)
+    text_template = channel.welcome_text
+    if channel.incentive_kind == IncentiveKind.coupon.value:
+        outcome.coupon = claim_coupon(session, channel_id=channel.id, customer_id=customer_id)
+        if outcome.coupon is None:
+            outcome.alert = "coupon pool empty"
+            _raise_alert(session, channel, "coupon pool empty")
+            text_template = channel.fallback_text or channel.welcome_text
+    if channel.promoter_id is not None and inserted is not None:
+        promoter = session.get(Promoter, channel.promoter_id)
+        if promoter is not None:
+            session.execute(dialect.insert(PromoterReward.__table__).values(
+                promoter_id=promoter.id, customer_id=customer_id, channel_id=channel.id,
+                amount=promoter.reward_per_add, created_at=added_at).on_conflict_do_nothing())
+    outcome.welcome = _fill(session, text_template, customer_id=customer_id, account_id=account_id,
+                            coupon=outcome.coupon) if text_template else None
+    session.add(Touch(customer_id=customer_id, account_id=account_id, kind=TouchKind.system.value,
+                      content=channel.name, occurred_at=added_at,
+                      details={"event": "channel_add", "channel_id": channel.id, "first_touch": first,
+                               "coupon": outcome.coupon}))
+    session.flush()
+    return outcome
+
+
+def on_friend_removed(session: Session, *, customer_id: int, account_id: int, at: datetime | None = None) -> int:
+    """Mark the channel adds of this friendship as lost (the report's deletions and retention)."""
+    result = session.execute(update(ChannelAdd).where(
+        ChannelAdd.customer_id == customer_id, ChannelAdd.account_id == account_id,
+        ChannelAdd.removed_at.is_(None)).values(removed_at=at or utcnow()))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def claim_coupon(session: Session, *, channel_id: int, customer_id: int) -> str | None:
+    """One free code for this customer, or the one they already have; None when the pool is empty.
+
+    A single UPDATE that only touches a row still free: two concurrent adds can never take the
+    same code (PostgreSQL skips rows another transaction is claiming; SQLite has one writer).
+    """
+    mine = session.scalar(select(CouponCode.code).where(CouponCode.channel_id == channel_id,
+                                                        CouponCode.customer_id == customer_id))
+    if mine is not None:
+        return mine
+    free_code = (select(CouponCode.id).where(CouponCode.channel_id == channel_id, CouponCode.customer_id.is_(None))
+                 .order_by(CouponCode.id).limit(1).with_for_update(skip_locked=True).scalar_subquery())
+    statement = (update(CouponCode).where(CouponCode.customer_id.is_(None), CouponCode.id == free_code)
+                 .values(customer_id=customer_id, claimed_at=utcnow()).returning(CouponCode.code))
+    for _attempt in range(CLAIM_ATTEMPTS):
+        row = session.execute(statement, execution_options={"synchronize_session": False}).first()
+        if row is not None:
+            return str(row[0])
+        free = session.scalar(select(func.count()).select_from(CouponCode).where(
+            CouponCode.channel_id == channel_id, CouponCode.customer_id.is_(None)))
+        if not free:
+            return None
+    return None
+
+
+def _raise_alert(session: Session, channel: Channel, alert: str) -> None:
+    if channel.alert == alert:
+        return
+    channel.alert = alert
+    team_service.record_audit(session, actor=SYSTEM, action="alert", entity_type="channel", entity_id=channel.id,
+                              summary=f"{channel.name}: {alert}")
+
+
+def _fill(session: Session, template: str, *, customer_id: int, account_id: int, coupon: str | None) -> str:
+    customer = session.get(Customer, customer_id)
+    account = session.get(Account, account_id)
+    remark = session.scalar(select(Friendship.remark_name).where(
+        Friendship.customer_id == customer_id, Friendship.account_id == account_id)) or ""
+    values = {"备注名": remark or (customer.name if customer else ""), "昵称": customer.name if customer else "",
+              "账号": account.display_name if account else "", "券码": coupon or ""}
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", value)
+    return template
+
+
+# ---------------------------------------------------------------- the report
+
+
+@dataclass
+class ChannelFigures:
+    channel_id: int
+    adds: int = 0
+    deletions: int = 0
+    retained_7: float | None = None
+    retained_30: float | None = None
+    purchasers: int = 0
+    revenue: Decimal = Decimal("0")
+    cost: Decimal = Decimal("0")
+
+    @property
+    def net(self) -> int:
+        return self.adds - self.deletions
+
+    @property
+    def cost_per_net(self) -> Decimal | None:
+        return (self.cost / self.net).quantize(Decimal("0.01")) if self.net > 0 else None
+
+    @property
+    def roi(self) -> float | None:
+        return float((self.revenue - self.cost) / self.cost) if self.cost > 0 else None
+
+
+def report(session: Session, *, since: date, until: date, channel_ids: list[int] | None = None
+           ) -> dict[int, ChannelFigures]:
+    """Figures per channel for adds made between ``since`` and ``until`` (local days, inclusive)."""
+    in_range = [ChannelAdd.added_on >= since, ChannelAdd.added_on <= until]
+    if channel_ids is not None:
+        in_range.append(ChannelAdd.channel_id.in_(channel_ids))
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
+
+    def kept(days: int) -> Any:
+        old_enough = ChannelAdd.added_at <= now - timedelta(days=days)
+        if dialect == "postgresql":
+            stayed = ChannelAdd.removed_at.is_(None) | (
+                ChannelAdd.removed_at > ChannelAdd.added_at + literal(timedelta(days=days), Interval()))
+        else:
+            stayed = ChannelAdd.removed_at.is_(None) | (
+                func.julianday(ChannelAdd.removed_at) - func.julianday(ChannelAdd.added_at) > days)
+        return (func.count().filter(old_enough), func.count().filter(and_(old_enough, stayed)))
+
+    old7, kept7 = kept(7)
+    old30, kept30 = kept(30)
+    figures: dict[int, ChannelFigures] = {}
+    for channel_id, adds, deletions, a7, k7, a30, k30 in session.execute(
+        select(ChannelAdd.channel_id, func.count(), func.count(ChannelAdd.removed_at), old7, kept7, old30, kept30)
+        .where(*in_range).group_by(ChannelAdd.channel_id)
+    ):
+        figures[channel_id] = ChannelFigures(
+            channel_id=channel_id, adds=int(adds), deletions=int(deletions),
+            retained_7=round(k7 / a7, 3) if a7 else None, retained_30=round(k30 / a30, 3) if a30 else None)
+    # Revenue: purchases of first-touch customers after they were added (orders arrive later as touches).
+    for channel_id, purchasers, revenue in session.execute(
+        select(ChannelAdd.channel_id, func.count(func.distinct(Touch.customer_id)), func.sum(Touch.amount))
+        .join(Touch, and_(Touch.customer_id == ChannelAdd.customer_id, Touch.kind == TouchKind.purchase.value,
+                          Touch.occurred_at >= ChannelAdd.added_at))
+        .where(*in_range, ChannelAdd.first_touch.is_(True)).group_by(ChannelAdd.channel_id)
+    ):
+        row = figures.setdefault(channel_id, ChannelFigures(channel_id=channel_id))
+        row.purchasers, row.revenue = int(purchasers), Decimal(str(revenue or 0))
+    channels = {c.id: c for c in session.scalars(select(Channel).where(Channel.id.in_(list(figures))))}
+    rewards: dict[int, Any] = {channel_id: total for channel_id, total in session.execute(
+        select(PromoterReward.channel_id, func.sum(PromoterReward.amount)).where(
+            PromoterReward.channel_id.in_(list(figures))).group_by(PromoterReward.channel_id))}
+    for channel_id, row in figures.items():
+        channel = channels.get(channel_id)
+        if channel is None:
+            continue
+        if channel.cost_model == CostModel.fixed.value:
+            row.cost = Decimal(channel.cost_amount)
+        elif channel.cost_model == CostModel.per_add.value:
+            row.cost = Decimal(channel.cost_amount) * row.adds
+        else:
+            row.cost = Decimal(str(rewards.get(channel_id) or 0))
+    return figures
+
+
+def daily_adds(session: Session, *, since: date, until: date, channel_ids: list[int]) -> dict[int, dict[date, int]]:
+    """Net adds per channel per day, for the comparison chart."""
+    rows = session.execute(
+        select(ChannelAdd.channel_id, ChannelAdd.added_on,
+               func.sum(case((ChannelAdd.removed_at.is_(None), 1), else_=0)))
+        .where(ChannelAdd.added_on >= since, ChannelAdd.added_on <= until, ChannelAdd.channel_id.in_(channel_ids))
+        .group_by(ChannelAdd.channel_id, ChannelAdd.added_on))
+    result: dict[int, dict[date, int]] = {}
+    for channel_id, day, net in rows:
+        if isinstance(day, str):
+            day = date.fromisoformat(day)
+        result.setdefault(channel_id, {})[day] = int(net or 0)
+    return result
