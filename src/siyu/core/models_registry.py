@@ -9,7 +9,8 @@ from siyu.customers import models as customers_models
 from siyu.inbox import models as inbox_models
 from siyu.team import models as team_models
 
-__all__ = ["accounts_models", "autoreply_models", "channels_models", "core_models", "customers_models", "inbox_models", "team_models"]
+__all__ = ["accounts_models", "autoreply_models", "channels_models", "core_models", "customers_models",
+           "inbox_models", "team_models"]
 
 
 def load_tasks() -> list[str]:
