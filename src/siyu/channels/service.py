@@ -37,12 +37,17 @@ from siyu.channels.models import (
 )
 from siyu.core.db import utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
+from siyu.core.i18n import N_
 from siyu.core.settings import get_settings
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
 from siyu.team import service as team_service
 
+# Alerts are stored as message ids and translated where they are shown.
+POOL_EMPTY = N_("coupon pool empty")
+ALL_FULL = N_("every account is at capacity")
+UNKNOWN_STATE = N_("unknown channel state")
 MAX_CODES_PER_UPLOAD = 100_000
 CLAIM_ATTEMPTS = 5
 EDITING_ROLES = ("admin", "planner", "operator")
@@ -179,7 +184,7 @@ def pick_account(session: Session, channel: Channel) -> tuple[int | None, str]:
         .group_by(Friendship.account_id))}
     room = [a for a in ordered if friends.get(a.id, 0) < a.friend_capacity]
     if not room:
-        return ordered[0].id, "every account is at capacity"
+        return ordered[0].id, ALL_FULL
     if channel.account_strategy == AccountStrategy.least_utilised.value:
         chosen = min(room, key=lambda a: (friends.get(a.id, 0) / max(a.friend_capacity, 1), a.id))
     elif channel.account_strategy == AccountStrategy.round_robin.value:
@@ -213,7 +218,7 @@ def on_friend_added(session: Session, *, customer_id: int, account_id: int, stat
     channel = session.scalar(select(Channel).where(Channel.key == state[:30])) if state else None
     if channel is None:
         # An unknown or malformed state: the customer is recorded by the caller all the same.
-        return AddOutcome(channel_id=None, alert="unknown channel state" if state else "")
+        return AddOutcome(channel_id=None, alert=UNKNOWN_STATE if state else "")
     first = session.scalar(select(ChannelAdd.id).where(ChannelAdd.customer_id == customer_id).limit(1)) is None
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     inserted = session.execute(dialect.insert(ChannelAdd.__table__).values(
@@ -233,8 +238,8 @@ def on_friend_added(session: Session, *, customer_id: int, account_id: int, stat
     if channel.incentive_kind == IncentiveKind.coupon.value:
         outcome.coupon = claim_coupon(session, channel_id=channel.id, customer_id=customer_id)
         if outcome.coupon is None:
-            outcome.alert = "coupon pool empty"
-            _raise_alert(session, channel, "coupon pool empty")
+            outcome.alert = POOL_EMPTY
+            _raise_alert(session, channel, POOL_EMPTY)
             text_template = channel.fallback_text or channel.welcome_text
     if channel.promoter_id is not None and inserted is not None:
         promoter = session.get(Promoter, channel.promoter_id)

@@ -1,0 +1,84 @@
+"""Channel console: create, codes, QR and poster, the public link, the report and its exports."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from fastapi.testclient import TestClient
+from openpyxl import load_workbook
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from siyu.channels import service
+from siyu.channels.models import Channel
+from tests.test_pages import Console
+
+
+def test_planner_creates_a_channel_and_prints_its_poster(client: TestClient, db: Session, make: Any) -> None:
+    account = make.account(display_name="茶小满", wechat_id="chaxiaoman", kind="personal", wecom_userid=None)
+    planner = make.user("planner")
+    console = Console(client).login(planner)
+    assert 'data-testid="new-channel"' in console.get("/channels").text
+    bad = console.post("/channels/save", {"name": "", "kind": "store_staff", "status": "active",
+                                          "cost_model": "per_add", "cost_amount": "x", "account_strategy": "single",
+                                          "incentive_kind": "none"})
+    assert bad.status_code == 422 and 'data-testid="error-name"' in bad.text
+    long_name = "门店收银台" * 12  # 60 characters
+    saved = console.post("/channels/save", {"name": long_name, "kind": "store_staff", "status": "active",
+                                            "cost_model": "per_add", "cost_amount": "3", "account_ids": [account.id],
+                                            "account_strategy": "single", "incentive_kind": "coupon",
+                                            "incentive_text": "加好友立得 3 元券", "tag_names": "来源:门店",
+                                            "welcome_text": "您好，券码 {券码}"})
+    assert saved.status_code == 303, saved.text
+    channel = db.scalar(select(Channel))
+    assert channel is not None and channel.tag_names == ["来源:门店"]
+    codes = console.post(f"/channels/{channel.id}/codes", {"codes": "A1\nA2,A3\nA1"})
+    assert codes.status_code == 303
+    assert "已发出 0 / 3" in console.get(f"/channels/{channel.id}").text
+    qr = console.get(f"/channels/{channel.id}/qr.png")
+    assert qr.status_code == 200 and qr.headers["content-type"] == "image/png"
+    poster = console.get(f"/channels/{channel.id}/poster.png")
+    assert poster.status_code == 200
+    assert Image.open(io.BytesIO(poster.content)).size == (1080, 1440)
+    link = client.get(f"/c/{channel.key}")  # public: no login needed
+    assert link.status_code == 200 and "chaxiaoman" in link.text
+    assert client.get("/c/unknown-key").status_code == 404
+
+
+def test_channel_report_exports_are_audited_and_neutralised(client: TestClient, db: Session, make: Any) -> None:
+    account = make.account()
+    saved = service.save_channel(db, viewer=make_viewer(make), data=service.ChannelIn(
+        name="=HYPERLINK(1)", account_ids=[account.id]))
+    customer = make.customer(account)
+    service.on_friend_added(db, customer_id=customer.id, account_id=account.id, state=saved.key)
+    db.commit()
+    console = Console(client).login(make.user("admin"))
+    page = console.get("/channels")
+    assert page.status_code == 200 and 'data-testid="channel-chart"' in page.text
+    csv_text = console.get("/channels/report.csv").text
+    assert csv_text.startswith("\ufeff") and "'=HYPERLINK(1)" in csv_text
+    xlsx = console.get("/channels/report.xlsx")
+    sheet = load_workbook(io.BytesIO(xlsx.content)).active
+    assert sheet is not None and sheet.cell(row=2, column=1).value == "'=HYPERLINK(1)"
+    assert sheet.cell(row=2, column=2).value == 1
+    from siyu.team.models import AuditEntry
+
+    assert len(list(db.scalars(select(AuditEntry).where(AuditEntry.entity_type == "channel_report")))) == 2
+
+
+def test_operators_only_see_their_accounts_channels(client: TestClient, db: Session, make: Any) -> None:
+    mine, theirs = make.account(), make.account()
+    other = service.save_channel(db, viewer=make_viewer(make), data=service.ChannelIn(name="别家",
+                                                                                    account_ids=[theirs.id]))
+    db.commit()
+    console = Console(client).login(make.user("operator", accounts=[mine]))
+    assert "别家" not in console.get("/channels").text
+    assert console.get(f"/channels/{other.id}").status_code == 404
+
+
+def make_viewer(make: Any) -> Any:
+    from tests.conftest import viewer_of
+
+    return viewer_of(make.user("admin"))
