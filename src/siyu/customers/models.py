@@ -267,7 +267,11 @@ class Touch(Base):
     """One entry on a customer's timeline: who did what, when."""
 
     __tablename__ = "touch"
-    __table_args__ = (Index("ix_touch_customer_occurred", "customer_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_touch_customer_occurred", "customer_id", "occurred_at"),
+        # Purchases (and other kinds) across all customers: channel revenue, purchase reports.
+        Index("ix_touch_kind_customer", "kind", "customer_id", "occurred_at", "amount"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"))
