@@ -82,3 +82,25 @@ def make_viewer(make: Any) -> Any:
     from tests.conftest import viewer_of
 
     return viewer_of(make.user("admin"))
+
+
+def test_promoters_bring_friends_and_earn_rewards_once(client: TestClient, db: Session, make: Any) -> None:
+    account = make.account()
+    console = Console(client).login(make.user("planner"))
+    refused = console.post("/channels/promoters", {"name": "小李", "reward_per_add": "5"})
+    assert refused.status_code == 422
+    created = console.post("/channels/promoters", {"name": "<b>小李</b>", "reward_per_add": "5",
+                                                   "account_ids": [account.id]})
+    assert created.status_code == 303
+    channel = db.scalar(select(Channel).where(Channel.kind == "promoter"))
+    assert channel is not None and channel.promoter_id is not None
+    fans = [make.customer(account) for _ in range(3)]
+    for fan in fans:
+        service.on_friend_added(db, customer_id=fan.id, account_id=account.id, state=channel.key)
+    service.on_friend_added(db, customer_id=fans[0].id, account_id=account.id, state=channel.key)  # re-add
+    service.on_friend_removed(db, customer_id=fans[2].id, account_id=account.id)
+    db.commit()
+    (standing,) = service.leaderboard(db, viewer=make_viewer(make))
+    assert (standing.adds, standing.kept, standing.rewards) == (3, 2, 15)
+    page = console.get("/channels/promoters").text
+    assert "&lt;b&gt;小李&lt;/b&gt;" in page and "¥15.00" in page

@@ -25,7 +25,7 @@ from siyu.channels.models import (
 )
 from siyu.channels.service import ChannelIn
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
-from siyu.core.errors import DomainError, NotFound
+from siyu.core.errors import DomainError, Invalid, NotFound
 from siyu.core.i18n import N_, _
 from siyu.core.viewer import Viewer
 from siyu.customers.pages import FormDep, FormRead, field_errors
@@ -56,6 +56,8 @@ FIELD_LABELS = {"name": N_("Name"), "kind": N_("Type"), "status": N_("Status"), 
                 "incentive_kind": N_("Incentive"), "incentive_text": N_("Incentive on the poster"),
                 "welcome_text": N_("Welcome message"), "fallback_text": N_("When the coupons run out"),
                 "codes": N_("Coupon codes")}
+PROMOTER_LABELS = {"name": N_("Name"), "reward_per_add": N_("Reward per added friend"),
+                   "account_ids": N_("Accounts")}
 REPORT_COLUMNS = (N_("Channel"), N_("Adds"), N_("Deletions"), N_("Net adds"), N_("Kept after 7 days"),
                   N_("Kept after 30 days"), N_("Buyers"), N_("Revenue"), N_("Cost"), N_("Cost per net customer"),
                   N_("ROI"))
@@ -149,6 +151,33 @@ def new_page(request: Request, session: SessionDep, viewer: PageViewer) -> Respo
                                                                    "cost_model": "per_add", "cost_amount": "0",
                                                                    "account_strategy": "single",
                                                                    "incentive_kind": "none", "account_ids": []})
+
+
+@pages.get("/channels/promoters", response_class=HTMLResponse)
+def promoters_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    return render(request, "channels/promoters.html", nav_active="channels", title=_("Promoters"),
+                  standings=service.leaderboard(session, viewer=viewer), errors={}, values={},
+                  accounts=accounts_service.visible_accounts(session, viewer=viewer))
+
+
+@pages.post("/channels/promoters", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def promoter_submit(request: Request, session: SessionDep, viewer: PageViewer, form: FormDep) -> Response:
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    account_ids = [int(v) for v in form.getlist("account_ids") if isinstance(v, str) and v.isdigit()]
+    try:
+        data = service.PromoterIn.model_validate({"name": values.get("name", "").strip(),
+                                                  "reward_per_add": values.get("reward_per_add") or "0"})
+        if not account_ids:
+            raise Invalid("Choose at least one account", field="account_ids")
+        service.create_promoter(session, data=data, account_ids=account_ids, viewer=viewer)
+        session.commit()
+    except (ValidationError, DomainError) as exc:
+        session.rollback()
+        return render(request, "channels/promoters.html", status_code=422, nav_active="channels",
+                      title=_("Promoters"), standings=service.leaderboard(session, viewer=viewer), values=values,
+                      errors=field_errors(exc, labels=PROMOTER_LABELS),
+                      accounts=accounts_service.visible_accounts(session, viewer=viewer))
+    return RedirectResponse("/channels/promoters", status_code=303)
 
 
 @pages.get("/channels/report.{fmt}")

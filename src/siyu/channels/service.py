@@ -412,3 +412,51 @@ def daily_adds(session: Session, *, since: date, until: date, channel_ids: list[
             day = date.fromisoformat(day)
         result.setdefault(channel_id, {})[day] = int(net or 0)
     return result
+
+
+# ---------------------------------------------------------------- promoters
+
+
+class PromoterIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    reward_per_add: Decimal = Field(Decimal("0"), ge=0, le=Decimal("10000"))
+    user_id: int | None = None
+
+
+@dataclass
+class PromoterStanding:
+    promoter: Promoter
+    adds: int
+    kept: int
+    rewards: Decimal
+    channel: Channel | None
+
+
+def create_promoter(session: Session, *, data: PromoterIn, account_ids: list[int], viewer: Viewer) -> Promoter:
+    """A promoter with their own channel (kind 推手), whose adds credit them ``reward_per_add`` each."""
+    _require_editor(viewer, account_ids)
+    promoter = Promoter(name=data.name, reward_per_add=data.reward_per_add, user_id=data.user_id)
+    session.add(promoter)
+    session.flush()
+    save_channel(session, viewer=viewer, data=ChannelIn(
+        name=data.name, kind=ChannelKind.promoter, cost_model=CostModel.per_promoter_reward,
+        account_ids=account_ids, promoter_id=promoter.id, account_strategy=AccountStrategy.least_utilised))
+    return promoter
+
+
+def leaderboard(session: Session, *, viewer: Viewer) -> list[PromoterStanding]:
+    adds = {pid: (int(n), int(kept)) for pid, n, kept in session.execute(
+        select(ChannelAdd.promoter_id, func.count(), func.count().filter(ChannelAdd.removed_at.is_(None)))
+        .where(ChannelAdd.promoter_id.is_not(None)).group_by(ChannelAdd.promoter_id))}
+    rewards = {pid: Decimal(str(total or 0)) for pid, total in session.execute(
+        select(PromoterReward.promoter_id, func.sum(PromoterReward.amount)).group_by(PromoterReward.promoter_id))}
+    channels = {c.promoter_id: c for c in list_channels(session, viewer=viewer) if c.promoter_id is not None}
+    standings = [PromoterStanding(promoter=p, adds=adds.get(p.id, (0, 0))[0], kept=adds.get(p.id, (0, 0))[1],
+                                  rewards=rewards.get(p.id, Decimal("0")), channel=channels.get(p.id))
+                 for p in session.scalars(select(Promoter)) if p.id in channels]
+    return sorted(standings, key=lambda s: (-s.kept, -s.adds, s.promoter.id))
+
+
+def reward_ledger(session: Session, *, promoter_id: int, limit: int = 200) -> list[PromoterReward]:
+    return list(session.scalars(select(PromoterReward).where(PromoterReward.promoter_id == promoter_id)
+                                .order_by(PromoterReward.id.desc()).limit(limit)))
