@@ -160,6 +160,23 @@ class Factory:
         self.session.commit()
         return customer
 
+    def bulk_customers(self, account: Any, count: int) -> list[int]:
+        """Many plain customers of one account, inserted directly (for volume tests); their ids."""
+        from sqlalchemy import func, insert, select
+
+        from siyu.core.db import utcnow
+        from siyu.customers.models import Customer, Friendship
+
+        now = utcnow()
+        first = (self.session.scalar(select(func.max(Customer.id))) or 0) + 1
+        ids = list(range(first, first + count))
+        self.session.execute(insert(Customer), [{"id": i, "name": f"顾客{i}", "created_at": now, "updated_at": now}
+                                                for i in ids])
+        self.session.execute(insert(Friendship), [{"customer_id": i, "account_id": account.id, "added_at": now}
+                                                  for i in ids])
+        self.session.commit()
+        return ids
+
     def touch(self, customer: Any, kind: str = "chat", **overrides: Any) -> Any:
         from siyu.customers.schemas import TouchIn
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.channels import service
@@ -18,7 +18,7 @@ from siyu.core import db as core_db
 from siyu.core.db import utcnow
 from siyu.core.errors import Invalid
 from siyu.core.viewer import SYSTEM
-from siyu.customers.models import Customer, Friendship, Touch
+from siyu.customers.models import Touch
 from siyu.customers.schemas import TouchIn
 
 
@@ -27,16 +27,6 @@ def channel(db: Session, accounts: list[Any], **fields: Any) -> Any:
     saved = service.save_channel(db, data=data, viewer=SYSTEM)
     db.commit()
     return saved
-
-
-def bare_customers(db: Session, account: Any, count: int) -> list[int]:
-    now = utcnow()
-    first = (db.scalar(select(func.max(Customer.id))) or 0) + 1
-    ids = list(range(first, first + count))
-    db.execute(insert(Customer), [{"id": i, "name": f"新客{i}", "created_at": now, "updated_at": now} for i in ids])
-    db.execute(insert(Friendship), [{"customer_id": i, "account_id": account.id, "added_at": now} for i in ids])
-    db.commit()
-    return ids
 
 
 def test_an_add_is_attributed_tagged_and_welcomed(db: Session, make: Any) -> None:
@@ -61,7 +51,7 @@ def test_five_hundred_concurrent_adds_get_distinct_codes(db: Session, make: Any)
     ch = channel(db, [account], incentive_kind="coupon", welcome_text="券码 {券码}")
     service.add_codes(db, channel_id=ch.id, codes=[f"CODE{n:04d}" for n in range(500)], viewer=SYSTEM)
     db.commit()
-    customers = bare_customers(db, account, 500)
+    customers = make.bulk_customers(account, 500)
     key, account_id = ch.key, account.id
 
     def add(customer_id: int) -> str | None:

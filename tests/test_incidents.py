@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
@@ -18,7 +18,7 @@ from siyu.core import jobs
 from siyu.core.db import utcnow
 from siyu.core.errors import Invalid
 from siyu.core.models import Job
-from siyu.customers.models import Customer, Friendship, Touch
+from siyu.customers.models import Touch
 from siyu.inbox import service as inbox
 from siyu.inbox.models import Message
 from siyu.inbox.service import InboundMessage
@@ -40,20 +40,10 @@ def wrong_rule(db: Session, admin: Any) -> int:
     return rule.current_version_id
 
 
-def many_customers(db: Session, account: Any, count: int) -> list[int]:
-    now = utcnow()
-    first = (db.scalar(select(func.max(Customer.id))) or 0) + 1
-    ids = list(range(first, first + count))
-    db.execute(insert(Customer), [{"id": i, "name": f"粉丝{i}", "created_at": now, "updated_at": now} for i in ids])
-    db.execute(insert(Friendship), [{"customer_id": i, "account_id": account.id, "added_at": now} for i in ids])
-    db.commit()
-    return ids
-
-
 def test_five_hundred_fans_each_get_exactly_one_correction(db: Session, make: Any, admin_viewer: Any) -> None:
     account = make.account()
     version_id = wrong_rule(db, admin_viewer)
-    customers = many_customers(db, account, 500)
+    customers = make.bulk_customers(account, 500)
     started = utcnow() - timedelta(minutes=1)
     inbox.ingest(db, [InboundMessage(source="simulator", platform_msgid=f"fan-{c}", account_id=account.id,
                                      customer_id=c, sent_at=utcnow(), text="活动怎么参加") for c in customers])
@@ -70,7 +60,7 @@ def test_five_hundred_fans_each_get_exactly_one_correction(db: Session, make: An
     corrections = db.execute(select(Message.conversation_id, func.count()).where(Message.source == "incident")
                              .group_by(Message.conversation_id)).all()
     assert len(corrections) == 500 and {n for _c, n in corrections} == {1}
-    assert db.scalar(select(Message.text).where(Message.source == "incident").limit(1)).startswith("粉丝")
+    assert db.scalar(select(Message.text).where(Message.source == "incident").limit(1)).startswith("顾客")
     job = db.get(Job, incident.job_id)
     assert job is not None and job.status == "succeeded" and job.result == {"rows": 500}
     touches = db.scalar(select(func.count()).select_from(Touch).where(Touch.content == "双十一错发"))
@@ -82,7 +72,7 @@ def test_five_hundred_fans_each_get_exactly_one_correction(db: Session, make: An
 def test_an_interrupted_correction_resumes_without_repeats(db: Session, make: Any, admin_viewer: Any) -> None:
     account = make.account()
     version_id = wrong_rule(db, admin_viewer)
-    customers = many_customers(db, account, 150)
+    customers = make.bulk_customers(account, 150)
     started = utcnow() - timedelta(minutes=1)
     inbox.ingest(db, [InboundMessage(source="simulator", platform_msgid=f"r-{c}", account_id=account.id,
                                      customer_id=c, sent_at=utcnow(), text="活动") for c in customers])
@@ -133,7 +123,7 @@ def test_incident_pages_find_and_correct(client: Any, db: Session, make: Any, ad
 
     account = make.account()
     version_id = wrong_rule(db, admin_viewer)
-    customers = many_customers(db, account, 3)
+    customers = make.bulk_customers(account, 3)
     inbox.ingest(db, [InboundMessage(source="simulator", platform_msgid=f"p-{c}", account_id=account.id,
                                      customer_id=c, sent_at=utcnow(), text="活动") for c in customers])
     db.commit()

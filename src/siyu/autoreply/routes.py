@@ -18,6 +18,7 @@ from siyu.autoreply.service import RuleIn
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError
 from siyu.core.i18n import N_, _
+from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers.pages import FormDep, FormRead, field_errors
 from siyu.web.render import render
@@ -171,17 +172,9 @@ def _editor(request: Request, session: Session, viewer: Viewer, *, rule: AutoRep
 
 def _local_input(value: str) -> datetime | None:
     try:
-        return datetime.fromisoformat(value).replace(tzinfo=_zone()) if value else None
+        return datetime.fromisoformat(value).replace(tzinfo=local_zone()) if value else None
     except ValueError:
         return None
-
-
-def _zone() -> Any:
-    from zoneinfo import ZoneInfo
-
-    from siyu.core.settings import get_settings
-
-    return ZoneInfo(get_settings().timezone)
 
 
 def _incident_in(values: dict[str, str]) -> IncidentIn:
@@ -212,7 +205,7 @@ def _incidents_page(request: Request, session: Session, viewer: Viewer, *, value
                     preview: Any = None, error: str | None = None, status_code: int = 200) -> Response:
     versions = [(rule, v) for rule, _current in service.list_rules(session, viewer=viewer)
                 for v in service.versions_of(session, rule)]
-    now = datetime.now(_zone())
+    now = datetime.now(local_zone())
     values.setdefault("until", now.strftime("%Y-%m-%dT%H:%M"))
     values.setdefault("since", (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
     return render(request, "autoreply/incidents.html", status_code=status_code, nav_active="autoreply",

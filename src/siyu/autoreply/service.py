@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import func, select
@@ -27,7 +26,7 @@ from siyu.autoreply.models import AutoReplyRule, AutoReplyRuleVersion, AutoReply
 from siyu.core.db import utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
-from siyu.core.settings import get_settings
+from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message, MessageType
 from siyu.team import service as team_service
@@ -221,7 +220,7 @@ def active_matcher(session: Session) -> Matcher:
 
 
 def _local(at: datetime) -> datetime:
-    return at.astimezone(ZoneInfo(get_settings().timezone))
+    return at.astimezone(local_zone())
 
 
 @dataclass

@@ -27,6 +27,7 @@ from siyu.channels.service import ChannelIn
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid, NotFound
 from siyu.core.i18n import N_, _
+from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import Viewer
 from siyu.customers.pages import FormDep, FormRead, field_errors
 from siyu.team import service as team_service
@@ -301,13 +302,9 @@ def _report_rows(session: Session, viewer: Viewer, request: Request) -> tuple[li
     rows = []
     for channel in channels:
         f = figures.get(channel.id) or service.ChannelFigures(channel_id=channel.id)
-        rows.append([_safe(channel.name), f.adds, f.deletions, f.net,
+        rows.append([neutralise(channel.name), f.adds, f.deletions, f.net,
                      "" if f.retained_7 is None else f"{f.retained_7:.0%}",
                      "" if f.retained_30 is None else f"{f.retained_30:.0%}", f.purchasers, f"{f.revenue:.2f}",
                      f"{f.cost:.2f}", "" if f.cost_per_net is None else f"{f.cost_per_net:.2f}",
                      "" if f.roi is None else f"{f.roi:.0%}"])
     return rows, days
-
-
-def _safe(text: str) -> str:
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Interval, and_, case, func, insert, literal, select, update
@@ -38,7 +37,7 @@ from siyu.channels.models import (
 from siyu.core.db import utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_
-from siyu.core.settings import get_settings
+from siyu.core.settings import local_zone
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
@@ -208,7 +207,7 @@ class AddOutcome:
 
 
 def _local_day(at: datetime) -> date:
-    return at.astimezone(ZoneInfo(get_settings().timezone)).date()
+    return at.astimezone(local_zone()).date()
 
 
 def on_friend_added(session: Session, *, customer_id: int, account_id: int, state: str,

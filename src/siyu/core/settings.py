@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,3 +80,8 @@ def _local_secret() -> str:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def local_zone() -> ZoneInfo:
+    """The time zone people see times in (everything is stored in UTC)."""
+    return ZoneInfo(get_settings().timezone)

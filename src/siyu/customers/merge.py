@@ -41,12 +41,10 @@ from siyu.team import service as team_service
 
 UNDO_WINDOW = timedelta(days=30)
 MAX_MERGE = 10
-# Profile fields chosen one by one when customers disagree, with their labels.
-MERGE_FIELDS: dict[str, str] = {
+# The customer's own profile fields and their labels (forms, errors, merge, timeline).
+PORTRAIT_LABELS: dict[str, str] = {
     "name": N_("Name"),
     "wechat_id": N_("WeChat ID"),
-    "wecom_external_userid": N_("WeCom external user ID"),
-    "avatar_url": N_("Avatar"),
     "source": N_("Source"),
     "gender": N_("Gender"),
     "age_band": N_("Age band"),
@@ -56,6 +54,12 @@ MERGE_FIELDS: dict[str, str] = {
     "family": N_("Family"),
     "objective_notes": N_("Objective facts"),
     "emotional_notes": N_("Emotional and sensory notes"),
+}
+# Profile fields chosen one by one when customers disagree, with their labels.
+MERGE_FIELDS: dict[str, str] = {
+    **PORTRAIT_LABELS,
+    "wecom_external_userid": N_("WeCom external user ID"),
+    "avatar_url": N_("Avatar"),
     "owner_id": N_("Owner"),
 }
 MERGING_ROLES = ("admin", "planner", "operator")

@@ -20,7 +20,6 @@ from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -32,10 +31,11 @@ from siyu.accounts import service as accounts_service
 from siyu.core.deps import AdminPageViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
-from siyu.core.settings import get_settings
+from siyu.core.settings import get_settings, local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers import jobs as customers_jobs
 from siyu.customers import service
+from siyu.customers.merge import PORTRAIT_LABELS
 from siyu.customers.models import MANUAL_KINDS, Customer, FieldType, Stage, Touch
 from siyu.customers.schemas import (
     AddressIn,
@@ -62,20 +62,10 @@ SORT_LABELS = {"last_touch": N_("Last touch"), "created": N_("Newest"), "name": 
 
 # Labels of the portrait's fields, for forms, errors and the timeline's "fields changed".
 FIELD_LABELS = {
-    "name": N_("Name"),
+    **PORTRAIT_LABELS,
     "remark_name": N_("Remark name"),
     "description": N_("Description"),
     "phones": N_("Phones"),
-    "gender": N_("Gender"),
-    "age_band": N_("Age band"),
-    "city": N_("City"),
-    "job": N_("Job"),
-    "income_band": N_("Income band"),
-    "family": N_("Family"),
-    "objective_notes": N_("Objective facts"),
-    "emotional_notes": N_("Emotional and sensory notes"),
-    "source": N_("Source"),
-    "wechat_id": N_("WeChat ID"),
     "account_id": N_("Account"),
     "tags": N_("Tags"),
     "kind": N_("Kind"),
@@ -141,10 +131,6 @@ def _int_or_none(raw: str, *, field_name: str) -> int | None:
     return int(raw)
 
 
-def _zone() -> ZoneInfo:
-    return ZoneInfo(get_settings().timezone)
-
-
 def _local_day_start(raw: str, *, field_name: str) -> datetime | None:
     """A date input (YYYY-MM-DD) as the start of that day in the console's time zone."""
     raw = raw.strip()
@@ -154,7 +140,7 @@ def _local_day_start(raw: str, *, field_name: str) -> datetime | None:
         day = date.fromisoformat(raw)
     except ValueError as exc:
         raise Invalid("Invalid date {value}; use the form 2024-05-01", field=field_name, value=raw[:40]) from exc
-    return datetime.combine(day, time.min, tzinfo=_zone())
+    return datetime.combine(day, time.min, tzinfo=local_zone())
 
 
 def _local_datetime(raw: str, *, field_name: str) -> datetime | None:
@@ -167,7 +153,7 @@ def _local_datetime(raw: str, *, field_name: str) -> datetime | None:
     except ValueError as exc:
         raise Invalid("Invalid time {value}; use the form 2024-05-01 14:30", field=field_name,
                       value=raw[:40]) from exc
-    return value if value.tzinfo else value.replace(tzinfo=_zone())
+    return value if value.tzinfo else value.replace(tzinfo=local_zone())
 
 
 def _field_label(name: str, custom_labels: dict[str, str] | None = None,
@@ -386,7 +372,7 @@ def _detail_context(session: Session, *, customer: Customer, viewer: Viewer, sta
         "notice": notice,
         "title": customer.name,
         "nav_active": "customers",
-        "now_local": datetime.now(_zone()).strftime("%Y-%m-%dT%H:%M"),
+        "now_local": datetime.now(local_zone()).strftime("%Y-%m-%dT%H:%M"),
     }
 
 

@@ -14,12 +14,12 @@ import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Float, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from siyu.core.settings import get_settings
+from siyu.core.settings import local_zone
+from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import Viewer
 from siyu.customers import service as customers_service
 from siyu.inbox.models import Conversation, Direction, Message
@@ -92,7 +92,7 @@ def build(session: Session, *, viewer: Viewer, since: datetime, until: datetime,
                func.count().filter(Message.direction == Direction.outbound.value, Message.automatic.is_(True)))
         .join(Conversation, Conversation.id == Message.conversation_id)
         .where(Message.sent_at >= since, Message.sent_at < until, *where).group_by(hour).order_by(hour)).all()
-    zone = ZoneInfo(get_settings().timezone)
+    zone = local_zone()
     counted = {r[0]: r[1:] for r in rows}
     cursor = since.replace(minute=0, second=0, microsecond=0)
     while cursor < until and len(report.hours) < 24 * 62:
@@ -149,7 +149,7 @@ def to_csv(report: Report, *, labels: dict[str, str]) -> str:
         writer.writerow([title])
         writer.writerow(header)
         for row in rows:
-            writer.writerow([_safe(row.label or labels["unassigned"]), row.conversations, row.answered,
+            writer.writerow([neutralise(row.label or labels["unassigned"]), row.conversations, row.answered,
                              row.resolved, row.first_response_minutes if row.first_response_minutes is not None
                              else "", row.resolution_minutes if row.resolution_minutes is not None else "",
                              row.breaches])
@@ -158,8 +158,3 @@ def to_csv(report: Report, *, labels: dict[str, str]) -> str:
     for values in zip(report.hours, report.inbound, report.human, report.automatic, strict=True):
         writer.writerow(values)
     return out.getvalue()
-
-
-def _safe(text: str) -> str:
-    # A name beginning with = + - @ would be a formula in Excel.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -7,7 +7,6 @@ import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 import anyio
 from fastapi import APIRouter, Query, Request
@@ -21,7 +20,7 @@ from siyu.core.db import get_sessionmaker
 from siyu.core.deps import AdminApiViewer, ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
-from siyu.core.settings import get_settings
+from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers.models import Customer
 from siyu.customers.pages import FormDep, FormRead
@@ -220,10 +219,6 @@ def _require_user(viewer: Viewer) -> int:
 # ---------------------------------------------------------------- console
 
 
-def _zone() -> ZoneInfo:
-    return ZoneInfo(get_settings().timezone)
-
-
 def _queue_context(session: Session, viewer: Viewer, request: Request) -> dict[str, Any]:
     params = request.query_params
     view = params.get("view", "unanswered")
@@ -245,7 +240,7 @@ def _queue_context(session: Session, viewer: Viewer, request: Request) -> dict[s
     names = ({cid: name for cid, name in session.execute(
         select(Customer.id, Customer.name).where(Customer.id.in_(customer_ids)))} if customer_ids else {})
     levels = {lv.account_id: lv for lv in [service.service_level(session, a) for a in {c.account_id for c in items}]}
-    now = datetime.now(_zone())
+    now = datetime.now(local_zone())
     breaches = {c.id: service.breached(c, levels[c.account_id], now=now) for c in items}
     assignees = team_service.display_names(session, user_ids=[c.assignee_id for c in items])
     return {
@@ -365,8 +360,8 @@ def _conversation_context(session: Session, viewer: Viewer, conversation: Conver
         "type_labels": {k: _(v) for k, v in TYPE_LABELS.items()},
         "account_name": _account_names(session).get(conversation.account_id, ""),
         "breach": service.breached(conversation, service.service_level(session, conversation.account_id),
-                                   now=datetime.now(_zone())),
-        "now_local": datetime.now(_zone()).strftime("%Y-%m-%dT%H:%M"),
+                                   now=datetime.now(local_zone())),
+        "now_local": datetime.now(local_zone()).strftime("%Y-%m-%dT%H:%M"),
     }
 
 
@@ -384,7 +379,7 @@ def _report_range(request: Request) -> tuple[datetime, datetime, int, int | None
     days_text = request.query_params.get("days", "7")
     days = int(days_text) if days_text.isdigit() and 1 <= int(days_text) <= 62 else 7
     account = request.query_params.get("account_id", "")
-    until = datetime.now(_zone())
+    until = datetime.now(local_zone())
     return until - timedelta(days=days), until, days, int(account) if account.isdigit() else None
 
 
@@ -459,7 +454,7 @@ def status_submit(request: Request, session: SessionDep, viewer: PageViewer, con
     until = None
     if isinstance(until_text, str) and until_text:
         try:
-            until = datetime.fromisoformat(until_text).replace(tzinfo=_zone())
+            until = datetime.fromisoformat(until_text).replace(tzinfo=local_zone())
         except ValueError as exc:
             raise Invalid("Choose a time in the future to snooze until", field="snooze_until") from exc
     service.change_status(session, conversation_id=conversation_id, status=status if isinstance(status, str) else "",

@@ -6,7 +6,6 @@ import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -15,7 +14,7 @@ from jinja2 import ChoiceLoader, FileSystemLoader
 
 from siyu.core import i18n
 from siyu.core.security import new_csrf_token
-from siyu.core.settings import get_settings
+from siyu.core.settings import local_zone
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DOMAIN_TEMPLATE_DIRS = sorted(p for p in PACKAGE_DIR.glob("*/templates") if p.parent.name != "web")
@@ -25,7 +24,7 @@ TEMPLATE_DIRS = [PACKAGE_DIR / "web" / "templates", *DOMAIN_TEMPLATE_DIRS]
 def localtime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     if value is None:
         return "—"
-    return value.astimezone(ZoneInfo(get_settings().timezone)).strftime(fmt)
+    return value.astimezone(local_zone()).strftime(fmt)
 
 
 def relative_time(value: datetime | None) -> str:
