@@ -191,6 +191,31 @@ def make(db: Session) -> Factory:
     return Factory(db)
 
 
+class RecordingConnector:
+    """A test double for a platform connection: accepts every message and remembers it."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send_text(self, outgoing: Any) -> str:
+        self.sent.append(outgoing)
+        return f"platform-{len(self.sent)}"
+
+
+@pytest.fixture
+def connector() -> Iterator[RecordingConnector]:
+    from siyu.inbox import delivery
+
+    recording = RecordingConnector()
+
+    def factory(_account: Any) -> RecordingConnector:
+        return recording
+
+    delivery.register(factory)
+    yield recording
+    delivery.unregister(factory)
+
+
 @pytest.fixture
 def admin(make: Factory) -> Any:
     return make.user("admin", username="admin")

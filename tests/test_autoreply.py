@@ -90,14 +90,15 @@ def test_service_hours_wrap_midnight() -> None:
 # ---------------------------------------------------------------- rules in the inbox
 
 
-def test_a_matching_message_gets_one_reply_naming_the_rule_version(db: Session, make: Any) -> None:
+def test_a_matching_message_gets_one_reply_naming_the_rule_version(db: Session, make: Any, connector: Any) -> None:
     account = make.account()
     customer = make.customer(account, remark_name="王姐")
     saved = rule(db)
     result = say(db, account, customer, "优惠券用不了")
     (reply,) = auto_replies(db)
     assert result.auto_replies == 1
-    assert reply.text == "王姐您好，优惠券在卡包里" and reply.status == "queued"
+    assert reply.text == "王姐您好，优惠券在卡包里" and reply.status == "sent"
+    assert [o.text for o in connector.sent] == ["王姐您好，优惠券在卡包里"]
     assert reply.rule_version_id == saved.current_version_id and reply.reply_to_id is not None
     say(db, account, customer, "你好")
     assert len(auto_replies(db)) == 1

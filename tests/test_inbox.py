@@ -153,7 +153,7 @@ def test_a_reopened_conversation_never_goes_to_an_offline_agent(db: Session, mak
     assert conversation.status == "open" and conversation.assignee_id == other.id
 
 
-def test_reply_answers_the_customer_and_lands_on_the_timeline(db: Session, make: Any) -> None:
+def test_reply_answers_the_customer_and_lands_on_the_timeline(db: Session, make: Any, connector: Any) -> None:
     account = make.account()
     me = agent(make, db, account)
     customer = make.customer(account)
@@ -167,7 +167,9 @@ def test_reply_answers_the_customer_and_lands_on_the_timeline(db: Session, make:
                          internal=True)
     db.commit()
     db.refresh(conversation)
-    assert (sent.status, note.status, note.internal) == ("queued", "sent", True)
+    db.refresh(sent)
+    assert (sent.status, note.status, note.internal) == ("sent", "sent", True)
+    assert [o.text for o in connector.sent] == ["您好，在的"]  # the internal note never leaves
     assert conversation.waiting_since is None and conversation.unanswered == 0
     assert conversation.first_response_at is not None
     touch = db.scalar(select(Touch).where(Touch.customer_id == customer.id, Touch.kind == "chat"))
@@ -276,3 +278,51 @@ def test_bulk_tag_skips_what_it_cannot_touch(db: Session, make: Any) -> None:
     assert counts == {"changed": 1, "skipped": 1}
     assert [t.name for t in service.customers_service.customer_tags(db, customer_ids=[customer.id])[customer.id]
             if t.name == "宝妈"] == ["宝妈"]
+
+
+def test_delivery_without_a_connection_fails_visibly(db: Session, make: Any) -> None:
+    account = make.account()
+    customer = make.customer(account)
+    service.ingest(db, [msg(account, customer, 1)])
+    (conversation,) = db.scalars(select(Conversation))
+    reply = service.reply(db, conversation_id=conversation.id, text="在的", viewer=SYSTEM)
+    db.commit()
+    db.refresh(reply)
+    assert reply.status == "failed" and "connection" in reply.error
+
+
+def test_transient_failures_are_retried_and_permanent_ones_stop(db: Session, make: Any) -> None:
+    from siyu.inbox import delivery
+
+    account = make.account()
+    customer = make.customer(account)
+    service.ingest(db, [msg(account, customer, 1)])
+    (conversation,) = db.scalars(select(Conversation))
+    outcomes = [delivery.DeliveryError("45009 rate limited"), "ok"]
+
+    class Flaky:
+        def send_text(self, outgoing: Any) -> str:
+            result = outcomes.pop(0)
+            if isinstance(result, Exception):
+                raise result
+            return "platform-1"
+
+    def factory(_account: Any) -> Flaky:
+        return Flaky()
+
+    delivery.register(factory)
+    try:
+        message = service.reply(db, conversation_id=conversation.id, text="您好", viewer=SYSTEM)
+        db.commit()
+        db.refresh(message)
+        assert message.status == "queued" and "45009" in message.error  # waiting for its retry
+        assert delivery.deliver(db, message_id=message.id, attempt=2).done
+        db.commit()
+        assert message.status == "sent" and message.payload["platform_id"] == "platform-1"  # type: ignore[index]
+        outcomes.append(delivery.DeliveryError("customer deleted us", permanent=True))
+        second = service.reply(db, conversation_id=conversation.id, text="还在吗", viewer=SYSTEM)
+        db.commit()
+        db.refresh(second)
+        assert second.status == "failed" and second.error == "customer deleted us"
+    finally:
+        delivery.unregister(factory)

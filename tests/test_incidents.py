@@ -40,7 +40,8 @@ def wrong_rule(db: Session, admin: Any) -> int:
     return rule.current_version_id
 
 
-def test_five_hundred_fans_each_get_exactly_one_correction(db: Session, make: Any, admin_viewer: Any) -> None:
+def test_five_hundred_fans_each_get_exactly_one_correction(db: Session, make: Any, admin_viewer: Any,
+                                                           connector: Any) -> None:
     account = make.account()
     version_id = wrong_rule(db, admin_viewer)
     customers = make.bulk_customers(account, 500)
@@ -66,7 +67,9 @@ def test_five_hundred_fans_each_get_exactly_one_correction(db: Session, make: An
     touches = db.scalar(select(func.count()).select_from(Touch).where(Touch.content == "双十一错发"))
     assert touches == 500
     _incident, counts, rows = incidents.incident_report(db, incident_id=incident.id, viewer=admin)
-    assert counts["recipients"] == 500 and counts["queued"] == 500 and len(rows) == 500
+    assert counts["recipients"] == 500 and counts["sent"] == 500 and len(rows) == 500
+    corrected = [o.customer.id for o in connector.sent if o.text.endswith("抱歉！")]
+    assert sorted(corrected) == sorted(customers)  # each of the 500, exactly once
 
 
 def test_an_interrupted_correction_resumes_without_repeats(db: Session, make: Any, admin_viewer: Any) -> None:

@@ -295,6 +295,9 @@ def _queue_reply(session: Session, *, conversation: Conversation, answered: Stor
     inserted = session.connection().execute(statement).first()
     if inserted is None:
         return False
+    from siyu.inbox import service as inbox_service
+
+    inbox_service.send_after_commit(session, int(inserted[0]))
     conversation.last_message_at = now
     conversation.last_message_preview = text[:120]
     return True

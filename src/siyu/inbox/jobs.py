@@ -14,7 +14,7 @@ from siyu.core.errors import Conflict
 from siyu.core.i18n import _
 from siyu.core.models import Job
 from siyu.core.viewer import Viewer
-from siyu.inbox import service
+from siyu.inbox import delivery, service
 from siyu.inbox.service import QueueFilter
 from siyu.team import service as team_service
 
@@ -61,6 +61,15 @@ def submit_bulk(session: Session, *, flt: QueueFilter, action: str, args: dict[s
                       params={"view": flt.view, "account_id": flt.account_id, "action": action, "args": args,
                               "user_id": viewer.user_id}, actor=viewer, total=total)
     return job.id
+
+
+@jobs.inbound_queue.task(context=True)
+def deliver_message(message_id: int, attempt: int = 1, task: Any = None) -> None:
+    """Send one outbound message; a transient failure comes back later (10 s, 20 s, 40 s …)."""
+    with transaction() as session:
+        outcome = delivery.deliver(session, message_id=message_id, attempt=attempt)
+    if outcome.retry:
+        deliver_message.schedule((message_id, attempt + 1), delay=10 * 2 ** (attempt - 1))
 
 
 @jobs.inbound_queue.periodic_task(crontab(minute="*"))

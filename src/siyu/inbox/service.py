@@ -449,7 +449,17 @@ def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, 
             conversation.assignee_id, conversation.assigned_at = viewer.user_id, now
         _touch(session, conversation, viewer=viewer, event="reply", content=body, kind=TouchKind.chat)
     session.flush()
+    if not internal:
+        send_after_commit(session, message.id)
     return message
+
+
+def send_after_commit(session: Session, message_id: int) -> None:
+    """Deliver an outbound message through its account's connector once this transaction commits."""
+    from siyu.core import jobs
+    from siyu.inbox.jobs import deliver_message
+
+    jobs.enqueue_after_commit(session, deliver_message, message_id)
 
 
 def change_status(session: Session, *, conversation_id: int, status: str, viewer: Viewer,

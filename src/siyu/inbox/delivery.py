@@ -1,0 +1,111 @@
+"""Sending outbound messages through the connector of the conversation's account.
+
+A reply is stored as *queued* and only marked *sent* once the platform has accepted it;
+the delivery runs as a job on the inbound queue (fast), transient failures are retried
+with a growing delay, permanent ones are marked *failed* with the reason, shown on the
+message. Connectors register themselves per account kind (the WeCom connection, the
+simulator); an account with no connector fails its messages with a clear reason instead
+of pretending to have sent them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from siyu.accounts.models import Account
+from siyu.core.db import utcnow
+from siyu.core.i18n import N_
+from siyu.customers.models import Customer
+from siyu.inbox.models import Conversation, DeliveryStatus, Message
+
+MAX_ATTEMPTS = 5
+NO_CONNECTOR = N_("No connection can send messages for this account yet")
+
+
+class DeliveryError(Exception):
+    """``permanent``: retrying cannot help (e.g. the customer deleted us); otherwise retried."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    message_id: int
+    text: str
+    account: Account
+    customer: Customer | None
+    group_key: str
+
+
+class Connector(Protocol):
+    def send_text(self, outgoing: Outgoing) -> str:
+        """Hand the message to the platform; return its id there. Raise DeliveryError on failure."""
+        ...
+
+
+_factories: list[Callable[[Account], Connector | None]] = []
+
+
+def register(factory: Callable[[Account], Connector | None]) -> None:
+    """A connector offers itself for the accounts it can serve (the first that answers wins)."""
+    if factory not in _factories:
+        _factories.append(factory)
+
+
+def unregister(factory: Callable[[Account], Connector | None]) -> None:
+    if factory in _factories:
+        _factories.remove(factory)
+
+
+def connector_for(account: Account) -> Connector | None:
+    for factory in _factories:
+        connector = factory(account)
+        if connector is not None:
+            return connector
+    return None
+
+
+@dataclass
+class Attempt:
+    done: bool
+    retry: bool
+
+
+def deliver(session: Session, *, message_id: int, attempt: int) -> Attempt:
+    """Try once to send a queued message. Idempotent: anything not queued is left alone."""
+    message = session.get(Message, message_id)
+    if message is None or message.status != DeliveryStatus.queued.value or message.internal:
+        return Attempt(done=True, retry=False)
+    conversation = session.get(Conversation, message.conversation_id)
+    account = session.get(Account, conversation.account_id) if conversation else None
+    if conversation is None or account is None:
+        return _fail(message, "conversation gone")
+    connector = connector_for(account)
+    if connector is None:
+        return _fail(message, NO_CONNECTOR)
+    customer = session.get(Customer, conversation.customer_id) if conversation.customer_id else None
+    try:
+        platform_id = connector.send_text(Outgoing(message_id=message.id, text=message.text, account=account,
+                                                   customer=customer, group_key=conversation.group_key))
+    except DeliveryError as exc:
+        if exc.permanent or attempt >= MAX_ATTEMPTS:
+            return _fail(message, exc.reason)
+        message.error = exc.reason  # shown while it waits for the next attempt
+        return Attempt(done=False, retry=True)
+    message.status = DeliveryStatus.sent.value
+    message.error = ""
+    message.payload = {**(message.payload or {}), "platform_id": platform_id, "sent_at": utcnow().isoformat()}
+    return Attempt(done=True, retry=False)
+
+
+def _fail(message: Message, reason: str) -> Attempt:
+    message.status = DeliveryStatus.failed.value
+    message.error = reason[:500]
+    return Attempt(done=True, retry=False)
