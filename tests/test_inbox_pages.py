@@ -173,3 +173,23 @@ def test_service_reports_and_csv_export(client: TestClient, db: Session, make: A
     from siyu.team.models import AuditEntry
 
     assert db.scalar(select(AuditEntry).where(AuditEntry.entity_type == "service_report")) is not None
+
+
+def test_quick_replies_are_managed_in_the_console(client: TestClient, db: Session, make: Any) -> None:
+    account = make.account()
+    operator = make.user("operator", accounts=[account])
+    console = Console(client).login(operator)
+    every = console.post("/inbox/canned", {"shortcut": "hi", "title": "问候", "body": "您好", "account_id": ""})
+    assert every.status_code == 403  # only planners and admins write for every account
+    empty = console.post("/inbox/canned", {"shortcut": "hi", "title": "", "body": "", "account_id": account.id})
+    assert empty.status_code == 422 and "请填写" in empty.text
+    added = console.post("/inbox/canned", {"shortcut": "hi", "title": "<b>问候</b>", "body": "{备注名}您好",
+                                           "account_id": account.id})
+    assert added.status_code == 303
+    page = console.get("/inbox/canned").text
+    assert "&lt;b&gt;问候&lt;/b&gt;" in page
+    reply = db.scalar(select(CannedReply))
+    assert reply is not None
+    assert console.post(f"/inbox/canned/{reply.id}/delete", {}).status_code == 303
+    assert db.scalar(select(CannedReply).where(CannedReply.id == reply.id).execution_options(
+        populate_existing=True)) is None

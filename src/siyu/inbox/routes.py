@@ -418,6 +418,42 @@ def reports_csv(request: Request, session: SessionDep, viewer: PageViewer) -> Re
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
+@pages.get("/inbox/canned", response_class=HTMLResponse)
+def canned_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    return _canned_page(request, session, viewer)
+
+
+def _canned_page(request: Request, session: Session, viewer: Viewer, *, error: str | None = None,
+                 values: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    replies = [r for r in service.canned_replies(session, account_id=None)
+               if r.account_id is None or viewer.can_see_account(r.account_id)]
+    return render(request, "inbox/canned.html", status_code=status_code, nav_active="inbox", title=_("Quick replies"),
+                  replies=replies, error=error, values=values or {}, account_names=_account_names(session),
+                  accounts=accounts_service.visible_accounts(session, viewer=viewer))
+
+
+@pages.post("/inbox/canned", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def canned_submit(request: Request, session: SessionDep, viewer: PageViewer, form: FormDep) -> Response:
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    account = values.get("account_id", "")
+    try:
+        service.save_canned(session, shortcut=values.get("shortcut", ""), title=values.get("title", ""),
+                            body=values.get("body", ""), account_id=int(account) if account.isdigit() else None,
+                            viewer=viewer)
+        session.commit()
+    except DomainError as exc:
+        session.rollback()
+        return _canned_page(request, session, viewer, error=exc.message, values=values, status_code=exc.status_code)
+    return RedirectResponse("/inbox/canned", status_code=303)
+
+
+@pages.post("/inbox/canned/{reply_id}/delete", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def canned_delete(request: Request, session: SessionDep, viewer: PageViewer, reply_id: int) -> Response:
+    service.delete_canned(session, reply_id=reply_id, viewer=viewer)
+    session.commit()
+    return RedirectResponse("/inbox/canned", status_code=303)
+
+
 @pages.get("/inbox/{conversation_id}", response_class=HTMLResponse)
 def conversation_page(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
                       error: str = "") -> Response:

@@ -762,3 +762,33 @@ def apply_bulk(session: Session, *, conversation_ids: list[int], action: str, ar
         except (Invalid, Forbidden, NotFound):
             skipped += 1
     return {"changed": changed, "skipped": skipped}
+
+
+def save_canned(session: Session, *, shortcut: str, title: str, body: str, account_id: int | None,
+                viewer: Viewer) -> CannedReply:
+    if viewer.role not in ("admin", "planner", "operator"):
+        raise Forbidden("Your role may not change quick replies")
+    if account_id is not None and not viewer.can_see_account(account_id):
+        raise Invalid("Account {account_id} not found", field="account_id", account_id=account_id)
+    if account_id is None and not viewer.sees_all_accounts:
+        raise Forbidden("Only planners and administrators may write quick replies for every account")
+    shortcut, title, body = shortcut.strip(), title.strip(), body.strip()
+    if not (shortcut and title and body):
+        raise Invalid("Fill in the shortcut, the title and the text", field="body")
+    if len(shortcut) > 32 or len(title) > 64 or len(body) > 2000:
+        raise Invalid("Too long: shortcut 32, title 64, text 2,000 characters at most", field="body")
+    reply = CannedReply(shortcut=shortcut, title=title, body=body, account_id=account_id)
+    session.add(reply)
+    session.flush()
+    return reply
+
+
+def delete_canned(session: Session, *, reply_id: int, viewer: Viewer) -> None:
+    reply = session.get(CannedReply, reply_id)
+    if reply is None or (reply.account_id is not None and not viewer.can_see_account(reply.account_id)):
+        raise NotFound("Quick reply not found")
+    every_account = reply.account_id is None
+    if viewer.role not in ("admin", "planner", "operator") or (every_account and not viewer.sees_all_accounts):
+        raise Forbidden("Your role may not change quick replies")
+    session.delete(reply)
+    session.flush()
