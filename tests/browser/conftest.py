@@ -70,6 +70,14 @@ def _seed(session: Session) -> dict[str, int]:
     make.touch(wangfang, kind="purchase", content="明前龙井 250g", amount="368", account_id=shop.id)
     ids["nasty"] = make.customer(online, name="<script>alert(1)</script>🍵 مرحبا",
                                  remark_name="<img src=x onerror=alert(1)>").id
+    # The service inbox: two agents on the store account and a quick reply.
+    from siyu.inbox.models import CannedReply
+
+    make.user("service", username="kefu.a", accounts=[shop])
+    make.user("service", username="kefu.b", accounts=[shop])
+    session.add(CannedReply(shortcut="hi", title="问候", body="{备注名}您好，我是{账号}，有什么可以帮您？"))
+    session.commit()
+    ids["shop"] = shop.id
     return ids
 
 
