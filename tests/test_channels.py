@@ -103,6 +103,7 @@ def test_account_strategies_and_capacity(db: Session, make: Any) -> None:
     full = channel(db, [small])
     chosen, alert = service.pick_account(db, full)
     assert chosen == small.id and alert == "every account is at capacity"
+    assert full.alert == "every account is at capacity"  # shown on the channels page
 
 
 def test_report_counts_adds_deletions_retention_revenue_and_cost(db: Session, make: Any) -> None:

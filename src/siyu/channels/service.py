@@ -183,6 +183,8 @@ def pick_account(session: Session, channel: Channel) -> tuple[int | None, str]:
         .group_by(Friendship.account_id))}
     room = [a for a in ordered if friends.get(a.id, 0) < a.friend_capacity]
     if not room:
+        # Still give an account (the customer must not be lost), and tell someone to add capacity.
+        _raise_alert(session, channel, ALL_FULL)
         return ordered[0].id, ALL_FULL
     if channel.account_strategy == AccountStrategy.least_utilised.value:
         chosen = min(room, key=lambda a: (friends.get(a.id, 0) / max(a.friend_capacity, 1), a.id))
