@@ -111,13 +111,15 @@ def create_app() -> FastAPI:
     from siyu.team.routes import api as team_api
     from siyu.team.routes import pages as team_pages
     from siyu.web.routes import pages as web_pages
+    from siyu.wecom.routes import callbacks as wecom_callbacks
+    from siyu.wecom.routes import pages as wecom_pages
 
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.
     for router in (team_api, accounts_api, merge_api, customers_api, jobs_api, inbox_api, autoreply_api,
                    channels_api):
         app.include_router(router, prefix="/api/v1")
     for router in (web_pages, team_pages, accounts_pages, merge_pages, customers_pages, jobs_pages, inbox_pages,
-                   autoreply_pages, channels_pages):
+                   autoreply_pages, channels_pages, wecom_callbacks, wecom_pages):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         "`--no-worker`); run `siyu worker` separately when this is off."
     )
 
+    wecom_corp_id: str = Field("", description="WeCom corp id (企业ID); callbacks are refused until it is set.")
+    wecom_token: str = Field("", description="Token of the WeCom callback configuration (signs every callback).")
+    wecom_aes_key: str = Field("", description="EncodingAESKey of the callback configuration (43 characters).")
+    wecom_secret: str = Field("", description="Secret of the customer-contact (客户联系) app, for API calls.")
+    wecom_api_base: str = Field("https://qyapi.weixin.qq.com/cgi-bin/",
+                                description="WeCom server API base; point it at the simulator for demos and tests.")
+
     def data_path(self, *parts: str) -> Path:
         """A folder under the data folder, created on first use."""
         path = Path(self.data_dir).resolve().joinpath(*parts)

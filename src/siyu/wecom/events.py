@@ -1,0 +1,168 @@
+"""What a stored WeCom event changes in Siyu. Every handler is safe to run twice.
+
+- A new external contact becomes (or re-joins) a customer with a friendship to the account
+  whose WeCom ``UserID`` it added, keeping the contact way ``State``; the add is attributed
+  to the channel with that state (tags, coupon, welcome text).
+- A deleted friendship (by either side) is marked, attributed as lost, and put on the
+  customer's timeline as a churn alert; the churn list reads those.
+- Customer messages go to the service inbox.
+- Kinds Siyu does not act on yet (group chats, corp tags) are kept and marked *ignored*.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from siyu.accounts.models import Account
+from siyu.channels import service as channels_service
+from siyu.core.db import utcnow
+from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
+from siyu.wecom.models import EventStatus, WecomEvent
+
+log = logging.getLogger(__name__)
+CHURN_EVENTS = {"change_external_contact/del_external_contact": "member",  # our member removed the customer
+                "change_external_contact/del_follow_user": "customer"}  # the customer removed our member
+
+
+class EventError(Exception):
+    """Processing failed in a way a retry may fix (e.g. the account is not set up yet)."""
+
+
+def _at(fields: dict[str, Any]) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(fields.get("CreateTime") or 0), tz=UTC) if fields.get("CreateTime") \
+            else utcnow()
+    except (ValueError, OverflowError):
+        return utcnow()
+
+
+def _account(session: Session, fields: dict[str, Any]) -> Account:
+    userid = fields.get("UserID", "")
+    account = session.scalar(select(Account).where(Account.wecom_userid == userid)) if userid else None
+    if account is None:
+        raise EventError(f"no account with WeCom UserID {userid!r}")
+    return account
+
+
+def _customer(session: Session, external_userid: str, *, create: bool) -> Customer | None:
+    if not external_userid:
+        return None
+    customer = session.scalar(select(Customer).where(Customer.wecom_external_userid == external_userid))
+    if customer is None and create:
+        # The callback carries no name; the API sync (or the next edit event) fills it in.
+        customer = Customer(name=f"企业微信客户{external_userid[-6:]}", wecom_external_userid=external_userid,
+                            source="wecom")
+        session.add(customer)
+        session.flush()
+    return customer
+
+
+def process(session: Session, event: WecomEvent) -> str:
+    """Apply one event; returns the status it ends in."""
+    fields: dict[str, Any] = event.fields or {}
+    kind = event.event_type
+    if kind in ("change_external_contact/add_external_contact", "change_external_contact/add_half_external_contact"):
+        _added(session, fields)
+    elif kind in CHURN_EVENTS:
+        _removed(session, fields, side=CHURN_EVENTS[kind])
+    elif kind == "change_external_contact/edit_external_contact":
+        customer = _customer(session, fields.get("ExternalUserID", ""), create=False)
+        if customer is not None:
+            session.add(Touch(customer_id=customer.id, kind=TouchKind.system.value, occurred_at=_at(fields),
+                              details={"event": "wecom_profile_edited", "userid": fields.get("UserID", "")}))
+    elif kind == "change_external_contact/transfer_fail":
+        customer = _customer(session, fields.get("ExternalUserID", ""), create=False)
+        if customer is not None:
+            session.add(Touch(customer_id=customer.id, kind=TouchKind.system.value, occurred_at=_at(fields),
+                              content=fields.get("FailReason", ""),
+                              details={"event": "wecom_transfer_failed", "userid": fields.get("UserID", "")}))
+    elif kind.startswith("message/"):
+        _message(session, fields)
+    else:
+        return EventStatus.ignored.value
+    session.flush()
+    return EventStatus.processed.value
+
+
+def _added(session: Session, fields: dict[str, Any]) -> None:
+    account = _account(session, fields)
+    customer = _customer(session, fields.get("ExternalUserID", ""), create=True)
+    if customer is None:
+        raise EventError("add event without ExternalUserID")
+    at = _at(fields)
+    state = fields.get("State", "")[:64]
+    friendship = session.scalar(select(Friendship).where(Friendship.customer_id == customer.id,
+                                                         Friendship.account_id == account.id))
+    if friendship is None:
+        friendship = Friendship(customer_id=customer.id, account_id=account.id, added_at=at, channel_state=state)
+        session.add(friendship)
+    elif friendship.status != FriendshipStatus.active.value:
+        friendship.status, friendship.removed_at, friendship.added_at = FriendshipStatus.active.value, None, at
+        friendship.channel_state = state or friendship.channel_state
+    session.flush()
+    outcome = channels_service.on_friend_added(session, customer_id=customer.id, account_id=account.id, state=state,
+                                               added_at=at)
+    session.add(Touch(customer_id=customer.id, account_id=account.id, kind=TouchKind.system.value, occurred_at=at,
+                      details={"event": "wecom_friend_added", "state": state, "welcome": outcome.welcome,
+                               "welcome_code": fields.get("WelcomeCode", ""), "alert": outcome.alert}))
+    from siyu.customers import service as customers_service
+
+    customers_service.refresh_computed(session, customer=customer)
+
+
+def _removed(session: Session, fields: dict[str, Any], *, side: str) -> None:
+    account = _account(session, fields)
+    customer = _customer(session, fields.get("ExternalUserID", ""), create=False)
+    if customer is None:
+        return  # never known: nothing to mark
+    at = _at(fields)
+    friendship = session.scalar(select(Friendship).where(Friendship.customer_id == customer.id,
+                                                         Friendship.account_id == account.id))
+    if friendship is not None and friendship.status == FriendshipStatus.active.value:
+        friendship.status, friendship.removed_at = FriendshipStatus.deleted.value, at
+        channels_service.on_friend_removed(session, customer_id=customer.id, account_id=account.id, at=at)
+        session.add(Touch(customer_id=customer.id, account_id=account.id, kind=TouchKind.system.value,
+                          occurred_at=at, details={"event": "churn", "side": side}))
+
+
+def _message(session: Session, fields: dict[str, Any]) -> None:
+    from siyu.inbox import service as inbox_service
+
+    customer = _customer(session, fields.get("FromUserName", ""), create=False)
+    if customer is None:
+        return
+    friendship = session.scalar(select(Friendship).where(Friendship.customer_id == customer.id,
+                                                         Friendship.status == FriendshipStatus.active.value)
+                                .order_by(Friendship.added_at.desc()).limit(1))
+    if friendship is None:
+        return
+    platform_id = fields.get("MsgId") or f"{fields.get('FromUserName')}:{fields.get('CreateTime')}"
+    inbox_service.ingest(session, [inbox_service.InboundMessage(
+        source="wecom", platform_msgid=platform_id,
+        account_id=friendship.account_id, customer_id=customer.id, sent_at=_at(fields),
+        sender=fields.get("FromUserName", ""), msg_type=fields.get("MsgType", "text"),
+        text=fields.get("Content", ""), payload={k: v for k, v in fields.items() if k not in ("Content",)})])
+
+
+def churn(session: Session, *, account_ids: list[int] | None, limit: int = 200
+          ) -> list[tuple[Friendship, Customer, str]]:
+    """Recent churn (newest first): the friendship that ended, the customer, and which side ended it."""
+    query = (select(Friendship, Customer).join(Customer, Customer.id == Friendship.customer_id)
+             .where(Friendship.status == FriendshipStatus.deleted.value)
+             .order_by(Friendship.removed_at.desc()).limit(limit))
+    if account_ids is not None:
+        query = query.where(Friendship.account_id.in_(account_ids))
+    rows = list(session.execute(query).tuples())
+    sides: dict[tuple[int, int | None], str] = {}
+    if rows:
+        for touch in session.scalars(select(Touch).where(
+                Touch.customer_id.in_([c.id for _f, c in rows]), Touch.kind == TouchKind.system.value)):
+            details = touch.details or {}
+            if details.get("event") == "churn":
+                sides[(touch.customer_id, touch.account_id)] = str(details.get("side", ""))
+    return [(f, c, sides.get((c.id, f.account_id), "")) for f, c in rows]

@@ -1,0 +1,52 @@
+"""WeCom callbacks as received: stored first, processed after (durable and idempotent)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from siyu.core.db import Base, UTCDateTime, utcnow
+
+
+class EventStatus(enum.StrEnum):
+    received = "received"  # stored and acknowledged, waiting for its job
+    processed = "processed"
+    ignored = "ignored"  # a kind Siyu does not act on (yet): kept, logged, acknowledged
+    failed = "failed"  # retries used up; shown in the event log
+
+
+class WecomEvent(Base):
+    __tablename__ = "wecom_event"
+    __table_args__ = (
+        Index("ix_wecom_event_status_received", "status", "received_at"),
+        Index("ix_wecom_event_type_received", "event_type", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # MsgId when the platform gives one, else type + keys + CreateTime: a retry is the same key.
+    dedup_key: Mapped[str] = mapped_column(String(255), unique=True)
+    event_type: Mapped[str] = mapped_column(String(64))  # e.g. change_external_contact/add_external_contact
+    create_time: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=EventStatus.received.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    raw_xml: Mapped[str] = mapped_column(Text)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class CallbackNonce(Base):
+    """Nonces seen in the last minutes: a replayed request is refused, in every app process."""
+
+    __tablename__ = "wecom_nonce"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+__all__ = ["CallbackNonce", "EventStatus", "WecomEvent"]
