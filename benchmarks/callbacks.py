@@ -1,0 +1,178 @@
+"""Benchmark: encrypted WeCom callbacks acknowledged per second, and friend-adds processed end to end.
+
+One Siyu app process (uvicorn, SQLite) receives callbacks built with wechatpy's crypto by a
+load generator in this process over loopback; the same generator first measures the same
+app's bare ``GET /healthz`` rate (the ceiling of the web stack on this machine). Then a
+``siyu worker`` process works through the queued friend-adds (customer, friendship,
+channel attribution and tags) and the time to drain them is measured.
+
+Targets: ≥1,000 callbacks/s with p99 ≤50 ms; 20,000 friend-adds processed in ≤120 s.
+Usage:  .venv/bin/python benchmarks/callbacks.py [--events 20000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.orm import Session
+from wechatpy.enterprise.crypto import WeChatCrypto
+
+from siyu.core.migrate import upgrade
+from siyu.customers.models import Customer
+from siyu.wecom.models import WecomEvent
+
+CORP_ID = "wwBENCHCORP"
+TOKEN = "bench-token"  # noqa: S105 - a throwaway callback token for the benchmark
+AES_KEY = base64.b64encode(hashlib.sha256(b"bench").digest()).decode()[:-1]
+ACK_TARGET = 1000.0
+P99_TARGET_MS = 50.0
+PROCESS_TARGET_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def requests_for(count: int) -> list[tuple[dict[str, str], bytes]]:
+    crypto = WeChatCrypto(TOKEN, AES_KEY, CORP_ID)
+    now = int(time.time())
+    built = []
+    for n in range(count):
+        xml = (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>"
+               f"<CreateTime>{now}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+               "<Event><![CDATA[change_external_contact]]></Event>"
+               "<ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[bench]]></UserID>"
+               f"<ExternalUserID><![CDATA[wmBENCH{n:07d}]]></ExternalUserID><State><![CDATA[]]></State></xml>")
+        nonce = secrets.token_hex(8)
+        body = crypto.encrypt_message(xml, nonce, str(now))
+        encrypted = body.split("<Encrypt><![CDATA[")[1].split("]]>")[0]
+        signature = hashlib.sha1("".join(sorted([TOKEN, str(now), nonce, encrypted])).encode()).hexdigest()  # noqa: S324
+        built.append(({"msg_signature": signature, "timestamp": str(now), "nonce": nonce}, body.encode()))
+    return built
+
+
+async def fire(base: str, requests: list[tuple[dict[str, str], bytes]] | int, concurrency: int
+               ) -> tuple[float, list[float], int]:
+    """(requests/s, latencies in ms, failures) for callbacks, or for N GET /healthz when given an int."""
+    latencies: list[float] = []
+    failures = 0
+    total = requests if isinstance(requests, int) else len(requests)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(total):
+        queue.put_nowait(i)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal failures
+        while not queue.empty():
+            i = queue.get_nowait()
+            started = time.perf_counter()
+            if isinstance(requests, int):
+                answer = await client.get(f"{base}/healthz")
+                ok = answer.status_code == 200
+            else:
+                params, body = requests[i]
+                answer = await client.post(f"{base}/wecom/callback", params=params, content=body)
+                ok = answer.text == "success"
+            latencies.append((time.perf_counter() - started) * 1000)
+            failures += 0 if ok else 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return total / elapsed, latencies, failures
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) >= 100 else max(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args(argv)
+    folder = Path(tempfile.mkdtemp(prefix="siyu-callbacks-"))
+    url = f"sqlite:///{folder / 'bench.db'}"
+    upgrade(url)
+    engine = create_engine(url)
+    with Session(engine) as session:
+        session.execute(text(
+            "INSERT INTO account (kind, display_name, wechat_id, wecom_userid, store, brand, tier_served, "
+            "friend_capacity, status, positioning, avatar_url, signature, greeting, moments_cover_url, created_at) "
+            "VALUES ('wecom', '压测账号', '', 'bench', '', '', '', 100000, 'active', '', '', '', '', '', "
+            "'2026-01-01 00:00:00')"))
+        session.commit()
+    env = {**os.environ, "SIYU_DATABASE_URL": url, "SIYU_SECRET_KEY": "bench", "SIYU_WORKER_IN_PROCESS": "0",
+           "SIYU_DATA_DIR": str(folder / "data"), "SIYU_WECOM_CORP_ID": CORP_ID, "SIYU_WECOM_TOKEN": TOKEN,
+           "SIYU_WECOM_AES_KEY": AES_KEY}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = subprocess.Popen([sys.executable, "-m", "uvicorn", "siyu.app:create_app", "--factory",  # noqa: S603
+                            "--port", str(port), "--log-level", "error", "--no-access-log"], env=env, cwd=folder)
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        print(f"building {args.events:,} encrypted callbacks with wechatpy …")
+        requests = requests_for(args.events)
+        health_rate, _lat, _f = asyncio.run(fire(base, 3000, args.concurrency))
+        rate, latencies, failures = asyncio.run(fire(base, requests, args.concurrency))
+        print(f"  bare GET /healthz          {health_rate:8.0f} requests/s")
+        print(f"  encrypted callbacks        {rate:8.0f} acknowledged/s   p50 {statistics.median(latencies):.1f} ms   "
+              f"p99 {p99(latencies):.1f} ms   failures {failures}")
+        print(f"  ratio to /healthz          {rate / health_rate:8.2f}")
+    finally:
+        app.terminate()
+        app.wait(timeout=10)
+
+    started = time.perf_counter()
+    worker = subprocess.Popen([sys.executable, "-m", "siyu.cli", "worker", "--queue", "inbound",
+                               "--inbound-threads", "1"], env=env, cwd=folder, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            with Session(engine) as session:
+                done = session.scalar(select(func.count()).select_from(WecomEvent).where(
+                    WecomEvent.status != "received")) or 0
+            if done >= args.events or time.perf_counter() - started > PROCESS_TARGET_S * 3:
+                break
+            time.sleep(1)
+        processing = time.perf_counter() - started
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    with Session(engine) as session:
+        customers = session.scalar(select(func.count()).select_from(Customer)) or 0
+    print(f"  {customers:,} of {args.events:,} friend-adds processed (customer, friendship, attribution) in "
+          f"{processing:.1f} s ({customers / processing:.0f}/s)")
+    ack_ok = rate >= ACK_TARGET and p99(latencies) <= P99_TARGET_MS and failures == 0
+    process_ok = customers == args.events and processing <= PROCESS_TARGET_S
+    print(f"  target ≥{ACK_TARGET:.0f}/s with p99 ≤{P99_TARGET_MS:.0f} ms: {'PASS' if ack_ok else 'FAIL'}")
+    print(f"  target {args.events:,} processed in ≤{PROCESS_TARGET_S:.0f} s: {'PASS' if process_ok else 'FAIL'}")
+    engine.dispose()
+    return 0 if ack_ok and process_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
