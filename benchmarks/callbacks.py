@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     worker = subprocess.Popen([sys.executable, "-m", "siyu.cli", "worker", "--queue", "inbound",
-                               "--inbound-threads", "1"], env=env, cwd=folder, stdout=subprocess.DEVNULL,
+                               "--inbound-threads", "2"], env=env, cwd=folder, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
         while True:
