@@ -218,3 +218,54 @@ def test_an_event_stored_but_never_enqueued_is_swept_up(db: Session, make: Any) 
     assert db.scalar(select(Customer).where(Customer.wecom_external_userid == "wmSWEPT")) is not None
     sweep_events.call_local()  # a second sweep changes nothing
     assert db.scalar(select(func.count()).select_from(Customer)) == 1
+
+
+def test_the_connection_can_be_set_from_the_console(client: TestClient, db: Session, make: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_pages import Console
+
+    for name in ("SIYU_WECOM_CORP_ID", "SIYU_WECOM_TOKEN", "SIYU_WECOM_AES_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    console = Console(client).login(make.user("admin"))
+    assert 'data-testid="wecom-state"' in console.get("/wecom").text
+    bad = console.post("/wecom", {"corp_id": CORP_ID, "token": TOKEN, "aes_key": "too-short", "secret": "",
+                                  "api_base": "https://qyapi.weixin.qq.com/cgi-bin/"})
+    assert bad.status_code == 422 and "EncodingAESKey" in bad.text
+    saved = console.post("/wecom", {"corp_id": CORP_ID, "token": TOKEN, "aes_key": AES_KEY, "secret": "s3cret-value",
+                                    "api_base": "https://qyapi.weixin.qq.com/cgi-bin/"})
+    assert saved.status_code == 303
+    page = console.get("/wecom").text
+    assert "s3cret-value" not in page and AES_KEY not in page and TOKEN not in page and "*******alue" in page
+    assert post(client, event_xml("some_change")).text == "success"  # callbacks use the saved settings
+    monkeypatch.setenv("SIYU_WECOM_CORP_ID", "wwFROMENV")
+    get_settings.cache_clear()
+    assert "wwFROMENV" in console.get("/wecom").text  # the environment wins
+    from siyu.team.models import AuditEntry
+
+    entry = db.scalar(select(AuditEntry).where(AuditEntry.entity_type == "wecom_connection"))
+    assert entry is not None and "s3cret" not in str(entry.after)
+
+
+def test_the_event_log_filters_and_shows_the_decrypted_xml(client: TestClient, db: Session, make: Any) -> None:
+    from tests.test_pages import Console
+
+    post(client, event_xml("future_kind", UserID="<script>x</script>"))
+    console = Console(client).login(make.user("admin"))
+    event = db.scalar(select(WecomEvent))
+    assert event is not None
+    listing = console.get("/wecom/events", params={"status": "ignored", "day": event.received_at.astimezone(
+        get_settings_zone()).date().isoformat()})
+    assert listing.status_code == 200 and f"/wecom/events/{event.id}" in listing.text
+    assert f"/wecom/events/{event.id}" not in console.get("/wecom/events", params={"status": "failed"}).text
+    detail = console.get(f"/wecom/events/{event.id}").text
+    assert "&lt;script&gt;" in detail and "<script>x</script>" not in detail
+    assert console.get("/wecom/events/999999").status_code == 404
+    operator = Console(client).login(make.user("operator"))
+    assert operator.get("/wecom/events").status_code == 403
+
+
+def get_settings_zone() -> Any:
+    from siyu.core.settings import local_zone
+
+    return local_zone()

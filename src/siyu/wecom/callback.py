@@ -28,7 +28,7 @@ from wechatpy.enterprise.exceptions import InvalidCorpIdException
 from wechatpy.exceptions import InvalidSignatureException
 
 from siyu.core.db import utcnow
-from siyu.core.settings import Settings, get_settings
+from siyu.wecom.config import WecomConfig, effective
 from siyu.wecom.models import CallbackNonce, WecomEvent
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,10 @@ class Query:
     echostr: str = ""
 
 
-def _crypto(settings: Settings) -> WeChatCrypto:
-    if not (settings.wecom_corp_id and settings.wecom_token and len(settings.wecom_aes_key) == 43):
-        raise CallbackRefused(503, "WeCom is not configured (SIYU_WECOM_CORP_ID, _TOKEN, _AES_KEY)")
-    return WeChatCrypto(settings.wecom_token, settings.wecom_aes_key, settings.wecom_corp_id)
+def _crypto(config: WecomConfig) -> WeChatCrypto:
+    if not config.can_receive:
+        raise CallbackRefused(503, "WeCom is not configured (corp id, token and EncodingAESKey)")
+    return WeChatCrypto(config.token, config.aes_key, config.corp_id)
 
 
 def _fresh(query: Query) -> None:
@@ -72,7 +72,7 @@ def _fresh(query: Query) -> None:
         raise CallbackRefused(400, "missing or over-long nonce")
 
 
-def _check_padding(settings: Settings, encrypted: str) -> None:
+def _check_padding(config: WecomConfig, encrypted: str) -> None:
     """wechatpy 1.8.18 strips the PKCS#7 padding without checking it; a bad one is refused here."""
     import base64
     import binascii
@@ -85,7 +85,7 @@ def _check_padding(settings: Settings, encrypted: str) -> None:
         raise CallbackRefused(400, "ciphertext is not base64") from exc
     if not raw or len(raw) % 16:
         raise CallbackRefused(400, "truncated ciphertext")
-    key = base64.b64decode(settings.wecom_aes_key + "=")
+    key = base64.b64decode(config.aes_key + "=")
     last_block = Cipher(algorithms.AES(key), modes.CBC(raw[-32:-16] if len(raw) >= 32 else key[:16])).decryptor()
     tail = last_block.update(raw[-16:]) + last_block.finalize()
     pad = tail[-1]
@@ -93,21 +93,21 @@ def _check_padding(settings: Settings, encrypted: str) -> None:
         raise CallbackRefused(400, "wrong AES padding")
 
 
-def _signed(settings: Settings, query: Query, encrypted: str) -> None:
+def _signed(config: WecomConfig, query: Query, encrypted: str) -> None:
     """The signature first, so nothing about an unauthenticated ciphertext is revealed (no padding oracle)."""
     import hashlib
     import hmac
 
-    joined = "".join(sorted([settings.wecom_token, query.timestamp, query.nonce, encrypted])).encode()
+    joined = "".join(sorted([config.token, query.timestamp, query.nonce, encrypted])).encode()
     expected = hashlib.sha1(joined).hexdigest()  # noqa: S324 - WeCom's signature is SHA-1
     if not hmac.compare_digest(expected, query.msg_signature):
         raise CallbackRefused(403, "wrong signature")
 
 
-def _decrypt(crypto: WeChatCrypto, query: Query, encrypted: str, *, echo: bool = False) -> str:
-    settings = get_settings()
-    _signed(settings, query, encrypted)
-    _check_padding(settings, encrypted)
+def _decrypt(config: WecomConfig, query: Query, encrypted: str, *, echo: bool = False) -> str:
+    crypto = _crypto(config)
+    _signed(config, query, encrypted)
+    _check_padding(config, encrypted)
     try:
         if echo:
             plain = crypto.check_signature(query.msg_signature, query.timestamp, query.nonce, encrypted)
@@ -139,11 +139,12 @@ def _parse(xml: str) -> dict[str, str]:
     return fields
 
 
-def verify_url(query: Query) -> str:
+def verify_url(session: Session, query: Query) -> str:
     """The URL check WeCom makes when the callback is configured: return the decrypted echostr."""
-    crypto = _crypto(get_settings())
+    config = effective(session)
+    _crypto(config)
     _fresh(query)
-    return _decrypt(crypto, query, query.echostr, echo=True)
+    return _decrypt(config, query, query.echostr, echo=True)
 
 
 def event_type(fields: dict[str, str]) -> str:
@@ -166,13 +167,14 @@ def accept(session: Session, *, query: Query, body: bytes) -> WecomEvent | None:
     """Authenticate and store one callback; None when it is a duplicate of one already stored."""
     if len(body) > MAX_BODY_BYTES:
         raise CallbackRefused(413, "body larger than 2 MB")
-    crypto = _crypto(get_settings())
+    config = effective(session)
+    _crypto(config)
     _fresh(query)
     envelope = _parse(body.decode("utf-8", errors="replace"))
     encrypted = envelope.get("Encrypt", "")
     if not encrypted:
         raise CallbackRefused(400, "no Encrypt element")
-    xml = _decrypt(crypto, query, encrypted)
+    xml = _decrypt(config, query, encrypted)
     fields = _parse(xml)
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     seen = session.execute(dialect.insert(CallbackNonce.__table__).values(nonce=query.nonce, seen_at=utcnow())

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
+from datetime import date, datetime, time, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from siyu.core.db import transaction
-from siyu.core.deps import AdminPageViewer, PageViewer, SessionDep
-from siyu.core.i18n import _
-from siyu.core.settings import get_settings
+from siyu.core.deps import AdminPageViewer, CsrfChecked, PageViewer, SessionDep
+from siyu.core.errors import DomainError
+from siyu.core.i18n import N_, _
+from siyu.core.settings import local_zone
+from siyu.customers.pages import FormDep, FormRead
 from siyu.web.render import render
-from siyu.wecom import callback, events, jobs
+from siyu.wecom import callback, config, events, jobs
 from siyu.wecom.callback import CallbackRefused
 from siyu.wecom.models import EventStatus, WecomEvent
 
@@ -38,7 +42,8 @@ def _refused(request: Request, exc: CallbackRefused) -> Response:
 @callbacks.get("/wecom/callback")
 def verify(request: Request) -> Response:
     try:
-        return PlainTextResponse(callback.verify_url(_query(request)))
+        with transaction() as session:
+            return PlainTextResponse(callback.verify_url(session, _query(request)))
     except CallbackRefused as exc:
         return _refused(request, exc)
 
@@ -67,26 +72,49 @@ async def receive(request: Request) -> Response:
 # ---------------------------------------------------------------- console
 
 
-def _mask(value: str) -> str:
-    return "" if not value else ("*" * max(0, len(value) - 4)) + value[-4:]
+LABELS = {"corp_id": N_("Corp ID"), "token": N_("Token"), "aes_key": N_("EncodingAESKey"),
+          "secret": N_("Secret"), "api_base": N_("API base")}
+
+
+def _connection(request: Request, session: Session, *, status_code: int = 200, error: str | None = None,
+                notice: str = "") -> Response:
+    current = config.effective(session)
+    rows = [(name, _(label), config.mask(getattr(current, name)) if name in config.SECRET_FIELDS
+             else getattr(current, name), current.source.get(name, "")) for name, label in LABELS.items()]
+    return render(request, "wecom/connection.html", status_code=status_code, nav_active="wecom",
+                  title=_("WeCom connection"), rows=rows, configured=current.can_receive, error=error, notice=notice,
+                  callback_url=str(request.url_for("verify")))
 
 
 @pages.get("/wecom", response_class=HTMLResponse)
-def connection_page(request: Request, viewer: AdminPageViewer) -> Response:
-    settings = get_settings()
-    rows = [("SIYU_WECOM_CORP_ID", settings.wecom_corp_id), ("SIYU_WECOM_TOKEN", _mask(settings.wecom_token)),
-            ("SIYU_WECOM_AES_KEY", _mask(settings.wecom_aes_key)), ("SIYU_WECOM_SECRET", _mask(settings.wecom_secret)),
-            ("SIYU_WECOM_API_BASE", settings.wecom_api_base)]
-    configured = bool(settings.wecom_corp_id and settings.wecom_token and len(settings.wecom_aes_key) == 43)
-    return render(request, "wecom/connection.html", nav_active="wecom", title=_("WeCom connection"), rows=rows,
-                  configured=configured, callback_url=str(request.url_for("verify")))
+def connection_page(request: Request, session: SessionDep, viewer: AdminPageViewer) -> Response:
+    return _connection(request, session, notice=_("Saved.") if request.query_params.get("saved") else "")
+
+
+@pages.post("/wecom", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def connection_save(request: Request, session: SessionDep, viewer: AdminPageViewer, form: FormDep) -> Response:
+    values = {k: v for k, v in form.items() if isinstance(v, str) and k in config.FIELDS}
+    try:
+        config.save(session, values=values, actor=viewer)
+        session.commit()
+    except DomainError as exc:
+        session.rollback()
+        return _connection(request, session, status_code=exc.status_code, error=exc.message)
+    return RedirectResponse("/wecom?saved=1", status_code=303)
 
 
 @pages.get("/wecom/events", response_class=HTMLResponse)
 def events_page(request: Request, session: SessionDep, viewer: AdminPageViewer,
                 status: Annotated[str, Query()] = "", kind: Annotated[str, Query()] = "",
-                before_id: Annotated[int | None, Query()] = None) -> Response:
+                day: Annotated[str, Query()] = "", before_id: Annotated[int | None, Query()] = None) -> Response:
     query = select(WecomEvent).order_by(WecomEvent.id.desc()).limit(51)
+    if day:
+        try:
+            start = datetime.combine(date.fromisoformat(day), time.min, tzinfo=local_zone())
+        except ValueError:
+            start = None
+        if start is not None:
+            query = query.where(WecomEvent.received_at >= start, WecomEvent.received_at < start + timedelta(days=1))
     if status in {s.value for s in EventStatus}:
         query = query.where(WecomEvent.status == status)
     if kind:
@@ -98,7 +126,7 @@ def events_page(request: Request, session: SessionDep, viewer: AdminPageViewer,
     items = items[:50]
     kinds = list(session.scalars(select(WecomEvent.event_type).distinct().order_by(WecomEvent.event_type)))
     return render(request, "wecom/events.html", nav_active="wecom", title=_("WeCom events"), items=items,
-                  status=status, kind=kind, kinds=kinds, statuses=[s.value for s in EventStatus],
+                  status=status, kind=kind, day=day, kinds=kinds, statuses=[s.value for s in EventStatus],
                   next_before=items[-1].id if more else None)
 
 
