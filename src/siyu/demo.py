@@ -653,7 +653,9 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     rules = customers_service.get_rules(session)
 
     planner = Planner(rng, now)
-    people = [planner.person() for _ in range(customers)]
+    # A few of the requested customers arrive this morning through WeCom (see _wecom_morning).
+    wecom_adds = min(WECOM_ADDS, max(customers - SERVICE_CREATED, 0))
+    people = [planner.person() for _ in range(customers - wecom_adds)]
     via_service = people[:SERVICE_CREATED]
     bulk = people[SERVICE_CREATED:]
     created = _insert_people(session, people=bulk, accounts=accounts, owner_of=owner_of, fields=fields,
@@ -665,7 +667,50 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
             session, customers=created[offset:offset + customers_service.RECOMPUTE_BATCH], rules=rules)
     session.flush()
     _fill_inbox(session, customers=created, staff=staff, rng=rng, now=now)
+    _wecom_morning(session, accounts=accounts, customers=created, admin=admin_viewer, rng=rng, now=now,
+                   adds=wecom_adds)
     return _summary(session)
+
+
+WECOM_ADDS = 8
+
+
+def _wecom_morning(session: Session, *, accounts: dict[str, Account], customers: list[Customer], admin: Viewer,
+                   rng: random.Random, now: datetime, adds: int) -> None:
+    """A morning of WeCom callbacks, processed the way the inbound jobs process them: a store
+    counter channel brings new friends (some with a coupon), two customers delete us."""
+    from siyu.channels import service as channels_service
+    from siyu.wecom import callback, events
+    from siyu.wecom.models import WecomEvent
+
+    account = accounts["xiaoye01"]
+    channel = channels_service.save_channel(session, viewer=admin, data=channels_service.ChannelIn(
+        name="西湖店收银台扫码", account_ids=[account.id], tag_names=["来源:门店"], incentive_kind="coupon",
+        incentive_text="加好友立得 10 元茶饮券", welcome_text="{昵称}您好！送您一张 10 元茶饮券：{券码}",
+        fallback_text="{昵称}您好！今天的券已经领完，到店报暗号「山野」送一杯冷泡茶。", cost_amount=Decimal("3")))
+    channels_service.add_codes(session, channel_id=channel.id, viewer=admin,
+                               codes=[f"SY10-{rng.randrange(10**6):06d}" for _ in range(5)])
+
+    def arrive(fields: dict[str, str], minutes_ago: float) -> None:
+        at = now - timedelta(minutes=minutes_ago)
+        fields = {"ToUserName": "wwSHANYEDEMO", "FromUserName": "sys", "MsgType": "event",
+                  "Event": "change_external_contact", "CreateTime": str(int(at.timestamp())), **fields}
+        xml = "<xml>" + "".join(f"<{k}><![CDATA[{v}]]></{k}>" for k, v in fields.items()) + "</xml>"
+        event = WecomEvent(dedup_key=callback.dedup_key(fields), event_type=callback.event_type(fields),
+                           create_time=int(at.timestamp()), raw_xml=xml, fields=fields, received_at=at)
+        session.add(event)
+        session.flush()
+        event.status, event.attempts, event.processed_at = events.process(session, event), 1, at
+
+    for n in range(adds):
+        arrive({"ChangeType": "add_external_contact", "UserID": account.wecom_userid or "",
+                "ExternalUserID": f"wmDEMONEW{n:04d}{rng.randrange(10**6):06d}", "State": channel.key,
+                "WelcomeCode": f"WELCOME{n}"}, minutes_ago=rng.uniform(5, 240))
+    leavers = [c for c in customers if c.wecom_external_userid and c.friendships
+               and c.friendships[0].account_id == account.id][:2]
+    for customer in leavers:
+        arrive({"ChangeType": "del_follow_user", "UserID": account.wecom_userid or "",
+                "ExternalUserID": customer.wecom_external_userid or ""}, minutes_ago=rng.uniform(1, 60))
 
 
 def _create_autoreplies(session: Session, *, admin: Viewer) -> None:
