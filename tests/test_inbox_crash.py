@@ -8,11 +8,7 @@ may be stored twice, and each conversation's unanswered count must equal its mes
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,32 +23,12 @@ from sqlalchemy.orm import Session
 from siyu.core.migrate import upgrade
 from siyu.inbox.models import Conversation, Message
 from tests.conftest import POSTGRES_URL, TEST_PASSWORD, Factory
+from tests.processes import free_port, serve
 
 BATCHES = 60
 PER_BATCH = 50
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SIYU_DATABASE_URL": url, "SIYU_SECRET_KEY": "crash-test-secret",
-           "SIYU_WORKER_IN_PROCESS": "0", "SIYU_DATA_DIR": str(workdir / "data")}
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "uvicorn", "siyu.app:create_app", "--factory", "--port", str(port),
-         "--log-level", "warning"], env=env, cwd=workdir)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("uvicorn did not start")
 
 
 @pytest.mark.skipif(bool(POSTGRES_URL), reason="runs on its own SQLite file; the PostgreSQL run covers the rest")
@@ -72,8 +48,8 @@ def test_sigkill_mid_flood_loses_and_duplicates_nothing(tmp_path: Path) -> None:
                  "sent_at": (start + timedelta(seconds=b * PER_BATCH + i)).isoformat(), "text": f"消息{b}-{i}"}
                 for i in range(PER_BATCH)] for b in range(BATCHES)]
     acknowledged: list[int] = []
-    port = _free_port()
-    server = _serve(url, port, tmp_path)
+    port = free_port()
+    server = serve(url, port, tmp_path)
 
     def flood(token: str) -> None:
         for number, batch in enumerate(batches):
@@ -100,7 +76,7 @@ def test_sigkill_mid_flood_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         stored = set(session.scalars(select(Message.platform_msgid)))
     assert all(f"k{b}-{i}" in stored for b in acknowledged for i in range(PER_BATCH))
 
-    server = _serve(url, port, tmp_path)
+    server = serve(url, port, tmp_path)
     try:
         acknowledged.clear()
         flood(token)  # the connector sends everything again

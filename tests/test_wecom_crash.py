@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
@@ -22,28 +19,12 @@ from siyu.core.migrate import upgrade
 from siyu.customers.models import Customer
 from siyu.wecom.models import WecomEvent
 from tests.conftest import POSTGRES_URL, Factory
-from tests.test_inbox_crash import _free_port
+from tests.processes import free_port, serve
 from tests.test_wecom_callback import AES_KEY, CORP_ID, TOKEN, envelope, event_xml
 
 EVENTS = 300
 
 
-def _serve(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SIYU_DATABASE_URL": url, "SIYU_SECRET_KEY": "crash", "SIYU_WORKER_IN_PROCESS": "0",
-           "SIYU_DATA_DIR": str(workdir / "data"), "SIYU_WECOM_CORP_ID": CORP_ID, "SIYU_WECOM_TOKEN": TOKEN,
-           "SIYU_WECOM_AES_KEY": AES_KEY}
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "uvicorn", "siyu.app:create_app", "--factory", "--port", str(port),
-         "--log-level", "error"], env=env, cwd=workdir)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("uvicorn did not start")
 
 
 @pytest.mark.skipif(bool(POSTGRES_URL), reason="runs on its own SQLite file; the PostgreSQL run covers the rest")
@@ -57,8 +38,8 @@ def test_sigkill_mid_callback_flood(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     events = [event_xml("add_external_contact", UserID="flood", ExternalUserID=f"wmFLOOD{n:05d}")
               for n in range(EVENTS)]
     acknowledged: set[int] = set()
-    port = _free_port()
-    server = _serve(url, port, tmp_path)
+    port = free_port()
+    server = serve(url, port, tmp_path, SIYU_WECOM_CORP_ID=CORP_ID, SIYU_WECOM_TOKEN=TOKEN, SIYU_WECOM_AES_KEY=AES_KEY)
 
     def flood(numbers: range) -> None:
         for n in numbers:
@@ -81,7 +62,7 @@ def test_sigkill_mid_callback_flood(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert 0 < len(acknowledged) < EVENTS
 
     # Restart with a worker, as `siyu serve` runs by default, and let the platform retry the rest.
-    server = _serve(url, port, tmp_path)
+    server = serve(url, port, tmp_path, SIYU_WECOM_CORP_ID=CORP_ID, SIYU_WECOM_TOKEN=TOKEN, SIYU_WECOM_AES_KEY=AES_KEY)
     try:
         flood(range(EVENTS))  # every event again: the ones already stored are acknowledged, not stored twice
         from siyu.core import jobs

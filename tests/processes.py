@@ -1,0 +1,36 @@
+"""A real Siyu app process for crash tests: started, killed, restarted like production would be."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(url: str, port: int, workdir: Path, **env: str) -> subprocess.Popen[bytes]:
+    """uvicorn with Siyu's app factory on ``port``, against ``url``, without in-process workers."""
+    environment = {**os.environ, "SIYU_DATABASE_URL": url, "SIYU_SECRET_KEY": "crash-test-secret",
+                   "SIYU_WORKER_IN_PROCESS": "0", "SIYU_DATA_DIR": str(workdir / "data"), **env}
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "uvicorn", "siyu.app:create_app", "--factory", "--port", str(port),
+         "--log-level", "error"], env=environment, cwd=workdir)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("uvicorn did not start")
