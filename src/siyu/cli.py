@@ -14,11 +14,13 @@ from sqlalchemy.engine import make_url
 from siyu.core import db as core_db
 from siyu.core.migrate import upgrade
 from siyu.core.settings import get_settings
+from siyu.simulator.cli import simulator_app
 
 app = typer.Typer(help="Siyu (私域): WeChat customer relationships and the operations console.",
                   no_args_is_help=True, add_completion=False)
 user_app = typer.Typer(help="Manage console users.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+app.add_typer(simulator_app, name="simulator")
 
 DEMO_DATABASE_URL = "sqlite:///./siyu-demo.db"
 

@@ -134,13 +134,12 @@ def _message(session: Session, fields: dict[str, Any]) -> None:
     from siyu.inbox import service as inbox_service
 
     customer = _customer(session, fields.get("FromUserName", ""), create=False)
-    if customer is None:
-        return
     friendship = session.scalar(select(Friendship).where(Friendship.customer_id == customer.id,
                                                          Friendship.status == FriendshipStatus.active.value)
-                                .order_by(Friendship.added_at.desc()).limit(1))
-    if friendship is None:
-        return
+                                .order_by(Friendship.added_at.desc()).limit(1)) if customer else None
+    if customer is None or friendship is None:
+        # The add event may still be queued: retry (with backoff) rather than drop the message.
+        raise EventError("message from a contact who is not a friend (yet)")
     platform_id = fields.get("MsgId") or f"{fields.get('FromUserName')}:{fields.get('CreateTime')}"
     inbox_service.ingest(session, [inbox_service.InboundMessage(
         source="wecom", platform_msgid=platform_id,

@@ -1,0 +1,1084 @@
+"""The virtual corp: everything the simulated WeCom platform knows, in memory.
+
+Request handlers (``api_*``) take the request's parameters as WeCom documents them and
+return the response body without ``errcode``/``errmsg``; a refusal raises ``ApiError``
+with the platform's error code. Driver operations (``add_contact``, ``join_group`` …)
+are what happens on people's phones — a customer scanning a contact-way code, a member
+deleting a customer — and return what the matching callback must carry.
+
+Everything is deterministic from the seed; ids made later come from a generator salted
+per run (so repeated runs against one Siyu database do not collide) unless the state is
+loaded from a file, which continues its own sequence. One lock guards the state: the
+server answers from several threads and the driver mutates at the same time.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import functools
+import json
+import random
+import secrets
+import string
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from pydantic import BaseModel, Field
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+STATE_VERSION = 1
+WELCOME_CODE_SECONDS = 20
+FOLLOW_PAGE = 500  # externalcontact/get pages its follow users past this many
+CHINA = timezone(timedelta(hours=8))  # the mass-send daily limit counts calendar days in China
+
+# The WeCom members of the demo (siyu/demo.py ACCOUNTS: wecom_userid = "shanye." + key), so the
+# simulator's default members are the accounts `siyu demo` creates.
+DEFAULT_MEMBERS: tuple[tuple[str, str], ...] = (
+    ("shanye.xiaoye01", "小野"),
+    ("shanye.xiaoye02", "小野02"),
+    ("shanye.ahe01", "阿禾"),
+    ("shanye.ahe02", "阿禾02"),
+    ("shanye.vip", "VIP茶管家"),
+)
+
+SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程苏魏"
+            "吕丁沈姚卢姜崔钟谭陆汪范金石廖贾夏方白邹孟熊秦江尹薛段雷侯龙陶贺顾毛郝龚邵钱严戴孔汤")
+GIVEN = "雨欣子涵浩宇思佳梓晨一诺若曦嘉怡俊杰雅静文博明轩婷悦琪睿泽安然可馨晓彤天逸心妍伟芳娜敏磊洋勇艳丽强军"
+KEYWORDS = ("龙井爱好者", "办公室囤茶", "送礼需求", "宝妈", "茶艺课学员", "白茶控", "老客户", "公司团购",
+            "喜欢冷泡", "周末到店")
+DESCRIPTIONS = ("门店扫码加的，问过新品", "喜欢清淡口味，怕苦", "给父母买过礼盒", "上班族，午休时间回复快",
+                "对价格敏感，等活动", "朋友推荐来的", "参加过品鉴会", "")
+TAG_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("客户等级", ("普通", "重要", "VIP")),
+    ("来源", ("门店", "线上", "朋友推荐", "活动")),
+    ("偏好", ("绿茶", "红茶", "白茶", "乌龙", "茶具")),
+)
+GROUP_NAMES = ("山野茶舍新客福利群", "山野茶舍老友茶话群", "山野茶舍品鉴会群", "山野茶舍团购群")
+ID_CHARS = string.ascii_letters + string.digits
+
+
+class ApiError(Exception):
+    """A WeCom refusal: ``errcode`` as the platform numbers it, ``errmsg`` its English text."""
+
+    def __init__(self, errcode: int, errmsg: str) -> None:
+        super().__init__(f"{errcode} {errmsg}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+
+
+class Member(BaseModel):
+    userid: str
+    name: str
+    department: list[int] = Field(default_factory=lambda: [1])
+    position: str = ""
+    mobile: str = ""
+    gender: str = "0"
+    status: int = 1
+    follow: bool = True  # has the customer-contact (客户联系) permission
+
+
+class Follow(BaseModel):
+    userid: str
+    remark: str = ""
+    description: str = ""
+    createtime: int = 0
+    tag_ids: list[str] = Field(default_factory=list)
+    remark_corp_name: str = ""
+    remark_mobiles: list[str] = Field(default_factory=list)
+    add_way: int = 1
+    oper_userid: str = ""
+    state: str = ""
+    deleted_at: int | None = None  # when the friendship ended (either side)
+
+
+class Contact(BaseModel):
+    external_userid: str
+    name: str
+    avatar: str = ""
+    type: int = 1  # 1 WeChat user, 2 WeCom user
+    gender: int = 0
+    unionid: str = ""
+    follows: list[Follow] = Field(default_factory=list)
+
+    def follow(self, userid: str) -> Follow | None:
+        return next((f for f in self.follows if f.userid == userid and f.deleted_at is None), None)
+
+    @property
+    def active(self) -> list[Follow]:
+        return [f for f in self.follows if f.deleted_at is None]
+
+
+class Tag(BaseModel):
+    id: str
+    name: str
+    create_time: int
+    order: int = 0
+
+
+class TagGroup(BaseModel):
+    group_id: str
+    group_name: str
+    create_time: int
+    order: int = 0
+    tags: list[Tag] = Field(default_factory=list)
+
+
+class ContactWay(BaseModel):
+    config_id: str
+    type: int
+    scene: int
+    style: int = 0
+    remark: str = ""
+    skip_verify: bool = True
+    state: str = ""
+    user: list[str] = Field(default_factory=list)
+    party: list[int] = Field(default_factory=list)
+    is_temp: bool = False
+    expires_in: int = 0
+    qr_code: str = ""
+    created_at: int = 0
+
+
+class ChatMember(BaseModel):
+    userid: str
+    type: int  # 1 corp member, 2 external contact
+    join_time: int
+    join_scene: int = 1  # 1 invited directly, 2 invitation link, 3 group QR code
+    invitor: str = ""
+    group_nickname: str = ""
+    name: str = ""
+
+
+class GroupChat(BaseModel):
+    chat_id: str
+    name: str
+    owner: str
+    create_time: int
+    notice: str = ""
+    members: list[ChatMember] = Field(default_factory=list)
+    admin_list: list[str] = Field(default_factory=list)
+    status: int = 0
+    dismissed: bool = False
+    version: int = 1
+
+    @property
+    def member_version(self) -> str:
+        return f"{self.chat_id[-8:]}{self.version:08d}"
+
+
+class WelcomeCode(BaseModel):
+    code: str
+    userid: str
+    external_userid: str
+    issued_at: float
+    used_at: float | None = None
+
+
+class WelcomeMessage(BaseModel):
+    userid: str
+    external_userid: str
+    text: str = ""
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+    sent_at: int
+
+
+class SendResult(BaseModel):
+    external_userid: str = ""
+    chat_id: str = ""
+    userid: str
+    status: int = 0  # 0 not sent yet, 1 sent, 2 not a friend, 3 already got a mass message today
+    send_time: int = 0
+
+
+class MassSend(BaseModel):
+    msgid: str
+    chat_type: str
+    sender: str = ""
+    created_at: int
+    text: str = ""
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+    results: list[SendResult] = Field(default_factory=list)
+
+
+class CorpState(BaseModel):
+    version: int = STATE_VERSION
+    corp_id: str
+    seed: int
+    members: list[Member] = Field(default_factory=list)
+    contacts: list[Contact] = Field(default_factory=list)
+    tag_groups: list[TagGroup] = Field(default_factory=list)
+    contact_ways: list[ContactWay] = Field(default_factory=list)
+    group_chats: list[GroupChat] = Field(default_factory=list)
+    welcome_codes: list[WelcomeCode] = Field(default_factory=list)
+    welcome_messages: list[WelcomeMessage] = Field(default_factory=list)
+    mass_sends: list[MassSend] = Field(default_factory=list)
+    message_count: int = 0
+    rng_state: list[Any] = Field(default_factory=list)
+
+
+def _locked(method: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        corp = args[0]
+        assert isinstance(corp, VirtualCorp)
+        with corp.lock:
+            return method(*args, **kwargs)
+    return wrapper
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"sim:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: Any) -> int:
+    """An opaque cursor back to an offset; anything not made here is WeCom's 50100."""
+    if cursor in (None, ""):
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(str(cursor) + "=" * (-len(str(cursor)) % 4)).decode()
+        prefix, _sep, number = text.partition(":")
+        if prefix != "sim" or not number.isdigit():
+            raise ValueError(text)
+        return int(number)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(50100, "invalid cursor") from exc
+
+
+def page(items: Sequence[R], cursor: Any, limit: int) -> tuple[list[R], str]:
+    start = decode_cursor(cursor)
+    chunk = list(items[start:start + limit])
+    return chunk, encode_cursor(start + limit) if start + limit < len(items) else ""
+
+
+def _limit(value: Any, *, default: int, maximum: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise ApiError(40058, "invalid limit") from exc
+    if number < 1:
+        raise ApiError(40058, "limit must be positive")
+    return min(number, maximum)
+
+
+def _strings(value: Any, field: str, *, maximum: int | None = None) -> list[str]:
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(40058, f"{field} must be a list of strings")
+    if maximum is not None and len(value) > maximum:
+        raise ApiError(40058, f"{field} has more than {maximum} items")
+    return list(value)
+
+
+def _text(payload: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    text = payload.get("text") or {}
+    content = str(text.get("content", "")) if isinstance(text, dict) else ""
+    attachments = payload.get("attachments") or []
+    if not isinstance(attachments, list) or len(attachments) > 9:
+        raise ApiError(40058, "attachments must be a list of at most 9 items")
+    if not content and not attachments:
+        raise ApiError(44004, "empty content")
+    return content, [a for a in attachments if isinstance(a, dict)]
+
+
+class VirtualCorp:
+    def __init__(self, state: CorpState, *, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        self.state = state
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.rng = rng or random.Random(state.seed)  # noqa: S311 - simulated data, not secrets
+        self.by_id = {c.external_userid: c for c in state.contacts}  # a campaign looks customers up 100,000s of times
+        self.auto_confirm_mass_send = True  # members "confirm" a mass send at once
+        self.mass_send_daily_limit = 1  # mass messages one customer may receive per day from the corp
+
+    # ---- construction and persistence -------------------------------------------------
+
+    @classmethod
+    def seeded(cls, seed: int = 1, *, corp_id: str, members: Iterable[tuple[str, str]] = DEFAULT_MEMBERS,
+               contacts_per_member: int = 12, groups_per_member: int = 1, clock: Callable[[], float] = time.time,
+               salt: int | None = None) -> VirtualCorp:
+        """A corp built from ``seed`` alone; ``salt`` (a new one per run by default) only affects ids made later."""
+        corp = cls(CorpState(corp_id=corp_id, seed=seed), clock=clock, rng=random.Random(seed))  # noqa: S311
+        corp._seed_content(list(members), contacts_per_member, groups_per_member)
+        corp.rng = random.Random(f"{seed}/{time.time_ns() if salt is None else salt}")  # noqa: S311
+        return corp
+
+    def _seed_content(self, members: list[tuple[str, str]], contacts_per_member: int,
+                      groups_per_member: int) -> None:
+        now = int(self.clock())
+        rng = self.rng
+        for n, (userid, name) in enumerate(members):
+            self.state.members.append(Member(userid=userid, name=name, position="客户经理",
+                                             mobile=f"1380000{n:04d}", gender=rng.choice(("1", "2"))))
+        for order, (group_name, tags) in enumerate(TAG_GROUPS):
+            group = TagGroup(group_id=self._id("et"), group_name=group_name, create_time=now - 86400 * 90,
+                             order=len(TAG_GROUPS) - order)
+            group.tags = [Tag(id=self._id("et"), name=t, create_time=group.create_time, order=len(tags) - i)
+                          for i, t in enumerate(tags)]
+            self.state.tag_groups.append(group)
+        all_tags = [t.id for g in self.state.tag_groups for t in g.tags]
+        for member in self.state.members:
+            state = "sim-" + member.userid.rsplit(".", 1)[-1]
+            self.state.contact_ways.append(self._new_contact_way(
+                type=1, scene=2, remark=f"{member.name}的二维码", state=state, user=[member.userid],
+                created_at=now - 86400 * 60))
+            for _ in range(contacts_per_member):
+                added = now - rng.randrange(86400, 86400 * 180)
+                contact = self._new_contact(added_at=added)
+                contact.follows.append(Follow(
+                    userid=member.userid, createtime=added, state=state if rng.random() < 0.6 else "",
+                    remark=f"{contact.name}-{rng.choice(KEYWORDS)}", description=rng.choice(DESCRIPTIONS),
+                    remark_mobiles=[f"1{rng.choice('3579')}{rng.randrange(10**9):09d}"] if rng.random() < 0.5 else [],
+                    tag_ids=rng.sample(all_tags, k=rng.randrange(0, 3)), add_way=rng.choice((1, 1, 2, 3, 4))))
+                self._keep(contact)
+        for member in self.state.members:
+            mine = [c for c in self.state.contacts if c.follow(member.userid)]
+            for g in range(groups_per_member):
+                chosen = rng.sample(mine, k=min(len(mine), rng.randrange(3, 9)))
+                number = len(self.state.group_chats)
+                name = f"{GROUP_NAMES[(g + number) % len(GROUP_NAMES)]}{number + 1}"
+                self._create_group(member.userid, name, [c.external_userid for c in chosen],
+                                   created_at=now - rng.randrange(86400, 86400 * 30))
+
+    def dump(self) -> dict[str, Any]:
+        with self.lock:
+            self.state.rng_state = _jsonable(self.rng.getstate())
+            return self.state.model_dump(mode="json")
+
+    def save(self, path: str | Path) -> None:
+        target = Path(path)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.dump(), ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.replace(target)  # a crash mid-write never leaves half a state file
+
+    @classmethod
+    def load(cls, data: dict[str, Any], *, clock: Callable[[], float] = time.time) -> VirtualCorp:
+        state = CorpState.model_validate(data)
+        if state.version != STATE_VERSION:
+            raise ValueError(f"state version {state.version} is not {STATE_VERSION}")
+        rng = random.Random()  # noqa: S311 - simulated data, not secrets
+        if state.rng_state:
+            rng.setstate(_tupled(state.rng_state))
+        else:
+            rng.seed(f"{state.seed}/{time.time_ns()}")
+        return cls(state, clock=clock, rng=rng)
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, clock: Callable[[], float] = time.time) -> VirtualCorp:
+        return cls.load(json.loads(Path(path).read_text(encoding="utf-8")), clock=clock)
+
+    # ---- small helpers -----------------------------------------------------------------
+
+    def _id(self, prefix: str, length: int = 32) -> str:
+        return prefix + "".join(self.rng.choice(ID_CHARS) for _ in range(length - len(prefix)))
+
+    def _name(self) -> str:
+        return self.rng.choice(SURNAMES) + "".join(self.rng.choice(GIVEN) for _ in range(self.rng.choice((1, 2, 2))))
+
+    def _new_contact(self, *, added_at: int, name: str | None = None) -> Contact:
+        external_userid = self._id("wm")
+        return Contact(external_userid=external_userid, name=name or self._name(),
+                       avatar=f"https://wework.qpic.cn/wwhead/{external_userid[2:14]}/0",
+                       gender=self.rng.choice((0, 1, 2, 2)), unionid="o" + self._id("", 27))
+
+    def _new_contact_way(self, **fields: Any) -> ContactWay:
+        config_id = "".join(self.rng.choice("0123456789abcdef") for _ in range(32))
+        return ContactWay(config_id=config_id, qr_code=f"https://wework.qpic.cn/wwpic/sim_{config_id}/0", **fields)
+
+    def _keep(self, contact: Contact) -> None:
+        self.state.contacts.append(contact)
+        self.by_id[contact.external_userid] = contact
+
+    def member(self, userid: Any) -> Member:
+        if not userid:
+            raise ApiError(40003, "missing userid")
+        found = next((m for m in self.state.members if m.userid == userid), None)
+        if found is None:
+            raise ApiError(60111, f"userid not found: {userid}")
+        return found
+
+    def contact(self, external_userid: Any) -> Contact:
+        if not external_userid:
+            raise ApiError(40096, "missing external_userid")
+        found = self.by_id.get(str(external_userid))
+        if found is None:
+            raise ApiError(40096, f"invalid external userid: {external_userid}")
+        return found
+
+    def _relation(self, userid: Any, external_userid: Any) -> tuple[Contact, Follow]:
+        self.member(userid)
+        contact = self.contact(external_userid)
+        follow = contact.follow(str(userid))
+        if follow is None:
+            raise ApiError(84061, "not external contact")
+        return contact, follow
+
+    def _tag_index(self) -> dict[str, tuple[TagGroup, Tag]]:
+        return {t.id: (g, t) for g in self.state.tag_groups for t in g.tags}
+
+    def _chat(self, chat_id: Any) -> GroupChat:
+        if not chat_id:
+            raise ApiError(40058, "missing chat_id")
+        chat = next((c for c in self.state.group_chats if c.chat_id == chat_id), None)
+        if chat is None:
+            raise ApiError(40050, f"chatid not found: {chat_id}")
+        return chat
+
+    # ---- members ------------------------------------------------------------------------
+
+    @_locked
+    def api_user_get(self, query: dict[str, Any]) -> dict[str, Any]:
+        return _member_detail(self.member(query.get("userid")))
+
+    @_locked
+    def api_user_simplelist(self, query: dict[str, Any]) -> dict[str, Any]:
+        return {"userlist": [{"userid": m.userid, "name": m.name, "department": m.department}
+                             for m in self._department(query)]}
+
+    @_locked
+    def api_user_list(self, query: dict[str, Any]) -> dict[str, Any]:
+        return {"userlist": [_member_detail(m) for m in self._department(query)]}
+
+    def _department(self, query: dict[str, Any]) -> list[Member]:
+        department = str(query.get("department_id") or "1")
+        if not department.isdigit():
+            raise ApiError(40058, "invalid department_id")
+        if department != "1" and query.get("fetch_child") not in ("1", 1):
+            return [m for m in self.state.members if int(department) in m.department]
+        return list(self.state.members)
+
+    @_locked
+    def api_get_follow_user_list(self, query: dict[str, Any]) -> dict[str, Any]:
+        return {"follow_user": [m.userid for m in self.state.members if m.follow]}
+
+    # ---- external contacts -------------------------------------------------------------------
+
+    @_locked
+    def api_list(self, query: dict[str, Any]) -> dict[str, Any]:
+        member = self.member(query.get("userid"))
+        ids = [c.external_userid for c in self.state.contacts if c.follow(member.userid)]
+        if not ids:
+            raise ApiError(84061, "not external contact")  # what WeCom answers for a member with no customers
+        return {"external_userid": ids}
+
+    @_locked
+    def api_get(self, query: dict[str, Any]) -> dict[str, Any]:
+        contact = self.contact(query.get("external_userid"))
+        follows = contact.active
+        if not follows:
+            raise ApiError(84061, "not external contact")
+        chunk, next_cursor = page(follows, query.get("cursor"), FOLLOW_PAGE)
+        tags = self._tag_index()
+        body: dict[str, Any] = {"external_contact": _contact_body(contact),
+                                "follow_user": [_follow_user(f, tags) for f in chunk]}
+        if next_cursor:
+            body["next_cursor"] = next_cursor
+        return body
+
+    @_locked
+    def api_batch_get_by_user(self, body: dict[str, Any]) -> dict[str, Any]:
+        userids = _strings(body.get("userid_list"), "userid_list", maximum=100)
+        if not userids:
+            raise ApiError(40058, "userid_list is required")
+        for userid in userids:
+            self.member(userid)
+        limit = _limit(body.get("limit"), default=50, maximum=100)
+        pairs = [(c, f) for userid in userids for c in self.state.contacts
+                 for f in c.follows if f.userid == userid and f.deleted_at is None]
+        chunk, next_cursor = page(pairs, body.get("cursor"), limit)
+        return {"external_contact_list": [
+            {"external_contact": _contact_body(c), "follow_info": {
+                "userid": f.userid, "remark": f.remark, "description": f.description, "createtime": f.createtime,
+                "tag_id": list(f.tag_ids), "remark_corp_name": f.remark_corp_name,
+                "remark_mobiles": list(f.remark_mobiles), "oper_userid": f.oper_userid or c.external_userid,
+                "add_way": f.add_way, "state": f.state}} for c, f in chunk], "next_cursor": next_cursor}
+
+    @_locked
+    def api_remark(self, body: dict[str, Any]) -> dict[str, Any]:
+        _contact, follow = self._relation(body.get("userid"), body.get("external_userid"))
+        if "remark" in body:
+            if len(str(body["remark"])) > 20:
+                raise ApiError(40058, "remark longer than 20 characters")
+            follow.remark = str(body["remark"])
+        if "description" in body:
+            if len(str(body["description"])) > 150:
+                raise ApiError(40058, "description longer than 150 characters")
+            follow.description = str(body["description"])
+        if "remark_company" in body:
+            follow.remark_corp_name = str(body["remark_company"])[:64]
+        if "remark_mobiles" in body:
+            follow.remark_mobiles = _strings(body["remark_mobiles"], "remark_mobiles", maximum=5)
+        return {}
+
+    # ---- corp tags ----------------------------------------------------------------------------
+
+    @_locked
+    def api_get_corp_tag_list(self, body: dict[str, Any]) -> dict[str, Any]:
+        tag_ids = set(_strings(body.get("tag_id"), "tag_id"))
+        group_ids = set(_strings(body.get("group_id"), "group_id"))
+        groups = []
+        for group in self.state.tag_groups:
+            tags = group.tags
+            if group_ids:  # WeCom: with both filters, group_id wins and tag_id is ignored
+                if group.group_id not in group_ids:
+                    continue
+            elif tag_ids:
+                tags = [t for t in tags if t.id in tag_ids]
+                if not tags:
+                    continue
+            groups.append(_group_body(group, tags))
+        return {"tag_group": groups}
+
+    @_locked
+    def api_add_corp_tag(self, body: dict[str, Any]) -> dict[str, Any]:
+        tags_in = body.get("tag") or []
+        if not isinstance(tags_in, list) or not tags_in:
+            raise ApiError(40058, "tag is required")
+        now = int(self.clock())
+        group: TagGroup | None = None
+        if body.get("group_id"):
+            group = next((g for g in self.state.tag_groups if g.group_id == body["group_id"]), None)
+            if group is None:
+                raise ApiError(40068, "invalid tag group id")
+        else:
+            name = str(body.get("group_name") or "").strip()
+            if not name or len(name) > 30:
+                raise ApiError(40058, "group_name is required (at most 30 characters)")
+            group = next((g for g in self.state.tag_groups if g.group_name == name), None)
+            if group is None:
+                group = TagGroup(group_id=self._id("et"), group_name=name, create_time=now,
+                                 order=int(body.get("order") or 0))
+                self.state.tag_groups.append(group)
+        added: list[Tag] = []
+        for item in tags_in:
+            name = str((item or {}).get("name", "")).strip() if isinstance(item, dict) else ""
+            if not name or len(name) > 30:
+                raise ApiError(40058, "tag name is required (at most 30 characters)")
+            if any(t.name == name for t in [*group.tags, *added]):
+                raise ApiError(40071, f"tag name exists: {name}")
+            added.append(Tag(id=self._id("et"), name=name, create_time=now, order=int(item.get("order") or 0)))
+        group.tags.extend(added)
+        return {"tag_group": _group_body(group, added)}
+
+    @_locked
+    def api_edit_corp_tag(self, body: dict[str, Any]) -> dict[str, Any]:
+        target = body.get("id")
+        name = body.get("name")
+        if name is not None and (not str(name).strip() or len(str(name)) > 30):
+            raise ApiError(40058, "name must be 1 to 30 characters")
+        for group in self.state.tag_groups:
+            if group.group_id == target:
+                if name is not None:
+                    if any(g.group_name == name and g is not group for g in self.state.tag_groups):
+                        raise ApiError(40071, f"tag group name exists: {name}")
+                    group.group_name = str(name)
+                if body.get("order") is not None:
+                    group.order = int(body["order"])
+                return {}
+            for tag in group.tags:
+                if tag.id == target:
+                    if name is not None:
+                        if any(t.name == name and t is not tag for t in group.tags):
+                            raise ApiError(40071, f"tag name exists: {name}")
+                        tag.name = str(name)
+                    if body.get("order") is not None:
+                        tag.order = int(body["order"])
+                    return {}
+        raise ApiError(40068, "invalid tag id")
+
+    @_locked
+    def api_del_corp_tag(self, body: dict[str, Any]) -> dict[str, Any]:
+        tag_ids = set(_strings(body.get("tag_id"), "tag_id"))
+        group_ids = set(_strings(body.get("group_id"), "group_id"))
+        if not tag_ids and not group_ids:
+            raise ApiError(40058, "tag_id and group_id cannot both be empty")
+        known = self._tag_index()
+        if tag_ids - known.keys() or group_ids - {g.group_id for g in self.state.tag_groups}:
+            raise ApiError(40068, "invalid tag id")
+        removed = set(tag_ids)
+        for group in self.state.tag_groups:
+            if group.group_id in group_ids:
+                removed.update(t.id for t in group.tags)
+            group.tags = [t for t in group.tags if t.id not in removed]
+        # A group whose last tag is deleted is deleted with it (as WeCom does).
+        self.state.tag_groups = [g for g in self.state.tag_groups if g.tags and g.group_id not in group_ids]
+        for contact in self.state.contacts:
+            for follow in contact.follows:
+                follow.tag_ids = [t for t in follow.tag_ids if t not in removed]
+        return {}
+
+    @_locked
+    def api_mark_tag(self, body: dict[str, Any]) -> dict[str, Any]:
+        _contact, follow = self._relation(body.get("userid"), body.get("external_userid"))
+        add = _strings(body.get("add_tag"), "add_tag")
+        remove = _strings(body.get("remove_tag"), "remove_tag")
+        if not add and not remove:
+            raise ApiError(40058, "add_tag and remove_tag cannot both be empty")
+        known = self._tag_index()
+        if any(t not in known for t in [*add, *remove]):
+            raise ApiError(40068, "invalid tag id")
+        follow.tag_ids = [t for t in follow.tag_ids if t not in remove] + [t for t in add if t not in follow.tag_ids
+                                                                            and t not in remove]
+        return {}
+
+    # ---- contact ways (渠道活码) -----------------------------------------------------------------
+
+    def _contact_way_fields(self, body: dict[str, Any], current: ContactWay | None, kind: int) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for key in ("remark", "state"):
+            if key in body:
+                value = str(body[key] or "")
+                if len(value) > 30:
+                    raise ApiError(40058, f"{key} longer than 30 characters")
+                fields[key] = value
+        if "style" in body:
+            fields["style"] = int(body["style"] or 0)
+        if "skip_verify" in body:
+            fields["skip_verify"] = bool(body["skip_verify"])
+        if "expires_in" in body:
+            fields["expires_in"] = int(body["expires_in"] or 0)
+        if "user" in body:
+            users = _strings(body["user"], "user", maximum=100)
+            for userid in users:
+                if not self.member(userid).follow:
+                    raise ApiError(84074, f"{userid} has no customer-contact permission")
+            fields["user"] = users
+        if "party" in body:
+            party = body["party"] or []
+            if not isinstance(party, list):
+                raise ApiError(40058, "party must be a list")
+            fields["party"] = [int(p) for p in party]
+        users = fields.get("user", current.user if current else [])
+        if kind == 1 and len(users) != 1:
+            raise ApiError(41041, "a single-person contact way needs exactly one user")
+        if not users and not fields.get("party", current.party if current else []):
+            raise ApiError(40058, "user and party cannot both be empty")
+        return fields
+
+    @_locked
+    def api_add_contact_way(self, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("type") in (None, ""):
+            raise ApiError(41037, "missing type")
+        if body.get("scene") in (None, ""):
+            raise ApiError(41038, "missing scene")
+        if body.get("type") not in (1, 2, "1", "2"):
+            raise ApiError(41039, "invalid type")
+        if body.get("scene") not in (1, 2, "1", "2"):
+            raise ApiError(41040, "invalid scene")
+        kind, scene = int(body["type"]), int(body["scene"])
+        fields = self._contact_way_fields(body, None, kind)
+        way = self._new_contact_way(type=kind, scene=scene, created_at=int(self.clock()),
+                                    is_temp=bool(body.get("is_temp", False)), **fields)
+        self.state.contact_ways.append(way)
+        body_out: dict[str, Any] = {"config_id": way.config_id}
+        if scene == 2:
+            body_out["qr_code"] = way.qr_code
+        return body_out
+
+    def _contact_way(self, body: dict[str, Any]) -> ContactWay:
+        config_id = body.get("config_id")
+        if not config_id:
+            raise ApiError(41043, "missing config_id")
+        way = next((w for w in self.state.contact_ways if w.config_id == config_id), None)
+        if way is None:
+            raise ApiError(41044, "invalid config_id")
+        return way
+
+    @_locked
+    def api_get_contact_way(self, body: dict[str, Any]) -> dict[str, Any]:
+        way = self._contact_way(body)
+        return {"contact_way": {
+            "config_id": way.config_id, "type": way.type, "scene": way.scene, "style": way.style,
+            "remark": way.remark, "skip_verify": way.skip_verify, "state": way.state, "qr_code": way.qr_code,
+            "user": list(way.user), "party": list(way.party), "is_temp": way.is_temp,
+            "expires_in": way.expires_in}}
+
+    @_locked
+    def api_update_contact_way(self, body: dict[str, Any]) -> dict[str, Any]:
+        way = self._contact_way(body)
+        for key, value in self._contact_way_fields(body, way, way.type).items():
+            setattr(way, key, value)
+        return {}
+
+    @_locked
+    def api_del_contact_way(self, body: dict[str, Any]) -> dict[str, Any]:
+        way = self._contact_way(body)
+        self.state.contact_ways.remove(way)
+        return {}
+
+    @_locked
+    def api_list_contact_way(self, body: dict[str, Any]) -> dict[str, Any]:
+        now = int(self.clock())
+        start = int(body.get("start_time") or now - 90 * 86400)
+        end = int(body.get("end_time") or now)
+        ways = [w for w in self.state.contact_ways if start <= w.created_at <= end]
+        chunk, next_cursor = page(ways, body.get("cursor"), _limit(body.get("limit"), default=100, maximum=1000))
+        return {"contact_way": [{"config_id": w.config_id} for w in chunk], "next_cursor": next_cursor}
+
+    # ---- group chats --------------------------------------------------------------------------
+
+    @_locked
+    def api_groupchat_list(self, body: dict[str, Any]) -> dict[str, Any]:
+        limit = body.get("limit")
+        if limit in (None, ""):
+            raise ApiError(40058, "limit is required")
+        if not 1 <= int(limit) <= 1000:
+            raise ApiError(40058, "limit must be 1 to 1000")
+        owners = set(_strings((body.get("owner_filter") or {}).get("userid_list"), "owner_filter.userid_list"))
+        status = int(body.get("status_filter") or 0)
+        chats = [c for c in self.state.group_chats if not c.dismissed and (not owners or c.owner in owners)
+                 and (status == 0 or c.status == status)]
+        chunk, next_cursor = page(chats, body.get("cursor"), int(limit))
+        return {"group_chat_list": [{"chat_id": c.chat_id, "status": c.status} for c in chunk],
+                "next_cursor": next_cursor}
+
+    @_locked
+    def api_groupchat_get(self, body: dict[str, Any]) -> dict[str, Any]:
+        chat = self._chat(body.get("chat_id"))
+        if chat.dismissed:
+            raise ApiError(49008, "group chat dismissed")
+        need_name = str(body.get("need_name") or "0") == "1"
+        members = []
+        for m in chat.members:
+            item: dict[str, Any] = {"userid": m.userid, "type": m.type, "join_time": m.join_time,
+                                    "join_scene": m.join_scene, "group_nickname": m.group_nickname}
+            if m.invitor:
+                item["invitor"] = {"userid": m.invitor}
+            if need_name:
+                item["name"] = m.name
+            members.append(item)
+        return {"group_chat": {"chat_id": chat.chat_id, "name": chat.name, "owner": chat.owner,
+                               "create_time": chat.create_time, "notice": chat.notice, "member_list": members,
+                               "admin_list": [{"userid": a} for a in chat.admin_list],
+                               "member_version": chat.member_version}}
+
+    # ---- welcome messages and mass sends ---------------------------------------------------------------
+
+    @_locked
+    def api_send_welcome_msg(self, body: dict[str, Any]) -> dict[str, Any]:
+        code = body.get("welcome_code")
+        if not code:
+            raise ApiError(41049, "missing welcome_code")
+        found = next((w for w in self.state.welcome_codes if w.code == code), None)
+        if found is None or found.used_at is not None or self.clock() - found.issued_at > WELCOME_CODE_SECONDS:
+            raise ApiError(41050, "invalid welcome_code")  # unknown, used once already, or older than 20 s
+        text, attachments = _text(body)
+        found.used_at = self.clock()
+        self.state.welcome_messages.append(WelcomeMessage(userid=found.userid, external_userid=found.external_userid,
+                                                          text=text, attachments=attachments,
+                                                          sent_at=int(self.clock())))
+        del self.state.welcome_messages[:-1000]
+        return {}
+
+    @_locked
+    def api_add_msg_template(self, body: dict[str, Any]) -> dict[str, Any]:
+        chat_type = body.get("chat_type") or "single"
+        if chat_type not in ("single", "group"):
+            raise ApiError(40058, "chat_type must be single or group")
+        text, attachments = _text(body)
+        sender = str(body.get("sender") or "")
+        if sender:
+            self.member(sender)
+        now = int(self.clock())
+        task = MassSend(msgid="msg" + self._id("", 29), chat_type=chat_type, sender=sender, created_at=now,
+                        text=text, attachments=attachments)
+        fail_list: list[str] = []
+        if chat_type == "single":
+            targets = _strings(body.get("external_userid"), "external_userid", maximum=10000)
+            if not targets and not sender:
+                raise ApiError(40058, "external_userid and sender cannot both be empty")
+            if not targets:
+                targets = [c.external_userid for c in self.state.contacts if c.follow(sender)]
+            for external_userid in dict.fromkeys(targets):
+                contact = self.by_id.get(external_userid)
+                follow = (contact.follow(sender) if sender else (contact.active[0] if contact.active else None)) \
+                    if contact else None
+                if follow is None:
+                    fail_list.append(external_userid)  # not a customer of the sender (or of anyone)
+                    continue
+                task.results.append(SendResult(external_userid=external_userid, userid=follow.userid))
+        else:
+            if not sender:
+                raise ApiError(40058, "sender is required for a group mass send")
+            wanted = set(_strings(body.get("chat_id_list"), "chat_id_list", maximum=2000))
+            for chat in self.state.group_chats:
+                if chat.owner == sender and not chat.dismissed and (not wanted or chat.chat_id in wanted):
+                    task.results.append(SendResult(chat_id=chat.chat_id, userid=sender))
+        if not task.results:
+            raise ApiError(41048, "no customer to send to")
+        self.state.mass_sends.append(task)
+        if self.auto_confirm_mass_send:
+            for userid in dict.fromkeys(r.userid for r in task.results):
+                self._confirm(task, userid)
+        return {"fail_list": fail_list, "msgid": task.msgid}
+
+    def _confirm(self, task: MassSend, userid: str) -> None:
+        """The member taps "send" in their app: each customer gets it unless the platform's limits say no."""
+        now = int(self.clock())
+        today = datetime.fromtimestamp(now, CHINA).date()
+        received = collections.Counter(
+            r.external_userid for t in self.state.mass_sends for r in t.results
+            if r.status == 1 and r.external_userid and datetime.fromtimestamp(r.send_time, CHINA).date() == today)
+        for result in task.results:
+            if result.userid != userid or result.status != 0:
+                continue
+            result.send_time = now
+            if result.chat_id:
+                result.status = 1
+                continue
+            contact = self.by_id.get(result.external_userid)
+            if contact is None or contact.follow(userid) is None:
+                result.status = 2
+            elif received[result.external_userid] >= self.mass_send_daily_limit:
+                result.status = 3
+            else:
+                result.status = 1
+                received[result.external_userid] += 1
+
+    def _mass_send(self, body: dict[str, Any]) -> MassSend:
+        msgid = body.get("msgid")
+        if not msgid:
+            raise ApiError(41046, "missing msgid")
+        task = next((t for t in self.state.mass_sends if t.msgid == msgid), None)
+        if task is None:
+            raise ApiError(41047, "invalid msgid")
+        return task
+
+    @_locked
+    def api_get_groupmsg_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        task = self._mass_send(body)
+        tasks = []
+        for userid in dict.fromkeys(r.userid for r in task.results):
+            mine = [r for r in task.results if r.userid == userid]
+            sent = [r.send_time for r in mine if r.status != 0]
+            tasks.append({"userid": userid, "status": 2 if sent else 0, "send_time": max(sent) if sent else 0})
+        chunk, next_cursor = page(tasks, body.get("cursor"), _limit(body.get("limit"), default=500, maximum=1000))
+        return {"task_list": chunk, "next_cursor": next_cursor}
+
+    @_locked
+    def api_get_groupmsg_send_result(self, body: dict[str, Any]) -> dict[str, Any]:
+        task = self._mass_send(body)
+        userid = body.get("userid")
+        if not userid:
+            raise ApiError(40058, "userid is required")
+        self.member(userid)
+        rows = [_send_row(r) for r in task.results if r.userid == userid]
+        chunk, next_cursor = page(rows, body.get("cursor"), _limit(body.get("limit"), default=500, maximum=1000))
+        return {"send_list": chunk, "next_cursor": next_cursor}
+
+    @_locked
+    def api_get_group_msg_result(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The older per-message result call wechatpy 1.8.18 makes (get_group_msg_result)."""
+        task = self._mass_send(body)
+        statuses = {r.status for r in task.results}
+        check_status = 0 if statuses == {0} else 2 if 0 not in statuses else 1
+        return {"check_status": check_status, "detail_list": [_send_row(r) for r in task.results]}
+
+    # ---- what people do on their phones (the driver's side) ---------------------------------------
+
+    @_locked
+    def add_contact(self, userid: str, state: str = "", external_userid: str = "", name: str = "",
+                    add_way: int = 1) -> dict[str, Any]:
+        """A customer adds ``userid`` (through the contact way with ``state``, if any)."""
+        member = self.member(userid)
+        now = int(self.clock())
+        contact = self.by_id.get(external_userid) if external_userid else None
+        if contact is None:
+            contact = self._new_contact(added_at=now, name=name or None)
+            self._keep(contact)
+        follow = contact.follow(member.userid)
+        if follow is None:
+            follow = Follow(userid=member.userid, createtime=now, state=state, add_way=add_way,
+                            oper_userid=contact.external_userid)
+            contact.follows.append(follow)
+        code = WelcomeCode(code=base64.urlsafe_b64encode(secrets.token_bytes(30)).decode(), userid=member.userid,
+                           external_userid=contact.external_userid, issued_at=self.clock())
+        if len(self.state.welcome_codes) > 6000:  # forget used and stale codes now and then, not on every add
+            self.state.welcome_codes = [w for w in self.state.welcome_codes
+                                        if w.used_at is None and self.clock() - w.issued_at <= 3600][-5000:]
+        self.state.welcome_codes.append(code)
+        return {"external_userid": contact.external_userid, "name": contact.name, "welcome_code": code.code,
+                "create_time": now}
+
+    @_locked
+    def remove_contact(self, userid: str, external_userid: str) -> dict[str, Any]:
+        """The friendship between ``userid`` and the customer ends (the callback says which side ended it)."""
+        _contact, follow = self._relation(userid, external_userid)
+        now = int(self.clock())
+        follow.deleted_at = now
+        return {"create_time": now}
+
+    @_locked
+    def edit_contact(self, userid: str, external_userid: str, remark: str = "",
+                     description: str = "") -> dict[str, Any]:
+        """The member edits the customer's remark in their app (edit_external_contact)."""
+        _contact, follow = self._relation(userid, external_userid)
+        follow.remark = remark or follow.remark
+        follow.description = description or follow.description
+        return {"create_time": int(self.clock())}
+
+    def _create_group(self, owner: str, name: str, external_userids: list[str], *, created_at: int) -> GroupChat:
+        chat = GroupChat(chat_id=self._id("wr"), name=name, owner=owner, create_time=created_at,
+                         notice=f"欢迎加入{name}，请先阅读群规。")
+        chat.members.append(ChatMember(userid=owner, type=1, join_time=created_at, name=self.member(owner).name))
+        self._join(chat, external_userids, scene=1, invitor=owner, at=created_at)
+        self.state.group_chats.append(chat)
+        return chat
+
+    def _join(self, chat: GroupChat, external_userids: list[str], *, scene: int, invitor: str, at: int) -> list[str]:
+        present = {m.userid for m in chat.members}
+        joined = []
+        for external_userid in external_userids:
+            if external_userid in present:
+                continue
+            contact = self.contact(external_userid)
+            chat.members.append(ChatMember(userid=external_userid, type=2, join_time=at, join_scene=scene,
+                                           invitor=invitor if scene == 1 else "", name=contact.name))
+            joined.append(external_userid)
+        return joined
+
+    @_locked
+    def create_group(self, owner: str, name: str = "", external_userids: list[str] | None = None) -> dict[str, Any]:
+        now = int(self.clock())
+        chat = self._create_group(owner, name or f"{self.rng.choice(GROUP_NAMES)}{len(self.state.group_chats) + 1}",
+                                  list(external_userids or []), created_at=now)
+        return {"chat_id": chat.chat_id, "create_time": now, "member_version": chat.member_version}
+
+    @_locked
+    def join_group(self, chat_id: str, external_userids: list[str], scene: int = 3) -> dict[str, Any]:
+        chat = self._chat(chat_id)
+        if chat.dismissed:
+            raise ApiError(49008, "group chat dismissed")
+        last = chat.member_version
+        now = int(self.clock())
+        joined = self._join(chat, external_userids, scene=scene, invitor=chat.owner, at=now)
+        if joined:
+            chat.version += 1
+        return {"create_time": now, "members": joined, "last_version": last, "member_version": chat.member_version}
+
+    @_locked
+    def quit_group(self, chat_id: str, external_userids: list[str], scene: int = 0) -> dict[str, Any]:
+        chat = self._chat(chat_id)
+        last = chat.member_version
+        gone = [m.userid for m in chat.members if m.type == 2 and m.userid in set(external_userids)]
+        chat.members = [m for m in chat.members if m.userid not in set(gone)]
+        if gone:
+            chat.version += 1
+        return {"create_time": int(self.clock()), "members": gone, "last_version": last,
+                "member_version": chat.member_version}
+
+    @_locked
+    def dismiss_group(self, chat_id: str) -> dict[str, Any]:
+        chat = self._chat(chat_id)
+        chat.dismissed = True
+        return {"create_time": int(self.clock())}
+
+    @_locked
+    def inbound_message(self, external_userid: str) -> dict[str, Any]:
+        """A customer writes: a message id unique across runs (time-based, then counted)."""
+        contact = self.contact(external_userid)
+        follows = contact.active
+        if not follows:
+            raise ApiError(84061, "not external contact")
+        self.state.message_count += 1
+        now = int(self.clock())
+        msgid = (now << 22) + (self.state.message_count % (1 << 22))
+        return {"msgid": str(msgid), "create_time": now, "userid": follows[0].userid, "name": contact.name}
+
+    @_locked
+    def tag_admin(self, action: str, **body: Any) -> dict[str, Any]:
+        """An administrator changes corp tags in the WeCom admin console: the same rules as the API."""
+        handlers = {"create": self.api_add_corp_tag, "update": self.api_edit_corp_tag, "delete": self.api_del_corp_tag}
+        if action not in handlers:
+            raise ApiError(40058, f"unknown tag action {action}")
+        return {**handlers[action](body), "create_time": int(self.clock())}
+
+    @_locked
+    def confirm_mass_send(self, msgid: str, userid: str) -> dict[str, Any]:
+        self._confirm(self._mass_send({"msgid": msgid}), userid)
+        return {}
+
+    @_locked
+    def overview(self) -> dict[str, Any]:
+        return {
+            "corp_id": self.state.corp_id, "seed": self.state.seed,
+            "members": [m.userid for m in self.state.members],
+            "contacts": len(self.state.contacts),
+            "friendships": sum(len(c.active) for c in self.state.contacts),
+            "tags": sum(len(g.tags) for g in self.state.tag_groups),
+            "contact_ways": [{"config_id": w.config_id, "state": w.state, "user": w.user}
+                             for w in self.state.contact_ways],
+            "group_chats": sum(1 for c in self.state.group_chats if not c.dismissed),
+            "welcome_messages": len(self.state.welcome_messages),
+            "mass_sends": len(self.state.mass_sends),
+            "messages": self.state.message_count,
+        }
+
+    @_locked
+    def contacts_of(self, userid: str = "", limit: int = 1000) -> list[dict[str, Any]]:
+        rows = []
+        for contact in self.state.contacts:
+            users = [f.userid for f in contact.active if not userid or f.userid == userid]
+            if users:
+                rows.append({"external_userid": contact.external_userid, "userids": users})
+        return rows[-limit:]
+
+    @_locked
+    def groups(self) -> list[dict[str, Any]]:
+        return [{"chat_id": c.chat_id, "owner": c.owner,
+                 "externals": [m.userid for m in c.members if m.type == 2]}
+                for c in self.state.group_chats if not c.dismissed]
+
+
+def _member_detail(member: Member) -> dict[str, Any]:
+    return {"userid": member.userid, "name": member.name, "department": member.department,
+            "position": member.position, "mobile": member.mobile, "gender": member.gender, "status": member.status}
+
+
+def _contact_body(contact: Contact) -> dict[str, Any]:
+    return {"external_userid": contact.external_userid, "name": contact.name, "avatar": contact.avatar,
+            "type": contact.type, "gender": contact.gender, "unionid": contact.unionid}
+
+
+def _follow_user(follow: Follow, tags: dict[str, tuple[TagGroup, Tag]]) -> dict[str, Any]:
+    return {"userid": follow.userid, "remark": follow.remark, "description": follow.description,
+            "createtime": follow.createtime,
+            "tags": [{"group_name": tags[t][0].group_name, "tag_name": tags[t][1].name, "tag_id": t, "type": 1}
+                     for t in follow.tag_ids if t in tags],
+            "remark_corp_name": follow.remark_corp_name, "remark_mobiles": list(follow.remark_mobiles),
+            "oper_userid": follow.oper_userid, "add_way": follow.add_way, "state": follow.state}
+
+
+def _group_body(group: TagGroup, tags: list[Tag]) -> dict[str, Any]:
+    return {"group_id": group.group_id, "group_name": group.group_name, "create_time": group.create_time,
+            "order": group.order, "tag": [{"id": t.id, "name": t.name, "create_time": t.create_time,
+                                           "order": t.order} for t in tags]}
+
+
+def _send_row(result: SendResult) -> dict[str, Any]:
+    row: dict[str, Any] = {"userid": result.userid, "status": result.status, "send_time": result.send_time}
+    if result.chat_id:
+        row["chat_id"] = result.chat_id
+    else:
+        row["external_userid"] = result.external_userid
+    return row
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, tuple | list) else value
+
+
+def _tupled(value: Any) -> Any:
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value

@@ -1,0 +1,467 @@
+"""Scenarios: what happens on people's phones, told to Siyu as real encrypted callbacks.
+
+Every step changes the virtual corp *first* (so Siyu's follow-up API calls to the simulator
+see the new customer, group member or tag) and then sends the callback that announces it.
+The corp is either in this process (``LocalLink``) or in a simulator started elsewhere,
+reached through its ``POST /_simulator/<operation>`` controls (``RemoteLink``).
+
+Scenarios (``count`` is the number of callbacks in the main phase):
+
+- ``friends``: customers add members through contact ways (``State`` = the channel key,
+  ``WelcomeCode``), then some friendships end — mostly the customer deleting the member
+  (``del_follow_user``), some the member deleting the customer (``del_external_contact``);
+- ``chat``: a few new customers, then their text messages;
+- ``groups``: new customers, customer groups created, members joining and quitting
+  (``UpdateDetail``, ``JoinScene``/``QuitScene``, ``MemChangeCnt``), a few groups dismissed;
+- ``campaign``: a campaign day compressed — new customers, then a flood of messages with
+  a share (1 % by default) delivered again after acknowledgement, as the platform's retries
+  do (same XML: same ``MsgId``, ``CreateTime`` and keys);
+- ``tags``: an administrator creating, renaming and deleting corp tags.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from siyu.simulator import callbacks
+from siyu.simulator.callbacks import ClientFactory, Clients, Encrypter, Sender, Stats
+from siyu.simulator.corp import ApiError, VirtualCorp
+
+Echo = Callable[[str], None]
+DEFAULT_COUNTS = {"friends": 50, "chat": 200, "groups": 30, "campaign": 170_000, "tags": 10}
+SCENARIOS = tuple(DEFAULT_COUNTS)
+CHAT_LINES = ("你好，请问店里几点关门？", "新品龙井什么时候到？", "优惠券怎么用？", "可以寄到上海吗", "好的，谢谢！",
+              "上次买的白茶很好喝", "周末有品鉴会吗？", "礼盒还有货吗", "[图片]", "发票怎么开？")
+CAMPAIGN_LINES = ("1", "参加", "怎么领券？", "优惠券怎么用？", "活动几点开始", "我中奖了吗", "还有名额吗？",
+                  "链接打不开", "已下单，订单号发你了", "能便宜点吗", "好", "收到")
+
+
+class DriverError(Exception):
+    pass
+
+
+class Link(Protocol):
+    def call(self, operation: str, **kwargs: Any) -> Any: ...
+
+
+class LocalLink:
+    """The virtual corp in this process."""
+
+    def __init__(self, corp: VirtualCorp) -> None:
+        self.corp = corp
+
+    def call(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.corp, operation)(**kwargs)
+        except ApiError as exc:
+            raise DriverError(f"simulator refused {operation}: {exc.errcode} {exc.errmsg}") from exc
+
+
+class RemoteLink:
+    """A simulator started elsewhere (``siyu simulator serve``), changed through ``/_simulator/...``."""
+
+    def __init__(self, base_url: str, clients: Clients) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.clients = clients
+
+    def call(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            answer = self.clients.get().post(f"{self.base_url}/_simulator/{operation}", json=kwargs, timeout=30)
+        except httpx.HTTPError as exc:
+            raise DriverError(f"simulator at {self.base_url} unreachable: {exc}") from exc
+        if answer.status_code != 200:
+            raise DriverError(f"simulator refused {operation}: {answer.text[:200]}")
+        return answer.json()
+
+
+@dataclass
+class Options:
+    count: int
+    rate: float = 0.0  # callbacks per second; 0 = as fast as the concurrency allows
+    concurrency: int = 8
+    seed: int = 1
+    states: list[str] = field(default_factory=list)  # contact-way states to add through (default: the corp's)
+    delete_share: float = 0.1
+    duplicate_share: float = 0.01
+    settle: float = 1.0  # seconds between new customers and their messages (Siyu processes adds in the background)
+    progress_every: float = 2.0
+
+
+@dataclass
+class Summary:
+    scenario: str
+    sent: int
+    acknowledged: int
+    retried: int
+    duplicates: int
+    failed: int
+    seconds: float
+    rate: float
+    errors: dict[str, int]
+
+    def line(self) -> str:
+        text = (f"{self.scenario}: sent {self.sent}, acknowledged {self.acknowledged}, retried {self.retried}, "
+                f"duplicates {self.duplicates}, failed {self.failed} in {self.seconds:.1f} s "
+                f"({self.rate:.0f} acknowledged/s)")
+        if self.errors:
+            text += "; problems: " + ", ".join(f"{k} ×{v}" for k, v in sorted(self.errors.items()))
+        return text
+
+
+class Pacer:
+    """Spaces callbacks ``1/rate`` seconds apart across all workers."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_at = time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            self.next_at = max(self.next_at, now)
+            delay = self.next_at - now
+            self.next_at += self.interval
+        if delay > 0:
+            time.sleep(delay)
+
+
+class Run:
+    def __init__(self, name: str, link: Link, sender: Sender, options: Options, echo: Echo) -> None:
+        self.name = name
+        self.link = link
+        self.sender = sender
+        self.options = options
+        self.echo = echo
+        self.rng = random.Random(options.seed)  # noqa: S311 - simulated behaviour, not secrets
+        self.corp_id = sender.encrypter.corp_id
+        self.pacer = Pacer(options.rate)
+
+    def phase(self, label: str, total: int, step: Callable[[int], str | None], *, duplicate_share: float = 0.0,
+              concurrency: int | None = None) -> None:
+        """``total`` steps on ``concurrency`` threads: each changes the corp and returns the callback to send."""
+        if total <= 0:
+            return
+        indices = iter(range(total))
+        lock = threading.Lock()
+        done = [0]
+        failures: list[BaseException] = []
+        stats = self.sender.stats
+        finished = threading.Event()
+
+        def worker() -> None:
+            while not failures:
+                with lock:
+                    index = next(indices, None)
+                if index is None:
+                    return
+                self.pacer.wait()
+                try:
+                    xml = step(index)
+                except BaseException as exc:  # handed to the caller's thread below
+                    failures.append(exc)
+                    return
+                if xml is not None:
+                    acknowledged = self.sender.deliver(xml)
+                    if acknowledged and duplicate_share and self.rng.random() < duplicate_share:
+                        self.sender.deliver(xml, duplicate=True)  # the platform's retry of a delivered event
+                with lock:
+                    done[0] += 1
+
+        def progress() -> None:
+            while not finished.wait(self.options.progress_every):
+                self.echo(f"[{self.name}] {label}: {done[0]}/{total}, acknowledged {stats.acknowledged}, "
+                          f"retried {stats.retried}, failed {stats.failed}, {stats.rate:.0f}/s")
+
+        threads = [threading.Thread(target=worker, daemon=True)
+                   for _ in range(max(1, min(concurrency or self.options.concurrency, total)))]
+        reporter = threading.Thread(target=progress, daemon=True)
+        reporter.start()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        finished.set()
+        reporter.join()
+        if failures:
+            raise failures[0]
+        self.echo(f"[{self.name}] {label}: {done[0]}/{total} done")
+
+    # ---- building blocks shared by the scenarios ------------------------------------------------
+
+    def entry_points(self) -> list[tuple[str, list[str]]]:
+        """(state, members) pairs customers can add through: the corp's contact ways, or the given states."""
+        overview = self.link.call("overview")
+        members: list[str] = overview["members"]
+        if not members:
+            raise DriverError(f"the virtual corp {self.corp_id} has no members")
+        ways = [(w["state"], [u for u in w["user"] if u in members] or members) for w in overview["contact_ways"]]
+        if self.options.states:
+            by_state = dict(ways)
+            return [(s, by_state.get(s, members)) for s in self.options.states]
+        return [w for w in ways if w[0]] or [("", members)]
+
+    def add_customers(self, count: int, label: str = "new customers") -> list[tuple[str, str]]:
+        """``count`` friend-adds through contact ways; returns (member userid, external userid) pairs."""
+        entries = self.entry_points()
+        added: list[tuple[str, str]] = []
+
+        def step(_index: int) -> str:
+            state, users = self.rng.choice(entries)
+            userid = self.rng.choice(users)
+            result = self.link.call("add_contact", userid=userid, state=state, add_way=1 if state else 0)
+            added.append((userid, result["external_userid"]))
+            return callbacks.contact_added(self.corp_id, userid=userid, external_userid=result["external_userid"],
+                                           create_time=result["create_time"], state=state,
+                                           welcome_code=result["welcome_code"])
+
+        self.phase(label, count, step)
+        return added
+
+    def settle(self) -> None:
+        if self.options.settle > 0:
+            time.sleep(self.options.settle)
+
+    def messages(self, customers: list[tuple[str, str]], count: int, lines: Iterable[str], *,
+                       duplicate_share: float = 0.0) -> None:
+        choices = list(lines)
+        if not customers:
+            raise DriverError(f"no customers to write {count} messages")
+
+        def step(_index: int) -> str:
+            _userid, external_userid = self.rng.choice(customers)
+            result = self.link.call("inbound_message", external_userid=external_userid)
+            return callbacks.text_message(self.corp_id, external_userid=external_userid,
+                                          content=self.rng.choice(choices), msgid=result["msgid"],
+                                          create_time=result["create_time"])
+
+        self.phase("messages", count, step, duplicate_share=duplicate_share)
+
+
+# ---- the scenarios ------------------------------------------------------------------------------
+
+def friends(run: Run) -> None:
+    added = run.add_customers(run.options.count, "friend adds")
+    leaving = run.rng.sample(added, k=min(len(added), round(len(added) * run.options.delete_share)))
+
+    def step(index: int) -> str:
+        userid, external_userid = leaving[index]
+        result = run.link.call("remove_contact", userid=userid, external_userid=external_userid)
+        # Most churn is the customer deleting the member; sometimes the member removes the customer.
+        change = "del_external_contact" if index % 4 == 3 else "del_follow_user"
+        return callbacks.contact_changed(run.corp_id, change, userid=userid, external_userid=external_userid,
+                                         create_time=result["create_time"])
+
+    run.phase("deletions", len(leaving), step)
+
+
+def chat(run: Run) -> None:
+    customers = run.add_customers(max(1, run.options.count // 10))
+    run.settle()
+    run.messages(customers, run.options.count, CHAT_LINES)
+
+
+def campaign(run: Run) -> None:
+    customers = run.add_customers(min(max(1, run.options.count // 20), 5000))
+    run.settle()
+    run.messages(customers, max(0, run.options.count - len(customers)), CAMPAIGN_LINES,
+                       duplicate_share=run.options.duplicate_share)
+
+
+def groups(run: Run) -> None:
+    customers = run.add_customers(max(10, run.options.count // 2))
+    by_member: dict[str, list[str]] = {}
+    for userid, external_userid in customers:
+        by_member.setdefault(userid, []).append(external_userid)
+    owners = sorted(by_member)
+    created: list[str] = []
+
+    def create(index: int) -> str:
+        owner = owners[index % len(owners)]
+        first = run.rng.sample(by_member[owner], k=min(len(by_member[owner]), 2))
+        result = run.link.call("create_group", owner=owner, external_userids=first)
+        created.append(result["chat_id"])
+        return callbacks.chat_created(run.corp_id, chat_id=result["chat_id"], create_time=result["create_time"])
+
+    run.phase("new groups", max(1, run.options.count // 10), create)
+    everyone = [e for _u, e in customers]
+
+    def change(_index: int) -> str | None:
+        chat_id = run.rng.choice(created)
+        group = next((g for g in run.link.call("groups") if g["chat_id"] == chat_id), None)
+        if group is None:
+            return None
+        present = set(group["externals"])
+        outside = [e for e in everyone if e not in present]
+        if present and (not outside or run.rng.random() < 0.3):
+            leaving = [run.rng.choice(sorted(present))]
+            scene = run.rng.choice((0, 0, 1))  # left on their own, or removed by the owner
+            result = run.link.call("quit_group", chat_id=chat_id, external_userids=leaving, scene=scene)
+            joined = False
+        else:
+            arriving = run.rng.sample(outside, k=min(len(outside), run.rng.choice((1, 1, 2, 3))))
+            scene = run.rng.choice((1, 2, 3))  # invited, invitation link, group QR code
+            result = run.link.call("join_group", chat_id=chat_id, external_userids=arriving, scene=scene)
+            joined = True
+        if not result["members"]:
+            return None
+        return callbacks.chat_members_changed(
+            run.corp_id, chat_id=chat_id, create_time=result["create_time"], joined=joined,
+            members=result["members"], scene=scene, last_version=result["last_version"],
+            member_version=result["member_version"])
+
+    run.phase("joins and quits", run.options.count, change)
+    dismissing = run.rng.sample(created, k=len(created) // 5)
+
+    def dismiss(index: int) -> str:
+        result = run.link.call("dismiss_group", chat_id=dismissing[index])
+        return callbacks.chat_dismissed(run.corp_id, chat_id=dismissing[index], create_time=result["create_time"])
+
+    run.phase("dismissals", len(dismissing), dismiss)
+
+
+def tags(run: Run) -> None:
+    stamp = time.strftime("%m%d%H%M%S")
+    created = run.link.call("tag_admin", action="create", group_name=f"活动{stamp}",
+                                  tag=[{"name": "报名"}])
+    group_id = created["tag_group"]["group_id"]
+    live = [t["id"] for t in created["tag_group"]["tag"]]
+    run.sender.deliver(callbacks.tag_changed(run.corp_id, tag_id=group_id, tag_type="tag_group",
+                                                   change="create", create_time=created["create_time"]))
+
+    def step(index: int) -> str | None:
+        action = run.rng.choice(("create", "create", "update", "delete")) if len(live) > 1 else "create"
+        if action == "create":
+            result = run.link.call("tag_admin", action="create", group_id=group_id,
+                                         tag=[{"name": f"标签{stamp}-{index}"}])
+            tag_id = result["tag_group"]["tag"][0]["id"]
+            live.append(tag_id)
+        elif action == "update":
+            tag_id = run.rng.choice(live)
+            result = run.link.call("tag_admin", action="update", id=tag_id, name=f"改名{stamp}-{index}")
+        else:
+            tag_id = live.pop(run.rng.randrange(len(live)))
+            result = run.link.call("tag_admin", action="delete", tag_id=[tag_id])
+        return callbacks.tag_changed(run.corp_id, tag_id=tag_id, tag_type="tag", change=action,
+                                     create_time=result["create_time"])
+
+    # One administrator, one change at a time: each change's callback follows the one before.
+    run.phase("tag changes", max(0, run.options.count - 1), step, concurrency=1)
+
+
+PLAYS: dict[str, Callable[[Run], None]] = {
+    "friends": friends, "chat": chat, "groups": groups, "campaign": campaign, "tags": tags}
+
+
+def callback_url(target: str) -> str:
+    target = target.rstrip("/")
+    return target if target.endswith("/wecom/callback") else target + "/wecom/callback"
+
+
+def run_scenario(name: str, *, target: str, encrypter: Encrypter, options: Options,
+                 corp: VirtualCorp | None = None, simulator_url: str | None = None,
+                 timeout: float = 5.0, retries: int = 3, retry_delay: float = 0.2,
+                 same_envelope: bool = False, echo: Echo = print,
+                 client_factory: ClientFactory | None = None) -> Summary:
+    """Play one scenario against Siyu at ``target``; the corp is ``corp`` or the simulator at ``simulator_url``.
+
+    ``client_factory`` makes each thread's HTTP client (tests hand in clients bound to Siyu's app).
+    """
+    if name not in PLAYS:
+        raise DriverError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
+    if (corp is None) == (simulator_url is None):
+        raise DriverError(f"{name}: give either a virtual corp in this process or the simulator's URL")
+    clients = Clients(client_factory or httpx.Client)
+    try:
+        link: Link = LocalLink(corp) if corp is not None else RemoteLink(str(simulator_url), clients)
+        stats = Stats()
+        sender = Sender(callback_url(target), encrypter, clients, stats, timeout=timeout, retries=retries,
+                        retry_delay=retry_delay, same_envelope=same_envelope)
+        run = Run(name, link, sender, options, echo)
+        echo(f"[{name}] sending to {sender.url} as corp {encrypter.corp_id}")
+        PLAYS[name](run)
+    finally:
+        clients.close()
+    summary = Summary(scenario=name, sent=stats.sent, acknowledged=stats.acknowledged, retried=stats.retried,
+                      duplicates=stats.duplicates, failed=stats.failed, seconds=stats.elapsed, rate=stats.rate,
+                      errors=dict(stats.errors))
+    echo(summary.line())
+    return summary
+
+
+def wait_for(url: str, *, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token: str | None = None,
+                          aes_key: str | None = None, secret: str | None = None,
+                          scenarios: Iterable[str] = ("friends", "chat", "groups"), count: int = 20,
+                          rate: float = 5.0, seed: int = 1, members: Iterable[tuple[str, str]] | None = None,
+                          states: Iterable[str] = (), serve_port: int | None = 8900, serve_host: str = "127.0.0.1",
+                          keep_serving: bool = True, wait_seconds: float = 60.0, echo: Echo = print
+                          ) -> list[Summary]:
+    """Live WeCom traffic for a running Siyu (``siyu demo --simulate``): blocking; call it from a thread.
+
+    Starts the simulator's API on ``serve_port`` (point ``SIYU_WECOM_API_BASE`` at
+    ``http://127.0.0.1:<port>/cgi-bin/``; it keeps serving after the traffic ends), waits for
+    ``target_url``'s ``/healthz``, then plays ``scenarios`` with ``count`` callbacks each at
+    ``rate`` per second. Corp id, token, EncodingAESKey and secret default to the
+    ``SIYU_WECOM_*`` settings Siyu itself reads, so both sides agree.
+    """
+    from siyu.simulator import settings as simulator_settings
+    from siyu.simulator.corp import DEFAULT_MEMBERS
+    from siyu.simulator.server import RunningServer, ServerOptions, create_app
+
+    configured = simulator_settings.load()
+    corp_id = corp_id or configured.corp_id or simulator_settings.DEFAULT_CORP_ID
+    encrypter = Encrypter(corp_id=corp_id, token=token or configured.token, aes_key=aes_key or configured.aes_key)
+    corp = VirtualCorp.seeded(seed, corp_id=corp_id, members=list(members or DEFAULT_MEMBERS))
+    server = None
+    if serve_port is not None:
+        app = create_app(corp, ServerOptions(secret=secret or configured.secret or simulator_settings.DEFAULT_SECRET))
+        server = RunningServer(app, host=serve_host, port=serve_port).start()
+        echo(f"WeCom simulator API at {server.url}/cgi-bin/ (corp {corp_id})")
+    try:
+        if not wait_for(target_url.rstrip("/") + "/healthz", seconds=wait_seconds):
+            raise DriverError(f"Siyu did not answer at {target_url} within {wait_seconds:g} s")
+        summaries = []
+        for name in scenarios:
+            options = Options(count=count, rate=rate, seed=seed, states=list(states), progress_every=10.0)
+            summaries.append(run_scenario(name, target=target_url, encrypter=encrypter, options=options,
+                                          corp=corp, echo=echo))
+        return summaries
+    finally:
+        if server is not None and not keep_serving:
+            server.stop()
+
+
+def start_simulated_traffic(target_url: str, **kwargs: Any) -> threading.Thread:
+    """``run_simulated_traffic`` in a daemon thread, for a command that then blocks serving Siyu."""
+    echo: Echo = kwargs.pop("echo", print)
+
+    def play() -> None:
+        try:
+            run_simulated_traffic(target_url, echo=echo, **kwargs)
+        except (DriverError, ValueError) as exc:
+            echo(f"simulated traffic stopped: {exc}")
+
+    thread = threading.Thread(target=play, name="siyu-simulated-traffic", daemon=True)
+    thread.start()
+    return thread

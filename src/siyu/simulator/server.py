@@ -1,0 +1,286 @@
+"""The simulated WeCom server API, under the platform's own paths (``/cgi-bin/...``).
+
+Like the platform, every answer is HTTP 200 with ``errcode``/``errmsg`` in the JSON body
+(0/"ok" on success), an access token comes from ``gettoken`` (corpid + corpsecret) and
+lasts ``expires_in`` seconds, and a call without one, with an unknown one or an expired
+one gets 41001, 40014 or 42001 — the codes wechatpy's client reacts to by fetching a new
+token. An optional per-token rate limit answers 45009. Everything the simulator adds
+(the root page, ``/_simulator/...`` controls for the driver and for tests) is outside
+``/cgi-bin/`` and every response says ``Siyu WeCom simulator`` in its headers.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from siyu.simulator.corp import ApiError, VirtualCorp
+
+log = logging.getLogger("siyu.simulator")
+NAME = "Siyu WeCom simulator"
+TOKEN_TTL = 7200
+
+# path under /cgi-bin/ → (HTTP method, VirtualCorp handler); the methods are the ones WeCom
+# documents and wechatpy 1.8.18 uses (groupchat/get is a POST despite its name).
+ROUTES: dict[str, tuple[str, str]] = {
+    "user/get": ("GET", "api_user_get"),
+    "user/simplelist": ("GET", "api_user_simplelist"),
+    "user/list": ("GET", "api_user_list"),
+    "externalcontact/get_follow_user_list": ("GET", "api_get_follow_user_list"),
+    "externalcontact/list": ("GET", "api_list"),
+    "externalcontact/get": ("GET", "api_get"),
+    "externalcontact/batch/get_by_user": ("POST", "api_batch_get_by_user"),
+    "externalcontact/remark": ("POST", "api_remark"),
+    "externalcontact/get_corp_tag_list": ("POST", "api_get_corp_tag_list"),
+    "externalcontact/add_corp_tag": ("POST", "api_add_corp_tag"),
+    "externalcontact/edit_corp_tag": ("POST", "api_edit_corp_tag"),
+    "externalcontact/del_corp_tag": ("POST", "api_del_corp_tag"),
+    "externalcontact/mark_tag": ("POST", "api_mark_tag"),
+    "externalcontact/add_contact_way": ("POST", "api_add_contact_way"),
+    "externalcontact/get_contact_way": ("POST", "api_get_contact_way"),
+    "externalcontact/update_contact_way": ("POST", "api_update_contact_way"),
+    "externalcontact/del_contact_way": ("POST", "api_del_contact_way"),
+    "externalcontact/list_contact_way": ("POST", "api_list_contact_way"),
+    "externalcontact/groupchat/list": ("POST", "api_groupchat_list"),
+    "externalcontact/groupchat/get": ("POST", "api_groupchat_get"),
+    "externalcontact/send_welcome_msg": ("POST", "api_send_welcome_msg"),
+    "externalcontact/add_msg_template": ("POST", "api_add_msg_template"),
+    "externalcontact/get_groupmsg_task": ("POST", "api_get_groupmsg_task"),
+    "externalcontact/get_groupmsg_send_result": ("POST", "api_get_groupmsg_send_result"),
+    "externalcontact/get_group_msg_result": ("POST", "api_get_group_msg_result"),
+}
+
+# What the driver (or a test) may do to the corp through POST /_simulator/<operation>.
+DRIVER_OPERATIONS = ("add_contact", "remove_contact", "edit_contact", "create_group", "join_group", "quit_group",
+                     "dismiss_group", "inbound_message", "tag_admin", "confirm_mass_send", "contacts_of", "groups",
+                     "overview")
+
+
+@dataclass
+class ServerOptions:
+    secret: str
+    token_ttl: int = TOKEN_TTL
+    rate_limit: int = 0  # calls per access token per minute; 0 = no limit
+    state_path: Path | None = None  # saved on shutdown and on POST /_simulator/save
+
+
+class Tokens:
+    """Access tokens: one current token per corp, reissued only when it has expired (as WeCom does)."""
+
+    def __init__(self, ttl: int, clock: Callable[[], float]) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.expiry: dict[str, float] = {}
+        self.current = ""
+        self.calls: dict[str, tuple[int, int]] = {}  # token → (minute, calls in it)
+
+    def issue(self) -> tuple[str, int]:
+        with self.lock:
+            now = self.clock()
+            if self.current and self.expiry[self.current] > now:
+                return self.current, int(self.expiry[self.current] - now)
+            self.current = secrets.token_urlsafe(48)
+            self.expiry[self.current] = now + self.ttl
+            return self.current, self.ttl
+
+    def check(self, token: str, rate_limit: int) -> None:
+        if not token:
+            raise ApiError(41001, "access_token missing")
+        with self.lock:
+            expiry = self.expiry.get(token)
+            if expiry is None:
+                raise ApiError(40014, "invalid access_token")
+            now = self.clock()
+            if expiry <= now:
+                raise ApiError(42001, "access_token expired")
+            if rate_limit:
+                minute = int(now // 60)
+                window, count = self.calls.get(token, (minute, 0))
+                count = count + 1 if window == minute else 1
+                self.calls[token] = (minute, count)
+                if count > rate_limit:
+                    raise ApiError(45009, "api freq out of limit")
+
+    def expire_all(self) -> int:
+        with self.lock:
+            now = self.clock()
+            for token in self.expiry:
+                self.expiry[token] = min(self.expiry[token], now)
+            return len(self.expiry)
+
+
+def _errmsg(code: int, text: str, request: Request) -> str:
+    host = request.client.host if request.client else "127.0.0.1"
+    hint = f"{int(time.time())}_{secrets.randbelow(100)}_{secrets.token_hex(8)}"
+    return f"{text}, hint: [{hint}], from ip: {host}, more info at https://open.work.weixin.qq.com/devtool/query?e={code}"
+
+
+def _error(exc: ApiError, request: Request) -> JSONResponse:
+    return JSONResponse({"errcode": exc.errcode, "errmsg": _errmsg(exc.errcode, exc.errmsg, request)})
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(40058, "invalid json") from exc  # "Warning: wrong json format." in WeCom's words
+    if not isinstance(body, dict):
+        raise ApiError(40058, "the request body must be a JSON object")
+    return body
+
+
+def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
+    tokens = Tokens(options.token_ttl, corp.clock)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> Any:
+        yield
+        if options.state_path is not None:
+            corp.save(options.state_path)
+            log.info("simulator state saved to %s", options.state_path)
+
+    app = FastAPI(title=NAME, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.corp = corp
+    app.state.tokens = tokens
+
+    @app.middleware("http")
+    async def name_the_simulator(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        response: Response = await call_next(request)
+        response.headers["Server"] = "siyu-wecom-simulator"
+        response.headers["X-Siyu-Simulator"] = NAME
+        return response
+
+    @app.get("/", response_class=HTMLResponse)
+    def root(request: Request) -> str:
+        facts = corp.overview()
+        base = str(request.base_url) + "cgi-bin/"
+        ways = "".join(f"<li><code>{html.escape(w['state'] or '-')}</code> → {html.escape(', '.join(w['user']))}</li>"
+                       for w in facts["contact_ways"])
+        return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{NAME}</title></head><body>"
+                f"<h1>{NAME}</h1><p>This is <strong>not</strong> WeCom: a simulator for demos and tests.</p>"
+                f"<p>API base: <code>{html.escape(base)}</code> — corp id <code>{html.escape(facts['corp_id'])}</code>"
+                f", seed {facts['seed']}</p><ul><li>members: {html.escape(', '.join(facts['members']))}</li>"
+                f"<li>external contacts: {facts['contacts']} ({facts['friendships']} friendships)</li>"
+                f"<li>group chats: {facts['group_chats']}</li><li>corp tags: {facts['tags']}</li>"
+                f"<li>welcome messages sent: {facts['welcome_messages']}</li>"
+                f"<li>mass sends: {facts['mass_sends']}</li></ul><h2>Contact ways (state → members)</h2>"
+                f"<ul>{ways}</ul><p><a href='/_simulator/state'>full state (JSON)</a></p></body></html>")
+
+    @app.get("/cgi-bin/gettoken")
+    def gettoken(request: Request) -> JSONResponse:
+        corpid = request.query_params.get("corpid", "")
+        corpsecret = request.query_params.get("corpsecret", "")
+        try:
+            if not corpid:
+                raise ApiError(41002, "corpid missing")
+            if corpid != corp.state.corp_id:
+                raise ApiError(40013, "invalid corpid")
+            if not corpsecret:
+                raise ApiError(41004, "corpsecret missing")
+            if not secrets.compare_digest(corpsecret.encode(), options.secret.encode()):
+                raise ApiError(40001, "invalid credential")
+        except ApiError as exc:
+            return _error(exc, request)
+        token, expires_in = tokens.issue()
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": expires_in})
+
+    @app.api_route("/cgi-bin/{path:path}", methods=["GET", "POST"])
+    async def wecom_api(path: str, request: Request) -> Response:
+        route = ROUTES.get(path.strip("/"))
+        if route is None:
+            return JSONResponse({"errcode": 404, "errmsg": f"{NAME} does not implement /cgi-bin/{path}"},
+                                status_code=404)
+        method, handler = route
+        try:
+            tokens.check(request.query_params.get("access_token", ""), options.rate_limit)
+            if method == "POST":
+                if request.method != "POST":
+                    raise ApiError(40058, "this api requires POST")  # what WeCom answers a GET here
+                params = await _json_body(request)
+            else:
+                params = dict(request.query_params)
+            result = getattr(corp, handler)(params)
+        except ApiError as exc:
+            return _error(exc, request)
+        return JSONResponse({"errcode": 0, "errmsg": "ok", **result})
+
+    @app.get("/_simulator/state")
+    def state() -> JSONResponse:
+        return JSONResponse(corp.dump())
+
+    @app.post("/_simulator/save")
+    def save() -> JSONResponse:
+        if options.state_path is None:
+            return JSONResponse({"saved": False, "reason": "started without --state"}, status_code=409)
+        corp.save(options.state_path)
+        return JSONResponse({"saved": True, "path": str(options.state_path)})
+
+    @app.post("/_simulator/tokens/expire")
+    def expire_tokens() -> JSONResponse:
+        return JSONResponse({"expired": tokens.expire_all()})
+
+    @app.post("/_simulator/{operation}")
+    async def operate(operation: str, request: Request) -> JSONResponse:
+        if operation not in DRIVER_OPERATIONS:
+            return JSONResponse({"errcode": 404, "errmsg": f"unknown simulator operation {operation}"},
+                                status_code=404)
+        try:
+            kwargs = await _json_body(request)
+            result = getattr(corp, operation)(**kwargs)
+        except ApiError as exc:
+            return JSONResponse({"errcode": exc.errcode, "errmsg": exc.errmsg}, status_code=400)
+        except TypeError as exc:
+            return JSONResponse({"errcode": 40058, "errmsg": f"bad arguments: {exc}"}, status_code=400)
+        return JSONResponse(result)
+
+    return app
+
+
+class RunningServer:
+    """uvicorn in a background thread (the demo, the driver's in-process simulator, tests)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        self.host = host
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    server_header=False, access_log=False))
+        self.thread = threading.Thread(target=self.server.run, name="siyu-wecom-simulator", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> RunningServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{NAME} did not start on {self.host}")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def port(self) -> int:
+        sockets = self.server.servers[0].sockets if self.server.servers else []
+        return int(sockets[0].getsockname()[1]) if sockets else int(self.server.config.port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
