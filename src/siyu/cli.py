@@ -73,6 +73,31 @@ def _worker_in_process(enabled: bool) -> None:
     get_settings.cache_clear()
 
 
+SIMULATOR_PORT = 8900
+
+
+def _start_simulation(target: str) -> None:
+    """The WeCom simulator on :8900 plus a stream of friend adds, chats and group changes."""
+    import base64
+    import secrets
+
+    from siyu.channels.models import Channel
+    from siyu.simulator.driver import start_simulated_traffic
+
+    settings = {"SIYU_WECOM_CORP_ID": "wwSHANYEDEMO", "SIYU_WECOM_TOKEN": secrets.token_urlsafe(16),
+                "SIYU_WECOM_AES_KEY": base64.b64encode(secrets.token_bytes(32)).decode()[:-1],
+                "SIYU_WECOM_SECRET": secrets.token_urlsafe(24),
+                "SIYU_WECOM_API_BASE": f"http://127.0.0.1:{SIMULATOR_PORT}/cgi-bin/"}
+    for name, value in settings.items():
+        os.environ.setdefault(name, value)  # the app and the simulator read the same settings
+    get_settings.cache_clear()
+    with core_db.transaction() as session:
+        states = [c.key for c in session.query(Channel).all()]
+    start_simulated_traffic(target, serve_port=SIMULATOR_PORT, states=states, count=40, rate=2.0)
+    typer.echo(f"WeCom simulator on http://127.0.0.1:{SIMULATOR_PORT}/ — live callbacks are coming in "
+               "(企业微信 → 事件日志)")
+
+
 @app.command()
 def worker(
     queue: Annotated[list[str] | None, typer.Option(
@@ -134,6 +159,8 @@ def demo(
         help="Database for the demo, wiped first (default: SIYU_DATABASE_URL when set, else siyu-demo.db).")] = None,
     force: Annotated[bool, typer.Option(help="Allow wiping another database that holds data.")] = False,
     worker: Annotated[bool, typer.Option(help="Run the job workers inside the web process.")] = True,
+    simulate: Annotated[bool, typer.Option(
+        help="Also run the WeCom simulator and send live, encrypted callbacks to the demo.")] = False,
 ) -> None:
     """Build fresh demo data (a tea brand with several stores), then serve the console."""
     import uvicorn
@@ -162,9 +189,11 @@ def demo(
     typer.echo(f"demo ready: {summary.customers} customers, {summary.accounts} accounts")
     typer.echo(f"open {address}")
     typer.echo(f"log in as: admin / {password}")
+    if simulate:
+        _start_simulation(f"http://{shown_host}:{port}")
     if not no_browser:
         webbrowser.open(address)
-    _worker_in_process(worker)
+    _worker_in_process(worker or simulate)
     uvicorn.run("siyu.app:create_app", factory=True, host=host, port=port, log_level="info")
 
 
