@@ -1,0 +1,68 @@
+"""Processing stored WeCom events: a failing handler is retried with a growing delay, then shown as failed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from siyu.customers.models import Customer, Friendship
+from siyu.wecom import jobs as wecom_jobs
+from siyu.wecom.models import WecomEvent
+
+
+def stored_add(db: Session, userid: str, external_userid: str) -> int:
+    event = WecomEvent(dedup_key=f"add|{userid}|{external_userid}",
+                       event_type="change_external_contact/add_external_contact", raw_xml="<xml/>",
+                       fields={"MsgType": "event", "UserID": userid, "ExternalUserID": external_userid,
+                               "State": "door", "CreateTime": "1700000000"})
+    db.add(event)
+    db.commit()
+    return event.id
+
+
+@pytest.fixture
+def retries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The delays of the retries the task schedules (not run: the test plays the scheduler)."""
+    delays: list[int] = []
+    monkeypatch.setattr(wecom_jobs.process_event, "schedule",
+                        lambda args, delay: delays.append(delay))
+    return delays
+
+
+def test_a_failing_event_is_retried_with_growing_delays_then_shown_failed(
+        db: Session, make: Any, retries: list[int], client: Any) -> None:
+    from tests.test_pages import Console
+
+    event_id = stored_add(db, "nobody-yet", "wmRETRY")  # no account has that UserID: the handler fails
+    for _ in range(wecom_jobs.MAX_ATTEMPTS):
+        wecom_jobs.process_event.call_local(event_id)
+    db.expire_all()
+    event = db.get(WecomEvent, event_id)
+    assert event is not None and event.status == "failed" and event.attempts == wecom_jobs.MAX_ATTEMPTS
+    assert "nobody-yet" in event.error
+    assert retries == sorted(retries) and len(set(retries)) == wecom_jobs.MAX_ATTEMPTS - 1  # growing, then stop
+    assert db.scalar(select(func.count()).select_from(Customer)) == 0
+
+    console = Console(client).login(make.user("admin"))
+    assert f"/wecom/events/{event_id}" in console.get("/wecom/events", params={"status": "failed"}).text
+    detail = console.get(f"/wecom/events/{event_id}").text
+    assert "nobody-yet" in detail and f"data-testid=\"attempts\">尝试次数: {wecom_jobs.MAX_ATTEMPTS}<" in detail
+
+
+def test_a_retry_after_the_cause_is_fixed_applies_the_event_once(db: Session, make: Any, retries: list[int]) -> None:
+    event_id = stored_add(db, "late-member", "wmLATE")
+    wecom_jobs.process_event.call_local(event_id)
+    assert len(retries) == 1
+    account = make.account(wecom_userid="late-member")  # the member's account is set up in the meantime
+    db.commit()
+    wecom_jobs.process_event.call_local(event_id)  # the scheduled retry
+    wecom_jobs.process_event.call_local(event_id)  # and a sweep or duplicate retry: no second application
+    db.expire_all()
+    event = db.get(WecomEvent, event_id)
+    assert event is not None and event.status == "processed" and event.attempts == 2 and event.error == ""
+    friendship = db.scalar(select(Friendship).join(Customer).where(Customer.wecom_external_userid == "wmLATE"))
+    assert friendship is not None and friendship.account_id == account.id and friendship.channel_state == "door"
+    assert db.scalar(select(func.count()).select_from(Friendship)) == 1
