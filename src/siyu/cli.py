@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from siyu.core import db as core_db
 from siyu.core.migrate import upgrade
 from siyu.core.settings import get_settings
+from siyu.customers.cli import customers_app
 from siyu.simulator.cli import simulator_app
 
 app = typer.Typer(help="Siyu (私域): WeChat customer relationships and the operations console.",
@@ -21,6 +22,7 @@ app = typer.Typer(help="Siyu (私域): WeChat customer relationships and the ope
 user_app = typer.Typer(help="Manage console users.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(simulator_app, name="simulator")
+app.add_typer(customers_app, name="customers")
 
 DEMO_DATABASE_URL = "sqlite:///./siyu-demo.db"
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from siyu.core import jobs
 from siyu.core.i18n import _
 from siyu.core.viewer import Viewer
-from siyu.customers import service
+from siyu.customers import imports, service
 
 
 @jobs.tracked_task(jobs.bulk_queue)
@@ -33,4 +33,39 @@ def submit_recompute(session: Session, *, actor: Viewer) -> int:
     job = jobs.submit(session, recompute_customers, kind="customers.recompute",
                       title=_("Recompute stages, levels and computed tags"), params={}, actor=actor,
                       total=service.count_all_customers(session))
+    return job.id
+
+
+# ---------------------------------------------------------------- import (customers.imports)
+
+
+@jobs.tracked_task(jobs.bulk_queue)
+def import_customers(ctx: jobs.JobContext) -> dict[str, Any]:
+    """Write a large import file: validated again, then one transaction per batch with progress."""
+    params = ctx.params
+    with ctx.transaction() as session:
+        viewer = imports.viewer_for_user(session, user_id=params["user_id"])
+    options = imports.ImportOptions(mapping=tuple(params["mapping"]), account_id=params.get("account_id"),
+                                    mode=imports.ImportMode(params["mode"]))
+    source = imports.Source.from_description(params["source"])
+    try:
+        result = imports.run_in_batches(ctx.transaction, source=source, options=options, viewer=viewer,
+                                        filename=params["filename"], progress=ctx.progress)
+    except imports.ImportInvalid as exc:
+        # The database changed since the file was checked (an account removed …): say what and where.
+        lines = [f"{e.row}/{e.column}: {e.message}" for e in exc.errors[:20]]
+        raise RuntimeError("\n".join([exc.message, *lines])) from exc
+    imports.discard_upload(params["token"])
+    link = f"/customers?account_id={options.account_id}" if options.account_id else "/customers"
+    return {**result.summary(), "link": link, "link_label": _("Open the customer list")}
+
+
+def submit_import(session: Session, *, upload: imports.StoredUpload, plan: imports.ImportPlan, actor: Viewer) -> int:
+    """Record the import of a checked upload; its job runs once the session commits."""
+    job = jobs.submit(session, import_customers, kind="customers.import",
+                      title=_("Import {file}", file=upload.filename),
+                      params={"token": upload.token, "user_id": actor.user_id, "filename": upload.filename,
+                              "source": upload.source.describe(), "mapping": list(plan.mapping),
+                              "account_id": plan.account_id, "mode": plan.mode.value},
+                      actor=actor, total=plan.rows)
     return job.id

@@ -1,0 +1,60 @@
+"""`siyu customers …`: customer data in and out from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+customers_app = typer.Typer(help="Customers: import friend lists from CSV/XLSX.", no_args_is_help=True)
+
+
+@customers_app.command("import")
+def import_file(
+    file: Annotated[Path, typer.Argument(help="CSV (UTF-8, UTF-8 with BOM or GBK) or XLSX; the first row is the "
+                                              "header (备注名, 昵称, 手机号, 标签 …).",
+                                         exists=True, dir_okay=False, readable=True)],
+    account: Annotated[int | None, typer.Option(
+        help="Account id of the customers (rows may name their own account in a 账号 column instead).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and count only; write nothing.")] = False,
+    update: Annotated[bool, typer.Option(
+        "--update/--skip-existing",
+        help="Existing customers: fill empty fields and add phones, tags and the account (default), or skip them.",
+    )] = True,
+) -> None:
+    """Import customers: the whole file is validated first; with any error nothing is written (exit code 2)."""
+    from siyu.cli import _init_database
+    from siyu.core import db as core_db
+    from siyu.core.errors import DomainError
+    from siyu.core.i18n import _
+    from siyu.core.settings import get_settings
+    from siyu.core.viewer import SYSTEM
+    from siyu.customers import imports
+
+    _init_database(get_settings().database_url)
+    options = imports.ImportOptions(account_id=account,
+                                    mode=imports.ImportMode.update if update else imports.ImportMode.skip)
+    try:
+        source = imports.open_source(file)
+        if dry_run:
+            with core_db.transaction() as session:
+                result = imports.run_import(session, source=source, options=options, viewer=SYSTEM,
+                                            filename=file.name, dry_run=True)
+        else:
+            result = imports.run_in_batches(core_db.transaction, source=source, options=options, viewer=SYSTEM,
+                                            filename=file.name)
+    except imports.ImportInvalid as exc:
+        typer.echo(exc.message, err=True)
+        for error in exc.errors:
+            typer.echo(_("Row {row}, column {column}: {message}", row=error.row, column=error.column or "—",
+                         message=error.message), err=True)
+        raise typer.Exit(2) from exc
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    counts = result.counts
+    typer.echo(_("{rows} rows: {created} created, {updated} updated, {skipped} skipped", rows=result.rows,
+                 created=counts.created, updated=counts.updated, skipped=counts.skipped))
+    if dry_run:
+        typer.echo(_("Dry run: nothing was written."))
