@@ -162,7 +162,7 @@ class Factory:
 
     def bulk_customers(self, account: Any, count: int) -> list[int]:
         """Many plain customers of one account, inserted directly (for volume tests); their ids."""
-        from sqlalchemy import func, insert, select
+        from sqlalchemy import func, insert, select, text
 
         from siyu.core.db import utcnow
         from siyu.customers.models import Customer, Friendship
@@ -174,6 +174,9 @@ class Factory:
                                                 for i in ids])
         self.session.execute(insert(Friendship), [{"customer_id": i, "account_id": account.id, "added_at": now}
                                                   for i in ids])
+        if self.session.get_bind().dialect.name == "postgresql":  # explicit ids do not move the sequence
+            self.session.execute(text("SELECT setval(pg_get_serial_sequence('customer', 'id'), :last)"),
+                                 {"last": ids[-1]})
         self.session.commit()
         return ids
 

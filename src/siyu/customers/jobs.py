@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 
 from siyu.core import jobs
 from siyu.core.i18n import _
-from siyu.core.viewer import Viewer
-from siyu.customers import imports, service
+from siyu.core.viewer import SYSTEM, Viewer
+from siyu.customers import bulk, imports, service
 
 
 @jobs.tracked_task(jobs.bulk_queue)
@@ -69,3 +69,30 @@ def submit_import(session: Session, *, upload: imports.StoredUpload, plan: impor
                               "account_id": plan.account_id, "mode": plan.mode.value},
                       actor=actor, total=plan.rows)
     return job.id
+
+
+# ---------------------------------------------------------------- bulk actions (customers.bulk)
+
+
+@jobs.tracked_task(jobs.bulk_queue)
+def bulk_update_customers(ctx: jobs.JobContext) -> dict[str, Any]:
+    """Apply a confirmed bulk action to every customer matching its filter, batch by batch."""
+    params = ctx.params
+    with ctx.transaction() as session:
+        viewer = imports.viewer_for_user(session, user_id=params["user_id"]) if params.get("user_id") else SYSTEM
+    result = bulk.run(ctx.transaction, flt=bulk.filter_from_json(params["filter"]),
+                      action=bulk.BulkAction.from_json(params["action"]), viewer=viewer,
+                      progress=lambda done, total: ctx.progress(done, total))
+    return {**result.summary(), "link": params.get("link") or "/customers", "link_label": _("Open the customer list")}
+
+
+def submit_bulk(session: Session, *, flt: service.CustomerFilter, action: bulk.BulkAction, actor: Viewer,
+                link: str = "/customers") -> tuple[int, int]:
+    """Check and count a bulk action, then queue it (its job runs once the session commits): job id, count."""
+    preview = bulk.preview(session, flt=flt, action=action, viewer=actor)
+    job = jobs.submit(session, bulk_update_customers, kind="customers.bulk",
+                      title=_("Bulk: {action}", action=preview.description),
+                      params={"user_id": actor.user_id, "filter": bulk.filter_to_json(flt),
+                              "action": action.to_json(), "link": link},
+                      actor=actor, total=preview.count)
+    return job.id, preview.count

@@ -103,6 +103,8 @@ class Customer(Base):
     emotional_notes: Mapped[str] = mapped_column(Text, default="")
     # Computed, kept current by customers.service.refresh_computed
     stage: Mapped[str] = mapped_column(String(16), default=Stage.traffic.value)
+    # A stage an operator chose by hand; while set it wins over the lifecycle rules.
+    stage_override: Mapped[str | None] = mapped_column(String(16), nullable=True)
     level: Mapped[str] = mapped_column(String(16), default="")
     contact_count: Mapped[int] = mapped_column(Integer, default=0)
     purchase_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -87,6 +87,8 @@ FIELD_LABELS = {
     "cursor": N_("Page"),
     "sort": N_("Sort"),
     "stage": N_("Stage"),
+    "stage_override": N_("Stage"),
+    "owner_id": N_("Owner"),
     "last_touch_before": N_("Last touch before"),
     "last_touch_after": N_("Last touch on or after"),
     "user_min_contacts": N_("Contacts to become a user"),
@@ -236,7 +238,7 @@ class ListQuery:
     cursor: str = ""
 
     @classmethod
-    def from_params(cls, params: QueryParams) -> ListQuery:
+    def from_params(cls, params: FormData | QueryParams) -> ListQuery:
         return cls(q=_text(params, "q")[:200], tags=[t for t in _texts(params, "tag") if t.strip()],
                    stage=_text(params, "stage"), account_id=_text(params, "account_id"),
                    source=_text(params, "source")[:64], after=_text(params, "last_touch_after"),

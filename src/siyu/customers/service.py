@@ -729,7 +729,8 @@ def refresh_computed_many(session: Session, *, customers: list[Customer],
         customer.purchase_count = int(purchases)
         customer.purchase_total = Decimal(str(total))
         customer.last_touch_at = last_at
-        customer.stage = rules.stage_for(contacts=customer.contact_count, purchases=customer.purchase_count).value
+        customer.stage = customer.stage_override or rules.stage_for(
+            contacts=customer.contact_count, purchases=customer.purchase_count).value
         customer.level = rules.level_for(customer.purchase_total)
         labels = (
             (TagGroupKind.contact_count.value, rules.contact_bucket(customer.contact_count)),
@@ -997,6 +998,24 @@ def list_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, lim
     rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
     next_cursor = _cursor_for(flt.sort, rows[limit - 1]) if len(rows) > limit else None
     return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+def matching_ids(session: Session, *, flt: CustomerFilter, viewer: Viewer, after_id: int = 0,
+                 limit: int = 1000) -> list[int]:
+    """The next ids (in id order, after ``after_id``) of the customers this filter matches.
+
+    Bulk actions and exports walk "every customer that matches" with this: the filter is read
+    again for each batch, so customers changed meanwhile are judged as they are now.
+    """
+    clauses = _filter_clauses(session, flt, viewer)
+    query = select(Customer.id).where(*clauses, Customer.id > after_id).order_by(Customer.id).limit(limit)
+    return list(session.scalars(query))
+
+
+def count_matching(session: Session, *, flt: CustomerFilter, viewer: Viewer) -> int:
+    """The exact number of customers a filter matches (for a confirmation, not for every list page)."""
+    clauses = _filter_clauses(session, flt, viewer)
+    return int(session.scalar(select(func.count()).select_from(Customer).where(*clauses)) or 0)
 
 
 @dataclass
