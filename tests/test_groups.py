@@ -189,6 +189,12 @@ def test_hand_written_payloads_edge_cases(db: Session, make: Factory) -> None:
     assert stranger.customer_id == customer.id and stranger.name == "张三"  # name kept when not returned
     assert group_touches(db, customer.id) == []  # linked, but they joined before they were a customer
 
+    # An answer without a member list is partial (every group has its owner): nobody is marked as left.
+    before = counts(db)
+    for partial in ({**payload, "member_list": []}, {k: v for k, v in payload.items() if k != "member_list"}):
+        assert service.apply_group_chat(db, partial).member_count == 2
+    assert counts(db) == before
+
 
 def test_dismissal_is_final_and_idempotent(db: Session, make: Factory, corp: VirtualCorp) -> None:
     owner = make.account(wecom_userid="grp.owner01")
@@ -428,3 +434,32 @@ def test_the_group_list_pages_by_last_change(client: TestClient, db: Session, ma
     tags = db.scalar(select(func.count()).select_from(Tag))
     assert tags  # untouched by groups
     assert db.scalar(select(func.count()).select_from(GroupChat)) == 53
+
+
+def test_a_merged_customer_is_followed_on_the_group_page_and_relinked_on_the_next_sync(
+        client: TestClient, db: Session, make: Factory) -> None:
+    from siyu.customers import merge
+
+    owner = make.account(wecom_userid="boss")
+    duplicate = as_customer(db, make, owner, "wmMERGED0001", name="李雅静")
+    kept = make.customer(owner, name="李雅静")
+    payload = {"chat_id": "wrMERGE", "name": "老友茶话群", "owner": "boss",
+               "member_list": [{"userid": "wmMERGED0001", "type": 2, "join_time": T0}]}
+    group = service.apply_group_chat(db, payload)
+    db.commit()
+    merge.merge_customers(db, target_id=kept.id, source_ids=[duplicate.id], choices={}, viewer=SYSTEM)
+    db.commit()
+    console = Console(client).login(make.user("admin"))
+    page = console.get(f"/groups/{group.id}").text
+    assert f'href="/customers/{kept.id}"' in page and f'href="/customers/{duplicate.id}"' not in page
+    service.apply_group_chat(db, payload)
+    db.commit()
+    assert db.scalar(select(GroupMember.customer_id).where(GroupMember.userid == "wmMERGED0001")) == kept.id
+
+
+def test_mirrored_tags_are_marked_on_the_tag_settings_page(client: TestClient, db: Session, make: Factory) -> None:
+    service.apply_corp_tags(db, [{"group_id": "etTEA", "group_name": "茶类",
+                                  "tag": [{"id": "etTEA1", "name": "岩茶"}]}])
+    db.commit()
+    page = Console(client).login(make.user("admin")).get("/settings/tags").text
+    assert page.count('data-testid="wecom-mirror"') == 1 and "企业微信企业标签" in page

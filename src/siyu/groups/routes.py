@@ -53,11 +53,12 @@ def api_list(session: SessionDep, viewer: ApiViewer, account_id: int | None = No
 def api_detail(session: SessionDep, viewer: ApiViewer, group_id: int) -> GroupDetailOut:
     group = service.get_group(session, group_id=group_id, viewer=viewer)
     members = service.current_members(session, group=group)
-    visible = service.visible_customer_ids(session, customer_ids=[m.customer_id for m in members if m.customer_id],
-                                           viewer=viewer)
+    live = service.live_customer_ids(session, customer_ids=[m.customer_id for m in members if m.customer_id])
+    visible = service.visible_customer_ids(session, customer_ids=live.values(), viewer=viewer)
     out = []
     for member in members:
         item = GroupMemberOut.model_validate(member)
+        item.customer_id = live.get(member.customer_id) if member.customer_id else None
         if item.customer_id not in visible:
             item.customer_id = None  # another account's customer is not named to this viewer
         out.append(item)
@@ -127,6 +128,7 @@ def groups_page(request: Request, session: SessionDep, viewer: PageViewer) -> Re
 @dataclass
 class MemberRow:
     member: GroupMember
+    customer_id: int | None  # the customer as they are now (after any merge)
     customer_name: str
     linked: bool  # the viewer may open the customer's page
     account_name: str  # a corp member who is one of Siyu's accounts
@@ -138,15 +140,16 @@ def group_page(request: Request, session: SessionDep, viewer: PageViewer, group_
     members = service.current_members(session, group=group)
     changes = service.recent_changes(session, group=group, limit=RECENT_CHANGES)
     everyone = [*members, *(m for _c, m in changes)]
-    customer_ids = [m.customer_id for m in everyone if m.customer_id]
-    names = service.customer_names(session, customer_ids=customer_ids)
-    visible = service.visible_customer_ids(session, customer_ids=customer_ids, viewer=viewer)
+    live = service.live_customer_ids(session, customer_ids=[m.customer_id for m in everyone if m.customer_id])
+    names = service.customer_names(session, customer_ids=live.values())
+    visible = service.visible_customer_ids(session, customer_ids=live.values(), viewer=viewer)
     staff = service.staff_accounts(session, userids=[m.userid for m in everyone if m.member_type == 1])
 
     def row(member: GroupMember) -> MemberRow:
         account = staff.get(member.userid) if member.member_type == 1 else None
-        return MemberRow(member=member, customer_name=names.get(member.customer_id or 0, ""),
-                         linked=member.customer_id in visible, account_name=account.display_name if account else "")
+        customer_id = live.get(member.customer_id) if member.customer_id else None
+        return MemberRow(member=member, customer_id=customer_id, customer_name=names.get(customer_id or 0, ""),
+                         linked=customer_id in visible, account_name=account.display_name if account else "")
 
     return render(request, "groups/detail.html", nav_active="groups", title=group.name or _("Unnamed group"),
                   group=group, account_names=customers_service.account_names(session),

@@ -192,8 +192,12 @@ def apply_group_chat(session: Session, detail: dict[str, Any], *, at: datetime |
         changed = _set(group, name, value) or changed
     session.flush()
 
-    joined, left = _reconcile_members(session, group, detail.get("member_list"), now=now, quit_scene=quit_scene)
-    changed = bool(joined or left) or changed
+    raw_members = detail.get("member_list")
+    if isinstance(raw_members, list) and raw_members:
+        joined, left = _reconcile_members(session, group, raw_members, now=now, quit_scene=quit_scene)
+        changed = bool(joined or left) or changed
+    # else: no member list at all. Every group has at least its owner, so this is a partial answer,
+    # not a group everyone left: the members Siyu knows stay as they are.
     current = [m for m in session.scalars(select(GroupMember).where(GroupMember.group_chat_id == group.id,
                                                                      GroupMember.left_at.is_(None)))]
     changed = _set(group, "member_count", len(current)) or changed
@@ -204,10 +208,10 @@ def apply_group_chat(session: Session, detail: dict[str, Any], *, at: datetime |
     return group
 
 
-def _reconcile_members(session: Session, group: GroupChat, raw_members: Any, *, now: datetime,
+def _reconcile_members(session: Session, group: GroupChat, raw_members: list[Any], *, now: datetime,
                        quit_scene: int | None) -> tuple[list[GroupMember], list[GroupMember]]:
     wanted: dict[str, _MemberIn] = {}
-    for raw in raw_members if isinstance(raw_members, list) else []:
+    for raw in raw_members:
         member_in = _member_in(raw)
         if member_in is not None:
             wanted.setdefault(member_in.userid, member_in)
@@ -393,6 +397,29 @@ def visible_customer_ids(session: Session, *, customer_ids: Iterable[int], viewe
             query = query.where(scope)
         found.update(session.scalars(query))
     return found
+
+
+def live_customer_ids(session: Session, *, customer_ids: Iterable[int]) -> dict[int, int]:
+    """Each customer id → the customer to show: a customer merged away lives on in the one it went into.
+
+    A member's ``customer_id`` is re-resolved from the WeCom id on the next sync; until then
+    the pages follow the merge.
+    """
+    live = {i: i for i in set(customer_ids)}
+    pending = sorted(live)
+    for _hop in range(5):  # merges of merges: a short chain at most
+        moved: dict[int, int] = {}
+        for chunk in _batches(pending):
+            for source_id, target_id in session.execute(select(Customer.id, Customer.merged_into_id).where(
+                    Customer.id.in_(chunk), Customer.merged_into_id.is_not(None))):
+                if target_id is not None:
+                    moved[source_id] = target_id
+        if not moved:
+            break
+        for original, current in live.items():
+            live[original] = moved.get(current, current)
+        pending = sorted(set(moved.values()))
+    return live
 
 
 def customer_names(session: Session, *, customer_ids: Iterable[int]) -> dict[int, str]:
