@@ -108,6 +108,8 @@ def create_app() -> FastAPI:
     from siyu.customers.merge_routes import pages as merge_pages
     from siyu.customers.routes import api as customers_api
     from siyu.customers.routes import pages as customers_pages
+    from siyu.groups.routes import api as groups_api
+    from siyu.groups.routes import pages as groups_pages
     from siyu.inbox.routes import api as inbox_api
     from siyu.inbox.routes import pages as inbox_pages
     from siyu.jobs.routes import api as jobs_api
@@ -120,10 +122,11 @@ def create_app() -> FastAPI:
 
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.
     for router in (team_api, accounts_api, import_api, bulk_api, merge_api, customers_api, jobs_api, inbox_api,
-                   autoreply_api, channels_api):
+                   autoreply_api, channels_api, groups_api):
         app.include_router(router, prefix="/api/v1")
     for router in (web_pages, team_pages, accounts_pages, import_pages, bulk_pages, merge_pages, customers_pages,
-                   jobs_pages, inbox_pages, autoreply_pages, channels_pages, wecom_callbacks, wecom_pages):
+                   jobs_pages, inbox_pages, autoreply_pages, channels_pages, groups_pages, wecom_callbacks,
+                   wecom_pages):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -208,6 +208,8 @@ class TagGroup(Base):
     kind: Mapped[str] = mapped_column(String(16), default=TagGroupKind.custom.value)
     multi_select: Mapped[bool] = mapped_column(Boolean, default=True)
     sort_order: Mapped[int] = mapped_column(Integer, default=100)
+    # The WeCom corp tag group this group mirrors (groups.service.apply_corp_tags), if any.
+    wecom_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True, index=True)
 
     tags: Mapped[list[Tag]] = relationship(
         back_populates="group", cascade="all, delete-orphan", order_by="Tag.sort_order, Tag.id"
@@ -226,6 +228,8 @@ class Tag(Base):
     group_id: Mapped[int] = mapped_column(ForeignKey("tag_group.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     sort_order: Mapped[int] = mapped_column(Integer, default=100)
+    # The WeCom corp tag this tag mirrors, if any.
+    wecom_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True, index=True)
 
     group: Mapped[TagGroup] = relationship(back_populates="tags")
 
