@@ -74,3 +74,29 @@ def test_migrations_match_the_models(database_template: str) -> None:
 
     url = database_template if "://" in database_template else f"sqlite:///{database_template}"
     command.check(alembic_config(url))  # raises when a model change has no migration
+
+
+def test_upgrading_a_database_with_data_keeps_every_row(tmp_path: Path) -> None:
+    """SQLite migrations rebuild tables (batch mode); dropping the old table must not cascade."""
+    import sqlite3
+
+    from siyu.core.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0001")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("INSERT INTO account (id, display_name, wechat_id, kind, store, brand, tier_served,"
+                     " friend_capacity, status, positioning, avatar_url, signature, greeting, moments_cover_url,"
+                     " created_at) VALUES (1, '西湖店', 'xh', 'wecom', '', '', '', 5000, 'active', '', '', '', '', '',"
+                     " '2026-01-01')")
+        conn.execute("INSERT INTO customer (id, name, wechat_id, avatar_url, source, gender, age_band, city, job,"
+                     " income_band, family, objective_notes, emotional_notes, stage, level, contact_count,"
+                     " purchase_count, purchase_total, completeness, created_at, updated_at) VALUES (1, '王芳', '',"
+                     " '', '', '', '', '', '', '', '', '', '', 'traffic', '', 0, 0, 0, 0, '2026-01-01', '2026-01-01')")
+        conn.execute("INSERT INTO friendship (id, customer_id, account_id, remark_name, description, status,"
+                     " channel_state, added_at) VALUES (1, 1, 1, '王芳-宝妈', '', 'active', '', '2026-01-01')")
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        assert conn.execute("SELECT count(*) FROM friendship").fetchone() == (1,)
+        assert conn.execute("SELECT name FROM customer").fetchall() == [("王芳",)]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []

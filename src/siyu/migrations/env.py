@@ -22,6 +22,13 @@ def _include_name(name: str | None, type_: str, _parent: Any) -> bool:
 
 
 def run_with(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode rebuilds a table by copying it and dropping the original; with foreign keys
+        # on, that drop would cascade and delete every row pointing at the table. The pragma is
+        # a no-op inside a transaction, so it goes first; integrity is checked after instead.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -31,6 +38,13 @@ def run_with(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"the migration left rows pointing at missing rows: {broken[:5]}")
+    if sqlite:
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
 
 
 def run_migrations_online() -> None:
