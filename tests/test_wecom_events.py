@@ -66,3 +66,27 @@ def test_a_retry_after_the_cause_is_fixed_applies_the_event_once(db: Session, ma
     friendship = db.scalar(select(Friendship).join(Customer).where(Customer.wecom_external_userid == "wmLATE"))
     assert friendship is not None and friendship.account_id == account.id and friendship.channel_state == "door"
     assert db.scalar(select(func.count()).select_from(Friendship)) == 1
+
+
+def test_a_worker_takes_waiting_events_along_and_one_bad_event_spoils_nothing(
+        db: Session, make: Any, retries: list[int]) -> None:
+    make.account(wecom_userid="counter")
+    good = [stored_add(db, "counter", f"wmBATCH{n}") for n in range(5)]
+    bad = stored_add(db, "nobody", "wmORPHAN")
+    wecom_jobs.process_event.call_local(good[0])  # one task: the others were waiting and come along
+    db.expire_all()
+    statuses = {e.id: (e.status, e.attempts) for e in db.scalars(select(WecomEvent))}
+    assert all(statuses[i] == ("processed", 1) for i in good)
+    assert statuses[bad] == ("received", 1) and len(retries) == 1
+    assert db.scalar(select(func.count()).select_from(Friendship)) == 5
+    # The computed facts of the batch's customers were refreshed (the 未沟通 contact-count tag).
+    customer = db.scalar(select(Customer).where(Customer.wecom_external_userid == "wmBATCH3"))
+    from siyu.customers import service
+
+    assert customer is not None
+    assert "未沟通" in {t.name for t in service.customer_tags(db, customer_ids=[customer.id])[customer.id]}
+    # Their own tasks find them done and change nothing.
+    for event_id in good[1:]:
+        wecom_jobs.process_event.call_local(event_id)
+    db.expire_all()
+    assert {e.attempts for e in db.scalars(select(WecomEvent).where(WecomEvent.id.in_(good)))} == {1}

@@ -62,12 +62,22 @@ def _customer(session: Session, external_userid: str, *, create: bool) -> Custom
     return customer
 
 
-def process(session: Session, event: WecomEvent) -> str:
-    """Apply one event; returns the status it ends in."""
+def process(session: Session, event: WecomEvent, *, touched: list[Customer] | None = None) -> str:
+    """Apply one event; returns the status it ends in.
+
+    Customers whose computed facts need refreshing are appended to ``touched`` when given (the
+    caller refreshes a batch of events at once), else refreshed here.
+    """
     fields: dict[str, Any] = event.fields or {}
     kind = event.event_type
     if kind in ("change_external_contact/add_external_contact", "change_external_contact/add_half_external_contact"):
-        _added(session, fields)
+        added = _added(session, fields)
+        if touched is None:
+            from siyu.customers import service as customers_service
+
+            customers_service.refresh_computed(session, customer=added)
+        else:
+            touched.append(added)
     elif kind in CHURN_EVENTS:
         _removed(session, fields, side=CHURN_EVENTS[kind])
     elif kind == "change_external_contact/edit_external_contact":
@@ -89,7 +99,7 @@ def process(session: Session, event: WecomEvent) -> str:
     return EventStatus.processed.value
 
 
-def _added(session: Session, fields: dict[str, Any]) -> None:
+def _added(session: Session, fields: dict[str, Any]) -> Customer:
     account = _account(session, fields)
     customer = _customer(session, fields.get("ExternalUserID", ""), create=True)
     if customer is None:
@@ -110,9 +120,7 @@ def _added(session: Session, fields: dict[str, Any]) -> None:
     session.add(Touch(customer_id=customer.id, account_id=account.id, kind=TouchKind.system.value, occurred_at=at,
                       details={"event": "wecom_friend_added", "state": state, "welcome": outcome.welcome,
                                "welcome_code": fields.get("WelcomeCode", ""), "alert": outcome.alert}))
-    from siyu.customers import service as customers_service
-
-    customers_service.refresh_computed(session, customer=customer)
+    return customer
 
 
 def _removed(session: Session, fields: dict[str, Any], *, side: str) -> None:

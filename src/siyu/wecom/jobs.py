@@ -7,46 +7,94 @@ from datetime import timedelta
 from typing import Any
 
 from huey import crontab
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from siyu.core import jobs
 from siyu.core.db import transaction, utcnow
+from siyu.customers.models import Customer
+from siyu.customers.service import refresh_computed_many
 from siyu.wecom import callback, events
 from siyu.wecom.models import EventStatus, WecomEvent
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 STALE_AFTER = timedelta(seconds=30)
+DONE = (EventStatus.processed.value, EventStatus.ignored.value)
+
+
+# A worker that picks up one event takes up to this many other waiting events along with it:
+# one claim, one transaction and one recompute of the customers they touched, instead of one
+# each. Their own tasks then find them done and return at once.
+BATCH_EVENTS = 50
+
+
+def _claim(session: Any, event_id: int) -> list[int]:
+    """Mark an attempt on this event and on waiting events nobody has started; the ids claimed.
+
+    ``attempts`` goes up before any work, so an event whose processing kills the worker is
+    still counted, and ``attempts = 0`` in the UPDATE makes the claim atomic between workers.
+    """
+    own = session.get(WecomEvent, event_id, with_for_update=True)
+    if own is None or own.status in DONE:
+        return []  # already done (a sweep and a retry may both ask): processing stays exactly once
+    own.attempts += 1
+    waiting = list(session.scalars(select(WecomEvent.id).where(
+        WecomEvent.status == EventStatus.received.value, WecomEvent.attempts == 0, WecomEvent.id != event_id)
+        .order_by(WecomEvent.id).limit(BATCH_EVENTS - 1)))
+    claimed = list(session.scalars(
+        update(WecomEvent).where(WecomEvent.id.in_(waiting), WecomEvent.attempts == 0)
+        .values(attempts=WecomEvent.attempts + 1).returning(WecomEvent.id),
+        execution_options={"synchronize_session": False})) if waiting else []
+    return [event_id, *sorted(claimed)]
 
 
 @jobs.inbound_queue.task()
 def process_event(event_id: int) -> None:
-    """Apply one stored event; a failure is retried with a growing delay, then shown as failed."""
+    """Apply a stored event (and the waiting ones it claims); failures retry with a growing delay."""
     with transaction() as session:
-        event = session.get(WecomEvent, event_id, with_for_update=True)
-        if event is None or event.status in (EventStatus.processed.value, EventStatus.ignored.value):
-            return  # already done (a sweep and a retry may both ask): processing stays exactly once
-        event.attempts += 1
-        attempt = event.attempts
+        claimed = _claim(session, event_id)
+    if not claimed:
+        return
+    failed: dict[int, str] = {}
     try:
         with transaction() as session:
+            # Write first: on SQLite this takes the write lock (waiting its turn) before any read,
+            # so a callback committing meanwhile cannot invalidate the batch's snapshot halfway.
+            session.execute(update(WecomEvent).where(WecomEvent.id.in_(claimed)).values(error=""),
+                            execution_options={"synchronize_session": False})
+            touched: list[Customer] = []
+            for claimed_id in claimed:
+                event = session.get_one(WecomEvent, claimed_id)
+                try:
+                    with session.begin_nested():  # one bad event never undoes the others
+                        status = events.process(session, event, touched=touched)
+                except Exception as exc:
+                    failed[claimed_id] = f"{type(exc).__name__}: {exc}"
+                    log.warning("wecom event %s failed: %s", claimed_id, exc)
+                    continue
+                event.status, event.error, event.processed_at = status, "", utcnow()
+                if status == EventStatus.ignored.value:
+                    log.info("wecom event %s (%s) stored and acknowledged; Siyu does not act on it", claimed_id,
+                             event.event_type)
+            refresh_computed_many(session, customers=list({c.id: c for c in touched}.values()))
+    except Exception as exc:  # the batch as a whole could not be saved: every event is retried
+        log.warning("wecom events %s failed together: %s", claimed, exc)
+        failed = {claimed_id: f"{type(exc).__name__}: {exc}" for claimed_id in claimed}
+    if failed:
+        _record_failures(failed)
+
+
+def _record_failures(failed: dict[int, str]) -> None:
+    with transaction() as session:
+        for event_id, error in failed.items():
             event = session.get(WecomEvent, event_id)
-            assert event is not None
-            status = events.process(session, event)
-            event.status, event.error, event.processed_at = status, "", utcnow()
-        if status == EventStatus.ignored.value:
-            log.info("wecom event %s (%s) stored and acknowledged; Siyu does not act on it", event_id,
-                     event.event_type)
-    except Exception as exc:
-        log.warning("wecom event %s failed on attempt %s: %s", event_id, attempt, exc)
-        with transaction() as session:
-            event = session.get(WecomEvent, event_id)
-            if event is not None:
-                event.error = f"{type(exc).__name__}: {exc}"[:2000]
-                if attempt >= MAX_ATTEMPTS:
-                    event.status = EventStatus.failed.value
-        if attempt < MAX_ATTEMPTS:
-            process_event.schedule((event_id,), delay=10 * 2 ** (attempt - 1))
+            if event is None:
+                continue
+            event.error = error[:2000]
+            if event.attempts >= MAX_ATTEMPTS:
+                event.status = EventStatus.failed.value
+            else:
+                process_event.schedule((event_id,), delay=10 * 2 ** (event.attempts - 1))
 
 
 def enqueue(session: Any, event_id: int) -> None:
