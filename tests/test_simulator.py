@@ -362,3 +362,43 @@ def test_wechatpy_client_gets_tokens_and_external_contacts_from_the_simulator(co
         assert denied.value.errcode == 40001
     finally:
         server.stop()
+
+
+def test_faults_are_injected_for_a_number_of_calls_and_calls_are_counted(sim: TestClient, api: Api) -> None:
+    assert sim.post("/_simulator/faults", json={"path": "externalcontact/list", "times": 2,
+                                                "errcode": 45009}).status_code == 200
+    assert sim.post("/_simulator/faults", json={"path": "*", "status": 503}).status_code == 200
+    assert sim.post("/_simulator/faults", json={"times": 0, "errcode": 45009}).status_code == 400
+    assert sim.post("/_simulator/faults", json={"status": 404}).status_code == 400
+    assert api.get("externalcontact/list", userid="shanye.vip")["errcode"] == 45009
+    assert api.get("externalcontact/list", userid="shanye.vip")["errcode"] == 45009
+    busy = sim.get("/cgi-bin/gettoken", params={"corpid": CORP_ID, "corpsecret": SECRET})
+    assert busy.status_code == 503
+    assert api.get("externalcontact/list", userid="shanye.vip")["errcode"] == 0
+    state = sim.get("/_simulator/faults").json()
+    assert state["pending"] == [] and state["calls"]["externalcontact/list"] == 3
+    assert sim.delete("/_simulator/faults").json() == {"cleared": True}
+    assert sim.get("/_simulator/faults").json() == {"pending": [], "calls": {}}
+
+
+def test_transfers_answer_per_customer_and_wait_for_the_takeover(api: Api, corp: VirtualCorp) -> None:
+    corp.auto_accept_transfer = False  # as on the platform: taken over after 24 hours
+    mine = api.get("externalcontact/list", userid="shanye.ahe01")["external_userid"]
+    other = api.get("externalcontact/list", userid="shanye.vip")["external_userid"][0]
+    body = {"handover_userid": "shanye.ahe01", "takeover_userid": "shanye.ahe02", "external_userid": [mine[0], other]}
+    answer = api.post("externalcontact/transfer_customer", body)
+    assert answer["customer"] == [{"external_userid": mine[0], "errcode": 0},
+                                  {"external_userid": other, "errcode": 84061}]
+    assert api.post("externalcontact/transfer_customer", {**body, "external_userid": [mine[0]]})["customer"] \
+        == [{"external_userid": mine[0], "errcode": 40100}]  # already on its way
+    result = api.post("externalcontact/transfer_result", {"handover_userid": "shanye.ahe01",
+                                                          "takeover_userid": "shanye.ahe02"})
+    assert result["customer"] == [{"external_userid": mine[0], "status": 2, "takeover_time": 0}]
+    assert api.post("externalcontact/transfer_customer", {**body, "takeover_userid": "shanye.ahe01"})["errcode"] \
+        == 40058
+    assert api.post("externalcontact/resigned/transfer_customer", body)["errcode"] == 40097
+    corp.resign_member("shanye.ahe01")
+    assert api.get("user/get", userid="shanye.ahe01")["errcode"] == 60111
+    assert "shanye.ahe01" not in api.get("externalcontact/get_follow_user_list")["follow_user"]
+    unassigned = api.post("externalcontact/get_unassigned_list", {"page_size": 2})
+    assert len(unassigned["info"]) == 2 and unassigned["is_last"] is False and unassigned["next_cursor"]

@@ -118,3 +118,41 @@ def test_dashboard_draws_the_ladder_and_other_pages_render(tab: Any) -> None:
     tab.go("/settings/tags")
     tab.screenshot("settings-tags")
     assert tab.errors == [], tab.errors
+
+
+def test_wecom_test_connection_shows_the_platforms_error_then_success(tab: Any) -> None:
+    import os
+
+    from siyu.core.settings import get_settings
+    from siyu.simulator.corp import VirtualCorp
+    from siyu.simulator.server import RunningServer, ServerOptions, create_app
+
+    server = RunningServer(create_app(VirtualCorp.seeded(1, corp_id="wwBROWSER0000001", salt=0),
+                                      ServerOptions(secret="browser-sim-secret"))).start()
+    names = ("SIYU_WECOM_CORP_ID", "SIYU_WECOM_SECRET", "SIYU_WECOM_API_BASE")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({"SIYU_WECOM_CORP_ID": "wwBROWSER0000001", "SIYU_WECOM_SECRET": "a-wrong-secret",
+                       "SIYU_WECOM_API_BASE": server.url + "/cgi-bin/"})
+    get_settings.cache_clear()
+    try:
+        page = tab.page
+        tab.login()
+        tab.go("/wecom")
+        page.click('[data-testid="wecom-test"]')
+        result = page.locator('[data-testid="wecom-test-result"]')
+        expect(result).to_contain_text("企业微信返回 40001：invalid credential")
+        assert "a-wrong-secret" not in page.content()
+        tab.screenshot("wecom-test-connection-refused")
+        os.environ["SIYU_WECOM_SECRET"] = "browser-sim-secret"
+        get_settings.cache_clear()
+        page.click('[data-testid="wecom-test"]')
+        expect(result).to_contain_text("连接成功")
+        assert not tab.errors
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+        server.stop()

@@ -80,8 +80,9 @@ class Member(BaseModel):
     position: str = ""
     mobile: str = ""
     gender: str = "0"
-    status: int = 1
+    status: int = 1  # 1 active; 5 left the corp
     follow: bool = True  # has the customer-contact (客户联系) permission
+    left_at: int | None = None  # when the member left the corp (their customers wait for 离职继承)
 
 
 class Follow(BaseModel):
@@ -207,6 +208,18 @@ class MassSend(BaseModel):
     results: list[SendResult] = Field(default_factory=list)
 
 
+class Transfer(BaseModel):
+    """One customer handed from one member to another: 在职继承 (in service) or 离职继承 (resigned)."""
+
+    kind: str  # "in_service" or "resigned"
+    handover_userid: str
+    takeover_userid: str
+    external_userid: str
+    status: int = 2  # 1 taken over, 2 waiting, 3 the customer refused, 4 the takeover member is full
+    created_at: int
+    takeover_time: int = 0
+
+
 class CorpState(BaseModel):
     version: int = STATE_VERSION
     corp_id: str
@@ -219,6 +232,7 @@ class CorpState(BaseModel):
     welcome_codes: list[WelcomeCode] = Field(default_factory=list)
     welcome_messages: list[WelcomeMessage] = Field(default_factory=list)
     mass_sends: list[MassSend] = Field(default_factory=list)
+    transfers: list[Transfer] = Field(default_factory=list)
     message_count: int = 0
     rng_state: list[Any] = Field(default_factory=list)
 
@@ -302,6 +316,7 @@ class VirtualCorp:
         self.by_id = {c.external_userid: c for c in state.contacts}  # a campaign looks customers up 100,000s of times
         self.auto_confirm_mass_send = True  # members "confirm" a mass send at once
         self.mass_send_daily_limit = 1  # mass messages one customer may receive per day from the corp
+        self.auto_accept_transfer = True  # a handed-over customer is taken over at once (not after 24 h)
 
     # ---- construction and persistence -------------------------------------------------
 
@@ -401,11 +416,12 @@ class VirtualCorp:
         self.state.contacts.append(contact)
         self.by_id[contact.external_userid] = contact
 
-    def member(self, userid: Any) -> Member:
+    def member(self, userid: Any, *, left_ok: bool = False) -> Member:
+        """A member of the corp; one who has left only where the platform still knows them (离职继承)."""
         if not userid:
             raise ApiError(40003, "missing userid")
         found = next((m for m in self.state.members if m.userid == userid), None)
-        if found is None:
+        if found is None or (found.left_at is not None and not left_ok):
             raise ApiError(60111, f"userid not found: {userid}")
         return found
 
@@ -455,9 +471,10 @@ class VirtualCorp:
         department = str(query.get("department_id") or "1")
         if not department.isdigit():
             raise ApiError(40058, "invalid department_id")
+        present = [m for m in self.state.members if m.left_at is None]
         if department != "1" and query.get("fetch_child") not in ("1", 1):
-            return [m for m in self.state.members if int(department) in m.department]
-        return list(self.state.members)
+            return [m for m in present if int(department) in m.department]
+        return present
 
     @_locked
     def api_get_follow_user_list(self, query: dict[str, Any]) -> dict[str, Any]:
@@ -764,6 +781,100 @@ class VirtualCorp:
                                "admin_list": [{"userid": a} for a in chat.admin_list],
                                "member_version": chat.member_version}}
 
+    # ---- transfers of customers between members (在职继承 / 离职继承) --------------------------------------
+
+    def _transfer_parties(self, body: dict[str, Any], kind: str) -> tuple[Member, Member]:
+        handover = self.member(body.get("handover_userid"), left_ok=kind == "resigned")
+        takeover = self.member(body.get("takeover_userid"))
+        if kind == "resigned" and handover.left_at is None:
+            raise ApiError(40097, f"the handover member has not left the corp: {handover.userid}")
+        if handover.userid == takeover.userid:
+            raise ApiError(40058, "handover_userid and takeover_userid must differ")
+        return handover, takeover
+
+    def _transfer_customers(self, body: dict[str, Any], kind: str) -> dict[str, Any]:
+        handover, takeover = self._transfer_parties(body, kind)
+        if not takeover.follow:
+            raise ApiError(84074, f"{takeover.userid} has no customer-contact permission")
+        ids = _strings(body.get("external_userid"), "external_userid", maximum=100)
+        if not ids:
+            raise ApiError(40058, "external_userid is required")
+        if len(str(body.get("transfer_success_msg") or "")) > 200:
+            raise ApiError(40058, "transfer_success_msg longer than 200 characters")
+        now = int(self.clock())
+        answers = []
+        for external_userid in ids:  # each customer gets its own errcode, as on the platform
+            contact = self.by_id.get(external_userid)
+            if contact is None:
+                answers.append({"external_userid": external_userid, "errcode": 40096})
+                continue
+            if contact.follow(handover.userid) is None:
+                answers.append({"external_userid": external_userid, "errcode": 84061})
+                continue
+            if any(t.external_userid == external_userid and t.handover_userid == handover.userid and t.status == 2
+                   for t in self.state.transfers):
+                answers.append({"external_userid": external_userid, "errcode": 40100})  # already on its way
+                continue
+            transfer = Transfer(kind=kind, handover_userid=handover.userid, takeover_userid=takeover.userid,
+                                external_userid=external_userid, created_at=now)
+            self.state.transfers.append(transfer)
+            if self.auto_accept_transfer:
+                self._take_over(transfer)
+            answers.append({"external_userid": external_userid, "errcode": 0})
+        return {"customer": answers}
+
+    def _take_over(self, transfer: Transfer) -> None:
+        """The takeover member now has the customer, with the remark and tags; the handover's friendship ends."""
+        contact = self.contact(transfer.external_userid)
+        old = contact.follow(transfer.handover_userid)
+        now = int(self.clock())
+        if old is not None:
+            old.deleted_at = now
+            if contact.follow(transfer.takeover_userid) is None:
+                contact.follows.append(Follow(
+                    userid=transfer.takeover_userid, remark=old.remark, description=old.description, createtime=now,
+                    tag_ids=list(old.tag_ids), remark_corp_name=old.remark_corp_name,
+                    remark_mobiles=list(old.remark_mobiles), add_way=202, oper_userid=transfer.handover_userid,
+                    state=old.state))
+        transfer.status, transfer.takeover_time = 1, now
+
+    def _transfer_result(self, body: dict[str, Any], kind: str) -> dict[str, Any]:
+        handover, takeover = self._transfer_parties(body, kind)
+        rows = [{"external_userid": t.external_userid, "status": t.status, "takeover_time": t.takeover_time}
+                for t in self.state.transfers if t.kind == kind and t.handover_userid == handover.userid
+                and t.takeover_userid == takeover.userid]
+        chunk, next_cursor = page(rows, body.get("cursor"), 1000)
+        return {"customer": chunk, "next_cursor": next_cursor}
+
+    @_locked
+    def api_transfer_customer(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._transfer_customers(body, "in_service")
+
+    @_locked
+    def api_transfer_result(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._transfer_result(body, "in_service")
+
+    @_locked
+    def api_resigned_transfer_customer(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._transfer_customers(body, "resigned")
+
+    @_locked
+    def api_resigned_transfer_result(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._transfer_result(body, "resigned")
+
+    @_locked
+    def api_get_unassigned_list(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Customers of members who left, still waiting for someone to take them over."""
+        size = _limit(body.get("page_size"), default=1000, maximum=1000)
+        rows = [{"handover_userid": m.userid, "external_userid": c.external_userid, "dimission_time": m.left_at}
+                for m in self.state.members if m.left_at is not None
+                for c in self.state.contacts if c.follow(m.userid) is not None]
+        cursor = body.get("cursor")
+        if not cursor and body.get("page_id"):
+            cursor = encode_cursor(int(body["page_id"]) * size)
+        chunk, next_cursor = page(rows, cursor, size)
+        return {"info": chunk, "is_last": not next_cursor, "next_cursor": next_cursor}
+
     # ---- welcome messages and mass sends ---------------------------------------------------------------
 
     @_locked
@@ -1006,6 +1117,14 @@ class VirtualCorp:
         return {**handlers[action](body), "create_time": int(self.clock())}
 
     @_locked
+    def resign_member(self, userid: str) -> dict[str, Any]:
+        """The member leaves the corp: their customers stay, waiting to be handed over (离职继承)."""
+        member = self.member(userid)
+        now = int(self.clock())
+        member.left_at, member.status, member.follow = now, 5, False
+        return {"create_time": now}
+
+    @_locked
     def confirm_mass_send(self, msgid: str, userid: str) -> dict[str, Any]:
         self._confirm(self._mass_send({"msgid": msgid}), userid)
         return {}
@@ -1023,6 +1142,7 @@ class VirtualCorp:
             "group_chats": sum(1 for c in self.state.group_chats if not c.dismissed),
             "welcome_messages": len(self.state.welcome_messages),
             "mass_sends": len(self.state.mass_sends),
+            "transfers": len(self.state.transfers),
             "messages": self.state.message_count,
         }
 

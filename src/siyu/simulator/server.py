@@ -4,9 +4,11 @@ Like the platform, every answer is HTTP 200 with ``errcode``/``errmsg`` in the J
 (0/"ok" on success), an access token comes from ``gettoken`` (corpid + corpsecret) and
 lasts ``expires_in`` seconds, and a call without one, with an unknown one or an expired
 one gets 41001, 40014 or 42001 — the codes wechatpy's client reacts to by fetching a new
-token. An optional per-token rate limit answers 45009. Everything the simulator adds
-(the root page, ``/_simulator/...`` controls for the driver and for tests) is outside
-``/cgi-bin/`` and every response says ``Siyu WeCom simulator`` in its headers.
+token. An optional per-token rate limit answers 45009. Faults can be injected for a number
+of calls (``POST /_simulator/faults``): an errcode such as 45009 or -1, or an HTTP 5xx, as the
+platform answers when it is busy. Everything the simulator adds (the root page,
+``/_simulator/...`` controls for the driver and for tests) is outside ``/cgi-bin/`` and every
+response says ``Siyu WeCom simulator`` in its headers.
 """
 
 from __future__ import annotations
@@ -60,12 +62,21 @@ ROUTES: dict[str, tuple[str, str]] = {
     "externalcontact/get_groupmsg_task": ("POST", "api_get_groupmsg_task"),
     "externalcontact/get_groupmsg_send_result": ("POST", "api_get_groupmsg_send_result"),
     "externalcontact/get_group_msg_result": ("POST", "api_get_group_msg_result"),
+    "externalcontact/transfer_customer": ("POST", "api_transfer_customer"),
+    "externalcontact/transfer_result": ("POST", "api_transfer_result"),
+    "externalcontact/resigned/transfer_customer": ("POST", "api_resigned_transfer_customer"),
+    "externalcontact/resigned/transfer_result": ("POST", "api_resigned_transfer_result"),
+    "externalcontact/get_unassigned_list": ("POST", "api_get_unassigned_list"),
 }
 
 # What the driver (or a test) may do to the corp through POST /_simulator/<operation>.
 DRIVER_OPERATIONS = ("add_contact", "remove_contact", "edit_contact", "create_group", "join_group", "quit_group",
                      "dismiss_group", "inbound_message", "tag_admin", "confirm_mass_send", "contacts_of", "groups",
-                     "overview")
+                     "overview", "resign_member")
+
+# The platform's words for the codes a fault is usually injected with.
+FAULT_MESSAGES = {-1: "system busy", 45009: "api freq out of limit", 45033: "api concurrent out of limit",
+                  40014: "invalid access_token", 42001: "access_token expired"}
 
 
 @dataclass
@@ -74,6 +85,64 @@ class ServerOptions:
     token_ttl: int = TOKEN_TTL
     rate_limit: int = 0  # calls per access token per minute; 0 = no limit
     state_path: Path | None = None  # saved on shutdown and on POST /_simulator/save
+
+
+@dataclass
+class Fault:
+    """The next ``times`` calls to ``path`` (``*``: any ``/cgi-bin/`` path, gettoken included) fail."""
+
+    path: str
+    times: int
+    errcode: int = 0  # answered as HTTP 200 with this errcode, as the platform does
+    errmsg: str = ""
+    status: int = 0  # or answered with this HTTP status (a 5xx from the platform's gateway)
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": self.path, "times": self.times, "errcode": self.errcode, "errmsg": self.errmsg,
+                "status": self.status}
+
+
+class Faults:
+    """Injected failures, taken in the order they were added, and how many calls each path received."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending: list[Fault] = []
+        self.calls: dict[str, int] = {}
+
+    def add(self, body: dict[str, Any]) -> Fault:
+        try:
+            fault = Fault(path=str(body.get("path") or "*").strip("/"), times=int(body.get("times", 1)),
+                          errcode=int(body.get("errcode") or 0), errmsg=str(body.get("errmsg") or ""),
+                          status=int(body.get("status") or 0))
+        except (TypeError, ValueError) as exc:
+            raise ApiError(40058, f"bad fault: {exc}") from exc
+        if fault.times < 1 or not (fault.errcode or 500 <= fault.status <= 599):
+            raise ApiError(40058, "a fault needs times >= 1 and an errcode or a 5xx status")
+        with self.lock:
+            self.pending.append(fault)
+        return fault
+
+    def take(self, path: str) -> Fault | None:
+        """Counts a call to ``path`` and returns the fault it meets, if any."""
+        with self.lock:
+            self.calls[path] = self.calls.get(path, 0) + 1
+            for fault in self.pending:
+                if fault.path in ("*", path):
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self.pending.remove(fault)
+                    return fault
+        return None
+
+    def clear(self) -> None:
+        with self.lock:
+            self.pending.clear()
+            self.calls.clear()
+
+    def describe(self) -> dict[str, Any]:
+        with self.lock:
+            return {"pending": [f.describe() for f in self.pending], "calls": dict(self.calls)}
 
 
 class Tokens:
@@ -132,6 +201,14 @@ def _error(exc: ApiError, request: Request) -> JSONResponse:
     return JSONResponse({"errcode": exc.errcode, "errmsg": _errmsg(exc.errcode, exc.errmsg, request)})
 
 
+def _fault(fault: Fault, request: Request) -> Response:
+    if fault.status:
+        return HTMLResponse(f"<html><body><h1>{fault.status}</h1>{NAME}: injected fault</body></html>",
+                            status_code=fault.status)
+    text = fault.errmsg or FAULT_MESSAGES.get(fault.errcode, "injected fault")
+    return _error(ApiError(fault.errcode, text), request)
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
@@ -147,6 +224,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
     tokens = Tokens(options.token_ttl, corp.clock)
+    faults = Faults()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
@@ -158,6 +236,7 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
     app = FastAPI(title=NAME, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.corp = corp
     app.state.tokens = tokens
+    app.state.faults = faults
 
     @app.middleware("http")
     async def name_the_simulator(request: Request, call_next: Callable[[Request], Any]) -> Response:
@@ -183,7 +262,10 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
                 f"<ul>{ways}</ul><p><a href='/_simulator/state'>full state (JSON)</a></p></body></html>")
 
     @app.get("/cgi-bin/gettoken")
-    def gettoken(request: Request) -> JSONResponse:
+    def gettoken(request: Request) -> Response:
+        fault = faults.take("gettoken")
+        if fault is not None:
+            return _fault(fault, request)
         corpid = request.query_params.get("corpid", "")
         corpsecret = request.query_params.get("corpsecret", "")
         try:
@@ -203,6 +285,9 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
     @app.api_route("/cgi-bin/{path:path}", methods=["GET", "POST"])
     async def wecom_api(path: str, request: Request) -> Response:
         route = ROUTES.get(path.strip("/"))
+        fault = faults.take(path.strip("/")) if route is not None else None
+        if fault is not None:
+            return _fault(fault, request)
         if route is None:
             return JSONResponse({"errcode": 404, "errmsg": f"{NAME} does not implement /cgi-bin/{path}"},
                                 status_code=404)
@@ -234,6 +319,24 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
     @app.post("/_simulator/tokens/expire")
     def expire_tokens() -> JSONResponse:
         return JSONResponse({"expired": tokens.expire_all()})
+
+    @app.get("/_simulator/faults")
+    def list_faults() -> JSONResponse:
+        return JSONResponse(faults.describe())
+
+    @app.post("/_simulator/faults")
+    async def add_fault(request: Request) -> JSONResponse:
+        """``{"path": "externalcontact/list", "times": 3, "errcode": 45009}`` or ``{"status": 503, …}``."""
+        try:
+            fault = faults.add(await _json_body(request))
+        except ApiError as exc:
+            return JSONResponse({"errcode": exc.errcode, "errmsg": exc.errmsg}, status_code=400)
+        return JSONResponse(fault.describe())
+
+    @app.delete("/_simulator/faults")
+    def clear_faults() -> JSONResponse:
+        faults.clear()
+        return JSONResponse({"cleared": True})
 
     @app.post("/_simulator/{operation}")
     async def operate(operation: str, request: Request) -> JSONResponse:

@@ -19,6 +19,7 @@ from siyu.core.settings import local_zone
 from siyu.customers.pages import FormDep, FormRead
 from siyu.web.render import render
 from siyu.wecom import callback, config, events, jobs
+from siyu.wecom import client as wecom_client
 from siyu.wecom.callback import CallbackRefused
 from siyu.wecom.models import EventStatus, WecomEvent
 
@@ -77,13 +78,14 @@ LABELS = {"corp_id": N_("Corp ID"), "token": N_("Token"), "aes_key": N_("Encodin
 
 
 def _connection(request: Request, session: Session, *, status_code: int = 200, error: str | None = None,
-                notice: str = "") -> Response:
+                notice: str = "", check: wecom_client.ConnectionCheck | None = None) -> Response:
     current = config.effective(session)
     rows = [(name, _(label), config.mask(getattr(current, name)) if name in config.SECRET_FIELDS
              else getattr(current, name), current.source.get(name, "")) for name, label in LABELS.items()]
     return render(request, "wecom/connection.html", status_code=status_code, nav_active="wecom",
                   title=_("WeCom connection"), rows=rows, configured=current.can_receive, error=error, notice=notice,
-                  callback_url=str(request.url_for("verify")))
+                  callback_url=str(request.url_for("verify")), check=check,
+                  can_call=bool(current.corp_id and current.secret))
 
 
 @pages.get("/wecom", response_class=HTMLResponse)
@@ -101,6 +103,14 @@ def connection_save(request: Request, session: SessionDep, viewer: AdminPageView
         session.rollback()
         return _connection(request, session, status_code=exc.status_code, error=exc.message)
     return RedirectResponse("/wecom?saved=1", status_code=303)
+
+
+@pages.post("/wecom/test", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def connection_test(request: Request, session: SessionDep, viewer: AdminPageViewer) -> Response:
+    """gettoken and a cheap call with the effective settings: success, or WeCom's exact errcode and errmsg."""
+    check = wecom_client.check_connection(session, actor=viewer)
+    session.commit()
+    return _connection(request, session, check=check)
 
 
 @pages.get("/wecom/events", response_class=HTMLResponse)

@@ -1,0 +1,798 @@
+"""The WeCom server API client: every call Siyu makes to WeCom goes through this module.
+
+It is wechatpy's WeCom client (``wechatpy.enterprise.WeChatClient``, pinned at 1.8.18) with
+the transport owned here:
+
+- **API base** from the connection settings (``SIYU_WECOM_API_BASE`` or the console), so the
+  simulator stands in for WeCom; wechatpy hard-codes the real ``gettoken`` URL, so
+  ``fetch_access_token`` is ours.
+- **Access token** cached in a wechatpy session storage that every worker shares: Redis when
+  ``SIYU_REDIS_URL`` is set, otherwise a row of ``app_setting`` written in its own short
+  transaction; each process keeps a copy for a minute so a call costs no storage read. The
+  storage forgets a token five minutes before the platform does. The key is a hash of the
+  corp id, secret and API base (wechatpy's own key holds the first ten characters of the
+  secret). When the platform refuses a token anyway (40014 invalid, 42001 expired, 41001
+  missing, 40001) the token is fetched again **once** and the call repeated — unless another
+  worker already stored a newer one. wechatpy 1.8.18 retries these codes by recursing
+  without a bound (a platform that keeps answering 42001 recurses until RecursionError), so
+  its ``_request`` is replaced and that retry is this one, bounded.
+- **Busy platform**: -1 (system busy), 45009 (frequency limit), 45033 (concurrency limit),
+  45035 and 41063 (a mass send still being dispatched) are waited out — exponential backoff,
+  capped, with some jitter, through an injectable ``sleep`` — and the call repeated, up to
+  ``RetryPolicy.attempts`` tries; then ``WecomApiError`` with ``retryable=True`` is raised, which
+  a job turns into a later retry (nothing is dropped). HTTP 5xx, 429 and connection failures
+  are waited out the same way, with one exception: a call that creates something (a mass
+  send, a contact way, a welcome message, a transfer …) whose answer was lost *after* the
+  platform may have acted on it (HTTP 500/502/504, a read timeout, a dropped connection) is
+  not repeated blindly — that would send twice — and raises at once (``retryable=False``).
+  Any other errcode raises at once with the platform's errcode and errmsg.
+
+``client_for(session_or_config)`` returns a ``WecomApi``: typed methods, one per call Siyu
+makes, returning the platform's JSON. Calls wechatpy 1.8.18 lacks (batch get, remarks, the
+newer mass-send results, transfers, …) are added in its style in ``WeChatExternalContactMore``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+from urllib3.exceptions import ConnectTimeoutError
+from wechatpy.client.api.base import BaseWeChatAPI
+from wechatpy.enterprise import WeChatClient
+from wechatpy.session import SessionStorage
+from wechatpy.utils import json as wechat_json
+
+from siyu.core.db import transaction
+from siyu.core.i18n import N_, _
+from siyu.core.models import AppSetting
+from siyu.core.settings import get_settings
+from siyu.core.viewer import Viewer
+from siyu.wecom import config
+from siyu.wecom.config import WecomConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin/"
+# The platform refused the token: fetch a new one once and repeat the call.
+TOKEN_ERRCODES = frozenset({40001, 40014, 41001, 42001})
+# The platform is busy or limiting us: wait and repeat.
+BUSY_ERRCODES = frozenset({-1, 45009, 45033, 45035, 41063})
+NOT_EXTERNAL_CONTACT = 84061  # also what externalcontact/list answers for a member without customers
+# HTTP answers that mean the request was not carried out (so even a create may be repeated).
+NOT_CARRIED_OUT = frozenset({429, 503})
+# Calls that create or send something: not repeated when the platform may already have acted.
+CREATES = frozenset({
+    "externalcontact/add_contact_way", "externalcontact/add_corp_tag", "externalcontact/send_welcome_msg",
+    "externalcontact/add_msg_template", "externalcontact/transfer_customer",
+    "externalcontact/resigned/transfer_customer",
+})
+TOKEN_MARGIN_SECONDS = 300  # the storage forgets a token this long before the platform does
+LOCAL_COPY_SECONDS = 60  # how long a process uses its copy before reading the shared storage again
+TOKEN_KEY_PREFIX = "wecom_token:"  # noqa: S105 - a key name, not a password
+_SECRET_IN_URL = re.compile(r"((?:corpsecret|access_token)=)[^&\s'\")]+")
+
+
+class WecomApiError(Exception):
+    """WeCom refused a call (``errcode``/``errmsg`` as the platform sent them) or could not be reached.
+
+    ``errcode`` is None when no platform answer came back (connection failure, HTTP 5xx).
+    ``retryable``: the platform was busy or unreachable and the retries here ran out — try the
+    work again later (a job schedules itself again); otherwise repeating will not help.
+    """
+
+    def __init__(self, errcode: int | None, errmsg: str, *, api: str = "", retryable: bool = False,
+                 http_status: int | None = None) -> None:
+        self.errcode = errcode
+        self.errmsg = errmsg
+        self.api = api
+        self.retryable = retryable
+        self.http_status = http_status
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f" to {self.api}" if self.api else ""
+        if self.errcode is None:
+            return f"WeCom could not be reached{where}: {self.errmsg}"
+        return f"WeCom answered {self.errcode}{where}: {self.errmsg}"
+
+    def display(self) -> str:
+        """The console's words for it, in the viewer's language, with the platform's exact errmsg."""
+        if self.errcode is None:
+            return _("Could not reach WeCom: {message}", message=self.errmsg)
+        return _("WeCom answered {code}: {message}", code=self.errcode, message=self.errmsg)
+
+
+class WecomNotConfigured(WecomApiError):
+    def __init__(self) -> None:
+        super().__init__(None, "the corp ID and the Secret are needed for API calls")
+
+    def display(self) -> str:
+        return _("Fill in the corp ID and the Secret first.")
+
+
+# ---------------------------------------------------------------- retries
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a busy or unreachable platform is waited out: ``attempts`` tries in all, the
+    waits between them doubling from ``base_delay`` up to ``max_delay`` seconds (plus up to
+    ``jitter`` of each wait, so workers limited together do not come back together)."""
+
+    attempts: int = 6
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    jitter: float = 0.25
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+    def delay(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (1 for the first)."""
+        grown = self.base_delay * 2 ** (retry - 1)
+        return min(self.max_delay, grown * (1 + self.jitter * random.random()))  # noqa: S311 - not a secret
+
+
+# The console's "test connection" answers within a few seconds, busy platform or not.
+CONSOLE_POLICY = RetryPolicy(attempts=2, base_delay=0.5, max_delay=1.0)
+
+
+def _scrub(text: str, *secrets: str) -> str:
+    """Error text without the secret or a token (a requests error quotes the URL it tried)."""
+    text = _SECRET_IN_URL.sub(r"\1***", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """The connection was never made, so the platform cannot have acted on the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, ConnectTimeoutError)  # NewConnectionError (refused, DNS) is one of these
+
+
+# ---------------------------------------------------------------- token storage
+
+
+class DatabaseStorage(SessionStorage):
+    """wechatpy session storage in the ``app_setting`` table, for installations without Redis.
+
+    Every read and write is its own short transaction on its own connection, so a caller's
+    open transaction never holds a token back from other workers. A failed write is logged
+    and not raised: the token still works from the process's copy.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            with transaction() as session:
+                row = session.get(AppSetting, key)
+                value = dict(row.value) if row is not None else None
+        except SQLAlchemyError as exc:
+            log.warning("could not read the shared WeCom token: %s", exc)
+            return default
+        if not value or float(value.get("expires_at", 0)) <= self.clock():
+            return default
+        return value.get("value", default)
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        if value is None:
+            return
+        data = {"value": value, "expires_at": self.clock() + (ttl or 7200)}
+        for _attempt in range(2):  # a first insert can race another worker's: then update its row
+            try:
+                with transaction() as session:
+                    row = session.get(AppSetting, key)
+                    if row is None:
+                        session.add(AppSetting(key=key, value=data))
+                    else:
+                        row.value = data
+                return
+            except IntegrityError:
+                continue
+            except SQLAlchemyError as exc:
+                log.warning("could not share the WeCom token with other workers: %s", exc)
+                return
+
+    def delete(self, key: str) -> None:
+        try:
+            with transaction() as session:
+                session.execute(delete(AppSetting).where(AppSetting.key == key))
+        except SQLAlchemyError as exc:
+            log.warning("could not delete the shared WeCom token: %s", exc)
+
+
+class TokenStorage(SessionStorage):
+    """The shared storage (Redis or the database) with a short-lived copy in this process."""
+
+    def __init__(self, shared: Any, clock: Callable[[], float] = time.time) -> None:
+        self.shared = shared
+        self.clock = clock
+        self.local: dict[str, tuple[Any, float]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self.lock:
+            copy = self.local.get(key)
+        if copy is not None and copy[1] > self.clock():
+            return copy[0]
+        value = self.fresh(key)
+        return default if value is None else value
+
+    def fresh(self, key: str) -> Any:
+        """What the shared storage holds now (another worker may have stored a newer token)."""
+        try:
+            value = self.shared.get(key)
+        except Exception as exc:  # a storage outage must not stop API calls: fetch a token instead
+            log.warning("could not read the shared WeCom token: %s", exc)
+            value = None
+        with self.lock:
+            if value is None:
+                self.local.pop(key, None)
+            else:
+                self.local[key] = (value, self.clock() + LOCAL_COPY_SECONDS)
+        return value
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        if value is None:
+            return
+        with self.lock:
+            self.local[key] = (value, self.clock() + min(LOCAL_COPY_SECONDS, ttl or LOCAL_COPY_SECONDS))
+        try:
+            self.shared.set(key, value, ttl)
+        except Exception as exc:
+            log.warning("could not share the WeCom token with other workers: %s", exc)
+
+    def delete(self, key: str) -> None:
+        with self.lock:
+            self.local.pop(key, None)
+        try:
+            self.shared.delete(key)
+        except Exception as exc:
+            log.warning("could not delete the shared WeCom token: %s", exc)
+
+
+_storages: dict[str, TokenStorage] = {}
+_storages_lock = threading.Lock()
+
+
+def shared_storage() -> TokenStorage:
+    """The process's token storage: Redis when ``SIYU_REDIS_URL`` is set, else the database."""
+    settings = get_settings()
+    where = settings.redis_url or settings.database_url
+    with _storages_lock:
+        storage = _storages.get(where)
+        if storage is None:
+            if settings.redis_url:
+                import redis
+                from wechatpy.session.redisstorage import RedisStorage
+
+                shared: Any = RedisStorage(redis.Redis.from_url(settings.redis_url), prefix="siyu")
+            else:
+                shared = DatabaseStorage()
+            storage = _storages[where] = TokenStorage(shared)
+        return storage
+
+
+_refresh_locks: dict[str, threading.Lock] = {}
+_refresh_locks_guard = threading.Lock()
+
+
+def _refresh_lock(key: str) -> threading.Lock:
+    """One token fetch at a time per corp and secret in this process (threads wait for it)."""
+    with _refresh_locks_guard:
+        return _refresh_locks.setdefault(key, threading.Lock())
+
+
+def token_key(corp_id: str, secret: str, api_base: str) -> str:
+    digest = hashlib.sha256(f"{corp_id}\n{secret}\n{api_base}".encode()).hexdigest()
+    return f"{TOKEN_KEY_PREFIX}{corp_id[:24]}:{digest[:24]}"
+
+
+# ---------------------------------------------------------------- wechatpy: the calls 1.8.18 lacks
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+class WeChatExternalContactMore(BaseWeChatAPI):
+    """客户联系 calls wechatpy 1.8.18 does not have (or has without a parameter Siyu needs).
+
+    https://developer.work.weixin.qq.com/document/path/92109
+    """
+
+    def get(self, external_userid: str, cursor: str | None = None) -> Any:
+        """获取客户详情, with the cursor for a customer followed by more than 500 members (92114)."""
+        return self._get("externalcontact/get", params=_given(external_userid=external_userid, cursor=cursor))
+
+    def batch_get_by_user(self, userid_list: list[str], cursor: str | None = None, limit: int = 100) -> Any:
+        """批量获取客户详情: the customers of up to 100 members, a page at a time (92994)."""
+        return self._post("externalcontact/batch/get_by_user",
+                          data=_given(userid_list=userid_list, cursor=cursor or "", limit=limit))
+
+    def remark(self, userid: str, external_userid: str, remark: str | None = None, description: str | None = None,
+               remark_company: str | None = None, remark_mobiles: list[str] | None = None,
+               remark_pic_mediaid: str | None = None) -> Any:
+        """修改客户备注信息: only the fields given are changed (92115)."""
+        return self._post("externalcontact/remark", data=_given(
+            userid=userid, external_userid=external_userid, remark=remark, description=description,
+            remark_company=remark_company, remark_mobiles=remark_mobiles, remark_pic_mediaid=remark_pic_mediaid))
+
+    def get_corp_tag_list(self, tag_id: list[str] | None = None, group_id: list[str] | None = None) -> Any:
+        """获取企业标签库, filtered by tag or by group (92117)."""
+        return self._post("externalcontact/get_corp_tag_list", data=_given(tag_id=tag_id, group_id=group_id))
+
+    def update_contact_way(self, config_id: str, **fields: Any) -> Any:
+        """更新「联系我」方式: only the fields given (wechatpy's always resets skip_verify) (92228)."""
+        return self._post("externalcontact/update_contact_way", data=_given(config_id=config_id, **fields))
+
+    def list_contact_way(self, start_time: int | None = None, end_time: int | None = None,
+                         cursor: str | None = None, limit: int = 100) -> Any:
+        """获取企业已配置的「联系我」列表 (92228)."""
+        return self._post("externalcontact/list_contact_way",
+                          data=_given(start_time=start_time, end_time=end_time, cursor=cursor, limit=limit))
+
+    def groupchat_get(self, chat_id: str, need_name: int = 0) -> Any:
+        """获取客户群详情, with members' names when ``need_name`` is 1 (92122)."""
+        return self._post("externalcontact/groupchat/get", data={"chat_id": chat_id, "need_name": need_name})
+
+    def get_groupmsg_task(self, msgid: str, cursor: str | None = None, limit: int = 1000) -> Any:
+        """获取群发成员发送任务列表 (93338)."""
+        return self._post("externalcontact/get_groupmsg_task", data=_given(msgid=msgid, cursor=cursor, limit=limit))
+
+    def get_groupmsg_send_result(self, msgid: str, userid: str, cursor: str | None = None,
+                                 limit: int = 1000) -> Any:
+        """获取企业群发成员执行结果 (93338)."""
+        return self._post("externalcontact/get_groupmsg_send_result",
+                          data=_given(msgid=msgid, userid=userid, cursor=cursor, limit=limit))
+
+    def transfer_customer(self, handover_userid: str, takeover_userid: str, external_userid: list[str],
+                          transfer_success_msg: str | None = None) -> Any:
+        """分配在职成员的客户 (在职继承), up to 100 customers (92125)."""
+        return self._post("externalcontact/transfer_customer", data=_given(
+            handover_userid=handover_userid, takeover_userid=takeover_userid, external_userid=external_userid,
+            transfer_success_msg=transfer_success_msg))
+
+    def transfer_result(self, handover_userid: str, takeover_userid: str, cursor: str | None = None) -> Any:
+        """查询在职继承的客户接替状态 (94088)."""
+        return self._post("externalcontact/transfer_result", data=_given(
+            handover_userid=handover_userid, takeover_userid=takeover_userid, cursor=cursor))
+
+    def resigned_transfer_customer(self, handover_userid: str, takeover_userid: str,
+                                   external_userid: list[str]) -> Any:
+        """分配离职成员的客户 (离职继承), up to 100 customers (94081)."""
+        return self._post("externalcontact/resigned/transfer_customer", data={
+            "handover_userid": handover_userid, "takeover_userid": takeover_userid,
+            "external_userid": external_userid})
+
+    def resigned_transfer_result(self, handover_userid: str, takeover_userid: str,
+                                 cursor: str | None = None) -> Any:
+        """查询离职继承的客户接替状态 (94082)."""
+        return self._post("externalcontact/resigned/transfer_result", data=_given(
+            handover_userid=handover_userid, takeover_userid=takeover_userid, cursor=cursor))
+
+    def get_unassigned_list(self, cursor: str | None = None, page_size: int = 1000) -> Any:
+        """获取待分配的离职成员的客户, by cursor (wechatpy's takes the older page_id) (92124)."""
+        return self._post("externalcontact/get_unassigned_list", data=_given(cursor=cursor, page_size=page_size))
+
+
+# ---------------------------------------------------------------- the client
+
+
+class WecomClient(WeChatClient):
+    """wechatpy's WeCom client with Siyu's API base, shared token storage and retries."""
+
+    external_contact_more = WeChatExternalContactMore()
+
+    def __init__(self, corp_id: str, secret: str, *, api_base: str, storage: TokenStorage,
+                 policy: RetryPolicy | None = None, timeout: float = 10.0) -> None:
+        self.API_BASE_URL = api_base if api_base.endswith("/") else api_base + "/"
+        self.policy = policy or RetryPolicy()
+        self._token_key = token_key(corp_id, secret, self.API_BASE_URL)
+        super().__init__(corp_id, secret, session=storage, timeout=timeout, auto_retry=False)
+        self.session: TokenStorage = storage
+
+    @property
+    def access_token_key(self) -> str:
+        return self._token_key
+
+    @property
+    def access_token(self) -> str:
+        token = self.session.get(self.access_token_key)
+        if token:
+            return str(token)
+        with _refresh_lock(self.access_token_key):
+            token = self.session.fresh(self.access_token_key)  # fetched by another thread or worker meanwhile?
+            if token:
+                return str(token)
+            return str(self.fetch_access_token()["access_token"])
+
+    def fetch_access_token(self) -> dict[str, Any]:
+        """gettoken at the configured API base; the token goes to the shared storage."""
+        result = self._call("GET", self.API_BASE_URL + "gettoken", api="gettoken", with_token=False,
+                            params={"corpid": self.corp_id, "corpsecret": self.secret})
+        token = result.get("access_token")
+        if not token:
+            raise WecomApiError(None, "gettoken answered without an access_token", api="gettoken")
+        expires_in = int(result.get("expires_in") or 7200)
+        margin = TOKEN_MARGIN_SECONDS if expires_in > 2 * TOKEN_MARGIN_SECONDS else expires_in // 2
+        self.session.set(self.access_token_key, token, max(1, expires_in - margin))
+        self.expires_at = int(time.time()) + expires_in
+        return result
+
+    def _refresh_token(self, stale: str) -> None:
+        """The platform refused ``stale``: use a newer shared token if another worker has one, else fetch."""
+        with _refresh_lock(self.access_token_key):
+            current = self.session.fresh(self.access_token_key)
+            if current and current != stale:
+                return
+            log.info("WeCom refused the access token; fetching a new one")
+            self.fetch_access_token()
+
+    def _request(self, method: str, url_or_endpoint: str, **kwargs: Any) -> Any:
+        """Replaces wechatpy's: same arguments, Siyu's token handling, retries and errors."""
+        base = kwargs.pop("api_base_url", self.API_BASE_URL)
+        url = url_or_endpoint if url_or_endpoint.startswith(("http://", "https://")) else base + url_or_endpoint
+        path = url.split("?", 1)[0]
+        api = path[len(base):] if path.startswith(base) else path.split("/cgi-bin/", 1)[-1]
+        result_processor = kwargs.pop("result_processor", None)
+        params = dict(kwargs.pop("params", None) or {})
+        data = kwargs.pop("data", None)
+        if isinstance(data, dict):
+            data = wechat_json.dumps(data, ensure_ascii=False).encode("utf-8")
+        kwargs.pop("timeout", None)
+        result = self._call(method.upper(), url, api=api, params=params, data=data, **kwargs)
+        return result_processor(result) if result_processor else result
+
+    def _call(self, method: str, url: str, *, api: str, params: dict[str, Any], data: Any = None,
+              with_token: bool = True, **kwargs: Any) -> dict[str, Any]:
+        refreshed = False
+        tries = 0
+        creates = api in CREATES
+        while True:
+            query = dict(params)
+            token = ""
+            if with_token:
+                token = self.access_token
+                query["access_token"] = token
+            outcome = self._attempt(method, url, api=api, query=query, data=data, creates=creates, **kwargs)
+            if isinstance(outcome, dict):
+                return outcome
+            error = outcome
+            if with_token and error.errcode in TOKEN_ERRCODES and not refreshed:
+                refreshed = True
+                self._refresh_token(stale=token)
+                continue
+            if not error.retryable:
+                raise error
+            tries += 1
+            if tries >= self.policy.attempts:
+                raise error
+            delay = self.policy.delay(tries)
+            log.warning("%s; waiting %.1f s before try %s of %s", error, delay, tries + 1, self.policy.attempts)
+            self.policy.sleep(delay)
+
+    def _attempt(self, method: str, url: str, *, api: str, query: dict[str, Any], data: Any, creates: bool,
+                 **kwargs: Any) -> dict[str, Any] | WecomApiError:
+        """One request: the platform's JSON on success, otherwise the error (retryable or not)."""
+        try:
+            res = self._http.request(method=method, url=url, params=query, data=data, timeout=self.timeout,
+                                     **kwargs)
+        except requests.RequestException as exc:
+            sent = not _never_sent(exc)
+            message = _scrub(f"{type(exc).__name__}: {exc}", self.secret, str(query.get("access_token", "")))
+            if sent and creates:
+                message += " (it may have been carried out, so it is not repeated automatically)"
+            return WecomApiError(None, message, api=api, retryable=not (sent and creates))
+        status = res.status_code
+        if status >= 500 or status == 429:
+            ambiguous = creates and status not in NOT_CARRIED_OUT
+            message = f"HTTP {status}" + (" (it may have been carried out, so it is not repeated automatically)"
+                                          if ambiguous else "")
+            return WecomApiError(None, message, api=api, retryable=not ambiguous, http_status=status)
+        try:
+            result = wechat_json.loads(res.content.decode("utf-8", "ignore"), strict=False)
+        except ValueError:
+            result = None
+        if not isinstance(result, dict):
+            return WecomApiError(None, f"HTTP {status} without a JSON answer", api=api, http_status=status,
+                                 retryable=not creates)
+        try:
+            errcode = int(result.get("errcode") or 0)
+        except (TypeError, ValueError):
+            errcode = -1
+        if status >= 400:
+            return WecomApiError(errcode or None, str(result.get("errmsg") or f"HTTP {status}"), api=api,
+                                 http_status=status)
+        if errcode == 0:
+            return dict(result)
+        return WecomApiError(errcode, str(result.get("errmsg", "")), api=api, retryable=errcode in BUSY_ERRCODES)
+
+
+# ---------------------------------------------------------------- the typed API Siyu uses
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class WecomApi:
+    """One method per WeCom call Siyu makes; each returns the platform's JSON (lists are paged through)."""
+
+    def __init__(self, client: WecomClient) -> None:
+        self.client = client
+        self.contact = client.external_contact
+        self.more = client.external_contact_more
+
+    # ---- connection and members
+
+    def check_connection(self) -> list[str]:
+        """Fetches a token (always asking the platform) and the members with customer contact."""
+        self.client.fetch_access_token()
+        return self.follow_users()
+
+    def follow_users(self) -> list[str]:
+        """获取配置了客户联系功能的成员列表."""
+        return list(_dict(self.contact.get_follow_user_list()).get("follow_user", []))
+
+    def members(self, department_id: int = 1, *, fetch_child: bool = True) -> list[dict[str, Any]]:
+        """读取部门成员详情 (user/list)."""
+        return list(self.client.user.list(department_id, fetch_child=fetch_child) or [])
+
+    def member(self, userid: str) -> dict[str, Any]:
+        return _dict(self.client.user.get(userid))
+
+    # ---- external contacts (客户)
+
+    def external_contacts(self, userid: str) -> list[str]:
+        """The customers of one member; [] when they have none (the platform answers 84061 then)."""
+        try:
+            return list(_dict(self.contact.list(userid)).get("external_userid", []))
+        except WecomApiError as exc:
+            if exc.errcode == NOT_EXTERNAL_CONTACT:
+                return []
+            raise
+
+    def external_contact(self, external_userid: str) -> dict[str, Any]:
+        """获取客户详情: ``external_contact`` and every page of ``follow_user``."""
+        answer = _dict(self.more.get(external_userid))
+        follow_users = list(answer.get("follow_user", []))
+        cursor = answer.pop("next_cursor", "")
+        while cursor:
+            page = _dict(self.more.get(external_userid, cursor=cursor))
+            follow_users += page.get("follow_user", [])
+            cursor = page.get("next_cursor", "")
+        answer["follow_user"] = follow_users
+        return answer
+
+    def external_contacts_page(self, userids: list[str], cursor: str = "", limit: int = 100) -> dict[str, Any]:
+        """批量获取客户详情, one page: ``external_contact_list`` and ``next_cursor``."""
+        return _dict(self.more.batch_get_by_user(list(userids), cursor=cursor, limit=limit))
+
+    def iter_external_contacts(self, userids: Iterable[str], limit: int = 100) -> Iterator[dict[str, Any]]:
+        """Every (customer, follow_info) of the members, 100 members per request, page after page."""
+        for members in _chunks(list(dict.fromkeys(userids)), 100):
+            cursor = ""
+            while True:
+                page = self.external_contacts_page(members, cursor=cursor, limit=limit)
+                yield from page.get("external_contact_list", [])
+                cursor = page.get("next_cursor", "")
+                if not cursor:
+                    break
+
+    def write_remark(self, userid: str, external_userid: str, *, remark: str | None = None,
+                     description: str | None = None, remark_company: str | None = None,
+                     remark_mobiles: list[str] | None = None) -> None:
+        """Writes the member's remark, description, company and phones of a customer back to WeCom."""
+        self.more.remark(userid, external_userid, remark=remark, description=description,
+                         remark_company=remark_company, remark_mobiles=remark_mobiles)
+
+    # ---- corp tags (企业标签)
+
+    def corp_tags(self, *, tag_ids: list[str] | None = None, group_ids: list[str] | None = None,
+                  ) -> list[dict[str, Any]]:
+        """The tag groups with their tags (all, or those of the tags or groups given)."""
+        return list(_dict(self.more.get_corp_tag_list(tag_id=tag_ids, group_id=group_ids)).get("tag_group", []))
+
+    def add_corp_tags(self, names: list[str], *, group_name: str | None = None, group_id: str | None = None,
+                      order: int | None = None) -> dict[str, Any]:
+        """Adds tags to a group (by id, or by name — created when new); returns the ``tag_group``."""
+        tags = [{"name": name} for name in names]
+        return _dict(_dict(self.contact.add_corp_tag(group_id, group_name, order, tags)).get("tag_group"))
+
+    def edit_corp_tag(self, tag_or_group_id: str, *, name: str | None = None, order: int | None = None) -> None:
+        self.contact.edit_corp_tag(tag_or_group_id, name, order)
+
+    def delete_corp_tags(self, *, tag_ids: list[str] | None = None, group_ids: list[str] | None = None) -> None:
+        self.contact.del_corp_tag(tag_id=tag_ids, group_id=group_ids)
+
+    def mark_tags(self, userid: str, external_userid: str, *, add: list[str] | None = None,
+                  remove: list[str] | None = None) -> None:
+        """Marks and unmarks corp tags on one member's customer."""
+        self.contact.mark_tag(userid, external_userid, add_tag=list(add or []), remove_tag=list(remove or []))
+
+    # ---- contact ways (渠道活码)
+
+    def add_contact_way(self, *, users: list[str], state: str = "", remark: str = "", kind: int | None = None,
+                        scene: int = 2, skip_verify: bool = True, party: list[int] | None = None) -> dict[str, Any]:
+        """A 「联系我」 code for one member (``kind`` 1) or several (2); returns ``config_id`` and ``qr_code``."""
+        kind = kind if kind is not None else (1 if len(users) == 1 and not party else 2)
+        answer = _dict(self.contact.add_contact_way(kind, scene, remark=remark or None, skip_verify=skip_verify,
+                                                    state=state or None, user=list(users), party=party))
+        return {k: answer[k] for k in ("config_id", "qr_code") if k in answer}
+
+    def contact_way(self, config_id: str) -> dict[str, Any]:
+        return _dict(_dict(self.contact.get_contact_way(config_id)).get("contact_way"))
+
+    def update_contact_way(self, config_id: str, *, users: list[str] | None = None, state: str | None = None,
+                           remark: str | None = None, skip_verify: bool | None = None,
+                           party: list[int] | None = None) -> None:
+        """Changes only what is given (the platform replaces ``user``/``party`` lists whole)."""
+        self.more.update_contact_way(config_id, user=users, state=state, remark=remark, skip_verify=skip_verify,
+                                     party=party)
+
+    def delete_contact_way(self, config_id: str) -> None:
+        self.contact.del_contact_way(config_id)
+
+    # ---- welcome messages and mass sends
+
+    def send_welcome_message(self, welcome_code: str, text: str = "",
+                             attachments: list[dict[str, Any]] | None = None) -> None:
+        """发送新客户欢迎语 with the code of the add event (valid 20 seconds, once)."""
+        body: dict[str, Any] = {"welcome_code": welcome_code}
+        if text:
+            body["text"] = {"content": text}
+        if attachments:
+            body["attachments"] = attachments
+        self.contact.send_welcome_msg(body)
+
+    def create_mass_send(self, *, sender: str, text: str = "", external_userids: list[str] | None = None,
+                         chat_type: str = "single", chat_ids: list[str] | None = None,
+                         attachments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """创建企业群发: the member confirms it in their app; returns ``msgid`` and ``fail_list``."""
+        body: dict[str, Any] = {"chat_type": chat_type, "sender": sender}
+        if external_userids:
+            body["external_userid"] = list(external_userids)
+        if chat_ids:
+            body["chat_id_list"] = list(chat_ids)
+        if text:
+            body["text"] = {"content": text}
+        if attachments:
+            body["attachments"] = attachments
+        answer = _dict(self.contact.add_msg_template(body))
+        return {"msgid": answer.get("msgid", ""), "fail_list": list(answer.get("fail_list", []))}
+
+    def mass_send_tasks(self, msgid: str) -> list[dict[str, Any]]:
+        """Each sending member's task: ``userid``, ``status`` (0 not yet, 2 sent …), ``send_time``."""
+        return self._paged(lambda cursor: self.more.get_groupmsg_task(msgid, cursor=cursor), "task_list")
+
+    def mass_send_results(self, msgid: str, userid: str) -> list[dict[str, Any]]:
+        """What happened to each customer (or group) of one member: ``status`` 0 not sent, 1 sent,
+        2 not a friend, 3 already received a mass message today."""
+        return self._paged(lambda cursor: self.more.get_groupmsg_send_result(msgid, userid, cursor=cursor),
+                           "send_list")
+
+    # ---- group chats (客户群)
+
+    def group_chats(self, *, status_filter: int = 0, owners: list[str] | None = None,
+                    limit: int = 1000) -> list[dict[str, Any]]:
+        """Every customer group (``chat_id``, ``status``), page after page."""
+        return self._paged(lambda cursor: self.client.external_contact_group_chat.list(
+            status_filter, owners, cursor or None, limit), "group_chat_list")
+
+    def group_chat(self, chat_id: str, *, need_name: bool = True) -> dict[str, Any]:
+        return _dict(_dict(self.more.groupchat_get(chat_id, need_name=1 if need_name else 0)).get("group_chat"))
+
+    # ---- transfers between members (在职继承 / 离职继承)
+
+    def transfer_customers(self, handover_userid: str, takeover_userid: str, external_userids: list[str], *,
+                           resigned: bool = False, message: str | None = None) -> list[dict[str, Any]]:
+        """Hands customers to another member, 100 per request; one ``{external_userid, errcode}`` each
+        (0: on its way; the customer is taken over after 24 hours unless they refuse)."""
+        answers: list[dict[str, Any]] = []
+        for chunk in _chunks(list(dict.fromkeys(external_userids)), 100):
+            if resigned:
+                answer = self.more.resigned_transfer_customer(handover_userid, takeover_userid, chunk)
+            else:
+                answer = self.more.transfer_customer(handover_userid, takeover_userid, chunk,
+                                                     transfer_success_msg=message)
+            answers += _dict(answer).get("customer", [])
+        return answers
+
+    def transfer_results(self, handover_userid: str, takeover_userid: str, *,
+                         resigned: bool = False) -> list[dict[str, Any]]:
+        """``{external_userid, status, takeover_time}``: 1 taken over, 2 waiting, 3 refused, 4 takeover full."""
+        call = self.more.resigned_transfer_result if resigned else self.more.transfer_result
+        return self._paged(lambda cursor: call(handover_userid, takeover_userid, cursor=cursor or None), "customer")
+
+    def unassigned_customers(self) -> list[dict[str, Any]]:
+        """Customers of members who left, waiting for 离职继承: ``handover_userid``, ``external_userid``."""
+        return self._paged(lambda cursor: self.more.get_unassigned_list(cursor=cursor or None), "info")
+
+    # ----
+
+    def _paged(self, call: Callable[[str], Any], key: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            page = _dict(call(cursor))
+            items += page.get(key, [])
+            cursor = page.get("next_cursor", "")
+            if not cursor:
+                return items
+
+
+def client_for(source: Session | WecomConfig, *, storage: TokenStorage | None = None,
+               policy: RetryPolicy | None = None, timeout: float = 10.0) -> WecomApi:
+    """The API of the configured corp (the effective settings of ``source``, or the config given)."""
+    cfg = source if isinstance(source, WecomConfig) else config.effective(source)
+    if not cfg.corp_id or not cfg.secret:
+        raise WecomNotConfigured()
+    return WecomApi(WecomClient(cfg.corp_id, cfg.secret, api_base=cfg.api_base or DEFAULT_API_BASE,
+                                storage=storage or shared_storage(), policy=policy, timeout=timeout))
+
+
+# ---------------------------------------------------------------- the console's "test connection"
+
+
+# Hints for the codes an administrator setting up the connection meets most.
+HINTS = {
+    40001: N_("The Secret is not right: copy it again from the customer-contact app in WeCom's admin console."),
+    40013: N_("The corp ID is not right: it is under 我的企业 → 企业信息 in WeCom's admin console."),
+    60020: N_("WeCom refuses calls from this server's IP: add it to the app's trusted IPs (企业可信IP)."),
+    48002: N_("This Secret may not call the customer-contact API: use the Secret of 客户联系."),
+}
+
+
+@dataclass(frozen=True)
+class ConnectionCheck:
+    ok: bool
+    message: str  # for the console, in the viewer's language
+    api: str = ""  # the call that failed
+    hint: str = ""
+    errcode: int | None = None
+    follow_users: int = 0
+
+
+def check_connection(session: Session, *, actor: Viewer) -> ConnectionCheck:
+    """gettoken and the follow-user list with the effective settings; the outcome is audited (never
+    the secret). The caller commits."""
+    from siyu.team import service as team_service
+
+    try:
+        members = client_for(session, policy=CONSOLE_POLICY, timeout=5.0).check_connection()
+    except WecomApiError as exc:
+        hint = HINTS.get(exc.errcode or 0, "")
+        check = ConnectionCheck(ok=False, message=exc.display(), api=exc.api, errcode=exc.errcode,
+                                hint=_(hint) if hint else "")
+    else:
+        check = ConnectionCheck(ok=True, follow_users=len(members), message=_(
+            "Connected: WeCom issued an access token and lists {count} members with customer contact.",
+            count=len(members)))
+    outcome = "ok" if check.ok else f"{check.errcode if check.errcode is not None else 'unreachable'}"
+    team_service.record_audit(session, actor=actor, action="test", entity_type="wecom_connection",
+                              summary=f"test connection: {outcome}",
+                              after={"ok": check.ok, "errcode": check.errcode, "api": check.api})
+    session.flush()
+    return check
