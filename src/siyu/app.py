@@ -100,6 +100,8 @@ def create_app() -> FastAPI:
     from siyu.autoreply.routes import pages as autoreply_pages
     from siyu.channels.routes import api as channels_api
     from siyu.channels.routes import pages as channels_pages
+    from siyu.customers.export_routes import api as export_api
+    from siyu.customers.export_routes import pages as export_pages
     from siyu.customers.import_routes import api as import_api
     from siyu.customers.import_routes import pages as import_pages
     from siyu.customers.merge_routes import api as merge_api
@@ -117,11 +119,11 @@ def create_app() -> FastAPI:
     from siyu.wecom.routes import pages as wecom_pages
 
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.
-    for router in (team_api, accounts_api, import_api, merge_api, customers_api, jobs_api, inbox_api, autoreply_api,
-                   channels_api):
+    for router in (team_api, accounts_api, export_api, import_api, merge_api, customers_api, jobs_api, inbox_api,
+                   autoreply_api, channels_api):
         app.include_router(router, prefix="/api/v1")
-    for router in (web_pages, team_pages, accounts_pages, import_pages, merge_pages, customers_pages, jobs_pages,
-                   inbox_pages, autoreply_pages, channels_pages, wecom_callbacks, wecom_pages):
+    for router in (web_pages, team_pages, accounts_pages, export_pages, import_pages, merge_pages, customers_pages,
+                   jobs_pages, inbox_pages, autoreply_pages, channels_pages, wecom_callbacks, wecom_pages):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -7,9 +7,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from siyu.core import jobs
+from siyu.core.errors import DomainError
 from siyu.core.i18n import _
 from siyu.core.viewer import Viewer
-from siyu.customers import imports, service
+from siyu.customers import exports, imports, service
 
 
 @jobs.tracked_task(jobs.bulk_queue)
@@ -68,4 +69,39 @@ def submit_import(session: Session, *, upload: imports.StoredUpload, plan: impor
                               "source": upload.source.describe(), "mapping": list(plan.mapping),
                               "account_id": plan.account_id, "mode": plan.mode.value},
                       actor=actor, total=plan.rows)
+    return job.id
+
+
+# ---------------------------------------------------------------- export (customers.exports)
+
+
+@jobs.tracked_task(jobs.bulk_queue)
+def export_customers(ctx: jobs.JobContext) -> dict[str, Any]:
+    """Write a large export into the data folder; the result links to it (for its owner only)."""
+    params = ctx.params
+    total = params.get("total") or 0
+    ctx.progress(0, total or None, force=True)
+    try:
+        with ctx.transaction() as session:
+            # As the user is now: a user moved to other accounts or roles exports what they see now.
+            viewer = imports.viewer_for_user(session, user_id=params["user_id"])
+        with ctx.transaction() as session:
+            stored = exports.store_export(
+                session, flt=exports.filter_from_json(params["filter"]), viewer=viewer,
+                fmt=exports.ExportFormat(params["format"]), via=params.get("via", "console"),
+                progress=lambda done: ctx.progress(done, max(total, done)))
+    except DomainError as exc:  # the user or filter no longer fits (an account taken away …): say so
+        raise RuntimeError(exc.message) from exc
+    return {"exported": stored.rows, "download_url": stored.download_url,
+            "api_download_url": stored.api_download_url}
+
+
+def submit_export(session: Session, *, flt: exports.CustomerFilter, fmt: exports.ExportFormat, actor: Viewer,
+                  total: int | None, via: str) -> int:
+    """Record an export job; it runs once the session commits."""
+    job = jobs.submit(session, export_customers, kind="customers.export",
+                      title=_("Export customers ({format})", format=fmt.value.upper()),
+                      params={"user_id": actor.user_id, "filter": exports.filter_to_json(flt), "format": fmt.value,
+                              "total": total, "via": via},
+                      actor=actor, total=total)
     return job.id
