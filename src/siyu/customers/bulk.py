@@ -15,8 +15,7 @@ import enum
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, insert, select, tuple_, update
@@ -58,20 +57,6 @@ class BulkAction:
     def from_json(cls, data: dict[str, Any]) -> BulkAction:
         return cls(kind=BulkKind(data["kind"]), tag_ids=tuple(data.get("tag_ids") or ()),
                    owner_id=data.get("owner_id"), stage=data.get("stage"))
-
-
-def filter_to_json(flt: service.CustomerFilter) -> dict[str, Any]:
-    data = asdict(flt)
-    for key in ("last_touch_before", "last_touch_after"):
-        data[key] = data[key].isoformat() if data[key] else None
-    return data
-
-
-def filter_from_json(data: dict[str, Any]) -> service.CustomerFilter:
-    values = dict(data)
-    for key in ("last_touch_before", "last_touch_after"):
-        values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
-    return service.CustomerFilter(**values)
 
 
 def ensure_may_bulk(viewer: Viewer) -> None:
@@ -287,5 +272,5 @@ def run(transaction: Transaction, *, flt: service.CustomerFilter, action: BulkAc
         team_service.record_audit(session, actor=viewer, action="bulk_update", entity_type="customers",
                                   summary=description,
                                   after={**result.summary(), "action": action.to_json(),
-                                         "filter": filter_to_json(flt)})
+                                         "filter": flt.to_json()})
     return result

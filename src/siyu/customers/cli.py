@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-customers_app = typer.Typer(help="Customers: import friend lists from CSV/XLSX.", no_args_is_help=True)
+customers_app = typer.Typer(help="Customers: import friend lists from CSV/XLSX, export customer lists.",
+                            no_args_is_help=True)
 
 
 @customers_app.command("import")
@@ -58,3 +59,52 @@ def import_file(
                  created=counts.created, updated=counts.updated, skipped=counts.skipped))
     if dry_run:
         typer.echo(_("Dry run: nothing was written."))
+
+
+@customers_app.command("export")
+def export_file(
+    file: Annotated[Path, typer.Argument(help="The file to write: .csv (UTF-8 with BOM) or .xlsx.", dir_okay=False)],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="csv or xlsx (default: from the file name's suffix).")] = None,
+    account: Annotated[int | None, typer.Option(help="Only friends of this account (its id).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(
+        help="Only customers with this tag (标签, 组:标签 or a tag id); repeat it: all groups must match, "
+             "tags of one group any.")] = None,
+    stage: Annotated[str | None, typer.Option(help="Only this stage: traffic, user, customer or fan.")] = None,
+    q: Annotated[str, typer.Option("--q", help="Search: name, remark, description, WeChat ID or phone.")] = "",
+    source: Annotated[str | None, typer.Option(help="Only customers of this source (来源).")] = None,
+) -> None:
+    """Export customers (all, or those of the filters) with the import's column headers; audited."""
+    from siyu.cli import _init_database
+    from siyu.core import db as core_db
+    from siyu.core.errors import DomainError
+    from siyu.core.i18n import _
+    from siyu.core.settings import get_settings
+    from siyu.core.viewer import SYSTEM
+    from siyu.customers import exports
+    from siyu.customers.routes import filter_from_params
+
+    try:
+        chosen = exports.ExportFormat(fmt.lower()) if fmt else exports.ExportFormat.for_path(file)
+    except ValueError:
+        chosen = None
+    if chosen is None:
+        typer.echo(_("error: give --format csv or xlsx, or name the file .csv or .xlsx"), err=True)
+        raise typer.Exit(2)
+    if not file.parent.is_dir():
+        typer.echo(_("error: folder {folder} does not exist", folder=str(file.parent)), err=True)
+        raise typer.Exit(2)
+    _init_database(get_settings().database_url)
+    flt = filter_from_params(q, tag, stage, account, source)
+    partial = file.with_name(f".{file.name}.part")  # a failed export never leaves half a file under FILE
+    try:
+        with core_db.transaction() as session, partial.open("wb") as out:
+            rows = exports.write_export(session, flt=flt, viewer=SYSTEM, fmt=chosen, out=out)
+            exports.record_export(session, viewer=SYSTEM, flt=flt, fmt=chosen, rows=rows, via="cli")
+        partial.replace(file)
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    typer.echo(_("{n} customers exported to {file}", n=rows, file=str(file)))

@@ -7,9 +7,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from siyu.core import jobs
+from siyu.core.errors import DomainError
 from siyu.core.i18n import _
 from siyu.core.viewer import SYSTEM, Viewer
-from siyu.customers import bulk, imports, service
+from siyu.customers import bulk, exports, imports, service
 
 
 @jobs.tracked_task(jobs.bulk_queue)
@@ -80,7 +81,7 @@ def bulk_update_customers(ctx: jobs.JobContext) -> dict[str, Any]:
     params = ctx.params
     with ctx.transaction() as session:
         viewer = imports.viewer_for_user(session, user_id=params["user_id"]) if params.get("user_id") else SYSTEM
-    result = bulk.run(ctx.transaction, flt=bulk.filter_from_json(params["filter"]),
+    result = bulk.run(ctx.transaction, flt=service.CustomerFilter.from_json(params["filter"]),
                       action=bulk.BulkAction.from_json(params["action"]), viewer=viewer,
                       progress=lambda done, total: ctx.progress(done, total))
     return {**result.summary(), "link": params.get("link") or "/customers", "link_label": _("Open the customer list")}
@@ -92,7 +93,40 @@ def submit_bulk(session: Session, *, flt: service.CustomerFilter, action: bulk.B
     preview = bulk.preview(session, flt=flt, action=action, viewer=actor)
     job = jobs.submit(session, bulk_update_customers, kind="customers.bulk",
                       title=_("Bulk: {action}", action=preview.description),
-                      params={"user_id": actor.user_id, "filter": bulk.filter_to_json(flt),
+                      params={"user_id": actor.user_id, "filter": flt.to_json(),
                               "action": action.to_json(), "link": link},
                       actor=actor, total=preview.count)
     return job.id, preview.count
+# ---------------------------------------------------------------- export (customers.exports)
+
+
+@jobs.tracked_task(jobs.bulk_queue)
+def export_customers(ctx: jobs.JobContext) -> dict[str, Any]:
+    """Write a large export into the data folder; the result links to it (for its owner only)."""
+    params = ctx.params
+    total = params.get("total") or 0
+    ctx.progress(0, total or None, force=True)
+    try:
+        with ctx.transaction() as session:
+            # As the user is now: a user moved to other accounts or roles exports what they see now.
+            viewer = imports.viewer_for_user(session, user_id=params["user_id"])
+        with ctx.transaction() as session:
+            stored = exports.store_export(
+                session, flt=service.CustomerFilter.from_json(params["filter"]), viewer=viewer,
+                fmt=exports.ExportFormat(params["format"]), via=params.get("via", "console"),
+                progress=lambda done: ctx.progress(done, max(total, done)))
+    except DomainError as exc:  # the user or filter no longer fits (an account taken away …): say so
+        raise RuntimeError(exc.message) from exc
+    return {"exported": stored.rows, "download_url": stored.download_url,
+            "api_download_url": stored.api_download_url}
+
+
+def submit_export(session: Session, *, flt: exports.CustomerFilter, fmt: exports.ExportFormat, actor: Viewer,
+                  total: int | None, via: str) -> int:
+    """Record an export job; it runs once the session commits."""
+    job = jobs.submit(session, export_customers, kind="customers.export",
+                      title=_("Export customers ({format})", format=fmt.value.upper()),
+                      params={"user_id": actor.user_id, "filter": flt.to_json(), "format": fmt.value,
+                              "total": total, "via": via},
+                      actor=actor, total=total)
+    return job.id

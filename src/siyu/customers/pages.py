@@ -270,6 +270,11 @@ class ListQuery:
         query = urlencode(self.pairs(cursor=cursor))
         return f"/customers?{query}" if query else "/customers"
 
+    def export_url(self, fmt: str) -> str:
+        """The export of this list (every page of it) as ``csv`` or ``xlsx``."""
+        query = urlencode(self.pairs())
+        return f"/customers/export.{fmt}?{query}" if query else f"/customers/export.{fmt}"
+
     @property
     def selected_tags(self) -> set[str]:
         return set(self.tags)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -783,6 +783,21 @@ class CustomerFilter:
     last_touch_before: datetime | None = None
     last_touch_after: datetime | None = None
     sort: str = "last_touch"
+
+    def to_json(self) -> dict[str, Any]:
+        """As job parameters and audit entries keep it (times as ISO text)."""
+        data = asdict(self)
+        for key in ("last_touch_before", "last_touch_after"):
+            if data[key] is not None:
+                data[key] = data[key].isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CustomerFilter:
+        values = dict(data)
+        for key in ("last_touch_before", "last_touch_after"):
+            values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
+        return cls(**values)
 
 
 def _escape_like(text: str) -> str:

@@ -1,0 +1,152 @@
+"""Customer export: the console's download links, the API endpoint and stored-export downloads.
+
+The console links take exactly the list page's query string (``pages.ListQuery``); the API
+takes the API list's parameters (``routes.filter_from_params``). Up to
+``exports.DIRECT_ROWS`` customers come back as the file itself; more start a background
+job: the console goes to the job's page, the API answers 202 with the job, and the job's
+result links to the stored file, which only the exporting user may download.
+
+Mounted before the customers routers so ``/customers/export.csv`` is never read as a customer id.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from typing import IO, Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from sqlalchemy.orm import Session
+
+from siyu.core.deps import ApiViewer, PageViewer, SessionDep
+from siyu.core.viewer import Viewer
+from siyu.customers import exports, service
+from siyu.customers import jobs as customers_jobs
+from siyu.customers.exports import ExportFormat
+from siyu.customers.pages import ListQuery
+from siyu.customers.routes import filter_from_params
+from siyu.customers.service import CustomerFilter
+
+api = APIRouter(tags=["customers"])
+pages = APIRouter(include_in_schema=False)
+
+# A direct export is built before it is sent (the request's session is closed once the
+# route returns); up to this size in memory, beyond it in a temporary file.
+SPOOL_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 64 * 1024
+
+
+def _disposition(filename: str) -> str:
+    return f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def _file_headers(filename: str) -> dict[str, str]:
+    # Personal data: never kept by a browser or proxy cache.
+    return {"Content-Disposition": _disposition(filename), "Cache-Control": "no-store"}
+
+
+def _chunks(spool: IO[bytes]) -> Iterator[bytes]:
+    try:
+        while chunk := spool.read(CHUNK_BYTES):
+            yield chunk
+    finally:
+        spool.close()
+
+
+def _start(session: Session, *, flt: CustomerFilter, viewer: Viewer, fmt: ExportFormat,
+           via: str) -> Response | int:
+    """The file of a small export (audited, committed), or the id of the job of a large one."""
+    count = service.count_customers(session, flt=flt, viewer=viewer, cap=exports.DIRECT_ROWS)
+    if not count.exact:
+        job_id = customers_jobs.submit_export(session, flt=flt, fmt=fmt, actor=viewer, total=count.estimate,
+                                              via=via)
+        session.commit()
+        return job_id
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=str(exports.export_dir()))  # noqa: SIM115
+    try:
+        rows = exports.write_export(session, flt=flt, viewer=viewer, fmt=fmt, out=spool)
+        exports.record_export(session, viewer=viewer, flt=flt, fmt=fmt, rows=rows, via=via)
+        session.commit()
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return StreamingResponse(_chunks(spool), media_type=fmt.media_type,
+                             headers=_file_headers(exports.download_name(fmt)))
+
+
+def _download(stored: exports.StoredExport) -> Response:
+    return FileResponse(stored.path, media_type=stored.fmt.media_type, headers=_file_headers(stored.filename))
+
+
+# ---------------------------------------------------------------- API
+
+
+EXPORT_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"description": "The file (up to 5,000 customers).",
+          "content": {"text/csv": {}, ExportFormat.xlsx.media_type: {}}},
+    202: {"description": "More customers: a background job writes the file. Poll job_url; its result's "
+                         "api_download_url downloads it (only for you, for 24 hours)."},
+    422: {"description": "A filter the customer list refuses (an account that is not yours, an unknown tag …)."},
+}
+
+
+@api.get("/customers/export", responses=EXPORT_RESPONSES)
+def api_export(
+    session: SessionDep,
+    viewer: ApiViewer,
+    fmt: Annotated[ExportFormat, Query(alias="format", description="csv (UTF-8 with BOM) or xlsx")] = ExportFormat.csv,
+    q: str = "",
+    tag: Annotated[list[str] | None, Query()] = None,
+    stage: str | None = None,
+    account_id: int | None = None,
+    source: str | None = None,
+    last_touch_before: datetime | None = None,
+    last_touch_after: datetime | None = None,
+    sort: str = "last_touch",
+) -> Response:
+    """Export the customers of a filter (the parameters of ``GET /customers``) as CSV or XLSX.
+
+    Phones are masked for roles that may not see them; cells that a spreadsheet would read
+    as a formula start with ``'``. Rows are newest added first.
+    """
+    flt = filter_from_params(q, tag, stage, account_id, source, last_touch_before, last_touch_after, sort)
+    started = _start(session, flt=flt, viewer=viewer, fmt=fmt, via="api")
+    if isinstance(started, Response):
+        return started
+    return JSONResponse({"job_id": started, "job_url": f"/api/v1/jobs/{started}"}, status_code=202)
+
+
+@api.get("/customers/exports/{token}", responses={200: {"description": "A stored export (yours only)."}})
+def api_download(viewer: ApiViewer, token: str) -> Response:
+    """Download the file a background export wrote."""
+    return _download(exports.get_export(token, viewer=viewer))
+
+
+# ---------------------------------------------------------------- console
+
+
+def _page_export(request: Request, session: Session, viewer: Viewer, fmt: ExportFormat) -> Response:
+    flt = ListQuery.from_params(request.query_params).to_filter()
+    started = _start(session, flt=flt, viewer=viewer, fmt=fmt, via="console")
+    if isinstance(started, Response):
+        return started
+    return RedirectResponse(f"/jobs/{started}", status_code=303)
+
+
+@pages.get("/customers/export.csv")
+def export_csv(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    return _page_export(request, session, viewer, ExportFormat.csv)
+
+
+@pages.get("/customers/export.xlsx")
+def export_xlsx(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    return _page_export(request, session, viewer, ExportFormat.xlsx)
+
+
+@pages.get("/customers/exports/{token}")
+def download(viewer: PageViewer, token: str) -> Response:
+    return _download(exports.get_export(token, viewer=viewer))
