@@ -102,6 +102,8 @@ def create_app() -> FastAPI:
     from siyu.channels.routes import pages as channels_pages
     from siyu.customers.bulk_routes import api as bulk_api
     from siyu.customers.bulk_routes import pages as bulk_pages
+    from siyu.customers.chat_routes import api as chat_api
+    from siyu.customers.chat_routes import pages as chat_pages
     from siyu.customers.export_routes import api as export_api
     from siyu.customers.export_routes import pages as export_pages
     from siyu.customers.import_routes import api as import_api
@@ -110,6 +112,7 @@ def create_app() -> FastAPI:
     from siyu.customers.merge_routes import pages as merge_pages
     from siyu.customers.routes import api as customers_api
     from siyu.customers.routes import pages as customers_pages
+    from siyu.customers.sidebar_routes import pages as sidebar_pages
     from siyu.groups.routes import api as groups_api
     from siyu.groups.routes import pages as groups_pages
     from siyu.inbox.routes import api as inbox_api
@@ -123,12 +126,12 @@ def create_app() -> FastAPI:
     from siyu.wecom.routes import pages as wecom_pages
 
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.
-    for router in (team_api, accounts_api, export_api, import_api, bulk_api, merge_api, customers_api, jobs_api,
-                   inbox_api, autoreply_api, channels_api, groups_api):
+    for router in (team_api, accounts_api, export_api, import_api, bulk_api, chat_api, merge_api, customers_api,
+                   jobs_api, inbox_api, autoreply_api, channels_api, groups_api):
         app.include_router(router, prefix="/api/v1")
-    for router in (web_pages, team_pages, accounts_pages, export_pages, import_pages, bulk_pages, merge_pages,
-                   customers_pages, jobs_pages, inbox_pages, autoreply_pages, channels_pages, groups_pages,
-                   wecom_callbacks, wecom_pages):
+    for router in (web_pages, team_pages, accounts_pages, export_pages, import_pages, bulk_pages, chat_pages,
+                   sidebar_pages, merge_pages, customers_pages, jobs_pages, inbox_pages, autoreply_pages,
+                   channels_pages, groups_pages, wecom_callbacks, wecom_pages):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -108,3 +108,40 @@ def export_file(
     finally:
         partial.unlink(missing_ok=True)
     typer.echo(_("{n} customers exported to {file}", n=rows, file=str(file)))
+
+
+@customers_app.command("import-chat")
+def import_chat_file(
+    file: Annotated[Path, typer.Argument(help="A chat export: TXT (“YYYY-MM-DD HH:MM:SS sender” above each message) "
+                                              "or WeChatMsg CSV.", exists=True, dir_okay=False, readable=True)],
+    customer: Annotated[int, typer.Option(help="The customer the chat is with (their id).")],
+    account: Annotated[int | None, typer.Option(
+        help="Our account the chat was exported from (needed when the customer is a friend of several).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count only; write nothing.")] = False,
+) -> None:
+    """Add a personal-WeChat chat export to a customer's timeline; re-imports add only new messages."""
+    from siyu.cli import _init_database
+    from siyu.core import db as core_db
+    from siyu.core.errors import DomainError
+    from siyu.core.i18n import _
+    from siyu.core.settings import get_settings
+    from siyu.core.viewer import SYSTEM
+    from siyu.customers import chat_imports
+
+    _init_database(get_settings().database_url)
+    try:
+        with core_db.transaction() as session:
+            result = chat_imports.import_chat(session, customer_id=customer, data=file.read_bytes(),
+                                              filename=file.name, viewer=SYSTEM, account_id=account, dry_run=dry_run)
+    except chat_imports.ChatInvalid as exc:
+        typer.echo(exc.message, err=True)
+        for error in exc.errors:
+            typer.echo(_("Line {line}: {message}", line=error.line, message=error.message), err=True)
+        raise typer.Exit(2) from exc
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(_("{messages} messages: {new} new on {days} days, {dup} already imported", messages=result.messages,
+                 new=result.new_messages, days=result.days, dup=result.duplicates))
+    if dry_run:
+        typer.echo(_("Dry run: nothing was written."))
