@@ -109,8 +109,8 @@ def test_broken_lines_and_unknown_senders_are_listed_and_nothing_is_written(db: 
 def test_csv_with_missing_columns_or_bad_rows(db: Session, chat: Any) -> None:
     _account, customer = chat
     with pytest.raises(chat_imports.ChatInvalid) as exc:
-        chat_imports.import_chat(db, customer_id=customer.id, data=b"StrTime,StrContent,IsSender\n2026-13-01 1:00:00,x,0\n"
-                                 b"2026-03-01 10:00:00,y,2\n", filename="x.csv", viewer=SYSTEM)
+        data = b"StrTime,StrContent,IsSender\n2026-13-01 1:00:00,x,0\n2026-03-01 10:00:00,y,2\n"
+        chat_imports.import_chat(db, customer_id=customer.id, data=data, filename="x.csv", viewer=SYSTEM)
     assert [e.line for e in exc.value.errors] == [2, 3]
 
 
@@ -122,7 +122,7 @@ def test_empty_or_binary_files_are_refused(db: Session, chat: Any, data: bytes) 
 
 
 def test_account_must_be_one_of_the_customers_and_visible(db: Session, make: Any, chat: Any) -> None:
-    account, customer = chat
+    _account, customer = chat
     other = make.account()
     with pytest.raises(Invalid):
         chat_imports.import_chat(db, customer_id=customer.id, data=TXT.encode(), filename="x.txt", viewer=SYSTEM,

@@ -94,6 +94,8 @@ def create_app() -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=static_dir(), check_dir=False), name="static")
 
+    from siyu.accounts.handover_routes import api as handover_api
+    from siyu.accounts.handover_routes import pages as handover_pages
     from siyu.accounts.routes import api as accounts_api
     from siyu.accounts.routes import pages as accounts_pages
     from siyu.autoreply.routes import api as autoreply_api
@@ -126,11 +128,11 @@ def create_app() -> FastAPI:
     from siyu.wecom.routes import pages as wecom_pages
 
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.
-    for router in (team_api, accounts_api, export_api, import_api, bulk_api, chat_api, merge_api, customers_api,
-                   jobs_api, inbox_api, autoreply_api, channels_api, groups_api):
+    for router in (team_api, accounts_api, handover_api, export_api, import_api, bulk_api, chat_api, merge_api,
+                   customers_api, jobs_api, inbox_api, autoreply_api, channels_api, groups_api):
         app.include_router(router, prefix="/api/v1")
-    for router in (web_pages, team_pages, accounts_pages, export_pages, import_pages, bulk_pages, chat_pages,
-                   sidebar_pages, merge_pages, customers_pages, jobs_pages, inbox_pages, autoreply_pages,
+    for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
+                   chat_pages, sidebar_pages, merge_pages, customers_pages, jobs_pages, inbox_pages, autoreply_pages,
                    channels_pages, groups_pages, wecom_callbacks, wecom_pages):
         app.include_router(router)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, UTCDateTime, utcnow
@@ -46,3 +46,56 @@ class Account(Base):
     greeting: Mapped[str] = mapped_column(Text, default="")
     moments_cover_url: Mapped[str] = mapped_column(String(512), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class HandoverMode(enum.StrEnum):
+    wecom = "wecom"  # 在职继承: the platform moves each customer to the other member
+    wecom_resigned = "wecom_resigned"  # 离职继承: the member has left the corp
+    owner = "owner"  # a personal account changes hands: the account and its customers get a new owner
+
+
+class HandoverStatus(enum.StrEnum):
+    running = "running"
+    waiting = "waiting"  # handed to the platform; customers not yet taken over (up to 24 hours)
+    done = "done"
+    failed = "failed"  # the job itself could not finish; items say how far it got
+
+
+class HandoverItemStatus(enum.StrEnum):
+    pending = "pending"
+    sent = "sent"  # accepted by the platform, waiting for the takeover
+    moved = "moved"
+    failed = "failed"
+
+
+class Handover(Base):
+    """Customers of one account handed to another account or operator (离职/在职继承), item by item."""
+
+    __tablename__ = "handover"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    from_account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"), index=True)
+    to_account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id", ondelete="SET NULL"), nullable=True)
+    to_owner_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=HandoverStatus.running.value)
+    message: Mapped[str] = mapped_column(String(200), default="")  # shown to customers by WeCom on takeover
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class HandoverItem(Base):
+    __tablename__ = "handover_item"
+    __table_args__ = (UniqueConstraint("handover_id", "customer_id"),
+                      Index("ix_handover_item_status", "handover_id", "status"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    handover_id: Mapped[int] = mapped_column(ForeignKey("handover.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"))
+    external_userid: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16), default=HandoverItemStatus.pending.value)
+    errcode: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(String(255), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -132,6 +132,7 @@ class Customer(Base):
 class FriendshipStatus(enum.StrEnum):
     active = "active"
     deleted = "deleted"  # the customer deleted the account, or the account deleted them
+    transferred = "transferred"  # handed over to another account (离职/在职继承)
 
 
 class Friendship(Base):
