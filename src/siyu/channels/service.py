@@ -123,7 +123,46 @@ def save_channel(session: Session, *, data: ChannelIn, viewer: Viewer, channel_i
                               entity_type="channel", entity_id=channel.id, summary=channel.name,
                               before={k: str(v) for k, v in before.items()} if before else None,
                               after=data.model_dump(mode="json"))
+    _queue_contact_way(session, channel.id)
     return channel
+
+
+def _queue_contact_way(session: Session, channel_id: int) -> None:
+    from siyu.channels.jobs import sync_contact_way
+    from siyu.core import jobs
+
+    jobs.enqueue_after_commit(session, sync_contact_way, channel_id)
+
+
+def wecom_users(session: Session, channel: Channel) -> list[str]:
+    """The WeCom member user ids the channel's contact way should reach (personal accounts have none)."""
+    rows = session.scalars(select(Account.wecom_userid).where(
+        Account.id.in_(channel.account_ids or []), Account.kind == "wecom", Account.wecom_userid.is_not(None)))
+    return sorted(u for u in rows if u)
+
+
+def sync_contact_way(session: Session, *, channel: Channel, api: Any) -> str:
+    """Make the channel's WeCom 「联系我」 code match it: members and ``state`` = the channel key.
+
+    Created on the first save, updated after; deleted only when no WeCom member is left on the
+    channel. Archiving keeps the code: a QR already printed still adds and attributes customers.
+    Returns what was done ("created", "updated", "deleted" or "none").
+    """
+    users = wecom_users(session, channel)
+    if not users:
+        if not channel.wecom_config_id:
+            return "none"
+        api.delete_contact_way(channel.wecom_config_id)
+        channel.wecom_config_id, channel.qr_url = "", ""
+        return "deleted"
+    remark = channel.name[:30]
+    if channel.wecom_config_id:
+        api.update_contact_way(channel.wecom_config_id, users=users, state=channel.key, remark=remark)
+        return "updated"
+    # Type 2 (several members) even for one: a channel's members change, a type-1 code cannot.
+    made = api.add_contact_way(users=users, state=channel.key, remark=remark, kind=2)
+    channel.wecom_config_id, channel.qr_url = made.get("config_id", ""), made.get("qr_code", "")
+    return "created"
 
 
 def get_channel(session: Session, *, channel_id: int, viewer: Viewer) -> Channel:
