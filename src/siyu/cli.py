@@ -16,6 +16,7 @@ from siyu.core.migrate import upgrade
 from siyu.core.settings import get_settings
 from siyu.customers.cli import customers_app
 from siyu.simulator.cli import simulator_app
+from siyu.wecom.cli import wecom_app
 
 app = typer.Typer(help="Siyu (私域): WeChat customer relationships and the operations console.",
                   no_args_is_help=True, add_completion=False)
@@ -23,6 +24,7 @@ user_app = typer.Typer(help="Manage console users.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(simulator_app, name="simulator")
 app.add_typer(customers_app, name="customers")
+app.add_typer(wecom_app, name="wecom")
 
 DEMO_DATABASE_URL = "sqlite:///./siyu-demo.db"
 

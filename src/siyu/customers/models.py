@@ -151,6 +151,9 @@ class Friendship(Base):
     channel_state: Mapped[str] = mapped_column(String(64), default="")  # WeCom contact-way `state`
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The WeCom sync run that last saw this friendship on the platform (wecom.sync): one not
+    # seen by a finished run is gone on WeCom.
+    wecom_synced_run: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     customer: Mapped[Customer] = relationship(back_populates="friendships")
     phones: Mapped[list[Phone]] = relationship(

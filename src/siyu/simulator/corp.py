@@ -316,6 +316,7 @@ class VirtualCorp:
         self.by_id = {c.external_userid: c for c in state.contacts}  # a campaign looks customers up 100,000s of times
         self.auto_confirm_mass_send = True  # members "confirm" a mass send at once
         self.mass_send_daily_limit = 1  # mass messages one customer may receive per day from the corp
+        self._listing_snapshots: dict[tuple[str, ...], list[tuple[Contact, Follow]]] = {}
         self.auto_accept_transfer = True  # a handed-over customer is taken over at once (not after 24 h)
 
     # ---- construction and persistence -------------------------------------------------
@@ -512,8 +513,20 @@ class VirtualCorp:
         for userid in userids:
             self.member(userid)
         limit = _limit(body.get("limit"), default=50, maximum=100)
-        pairs = [(c, f) for userid in userids for c in self.state.contacts
-                 for f in c.follows if f.userid == userid and f.deleted_at is None]
+        key = tuple(userids)
+        pairs = self._listing_snapshots.get(key) if body.get("cursor") else None
+        if pairs is None:
+            # One pass over the corp per listing; the pages after the first read the same snapshot
+            # (as the platform's cursor does), so 200,000 customers page in linear time.
+            wanted: dict[str, list[tuple[Contact, Follow]]] = {userid: [] for userid in userids}
+            for c in self.state.contacts:
+                for f in c.follows:
+                    if f.deleted_at is None and f.userid in wanted:
+                        wanted[f.userid].append((c, f))
+            pairs = [pair for userid in userids for pair in wanted[userid]]
+            if len(self._listing_snapshots) > 64:
+                self._listing_snapshots.clear()
+            self._listing_snapshots[key] = pairs
         chunk, next_cursor = page(pairs, body.get("cursor"), limit)
         return {"external_contact_list": [
             {"external_contact": _contact_body(c), "follow_info": {

@@ -11,10 +11,12 @@ from sqlalchemy import select, update
 
 from siyu.core import jobs
 from siyu.core.db import transaction, utcnow
+from siyu.core.i18n import _
 from siyu.customers.models import Customer
 from siyu.customers.service import refresh_computed_many
 from siyu.wecom import callback, events
 from siyu.wecom.models import EventStatus, WecomEvent
+from siyu.wecom.sync import NIGHTLY_HOUR, NIGHTLY_MINUTE
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
@@ -113,3 +115,49 @@ def sweep_events() -> None:
         process_event(event_id)
     if stale:
         log.info("re-enqueued %s WeCom events that were stored but not processed", len(stale))
+
+
+# ---------------------------------------------------------------- the full sync (wecom.sync)
+
+
+@jobs.tracked_task(jobs.bulk_queue, retries=3, retry_delay=60)
+def sync_corp(ctx: jobs.JobContext) -> dict[str, Any]:
+    """Pull the corp into Siyu; a failure leaves the position saved, so the retry resumes."""
+    from siyu.wecom import sync
+    from siyu.wecom.client import client_for
+
+    with ctx.transaction() as session:
+        api = client_for(session)
+
+    def report(state: dict[str, Any]) -> None:
+        ctx.progress(int(state["counts"].get("contacts", 0)), None)
+
+    state = sync.run(transaction, api, restart=bool(ctx.params.get("restart")), progress=report)
+    return {**state["counts"], "link": "/wecom", "link_label": _("WeCom")}
+
+
+def sync_job_active(session: Any) -> bool:
+    """A sync job is queued or running (one at a time: two would fight over the position)."""
+    from siyu.core.models import Job, JobStatus
+
+    return session.scalar(select(Job.id).where(Job.kind == "wecom.sync", Job.status.in_(
+        [JobStatus.queued.value, JobStatus.running.value, JobStatus.retrying.value])).limit(1)) is not None
+
+
+def submit_sync(session: Any, *, actor: Any, restart: bool = False) -> int:
+    job = jobs.submit(session, sync_corp, kind="wecom.sync", title=_("Sync the WeCom corp"),
+                      params={"restart": restart}, actor=actor)
+    return job.id
+
+
+@jobs.bulk_queue.periodic_task(crontab(hour=str(NIGHTLY_HOUR), minute=str(NIGHTLY_MINUTE)))
+def nightly_sync() -> None:
+    """Every night at 03:30 (the worker's clock): a full sync — or the rest of one a crash stopped."""
+    from siyu.core.viewer import SYSTEM
+    from siyu.wecom import config
+
+    with transaction() as session:
+        cfg = config.effective(session)
+        if not (cfg.corp_id and cfg.secret) or sync_job_active(session):
+            return
+        submit_sync(session, actor=SYSTEM)

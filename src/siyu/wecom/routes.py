@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, time, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -18,7 +18,7 @@ from siyu.core.i18n import N_, _
 from siyu.core.settings import local_zone
 from siyu.customers.pages import FormDep, FormRead
 from siyu.web.render import render
-from siyu.wecom import callback, config, events, jobs
+from siyu.wecom import callback, config, events, jobs, sync
 from siyu.wecom import client as wecom_client
 from siyu.wecom.callback import CallbackRefused
 from siyu.wecom.models import EventStatus, WecomEvent
@@ -85,7 +85,18 @@ def _connection(request: Request, session: Session, *, status_code: int = 200, e
     return render(request, "wecom/connection.html", status_code=status_code, nav_active="wecom",
                   title=_("WeCom connection"), rows=rows, configured=current.can_receive, error=error, notice=notice,
                   callback_url=str(request.url_for("verify")), check=check,
-                  can_call=bool(current.corp_id and current.secret))
+                  can_call=bool(current.corp_id and current.secret), sync=_sync_shown(session),
+                  sync_active=jobs.sync_job_active(session), next_sync=sync.next_nightly_run())
+
+
+def _sync_shown(session: Session) -> dict[str, Any]:
+    """The sync's saved state with its times as datetimes (for the local-time filter)."""
+    state = sync.read_state(session)
+    if not state:
+        return state
+    for key in ("started_at", "finished_at"):
+        state[key] = datetime.fromisoformat(state[key]) if state.get(key) else None
+    return state
 
 
 @pages.get("/wecom", response_class=HTMLResponse)
@@ -111,6 +122,16 @@ def connection_test(request: Request, session: SessionDep, viewer: AdminPageView
     check = wecom_client.check_connection(session, actor=viewer)
     session.commit()
     return _connection(request, session, check=check)
+
+
+@pages.post("/wecom/sync", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def sync_start(request: Request, session: SessionDep, viewer: AdminPageViewer, form: FormDep) -> Response:
+    """Start (or resume) the full sync as a job; one at a time."""
+    if jobs.sync_job_active(session):
+        return _connection(request, session, status_code=409, error=_("A sync is already running"))
+    job_id = jobs.submit_sync(session, actor=viewer, restart=form.get("restart") == "1")
+    session.commit()
+    return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
 @pages.get("/wecom/events", response_class=HTMLResponse)
