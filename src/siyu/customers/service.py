@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -311,6 +312,8 @@ def set_customer_tags(
                                   entity_id=customer.id, summary=customer.name,
                                   before={"tags": sorted(f"{t.group.name}:{t.name}" for t in current.values())},
                                   after={"tags": sorted(f"{t.group.name}:{t.name}" for t in wanted.values())})
+    if added or removed:
+        _notify_changed(session, customer.id, {"tags"})
     session.flush()
     refresh_computed(session, customer=customer)
     return added_names, removed_names
@@ -431,6 +434,23 @@ def normalise_phone(raw: str) -> str:
     return "".join(ch for ch in raw if ch.isdigit() or ch == "+")
 
 
+# Domains that mirror customers elsewhere (the WeCom write-back) hear which fields an edit
+# changed; the customers domain never imports them.
+ChangeListener = Callable[[Session, int, set[str]], None]
+_change_listeners: list[ChangeListener] = []
+
+
+def on_customer_changed(listener: ChangeListener) -> ChangeListener:
+    if listener not in _change_listeners:
+        _change_listeners.append(listener)
+    return listener
+
+
+def _notify_changed(session: Session, customer_id: int, fields: set[str]) -> None:
+    for listener in _change_listeners:
+        listener(session, customer_id, fields)
+
+
 def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate, viewer: Viewer) -> Customer:
     customer = get_customer(session, customer_id=customer_id, viewer=viewer)
     changes = data.model_dump(exclude_unset=True)
@@ -475,6 +495,8 @@ def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate,
                                   after=_jsonable(after))
     session.flush()
     refresh_computed(session, customer=customer)
+    if after:
+        _notify_changed(session, customer.id, set(after))
     return customer
 
 

@@ -161,3 +161,41 @@ def nightly_sync() -> None:
         if not (cfg.corp_id and cfg.secret) or sync_job_active(session):
             return
         submit_sync(session, actor=SYSTEM)
+
+
+# ---------------------------------------------------------------- write-back (wecom.writeback)
+
+
+@jobs.bulk_queue.task(retries=5, retry_delay=60)
+def write_back_customer(customer_id: int) -> None:
+    """Write a customer's Siyu edits to WeCom; a busy WeCom is retried, a refusal shown on the customer."""
+    from siyu.wecom import writeback
+    from siyu.wecom.client import WecomApiError, WecomNotConfigured, client_for
+
+    with transaction() as session:
+        try:
+            writeback.write_back(session, customer_id=customer_id, api=client_for(session))
+        except WecomNotConfigured:
+            return
+        except WecomApiError as exc:
+            if exc.retryable:
+                raise
+            session.rollback()
+            writeback.record_refusal(session, customer_id=customer_id, message=exc.display(), errcode=exc.errcode)
+            log.warning("write-back of customer %s refused: %s", customer_id, exc)
+
+
+def _queue_write_back(session: Any, customer_id: int, fields: set[str]) -> None:
+    from siyu.wecom import writeback
+
+    if writeback.wants_write_back(fields):
+        jobs.enqueue_after_commit(session, write_back_customer, customer_id)
+
+
+def _register_write_back() -> None:
+    from siyu.customers import service as customers_service
+
+    customers_service.on_customer_changed(_queue_write_back)
+
+
+_register_write_back()

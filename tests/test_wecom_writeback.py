@@ -1,0 +1,84 @@
+"""Edits made in Siyu reach WeCom (remark, description, phones, corp tags), against the simulator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import siyu.wecom.jobs  # noqa: F401 - registers the write-back listener
+from siyu.core import db as core_db
+from siyu.core.settings import get_settings
+from siyu.core.viewer import SYSTEM
+from siyu.customers import service
+from siyu.customers.models import Customer, Touch
+from siyu.customers.schemas import CustomerUpdate
+from siyu.wecom import sync
+from tests.test_wecom_client import CORP_ID, SECRET, Simulator, sim
+from tests.test_wecom_sync import api_for
+
+__all__ = ["sim"]
+
+
+@pytest.fixture
+def synced(db: Session, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """A corp pulled into Siyu, with Siyu configured for the simulator."""
+    monkeypatch.setenv("SIYU_WECOM_CORP_ID", CORP_ID)
+    monkeypatch.setenv("SIYU_WECOM_SECRET", SECRET)
+    monkeypatch.setenv("SIYU_WECOM_API_BASE", sim.base)
+    get_settings.cache_clear()
+    sync.run(core_db.transaction, api_for(sim.base))
+    db.expire_all()
+    yield sim
+    get_settings.cache_clear()
+
+
+def first_pair(db: Session, sim: Simulator) -> tuple[Any, Any, Customer, int]:
+    contact = next(c for c in sim.corp.state.contacts if len(c.active) == 1)
+    follow = contact.active[0]
+    customer = db.scalar(select(Customer).where(Customer.wecom_external_userid == contact.external_userid))
+    assert customer is not None
+    account_id = next(f.account_id for f in customer.friendships)
+    return contact, follow, customer, account_id
+
+
+def test_remark_description_and_phones_reach_wecom(db: Session, synced: Simulator) -> None:
+    _contact, follow, customer, account_id = first_pair(db, synced)
+    service.update_customer(db, customer_id=customer.id, viewer=SYSTEM, data=CustomerUpdate(
+        account_id=account_id, remark_name="王姐-爱白茶", description="周末来店", phones=["13900001111"]))
+    db.commit()
+    assert (follow.remark, follow.description, follow.remark_mobiles) == ("王姐-爱白茶", "周末来店", ["13900001111"])
+
+
+def test_corp_tags_are_marked_and_unmarked(db: Session, synced: Simulator) -> None:
+    _contact, follow, customer, _account_id = first_pair(db, synced)
+    mirrored = [t for g in service.list_tag_groups(db) for t in g.tags if t.wecom_id and not g.is_computed]
+    chosen = next(t for t in mirrored if t.wecom_id not in follow.tag_ids)
+    service.set_customer_tags(db, customer_id=customer.id, add=[chosen], remove=[], viewer=SYSTEM)
+    db.commit()
+    assert chosen.wecom_id in follow.tag_ids
+    service.set_customer_tags(db, customer_id=customer.id, add=[], remove=[chosen], viewer=SYSTEM)
+    db.commit()
+    assert chosen.wecom_id not in follow.tag_ids
+
+
+def test_a_refused_write_back_is_on_the_timeline_and_a_busy_wecom_is_waited_out(db: Session,
+                                                                                synced: Simulator) -> None:
+    _contact, follow, customer, account_id = first_pair(db, synced)
+    synced.fault(path="externalcontact/remark", errcode=40058, errmsg="remark too long", times=1)
+    service.update_customer(db, customer_id=customer.id, viewer=SYSTEM,
+                            data=CustomerUpdate(account_id=account_id, remark_name="被拒绝的备注"))
+    db.commit()
+    db.expire_all()
+    refused = [t.details for t in db.scalars(select(Touch).where(Touch.customer_id == customer.id)) if t.details
+               and t.details.get("event") == "wecom_writeback_failed"]
+    assert len(refused) == 1 and refused[0]["errcode"] == 40058 and "remark too long" in refused[0]["error"]
+    assert follow.remark != "被拒绝的备注"
+    synced.fault(path="externalcontact/remark", errcode=45009, times=1)
+    service.update_customer(db, customer_id=customer.id, viewer=SYSTEM,
+                            data=CustomerUpdate(account_id=account_id, remark_name="第二次的备注"))
+    db.commit()
+    assert follow.remark == "第二次的备注"
