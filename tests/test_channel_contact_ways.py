@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
 
 from siyu.channels.models import Channel
-from siyu.core.settings import get_settings
 from tests.test_channels import channel
-from tests.test_wecom_client import CORP_ID, SECRET, Simulator, sim
+from tests.test_wecom_client import Simulator, sim, wecom_settings
 
-__all__ = ["sim"]
+__all__ = ["sim", "wecom_settings"]
 
 
 @pytest.fixture
-def wecom(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
-    monkeypatch.setenv("SIYU_WECOM_CORP_ID", CORP_ID)
-    monkeypatch.setenv("SIYU_WECOM_SECRET", SECRET)
-    monkeypatch.setenv("SIYU_WECOM_API_BASE", sim.base)
-    get_settings.cache_clear()
-    yield sim
-    get_settings.cache_clear()
+def wecom(wecom_settings: Simulator) -> Simulator:
+    return wecom_settings
 
 
 def way(sim: Simulator, config_id: str) -> Any:

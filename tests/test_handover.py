@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,26 +13,19 @@ from siyu.accounts import handover
 from siyu.accounts import jobs as accounts_jobs
 from siyu.accounts.models import Account, Handover
 from siyu.core.errors import Forbidden, Invalid
-from siyu.core.settings import get_settings
 from siyu.core.viewer import SYSTEM
 from siyu.customers.models import Customer, Friendship, Phone, Touch
 from siyu.team.models import AuditEntry
 from tests.conftest import viewer_of
 from tests.test_pages import Console
-from tests.test_wecom_client import CORP_ID, SECRET, Simulator, sim
+from tests.test_wecom_client import Simulator, sim, wecom_settings
 
-__all__ = ["sim"]
+__all__ = ["sim", "wecom_settings"]
 
 
 @pytest.fixture
-def wecom(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
-    """Siyu configured for the simulator the way an administrator would: settings."""
-    monkeypatch.setenv("SIYU_WECOM_CORP_ID", CORP_ID)
-    monkeypatch.setenv("SIYU_WECOM_SECRET", SECRET)
-    monkeypatch.setenv("SIYU_WECOM_API_BASE", sim.base)
-    get_settings.cache_clear()
-    yield sim
-    get_settings.cache_clear()
+def wecom(wecom_settings: Simulator) -> Simulator:
+    return wecom_settings
 
 
 def friends_of(db: Session, account_id: int) -> set[int]:

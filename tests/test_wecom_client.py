@@ -60,6 +60,17 @@ def sim() -> Iterator[Simulator]:
         server.stop()
 
 
+@pytest.fixture
+def wecom_settings(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """Siyu's settings pointed at the simulator, the way an administrator configures a corp."""
+    monkeypatch.setenv("SIYU_WECOM_CORP_ID", CORP_ID)
+    monkeypatch.setenv("SIYU_WECOM_SECRET", SECRET)
+    monkeypatch.setenv("SIYU_WECOM_API_BASE", sim.base)
+    get_settings.cache_clear()
+    yield sim
+    get_settings.cache_clear()
+
+
 class Sleeps(list[float]):
     """The waits the client asked for, instead of waiting them."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,9 +23,9 @@ from siyu.wecom import sync
 from siyu.wecom.client import DatabaseStorage, RetryPolicy, TokenStorage, WecomApi, WecomApiError, client_for
 from siyu.wecom.config import WecomConfig
 from tests.test_pages import Console
-from tests.test_wecom_client import CORP_ID, SECRET, Simulator, Sleeps, sim
+from tests.test_wecom_client import CORP_ID, SECRET, Simulator, Sleeps, sim, wecom_settings
 
-__all__ = ["sim"]
+__all__ = ["sim", "wecom_settings"]
 
 
 def api_for(base: str, sleeps: Sleeps | None = None, attempts: int = 6) -> WecomApi:
@@ -158,13 +157,8 @@ def test_the_simulator_killed_mid_sync_then_restarted(db: Session) -> None:
 
 
 @pytest.fixture
-def configured(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
-    monkeypatch.setenv("SIYU_WECOM_CORP_ID", CORP_ID)
-    monkeypatch.setenv("SIYU_WECOM_SECRET", SECRET)
-    monkeypatch.setenv("SIYU_WECOM_API_BASE", sim.base)
-    get_settings.cache_clear()
-    yield sim
-    get_settings.cache_clear()
+def configured(wecom_settings: Simulator) -> Simulator:
+    return wecom_settings
 
 
 def test_console_button_cli_and_status(client: TestClient, admin: Any, configured: Simulator, db: Session) -> None:

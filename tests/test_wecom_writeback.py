@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,29 +10,23 @@ from sqlalchemy.orm import Session
 
 import siyu.wecom.jobs  # noqa: F401 - registers the write-back listener
 from siyu.core import db as core_db
-from siyu.core.settings import get_settings
 from siyu.core.viewer import SYSTEM
 from siyu.customers import service
 from siyu.customers.models import Customer, Touch
 from siyu.customers.schemas import CustomerUpdate
 from siyu.wecom import sync
-from tests.test_wecom_client import CORP_ID, SECRET, Simulator, sim
+from tests.test_wecom_client import Simulator, sim, wecom_settings
 from tests.test_wecom_sync import api_for
 
-__all__ = ["sim"]
+__all__ = ["sim", "wecom_settings"]
 
 
 @pytest.fixture
-def synced(db: Session, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+def synced(db: Session, wecom_settings: Simulator) -> Simulator:
     """A corp pulled into Siyu, with Siyu configured for the simulator."""
-    monkeypatch.setenv("SIYU_WECOM_CORP_ID", CORP_ID)
-    monkeypatch.setenv("SIYU_WECOM_SECRET", SECRET)
-    monkeypatch.setenv("SIYU_WECOM_API_BASE", sim.base)
-    get_settings.cache_clear()
-    sync.run(core_db.transaction, api_for(sim.base))
+    sync.run(core_db.transaction, api_for(wecom_settings.base))
     db.expire_all()
-    yield sim
-    get_settings.cache_clear()
+    return wecom_settings
 
 
 def first_pair(db: Session, sim: Simulator) -> tuple[Any, Any, Customer, int]:

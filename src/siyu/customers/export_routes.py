@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime
 from typing import IO, Annotated
 from urllib.parse import quote
 
@@ -27,7 +26,7 @@ from siyu.customers import exports, service
 from siyu.customers import jobs as customers_jobs
 from siyu.customers.exports import ExportFormat
 from siyu.customers.pages import ListQuery
-from siyu.customers.routes import filter_from_params
+from siyu.customers.routes import FilterDep
 from siyu.customers.service import CustomerFilter
 
 api = APIRouter(tags=["customers"])
@@ -98,22 +97,14 @@ EXPORT_RESPONSES: dict[int | str, dict[str, object]] = {
 def api_export(
     session: SessionDep,
     viewer: ApiViewer,
+    flt: FilterDep,
     fmt: Annotated[ExportFormat, Query(alias="format", description="csv (UTF-8 with BOM) or xlsx")] = ExportFormat.csv,
-    q: str = "",
-    tag: Annotated[list[str] | None, Query()] = None,
-    stage: str | None = None,
-    account_id: int | None = None,
-    source: str | None = None,
-    last_touch_before: datetime | None = None,
-    last_touch_after: datetime | None = None,
-    sort: str = "last_touch",
 ) -> Response:
     """Export the customers of a filter (the parameters of ``GET /customers``) as CSV or XLSX.
 
     Phones are masked for roles that may not see them; cells that a spreadsheet would read
     as a formula start with ``'``. Rows are newest added first.
     """
-    flt = filter_from_params(q, tag, stage, account_id, source, last_touch_before, last_touch_after, sort)
     started = _start(session, flt=flt, viewer=viewer, fmt=fmt, via="api")
     if isinstance(started, Response):
         return started

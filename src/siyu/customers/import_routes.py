@@ -220,17 +220,26 @@ def mapping_page(request: Request, session: SessionDep, viewer: PageViewer, toke
     return _render_mapping(request, session, viewer, upload=upload)
 
 
-@pages.post("/customers/import/{token}/check", response_class=HTMLResponse)
-def check_submit(request: Request, session: SessionDep, viewer: PageViewer, token: str, form: UploadForm,
-                 _csrf: Annotated[None, CsrfChecked]) -> Response:
-    upload = imports.get_upload(token, viewer=viewer)
+def _checked(request: Request, session: Session, viewer: Viewer, *, upload: imports.StoredUpload,
+             form: FormData) -> tuple[imports.ImportPlan, imports.ImportOptions] | Response:
+    """The whole file checked with the chosen columns, or the page listing every error."""
     options = _options(form, upload)
     try:
-        plan = imports.check_file(session, source=upload.source, options=options, viewer=viewer)
+        return imports.check_file(session, source=upload.source, options=options, viewer=viewer), options
     except imports.ImportInvalid as exc:
         return render(request, "customers/import_report.html", status_code=422, nav_active="customers",
                       title=_("Import customers"), upload=upload, errors=exc.errors, total=exc.total,
                       options=options)
+
+
+@pages.post("/customers/import/{token}/check", response_class=HTMLResponse)
+def check_submit(request: Request, session: SessionDep, viewer: PageViewer, token: str, form: UploadForm,
+                 _csrf: Annotated[None, CsrfChecked]) -> Response:
+    upload = imports.get_upload(token, viewer=viewer)
+    checked = _checked(request, session, viewer, upload=upload, form=form)
+    if isinstance(checked, Response):
+        return checked
+    plan, options = checked
     outcome = None
     if plan.rows <= imports.BACKGROUND_ROWS:  # a large file is only counted; its job reports the outcome
         outcome = imports.execute(session, plan=plan, viewer=viewer, filename=upload.filename, dry_run=True)
@@ -245,13 +254,10 @@ def check_submit(request: Request, session: SessionDep, viewer: PageViewer, toke
 def run_submit(request: Request, session: SessionDep, viewer: PageViewer, token: str, form: UploadForm,
                _csrf: Annotated[None, CsrfChecked]) -> Response:
     upload = imports.get_upload(token, viewer=viewer)
-    options = _options(form, upload)
-    try:
-        plan = imports.check_file(session, source=upload.source, options=options, viewer=viewer)
-    except imports.ImportInvalid as exc:
-        return render(request, "customers/import_report.html", status_code=422, nav_active="customers",
-                      title=_("Import customers"), upload=upload, errors=exc.errors, total=exc.total,
-                      options=options)
+    checked = _checked(request, session, viewer, upload=upload, form=form)
+    if isinstance(checked, Response):
+        return checked
+    plan, _options_used = checked
     if plan.rows > imports.BACKGROUND_ROWS:
         job_id = customers_jobs.submit_import(session, upload=upload, plan=plan, actor=viewer)
         session.commit()

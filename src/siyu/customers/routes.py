@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from siyu.core.deps import AdminApiViewer, ApiViewer, SessionDep
@@ -39,7 +39,7 @@ __all__ = ["api", "pages"]
 
 def filter_from_params(
     q: str = "",
-    tag: list[str] | None = None,
+    tag: Annotated[list[str] | None, Query()] = None,
     stage: str | None = None,
     account_id: int | None = None,
     source: str | None = None,
@@ -55,22 +55,18 @@ def filter_from_params(
         last_touch_after=last_touch_after, sort=sort)
 
 
+# The list's filter as query parameters; the list, exports and bulk actions read the same ones.
+FilterDep = Annotated[CustomerFilter, Depends(filter_from_params)]
+
+
 @api.get("/customers", response_model=CustomerPage)
 def list_customers(
     session: SessionDep,
     viewer: ApiViewer,
-    q: str = "",
-    tag: Annotated[list[str] | None, Query()] = None,
-    stage: str | None = None,
-    account_id: int | None = None,
-    source: str | None = None,
-    last_touch_before: datetime | None = None,
-    last_touch_after: datetime | None = None,
-    sort: str = "last_touch",
+    flt: FilterDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> CustomerPage:
-    flt = filter_from_params(q, tag, stage, account_id, source, last_touch_before, last_touch_after, sort)
     page = service.list_customers(session, flt=flt, viewer=viewer, limit=limit, cursor=cursor)
     return CustomerPage(items=service.to_summaries(session, customers=page.items, viewer=viewer),
                         next_cursor=page.next_cursor)
