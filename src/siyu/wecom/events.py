@@ -6,7 +6,11 @@
 - A deleted friendship (by either side) is marked, attributed as lost, and put on the
   customer's timeline as a churn alert; the churn list reads those.
 - Customer messages go to the service inbox.
-- Kinds Siyu does not act on yet (group chats, corp tags) are kept and marked *ignored*.
+- With the API connected (``api``): an add sends the channel's welcome message with the
+  event's ``WelcomeCode`` first (WeCom allows 20 seconds), then reads the contact (name,
+  remark, phones, corp tags) into Siyu; customer-group changes read the group
+  (``groups.service``); corp tag changes read or delete the mirrored tags.
+- Kinds Siyu does not act on are kept and marked *ignored*.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from siyu.wecom.models import EventStatus, WecomEvent
 log = logging.getLogger(__name__)
 CHURN_EVENTS = {"change_external_contact/del_external_contact": "member",  # our member removed the customer
                 "change_external_contact/del_follow_user": "customer"}  # the customer removed our member
+
+
+GROUP_GONE = 49008  # groupchat/get: the group was dismissed
 
 
 class EventError(Exception):
@@ -62,7 +69,29 @@ def _customer(session: Session, external_userid: str, *, create: bool) -> Custom
     return customer
 
 
-def process(session: Session, event: WecomEvent, *, touched: list[Customer] | None = None) -> str:
+def connected_api(session: Session) -> Any | None:
+    """The WeCom API with a fresh token, or None when no corp secret is configured.
+
+    Called before a batch's write transaction: a token fetched (and stored) inside it would
+    wait for the batch's own write lock on SQLite.
+    """
+    from siyu.wecom.client import WecomApiError, WecomNotConfigured, client_for
+
+    try:
+        api = client_for(session)
+        _ = api.client.access_token
+    except WecomNotConfigured:
+        return None
+    except WecomApiError as exc:
+        if exc.retryable:
+            raise
+        log.warning("WeCom API unavailable for events: %s", exc)
+        return None
+    return api
+
+
+def process(session: Session, event: WecomEvent, *, touched: list[Customer] | None = None,
+            api: Any | None = None) -> str:
     """Apply one event; returns the status it ends in.
 
     Customers whose computed facts need refreshing are appended to ``touched`` when given (the
@@ -71,7 +100,7 @@ def process(session: Session, event: WecomEvent, *, touched: list[Customer] | No
     fields: dict[str, Any] = event.fields or {}
     kind = event.event_type
     if kind in ("change_external_contact/add_external_contact", "change_external_contact/add_half_external_contact"):
-        added = _added(session, fields)
+        added = _added(session, fields, api=api)
         if touched is None:
             from siyu.customers import service as customers_service
 
@@ -85,6 +114,12 @@ def process(session: Session, event: WecomEvent, *, touched: list[Customer] | No
         if customer is not None:
             session.add(Touch(customer_id=customer.id, kind=TouchKind.system.value, occurred_at=_at(fields),
                               details={"event": "wecom_profile_edited", "userid": fields.get("UserID", "")}))
+            if api is not None:
+                _read_contact(session, api, customer.wecom_external_userid or "")
+    elif kind.startswith("change_external_chat/") and api is not None:
+        _group_changed(session, api, fields, change=kind.split("/", 1)[1])
+    elif kind.startswith("change_external_tag/") and api is not None:
+        _tag_changed(session, api, fields, change=kind.split("/", 1)[1])
     elif kind == "change_external_contact/transfer_fail":
         customer = _customer(session, fields.get("ExternalUserID", ""), create=False)
         if customer is not None:
@@ -99,7 +134,7 @@ def process(session: Session, event: WecomEvent, *, touched: list[Customer] | No
     return EventStatus.processed.value
 
 
-def _added(session: Session, fields: dict[str, Any]) -> Customer:
+def _added(session: Session, fields: dict[str, Any], *, api: Any | None = None) -> Customer:
     account = _account(session, fields)
     customer = _customer(session, fields.get("ExternalUserID", ""), create=True)
     if customer is None:
@@ -117,10 +152,92 @@ def _added(session: Session, fields: dict[str, Any]) -> Customer:
     session.flush()
     outcome = channels_service.on_friend_added(session, customer_id=customer.id, account_id=account.id, state=state,
                                                added_at=at)
+    welcome_sent: bool | str = False
+    if api is not None and outcome.welcome and fields.get("WelcomeCode"):
+        welcome_sent = _send_welcome(api, fields["WelcomeCode"], outcome.welcome)
     session.add(Touch(customer_id=customer.id, account_id=account.id, kind=TouchKind.system.value, occurred_at=at,
                       details={"event": "wecom_friend_added", "state": state, "welcome": outcome.welcome,
-                               "welcome_code": fields.get("WelcomeCode", ""), "alert": outcome.alert}))
+                               "welcome_code": fields.get("WelcomeCode", ""), "welcome_sent": welcome_sent,
+                               "alert": outcome.alert}))
+    if api is not None:
+        _read_contact(session, api, customer.wecom_external_userid or "")
     return customer
+
+
+def _send_welcome(api: Any, code: str, text: str) -> bool | str:
+    """True when WeCom took the welcome message, else its reason (the code lives 20 s and works once)."""
+    from siyu.wecom.client import WecomApiError
+
+    try:
+        api.send_welcome_message(code, text=text)
+    except WecomApiError as exc:
+        if exc.retryable:
+            raise
+        log.warning("welcome message refused: %s", exc)
+        return exc.display()
+    return True
+
+
+def _read_contact(session: Session, api: Any, external_userid: str) -> None:
+    """The contact's name, remarks, phones and corp tags as WeCom has them (the sync's page writer)."""
+    from siyu.wecom import sync
+    from siyu.wecom.client import WecomApiError
+
+    if not external_userid:
+        return
+    try:
+        detail = api.external_contact(external_userid)
+    except WecomApiError as exc:
+        if exc.retryable:
+            raise
+        log.warning("contact %s could not be read: %s", external_userid, exc)
+        return
+    items = [{"external_contact": detail.get("external_contact") or {}, "follow_info": follow}
+             for follow in detail.get("follow_user") or []]
+    for item in items:  # externalcontact/get lists tags as objects; the page writer takes ids
+        item["follow_info"] = {**item["follow_info"], "tag_id": [t.get("tag_id") for t in
+                                                                 item["follow_info"].get("tags") or []
+                                                                 if t.get("tag_id")]}
+    userids = [i["follow_info"].get("userid", "") for i in items]
+    accounts = {u: a for a, u in session.execute(select(Account.id, Account.wecom_userid)
+                                                 .where(Account.wecom_userid.in_(userids))) if u}
+    session.flush()
+    sync.apply_page(session, items, accounts=accounts, run=None)
+
+
+def _group_changed(session: Session, api: Any, fields: dict[str, Any], *, change: str) -> None:
+    from siyu.groups import service as groups_service
+    from siyu.wecom.client import WecomApiError
+
+    chat_id = fields.get("ChatId", "")
+    if not chat_id:
+        raise EventError("change_external_chat without ChatId")
+    at = _at(fields)
+    if change == "dismiss":
+        groups_service.dismiss_group_chat(session, chat_id, at)
+        return
+    try:
+        detail = api.group_chat(chat_id)
+    except WecomApiError as exc:
+        if exc.errcode == GROUP_GONE:
+            groups_service.dismiss_group_chat(session, chat_id, at)
+            return
+        raise
+    quit_scene = int(fields["QuitScene"]) if str(fields.get("QuitScene", "")).isdigit() else None
+    groups_service.apply_group_chat(session, detail, at=at, quit_scene=quit_scene)
+
+
+def _tag_changed(session: Session, api: Any, fields: dict[str, Any], *, change: str) -> None:
+    from siyu.groups import service as groups_service
+
+    wecom_id, kind = fields.get("Id", ""), fields.get("TagType", "tag")
+    if not wecom_id:
+        raise EventError("change_external_tag without Id")
+    if change == "delete":
+        groups_service.delete_corp_tag(session, wecom_id, kind)
+        return
+    tag_groups = api.corp_tags(group_ids=[wecom_id]) if kind == "tag_group" else api.corp_tags(tag_ids=[wecom_id])
+    groups_service.apply_corp_tags(session, tag_groups)
 
 
 def _removed(session: Session, fields: dict[str, Any], *, side: str) -> None:

@@ -60,6 +60,8 @@ def process_event(event_id: int) -> None:
     failed: dict[int, str] = {}
     try:
         with transaction() as session:
+            api = events.connected_api(session)  # before the batch: a token fetch must not wait on its lock
+        with transaction() as session:
             # Write first: on SQLite this takes the write lock (waiting its turn) before any read,
             # so a callback committing meanwhile cannot invalidate the batch's snapshot halfway.
             session.execute(update(WecomEvent).where(WecomEvent.id.in_(claimed)).values(error=""),
@@ -69,7 +71,7 @@ def process_event(event_id: int) -> None:
                 event = session.get_one(WecomEvent, claimed_id)
                 try:
                     with session.begin_nested():  # one bad event never undoes the others
-                        status = events.process(session, event, touched=touched)
+                        status = events.process(session, event, touched=touched, api=api)
                 except Exception as exc:
                     failed[claimed_id] = f"{type(exc).__name__}: {exc}"
                     log.warning("wecom event %s failed: %s", claimed_id, exc)

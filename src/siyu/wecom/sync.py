@@ -88,8 +88,12 @@ def _local_accounts(session: Session, userids: list[str]) -> dict[str, int]:
         Account.wecom_userid.in_(userids))) if u}
 
 
-def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[str, int], run: int) -> dict[str, int]:
-    """Store one ``batch/get_by_user`` page: customers, friendships, phones and tags, in bulk."""
+def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[str, int],
+               run: int | None) -> dict[str, int]:
+    """Store one ``batch/get_by_user`` page: customers, friendships, phones and tags, in bulk.
+
+    ``run`` stamps the friendships seen by a sync run; a callback reading one contact passes None.
+    """
     counts = {"contacts": 0, "customers_created": 0, "friendships_created": 0, "friendships_updated": 0}
     items = [i for i in items if (i.get("external_contact") or {}).get("external_userid")
              and (i.get("follow_info") or {}).get("userid") in accounts]
@@ -151,7 +155,7 @@ def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[
                                     "wecom_synced_run": run})
             new_phones[(customer_id, account_id)] = mobiles
         else:
-            changed: dict[str, Any] = {"wecom_synced_run": run}
+            changed: dict[str, Any] = {}
             both: dict[str, tuple[str, str]] = {}
             for field, value in (("remark_name", remark), ("description", description)):
                 mine = getattr(friendship, field)
@@ -161,8 +165,10 @@ def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[
                         both[field] = (mine, value)
             if friendship.status != FriendshipStatus.active.value:
                 changed.update(status=FriendshipStatus.active.value, removed_at=None)
-            if len(changed) > 1:
+            if changed:
                 counts["friendships_updated"] += 1
+            if run is not None:
+                changed["wecom_synced_run"] = run
             if both:
                 touches.append({"customer_id": customer_id, "account_id": account_id, "user_id": None,
                                 "kind": TouchKind.field_change.value, "content": "", "amount": None,
