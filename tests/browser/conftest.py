@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from siyu.core import db as core_db
 from siyu.core.db import get_session, make_engine
 from siyu.core.migrate import upgrade
 from siyu.core.settings import get_settings
@@ -99,6 +100,9 @@ def live_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSite]:
     os.environ["SIYU_SECRET_KEY"] = "browser-test-secret"
     os.environ["SIYU_DATABASE_URL"] = url
     get_settings.cache_clear()
+    # Code that opens its own session (jobs, the inbox stream) must find this database too,
+    # whatever engine an earlier test left cached.
+    core_db.reset_engine()
     app = create_app()
 
     def session_for_live_site() -> Iterator[Session]:
@@ -131,6 +135,7 @@ def live_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSite]:
             else:
                 os.environ[key] = value
         get_settings.cache_clear()
+        core_db.reset_engine()
 
 
 @pytest.fixture(scope="session")
