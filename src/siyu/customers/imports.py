@@ -1087,11 +1087,3 @@ def _sweep_uploads() -> None:
                 discard_upload(path.stem)
         except OSError:
             continue
-
-
-def viewer_for_user(session: Session, *, user_id: int) -> Viewer:
-    """The viewer a background import runs as: the user who started it, as they are now."""
-    user = team_service.get_user(session, user_id=user_id)
-    if not user.is_active:
-        raise Forbidden("This user is deactivated")
-    return team_service.viewer_for(user)

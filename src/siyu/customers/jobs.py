@@ -11,6 +11,7 @@ from siyu.core.errors import DomainError
 from siyu.core.i18n import _
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import bulk, exports, imports, service
+from siyu.team import service as team_service
 
 
 @jobs.tracked_task(jobs.bulk_queue)
@@ -45,7 +46,7 @@ def import_customers(ctx: jobs.JobContext) -> dict[str, Any]:
     """Write a large import file: validated again, then one transaction per batch with progress."""
     params = ctx.params
     with ctx.transaction() as session:
-        viewer = imports.viewer_for_user(session, user_id=params["user_id"])
+        viewer = team_service.active_viewer(session, user_id=params["user_id"])
     options = imports.ImportOptions(mapping=tuple(params["mapping"]), account_id=params.get("account_id"),
                                     mode=imports.ImportMode(params["mode"]))
     source = imports.Source.from_description(params["source"])
@@ -80,7 +81,7 @@ def bulk_update_customers(ctx: jobs.JobContext) -> dict[str, Any]:
     """Apply a confirmed bulk action to every customer matching its filter, batch by batch."""
     params = ctx.params
     with ctx.transaction() as session:
-        viewer = imports.viewer_for_user(session, user_id=params["user_id"]) if params.get("user_id") else SYSTEM
+        viewer = team_service.active_viewer(session, user_id=params["user_id"]) if params.get("user_id") else SYSTEM
     result = bulk.run(ctx.transaction, flt=service.CustomerFilter.from_json(params["filter"]),
                       action=bulk.BulkAction.from_json(params["action"]), viewer=viewer,
                       progress=lambda done, total: ctx.progress(done, total))
@@ -109,7 +110,7 @@ def export_customers(ctx: jobs.JobContext) -> dict[str, Any]:
     try:
         with ctx.transaction() as session:
             # As the user is now: a user moved to other accounts or roles exports what they see now.
-            viewer = imports.viewer_for_user(session, user_id=params["user_id"])
+            viewer = team_service.active_viewer(session, user_id=params["user_id"])
         with ctx.transaction() as session:
             stored = exports.store_export(
                 session, flt=service.CustomerFilter.from_json(params["filter"]), viewer=viewer,

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from siyu.core import security
 from siyu.core.db import utcnow
-from siyu.core.errors import Conflict, Invalid, NotFound, TooManyAttempts, Unauthorized
+from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound, TooManyAttempts, Unauthorized
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.settings import get_settings
 from siyu.core.viewer import Viewer
@@ -45,6 +45,14 @@ def get_user(session: Session, *, user_id: int) -> User:
     if user is None:
         raise UserNotFound("User not found")
     return user
+
+
+def active_viewer(session: Session, *, user_id: int) -> Viewer:
+    """The viewer background work runs as: the user who started it, as they are now."""
+    user = get_user(session, user_id=user_id)
+    if not user.is_active:
+        raise Forbidden("This user is deactivated")
+    return viewer_for(user)
 
 
 def display_names(session: Session, *, user_ids: Iterable[int | None]) -> dict[int, str]:
