@@ -187,3 +187,32 @@ def test_rule_change_recomputes_every_customer_as_a_job(client: TestClient, db: 
     assert (job["status"], job["result"], job["done"], job["total"]) == ("succeeded", {"rows": 1}, 1, 1)
     db.expire_all()
     assert db.get(type(talked), talked.id).stage == "traffic"  # one chat is no longer enough
+
+
+def test_tasks_queued_in_a_savepoint_wait_for_the_outer_commit(db: Any) -> None:
+    from siyu.core import db as core_db
+    from siyu.core import jobs as core_jobs
+    from siyu.core.models import AppSetting
+
+    ran: list[int] = []
+    with core_db.transaction() as session:
+        core_jobs.enqueue_after_commit(session, ran.append, 0)
+        with session.begin_nested():
+            session.add(AppSetting(key="savepoint-test", value={}))
+            core_jobs.enqueue_after_commit(session, ran.append, 1)
+        assert ran == []  # a released savepoint is not a commit
+        try:
+            with session.begin_nested():
+                core_jobs.enqueue_after_commit(session, ran.append, 2)
+                raise ValueError("undo this savepoint")
+        except ValueError:
+            pass
+        assert ran == []
+    assert ran == [0, 1]  # the rolled-back savepoint's task is gone, the others run once
+    try:
+        with core_db.transaction() as session:
+            core_jobs.enqueue_after_commit(session, ran.append, 3)
+            raise ValueError("undo everything")
+    except ValueError:
+        pass
+    assert ran == [0, 1]

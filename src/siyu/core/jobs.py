@@ -76,23 +76,38 @@ def set_immediate(immediate: bool) -> None:
 
 
 def enqueue_after_commit(session: Session, task: TaskWrapper, *args: Any, **kwargs: Any) -> None:
-    """Enqueue ``task(*args)`` once ``session`` commits; nothing is enqueued on rollback."""
-    pending: list[Callable[[], Any]] = session.info.setdefault("siyu_after_commit", [])
-    pending.append(lambda: task(*args, **kwargs))
+    """Enqueue ``task(*args)`` once ``session`` commits; nothing is enqueued on rollback.
+
+    Inside a SAVEPOINT the task waits for the outermost commit, and a rolled-back savepoint
+    drops only the tasks queued inside it.
+    """
+    pending: list[tuple[Any, Callable[[], Any]]] = session.info.setdefault("siyu_after_commit", [])
+    pending.append((session.get_nested_transaction() or session.get_transaction(), lambda: task(*args, **kwargs)))
     if not session.info.get("siyu_after_commit_hooked"):
         session.info["siyu_after_commit_hooked"] = True
         event.listen(session, "after_commit", _run_after_commit)
-        event.listen(session, "after_rollback", _drop_after_commit)
+        event.listen(session, "after_soft_rollback", _drop_after_rollback)
 
 
 def _run_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: the work is not committed yet
     pending = session.info.pop("siyu_after_commit", [])
-    for enqueue in pending:
+    for _transaction, enqueue in pending:
         enqueue()
 
 
-def _drop_after_commit(session: Session) -> None:
-    session.info.pop("siyu_after_commit", None)
+def _inside(transaction: Any, outer: Any) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+def _drop_after_rollback(session: Session, previous_transaction: Any) -> None:
+    pending = session.info.get("siyu_after_commit", [])
+    session.info["siyu_after_commit"] = [(t, e) for t, e in pending if not _inside(t, previous_transaction)]
 
 
 # ---------------------------------------------------------------- tracked jobs
