@@ -309,3 +309,33 @@ def test_five_hundred_customers_each_receive_exactly_one_correction(db: Session,
     assert {p["platform_id"] for p in platform_ids if p} == {r["msgid"] for r in corrections}
     assert db.scalar(select(func.count()).select_from(Message).where(Message.status != "sent",
                                                                      Message.direction == "outbound")) == 0
+
+
+def test_the_incident_report_shows_why_a_correction_did_not_arrive(client: Any, db: Session, make: Any,
+                                                                   sim: Simulator) -> None:
+    from tests.test_pages import Console
+
+    account = make.account(wecom_userid=MEMBER)
+    admin_user = make.user("admin")
+    admin = viewer_of(admin_user)
+    version_id = wrong_rule(db, admin)
+    reachable = wecom_customer(make, db, account, sim.new_contact(), name="王芳")
+    unreachable = wecom_customer(make, db, account, None, name="李娜")
+    no_connection = make.account(kind="personal", wecom_userid=None)
+    personal = make.customer(no_connection, name="张伟")
+    started = utcnow() - timedelta(minutes=1)
+    inbox.ingest(db, [InboundMessage(source="wecom", platform_msgid=f"p-{c.id}", account_id=a.id, customer_id=c.id,
+                                     sent_at=utcnow(), text="活动") for a, c in ((account, reachable),
+                                                                                (account, unreachable),
+                                                                                (no_connection, personal))])
+    db.commit()
+    sim.corp.mass_send_daily_limit = 2
+    incident = incidents.open_incident(db, viewer=admin, data=IncidentIn(
+        title="错发", rule_version_id=version_id, since=started, until=utcnow(), correction="抱歉，刚才发错了"))
+    db.commit()
+
+    report = Console(client).login(admin_user).get(f"/autoreply/incidents/{incident.id}").text
+    assert "该客户没有企业微信外部联系人 ID，企业微信无法送达" in report  # 李娜
+    assert "No connection" not in report and _(delivery.NO_CONNECTOR) in report  # 张伟: translated, not the msgid
+    assert [r["text"] for r in sim.received(reachable.wecom_external_userid)] == ["全场一折！（错误）",
+                                                                                "抱歉，刚才发错了"]
