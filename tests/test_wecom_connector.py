@@ -339,3 +339,13 @@ def test_the_incident_report_shows_why_a_correction_did_not_arrive(client: Any, 
     assert "No connection" not in report and _(delivery.NO_CONNECTOR) in report  # 张伟: translated, not the msgid
     assert [r["text"] for r in sim.received(reachable.wecom_external_userid)] == ["全场一折！（错误）",
                                                                                 "抱歉，刚才发错了"]
+
+
+def test_the_app_registers_the_wecom_connector(db: Session, make: Any, sim: Simulator) -> None:
+    from siyu.app import create_app as create_siyu_app
+
+    account = make.account(wecom_userid=MEMBER)
+    wecom_connector.unregister()
+    assert delivery.connector_for(account) is None
+    create_siyu_app()
+    assert isinstance(delivery.connector_for(account), wecom_connector.WecomConnector)
