@@ -136,6 +136,11 @@ def create_app() -> FastAPI:
                    channels_pages, groups_pages, wecom_callbacks, wecom_pages):
         app.include_router(router)
 
+    # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).
+    from siyu.wecom import connector as wecom_connector
+
+    wecom_connector.register()
+
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}

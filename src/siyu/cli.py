@@ -124,6 +124,9 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _init_database(get_settings().database_url)
     modules = load_tasks()
+    from siyu.wecom import connector as wecom_connector
+
+    wecom_connector.register()  # deliveries to WeCom accounts run here
     typer.echo(f"workers for {', '.join(chosen)}; tasks from {', '.join(modules) or 'no modules'}")
     Workers(inbound_threads=inbound_threads, bulk_threads=bulk_threads, queues=chosen).run_forever()
 

@@ -1,27 +1,67 @@
-"""Two agents in the service inbox: a customer writes, the queue updates live, a quick reply goes out."""
+"""Two agents in the service inbox: a customer writes, the queue updates live, a quick reply goes
+out — through the WeCom connector to the WeCom simulator, which is where the customer receives it."""
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from siyu.inbox import delivery
+from siyu.accounts.models import Account
+from siyu.core.db import transaction
+from siyu.core.settings import get_settings
+from siyu.customers.models import Customer
+from siyu.simulator.corp import VirtualCorp
+from siyu.simulator.server import RunningServer, ServerOptions, create_app
+from siyu.wecom import connector as wecom_connector
 from tests.browser.conftest import _open_tab
-from tests.conftest import RecordingConnector
 
 pytestmark = pytest.mark.browser
 
+CORP_ID = "wwBROWSERINBOX01"
+SECRET = "browser-inbox-secret"
+DELIVERED = "已送达"
 
-def test_a_customer_message_appears_live_and_gets_a_quick_reply(chromium: Any, live_site: Any) -> None:
-    connector = RecordingConnector()
 
-    def factory(_account: Any) -> RecordingConnector:
-        return connector
+@pytest.fixture
+def wecom(live_site: Any) -> Iterator[tuple[VirtualCorp, str]]:
+    """The simulator with the store account's member and 王芳 as its customer; Siyu pointed at it."""
+    with transaction() as session:
+        member = str(session.get(Account, live_site.ids["shop"]).wecom_userid)  # type: ignore[union-attr]
+    corp = VirtualCorp.seeded(1, corp_id=CORP_ID, members=[(member, "茶小满")], contacts_per_member=3,
+                              groups_per_member=0, salt=0)
+    external = str(corp.add_contact(member, name="王芳")["external_userid"])
+    server = RunningServer(create_app(corp, ServerOptions(secret=SECRET))).start()
+    settings = {"SIYU_WECOM_CORP_ID": CORP_ID, "SIYU_WECOM_SECRET": SECRET,
+                "SIYU_WECOM_API_BASE": server.url + "/cgi-bin/"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    get_settings.cache_clear()
+    with transaction() as session:
+        session.get(Customer, live_site.ids["wangfang"]).wecom_external_userid = external  # type: ignore[union-attr]
+    wecom_connector.register()
+    try:
+        yield corp, external
+    finally:
+        with transaction() as session:
+            session.get(Customer, live_site.ids["wangfang"]).wecom_external_userid = None  # type: ignore[union-attr]
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+        server.stop()
 
-    delivery.register(factory)
+
+def test_a_customer_message_appears_live_and_gets_a_quick_reply(chromium: Any, live_site: Any,
+                                                                 wecom: tuple[VirtualCorp, str]) -> None:
+    corp, external = wecom
     agent_a = next(_open_tab(chromium, live_site, viewport={"width": 1366, "height": 900}))
     agent_b = next(_open_tab(chromium, live_site, viewport={"width": 1366, "height": 900}))
     try:
@@ -53,10 +93,16 @@ def test_a_customer_message_appears_live_and_gets_a_quick_reply(chromium: Any, l
         assert text == "王芳-两娃宝妈爱岩茶您好，我是山野茶舍·西湖店，有什么可以帮您？"
         agent_a.page.click("[data-testid=send]")
         agent_a.page.wait_for_selector("[data-direction=out]")
-        assert [o.text for o in connector.sent] == [text]
+        # The customer's phone — the simulator — has it, once, from the store's WeCom member.
+        deadline = time.monotonic() + 5
+        while not corp.received(external_userid=external) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [(r["text"], r["sender"]) for r in corp.received(external_userid=external)] == [
+            (text, corp.state.members[0].userid)]
+        agent_a.page.reload()
+        assert agent_a.page.locator("[data-direction=out] [data-testid=delivery]").inner_text() == DELIVERED
         agent_a.screenshot("inbox-conversation", full_page=False)
         assert agent_a.errors == [] and agent_b.errors == []
     finally:
-        delivery.unregister(factory)
         agent_a.page.context.close()
         agent_b.page.context.close()

@@ -1143,6 +1143,29 @@ class VirtualCorp:
         return {}
 
     @_locked
+    def received(self, external_userid: str = "", chat_id: str = "") -> list[dict[str, Any]]:
+        """What reached people's phones, oldest first: welcome messages, and mass-send results with
+        status 1 (a message still waiting for its member, or refused by the platform's limits, is
+        not there). Filtered to one customer or one group chat when given."""
+        rows: list[dict[str, Any]] = []
+        for welcome in self.state.welcome_messages:
+            if (external_userid and welcome.external_userid != external_userid) or chat_id:
+                continue
+            rows.append({"via": "welcome", "msgid": "", "sender": welcome.userid,
+                         "external_userid": welcome.external_userid, "chat_id": "", "text": welcome.text,
+                         "attachments": welcome.attachments, "received_at": welcome.sent_at})
+        for task in self.state.mass_sends:
+            for result in task.results:
+                if result.status != 1 or (external_userid and result.external_userid != external_userid) \
+                        or (chat_id and result.chat_id != chat_id):
+                    continue
+                rows.append({"via": "mass_send", "msgid": task.msgid, "sender": result.userid,
+                             "external_userid": result.external_userid, "chat_id": result.chat_id,
+                             "text": task.text, "attachments": task.attachments, "received_at": result.send_time})
+        rows.sort(key=lambda row: row["received_at"])
+        return rows
+
+    @_locked
     def overview(self) -> dict[str, Any]:
         return {
             "corp_id": self.state.corp_id, "seed": self.state.seed,

@@ -316,6 +316,11 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
         corp.save(options.state_path)
         return JSONResponse({"saved": True, "path": str(options.state_path)})
 
+    @app.get("/_simulator/received")
+    def received(external_userid: str = "", chat_id: str = "") -> JSONResponse:
+        """What customers (or one customer, one group chat) received: ``{"messages": [...]}``, oldest first."""
+        return JSONResponse({"messages": corp.received(external_userid=external_userid, chat_id=chat_id)})
+
     @app.post("/_simulator/tokens/expire")
     def expire_tokens() -> JSONResponse:
         return JSONResponse({"expired": tokens.expire_all()})
