@@ -199,8 +199,13 @@ class RecordingConnector:
 
     def __init__(self) -> None:
         self.sent: list[Any] = []
+        self.unreachable: set[int] = set()  # customer ids the platform refuses for good
 
     def send_text(self, outgoing: Any) -> str:
+        from siyu.inbox.delivery import DeliveryError
+
+        if outgoing.customer is not None and outgoing.customer.id in self.unreachable:
+            raise DeliveryError("not a contact", permanent=True)
         self.sent.append(outgoing)
         return f"platform-{len(self.sent)}"
 

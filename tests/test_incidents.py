@@ -72,7 +72,8 @@ def test_five_hundred_fans_each_get_exactly_one_correction(db: Session, make: An
     assert sorted(corrected) == sorted(customers)  # each of the 500, exactly once
 
 
-def test_an_interrupted_correction_resumes_without_repeats(db: Session, make: Any, admin_viewer: Any) -> None:
+def test_an_interrupted_correction_resumes_without_repeats(db: Session, make: Any, admin_viewer: Any,
+                                                         connector: Any) -> None:
     account = make.account()
     version_id = wrong_rule(db, admin_viewer)
     customers = make.bulk_customers(account, 150)
@@ -102,6 +103,26 @@ def test_an_interrupted_correction_resumes_without_repeats(db: Session, make: An
         IncidentRecipient.correction_message_id.is_(None))) == 0
 
 
+def test_a_wrong_reply_that_never_reached_its_customer_needs_no_correction(
+        db: Session, make: Any, admin_viewer: Any, connector: Any) -> None:
+    account = make.account()
+    version_id = wrong_rule(db, admin_viewer)
+    customers = make.bulk_customers(account, 4)
+    connector.unreachable = {customers[0]}  # e.g. no longer a contact: the wrong reply failed
+    started = utcnow() - timedelta(minutes=1)
+    inbox.ingest(db, [InboundMessage(source="simulator", platform_msgid=f"u-{c}", account_id=account.id,
+                                     customer_id=c, sent_at=utcnow(), text="活动") for c in customers])
+    db.commit()
+    data = IncidentIn(title="错发", rule_version_id=version_id, since=started, until=utcnow(), correction="更正")
+    count, preview = incidents.recipients_preview(db, viewer=admin_viewer, data=data)
+    assert count == 3 and customers[0] not in {customer for _m, _c, customer in preview}
+    incident = incidents.open_incident(db, viewer=admin_viewer, data=data)
+    db.commit()
+    _incident, counts, _rows = incidents.incident_report(db, incident_id=incident.id, viewer=admin_viewer)
+    assert counts["recipients"] == 3 and counts["sent"] == 3 and counts["failed"] == 0
+    assert sorted(o.customer.id for o in connector.sent if o.text == "更正") == sorted(customers[1:])
+
+
 def test_bad_incident_requests_are_refused(db: Session, make: Any, admin_viewer: Any) -> None:
     account = make.account()
     version_id = wrong_rule(db, admin_viewer)
@@ -121,7 +142,8 @@ def test_bad_incident_requests_are_refused(db: Session, make: Any, admin_viewer:
     assert db.get(Account, account.id) is not None
 
 
-def test_incident_pages_find_and_correct(client: Any, db: Session, make: Any, admin_viewer: Any) -> None:
+def test_incident_pages_find_and_correct(client: Any, db: Session, make: Any, admin_viewer: Any,
+                                         connector: Any) -> None:
     from tests.test_pages import Console
 
     account = make.account()

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from siyu.autoreply import incidents
 from siyu.autoreply.incidents import IncidentIn
-from siyu.core.db import utcnow
+from siyu.core.db import transaction, utcnow
 from siyu.core.i18n import _
 from siyu.core.settings import get_settings
 from siyu.core.viewer import SYSTEM
@@ -31,6 +31,9 @@ from siyu.inbox.service import InboundMessage
 from siyu.simulator.corp import VirtualCorp
 from siyu.simulator.server import RunningServer, ServerOptions, create_app
 from siyu.wecom import connector as wecom_connector
+from siyu.wecom import send_results
+from siyu.wecom.client import client_for
+from siyu.wecom.models import SendCheck
 from tests.conftest import viewer_of
 from tests.test_incidents import wrong_rule
 
@@ -307,12 +310,25 @@ def test_five_hundred_customers_each_receive_exactly_one_correction(db: Session,
     assert counts["recipients"] == 500 and counts["sent"] == 500 and counts["failed"] == 0
     platform_ids = db.scalars(select(Message.payload).where(Message.source == "incident")).all()
     assert {p["platform_id"] for p in platform_ids if p} == {r["msgid"] for r in corrections}
-    assert db.scalar(select(func.count()).select_from(Message).where(Message.status != "sent",
+    # WeCom's send results, read back: every wrong reply and every correction reached its customer.
+    assert read_back_results(db).delivered == 1000
+    assert db.scalar(select(func.count()).select_from(Message).where(Message.status != "delivered",
                                                                      Message.direction == "outbound")) == 0
+    _incident, counts, _rows = incidents.incident_report(db, incident_id=incident.id, viewer=admin)
+    assert counts["delivered"] == 500
+
+
+def read_back_results(db: Session, *, minutes: int = 2) -> send_results.CheckRun:
+    """The periodic job's work, run now as if ``minutes`` had passed (rows are due a minute after sending)."""
+    api = client_for(db, policy=send_results.ONE_TRY)
+    return send_results.check_due(transaction, api, now=utcnow() + timedelta(minutes=minutes))
 
 
 def test_the_incident_report_shows_why_a_correction_did_not_arrive(client: Any, db: Session, make: Any,
                                                                    sim: Simulator) -> None:
+    """Corrections that WeCom refuses at once (the customer deleted the member since), or accepts and
+    then does not send (the customer's receive limit), are failed with the platform's reason; a
+    wrong reply that never reached its customer (no WeCom id, no connection) needs no correction."""
     from tests.test_pages import Console
 
     account = make.account(wecom_userid=MEMBER)
@@ -320,25 +336,76 @@ def test_the_incident_report_shows_why_a_correction_did_not_arrive(client: Any, 
     admin = viewer_of(admin_user)
     version_id = wrong_rule(db, admin)
     reachable = wecom_customer(make, db, account, sim.new_contact(), name="王芳")
-    unreachable = wecom_customer(make, db, account, None, name="李娜")
+    deleted_us = wecom_customer(make, db, account, sim.new_contact(), name="李娜")
+    at_limit = wecom_customer(make, db, account, sim.new_contact(), name="陈静")
+    never_reached = wecom_customer(make, db, account, None, name="赵磊")
     no_connection = make.account(kind="personal", wecom_userid=None)
     personal = make.customer(no_connection, name="张伟")
+    sim.corp.mass_send_daily_limit = 2
+    sim.corp.api_add_msg_template({"chat_type": "single", "sender": MEMBER, "text": {"content": "早安"},
+                                   "external_userid": [at_limit.wecom_external_userid]})  # her first today
     started = utcnow() - timedelta(minutes=1)
     inbox.ingest(db, [InboundMessage(source="wecom", platform_msgid=f"p-{c.id}", account_id=a.id, customer_id=c.id,
-                                     sent_at=utcnow(), text="活动") for a, c in ((account, reachable),
-                                                                                (account, unreachable),
-                                                                                (no_connection, personal))])
+                                     sent_at=utcnow(), text="活动") for a, c in (
+        (account, reachable), (account, deleted_us), (account, at_limit), (account, never_reached),
+        (no_connection, personal))])
     db.commit()
-    sim.corp.mass_send_daily_limit = 2
+    assert read_back_results(db).delivered == 3  # the wrong reply reached 王芳, 李娜 and 陈静
+    sim.corp.remove_contact(MEMBER, str(deleted_us.wecom_external_userid))
+
     incident = incidents.open_incident(db, viewer=admin, data=IncidentIn(
         title="错发", rule_version_id=version_id, since=started, until=utcnow(), correction="抱歉，刚才发错了"))
     db.commit()
+    console = Console(client).login(admin_user)
+    report = console.get(f"/autoreply/incidents/{incident.id}").text
+    assert 'data-testid="incident-counts"' in report and "李娜" in report and "赵磊" not in report
+    assert _(wecom_connector.NOT_A_CONTACT) in report  # 李娜: refused when the correction was created
+    assert _incident_counts(db, incident.id, admin) == {"recipients": 3, "sent": 2, "delivered": 0, "failed": 1}
 
-    report = Console(client).login(admin_user).get(f"/autoreply/incidents/{incident.id}").text
-    assert "该客户没有企业微信外部联系人 ID，企业微信无法送达" in report  # 李娜
-    assert "No connection" not in report and _(delivery.NO_CONNECTOR) in report  # 张伟: translated, not the msgid
-    assert [r["text"] for r in sim.received(reachable.wecom_external_userid)] == ["全场一折！（错误）",
-                                                                                "抱歉，刚才发错了"]
+    run = read_back_results(db)
+    assert (run.delivered, run.failed) == (1, 1)
+    report = console.get(f"/autoreply/incidents/{incident.id}").text
+    assert _(send_results.LIMIT_REACHED) in report  # 陈静: accepted, then not sent by WeCom
+    assert _incident_counts(db, incident.id, admin) == {"recipients": 3, "sent": 0, "delivered": 1, "failed": 2}
+    assert [r["text"] for r in sim.received(str(reachable.wecom_external_userid))] == ["全场一折！（错误）",
+                                                                                     "抱歉，刚才发错了"]
+    assert [r["text"] for r in sim.received(str(at_limit.wecom_external_userid))] == ["早安", "全场一折！（错误）"]
+
+
+def _incident_counts(db: Session, incident_id: int, viewer: Any) -> dict[str, int]:
+    db.expire_all()
+    _incident, counts, _rows = incidents.incident_report(db, incident_id=incident_id, viewer=viewer)
+    return {key: counts[key] for key in ("recipients", "sent", "delivered", "failed")}
+
+
+def test_a_reply_stays_waiting_until_the_member_sends_it_and_is_given_up_after_three_days(
+        client: Any, db: Session, make: Any, sim: Simulator) -> None:
+    from tests.test_pages import Console
+
+    sim.corp.auto_confirm_mass_send = False  # the member has not tapped "send" in their WeCom app yet
+    account = make.account(wecom_userid=MEMBER)
+    conversation = conversation_of(db, account, wecom_customer(make, db, account, sim.new_contact()))
+    confirmed, forgotten = reply(db, conversation, "您好"), reply(db, conversation, "在吗")
+    assert confirmed.status == forgotten.status == "sent"
+    admin = make.user("admin")
+    page = Console(client).login(admin).get(f"/inbox/{conversation.id}").text
+    assert page.count("已提交企业微信，等待成员确认发送") == 2
+    assert read_back_results(db, minutes=0).waiting == 0  # not due yet: the first look is a minute later
+    assert read_back_results(db).waiting == 2
+    sim.fault(path="externalcontact/get_groupmsg_send_result", errcode=45009, times=50)  # WeCom busy
+    assert read_back_results(db, minutes=10) == send_results.CheckRun()  # nothing settled, nothing lost
+    sim.control("DELETE", "faults")
+
+    sim.corp.confirm_mass_send(str((confirmed.payload or {})["platform_id"]), MEMBER)
+    assert read_back_results(db, minutes=10).delivered == 1
+    assert read_back_results(db, minutes=3 * 24 * 60 + 1).failed == 1
+    db.expire_all()
+    assert db.get(Message, confirmed.id).status == "delivered"  # type: ignore[union-attr]
+    gone = db.get(Message, forgotten.id)
+    assert gone is not None and gone.status == "failed" and gone.error == send_results.NEVER_SENT
+    page = Console(client).login(admin).get(f"/inbox/{conversation.id}").text
+    assert "已送达" in page and _(send_results.NEVER_SENT) in page
+    assert db.scalar(select(func.count()).select_from(SendCheck)) == 0
 
 
 def test_the_app_registers_the_wecom_connector(db: Session, make: Any, sim: Simulator) -> None:

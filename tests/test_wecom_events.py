@@ -28,7 +28,7 @@ def retries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The delays of the retries the task schedules (not run: the test plays the scheduler)."""
     delays: list[int] = []
     monkeypatch.setattr(wecom_jobs.process_event, "schedule",
-                        lambda args, delay: delays.append(delay))
+                        lambda args, kwargs, delay: delays.append(delay))
     return delays
 
 
@@ -37,8 +37,9 @@ def test_a_failing_event_is_retried_with_growing_delays_then_shown_failed(
     from tests.test_pages import Console
 
     event_id = stored_add(db, "nobody-yet", "wmRETRY")  # no account has that UserID: the handler fails
-    for _ in range(wecom_jobs.MAX_ATTEMPTS):
-        wecom_jobs.process_event.call_local(event_id)
+    wecom_jobs.process_event.call_local(event_id)
+    for _ in range(wecom_jobs.MAX_ATTEMPTS - 1):
+        wecom_jobs.process_event.call_local(event_id, retry=True)  # the scheduled retries
     db.expire_all()
     event = db.get(WecomEvent, event_id)
     assert event is not None and event.status == "failed" and event.attempts == wecom_jobs.MAX_ATTEMPTS
@@ -58,8 +59,9 @@ def test_a_retry_after_the_cause_is_fixed_applies_the_event_once(db: Session, ma
     assert len(retries) == 1
     account = make.account(wecom_userid="late-member")  # the member's account is set up in the meantime
     db.commit()
-    wecom_jobs.process_event.call_local(event_id)  # the scheduled retry
-    wecom_jobs.process_event.call_local(event_id)  # and a sweep or duplicate retry: no second application
+    wecom_jobs.process_event.call_local(event_id, retry=True)  # the scheduled retry
+    wecom_jobs.process_event.call_local(event_id, retry=True)  # a duplicate retry: no second application
+    wecom_jobs.process_event.call_local(event_id)  # and a late first task: nothing either
     db.expire_all()
     event = db.get(WecomEvent, event_id)
     assert event is not None and event.status == "processed" and event.attempts == 2 and event.error == ""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,6 +19,8 @@ from siyu.customers.models import Customer
 from siyu.simulator.corp import VirtualCorp
 from siyu.simulator.server import RunningServer, ServerOptions, create_app
 from siyu.wecom import connector as wecom_connector
+from siyu.wecom import send_results
+from siyu.wecom.client import client_for
 from tests.browser.conftest import _open_tab
 
 pytestmark = pytest.mark.browser
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.browser
 CORP_ID = "wwBROWSERINBOX01"
 SECRET = "browser-inbox-secret"
 DELIVERED = "已送达"
+WAITING_FOR_MEMBER = "已提交企业微信，等待成员确认发送"
 
 
 @pytest.fixture
@@ -100,7 +103,14 @@ def test_a_customer_message_appears_live_and_gets_a_quick_reply(chromium: Any, l
         assert [(r["text"], r["sender"]) for r in corp.received(external_userid=external)] == [
             (text, corp.state.members[0].userid)]
         agent_a.page.reload()
-        assert agent_a.page.locator("[data-direction=out] [data-testid=delivery]").inner_text() == DELIVERED
+        delivery = agent_a.page.locator("[data-direction=out] [data-testid=delivery]")
+        assert delivery.inner_text() == WAITING_FOR_MEMBER  # WeCom took the send task; its result comes later
+        # The periodic job reads WeCom's send result back (run here as if its first look were due).
+        with transaction() as session:
+            api = client_for(session, policy=send_results.ONE_TRY)
+        assert send_results.check_due(transaction, api, now=datetime.now(UTC) + timedelta(minutes=2)).delivered == 1
+        agent_a.page.reload()
+        assert delivery.inner_text() == DELIVERED
         agent_a.screenshot("inbox-conversation", full_page=False)
         assert agent_a.errors == [] and agent_b.errors == []
     finally:

@@ -40,10 +40,12 @@ class IncidentIn(BaseModel):
 
 def _wrong_messages(*, rule_version_id: int | None, message_text: str, since: datetime, until: datetime,
                     viewer: Viewer) -> Any:
+    # Everyone it reached or may still reach: sent, delivered, or on its way (a correction then
+    # follows it); a wrong reply that failed never reached its customer and needs no correction.
     query = select(Message.id, Message.conversation_id, Conversation.customer_id).join(
         Conversation, Conversation.id == Message.conversation_id).where(
         Message.direction == Direction.outbound.value, Message.internal.is_(False),
-        Message.sent_at >= since, Message.sent_at <= until)
+        Message.status != DeliveryStatus.failed.value, Message.sent_at >= since, Message.sent_at <= until)
     if rule_version_id is not None:
         query = query.where(Message.rule_version_id == rule_version_id)
     else:
@@ -164,7 +166,7 @@ def incident_report(session: Session, *, incident_id: int,
     if not viewer.sees_all_accounts and any(not viewer.can_see_account(r.account_id) for r in rows):
         raise NotFound("Incident not found")
     counts = {"recipients": len(rows), "pending": 0, DeliveryStatus.queued.value: 0, DeliveryStatus.sent.value: 0,
-              DeliveryStatus.failed.value: 0}
+              DeliveryStatus.delivered.value: 0, DeliveryStatus.failed.value: 0}
     for row in rows:
         key = row.status if row.status in counts else "pending"
         counts[key] += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.orm import Session
@@ -44,8 +45,19 @@ class Outgoing:
     group_key: str
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """The platform took the message; ``confirmed_later``: whether the customer got it is told later.
+
+    (A WeCom reply is a mass-send task the member confirms in their app; its result is read back.)
+    """
+
+    platform_id: str
+    confirmed_later: bool = False
+
+
 class Connector(Protocol):
-    def send_text(self, outgoing: Outgoing) -> str:
+    def send_text(self, outgoing: Outgoing) -> str | Accepted:
         """Hand the message to the platform; return its id there. Raise DeliveryError on failure."""
         ...
 
@@ -99,10 +111,31 @@ def deliver(session: Session, *, message_id: int, attempt: int) -> Attempt:
             return _fail(message, exc.reason)
         message.error = exc.reason  # shown while it waits for the next attempt
         return Attempt(done=False, retry=True)
+    accepted = platform_id if isinstance(platform_id, Accepted) else Accepted(platform_id)
     message.status = DeliveryStatus.sent.value
     message.error = ""
-    message.payload = {**(message.payload or {}), "platform_id": platform_id, "sent_at": utcnow().isoformat()}
+    message.payload = {**(message.payload or {}), "platform_id": accepted.platform_id,
+                       "sent_at": utcnow().isoformat(), "awaiting_confirmation": accepted.confirmed_later}
     return Attempt(done=True, retry=False)
+
+
+def confirm(message: Message, *, delivered_at: datetime | None) -> None:
+    """The platform says the customer got a message it had accepted."""
+    if message.status != DeliveryStatus.sent.value:
+        return
+    message.status = DeliveryStatus.delivered.value
+    payload = {**(message.payload or {}), "awaiting_confirmation": False}
+    if delivered_at is not None:
+        payload["delivered_at"] = delivered_at.isoformat()
+    message.payload = payload
+
+
+def fail_after_acceptance(message: Message, reason: str) -> None:
+    """The platform had accepted the message but did not deliver it (reason shown on the message)."""
+    if message.status != DeliveryStatus.sent.value:
+        return
+    message.payload = {**(message.payload or {}), "awaiting_confirmation": False}
+    _fail(message, reason)
 
 
 def _fail(message: Message, reason: str) -> Attempt:

@@ -49,6 +49,7 @@ class DeliveryStatus(enum.StrEnum):
     received = "received"  # inbound
     queued = "queued"  # outbound, not yet accepted by the platform
     sent = "sent"  # accepted by the platform
+    delivered = "delivered"  # the platform confirmed the customer got it (WeCom mass-send results)
     failed = "failed"
 
 

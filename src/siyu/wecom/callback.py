@@ -163,11 +163,19 @@ def dedup_key(fields: dict[str, str]) -> str:
     return "|".join([event_type(fields), *keys, fields.get("CreateTime", "")])[:255]
 
 
-def accept(session: Session, *, query: Query, body: bytes) -> WecomEvent | None:
-    """Authenticate and store one callback; None when it is a duplicate of one already stored."""
+@dataclass(frozen=True)
+class Authenticated:
+    """A callback whose signature, corp id, freshness and XML checked out; not stored yet."""
+
+    nonce: str
+    xml: str
+    fields: dict[str, str]
+
+
+def authenticate(config: WecomConfig, *, query: Query, body: bytes) -> Authenticated:
+    """Everything that needs no database: size, configuration, freshness, signature, decryption, XML."""
     if len(body) > MAX_BODY_BYTES:
         raise CallbackRefused(413, "body larger than 2 MB")
-    config = effective(session)
     _crypto(config)
     _fresh(query)
     envelope = _parse(body.decode("utf-8", errors="replace"))
@@ -175,23 +183,85 @@ def accept(session: Session, *, query: Query, body: bytes) -> WecomEvent | None:
     if not encrypted:
         raise CallbackRefused(400, "no Encrypt element")
     xml = _decrypt(config, query, encrypted)
-    fields = _parse(xml)
+    return Authenticated(nonce=query.nonce, xml=xml, fields=_parse(xml))
+
+
+def store_many(session: Session, callbacks: list[Authenticated]) -> list[int | CallbackRefused | None]:
+    """Store authenticated callbacks with one statement for their nonces and one for their events.
+
+    Each gets its own answer: the stored event's id, None when it repeats an event already
+    stored (the platform's retry: acknowledged, not stored again), or a refusal for a replayed
+    nonce — seen before, or twice in this batch — in which case nothing of it is written.
+    """
+    if not callbacks:
+        return []
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    seen = session.execute(dialect.insert(CallbackNonce.__table__).values(nonce=query.nonce, seen_at=utcnow())
-                           .on_conflict_do_nothing().returning(CallbackNonce.__table__.c.nonce)).first()
-    if seen is None:
-        raise CallbackRefused(409, "nonce seen before: a replayed request")
+    now = utcnow()
+    nonce_table, event_table = CallbackNonce.__table__, WecomEvent.__table__
+    first_of_nonce: dict[str, int] = {}
+    for index, callback in enumerate(callbacks):
+        first_of_nonce.setdefault(callback.nonce, index)
+    fresh = set(session.scalars(dialect.insert(nonce_table).values(
+        [{"nonce": nonce, "seen_at": now} for nonce in first_of_nonce])
+        .on_conflict_do_nothing().returning(nonce_table.c.nonce)))
+    answers: list[int | CallbackRefused | None] = [
+        None if first_of_nonce[c.nonce] == index and c.nonce in fresh
+        else CallbackRefused(409, "nonce seen before: a replayed request") for index, c in enumerate(callbacks)]
+    rows: dict[str, dict[str, Any]] = {}
+    owner: dict[int, str] = {}
+    for index, callback in enumerate(callbacks):
+        if answers[index] is not None:
+            continue
+        key = dedup_key(callback.fields)
+        owner[index] = key
+        rows.setdefault(key, {
+            "dedup_key": key, "event_type": event_type(callback.fields)[:64],
+            "create_time": _create_time(callback.fields), "status": "received", "attempts": 0, "error": "",
+            "raw_xml": callback.xml, "fields": callback.fields, "received_at": now})
+    if not rows:
+        return answers
+    stored = dict(session.execute(dialect.insert(event_table).values(list(rows.values()))
+                                  .on_conflict_do_nothing()
+                                  .returning(event_table.c.dedup_key, event_table.c.id)).all())
+    for index, key in owner.items():
+        event_id = stored.pop(key, None)  # a key twice in the batch: the first is stored, the second repeats it
+        answers[index] = None if event_id is None else int(event_id)
+    return answers
+
+
+def _create_time(fields: dict[str, str]) -> int:
     try:
-        create_time = int(fields.get("CreateTime", "0") or 0)
+        return int(fields.get("CreateTime", "0") or 0)
     except ValueError:
-        create_time = 0
-    row = session.execute(dialect.insert(WecomEvent.__table__).values(
-        dedup_key=dedup_key(fields), event_type=event_type(fields)[:64], create_time=create_time,
-        status="received", attempts=0, error="", raw_xml=xml, fields=fields, received_at=utcnow(),
-    ).on_conflict_do_nothing().returning(WecomEvent.__table__.c.id)).first()
-    if row is None:
-        return None  # the platform's retry of an event already stored: acknowledged, not stored again
-    return session.get(WecomEvent, row[0])
+        return 0
+
+
+def accept(session: Session, *, query: Query, body: bytes) -> int | None:
+    """Authenticate and store one callback; None when it is a duplicate of one already stored."""
+    answer = accept_many(session, [(query, body)])[0]
+    if isinstance(answer, CallbackRefused):
+        raise answer
+    return answer
+
+
+def accept_many(session: Session, received: list[tuple[Query, bytes]]) -> list[int | CallbackRefused | None]:
+    """Authenticate and store callbacks that arrived together, in one transaction (a group commit).
+
+    Each gets its own answer: the stored event's id, None for a repeat, or why it was refused.
+    A refusal happens before anything of that callback is written, so it never undoes the others.
+    """
+    config = effective(session)
+    answers: list[int | CallbackRefused | None] = []
+    authenticated: dict[int, Authenticated] = {}
+    for index, (query, body) in enumerate(received):
+        try:
+            authenticated[index] = authenticate(config, query=query, body=body)
+            answers.append(None)
+        except CallbackRefused as exc:
+            answers.append(exc)
+    for index, answer in zip(authenticated, store_many(session, list(authenticated.values())), strict=True):
+        answers[index] = answer
+    return answers
 
 
 def forget_old_nonces(session: Session) -> int:

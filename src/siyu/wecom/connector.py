@@ -9,7 +9,8 @@ WeCom answers with a ``msgid`` once it has created the task; that is what "accep
 here, and the ``msgid`` is kept as the message's platform id. The real platform then asks
 the member to confirm the send in their WeCom client, and counts it against how many mass
 messages a customer may receive (see the README, *How replies leave Siyu*); whether the
-customer got it is only known later (``get_groupmsg_send_result`` with the ``msgid``).
+customer got it is only known later: ``wecom.send_results`` reads ``get_groupmsg_send_result``
+back for the ``msgid`` and marks the reply delivered, or failed with WeCom's reason.
 (微信客服 accounts, which ``kf/send_msg`` serves, are not WeCom members and are not handled.)
 
 Failures keep the client's classification: a busy platform (-1, 45009, 45033 …) or one that
@@ -36,8 +37,8 @@ from siyu.accounts.models import Account, AccountKind
 from siyu.core.db import transaction
 from siyu.core.i18n import N_, _
 from siyu.inbox import delivery
-from siyu.inbox.delivery import DeliveryError, Outgoing
-from siyu.wecom import config
+from siyu.inbox.delivery import Accepted, DeliveryError, Outgoing
+from siyu.wecom import config, send_results
 from siyu.wecom.client import RetryPolicy, TokenStorage, WecomApi, WecomApiError, client_for, shared_storage
 from siyu.wecom.config import WecomConfig
 
@@ -64,7 +65,7 @@ TOO_LONG = N_("Too long for WeCom: a message may have at most 4000 bytes (about 
 class WecomConnector:
     api: WecomApi
 
-    def send_text(self, outgoing: Outgoing) -> str:
+    def send_text(self, outgoing: Outgoing) -> Accepted:
         account = outgoing.account
         if not account.wecom_userid:
             raise DeliveryError(NO_MEMBER, permanent=True)
@@ -86,7 +87,12 @@ class WecomConnector:
             raise _delivery_error(exc, member=account.wecom_userid) from exc
         if target in answer["fail_list"] or not answer["msgid"]:
             raise DeliveryError(NOT_A_CONTACT, permanent=True)
-        return str(answer["msgid"])
+        msgid = str(answer["msgid"])
+        session = object_session(account)
+        if session is not None:  # read back later whether the member sent it and the customer got it
+            send_results.track(session, message_id=outgoing.message_id, msgid=msgid, sender=account.wecom_userid,
+                               target=target)
+        return Accepted(msgid, confirmed_later=session is not None)
 
 
 def _delivery_error(exc: WecomApiError, *, member: str) -> DeliveryError:

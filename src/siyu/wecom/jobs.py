@@ -30,31 +30,43 @@ DONE = (EventStatus.processed.value, EventStatus.ignored.value)
 BATCH_EVENTS = 50
 
 
-def _claim(session: Any, event_id: int) -> list[int]:
-    """Mark an attempt on this event and on waiting events nobody has started; the ids claimed.
+def _claim(session: Any, event_ids: list[int], *, retry: bool) -> list[int]:
+    """Mark an attempt on these events and on waiting events nobody has started; the ids claimed.
 
     ``attempts`` goes up before any work, so an event whose processing kills the worker is
-    still counted, and ``attempts = 0`` in the UPDATE makes the claim atomic between workers.
+    still counted. A first attempt is claimed only where ``attempts = 0`` still holds, which
+    makes the claim atomic between workers; a later attempt only by the retry scheduled for it
+    (an event another worker took along has attempts > 0 too, and is not this task's to redo).
     """
-    own = session.get(WecomEvent, event_id, with_for_update=True)
-    if own is None or own.status in DONE:
-        return []  # already done (a sweep and a retry may both ask): processing stays exactly once
-    own.attempts += 1
+    rows = session.execute(select(WecomEvent.id, WecomEvent.attempts).where(
+        WecomEvent.id.in_(event_ids), WecomEvent.status.not_in(DONE))).all()
+    first_tries = [event_id for event_id, attempts in rows if attempts == 0]
+    retries = [event_id for event_id, attempts in rows if attempts > 0] if retry else []
+    claimed = _mark_attempt(session, first_tries, first_try=True) + _mark_attempt(session, retries, first_try=False)
+    if not claimed:
+        return []  # done or taken by another worker: processing stays exactly once
+    room = BATCH_EVENTS - len(claimed)
     waiting = list(session.scalars(select(WecomEvent.id).where(
-        WecomEvent.status == EventStatus.received.value, WecomEvent.attempts == 0, WecomEvent.id != event_id)
-        .order_by(WecomEvent.id).limit(BATCH_EVENTS - 1)))
-    claimed = list(session.scalars(
-        update(WecomEvent).where(WecomEvent.id.in_(waiting), WecomEvent.attempts == 0)
+        WecomEvent.status == EventStatus.received.value, WecomEvent.attempts == 0, WecomEvent.id.not_in(claimed))
+        .order_by(WecomEvent.id).limit(room))) if room > 0 else []
+    return sorted(claimed + _mark_attempt(session, waiting, first_try=True))
+
+
+def _mark_attempt(session: Any, event_ids: list[int], *, first_try: bool) -> list[int]:
+    if not event_ids:
+        return []
+    condition = WecomEvent.attempts == 0 if first_try else WecomEvent.status.not_in(DONE)
+    return list(session.scalars(
+        update(WecomEvent).where(WecomEvent.id.in_(event_ids), condition)
         .values(attempts=WecomEvent.attempts + 1).returning(WecomEvent.id),
-        execution_options={"synchronize_session": False})) if waiting else []
-    return [event_id, *sorted(claimed)]
+        execution_options={"synchronize_session": False}))
 
 
 @jobs.inbound_queue.task()
-def process_event(event_id: int) -> None:
-    """Apply a stored event (and the waiting ones it claims); failures retry with a growing delay."""
+def process_event(event_id: int, *more_ids: int, retry: bool = False) -> None:
+    """Apply stored events (and waiting ones they can take along); failures retry with a growing delay."""
     with transaction() as session:
-        claimed = _claim(session, event_id)
+        claimed = _claim(session, [event_id, *more_ids], retry=retry)
     if not claimed:
         return
     failed: dict[int, str] = {}
@@ -69,6 +81,8 @@ def process_event(event_id: int) -> None:
             touched: list[Customer] = []
             for claimed_id in claimed:
                 event = session.get_one(WecomEvent, claimed_id)
+                if event.status in DONE:
+                    continue  # finished by a worker that held it before this one's claim
                 try:
                     with session.begin_nested():  # one bad event never undoes the others
                         status = events.process(session, event, touched=touched, api=api)
@@ -98,11 +112,17 @@ def _record_failures(failed: dict[int, str]) -> None:
             if event.attempts >= MAX_ATTEMPTS:
                 event.status = EventStatus.failed.value
             else:
-                process_event.schedule((event_id,), delay=10 * 2 ** (event.attempts - 1))
+                process_event.schedule((event_id,), {"retry": True}, delay=10 * 2 ** (event.attempts - 1))
 
 
 def enqueue(session: Any, event_id: int) -> None:
     jobs.enqueue_after_commit(session, process_event, event_id)
+
+
+def enqueue_stored(session: Any, event_ids: list[int]) -> None:
+    """One task for each batch of events stored together (a Huey enqueue each would cost more than the store)."""
+    for first in range(0, len(event_ids), BATCH_EVENTS):
+        jobs.enqueue_after_commit(session, process_event, *event_ids[first:first + BATCH_EVENTS])
 
 
 @jobs.inbound_queue.periodic_task(crontab(minute="*"))
@@ -201,3 +221,26 @@ def _register_write_back() -> None:
 
 
 _register_write_back()
+
+
+# ---------------------------------------------------------------- replies' fates (wecom.send_results)
+
+
+@jobs.bulk_queue.periodic_task(crontab(minute="*"))
+def check_sends() -> dict[str, int]:
+    """Whether the replies WeCom accepted were sent by their member and reached the customer."""
+    from siyu.wecom import send_results
+    from siyu.wecom.client import WecomNotConfigured, client_for
+
+    with transaction() as session:
+        if not send_results.due_tasks(session, limit=1):
+            return {}
+        try:
+            api = client_for(session, policy=send_results.ONE_TRY)
+        except WecomNotConfigured:
+            return {}  # the connection was removed: the replies wait until it is back
+    run = send_results.check_due(transaction, api)
+    if run.delivered or run.failed:
+        log.info("WeCom send results: %s delivered, %s failed, %s still waiting for their member", run.delivered,
+                 run.failed, run.waiting)
+    return {"delivered": run.delivered, "failed": run.failed, "waiting": run.waiting}

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, UTCDateTime, utcnow
@@ -49,4 +49,24 @@ class CallbackNonce(Base):
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
-__all__ = ["CallbackNonce", "EventStatus", "WecomEvent"]
+class SendCheck(Base):
+    """A reply WeCom accepted as a mass-send task, whose fate is not known yet.
+
+    The member still has to confirm the send in their app, and WeCom may then refuse it for
+    this customer (no longer a contact, receive limit). Until ``get_groupmsg_send_result``
+    says which, the reply stays "sent, waiting for the member"; the row goes once it is known.
+    """
+
+    __tablename__ = "wecom_send_check"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"), unique=True)
+    msgid: Mapped[str] = mapped_column(String(128))
+    sender: Mapped[str] = mapped_column(String(64))  # the member's userid
+    target: Mapped[str] = mapped_column(String(128))  # the customer's external_userid, or the group's chat_id
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    next_check_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    checks: Mapped[int] = mapped_column(Integer, default=0)
+
+
+__all__ = ["CallbackNonce", "EventStatus", "SendCheck", "WecomEvent"]

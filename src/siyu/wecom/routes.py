@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from siyu.core.db import transaction
 from siyu.core.deps import AdminPageViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError
+from siyu.core.group_commit import GroupCommitter
 from siyu.core.i18n import N_, _
 from siyu.core.settings import local_zone
 from siyu.customers.pages import FormDep, FormRead
@@ -49,6 +50,17 @@ def verify(request: Request) -> Response:
         return _refused(request, exc)
 
 
+def _store_together(received: list[tuple[callback.Query, bytes]]) -> list[int | CallbackRefused | None]:
+    with transaction() as session:
+        answers = callback.accept_many(session, received)
+        jobs.enqueue_stored(session, [answer for answer in answers if isinstance(answer, int)])
+    return answers
+
+
+# Callbacks arriving together are stored in one transaction: `success` still means committed.
+_committer = GroupCommitter(_store_together)
+
+
 @callbacks.post("/wecom/callback")
 async def receive(request: Request) -> Response:
     declared = request.headers.get("content-length", "")
@@ -59,14 +71,13 @@ async def receive(request: Request) -> Response:
         body.extend(chunk)
         if len(body) > callback.MAX_BODY_BYTES:
             return _refused(request, CallbackRefused(413, "body larger than 2 MB"))
-    query = _query(request)
     try:
-        with transaction() as session:
-            event = callback.accept(session, query=query, body=bytes(body))
-            if event is not None:
-                jobs.enqueue(session, event.id)
-    except CallbackRefused as exc:
-        return _refused(request, exc)
+        answer = await _committer.submit((_query(request), bytes(body)))
+    except Exception:  # the batch could not be saved: no `success`, so the platform sends it again
+        log.exception("WeCom callbacks could not be stored; answered 503 so the platform retries")
+        return PlainTextResponse("temporarily unavailable", status_code=503)
+    if isinstance(answer, CallbackRefused):
+        return _refused(request, answer)
     return PlainTextResponse("success")
 
 
