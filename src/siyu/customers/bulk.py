@@ -142,6 +142,8 @@ def apply_batch(session: Session, *, ids: list[int], checked: Checked, viewer: V
         # Tags feed completeness and the stage feeds the stored stage: keep them current.
         customers = list(session.scalars(select(Customer).where(Customer.id.in_(changed))))
         service.refresh_computed_many(session, customers=customers)
+    if changed and action.kind in (BulkKind.add_tags, BulkKind.remove_tags):
+        service.notify_changed(session, changed, {"tags"})  # e.g. mirrored to WeCom's corp tags
     return changed
 
 

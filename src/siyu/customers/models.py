@@ -154,6 +154,11 @@ class Friendship(Base):
     # The WeCom sync run that last saw this friendship on the platform (wecom.sync): one not
     # seen by a finished run is gone on WeCom.
     wecom_synced_run: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # When an operator last changed the remark, description or phones in Siyu, and when Siyu's
+    # values last reached WeCom: an edit newer than the last write-back is still Siyu's to win
+    # when WeCom disagrees (last writer wins; wecom.sync).
+    siyu_edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    wecom_written_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     customer: Mapped[Customer] = relationship(back_populates="friendships")
     phones: Mapped[list[Phone]] = relationship(

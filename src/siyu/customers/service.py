@@ -313,7 +313,7 @@ def set_customer_tags(
                                   before={"tags": sorted(f"{t.group.name}:{t.name}" for t in current.values())},
                                   after={"tags": sorted(f"{t.group.name}:{t.name}" for t in wanted.values())})
     if added or removed:
-        _notify_changed(session, customer.id, {"tags"})
+        notify_changed(session, [customer.id], {"tags"})
     session.flush()
     refresh_computed(session, customer=customer)
     return added_names, removed_names
@@ -436,7 +436,7 @@ def normalise_phone(raw: str) -> str:
 
 # Domains that mirror customers elsewhere (the WeCom write-back) hear which fields an edit
 # changed; the customers domain never imports them.
-ChangeListener = Callable[[Session, int, set[str]], None]
+ChangeListener = Callable[[Session, list[int], set[str]], None]
 _change_listeners: list[ChangeListener] = []
 
 
@@ -446,9 +446,12 @@ def on_customer_changed(listener: ChangeListener) -> ChangeListener:
     return listener
 
 
-def _notify_changed(session: Session, customer_id: int, fields: set[str]) -> None:
+def notify_changed(session: Session, customer_ids: list[int], fields: set[str]) -> None:
+    """Tell the listeners that these customers' ``fields`` changed (one call for a whole bulk batch)."""
+    if not customer_ids:
+        return
     for listener in _change_listeners:
-        listener(session, customer_id, fields)
+        listener(session, customer_ids, fields)
 
 
 def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate, viewer: Viewer) -> Customer:
@@ -475,6 +478,8 @@ def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate,
             if old != new:
                 before["phones"], after["phones"] = old, new
                 _replace_phones(session, friendship=friendship, phones=changes["phones"])
+        if remark_keys & set(after):
+            friendship.siyu_edited_at = utcnow()
     if data.custom_fields:
         before_fields, after_fields = _set_custom_values(session, customer=customer, values=data.custom_fields)
         before.update(before_fields)
@@ -496,7 +501,7 @@ def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate,
     session.flush()
     refresh_computed(session, customer=customer)
     if after:
-        _notify_changed(session, customer.id, set(after))
+        notify_changed(session, [customer.id], set(after))
     return customer
 
 

@@ -115,7 +115,7 @@ def process(session: Session, event: WecomEvent, *, touched: list[Customer] | No
             session.add(Touch(customer_id=customer.id, kind=TouchKind.system.value, occurred_at=_at(fields),
                               details={"event": "wecom_profile_edited", "userid": fields.get("UserID", "")}))
             if api is not None:
-                _read_contact(session, api, customer.wecom_external_userid or "")
+                _read_contact(session, api, customer.wecom_external_userid or "", changed_at=_at(fields))
     elif kind.startswith("change_external_chat/") and api is not None:
         _group_changed(session, api, fields, change=kind.split("/", 1)[1])
     elif kind.startswith("change_external_tag/") and api is not None:
@@ -178,7 +178,7 @@ def _send_welcome(api: Any, code: str, text: str) -> bool | str:
     return True
 
 
-def _read_contact(session: Session, api: Any, external_userid: str) -> None:
+def _read_contact(session: Session, api: Any, external_userid: str, *, changed_at: datetime | None = None) -> None:
     """The contact's name, remarks, phones and corp tags as WeCom has them (the sync's page writer)."""
     from siyu.wecom import sync
     from siyu.wecom.client import WecomApiError
@@ -202,7 +202,7 @@ def _read_contact(session: Session, api: Any, external_userid: str) -> None:
     accounts = {u: a for a, u in session.execute(select(Account.id, Account.wecom_userid)
                                                  .where(Account.wecom_userid.in_(userids))) if u}
     session.flush()
-    sync.apply_page(session, items, accounts=accounts, run=None)
+    sync.apply_page(session, items, accounts=accounts, run=None, wecom_changed_at=changed_at)
 
 
 def _group_changed(session: Session, api: Any, fields: dict[str, Any], *, change: str) -> None:

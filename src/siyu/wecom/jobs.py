@@ -188,30 +188,52 @@ def nightly_sync() -> None:
 # ---------------------------------------------------------------- write-back (wecom.writeback)
 
 
-@jobs.bulk_queue.task(retries=5, retry_delay=60)
-def write_back_customer(customer_id: int) -> None:
-    """Write a customer's Siyu edits to WeCom; a busy WeCom is retried, a refusal shown on the customer."""
+WRITE_BACK_CHUNK = 100
+WRITE_BACK_ATTEMPTS = 5
+
+
+@jobs.bulk_queue.task()
+def write_back_customers(customer_ids: list[int], fields: list[str], attempt: int = 1) -> None:
+    """Write customers' Siyu edits to WeCom, one transaction each.
+
+    A busy WeCom puts the customers not yet written into a later task (1, 2, 3, 4 minutes);
+    when it stays busy, or refuses, the refusal goes on the customer's timeline — never dropped.
+    """
     from siyu.wecom import writeback
     from siyu.wecom.client import WecomApiError, WecomNotConfigured, client_for
 
     with transaction() as session:
         try:
-            writeback.write_back(session, customer_id=customer_id, api=client_for(session))
+            api = client_for(session)
         except WecomNotConfigured:
             return
-        except WecomApiError as exc:
-            if exc.retryable:
-                raise
-            session.rollback()
-            writeback.record_refusal(session, customer_id=customer_id, message=exc.display(), errcode=exc.errcode)
-            log.warning("write-back of customer %s refused: %s", customer_id, exc)
+    for position, customer_id in enumerate(customer_ids):
+        with transaction() as session:
+            try:
+                writeback.write_back(session, customer_id=customer_id, api=api, fields=set(fields))
+                continue
+            except WecomApiError as exc:
+                session.rollback()
+                if not exc.retryable or attempt >= WRITE_BACK_ATTEMPTS:
+                    writeback.record_refusal(session, customer_id=customer_id, message=exc.display(),
+                                             errcode=exc.errcode)
+                    log.warning("write-back of customer %s refused: %s", customer_id, exc)
+                    continue
+        later = customer_ids[position:]
+        write_back_customers.schedule((later, fields, attempt + 1), delay=60 * attempt)
+        log.info("WeCom busy: write-back of %s customers again in %s s", len(later), 60 * attempt)
+        return
 
 
-def _queue_write_back(session: Any, customer_id: int, fields: set[str]) -> None:
+def _queue_write_back(session: Any, customer_ids: list[int], fields: set[str]) -> None:
     from siyu.wecom import writeback
 
-    if writeback.wants_write_back(fields):
-        jobs.enqueue_after_commit(session, write_back_customer, customer_id)
+    if not writeback.wants_write_back(fields):
+        return
+    on_wecom = writeback.customers_on_wecom(session, customer_ids)
+    for first in range(0, len(on_wecom), WRITE_BACK_CHUNK):
+        jobs.enqueue_after_commit(session, write_back_customers, on_wecom[first:first + WRITE_BACK_CHUNK],
+                                  sorted(fields & writeback.FIELDS))
 
 
 def _register_write_back() -> None:

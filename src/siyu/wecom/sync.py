@@ -16,9 +16,11 @@ console's 立即同步 button and a nightly job run it.
 - **New → created, changed → updated, gone → deleted**: a friendship seen in this run is
   stamped with the run number; after the contacts phase, active friendships of synced
   members that this run did not see are marked deleted with a timeline entry.
-- **Conflicts**: where WeCom's remark or description differs from a non-empty one in Siyu,
-  WeCom's (the later writer from the pull's point of view) is kept and the timeline keeps
-  both versions.
+- **Conflicts** (WeCom's remark or description differs from a non-empty one in Siyu): the
+  last writer wins and the timeline keeps both versions. Siyu's value is the later write while
+  an operator's edit has not reached WeCom yet (its write-back pending or refused) — unless an
+  edit callback says WeCom changed after it; then it is kept and written back again. Otherwise
+  WeCom changed after Siyu's last write-back, and WeCom's value is taken.
 """
 
 from __future__ import annotations
@@ -88,11 +90,21 @@ def _local_accounts(session: Session, userids: list[str]) -> dict[str, int]:
         Account.wecom_userid.in_(userids))) if u}
 
 
+def _siyu_wrote_last(friendship: Friendship, wecom_changed_at: datetime | None) -> bool:
+    """Whether Siyu's remark fields are the later write: an operator's edit not yet written back
+    to WeCom (a write-back pending or refused), newer than WeCom's change when its time is known."""
+    edited, written = friendship.siyu_edited_at, friendship.wecom_written_at
+    if edited is None or (written is not None and written >= edited):
+        return False
+    return wecom_changed_at is None or edited > wecom_changed_at
+
+
 def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[str, int],
-               run: int | None) -> dict[str, int]:
+               run: int | None, wecom_changed_at: datetime | None = None) -> dict[str, int]:
     """Store one ``batch/get_by_user`` page: customers, friendships, phones and tags, in bulk.
 
-    ``run`` stamps the friendships seen by a sync run; a callback reading one contact passes None.
+    ``run`` stamps the friendships seen by a sync run; a callback reading one contact passes None,
+    and the event's time as ``wecom_changed_at`` (a sync cannot know when WeCom's values changed).
     """
     counts = {"contacts": 0, "customers_created": 0, "friendships_created": 0, "friendships_updated": 0}
     items = [i for i in items if (i.get("external_contact") or {}).get("external_userid")
@@ -139,6 +151,7 @@ def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[
     new_phones: dict[tuple[int, int], list[str]] = {}
     touches: list[dict[str, Any]] = []
     links: list[dict[str, Any]] = []
+    rewrite: set[int] = set()  # customers whose newer Siyu edit won: written back to WeCom
     for item in items:
         ext = item["external_contact"]["external_userid"]
         follow = item["follow_info"]
@@ -157,12 +170,17 @@ def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[
         else:
             changed: dict[str, Any] = {}
             both: dict[str, tuple[str, str]] = {}
+            siyu_later = _siyu_wrote_last(friendship, wecom_changed_at)
             for field, value in (("remark_name", remark), ("description", description)):
                 mine = getattr(friendship, field)
                 if value != mine and value:
-                    changed[field] = value
                     if mine:
                         both[field] = (mine, value)
+                    if siyu_later and mine:
+                        continue  # kept; the write-back below brings WeCom level again
+                    changed[field] = value
+            if both and siyu_later:
+                rewrite.add(customer_id)
             if friendship.status != FriendshipStatus.active.value:
                 changed.update(status=FriendshipStatus.active.value, removed_at=None)
             if changed:
@@ -174,7 +192,8 @@ def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[
                                 "kind": TouchKind.field_change.value, "content": "", "amount": None,
                                 "details": {"fields": sorted(both), "via": "wecom_sync",
                                             "siyu": {k: v[0] for k, v in both.items()},
-                                            "wecom": {k: v[1] for k, v in both.items()}},
+                                            "wecom": {k: v[1] for k, v in both.items()},
+                                            "kept": "siyu" if siyu_later else "wecom"},
                                 "occurred_at": now, "created_at": now})
             for field, value in changed.items():
                 setattr(friendship, field, value)
@@ -201,6 +220,8 @@ def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[
     if touches:
         session.execute(insert(Touch), touches)
     session.flush()
+    if rewrite:
+        customers_service.notify_changed(session, sorted(rewrite), {"remark_name", "description", "phones"})
     if new or links:
         fresh = list(session.scalars(select(Customer).where(Customer.id.in_(
             sorted({known[e][0] for e in new} | {link["customer_id"] for link in links})))))
