@@ -49,7 +49,7 @@ def test_an_add_sends_the_welcome_with_a_coupon_and_reads_the_contact(db: Sessio
                       ExternalUserID=added["external_userid"], State=key, WelcomeCode=added["welcome_code"])
     assert db.get(WecomEvent, event_id).status == "processed"  # type: ignore[union-attr]
     sent = [w for w in sim.corp.state.welcome_messages if w.external_userid == added["external_userid"]]
-    assert len(sent) == 1 and "TEA-0001" in sent[0].text
+    assert len(sent) == 1 and sent[0].text == "欢迎林小姐！券码 TEA-0001"  # the name read before writing it
     customer = db.scalar(select(Customer).where(Customer.wecom_external_userid == added["external_userid"]))
     assert customer is not None and customer.name == "林小姐"
     assert db.scalar(select(Phone.number).where(Phone.customer_id == customer.id)) == "13900002222"
@@ -85,3 +85,40 @@ def test_corp_tag_created_then_deleted_on_wecom(db: Session, wecom_settings: Sim
 def test_without_the_api_group_and_tag_events_stay_ignored(db: Session) -> None:
     event_id = stored(db, "change_external_chat/create", ChatId="wrNOAPI")
     assert db.get(WecomEvent, event_id).status == "ignored"  # type: ignore[union-attr]
+
+
+def test_an_edit_callback_decides_a_conflict_by_its_time(db: Session, make: Any, wecom_settings: Simulator) -> None:
+    """Siyu's edit has not reached WeCom (refused); WeCom's edit callback says when WeCom changed."""
+    from siyu.core.db import utcnow
+    from siyu.core.viewer import SYSTEM
+    from siyu.customers import service
+    from siyu.customers.schemas import CustomerUpdate
+
+    sim = wecom_settings
+    account = make.account(wecom_userid="shanye.xiaoye01")
+    added = sim.control("POST", "add_contact", {"userid": "shanye.xiaoye01", "name": "周先生"})
+    external = added["external_userid"]
+    stored(db, "change_external_contact/add_external_contact", UserID="shanye.xiaoye01", ExternalUserID=external)
+    customer = db.scalar(select(Customer).where(Customer.wecom_external_userid == external))
+    assert customer is not None
+    follow = sim.corp.contact(external).follow("shanye.xiaoye01")
+    assert follow is not None
+
+    sim.fault(path="externalcontact/remark", errcode=40058, errmsg="refused", times=1)
+    service.update_customer(db, customer_id=customer.id, viewer=SYSTEM,
+                            data=CustomerUpdate(account_id=account.id, remark_name="私域的备注"))
+    db.commit()
+    edited = int(utcnow().timestamp())
+
+    def remark_after_edit_callback(wecom_remark: str, seconds_after_siyu: int) -> str:
+        follow.remark = wecom_remark
+        stored(db, "change_external_contact/edit_external_contact", UserID="shanye.xiaoye01",
+               ExternalUserID=external, CreateTime=str(edited + seconds_after_siyu))
+        return str(db.scalar(select(Friendship.remark_name).where(Friendship.customer_id == customer.id)))
+
+    assert remark_after_edit_callback("更早在手机上改的", -60) == "私域的备注"  # Siyu wrote last
+    assert follow.remark == "私域的备注"  # and WeCom was brought level by a write-back
+    db.execute(Friendship.__table__.update().where(Friendship.customer_id == customer.id)
+               .values(wecom_written_at=None))  # as if that write-back had failed too
+    db.commit()
+    assert remark_after_edit_callback("之后在手机上改的", 60) == "之后在手机上改的"  # WeCom wrote last

@@ -150,6 +150,12 @@ def _added(session: Session, fields: dict[str, Any], *, api: Any | None = None) 
         friendship.status, friendship.removed_at, friendship.added_at = FriendshipStatus.active.value, None, at
         friendship.channel_state = state or friendship.channel_state
     session.flush()
+    if api is not None:
+        # Read the contact before the welcome is written: {昵称} and {备注名} need the name and the
+        # remark. Nothing has been sent yet, so a busy WeCom may still fail the whole event (it is
+        # retried); once the welcome — with its coupon — is out, nothing after it may fail the add.
+        _read_contact(session, api, customer.wecom_external_userid or "")
+        session.refresh(customer)  # the page writer updates names set-based, past the identity map
     outcome = channels_service.on_friend_added(session, customer_id=customer.id, account_id=account.id, state=state,
                                                added_at=at)
     welcome_sent: bool | str = False
@@ -159,8 +165,6 @@ def _added(session: Session, fields: dict[str, Any], *, api: Any | None = None) 
                       details={"event": "wecom_friend_added", "state": state, "welcome": outcome.welcome,
                                "welcome_code": fields.get("WelcomeCode", ""), "welcome_sent": welcome_sent,
                                "alert": outcome.alert}))
-    if api is not None:
-        _read_contact(session, api, customer.wecom_external_userid or "")
     return customer
 
 
