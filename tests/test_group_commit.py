@@ -65,7 +65,12 @@ def test_concurrent_requests_share_flushes_and_all_get_the_failure_when_one_fail
         gate.set()
         return await asyncio.gather(first, *rest, return_exceptions=True)
 
-    answers = asyncio.run(scenario())
+    # A thread of its own: the browser tests' Playwright may keep an event loop running in this one.
+    outcome: list[list[Any]] = []
+    runner = threading.Thread(target=lambda: outcome.append(asyncio.run(scenario())))
+    runner.start()
+    runner.join(30)
+    answers = outcome[0]
     assert answers[0] == 10 and len(flushed[0]) == 1
     # Batches: [1] alone, then 2–9, 10–17 (holding 13) and 18–19 queued behind it.
     failed = [n for n, answer in zip(range(1, 20), answers, strict=True) if isinstance(answer, RuntimeError)]
