@@ -436,7 +436,7 @@ def test_the_group_list_pages_by_last_change(client: TestClient, db: Session, ma
     assert db.scalar(select(func.count()).select_from(GroupChat)) == 53
 
 
-def test_a_merged_customer_is_followed_on_the_group_page_and_relinked_on_the_next_sync(
+def test_a_merge_moves_group_memberships_to_the_kept_customer_and_undo_moves_them_back(
         client: TestClient, db: Session, make: Factory) -> None:
     from siyu.customers import merge
 
@@ -447,14 +447,23 @@ def test_a_merged_customer_is_followed_on_the_group_page_and_relinked_on_the_nex
                "member_list": [{"userid": "wmMERGED0001", "type": 2, "join_time": T0}]}
     group = service.apply_group_chat(db, payload)
     db.commit()
-    merge.merge_customers(db, target_id=kept.id, source_ids=[duplicate.id], choices={}, viewer=SYSTEM)
+
+    def member_customer() -> int | None:
+        db.expire_all()
+        return db.scalar(select(GroupMember.customer_id).where(GroupMember.userid == "wmMERGED0001"))
+
+    record = merge.merge_customers(db, target_id=kept.id, source_ids=[duplicate.id], choices={}, viewer=SYSTEM)
     db.commit()
+    assert member_customer() == kept.id  # at once, not at the next sync
     console = Console(client).login(make.user("admin"))
     page = console.get(f"/groups/{group.id}").text
     assert f'href="/customers/{kept.id}"' in page and f'href="/customers/{duplicate.id}"' not in page
-    service.apply_group_chat(db, payload)
+    service.apply_group_chat(db, payload)  # the next sync agrees
     db.commit()
-    assert db.scalar(select(GroupMember.customer_id).where(GroupMember.userid == "wmMERGED0001")) == kept.id
+    assert member_customer() == kept.id
+    merge.undo_merge(db, merge_id=record.id, viewer=SYSTEM)
+    db.commit()
+    assert member_customer() == duplicate.id
 
 
 def test_mirrored_tags_are_marked_on_the_tag_settings_page(client: TestClient, db: Session, make: Factory) -> None:

@@ -178,6 +178,9 @@ def merge_customers(session: Session, *, target_id: int, source_ids: list[int], 
     moves.update(_move_friendships(session, target=target, source_ids=source_id_list))
     moves["touch"] = _repoint(session, Touch, source_id_list, target.id)
     moves["address"] = _repoint(session, Address, source_id_list, target.id)
+    from siyu.groups import service as groups_service  # groups build on customers: imported when merging
+
+    moves["group_member"] = groups_service.repoint_members(session, source_ids=source_id_list, target_id=target.id)
     moves["tags_added"] = _carry_tags(session, target_id=target.id, source_ids=source_id_list)
     moves["custom_before"] = _carry_custom_values(session, target_id=target.id, source_ids=source_id_list)
 
@@ -341,6 +344,9 @@ def undo_merge(session: Session, *, merge_id: int, viewer: Viewer) -> CustomerMe
         for row_id, customer_id in moves.get(key, []):
             session.execute(update(model).where(and_(model.id == row_id, model.customer_id == target.id))
                             .values(customer_id=customer_id))
+    from siyu.groups import service as groups_service
+
+    groups_service.restore_members(session, moved=moves.get("group_member", []), target_id=target.id)
     for tag_id in moves.get("tags_added", []):
         session.execute(delete(CustomerTag).where(
             CustomerTag.customer_id == target.id, CustomerTag.tag_id == tag_id))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, false, func, insert, or_, select
+from sqlalchemy import ColumnElement, and_, delete, false, func, insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from siyu.accounts.models import Account
@@ -686,3 +686,23 @@ def tags_by_wecom_id(session: Session, wecom_ids: Iterable[str]) -> dict[str, Ta
         for tag in session.scalars(select(Tag).where(Tag.wecom_id.in_(chunk))):
             found[str(tag.wecom_id)] = tag
     return found
+
+
+# ---------------------------------------------------------------- customer merges (customers.merge)
+
+
+def repoint_members(session: Session, *, source_ids: list[int], target_id: int) -> list[list[int]]:
+    """Group memberships of merged customers move to the kept one; ``[member id, old customer id]`` each."""
+    moved = [[member_id, customer_id] for member_id, customer_id in session.execute(
+        select(GroupMember.id, GroupMember.customer_id).where(GroupMember.customer_id.in_(source_ids)))
+        if customer_id is not None]
+    if moved:
+        session.execute(update(GroupMember).where(GroupMember.customer_id.in_(source_ids)).values(customer_id=target_id))
+    return moved
+
+
+def restore_members(session: Session, *, moved: list[list[int]], target_id: int) -> None:
+    """Undo ``repoint_members`` (a membership re-linked since by a sync stays as it is)."""
+    for member_id, customer_id in moved:
+        session.execute(update(GroupMember).where(GroupMember.id == member_id, GroupMember.customer_id == target_id)
+                        .values(customer_id=customer_id))
