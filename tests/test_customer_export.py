@@ -485,6 +485,27 @@ def test_an_exported_file_imports_back_without_creating_anyone(db: Session, make
     assert again.counts.created == 0
 
 
+def test_a_file_exported_with_masked_phones_imports_back_by_its_other_keys(db: Session, make: Factory,
+                                                                         tmp_path: Path) -> None:
+    import dataclasses
+
+    shop = make.account(display_name="山野茶舍·杭州")
+    make.customer(shop, name="张三", remark_name="=HYPERLINK(1)", phones=["13900000000"])  # neutralised, masked
+    make.customer(shop, name="李四", remark_name="-李四", phones=["13800000000"], wechat_id="lisi")
+    path = tmp_path / "masked.csv"
+    with path.open("wb") as out:
+        exports.write_export(db, flt=CustomerFilter(), viewer=dataclasses.replace(SYSTEM, may_see_phones=False),
+                             fmt=ExportFormat.csv, out=out)
+    text = path.read_text(encoding="utf-8-sig")
+    assert "139****0000" in text and "'=HYPERLINK(1)" in text and "13900000000" not in text
+    result = imports.run_import(db, source=imports.open_source(path), viewer=SYSTEM, filename=path.name,
+                                options=imports.ImportOptions(mode=imports.ImportMode.update))
+    db.commit()
+    assert (result.rows, result.counts.created) == (2, 0)  # found by account + remark, and by WeChat ID
+    remarks = set(db.scalars(select(Friendship.remark_name)))
+    assert remarks == {"=HYPERLINK(1)", "-李四"}  # read back as written, not with the export's quote
+
+
 def test_an_export_job_whose_filter_no_longer_fits_fails_with_the_reason_and_no_file(db: Session,
                                                                                     make: Factory) -> None:
     from siyu.customers import jobs as customers_jobs

@@ -52,6 +52,7 @@ from siyu.core.db import utcnow
 from siyu.core.errors import DomainError, Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_, _
 from siyu.core.settings import get_settings
+from siyu.core.spreadsheet import is_masked_phone, unneutralise
 from siyu.core.viewer import Viewer
 from siyu.customers import search, service
 from siyu.customers.models import (
@@ -476,7 +477,8 @@ class _Checker:
         account_text = ""
         blank = True
         for index, key in enumerate(self.plan.mapping):
-            cell = cells[index].strip() if key and index < len(cells) else ""
+            # A cell Siyu's export neutralised ('=…) reads back as written.
+            cell = unneutralise(cells[index].strip()) if key and index < len(cells) else ""
             if not cell:
                 continue
             blank = False
@@ -488,6 +490,8 @@ class _Checker:
                 continue
             if key == "phone":
                 for part in filter(None, (p.strip() for p in PHONE_SPLIT.split(cell))):
+                    if is_masked_phone(part):
+                        continue  # exported for someone who may not see phones: nothing to import
                     mobile = normalise_mobile(part)
                     if mobile is None:
                         errors.append(RowError(number, column, _("Not a mainland mobile number: {value}",
