@@ -92,3 +92,11 @@ def test_a_worker_takes_waiting_events_along_and_one_bad_event_spoils_nothing(
         wecom_jobs.process_event.call_local(event_id)
     db.expire_all()
     assert {e.attempts for e in db.scalars(select(WecomEvent).where(WecomEvent.id.in_(good)))} == {1}
+
+
+def test_only_events_that_need_the_api_make_a_batch_fetch_a_token() -> None:
+    from siyu.wecom import events
+
+    assert not events.needs_api(["message/text", "message/image", "change_external_contact/del_follow_user"])
+    assert events.needs_api(["message/text", "change_external_contact/add_external_contact"])
+    assert events.needs_api(["change_external_chat/update"]) and events.needs_api(["change_external_tag/create"])

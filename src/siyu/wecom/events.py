@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,6 +68,17 @@ def _customer(session: Session, external_userid: str, *, create: bool) -> Custom
         session.add(customer)
         session.flush()
     return customer
+
+
+API_EVENT_PREFIXES = ("change_external_contact/add_external_contact",
+                      "change_external_contact/add_half_external_contact",
+                      "change_external_contact/edit_external_contact", "change_external_chat/",
+                      "change_external_tag/")
+
+
+def needs_api(event_types: Iterable[str]) -> bool:
+    """Whether any of these events reads or writes through the WeCom API (customer messages do not)."""
+    return any(kind.startswith(API_EVENT_PREFIXES) for kind in event_types)
 
 
 def connected_api(session: Session) -> Any | None:

@@ -72,7 +72,10 @@ def process_event(event_id: int, *more_ids: int, retry: bool = False) -> None:
     failed: dict[int, str] = {}
     try:
         with transaction() as session:
-            api = events.connected_api(session)  # before the batch: a token fetch must not wait on its lock
+            # Before the batch: a token fetch must not wait on its lock. Only when an event needs
+            # the API, so a flood of customer messages never waits on an unreachable WeCom.
+            kinds = session.scalars(select(WecomEvent.event_type).where(WecomEvent.id.in_(claimed)))
+            api = events.connected_api(session) if events.needs_api(kinds) else None
         with transaction() as session:
             # Write first: on SQLite this takes the write lock (waiting its turn) before any read,
             # so a callback committing meanwhile cannot invalidate the batch's snapshot halfway.
