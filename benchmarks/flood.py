@@ -115,12 +115,7 @@ def raw_insert(engine: Engine, messages: list[InboundMessage]) -> float:
                "received_at", "status", "error", "automatic", "internal")
     sql = text(f"INSERT INTO message_baseline ({', '.join(columns)}) VALUES "
                f"({', '.join(':' + c for c in columns)})")
-    rows = _baseline_rows(messages)
-    started = time.perf_counter()
-    for i in range(0, len(rows), BATCH):
-        with engine.begin() as conn:
-            conn.execute(sql, rows[i:i + BATCH])
-    return time.perf_counter() - started
+    return _timed_batches(engine, sql, _baseline_rows(messages))
 
 
 def raw_insert_indexed(engine: Engine, messages: list[InboundMessage]) -> float:
@@ -138,7 +133,11 @@ def raw_insert_indexed(engine: Engine, messages: list[InboundMessage]) -> float:
     meta.create_all(engine)
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(table).on_conflict_do_nothing()
-    rows = _baseline_rows(messages)
+    return _timed_batches(engine, statement, _baseline_rows(messages))
+
+
+def _timed_batches(engine: Engine, statement: Any, rows: list[dict[str, Any]]) -> float:
+    """Seconds to run ``statement`` over ``rows`` in batches of BATCH, one transaction each."""
     started = time.perf_counter()
     for i in range(0, len(rows), BATCH):
         with engine.begin() as conn:
