@@ -195,7 +195,7 @@ WRITE_BACK_CHUNK = 100
 WRITE_BACK_ATTEMPTS = 5
 
 
-@jobs.bulk_queue.task()
+@jobs.bulk_queue.task(retries=3, retry_delay=60)  # anything but WeCom's answers (e.g. a locked database)
 def write_back_customers(customer_ids: list[int], fields: list[str], attempt: int = 1) -> None:
     """Write customers' Siyu edits to WeCom, one transaction each.
 
