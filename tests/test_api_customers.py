@@ -9,6 +9,12 @@ def test_healthz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
+def test_a_started_app_keeps_its_start_up_objects_out_of_full_collections(client: TestClient) -> None:
+    import gc
+
+    assert gc.get_freeze_count() > 10_000
+
+
 def test_create_and_fetch_customer(client: TestClient, make: Any, admin_headers: dict[str, str]) -> None:
     account = make.account()
     body = {"name": "王芳", "account_id": account.id, "remark_name": "王芳-爱喝岩茶",

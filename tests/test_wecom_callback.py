@@ -247,6 +247,47 @@ def test_the_connection_can_be_set_from_the_console(client: TestClient, db: Sess
     assert entry is not None and "s3cret" not in str(entry.after)
 
 
+def test_a_token_changed_on_the_console_applies_to_the_next_callback(client: TestClient, db: Session,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Callbacks use the saved connection as read a few seconds ago, except just after a save here."""
+    from sqlalchemy import update
+
+    from siyu.core.models import AppSetting
+    from siyu.wecom import config
+
+    monkeypatch.delenv("SIYU_WECOM_TOKEN")
+    get_settings.cache_clear()
+
+    def signed_with(token: str) -> int:
+        params, body = envelope(event_xml("some_change", Id=secrets.token_hex(4)))
+        encrypted = body.split("<Encrypt><![CDATA[")[1].split("]]>")[0]
+        joined = "".join(sorted([token, params["timestamp"], params["nonce"], encrypted])).encode()
+        params["msg_signature"] = hashlib.sha1(joined).hexdigest()  # noqa: S324
+        return client.post("/wecom/callback", params=params, content=body.encode()).status_code
+
+    config.save(db, values={"token": "first-token"}, actor=SYSTEM)
+    db.commit()
+    assert signed_with("first-token") == 200
+    config.save(db, values={"token": "second-token"}, actor=SYSTEM)
+    db.commit()
+    assert (signed_with("second-token"), signed_with("first-token")) == (200, 403)
+    # Another process's save is seen once the remembered row is older than RECENT_ENOUGH_SECONDS.
+    db.execute(update(AppSetting).where(AppSetting.key == config.SETTING_KEY).values(value={"token": "third-token"}))
+    db.commit()
+    assert signed_with("third-token") == 403
+    monkeypatch.setattr(config, "RECENT_ENOUGH_SECONDS", 0.0)
+    assert signed_with("third-token") == 200
+
+
+def test_callbacks_skip_the_console_stack_but_keep_its_headers(client: TestClient) -> None:
+    answer = post(client, event_xml("some_change"))
+    assert answer.text == "success" and answer.headers["x-content-type-options"] == "nosniff"
+    assert "set-cookie" not in answer.headers  # no console session is read or written
+    refused = client.post("/wecom/callback", params={"msg_signature": "0", "timestamp": "1", "nonce": "n"},
+                          content=b"<xml/>")
+    assert refused.status_code == 400 and "timestamp" in refused.text
+
+
 def test_the_event_log_filters_and_shows_the_decrypted_xml(client: TestClient, db: Session, make: Any) -> None:
     from tests.test_pages import Console
 

@@ -18,6 +18,7 @@ from siyu import __version__
 from siyu.core import i18n
 from siyu.core.deps import LoginRequired
 from siyu.core.errors import install_error_handlers
+from siyu.core.process import freeze_startup_objects
 from siyu.core.settings import get_settings
 
 LOCALE_COOKIE = "siyu_locale"
@@ -65,9 +66,26 @@ class LocaleAndHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class DirectRoutes:
+    """Sends a few machine-to-machine endpoints straight to their plain ASGI handler.
+
+    They skip the console's session, exception pages and FastAPI routing, which they do not
+    use; they still get the security headers and the server-error guard around this.
+    """
+
+    def __init__(self, app: ASGIApp, *, routes: dict[tuple[str, str], ASGIApp]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        await (endpoint or self.app)(scope, receive, send)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     workers = None
+    freeze_startup_objects()
     if get_settings().worker_in_process:
         # Single-machine default: job workers as threads of the web process.
         from siyu.core.jobs import Workers
@@ -103,6 +121,9 @@ def create_app() -> FastAPI:
         same_site="lax",
         https_only=settings.cookie_secure,
     )
+    from siyu.wecom.routes import receive_callback as wecom_callback
+
+    app.add_middleware(DirectRoutes, routes={("POST", "/wecom/callback"): wecom_callback})
     # Added last, so it runs first: the locale is set before the session is read.
     app.add_middleware(LocaleAndHeaders, default_locale=settings.locale)
     install_error_handlers(app)
@@ -153,8 +174,8 @@ def create_app() -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    # The callback and the health check first: the router tries routes in order, and the
-    # platform's callbacks are the hottest path there is.
+    # The callback check (GET; POSTs are served by DirectRoutes) and the health check first:
+    # the router tries routes in order.
     app.include_router(wecom_callbacks)
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.
     for router in (team_api, accounts_api, handover_api, export_api, import_api, bulk_api, chat_api, merge_api,

@@ -115,6 +115,7 @@ def worker(
 
     from siyu.core.jobs import QUEUE_NAMES, Workers
     from siyu.core.models_registry import load_tasks
+    from siyu.core.process import freeze_startup_objects
 
     chosen = tuple(queue or QUEUE_NAMES)
     unknown = [name for name in chosen if name not in QUEUE_NAMES]
@@ -128,6 +129,7 @@ def worker(
 
     wecom_connector.register()  # deliveries to WeCom accounts run here
     typer.echo(f"workers for {', '.join(chosen)}; tasks from {', '.join(modules) or 'no modules'}")
+    freeze_startup_objects()
     Workers(inbound_threads=inbound_threads, bulk_threads=bulk_threads, queues=chosen).run_forever()
 
 

@@ -251,7 +251,7 @@ def accept_many(session: Session, received: list[tuple[Query, bytes]]) -> list[i
     Each gets its own answer: the stored event's id, None for a repeat, or why it was refused.
     A refusal happens before anything of that callback is written, so it never undoes the others.
     """
-    config = effective(session)
+    config = effective(session, recent_ok=True)
     answers: list[int | CallbackRefused | None] = []
     authenticated: dict[int, Authenticated] = {}
     for index, (query, body) in enumerate(received):

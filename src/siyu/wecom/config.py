@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from siyu.core.errors import Invalid
@@ -37,10 +41,29 @@ class WecomConfig:
         return bool(self.corp_id and self.token and len(self.aes_key) == 43)
 
 
-def effective(session: Session) -> WecomConfig:
-    settings = get_settings()
+# Callbacks need the connection hundreds of times a second, so they may use the saved row as
+# read up to this long ago (per database). A console change reaches this process at once and
+# other processes within this time.
+RECENT_ENOUGH_SECONDS = 5.0
+_recently_saved: weakref.WeakKeyDictionary[Any, tuple[float, dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _saved(session: Session, *, recent_ok: bool) -> dict[str, Any]:
+    bind = session.get_bind()
+    remembered = _recently_saved.get(bind) if recent_ok else None
+    if remembered and time.monotonic() - remembered[0] < RECENT_ENOUGH_SECONDS:
+        return remembered[1]
     row = session.get(AppSetting, SETTING_KEY)
     saved = dict(row.value) if row else {}
+    if recent_ok:  # only those who accept a recent value remember one (never a save not yet committed)
+        _recently_saved[bind] = (time.monotonic(), saved)
+    return saved
+
+
+def effective(session: Session, *, recent_ok: bool = False) -> WecomConfig:
+    """The connection in force; ``recent_ok`` accepts the saved part as read a few seconds ago."""
+    settings = get_settings()
+    saved = _saved(session, recent_ok=recent_ok)
     values: dict[str, str] = {}
     source: dict[str, str] = {}
     for name in FIELDS:
@@ -86,6 +109,10 @@ def save(session: Session, *, values: dict[str, str], actor: Viewer) -> WecomCon
         session.add(AppSetting(key=SETTING_KEY, value=saved))
     else:
         row.value = saved
+    bind = session.get_bind()
+    _recently_saved.pop(bind, None)
+    # Again once committed: a callback may have read the old row in between.
+    event.listen(session, "after_commit", lambda _session: _recently_saved.pop(bind, None), once=True)
     # Which fields changed, never their values: the audit log is read by many.
     team_service.record_audit(session, actor=actor, action="update", entity_type="wecom_connection",
                               summary=", ".join(changed), after={"changed": changed})
