@@ -143,6 +143,47 @@ def test_workers_consume_the_sqlite_queue_outside_immediate_mode(db: Session) ->
         jobs.set_immediate(True)
 
 
+@jobs.bulk_queue.task()
+def note_ids(*ids: int) -> None:
+    calls.append({"ids": list(ids)})
+
+
+def test_a_handover_enqueues_from_its_own_thread_in_full_tasks(db: Session, caplog: pytest.LogCaptureFixture
+                                                               ) -> None:
+    handover = jobs.Handover(note_ids, per_task=50)
+    handover.hand_over([1, 2])  # immediate mode (tests): the task runs at once, in this thread
+    assert calls == [{"ids": [1, 2]}]
+    jobs.set_immediate(False)
+    try:
+        jobs.bulk_queue.storage.flush_queue()
+        handover.hand_over(list(range(100)))
+        handover.hand_over(list(range(100, 120)))
+        assert handover.wait_until_written()
+        written = sorted((task.args for task in jobs.bulk_queue.pending()), key=lambda args: args[0])
+        assert [len(args) for args in written] == [50, 50, 20]  # at most 50 ids a task
+        assert [i for args in written for i in args] == list(range(120))
+        # A queue that cannot be written loses nothing committed (the sweep finds it) and stops nothing.
+        jobs.bulk_queue.storage.flush_queue()
+        original = jobs.bulk_queue.storage.enqueue
+        def disk_full(*_args: Any, **_kwargs: Any) -> None:
+            raise OSError("disk full")
+
+        jobs.bulk_queue.storage.enqueue = disk_full  # type: ignore[method-assign]
+        try:
+            handover.hand_over([7])
+            assert handover.wait_until_written()
+        finally:
+            jobs.bulk_queue.storage.enqueue = original  # type: ignore[method-assign]
+        assert "left to the sweep" in caplog.text
+        handover.hand_over([8])
+        assert handover.wait_until_written()
+        assert [task.args for task in jobs.bulk_queue.pending()] == [(8,)]
+    finally:
+        jobs.bulk_queue.storage.flush_queue()
+        jobs.set_immediate(True)
+    assert calls == [{"ids": [1, 2]}]  # outside immediate mode nothing ran inline
+
+
 def _redis_answers() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):

@@ -97,6 +97,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        from siyu.core.jobs import finish_handovers
+
+        finish_handovers()
         if workers is not None:
             workers.stop()
 

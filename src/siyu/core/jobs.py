@@ -110,6 +110,72 @@ def _drop_after_rollback(session: Session, previous_transaction: Any) -> None:
     session.info["siyu_after_commit"] = [(t, e) for t, e in pending if not _inside(t, previous_transaction)]
 
 
+def finish_handovers(timeout: float = 5.0) -> None:
+    """On a clean shutdown: write the tasks for ids already handed over (the sweep would, later)."""
+    for handover in _HANDOVERS:
+        handover.wait_until_written(timeout)
+
+
+class Handover:
+    """Enqueues ``task(*ids)`` from one background thread, for ids handed in from any thread.
+
+    For a producer that must not wait for the queue's storage: a WeCom callback's ``success``
+    means its event is committed, not that a job for it is written too. Ids handed in while a
+    task is being written gather into the next one (up to ``per_task``), so a busy minute makes
+    few, full tasks. Nothing is lost if the process dies first: the ids name committed rows,
+    and the producer's sweep starts whatever was stored but never picked up. In immediate
+    mode (tests) the tasks run at once, in the caller's thread.
+    """
+
+    def __init__(self, task: TaskWrapper, *, per_task: int) -> None:
+        self._task = task
+        self._per_task = per_task
+        self._waiting: list[int] = []
+        self._writing = False
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        _HANDOVERS.append(self)
+
+    def hand_over(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        if self._task.huey.immediate:
+            self._enqueue(ids)
+            return
+        with self._changed:
+            self._waiting.extend(ids)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="siyu-handover", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def wait_until_written(self, timeout: float = 10.0) -> bool:
+        """True once every id handed in so far is in a task (shutdown and tests)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._waiting and not self._writing, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._waiting))
+                ids, self._waiting, self._writing = self._waiting, [], True
+            try:
+                self._enqueue(ids)
+            except Exception:  # the rows are committed: the producer's sweep enqueues them later
+                log.exception("could not enqueue %s for %s ids; left to the sweep", self._task.name, len(ids))
+            finally:
+                with self._changed:
+                    self._writing = False
+                    self._changed.notify_all()
+
+    def _enqueue(self, ids: list[int]) -> None:
+        for first in range(0, len(ids), self._per_task):
+            self._task(*ids[first:first + self._per_task])
+
+
+_HANDOVERS: list[Handover] = []
+
+
 # ---------------------------------------------------------------- tracked jobs
 
 

@@ -122,10 +122,8 @@ def enqueue(session: Any, event_id: int) -> None:
     jobs.enqueue_after_commit(session, process_event, event_id)
 
 
-def enqueue_stored(session: Any, event_ids: list[int]) -> None:
-    """One task for each batch of events stored together (a Huey enqueue each would cost more than the store)."""
-    for first in range(0, len(event_ids), BATCH_EVENTS):
-        jobs.enqueue_after_commit(session, process_event, *event_ids[first:first + BATCH_EVENTS])
+# Callbacks hand their committed events over here and answer without waiting for the enqueue.
+stored_events = jobs.Handover(process_event, per_task=BATCH_EVENTS)
 
 
 @jobs.inbound_queue.periodic_task(crontab(minute="*"))

@@ -54,7 +54,7 @@ def verify(request: Request) -> Response:
 def _store_together(received: list[tuple[callback.Query, bytes]]) -> list[int | CallbackRefused | None]:
     with transaction() as session:
         answers = callback.accept_many(session, received)
-        jobs.enqueue_stored(session, [answer for answer in answers if isinstance(answer, int)])
+    jobs.stored_events.hand_over([answer for answer in answers if isinstance(answer, int)])
     return answers
 
 
