@@ -76,3 +76,23 @@ def test_common_words_walk_the_list_and_find_the_same(db: Session, make: Any, mo
     assert _found(db, "白茶") == driven == {"王芳", "李雷"}
     counted = service.count_customers(db, flt=service.CustomerFilter(q="白茶"), viewer=SYSTEM, cap=10)
     assert (counted.value, counted.exact) == (2, True)
+
+
+def test_savepoints_index_at_the_real_commit_and_a_failed_one_loses_nothing(db: Session, make: Any) -> None:
+    """Event batches run each event in a savepoint: the index is written once, at the commit."""
+    from siyu.customers.models import Customer
+
+    shop = make.account()
+    with db.begin_nested():
+        db.add(Customer(name="批量甲", source="wecom"))
+    assert db.execute(text(f"SELECT count(*) FROM {search.TABLE}")).scalar() == 0  # noqa: S608
+    try:
+        with db.begin_nested():
+            db.add(Customer(name="批量乙", source="wecom"))
+            db.flush()
+            raise RuntimeError("this event fails")
+    except RuntimeError:
+        pass
+    make.customer(shop, name="批量丙")
+    db.commit()
+    assert _found(db, "批量") == {"批量甲", "批量丙"}

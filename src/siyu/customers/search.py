@@ -183,16 +183,20 @@ def _flush_index(session: Session) -> None:
         reindex(session, dirty)
 
 
-def _forget(session: Session) -> None:
+def _forget(session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.nested or previous_transaction.parent is not None:
+        return  # a savepoint: what it undid is re-indexed from the rows as they are, harmlessly
     session.info.pop(_DIRTY_KEY, None)
     session.info.pop("siyu_search_new", None)
 
 
 def _before_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: the index is written once, at the real commit
     session.flush()
     _flush_index(session)
 
 
 event.listen(Session, "before_flush", _collect)
 event.listen(Session, "before_commit", _before_commit)
-event.listen(Session, "after_rollback", _forget)
+event.listen(Session, "after_soft_rollback", _forget)

@@ -51,9 +51,14 @@ def _at(fields: dict[str, Any]) -> datetime:
 
 def _account(session: Session, fields: dict[str, Any]) -> Account:
     userid = fields.get("UserID", "")
-    account = session.scalar(select(Account).where(Account.wecom_userid == userid)) if userid else None
+    # A batch of events names the same few members again and again: look each up once per session.
+    known: dict[str, int] = session.info.setdefault("siyu_wecom_accounts", {})
+    account = session.get(Account, known[userid]) if userid in known else None
+    if account is None and userid:
+        account = session.scalar(select(Account).where(Account.wecom_userid == userid))
     if account is None:
         raise EventError(f"no account with WeCom UserID {userid!r}")
+    known[userid] = account.id
     return account
 
 

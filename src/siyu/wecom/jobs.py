@@ -82,8 +82,10 @@ def process_event(event_id: int, *more_ids: int, retry: bool = False) -> None:
             session.execute(update(WecomEvent).where(WecomEvent.id.in_(claimed)).values(error=""),
                             execution_options={"synchronize_session": False})
             touched: list[Customer] = []
+            loaded = {event.id: event for event in session.scalars(select(WecomEvent).where(
+                WecomEvent.id.in_(claimed)))}
             for claimed_id in claimed:
-                event = session.get_one(WecomEvent, claimed_id)
+                event = loaded[claimed_id]
                 if event.status in DONE:
                     continue  # finished by a worker that held it before this one's claim
                 try:
