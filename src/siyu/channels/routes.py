@@ -27,6 +27,7 @@ from siyu.channels.service import ChannelIn
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid, NotFound
 from siyu.core.i18n import N_, _
+from siyu.core.settings import local_today
 from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import Viewer
 from siyu.customers.pages import FormDep, FormRead, field_errors
@@ -114,7 +115,7 @@ def api_codes(session: SessionDep, viewer: ApiViewer, channel_id: int, codes: li
 def _report_days(request: Request) -> tuple[date, date, int]:
     raw = request.query_params.get("days", "30")
     days = int(raw) if raw.isdigit() and 1 <= int(raw) <= 366 else 30
-    until = date.today()
+    until = local_today()
     return until - timedelta(days=days - 1), until, days
 
 
@@ -190,7 +191,7 @@ def report_export(request: Request, session: SessionDep, viewer: PageViewer, fmt
     team_service.record_audit(session, actor=viewer, action="export", entity_type="channel_report",
                               summary=f"{days} days, {fmt}", after={"days": days, "format": fmt, "rows": len(rows)})
     session.commit()
-    filename = f"channels-{date.today():%Y%m%d}.{fmt}"
+    filename = f"channels-{local_today():%Y%m%d}.{fmt}"
     disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if fmt == "csv":
         out = io.StringIO()

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import Interval, and_, case, func, insert, literal, select, update
+from sqlalchemy import Interval, and_, case, func, insert, literal, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -251,50 +251,122 @@ def _local_day(at: datetime) -> date:
     return at.astimezone(local_zone()).date()
 
 
+@dataclass(frozen=True)
+class FriendAdd:
+    """A customer who added an account, through the contact way whose ``state`` is given."""
+
+    customer_id: int
+    account_id: int
+    state: str
+    added_at: datetime
+
+
 def on_friend_added(session: Session, *, customer_id: int, account_id: int, state: str,
                     added_at: datetime | None = None) -> AddOutcome:
-    """Attribute an add to the channel whose key is ``state``; tag, reward, and prepare the welcome."""
-    added_at = added_at or utcnow()
-    channel = session.scalar(select(Channel).where(Channel.key == state[:30])) if state else None
-    if channel is None:
-        # An unknown or malformed state: the customer is recorded by the caller all the same.
-        return AddOutcome(channel_id=None, alert=UNKNOWN_STATE if state else "")
-    first = session.scalar(select(ChannelAdd.id).where(ChannelAdd.customer_id == customer_id).limit(1)) is None
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    inserted = session.execute(dialect.insert(ChannelAdd.__table__).values(
-        channel_id=channel.id, customer_id=customer_id, account_id=account_id, first_touch=first,
-        added_at=added_at, added_on=_local_day(added_at), promoter_id=channel.promoter_id,
-    ).on_conflict_do_nothing().returning(ChannelAdd.__table__.c.id)).first()
-    if inserted is None:  # the same person re-added through the same channel and account
-        session.execute(update(ChannelAdd).where(
-            ChannelAdd.channel_id == channel.id, ChannelAdd.customer_id == customer_id,
-            ChannelAdd.account_id == account_id).values(removed_at=None))
-    outcome = AddOutcome(channel_id=channel.id, first_touch=first)
-    if channel.tag_names:
-        tags = customers_service.resolve_tags(session, names=channel.tag_names)
-        customers_service.set_customer_tags(session, customer_id=customer_id, add=tags, remove=[], viewer=SYSTEM,
-                                            record_touch=False)
-    text_template = channel.welcome_text
-    if channel.incentive_kind == IncentiveKind.coupon.value:
-        outcome.coupon = claim_coupon(session, channel_id=channel.id, customer_id=customer_id)
-        if outcome.coupon is None:
-            outcome.alert = POOL_EMPTY
-            _raise_alert(session, channel, POOL_EMPTY)
-            text_template = channel.fallback_text or channel.welcome_text
-    if channel.promoter_id is not None and inserted is not None:
-        promoter = session.get(Promoter, channel.promoter_id)
-        if promoter is not None:
-            session.execute(dialect.insert(PromoterReward.__table__).values(
-                promoter_id=promoter.id, customer_id=customer_id, channel_id=channel.id,
-                amount=promoter.reward_per_add, created_at=added_at).on_conflict_do_nothing())
-    outcome.welcome = _fill(session, text_template, customer_id=customer_id, account_id=account_id,
-                            coupon=outcome.coupon) if text_template else None
-    session.add(Touch(customer_id=customer_id, account_id=account_id, kind=TouchKind.system.value,
-                      content=channel.name, occurred_at=added_at,
-                      details={"event": "channel_add", "channel_id": channel.id, "first_touch": first,
-                               "coupon": outcome.coupon}))
-    session.flush()
+    """One add (see ``on_friends_added``); the customer's computed facts are refreshed too."""
+    outcome = on_friends_added(session, [FriendAdd(customer_id, account_id, state, added_at or utcnow())])[0]
+    customer = session.get(Customer, customer_id)
+    if customer is not None:
+        customers_service.refresh_computed(session, customer=customer)
     return outcome
+
+
+def on_friends_added(session: Session, adds: list[FriendAdd]) -> list[AddOutcome]:
+    """Attribute adds to the channels whose keys are their states; tag, reward, and prepare the welcomes.
+
+    Set-based, so a flood of adds costs a few statements per batch rather than per add; one
+    outcome per add, in order. An add is a customer's first touch when no channel brought them
+    before (nor an earlier add in the list). The caller refreshes the customers' computed
+    facts (the channel's tags feed them).
+    """
+    outcomes = [AddOutcome(channel_id=None, alert=UNKNOWN_STATE if add.state else "") for add in adds]
+    keys = sorted({add.state[:30] for add in adds if add.state})
+    channels = {c.key: c for c in session.scalars(select(Channel).where(Channel.key.in_(keys)))} if keys else {}
+    # An unknown or malformed state: the customer is recorded by the caller all the same.
+    attributed = [(index, add, channels[add.state[:30]]) for index, add in enumerate(adds)
+                  if add.state and add.state[:30] in channels]
+    if not attributed:
+        return outcomes
+    seen = set(session.scalars(select(ChannelAdd.customer_id).where(
+        ChannelAdd.customer_id.in_(sorted({add.customer_id for _i, add, _c in attributed}))).distinct()))
+    rows = []
+    for index, add, channel in attributed:
+        outcomes[index] = AddOutcome(channel_id=channel.id, first_touch=add.customer_id not in seen)
+        seen.add(add.customer_id)
+        rows.append({"channel_id": channel.id, "customer_id": add.customer_id, "account_id": add.account_id,
+                     "first_touch": outcomes[index].first_touch, "added_at": add.added_at,
+                     "added_on": _local_day(add.added_at), "promoter_id": channel.promoter_id})
+    table = ChannelAdd.__table__
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    inserted = {(int(c), int(u), int(a)) for c, u, a in session.execute(dialect.insert(table).on_conflict_do_nothing()
+                .returning(table.c.channel_id, table.c.customer_id, table.c.account_id), rows)}
+    again = [(r["channel_id"], r["customer_id"], r["account_id"]) for r in rows
+             if (r["channel_id"], r["customer_id"], r["account_id"]) not in inserted]
+    if again:  # the same person re-added through the same channel and account
+        session.execute(update(ChannelAdd).where(tuple_(ChannelAdd.channel_id, ChannelAdd.customer_id,
+                                                        ChannelAdd.account_id).in_(again)).values(removed_at=None))
+    _tag_added(session, [(add.customer_id, channel) for _i, add, channel in attributed])
+    _reward_promoters(session, [(add, channel) for _i, add, channel in attributed
+                                if (channel.id, add.customer_id, add.account_id) in inserted])
+    templates: dict[int, str] = {}
+    for index, add, channel in attributed:
+        outcome = outcomes[index]
+        templates[index] = channel.welcome_text
+        if channel.incentive_kind == IncentiveKind.coupon.value:
+            outcome.coupon = claim_coupon(session, channel_id=channel.id, customer_id=add.customer_id)
+            if outcome.coupon is None:
+                outcome.alert = POOL_EMPTY
+                _raise_alert(session, channel, POOL_EMPTY)
+                templates[index] = channel.fallback_text or channel.welcome_text
+    remarks = _remark_names(session, [(add.customer_id, add.account_id) for i, add, _c in attributed
+                                      if templates[i]])
+    for index, add, channel in attributed:
+        outcome = outcomes[index]
+        if templates[index]:
+            outcome.welcome = _fill(session, templates[index], customer_id=add.customer_id,
+                                    account_id=add.account_id, coupon=outcome.coupon,
+                                    remark=remarks.get((add.customer_id, add.account_id), ""))
+        session.add(Touch(customer_id=add.customer_id, account_id=add.account_id, kind=TouchKind.system.value,
+                          content=channel.name, occurred_at=add.added_at,
+                          details={"event": "channel_add", "channel_id": channel.id,
+                                   "first_touch": outcome.first_touch, "coupon": outcome.coupon}))
+    session.flush()
+    return outcomes
+
+
+def _tag_added(session: Session, added: list[tuple[int, Channel]]) -> None:
+    """Each channel's tags on the customers it brought (one set-based write per channel)."""
+    by_channel: dict[int, list[int]] = {}
+    for customer_id, channel in added:
+        if channel.tag_names:
+            by_channel.setdefault(channel.id, []).append(customer_id)
+    changed: set[int] = set()
+    for channel_id, customer_ids in by_channel.items():
+        channel = session.get_one(Channel, channel_id)
+        tags = customers_service.resolve_tags(session, names=channel.tag_names)
+        changed.update(customers_service.add_tags(session, customer_ids=customer_ids, tags=tags))
+    if changed:
+        customers_service.notify_changed(session, sorted(changed), {"tags"})  # e.g. mirrored to WeCom
+
+
+def _reward_promoters(session: Session, new_adds: list[tuple[FriendAdd, Channel]]) -> None:
+    rewards = []
+    for add, channel in new_adds:
+        promoter = session.get(Promoter, channel.promoter_id) if channel.promoter_id is not None else None
+        if promoter is not None:
+            rewards.append({"promoter_id": promoter.id, "customer_id": add.customer_id, "channel_id": channel.id,
+                            "amount": promoter.reward_per_add, "created_at": add.added_at})
+    if rewards:
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        session.execute(dialect.insert(PromoterReward.__table__).on_conflict_do_nothing(), rewards)
+
+
+def _remark_names(session: Session, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+    if not pairs:
+        return {}
+    return {(customer_id, account_id): remark for customer_id, account_id, remark in session.execute(
+        select(Friendship.customer_id, Friendship.account_id, Friendship.remark_name).where(
+            tuple_(Friendship.customer_id, Friendship.account_id).in_(sorted(set(pairs)))))}
 
 
 def on_friend_removed(session: Session, *, customer_id: int, account_id: int, at: datetime | None = None) -> int:
@@ -338,11 +410,10 @@ def _raise_alert(session: Session, channel: Channel, alert: str) -> None:
                               summary=f"{channel.name}: {alert}")
 
 
-def _fill(session: Session, template: str, *, customer_id: int, account_id: int, coupon: str | None) -> str:
+def _fill(session: Session, template: str, *, customer_id: int, account_id: int, coupon: str | None,
+          remark: str) -> str:
     customer = session.get(Customer, customer_id)
     account = session.get(Account, account_id)
-    remark = session.scalar(select(Friendship.remark_name).where(
-        Friendship.customer_id == customer_id, Friendship.account_id == account_id)) or ""
     values = {"备注名": remark or (customer.name if customer else ""), "昵称": customer.name if customer else "",
               "账号": account.display_name if account else "", "券码": coupon or ""}
     for name, value in values.items():

@@ -6,6 +6,7 @@ Every field here is listed in the README's settings table; a test keeps the two 
 from __future__ import annotations
 
 import secrets
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -92,3 +93,8 @@ def get_settings() -> Settings:
 def local_zone() -> ZoneInfo:
     """The time zone people see times in (everything is stored in UTC)."""
     return ZoneInfo(get_settings().timezone)
+
+
+def local_today() -> date:
+    """Today where the people are: in Shanghai the day starts at 16:00 UTC."""
+    return datetime.now(local_zone()).date()

@@ -12,13 +12,12 @@ and the counts.
 from __future__ import annotations
 
 import enum
-from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from siyu.core.db import utcnow
@@ -157,54 +156,18 @@ def _tag_touches(session: Session, changes: dict[int, tuple[list[str], list[str]
             for cid, (added, removed) in sorted(changes.items())])
 
 
-def _current_links(session: Session, ids: list[int], group_ids: set[int]) -> dict[int, dict[int, Tag]]:
-    links: dict[int, dict[int, Tag]] = defaultdict(dict)
-    query = (select(CustomerTag.customer_id, Tag).join(Tag, Tag.id == CustomerTag.tag_id)
-             .where(CustomerTag.customer_id.in_(ids), Tag.group_id.in_(sorted(group_ids))))
-    for customer_id, tag in session.execute(query):
-        links[customer_id][tag.id] = tag
-    return links
-
-
-def _name(tag: Tag) -> str:
-    return f"{tag.group.name}:{tag.name}"
-
-
 def _add_tags(session: Session, *, ids: list[int], tags: list[Tag], viewer: Viewer) -> list[int]:
-    current = _current_links(session, ids, {t.group_id for t in tags})
-    stale: list[tuple[int, int]] = []
-    new: list[dict[str, Any]] = []
-    changes: dict[int, tuple[list[str], list[str]]] = {}
-    now = utcnow()
-    for customer_id in ids:
-        have = current.get(customer_id, {})
-        added: list[str] = []
-        removed: list[str] = []
-        for tag in tags:
-            if tag.id in have:
-                continue
-            if not tag.group.multi_select:  # a single-choice group keeps only the new tag
-                for other in [t for t in have.values() if t.group_id == tag.group_id]:
-                    stale.append((customer_id, other.id))
-                    removed.append(_name(other))
-            new.append({"customer_id": customer_id, "tag_id": tag.id, "created_at": now})
-            added.append(_name(tag))
-        if added:
-            changes[customer_id] = (added, removed)
-    if stale:
-        session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
-    if new:
-        session.execute(insert(CustomerTag), new)
+    changes = service.add_tags(session, customer_ids=ids, tags=tags)
     _tag_touches(session, changes, viewer)
     return sorted(changes)
 
 
 def _remove_tags(session: Session, *, ids: list[int], tags: list[Tag], viewer: Viewer) -> list[int]:
     wanted = {t.id for t in tags}
-    current = _current_links(session, ids, {t.group_id for t in tags})
+    current = service.tag_links(session, ids, {t.group_id for t in tags})
     changes: dict[int, tuple[list[str], list[str]]] = {}
     for customer_id, have in current.items():
-        removed = [_name(t) for tid, t in have.items() if tid in wanted]
+        removed = [service.tag_name(t) for tid, t in have.items() if tid in wanted]
         if removed:
             changes[customer_id] = ([], removed)
     if changes:

@@ -277,6 +277,60 @@ def customer_tags(session: Session, *, customer_ids: list[int]) -> dict[int, lis
     return result
 
 
+def tag_name(tag: Tag) -> str:
+    return f"{tag.group.name}:{tag.name}"
+
+
+def tag_links(session: Session, customer_ids: list[int], group_ids: set[int]) -> dict[int, dict[int, Tag]]:
+    """The tags these customers have in these groups: customer id → tag id → tag."""
+    links: dict[int, dict[int, Tag]] = defaultdict(dict)
+    query = (select(CustomerTag.customer_id, Tag).join(Tag, Tag.id == CustomerTag.tag_id)
+             .where(CustomerTag.customer_id.in_(customer_ids), Tag.group_id.in_(sorted(group_ids))))
+    for customer_id, tag in session.execute(query):
+        links[customer_id][tag.id] = tag
+    return links
+
+
+def add_tags(session: Session, *, customer_ids: list[int], tags: list[Tag]) -> dict[int, tuple[list[str], list[str]]]:
+    """Give these customers these manual tags, set-based; single-select groups keep only the new tag.
+
+    Returns, for each customer that changed, the tag names added and removed. Timeline entries,
+    change notifications and computed facts are the caller's (a bulk job and a channel's
+    adds record them differently).
+    """
+    for tag in tags:
+        if tag.group.is_computed:
+            raise Invalid("Tags of group {group} are computed and cannot be edited", field="tags",
+                          group=tag.group.name)
+    if not customer_ids or not tags:
+        return {}
+    current = tag_links(session, customer_ids, {t.group_id for t in tags})
+    stale: list[tuple[int, int]] = []
+    new: list[dict[str, Any]] = []
+    changes: dict[int, tuple[list[str], list[str]]] = {}
+    now = utcnow()
+    for customer_id in dict.fromkeys(customer_ids):
+        have = current.get(customer_id, {})
+        added: list[str] = []
+        removed: list[str] = []
+        for tag in tags:
+            if tag.id in have:
+                continue
+            if not tag.group.multi_select:  # a single-choice group keeps only the new tag
+                for other in [t for t in have.values() if t.group_id == tag.group_id]:
+                    stale.append((customer_id, other.id))
+                    removed.append(tag_name(other))
+            new.append({"customer_id": customer_id, "tag_id": tag.id, "created_at": now})
+            added.append(tag_name(tag))
+        if added:
+            changes[customer_id] = (added, removed)
+    if stale:
+        session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
+    if new:
+        session.execute(insert(CustomerTag), new)
+    return changes
+
+
 def set_customer_tags(
     session: Session, *, customer_id: int, add: list[Tag], remove: list[Tag], viewer: Viewer,
     record_touch: bool = True,

@@ -302,7 +302,7 @@ def churn(session: Session, *, account_ids: list[int] | None, limit: int = 200
              .order_by(Friendship.removed_at.desc()).limit(limit))
     if account_ids is not None:
         query = query.where(Friendship.account_id.in_(account_ids))
-    rows = list(session.execute(query).tuples())
+    rows = [(friendship, customer) for friendship, customer in session.execute(query)]
     sides: dict[tuple[int, int | None], str] = {}
     if rows:
         for touch in session.scalars(select(Touch).where(
