@@ -6,6 +6,8 @@ app's bare ``GET /healthz`` rate (the ceiling of the web stack on this machine).
 ``siyu worker`` process works through the queued friend-adds (customer, friendship,
 channel attribution and tags) and the time to drain them is measured.
 
+The adds come through two channels (contact way states) whose tags and welcome text apply, one
+in ten straight to the member.
 Targets: ≥1,000 callbacks/s with p99 ≤50 ms; 20,000 friend-adds processed in ≤120 s.
 Usage:  .venv/bin/python benchmarks/callbacks.py [--events 20000] [--concurrency 16]
 """
@@ -32,8 +34,10 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 from wechatpy.enterprise.crypto import WeChatCrypto
 
+from siyu.channels.models import Channel, ChannelAdd
 from siyu.core.migrate import upgrade
-from siyu.customers.models import Customer
+from siyu.customers.models import CustomerTag, Friendship, Tag, TagGroup
+from siyu.customers.service import ensure_default_tag_groups
 from siyu.wecom.models import WecomEvent
 
 CORP_ID = "wwBENCHCORP"
@@ -50,6 +54,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Adds come through two channels' contact ways (their tags and welcome text applied) and, one in
+# ten, straight to the member with no state.
+CHANNELS = {"bench-door": ["来源:门店", "人群:新客"], "bench-parcel": ["来源:包裹卡"]}
+
+
+def state_of(n: int) -> str:
+    return "" if n % 10 == 9 else ("bench-door" if n % 2 else "bench-parcel")
+
+
 def requests_for(count: int) -> list[tuple[dict[str, str], bytes]]:
     crypto = WeChatCrypto(TOKEN, AES_KEY, CORP_ID)
     now = int(time.time())
@@ -59,7 +72,7 @@ def requests_for(count: int) -> list[tuple[dict[str, str], bytes]]:
                f"<CreateTime>{now}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
                "<Event><![CDATA[change_external_contact]]></Event>"
                "<ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[bench]]></UserID>"
-               f"<ExternalUserID><![CDATA[wmBENCH{n:07d}]]></ExternalUserID><State><![CDATA[]]></State></xml>")
+               f"<ExternalUserID><![CDATA[wmBENCH{n:07d}]]></ExternalUserID><State><![CDATA[{state_of(n)}]]></State></xml>")
         nonce = secrets.token_hex(8)
         body = crypto.encrypt_message(xml, nonce, str(now))
         encrypted = body.split("<Encrypt><![CDATA[")[1].split("]]>")[0]
@@ -143,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             "friend_capacity, status, positioning, avatar_url, signature, greeting, moments_cover_url, created_at) "
             "VALUES ('wecom', '压测账号', '', 'bench', '', '', '', 100000, 'active', '', '', '', '', '', "
             "'2026-01-01 00:00:00')"))
+        ensure_default_tag_groups(session)
+        for key, tag_names in CHANNELS.items():
+            session.add(Channel(key=key, name=f"压测渠道 {key}", account_ids=[1], tag_names=tag_names,
+                                welcome_text="{昵称}您好，欢迎来到压测门店"))
         session.commit()
     env = {**os.environ, "SIYU_DATABASE_URL": url, "SIYU_SECRET_KEY": "bench", "SIYU_WORKER_IN_PROCESS": "0",
            "SIYU_DATA_DIR": str(folder / "data"), "SIYU_WECOM_CORP_ID": CORP_ID, "SIYU_WECOM_TOKEN": TOKEN,
@@ -187,11 +204,18 @@ def main(argv: list[str] | None = None) -> int:
         worker.terminate()
         worker.wait(timeout=30)
     with Session(engine) as session:
-        customers = session.scalar(select(func.count()).select_from(Customer)) or 0
-    print(f"  {customers:,} of {args.events:,} friend-adds processed (customer, friendship, attribution) in "
-          f"{processing:.1f} s ({customers / processing:.0f}/s)")
+        customers = session.scalar(select(func.count()).select_from(Friendship)) or 0
+        attributed = session.scalar(select(func.count()).select_from(ChannelAdd)) or 0
+        tagged = session.scalar(select(func.count(func.distinct(CustomerTag.customer_id))).join(
+            Tag, Tag.id == CustomerTag.tag_id).join(TagGroup, TagGroup.id == Tag.group_id).where(
+            TagGroup.name == "来源")) or 0
+    expected_attributed = sum(1 for n in range(args.events) if state_of(n))
+    print(f"  {customers:,} of {args.events:,} friend-adds processed (customer, friendship; {attributed:,} attributed "
+          f"to a channel and {tagged:,} tagged of {expected_attributed:,}) in {processing:.1f} s "
+          f"({customers / processing:.0f}/s)")
     ack_ok = rate >= ACK_TARGET and p99(latencies) <= P99_TARGET_MS and failures == 0
-    process_ok = customers == args.events and processing <= PROCESS_TARGET_S
+    process_ok = (customers == args.events and attributed == tagged == expected_attributed
+                  and processing <= PROCESS_TARGET_S)
     print(f"  target ≥{ACK_TARGET:.0f}/s with p99 ≤{P99_TARGET_MS:.0f} ms: {'PASS' if ack_ok else 'FAIL'}")
     print(f"  target {args.events:,} processed in ≤{PROCESS_TARGET_S:.0f} s: {'PASS' if process_ok else 'FAIL'}")
     engine.dispose()

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
@@ -49,32 +49,42 @@ def _at(fields: dict[str, Any]) -> datetime:
         return utcnow()
 
 
+def _accounts(session: Session, userids: list[str]) -> dict[str, Account]:
+    """The accounts of these WeCom members, by UserID; one that is not set up fails the events."""
+    wanted = sorted(set(userids))
+    found = {a.wecom_userid: a for a in session.scalars(select(Account).where(Account.wecom_userid.in_(wanted)))
+             if a.wecom_userid} if any(wanted) else {}
+    for userid in wanted:
+        if userid not in found:
+            raise EventError(f"no account with WeCom UserID {userid!r}")
+    return found
+
+
 def _account(session: Session, fields: dict[str, Any]) -> Account:
     userid = fields.get("UserID", "")
-    # A batch of events names the same few members again and again: look each up once per session.
-    known: dict[str, int] = session.info.setdefault("siyu_wecom_accounts", {})
-    account = session.get(Account, known[userid]) if userid in known else None
-    if account is None and userid:
-        account = session.scalar(select(Account).where(Account.wecom_userid == userid))
-    if account is None:
-        raise EventError(f"no account with WeCom UserID {userid!r}")
-    known[userid] = account.id
-    return account
+    return _accounts(session, [userid])[userid]
+
+
+def _customers(session: Session, external_userids: list[str], *, create: bool) -> dict[str, Customer]:
+    """Customers by WeCom external user id; with ``create``, the ones not known yet are made."""
+    wanted = sorted({e for e in external_userids if e})
+    found = {c.wecom_external_userid: c for c in session.scalars(select(Customer).where(
+        Customer.wecom_external_userid.in_(wanted)))} if wanted else {}
+    missing = [e for e in wanted if e not in found]
+    if create and missing:
+        # The callback carries no name; the API sync (or the next edit event) fills it in.
+        new = [Customer(name=f"企业微信客户{e[-6:]}", wecom_external_userid=e, source="wecom") for e in missing]
+        session.add_all(new)
+        session.flush()
+        found.update({c.wecom_external_userid: c for c in new})
+    return {e: c for e, c in found.items() if e}
 
 
 def _customer(session: Session, external_userid: str, *, create: bool) -> Customer | None:
-    if not external_userid:
-        return None
-    customer = session.scalar(select(Customer).where(Customer.wecom_external_userid == external_userid))
-    if customer is None and create:
-        # The callback carries no name; the API sync (or the next edit event) fills it in.
-        customer = Customer(name=f"企业微信客户{external_userid[-6:]}", wecom_external_userid=external_userid,
-                            source="wecom")
-        session.add(customer)
-        session.flush()
-    return customer
+    return _customers(session, [external_userid], create=create).get(external_userid)
 
 
+ADD_EVENTS = ("change_external_contact/add_external_contact", "change_external_contact/add_half_external_contact")
 API_EVENT_PREFIXES = ("change_external_contact/add_external_contact",
                       "change_external_contact/add_half_external_contact",
                       "change_external_contact/edit_external_contact", "change_external_chat/",
@@ -116,14 +126,14 @@ def process(session: Session, event: WecomEvent, *, touched: list[Customer] | No
     """
     fields: dict[str, Any] = event.fields or {}
     kind = event.event_type
-    if kind in ("change_external_contact/add_external_contact", "change_external_contact/add_half_external_contact"):
-        added = _added(session, fields, api=api)
+    if kind in ADD_EVENTS:
+        added = _added(session, [fields], api=api)
         if touched is None:
             from siyu.customers import service as customers_service
 
-            customers_service.refresh_computed(session, customer=added)
+            customers_service.refresh_computed_many(session, customers=added)
         else:
-            touched.append(added)
+            touched.extend(added)
     elif kind in CHURN_EVENTS:
         _removed(session, fields, side=CHURN_EVENTS[kind])
     elif kind == "change_external_contact/edit_external_contact":
@@ -151,38 +161,80 @@ def process(session: Session, event: WecomEvent, *, touched: list[Customer] | No
     return EventStatus.processed.value
 
 
-def _added(session: Session, fields: dict[str, Any], *, api: Any | None = None) -> Customer:
-    account = _account(session, fields)
-    customer = _customer(session, fields.get("ExternalUserID", ""), create=True)
-    if customer is None:
+def runs(events: list[WecomEvent], *, api: Any | None) -> list[list[WecomEvent]]:
+    """A batch cut into runs applied together, in order: consecutive friend-adds, every other event alone.
+
+    Adds are run together only when no API call is made: nothing leaves Siyu then, so a run that
+    fails can be applied again one event at a time. A run never holds the same member and
+    contact twice, which keeps "a re-add of a friendship" meaning what it means one at a time.
+    """
+    cut: list[list[WecomEvent]] = []
+    pairs: set[tuple[str, str]] = set()
+    for event in events:
+        fields = event.fields or {}
+        pair = (fields.get("UserID", ""), fields.get("ExternalUserID", ""))
+        together = api is None and event.event_type in ADD_EVENTS
+        if together and cut and cut[-1][-1].event_type in ADD_EVENTS and pair not in pairs:
+            cut[-1].append(event)
+        else:
+            cut.append([event])
+            pairs = set()
+        pairs.add(pair)
+    return cut
+
+
+def process_run(session: Session, run: list[WecomEvent], *, touched: list[Customer],
+                api: Any | None = None) -> str:
+    """Apply a run from ``runs``: one event through ``process``, or friend-adds set-based."""
+    if len(run) == 1:
+        return process(session, run[0], touched=touched, api=api)
+    touched.extend(_added(session, [event.fields or {} for event in run], api=None))
+    session.flush()
+    return EventStatus.processed.value
+
+
+def _added(session: Session, adds: list[dict[str, Any]], *, api: Any | None = None) -> list[Customer]:
+    """Friend-adds, in order: customers, friendships, channel attribution; the customers, one per add."""
+    accounts = _accounts(session, [fields.get("UserID", "") for fields in adds])
+    external_userids = [fields.get("ExternalUserID", "") for fields in adds]
+    if not all(external_userids):
         raise EventError("add event without ExternalUserID")
-    at = _at(fields)
-    state = fields.get("State", "")[:64]
-    friendship = session.scalar(select(Friendship).where(Friendship.customer_id == customer.id,
-                                                         Friendship.account_id == account.id))
-    if friendship is None:
-        friendship = Friendship(customer_id=customer.id, account_id=account.id, added_at=at, channel_state=state)
-        session.add(friendship)
-    elif friendship.status != FriendshipStatus.active.value:
-        friendship.status, friendship.removed_at, friendship.added_at = FriendshipStatus.active.value, None, at
-        friendship.channel_state = state or friendship.channel_state
+    customers = _customers(session, external_userids, create=True)
+    pairs = [(customers[e].id, accounts[f.get("UserID", "")].id) for e, f in zip(external_userids, adds, strict=True)]
+    friendships = {(f.customer_id, f.account_id): f for f in session.scalars(select(Friendship).where(
+        tuple_(Friendship.customer_id, Friendship.account_id).in_(sorted(set(pairs)))))}
+    for (customer_id, account_id), fields in zip(pairs, adds, strict=True):
+        at, state = _at(fields), fields.get("State", "")[:64]
+        friendship = friendships.get((customer_id, account_id))
+        if friendship is None:
+            friendships[(customer_id, account_id)] = friendship = Friendship(
+                customer_id=customer_id, account_id=account_id, added_at=at, channel_state=state)
+            session.add(friendship)
+        elif friendship.status != FriendshipStatus.active.value:
+            friendship.status, friendship.removed_at, friendship.added_at = FriendshipStatus.active.value, None, at
+            friendship.channel_state = state or friendship.channel_state
     session.flush()
     if api is not None:
         # Read the contact before the welcome is written: {昵称} and {备注名} need the name and the
         # remark. Nothing has been sent yet, so a busy WeCom may still fail the whole event (it is
         # retried); once the welcome — with its coupon — is out, nothing after it may fail the add.
-        _read_contact(session, api, customer.wecom_external_userid or "")
-        session.refresh(customer)  # the page writer updates names set-based, past the identity map
-    outcome = channels_service.on_friend_added(session, customer_id=customer.id, account_id=account.id, state=state,
-                                               added_at=at)
-    welcome_sent: bool | str = False
-    if api is not None and outcome.welcome and fields.get("WelcomeCode"):
-        welcome_sent = _send_welcome(api, fields["WelcomeCode"], outcome.welcome)
-    session.add(Touch(customer_id=customer.id, account_id=account.id, kind=TouchKind.system.value, occurred_at=at,
-                      details={"event": "wecom_friend_added", "state": state, "welcome": outcome.welcome,
-                               "welcome_code": fields.get("WelcomeCode", ""), "welcome_sent": welcome_sent,
-                               "alert": outcome.alert}))
-    return customer
+        for external_userid in dict.fromkeys(external_userids):
+            _read_contact(session, api, external_userid)
+            session.refresh(customers[external_userid])  # the page writer updates names set-based
+    outcomes = channels_service.on_friends_added(session, [
+        channels_service.FriendAdd(customer_id=customer_id, account_id=account_id,
+                                   state=fields.get("State", "")[:64], added_at=_at(fields))
+        for (customer_id, account_id), fields in zip(pairs, adds, strict=True)])
+    for (customer_id, account_id), fields, outcome in zip(pairs, adds, outcomes, strict=True):
+        welcome_sent: bool | str = False
+        if api is not None and outcome.welcome and fields.get("WelcomeCode"):
+            welcome_sent = _send_welcome(api, fields["WelcomeCode"], outcome.welcome)
+        session.add(Touch(customer_id=customer_id, account_id=account_id, kind=TouchKind.system.value,
+                          occurred_at=_at(fields),
+                          details={"event": "wecom_friend_added", "state": fields.get("State", "")[:64],
+                                   "welcome": outcome.welcome, "welcome_code": fields.get("WelcomeCode", ""),
+                                   "welcome_sent": welcome_sent, "alert": outcome.alert}))
+    return [customers[e] for e in external_userids]
 
 
 def _send_welcome(api: Any, code: str, text: str) -> bool | str:

@@ -84,27 +84,40 @@ def process_event(event_id: int, *more_ids: int, retry: bool = False) -> None:
             touched: list[Customer] = []
             loaded = {event.id: event for event in session.scalars(select(WecomEvent).where(
                 WecomEvent.id.in_(claimed)))}
-            for claimed_id in claimed:
-                event = loaded[claimed_id]
-                if event.status in DONE:
-                    continue  # finished by a worker that held it before this one's claim
-                try:
-                    with session.begin_nested():  # one bad event never undoes the others
-                        status = events.process(session, event, touched=touched, api=api)
-                except Exception as exc:
-                    failed[claimed_id] = f"{type(exc).__name__}: {exc}"
-                    log.warning("wecom event %s failed: %s", claimed_id, exc)
-                    continue
-                event.status, event.error, event.processed_at = status, "", utcnow()
-                if status == EventStatus.ignored.value:
-                    log.info("wecom event %s (%s) stored and acknowledged; Siyu does not act on it", claimed_id,
-                             event.event_type)
+            # Finished by a worker that held them before this one's claim: skipped.
+            pending = [loaded[claimed_id] for claimed_id in claimed if loaded[claimed_id].status not in DONE]
+            for run in events.runs(pending, api=api):
+                _apply(session, run, touched=touched, api=api, failed=failed)
             refresh_computed_many(session, customers=list({c.id: c for c in touched}.values()))
     except Exception as exc:  # the batch as a whole could not be saved: every event is retried
         log.warning("wecom events %s failed together: %s", claimed, exc)
         failed = {claimed_id: f"{type(exc).__name__}: {exc}" for claimed_id in claimed}
     if failed:
         _record_failures(failed)
+
+
+def _apply(session: Any, run: list[WecomEvent], *, touched: list[Customer], api: Any | None,
+           failed: dict[int, str]) -> None:
+    """Apply a run in a savepoint, so one bad event never undoes the others; a failed run of several
+    events is applied again one event at a time, to find the one that failed."""
+    kept = len(touched)
+    try:
+        with session.begin_nested():
+            status = events.process_run(session, run, touched=touched, api=api)
+    except Exception as exc:
+        del touched[kept:]
+        if len(run) > 1:
+            for event in run:
+                _apply(session, [event], touched=touched, api=api, failed=failed)
+            return
+        failed[run[0].id] = f"{type(exc).__name__}: {exc}"
+        log.warning("wecom event %s failed: %s", run[0].id, exc)
+        return
+    for event in run:
+        event.status, event.error, event.processed_at = status, "", utcnow()
+        if status == EventStatus.ignored.value:
+            log.info("wecom event %s (%s) stored and acknowledged; Siyu does not act on it", event.id,
+                     event.event_type)
 
 
 def _record_failures(failed: dict[int, str]) -> None:
