@@ -100,3 +100,57 @@ def test_only_events_that_need_the_api_make_a_batch_fetch_a_token() -> None:
     assert not events.needs_api(["message/text", "message/image", "change_external_contact/del_follow_user"])
     assert events.needs_api(["message/text", "change_external_contact/add_external_contact"])
     assert events.needs_api(["change_external_chat/update"]) and events.needs_api(["change_external_tag/create"])
+
+
+def test_adds_applied_together_give_what_one_at_a_time_gives(db: Session, make: Any, retries: list[int]) -> None:
+    """A batch's friend-adds are one set-based run: coupons, first touches, tags and re-adds as if one by one."""
+    from siyu.channels import service as channels_service
+    from siyu.channels.models import ChannelAdd
+    from siyu.core.viewer import SYSTEM
+    from siyu.customers import service
+    from siyu.customers.models import Touch
+    from siyu.wecom import events
+
+    make.account(wecom_userid="counter")
+    make.account(wecom_userid="kiosk")
+    ch = channels_service.save_channel(db, viewer=SYSTEM, data=channels_service.ChannelIn(
+        name="门店收银台", account_ids=[1, 2], tag_names=["来源:门店"], incentive_kind="coupon",
+        welcome_text="{昵称}您好 {券码}", fallback_text="{昵称}您好，券已领完"))
+    channels_service.add_codes(db, channel_id=ch.id, codes=["C1", "C2", "C3"], viewer=SYSTEM)
+    db.commit()
+    order = [("counter", "wmA"), ("counter", "wmB"), ("nobody", "wmX"), ("kiosk", "wmA"), ("counter", "wmC"),
+             ("counter", "wmD"), ("counter", "wmB")]
+    ids = []
+    for n, (userid, external) in enumerate(order):
+        event = WecomEvent(dedup_key=f"add|{userid}|{external}|{n}", raw_xml="<xml/>",
+                           event_type="change_external_contact/add_external_contact",
+                           fields={"MsgType": "event", "UserID": userid, "ExternalUserID": external,
+                                   "State": ch.key, "CreateTime": str(1700000000 + n)})
+        db.add(event)
+        db.flush()
+        ids.append(event.id)
+    db.commit()
+    stored = list(db.scalars(select(WecomEvent).order_by(WecomEvent.id)))
+    assert [len(run) for run in events.runs(stored, api=None)] == [6, 1]  # the second wmB add starts a run
+    assert [len(run) for run in events.runs(stored, api=object())] == [1] * 7  # API calls: one at a time
+
+    wecom_jobs.process_event.call_local(ids[0])
+    db.expire_all()
+    statuses = [db.get_one(WecomEvent, i).status for i in ids]
+    assert statuses == ["processed", "processed", "received", "processed", "processed", "processed", "processed"]
+    assert len(retries) == 1  # only the event of the member Siyu does not know is retried
+    customers = {c.wecom_external_userid: c for c in db.scalars(select(Customer))}
+    assert set(customers) == {"wmA", "wmB", "wmC", "wmD"}
+    adds = {(a.customer_id, a.account_id): a.first_touch for a in db.scalars(select(ChannelAdd))}
+    assert adds == {(customers["wmA"].id, 1): True, (customers["wmB"].id, 1): True, (customers["wmA"].id, 2): False,
+                    (customers["wmC"].id, 1): True, (customers["wmD"].id, 1): True}
+    welcomes = [t.details["welcome"] for t in db.scalars(select(Touch).order_by(Touch.id))
+                if t.details and t.details.get("event") == "wecom_friend_added"]
+    names = {e: c.name for e, c in customers.items()}
+    assert welcomes == [f"{names['wmA']}您好 C1", f"{names['wmB']}您好 C2", f"{names['wmA']}您好 C1",
+                        f"{names['wmC']}您好 C3", f"{names['wmD']}您好，券已领完", f"{names['wmB']}您好 C2"]
+    db.refresh(ch)
+    assert ch.alert == channels_service.POOL_EMPTY
+    tags = service.customer_tags(db, customer_ids=[c.id for c in customers.values()])
+    assert all("门店" in {t.name for t in tags[c.id]} for c in customers.values())
+    assert db.scalar(select(func.count()).select_from(Friendship)) == 5
