@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -21,6 +23,7 @@ from siyu.core.errors import install_error_handlers
 from siyu.core.process import freeze_startup_objects
 from siyu.core.settings import get_settings
 
+log = logging.getLogger(__name__)
 LOCALE_COOKIE = "siyu_locale"
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -66,20 +69,43 @@ class LocaleAndHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class DirectRoutes:
-    """Sends a few machine-to-machine endpoints straight to their plain ASGI handler.
+class SiyuApp(FastAPI):
+    """The FastAPI app, with a few machine-to-machine endpoints served ahead of its whole stack.
 
-    They skip the console's session, exception pages and FastAPI routing, which they do not
-    use; they still get the security headers and the server-error guard around this.
+    A WeCom callback needs none of the console's middleware, session, routing or error pages,
+    and passing through them cost more than verifying and storing it. These endpoints get the
+    security headers and a plain error answer here instead.
     """
 
-    def __init__(self, app: ASGIApp, *, routes: dict[tuple[str, str], ASGIApp]) -> None:
-        self.app = app
-        self.routes = routes
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direct_routes: dict[tuple[str, str], ASGIApp] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
-        await (endpoint or self.app)(scope, receive, send)
+        endpoint = self.direct_routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        if endpoint is None:
+            await super().__call__(scope, receive, send)
+            return
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), *_ENCODED_SECURITY_HEADERS]
+            await send(message)
+
+        try:
+            await endpoint(scope, receive, send_with_headers)
+        except Exception:  # logged here; the caller sees a plain answer, never a stack trace
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            if not started:
+                await send_with_headers({"type": "http.response.start", "status": 500,
+                                         "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                await send({"type": "http.response.body", "body": b"internal error"})
+
+
+_ENCODED_SECURITY_HEADERS = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 
 
 @asynccontextmanager
@@ -106,7 +132,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     settings = get_settings()
-    app = FastAPI(title="Siyu 私域 API", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = SiyuApp(title="Siyu 私域 API", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
 
     @app.get("/docs", include_in_schema=False)
     def api_docs() -> Response:
@@ -126,7 +152,7 @@ def create_app() -> FastAPI:
     )
     from siyu.wecom.routes import receive_callback as wecom_callback
 
-    app.add_middleware(DirectRoutes, routes={("POST", "/wecom/callback"): wecom_callback})
+    app.direct_routes = {("POST", "/wecom/callback"): wecom_callback}
     # Added last, so it runs first: the locale is set before the session is read.
     app.add_middleware(LocaleAndHeaders, default_locale=settings.locale)
     install_error_handlers(app)
@@ -177,7 +203,7 @@ def create_app() -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    # The callback check (GET; POSTs are served by DirectRoutes) and the health check first:
+    # The callback check (GET; POSTs are served ahead of the stack by SiyuApp) and the health check first:
     # the router tries routes in order.
     app.include_router(wecom_callbacks)
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.

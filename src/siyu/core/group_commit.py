@@ -4,7 +4,7 @@ A request that must not answer before its row is committed (a WeCom callback: ``
 means "stored") would otherwise pay a whole transaction — begin, statements, commit, the
 after-commit job enqueue — on its own. Here each request hands its item to the committer of
 its event loop and waits; the committer writes everything that arrived meanwhile in one
-transaction in a worker thread, then answers every waiting request with its own result. One
+transaction in its writer thread, then answers every waiting request with its own result. One
 writer per process and loop also suits SQLite, which has a single writer anyway.
 
 The flush function sees the whole batch and returns one result per item, in order. When it
@@ -16,9 +16,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
-
-import anyio.to_thread
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -46,6 +45,8 @@ class _LoopQueue(Generic[Item, Result]):
         self._max_batch = max_batch
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._drainer: asyncio.Task[None] | None = None
+        # One writer thread of its own: lighter than anyio's shared pool, and one writer suits SQLite.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="siyu-group-commit")
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -59,7 +60,8 @@ class _LoopQueue(Generic[Item, Result]):
         while self._waiting:
             batch, self._waiting = self._waiting[:self._max_batch], self._waiting[self._max_batch:]
             try:
-                results = await anyio.to_thread.run_sync(self._flush, [item for item, _ in batch])
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._writer, self._flush, [item for item, _ in batch])
             except Exception as exc:  # handed to every waiting request; the drainer itself goes on
                 for _item, future in batch:
                     if not future.done():

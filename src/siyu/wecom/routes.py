@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -37,9 +38,8 @@ def _query(request: Request) -> callback.Query:
 
 
 def _refused(request: Request, exc: CallbackRefused) -> Response:
-    log.warning("WeCom callback refused (%s) from %s: %s", exc.status,
-                request.client.host if request.client else "?", exc.reason)
-    return PlainTextResponse(exc.reason, status_code=exc.status)
+    status, text = _refused_answer(request.client.host if request.client else "?", exc)
+    return PlainTextResponse(text, status_code=status)
 
 
 @callbacks.get("/wecom/callback")
@@ -66,31 +66,48 @@ async def receive_callback(scope: Scope, receive: Receive, send: Send) -> None:
     """``POST /wecom/callback`` as a plain ASGI endpoint, served ahead of the console's stack.
 
     The platform's callbacks are the hottest path there is and need none of what the console's
-    requests go through (session cookie, dependency injection, HTML error pages): that stack
-    cost more than storing the event. The app mounts this with ``DirectRoutes``.
+    requests go through (middleware, session cookie, dependency injection, HTML error pages):
+    that stack cost more than storing the event. ``siyu.app.SiyuApp`` sends them here first.
     """
-    request = Request(scope, receive)
-    response = await _stored_answer(request)
-    await response(scope, receive, send)
+    status, text = await _stored_answer(scope, receive)
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
-async def _stored_answer(request: Request) -> Response:
-    declared = request.headers.get("content-length", "")
+async def _stored_answer(scope: Scope, receive: Receive) -> tuple[int, str]:
+    client = scope.get("client") or ("?", 0)
+    declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
     if declared.isdigit() and int(declared) > callback.MAX_BODY_BYTES:
-        return _refused(request, CallbackRefused(413, "body larger than 2 MB"))
+        return _refused_answer(client[0], CallbackRefused(413, "body larger than 2 MB"))
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return 400, "disconnected"
+        body.extend(message.get("body", b""))
         if len(body) > callback.MAX_BODY_BYTES:
-            return _refused(request, CallbackRefused(413, "body larger than 2 MB"))
+            return _refused_answer(client[0], CallbackRefused(413, "body larger than 2 MB"))
+        if not message.get("more_body", False):
+            break
+    params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    query = callback.Query(msg_signature=params.get("msg_signature", ""), timestamp=params.get("timestamp", ""),
+                           nonce=params.get("nonce", ""))
     try:
-        answer = await _committer.submit((_query(request), bytes(body)))
+        answer = await _committer.submit((query, bytes(body)))
     except Exception:  # the batch could not be saved: no `success`, so the platform sends it again
         log.exception("WeCom callbacks could not be stored; answered 503 so the platform retries")
-        return PlainTextResponse("temporarily unavailable", status_code=503)
+        return 503, "temporarily unavailable"
     if isinstance(answer, CallbackRefused):
-        return _refused(request, answer)
-    return PlainTextResponse("success")
+        return _refused_answer(client[0], answer)
+    return 200, "success"
+
+
+def _refused_answer(host: str, exc: CallbackRefused) -> tuple[int, str]:
+    log.warning("WeCom callback refused (%s) from %s: %s", exc.status, host, exc.reason)
+    return exc.status, exc.reason
 
 
 # ---------------------------------------------------------------- console
