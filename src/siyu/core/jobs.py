@@ -121,15 +121,18 @@ class Handover:
 
     For a producer that must not wait for the queue's storage: a WeCom callback's ``success``
     means its event is committed, not that a job for it is written too. Ids handed in while a
-    task is being written gather into the next one (up to ``per_task``), so a busy minute makes
-    few, full tasks. Nothing is lost if the process dies first: the ids name committed rows,
+    task is being written, or within ``linger`` seconds of the first, gather into the next one
+    (up to ``per_task``), so a busy minute makes few, full tasks: each task is a write to the
+    queue's storage. Nothing is lost if the process dies first: the ids name committed rows,
     and the producer's sweep starts whatever was stored but never picked up. In immediate
     mode (tests) the tasks run at once, in the caller's thread.
     """
 
-    def __init__(self, task: TaskWrapper, *, per_task: int) -> None:
+    def __init__(self, task: TaskWrapper, *, per_task: int, linger: float = 0.05) -> None:
         self._task = task
         self._per_task = per_task
+        self._linger = linger
+        self._finishing = False
         self._waiting: list[int] = []
         self._writing = False
         self._changed = threading.Condition()
@@ -150,14 +153,21 @@ class Handover:
             self._changed.notify_all()
 
     def wait_until_written(self, timeout: float = 10.0) -> bool:
-        """True once every id handed in so far is in a task (shutdown and tests)."""
+        """True once every id handed in so far is in a task (shutdown and tests); nothing lingers meanwhile."""
         with self._changed:
-            return self._changed.wait_for(lambda: not self._waiting and not self._writing, timeout)
+            self._finishing = True
+            self._changed.notify_all()
+            try:
+                return self._changed.wait_for(lambda: not self._waiting and not self._writing, timeout)
+            finally:
+                self._finishing = False
 
     def _run(self) -> None:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: bool(self._waiting))
+                self._changed.wait_for(lambda: len(self._waiting) >= self._per_task or self._finishing,
+                                       self._linger)
                 ids, self._waiting, self._writing = self._waiting, [], True
             try:
                 self._enqueue(ids)
