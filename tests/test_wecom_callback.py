@@ -310,3 +310,37 @@ def get_settings_zone() -> Any:
     from siyu.core.settings import local_zone
 
     return local_zone()
+
+
+def _fields_through_elementtree(xml: str) -> dict[str, str]:
+    """The reference reading: defusedxml's ElementTree, each child of the root (nested: texts joined)."""
+    from defusedxml import ElementTree
+
+    fields = {}
+    for child in ElementTree.fromstring(xml, forbid_dtd=True):
+        fields[child.tag] = (",".join((leaf.text or "").strip() for leaf in child.iter() if leaf is not child)
+                             if len(child) else (child.text or "").strip())
+    return fields
+
+
+@pytest.mark.parametrize("xml", [
+    event_xml("add_external_contact", UserID="张三", ExternalUserID="wm<&>", State="门店 <扫码> &amp;"),
+    "<xml><ChangeType><![CDATA[update]]></ChangeType><UpdateDetail><Item>add_member</Item><Item><![CDATA[x]]>"
+    "</Item><Deep><Leaf>1</Leaf>tail</Deep></UpdateDetail><Empty/><Spaced>  a  </Spaced></xml>",
+    "<xml><Content>第一行\n第二行 &amp; &lt;b&gt; &#20013;</Content><Mixed>before<B>in</B>after</Mixed></xml>",
+    "<?xml version='1.0' encoding='utf-8'?><xml><A>1</A><A>2</A></xml>",
+])
+def test_the_callback_parser_reads_what_elementtree_reads(xml: str) -> None:
+    from siyu.wecom import callback
+
+    assert callback._parse(xml) == _fields_through_elementtree(xml)
+
+
+@pytest.mark.parametrize("xml", ["<xml><a>&undefined;</a></xml>", "<xml><a>1</a>", "<xml><a>1</b></xml>", "",
+                                 "<!DOCTYPE x [<!ENTITY a 'b'>]><xml/>", "<xml/><xml/>"])
+def test_the_callback_parser_refuses_malformed_xml_and_doctypes(xml: str) -> None:
+    from siyu.wecom import callback
+
+    with pytest.raises(callback.CallbackRefused) as refused:
+        callback._parse(xml)
+    assert refused.value.status == 400
