@@ -85,9 +85,7 @@ def _customer(session: Session, external_userid: str, *, create: bool) -> Custom
 
 
 ADD_EVENTS = ("change_external_contact/add_external_contact", "change_external_contact/add_half_external_contact")
-API_EVENT_PREFIXES = ("change_external_contact/add_external_contact",
-                      "change_external_contact/add_half_external_contact",
-                      "change_external_contact/edit_external_contact", "change_external_chat/",
+API_EVENT_PREFIXES = (*ADD_EVENTS, "change_external_contact/edit_external_contact", "change_external_chat/",
                       "change_external_tag/")
 
 
