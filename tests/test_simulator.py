@@ -285,6 +285,19 @@ def test_mass_send_reports_failures_and_one_message_per_customer_per_day(api: Ap
     assert api.post("externalcontact/get_group_msg_result", {"msgid": "msgNOPE"})["errcode"] == 41047
 
 
+def test_customers_siyu_already_has_are_adopted_so_replies_to_them_are_delivered(api: Api, corp: VirtualCorp) -> None:
+    demo_customer = {"external_userid": "wmDEMOCUSTOMER01", "name": "王芳", "userid": "shanye.vip",
+                     "remark": "王芳-龙井", "added_at": 1700000000}
+    elsewhere = {**demo_customer, "external_userid": "wmOTHER", "userid": "not.a.member"}
+    reply = {"chat_type": "single", "external_userid": ["wmDEMOCUSTOMER01"], "sender": "shanye.vip",
+             "text": {"content": "您好"}}
+    assert api.post("externalcontact/add_msg_template", reply)["errcode"] == 41048  # unknown to this corp yet
+    assert corp.adopt_contacts([demo_customer, elsewhere, demo_customer]) == 1  # once; a stranger member skipped
+    assert api.post("externalcontact/add_msg_template", reply)["errcode"] == 0
+    contact = api.get("externalcontact/get", external_userid="wmDEMOCUSTOMER01")
+    assert contact["external_contact"]["name"] == "王芳" and contact["follow_user"][0]["remark"] == "王芳-龙井"
+
+
 def test_post_apis_refuse_get_bad_json_and_unknown_paths(api: Api, sim: TestClient) -> None:
     assert api.get("externalcontact/add_contact_way")["errcode"] == 40058
     bad = sim.post("/cgi-bin/externalcontact/get_corp_tag_list", params={"access_token": api.token},

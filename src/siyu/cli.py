@@ -85,7 +85,11 @@ def _start_simulation(target: str) -> None:
     import base64
     import secrets
 
+    from sqlalchemy import select
+
+    from siyu.accounts.models import Account
     from siyu.channels.models import Channel
+    from siyu.customers.models import Customer, Friendship, FriendshipStatus
     from siyu.simulator.driver import start_simulated_traffic
 
     settings = {"SIYU_WECOM_CORP_ID": "wwSHANYEDEMO", "SIYU_WECOM_TOKEN": secrets.token_urlsafe(16),
@@ -97,7 +101,17 @@ def _start_simulation(target: str) -> None:
     get_settings.cache_clear()
     with core_db.transaction() as session:
         states = [c.key for c in session.query(Channel).all()]
-    start_simulated_traffic(target, serve_port=SIMULATOR_PORT, states=states, count=40, rate=2.0)
+        # The simulator's corp knows the demo's WeCom customers, so replies to them are delivered.
+        rows = session.execute(
+            select(Customer.wecom_external_userid, Customer.name, Account.wecom_userid, Friendship.remark_name,
+                   Friendship.added_at).join(Friendship, Friendship.customer_id == Customer.id)
+            .join(Account, Account.id == Friendship.account_id)
+            .where(Customer.wecom_external_userid.is_not(None), Account.wecom_userid.is_not(None),
+                   Friendship.status == FriendshipStatus.active.value))
+        known = [{"external_userid": external_userid, "name": name, "userid": userid, "remark": remark,
+                  "added_at": added_at.timestamp()} for external_userid, name, userid, remark, added_at in rows]
+    start_simulated_traffic(target, serve_port=SIMULATOR_PORT, states=states, count=40, rate=2.0,
+                            known_contacts=known)
     typer.echo(f"WeCom simulator on http://127.0.0.1:{SIMULATOR_PORT}/ — live callbacks are coming in "
                "(企业微信 → 事件日志)")
 

@@ -368,6 +368,24 @@ class VirtualCorp:
                 self._create_group(member.userid, name, [c.external_userid for c in chosen],
                                    created_at=now - rng.randrange(86400, 86400 * 30))
 
+    def adopt_contacts(self, contacts: Iterable[dict[str, Any]]) -> int:
+        """Know customers a Siyu instance already has (``external_userid``, ``name``, ``userid``,
+        ``remark``, ``added_at``), so its replies to them reach someone; the ones added."""
+        adopted = 0
+        with self.lock:
+            for known in contacts:
+                if not any(m.userid == known["userid"] for m in self.state.members):
+                    continue  # Siyu's account for a member this corp does not have
+                contact = self.by_id.get(known["external_userid"])
+                if contact is None:
+                    contact = Contact(external_userid=known["external_userid"], name=known["name"])
+                    self._keep(contact)
+                if contact.follow(known["userid"]) is None:
+                    contact.follows.append(Follow(userid=known["userid"], remark=known.get("remark", ""),
+                                                  createtime=int(known.get("added_at") or self.clock())))
+                    adopted += 1
+        return adopted
+
     def dump(self) -> dict[str, Any]:
         with self.lock:
             self.state.rng_state = _jsonable(self.rng.getstate())

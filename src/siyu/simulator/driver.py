@@ -415,15 +415,16 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
                           scenarios: Iterable[str] = ("friends", "chat", "groups"), count: int = 20,
                           rate: float = 5.0, seed: int = 1, members: Iterable[tuple[str, str]] | None = None,
                           states: Iterable[str] = (), serve_port: int | None = 8900, serve_host: str = "127.0.0.1",
-                          keep_serving: bool = True, wait_seconds: float = 60.0, echo: Echo = print
-                          ) -> list[Summary]:
+                          keep_serving: bool = True, wait_seconds: float = 60.0, echo: Echo = print,
+                          known_contacts: Iterable[dict[str, Any]] = ()) -> list[Summary]:
     """Live WeCom traffic for a running Siyu (``siyu demo --simulate``): blocking; call it from a thread.
 
     Starts the simulator's API on ``serve_port`` (point ``SIYU_WECOM_API_BASE`` at
     ``http://127.0.0.1:<port>/cgi-bin/``; it keeps serving after the traffic ends), waits for
     ``target_url``'s ``/healthz``, then plays ``scenarios`` with ``count`` callbacks each at
     ``rate`` per second. Corp id, token, EncodingAESKey and secret default to the
-    ``SIYU_WECOM_*`` settings Siyu itself reads, so both sides agree.
+    ``SIYU_WECOM_*`` settings Siyu itself reads, so both sides agree. ``known_contacts`` are
+    customers Siyu already has (see ``VirtualCorp.adopt_contacts``): replies to them are delivered.
     """
     from siyu.simulator import settings as simulator_settings
     from siyu.simulator.corp import DEFAULT_MEMBERS
@@ -433,6 +434,7 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
     corp_id = corp_id or configured.corp_id or simulator_settings.DEFAULT_CORP_ID
     encrypter = Encrypter(corp_id=corp_id, token=token or configured.token, aes_key=aes_key or configured.aes_key)
     corp = VirtualCorp.seeded(seed, corp_id=corp_id, members=list(members or DEFAULT_MEMBERS))
+    corp.adopt_contacts(known_contacts)
     server = None
     if serve_port is not None:
         app = create_app(corp, ServerOptions(secret=secret or configured.secret or simulator_settings.DEFAULT_SECRET))
