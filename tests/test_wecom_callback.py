@@ -298,6 +298,9 @@ def test_the_event_log_filters_and_shows_the_decrypted_xml(client: TestClient, d
     listing = console.get("/wecom/events", params={"status": "ignored", "day": event.received_at.astimezone(
         get_settings_zone()).date().isoformat()})
     assert listing.status_code == 200 and f"/wecom/events/{event.id}" in listing.text
+    assert 'data-testid="event-status">已保存（不处理）<' in listing.text  # statuses in the operator's words
+    post(client, event_xml("add_external_contact", UserID="nobody", ExternalUserID="wmLOG"))
+    assert "客户添加成员" in console.get("/wecom/events").text  # and kinds, next to WeCom's name for them
     assert f"/wecom/events/{event.id}" not in console.get("/wecom/events", params={"status": "failed"}).text
     detail = console.get(f"/wecom/events/{event.id}").text
     assert "&lt;script&gt;" in detail and "<script>x</script>" not in detail

@@ -113,6 +113,36 @@ def _refused_answer(host: str, exc: CallbackRefused) -> tuple[int, str]:
 # ---------------------------------------------------------------- console
 
 
+STATUS_LABELS = {EventStatus.received: N_("Waiting to be processed"), EventStatus.processed: N_("Processed"),
+                 EventStatus.ignored: N_("Kept, not acted on"), EventStatus.failed: N_("Failed")}
+# What each kind of callback means to an operator; a kind not listed shows its own name.
+KIND_LABELS = {
+    "change_external_contact/add_external_contact": N_("Customer added a member"),
+    "change_external_contact/add_half_external_contact": N_("Customer added a member (not yet accepted)"),
+    "change_external_contact/edit_external_contact": N_("Customer edited"),
+    "change_external_contact/del_external_contact": N_("Member deleted a customer"),
+    "change_external_contact/del_follow_user": N_("Customer deleted a member"),
+    "change_external_contact/transfer_fail": N_("Hand-over failed"),
+    "change_external_chat/create": N_("Customer group created"),
+    "change_external_chat/update": N_("Customer group changed"),
+    "change_external_chat/dismiss": N_("Customer group dismissed"),
+    "change_external_tag/create": N_("Corp tag created"),
+    "change_external_tag/update": N_("Corp tag changed"),
+    "change_external_tag/delete": N_("Corp tag deleted"),
+    "change_external_tag/shuffle": N_("Corp tags reordered"),
+}
+
+
+def kind_label(kind: str) -> str:
+    if kind in KIND_LABELS:
+        return _(KIND_LABELS[kind])
+    return _("Customer message") if kind.startswith("message/") else kind
+
+
+def status_label(status: str) -> str:
+    return _(STATUS_LABELS[EventStatus(status)]) if status in EventStatus.__members__ else status
+
+
 LABELS = {"corp_id": N_("Corp ID"), "token": N_("Token"), "aes_key": N_("EncodingAESKey"),
           "secret": N_("Secret"), "api_base": N_("API base")}
 
@@ -198,7 +228,7 @@ def events_page(request: Request, session: SessionDep, viewer: AdminPageViewer,
     kinds = list(session.scalars(select(WecomEvent.event_type).distinct().order_by(WecomEvent.event_type)))
     return render(request, "wecom/events.html", nav_active="wecom", title=_("WeCom events"), items=items,
                   status=status, kind=kind, day=day, kinds=kinds, statuses=[s.value for s in EventStatus],
-                  next_before=items[-1].id if more else None)
+                  next_before=items[-1].id if more else None, kind_label=kind_label, status_label=status_label)
 
 
 @pages.get("/wecom/events/{event_id}", response_class=HTMLResponse)
@@ -208,7 +238,8 @@ def event_page(request: Request, session: SessionDep, viewer: AdminPageViewer, e
         from siyu.core.errors import NotFound
 
         raise NotFound("Event not found")
-    return render(request, "wecom/event.html", nav_active="wecom", title=_("WeCom event"), event=event)
+    return render(request, "wecom/event.html", nav_active="wecom", title=_("WeCom event"), event=event,
+                  kind_label=kind_label, status_label=status_label)
 
 
 @pages.get("/wecom/churn", response_class=HTMLResponse)
