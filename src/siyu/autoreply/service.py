@@ -18,12 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from siyu.autoreply.matcher import CompiledRule, Matcher, UnsafePattern, check_pattern
 from siyu.autoreply.models import AutoReplyRule, AutoReplyRuleVersion, AutoReplySwitch, MatchKind
-from siyu.core.db import utcnow
+from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
 from siyu.core.settings import local_zone
@@ -281,7 +280,6 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
 
 def _queue_reply(session: Session, *, conversation: Conversation, answered: StoredInbound,
                  version: AutoReplyRuleVersion, text: str, now: datetime) -> bool:
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     row = {
         "conversation_id": conversation.id, "source": "autoreply",
         "platform_msgid": f"auto:{answered.id}", "direction": Direction.outbound.value,
@@ -290,7 +288,7 @@ def _queue_reply(session: Session, *, conversation: Conversation, answered: Stor
         "internal": False, "rule_version_id": version.id, "reply_to_id": answered.id,
     }
     # The unique reply_to_id makes "never twice to one message" hold even across workers.
-    statement = dialect.insert(Message.__table__).values(row).on_conflict_do_nothing().returning(
+    statement = dialect_insert(session, Message.__table__).values(row).on_conflict_do_nothing().returning(
         Message.__table__.c.id)
     inserted = session.connection().execute(statement).first()
     if inserted is None:

@@ -18,7 +18,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Interval, and_, case, func, insert, literal, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
@@ -34,7 +33,7 @@ from siyu.channels.models import (
     Promoter,
     PromoterReward,
 )
-from siyu.core.db import utcnow
+from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_
 from siyu.core.settings import local_zone
@@ -297,9 +296,9 @@ def on_friends_added(session: Session, adds: list[FriendAdd]) -> list[AddOutcome
                      "first_touch": outcomes[index].first_touch, "added_at": add.added_at,
                      "added_on": _local_day(add.added_at), "promoter_id": channel.promoter_id})
     table = ChannelAdd.__table__
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    inserted = {(int(c), int(u), int(a)) for c, u, a in session.execute(dialect.insert(table).on_conflict_do_nothing()
-                .returning(table.c.channel_id, table.c.customer_id, table.c.account_id), rows)}
+    inserted = {(int(c), int(u), int(a)) for c, u, a in session.execute(
+        dialect_insert(session, table).on_conflict_do_nothing()
+        .returning(table.c.channel_id, table.c.customer_id, table.c.account_id), rows)}
     again = [(r["channel_id"], r["customer_id"], r["account_id"]) for r in rows
              if (r["channel_id"], r["customer_id"], r["account_id"]) not in inserted]
     if again:  # the same person re-added through the same channel and account
@@ -357,8 +356,7 @@ def _reward_promoters(session: Session, new_adds: list[tuple[FriendAdd, Channel]
             rewards.append({"promoter_id": promoter.id, "customer_id": add.customer_id, "channel_id": channel.id,
                             "amount": promoter.reward_per_add, "created_at": add.added_at})
     if rewards:
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        session.execute(dialect.insert(PromoterReward.__table__).on_conflict_do_nothing(), rewards)
+        session.execute(dialect_insert(session, PromoterReward.__table__).on_conflict_do_nothing(), rewards)
 
 
 def _remark_names(session: Session, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], str]:

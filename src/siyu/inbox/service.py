@@ -18,11 +18,10 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
-from siyu.core.db import utcnow
+from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.viewer import Viewer
@@ -100,8 +99,7 @@ def _preview(message_type: str, text: str) -> str:
 
 def _insert(session: Session, model: type[Any]) -> Any:
     # Core statements on the table, not the ORM's bulk path: a flood is ~10x the rows an ORM flush likes.
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(model.__table__)
+    return dialect_insert(session, model.__table__)
 
 
 # ---------------------------------------------------------------- ingestion

@@ -28,12 +28,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.enterprise.exceptions import InvalidCorpIdException
 
-from siyu.core.db import utcnow
+from siyu.core.db import dialect_insert, utcnow
 from siyu.wecom.config import WecomConfig, effective
 from siyu.wecom.models import CallbackNonce, WecomEvent
 
@@ -242,7 +241,6 @@ def store_many(session: Session, callbacks: list[Authenticated]) -> list[int | C
     """
     if not callbacks:
         return []
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     now = utcnow()
     nonce_table, event_table = CallbackNonce.__table__, WecomEvent.__table__
     first_of_nonce: dict[str, int] = {}
@@ -250,8 +248,9 @@ def store_many(session: Session, callbacks: list[Authenticated]) -> list[int | C
         first_of_nonce.setdefault(callback.nonce, index)
     # executemany with RETURNING (SQLAlchemy's "insertmanyvalues"): one cached statement, sent in
     # multi-row chunks, instead of a VALUES list compiled afresh for every batch size.
-    fresh = set(session.scalars(dialect.insert(nonce_table).on_conflict_do_nothing().returning(nonce_table.c.nonce),
-                                [{"nonce": nonce, "seen_at": now} for nonce in first_of_nonce]))
+    fresh = set(session.scalars(
+        dialect_insert(session, nonce_table).on_conflict_do_nothing().returning(nonce_table.c.nonce),
+        [{"nonce": nonce, "seen_at": now} for nonce in first_of_nonce]))
     answers: list[int | CallbackRefused | None] = [
         None if first_of_nonce[c.nonce] == index and c.nonce in fresh
         else CallbackRefused(409, "nonce seen before: a replayed request") for index, c in enumerate(callbacks)]
@@ -269,8 +268,8 @@ def store_many(session: Session, callbacks: list[Authenticated]) -> list[int | C
     if not rows:
         return answers
     stored = {str(key): int(event_id) for key, event_id in session.execute(
-        dialect.insert(event_table).on_conflict_do_nothing().returning(event_table.c.dedup_key, event_table.c.id),
-        list(rows.values()))}
+        dialect_insert(session, event_table).on_conflict_do_nothing()
+        .returning(event_table.c.dedup_key, event_table.c.id), list(rows.values()))}
     for index, key in owner.items():
         event_id = stored.pop(key, None)  # a key twice in the batch: the first is stored, the second repeats it
         answers[index] = None if event_id is None else int(event_id)
