@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -31,8 +32,7 @@ callbacks = APIRouter(include_in_schema=False)
 pages = APIRouter(include_in_schema=False)
 
 
-def _query(request: Request) -> callback.Query:
-    params = request.query_params
+def _query(params: Mapping[str, str]) -> callback.Query:
     return callback.Query(msg_signature=params.get("msg_signature", ""), timestamp=params.get("timestamp", ""),
                           nonce=params.get("nonce", ""), echostr=params.get("echostr", ""))
 
@@ -46,7 +46,7 @@ def _refused(request: Request, exc: CallbackRefused) -> Response:
 def verify(request: Request) -> Response:
     try:
         with transaction() as session:
-            return PlainTextResponse(callback.verify_url(session, _query(request)))
+            return PlainTextResponse(callback.verify_url(session, _query(request.query_params)))
     except CallbackRefused as exc:
         return _refused(request, exc)
 
@@ -92,9 +92,7 @@ async def _stored_answer(scope: Scope, receive: Receive) -> tuple[int, str]:
             return _refused_answer(client[0], CallbackRefused(413, "body larger than 2 MB"))
         if not message.get("more_body", False):
             break
-    params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-    query = callback.Query(msg_signature=params.get("msg_signature", ""), timestamp=params.get("timestamp", ""),
-                           nonce=params.get("nonce", ""))
+    query = _query(dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))))
     try:
         answer = await _committer.submit((query, bytes(body)))
     except Exception:  # the batch could not be saved: no `success`, so the platform sends it again
