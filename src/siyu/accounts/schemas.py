@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from siyu.accounts.models import RAISED_CAPACITY, AccountKind, AccountStatus
+from siyu.core.ids import Id
 
 
 class AccountIn(BaseModel):
@@ -15,13 +16,19 @@ class AccountIn(BaseModel):
     store: str = Field("", max_length=64)
     brand: str = Field("", max_length=64)
     tier_served: str = Field("", max_length=32)
-    owner_user_id: int | None = None
+    owner_user_id: Id | None = None
     friend_capacity: int = Field(5000, ge=1, le=RAISED_CAPACITY)
     positioning: str = Field("", max_length=255)
     avatar_url: str = Field("", max_length=512)
     signature: str = Field("", max_length=255)
     greeting: str = Field("", max_length=2000)
     moments_cover_url: str = Field("", max_length=512)
+
+    @field_validator("wecom_userid")
+    @classmethod
+    def no_empty_wecom_userid(cls, value: str | None) -> str | None:
+        """Blank means "not a WeCom member yet": stored as none, so any number of accounts may lack one."""
+        return (value or "").strip() or None
 
 
 class AccountUpdate(BaseModel):
@@ -30,7 +37,7 @@ class AccountUpdate(BaseModel):
     store: str | None = Field(None, max_length=64)
     brand: str | None = Field(None, max_length=64)
     tier_served: str | None = Field(None, max_length=32)
-    owner_user_id: int | None = None
+    owner_user_id: Id | None = None
     friend_capacity: int | None = Field(None, ge=1, le=RAISED_CAPACITY)
     status: AccountStatus | None = None
     positioning: str | None = Field(None, max_length=255)

@@ -21,6 +21,7 @@ from siyu.autoreply.models import AutoReplyRuleVersion, Incident, IncidentRecipi
 from siyu.core import jobs
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
+from siyu.core.ids import Id
 from siyu.core.viewer import Viewer
 from siyu.customers.models import Touch, TouchKind
 from siyu.inbox import service as inbox_service
@@ -31,8 +32,8 @@ CHUNK = 100
 
 class IncidentIn(BaseModel):
     title: str = Field(min_length=1, max_length=128)
-    rule_version_id: int | None = None
-    message_id: int | None = None
+    rule_version_id: Id | None = None
+    message_id: Id | None = None
     since: datetime
     until: datetime
     correction: str = Field(min_length=1, max_length=2000)

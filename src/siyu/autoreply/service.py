@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 
 from siyu.autoreply.matcher import CompiledRule, Matcher, UnsafePattern, check_pattern
 from siyu.autoreply.models import AutoReplyRule, AutoReplyRuleVersion, AutoReplySwitch, MatchKind
-from siyu.core.db import dialect_insert, utcnow
+from siyu.core.db import dialect_insert, missing_ids, utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
+from siyu.core.ids import Id
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message, MessageType
@@ -43,7 +44,7 @@ class RuleNotFound(NotFound):
 
 class RuleIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
-    account_id: int | None = None
+    account_id: Id | None = None
     match_kind: MatchKind
     keywords: list[str] = Field(default_factory=list, max_length=500)
     pattern: str = Field("", max_length=500)
@@ -61,12 +62,13 @@ class RuleIn(BaseModel):
 # ---------------------------------------------------------------- editing
 
 
-def _require_editor(viewer: Viewer, account_id: int | None) -> None:
+def _require_editor(session: Session, viewer: Viewer, account_id: int | None) -> None:
     if viewer.role not in EDITING_ROLES:
         raise Forbidden("Your role may not change auto-reply rules")
     if account_id is None and not viewer.sees_all_accounts:
         raise Forbidden("Only planners and administrators may write rules for every account")
-    if account_id is not None and not viewer.can_see_account(account_id):
+    if account_id is not None and (not viewer.can_see_account(account_id)
+                                   or missing_ids(session, "account", [account_id])):
         raise Invalid("Account {account_id} not found", field="account_id", account_id=account_id)
 
 
@@ -104,7 +106,7 @@ def current_version(session: Session, rule: AutoReplyRule) -> AutoReplyRuleVersi
 
 def save_rule(session: Session, *, data: RuleIn, viewer: Viewer, rule_id: int | None = None) -> AutoReplyRule:
     """Create a rule, or add a version to one. A new version is off until its dry run is seen."""
-    _require_editor(viewer, data.account_id)
+    _require_editor(session, viewer, data.account_id)
     _validate(data)
     if rule_id is None:
         rule = AutoReplyRule(account_id=data.account_id, name=data.name, enabled=False)
@@ -113,7 +115,7 @@ def save_rule(session: Session, *, data: RuleIn, viewer: Viewer, rule_id: int | 
         number = 1
     else:
         rule = get_rule(session, rule_id=rule_id, viewer=viewer)
-        _require_editor(viewer, rule.account_id)
+        _require_editor(session, viewer, rule.account_id)
         rule.name, rule.account_id = data.name, data.account_id
         number = (session.scalar(select(func.max(AutoReplyRuleVersion.version))
                                  .where(AutoReplyRuleVersion.rule_id == rule.id)) or 0) + 1
@@ -136,7 +138,7 @@ def save_rule(session: Session, *, data: RuleIn, viewer: Viewer, rule_id: int | 
 
 def set_enabled(session: Session, *, rule_id: int, enabled: bool, viewer: Viewer) -> AutoReplyRule:
     rule = get_rule(session, rule_id=rule_id, viewer=viewer)
-    _require_editor(viewer, rule.account_id)
+    _require_editor(session, viewer, rule.account_id)
     if enabled:
         if rule.dry_run_version_id != rule.current_version_id:
             raise Conflict("Look at the dry run of this version before switching the rule on")
@@ -149,7 +151,9 @@ def set_enabled(session: Session, *, rule_id: int, enabled: bool, viewer: Viewer
 
 
 def set_account_switch(session: Session, *, account_id: int, enabled: bool, viewer: Viewer) -> AutoReplySwitch:
-    _require_editor(viewer, account_id)
+    if not viewer.can_see_account(account_id) or missing_ids(session, "account", [account_id]):
+        raise NotFound("Account {account_id} not found", account_id=account_id)
+    _require_editor(session, viewer, account_id)
     switch = session.get(AutoReplySwitch, account_id)
     if switch is None:
         switch = AutoReplySwitch(account_id=account_id)

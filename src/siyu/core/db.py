@@ -6,13 +6,13 @@ a job) owns the transaction so that several changes commit or fail together.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -127,3 +127,14 @@ def get_session() -> Iterator[Session]:
     finally:
         session.rollback()
         session.close()
+
+
+def missing_ids(session: Session, table: str, ids: Iterable[int]) -> list[int]:
+    """The ids among ``ids`` that ``table`` does not hold, in order: services name them in a 422
+    before a write that references them, instead of letting the foreign key fail."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    column = Base.metadata.tables[table].c.id
+    found = set(session.scalars(select(column).where(column.in_(wanted))))
+    return [i for i in wanted if i not in found]

@@ -58,6 +58,7 @@ def _chunks(spool: IO[bytes]) -> Iterator[bytes]:
 def _start(session: Session, *, flt: CustomerFilter, viewer: Viewer, fmt: ExportFormat,
            via: str) -> Response | int:
     """The file of a small export (audited, committed), or the id of the job of a large one."""
+    exports.checked_filter(flt)  # a large export's job must not be the first to find the filter bad
     count = service.count_customers(session, flt=flt, viewer=viewer, cap=exports.DIRECT_ROWS)
     if not count.exact:
         job_id = customers_jobs.submit_export(session, flt=flt, fmt=fmt, actor=viewer, total=count.estimate,

@@ -223,7 +223,8 @@ class _RowBuilder:
         return [values[column.key] for column in COLUMNS]
 
 
-def _checked(flt: CustomerFilter) -> CustomerFilter:
+def checked_filter(flt: CustomerFilter) -> CustomerFilter:
+    """The filter an export runs: refused here (before any job is queued) when the list would refuse it."""
     if flt.sort not in service.SORTS:  # the list would refuse it; so does the export
         raise Invalid("Unknown sort {sort}", field="sort", sort=flt.sort)
     return replace(flt, sort=EXPORT_SORT)
@@ -236,7 +237,7 @@ def iter_rows(session: Session, *, flt: CustomerFilter, viewer: Viewer,
     After each batch the session forgets what it loaded (it is flushed first, so nothing
     the caller added is lost): memory stays flat however many customers there are.
     """
-    flt = _checked(flt)
+    flt = checked_filter(flt)
     builder = _RowBuilder(session, viewer=viewer, account_id=flt.account_id)
     cursor: str | None = None
     while True:

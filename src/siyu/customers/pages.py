@@ -31,6 +31,7 @@ from siyu.accounts import service as accounts_service
 from siyu.core.deps import AdminPageViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id, parse_id
 from siyu.core.settings import get_settings, local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers import jobs as customers_jobs
@@ -128,7 +129,7 @@ def _int_or_none(raw: str, *, field_name: str) -> int | None:
     raw = raw.strip()
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if parse_id(raw) is None:
         raise Invalid("Invalid value for {label}", field=field_name, label=_field_label(field_name))
     return int(raw)
 
@@ -413,7 +414,7 @@ NOTICES = {"saved": N_("Saved."), "address": N_("Address added."), "address-dele
 
 
 @pages.get("/customers/{customer_id}", response_class=HTMLResponse)
-def customer_page(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int, view: str = "",
+def customer_page(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id, view: str = "",
                   touches_cursor: str | None = None, done: str = "") -> Response:
     notice = _(NOTICES[done]) if done in NOTICES else ""
     return _render_detail(request, session, customer_id=customer_id, viewer=viewer, view=view,
@@ -438,7 +439,7 @@ def _split_phones(raw: str) -> list[str]:
 
 
 @pages.post("/customers/{customer_id}", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def customer_update(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_update(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                     form: FormDep) -> Response:
     """The portrait form (facts, notes, custom fields) or one friendship's remark form."""
     service.get_customer(session, customer_id=customer_id, viewer=viewer)  # 404 before anything else
@@ -484,7 +485,7 @@ def _ids(raw: list[str], *, field_name: str) -> list[int]:
 
 
 @pages.post("/customers/{customer_id}/tags", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def customer_tags_change(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_tags_change(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                          form: FormDep) -> Response:
     """Tag chips: ``add``/``remove`` carry tag ids; ``new_tag`` is ``组:标签`` text (created if new)."""
     service.get_customer(session, customer_id=customer_id, viewer=viewer)
@@ -525,7 +526,7 @@ def _htmx_error(request: Request, target: str, message: str) -> Response:
 
 @pages.post("/customers/{customer_id}/touches", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def customer_touch_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_touch_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                        form: FormDep) -> Response:
     service.get_customer(session, customer_id=customer_id, viewer=viewer)
     view = _view(_text(form, "view"))
@@ -560,7 +561,7 @@ def customer_touch_add(request: Request, session: SessionDep, viewer: PageViewer
 
 
 @pages.get("/customers/{customer_id}/touches", response_class=HTMLResponse)
-def customer_timeline_more(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_timeline_more(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                            cursor: str | None = None, view: str = "") -> Response:
     """The timeline's next page: entries for htmx to append; without htmx, the page at that point."""
     view = _view(view)
@@ -573,7 +574,7 @@ def customer_timeline_more(request: Request, session: SessionDep, viewer: PageVi
 
 @pages.post("/customers/{customer_id}/addresses", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def customer_address_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_address_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                          form: FormDep) -> Response:
     service.get_customer(session, customer_id=customer_id, viewer=viewer)
     view = _view(_text(form, "view"))
@@ -591,8 +592,8 @@ def customer_address_add(request: Request, session: SessionDep, viewer: PageView
 
 @pages.post("/customers/{customer_id}/addresses/{address_id}/delete", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def customer_address_delete(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
-                            address_id: int, form: FormDep) -> Response:
+def customer_address_delete(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
+                            address_id: Id, form: FormDep) -> Response:
     service.delete_address(session, customer_id=customer_id, address_id=address_id, viewer=viewer)
     session.commit()
     return _back(customer_id, _view(_text(form, "view")), "addresses", done="address-deleted")
@@ -600,7 +601,7 @@ def customer_address_delete(request: Request, session: SessionDep, viewer: PageV
 
 @pages.post("/customers/{customer_id}/attachments", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def customer_attachment_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_attachment_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                             form: FormDep) -> Response:
     service.get_customer(session, customer_id=customer_id, viewer=viewer)
     view = _view(_text(form, "view"))
@@ -667,7 +668,7 @@ def settings_group_create(request: Request, session: SessionDep, viewer: AdminPa
 
 @pages.post("/settings/tags/groups/{group_id}/tags", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def settings_tag_create(request: Request, session: SessionDep, viewer: PageViewer, group_id: int,
+def settings_tag_create(request: Request, session: SessionDep, viewer: PageViewer, group_id: Id,
                         form: FormDep) -> Response:
     values = {"name": _text(form, "name").strip(), "group_id": str(group_id)}
     try:

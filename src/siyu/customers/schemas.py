@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from siyu.core.ids import Id
 from siyu.customers.models import FieldType, Stage, TagGroupKind, TouchKind
 
 MAX_TEXT = 20000  # characters in a description or note; a WeChat remark description is far shorter
@@ -29,7 +30,7 @@ class ObjectiveFacts(BaseModel):
 
 class CustomerIn(ObjectiveFacts):
     name: str = Field(min_length=1, max_length=128)
-    account_id: int
+    account_id: Id
     remark_name: str = Field("", max_length=128)
     tags: list[TagName] = Field(default_factory=list, max_length=200)
     phones: list[PhoneStr] = Field(default_factory=list, max_length=20)
@@ -47,7 +48,7 @@ class CustomerIn(ObjectiveFacts):
 class CustomerUpdate(ObjectiveFacts):
     name: str | None = Field(None, min_length=1, max_length=128)
     # Remark fields belong to one friendship: which account's card to edit.
-    account_id: int | None = None
+    account_id: Id | None = None
     remark_name: str | None = Field(None, max_length=128)
     phones: list[PhoneStr] | None = Field(None, max_length=20)
     description: str | None = Field(None, max_length=MAX_TEXT)
@@ -99,7 +100,7 @@ class AddressOut(AddressIn):
 
 
 class AttachmentIn(BaseModel):
-    account_id: int
+    account_id: Id
     kind: str = Field("picture", pattern="^(picture|card)$")
     title: str = Field("", max_length=128)
     url: str = Field(min_length=1, max_length=1024)
@@ -146,7 +147,7 @@ class CustomerPage(BaseModel):
 class TouchIn(BaseModel):
     kind: TouchKind
     content: str = Field("", max_length=MAX_TEXT)
-    account_id: int | None = None
+    account_id: Id | None = None
     occurred_at: datetime | None = None
     amount: Decimal | None = Field(None, ge=0, le=Decimal("10000000"))
 

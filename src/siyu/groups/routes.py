@@ -14,6 +14,7 @@ from siyu.accounts import service as accounts_service
 from siyu.core.deps import ApiViewer, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id
 from siyu.customers import service as customers_service
 from siyu.groups import service
 from siyu.groups.models import GroupChatStatus, GroupMember
@@ -42,7 +43,7 @@ def _labels() -> dict[str, Any]:
 
 
 @api.get("/groups", response_model=GroupPage)
-def api_list(session: SessionDep, viewer: ApiViewer, account_id: int | None = None, status: str | None = None,
+def api_list(session: SessionDep, viewer: ApiViewer, account_id: Id | None = None, status: str | None = None,
              name: str = "", limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> GroupPage:
     flt = GroupFilter(account_id=account_id, status=status or None, name=name[:100])
     page = service.list_groups(session, flt=flt, viewer=viewer, limit=limit, cursor=cursor)
@@ -50,7 +51,7 @@ def api_list(session: SessionDep, viewer: ApiViewer, account_id: int | None = No
 
 
 @api.get("/groups/{group_id}", response_model=GroupDetailOut)
-def api_detail(session: SessionDep, viewer: ApiViewer, group_id: int) -> GroupDetailOut:
+def api_detail(session: SessionDep, viewer: ApiViewer, group_id: Id) -> GroupDetailOut:
     group = service.get_group(session, group_id=group_id, viewer=viewer)
     members = service.current_members(session, group=group)
     live = service.live_customer_ids(session, customer_ids=[m.customer_id for m in members if m.customer_id])
@@ -84,7 +85,7 @@ class ListQuery:
                    name=params.get("name", "").strip()[:100], cursor=params.get("cursor", "").strip())
 
     def to_filter(self) -> GroupFilter:
-        account_id: int | None = None
+        account_id: Id | None = None
         if self.account_id:
             try:
                 account_id = int(self.account_id)
@@ -135,7 +136,7 @@ class MemberRow:
 
 
 @pages.get("/groups/{group_id}", response_class=HTMLResponse)
-def group_page(request: Request, session: SessionDep, viewer: PageViewer, group_id: int) -> Response:
+def group_page(request: Request, session: SessionDep, viewer: PageViewer, group_id: Id) -> Response:
     group = service.get_group(session, group_id=group_id, viewer=viewer)
     members = service.current_members(session, group=group)
     changes = service.recent_changes(session, group=group, limit=RECENT_CHANGES)

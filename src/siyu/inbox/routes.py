@@ -16,10 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.accounts import service as accounts_service
-from siyu.core.db import get_sessionmaker
+from siyu.core.db import get_sessionmaker, missing_ids
 from siyu.core.deps import AdminApiViewer, ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id, parse_count, parse_id
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers.models import Customer
@@ -96,9 +97,9 @@ class ConversationDetailOut(ConversationOut):
 class InboundIn(BaseModel):
     source: str = Field(min_length=1, max_length=16)
     platform_msgid: str = Field(min_length=1, max_length=128)
-    account_id: int
+    account_id: Id
     sent_at: datetime
-    customer_id: int | None = None
+    customer_id: Id | None = None
     external_userid: str = Field("", max_length=64)
     group_key: str = Field("", max_length=64)
     sender: str = Field("", max_length=128)
@@ -118,12 +119,12 @@ class StatusIn(BaseModel):
 
 
 class AssignIn(BaseModel):
-    assignee_id: int | None
+    assignee_id: Id | None
 
 
 class BulkIn(BaseModel):
     view: str = "unanswered"
-    account_id: int | None = None
+    account_id: Id | None = None
     action: str
     args: dict[str, Any] = Field(default_factory=dict)
     expected_count: int = Field(ge=0)
@@ -139,7 +140,7 @@ def _out(conversation: Conversation) -> ConversationOut:
 
 
 @api.get("/inbox/conversations", response_model=dict[str, Any])
-def api_queue(session: SessionDep, viewer: ApiViewer, view: str = "unanswered", account_id: int | None = None,
+def api_queue(session: SessionDep, viewer: ApiViewer, view: str = "unanswered", account_id: Id | None = None,
               cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
     page = service.list_queue(session, flt=QueueFilter(view=view, account_id=account_id), viewer=viewer,
                               limit=limit, cursor=cursor)
@@ -147,7 +148,7 @@ def api_queue(session: SessionDep, viewer: ApiViewer, view: str = "unanswered", 
 
 
 @api.get("/inbox/conversations/{conversation_id}", response_model=ConversationDetailOut)
-def api_conversation(session: SessionDep, viewer: ApiViewer, conversation_id: int) -> ConversationDetailOut:
+def api_conversation(session: SessionDep, viewer: ApiViewer, conversation_id: Id) -> ConversationDetailOut:
     conversation = service.get_conversation(session, conversation_id=conversation_id, viewer=viewer)
     messages = [MessageOut.model_validate(m, from_attributes=True)
                 for m in service.messages_of(session, conversation=conversation)]
@@ -155,7 +156,7 @@ def api_conversation(session: SessionDep, viewer: ApiViewer, conversation_id: in
 
 
 @api.post("/inbox/conversations/{conversation_id}/messages", response_model=MessageOut, status_code=201)
-def api_reply(session: SessionDep, viewer: ApiViewer, conversation_id: int, data: ReplyIn) -> MessageOut:
+def api_reply(session: SessionDep, viewer: ApiViewer, conversation_id: Id, data: ReplyIn) -> MessageOut:
     message = service.reply(session, conversation_id=conversation_id, text=data.text, viewer=viewer,
                             internal=data.internal)
     session.commit()
@@ -163,7 +164,7 @@ def api_reply(session: SessionDep, viewer: ApiViewer, conversation_id: int, data
 
 
 @api.post("/inbox/conversations/{conversation_id}/status", response_model=ConversationOut)
-def api_status(session: SessionDep, viewer: ApiViewer, conversation_id: int, data: StatusIn) -> ConversationOut:
+def api_status(session: SessionDep, viewer: ApiViewer, conversation_id: Id, data: StatusIn) -> ConversationOut:
     conversation = service.change_status(session, conversation_id=conversation_id, status=data.status.value,
                                          viewer=viewer, snooze_until=data.snooze_until)
     session.commit()
@@ -171,7 +172,7 @@ def api_status(session: SessionDep, viewer: ApiViewer, conversation_id: int, dat
 
 
 @api.post("/inbox/conversations/{conversation_id}/assignee", response_model=ConversationOut)
-def api_assign(session: SessionDep, viewer: ApiViewer, conversation_id: int, data: AssignIn) -> ConversationOut:
+def api_assign(session: SessionDep, viewer: ApiViewer, conversation_id: Id, data: AssignIn) -> ConversationOut:
     conversation = service.transfer(session, conversation_id=conversation_id, to_user_id=data.assignee_id,
                                     viewer=viewer)
     session.commit()
@@ -202,8 +203,9 @@ def api_bulk(session: SessionDep, viewer: ApiViewer, data: BulkIn) -> dict[str, 
 def api_ingest(session: SessionDep, viewer: AdminApiViewer,
                data: Annotated[list[InboundIn], Field(max_length=1000)]) -> dict[str, int]:
     """Messages from a connector (personal-account capture, imports): stored exactly once."""
+    unknown = missing_ids(session, "account", [item.account_id for item in data])
     for item in data:
-        if not viewer.can_see_account(item.account_id):
+        if not viewer.can_see_account(item.account_id) or item.account_id in unknown:
             raise Invalid("Account {account_id} not found", field="account_id", account_id=item.account_id)
     result = service.ingest(session, [InboundMessage(**item.model_dump()) for item in data])
     session.commit()
@@ -225,7 +227,7 @@ def _queue_context(session: Session, viewer: Viewer, request: Request) -> dict[s
     if view not in service.QUEUE_VIEWS:
         view = "unanswered"
     account = params.get("account_id", "")
-    account_id = int(account) if account.isdigit() else None
+    account_id = parse_id(account)
     flt = QueueFilter(view=view, account_id=account_id)
     error = None
     items: list[Conversation] = []
@@ -279,9 +281,10 @@ def presence_submit(request: Request, session: SessionDep, viewer: PageViewer, f
     capacity = form.get("capacity")
     try:
         if isinstance(capacity, str) and capacity.strip():
-            if not capacity.strip().isdigit():
+            count = parse_count(capacity, default=-1)
+            if count < 0:
                 raise Invalid("Capacity must be between 0 and 500", field="capacity")
-            service.set_capacity(session, user_id=user_id, capacity=int(capacity))
+            service.set_capacity(session, user_id=user_id, capacity=count)
         service.set_online(session, user_id=user_id, online=form.get("online") == "1")
         session.commit()
     except DomainError:
@@ -300,7 +303,7 @@ def _bulk_page(request: Request, session: Session, viewer: Viewer, *, status_cod
     view = params.get("view", "unanswered")
     account = params.get("account_id", "")
     flt = QueueFilter(view=view if view in service.QUEUE_VIEWS else "unanswered",
-                      account_id=int(account) if account.isdigit() else None)
+                      account_id=parse_id(account))
     count = service.count_matching(session, flt=flt, viewer=viewer)
     colleagues = list(session.scalars(select(User).where(User.is_active.is_(True)).order_by(User.username)))
     return render(request, "inbox/bulk.html", status_code=status_code, nav_active="inbox",
@@ -322,7 +325,7 @@ def bulk_submit(request: Request, session: SessionDep, viewer: PageViewer, form:
     args: dict[str, Any] = {}
     if action == "assign":
         assignee = values.get("assignee_id", "")
-        args["assignee_id"] = int(assignee) if assignee.isdigit() else None
+        args["assignee_id"] = parse_id(assignee)
     elif action == "reply":
         args["text"] = values.get("text", "")
     elif action == "tag":
@@ -332,8 +335,8 @@ def bulk_submit(request: Request, session: SessionDep, viewer: PageViewer, form:
     try:
         job_id = inbox_jobs.submit_bulk(
             session, flt=QueueFilter(view=values.get("view", "unanswered"),
-                                     account_id=int(account) if account.isdigit() else None),
-            action=action, args=args, viewer=viewer, expected=int(expected) if expected.isdigit() else -1)
+                                     account_id=parse_id(account)),
+            action=action, args=args, viewer=viewer, expected=parse_count(expected, default=-1))
         session.commit()
     except DomainError as exc:
         session.rollback()
@@ -377,10 +380,10 @@ WAIT_LABELS = (N_("under 1 min"), N_("1–5 min"), N_("5–15 min"), N_("15–60
 
 def _report_range(request: Request) -> tuple[datetime, datetime, int, int | None]:
     days_text = request.query_params.get("days", "7")
-    days = int(days_text) if days_text.isdigit() and 1 <= int(days_text) <= 62 else 7
+    days = int(days_text) if parse_id(days_text) is not None and 1 <= int(days_text) <= 62 else 7
     account = request.query_params.get("account_id", "")
     until = datetime.now(local_zone())
-    return until - timedelta(days=days), until, days, int(account) if account.isdigit() else None
+    return until - timedelta(days=days), until, days, parse_id(account)
 
 
 @pages.get("/inbox/reports", response_class=HTMLResponse)
@@ -438,7 +441,7 @@ def canned_submit(request: Request, session: SessionDep, viewer: PageViewer, for
     account = values.get("account_id", "")
     try:
         service.save_canned(session, shortcut=values.get("shortcut", ""), title=values.get("title", ""),
-                            body=values.get("body", ""), account_id=int(account) if account.isdigit() else None,
+                            body=values.get("body", ""), account_id=parse_id(account),
                             viewer=viewer)
         session.commit()
     except DomainError as exc:
@@ -448,14 +451,14 @@ def canned_submit(request: Request, session: SessionDep, viewer: PageViewer, for
 
 
 @pages.post("/inbox/canned/{reply_id}/delete", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def canned_delete(request: Request, session: SessionDep, viewer: PageViewer, reply_id: int) -> Response:
+def canned_delete(request: Request, session: SessionDep, viewer: PageViewer, reply_id: Id) -> Response:
     service.delete_canned(session, reply_id=reply_id, viewer=viewer)
     session.commit()
     return RedirectResponse("/inbox/canned", status_code=303)
 
 
 @pages.get("/inbox/{conversation_id}", response_class=HTMLResponse)
-def conversation_page(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+def conversation_page(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: Id,
                       error: str = "") -> Response:
     conversation = service.get_conversation(session, conversation_id=conversation_id, viewer=viewer)
     context = _conversation_context(session, viewer, conversation)
@@ -465,7 +468,7 @@ def conversation_page(request: Request, session: SessionDep, viewer: PageViewer,
 
 
 @pages.post("/inbox/{conversation_id}/reply", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: Id,
                  form: FormDep) -> Response:
     text = form.get("text")
     internal = form.get("internal") == "1"
@@ -483,7 +486,7 @@ def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conv
 
 
 @pages.post("/inbox/{conversation_id}/status", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def status_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+def status_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: Id,
                   form: FormDep) -> Response:
     status = form.get("status")
     until_text = form.get("snooze_until")
@@ -501,10 +504,10 @@ def status_submit(request: Request, session: SessionDep, viewer: PageViewer, con
 
 @pages.post("/inbox/{conversation_id}/assignee", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def assign_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+def assign_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: Id,
                   form: FormDep) -> Response:
     value = form.get("assignee_id")
-    to_user = int(value) if isinstance(value, str) and value.isdigit() else None
+    to_user = parse_id(value) if isinstance(value, str) else None
     service.transfer(session, conversation_id=conversation_id, to_user_id=to_user, viewer=viewer)
     session.commit()
     return RedirectResponse(f"/inbox/{conversation_id}", status_code=303)

@@ -21,7 +21,7 @@ from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
-from siyu.core.db import dialect_insert, utcnow
+from siyu.core.db import dialect_insert, missing_ids, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.viewer import Viewer
@@ -766,7 +766,8 @@ def save_canned(session: Session, *, shortcut: str, title: str, body: str, accou
                 viewer: Viewer) -> CannedReply:
     if viewer.role not in ("admin", "planner", "operator"):
         raise Forbidden("Your role may not change quick replies")
-    if account_id is not None and not viewer.can_see_account(account_id):
+    if account_id is not None and (not viewer.can_see_account(account_id)
+                                   or missing_ids(session, "account", [account_id])):
         raise Invalid("Account {account_id} not found", field="account_id", account_id=account_id)
     if account_id is None and not viewer.sees_all_accounts:
         raise Forbidden("Only planners and administrators may write quick replies for every account")

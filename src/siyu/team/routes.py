@@ -18,6 +18,7 @@ from siyu.core.deps import (
 )
 from siyu.core.errors import DomainError
 from siyu.core.i18n import _
+from siyu.core.ids import Id
 from siyu.core.security import password_stamp
 from siyu.team import service
 from siyu.team.models import Role
@@ -57,7 +58,7 @@ def create_user(session: SessionDep, viewer: AdminApiViewer, data: UserIn) -> Us
 
 
 @api.patch("/users/{user_id}", response_model=UserOut)
-def update_user(session: SessionDep, viewer: AdminApiViewer, user_id: int, data: UserUpdate) -> UserOut:
+def update_user(session: SessionDep, viewer: AdminApiViewer, user_id: Id, data: UserUpdate) -> UserOut:
     user = service.update_user(session, user_id=user_id, data=data, actor=viewer)
     session.commit()
     return UserOut.model_validate(user)
@@ -135,7 +136,7 @@ def users_create(
     password: Annotated[str, Form()],
     role: Annotated[str, Form()],
     display_name: Annotated[str, Form()] = "",
-    account_ids: Annotated[list[int] | None, Form()] = None,
+    account_ids: Annotated[list[Id] | None, Form()] = None,
 ) -> Response:
     from pydantic import ValidationError
 

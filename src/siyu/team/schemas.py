@@ -5,6 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siyu.core.ids import Id
 from siyu.team.models import Role
 
 
@@ -13,14 +14,14 @@ class UserIn(BaseModel):
     display_name: str = Field("", max_length=64)
     password: str = Field(min_length=8, max_length=256)
     role: Role = Role.operator
-    account_ids: list[int] = Field(default_factory=list)
+    account_ids: list[Id] = Field(default_factory=list)
 
 
 class UserUpdate(BaseModel):
     display_name: str | None = Field(None, max_length=64)
     role: Role | None = None
     is_active: bool | None = None
-    account_ids: list[int] | None = None
+    account_ids: list[Id] | None = None
     password: str | None = Field(None, min_length=8, max_length=256)
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.core import security
-from siyu.core.db import utcnow
+from siyu.core.db import missing_ids, utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound, TooManyAttempts, Unauthorized
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.settings import get_settings
@@ -72,6 +72,12 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.id)))
 
 
+def _require_accounts(session: Session, account_ids: Iterable[int]) -> None:
+    missing = missing_ids(session, "account", account_ids)
+    if missing:
+        raise Invalid("Account {account_id} not found", field="account_ids", account_id=missing[0])
+
+
 def create_user(session: Session, *, data: UserIn, actor: Viewer) -> User:
     if find_user(session, username=data.username) is not None:
         raise Conflict("Username {username} is already taken", field="username", username=data.username)
@@ -81,6 +87,7 @@ def create_user(session: Session, *, data: UserIn, actor: Viewer) -> User:
         password_hash=security.hash_password(data.password),
         role=data.role.value,
     )
+    _require_accounts(session, data.account_ids)
     user.account_links = [UserAccount(account_id=a) for a in sorted(set(data.account_ids))]
     session.add(user)
     session.flush()
@@ -101,6 +108,7 @@ def update_user(session: Session, *, user_id: int, data: UserUpdate, actor: View
             raise Invalid("You cannot deactivate yourself", field="is_active")
         user.is_active = data.is_active
     if data.account_ids is not None:
+        _require_accounts(session, data.account_ids)
         user.account_links = [UserAccount(account_id=a) for a in sorted(set(data.account_ids))]
     if data.password is not None:
         user.password_hash = security.hash_password(data.password)
