@@ -110,12 +110,18 @@ def test_switching_auto_replies_of_an_account_that_does_not_exist_is_refused(
     assert "16426" in response.json()["detail"]
 
 
-def test_inbound_messages_for_an_account_that_does_not_exist_are_refused(client: TestClient,
-                                                                         admin_headers: dict[str, str]) -> None:
+def test_inbound_messages_for_an_account_or_customer_that_does_not_exist_are_refused(
+        client: TestClient, make: Any, admin_headers: dict[str, str]) -> None:
     body = _refused(client.post("/api/v1/inbox/messages", headers=admin_headers, json=[{
         "source": "personal", "platform_msgid": "m-1", "account_id": 999999, "sent_at": "2026-05-01T10:00:00Z",
         "text": "你好"}]))
     assert body["field"] == "account_id"
+    account = make.account()
+    body = _refused(client.post("/api/v1/inbox/messages", headers=admin_headers, json=[{
+        "source": "personal", "platform_msgid": "m-2", "account_id": account.id, "customer_id": 999999,
+        "sent_at": "2026-05-01T10:00:00Z", "text": "你好"}]))
+    assert body["field"] == "customer_id"
+    assert "999999" in body["detail"]
 
 
 def test_a_channel_for_an_account_that_does_not_exist_is_refused(client: TestClient,
@@ -189,3 +195,20 @@ def test_a_write_the_database_refuses_is_a_clear_4xx(client: TestClient, make: A
         "username": "ghost", "password": "abcdefgh12345", "role": "operator", "account_ids": [999999]})
     body = _refused(response)
     assert body["detail"] == "引用的对象不存在（可能刚被删除）"
+
+
+def test_a_body_that_is_not_json_is_a_documented_400_in_chinese(client: TestClient,
+                                                                admin_headers: dict[str, str]) -> None:
+    response = client.post("/api/v1/accounts", content=b"\xcd{", headers={
+        **admin_headers, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["detail"] == "无法读取请求内容（不是有效的 JSON、表单或文件上传）"
+    documented = client.get("/openapi.json").json()["paths"]["/api/v1/accounts"]["post"]["responses"]
+    assert {"400", "401", "403", "409", "422"} <= set(documented)
+    assert documented["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorOut"}
+
+
+def test_validation_errors_name_the_field_in_chinese(client: TestClient, admin_headers: dict[str, str]) -> None:
+    body = _refused(client.post("/api/v1/accounts", headers=admin_headers, json={"display_name": ""}))
+    assert body["errors"] == [{"field": "display_name", "message": "至少 1 个字符", "type": "string_too_short"}]
+    assert body["detail"] == "输入有误 — display_name: 至少 1 个字符"

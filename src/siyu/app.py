@@ -20,6 +20,7 @@ from siyu import __version__
 from siyu.core import i18n
 from siyu.core.deps import LoginRequired
 from siyu.core.errors import install_error_handlers
+from siyu.core.openapi import install_openapi
 from siyu.core.process import freeze_startup_objects
 from siyu.core.settings import get_settings
 
@@ -156,6 +157,7 @@ def create_app() -> FastAPI:
     # Added last, so it runs first: the locale is set before the session is read.
     app.add_middleware(LocaleAndHeaders, default_locale=settings.locale)
     install_error_handlers(app)
+    install_openapi(app)
 
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, exc: LoginRequired) -> Response:

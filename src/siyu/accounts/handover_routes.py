@@ -122,7 +122,9 @@ class HandoverIn(BaseModel):
     dry_run: bool = Field(False, description="Only check and count")
 
 
-@api.post("/accounts/{account_id}/handover")
+@api.post("/accounts/{account_id}/handover", responses={
+    200: {"description": "dry_run: the counts and warnings, nothing started"},
+    202: {"description": "Started: handover_id, job_id, job_url"}})
 def api_handover(session: SessionDep, viewer: AdminApiViewer, account_id: Id, body: HandoverIn) -> Response:
     """Hand an account's customers over (离职/在职继承) as a background job."""
     planned = handover.plan(session, from_account_id=account_id, viewer=viewer, to_account_id=body.to_account_id,

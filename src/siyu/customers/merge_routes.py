@@ -89,7 +89,11 @@ def api_duplicates(session: SessionDep, viewer: ApiViewer) -> dict[str, list[Dup
     return {"items": _duplicates(session, viewer)}
 
 
-@api.get("/customers/merge/preview", response_model=MergePreviewOut)
+MISSING_CUSTOMER: dict[int | str, dict[str, Any]] = {
+    404: {"description": "A customer to merge does not exist (or is not yours)"}}
+
+
+@api.get("/customers/merge/preview", response_model=MergePreviewOut, responses=MISSING_CUSTOMER)
 def api_merge_preview(session: SessionDep, viewer: ApiViewer, target_id: Id,
                       source_ids: Annotated[list[Id], Query()]) -> MergePreviewOut:
     preview = merge.preview_merge(session, target_id=target_id, source_ids=source_ids, viewer=viewer)
@@ -100,7 +104,7 @@ def api_merge_preview(session: SessionDep, viewer: ApiViewer, target_id: Id,
         touch_counts=preview.touch_counts)
 
 
-@api.post("/customers/merge", response_model=MergeOut, status_code=201)
+@api.post("/customers/merge", response_model=MergeOut, status_code=201, responses=MISSING_CUSTOMER)
 def api_merge(session: SessionDep, viewer: ApiViewer, data: MergeIn) -> MergeOut:
     record = merge.merge_customers(session, target_id=data.target_id, source_ids=data.source_ids,
                                    choices=data.choices, viewer=viewer)

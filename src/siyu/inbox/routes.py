@@ -204,9 +204,12 @@ def api_ingest(session: SessionDep, viewer: AdminApiViewer,
                data: Annotated[list[InboundIn], Field(max_length=1000)]) -> dict[str, int]:
     """Messages from a connector (personal-account capture, imports): stored exactly once."""
     unknown = missing_ids(session, "account", [item.account_id for item in data])
+    unknown_customers = missing_ids(session, "customer", [i.customer_id for i in data if i.customer_id is not None])
     for item in data:
         if not viewer.can_see_account(item.account_id) or item.account_id in unknown:
             raise Invalid("Account {account_id} not found", field="account_id", account_id=item.account_id)
+        if item.customer_id in unknown_customers:
+            raise Invalid("Customer {customer_id} not found", field="customer_id", customer_id=item.customer_id)
     result = service.ingest(session, [InboundMessage(**item.model_dump()) for item in data])
     session.commit()
     return {"stored": result.stored, "duplicates": result.duplicates, "assigned": result.assigned}

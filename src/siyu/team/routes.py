@@ -32,7 +32,9 @@ pages = APIRouter(include_in_schema=False)
 # ---------------------------------------------------------------- API
 
 
-@api.post("/auth/token", response_model=TokenOut)
+@api.post("/auth/token", response_model=TokenOut, responses={
+    401: {"description": "Wrong username or password"},
+    429: {"description": "Too many failed logins: locked for a while"}})
 def create_token(session: SessionDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
     user = service.authenticate(session, username=form.username, password=form.password)
     session.commit()
