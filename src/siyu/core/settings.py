@@ -44,11 +44,20 @@ class Settings(BaseSettings):
         10000, description="Customer lists count exactly up to this many rows, then show an estimate."
     )
     data_dir: str = Field(
-        "./siyu-data", description="Folder for uploads, exports and (without Redis) the job queues' SQLite files."
+        "./siyu-data", description="Local scratch folder: the job queues' SQLite files (without Redis). Uploads "
+        "and exports are kept in the database, shared by every host."
     )
     redis_url: str = Field(
         "", description="Redis URL (redis://127.0.0.1:6379/0) for the job queues; needed when app and workers "
         "run on several hosts. Empty: SQLite queue files in the data folder."
+    )
+    queue_prefix: str = Field(
+        "siyu", description="Prefix of the job queues' names in Redis, so several installations (or test runs) "
+        "can share one Redis."
+    )
+    job_lease_seconds: int = Field(
+        120, ge=2, description="A running job whose worker has not reported for this long is taken as dead: "
+        "the sweep resumes it (or fails it with the reason once its retries are used up)."
     )
     worker_in_process: bool = Field(
         False, description="Run job workers inside the web process (set by `siyu serve`/`siyu demo` unless "

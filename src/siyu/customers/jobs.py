@@ -41,24 +41,35 @@ def submit_recompute(session: Session, *, actor: Viewer) -> int:
 # ---------------------------------------------------------------- import (customers.imports)
 
 
-@jobs.tracked_task(jobs.bulk_queue)
+@jobs.tracked_task(jobs.bulk_queue, retries=4)
 def import_customers(ctx: jobs.JobContext) -> dict[str, Any]:
-    """Write a large import file: validated again, then one transaction per batch with progress."""
+    """Write a large import file: validated again, then one transaction per batch with progress.
+
+    The position is kept on the job with each batch (``ctx.remember``), so an attempt after a
+    crash — a retry, or the sweep's after a worker died — writes only the rest of the file.
+    """
     params = ctx.params
-    with ctx.transaction() as session:
-        viewer = team_service.active_viewer(session, user_id=params["user_id"])
     options = imports.ImportOptions(mapping=tuple(params["mapping"]), account_id=params.get("account_id"),
                                     mode=imports.ImportMode(params["mode"]))
+    link = f"/customers?account_id={options.account_id}" if options.account_id else "/customers"
+    resume = params.get("resume") or {}
+    if resume.get("recorded"):  # everything written and audited; the worker died before saying so
+        imports.discard_upload(params["token"])
+        return {**{key: resume[key] for key in ("created", "updated", "skipped")}, "rows": resume["written"],
+                "dry_run": False, "link": link, "link_label": _("Open the customer list")}
+    with ctx.transaction() as session:
+        viewer = team_service.active_viewer(session, user_id=params["user_id"])
     source = imports.Source.from_description(params["source"])
     try:
-        result = imports.run_in_batches(ctx.transaction, source=source, options=options, viewer=viewer,
-                                        filename=params["filename"], progress=ctx.progress)
+        result = imports.run_in_batches(
+            ctx.transaction, source=source, options=options, viewer=viewer, filename=params["filename"],
+            progress=ctx.progress, resume=resume,
+            checkpoint=lambda session, state: ctx.remember(session, resume=state))
     except imports.ImportInvalid as exc:
         # The database changed since the file was checked (an account removed …): say what and where.
         lines = [f"{e.row}/{e.column}: {e.message}" for e in exc.errors[:20]]
         raise RuntimeError("\n".join([exc.message, *lines])) from exc
     imports.discard_upload(params["token"])
-    link = f"/customers?account_id={options.account_id}" if options.account_id else "/customers"
     return {**result.summary(), "link": link, "link_label": _("Open the customer list")}
 
 
