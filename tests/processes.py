@@ -34,3 +34,22 @@ def serve(url: str, port: int, workdir: Path, **env: str) -> subprocess.Popen[by
             time.sleep(0.1)
     process.kill()
     raise RuntimeError("uvicorn did not start")
+
+
+def worker(url: str, workdir: Path, *, data_dir: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
+    """``siyu worker --queue bulk`` against ``url``, as its own process (started, killed, restarted)."""
+    environment = {**os.environ, "SIYU_DATABASE_URL": url, "SIYU_SECRET_KEY": "crash-test-secret",
+                   "SIYU_WORKER_IN_PROCESS": "0", "SIYU_DATA_DIR": str(data_dir or workdir / "data"), **env}
+    log = (workdir / "worker.log").open("ab")  # read it when a test fails; a pipe nobody reads would block
+    try:
+        return subprocess.Popen([sys.executable, "-m", "siyu.cli", "worker", "--queue", "bulk"], env=environment,
+                                cwd=workdir, stdout=log, stderr=log)
+    finally:
+        log.close()
+
+
+def api_token(port: int, username: str, password: str) -> dict[str, str]:
+    answer = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/token", data={"username": username,
+                                                                           "password": password}, timeout=10)
+    answer.raise_for_status()
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
