@@ -93,9 +93,11 @@ def bulk_update_customers(ctx: jobs.JobContext) -> dict[str, Any]:
     params = ctx.params
     with ctx.transaction() as session:
         viewer = team_service.active_viewer(session, user_id=params["user_id"]) if params.get("user_id") else SYSTEM
+    # The position is kept on the job with each batch: after a crash the next attempt goes on from there.
     result = bulk.run(ctx.transaction, flt=service.CustomerFilter.from_json(params["filter"]),
                       action=bulk.BulkAction.from_json(params["action"]), viewer=viewer,
-                      progress=lambda done, total: ctx.progress(done, total))
+                      progress=lambda done, total: ctx.progress(done, total), resume=params.get("resume"),
+                      checkpoint=lambda session, state: ctx.remember(session, resume=state))
     return {**result.summary(), "link": params.get("link") or "/customers", "link_label": _("Open the customer list")}
 
 
@@ -114,7 +116,10 @@ def submit_bulk(session: Session, *, flt: service.CustomerFilter, action: bulk.B
 
 @jobs.tracked_task(jobs.bulk_queue)
 def export_customers(ctx: jobs.JobContext) -> dict[str, Any]:
-    """Write a large export into the data folder; the result links to it (for its owner only)."""
+    """Write a large export into the shared storage; the result links to it (for its owner only).
+
+    After a crash it simply runs again: nothing is stored or audited until the file is complete.
+    """
     params = ctx.params
     total = params.get("total") or 0
     ctx.progress(0, total or None, force=True)
