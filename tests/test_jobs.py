@@ -346,3 +346,11 @@ def test_a_running_job_reports_a_heartbeat(db: Session, monkeypatch: pytest.Monk
     db.commit()
     assert _job(job.id).status == JobStatus.succeeded and _job(job.id).task.endswith(".slow")
     assert len(set(beats)) >= 2  # written while the work went on, from the heartbeat's own thread
+
+
+def test_a_retry_the_queue_lost_is_started_by_the_sweep(db: Session) -> None:
+    job = _orphan(db, task=steps.siyu_name, attempts=1, params={"step": 1}, beat_seconds_ago=jobs.lease_seconds() + 5)
+    job.status, job.error = JobStatus.retrying.value, "ConnectionError: WeCom did not answer"
+    db.commit()
+    assert jobs.recover_stale() == [job.id]
+    assert calls == [{"step": 1}] and _job(job.id).status == JobStatus.succeeded

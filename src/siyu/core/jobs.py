@@ -29,6 +29,8 @@ already must be for a retry: long ones keep their position with ``JobContext.rem
 same transaction as the work (an import, a bulk action), or redo idempotent work (an export
 writes a new file). A worker that comes back from a long pause after its lease was taken
 finds ``attempts`` moved on, and its next ``remember`` rolls its batch back (``LeaseLost``).
+A job waiting for a retry has ``heartbeat_at`` set to when the retry is due, so a retry the
+queue lost (a Redis restarted without persistence) is started by the sweep a lease later.
 """
 
 from __future__ import annotations
@@ -340,6 +342,8 @@ def _run_tracked(function: JobFunction, job_id: int, *, retries: int, retry_dela
         return
     except Exception as exc:
         last_attempt = attempt > retries
+        # Back off: 10 s, 20 s, 40 s … so a struggling dependency gets room to recover.
+        delay = retry_delay * 2 ** (attempt - 1)
         log.exception("job %s (%s) failed on attempt %s", job_id, function.__name__, attempt)
         with transaction() as session:
             job = session.get(Job, job_id)
@@ -347,12 +351,14 @@ def _run_tracked(function: JobFunction, job_id: int, *, retries: int, retry_dela
                 return  # another worker runs it now (this one's lease ran out)
             job.error = _describe(exc)
             job.status = (JobStatus.failed if last_attempt else JobStatus.retrying).value
+            # When the retry is due: should the queue lose it (a Redis without persistence restarted),
+            # the sweep starts the job a lease after that.
+            job.heartbeat_at = utcnow() + timedelta(seconds=delay)
             if last_attempt:
                 job.finished_at = utcnow()
         if last_attempt:
             return
-        # Back off: 10 s, 20 s, 40 s … so a struggling dependency gets room to recover.
-        raise RetryTask(delay=retry_delay * 2 ** (attempt - 1)) from exc
+        raise RetryTask(delay=delay) from exc
     with transaction() as session:
         job = session.get(Job, job_id)
         if job is not None and job.attempts == attempt:
@@ -413,9 +419,13 @@ def list_jobs(
     return list(session.scalars(query))
 
 
+STALE_STATUSES = (JobStatus.running.value, JobStatus.retrying.value)
+
+
 def stale_before(moment: datetime, session: Session) -> list[Job]:
-    """Jobs still marked running whose worker last reported before ``moment`` (it died under them)."""
-    query = select(Job).where(Job.status == JobStatus.running.value,
+    """Jobs whose worker last reported before ``moment`` (it died under them), or whose retry was due
+    before it and never started (the queue lost it)."""
+    query = select(Job).where(Job.status.in_(STALE_STATUSES),
                               func.coalesce(Job.heartbeat_at, Job.started_at) < moment).order_by(Job.id)
     return list(session.scalars(query))
 
@@ -426,7 +436,8 @@ NOT_RESUMABLE = N_("Its worker stopped and this job cannot be resumed; start it 
 
 
 def recover_stale(now: datetime | None = None) -> list[int]:
-    """Resume (or fail, with the reason) every running job whose worker died; their ids.
+    """Resume (or fail, with the reason) every running job whose worker died, and start again every
+    retry the queue lost; their ids.
 
     Each job is claimed with one conditional UPDATE on its status and heartbeat, so two sweeps
     at once (every bulk worker runs one) never both start it.
@@ -435,25 +446,31 @@ def recover_stale(now: datetime | None = None) -> list[int]:
     cutoff = now - timedelta(seconds=lease_seconds())
     recovered: list[int] = []
     with transaction() as session:
-        candidates = [(job.id, job.task, job.attempts, job.done, job.total) for job in stale_before(cutoff, session)]
-    for job_id, task_name, attempts, done, total in candidates:
+        candidates = [(job.id, job.task, job.attempts, job.done, job.total, job.status)
+                      for job in stale_before(cutoff, session)]
+    for job_id, task_name, attempts, done, total, status in candidates:
         tracked = TRACKED.get(task_name)
+        if status == JobStatus.retrying and tracked is None:
+            continue  # from before leases: its retry is Huey's to start
         resumable = tracked is not None and attempts <= tracked.retries
-        if resumable:
-            values: dict[str, Any] = {"status": JobStatus.retrying.value, "error": _(RESUMED, attempt=attempts + 1)}
-        else:
+        # heartbeat_at = now: a job that waits in the queue behind others is not claimed again at once.
+        values: dict[str, Any] = {"heartbeat_at": now}
+        if resumable and status == JobStatus.running:
+            values.update(status=JobStatus.retrying.value, error=_(RESUMED, attempt=attempts + 1))
+        elif not resumable:
             message = (_(GIVEN_UP, n=attempts, done=done, total=total if total is not None else "?")
                        if tracked is not None else _(NOT_RESUMABLE))
-            values = {"status": JobStatus.failed.value, "error": message, "finished_at": now}
+            values.update(status=JobStatus.failed.value, error=message, finished_at=now)
         with transaction() as session:
             claimed = session.execute(update(Job).where(
-                Job.id == job_id, Job.status == JobStatus.running.value, Job.attempts == attempts,
+                Job.id == job_id, Job.status == status, Job.attempts == attempts,
                 func.coalesce(Job.heartbeat_at, Job.started_at) < cutoff).values(**values))
             if getattr(claimed, "rowcount", 0) != 1:
                 continue  # another sweep took it, or its worker was only slow and reported meanwhile
             if resumable and tracked is not None:
                 enqueue_after_commit(session, tracked.task, job_id)
-        log.warning("job %s (%s): its worker died; %s", job_id, task_name, "resumed" if resumable else "failed")
+        log.warning("job %s (%s) was %s and nobody ran it for a lease; %s", job_id, task_name, status,
+                    "started again" if resumable else "failed")
         recovered.append(job_id)
     return recovered
 
