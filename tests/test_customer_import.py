@@ -455,6 +455,13 @@ def test_cli_import_dry_run_errors_and_write(make: Any, tmp_path: Path, db: Sess
     assert result.exit_code == 0, result.output
     assert "新建 1" in result.output
     assert customer_count(db) == 1
+    # It ran as a job (had the command been killed, a worker's sweep would finish it) and kept no file.
+    from siyu.core.models import Job, StoredFile
+
+    (job,) = db.scalars(select(Job))
+    assert (job.kind, job.status, job.created_by_id) == ("customers.import", "succeeded", None)
+    assert job.params["resume"]["written"] == 1 and job.task.endswith("import_customers")
+    assert db.scalar(select(func.count()).select_from(StoredFile)) == 0
 
 
 # ---------------------------------------------------------------- the console wizard

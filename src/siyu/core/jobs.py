@@ -385,13 +385,19 @@ def submit(
     params: dict[str, Any],
     actor: Viewer,
     total: int | None = None,
+    enqueue: bool = True,
 ) -> Job:
-    """Record a job in the caller's transaction; its task is enqueued once that commits."""
+    """Record a job in the caller's transaction; its task is enqueued once that commits.
+
+    ``enqueue=False``: the caller runs it in its own process (``task.call_local(job.id)``, the
+    CLI); should that process die, the sweep hands the job to a worker like any other.
+    """
     job = Job(kind=kind, title=title, queue=getattr(task, "siyu_queue", "bulk"), params=params, total=total,
               created_by_id=actor.user_id, task=getattr(task, "siyu_name", ""))
     session.add(job)
     session.flush()
-    enqueue_after_commit(session, task, job.id)
+    if enqueue:
+        enqueue_after_commit(session, task, job.id)
     return job
 
 

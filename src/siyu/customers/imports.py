@@ -1094,8 +1094,10 @@ def _upload_key(token: str) -> str:
     return f"{UPLOAD_AREA}/{token}"
 
 
-def store_upload(stream: IO[bytes], *, filename: str, viewer: Viewer) -> StoredUpload:
-    """Keep an upload in the shared storage (any host's worker reads it), refusing files over the limit."""
+def store_upload(stream: IO[bytes], *, filename: str, viewer: Viewer,
+                 max_bytes: int | None = MAX_UPLOAD_BYTES) -> StoredUpload:
+    """Keep an upload in the shared storage (any host's worker reads it), refusing files over the limit
+    (the CLI's local files have none)."""
     ensure_may_import(viewer)
     _sweep_uploads()
     token = secrets.token_hex(16)
@@ -1103,7 +1105,7 @@ def store_upload(stream: IO[bytes], *, filename: str, viewer: Viewer) -> StoredU
     name = Path(filename.replace("\\", "/")).name[:200] or "upload"
     meta: dict[str, Any] = {"user_id": viewer.user_id, "filename": name}
     try:
-        storage.put(key, stream, meta=meta, max_bytes=MAX_UPLOAD_BYTES)
+        storage.put(key, stream, meta=meta, max_bytes=max_bytes)
     except storage.FileTooLarge as exc:
         raise UploadTooLarge("The file is larger than {mb} MB; split it into smaller files",
                              mb=MAX_UPLOAD_BYTES // (1024 * 1024)) from exc

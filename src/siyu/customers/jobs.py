@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any
 
+from huey.exceptions import RetryTask
 from sqlalchemy.orm import Session
 
+from siyu.core import db as core_db
 from siyu.core import jobs
 from siyu.core.errors import DomainError
 from siyu.core.i18n import _
+from siyu.core.models import Job
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import bulk, exports, imports, service
 from siyu.team import service as team_service
@@ -57,8 +62,8 @@ def import_customers(ctx: jobs.JobContext) -> dict[str, Any]:
         imports.discard_upload(params["token"])
         return {**{key: resume[key] for key in ("created", "updated", "skipped")}, "rows": resume["written"],
                 "dry_run": False, "link": link, "link_label": _("Open the customer list")}
-    with ctx.transaction() as session:
-        viewer = team_service.active_viewer(session, user_id=params["user_id"])
+    with ctx.transaction() as session:  # the CLI imports as the system
+        viewer = team_service.active_viewer(session, user_id=params["user_id"]) if params["user_id"] else SYSTEM
     source = imports.Source.from_description(params["source"])
     try:
         result = imports.run_in_batches(
@@ -73,15 +78,41 @@ def import_customers(ctx: jobs.JobContext) -> dict[str, Any]:
     return {**result.summary(), "link": link, "link_label": _("Open the customer list")}
 
 
-def submit_import(session: Session, *, upload: imports.StoredUpload, plan: imports.ImportPlan, actor: Viewer) -> int:
+def submit_import(session: Session, *, upload: imports.StoredUpload, plan: imports.ImportPlan, actor: Viewer,
+                  enqueue: bool = True) -> int:
     """Record the import of a checked upload; its job runs once the session commits."""
-    job = jobs.submit(session, import_customers, kind="customers.import",
+    job = jobs.submit(session, import_customers, kind="customers.import", enqueue=enqueue,
                       title=_("Import {file}", file=upload.filename),
                       params={"token": upload.token, "user_id": actor.user_id, "filename": upload.filename,
                               "source": upload.source.describe(), "mapping": list(plan.mapping),
                               "account_id": plan.account_id, "mode": plan.mode.value},
                       actor=actor, total=plan.rows)
     return job.id
+
+
+def import_here(path: Path, *, options: imports.ImportOptions, actor: Viewer) -> Job:
+    """The CLI's import of a local file, run in this process as a job like any other.
+
+    The file goes to the shared storage and the job row keeps the position, so if this process
+    is killed, a worker's sweep finishes the import (on any host) — never half of it. Raises
+    ImportInvalid, before anything is written, for a file with errors. The job as it ended.
+    """
+    with path.open("rb") as handle:
+        upload = imports.store_upload(handle, filename=path.name, viewer=actor, max_bytes=None)
+    try:
+        with core_db.transaction() as session:
+            plan = imports.check_file(session, source=upload.source, options=options, viewer=actor)
+            job_id = submit_import(session, upload=upload, plan=plan, actor=actor, enqueue=False)
+    except BaseException:
+        imports.discard_upload(upload.token)
+        raise
+    with contextlib.suppress(RetryTask):  # the job row says why; a worker's sweep retries it when it is due
+        import_customers.call_local(job_id)
+    with core_db.transaction() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
 
 
 # ---------------------------------------------------------------- bulk actions (customers.bulk)
