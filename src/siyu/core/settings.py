@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (set in production).")
     login_max_failures: int = Field(5, description="Failed logins for one username before it is locked.")
     login_lock_minutes: int = Field(15, description="How long a username stays locked after too many failures.")
+    max_body_bytes: int = Field(
+        1024 * 1024, description="Largest request body (bytes) of a JSON or form request; larger ones get 413 "
+        "unread. Uploads (imports, chat exports, coupon codes) have their own limits."
+    )
     locale: str = Field("zh-CN", description="Default console language: `zh-CN` or `en`.")
     timezone: str = Field("Asia/Shanghai", description="Time zone used to show times (stored in UTC).")
     static_dir: str = Field(
