@@ -37,6 +37,19 @@ class UserOut(BaseModel):
     last_login_at: datetime | None
 
 
+class SessionOut(BaseModel):
+    """A live console session, as an admin sees it (never its id)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    user_agent: str
+    ip: str
+
+
 class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"  # noqa: S105
