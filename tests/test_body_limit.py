@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import io
 import json
+import select
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from fastapi.testclient import TestClient
 
 from siyu.core.settings import get_settings
+from tests.processes import free_port, serve
 
 MB = 1024 * 1024
 CHUNK = 64 * 1024
@@ -160,3 +166,57 @@ def test_an_upload_over_its_own_limit_is_refused_unread(app: Any, admin_headers:
 def test_wecom_callback_keeps_its_own_cap(app: Any) -> None:
     answer = _stream(app, "/wecom/callback", total=3 * MB, headers={}, content_length=True)
     assert answer.status == 413
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _send_until_answered(port: int, head: bytes, total: int, *, chunked: bool) -> tuple[bytes, int]:
+    """Write a body of ``total`` bytes to a real server, stopping as soon as it answers; (answer, bytes sent)."""
+    sent = 0
+    chunk = b"x" * CHUNK
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        try:
+            while sent < total:
+                ready, _, _ = select.select([sock], [], [], 0)
+                if ready:
+                    break
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed: what it said is still to be read
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    return answer, sent
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_real_server_answers_a_400_mb_body_quickly_without_growing(database_url: str, tmp_path: Path,
+                                                                     chunked: bool) -> None:
+    port = free_port()
+    server = serve(database_url, port, tmp_path)
+    try:
+        before = _rss_kib(server.pid)
+        framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % (400 * MB)
+        head = (b"POST /api/v1/customers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + framing + b"\r\n\r\n")
+        started = time.monotonic()
+        answer, sent = _send_until_answered(port, head, 400 * MB, chunked=chunked)
+        elapsed = time.monotonic() - started
+        grown = _rss_kib(server.pid) - before
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert elapsed < 5, elapsed  # was 11 s to a 401, after reading all of it
+    assert sent < 100 * MB  # the client stopped long before the end: the server answered early
+    assert grown < 50 * 1024, f"server grew by {grown} KiB"  # was 295 MB → 1.47 GB
