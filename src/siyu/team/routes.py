@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -25,6 +25,7 @@ from siyu.team.schemas import AuditOut, SessionOut, TokenOut, UserIn, UserOut, U
 from siyu.web.render import render
 
 api = APIRouter(tags=["team"])
+USER_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such user."}}
 pages = APIRouter(include_in_schema=False)
 
 
@@ -58,21 +59,22 @@ def create_user(session: SessionDep, viewer: AdminApiViewer, data: UserIn) -> Us
     return UserOut.model_validate(user)
 
 
-@api.patch("/users/{user_id}", response_model=UserOut)
+@api.patch("/users/{user_id}", response_model=UserOut, responses={
+    **USER_NOT_FOUND, 409: {"description": "The change would leave the company without an active administrator."}})
 def update_user(session: SessionDep, viewer: AdminApiViewer, user_id: int, data: UserUpdate) -> UserOut:
     user = service.update_user(session, user_id=user_id, data=data, actor=viewer)
     session.commit()
     return UserOut.model_validate(user)
 
 
-@api.get("/users/{user_id}/sessions")
+@api.get("/users/{user_id}/sessions", responses=USER_NOT_FOUND)
 def list_sessions(session: SessionDep, viewer: AdminApiViewer, user_id: int) -> dict[str, list[SessionOut]]:
     """The user's live console sessions (where and when they logged in, when last seen)."""
     service.get_user(session, user_id=user_id)
     return {"items": [SessionOut.model_validate(s) for s in service.live_sessions(session, user_id=user_id)]}
 
 
-@api.post("/users/{user_id}/logout-everywhere")
+@api.post("/users/{user_id}/logout-everywhere", responses=USER_NOT_FOUND)
 def logout_everywhere(session: SessionDep, viewer: AdminApiViewer, user_id: int) -> dict[str, int]:
     """End every console session and API token of the user (audited)."""
     ended = service.log_out_everywhere(session, user_id=user_id, actor=viewer)
@@ -80,7 +82,7 @@ def logout_everywhere(session: SessionDep, viewer: AdminApiViewer, user_id: int)
     return {"sessions_ended": ended}
 
 
-@api.post("/users/{user_id}/unlock", response_model=UserOut)
+@api.post("/users/{user_id}/unlock", response_model=UserOut, responses=USER_NOT_FOUND)
 def unlock(session: SessionDep, viewer: AdminApiViewer, user_id: int) -> UserOut:
     """Lift a lock left by failed logins, from every address (audited)."""
     user = service.unlock_user(session, user_id=user_id, actor=viewer)
