@@ -24,7 +24,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.core import security
-from siyu.core.db import utcnow
+from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound, TooManyAttempts, Unauthorized
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.settings import get_settings
@@ -198,13 +198,14 @@ def _register_failure(session: Session, *, key: str, address: str, now: datetime
     window = timedelta(minutes=settings.login_lock_minutes)
     # The failure must be remembered although the caller's request fails and rolls back:
     # it is written in a transaction of its own, leaving the caller's untouched.
+    limits = {address: settings.login_max_failures, ANY_ADDRESS: settings.login_max_failures_any_address}
     with Session(bind=session.get_bind()) as own:
-        for where, limit in ((address, settings.login_max_failures),
-                             (ANY_ADDRESS, settings.login_max_failures_any_address)):
-            throttle = own.get(LoginThrottle, (key, where))
-            if throttle is None:
-                throttle = LoginThrottle(username=key, address=where, failures=0)
-                own.add(throttle)
+        # Rows made race-free (two processes failing at once), then counted under a row lock.
+        own.execute(dialect_insert(own, LoginThrottle.__table__).on_conflict_do_nothing(),
+                    [{"username": key, "address": where, "failures": 0} for where in limits])
+        for throttle in own.scalars(select(LoginThrottle).where(
+                LoginThrottle.username == key, LoginThrottle.address.in_(list(limits))).with_for_update()):
+            limit = limits[throttle.address]
             if throttle.last_failure_at is not None and now - throttle.last_failure_at > window:
                 throttle.failures = 0  # failures count within the lock's window, not forever
             throttle.failures += 1
