@@ -26,6 +26,7 @@ from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
 from siyu.core.settings import local_zone
+from siyu.core.text import Name
 from siyu.core.viewer import Viewer
 from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message, MessageType
 from siyu.team import service as team_service
@@ -42,7 +43,7 @@ class RuleNotFound(NotFound):
 
 
 class RuleIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: Name = Field(min_length=1, max_length=64)
     account_id: int | None = None
     match_kind: MatchKind
     keywords: list[str] = Field(default_factory=list, max_length=500)

@@ -33,8 +33,20 @@ class Settings(BaseSettings):
     token_ttl_minutes: int = Field(60, description="Lifetime of API bearer tokens.")
     session_ttl_hours: int = Field(12, description="Lifetime of a console login session.")
     cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (set in production).")
-    login_max_failures: int = Field(5, description="Failed logins for one username before it is locked.")
-    login_lock_minutes: int = Field(15, description="How long a username stays locked after too many failures.")
+    login_max_failures: int = Field(
+        5, description="Failed logins for one username from one address before that address is locked out of it."
+    )
+    login_max_failures_any_address: int = Field(
+        20, description="Failed logins for one username from all addresses together before it is locked, except "
+        "from addresses the user has logged in from before."
+    )
+    login_lock_minutes: int = Field(
+        15, description="How long a lock lasts; failures older than this are forgotten. An admin can unlock at once."
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, description="Largest request body (bytes) of a JSON or form request; larger ones get 413 "
+        "unread. Uploads (imports, chat exports, coupon codes) have their own limits."
+    )
     locale: str = Field("zh-CN", description="Default console language: `zh-CN` or `en`.")
     timezone: str = Field("Asia/Shanghai", description="Time zone used to show times (stored in UTC).")
     static_dir: str = Field(
