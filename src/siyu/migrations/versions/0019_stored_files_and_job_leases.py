@@ -1,7 +1,7 @@
 """stored files (uploads, exports) in the database; job heartbeats and their task
 
 Revision ID: 0019
-Revises: 0015
+Revises: 0018
 Create Date: 2026-12-05 04:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0019'
-down_revision: str | None = '0015'
+down_revision: str | None = '0018'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
