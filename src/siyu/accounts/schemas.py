@@ -6,11 +6,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from siyu.accounts.models import RAISED_CAPACITY, AccountKind, AccountStatus
 from siyu.core.ids import Id
+from siyu.core.text import Name
 
 
 class AccountIn(BaseModel):
     kind: AccountKind = AccountKind.personal
-    display_name: str = Field(min_length=1, max_length=64)
+    display_name: Name = Field(min_length=1, max_length=64)
     wechat_id: str = Field("", max_length=64)
     wecom_userid: str | None = Field(None, max_length=64)
     store: str = Field("", max_length=64)
@@ -32,7 +33,7 @@ class AccountIn(BaseModel):
 
 
 class AccountUpdate(BaseModel):
-    display_name: str | None = Field(None, min_length=1, max_length=64)
+    display_name: Name | None = Field(None, min_length=1, max_length=64)
     wechat_id: str | None = Field(None, max_length=64)
     store: str | None = Field(None, max_length=64)
     brand: str | None = Field(None, max_length=64)

@@ -27,6 +27,7 @@ from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
 from siyu.core.ids import Id
 from siyu.core.settings import local_zone
+from siyu.core.text import Name
 from siyu.core.viewer import Viewer
 from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message, MessageType
 from siyu.team import service as team_service
@@ -43,7 +44,7 @@ class RuleNotFound(NotFound):
 
 
 class RuleIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: Name = Field(min_length=1, max_length=64)
     account_id: Id | None = None
     match_kind: MatchKind
     keywords: list[str] = Field(default_factory=list, max_length=500)

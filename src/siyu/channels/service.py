@@ -38,6 +38,7 @@ from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_
 from siyu.core.ids import Id
 from siyu.core.settings import local_zone
+from siyu.core.text import Name
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
@@ -57,7 +58,7 @@ class ChannelNotFound(NotFound):
 
 
 class ChannelIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: Name = Field(min_length=1, max_length=64)
     kind: ChannelKind = ChannelKind.store_staff
     status: ChannelStatus = ChannelStatus.active
     starts_on: date | None = None
@@ -66,7 +67,7 @@ class ChannelIn(BaseModel):
     cost_amount: Decimal = Field(Decimal("0"), ge=0, le=Decimal("100000000"))
     account_strategy: AccountStrategy = AccountStrategy.single
     account_ids: list[Id] = Field(min_length=1, max_length=200)
-    tag_names: list[str] = Field(default_factory=list, max_length=20)
+    tag_names: list[Name] = Field(default_factory=list, max_length=20)
     incentive_kind: IncentiveKind = IncentiveKind.none
     incentive_text: str = Field("", max_length=200)
     welcome_text: str = Field("", max_length=2000)
@@ -528,7 +529,7 @@ def daily_adds(session: Session, *, since: date, until: date, channel_ids: list[
 
 
 class PromoterIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: Name = Field(min_length=1, max_length=64)
     reward_per_add: Decimal = Field(Decimal("0"), ge=0, le=Decimal("10000"))
     user_id: Id | None = None
 

@@ -111,7 +111,10 @@ VALIDATION_MESSAGES = {
 
 
 def validation_message(error: dict[str, Any]) -> str:
-    template = VALIDATION_MESSAGES.get(str(error.get("type")))
+    kind = str(error.get("type"))
+    if kind in ("too_short", "too_long") and isinstance(error.get("input"), str):
+        kind = f"string_{kind}"  # an Annotated str (core.text.Name) reports its length as a collection's
+    template = VALIDATION_MESSAGES.get(kind)
     if template is None:
         return str(error.get("msg", ""))
     ctx = {key: str(value) for key, value in (error.get("ctx") or {}).items()}

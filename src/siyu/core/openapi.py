@@ -6,13 +6,13 @@ the schema of each error status is that one shape, not FastAPI's default ``HTTPV
 (which describes a list the API never sends). Which statuses an operation can answer follows
 from what it is, so they are added here rather than repeated on each route:
 
-- 400: it takes a body (which may not parse at all);
+- 400 and 413: it takes a body (which may not parse at all, or be over its limit: ``core/body_limit.py``);
 - 401 and 403: it needs a bearer token (missing, expired, revoked; or the role may not do it);
 - 404: it names a resource in its path (which may not exist, or not be yours);
 - 409: it writes (a unique value taken meanwhile: see ``core.errors.database_refusal``);
 - 422: it takes input (parameters or a body).
 
-A route declares anything else it can answer (429, 413, a 409 of its own) in ``responses=``.
+A route declares anything else it can answer (a 429, a 202) in ``responses=``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ ERROR_DESCRIPTIONS = {
     "401": "Not authenticated: no bearer token, or an expired or revoked one",
     "403": "Your role or accounts do not allow this",
     "404": "Not found (or not yours to see)",
+    "413": "The body is larger than its limit (SIYU_MAX_BODY_BYTES; uploads have their own)",
     "409": "Conflicts with what is stored (taken meanwhile, or changed since you looked)",
     "422": "Invalid input; ``field`` or ``errors`` name what to correct",
 }
@@ -72,7 +73,7 @@ def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
             if method in WRITE_METHODS:
                 statuses.add("409")
             if operation.get("requestBody"):
-                statuses.add("400")
+                statuses |= {"400", "413"}
             if operation.get("parameters") or operation.get("requestBody"):
                 statuses.add("422")
             for status in sorted(statuses):

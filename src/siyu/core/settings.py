@@ -33,8 +33,20 @@ class Settings(BaseSettings):
     token_ttl_minutes: int = Field(60, description="Lifetime of API bearer tokens.")
     session_ttl_hours: int = Field(12, description="Lifetime of a console login session.")
     cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (set in production).")
-    login_max_failures: int = Field(5, description="Failed logins for one username before it is locked.")
-    login_lock_minutes: int = Field(15, description="How long a username stays locked after too many failures.")
+    login_max_failures: int = Field(
+        5, description="Failed logins for one username from one address before that address is locked out of it."
+    )
+    login_max_failures_any_address: int = Field(
+        20, description="Failed logins for one username from all addresses together before it is locked, except "
+        "from addresses the user has logged in from before."
+    )
+    login_lock_minutes: int = Field(
+        15, description="How long a lock lasts; failures older than this are forgotten. An admin can unlock at once."
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, description="Largest request body (bytes) of a JSON or form request; larger ones get 413 "
+        "unread. Uploads (imports, chat exports, coupon codes) have their own limits."
+    )
     locale: str = Field("zh-CN", description="Default console language: `zh-CN` or `en`.")
     timezone: str = Field("Asia/Shanghai", description="Time zone used to show times (stored in UTC).")
     static_dir: str = Field(
@@ -44,11 +56,20 @@ class Settings(BaseSettings):
         10000, description="Customer lists count exactly up to this many rows, then show an estimate."
     )
     data_dir: str = Field(
-        "./siyu-data", description="Folder for uploads, exports and (without Redis) the job queues' SQLite files."
+        "./siyu-data", description="Local scratch folder: the job queues' SQLite files (without Redis). Uploads "
+        "and exports are kept in the database, shared by every host."
     )
     redis_url: str = Field(
         "", description="Redis URL (redis://127.0.0.1:6379/0) for the job queues; needed when app and workers "
         "run on several hosts. Empty: SQLite queue files in the data folder."
+    )
+    queue_prefix: str = Field(
+        "siyu", description="Prefix of the job queues' names in Redis, so several installations (or test runs) "
+        "can share one Redis."
+    )
+    job_lease_seconds: int = Field(
+        120, ge=2, description="A running job whose worker has not reported for this long is taken as dead: "
+        "the sweep resumes it (or fails it with the reason once its retries are used up)."
     )
     worker_in_process: bool = Field(
         False, description="Run job workers inside the web process (set by `siyu serve`/`siyu demo` unless "

@@ -2,9 +2,9 @@
 
 The wizard: upload → columns (each column's field, prefilled from its header, changeable)
 → check (every error of the whole file, or a preview of what will happen) → confirm →
-result, or the job's progress page for a large file. The uploaded file is kept in the data
-folder between the steps (and for the worker), under a random token that only its
-uploader can use.
+result, or the job's progress page for a large file. The uploaded file is kept in the shared
+storage (``core/storage.py``, in the database) between the steps and for the worker, so each
+step may reach another app host; it is filed under a random token that only its uploader can use.
 
 Mounted before the customers routers so ``/customers/import`` is never read as a customer id.
 """
