@@ -56,13 +56,17 @@ def test_a_huge_id_in_a_body_is_refused(client: TestClient, make: Any, admin_hea
         assert refused["errors"][0]["field"] in ("account_id", "account_ids.0", "owner_user_id", "owner_id")
 
 
-def test_a_huge_id_in_a_console_page_is_refused(client: TestClient, admin: Any) -> None:
+def test_a_huge_id_or_odd_digit_in_a_console_page_is_refused(client: TestClient, admin: Any) -> None:
     from tests.test_pages import Console
 
     console = Console(client).login(admin)
     response = console.get(f"/customers/{HUGE}")
     assert response.status_code == 422
     assert "不能大于 2147483647" in response.text
+    listed = console.get("/customers", params={"tag": "²"})
+    assert listed.status_code == 422
+    assert "²" in listed.text
+    assert console.get("/customers", params={"account_id": "²"}).status_code == 422
 
 
 def test_a_user_for_an_account_that_does_not_exist_is_refused(client: TestClient,
