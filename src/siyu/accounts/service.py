@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from siyu.accounts.models import UTILISATION_WARNING, Account
+from siyu.accounts.models import UTILISATION_WARNING, Account, AccountKind
 from siyu.accounts.schemas import AccountIn, AccountUpdate
-from siyu.core.errors import Conflict, NotFound
+from siyu.core.errors import Conflict, Invalid, NotFound
 from siyu.core.viewer import Viewer
 from siyu.customers.models import Friendship, FriendshipStatus
 from siyu.team import service as team_service
@@ -78,6 +78,12 @@ def create_account(session: Session, *, data: AccountIn, actor: Viewer) -> Accou
     if data.wecom_userid and session.scalar(select(Account).where(Account.wecom_userid == data.wecom_userid)):
         raise Conflict("WeCom user id {userid} already belongs to an account", field="wecom_userid",
                        userid=data.wecom_userid)
+    if (data.kind == AccountKind.wecom_kf) != bool(data.open_kfid):
+        raise Invalid("A WeCom customer service account needs its open_kfid, and only such an account has one",
+                      field="open_kfid")
+    if data.open_kfid and session.scalar(select(Account).where(Account.open_kfid == data.open_kfid)):
+        raise Conflict("WeCom customer service account {open_kfid} already exists", field="open_kfid",
+                       open_kfid=data.open_kfid)
     account = Account(**data.model_dump(mode="json"))
     session.add(account)
     session.flush()
