@@ -284,10 +284,9 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
         conversation = conversations.get(message.conversation_id)
         if conversation is None or conversation.account_id in off or conversation.id in recently_answered:
             continue
-        hit = matcher.match(message.text, account_id=conversation.account_id, at=_local(message.sent_at))
-        menu_id = _menu_id(message)
-        if hit is None and menu_id:  # a tap on a menu item: its id, as an exact keyword
-            hit = matcher.match_exact(menu_id, account_id=conversation.account_id)
+        menu_id = _menu_id(message)  # a tap on a menu item: its id, as an exact keyword, comes first
+        hit = matcher.match_exact(menu_id, account_id=conversation.account_id) if menu_id else None
+        hit = hit or matcher.match(message.text, account_id=conversation.account_id, at=_local(message.sent_at))
         if hit is None:
             continue
         # Fresh from the database: someone may have just switched it off in another session.
