@@ -332,6 +332,22 @@ def test_cli_scenario_prints_a_summary(receiver: Receiver, siyu: str, monkeypatc
     assert unknown.exit_code == 2
 
 
+def test_cli_campaign_floods_through_kf(receiver: Receiver, siyu: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from siyu.cli import app
+
+    monkeypatch.setenv("SIYU_WECOM_CORP_ID", CORP_ID)
+    monkeypatch.setenv("SIYU_WECOM_TOKEN", TOKEN)
+    monkeypatch.setenv("SIYU_WECOM_AES_KEY", AES_KEY)
+    runner = CliRunner()
+    result = runner.invoke(app, ["simulator", "scenario", "campaign", "--channel", "kf", "--target", siyu,
+                                 "--count", "200", "--concurrency", "4", "--duplicates", "0"])
+    assert result.exit_code == 0, result.output
+    assert "微信客服: 200 messages and events waiting to be pulled" in result.output
+    assert receiver.deliveries and {d.fields["Event"] for d in receiver.deliveries} == {"kf_msg_or_event"}
+    refused = runner.invoke(app, ["simulator", "scenario", "campaign", "--channel", "sms", "--target", siyu])
+    assert refused.exit_code == 2 and "--channel" in refused.output
+
+
 def test_run_simulated_traffic_serves_the_api_and_plays_scenarios(receiver: Receiver, siyu: str) -> None:
     import socket
 

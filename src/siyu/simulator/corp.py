@@ -1150,9 +1150,10 @@ class VirtualCorp:
 
     @_locked
     def received(self, external_userid: str = "", chat_id: str = "") -> list[dict[str, Any]]:
-        """What reached people's phones, oldest first: welcome messages, and mass-send results with
+        """What reached people's phones, oldest first: welcome messages, mass-send results with
         status 1 (a message still waiting for its member, or refused by the platform's limits, is
-        not there). Filtered to one customer or one group chat when given."""
+        not there) and 微信客服 messages (send_msg, send_msg_on_event, servicers' replies in WeCom's
+        client). Filtered to one customer or one group chat when given."""
         rows: list[dict[str, Any]] = []
         for welcome in self.state.welcome_messages:
             if (external_userid and welcome.external_userid != external_userid) or chat_id:

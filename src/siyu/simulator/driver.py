@@ -502,6 +502,9 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
         app = create_app(corp, ServerOptions(secret=secret or configured.secret or simulator_settings.DEFAULT_SECRET))
         server = RunningServer(app, host=serve_host, port=serve_port).start()
         echo(f"WeCom simulator API at {server.url}/cgi-bin/ (corp {corp_id})")
+    for account in corp.kf.overview()["accounts"]:
+        echo(f"微信客服 {account['name']}: open_kfid {account['open_kfid']} (customers write here; Siyu pulls "
+             "kf/sync_msg)")
     try:
         if not wait_for(target_url.rstrip("/") + "/healthz", seconds=wait_seconds):
             raise DriverError(f"Siyu did not answer at {target_url} within {wait_seconds:g} s")

@@ -21,7 +21,6 @@ import base64
 import bisect
 import re
 import secrets
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -178,7 +177,7 @@ class KfDesk:
         self._all: list[dict[str, Any]] = []  # every account's log in arrival order (open_kfid omitted)
         self._all_times: list[float] = []
         self._sent: dict[tuple[str, str], dict[str, Any]] = {}  # (open_kfid, msgid) → the delivered row
-        self._notify_lock = threading.Lock()
+        self._msgid_prefix = ""
         for open_kfid, items in self.state.log.items():
             self._times[open_kfid] = [float(i["send_time"]) for i in items]
         merged = sorted((item for items in self.state.log.values() for item in items), key=lambda i: i["send_time"])
@@ -205,8 +204,11 @@ class KfDesk:
         return self.corp._id("wk")  # open_kfid as WeCom makes them: "wk" + 30 characters
 
     def _msgid(self) -> str:
+        """Unique across runs: a prefix drawn once per run (from the run-salted generator), then counted."""
+        if not self._msgid_prefix:
+            self._msgid_prefix = self.corp._id("", 12)
         self.state.counter += 1
-        return f"{self.corp._id('', 12)}{self.state.counter:012d}"
+        return f"{self._msgid_prefix}{self.state.counter:012d}"
 
     def _now(self) -> float:
         return float(self.corp.clock())
@@ -335,6 +337,8 @@ class KfDesk:
         if isinstance(content, dict):
             return dict(content)
         text = "" if content is None else str(content)
+        if msgtype == "text":
+            return {"content": text or "你好"}
         media = "sim_" + self.corp._id("", 24)
         defaults: dict[str, dict[str, Any]] = {
             "text": {"content": text or "你好"},
