@@ -391,7 +391,7 @@ def test_faults_are_injected_for_a_number_of_calls_and_calls_are_counted(sim: Te
     state = sim.get("/_simulator/faults").json()
     assert state["pending"] == [] and state["calls"]["externalcontact/list"] == 3
     assert sim.delete("/_simulator/faults").json() == {"cleared": True}
-    assert sim.get("/_simulator/faults").json() == {"pending": [], "calls": {}}
+    assert sim.get("/_simulator/faults").json() == {"pending": [], "calls": {}, "failed": {}}
 
 
 def test_transfers_answer_per_customer_and_wait_for_the_takeover(api: Api, corp: VirtualCorp) -> None:
