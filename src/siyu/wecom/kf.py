@@ -47,6 +47,7 @@ from siyu.inbox import delivery
 from siyu.inbox import service as inbox_service
 from siyu.inbox.delivery import Accepted, DeliveryError, Outgoing
 from siyu.inbox.models import Channel, Conversation, DeliveryStatus, Direction, Message, MessageType
+from siyu.wecom.client import WecomApiError
 from siyu.wecom.models import KfCursor
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ TOKENLESS_PULL_INTERVAL = timedelta(seconds=60)
 REPLY_WINDOW = timedelta(hours=48)
 REPLIES_PER_CUSTOMER_MESSAGE = 5
 SESSION_SERVED_BY_PERSON = 95018
+# kf/sync_msg's answer to a token it does not take (expired after its 10 minutes, or unknown): "invalid msg token".
+INVALID_MSG_TOKEN = 95007
+# kf/send_msg's refusals of a reply outside the window: 5 per customer message used up / 48 hours passed.
+WINDOW_ERRCODES = {95001: "full", 95002: "closed"}
 MAX_TEXT_BYTES = 2048  # 发送消息: text.content "最长不超过2048个字节"
 MAX_MENU_ITEMS = 10  # our own cap for a menu's click items (short menus are what customers read)
 # 发送欢迎语等事件响应消息 (W:95122): the enter_session event's welcome_code "20秒内有效，且只能使用一次".
@@ -469,6 +474,7 @@ class PullResult:
     raced: int = 0
     wait_seconds: float = 0.0  # > 0: a token-less pull must wait this long (the platform's limit)
     with_token: bool = False
+    tokens_refused: int = 0
 
 
 class _Raced(Exception):
@@ -496,8 +502,17 @@ def pull(transaction: Transaction, api: Any, open_kfid: str, *, now: Callable[[]
                     result.wait_seconds = (TOKENLESS_PULL_INTERVAL - (current - row.tokenless_at)).total_seconds()
                     return result
                 row.tokenless_at = current
+        try:
+            page = api.kf_sync_msg(open_kfid, cursor=cursor, token=token if fresh else None)
+        except WecomApiError as exc:
+            if not (fresh and exc.errcode == INVALID_MSG_TOKEN):
+                raise
+            with transaction() as session:  # the token is not taken (any more): pull without it
+                session.execute(update(KfCursor).where(KfCursor.open_kfid == open_kfid, KfCursor.token == token)
+                                .values(token="", token_at=None))
+            result.tokens_refused += 1
+            continue
         result.with_token = result.with_token or fresh
-        page = api.kf_sync_msg(open_kfid, cursor=cursor, token=token if fresh else None)
         items = [item for item in page.get("msg_list") or [] if isinstance(item, dict)]
         profiles = _profiles(transaction, api, items)
         next_cursor = str(page.get("next_cursor") or cursor)
@@ -524,8 +539,6 @@ def pull(transaction: Transaction, api: Any, open_kfid: str, *, now: Callable[[]
 
 def _profiles(transaction: Transaction, api: Any, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Nickname, avatar and unionid of the customers Siyu has not met yet (kf/customer/batchget)."""
-    from siyu.wecom.client import WecomApiError
-
     ids = [parse(item).external_userid for item in items]
     with transaction() as session:
         unknown = unknown_customers(session, ids)
@@ -596,8 +609,6 @@ class KfConnector:
     api: Any
 
     def send_text(self, outgoing: Outgoing) -> Accepted:
-        from siyu.wecom.client import WecomApiError
-
         account = outgoing.account
         if not account.open_kfid:
             raise DeliveryError(_(NO_OPEN_KFID), permanent=True)
@@ -634,6 +645,9 @@ class KfConnector:
                 raise DeliveryError(_(SERVED_IN_WECOM_NOW), permanent=True) from exc
             if exc.retryable:
                 raise DeliveryError(_(BUSY, detail=exc.display())) from exc
+            if exc.errcode in WINDOW_ERRCODES:
+                reason = WINDOW_FULL if WINDOW_ERRCODES[exc.errcode] == "full" else OUTSIDE_WINDOW
+                raise DeliveryError(f"{_(reason)} ({exc.display()})", permanent=True) from exc
             if code:
                 raise DeliveryError(f"{_(WELCOME_EXPIRED)} ({exc.display()})", permanent=True) from exc
             raise DeliveryError(exc.display(), permanent=True) from exc
