@@ -110,10 +110,11 @@ def test_the_seeded_corp_has_a_kf_account_with_servicers(api: Api, open_kfid: st
     added = api.post("kf/servicer/add", {"open_kfid": open_kfid, "userid_list": ["shanye.vip", "nobody"]})
     assert [(r["userid"], r["errcode"]) for r in added["result_list"]] == [("shanye.vip", 0), ("nobody", 60111)]
     assert len(api.get("kf/servicer/list", open_kfid=open_kfid)["servicer_list"]) == 3
-    assert api.get("kf/servicer/list", open_kfid="wkNOSUCHACCOUNT")["errcode"] == 40058
+    assert api.get("kf/servicer/list", open_kfid="wkNOSUCHACCOUNT")["errcode"] == 95004
+    assert api.get("kf/servicer/list")["errcode"] == 95000
     new = api.post("kf/account/add", {"name": "山野茶舍售后", "media_id": "MEDIA"})
     assert new["errcode"] == 0 and new["open_kfid"].startswith("wk")
-    assert api.post("kf/account/add", {"name": "很" * 17, "media_id": "MEDIA"})["errcode"] == 40058
+    assert api.post("kf/account/add", {"name": "很" * 17, "media_id": "MEDIA"})["errcode"] == 95006
     assert len(api.get("kf/account/list")["account_list"]) == 2
 
 
@@ -271,6 +272,12 @@ def test_a_caller_msgid_is_returned_as_given_and_delivered_once(api: Api, open_k
                                     "text": {"content": ""}})["errcode"] == 44004
     assert api.post("kf/send_msg", {"touser": customer, "open_kfid": open_kfid, "msgtype": "sticker",
                                     "sticker": {}})["errcode"] == 40008
+    menu = {"head_content": "请选择", "list": [{"type": "click", "click": {"id": str(n), "content": f"选项{n}"}}
+                                               for n in range(11)]}
+    assert api.post("kf/send_msg", {"touser": customer, "open_kfid": open_kfid, "msgtype": "msgmenu",
+                                    "msgmenu": menu})["errcode"] == 95008
+    assert api.post("kf/send_msg", {"touser": customer, "open_kfid": "wkNOSUCH", "msgtype": "text",
+                                    "text": {"content": "x"}})["errcode"] == 95004
 
 
 def test_after_a_human_took_the_session_send_msg_answers_95018(api: Api, open_kfid: str) -> None:

@@ -50,16 +50,23 @@ EVENT_CODE_SECONDS = 20  # W:95122 发送欢迎语等事件响应消息: the cod
 BATCHGET_MAX = 100  # W:95159 获取客户基础信息: external_userid_list "不超过100个"
 ACCOUNT_NAME_MAX = 16  # W:94662 添加客服账号: name "不多于16个字符"
 ACCOUNT_LIST_MAX = 100  # W:94661 获取客服账号列表: limit 1–100
+MENU_ITEMS_MAX = 10  # W:94677 msgmenu: list "不能多于10个"
 SERVICER_BATCH_MAX = 100  # W:94646 添加接待人员: userid_list "最多100个"
 WELCOME_QUIET_SECONDS = 48 * 3600  # W:94670 enter_session: welcome_code only if no welcome and no message for 48 h
 
-# ---- errcodes (W:90313 全局错误码; the kf ones as the platform answers them, seen in peers' clients) ----
+# ---- errcodes (W:90313 全局错误码; the kf ones (950xx) as the 微信客服 docs list them, checked against
+# peers' clients: wechatpy-era SDKs, the wxkefu-rs crate's table, "invalid msg token" and
+# "send msg session status invalid" in client logs) ----
 INVALID_PARAMETER = 40058  # 不合法的参数 (a bad cursor, limit, msgid, list …)
 INVALID_MSGTYPE = 40008  # 不合法的消息类型
 INVALID_EXTERNAL_USERID = 40096  # 不合法的外部联系人userid
 EMPTY_CONTENT = 44004  # 文本消息content参数为空
 CONTENT_TOO_LONG = 45002  # 消息内容大小超过限制
 FREQ_OUT_OF_LIMIT = 45009  # 接口调用超过限制 (also what a token-less sync_msg gets past its rate)
+INVALID_OPEN_KFID = 95000  # 非法的open_kfid (missing or malformed)
+OPEN_KFID_NOT_FOUND = 95004  # open_kfid不存在 (another corp's, or deleted)
+INVALID_ACCOUNT_NAME = 95006  # 不合法的客服账号名
+MENU_TOO_LONG = 95008  # 菜单消息的菜单项个数超过上限 (at most 10)
 SEND_COUNT_EXCEEDED = 95001  # kf/send_msg: the 5 messages per customer message are used up
 SEND_WINDOW_CLOSED = 95002  # kf/send_msg: more than 48 hours since the customer's last message
 INVALID_MSG_TOKEN = 95007  # kf/sync_msg: "invalid msg token" (unknown, expired, or another account's)
@@ -216,18 +223,18 @@ class KfDesk:
     # ---- lookups ------------------------------------------------------------------------------
 
     def account(self, open_kfid: Any) -> KfAccount:
-        if not open_kfid:
-            raise ApiError(INVALID_PARAMETER, "missing open_kfid")
+        if not open_kfid or not isinstance(open_kfid, str):
+            raise ApiError(INVALID_OPEN_KFID, "invalid open_kfid")
         found = next((a for a in self.state.accounts if a.open_kfid == open_kfid), None)
         if found is None:
-            raise ApiError(INVALID_PARAMETER, f"invalid open_kfid: {open_kfid}")
+            raise ApiError(OPEN_KFID_NOT_FOUND, f"open_kfid not exists: {open_kfid}")
         return found
 
     def default_account(self, open_kfid: Any = "") -> KfAccount:
         if open_kfid:
             return self.account(open_kfid)
         if not self.state.accounts:
-            raise ApiError(INVALID_PARAMETER, "the corp has no 客服账号")
+            raise ApiError(OPEN_KFID_NOT_FOUND, "the corp has no 客服账号")
         return self.state.accounts[0]
 
     def customer(self, external_userid: Any) -> KfCustomer:
@@ -484,7 +491,7 @@ class KfDesk:
         """W:94662 添加客服账号: {name ≤ 16 characters, media_id of the avatar} → {open_kfid}."""
         name = _str(body, "name").strip()
         if not name or len(name) > ACCOUNT_NAME_MAX:
-            raise ApiError(INVALID_PARAMETER, f"name must be 1 to {ACCOUNT_NAME_MAX} characters")
+            raise ApiError(INVALID_ACCOUNT_NAME, f"name must be 1 to {ACCOUNT_NAME_MAX} characters")
         if not _str(body, "media_id"):
             raise ApiError(INVALID_PARAMETER, "missing media_id")
         with self.corp.lock:
@@ -593,6 +600,12 @@ class KfDesk:
                 raise ApiError(EMPTY_CONTENT, "empty content")
             if len(text.encode()) > TEXT_MAX_BYTES:
                 raise ApiError(CONTENT_TOO_LONG, f"content longer than {TEXT_MAX_BYTES} bytes")
+        if msgtype == "msgmenu":
+            items = content.get("list") or []
+            if not isinstance(items, list) or len(items) > MENU_ITEMS_MAX:
+                raise ApiError(MENU_TOO_LONG, f"a menu has at most {MENU_ITEMS_MAX} items")
+            if not items and not content.get("head_content"):
+                raise ApiError(EMPTY_CONTENT, "empty menu")
         return msgtype, content
 
     def _deliver(self, via: str, open_kfid: str, external_userid: str, msgid: str, msgtype: str,
