@@ -713,8 +713,9 @@ class KfDesk:
                                        "avatar": customer.avatar, "gender": customer.gender,
                                        "unionid": customer.unionid}
                 if context:
-                    last = next((s for s in self.state.sessions.values()
-                                 if s.external_userid == external_userid and s.scene), None)
+                    sessions = (self.state.sessions.get(f"{a.open_kfid}/{external_userid}")
+                                for a in self.state.accounts)
+                    last = next((s for s in sessions if s is not None and s.scene), None)
                     row["enter_session_context"] = {"scene": last.scene if last else "",
                                                     "scene_param": last.scene_param if last else ""}
                 found.append(row)
