@@ -295,7 +295,7 @@ def test_after_a_human_took_the_session_send_msg_answers_95018(api: Api, open_kf
     assert back["errcode"] == 40058  # 3 only goes to another servicer (3) or ends (4)
     ended = api.post("kf/service_state/trans", {"open_kfid": open_kfid, "external_userid": customer,
                                                 "service_state": 4})
-    assert ended["errcode"] == 0 and ended["msg_code"]
+    assert ended["errcode"] == 0 and "msg_code" not in ended  # the human ended it, not the assistant
     assert api.send_text(open_kfid, customer)["errcode"] == 95018
     api.control("kf_customer_message", open_kfid=open_kfid, external_userid=customer, content="又来了")
     assert api.post("kf/service_state/get", {"open_kfid": open_kfid, "external_userid": customer})[
@@ -306,7 +306,7 @@ def test_after_a_human_took_the_session_send_msg_answers_95018(api: Api, open_kf
 def test_service_state_trans_follows_the_allowed_changes(api: Api, open_kfid: str) -> None:
     customer = api.control("kf_customer_message", open_kfid=open_kfid)["external_userid"]
     body = {"open_kfid": open_kfid, "external_userid": customer}
-    assert api.post("kf/service_state/trans", {**body, "service_state": 1})["errcode"] == 0
+    assert api.post("kf/service_state/trans", {**body, "service_state": 1}) == {"errcode": 0, "errmsg": "ok"}
     assert api.send_text(open_kfid, customer)["errcode"] == 0  # the smart assistant (1) may send
     assert api.post("kf/service_state/trans", {**body, "service_state": 0})["errcode"] == 40058
     assert api.post("kf/service_state/trans", {**body, "service_state": 3,
@@ -314,7 +314,14 @@ def test_service_state_trans_follows_the_allowed_changes(api: Api, open_kfid: st
     assert api.post("kf/service_state/trans", {**body, "service_state": 2})["errcode"] == 0
     assert api.send_text(open_kfid, customer)["errcode"] == 95018  # queued for a human
     taken = api.post("kf/service_state/trans", {**body, "service_state": 3, "servicer_userid": "shanye.xiaoye01"})
-    assert taken["errcode"] == 0 and taken["msg_code"]
+    assert taken == {"errcode": 0, "errmsg": "ok"}  # from the queue: no msg_code
+    other = api.control("kf_customer_message", open_kfid=open_kfid)["external_userid"]
+    handed = api.post("kf/service_state/trans", {"open_kfid": open_kfid, "external_userid": other,
+                                                 "service_state": 3, "servicer_userid": "shanye.xiaoye02"})
+    assert handed["errcode"] == 0 and handed["msg_code"]
+    line = api.post("kf/send_msg_on_event", {"code": handed["msg_code"], "msgtype": "text",
+                                             "text": {"content": "已为您转接人工客服"}})
+    assert line["errcode"] == 0 and line["msgid"]
     assert api.post("kf/service_state/trans", {**body, "service_state": 9})["errcode"] == 40058
     assert api.post("kf/service_state/get", {**body, "external_userid": "wmNOBODY"})["errcode"] == 40096
 

@@ -632,11 +632,12 @@ class KfDesk:
             if msgid and (account.open_kfid, msgid) in self._sent:
                 return {"msgid": msgid}  # the same message again (a retry): delivered once
             session = self.state.sessions.get(f"{account.open_kfid}/{external_userid}")
-            if session is None or session.state not in SEND_STATES:
-                raise ApiError(SESSION_STATE_INVALID, "send msg session status invalid")
             now = self._now()
-            if not session.last_customer_at or now - session.last_customer_at > SEND_WINDOW_SECONDS:
+            if session is None or not session.last_customer_at \
+                    or now - session.last_customer_at > SEND_WINDOW_SECONDS:
                 raise ApiError(SEND_WINDOW_CLOSED, "more than 48 hours since the customer's last message")
+            if session.state not in SEND_STATES:
+                raise ApiError(SESSION_STATE_INVALID, "send msg session status invalid")
             if session.sent_since >= SEND_PER_CUSTOMER_MESSAGE:
                 raise ApiError(SEND_COUNT_EXCEEDED, "5 messages already sent since the customer's last message")
             session.sent_since += 1
@@ -670,7 +671,8 @@ class KfDesk:
 
     def api_service_state_trans(self, body: dict[str, Any]) -> dict[str, Any]:
         """W:94669 分配客服会话 › 变更会话状态: {open_kfid, external_userid, service_state,
-        servicer_userid (for 3)} → {msg_code} (for a goodbye or hand-over line via send_msg_on_event)."""
+        servicer_userid (for 3)} → {msg_code} when a session with the assistant (0 or 1) goes to a human
+        or ends (3 or 4): one hand-over or goodbye line through send_msg_on_event."""
         try:
             target = int(body.get("service_state"))  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
@@ -690,8 +692,11 @@ class KfDesk:
                 servicer = self._servicer(account, body.get("servicer_userid")).userid
                 if target == session.state and servicer == session.servicer_userid:
                     raise ApiError(INVALID_PARAMETER, "the session is already with this servicer")
+            before = session.state
             session.state, session.servicer_userid = target, servicer
-            return {"msg_code": self._issue_code(account.open_kfid, external_userid)}
+            if before in (0, 1) and target in (3, 4):
+                return {"msg_code": self._issue_code(account.open_kfid, external_userid)}
+            return {}
 
     def api_customer_batchget(self, body: dict[str, Any]) -> dict[str, Any]:
         """W:95159 获取客户基础信息: {external_userid_list ≤ 100, need_enter_session_context} →
