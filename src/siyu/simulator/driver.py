@@ -124,7 +124,8 @@ class Summary:
                 f"duplicates {self.duplicates}, failed {self.failed} in {self.seconds:.1f} s "
                 f"({self.rate:.0f} acknowledged/s)")
         if self.kf_messages:
-            text += f"; 微信客服: {self.kf_messages} messages and events waiting to be pulled"
+            text += (f"; 微信客服: {self.kf_messages} messages and events waiting to be pulled "
+                     f"({self.kf_messages / max(self.seconds, 1e-9):.0f}/s)")
         if self.errors:
             text += "; problems: " + ", ".join(f"{k} ×{v}" for k, v in sorted(self.errors.items()))
         return text
