@@ -181,7 +181,7 @@ class KfDesk:
         self._tokens: dict[str, tuple[str, float]] = {}  # token → (open_kfid, expiry)
         self._untokened: tuple[int, int] = (0, 0)  # (minute, calls in it)
         self._times: dict[str, list[float]] = {}
-        self._all: list[dict[str, Any]] = []  # every account's log in arrival order (open_kfid omitted)
+        self._all: list[dict[str, Any]] = []  # every account's items in arrival order (sync_msg without open_kfid)
         self._all_times: list[float] = []
         self._sent: dict[tuple[str, str], dict[str, Any]] = {}  # (open_kfid, msgid) → the delivered row
         self._msgid_prefix = ""
