@@ -96,6 +96,8 @@ STATE_LABELS = {
 OUTSIDE_WINDOW = N_("More than 48 hours since the customer's last message: WeChat allows no reply until they write")
 WINDOW_FULL = N_("WeChat allows at most 5 replies per customer message; wait for the customer to write again")
 SERVED_IN_WECOM = N_("{servicer} serves this customer in WeCom's own client; WeChat refuses replies from Siyu")
+SESSION_ENDED = N_("The session has ended in WeCom; WeChat allows no reply until the customer writes again")
+IN_WECOM_QUEUE = N_("The session waits in WeCom's queue for a servicer; WeChat refuses replies from Siyu meanwhile")
 SERVED_IN_WECOM_NOW = N_("A person took this session in WeCom's own client (95018); not sent, and not retried")
 WELCOME_EXPIRED = N_("The welcome code had expired (it lives 20 seconds and works once); no welcome was sent")
 TOO_LONG = N_("Too long for WeChat customer service: a message may have at most 2048 bytes")
@@ -362,6 +364,13 @@ def store_page(session: Session, *, open_kfid: str, items: list[dict[str, Any]],
             sent_at=_at(item.get("send_time")), sender=str(item.get("servicer_userid") or p.external_userid),
             msg_type=p.msg_type, text=p.text, payload=item, direction=p.direction, channel=Channel.wecom_kf.value))
     ingested = inbox_service.ingest(session, messages)
+    wrote = {customers[p.external_userid] for _item, p in parsed
+             if p.direction == Direction.inbound.value and not p.event and p.external_userid in customers}
+    if wrote:  # a customer writing after the end opens a new session on the platform (state 0)
+        session.execute(update(Conversation).where(
+            Conversation.account_id == account.id, Conversation.customer_id.in_(sorted(wrote)),
+            Conversation.service_state == ServiceState.ended).values(service_state=ServiceState.untouched),
+            execution_options={"synchronize_session": False})
     result = PageResult(stored=ingested.stored, duplicates=ingested.duplicates, events=len(events),
                         conversations=ingested.conversations)
     for item, p in events:
@@ -563,6 +572,10 @@ def window_refusal(session: Session, conversation: Conversation, *, before_id: i
         return None
     if conversation.service_state == ServiceState.person:
         return _(SERVED_IN_WECOM, servicer=conversation.servicer_userid or _("A colleague"))
+    if conversation.service_state == ServiceState.ended:
+        return _(SESSION_ENDED)
+    if conversation.service_state == ServiceState.queued:
+        return _(IN_WECOM_QUEUE)
     now = now or utcnow()
     last_in = conversation.last_inbound_at
     if last_in is None or now - last_in > REPLY_WINDOW:
