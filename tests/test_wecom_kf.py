@@ -505,6 +505,12 @@ def test_the_workspace_shows_the_channel_system_lines_and_why_a_reply_was_refuse
     assert "客户撤回了一条消息" in page.text and 'data-testid="recalled"' in page.text
     refused = console.post(f"/inbox/{conversation.id}/reply", {"text": "还在吗"})
     assert "超过 48 小时" in refused.text
+    fake.items.append(event(3, "session_status_change", change_type=1, new_servicer_userid="zhangsan"))
+    pull(fake)
+    page = console.get(f"/inbox/{conversation.id}")
+    assert "由企业微信中的接待人员接待 · zhangsan" in page.text
+    refused = console.post(f"/inbox/{conversation.id}/reply", {"text": "还在吗"})
+    assert "zhangsan 正在企业微信客户端接待此客户" in refused.text
     assert fake.sent == []
 
 

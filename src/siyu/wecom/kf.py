@@ -89,10 +89,6 @@ class ServiceState:
     ended = 4  # 已结束/未开始
 
 
-STATE_LABELS = {
-    0: N_("Not handled yet"), 1: N_("Served by Siyu (smart assistant)"), 2: N_("Waiting in WeCom's queue"),
-    3: N_("Served by a person in WeCom"), 4: N_("Ended"),
-}
 OUTSIDE_WINDOW = N_("More than 48 hours since the customer's last message: WeChat allows no reply until they write")
 WINDOW_FULL = N_("WeChat allows at most 5 replies per customer message; wait for the customer to write again")
 SERVED_IN_WECOM = N_("{servicer} serves this customer in WeCom's own client; WeChat refuses replies from Siyu")
