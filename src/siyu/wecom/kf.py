@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -223,9 +224,14 @@ def _int(value: Any) -> int:
         return -1
 
 
+@lru_cache(maxsize=4096)
+def _from_seconds(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)  # a flood page shares a handful of seconds
+
+
 def _at(seconds: Any) -> datetime:
     try:
-        return datetime.fromtimestamp(int(seconds), tz=UTC)
+        return _from_seconds(int(seconds))
     except (TypeError, ValueError, OverflowError, OSError):
         return utcnow()
 
@@ -338,10 +344,12 @@ class PageResult:
 
 
 def store_page(session: Session, *, open_kfid: str, items: list[dict[str, Any]],
-               profiles: dict[str, dict[str, Any]] | None = None) -> PageResult:
+               profiles: dict[str, dict[str, Any]] | None = None,
+               parsed: list[tuple[dict[str, Any], Parsed]] | None = None) -> PageResult:
     """One kf/sync_msg page into the inbox: one ingest call, then what the page's events change."""
     account = account_for(session, open_kfid)
-    parsed = [(item, parse(item)) for item in items if isinstance(item, dict)]
+    if parsed is None:
+        parsed = [(item, parse(item)) for item in items if isinstance(item, dict)]
     customers = resolve_customers(session, [p.external_userid for _item, p in parsed], profiles)
     messages: list[inbox_service.InboundMessage] = []
     events: list[tuple[dict[str, Any], Parsed]] = []
@@ -496,6 +504,7 @@ def pull(transaction: Transaction, api: Any, open_kfid: str, *, now: Callable[[]
     API calls happen outside any transaction; each page is stored with its cursor in one.
     """
     result = PullResult()
+    met: set[str] = set()  # customers of earlier pages of this pull: their profiles are not read again
     while max_pages is None or result.pages < max_pages:
         with transaction() as session:
             row = cursor_row(session, open_kfid)
@@ -519,7 +528,9 @@ def pull(transaction: Transaction, api: Any, open_kfid: str, *, now: Callable[[]
             continue
         result.with_token = result.with_token or fresh
         items = [item for item in page.get("msg_list") or [] if isinstance(item, dict)]
-        profiles = _profiles(transaction, api, items)
+        parsed = [(item, parse(item)) for item in items]
+        profiles = _profiles(transaction, api, [p.external_userid for _item, p in parsed if
+                                                p.external_userid not in met])
         next_cursor = str(page.get("next_cursor") or cursor)
         try:
             with transaction() as session:
@@ -529,10 +540,11 @@ def pull(transaction: Transaction, api: Any, open_kfid: str, *, now: Callable[[]
                                         execution_options={"synchronize_session": False})
                 if getattr(moved, "rowcount", 1) != 1:
                     raise _Raced()
-                stored = store_page(session, open_kfid=open_kfid, items=items, profiles=profiles)
+                stored = store_page(session, open_kfid=open_kfid, items=items, profiles=profiles, parsed=parsed)
         except _Raced:
             result.raced += 1
             continue
+        met.update(p.external_userid for _item, p in parsed)
         result.pages += 1
         result.stored += stored.stored
         result.duplicates += stored.duplicates
@@ -542,9 +554,10 @@ def pull(transaction: Transaction, api: Any, open_kfid: str, *, now: Callable[[]
     return result
 
 
-def _profiles(transaction: Transaction, api: Any, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _profiles(transaction: Transaction, api: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Nickname, avatar and unionid of the customers Siyu has not met yet (kf/customer/batchget)."""
-    ids = [parse(item).external_userid for item in items]
+    if not any(ids):
+        return {}
     with transaction() as session:
         unknown = unknown_customers(session, ids)
     if not unknown:
