@@ -71,7 +71,6 @@ INVALID_MSG_TOKEN = 95007
 # kf/send_msg's refusals of a reply outside the window: 5 per customer message used up / 48 hours passed.
 WINDOW_ERRCODES = {95001: "full", 95002: "closed"}
 MAX_TEXT_BYTES = 2048  # 发送消息: text.content "最长不超过2048个字节"
-MAX_MENU_ITEMS = 10  # our own cap for a menu's click items (short menus are what customers read)
 # 发送欢迎语等事件响应消息 (W:95122): the enter_session event's welcome_code "20秒内有效，且只能使用一次".
 WELCOME_CODE_LIFE = timedelta(seconds=20)
 # msgid: "不多于32字节 … 字符串取值范围(正则表达式)：[0-9a-zA-Z_-]*" (W:94677)
