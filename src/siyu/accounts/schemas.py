@@ -14,6 +14,8 @@ class AccountIn(BaseModel):
     display_name: Name = Field(min_length=1, max_length=64)
     wechat_id: str = Field("", max_length=64)
     wecom_userid: str | None = Field(None, max_length=64)
+    # A 微信客服 account (kind wecom_kf): its id in WeCom, e.g. wkAJ2GCAAAZSfhHCt7IFSvLKtMPxyJTw.
+    open_kfid: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")
     store: str = Field("", max_length=64)
     brand: str = Field("", max_length=64)
     tier_served: str = Field("", max_length=32)
@@ -56,6 +58,7 @@ class AccountOut(BaseModel):
     display_name: str
     wechat_id: str
     wecom_userid: str | None
+    open_kfid: str | None
     store: str
     brand: str
     tier_served: str

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from siyu.accounts.models import UTILISATION_WARNING, Account
+from siyu.accounts.models import UTILISATION_WARNING, Account, AccountKind
 from siyu.accounts.schemas import AccountIn, AccountUpdate
 from siyu.core.db import missing_ids
 from siyu.core.errors import Conflict, Invalid, NotFound
@@ -85,6 +85,12 @@ def create_account(session: Session, *, data: AccountIn, actor: Viewer) -> Accou
         raise Conflict("WeCom user id {userid} already belongs to an account", field="wecom_userid",
                        userid=data.wecom_userid)
     _require_owner(session, data.owner_user_id)
+    if (data.kind == AccountKind.wecom_kf) != bool(data.open_kfid):
+        raise Invalid("A WeCom customer service account needs its open_kfid, and only such an account has one",
+                      field="open_kfid")
+    if data.open_kfid and session.scalar(select(Account).where(Account.open_kfid == data.open_kfid)):
+        raise Conflict("WeCom customer service account {open_kfid} already exists", field="open_kfid",
+                       open_kfid=data.open_kfid)
     account = Account(**data.model_dump(mode="json"))
     session.add(account)
     session.flush()

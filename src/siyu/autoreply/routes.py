@@ -54,6 +54,7 @@ class RuleOut(BaseModel):
     pattern: str
     priority: int | None
     reply: str
+    menu: dict[str, Any] | None = None
     hourly_cap: int | None
     dry_run_seen: bool
 
@@ -73,7 +74,7 @@ def _rule_out(rule: AutoReplyRule, version: AutoReplyRuleVersion | None) -> Rule
                    match_kind=version.match_kind if version else None,
                    keywords=version.keywords if version else [], pattern=version.pattern if version else "",
                    priority=version.priority if version else None, reply=version.reply if version else "",
-                   hourly_cap=version.hourly_cap if version else None,
+                   menu=version.menu if version else None, hourly_cap=version.hourly_cap if version else None,
                    dry_run_seen=rule.dry_run_version_id is not None
                    and rule.dry_run_version_id == rule.current_version_id)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,26 @@ class RuleNotFound(NotFound):
     pass
 
 
+class MenuItem(BaseModel):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")  # comes back as the click's menu_id
+    content: str = Field(min_length=1, max_length=64)
+
+
+class Menu(BaseModel):
+    """A 微信客服 menu (msgmenu): "1 查订单 2 活动规则 3 人工" as items the customer taps."""
+
+    head_content: str = Field("", max_length=1024)
+    # msgmenu names it "list"; at most 10 items (W:94677 发送消息; more is refused with 95008).
+    items: list[MenuItem] = Field(min_length=1, max_length=10, alias="list")
+    tail_content: str = Field("", max_length=1024)
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    def as_text(self) -> str:
+        return "\n".join(line for line in [self.head_content, *(i.content for i in self.items), self.tail_content]
+                         if line)
+
+
 class RuleIn(BaseModel):
     name: Name = Field(min_length=1, max_length=64)
     account_id: Id | None = None
@@ -51,7 +71,9 @@ class RuleIn(BaseModel):
     pattern: str = Field("", max_length=500)
     hours: dict[str, Any] | None = None
     priority: int = Field(100, ge=0, le=10_000)
-    reply: str = Field(min_length=1, max_length=2000)
+    reply: str = Field("", max_length=2000)
+    # A menu answers instead of plain text where the channel has menus (微信客服); elsewhere its text is sent.
+    menu: Menu | None = None
     hourly_cap: int = Field(100, ge=1, le=10_000)
 
     @field_validator("keywords")
@@ -74,6 +96,10 @@ def _require_editor(session: Session, viewer: Viewer, account_id: int | None) ->
 
 
 def _validate(data: RuleIn) -> None:
+    if data.menu is not None and not data.reply.strip():
+        data.reply = data.menu.as_text()
+    if not data.reply.strip():
+        raise Invalid("Write the reply", field="reply")
     if data.match_kind in (MatchKind.exact, MatchKind.contains) and not data.keywords:
         raise Invalid("Give at least one keyword", field="keywords")
     if data.match_kind == MatchKind.regex:
@@ -123,7 +149,8 @@ def save_rule(session: Session, *, data: RuleIn, viewer: Viewer, rule_id: int | 
     version = AutoReplyRuleVersion(
         rule_id=rule.id, version=number, match_kind=data.match_kind.value, keywords=data.keywords,
         pattern=data.pattern, hours=data.hours, priority=data.priority, reply=data.reply,
-        hourly_cap=data.hourly_cap, created_by_id=viewer.user_id)
+        menu=data.menu.model_dump(by_alias=True) if data.menu is not None else None, hourly_cap=data.hourly_cap,
+        created_by_id=viewer.user_id)
     session.add(version)
     session.flush()
     was_enabled = rule.enabled
@@ -263,7 +290,9 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
         conversation = conversations.get(message.conversation_id)
         if conversation is None or conversation.account_id in off or conversation.id in recently_answered:
             continue
-        hit = matcher.match(message.text, account_id=conversation.account_id, at=_local(message.sent_at))
+        menu_id = _menu_id(message)  # a tap on a menu item: its id, as an exact keyword, comes first
+        hit = matcher.match_exact(menu_id, account_id=conversation.account_id) if menu_id else None
+        hit = hit or matcher.match(message.text, account_id=conversation.account_id, at=_local(message.sent_at))
         if hit is None:
             continue
         # Fresh from the database: someone may have just switched it off in another session.
@@ -283,12 +312,19 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
     return queued
 
 
+def _menu_id(message: StoredInbound) -> str:
+    """The menu item a customer tapped (微信客服 sends the tap as text with ``menu_id``)."""
+    text = (message.payload or {}).get("text")
+    return str(text.get("menu_id") or "") if isinstance(text, dict) else ""
+
+
 def _queue_reply(session: Session, *, conversation: Conversation, answered: StoredInbound,
                  version: AutoReplyRuleVersion, text: str, now: datetime) -> bool:
     row = {
         "conversation_id": conversation.id, "source": "autoreply",
         "platform_msgid": f"auto:{answered.id}", "direction": Direction.outbound.value,
-        "msg_type": MessageType.text.value, "sender": "", "text": text, "payload": None, "sent_at": now,
+        "msg_type": MessageType.msgmenu.value if version.menu else MessageType.text.value, "sender": "",
+        "text": text, "payload": {"msgmenu": version.menu} if version.menu else None, "sent_at": now,
         "received_at": now, "status": DeliveryStatus.queued.value, "error": "", "automatic": True,
         "internal": False, "rule_version_id": version.id, "reply_to_id": answered.id,
     }

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     wecom_token: str = Field("", description="Token of the WeCom callback configuration (signs every callback).")
     wecom_aes_key: str = Field("", description="EncodingAESKey of the callback configuration (43 characters).")
     wecom_secret: str = Field("", description="Secret of the customer-contact (客户联系) app, for API calls.")
+    wecom_kf_secret: str = Field("", description="Secret of the app that manages 微信客服 (kf/* calls); "
+                                 "empty: the customer-contact Secret is used.")
     wecom_api_base: str = Field("https://qyapi.weixin.qq.com/cgi-bin/",
                                 description="WeCom server API base; point it at the simulator for demos and tests.")
 

@@ -51,10 +51,20 @@ STATUS_LABELS = {
     ConversationStatus.snoozed.value: N_("Snoozed"),
     ConversationStatus.resolved.value: N_("Resolved"),
 }
+CHANNEL_LABELS = {
+    "wecom_kf": N_("WeChat customer service"), "mp": N_("Official Account"), "wecom_archive": N_("WeCom chat"),
+    "personal": N_("Personal WeChat"),
+}
 TYPE_LABELS = {
+    "business_card": N_("Contact card"), "msgmenu": N_("Menu"), "channels": N_("Channels item"),
     "image": N_("Picture"), "voice": N_("Voice"), "video": N_("Video"), "file": N_("File"), "link": N_("Link"),
     "miniprogram": N_("Mini program"), "red_packet": N_("Red packet"), "sticker": N_("Sticker"),
     "location": N_("Location"), "system": N_("System message"), "unknown": N_("Unsupported message"),
+}
+# 微信客服 session states (kf/service_state, W:94669)
+SERVICE_STATE_LABELS = {
+    0: N_("Not handled yet"), 1: N_("Served by Siyu (smart assistant)"), 2: N_("Waiting in WeCom's queue"),
+    3: N_("Served by a person in WeCom"), 4: N_("Ended"),
 }
 STREAM_POLL_SECONDS = 2.0
 
@@ -64,7 +74,7 @@ STREAM_POLL_SECONDS = 2.0
 
 class MessageOut(BaseModel):
     id: int
-    direction: str
+    direction: str  # "in" (the customer, or a system line) / "out" (us)
     msg_type: str
     text: str
     sent_at: datetime
@@ -73,6 +83,18 @@ class MessageOut(BaseModel):
     internal: bool
     automatic: bool
     author_id: int | None
+    # Outgoing only: queued / sent / delivered / failed, and why it failed.
+    delivery: str | None = None
+    failure_reason: str | None = None
+    payload: dict[str, Any] | None = None  # the platform's message as received (types other than text)
+
+    @classmethod
+    def of(cls, message: Message) -> MessageOut:
+        out = cls.model_validate(message, from_attributes=True)
+        if message.direction == "out" and not message.internal:
+            out.delivery = message.status
+            out.failure_reason = message.error if message.status == "failed" else None
+        return out
 
 
 class ConversationOut(BaseModel):
@@ -80,6 +102,8 @@ class ConversationOut(BaseModel):
     account_id: int
     customer_id: int | None
     group_key: str
+    channel: str  # wecom_kf (微信客服), mp (公众号), wecom_archive, personal
+    service_state: int | None  # 微信客服: 0 未处理, 1 智能助手, 2 待接入池, 3 人工接待, 4 已结束
     status: str
     assignee_id: int | None
     waiting_since: datetime | None
@@ -141,17 +165,17 @@ def _out(conversation: Conversation) -> ConversationOut:
 
 @api.get("/inbox/conversations", response_model=dict[str, Any])
 def api_queue(session: SessionDep, viewer: ApiViewer, view: str = "unanswered", account_id: Id | None = None,
-              cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
-    page = service.list_queue(session, flt=QueueFilter(view=view, account_id=account_id), viewer=viewer,
-                              limit=limit, cursor=cursor)
+              channel: str | None = None, cursor: str | None = None,
+              limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+    page = service.list_queue(session, flt=QueueFilter(view=view, account_id=account_id, channel=channel or None),
+                              viewer=viewer, limit=limit, cursor=cursor)
     return {"items": [_out(c) for c in page.items], "next_cursor": page.next_cursor}
 
 
 @api.get("/inbox/conversations/{conversation_id}", response_model=ConversationDetailOut)
 def api_conversation(session: SessionDep, viewer: ApiViewer, conversation_id: Id) -> ConversationDetailOut:
     conversation = service.get_conversation(session, conversation_id=conversation_id, viewer=viewer)
-    messages = [MessageOut.model_validate(m, from_attributes=True)
-                for m in service.messages_of(session, conversation=conversation)]
+    messages = [MessageOut.of(m) for m in service.messages_of(session, conversation=conversation)]
     return ConversationDetailOut(**_out(conversation).model_dump(), messages=messages)
 
 
@@ -160,7 +184,7 @@ def api_reply(session: SessionDep, viewer: ApiViewer, conversation_id: Id, data:
     message = service.reply(session, conversation_id=conversation_id, text=data.text, viewer=viewer,
                             internal=data.internal)
     session.commit()
-    return MessageOut.model_validate(message, from_attributes=True)
+    return MessageOut.of(message)
 
 
 @api.post("/inbox/conversations/{conversation_id}/status", response_model=ConversationOut)
@@ -253,6 +277,7 @@ def _queue_context(session: Session, viewer: Viewer, request: Request) -> dict[s
         "assignees": assignees, "error": error, "next_cursor": next_cursor,
         "counts": service.queue_counts(session, viewer=viewer),
         "view_labels": {k: _(v) for k, v in VIEW_LABELS.items()},
+        "channel_labels": {k: _(v) for k, v in CHANNEL_LABELS.items()},
         "account_names": _account_names(session),
     }
 
@@ -364,6 +389,7 @@ def _conversation_context(session: Session, viewer: Viewer, conversation: Conver
         "authors": team_service.display_names(session, user_ids=[m.author_id for m in messages]),
         "status_labels": {k: _(v) for k, v in STATUS_LABELS.items()},
         "type_labels": {k: _(v) for k, v in TYPE_LABELS.items()},
+        "service_state_labels": {k: _(v) for k, v in SERVICE_STATE_LABELS.items()},
         "account_name": _account_names(session).get(conversation.account_id, ""),
         "breach": service.breached(conversation, service.service_level(session, conversation.account_id),
                                    now=datetime.now(local_zone())),

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from siyu.accounts.models import Account
+from siyu.accounts.models import Account, AccountKind
 from siyu.core.db import dialect_insert, missing_ids, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
@@ -30,6 +30,7 @@ from siyu.customers.models import CONTACT_KINDS, Customer, Friendship, Touch, To
 from siyu.inbox.models import (
     AgentState,
     CannedReply,
+    Channel,
     Conversation,
     ConversationStatus,
     DeliveryStatus,
@@ -67,6 +68,10 @@ class InboundMessage:
     msg_type: str = MessageType.text.value
     text: str | bytes = ""
     payload: dict[str, Any] | None = None
+    # "out": what a person sent from the platform's own client (a 微信客服 servicer), recorded as sent.
+    # A system line (msg_type "system") is neither the customer's nor ours: it never waits for an answer.
+    direction: str = Direction.inbound.value
+    channel: str = ""  # of a new conversation; empty: from the account's kind
 
 
 @dataclass
@@ -106,7 +111,12 @@ def _insert(session: Session, model: type[Any]) -> Any:
 
 
 def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult:
-    """Store a batch of inbound messages exactly once and bring their conversations up to date."""
+    """Store a batch of messages exactly once and bring their conversations up to date.
+
+    Mostly the customers' messages; a channel that also reports what was sent from the platform's
+    own client (微信客服 servicers) and events (shown as system lines) hands those in the same batch,
+    so the conversation's state follows the platform's order.
+    """
     result = IngestResult()
     unique: dict[tuple[str, str], InboundMessage] = {}
     for message in messages:
@@ -120,25 +130,30 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
     conversation_ids = _ensure_conversations(session, keyed)
 
     now = utcnow()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for message, key, _customer in keyed:
         text = clean_text(message.text)
-        kind = message.msg_type if message.msg_type in KNOWN_TYPES else MessageType.unknown.value
+        kind = message.msg_type if message.msg_type in KNOWN_TYPES else _UNKNOWN
         payload = dict(message.payload or {})
-        if kind == MessageType.unknown.value:
+        if kind == _UNKNOWN:
             payload.setdefault("original_type", message.msg_type)
+        outbound = message.direction == _OUT
+        sent_at = message.sent_at if message.sent_at.tzinfo is not None else message.sent_at.replace(tzinfo=UTC)
         rows.append({
             "conversation_id": conversation_ids[key], "source": message.source,
-            "platform_msgid": message.platform_msgid[:128], "direction": Direction.inbound.value,
+            "platform_msgid": message.platform_msgid[:128], "direction": _OUT if outbound else _IN,
             "msg_type": kind, "sender": message.sender[:128], "text": text, "payload": payload or None,
-            "sent_at": message.sent_at, "received_at": now, "status": DeliveryStatus.received.value,
+            "sent_at": sent_at, "received_at": now, "status": _SENT if outbound else _RECEIVED,
             "error": "", "automatic": False, "internal": False,
         })
     table = Message.__table__.c
+    # Only the new ids come back (with the keys to find their rows): the rest is known here, and reading
+    # dates and JSON back would cost as much as writing them.
     statement = (_insert(session, Message).on_conflict_do_nothing(index_elements=["source", "platform_msgid"])
-                 .returning(table.id, table.conversation_id, table.sent_at, table.msg_type, table.text,
-                            table.payload))
-    inserted = session.connection().execute(statement, rows).all()
+                 .returning(table.id, table.source, table.platform_msgid))
+    by_key: dict[tuple[str, str], dict[str, Any]] = {(row["source"], row["platform_msgid"]): row for row in rows}
+    inserted = [_stored(new_id, by_key[(source, msgid)])
+                for new_id, source, msgid in session.connection().execute(statement, rows).all()]
     result.stored = len(inserted)
     result.duplicates += len(rows) - len(inserted)
 
@@ -154,8 +169,34 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
     result.auto_replies = autoreply_service.respond(session, messages=[
         autoreply_service.StoredInbound(id=row.id, conversation_id=row.conversation_id, msg_type=row.msg_type,
                                         text=row.text, sent_at=row.sent_at, payload=row.payload)
-        for row in inserted])
+        for row in inserted if _from_customer(row)])
     return result
+
+
+class _Stored(NamedTuple):
+    """A message just inserted, as the conversation update and the auto-replies need it."""
+
+    id: int
+    conversation_id: int
+    sent_at: datetime
+    msg_type: str
+    text: str
+    payload: dict[str, Any] | None
+    direction: str
+
+
+def _stored(new_id: int, row: dict[str, Any]) -> _Stored:
+    return _Stored(id=int(new_id), conversation_id=row["conversation_id"], sent_at=row["sent_at"],
+                   msg_type=row["msg_type"], text=row["text"], payload=row["payload"], direction=row["direction"])
+
+
+_IN, _OUT, _SYSTEM, _UNKNOWN = Direction.inbound.value, Direction.outbound.value, MessageType.system.value, \
+    MessageType.unknown.value
+_SENT, _RECEIVED = DeliveryStatus.sent.value, DeliveryStatus.received.value
+
+
+def _from_customer(row: Any) -> bool:
+    return bool(row.direction == _IN and row.msg_type != _SYSTEM)
 
 
 def _resolve_customers(session: Session, batch: list[InboundMessage]) -> list[int | None]:
@@ -191,10 +232,15 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
     for message, key, _customer in keyed:
         if key not in first_seen or message.sent_at < first_seen[key]:
             first_seen[key] = message.sent_at
+    kinds: dict[int, str] = {}
+    if any(key not in found for _m, key, _c in keyed):
+        kinds = {aid: kind for aid, kind in session.execute(select(Account.id, Account.kind).where(
+            Account.id.in_(sorted({m.account_id for m, key, _c in keyed if key not in found}))))}
     for message, key, customer_id in keyed:
         if key in found or key in missing:
             continue
         missing[key] = {"key": key, "account_id": message.account_id, "customer_id": customer_id,
+                        "channel": message.channel or channel_of(kinds.get(message.account_id, "")),
                         "group_key": message.group_key, "status": ConversationStatus.open.value,
                         "unanswered": 0, "priority": levels.get(customer_id or 0, 0),
                         # Opened when the customer wrote, so response times measure their wait.
@@ -206,6 +252,12 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
         found.update({key: cid for key, cid in session.execute(
             select(Conversation.key, Conversation.id).where(Conversation.key.in_(sorted(missing))))})
     return found
+
+
+def channel_of(account_kind: str) -> str:
+    """The channel of a conversation on an account of this kind (when the connector names none)."""
+    return {AccountKind.wecom_kf.value: Channel.wecom_kf.value,
+            AccountKind.wecom.value: Channel.wecom_archive.value}.get(account_kind, Channel.personal.value)
 
 
 def _priorities(session: Session, customer_ids: list[int]) -> dict[int, int]:
@@ -224,25 +276,38 @@ def _update_conversations(session: Session, by_conversation: dict[int, list[Any]
         return
     current = session.execute(select(
         Conversation.id, Conversation.status, Conversation.unanswered, Conversation.waiting_since,
-        Conversation.last_message_at, Conversation.last_inbound_at,
+        Conversation.last_message_at, Conversation.last_inbound_at, Conversation.first_response_at,
     ).where(Conversation.id.in_(sorted(by_conversation)))).all()
     changes: list[dict[str, Any]] = []
     reopened: list[int] = []
     for row in current:
         rows = by_conversation[row.id]
-        earliest = min(r.sent_at for r in rows)
         latest = max(rows, key=lambda r: r.sent_at)
-        change: dict[str, Any] = {"id": row.id, "unanswered": row.unanswered + len(rows)}
-        if row.waiting_since is None or earliest < row.waiting_since:
-            change["waiting_since"] = earliest
+        customer = [r for r in rows if _from_customer(r)]
+        answered_at = max((r.sent_at for r in rows if r.direction == _OUT), default=None)
+        change: dict[str, Any] = {"id": row.id}
+        if customer:
+            earliest = min(r.sent_at for r in customer)
+            last_in = max(r.sent_at for r in customer)
+            change["unanswered"] = row.unanswered + len(customer)
+            if row.waiting_since is None or earliest < row.waiting_since:
+                change["waiting_since"] = earliest
+            if row.last_inbound_at is None or last_in > row.last_inbound_at:
+                change["last_inbound_at"] = last_in
+            if row.status != ConversationStatus.open.value:
+                reopened.append(row.id)
+        if answered_at is not None:  # a person answered in the platform's own client
+            last_in = max([r.sent_at for r in customer] + ([row.last_inbound_at] if row.last_inbound_at else []),
+                          default=None)
+            if last_in is None or answered_at >= last_in:
+                change.update(waiting_since=None, unanswered=0)
+            if row.first_response_at is None:
+                change["first_response_at"] = answered_at
         if row.last_message_at is None or latest.sent_at >= row.last_message_at:
             change["last_message_at"] = latest.sent_at
             change["last_message_preview"] = _preview(latest.msg_type, latest.text)
-        if row.last_inbound_at is None or latest.sent_at > row.last_inbound_at:
-            change["last_inbound_at"] = latest.sent_at
-        changes.append(change)
-        if row.status != ConversationStatus.open.value:
-            reopened.append(row.id)
+        if len(change) > 1:
+            changes.append(change)
     # Each row names only what changed, so group rows with the same columns into one executemany.
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for change in changes:
@@ -429,6 +494,10 @@ def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, 
     body = clean_text(text).strip()
     if not body:
         raise Invalid("Write something first", field="text")
+    from siyu.inbox import delivery
+
+    if not internal:
+        delivery.check_reply(session, conversation)  # the channel's window: refused now, not in the job
     now = utcnow()
     message = Message(conversation_id=conversation.id, source="console", platform_msgid=f"out:{conversation.id}:"
                       f"{now.timestamp():.6f}:{viewer.user_id or 0}", direction=Direction.outbound.value,
@@ -445,6 +514,7 @@ def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, 
         conversation.last_message_preview = _preview(MessageType.text.value, body)
         if conversation.assignee_id is None and viewer.user_id is not None and not automatic:
             conversation.assignee_id, conversation.assigned_at = viewer.user_id, now
+            delivery.taken(session, conversation)
         _touch(session, conversation, viewer=viewer, event="reply", content=body, kind=TouchKind.chat)
     session.flush()
     if not internal:
@@ -500,6 +570,10 @@ def transfer(session: Session, *, conversation_id: int, to_user_id: int | None, 
             raise Forbidden("That colleague does not work on this account")
     conversation.assignee_id = to_user_id
     conversation.assigned_at = utcnow() if to_user_id else None
+    if to_user_id is not None and to_user_id != previous:
+        from siyu.inbox import delivery
+
+        delivery.taken(session, conversation)
     _touch(session, conversation, viewer=viewer, event="conversation_transferred")
     session.flush()
     if previous is not None and previous != to_user_id:
@@ -573,6 +647,7 @@ class QueueFilter:
     view: str = "unanswered"
     account_id: int | None = None
     assignee_id: int | None = None
+    channel: str | None = None  # wecom_kf, mp, wecom_archive, personal
 
 
 def list_queue(session: Session, *, flt: QueueFilter, viewer: Viewer, limit: int = 50,
@@ -580,7 +655,10 @@ def list_queue(session: Session, *, flt: QueueFilter, viewer: Viewer, limit: int
     """Conversations of one view, keyset-paged; the unanswered view is longest waiting first."""
     if flt.view not in QUEUE_VIEWS:
         raise Invalid("Unknown view {view}", field="view", view=flt.view)
+    _check_channel(flt)
     query = select(Conversation)
+    if flt.channel:
+        query = query.where(Conversation.channel == flt.channel)
     scope = visible_conversations(viewer)
     if scope is not None:
         query = query.where(scope)
@@ -625,6 +703,11 @@ def list_queue(session: Session, *, flt: QueueFilter, viewer: Viewer, limit: int
         value = last.waiting_since if ascending else last.last_message_at
         next_cursor = encode_cursor([value.isoformat() if value else None, last.id])
     return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+def _check_channel(flt: QueueFilter) -> None:
+    if flt.channel and flt.channel not in {c.value for c in Channel}:
+        raise Invalid("Unknown channel {channel}", field="channel", channel=flt.channel)
 
 
 def queue_counts(session: Session, *, viewer: Viewer) -> dict[str, int]:
@@ -697,6 +780,8 @@ def _filtered(flt: QueueFilter, viewer: Viewer) -> Any:
         query = query.where(scope)
     if flt.account_id is not None:
         query = query.where(Conversation.account_id == flt.account_id)
+    if flt.channel:
+        query = query.where(Conversation.channel == flt.channel)
     if flt.view == "unanswered":
         query = query.where(Conversation.status == ConversationStatus.open.value,
                             Conversation.waiting_since.is_not(None))
@@ -711,6 +796,7 @@ def _filtered(flt: QueueFilter, viewer: Viewer) -> Any:
 def count_matching(session: Session, *, flt: QueueFilter, viewer: Viewer) -> int:
     if flt.view not in QUEUE_VIEWS:
         raise Invalid("Unknown view {view}", field="view", view=flt.view)
+    _check_channel(flt)
     return int(session.scalar(select(func.count()).select_from(_filtered(flt, viewer).subquery())) or 0)
 
 

@@ -206,6 +206,8 @@ def dedup_key(fields: dict[str, str]) -> str:
         return f"msg:{fields['MsgId']}"
     keys = [fields.get(k, "") for k in ("UserID", "ExternalUserID", "ChatId", "TagType", "Id", "FailReason",
                                          "UpdateDetail", "JoinScene", "QuitScene")]
+    if fields.get("Token"):  # kf_msg_or_event: each callback has its own token
+        keys += [fields.get("OpenKfId", ""), fields["Token"]]
     return "|".join([event_type(fields), *keys, fields.get("CreateTime", "")])[:255]
 
 

@@ -69,4 +69,24 @@ class SendCheck(Base):
     checks: Mapped[int] = mapped_column(Integer, default=0)
 
 
-__all__ = ["CallbackNonce", "EventStatus", "SendCheck", "WecomEvent"]
+class KfCursor(Base):
+    """Where Siyu is in one 微信客服 account's message stream (kf/sync_msg), and the freshest token.
+
+    The cursor moves in the same transaction that stores the messages it covers, so a crash
+    between pull and commit pulls the same page again (and the message table's unique key
+    drops what was stored), never skips one.
+    """
+
+    __tablename__ = "wecom_kf_cursor"
+
+    open_kfid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cursor: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    token: Mapped[str] = mapped_column(String(128), default="", server_default="")  # from the last callback
+    token_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    tokenless_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # last pull without one
+    pulled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # servicer_status_change: {servicer_userid: {"status": 1|2, "at": iso}} (1 接待中, 2 停止接待)
+    servicers: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+__all__ = ["CallbackNonce", "EventStatus", "KfCursor", "SendCheck", "WecomEvent"]

@@ -143,7 +143,7 @@ def status_label(status: str) -> str:
 
 
 LABELS = {"corp_id": N_("Corp ID"), "token": N_("Token"), "aes_key": N_("EncodingAESKey"),
-          "secret": N_("Secret"), "api_base": N_("API base")}
+          "secret": N_("Secret"), "kf_secret": N_("WeChat customer service Secret"), "api_base": N_("API base")}
 
 
 def _connection(request: Request, session: Session, *, status_code: int = 200, error: str | None = None,
