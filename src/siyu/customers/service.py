@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, selectinload
 
 from siyu.accounts.models import Account
+from siyu.core import viewer as viewer_masking
 from siyu.core.db import utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import N_
@@ -91,6 +92,8 @@ RULES_KEY = "lifecycle_rules"
 RECOMPUTE_BATCH = 500  # customers per batch: keeps IN lists and transactions small
 TAG_SEPARATORS = (":", "：", "/")
 NON_CONTACT_KINDS = (TouchKind.tag_change, TouchKind.field_change, TouchKind.system)
+# Free text that may hold a phone number: masked for viewers who may not see phones.
+NOTE_FIELDS = ("objective_notes", "emotional_notes")
 PORTRAIT_FIELDS = ("gender", "age_band", "city", "job", "income_band", "family", "objective_notes",
                    "emotional_notes", "source", "wechat_id")
 
@@ -474,6 +477,7 @@ def _friendship_for(session: Session, *, customer: Customer, account_id: int | N
 
 def _replace_phones(session: Session, *, friendship: Friendship, phones: list[str]) -> None:
     session.execute(delete(Phone).where(Phone.friendship_id == friendship.id))
+    search.mark_dirty(session, [friendship.customer_id])  # the numbers are search terms too
     seen: set[str] = set()
     for raw in phones:
         number = normalise_phone(raw)
@@ -511,6 +515,10 @@ def notify_changed(session: Session, customer_ids: list[int], fields: set[str]) 
 def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate, viewer: Viewer) -> Customer:
     customer = get_customer(session, customer_id=customer_id, viewer=viewer)
     changes = data.model_dump(exclude_unset=True)
+    if not viewer.may_see_phones:  # they edited masked text: the masks they kept are the numbers again
+        for key in NOTE_FIELDS:
+            if changes.get(key) is not None:
+                changes[key] = viewer_masking.restore_masked(changes[key], getattr(customer, key))
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
     for key in ("name", *PORTRAIT_FIELDS):
@@ -521,6 +529,8 @@ def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate,
     remark_keys = {"remark_name", "description", "phones"} & {k for k, v in changes.items() if v is not None}
     if remark_keys:
         friendship = _friendship_for(session, customer=customer, account_id=data.account_id, viewer=viewer)
+        if not viewer.may_see_phones and changes.get("description") is not None:
+            changes["description"] = viewer_masking.restore_masked(changes["description"], friendship.description)
         for key in ("remark_name", "description"):
             if key in remark_keys and getattr(friendship, key) != changes[key]:
                 before[key] = getattr(friendship, key)
@@ -700,6 +710,28 @@ def add_touch(session: Session, *, customer_id: int, data: TouchIn, viewer: View
                               summary=customer.name, after={"kind": data.kind.value, "content": data.content[:200]})
     refresh_computed(session, customer=customer)
     return touch
+
+
+def touch_content(touch: Touch, viewer: Viewer) -> str:
+    """A timeline entry's text as this viewer may see it."""
+    return viewer.text(touch.content or "")
+
+
+# Timeline details that quote free text: the values of a WeCom sync conflict (描述 in both versions).
+QUOTED_DETAILS = ("siyu", "wecom")
+
+
+def touch_details(touch: Touch, viewer: Viewer) -> dict[str, Any] | None:
+    """A timeline entry's details as this viewer may see them (quoted text masked)."""
+    details = touch.details
+    if viewer.may_see_phones or not isinstance(details, dict):
+        return details
+    shown = dict(details)
+    for key in QUOTED_DETAILS:
+        if isinstance(shown.get(key), dict):
+            shown[key] = {name: viewer.text(value) if isinstance(value, str) else value
+                          for name, value in shown[key].items()}
+    return shown
 
 
 def list_touches(session: Session, *, customer_id: int, viewer: Viewer, limit: int = 50,
@@ -893,12 +925,13 @@ class _Driver:
     ids: tuple[int, ...] = ()
     terms: tuple[str, ...] = ()
     postgres: bool = False
+    phones: tuple[str, ...] = ()  # a search's phone terms, when its digits may match phone numbers
 
     def customer_ids(self) -> Select[Any] | TextualSelect:
         if self.kind == "tags":
             return select(CustomerTag.customer_id).where(CustomerTag.tag_id.in_(self.ids))
         if self.kind == "search":
-            return search.candidate_ids(self.terms, postgres=self.postgres)
+            return search.candidate_ids(self.terms, postgres=self.postgres, phones=self.phones)
         return select(Friendship.customer_id).where(Friendship.account_id.in_(self.ids))
 
     def size(self) -> Select[Any]:
@@ -956,26 +989,53 @@ def _filter_parts(session: Session, flt: CustomerFilter,
         drivers.append(_Driver("tags", tuple(sorted(tag_ids))))
     q = flt.q.strip()
     if q:
-        pattern = f"%{_escape_like(q)}%"
-        digits = normalise_phone(q)
-        text_match = or_(
-            Customer.name.ilike(pattern, escape="\\"),
-            Customer.wechat_id == q,
-            exists().where(Friendship.customer_id == Customer.id,
-                           or_(Friendship.remark_name.ilike(pattern, escape="\\"),
-                               Friendship.description.ilike(pattern, escape="\\"))),
-        )
-        terms = search.query_terms(q)
-        if len(digits) >= 3 and digits == q:
-            # Phone numbers are not in the text index: a run of digits is looked up directly.
-            text_match = or_(text_match, exists().where(
-                Phone.customer_id == Customer.id, Phone.number.like(f"%{_escape_like(digits)}%", escape="\\")))
-        elif terms:
-            # The index can drive the query (customers holding every character pair) when the
-            # query is rare; LIKE confirms the substring either way. See _driving_ids.
-            drivers.append(_Driver("search", terms=tuple(terms), postgres=search.is_postgres(session)))
-        clauses.append(text_match)
+        clauses.append(_text_match(session, q, viewer, drivers))
     return clauses, drivers
+
+
+def _text_match(session: Session, q: str, viewer: Viewer, drivers: list[_Driver]) -> ColumnElement[bool]:
+    """The search box: fragments of name, WeChat ID, remark name and description; digits also phones.
+
+    For a viewer who may not see phones, what they cannot see is not a search key: phone
+    numbers are not searched, and phone-like text in remarks and descriptions is hidden before
+    the fragment is looked for (``siyu_hide_phones``), so trying numbers recovers nothing. A
+    scoped viewer's search reads only the remarks of their own accounts, as they see them.
+    """
+    pattern = f"%{_escape_like(q)}%"
+    hide = not viewer.may_see_phones and any(ch.isdigit() for ch in q)
+    postgres = search.is_postgres(session)
+
+    def contains(column: Any) -> ColumnElement[bool]:
+        # SQLite's LIKE already ignores ASCII case (its lower() knows no more); PostgreSQL needs ILIKE.
+        return column.ilike(pattern, escape="\\") if postgres else column.like(pattern, escape="\\")
+
+    def remark(column: Any) -> ColumnElement[bool]:
+        return contains(search.hide_phones(column) if hide else column)
+
+    friendship = [Friendship.customer_id == Customer.id]
+    if not viewer.sees_all_accounts:
+        friendship.append(Friendship.account_id.in_(sorted(viewer.account_ids)))
+    text_match = or_(
+        contains(Customer.name),
+        contains(Customer.wechat_id),
+        exists().where(*friendship, or_(remark(Friendship.remark_name), remark(Friendship.description))),
+    )
+    terms = search.query_terms(q)
+    digits = normalise_phone(q)
+    phones = viewer.may_see_phones and len(digits) >= PHONE_QUERY_MIN_DIGITS and digits == q
+    if phones:
+        text_match = or_(text_match, exists().where(
+            Phone.customer_id == Customer.id, Phone.number.like(f"%{_escape_like(digits)}%", escape="\\")))
+    if terms:
+        # The index finds the candidates (customers holding every character pair, or every digit
+        # triple of a phone number when digits may match phones); the substring test confirms them.
+        drivers.append(_Driver("search", terms=tuple(terms), postgres=postgres,
+                               phones=tuple(search.phone_terms(digits)) if phones else ()))
+    return text_match
+
+
+# Digits typed into the search box are looked up in phone numbers from this many on.
+PHONE_QUERY_MIN_DIGITS = 3
 
 
 # A list walks its sort index and tests each customer against the filters, so it reads
@@ -1004,24 +1064,41 @@ def _estimated_size(session: Session, driver: _Driver | None) -> int:
     return size
 
 
-# A search drives the query when it matches fewer customers than this; a common word
-# ("宝妈") is cheaper to find by walking the sort order and testing each customer.
-SEARCH_DRIVE_LIMIT = 5000
+# A search drives the list (its candidates are confirmed, then sorted) when the index gives
+# fewer candidates than this. With more, a sample of them shows how many are real matches:
+# when enough are, the list walks its sort order and stops at a full page; when few are
+# (pairs that occur apart, "送礼盒"), confirming the candidates is cheaper than a walk that
+# would test every customer. A count always reads candidates: it stops at its cap.
+SEARCH_DRIVE_LIMIT = 20_000
+SEARCH_SAMPLE = 500
+SEARCH_DENSE_SHARE = 0.05
 
 
 def _search_size(session: Session, driver: _Driver) -> int:
-    """Matches of a search, counted only up to SEARCH_DRIVE_LIMIT so common words stay cheap."""
+    """Candidates of a search, counted only up to SEARCH_DRIVE_LIMIT so common words stay cheap."""
     capped = select(func.count()).select_from(
         select(literal_column("1")).select_from(driver.customer_ids().subquery()).limit(SEARCH_DRIVE_LIMIT)
         .subquery())
     return int(session.scalar(capped) or 0)
 
 
-def _driving_ids(session: Session, drivers: list[_Driver], *, limit: int) -> Select[Any] | TextualSelect | None:
+def _search_drives(session: Session, driver: _Driver, clauses: list[ColumnElement[bool]]) -> bool:
+    if _search_size(session, driver) < SEARCH_DRIVE_LIMIT:
+        return True
+    first = select(driver.customer_ids().subquery().c.id).limit(SEARCH_SAMPLE).subquery()
+    confirmed = select(func.count()).select_from(Customer).where(Customer.id.in_(select(first.c.id)), *clauses)
+    return int(session.scalar(confirmed) or 0) < SEARCH_DENSE_SHARE * SEARCH_SAMPLE
+
+
+Driving = Select[Any] | TextualSelect
+
+
+def _driving_ids(session: Session, drivers: list[_Driver], clauses: list[ColumnElement[bool]], *,
+                 limit: int) -> Driving | None:
     searches = [d for d in drivers if d.kind == "search"]
     drivers = [d for d in drivers if d.kind != "search"]
     for driver in searches:
-        if _search_size(session, driver) < SEARCH_DRIVE_LIMIT:
+        if _search_drives(session, driver, clauses):
             return driver.customer_ids()
     if not drivers:
         return None
@@ -1086,7 +1163,7 @@ def list_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, lim
     order, after = _keyset(flt.sort, cursor)
     clauses, drivers = _filter_parts(session, flt, viewer)
     query = select(Customer).where(*clauses)
-    driving_ids = _driving_ids(session, drivers, limit=limit)
+    driving_ids = _driving_ids(session, drivers, clauses, limit=limit)
     if driving_ids is not None:
         query = query.where(Customer.id.in_(driving_ids))
     if after is not None:
@@ -1130,14 +1207,25 @@ ESTIMATE_WINDOW_IDS = 1000
 def count_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, cap: int) -> CountResult:
     """Exact up to ``cap``; past it an estimate ("约 12 万") instead of scanning everything."""
     clauses, drivers = _filter_parts(session, flt, viewer)
-    query = select(Customer.id).where(*clauses)
-    driving_ids = _driving_ids(session, drivers, limit=cap)
-    if driving_ids is not None:
-        query = query.where(Customer.id.in_(driving_ids))
+    searched = next((d for d in drivers if d.kind == "search"), None)
+    if searched is not None:
+        # Candidates in the index's order, each confirmed as it is read, until the cap.
+        candidates = searched.customer_ids().subquery()
+        query = select(Customer.id).join_from(candidates, Customer, Customer.id == candidates.c.id).where(*clauses)
+    else:
+        query = select(Customer.id).where(*clauses)
+        driving_ids = _driving_ids(session, drivers, clauses, limit=cap)
+        if driving_ids is not None:
+            query = query.where(Customer.id.in_(driving_ids))
     inner = query.limit(cap + 1).subquery()
-    value = session.scalar(select(func.count()).select_from(inner)) or 0
+    value, reached = session.execute(select(func.count(), func.max(inner.c.id)).select_from(inner)).one()
+    value = int(value or 0)
     if value <= cap:
         return CountResult(value=value, exact=True)
+    if searched is not None:
+        # The candidates came in id order: the matches found up to the id reached, scaled to all ids.
+        highest = int(session.scalar(select(func.max(Customer.id))) or 0)
+        return CountResult(value=cap, exact=False, estimate=max(cap + 1, round(value * highest / max(reached, 1))))
     return CountResult(value=cap, exact=False, estimate=max(cap + 1, _estimate_count(session, clauses)))
 
 
@@ -1154,10 +1242,7 @@ def _estimate_count(session: Session, clauses: list[ColumnElement[bool]]) -> int
 # ---------------------------------------------------------------- presentation helpers
 
 
-def mask_phone(number: str) -> str:
-    if len(number) >= 7:
-        return f"{number[:3]}****{number[-4:]}"
-    return "****"
+mask_phone = viewer_masking.mask_phone
 
 
 def load_friendships(session: Session, *, customer_ids: list[int]) -> dict[int, list[Friendship]]:
@@ -1220,14 +1305,17 @@ def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> Custom
     names = account_names(session)
     friendships = _visible_friendships(load_friendships(session, customer_ids=[customer.id]).get(customer.id, []),
                                        viewer)
-    show = (lambda n: n) if viewer.may_see_phones else mask_phone
+    show = viewer.phone
+    portrait = {key: getattr(customer, key) for key in PORTRAIT_FIELDS if key != "wechat_id"}
+    for key in NOTE_FIELDS:
+        portrait[key] = viewer.text(portrait[key])
     return CustomerOut(
         **summary.model_dump(),
-        **{key: getattr(customer, key) for key in PORTRAIT_FIELDS if key != "wechat_id"},
+        **portrait,
         purchase_total=customer.purchase_total,
         friendships=[FriendshipOut(
             id=f.id, account_id=f.account_id, account_name=names.get(f.account_id, ""), remark_name=f.remark_name,
-            description=f.description, phones=[show(p.number) for p in f.phones], status=f.status,
+            description=viewer.text(f.description), phones=[show(p.number) for p in f.phones], status=f.status,
             channel_state=f.channel_state, added_at=f.added_at,
             attachments=[AttachmentOut.model_validate(a) for a in f.attachments]) for f in friendships],
         addresses=[AddressOut.model_validate(a).model_copy(update={"phone": show(a.phone) if a.phone else ""})
