@@ -287,8 +287,10 @@ def customer_list(request: Request, session: SessionDep, viewer: PageViewer) -> 
     items: list[Any] = []
     next_cursor: str | None = None
     count: service.CountResult | None = None
+    status = 200
     try:
         flt = query.to_filter()
+        service.check_search_rate(viewer, flt.q)
         count = service.count_customers(session, flt=flt, viewer=viewer,
                                         cap=get_settings().list_exact_count_limit)
         page = service.list_customers(session, flt=flt, viewer=viewer, limit=LIST_LIMIT,
@@ -298,13 +300,13 @@ def customer_list(request: Request, session: SessionDep, viewer: PageViewer) -> 
     except DomainError as exc:
         session.rollback()
         error = exc.message
+        status = 422 if exc.status_code < 422 else exc.status_code  # 429: too many searches
     context: dict[str, Any] = {
         "query": query, "items": items, "count": count, "error": error, "title": _("Customers"),
         "next_url": query.url(cursor=next_cursor) if next_cursor else None,
         "first_url": query.url() if query.cursor else None,
         "account_names": service.account_names(session), "nav_active": "customers",
     }
-    status = 422 if error else 200
     partial = (_is_htmx(request) and request.headers.get("hx-target") == "results"
                and request.headers.get("hx-history-restore-request") != "true")
     if partial:

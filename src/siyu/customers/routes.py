@@ -68,6 +68,7 @@ def list_customers(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> CustomerPage:
+    service.check_search_rate(viewer, flt.q)
     page = service.list_customers(session, flt=flt, viewer=viewer, limit=limit, cursor=cursor)
     return CustomerPage(items=service.to_summaries(session, customers=page.items, viewer=viewer),
                         next_cursor=page.next_cursor)

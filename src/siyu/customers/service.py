@@ -37,16 +37,20 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    update,
 )
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from siyu.accounts.models import Account
 from siyu.core import viewer as viewer_masking
 from siyu.core.db import utcnow
-from siyu.core.errors import Invalid, NotFound
+from siyu.core.errors import Invalid, NotFound, TooManyAttempts
 from siyu.core.i18n import N_
 from siyu.core.models import AppSetting
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
+from siyu.core.ratelimit import SlidingWindow
+from siyu.core.settings import get_settings
 from siyu.core.viewer import Viewer
 from siyu.customers import search
 from siyu.customers.models import (
@@ -142,11 +146,11 @@ def recompute_all(session: Session, *, batch_size: int = RECOMPUTE_BATCH) -> int
 def recompute_batch(session: Session, *, after_id: int, batch_size: int = RECOMPUTE_BATCH) -> tuple[int, int]:
     """Recompute the next ``batch_size`` customers after ``after_id``: (last id, how many)."""
     batch = list(session.scalars(
-        select(Customer).where(Customer.id > after_id).order_by(Customer.id).limit(batch_size)))
+        select(Customer.id).where(Customer.id > after_id).order_by(Customer.id).limit(batch_size)))
     if not batch:
         return after_id, 0
-    refresh_computed_many(session, customers=batch, rules=get_rules(session))
-    return batch[-1].id, len(batch)
+    refresh_computed_ids(session, customer_ids=batch, rules=get_rules(session))
+    return batch[-1], len(batch)
 
 
 def count_all_customers(session: Session) -> int:
@@ -756,8 +760,11 @@ def list_touches(session: Session, *, customer_id: int, viewer: Viewer, limit: i
 # ---------------------------------------------------------------- computed facts
 
 
-COMPLETENESS_PARTS = ("remark_name", "tags", "phone", "description", "gender", "age_band", "city", "job",
-                      "objective_notes", "emotional_notes", "address", "picture")
+# Completeness: the share of these parts that are filled — the customer's own text fields, then
+# what other rows give them (a remark name, a manual tag, a phone, a description, an address, a picture).
+COMPLETENESS_OWN = ("gender", "age_band", "city", "job", "objective_notes", "emotional_notes")
+COMPLETENESS_LINKED = ("remark_name", "tags", "phone", "description", "address", "picture")
+COMPLETENESS_PARTS = COMPLETENESS_LINKED + COMPLETENESS_OWN
 
 
 def refresh_computed(session: Session, *, customer: Customer, rules: LifecycleRules | None = None) -> None:
@@ -788,16 +795,37 @@ def ensure_computed_tags(session: Session, *, rules: LifecycleRules) -> dict[tup
 
 def refresh_computed_many(session: Session, *, customers: list[Customer],
                           rules: LifecycleRules | None = None) -> None:
-    """Re-derive the stored computed facts of these customers with a few grouped queries.
+    """Re-derive the stored computed facts of these customers (loaded objects stay current)."""
+    refresh_computed_ids(session, customer_ids=[c.id for c in customers], rules=rules)
+
+
+# Stored computed facts: what refresh_computed_ids writes, and compares before writing.
+COMPUTED_COLUMNS = ("contact_count", "purchase_count", "purchase_total", "last_touch_at", "stage", "level",
+                    "completeness")
+
+
+def refresh_computed_ids(session: Session, *, customer_ids: list[int], rules: LifecycleRules | None = None) -> None:
+    """Re-derive the stored computed facts of these customers with four set-based queries.
 
     Contact and purchase counts, spend, last touch, stage, level, the computed tags of
-    沟通次数 / 购买 / 等级, and completeness — the one implementation of these rules.
+    沟通次数 / 购买 / 等级, and completeness — the one implementation of these rules. Nothing is
+    loaded as ORM objects: one query reads each customer's stored facts and what completeness
+    asks about (as EXISTS tests), one the touch aggregates, one the computed tags; only the
+    customers whose facts changed are written, in one executemany UPDATE. Objects of these
+    customers already in the session are given the new values.
     """
-    if not customers:
+    ids = sorted(set(customer_ids))
+    if not ids:
         return
     rules = rules or get_rules(session)
     session.flush()
-    ids = [c.id for c in customers]
+    computed_tags = ensure_computed_tags(session, rules=rules)
+    for start in range(0, len(ids), RECOMPUTE_BATCH):
+        _refresh_chunk(session, ids[start:start + RECOMPUTE_BATCH], rules, computed_tags)
+
+
+def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
+                   computed_tags: dict[tuple[str, str], Tag]) -> None:
     contact_kinds = [k.value for k in CONTACT_KINDS]
     stats = {row[0]: row[1:] for row in session.execute(
         select(
@@ -808,21 +836,18 @@ def refresh_computed_many(session: Session, *, customers: list[Customer],
             func.max(Touch.occurred_at).filter(Touch.kind.notin_([k.value for k in NON_CONTACT_KINDS])),
         ).where(Touch.customer_id.in_(ids)).group_by(Touch.customer_id))}
     computed_kinds = [k.value for k in COMPUTED_GROUP_KINDS]
-    manual_tagged = set(session.scalars(
-        select(CustomerTag.customer_id).join(Tag, Tag.id == CustomerTag.tag_id)
-        .join(TagGroup, TagGroup.id == Tag.group_id)
-        .where(CustomerTag.customer_id.in_(ids), TagGroup.kind.notin_(computed_kinds)).distinct()))
-    with_phone = set(session.scalars(select(Phone.customer_id).where(Phone.customer_id.in_(ids)).distinct()))
-    with_address = set(session.scalars(
-        select(Address.customer_id).where(Address.customer_id.in_(ids)).distinct()))
-    with_remark = set(session.scalars(select(Friendship.customer_id).where(
-        Friendship.customer_id.in_(ids), Friendship.remark_name != "").distinct()))
-    with_description = set(session.scalars(select(Friendship.customer_id).where(
-        Friendship.customer_id.in_(ids), Friendship.description != "").distinct()))
-    pictured = set(session.scalars(
-        select(Friendship.customer_id).join(Attachment, Attachment.friendship_id == Friendship.id)
-        .where(Friendship.customer_id.in_(ids)).distinct()))
-    computed_tags = ensure_computed_tags(session, rules=rules)
+    friend = Friendship.customer_id == Customer.id
+    facts = select(
+        Customer.id, Customer.stage_override, *[getattr(Customer, c) for c in COMPUTED_COLUMNS],
+        *[getattr(Customer, part) != "" for part in COMPLETENESS_OWN],
+        exists().where(friend, Friendship.remark_name != ""),
+        exists().where(CustomerTag.customer_id == Customer.id, CustomerTag.tag_id.in_(
+            select(Tag.id).join(TagGroup, TagGroup.id == Tag.group_id).where(TagGroup.kind.notin_(computed_kinds)))),
+        exists().where(Phone.customer_id == Customer.id),
+        exists().where(friend, Friendship.description != ""),
+        exists().where(Address.customer_id == Customer.id),
+        exists().where(friend, Attachment.friendship_id == Friendship.id),
+    ).where(Customer.id.in_(ids))
     current: dict[int, set[int]] = defaultdict(set)
     for customer_id, tag_id in session.execute(
         select(CustomerTag.customer_id, CustomerTag.tag_id).join(Tag, Tag.id == CustomerTag.tag_id)
@@ -832,49 +857,56 @@ def refresh_computed_many(session: Session, *, customers: list[Customer],
         current[customer_id].add(tag_id)
     stale: list[tuple[int, int]] = []
     missing: list[dict[str, Any]] = []
-    for customer in customers:
-        contacts, purchases, total, last_at = stats.get(customer.id, (0, 0, 0, None))
+    changes: list[dict[str, Any]] = []
+    own_count = len(COMPLETENESS_OWN)
+    for row in session.execute(facts):
+        customer_id, override = row[0], row[1]
+        stored = dict(zip(COMPUTED_COLUMNS, row[2:2 + len(COMPUTED_COLUMNS)], strict=True))
+        filled = row[2 + len(COMPUTED_COLUMNS):]
+        contacts, purchases, total, last_at = stats.get(customer_id, (0, 0, 0, None))
         if isinstance(last_at, str):  # SQLite aggregates hand back text
             last_at = datetime.fromisoformat(last_at)
         if last_at is not None and last_at.tzinfo is None:
             last_at = last_at.replace(tzinfo=UTC)
-        customer.contact_count = int(contacts)
-        customer.purchase_count = int(purchases)
-        customer.purchase_total = Decimal(str(total))
-        customer.last_touch_at = last_at
-        customer.stage = customer.stage_override or rules.stage_for(
-            contacts=customer.contact_count, purchases=customer.purchase_count).value
-        customer.level = rules.level_for(customer.purchase_total)
+        value: dict[str, Any] = {"contact_count": int(contacts), "purchase_count": int(purchases),
+                                 "purchase_total": Decimal(str(total)), "last_touch_at": last_at}
+        value["stage"] = override or rules.stage_for(contacts=value["contact_count"],
+                                                     purchases=value["purchase_count"]).value
+        value["level"] = rules.level_for(value["purchase_total"])
+        value["completeness"] = round(100 * sum(bool(f) for f in filled) / (own_count + len(COMPLETENESS_LINKED)))
         labels = (
-            (TagGroupKind.contact_count.value, rules.contact_bucket(customer.contact_count)),
-            (TagGroupKind.purchase.value, rules.purchase_bucket(customer.purchase_count)),
-            (TagGroupKind.level.value, customer.level),
+            (TagGroupKind.contact_count.value, rules.contact_bucket(value["contact_count"])),
+            (TagGroupKind.purchase.value, rules.purchase_bucket(value["purchase_count"])),
+            (TagGroupKind.level.value, value["level"]),
         )
         wanted = {computed_tags[pair].id for pair in labels if pair[1] and pair in computed_tags}
-        have = current.get(customer.id, set())
-        stale.extend((customer.id, tag_id) for tag_id in have - wanted)
-        missing.extend({"customer_id": customer.id, "tag_id": tag_id} for tag_id in wanted - have)
-        filled = {
-            "remark_name": customer.id in with_remark,
-            "tags": customer.id in manual_tagged,
-            "phone": customer.id in with_phone,
-            "description": customer.id in with_description,
-            "gender": bool(customer.gender),
-            "age_band": bool(customer.age_band),
-            "city": bool(customer.city),
-            "job": bool(customer.job),
-            "objective_notes": bool(customer.objective_notes),
-            "emotional_notes": bool(customer.emotional_notes),
-            "address": customer.id in with_address,
-            "picture": customer.id in pictured,
-        }
-        customer.completeness = round(100 * sum(filled[part] for part in COMPLETENESS_PARTS)
-                                      / len(COMPLETENESS_PARTS))
+        have = current.get(customer_id, set())
+        stale.extend((customer_id, tag_id) for tag_id in have - wanted)
+        missing.extend({"customer_id": customer_id, "tag_id": tag_id} for tag_id in wanted - have)
+        if any(_differs(stored[key], value[key]) for key in COMPUTED_COLUMNS):
+            changes.append({"id": customer_id, **value})
+        loaded = session.identity_map.get(session.identity_key(Customer, customer_id))
+        if loaded is not None:
+            for key in COMPUTED_COLUMNS:
+                set_committed_value(loaded, key, value[key])
+    if changes:
+        now = utcnow()
+        session.execute(update(Customer), [change | {"updated_at": now} for change in changes])
     if stale:
         session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
     if missing:
-        session.execute(insert(CustomerTag), [row | {"created_at": utcnow()} for row in missing])
-    session.flush()
+        now = utcnow()
+        session.execute(insert(CustomerTag), [row | {"created_at": now} for row in missing])
+
+
+def _differs(stored: Any, value: Any) -> bool:
+    if isinstance(stored, str) and isinstance(value, datetime):  # SQLite text from a raw column read
+        stored = datetime.fromisoformat(stored)
+    if isinstance(stored, datetime) and stored.tzinfo is None:
+        stored = stored.replace(tzinfo=UTC)
+    if isinstance(value, Decimal) and stored is not None:
+        return Decimal(str(stored)) != value
+    return bool(stored != value)
 
 
 # ---------------------------------------------------------------- lists
@@ -991,6 +1023,18 @@ def _filter_parts(session: Session, flt: CustomerFilter,
     if q:
         clauses.append(_text_match(session, q, viewer, drivers))
     return clauses, drivers
+
+
+SEARCH_RATE = SlidingWindow(seconds=60.0)  # per user id, in this process
+
+
+def check_search_rate(viewer: Viewer, q: str) -> None:
+    """Refuse a user's search past ``SIYU_SEARCH_RATE_PER_MINUTE`` (guessing numbers needs many)."""
+    limit = get_settings().search_rate_per_minute
+    if not q.strip() or viewer.user_id is None or limit <= 0:
+        return
+    if not SEARCH_RATE.allow(viewer.user_id, limit):
+        raise TooManyAttempts("Too many searches; wait a minute and try again")
 
 
 def _text_match(session: Session, q: str, viewer: Viewer, drivers: list[_Driver]) -> ColumnElement[bool]:
