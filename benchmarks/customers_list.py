@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from machine import print_header
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
@@ -397,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="build the dataset even if it is present")
     parser.add_argument("--plan", action="store_true", help="print EXPLAIN QUERY PLAN even when targets pass")
     args = parser.parse_args(argv)
+    print_header("customers_list: the customer list at 200,000 customers (SQLite)")
     path = Path(args.path)
     if args.rebuild or not dataset_ready(path):
         print(f"building {CUSTOMERS:,} customers and {DATASET['links']:,} tag links in {path} …")

@@ -21,13 +21,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     TextualSelect,
     and_,
+    bindparam,
     delete,
     exists,
     false,
@@ -889,14 +891,20 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
         if loaded is not None:
             for key in COMPUTED_COLUMNS:
                 set_committed_value(loaded, key, value[key])
-    if changes:
-        now = utcnow()
-        session.execute(update(Customer), [change | {"updated_at": now} for change in changes])
+    now = utcnow()
+    if changes:  # Core executemany: no ORM bookkeeping per row
+        session.execute(_WRITE_COMPUTED, [{f"v_{k}": v for k, v in change.items()} | {"v_updated_at": now}
+                                          for change in changes])
     if stale:
         session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
     if missing:
-        now = utcnow()
-        session.execute(insert(CustomerTag), [row | {"created_at": now} for row in missing])
+        session.execute(insert(_CUSTOMER_TAG_TABLE), [row | {"created_at": now} for row in missing])
+
+
+_CUSTOMER_TABLE = cast(Table, Customer.__table__)
+_CUSTOMER_TAG_TABLE = cast(Table, CustomerTag.__table__)
+_WRITE_COMPUTED = (update(_CUSTOMER_TABLE).where(_CUSTOMER_TABLE.c.id == bindparam("v_id"))
+                   .values({key: bindparam(f"v_{key}") for key in (*COMPUTED_COLUMNS, "updated_at")}))
 
 
 def _differs(stored: Any, value: Any) -> bool:
@@ -1017,7 +1025,9 @@ def _filter_parts(session: Session, flt: CustomerFilter,
             condition = CustomerTag.tag_id == only
         else:
             condition = CustomerTag.tag_id.in_(sorted(tag_ids))
-        clauses.append(exists().where(CustomerTag.customer_id == Customer.id, condition))
+        # SELECT of the key columns only: the EXISTS is answered from the (customer, tag) index alone.
+        clauses.append(select(CustomerTag.customer_id)
+                       .where(CustomerTag.customer_id == Customer.id, condition).exists())
         drivers.append(_Driver("tags", tuple(sorted(tag_ids))))
     q = flt.q.strip()
     if q:
