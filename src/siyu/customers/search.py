@@ -45,8 +45,28 @@ def _normalise(value: str) -> str:
     return unicodedata.normalize("NFKC", value).casefold()
 
 
+# Digits are only ten characters, so their pairs say little ("99" is in every tenth WeChat
+# ID): a run of three or more digits is also indexed as digit triples, marked "n" ("n999"),
+# and a query's digit runs look for those instead.
+DIGIT_TERM_MARK = "n"
+DIGIT_TERM_LENGTH = 3
+_DIGITS = re.compile(rf"[0-9]{{{DIGIT_TERM_LENGTH},}}")
+
+
+def _digit_triples(run: str) -> tuple[list[str], set[int]]:
+    """The marked triples of a run's long digit stretches, and the positions those stretches cover."""
+    triples: list[str] = []
+    covered: set[int] = set()
+    for stretch in _DIGITS.finditer(run):
+        digits = stretch.group(0)
+        triples += [DIGIT_TERM_MARK + digits[i:i + DIGIT_TERM_LENGTH]
+                    for i in range(len(digits) - DIGIT_TERM_LENGTH + 1)]
+        covered.update(range(stretch.start(), stretch.end()))
+    return triples, covered
+
+
 def terms_of(*values: str) -> list[str]:
-    """The searchable terms of some text: overlapping character pairs of each word."""
+    """The searchable terms of some text: overlapping character pairs of each word (and digit triples)."""
     found: dict[str, None] = {}
     for value in values:
         for run in _RUNS.findall(_normalise(value or "")):
@@ -55,7 +75,16 @@ def terms_of(*values: str) -> list[str]:
                 found.setdefault(run, None)
             for i in range(len(run) - 1):
                 found.setdefault(run[i:i + 2], None)
+            for triple in _digit_triples(run)[0]:
+                found.setdefault(triple, None)
     return list(found)
+
+
+def _query_run_terms(run: str) -> list[str]:
+    """A query word's terms: its pairs, with the digit triples in place of pairs of digits they cover."""
+    triples, covered = _digit_triples(run)
+    pairs = [run[i:i + 2] for i in range(len(run) - 1) if not {i, i + 1} <= covered]
+    return pairs + triples
 
 
 # Phone terms: "t" and three digits, so they never equal a text term (at most two characters).
@@ -79,7 +108,7 @@ def query_terms(query: str) -> list[str] | None:
     runs = [r for r in runs if r]
     if not runs or any(len(r) < MIN_QUERY_LENGTH for r in runs):
         return None
-    return terms_of(*runs)
+    return list(dict.fromkeys(term for run in runs for term in _query_run_terms(run)))
 
 
 # ---------------------------------------------------------------- matching
