@@ -88,8 +88,8 @@ SELECT count(*) FROM (SELECT c.id FROM customer c WHERE c.merged_into_id IS NULL
 """
 # (query, what it stresses)
 SEARCHES = (
-    ("白茶礼盒", "common phrase: 100,000 candidates, nearly all matches"),
-    ("送礼盒", "7,000 candidates (送礼, 礼盒 apart), no match"),
+    ("白茶礼盒", "a common phrase: 100,000 matches"),
+    ("送礼盒", "送礼 and 礼盒 in 7,000 remarks, never side by side: no match"),
     ("宝妈", "common word"),
     ("王芳", "a name"),
     ("bench00", "a WeChat ID fragment: every customer a candidate"),

@@ -1,10 +1,12 @@
 """Full-text search over names, remark names and descriptions, fast at a million customers.
 
-Why bigrams: Chinese has no spaces, and operators search by fragments — two characters
+Why n-grams: Chinese has no spaces, and operators search by fragments — two characters
 of a name ("王芳"), a product ("白茶"), a phrase from a remark. Every run of letters or
-digits is cut into overlapping two-character terms ("白茶礼盒" → 白茶 茶礼 礼盒), and a
-query matches customers holding all of its terms; the exact substring test then runs on
-those few candidates only. The same terms feed SQLite's FTS5 (``detail=none``: no
+digits is cut into overlapping two- and three-character terms ("白茶礼盒" → 白茶 茶礼 礼盒
+白茶礼 茶礼盒), and a query matches customers holding all of its terms — its triples when
+it has three characters or more, which few customers hold by chance ("送礼盒" is in no
+remark even where 送礼 and 礼盒 are everywhere) — so the exact substring test then runs
+on few candidates. The same terms feed SQLite's FTS5 (``detail=none``: no
 positions, a small index) and a PostgreSQL ``text[]`` column with a GIN index, so both
 databases answer the same way without depending on a language parser or locale.
 
@@ -45,49 +47,27 @@ def _normalise(value: str) -> str:
     return unicodedata.normalize("NFKC", value).casefold()
 
 
-# Digits are only ten characters, so their pairs say little ("99" is in every tenth WeChat
-# ID): a run of three or more digits is also indexed as digit triples, marked "n" ("n999"),
-# and a query's digit runs look for those instead.
-DIGIT_TERM_MARK = "n"
-DIGIT_TERM_LENGTH = 3
-_DIGITS = re.compile(rf"[0-9]{{{DIGIT_TERM_LENGTH},}}")
-
-
-def _digit_triples(run: str) -> tuple[list[str], set[int]]:
-    """The marked triples of a run's long digit stretches, and the positions those stretches cover."""
-    triples: list[str] = []
-    covered: set[int] = set()
-    for stretch in _DIGITS.finditer(run):
-        digits = stretch.group(0)
-        triples += [DIGIT_TERM_MARK + digits[i:i + DIGIT_TERM_LENGTH]
-                    for i in range(len(digits) - DIGIT_TERM_LENGTH + 1)]
-        covered.update(range(stretch.start(), stretch.end()))
-    return triples, covered
-
-
 def terms_of(*values: str) -> list[str]:
-    """The searchable terms of some text: overlapping character pairs of each word (and digit triples)."""
+    """The searchable terms of some text: overlapping character pairs and triples of each word."""
     found: dict[str, None] = {}
     for value in values:
         for run in _RUNS.findall(_normalise(value or "")):
             run = run.replace("_", "")
             if len(run) == 1:
                 found.setdefault(run, None)
-            for i in range(len(run) - 1):
-                found.setdefault(run[i:i + 2], None)
-            for triple in _digit_triples(run)[0]:
-                found.setdefault(triple, None)
+            for size in (2, 3):
+                for i in range(len(run) - size + 1):
+                    found.setdefault(run[i:i + size], None)
     return list(found)
 
 
 def _query_run_terms(run: str) -> list[str]:
-    """A query word's terms: its pairs, with the digit triples in place of pairs of digits they cover."""
-    triples, covered = _digit_triples(run)
-    pairs = [run[i:i + 2] for i in range(len(run) - 1) if not {i, i + 1} <= covered]
-    return pairs + triples
+    """A query word's terms: its triples (far fewer customers hold a triple than a pair), else its pair."""
+    size = 3 if len(run) >= 3 else 2
+    return [run[i:i + size] for i in range(len(run) - size + 1)]
 
 
-# Phone terms: "t" and three digits, so they never equal a text term (at most two characters).
+# Phone terms: "t" and three digits, so they never equal a text term (at most three characters).
 PHONE_TERM_MARK = "t"
 PHONE_TERM_LENGTH = 3
 
