@@ -861,6 +861,11 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
     missing: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []
     own_count = len(COMPLETENESS_OWN)
+    # The rules' buckets for each distinct value, worked out once per chunk (most customers share a few).
+    stage_of = _memo(lambda pair: override_free_stage(rules, *pair))
+    contact_bucket, purchase_bucket = _memo(rules.contact_bucket), _memo(rules.purchase_bucket)
+    level_of = _memo(rules.level_for)
+    loaded_objects = {obj.id: obj for obj in session.identity_map.values() if isinstance(obj, Customer)}
     for row in session.execute(facts):
         customer_id, override = row[0], row[1]
         stored = dict(zip(COMPUTED_COLUMNS, row[2:2 + len(COMPUTED_COLUMNS)], strict=True))
@@ -872,13 +877,12 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
             last_at = last_at.replace(tzinfo=UTC)
         value: dict[str, Any] = {"contact_count": int(contacts), "purchase_count": int(purchases),
                                  "purchase_total": Decimal(str(total)), "last_touch_at": last_at}
-        value["stage"] = override or rules.stage_for(contacts=value["contact_count"],
-                                                     purchases=value["purchase_count"]).value
-        value["level"] = rules.level_for(value["purchase_total"])
+        value["stage"] = override or stage_of((value["contact_count"], value["purchase_count"]))
+        value["level"] = level_of(value["purchase_total"])
         value["completeness"] = round(100 * sum(bool(f) for f in filled) / (own_count + len(COMPLETENESS_LINKED)))
         labels = (
-            (TagGroupKind.contact_count.value, rules.contact_bucket(value["contact_count"])),
-            (TagGroupKind.purchase.value, rules.purchase_bucket(value["purchase_count"])),
+            (TagGroupKind.contact_count.value, contact_bucket(value["contact_count"])),
+            (TagGroupKind.purchase.value, purchase_bucket(value["purchase_count"])),
             (TagGroupKind.level.value, value["level"]),
         )
         wanted = {computed_tags[pair].id for pair in labels if pair[1] and pair in computed_tags}
@@ -887,7 +891,7 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
         missing.extend({"customer_id": customer_id, "tag_id": tag_id} for tag_id in wanted - have)
         if any(_differs(stored[key], value[key]) for key in COMPUTED_COLUMNS):
             changes.append({"id": customer_id, **value})
-        loaded = session.identity_map.get(session.identity_key(Customer, customer_id))
+        loaded = loaded_objects.get(customer_id)
         if loaded is not None:
             for key in COMPUTED_COLUMNS:
                 set_committed_value(loaded, key, value[key])
@@ -905,6 +909,21 @@ _CUSTOMER_TABLE = cast(Table, Customer.__table__)
 _CUSTOMER_TAG_TABLE = cast(Table, CustomerTag.__table__)
 _WRITE_COMPUTED = (update(_CUSTOMER_TABLE).where(_CUSTOMER_TABLE.c.id == bindparam("v_id"))
                    .values({key: bindparam(f"v_{key}") for key in (*COMPUTED_COLUMNS, "updated_at")}))
+
+
+def override_free_stage(rules: LifecycleRules, contacts: int, purchases: int) -> str:
+    return rules.stage_for(contacts=contacts, purchases=purchases).value
+
+
+def _memo(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    known: dict[Any, Any] = {}
+
+    def cached(value: Any) -> Any:
+        if value not in known:
+            known[value] = function(value)
+        return known[value]
+
+    return cached
 
 
 def _differs(stored: Any, value: Any) -> bool:

@@ -1,4 +1,4 @@
-"""search index: phone numbers as marked digit triples (a fragment of a number finds its customers)
+"""search index: character triples, and phone numbers as marked digit triples
 
 Revision ID: 0020
 Revises: 0015
@@ -17,7 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # No schema change: every customer's index entry is written again with its phones' terms
+    # No schema change: every customer's index entry is written again with its triples and phones' terms
     # (siyu/customers/search.py), in batches, inside the migration's transaction.
     from siyu.customers import search
 
