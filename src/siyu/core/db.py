@@ -18,6 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from siyu.core.settings import get_settings
+from siyu.core.viewer import hide_phones_in
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -71,6 +72,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA mmap_size=268435456")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
+    # What a search may match for a viewer who may not see phones (PostgreSQL: regexp_replace).
+    dbapi_connection.create_function("siyu_hide_phones", 1, hide_phones_in, deterministic=True)
 
 
 def make_engine(url: str) -> Engine:

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     static_dir: str = Field(
         "", description="Folder with the npm-installed front-end assets; defaults to the package's web/static."
     )
+    search_rate_per_minute: int = Field(
+        60, description="Searches of the customer list, API and sidebar one user may run per minute (0: no limit); "
+        "more are answered 429."
+    )
     list_exact_count_limit: int = Field(
         10000, description="Customer lists count exactly up to this many rows, then show an estimate."
     )

@@ -165,7 +165,7 @@ class _RowBuilder:
 
     def _phone(self, number: str) -> str:
         shown = normalise_mobile(number) or number  # +86 138… as the import writes it: 138…
-        return shown if self.viewer.may_see_phones else service.mask_phone(shown)
+        return self.viewer.phone(shown)
 
     def _primary(self, friendships: list[Friendship]) -> Friendship | None:
         if self.account_id is not None:
@@ -205,7 +205,7 @@ class _RowBuilder:
             "external_userid": customer.wecom_external_userid or "",
             "phones": TAG_JOIN.join(phones),
             "tags": TAG_JOIN.join(manual),
-            "description": primary.description if primary else "",
+            "description": self.viewer.text(primary.description) if primary else "",
             "city": customer.city,
             "source": customer.source,
             "account": self.accounts.get(primary.account_id, str(primary.account_id)) if primary else "",

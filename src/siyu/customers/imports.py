@@ -20,7 +20,7 @@ Why it is shaped this way:
 
 The writes keep the customer rules: tags through ``service.resolve_tags`` (a new tag needs
 its group named, computed groups are refused), computed facts through
-``service.refresh_computed_many``, the search index through ``search.mark_dirty``, and one
+``service.refresh_computed_ids``, the search index through ``search.mark_dirty``, and one
 audit entry per import with the counts.
 """
 
@@ -41,9 +41,9 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from datetime import time as time_of_day
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import Table, insert, or_, select
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
@@ -878,35 +878,50 @@ def apply_batch(session: Session, *, plan: ImportPlan, rows: list[ParsedRow], vi
         counts.skipped = len(matches) - len(updated)
         touched.extend(updated)
     if write and touched:
-        session.flush()
-        customers = list(session.scalars(select(Customer).where(Customer.id.in_(sorted(set(touched))))))
-        service.refresh_computed_many(session, customers=customers)
+        service.refresh_computed_ids(session, customer_ids=touched)
     return counts
 
 
+def _table(model: Any) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _insert_ids(session: Session, table: Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert rows in one statement per batch and return their new ids, in the rows' order."""
+    if session.get_bind().dialect.name != "sqlite":
+        return list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
+    # SQLite runs an INSERT … RETURNING that must keep the rows' order one row per statement. The
+    # first row's id is max + 1, and this INSERT holds the database's write lock until commit, so
+    # the next ids are free: the rest go in with them, in one executemany.
+    first = int(session.execute(insert(table).returning(table.c.id), rows[0]).scalar_one())
+    ids = list(range(first, first + len(rows)))
+    if len(rows) > 1:
+        session.execute(insert(table), [row | {"id": new_id} for row, new_id in zip(rows[1:], ids[1:], strict=True)])
+    return ids
+
+
 def _insert_new(session: Session, *, plan: ImportPlan, rows: list[ParsedRow], viewer: Viewer) -> list[int]:
+    # Core INSERTs of plain dicts (no ORM objects, no ORM bulk bookkeeping): the hot loop of an import.
     now = utcnow()
-    customer_ids = list(session.scalars(
-        insert(Customer).returning(Customer.id, sort_by_parameter_order=True),
-        [{"name": r.name, "wecom_external_userid": r.values.get("external_userid") or None,
-          **{key: r.values.get(key, "") for key in CUSTOMER_TEXT_FIELDS}, "created_at": now, "updated_at": now}
-         for r in rows]))
-    friendship_ids = list(session.scalars(
-        insert(Friendship).returning(Friendship.id, sort_by_parameter_order=True),
-        [{"customer_id": cid, "account_id": r.account_id, **{key: r.values.get(key, "") for key in
-                                                             FRIENDSHIP_TEXT_FIELDS},
-          "status": FriendshipStatus.active.value, "channel_state": "", "added_at": now}
-         for cid, r in zip(customer_ids, rows, strict=True)]))
+    customer_ids = _insert_ids(session, _table(Customer), [
+        {"name": r.name, "wecom_external_userid": r.values.get("external_userid") or None,
+         **{key: r.values.get(key, "") for key in CUSTOMER_TEXT_FIELDS},
+         "created_at": now, "updated_at": now} for r in rows])
+    friendship_ids = _insert_ids(session, _table(Friendship), [
+        {"customer_id": cid, "account_id": r.account_id,
+         **{key: r.values.get(key, "") for key in FRIENDSHIP_TEXT_FIELDS},
+         "status": FriendshipStatus.active.value, "channel_state": "", "added_at": now}
+        for cid, r in zip(customer_ids, rows, strict=True)])
     phones = [{"friendship_id": fid, "customer_id": cid, "number": number}
               for cid, fid, r in zip(customer_ids, friendship_ids, rows, strict=True) for number in r.phones]
     if phones:
-        session.execute(insert(Phone), phones)
+        session.execute(insert(_table(Phone)), phones)
     links = [{"customer_id": cid, "tag_id": ref.id, "created_at": now}
              for cid, r in zip(customer_ids, rows, strict=True)
              for ref in _tags_to_add(plan, r.tags, set(), set())]
     if links:
-        session.execute(insert(CustomerTag), links)
-    session.execute(insert(Touch), [
+        session.execute(insert(_table(CustomerTag)), links)
+    session.execute(insert(_table(Touch)), [
         {"customer_id": cid, "account_id": r.account_id, "user_id": viewer.user_id, "kind": TouchKind.system.value,
          "content": "", "amount": None, "details": {"event": "created", "via": "import"}, "occurred_at": now,
          "created_at": now} for cid, r in zip(customer_ids, rows, strict=True)])

@@ -288,8 +288,10 @@ def customer_list(request: Request, session: SessionDep, viewer: PageViewer) -> 
     items: list[Any] = []
     next_cursor: str | None = None
     count: service.CountResult | None = None
+    status = 200
     try:
         flt = query.to_filter()
+        service.check_search_rate(viewer, flt.q)
         count = service.count_customers(session, flt=flt, viewer=viewer,
                                         cap=get_settings().list_exact_count_limit)
         page = service.list_customers(session, flt=flt, viewer=viewer, limit=LIST_LIMIT,
@@ -299,13 +301,13 @@ def customer_list(request: Request, session: SessionDep, viewer: PageViewer) -> 
     except DomainError as exc:
         session.rollback()
         error = exc.message
+        status = 422 if exc.status_code < 422 else exc.status_code  # 429: too many searches
     context: dict[str, Any] = {
         "query": query, "items": items, "count": count, "error": error, "title": _("Customers"),
         "next_url": query.url(cursor=next_cursor) if next_cursor else None,
         "first_url": query.url() if query.cursor else None,
         "account_names": service.account_names(session), "nav_active": "customers",
     }
-    status = 422 if error else 200
     partial = (_is_htmx(request) and request.headers.get("hx-target") == "results"
                and request.headers.get("hx-history-restore-request") != "true")
     if partial:
@@ -324,6 +326,8 @@ class TimelineEntry:
     touch: Touch
     operator: str
     account: str
+    content: str = ""  # the touch's text as the viewer may see it (phones masked for 客服)
+    details: dict[str, Any] | None = None
 
 
 @dataclass
@@ -335,14 +339,16 @@ class Timeline:
 def _timeline(session: Session, *, customer_id: int, viewer: Viewer, cursor: str | None = None,
               limit: int = TIMELINE_LIMIT) -> Timeline:
     page = service.list_touches(session, customer_id=customer_id, viewer=viewer, limit=limit, cursor=cursor)
-    return Timeline(entries=_entries(session, page.items), next_cursor=page.next_cursor)
+    return Timeline(entries=_entries(session, page.items, viewer), next_cursor=page.next_cursor)
 
 
-def _entries(session: Session, touches: list[Touch]) -> list[TimelineEntry]:
+def _entries(session: Session, touches: list[Touch], viewer: Viewer) -> list[TimelineEntry]:
     names = team_service.display_names(session, user_ids={t.user_id for t in touches if t.user_id})
     accounts = service.account_names(session) if any(t.account_id for t in touches) else {}
     return [TimelineEntry(touch=t, operator=names.get(t.user_id, "") if t.user_id else _("System"),
-                          account=accounts.get(t.account_id, "") if t.account_id else "") for t in touches]
+                          account=accounts.get(t.account_id, "") if t.account_id else "",
+                          content=service.touch_content(t, viewer), details=service.touch_details(t, viewer))
+            for t in touches]
 
 
 @dataclass
@@ -512,7 +518,7 @@ def customer_tags_change(request: Request, session: SessionDep, viewer: PageView
     new_entries: list[TimelineEntry] = []
     if added or removed:
         latest = service.list_touches(session, customer_id=customer_id, viewer=viewer, limit=1).items
-        new_entries = _entries(session, latest)
+        new_entries = _entries(session, latest, viewer)
     return render(request, "customers/_tags_changed.html", new_entries=new_entries, view=view,
                   state=FormState(), **context)
 
@@ -556,7 +562,7 @@ def customer_touch_add(request: Request, session: SessionDep, viewer: PageViewer
     if not _is_htmx(request):
         return _back(customer_id, view, "timeline", done="touch")
     context = _facts_and_tags(session, customer_id=customer_id, viewer=viewer)
-    return render(request, "customers/_touch_added.html", new_entries=_entries(session, [touch]), view=view,
+    return render(request, "customers/_touch_added.html", new_entries=_entries(session, [touch], viewer), view=view,
                   state=FormState(), **context)
 
 

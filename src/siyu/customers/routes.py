@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from siyu.core.deps import AdminApiViewer, ApiViewer, SessionDep
 from siyu.core.ids import Id, parse_id
+from siyu.core.viewer import Viewer
 from siyu.customers import jobs as customers_jobs
 from siyu.customers import service
 from siyu.customers.pages import pages
@@ -69,6 +70,7 @@ def list_customers(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> CustomerPage:
+    service.check_search_rate(viewer, flt.q)
     page = service.list_customers(session, flt=flt, viewer=viewer, limit=limit, cursor=cursor)
     return CustomerPage(items=service.to_summaries(session, customers=page.items, viewer=viewer),
                         next_cursor=page.next_cursor)
@@ -114,14 +116,20 @@ def change_tags(session: SessionDep, viewer: ApiViewer, customer_id: Id, data: T
 def list_touches(session: SessionDep, viewer: ApiViewer, customer_id: Id,
                  limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> TouchPage:
     page = service.list_touches(session, customer_id=customer_id, viewer=viewer, limit=limit, cursor=cursor)
-    return TouchPage(items=[TouchOut.model_validate(t) for t in page.items], next_cursor=page.next_cursor)
+    return TouchPage(items=[_touch_out(t, viewer) for t in page.items], next_cursor=page.next_cursor)
+
+
+def _touch_out(touch: Any, viewer: Viewer) -> TouchOut:
+    out = TouchOut.model_validate(touch)
+    return out.model_copy(update={"content": service.touch_content(touch, viewer),
+                                  "details": service.touch_details(touch, viewer)})
 
 
 @api.post("/customers/{customer_id}/touches", response_model=TouchOut, status_code=201)
 def add_touch(session: SessionDep, viewer: ApiViewer, customer_id: Id, data: TouchIn) -> TouchOut:
     touch = service.add_touch(session, customer_id=customer_id, data=data, viewer=viewer)
     session.commit()
-    return TouchOut.model_validate(touch)
+    return _touch_out(touch, viewer)
 
 
 @api.post("/customers/{customer_id}/addresses", response_model=AddressOut, status_code=201)

@@ -38,12 +38,16 @@ def sidebar(request: Request, session: SessionDep, viewer: PageViewer, q: str = 
     q = q.strip()[:200]
     items = []
     error = None
+    status = 200
     if q:
         try:
+            service.check_search_rate(viewer, q)
             page = service.list_customers(session, flt=service.CustomerFilter(q=q), viewer=viewer, limit=RESULTS)
             items = service.to_summaries(session, customers=page.items, viewer=viewer)
         except DomainError as exc:
             session.rollback()
             error = exc.message
-    return render(request, "customers/sidebar.html", title=_("Find the customer"), q=q, items=items, error=error,
+            status = exc.status_code
+    return render(request, "customers/sidebar.html", status_code=status, title=_("Find the customer"), q=q,
+                  items=items, error=error,
                   unknown_contact=bool(external_userid), account_names=service.account_names(session))
