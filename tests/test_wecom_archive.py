@@ -32,6 +32,7 @@ from siyu.simulator.server import RunningServer, ServerOptions, create_app
 from siyu.wecom import archive
 from siyu.wecom.client import client_for
 from siyu.wecom.models import ArchiveConsent, ArchiveCursor, ArchiveSkip
+from tests.test_pages import Console
 from tests.test_wecom_callback import AES_KEY, CORP_ID, TOKEN, post
 
 SECRET = "archive-e2e-secret-0123456789"
@@ -127,7 +128,7 @@ def test_a_private_chat_becomes_a_read_only_conversation_answered_by_the_members
 
 
 def test_group_messages_are_stored_per_group_and_readable_through_the_api_cursor_paged(
-        client: TestClient, db: Session, sim: Sim, admin_headers: dict[str, str]) -> None:
+        client: TestClient, db: Session, sim: Sim, admin: Any, admin_headers: dict[str, str]) -> None:
     chat = sim.corp.state.group_chats[0]
     db.add(GroupChat(chat_id=chat.chat_id, name=chat.name, owner_userid=chat.owner,
                      owner_account_id=db.scalar(select(Account.id).where(Account.wecom_userid == chat.owner))))
@@ -145,8 +146,8 @@ def test_group_messages_are_stored_per_group_and_readable_through_the_api_cursor
     assert [m["text"] for m in second["items"]] == ["群公告 1", "群公告 0"] and second["next_cursor"] is None
     bad = client.get(f"/api/v1/groups/{group.id}/messages", params={"cursor": "!!"}, headers=admin_headers)
     assert bad.status_code == 422
-    page_html = client.get(f"/groups/{group.id}", headers=admin_headers)
-    assert page_html.status_code in (200, 303)
+    page_html = Console(client).login(admin).get(f"/groups/{group.id}")
+    assert page_html.text.count('data-testid="group-message"') == 5 and "群公告 4" in page_html.text
 
 
 def test_archive_data_for_another_public_key_version_is_reported_and_skipped_and_the_rest_continues(
@@ -234,3 +235,26 @@ def test_the_sdk_source_is_thin_around_the_wrapper_and_refuses_a_limit_above_100
     assert source.chat_data(7, 5000) == [{"seq": 8, "msgid": "m"}]
     assert finance.calls == [(7, archive.CHATDATA_LIMIT)]
     assert source.decrypt("k", "b")["key"] == "k"
+
+
+def test_an_archived_chat_is_read_only_in_the_inbox_and_points_to_the_sidebar(
+        client: TestClient, db: Session, sim: Sim, admin: Any, admin_headers: dict[str, str]) -> None:
+    userid, external = sim.pair()
+    sim.control("archive_agree", userid=userid, external_userid=external)
+    sim.control("archive_chat", userid=userid, external_userid=external, text="能开发票吗？")
+    sim.notify(client)
+    conversation = _conversation(db, external)
+    url = f"/api/v1/inbox/conversations/{conversation.id}/messages"
+    refused = client.post(url, json={"text": "可以的"}, headers=admin_headers)
+    assert refused.status_code == 422 and "只读" in refused.text
+    correction = client.post(url, json={"text": "更正：发票今天开出", "member_send": True}, headers=admin_headers)
+    assert correction.status_code == 201, correction.text
+    listed = client.get("/api/v1/inbox/conversations", params={"channel": "wecom_archive", "view": "all"},
+                        headers=admin_headers)
+    assert conversation.id in [c["id"] for c in listed.json()["items"]]
+    console = Console(client).login(admin)
+    page = console.get(f"/inbox/{conversation.id}")
+    assert 'data-testid="read-only-note"' in page.text and 'data-testid="reply-form"' not in page.text
+    assert "需成员确认的群发" in page.text
+    refused_page = console.post(f"/inbox/{conversation.id}/reply", {"text": "好的"})
+    assert refused_page.status_code == 422 and "只读" in refused_page.text

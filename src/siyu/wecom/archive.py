@@ -468,7 +468,8 @@ def store_page(session: Session, opened: list[Opened]) -> PageResult:
             text=text_of(m), payload={**m, "seq": o.seq},
             direction=Direction.outbound.value if mine else Direction.inbound.value,
             channel=Channel.wecom_archive.value))
-    ingested = inbox_service.ingest(session, messages)
+    # Siyu cannot write into a member's own chat: no automatic replies (the sidebar suggests them)
+    ingested = inbox_service.ingest(session, messages, auto_reply=False)
     result.private, result.duplicates, result.conversations = ingested.stored, ingested.duplicates, \
         ingested.conversations
     stored_group, dup_group, withheld_group = _store_group(session, group, group_agreed)
