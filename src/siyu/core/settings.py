@@ -63,6 +63,8 @@ class Settings(BaseSettings):
                                  "empty: the customer-contact Secret is used.")
     wecom_api_base: str = Field("https://qyapi.weixin.qq.com/cgi-bin/",
                                 description="WeCom server API base; point it at the simulator for demos and tests.")
+    wecom_agent_id: str = Field("", description="AgentId of the self-built app whose chat-toolbar page is the sidebar; "
+                                "with the Secret, the sidebar signs the JS-SDK's agentConfig for sendChatMessage.")
     wecom_archive_source: str = Field(
         "", description="Where the chat archive (会话存档) is pulled from: `sdk` (the official finance SDK through "
         "the `archive` extra, pyweworkfinance), `simulator` (the simulator's stand-in for GetChatData), or empty: off.")

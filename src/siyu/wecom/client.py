@@ -830,6 +830,19 @@ class WecomApi:
             customers += _dict(self.client.kf.customer_batchget(chunk)).get("customer_list", [])
         return customers
 
+    # ---- the JS-SDK (the sidebar in the chat toolbar)
+
+    def agent_config(self, *, agent_id: str, url: str, noncestr: str, timestamp: int) -> dict[str, Any]:
+        """What the JS-SDK's ``wx.agentConfig`` takes for ``url``: the app's jsapi ticket
+        (``ticket/get?type=agent_config``) signed as the JS-SDK docs describe (W:90506, W:96935)."""
+        from wechatpy.utils import WeChatSigner
+
+        ticket = self.client.jsapi.get_agent_ticket()["ticket"]
+        signer = WeChatSigner(delimiter=b"&")
+        signer.add_data(f"jsapi_ticket={ticket}", f"noncestr={noncestr}", f"timestamp={timestamp}", f"url={url}")
+        return {"corpid": self.client.corp_id, "agentid": agent_id, "timestamp": timestamp, "nonceStr": noncestr,
+                "signature": signer.signature}
+
     # ---- 会话内容存档 (chat archive)
 
     def check_single_agree(self, pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
