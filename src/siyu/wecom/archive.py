@@ -46,12 +46,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
@@ -245,19 +245,38 @@ class KeyRing:
 def record_consent(session: Session, *, userid: str, external_userid: str, status: str,
                    at: datetime | None = None) -> None:
     """A customer's agreement (or refusal) with a member, the newest fact winning."""
-    if not userid or not external_userid:
+    record_consents(session, [(userid, external_userid, status, at)])
+
+
+def record_consents(session: Session, facts: Iterable[tuple[str, str, str, datetime | None]]) -> None:
+    """Agreements and refusals, set-based: (member, customer, status, when); per pair the newest fact wins."""
+    newest: dict[tuple[str, str], tuple[str, datetime]] = {}
+    for userid, external_userid, status, at in facts:
+        if not userid or not external_userid:
+            continue
+        pair, when = (userid[:64], external_userid[:64]), at or utcnow()
+        if pair not in newest or when >= newest[pair][1]:
+            newest[pair] = (status[:32], when)
+    if not newest:
         return
-    at = at or utcnow()
-    agreed = status in AGREED_STATUSES
-    row = session.scalar(select(ArchiveConsent).where(ArchiveConsent.userid == userid,
-                                                      ArchiveConsent.external_userid == external_userid))
-    if row is None:
-        session.execute(dialect_insert(session, ArchiveConsent.__table__).values(
-            userid=userid[:64], external_userid=external_userid[:64], agreed=agreed, status=status[:32],
-            changed_at=at, checked_at=utcnow()).on_conflict_do_nothing())
-    elif row.changed_at is None or at >= row.changed_at:
-        row.agreed, row.status, row.changed_at, row.checked_at = agreed, status[:32], at, utcnow()
-    session.flush()
+    now = utcnow()
+    table = cast(Table, ArchiveConsent.__table__)
+    session.execute(dialect_insert(session, table).on_conflict_do_nothing(), [
+        {"userid": u, "external_userid": e, "agreed": s in AGREED_STATUSES, "status": s, "changed_at": w,
+         "checked_at": now} for (u, e), (s, w) in newest.items()])
+    stored = session.execute(select(ArchiveConsent.id, ArchiveConsent.userid, ArchiveConsent.external_userid,
+                                    ArchiveConsent.status, ArchiveConsent.changed_at).where(
+        ArchiveConsent.external_userid.in_(sorted({e for _u, e in newest}))))
+    changes = []
+    for row_id, u, e, status, changed_at in stored:
+        fact = newest.get((u, e))
+        if fact is not None and (fact[0] != status) and (changed_at is None or fact[1] >= changed_at):
+            changes.append({"row_id": row_id, "agreed": fact[0] in AGREED_STATUSES, "status": fact[0],
+                            "changed_at": fact[1], "checked_at": now})
+    if changes:
+        session.connection().execute(update(table).where(table.c.id == bindparam("row_id")).values(
+            agreed=bindparam("agreed"), status=bindparam("status"), changed_at=bindparam("changed_at"),
+            checked_at=bindparam("checked_at")), changes)
 
 
 def consents(session: Session, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bool]:
@@ -281,13 +300,15 @@ def check_consents(transaction: Transaction, api: Any, pairs: Iterable[tuple[str
     answers: list[dict[str, Any]] = []
     for start in range(0, len(unknown), AGREE_BATCH):
         answers += api.check_single_agree(unknown[start:start + AGREE_BATCH])
+    facts = []
+    for answer in answers:
+        when = str(answer.get("status_change_time") or "")
+        facts.append((str(answer.get("userid") or ""),
+                      str(answer.get("exteranalopenid") or answer.get("external_userid") or ""),
+                      str(answer.get("agree_status") or ""),
+                      datetime.fromtimestamp(int(when), tz=UTC) if when.isdigit() and int(when) else None))
     with transaction() as session:
-        for answer in answers:
-            when = str(answer.get("status_change_time") or "")
-            record_consent(session, userid=str(answer.get("userid") or ""),
-                           external_userid=str(answer.get("exteranalopenid") or answer.get("external_userid") or ""),
-                           status=str(answer.get("agree_status") or ""),
-                           at=datetime.fromtimestamp(int(when), tz=UTC) if when.isdigit() else None)
+        record_consents(session, facts)
     return len(unknown)
 
 
@@ -440,18 +461,19 @@ def store_page(session: Session, opened: list[Opened]) -> PageResult:
     externals_in_groups = {str(o.message.get("from") or "") for o in group if is_external(str(o.message.get("from")))}
     group_agreed = _agreed_with_anyone(session, externals_in_groups)
     keep: list[tuple[Opened, str, str, bool]] = []
+    facts: list[tuple[str, str, str, datetime | None]] = []
     for entry in private:
         o, member, ext, _mine = entry
         kind = str(o.message.get("msgtype") or "")
         if kind in ("agree", "disagree"):
-            status = "Agree" if kind == "agree" else "Disagree"
-            record_consent(session, userid=member, external_userid=ext, status=status, at=_at(o.message))
+            facts.append((member, ext, "Agree" if kind == "agree" else "Disagree", _at(o.message)))
             agreed[(member, ext)] = kind == "agree"
             group_agreed[ext] = group_agreed.get(ext, False) or kind == "agree"
         if agreed.get((member, ext)):
             keep.append(entry)
         else:
             result.withheld += 1
+    record_consents(session, facts)
     customers = _customers(session, [ext for _o, _m, ext, _mine in keep],
                            {ext: accounts[member] for _o, member, ext, _mine in keep})
     messages: list[inbox_service.InboundMessage] = []
