@@ -50,7 +50,8 @@ class Menu(BaseModel):
     """A 微信客服 menu (msgmenu): "1 查订单 2 活动规则 3 人工" as items the customer taps."""
 
     head_content: str = Field("", max_length=1024)
-    items: list[MenuItem] = Field(min_length=1, max_length=10, alias="list")  # msgmenu names it "list"
+    # msgmenu names it "list"; at most 10 items (W:94677 发送消息; more is refused with 95008).
+    items: list[MenuItem] = Field(min_length=1, max_length=10, alias="list")
     tail_content: str = Field("", max_length=1024)
 
     model_config = ConfigDict(populate_by_name=True)
