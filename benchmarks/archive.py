@@ -59,7 +59,6 @@ def main() -> int:
     from sqlalchemy import create_engine, insert, select
 
     from siyu.accounts.models import Account
-    from siyu.core import db as core_db
     from siyu.core.db import transaction
     from siyu.core.migrate import upgrade
     from siyu.core.settings import get_settings
