@@ -154,7 +154,7 @@ def test_a_reopened_conversation_never_goes_to_an_offline_agent(db: Session, mak
 
 
 def test_reply_answers_the_customer_and_lands_on_the_timeline(db: Session, make: Any, connector: Any) -> None:
-    account = make.account()
+    account = make.account(kind="personal")  # a WeCom member's own chat is read-only
     me = agent(make, db, account)
     customer = make.customer(account)
     service.ingest(db, [msg(account, customer, 1)])
@@ -281,7 +281,7 @@ def test_bulk_tag_skips_what_it_cannot_touch(db: Session, make: Any) -> None:
 
 
 def test_delivery_without_a_connection_fails_visibly(db: Session, make: Any) -> None:
-    account = make.account()
+    account = make.account(kind="personal")
     customer = make.customer(account)
     service.ingest(db, [msg(account, customer, 1)])
     (conversation,) = db.scalars(select(Conversation))
@@ -294,7 +294,7 @@ def test_delivery_without_a_connection_fails_visibly(db: Session, make: Any) -> 
 def test_transient_failures_are_retried_and_permanent_ones_stop(db: Session, make: Any) -> None:
     from siyu.inbox import delivery
 
-    account = make.account()
+    account = make.account(kind="personal")
     customer = make.customer(account)
     service.ingest(db, [msg(account, customer, 1)])
     (conversation,) = db.scalars(select(Conversation))

@@ -27,7 +27,7 @@ def incoming(db: Session, account: Any, customer: Any, text: str, n: int = 1) ->
 
 
 def test_agent_works_a_conversation_end_to_end(client: TestClient, db: Session, make: Any) -> None:
-    account = make.account(display_name="茶小满")
+    account = make.account(display_name="茶小满", kind="personal")
     agent = make.user("service", accounts=[account])
     customer = make.customer(account, name="<b>王芳</b>", remark_name="王姐")
     conversation = incoming(db, account, customer, "<script>alert(1)</script>优惠券用不了")
@@ -98,7 +98,7 @@ def test_stream_announces_itself(client: TestClient, db: Session, make: Any) -> 
 
 
 def test_inbox_api(client: TestClient, db: Session, make: Any, token_for: Any, admin_headers: dict[str, str]) -> None:
-    account = make.account()
+    account = make.account(kind="personal")
     customer = make.customer(account)
     body = [{"source": "personal", "platform_msgid": "pc-1", "account_id": account.id, "customer_id": customer.id,
              "sent_at": utcnow().isoformat(), "text": "在吗"}] * 2
@@ -142,7 +142,7 @@ def test_bulk_page_confirms_the_count_then_runs_a_job(client: TestClient, db: Se
 
 
 def test_service_reports_and_csv_export(client: TestClient, db: Session, make: Any) -> None:
-    account = make.account(display_name="=茶小满")
+    account = make.account(display_name="=茶小满", kind="personal")
     agent = make.user("service", accounts=[account])
     service.set_online(db, user_id=agent.id, online=True)
     db.commit()

@@ -141,8 +141,9 @@ def _correct(session: Session, *, incident: Incident, recipient: IncidentRecipie
         recipient.correction_message_id = 0  # the conversation is gone: nothing to send, nothing to retry
         return
     text = inbox_service.fill_variables(session, text=incident.correction, conversation=conversation)
+    # a correction: in a member's own chat, the one-customer mass send the member confirms (需成员确认的群发)
     message = inbox_service.reply(session, conversation_id=conversation.id, text=text, viewer=viewer,
-                                  automatic=True)
+                                  automatic=True, member_send=True)
     message.source = "incident"
     recipient.correction_message_id = message.id
     if conversation.customer_id is not None:

@@ -421,3 +421,20 @@ def dry_run(session: Session, *, rule_id: int, viewer: Viewer, days: int = DRY_R
     rule.dry_run_version_id = version.id
     session.flush()
     return DryRun(scanned=scanned, matched=matched, customers=len(customers), hits=hits, days=days)
+
+
+def suggest_reply(session: Session, *, conversation: Conversation) -> str | None:
+    """The reply a switched-on rule would give to the customer's last message, filled for this conversation:
+    what the sidebar offers where Siyu cannot send itself (a WeCom member's own chat). None: no rule matches."""
+    last = session.scalar(select(Message).where(
+        Message.conversation_id == conversation.id, Message.direction == Direction.inbound.value,
+        Message.msg_type != MessageType.system.value).order_by(Message.sent_at.desc(), Message.id.desc()).limit(1))
+    if last is None or not last.text:
+        return None
+    hit = active_matcher(session).match(last.text, account_id=conversation.account_id, at=_local(last.sent_at))
+    version = session.get(AutoReplyRuleVersion, hit.version_id) if hit is not None else None
+    if version is None:
+        return None
+    from siyu.inbox import service as inbox_service
+
+    return inbox_service.fill_variables(session, text=version.reply, conversation=conversation)

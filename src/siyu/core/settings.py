@@ -88,6 +88,19 @@ class Settings(BaseSettings):
                                  "empty: the customer-contact Secret is used.")
     wecom_api_base: str = Field("https://qyapi.weixin.qq.com/cgi-bin/",
                                 description="WeCom server API base; point it at the simulator for demos and tests.")
+    wecom_agent_id: str = Field("", description="AgentId of the self-built app whose chat-toolbar page is the sidebar; "
+                                "with the Secret, the sidebar signs the JS-SDK's agentConfig for sendChatMessage.")
+    wecom_archive_source: str = Field(
+        "", description="Where the chat archive (会话存档) is pulled from: `sdk` (the official finance SDK through "
+        "the `archive` extra, pyweworkfinance), `simulator` (the simulator's stand-in for GetChatData), or empty: off.")
+    wecom_archive_secret: str = Field("", description="Secret of the chat-archive (会话内容存档) app, for the SDK; "
+                                      "empty: the customer-contact Secret is used.")
+    wecom_archive_private_keys: str = Field(
+        "", description="The corp's RSA private keys of the chat archive, one per public-key version, as JSON: "
+        '`{"1": "/etc/siyu/archive_v1.pem"}` (a PEM file path, or the PEM text itself).')
+    wecom_archive_sdk_library: str = Field(
+        "", description="Path of WeCom's libWeWorkFinanceSdk_C.so for the SDK source; empty: the one pyweworkfinance "
+        "ships.")
 
     def data_path(self, *parts: str) -> Path:
         """A folder under the data folder, created on first use."""

@@ -135,6 +135,9 @@ class InboundIn(BaseModel):
 class ReplyIn(BaseModel):
     text: str = Field(min_length=1, max_length=service.MAX_TEXT)
     internal: bool = False
+    # A WeCom member's own chat (channel wecom_archive) is read-only; true sends a one-customer mass send
+    # the member confirms in WeCom (需成员确认的群发; counts against the customer's monthly mass-send quota).
+    member_send: bool = False
 
 
 class StatusIn(BaseModel):
@@ -182,7 +185,7 @@ def api_conversation(session: SessionDep, viewer: ApiViewer, conversation_id: Id
 @api.post("/inbox/conversations/{conversation_id}/messages", response_model=MessageOut, status_code=201)
 def api_reply(session: SessionDep, viewer: ApiViewer, conversation_id: Id, data: ReplyIn) -> MessageOut:
     message = service.reply(session, conversation_id=conversation_id, text=data.text, viewer=viewer,
-                            internal=data.internal)
+                            internal=data.internal, member_send=data.member_send)
     session.commit()
     return MessageOut.of(message)
 
@@ -503,7 +506,7 @@ def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conv
     internal = form.get("internal") == "1"
     try:
         service.reply(session, conversation_id=conversation_id, text=text if isinstance(text, str) else "",
-                      viewer=viewer, internal=internal)
+                      viewer=viewer, internal=internal, member_send=form.get("member_send") == "1")
         session.commit()
     except DomainError as exc:
         session.rollback()

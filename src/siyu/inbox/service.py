@@ -47,6 +47,8 @@ KNOWN_TYPES = {t.value for t in MessageType}
 DEFAULT_FIRST_RESPONSE_MINUTES = 5
 DEFAULT_RESOLUTION_MINUTES = 240
 AGENT_ROLES = (Role.service.value, Role.operator.value)
+READ_ONLY = ("A WeCom member's own chat is read-only: answer from the sidebar in WeCom, or send a member-confirmed "
+             "mass send")
 
 
 class ConversationNotFound(NotFound):
@@ -110,12 +112,13 @@ def _insert(session: Session, model: type[Any]) -> Any:
 # ---------------------------------------------------------------- ingestion
 
 
-def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult:
+def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: bool = True) -> IngestResult:
     """Store a batch of messages exactly once and bring their conversations up to date.
 
     Mostly the customers' messages; a channel that also reports what was sent from the platform's
     own client (微信客服 servicers) and events (shown as system lines) hands those in the same batch,
-    so the conversation's state follows the platform's order.
+    so the conversation's state follows the platform's order. ``auto_reply`` False: a channel Siyu
+    cannot write into (a member's own chat, read from the archive) gets no automatic replies.
     """
     result = IngestResult()
     unique: dict[tuple[str, str], InboundMessage] = {}
@@ -166,6 +169,8 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
     # Imported here: auto-replies build on the inbox, so the inbox may not import them at load time.
     from siyu.autoreply import service as autoreply_service
 
+    if not auto_reply:
+        return result
     result.auto_replies = autoreply_service.respond(session, messages=[
         autoreply_service.StoredInbound(id=row.id, conversation_id=row.conversation_id, msg_type=row.msg_type,
                                         text=row.text, sent_at=row.sent_at, payload=row.payload)
@@ -488,12 +493,20 @@ def _touch(session: Session, conversation: Conversation, *, viewer: Viewer, even
 
 
 def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, internal: bool = False,
-          automatic: bool = False) -> Message:
-    """An agent's reply (queued for the connector) or internal note (never sent)."""
+          automatic: bool = False, member_send: bool = False) -> Message:
+    """An agent's reply (queued for the connector) or internal note (never sent).
+
+    A WeCom member's own chat (channel ``wecom_archive``, read from the chat archive) is read-only:
+    no server API writes into it. Only ``member_send`` — a one-customer mass send the member confirms
+    in WeCom (需成员确认的群发, counted against the customer's monthly mass-send quota) — goes out, for
+    corrections; everyday answers go from the chat toolbar's sidebar into the open chat.
+    """
     conversation = get_conversation(session, conversation_id=conversation_id, viewer=viewer)
     body = clean_text(text).strip()
     if not body:
         raise Invalid("Write something first", field="text")
+    if not internal and not member_send and conversation.channel == Channel.wecom_archive.value:
+        raise Invalid(READ_ONLY, field="text")
     from siyu.inbox import delivery
 
     if not internal:
@@ -834,7 +847,8 @@ def apply_bulk(session: Session, *, conversation_ids: list[int], action: str, ar
                 elif action == "reply":
                     conversation = get_conversation(session, conversation_id=conversation_id, viewer=viewer)
                     text = fill_variables(session, text=str(args["text"]), conversation=conversation)
-                    reply(session, conversation_id=conversation_id, text=text, viewer=viewer)
+                    # a mass send: in a member's own chat, one the member confirms (需成员确认的群发)
+                    reply(session, conversation_id=conversation_id, text=text, viewer=viewer, member_send=True)
                 elif action == "tag":
                     conversation = get_conversation(session, conversation_id=conversation_id, viewer=viewer)
                     if conversation.customer_id is None:

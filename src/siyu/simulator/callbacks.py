@@ -115,6 +115,17 @@ def kf_msg_or_event(corp_id: str, *, token: str, open_kfid: str, create_time: in
                          ("Event", "kf_msg_or_event"), ("Token", token), ("OpenKfId", open_kfid)])
 
 
+def msgaudit_notify(corp_id: str, *, create_time: int, agent_id: int = 0) -> str:
+    """W:95039 产生会话回调事件: the chat archive has new messages to pull."""
+    return xml_document([*_event(corp_id, create_time, "msgaudit_notify"), ("AgentID", agent_id)])
+
+
+def msg_audit_approved(corp_id: str, *, userid: str, external_userid: str, create_time: int) -> str:
+    """客户同意进行聊天内容存档事件: ``change_external_contact`` with ``ChangeType`` msg_audit_approved."""
+    return contact_changed(corp_id, "msg_audit_approved", userid=userid, external_userid=external_userid,
+                           create_time=create_time)
+
+
 @dataclass(frozen=True)
 class Envelope:
     params: dict[str, str]

@@ -107,7 +107,8 @@ def serve(
 
 @simulator_app.command()
 def scenario(
-    name: Annotated[str, typer.Argument(help="friends, chat, groups, campaign or tags.")],
+    name: Annotated[str, typer.Argument(help="friends, chat, groups, campaign, tags or archive (会话存档: members' "
+                                             "private and group chats, pulled by Siyu).")],
     target: Annotated[str, typer.Option(help="Siyu's address (its /wecom/callback receives the callbacks).")]
         = "http://127.0.0.1:8000",
     count: Annotated[int | None, typer.Option(
@@ -141,6 +142,9 @@ def scenario(
         help="Share of chat and campaign callbacks (kf_msg_or_event) delivered twice.")] = 0.01,
     same_envelope: Annotated[bool, typer.Option(
         help="Resend the identical request (same nonce) instead of the same event in a fresh envelope.")] = False,
+    public_key: Annotated[Path | None, typer.Option(
+        help="archive: the corp's RSA public key (PEM) the archive's random keys are encrypted to.")] = None,
+    key_version: Annotated[int, typer.Option(help="archive: the public key's version (publickey_ver).")] = 1,
 ) -> None:
     """Send a scenario of real encrypted WeCom callbacks to Siyu and print a summary."""
     from siyu.simulator import settings
@@ -148,6 +152,10 @@ def scenario(
     from siyu.simulator.driver import CHANNELS, DEFAULT_COUNTS, DriverError, Options, run_scenario
     from siyu.simulator.server import RunningServer, ServerOptions, create_app
 
+    if name == "archive":
+        _archive_scenario(target=target, simulator=simulator, count=count or 1000, public_key=public_key,
+                          key_version=key_version, corp_id=corp_id, token=token, aes_key=aes_key)
+        return
     if name not in DEFAULT_COUNTS:
         raise typer.BadParameter(f"choose from {', '.join(DEFAULT_COUNTS)}", param_hint="NAME")
     if channel not in CHANNELS:
@@ -184,4 +192,43 @@ def scenario(
         if server is not None:
             server.stop()
     if summary.failed:
+        raise typer.Exit(1)
+
+
+def _archive_scenario(*, target: str, simulator: str | None, count: int, public_key: Path | None, key_version: int,
+                      corp_id: str | None, token: str | None, aes_key: str | None) -> None:
+    """Private and group chats into a running simulator's archive, then one msgaudit_notify to Siyu (which pulls
+    them from the simulator's stand-in for GetChatData)."""
+    import httpx
+
+    from siyu.simulator import settings
+    from siyu.simulator.callbacks import Clients, Encrypter, Sender, Stats, callback_url, msgaudit_notify
+
+    if simulator is None:
+        raise typer.BadParameter("the archive is pulled by Siyu from a running simulator: give --simulator",
+                                 param_hint="--simulator")
+    configured = settings.load()
+    base = simulator.rstrip("/")
+    with httpx.Client(timeout=600.0) as http:
+        if public_key is not None:
+            answer = http.post(f"{base}/_simulator/archive_public_key",
+                               json={"version": key_version, "pem": public_key.read_text()})
+            if answer.status_code != 200:
+                typer.echo(f"error: {answer.text}", err=True)
+                raise typer.Exit(2)
+        answer = http.post(f"{base}/_simulator/archive_scenario", json={"count": count, "notify": False})
+        if answer.status_code != 200:
+            typer.echo(f"error: {answer.text}", err=True)
+            raise typer.Exit(2)
+        made = answer.json()
+    encrypter = Encrypter(corp_id=corp_id or configured.corp_id or settings.DEFAULT_CORP_ID,
+                          token=token or configured.token, aes_key=aes_key or configured.aes_key)
+    import time
+
+    sender = Sender(callback_url(target), encrypter, Clients(httpx.Client), Stats())
+    acknowledged = sender.deliver(msgaudit_notify(encrypter.corp_id, create_time=int(time.time())))
+    typer.echo(f"archive: {made['private']} private and {made['group']} group messages archived "
+               f"({made['not_archived']} not archived: no consent), last seq {made['last_seq']}; "
+               f"msgaudit_notify {'acknowledged' if acknowledged else 'NOT acknowledged'}")
+    if not acknowledged:
         raise typer.Exit(1)

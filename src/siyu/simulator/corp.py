@@ -30,6 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel, Field
 
+from siyu.simulator.archive import ArchiveDesk
 from siyu.simulator.errors import ApiError
 from siyu.simulator.kf import KfDesk, KfState
 
@@ -314,6 +315,7 @@ class VirtualCorp:
         self._listing_snapshots: dict[tuple[str, ...], list[tuple[Contact, Follow]]] = {}
         self.auto_accept_transfer = True  # a handed-over customer is taken over at once (not after 24 h)
         self.kf = KfDesk(self)
+        self.archive = ArchiveDesk(self)  # 会话内容存档 (siyu.simulator.archive)
 
     # ---- construction and persistence -------------------------------------------------
 
@@ -1194,6 +1196,8 @@ class VirtualCorp:
         """A driver operation by name (``POST /_simulator/<name>``): ``kf_…`` ones are the 微信客服 desk's."""
         if name.startswith("kf_"):
             return getattr(self.kf, name[3:])
+        if name.startswith("archive_"):
+            return getattr(self.archive, name[8:])
         return getattr(self, name)
 
     @_locked

@@ -88,6 +88,8 @@ ROUTES: dict[str, tuple[str, str]] = {
     "kf/service_state/get": ("POST", "kf.api_service_state_get"),  # W:94669 分配客服会话 › 获取会话状态
     "kf/service_state/trans": ("POST", "kf.api_service_state_trans"),  # W:94669 分配客服会话 › 变更会话状态
     "kf/customer/batchget": ("POST", "kf.api_customer_batchget"),  # W:95159 获取客户基础信息
+    # 会话内容存档 (siyu.simulator.archive); the messages themselves: POST /_simulator/finance/chatdata
+    "msgaudit/check_single_agree": ("POST", "archive.api_check_single_agree"),  # W:91782 获取会话同意情况
 }
 
 # What the driver (or a test) may do to the corp through POST /_simulator/<operation>.
@@ -97,7 +99,10 @@ DRIVER_OPERATIONS = ("add_contact", "remove_contact", "edit_contact", "create_gr
                      # 微信客服: a customer enters a session or writes (any type), a servicer takes, answers
                      # or ends the session in WeCom's client, any other event; a callback token.
                      "kf_enter_session", "kf_customer_message", "kf_servicer_take", "kf_servicer_reply",
-                     "kf_end_session", "kf_event", "kf_callback", "kf_overview")
+                     "kf_end_session", "kf_event", "kf_callback", "kf_overview",
+                     # 会话存档: the corp's public key, private and group chats, a customer's consent, a scenario.
+                     "archive_public_key", "archive_chat", "archive_group_message", "archive_agree",
+                     "archive_scenario", "archive_overview", "archive_set_key_reuse")
 # The platform's words for the codes a fault is usually injected with.
 FAULT_MESSAGES = {-1: "system busy", 45009: "api freq out of limit", 45033: "api concurrent out of limit",
                   40014: "invalid access_token", 42001: "access_token expired"}
@@ -109,6 +114,7 @@ class ServerOptions:
     token_ttl: int = TOKEN_TTL
     rate_limit: int = 0  # calls per access token per minute; 0 = no limit
     state_path: Path | None = None  # saved on shutdown and on POST /_simulator/save
+    archive_notify_interval: float = 15.0  # msgaudit_notify at most this often (W:95039); tests shorten it
     # Where kf_msg_or_event callbacks go when a /_simulator/kf_… control adds to an account's log
     # (Siyu's address or its /wecom/callback), sealed with this encrypter; none without both.
     callback_target: str = ""
@@ -306,6 +312,7 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
         sender = Sender(callback_url(options.callback_target), options.encrypter, clients, Stats())
         notifier = KfNotifier(sender, lambda open_kfid: corp.kf.callback(open_kfid))
         corp.kf.listeners.append(notifier.notify)
+        _announce_archive(corp, sender, options)
     app.state.notifier = notifier
 
     @app.middleware("http")
@@ -428,6 +435,20 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
         faults.clear()
         return JSONResponse({"cleared": True})
 
+    @app.post("/_simulator/finance/chatdata")
+    async def finance_chatdata(request: Request) -> Response:
+        """THE SIMULATOR'S STAND-IN FOR THE FINANCE SDK'S GetChatData (not a WeCom HTTP API: on the platform
+        the C SDK fetches this). Body {seq, limit ≤ 1000}; answers {errcode, errmsg, chatdata: [...]}."""
+        try:
+            tokens.check(request.query_params.get("access_token", ""), options.rate_limit)
+            body = await _json_body(request)
+            items = corp.archive.chatdata(int(body.get("seq") or 0), int(body.get("limit") or 1000))
+        except ApiError as exc:
+            return _error(exc, request)
+        except (TypeError, ValueError):
+            return JSONResponse({"errcode": 40058, "errmsg": "seq and limit are numbers"})
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "chatdata": items})
+
     @app.post("/_simulator/{operation}")
     async def operate(operation: str, request: Request) -> JSONResponse:
         if operation not in DRIVER_OPERATIONS:
@@ -443,6 +464,19 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
         return JSONResponse(result)
 
     return app
+
+
+def _announce_archive(corp: VirtualCorp, sender: Sender, options: ServerOptions) -> None:
+    """msgaudit_notify (batched, W:95039) and msg_audit_approved callbacks of the corp's archive."""
+    from siyu.simulator.archive import ArchiveNotifier
+    from siyu.simulator.callbacks import msg_audit_approved, msgaudit_notify
+
+    corp_id = sender.encrypter.corp_id
+    notifier = ArchiveNotifier(lambda: sender.deliver(msgaudit_notify(corp_id, create_time=int(corp.clock()))),
+                               interval=options.archive_notify_interval)
+    corp.archive.listeners.append(notifier.notify)
+    corp.archive.consent_listeners.append(lambda userid, external, at: sender.deliver(msg_audit_approved(
+        corp_id, userid=userid, external_userid=external, create_time=at)))
 
 
 class RunningServer:

@@ -83,6 +83,8 @@ CREATES = frozenset({
 KF_SYNC_LIMIT = 1000  # kf/sync_msg: "limit … 默认值和最大值都为1000" (W:94670)
 KF_CUSTOMERS_PER_CALL = 100  # kf/customer/batchget: external_userid_list 1 to 100 ids (W:95159)
 KF_ACCOUNT_PAGE = 100  # kf/account/list: limit 1 to 100 (W:94661)
+# msgaudit/check_single_agree: "目前一次请求只支持最多100个查询条目" (W:91782)
+ARCHIVE_AGREE_PER_CALL = 100
 TOKEN_MARGIN_SECONDS = 300  # the storage forgets a token this long before the platform does
 LOCAL_COPY_SECONDS = 60  # how long a process uses its copy before reading the shared storage again
 TOKEN_KEY_PREFIX = "wecom_token:"  # noqa: S105 - a key name, not a password
@@ -435,6 +437,15 @@ class WeChatKf(BaseWeChatAPI):
                                                          "need_enter_session_context": 0})
 
 
+class WeChatMsgAudit(BaseWeChatAPI):
+    """会话内容存档 calls that are HTTP APIs (the messages themselves come through the finance SDK)."""
+
+    def check_single_agree(self, info: list[dict[str, str]]) -> Any:
+        """获取会话同意情况（单聊）: ``info`` of {userid, exteranalopenid} (the platform's spelling), up to 100;
+        ``agreeinfo`` of {userid, exteranalopenid, agree_status, status_change_time} (W:91782)."""
+        return self._post("msgaudit/check_single_agree", data={"info": info})
+
+
 # ---------------------------------------------------------------- the client
 
 
@@ -443,6 +454,7 @@ class WecomClient(WeChatClient):
 
     external_contact_more = WeChatExternalContactMore()
     kf = WeChatKf()
+    msgaudit = WeChatMsgAudit()
 
     def __init__(self, corp_id: str, secret: str, *, api_base: str, storage: TokenStorage,
                  policy: RetryPolicy | None = None, timeout: float = 10.0) -> None:
@@ -817,6 +829,31 @@ class WecomApi:
         for chunk in _chunks(list(dict.fromkeys(external_userids)), KF_CUSTOMERS_PER_CALL):
             customers += _dict(self.client.kf.customer_batchget(chunk)).get("customer_list", [])
         return customers
+
+    # ---- the JS-SDK (the sidebar in the chat toolbar)
+
+    def agent_config(self, *, agent_id: str, url: str, noncestr: str, timestamp: int) -> dict[str, Any]:
+        """What the JS-SDK's ``wx.agentConfig`` takes for ``url``: the app's jsapi ticket
+        (``ticket/get?type=agent_config``) signed as the JS-SDK docs describe (W:90506, W:96935)."""
+        from wechatpy.utils import WeChatSigner
+
+        ticket = self.client.jsapi.get_agent_ticket()["ticket"]
+        signer = WeChatSigner(delimiter=b"&")
+        signer.add_data(f"jsapi_ticket={ticket}", f"noncestr={noncestr}", f"timestamp={timestamp}", f"url={url}")
+        return {"corpid": self.client.corp_id, "agentid": agent_id, "timestamp": timestamp, "nonceStr": noncestr,
+                "signature": signer.signature}
+
+    # ---- 会话内容存档 (chat archive)
+
+    def check_single_agree(self, pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Whether each customer agreed to archiving with each member: (userid, external_userid) pairs,
+        100 per call (W:91782); ``agree_status`` Agree / Disagree / Default_Agree."""
+        answers: list[dict[str, Any]] = []
+        wanted = list(dict.fromkeys(pairs))
+        for start in range(0, len(wanted), ARCHIVE_AGREE_PER_CALL):
+            info = [{"userid": u, "exteranalopenid": e} for u, e in wanted[start:start + ARCHIVE_AGREE_PER_CALL]]
+            answers += _dict(self.client.msgaudit.check_single_agree(info)).get("agreeinfo", [])
+        return answers
 
     # ----
 

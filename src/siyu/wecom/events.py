@@ -8,6 +8,8 @@
 - ``kf_msg_or_event`` (微信客服) keeps the callback's token and pulls the waiting messages after
   the commit (``wecom.kf``). WeCom pushes no customer chat text to a callback: a ``message/*``
   callback comes from a member writing to an app, and is stored and ignored.
+- ``msgaudit_notify`` (会话存档) pulls the chat archive after the commit (``wecom.archive``);
+  ``msg_audit_approved`` records that a customer agreed to archiving.
 - With the API connected (``api``): an add sends the channel's welcome message with the
   event's ``WelcomeCode`` first (WeCom allows 20 seconds), then reads the contact (name,
   remark, phones, corp tags) into Siyu; customer-group changes read the group
@@ -38,6 +40,8 @@ CHURN_EVENTS = {"change_external_contact/del_external_contact": "member",  # our
 
 GROUP_GONE = 49008  # groupchat/get: the group was dismissed
 KF_EVENT = "kf_msg_or_event"  # 微信客服: messages wait to be pulled with kf/sync_msg
+ARCHIVE_EVENT = "msgaudit_notify"  # 会话存档: new messages wait to be pulled with GetChatData (W:95039)
+ARCHIVE_CONSENT_EVENT = "change_external_contact/msg_audit_approved"  # a customer agreed to archiving
 
 
 class EventError(Exception):
@@ -157,6 +161,14 @@ def process(session: Session, event: WecomEvent, *, touched: list[Customer] | No
                               details={"event": "wecom_transfer_failed", "userid": fields.get("UserID", "")}))
     elif kind == KF_EVENT:
         _kf_waiting(session, fields)
+    elif kind == ARCHIVE_EVENT:
+        _archive_waiting(session, fields)
+    elif kind == ARCHIVE_CONSENT_EVENT:
+        from siyu.wecom import archive
+
+        archive.record_consent(session, userid=str(fields.get("UserID") or ""),
+                               external_userid=str(fields.get("ExternalUserID") or ""), status="approved",
+                               at=_at(fields))
     else:  # message/* included: WeCom sends those for members writing to an app, never customers' chats
         return EventStatus.ignored.value
     session.flush()
@@ -344,6 +356,18 @@ def _kf_waiting(session: Session, fields: dict[str, Any]) -> None:
         queued.add(open_kfid)
         jobs.enqueue_after_commit(session, kf_jobs.pull_messages, open_kfid)
         jobs.enqueue_after_commit(session, lambda: queued.discard(open_kfid))
+
+
+def _archive_waiting(session: Session, fields: dict[str, Any]) -> None:
+    """msgaudit_notify: the chat archive has new messages; pull after the commit (one pull per batch)."""
+    from siyu.core import jobs
+    from siyu.wecom import archive, archive_jobs
+
+    archive.note_notify(session)
+    if not session.info.get("siyu_archive_pull"):
+        session.info["siyu_archive_pull"] = True
+        jobs.enqueue_after_commit(session, archive_jobs.pull_archive)
+        jobs.enqueue_after_commit(session, lambda: session.info.pop("siyu_archive_pull", None))
 
 
 def churn(session: Session, *, account_ids: list[int] | None, limit: int = 200

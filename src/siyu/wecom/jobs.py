@@ -14,6 +14,7 @@ from siyu.core.db import transaction, utcnow
 from siyu.core.i18n import _
 from siyu.customers.models import Customer
 from siyu.customers.service import refresh_computed_many
+from siyu.wecom import archive_jobs as archive_jobs  # the chat archive's tasks load with the domain's jobs
 from siyu.wecom import callback, events
 from siyu.wecom import kf_jobs as kf_jobs  # 微信客服's tasks load with the domain's jobs
 from siyu.wecom.models import EventStatus, WecomEvent
