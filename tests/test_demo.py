@@ -189,3 +189,19 @@ def test_same_seed_invents_the_same_people() -> None:
     assert people == [again.person() for _ in range(20)]
     other = Planner(random.Random(8), now)
     assert [p.wechat_id for p in people] != [other.person().wechat_id for _ in range(20)]
+
+
+def test_demo_has_a_wecom_kf_account_served_by_its_service_staff_with_conversations(session: Session) -> None:
+    from siyu.accounts.models import Account, AccountKind
+    from siyu.demo import KF_OPEN_KFID
+    from siyu.inbox.models import Conversation
+    from siyu.team.models import User, UserAccount
+
+    kf = session.scalar(select(Account).where(Account.open_kfid == KF_OPEN_KFID))
+    assert kf is not None and kf.kind == AccountKind.wecom_kf.value and kf.greeting
+    served_by = set(session.scalars(select(User.username).join(UserAccount, UserAccount.user_id == User.id)
+                                    .where(UserAccount.account_id == kf.id)))
+    assert {"kefu.xiaoyu", "kefu.ajie"} <= served_by
+    channels = {channel: count for channel, count in session.execute(
+        select(Conversation.channel, func.count()).group_by(Conversation.channel))}
+    assert channels.get("wecom_kf", 0) > channels.get("wecom_archive", 0) > 0, channels

@@ -418,3 +418,20 @@ def test_siyu_turns_simulated_friend_adds_into_customers_and_deletions_into_chur
                       .where(Customer.wecom_external_userid.in_(added))).all()
     assert len(rows) == 5 and {r.channel_state for r in rows} == {channel.key}
     assert sorted(r.status for r in rows) == ["active"] * 3 + ["deleted"] * 2
+
+
+def test_simulated_traffic_writes_to_the_kf_account_siyu_already_has(receiver: Receiver, siyu: str) -> None:
+    """``siyu demo --simulate``: the simulator's 微信客服 takes over the demo's 客服账号 (its open_kfid)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    open_kfid = "wkShanYeTeaHouseDemoKf0000000001"
+    summaries = run_simulated_traffic(siyu, corp_id=CORP_ID, token=TOKEN, aes_key=AES_KEY, secret=SECRET,
+                                      scenarios=("chat",), count=3, rate=0, serve_port=port,
+                                      keep_serving=False, echo=lambda _line: None,
+                                      kf_account=(open_kfid, "山野茶舍客服"))
+    assert summaries[0].failed == 0
+    announced = {d.fields.get("OpenKfId") for d in receiver.deliveries if d.fields.get("Event") == "kf_msg_or_event"}
+    assert announced == {open_kfid}

@@ -110,8 +110,10 @@ def _start_simulation(target: str) -> None:
                    Friendship.status == FriendshipStatus.active.value))
         known = [{"external_userid": external_userid, "name": name, "userid": userid, "remark": remark,
                   "added_at": added_at.timestamp()} for external_userid, name, userid, remark, added_at in rows]
+        kf = session.execute(select(Account.open_kfid, Account.display_name)
+                             .where(Account.open_kfid.is_not(None)).order_by(Account.id).limit(1)).first()
     start_simulated_traffic(target, serve_port=SIMULATOR_PORT, states=states, count=40, rate=2.0,
-                            known_contacts=known)
+                            known_contacts=known, kf_account=(str(kf[0]), str(kf[1])) if kf else None)
     typer.echo(f"WeCom simulator on http://127.0.0.1:{SIMULATOR_PORT}/ — live callbacks are coming in "
                "(企业微信 → 事件日志)")
 

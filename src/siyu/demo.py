@@ -90,13 +90,20 @@ class StaffSpec:
     accounts: tuple[str, ...] = ()  # account keys
 
 
+# The brand's 微信客服 account (客服账号): where customers write during campaigns. `siyu demo --simulate`
+# gives the simulator's 客服账号 this open_kfid, so live customers write to this account.
+KF_KEY = "kf"
+KF_OPEN_KFID = "wkShanYeTeaHouseDemoKf0000000001"
+KF_NAME = "山野茶舍客服"
+KF_GREETING = "您好，这里是山野茶舍客服～请问有什么可以帮您？"
+
 STAFF = (
     StaffSpec("chenjing", "陈静（策划）", Role.planner),
     StaffSpec("zhouming", "周明（杭州运维）", Role.operator, ("xiaoye01", "xiaoye02", "laozhou")),
     StaffSpec("linxiao", "林晓（上海运维）", Role.operator, ("ahe01", "ahe02")),
     StaffSpec("guyan", "顾妍（苏州+线上运维）", Role.operator, ("xiaoman", "vip")),
-    StaffSpec("kefu.xiaoyu", "小雨（客服）", Role.service, ("xiaoye01", "xiaoye02", "laozhou", "vip")),
-    StaffSpec("kefu.ajie", "阿杰（客服）", Role.service, ("ahe01", "ahe02", "xiaoman", "vip")),
+    StaffSpec("kefu.xiaoyu", "小雨（客服）", Role.service, ("xiaoye01", "xiaoye02", "laozhou", "vip", KF_KEY)),
+    StaffSpec("kefu.ajie", "阿杰（客服）", Role.service, ("ahe01", "ahe02", "xiaoman", "vip", KF_KEY)),
 )
 
 
@@ -608,6 +615,9 @@ def _create_accounts(session: Session, *, staff: dict[str, User]) -> dict[str, A
             friend_capacity=spec.capacity, positioning=spec.positioning, signature=spec.signature,
             greeting=spec.greeting, moments_cover_url="",
         ), actor=actor)
+    accounts[KF_KEY] = accounts_service.create_account(session, data=AccountIn(
+        kind=AccountKind.wecom_kf, display_name=KF_NAME, open_kfid=KF_OPEN_KFID, brand=BRAND,
+        owner_user_id=staff[ADMIN_USERNAME].id, greeting=KF_GREETING), actor=actor)
     # Give each operator and service user their accounts (an audited update, as an admin would).
     for member in STAFF:
         if member.accounts:
@@ -747,12 +757,16 @@ def _fill_inbox(session: Session, *, customers: list[Customer], staff: dict[str,
     for shortcut, title, body in CANNED_REPLIES:
         session.add(CannedReply(shortcut=shortcut, title=title, body=body))
     writers = rng.sample(customers, min(60, len(customers)))
+    kf_account = session.scalar(select(Account).where(Account.open_kfid == KF_OPEN_KFID))
     messages = []
     for n, customer in enumerate(writers):
         friendship = customer.friendships[0]
+        # Two in three write to the 微信客服 account (a campaign's questions); the rest are members' own
+        # chats, as the chat archive shows them.
+        account_id = kf_account.id if kf_account is not None and n % 3 else friendship.account_id
         for k in range(rng.randint(1, 3)):
             messages.append(inbox_service.InboundMessage(
-                source="demo", platform_msgid=f"demo-{n}-{k}", account_id=friendship.account_id,
+                source="demo", platform_msgid=f"demo-{n}-{k}", account_id=account_id,
                 customer_id=customer.id, sent_at=now - timedelta(minutes=rng.uniform(1, 180)),
                 text=rng.choice(CUSTOMER_LINES)))
     _create_autoreplies(session, admin=team_service.viewer_for(staff[ADMIN_USERNAME]))
@@ -763,9 +777,10 @@ def _fill_inbox(session: Session, *, customers: list[Customer], staff: dict[str,
     viewer = team_service.viewer_for(agent)
     for conversation_id in inbox_service.list_queue(
             session, flt=inbox_service.QueueFilter(view="mine"), viewer=viewer, limit=3).items:
-        # the demo's WeCom conversations are members' own chats: the answer goes as a member-confirmed send
+        # 微信客服 answers through kf/send_msg; a member's own chat only as a member-confirmed send
+        archived = conversation_id.channel == inbox_service.Channel.wecom_archive.value
         inbox_service.reply(session, conversation_id=conversation_id.id, text="您好，在的～请问有什么可以帮您？",
-                            viewer=viewer, member_send=True)
+                            viewer=viewer, member_send=archived)
 
 
 def _insert_people(

@@ -493,7 +493,8 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
                           rate: float = 5.0, seed: int = 1, members: Iterable[tuple[str, str]] | None = None,
                           states: Iterable[str] = (), serve_port: int | None = 8900, serve_host: str = "127.0.0.1",
                           keep_serving: bool = True, wait_seconds: float = 60.0, echo: Echo = print,
-                          known_contacts: Iterable[dict[str, Any]] = ()) -> list[Summary]:
+                          known_contacts: Iterable[dict[str, Any]] = (),
+                          kf_account: tuple[str, str] | None = None) -> list[Summary]:
     """Live WeCom traffic for a running Siyu (``siyu demo --simulate``): blocking; call it from a thread.
 
     Starts the simulator's API on ``serve_port`` (point ``SIYU_WECOM_API_BASE`` at
@@ -502,6 +503,7 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
     ``rate`` per second. Corp id, token, EncodingAESKey and secret default to the
     ``SIYU_WECOM_*`` settings Siyu itself reads, so both sides agree. ``known_contacts`` are
     customers Siyu already has (see ``VirtualCorp.adopt_contacts``): replies to them are delivered.
+    ``kf_account`` (open_kfid, name) is a 客服账号 Siyu already has: the corp's 微信客服 takes it over.
     """
     from siyu.simulator import settings as simulator_settings
     from siyu.simulator.corp import DEFAULT_MEMBERS
@@ -512,6 +514,8 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
     encrypter = Encrypter(corp_id=corp_id, token=token or configured.token, aes_key=aes_key or configured.aes_key)
     corp = VirtualCorp.seeded(seed, corp_id=corp_id, members=list(members or DEFAULT_MEMBERS))
     corp.adopt_contacts(known_contacts)
+    if kf_account is not None:
+        corp.kf.adopt_account(open_kfid=kf_account[0], name=kf_account[1])
     server = None
     if serve_port is not None:
         app = create_app(corp, ServerOptions(secret=secret or configured.secret or simulator_settings.DEFAULT_SECRET))

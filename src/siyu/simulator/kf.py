@@ -207,6 +207,22 @@ class KfDesk:
             self.state.log[account.open_kfid] = []
             self._times[account.open_kfid] = []
 
+    def adopt_account(self, *, open_kfid: str, name: str) -> bool:
+        """Take over a 客服账号 a Siyu instance already knows (``siyu demo --simulate``): the first
+        seeded account gets its open_kfid and name, so customers write to the account Siyu has.
+        Returns whether anything changed."""
+        with self.corp.lock:
+            if any(a.open_kfid == open_kfid for a in self.state.accounts):
+                return False
+            if not self.state.accounts:
+                self.seed((name,))
+            account = self.state.accounts[0]
+            old = account.open_kfid
+            account.open_kfid, account.name = open_kfid, name
+            self.state.log[open_kfid] = self.state.log.pop(old, [])
+            self._times[open_kfid] = self._times.pop(old, [])
+            return True
+
     def _open_kfid(self) -> str:
         return self.corp._id("wk")  # open_kfid as WeCom makes them: "wk" + 30 characters
 
