@@ -232,7 +232,7 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
 
 def channel_of(account_kind: str) -> str:
     """The channel of a conversation on an account of this kind (when the connector names none)."""
-    return {AccountKind.wecom_kf.value: Channel.wecom_kf.value,
+    return {AccountKind.wecom_kf.value: Channel.wecom_kf.value, AccountKind.mp.value: Channel.mp.value,
             AccountKind.wecom.value: Channel.wecom_archive.value}.get(account_kind, Channel.personal.value)
 
 

@@ -1,0 +1,170 @@
+"""The 公众号 callback (served ahead of the console's stack) and its API: follower sync, QR codes of channels."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Body
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
+
+from siyu.core.db import transaction
+from siyu.core.deps import ApiViewer, SessionDep
+from siyu.core.errors import Forbidden, Invalid
+from siyu.core.group_commit import GroupCommitter
+from siyu.mp import callback, client, jobs, service
+from siyu.mp import config as mp_config
+from siyu.mp.callback import CallbackRefused, MpQuery
+from siyu.mp.config import MpConfig
+
+log = logging.getLogger(__name__)
+api = APIRouter(prefix="/mp", tags=["mp"])
+ACK = "success"  # 被动回复: "直接回复success（推荐方式）" when there is nothing to say
+
+Received = tuple[MpQuery, bytes]
+Outcome = tuple[MpConfig, "service.Answer | CallbackRefused"]
+
+
+def _receive_together(received: list[Received]) -> list[Outcome]:
+    """Callbacks that arrived together: authenticated, then stored and answered in one transaction."""
+    with transaction() as session:
+        config = mp_config.effective(session, recent_ok=True)
+        outcomes: list[service.Answer | CallbackRefused] = []
+        authenticated: dict[int, callback.Authenticated] = {}
+        for index, (query, body) in enumerate(received):
+            try:
+                authenticated[index] = callback.authenticate(config, query=query, body=body)
+                outcomes.append(service.Answer())
+            except CallbackRefused as exc:
+                outcomes.append(exc)
+        if authenticated:
+            account = service.account_for(session, config.appid)
+            stored = service.receive(session, account, list(authenticated.values()))
+            for index, answer in zip(authenticated, stored, strict=True):
+                outcomes[index] = answer
+    return [(config, outcome) for outcome in outcomes]
+
+
+_committer = GroupCommitter(_receive_together)
+
+
+def _late(reply_ids: list[int]) -> None:
+    with transaction() as session:
+        service.send_through_api(session, reply_ids)
+
+
+async def _answer(scope: Scope, receive: Receive) -> tuple[int, str, bytes]:
+    started = time.monotonic()
+    client_host = (scope.get("client") or ("?", 0))[0]
+    declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
+    if declared.isdigit() and int(declared) > callback.MAX_BODY_BYTES:
+        return _refused(client_host, CallbackRefused(413, "body larger than 2 MB"))
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return 400, "text/plain", b"disconnected"
+        body.extend(message.get("body", b""))
+        if len(body) > callback.MAX_BODY_BYTES:
+            return _refused(client_host, CallbackRefused(413, "body larger than 2 MB"))
+        if not message.get("more_body", False):
+            break
+    query = MpQuery.of(dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))))
+    if scope["method"] == "GET":
+        try:
+            with transaction() as session:
+                config = mp_config.effective(session, recent_ok=True)
+            return 200, "text/plain", callback.verify_url(config, query).encode()
+        except CallbackRefused as exc:
+            return _refused(client_host, exc)
+    try:
+        config, answer = await _committer.submit((query, bytes(body)))
+    except Exception:  # nothing was committed: no `success`, so the platform sends it again
+        log.exception("公众号 callbacks could not be stored; answered 503 so the platform retries")
+        return 503, "text/plain", b"temporarily unavailable"
+    if isinstance(answer, CallbackRefused):
+        return _refused(client_host, answer)
+    if answer.reply and time.monotonic() - started <= service.PASSIVE_REPLY_BUDGET.total_seconds():
+        authenticated = callback.authenticate(config, query=query, body=bytes(body))
+        text = callback.passive_answer(config, authenticated, answer.reply, timestamp=int(time.time()))
+        return 200, "application/xml", text.encode()
+    if answer.reply_ids and not answer.duplicate:  # too late to answer passively: the API sends it
+        await run_in_threadpool(_late, answer.reply_ids)
+    return 200, "text/plain", ACK.encode()
+
+
+def _refused(host: str, exc: CallbackRefused) -> tuple[int, str, bytes]:
+    log.warning("公众号 callback refused (%s) from %s: %s", exc.status, host, exc.reason)
+    return exc.status, "text/plain", exc.reason.encode()
+
+
+async def receive_callback(scope: Scope, receive: Receive, send: Send) -> None:
+    """``GET`` (the URL check) and ``POST /mp/callback`` as a plain ASGI endpoint, ahead of the console's stack."""
+    status, content_type, body = await _answer(scope, receive)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", f"{content_type}; charset=utf-8".encode()),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------- API
+
+
+ADMIN_ROLES = ("admin", "planner")
+
+
+class QrCodeIn(BaseModel):
+    channel_id: int
+    account_id: int
+    permanent: bool = False
+    expire_seconds: int = Field(service.TEMPORARY_QR_MAX_SECONDS, ge=60, le=service.TEMPORARY_QR_MAX_SECONDS)
+
+
+class QrCodeOut(BaseModel):
+    id: int
+    channel_id: int
+    account_id: int
+    scene: str
+    permanent: bool
+    ticket: str
+    url: str
+    expires_at: str | None
+
+
+def _editor(viewer: Any) -> None:
+    if viewer.role not in ADMIN_ROLES:
+        raise Forbidden("Your role may not change the Official Account")
+
+
+@api.post("/qrcodes", response_model=QrCodeOut, status_code=201)
+def create_qrcode(data: Annotated[QrCodeIn, Body()], session: SessionDep, viewer: ApiViewer) -> QrCodeOut:
+    """A parametric QR code (temporary or permanent string scene) for a channel: follows through it are the
+    channel's."""
+    _editor(viewer)
+    mp_api = client.api_for(session)
+    if mp_api is None:
+        raise Invalid("Set the Official Account's appid and AppSecret first")
+    code = service.create_qrcode(session, api=mp_api, channel_id=data.channel_id, account_id=data.account_id,
+                                 permanent=data.permanent, expire_seconds=data.expire_seconds)
+    session.commit()
+    return QrCodeOut(id=code.id, channel_id=code.channel_id, account_id=code.account_id, scene=code.scene,
+                     permanent=code.permanent, ticket=code.ticket, url=code.url,
+                     expires_at=code.expires_at.isoformat() if code.expires_at else None)
+
+
+@api.post("/accounts/{account_id}/sync-followers", status_code=202)
+def sync_followers(account_id: int, session: SessionDep, viewer: ApiViewer) -> dict[str, int]:
+    """Start the follower sync (user/get + user/info/batchget) as a job."""
+    _editor(viewer)
+    from siyu.accounts.models import Account, AccountKind
+
+    account = session.get(Account, account_id)
+    if account is None or account.kind != AccountKind.mp.value:
+        raise Invalid("Account {account_id} is not an Official Account", field="account_id", account_id=account_id)
+    job_id = jobs.submit_sync(session, account_id=account_id, actor=viewer)
+    session.commit()
+    return {"job_id": job_id}
