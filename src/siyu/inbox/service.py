@@ -293,7 +293,7 @@ def _update_conversations(session: Session, by_conversation: dict[int, list[Any]
         statement = update(table).where(table.c.id == bindparam("conversation_id")).values(
             {name: bindparam(name) for name in columns if name != "id"})
         session.connection().execute(statement, [{**row, "conversation_id": row["id"]} for row in rows])
-    for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(reopened))):
+    for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(reopened))) if reopened else ():
         _reopen(session, conversation, now=min(r.sent_at for r in by_conversation[conversation.id]))
     session.flush()
 

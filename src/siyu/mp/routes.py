@@ -31,6 +31,14 @@ Outcome = tuple[MpConfig, "service.Answer | CallbackRefused"]
 
 def _receive_together(received: list[Received]) -> list[Outcome]:
     """Callbacks that arrived together: authenticated, then stored and answered in one transaction."""
+    try:
+        return _store_and_answer(received)
+    except Exception:
+        service.forget_account_ids()
+        raise
+
+
+def _store_and_answer(received: list[Received]) -> list[Outcome]:
     with transaction() as session:
         config = mp_config.effective(session, recent_ok=True)
         outcomes: list[service.Answer | CallbackRefused] = []
@@ -42,8 +50,8 @@ def _receive_together(received: list[Received]) -> list[Outcome]:
             except CallbackRefused as exc:
                 outcomes.append(exc)
         if authenticated:
-            account = service.account_for(session, config.appid)
-            stored = service.receive(session, account, list(authenticated.values()))
+            account_id = service.account_id_for(session, config.appid)
+            stored = service.receive(session, account_id, list(authenticated.values()))
             for index, answer in zip(authenticated, stored, strict=True):
                 outcomes[index] = answer
     return [(config, outcome) for outcome in outcomes]

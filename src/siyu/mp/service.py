@@ -171,7 +171,23 @@ def account_for(session: Session, appid: str) -> Account:
     return account
 
 
-def resolve_followers(session: Session, account: Account, openids: Iterable[str],
+_account_ids: dict[tuple[int, str], int] = {}
+
+
+def account_id_for(session: Session, appid: str) -> int:
+    """``account_for``'s id, remembered per database: callbacks arrive hundreds a second."""
+    key = (id(session.get_bind()), appid)
+    if key not in _account_ids:
+        _account_ids[key] = account_for(session, appid).id
+    return _account_ids[key]
+
+
+def forget_account_ids() -> None:
+    """After a failed batch: an account deleted meanwhile is looked up (or created) again."""
+    _account_ids.clear()
+
+
+def resolve_followers(session: Session, account_id: int, openids: Iterable[str],
                       profiles: dict[str, dict[str, Any]] | None = None) -> dict[str, int]:
     """Customer id of each openid, set-based: known followers; new ones join the customer with the same
     unionid (the person reached through WeCom or 微信客服) or become new customers with a friendship."""
@@ -205,7 +221,7 @@ def resolve_followers(session: Session, account: Account, openids: Iterable[str]
     for openid in missing:
         if openid not in customer_of:
             customer_of[openid] = by_union[str(profiles[openid]["unionid"])[:64]]
-    follower_rows = [{"account_id": account.id, "openid": o, "customer_id": customer_of[o],
+    follower_rows = [{"account_id": account_id, "openid": o, "customer_id": customer_of[o],
                       "unionid": str((profiles.get(o) or {}).get("unionid") or "")[:64] or None,
                       "subscribed": True, "scene": "", "created_at": now,
                       "subscribed_at": _at(profiles[o]["subscribe_time"]) if (profiles.get(o) or {}).get(
@@ -214,7 +230,7 @@ def resolve_followers(session: Session, account: Account, openids: Iterable[str]
     session.execute(dialect_insert(session, table).on_conflict_do_nothing(index_elements=["openid"]), follower_rows)
     session.execute(dialect_insert(session, Friendship.__table__).on_conflict_do_nothing(
         index_elements=["account_id", "customer_id"]),
-        [{"account_id": account.id, "customer_id": c, "status": FriendshipStatus.active.value, "added_at": now,
+        [{"account_id": account_id, "customer_id": c, "status": FriendshipStatus.active.value, "added_at": now,
           "remark_name": "", "description": "", "channel_state": ""} for c in sorted(set(customer_of.values()))])
     # Another request may have created the same follower meanwhile: the openid decides.
     known.update({o: c for o, c in session.execute(
@@ -254,7 +270,7 @@ def _nonces(session: Session, callbacks: list[Authenticated]) -> list[CallbackRe
     return answers
 
 
-def receive(session: Session, account: Account, callbacks: list[Authenticated]) -> list[Answer | CallbackRefused]:
+def receive(session: Session, account_id: int, callbacks: list[Authenticated]) -> list[Answer | CallbackRefused]:
     """Store callbacks that arrived together and work out each one's answer (one transaction).
 
     Messages and events go into the inbox with one ``ingest`` call; what the events change
@@ -267,7 +283,7 @@ def receive(session: Session, account: Account, callbacks: list[Authenticated]) 
     accepted = [(i, c) for i, c in enumerate(callbacks) if isinstance(answers[i], Answer)]
     if not accepted:
         return answers
-    customers = resolve_followers(session, account, [c.openid for _i, c in accepted])
+    customers = resolve_followers(session, account_id, [c.openid for _i, c in accepted])
     keys = sorted({c.dedup_key for _i, c in accepted})
     stored_before = set(session.scalars(select(Message.platform_msgid).where(
         Message.source == SOURCE, Message.platform_msgid.in_(keys))))
@@ -280,16 +296,18 @@ def receive(session: Session, account: Account, callbacks: list[Authenticated]) 
         p = parse(callback.fields)
         parsed[callback.dedup_key] = (callback, p)
         messages.append(inbox_service.InboundMessage(
-            source=SOURCE, platform_msgid=callback.dedup_key, account_id=account.id, customer_id=customer_id,
+            source=SOURCE, platform_msgid=callback.dedup_key, account_id=account_id, customer_id=customer_id,
             sent_at=_at(callback.fields.get("CreateTime")), sender=callback.openid, msg_type=p.msg_type, text=p.text,
             payload=dict(callback.fields), channel=Channel.mp.value))
-    inbox_service.ingest(session, messages)
+    ingested = inbox_service.ingest(session, messages)
     ids: dict[str, int] = {k: i for k, i in session.execute(select(Message.platform_msgid, Message.id).where(
         Message.source == SOURCE, Message.platform_msgid.in_(keys)))}
     new = {k: v for k, v in parsed.items() if k not in stored_before}
-    welcomes = _apply_events(session, account, [(c, p, customers[c.openid], ids.get(c.dedup_key))
-                                                for c, p in new.values() if p.event])
-    replies = _passive_replies(session, [ids[k] for k in new if k in ids], fresh=True)
+    events = [(c, p, customers[c.openid], ids.get(c.dedup_key))
+              for c, p in new.values() if p.event]
+    welcomes = _apply_events(session, session.get_one(Account, account_id), events) if events else {}
+    replies = _passive_replies(session, [ids[k] for k in new if k in ids], fresh=True) if ingested.auto_replies \
+        else {}
     repeated = _passive_replies(session, [ids[k] for k in keys if k in stored_before and k in ids], fresh=False)
     for index, callback in accepted:
         answer = answers[index]
@@ -587,10 +605,9 @@ def sync_followers(transaction: Transaction, api: Any, account_id: int, *, max_p
                     profiles[str(profile["openid"])] = profile
         next_openid = str(page.get("next_openid") or "")
         with transaction() as session:
-            account = session.get_one(Account, account_id)
             before = int(session.scalar(select(func.count()).select_from(MpFollower).where(
                 MpFollower.account_id == account_id)) or 0)
-            resolve_followers(session, account, openids, profiles)
+            resolve_followers(session, account_id, openids, profiles)
             result.created += int(session.scalar(select(func.count()).select_from(MpFollower).where(
                 MpFollower.account_id == account_id)) or 0) - before
             if openids:
