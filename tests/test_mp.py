@@ -395,3 +395,32 @@ def test_the_follower_sync_starts_as_a_job_from_the_api(client: TestClient, db: 
     db.expire_all()
     assert db.scalar(select(func.count()).select_from(MpFollower)) == 2
     assert DeliveryStatus.sent.value == "sent"
+
+
+# ---------------------------------------------------------------- the campaign flood from the command line
+
+
+def test_cli_campaign_floods_through_the_gongzhonghao(app: Any, db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from siyu.cli import app as cli
+
+    for name, value in {"SIYU_MP_APPID": APPID, "SIYU_MP_TOKEN": TOKEN, "SIYU_MP_AES_KEY": AES_KEY,
+                        "SIYU_MP_SECRET": SECRET}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    rule(db, keywords=["领券"], reply="券在卡包里")
+    siyu = RunningServer(app).start()
+    try:
+        result = CliRunner().invoke(cli, ["simulator", "scenario", "campaign", "--channel", "mp", "--target", siyu.url,
+                                          "--count", "120", "--concurrency", "4"])
+    finally:
+        siyu.stop()
+    assert result.exit_code == 0, result.output
+    assert "campaign through the 公众号: 6 follows and 120 messages pushed, acknowledged 126" in result.output
+    assert "(safe mode)" in result.output and "failed 0" in result.output
+    db.expire_all()
+    stored = db.scalar(select(func.count()).select_from(Message).where(
+        Message.source == mp_service.SOURCE, Message.msg_type != "system"))
+    assert stored == 120
+    assert db.scalar(select(func.count()).select_from(MpFollower)) == 6

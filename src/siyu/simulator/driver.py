@@ -38,6 +38,7 @@ from siyu.simulator import callbacks
 from siyu.simulator.callbacks import ClientFactory, Clients, Encrypter, KfNotifier, Sender, Stats, callback_url
 from siyu.simulator.corp import VirtualCorp
 from siyu.simulator.errors import ApiError
+from siyu.simulator.mp import VirtualMp
 
 Echo = Callable[[str], None]
 DEFAULT_COUNTS = {"friends": 50, "chat": 200, "groups": 30, "campaign": 170_000, "tags": 10}
@@ -46,7 +47,9 @@ CHAT_LINES = ("你好，请问店里几点关门？", "新品龙井什么时候�
               "上次买的白茶很好喝", "周末有品鉴会吗？", "礼盒还有货吗", "[图片]", "发票怎么开？")
 CAMPAIGN_LINES = ("1", "参加", "怎么领券？", "优惠券怎么用？", "活动几点开始", "我中奖了吗", "还有名额吗？",
                   "链接打不开", "已下单，订单号发你了", "能便宜点吗", "好", "收到")
-CHANNELS = ("kf",)  # the paths a flood of customer messages can take (微信客服; the 公众号 follows)
+# The paths a flood of customer messages can take: 微信客服 (kf_msg_or_event, Siyu pulls) or the 公众号 (mp: one
+# push per message to /mp/callback, answered passively when a rule matches).
+CHANNELS = ("kf", "mp")
 # Menu answers a customer may click when Siyu sent a msgmenu ("1 查订单 2 活动规则 3 人工").
 MENU_ANSWERS = (("1", "查订单"), ("2", "活动规则"), ("3", "人工"))
 # How customers' kf messages are spread over the types of W:94670 (the rest are text).
@@ -429,17 +432,21 @@ PLAYS: dict[str, Callable[[Run], None]] = {
     "friends": friends, "chat": chat, "groups": groups, "campaign": campaign, "tags": tags}
 
 
-def run_scenario(name: str, *, target: str, encrypter: Encrypter, options: Options,
+def run_scenario(name: str, *, target: str, encrypter: Encrypter | None, options: Options,
                  corp: VirtualCorp | None = None, simulator_url: str | None = None,
                  timeout: float = 5.0, retries: int = 3, retry_delay: float = 0.2,
                  same_envelope: bool = False, echo: Echo = print,
-                 client_factory: ClientFactory | None = None) -> Summary:
+                 client_factory: ClientFactory | None = None, mp: VirtualMp | None = None) -> Summary:
     """Play one scenario against Siyu at ``target``; the corp is ``corp`` or the simulator at ``simulator_url``.
 
     ``client_factory`` makes each thread's HTTP client (tests hand in clients bound to Siyu's app).
     """
     if name not in PLAYS:
         raise DriverError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
+    if options.channel == "mp" and name in ("chat", "campaign"):
+        return _through_mp(name, target=target, options=options, mp=mp, echo=echo, client_factory=client_factory)
+    if encrypter is None:
+        raise DriverError(f"{name}: WeCom callbacks need the corp id, token and EncodingAESKey")
     if (corp is None) == (simulator_url is None):
         raise DriverError(f"{name}: give either a virtual corp in this process or the simulator's URL")
     clients = Clients(client_factory or httpx.Client)
@@ -458,6 +465,23 @@ def run_scenario(name: str, *, target: str, encrypter: Encrypter, options: Optio
                       errors=dict(stats.errors), kf_messages=run.kf_count)
     echo(summary.line())
     return summary
+
+
+def _through_mp(name: str, *, target: str, options: Options, mp: VirtualMp | None, echo: Echo,
+                client_factory: ClientFactory | None) -> Summary:
+    """chat or campaign through the 公众号: followers' pushes to Siyu's /mp/callback (siyu.simulator.mp)."""
+    from siyu.simulator import settings as simulator_settings
+    from siyu.simulator.mp import run_campaign
+
+    used = mp or simulator_settings.virtual_mp()
+    lines = CAMPAIGN_LINES if name == "campaign" else CHAT_LINES
+    done = run_campaign(target, used, count=options.count, lines=lines, concurrency=options.concurrency,
+                        rate=options.rate, seed=options.seed, scenes=tuple(options.states),
+                        client_factory=client_factory, echo=echo)
+    stats = done.stats
+    return Summary(scenario=name, sent=stats.sent, acknowledged=stats.acknowledged, retried=stats.retried,
+                   duplicates=0, failed=stats.failed, seconds=done.seconds, rate=done.rate,
+                   errors=dict(stats.errors))
 
 
 def wait_for(url: str, *, seconds: float) -> bool:

@@ -511,3 +511,117 @@ def mount(app: Any, mp: VirtualMp, *, callback_target: str = "", safe: bool = Fa
         if pusher is not None:
             result["reply"] = await run_in_threadpool(pusher.push, result["xml"], result["openid"])
         return JSONResponse(result)
+
+
+# ---------------------------------------------------------------- the campaign flood through the 公众号
+
+CAMPAIGN_TYPES = (("image", 0.05), ("voice", 0.02), ("location", 0.01), ("link", 0.01), ("video", 0.01))
+
+
+@dataclass
+class CampaignSummary:
+    followers: int
+    messages: int
+    stats: MpStats
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.stats.acknowledged / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        s = self.stats
+        text = (f"campaign through the 公众号: {self.followers} follows and {self.messages} messages pushed, "
+                f"acknowledged {s.acknowledged}, passive replies {s.passive_replies}, retried {s.retried}, "
+                f"failed {s.failed} in {self.seconds:.1f} s ({self.rate:.0f} acknowledged/s)")
+        if s.latencies:
+            ordered = sorted(s.latencies)
+            text += f", p99 {ordered[int(len(ordered) * 0.99) - 1 if len(ordered) > 1 else 0] * 1000:.0f} ms"
+        if s.errors:
+            text += "; problems: " + ", ".join(f"{k} ×{v}" for k, v in sorted(s.errors.items()))
+        return text
+
+
+def run_campaign(target: str, mp: VirtualMp, *, count: int, lines: tuple[str, ...], concurrency: int = 8,
+                 rate: float = 0.0, seed: int = 1, safe: bool | None = None, scenes: tuple[str, ...] = (),
+                 client_factory: Callable[[], httpx.Client] | None = None,
+                 echo: Callable[[str], None] = print) -> CampaignSummary:
+    """The seed's flood through the 公众号: followers follow (through ``scenes``' QR codes when given),
+    then write ``count`` messages in all — one push per message, as the platform sends them. Safe mode
+    when the account has an EncodingAESKey (or as ``safe`` says)."""
+    import random
+
+    rng = random.Random(seed)  # noqa: S311 - simulated behaviour
+    use_safe = len(mp.aes_key) == 43 if safe is None else safe
+    stats = MpStats()
+    local = threading.local()
+    made: list[httpx.Client] = []
+    lock = threading.Lock()
+
+    def pusher() -> MpPusher:
+        if not hasattr(local, "pusher"):
+            client = (client_factory or httpx.Client)()
+            with lock:
+                made.append(client)
+            local.pusher = MpPusher(callback_url(target), mp, safe=use_safe, client=client, stats=stats)
+        found: MpPusher = local.pusher
+        return found
+
+    interval = 1.0 / rate if rate > 0 else 0.0
+    followers_wanted = min(max(1, count // 20), 10_000)
+    echo(f"[campaign/mp] pushing to {callback_url(target)} as 公众号 {mp.appid} "
+         f"({'safe' if use_safe else 'plain'} mode): {followers_wanted} follows, then {count} messages")
+
+    def play(total: int, step: Callable[[int], tuple[str, str]]) -> None:
+        indices = iter(range(total))
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    index = next(indices, None)
+                if index is None:
+                    return
+                if interval:
+                    time.sleep(interval * concurrency)
+                xml, openid = step(index)
+                pusher().push(xml, openid)
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, concurrency))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    started = time.monotonic()
+    openids: list[str] = []
+
+    def follow(_index: int) -> tuple[str, str]:
+        with lock:
+            scene = rng.choice(scenes) if scenes and rng.random() < 0.8 else ""
+        pushed = mp.follow(scene=scene)
+        with lock:
+            openids.append(pushed["openid"])
+        return pushed["xml"], pushed["openid"]
+
+    play(followers_wanted, follow)
+
+    def message(_index: int) -> tuple[str, str]:
+        with lock:
+            openid = rng.choice(openids)
+            kind, roll = "text", rng.random()
+            for name, share in CAMPAIGN_TYPES:
+                if roll < share:
+                    kind = name
+                    break
+                roll -= share
+            text = rng.choice(lines)
+        pushed = mp.message(openid, kind, text if kind in ("text", "voice") else "")
+        return pushed["xml"], openid
+
+    play(count, message)
+    for client in made:
+        client.close()
+    summary = CampaignSummary(followers=followers_wanted, messages=count, stats=stats,
+                              seconds=time.monotonic() - started)
+    echo(summary.line())
+    return summary
