@@ -311,6 +311,7 @@ def test_the_root_page_says_it_is_a_simulator(sim: TestClient) -> None:
     page = sim.get("/")
     assert page.status_code == 200 and NAME in page.text and "not</strong> WeCom" in page.text
     assert page.headers["Server"] == "siyu-wecom-simulator"
+    assert "山野茶舍客服" in page.text and "微信客服" in page.text
 
 
 def test_the_same_seed_builds_the_same_corp_and_state_files_round_trip(tmp_path: Path, clock: Clock) -> None:

@@ -27,7 +27,7 @@ from wechatpy.enterprise.crypto import WeChatCrypto
 
 from siyu.simulator.callbacks import Encrypter
 from siyu.simulator.corp import VirtualCorp
-from siyu.simulator.driver import Options, Summary, run_scenario, run_simulated_traffic
+from siyu.simulator.driver import Options, Summary, announce_kf, run_scenario, run_simulated_traffic
 from siyu.simulator.server import RunningServer, ServerOptions, create_app
 
 CORP_ID = "wwDRIVERTEST0001"
@@ -250,6 +250,21 @@ def test_groups_scenario_creates_changes_and_dismisses_groups(receiver: Receiver
         changed = set(update["MemChangeList"])
         joined = joined | changed if update["UpdateDetail"] == "add_member" else joined - changed
     assert joined <= final  # everyone a callback says joined (and did not leave) is in the group
+
+
+def test_announce_kf_calls_back_for_what_customers_do_in_the_corp(receiver: Receiver, siyu: str,
+                                                                   corp: VirtualCorp) -> None:
+    notifier = announce_kf(corp, siyu, encrypter(), retry_delay=0)
+    entered = corp.kf.enter_session(scene="store")
+    corp.kf.customer_message(external_userid=entered["external_userid"], msgtype="voice")
+    assert notifier.idle() and len(receiver.deliveries) == 2
+    assert notifier.sender.stats.acknowledged == 2
+    tokens = [d.fields["Token"] for d in receiver.deliveries]
+    assert [m["msgtype"] for m in pull_everything(corp, tokens[-1])] == ["event", "voice"]
+    corp.kf.listeners.remove(notifier.notify)
+    corp.kf.customer_message(external_userid=entered["external_userid"])
+    assert len(receiver.deliveries) == 2
+    notifier.sender.clients.close()
 
 
 def test_chat_goes_through_kf_with_some_of_the_corps_own_customers(receiver: Receiver, siyu: str,

@@ -110,10 +110,11 @@ def test_the_seeded_corp_has_a_kf_account_with_servicers(api: Api, open_kfid: st
     added = api.post("kf/servicer/add", {"open_kfid": open_kfid, "userid_list": ["shanye.vip", "nobody"]})
     assert [(r["userid"], r["errcode"]) for r in added["result_list"]] == [("shanye.vip", 0), ("nobody", 60111)]
     assert len(api.get("kf/servicer/list", open_kfid=open_kfid)["servicer_list"]) == 3
-    assert api.get("kf/servicer/list", open_kfid="wkNOSUCHACCOUNT")["errcode"] == 40058
+    assert api.get("kf/servicer/list", open_kfid="wkNOSUCHACCOUNT")["errcode"] == 95004
+    assert api.get("kf/servicer/list")["errcode"] == 95000
     new = api.post("kf/account/add", {"name": "山野茶舍售后", "media_id": "MEDIA"})
     assert new["errcode"] == 0 and new["open_kfid"].startswith("wk")
-    assert api.post("kf/account/add", {"name": "很" * 17, "media_id": "MEDIA"})["errcode"] == 40058
+    assert api.post("kf/account/add", {"name": "很" * 17, "media_id": "MEDIA"})["errcode"] == 95006
     assert len(api.get("kf/account/list")["account_list"]) == 2
 
 
@@ -271,6 +272,12 @@ def test_a_caller_msgid_is_returned_as_given_and_delivered_once(api: Api, open_k
                                     "text": {"content": ""}})["errcode"] == 44004
     assert api.post("kf/send_msg", {"touser": customer, "open_kfid": open_kfid, "msgtype": "sticker",
                                     "sticker": {}})["errcode"] == 40008
+    menu = {"head_content": "请选择", "list": [{"type": "click", "click": {"id": str(n), "content": f"选项{n}"}}
+                                               for n in range(11)]}
+    assert api.post("kf/send_msg", {"touser": customer, "open_kfid": open_kfid, "msgtype": "msgmenu",
+                                    "msgmenu": menu})["errcode"] == 95008
+    assert api.post("kf/send_msg", {"touser": customer, "open_kfid": "wkNOSUCH", "msgtype": "text",
+                                    "text": {"content": "x"}})["errcode"] == 95004
 
 
 def test_after_a_human_took_the_session_send_msg_answers_95018(api: Api, open_kfid: str) -> None:
@@ -288,7 +295,7 @@ def test_after_a_human_took_the_session_send_msg_answers_95018(api: Api, open_kf
     assert back["errcode"] == 40058  # 3 only goes to another servicer (3) or ends (4)
     ended = api.post("kf/service_state/trans", {"open_kfid": open_kfid, "external_userid": customer,
                                                 "service_state": 4})
-    assert ended["errcode"] == 0 and ended["msg_code"]
+    assert ended["errcode"] == 0 and "msg_code" not in ended  # the human ended it, not the assistant
     assert api.send_text(open_kfid, customer)["errcode"] == 95018
     api.control("kf_customer_message", open_kfid=open_kfid, external_userid=customer, content="又来了")
     assert api.post("kf/service_state/get", {"open_kfid": open_kfid, "external_userid": customer})[
@@ -299,7 +306,7 @@ def test_after_a_human_took_the_session_send_msg_answers_95018(api: Api, open_kf
 def test_service_state_trans_follows_the_allowed_changes(api: Api, open_kfid: str) -> None:
     customer = api.control("kf_customer_message", open_kfid=open_kfid)["external_userid"]
     body = {"open_kfid": open_kfid, "external_userid": customer}
-    assert api.post("kf/service_state/trans", {**body, "service_state": 1})["errcode"] == 0
+    assert api.post("kf/service_state/trans", {**body, "service_state": 1}) == {"errcode": 0, "errmsg": "ok"}
     assert api.send_text(open_kfid, customer)["errcode"] == 0  # the smart assistant (1) may send
     assert api.post("kf/service_state/trans", {**body, "service_state": 0})["errcode"] == 40058
     assert api.post("kf/service_state/trans", {**body, "service_state": 3,
@@ -307,7 +314,14 @@ def test_service_state_trans_follows_the_allowed_changes(api: Api, open_kfid: st
     assert api.post("kf/service_state/trans", {**body, "service_state": 2})["errcode"] == 0
     assert api.send_text(open_kfid, customer)["errcode"] == 95018  # queued for a human
     taken = api.post("kf/service_state/trans", {**body, "service_state": 3, "servicer_userid": "shanye.xiaoye01"})
-    assert taken["errcode"] == 0 and taken["msg_code"]
+    assert taken == {"errcode": 0, "errmsg": "ok"}  # from the queue: no msg_code
+    other = api.control("kf_customer_message", open_kfid=open_kfid)["external_userid"]
+    handed = api.post("kf/service_state/trans", {"open_kfid": open_kfid, "external_userid": other,
+                                                 "service_state": 3, "servicer_userid": "shanye.xiaoye02"})
+    assert handed["errcode"] == 0 and handed["msg_code"]
+    line = api.post("kf/send_msg_on_event", {"code": handed["msg_code"], "msgtype": "text",
+                                             "text": {"content": "已为您转接人工客服"}})
+    assert line["errcode"] == 0 and line["msgid"]
     assert api.post("kf/service_state/trans", {**body, "service_state": 9})["errcode"] == 40058
     assert api.post("kf/service_state/get", {**body, "external_userid": "wmNOBODY"})["errcode"] == 40096
 

@@ -489,3 +489,20 @@ def test_the_api_gives_channel_direction_and_delivery(client: TestClient, db: Se
     assert (incoming["direction"], incoming["delivery"]) == ("in", None)
     assert (outgoing["direction"], outgoing["delivery"], outgoing["failure_reason"]) == (
         "out", "failed", _(kf.SERVED_IN_WECOM_NOW))
+
+
+def test_the_workspace_shows_the_channel_system_lines_and_why_a_reply_was_refused(
+        client: TestClient, db: Session, fake: FakeKf, make: Any) -> None:
+    from tests.test_pages import Console
+
+    fake.items = [item(1, at=int(time.time()) - 49 * 3600), event(2, "user_recall_msg", recall_msgid="kfmsg000001")]
+    pull(fake)
+    conversation = conversation_of(db)
+    console = Console(client).login(make.user("admin"))
+    queue = console.get("/inbox?view=all")
+    assert 'data-channel="wecom_kf"' in queue.text and "微信客服" in queue.text
+    page = console.get(f"/inbox/{conversation.id}")
+    assert "客户撤回了一条消息" in page.text and 'data-testid="recalled"' in page.text
+    refused = console.post(f"/inbox/{conversation.id}/reply", {"text": "还在吗"})
+    assert "超过 48 小时" in refused.text
+    assert fake.sent == []

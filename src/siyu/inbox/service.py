@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -130,28 +130,30 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
     conversation_ids = _ensure_conversations(session, keyed)
 
     now = utcnow()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for message, key, _customer in keyed:
         text = clean_text(message.text)
-        kind = message.msg_type if message.msg_type in KNOWN_TYPES else MessageType.unknown.value
+        kind = message.msg_type if message.msg_type in KNOWN_TYPES else _UNKNOWN
         payload = dict(message.payload or {})
-        if kind == MessageType.unknown.value:
+        if kind == _UNKNOWN:
             payload.setdefault("original_type", message.msg_type)
-        outbound = message.direction == Direction.outbound.value
+        outbound = message.direction == _OUT
+        sent_at = message.sent_at if message.sent_at.tzinfo is not None else message.sent_at.replace(tzinfo=UTC)
         rows.append({
             "conversation_id": conversation_ids[key], "source": message.source,
-            "platform_msgid": message.platform_msgid[:128],
-            "direction": Direction.outbound.value if outbound else Direction.inbound.value,
+            "platform_msgid": message.platform_msgid[:128], "direction": _OUT if outbound else _IN,
             "msg_type": kind, "sender": message.sender[:128], "text": text, "payload": payload or None,
-            "sent_at": message.sent_at, "received_at": now,
-            "status": DeliveryStatus.sent.value if outbound else DeliveryStatus.received.value,
+            "sent_at": sent_at, "received_at": now, "status": _SENT if outbound else _RECEIVED,
             "error": "", "automatic": False, "internal": False,
         })
     table = Message.__table__.c
+    # Only the new ids come back (with the keys to find their rows): the rest is known here, and reading
+    # dates and JSON back would cost as much as writing them.
     statement = (_insert(session, Message).on_conflict_do_nothing(index_elements=["source", "platform_msgid"])
-                 .returning(table.id, table.conversation_id, table.sent_at, table.msg_type, table.text,
-                            table.payload, table.direction))
-    inserted = session.connection().execute(statement, rows).all()
+                 .returning(table.id, table.source, table.platform_msgid))
+    by_key: dict[tuple[str, str], dict[str, Any]] = {(row["source"], row["platform_msgid"]): row for row in rows}
+    inserted = [_stored(new_id, by_key[(source, msgid)])
+                for new_id, source, msgid in session.connection().execute(statement, rows).all()]
     result.stored = len(inserted)
     result.duplicates += len(rows) - len(inserted)
 
@@ -171,8 +173,30 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
     return result
 
 
+class _Stored(NamedTuple):
+    """A message just inserted, as the conversation update and the auto-replies need it."""
+
+    id: int
+    conversation_id: int
+    sent_at: datetime
+    msg_type: str
+    text: str
+    payload: dict[str, Any] | None
+    direction: str
+
+
+def _stored(new_id: int, row: dict[str, Any]) -> _Stored:
+    return _Stored(id=int(new_id), conversation_id=row["conversation_id"], sent_at=row["sent_at"],
+                   msg_type=row["msg_type"], text=row["text"], payload=row["payload"], direction=row["direction"])
+
+
+_IN, _OUT, _SYSTEM, _UNKNOWN = Direction.inbound.value, Direction.outbound.value, MessageType.system.value, \
+    MessageType.unknown.value
+_SENT, _RECEIVED = DeliveryStatus.sent.value, DeliveryStatus.received.value
+
+
 def _from_customer(row: Any) -> bool:
-    return bool(row.direction == Direction.inbound.value and row.msg_type != MessageType.system.value)
+    return bool(row.direction == _IN and row.msg_type != _SYSTEM)
 
 
 def _resolve_customers(session: Session, batch: list[InboundMessage]) -> list[int | None]:
@@ -260,7 +284,7 @@ def _update_conversations(session: Session, by_conversation: dict[int, list[Any]
         rows = by_conversation[row.id]
         latest = max(rows, key=lambda r: r.sent_at)
         customer = [r for r in rows if _from_customer(r)]
-        answered_at = max((r.sent_at for r in rows if r.direction == Direction.outbound.value), default=None)
+        answered_at = max((r.sent_at for r in rows if r.direction == _OUT), default=None)
         change: dict[str, Any] = {"id": row.id}
         if customer:
             earliest = min(r.sent_at for r in customer)

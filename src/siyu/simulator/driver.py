@@ -127,7 +127,8 @@ class Summary:
                 f"duplicates {self.duplicates}, failed {self.failed} in {self.seconds:.1f} s "
                 f"({self.rate:.0f} acknowledged/s)")
         if self.kf_messages:
-            text += f"; 微信客服: {self.kf_messages} messages and events waiting to be pulled"
+            text += (f"; 微信客服: {self.kf_messages} messages and events waiting to be pulled "
+                     f"({self.kf_messages / max(self.seconds, 1e-9):.0f}/s)")
         if self.errors:
             text += "; problems: " + ", ".join(f"{k} ×{v}" for k, v in sorted(self.errors.items()))
         return text
@@ -482,6 +483,20 @@ def _through_mp(name: str, *, target: str, options: Options, mp: VirtualMp | Non
     return Summary(scenario=name, sent=stats.sent, acknowledged=stats.acknowledged, retried=stats.retried,
                    duplicates=0, failed=stats.failed, seconds=done.seconds, rate=done.rate,
                    errors=dict(stats.errors))
+
+
+def announce_kf(corp: VirtualCorp, target: str, encrypter: Encrypter, *,
+                client_factory: ClientFactory | None = None, timeout: float = 5.0, retries: int = 3,
+                retry_delay: float = 0.2) -> KfNotifier:
+    """From now on, whatever a customer, servicer or event adds to ``corp``'s 客服 logs is announced to
+    Siyu at ``target`` with ``kf_msg_or_event`` callbacks, batched like the platform's (tests hand in
+    ``client_factory=lambda: TestClient(app)``). Remove it with ``corp.kf.listeners.remove(n.notify)``."""
+    clients = Clients(client_factory or httpx.Client)
+    sender = Sender(callback_url(target), encrypter, clients, Stats(), timeout=timeout, retries=retries,
+                    retry_delay=retry_delay)
+    notifier = KfNotifier(sender, corp.kf.callback)
+    corp.kf.listeners.append(notifier.notify)
+    return notifier
 
 
 def wait_for(url: str, *, seconds: float) -> bool:

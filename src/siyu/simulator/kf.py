@@ -50,16 +50,23 @@ EVENT_CODE_SECONDS = 20  # W:95122 发送欢迎语等事件响应消息: the cod
 BATCHGET_MAX = 100  # W:95159 获取客户基础信息: external_userid_list "不超过100个"
 ACCOUNT_NAME_MAX = 16  # W:94662 添加客服账号: name "不多于16个字符"
 ACCOUNT_LIST_MAX = 100  # W:94661 获取客服账号列表: limit 1–100
+MENU_ITEMS_MAX = 10  # W:94677 msgmenu: list "不能多于10个"
 SERVICER_BATCH_MAX = 100  # W:94646 添加接待人员: userid_list "最多100个"
 WELCOME_QUIET_SECONDS = 48 * 3600  # W:94670 enter_session: welcome_code only if no welcome and no message for 48 h
 
-# ---- errcodes (W:90313 全局错误码; the kf ones as the platform answers them, seen in peers' clients) ----
+# ---- errcodes (W:90313 全局错误码; the kf ones (950xx) as the 微信客服 docs list them, checked against
+# peers' clients: wechatpy-era SDKs, the wxkefu-rs crate's table, "invalid msg token" and
+# "send msg session status invalid" in client logs) ----
 INVALID_PARAMETER = 40058  # 不合法的参数 (a bad cursor, limit, msgid, list …)
 INVALID_MSGTYPE = 40008  # 不合法的消息类型
 INVALID_EXTERNAL_USERID = 40096  # 不合法的外部联系人userid
 EMPTY_CONTENT = 44004  # 文本消息content参数为空
 CONTENT_TOO_LONG = 45002  # 消息内容大小超过限制
 FREQ_OUT_OF_LIMIT = 45009  # 接口调用超过限制 (also what a token-less sync_msg gets past its rate)
+INVALID_OPEN_KFID = 95000  # 非法的open_kfid (missing or malformed)
+OPEN_KFID_NOT_FOUND = 95004  # open_kfid不存在 (another corp's, or deleted)
+INVALID_ACCOUNT_NAME = 95006  # 不合法的客服账号名
+MENU_TOO_LONG = 95008  # 菜单消息的菜单项个数超过上限 (at most 10)
 SEND_COUNT_EXCEEDED = 95001  # kf/send_msg: the 5 messages per customer message are used up
 SEND_WINDOW_CLOSED = 95002  # kf/send_msg: more than 48 hours since the customer's last message
 INVALID_MSG_TOKEN = 95007  # kf/sync_msg: "invalid msg token" (unknown, expired, or another account's)
@@ -174,7 +181,7 @@ class KfDesk:
         self._tokens: dict[str, tuple[str, float]] = {}  # token → (open_kfid, expiry)
         self._untokened: tuple[int, int] = (0, 0)  # (minute, calls in it)
         self._times: dict[str, list[float]] = {}
-        self._all: list[dict[str, Any]] = []  # every account's log in arrival order (open_kfid omitted)
+        self._all: list[dict[str, Any]] = []  # every account's items in arrival order (sync_msg without open_kfid)
         self._all_times: list[float] = []
         self._sent: dict[tuple[str, str], dict[str, Any]] = {}  # (open_kfid, msgid) → the delivered row
         self._msgid_prefix = ""
@@ -216,18 +223,18 @@ class KfDesk:
     # ---- lookups ------------------------------------------------------------------------------
 
     def account(self, open_kfid: Any) -> KfAccount:
-        if not open_kfid:
-            raise ApiError(INVALID_PARAMETER, "missing open_kfid")
+        if not open_kfid or not isinstance(open_kfid, str):
+            raise ApiError(INVALID_OPEN_KFID, "invalid open_kfid")
         found = next((a for a in self.state.accounts if a.open_kfid == open_kfid), None)
         if found is None:
-            raise ApiError(INVALID_PARAMETER, f"invalid open_kfid: {open_kfid}")
+            raise ApiError(OPEN_KFID_NOT_FOUND, f"open_kfid not exists: {open_kfid}")
         return found
 
     def default_account(self, open_kfid: Any = "") -> KfAccount:
         if open_kfid:
             return self.account(open_kfid)
         if not self.state.accounts:
-            raise ApiError(INVALID_PARAMETER, "the corp has no 客服账号")
+            raise ApiError(OPEN_KFID_NOT_FOUND, "the corp has no 客服账号")
         return self.state.accounts[0]
 
     def customer(self, external_userid: Any) -> KfCustomer:
@@ -484,7 +491,7 @@ class KfDesk:
         """W:94662 添加客服账号: {name ≤ 16 characters, media_id of the avatar} → {open_kfid}."""
         name = _str(body, "name").strip()
         if not name or len(name) > ACCOUNT_NAME_MAX:
-            raise ApiError(INVALID_PARAMETER, f"name must be 1 to {ACCOUNT_NAME_MAX} characters")
+            raise ApiError(INVALID_ACCOUNT_NAME, f"name must be 1 to {ACCOUNT_NAME_MAX} characters")
         if not _str(body, "media_id"):
             raise ApiError(INVALID_PARAMETER, "missing media_id")
         with self.corp.lock:
@@ -593,6 +600,12 @@ class KfDesk:
                 raise ApiError(EMPTY_CONTENT, "empty content")
             if len(text.encode()) > TEXT_MAX_BYTES:
                 raise ApiError(CONTENT_TOO_LONG, f"content longer than {TEXT_MAX_BYTES} bytes")
+        if msgtype == "msgmenu":
+            items = content.get("list") or []
+            if not isinstance(items, list) or len(items) > MENU_ITEMS_MAX:
+                raise ApiError(MENU_TOO_LONG, f"a menu has at most {MENU_ITEMS_MAX} items")
+            if not items and not content.get("head_content"):
+                raise ApiError(EMPTY_CONTENT, "empty menu")
         return msgtype, content
 
     def _deliver(self, via: str, open_kfid: str, external_userid: str, msgid: str, msgtype: str,
@@ -619,11 +632,12 @@ class KfDesk:
             if msgid and (account.open_kfid, msgid) in self._sent:
                 return {"msgid": msgid}  # the same message again (a retry): delivered once
             session = self.state.sessions.get(f"{account.open_kfid}/{external_userid}")
-            if session is None or session.state not in SEND_STATES:
-                raise ApiError(SESSION_STATE_INVALID, "send msg session status invalid")
             now = self._now()
-            if not session.last_customer_at or now - session.last_customer_at > SEND_WINDOW_SECONDS:
+            if session is None or not session.last_customer_at \
+                    or now - session.last_customer_at > SEND_WINDOW_SECONDS:
                 raise ApiError(SEND_WINDOW_CLOSED, "more than 48 hours since the customer's last message")
+            if session.state not in SEND_STATES:
+                raise ApiError(SESSION_STATE_INVALID, "send msg session status invalid")
             if session.sent_since >= SEND_PER_CUSTOMER_MESSAGE:
                 raise ApiError(SEND_COUNT_EXCEEDED, "5 messages already sent since the customer's last message")
             session.sent_since += 1
@@ -657,7 +671,8 @@ class KfDesk:
 
     def api_service_state_trans(self, body: dict[str, Any]) -> dict[str, Any]:
         """W:94669 分配客服会话 › 变更会话状态: {open_kfid, external_userid, service_state,
-        servicer_userid (for 3)} → {msg_code} (for a goodbye or hand-over line via send_msg_on_event)."""
+        servicer_userid (for 3)} → {msg_code} when a session with the assistant (0 or 1) goes to a human
+        or ends (3 or 4): one hand-over or goodbye line through send_msg_on_event."""
         try:
             target = int(body.get("service_state"))  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
@@ -677,8 +692,11 @@ class KfDesk:
                 servicer = self._servicer(account, body.get("servicer_userid")).userid
                 if target == session.state and servicer == session.servicer_userid:
                     raise ApiError(INVALID_PARAMETER, "the session is already with this servicer")
+            before = session.state
             session.state, session.servicer_userid = target, servicer
-            return {"msg_code": self._issue_code(account.open_kfid, external_userid)}
+            if before in (0, 1) and target in (3, 4):
+                return {"msg_code": self._issue_code(account.open_kfid, external_userid)}
+            return {}
 
     def api_customer_batchget(self, body: dict[str, Any]) -> dict[str, Any]:
         """W:95159 获取客户基础信息: {external_userid_list ≤ 100, need_enter_session_context} →
@@ -700,8 +718,9 @@ class KfDesk:
                                        "avatar": customer.avatar, "gender": customer.gender,
                                        "unionid": customer.unionid}
                 if context:
-                    last = next((s for s in self.state.sessions.values()
-                                 if s.external_userid == external_userid and s.scene), None)
+                    sessions = (self.state.sessions.get(f"{a.open_kfid}/{external_userid}")
+                                for a in self.state.accounts)
+                    last = next((s for s in sessions if s is not None and s.scene), None)
                     row["enter_session_context"] = {"scene": last.scene if last else "",
                                                     "scene_param": last.scene_param if last else ""}
                 found.append(row)

@@ -327,6 +327,8 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
     def root(request: Request) -> str:
         facts = corp.overview()
         base = str(request.base_url) + "cgi-bin/"
+        desks = "".join(f"<li>{html.escape(a['name'])}: <code>{html.escape(a['open_kfid'])}</code> — servicers "
+                        f"{html.escape(', '.join(a['servicers']))}</li>" for a in facts["kf"]["accounts"])
         ways = "".join(f"<li><code>{html.escape(w['state'] or '-')}</code> → {html.escape(', '.join(w['user']))}</li>"
                        for w in facts["contact_ways"])
         return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{NAME}</title></head><body>"
@@ -336,7 +338,10 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
                 f"<li>external contacts: {facts['contacts']} ({facts['friendships']} friendships)</li>"
                 f"<li>group chats: {facts['group_chats']}</li><li>corp tags: {facts['tags']}</li>"
                 f"<li>welcome messages sent: {facts['welcome_messages']}</li>"
-                f"<li>mass sends: {facts['mass_sends']}</li></ul><h2>Contact ways (state → members)</h2>"
+                f"<li>mass sends: {facts['mass_sends']}</li></ul><h2>微信客服 (kf)</h2><ul>{desks}</ul>"
+                f"<p>customers: {facts['kf']['customers']}, messages and events in the logs: "
+                f"{facts['kf']['messages']}, delivered to customers: {facts['kf']['delivered']}</p>"
+                f"<h2>Contact ways (state → members)</h2>"
                 f"<ul>{ways}</ul><p><a href='/_simulator/state'>full state (JSON)</a></p></body></html>")
 
     @app.get("/cgi-bin/gettoken")

@@ -290,15 +290,20 @@ def resolve_customers(session: Session, external_userids: Iterable[str],
         select(Customer.id, Customer.wecom_external_userid).where(Customer.wecom_external_userid.in_(ids)))
         if ext is not None}
     missing = [e for e in ids if e not in known]
+    # Profiles are read for customers unknown when the page came: one known by now (met through a
+    # contact meanwhile) gets the unionid it lacks — never a name someone typed.
+    for seen in [e for e in ids if e in known and (profiles.get(e) or {}).get("unionid")]:
+        session.execute(update(Customer).where(Customer.id == known[seen], Customer.unionid.is_(None))
+                        .values(unionid=str(profiles[seen]["unionid"])[:64]))
     by_union = {str(profiles[e]["unionid"]): e for e in missing if (profiles.get(e) or {}).get("unionid")}
     if by_union:
         for customer in session.scalars(select(Customer).where(
                 Customer.unionid.in_(sorted(by_union)), Customer.wecom_external_userid.is_(None),
                 Customer.merged_into_id.is_(None))):
-            ext = by_union.pop(str(customer.unionid), None)
-            if ext is not None:
-                customer.wecom_external_userid = ext
-                known[ext] = customer.id
+            joined = by_union.pop(str(customer.unionid), None)
+            if joined is not None:
+                customer.wecom_external_userid = joined
+                known[joined] = customer.id
         session.flush()
     missing = [e for e in ids if e not in known]
     if missing:
@@ -319,11 +324,6 @@ def resolve_customers(session: Session, external_userids: Iterable[str],
             known.update({str(ext): int(cid) for cid, ext in session.execute(
                 select(Customer.id, Customer.wecom_external_userid).where(
                     Customer.wecom_external_userid.in_([e for e in ids if e not in known])))})
-    # Profiles of people already known fill in what is missing (never a name someone typed).
-    for ext, profile in profiles.items():
-        if ext in known and profile.get("unionid"):
-            session.execute(update(Customer).where(Customer.id == known[ext], Customer.unionid.is_(None))
-                            .values(unionid=str(profile["unionid"])[:64]))
     return known
 
 
