@@ -81,6 +81,8 @@ class IngestResult:
     conversations: list[int] = field(default_factory=list)
     assigned: int = 0
     auto_replies: int = 0
+    # The stored messages' ids by (source, platform_msgid): what the batch added (repeats are not in it).
+    ids: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def clean_text(value: str | bytes) -> str:
@@ -152,8 +154,9 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
     statement = (_insert(session, Message).on_conflict_do_nothing(index_elements=["source", "platform_msgid"])
                  .returning(table.id, table.source, table.platform_msgid))
     by_key: dict[tuple[str, str], dict[str, Any]] = {(row["source"], row["platform_msgid"]): row for row in rows}
-    inserted = [_stored(new_id, by_key[(source, msgid)])
-                for new_id, source, msgid in session.connection().execute(statement, rows).all()]
+    returned = session.connection().execute(statement, rows).all()
+    inserted = [_stored(new_id, by_key[(source, msgid)]) for new_id, source, msgid in returned]
+    result.ids = {(str(source), str(msgid)): int(new_id) for new_id, source, msgid in returned}
     result.stored = len(inserted)
     result.duplicates += len(rows) - len(inserted)
 

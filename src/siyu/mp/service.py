@@ -285,8 +285,6 @@ def receive(session: Session, account_id: int, callbacks: list[Authenticated]) -
         return answers
     customers = resolve_followers(session, account_id, [c.openid for _i, c in accepted])
     keys = sorted({c.dedup_key for _i, c in accepted})
-    stored_before = set(session.scalars(select(Message.platform_msgid).where(
-        Message.source == SOURCE, Message.platform_msgid.in_(keys))))
     messages: list[inbox_service.InboundMessage] = []
     parsed: dict[str, tuple[Authenticated, Parsed]] = {}
     for _index, callback in accepted:
@@ -300,14 +298,15 @@ def receive(session: Session, account_id: int, callbacks: list[Authenticated]) -
             sent_at=_at(callback.fields.get("CreateTime")), sender=callback.openid, msg_type=p.msg_type, text=p.text,
             payload=dict(callback.fields), channel=Channel.mp.value))
     ingested = inbox_service.ingest(session, messages)
-    ids: dict[str, int] = {k: i for k, i in session.execute(select(Message.platform_msgid, Message.id).where(
-        Message.source == SOURCE, Message.platform_msgid.in_(keys)))}
-    new = {k: v for k, v in parsed.items() if k not in stored_before}
-    events = [(c, p, customers[c.openid], ids.get(c.dedup_key))
-              for c, p in new.values() if p.event]
+    ids = {key: message_id for (source, key), message_id in ingested.ids.items() if source == SOURCE}
+    new = {k: v for k, v in parsed.items() if k in ids}
+    stored_before = {k for k in keys if k not in ids}
+    if stored_before:  # the platform's retries: their stored messages, for the answer they had
+        ids.update({k: i for k, i in session.execute(select(Message.platform_msgid, Message.id).where(
+            Message.source == SOURCE, Message.platform_msgid.in_(sorted(stored_before))))})
+    events = [(c, p, customers[c.openid], ids.get(c.dedup_key)) for c, p in new.values() if p.event]
     welcomes = _apply_events(session, session.get_one(Account, account_id), events) if events else {}
-    replies = _passive_replies(session, [ids[k] for k in new if k in ids], fresh=True) if ingested.auto_replies \
-        else {}
+    replies = _passive_replies(session, [ids[k] for k in new], fresh=True) if ingested.auto_replies else {}
     repeated = _passive_replies(session, [ids[k] for k in keys if k in stored_before and k in ids], fresh=False)
     for index, callback in accepted:
         answer = answers[index]
