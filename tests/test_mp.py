@@ -424,3 +424,31 @@ def test_cli_campaign_floods_through_the_gongzhonghao(app: Any, db: Session, mon
         Message.source == mp_service.SOURCE, Message.msg_type != "system"))
     assert stored == 120
     assert db.scalar(select(func.count()).select_from(MpFollower)) == 6
+
+
+# ---------------------------------------------------------------- the console
+
+
+def test_an_administrator_saves_the_connection_in_the_console_and_the_environment_wins(
+        client: TestClient, db: Session, admin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_pages import Console
+
+    for name in ("SIYU_MP_APPID", "SIYU_MP_TOKEN", "SIYU_MP_AES_KEY", "SIYU_MP_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    console = Console(client).login(admin)
+    page = client.get("/mp")
+    assert page.status_code == 200 and "mp-state" in page.text
+    bad = console.post("/mp", {"appid": APPID, "token": TOKEN, "aes_key": "too-short"})
+    assert bad.status_code == 422 and "EncodingAESKey" in bad.text
+    saved = console.post("/mp", {"appid": APPID, "token": TOKEN, "aes_key": AES_KEY, "secret": SECRET})
+    assert saved.status_code == 303
+    shown = client.get("/mp")
+    assert "/mp/callback" in shown.text and TOKEN not in shown.text and APPID in shown.text
+    from siyu.mp import config as mp_config
+
+    db.expire_all()
+    assert mp_config.effective(db).token == TOKEN and mp_config.effective(db).source["token"] == "console"
+    monkeypatch.setenv("SIYU_MP_TOKEN", "from-the-environment")
+    get_settings.cache_clear()
+    assert mp_config.effective(db).token == "from-the-environment"

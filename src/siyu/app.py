@@ -196,6 +196,7 @@ def create_app() -> FastAPI:
     from siyu.jobs.routes import api as jobs_api
     from siyu.jobs.routes import pages as jobs_pages
     from siyu.mp.routes import api as mp_api
+    from siyu.mp.routes import pages as mp_pages
     from siyu.team.routes import api as team_api
     from siyu.team.routes import pages as team_pages
     from siyu.web.routes import pages as web_pages
@@ -215,7 +216,7 @@ def create_app() -> FastAPI:
         app.include_router(router, prefix="/api/v1")
     for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
                    chat_pages, sidebar_pages, merge_pages, customers_pages, jobs_pages, inbox_pages, autoreply_pages,
-                   channels_pages, groups_pages, wecom_pages):
+                   channels_pages, groups_pages, wecom_pages, mp_pages):
         app.include_router(router)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).

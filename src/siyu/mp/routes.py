@@ -7,22 +7,27 @@ import time
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from siyu.core.db import transaction
-from siyu.core.deps import ApiViewer, SessionDep
-from siyu.core.errors import Forbidden, Invalid
+from siyu.core.deps import AdminPageViewer, ApiViewer, CsrfChecked, SessionDep
+from siyu.core.errors import DomainError, Forbidden, Invalid
 from siyu.core.group_commit import GroupCommitter
+from siyu.core.i18n import N_, _
+from siyu.customers.pages import FormDep, FormRead
 from siyu.mp import callback, client, jobs, service
 from siyu.mp import config as mp_config
 from siyu.mp.callback import CallbackRefused, MpQuery
 from siyu.mp.config import MpConfig
+from siyu.web.render import render
 
 log = logging.getLogger(__name__)
 api = APIRouter(prefix="/mp", tags=["mp"])
+pages = APIRouter(include_in_schema=False)
 ACK = "success"  # 被动回复: "直接回复success（推荐方式）" when there is nothing to say
 
 Received = tuple[MpQuery, bytes]
@@ -176,3 +181,49 @@ def sync_followers(account_id: int, session: SessionDep, viewer: ApiViewer) -> d
     job_id = jobs.submit_sync(session, account_id=account_id, actor=viewer)
     session.commit()
     return {"job_id": job_id}
+
+
+# ---------------------------------------------------------------- console
+
+
+LABELS = {"appid": N_("AppID"), "token": N_("Token"), "aes_key": N_("EncodingAESKey"), "secret": N_("AppSecret"),
+          "api_base": N_("API base")}
+
+
+def _connection(request: Request, session: SessionDep, *, status_code: int = 200, error: str = "",
+                notice: str = "") -> Response:
+    from sqlalchemy import func, select
+
+    from siyu.accounts.models import Account, AccountKind
+    from siyu.mp.models import MpFollower, MpSyncState
+    from siyu.wecom.config import mask
+
+    current = mp_config.effective(session)
+    rows = [(name, _(label), mask(getattr(current, name)) if name in mp_config.SECRET_FIELDS
+             else getattr(current, name), current.source.get(name, "")) for name, label in LABELS.items()]
+    following: dict[int, int] = {a: int(n) for a, n in session.execute(select(MpFollower.account_id, func.count())
+                                 .where(MpFollower.subscribed.is_(True)).group_by(MpFollower.account_id))}
+    synced = {s.account_id: s.finished_at for s in session.scalars(select(MpSyncState))}
+    accounts = [(a, following.get(a.id, 0), synced.get(a.id)) for a in session.scalars(
+        select(Account).where(Account.kind == AccountKind.mp.value).order_by(Account.id))]
+    return render(request, "mp/connection.html", status_code=status_code, nav_active="wecom",
+                  title=_("Official Account connection"), rows=rows, configured=current.can_receive, error=error,
+                  notice=notice, callback_url=str(request.base_url).rstrip("/") + "/mp/callback",
+                  secret_fields=mp_config.SECRET_FIELDS, accounts=accounts)
+
+
+@pages.get("/mp", response_class=HTMLResponse)
+def connection_page(request: Request, session: SessionDep, viewer: AdminPageViewer) -> Response:
+    return _connection(request, session, notice=_("Saved.") if request.query_params.get("saved") else "")
+
+
+@pages.post("/mp", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def connection_save(request: Request, session: SessionDep, viewer: AdminPageViewer, form: FormDep) -> Response:
+    values = {k: v for k, v in form.items() if isinstance(v, str) and k in mp_config.FIELDS}
+    try:
+        mp_config.save(session, values=values, actor=viewer)
+        session.commit()
+    except DomainError as exc:
+        session.rollback()
+        return _connection(request, session, status_code=exc.status_code, error=exc.message)
+    return RedirectResponse("/mp?saved=1", status_code=303)
