@@ -452,3 +452,25 @@ def test_an_administrator_saves_the_connection_in_the_console_and_the_environmen
     monkeypatch.setenv("SIYU_MP_TOKEN", "from-the-environment")
     get_settings.cache_clear()
     assert mp_config.effective(db).token == "from-the-environment"
+
+
+def test_the_demos_simulated_traffic_brings_gongzhonghao_followers_messages(
+        app: Any, db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    from siyu.simulator.driver import run_simulated_traffic
+
+    for name, value in {"SIYU_MP_APPID": APPID, "SIYU_MP_TOKEN": TOKEN, "SIYU_MP_AES_KEY": AES_KEY,
+                        "SIYU_MP_SECRET": SECRET}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    siyu = RunningServer(app).start()
+    try:
+        summaries = run_simulated_traffic(siyu.url, corp_id="wwDEMOMP", token="t" * 8, aes_key=AES_KEY,
+                                          secret="s", scenarios=(), count=0, rate=0, serve_port=0,
+                                          keep_serving=False, wait_seconds=10, echo=lambda _line: None,
+                                          mp_messages=20)
+    finally:
+        siyu.stop()
+    assert [s.failed for s in summaries] == [0]
+    db.expire_all()
+    conversations = db.scalars(select(Conversation).where(Conversation.channel == "mp")).all()
+    assert conversations and sum(c.unanswered for c in conversations) == 20

@@ -517,7 +517,7 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
                           rate: float = 5.0, seed: int = 1, members: Iterable[tuple[str, str]] | None = None,
                           states: Iterable[str] = (), serve_port: int | None = 8900, serve_host: str = "127.0.0.1",
                           keep_serving: bool = True, wait_seconds: float = 60.0, echo: Echo = print,
-                          known_contacts: Iterable[dict[str, Any]] = ()) -> list[Summary]:
+                          known_contacts: Iterable[dict[str, Any]] = (), mp_messages: int = 0) -> list[Summary]:
     """Live WeCom traffic for a running Siyu (``siyu demo --simulate``): blocking; call it from a thread.
 
     Starts the simulator's API on ``serve_port`` (point ``SIYU_WECOM_API_BASE`` at
@@ -526,6 +526,8 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
     ``rate`` per second. Corp id, token, EncodingAESKey and secret default to the
     ``SIYU_WECOM_*`` settings Siyu itself reads, so both sides agree. ``known_contacts`` are
     customers Siyu already has (see ``VirtualCorp.adopt_contacts``): replies to them are delivered.
+    The simulator also serves a 公众号 (``SIYU_MP_*``, API under ``/mp/cgi-bin/``); with ``mp_messages``
+    its followers then follow (through the channels' QR scenes) and write that many messages.
     """
     from siyu.simulator import settings as simulator_settings
     from siyu.simulator.corp import DEFAULT_MEMBERS
@@ -536,9 +538,11 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
     encrypter = Encrypter(corp_id=corp_id, token=token or configured.token, aes_key=aes_key or configured.aes_key)
     corp = VirtualCorp.seeded(seed, corp_id=corp_id, members=list(members or DEFAULT_MEMBERS))
     corp.adopt_contacts(known_contacts)
+    mp = simulator_settings.virtual_mp()
     server = None
     if serve_port is not None:
-        app = create_app(corp, ServerOptions(secret=secret or configured.secret or simulator_settings.DEFAULT_SECRET))
+        app = create_app(corp, ServerOptions(secret=secret or configured.secret or simulator_settings.DEFAULT_SECRET,
+                                             mp=mp))
         server = RunningServer(app, host=serve_host, port=serve_port).start()
         echo(f"WeCom simulator API at {server.url}/cgi-bin/ (corp {corp_id})")
     for account in corp.kf.overview()["accounts"]:
@@ -552,6 +556,11 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
             options = Options(count=count, rate=rate, seed=seed, states=list(states), progress_every=10.0)
             summaries.append(run_scenario(name, target=target_url, encrypter=encrypter, options=options,
                                           corp=corp, echo=echo))
+        if mp_messages:
+            options = Options(count=mp_messages, rate=rate, seed=seed, states=list(states), progress_every=10.0,
+                              channel="mp", concurrency=2)
+            summaries.append(run_scenario("chat", target=target_url, encrypter=encrypter, options=options,
+                                          corp=corp, echo=echo, mp=mp))
         return summaries
     finally:
         if server is not None and not keep_serving:
