@@ -505,4 +505,29 @@ def test_the_workspace_shows_the_channel_system_lines_and_why_a_reply_was_refuse
     assert "客户撤回了一条消息" in page.text and 'data-testid="recalled"' in page.text
     refused = console.post(f"/inbox/{conversation.id}/reply", {"text": "还在吗"})
     assert "超过 48 小时" in refused.text
+    fake.items.append(event(3, "session_status_change", change_type=1, new_servicer_userid="zhangsan"))
+    pull(fake)
+    page = console.get(f"/inbox/{conversation.id}")
+    assert "由企业微信中的接待人员接待 · zhangsan" in page.text
+    refused = console.post(f"/inbox/{conversation.id}/reply", {"text": "还在吗"})
+    assert "zhangsan 正在企业微信客户端接待此客户" in refused.text
     assert fake.sent == []
+
+
+def test_an_ended_session_refuses_replies_until_the_customer_writes_again(db: Session, fake: FakeKf) -> None:
+    conversation = kf_conversation(db, fake)
+    fake.items.append(event(900, "session_status_change", change_type=3, old_servicer_userid="zhangsan"))
+    pull(fake)
+    db.refresh(conversation)
+    assert conversation.service_state == kf.ServiceState.ended
+    with pytest.raises(Invalid) as refused:
+        inbox.reply(db, conversation_id=conversation.id, text="还有问题吗", viewer=SYSTEM)
+    assert refused.value.message == _(kf.SESSION_ENDED)
+    db.rollback()
+    fake.items.append(item(901, at=int(time.time()) + 1))
+    pull(fake)
+    db.refresh(conversation)
+    assert conversation.service_state == kf.ServiceState.untouched
+    inbox.reply(db, conversation_id=conversation.id, text="您好", viewer=SYSTEM)
+    db.commit()
+    assert [m["text"]["content"] for m in fake.sent] == ["您好"]

@@ -60,6 +60,11 @@ TYPE_LABELS = {
     "miniprogram": N_("Mini program"), "red_packet": N_("Red packet"), "sticker": N_("Sticker"),
     "location": N_("Location"), "system": N_("System message"), "unknown": N_("Unsupported message"),
 }
+# 微信客服 session states (kf/service_state, W:94669)
+SERVICE_STATE_LABELS = {
+    0: N_("Not handled yet"), 1: N_("Served by Siyu (smart assistant)"), 2: N_("Waiting in WeCom's queue"),
+    3: N_("Served by a person in WeCom"), 4: N_("Ended"),
+}
 STREAM_POLL_SECONDS = 2.0
 
 
@@ -378,6 +383,7 @@ def _conversation_context(session: Session, viewer: Viewer, conversation: Conver
         "authors": team_service.display_names(session, user_ids=[m.author_id for m in messages]),
         "status_labels": {k: _(v) for k, v in STATUS_LABELS.items()},
         "type_labels": {k: _(v) for k, v in TYPE_LABELS.items()},
+        "service_state_labels": {k: _(v) for k, v in SERVICE_STATE_LABELS.items()},
         "account_name": _account_names(session).get(conversation.account_id, ""),
         "breach": service.breached(conversation, service.service_level(session, conversation.account_id),
                                    now=datetime.now(local_zone())),

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -89,13 +90,11 @@ class ServiceState:
     ended = 4  # 已结束/未开始
 
 
-STATE_LABELS = {
-    0: N_("Not handled yet"), 1: N_("Served by Siyu (smart assistant)"), 2: N_("Waiting in WeCom's queue"),
-    3: N_("Served by a person in WeCom"), 4: N_("Ended"),
-}
 OUTSIDE_WINDOW = N_("More than 48 hours since the customer's last message: WeChat allows no reply until they write")
 WINDOW_FULL = N_("WeChat allows at most 5 replies per customer message; wait for the customer to write again")
 SERVED_IN_WECOM = N_("{servicer} serves this customer in WeCom's own client; WeChat refuses replies from Siyu")
+SESSION_ENDED = N_("The session has ended in WeCom; WeChat allows no reply until the customer writes again")
+IN_WECOM_QUEUE = N_("The session waits in WeCom's queue for a servicer; WeChat refuses replies from Siyu meanwhile")
 SERVED_IN_WECOM_NOW = N_("A person took this session in WeCom's own client (95018); not sent, and not retried")
 WELCOME_EXPIRED = N_("The welcome code had expired (it lives 20 seconds and works once); no welcome was sent")
 TOO_LONG = N_("Too long for WeChat customer service: a message may have at most 2048 bytes")
@@ -225,9 +224,14 @@ def _int(value: Any) -> int:
         return -1
 
 
+@lru_cache(maxsize=4096)
+def _from_seconds(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)  # a flood page shares a handful of seconds
+
+
 def _at(seconds: Any) -> datetime:
     try:
-        return datetime.fromtimestamp(int(seconds), tz=UTC)
+        return _from_seconds(int(seconds))
     except (TypeError, ValueError, OverflowError, OSError):
         return utcnow()
 
@@ -340,10 +344,12 @@ class PageResult:
 
 
 def store_page(session: Session, *, open_kfid: str, items: list[dict[str, Any]],
-               profiles: dict[str, dict[str, Any]] | None = None) -> PageResult:
+               profiles: dict[str, dict[str, Any]] | None = None,
+               parsed: list[tuple[dict[str, Any], Parsed]] | None = None) -> PageResult:
     """One kf/sync_msg page into the inbox: one ingest call, then what the page's events change."""
     account = account_for(session, open_kfid)
-    parsed = [(item, parse(item)) for item in items if isinstance(item, dict)]
+    if parsed is None:
+        parsed = [(item, parse(item)) for item in items if isinstance(item, dict)]
     customers = resolve_customers(session, [p.external_userid for _item, p in parsed], profiles)
     messages: list[inbox_service.InboundMessage] = []
     events: list[tuple[dict[str, Any], Parsed]] = []
@@ -362,6 +368,13 @@ def store_page(session: Session, *, open_kfid: str, items: list[dict[str, Any]],
             sent_at=_at(item.get("send_time")), sender=str(item.get("servicer_userid") or p.external_userid),
             msg_type=p.msg_type, text=p.text, payload=item, direction=p.direction, channel=Channel.wecom_kf.value))
     ingested = inbox_service.ingest(session, messages)
+    wrote = {customers[p.external_userid] for _item, p in parsed
+             if p.direction == Direction.inbound.value and not p.event and p.external_userid in customers}
+    if wrote:  # a customer writing after the end opens a new session on the platform (state 0)
+        session.execute(update(Conversation).where(
+            Conversation.account_id == account.id, Conversation.customer_id.in_(sorted(wrote)),
+            Conversation.service_state == ServiceState.ended).values(service_state=ServiceState.untouched),
+            execution_options={"synchronize_session": False})
     result = PageResult(stored=ingested.stored, duplicates=ingested.duplicates, events=len(events),
                         conversations=ingested.conversations)
     for item, p in events:
@@ -491,6 +504,7 @@ def pull(transaction: Transaction, api: Any, open_kfid: str, *, now: Callable[[]
     API calls happen outside any transaction; each page is stored with its cursor in one.
     """
     result = PullResult()
+    met: set[str] = set()  # customers of earlier pages of this pull: their profiles are not read again
     while max_pages is None or result.pages < max_pages:
         with transaction() as session:
             row = cursor_row(session, open_kfid)
@@ -514,7 +528,9 @@ def pull(transaction: Transaction, api: Any, open_kfid: str, *, now: Callable[[]
             continue
         result.with_token = result.with_token or fresh
         items = [item for item in page.get("msg_list") or [] if isinstance(item, dict)]
-        profiles = _profiles(transaction, api, items)
+        parsed = [(item, parse(item)) for item in items]
+        profiles = _profiles(transaction, api, [p.external_userid for _item, p in parsed if
+                                                p.external_userid not in met])
         next_cursor = str(page.get("next_cursor") or cursor)
         try:
             with transaction() as session:
@@ -524,10 +540,11 @@ def pull(transaction: Transaction, api: Any, open_kfid: str, *, now: Callable[[]
                                         execution_options={"synchronize_session": False})
                 if getattr(moved, "rowcount", 1) != 1:
                     raise _Raced()
-                stored = store_page(session, open_kfid=open_kfid, items=items, profiles=profiles)
+                stored = store_page(session, open_kfid=open_kfid, items=items, profiles=profiles, parsed=parsed)
         except _Raced:
             result.raced += 1
             continue
+        met.update(p.external_userid for _item, p in parsed)
         result.pages += 1
         result.stored += stored.stored
         result.duplicates += stored.duplicates
@@ -537,9 +554,10 @@ def pull(transaction: Transaction, api: Any, open_kfid: str, *, now: Callable[[]
     return result
 
 
-def _profiles(transaction: Transaction, api: Any, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _profiles(transaction: Transaction, api: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Nickname, avatar and unionid of the customers Siyu has not met yet (kf/customer/batchget)."""
-    ids = [parse(item).external_userid for item in items]
+    if not any(ids):
+        return {}
     with transaction() as session:
         unknown = unknown_customers(session, ids)
     if not unknown:
@@ -563,6 +581,10 @@ def window_refusal(session: Session, conversation: Conversation, *, before_id: i
         return None
     if conversation.service_state == ServiceState.person:
         return _(SERVED_IN_WECOM, servicer=conversation.servicer_userid or _("A colleague"))
+    if conversation.service_state == ServiceState.ended:
+        return _(SESSION_ENDED)
+    if conversation.service_state == ServiceState.queued:
+        return _(IN_WECOM_QUEUE)
     now = now or utcnow()
     last_in = conversation.last_inbound_at
     if last_in is None or now - last_in > REPLY_WINDOW:
