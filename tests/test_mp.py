@@ -101,6 +101,7 @@ def test_a_followers_messages_become_inbox_messages_on_channel_mp(db: Session, s
     account = db.get_one(Account, conversation.account_id)
     assert account.kind == "mp" and account.mp_appid == APPID
     customer = db.get_one(Customer, conversation.customer_id)
+    assert customer.name == "小林"  # a push has no nickname: user/info/batchget filled it in after the commit
     assert db.scalars(select(Friendship).where(Friendship.customer_id == customer.id)).one().status == "active"
     assert pusher.stats.failed == 0 and pusher.stats.acknowledged == 7
 

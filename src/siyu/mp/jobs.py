@@ -32,6 +32,17 @@ def submit_sync(session: Any, *, account_id: int, actor: Any) -> int:
     return job.id
 
 
+@jobs.inbound_queue.task(retries=3, retry_delay=30)
+def fetch_profiles(account_id: int, openids: list[str]) -> int:
+    """New followers' nicknames, avatars and unionids (a push carries only the openid)."""
+    with transaction() as session:
+        api = mp_client.api_for(session)
+    if api is None:
+        return 0
+    with transaction() as session:
+        return service.fill_profiles(session, api, openids)
+
+
 @jobs.inbound_queue.periodic_task(crontab(minute="*/5"))
 def forget_old_nonces() -> int:
     with transaction() as session:

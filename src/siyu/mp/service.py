@@ -188,7 +188,8 @@ def forget_account_ids() -> None:
 
 
 def resolve_followers(session: Session, account_id: int, openids: Iterable[str],
-                      profiles: dict[str, dict[str, Any]] | None = None) -> dict[str, int]:
+                      profiles: dict[str, dict[str, Any]] | None = None, created: list[str] | None = None
+                      ) -> dict[str, int]:
     """Customer id of each openid, set-based: known followers; new ones join the customer with the same
     unionid (the person reached through WeCom or 微信客服) or become new customers with a friendship."""
     profiles = profiles or {}
@@ -214,13 +215,15 @@ def resolve_followers(session: Session, account_id: int, openids: Iterable[str],
                  "unionid": str((profiles.get(o) or {}).get("unionid") or "")[:64] or None, "created_at": now}
                 for o in new_customers]
         table = Customer.__table__
-        created = session.execute(dialect_insert(session, table).returning(table.c.id, sort_by_parameter_order=True),
+        new_ids = session.execute(dialect_insert(session, table).returning(table.c.id, sort_by_parameter_order=True),
                                   rows).scalars().all()
-        customer_of.update({o: int(c) for o, c in zip(new_customers, created, strict=True)})
-        search.mark_dirty(session, [int(c) for c in created])
+        customer_of.update({o: int(c) for o, c in zip(new_customers, new_ids, strict=True)})
+        search.mark_dirty(session, [int(c) for c in new_ids])
     for openid in missing:
         if openid not in customer_of:
             customer_of[openid] = by_union[str(profiles[openid]["unionid"])[:64]]
+    if created is not None:
+        created.extend(missing)
     follower_rows = [{"account_id": account_id, "openid": o, "customer_id": customer_of[o],
                       "unionid": str((profiles.get(o) or {}).get("unionid") or "")[:64] or None,
                       "subscribed": True, "scene": "", "created_at": now,
@@ -283,7 +286,13 @@ def receive(session: Session, account_id: int, callbacks: list[Authenticated]) -
     accepted = [(i, c) for i, c in enumerate(callbacks) if isinstance(answers[i], Answer)]
     if not accepted:
         return answers
-    customers = resolve_followers(session, account_id, [c.openid for _i, c in accepted])
+    new_followers: list[str] = []
+    customers = resolve_followers(session, account_id, [c.openid for _i, c in accepted], created=new_followers)
+    if new_followers:  # a push carries no nickname: user/info/batchget fills it in after the commit
+        from siyu.core import jobs as core_jobs
+        from siyu.mp import jobs as mp_jobs
+
+        core_jobs.enqueue_after_commit(session, mp_jobs.fetch_profiles, account_id, new_followers)
     keys = sorted({c.dedup_key for _i, c in accepted})
     messages: list[inbox_service.InboundMessage] = []
     parsed: dict[str, tuple[Authenticated, Parsed]] = {}
@@ -632,6 +641,33 @@ def sync_followers(transaction: Transaction, api: Any, account_id: int, *, max_p
             break
         cursor = next_openid
     return result
+
+
+def fill_profiles(session: Session, api: Any, openids: list[str]) -> int:
+    """Nickname, avatar and unionid of followers met through a push (user/info/batchget, 100 a call): a
+    placeholder name becomes the nickname, a name someone typed is kept. Returns how many were filled."""
+    filled = 0
+    for start in range(0, len(openids), PROFILES_PER_CALL):
+        profiles = {str(p["openid"]): p for p in api.user.get_batch(openids[start:start + PROFILES_PER_CALL])
+                    if p.get("openid")}
+        followers = list(session.scalars(select(MpFollower).where(MpFollower.openid.in_(sorted(profiles)))))
+        customers = {c.id: c for c in session.scalars(select(Customer).where(
+            Customer.id.in_([f.customer_id for f in followers])))}
+        for follower in followers:
+            profile, customer = profiles[follower.openid], customers.get(follower.customer_id)
+            if customer is None:
+                continue
+            if profile.get("nickname") and customer.name == follower.openid[-8:]:
+                customer.name = str(profile["nickname"])[:128]
+            if profile.get("headimgurl") and not customer.avatar_url:
+                customer.avatar_url = str(profile["headimgurl"])[:512]
+            if profile.get("unionid"):
+                follower.unionid = follower.unionid or str(profile["unionid"])[:64]
+                customer.unionid = customer.unionid or str(profile["unionid"])[:64]
+            filled += 1
+        search.mark_dirty(session, list(customers))
+    session.flush()
+    return filled
 
 
 def _fill_unionids(session: Session, profiles: dict[str, dict[str, Any]]) -> None:
