@@ -258,6 +258,7 @@ class StoredInbound:
     text: str
     sent_at: datetime
     payload: dict[str, Any] | None
+    account_id: int | None = None  # the conversation's account, when the caller knows it (matched before any query)
 
 
 def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
@@ -271,6 +272,11 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
         return 0
     from siyu.inbox import service as inbox_service
 
+    # In memory first: the messages whose account is known and that no rule matches need no query at all
+    # (in a flood most do not match), so conversations, switches and quiet periods are read for the rest.
+    candidates = [m for m in candidates if m.account_id is None or _hit(matcher, m, m.account_id) is not None]
+    if not candidates:
+        return 0
     conversations = {c.id: c for c in session.scalars(select(Conversation).where(
         Conversation.id.in_({m.conversation_id for m in candidates})))}
     off = switched_off_accounts(session)
@@ -284,9 +290,7 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
         conversation = conversations.get(message.conversation_id)
         if conversation is None or conversation.account_id in off or conversation.id in recently_answered:
             continue
-        menu_id = _menu_id(message)  # a tap on a menu item: its id, as an exact keyword, comes first
-        hit = matcher.match_exact(menu_id, account_id=conversation.account_id) if menu_id else None
-        hit = hit or matcher.match(message.text, account_id=conversation.account_id, at=_local(message.sent_at))
+        hit = _hit(matcher, message, conversation.account_id)
         if hit is None:
             continue
         # Fresh from the database: someone may have just switched it off in another session.
@@ -304,6 +308,12 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
             queued += 1
     session.flush()
     return queued
+
+
+def _hit(matcher: Matcher, message: StoredInbound, account_id: int) -> CompiledRule | None:
+    menu_id = _menu_id(message)  # a tap on a menu item: its id, as an exact keyword, comes first
+    hit = matcher.match_exact(menu_id, account_id=account_id) if menu_id else None
+    return hit or matcher.match(message.text, account_id=account_id, at=_local(message.sent_at))
 
 
 def _menu_id(message: StoredInbound) -> str:

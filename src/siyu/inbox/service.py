@@ -166,12 +166,14 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
     _update_conversations(session, by_conversation, now=now)
     result.conversations = sorted(by_conversation)
     result.assigned = assign_waiting(session, conversation_ids=result.conversations)
+    account_of = {conversation_ids[key]: message.account_id for message, key, _customer in keyed}
     # Imported here: auto-replies build on the inbox, so the inbox may not import them at load time.
     from siyu.autoreply import service as autoreply_service
 
     result.auto_replies = autoreply_service.respond(session, messages=[
         autoreply_service.StoredInbound(id=row.id, conversation_id=row.conversation_id, msg_type=row.msg_type,
-                                        text=row.text, sent_at=row.sent_at, payload=row.payload)
+                                        text=row.text, sent_at=row.sent_at, payload=row.payload,
+                                        account_id=account_of.get(row.conversation_id))
         for row in inserted if _from_customer(row)])
     return result
 

@@ -31,7 +31,8 @@ pages = APIRouter(include_in_schema=False)
 ACK = "success"  # 被动回复: "直接回复success（推荐方式）" when there is nothing to say
 
 Received = tuple[MpQuery, bytes]
-Outcome = tuple[MpConfig, "service.Answer | CallbackRefused"]
+# The answer and the authenticated callback (kept, so a passive reply needs no second decryption).
+Outcome = tuple[MpConfig, "service.Answer | CallbackRefused", "callback.Authenticated | None"]
 
 
 def _receive_together(received: list[Received]) -> list[Outcome]:
@@ -59,7 +60,7 @@ def _store_and_answer(received: list[Received]) -> list[Outcome]:
             stored = service.receive(session, account_id, list(authenticated.values()))
             for index, answer in zip(authenticated, stored, strict=True):
                 outcomes[index] = answer
-    return [(config, outcome) for outcome in outcomes]
+    return [(config, outcome, authenticated.get(index)) for index, outcome in enumerate(outcomes)]
 
 
 _committer = GroupCommitter(_receive_together)
@@ -95,14 +96,14 @@ async def _answer(scope: Scope, receive: Receive) -> tuple[int, str, bytes]:
         except CallbackRefused as exc:
             return _refused(client_host, exc)
     try:
-        config, answer = await _committer.submit((query, bytes(body)))
+        config, answer, authenticated = await _committer.submit((query, bytes(body)))
     except Exception:  # nothing was committed: no `success`, so the platform sends it again
         log.exception("公众号 callbacks could not be stored; answered 503 so the platform retries")
         return 503, "text/plain", b"temporarily unavailable"
     if isinstance(answer, CallbackRefused):
         return _refused(client_host, answer)
-    if answer.reply and time.monotonic() - started <= service.PASSIVE_REPLY_BUDGET.total_seconds():
-        authenticated = callback.authenticate(config, query=query, body=bytes(body))
+    if answer.reply and authenticated is not None and (
+            time.monotonic() - started <= service.PASSIVE_REPLY_BUDGET.total_seconds()):
         text = callback.passive_answer(config, authenticated, answer.reply, timestamp=int(time.time()))
         return 200, "application/xml", text.encode()
     if answer.reply_ids and not answer.duplicate:  # too late to answer passively: the API sends it
