@@ -29,6 +29,7 @@ from siyu.core.i18n import _
 from siyu.core.settings import get_settings
 from siyu.core.viewer import SYSTEM
 from siyu.customers.models import Customer, Friendship
+from siyu.inbox import jobs as inbox_jobs
 from siyu.inbox import service as inbox
 from siyu.inbox.models import Conversation, DeliveryStatus, Message
 from siyu.mp import service as mp_service
@@ -209,6 +210,24 @@ def test_a_matching_rule_answers_passively_in_the_callbacks_own_answer(db: Sessi
     # A retry of the answered message gets the same answer again, and nothing new is stored.
     assert pusher.push(pushed["xml"], follow["openid"]) == "您好，门店每天9点到21点营业"
     assert db.scalar(select(func.count()).select_from(Message).where(Message.automatic.is_(True))) == 1
+
+
+def test_a_passive_reply_enqueues_no_delivery_job_and_a_non_matching_message_no_reply(
+        db: Session, sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    rule(db, keywords=["营业时间"], reply="每天9点到21点营业")
+    follow = sim.mp.follow()
+    sim.safe.push(follow["xml"], follow["openid"])
+    delivered: list[int] = []
+    monkeypatch.setattr(inbox_jobs, "deliver_message", delivered.append)
+    other = sim.mp.message(follow["openid"], "text", "发货了吗")
+    assert sim.safe.push(other["xml"], follow["openid"]) == ""
+    pushed = sim.mp.message(follow["openid"], "text", "营业时间是？")
+    assert sim.safe.push(pushed["xml"], follow["openid"]) == "每天9点到21点营业"
+    # The answer carried it: the delivery job it was queued with is dropped before the commit.
+    assert delivered == []
+    replies = list(db.scalars(select(Message).where(Message.automatic.is_(True))))
+    assert [(r.source, r.status) for r in replies] == [(mp_service.PASSIVE_SOURCE, "sent")]
+    assert [r["via"] for r in sim.received(follow["openid"])] == ["passive"]
 
 
 def test_a_passive_reply_that_would_be_late_goes_through_the_customer_service_api(

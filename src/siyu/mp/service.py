@@ -340,12 +340,16 @@ def _passive_replies(session: Session, message_ids: list[int], *, fresh: bool) -
     if not message_ids:
         return {}
     query = select(Message).where(Message.reply_to_id.in_(sorted(message_ids)), Message.automatic.is_(True))
+    from siyu.core import jobs as core_jobs
+    from siyu.inbox.jobs import deliver_message
+
     found: dict[int, tuple[int, str]] = {}
     for reply in session.scalars(query.where(
             Message.status == DeliveryStatus.queued.value if fresh else Message.source == PASSIVE_SOURCE)):
-        if fresh:  # the delivery job enqueued for it finds it sent and leaves it alone
+        if fresh:  # goes out in the callback's answer: no delivery job (a late one is queued by send_through_api)
             reply.payload = {**(reply.payload or {}), "passive": True, "source_was": reply.source}
             reply.source, reply.status = PASSIVE_SOURCE, DeliveryStatus.sent.value
+            core_jobs.cancel_after_commit(session, deliver_message, reply.id)
         if reply.reply_to_id is not None:
             found[reply.reply_to_id] = (reply.id, reply.text)
     session.flush()
@@ -359,6 +363,9 @@ def _apply_events(session: Session, account: Account,
         return {}
     followers = {f.openid: f for f in session.scalars(select(MpFollower).where(
         MpFollower.openid.in_(sorted({c.openid for c, _p, _cid, _mid in events}))))}
+    friendships = {f.customer_id: f for f in session.scalars(select(Friendship).where(
+        Friendship.account_id == account.id,
+        Friendship.customer_id.in_(sorted({cid for _c, p, cid, _m in events if p.event in _FOLLOWING}))))}
     adds: list[tuple[channels_service.FriendAdd, int | None]] = []
     for callback, p, customer_id, message_id in sorted(events, key=lambda e: int(e[0].fields.get("CreateTime") or 0)):
         follower = followers.get(callback.openid)
@@ -370,13 +377,13 @@ def _apply_events(session: Session, account: Account,
         if p.event == "subscribe":
             follower.subscribed, follower.subscribed_at, follower.unsubscribed_at = True, at, None
             follower.scene = p.scene[:64]
-            _friendship(session, account.id, customer_id, active=True, state=p.scene, at=at)
+            _friendship(friendships.get(customer_id), active=True, state=p.scene, at=at)
             adds.append((channels_service.FriendAdd(customer_id, account.id, p.scene, at), message_id))
         elif p.event == "SCAN" and p.scene:
             adds.append((channels_service.FriendAdd(customer_id, account.id, p.scene, at), message_id))
         elif p.event == "unsubscribe":
             follower.subscribed, follower.unsubscribed_at = False, at
-            _friendship(session, account.id, customer_id, active=False, state="", at=at)
+            _friendship(friendships.get(customer_id), active=False, state="", at=at)
             channels_service.on_friend_removed(session, customer_id=customer_id, account_id=account.id, at=at)
         if p.event in ("subscribe", "unsubscribe"):
             session.add(Touch(customer_id=customer_id, account_id=account.id, kind=TouchKind.system.value,
@@ -400,10 +407,10 @@ def _apply_events(session: Session, account: Account,
     return welcomes
 
 
-def _friendship(session: Session, account_id: int, customer_id: int, *, active: bool, state: str,
-                at: datetime) -> None:
-    friendship = session.scalar(select(Friendship).where(Friendship.account_id == account_id,
-                                                         Friendship.customer_id == customer_id))
+_FOLLOWING = ("subscribe", "unsubscribe")  # the events that change the friendship
+
+
+def _friendship(friendship: Friendship | None, *, active: bool, state: str, at: datetime) -> None:
     if friendship is None:
         return
     if active:
