@@ -284,7 +284,8 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
     recently_answered = set(session.scalars(select(Message.conversation_id).where(
         Message.conversation_id.in_(list(conversations)), Message.automatic.is_(True),
         Message.sent_at >= now - QUIET_PERIOD)))
-    sent_now: dict[int, int] = {}
+    sent_now: dict[int, int] = {}  # per rule: the sends of the last hour (read once a batch) and this batch's
+    fresh: set[int] = set()
     queued = 0
     for message in sorted(candidates, key=lambda m: (m.sent_at, m.id)):
         conversation = conversations.get(message.conversation_id)
@@ -293,12 +294,15 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
         hit = _hit(matcher, message, conversation.account_id)
         if hit is None:
             continue
-        # Fresh from the database: someone may have just switched it off in another session.
-        rule = session.get(AutoReplyRule, hit.rule_id, populate_existing=True)
+        # Fresh from the database (once a batch): someone may have just switched it off in another session.
+        rule = session.get(AutoReplyRule, hit.rule_id, populate_existing=hit.rule_id not in fresh)
+        fresh.add(hit.rule_id)
         version = session.get(AutoReplyRuleVersion, hit.version_id)
         if rule is None or version is None or not rule.enabled or rule.paused_at is not None:
             continue
-        if sent_now.get(rule.id, 0) + sends_last_hour(session, rule_id=rule.id, now=now) >= version.hourly_cap:
+        if rule.id not in sent_now:
+            sent_now[rule.id] = sends_last_hour(session, rule_id=rule.id, now=now)
+        if sent_now[rule.id] >= version.hourly_cap:
             _pause(session, rule, cap=version.hourly_cap)
             continue
         text = inbox_service.fill_variables(session, text=version.reply, conversation=conversation)

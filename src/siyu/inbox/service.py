@@ -755,6 +755,8 @@ def render_canned(session: Session, *, reply: CannedReply, conversation: Convers
 
 def fill_variables(session: Session, *, text: str, conversation: Conversation) -> str:
     """Fill {备注名} {昵称} {账号}: the customer's remark name on this account, their name, the account."""
+    if "{" not in text:  # nothing to fill: no lookups
+        return text
     values = {"备注名": "", "昵称": "", "账号": ""}
     account = session.get(Account, conversation.account_id)
     if account is not None:
