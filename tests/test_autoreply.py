@@ -125,6 +125,19 @@ def test_a_rule_cannot_be_switched_on_before_its_dry_run(db: Session, make: Any)
         service.set_enabled(db, rule_id=saved.id, enabled=True, viewer=SYSTEM)
 
 
+def test_the_hourly_cap_counts_each_reply_once_when_a_batch_of_messages_arrives_together(
+        db: Session, make: Any) -> None:
+    account = make.account()
+    saved = rule(db, hourly_cap=3, reply="您好，优惠券在卡包里")
+    inbox.ingest(db, [InboundMessage(source="simulator", platform_msgid=f"batch-{next(_counter)}",
+                                     account_id=account.id, customer_id=make.customer(account).id, sent_at=utcnow(),
+                                     text="优惠券") for _ in range(5)])
+    db.commit()
+    assert len(auto_replies(db)) == 3
+    db.refresh(saved)
+    assert saved.paused_at is not None
+
+
 def test_the_hourly_cap_pauses_the_rule_and_raises_an_alert(db: Session, make: Any) -> None:
     account = make.account()
     saved = rule(db, hourly_cap=3)

@@ -188,10 +188,12 @@ def create_app() -> FastAPI:
         same_site="lax",
         https_only=settings.cookie_secure,
     )
+    from siyu.mp.routes import receive_callback as mp_callback
     from siyu.wecom.routes import receive_callback as wecom_callback
 
-    # Served ahead of everything, with its own 2 MB cap (wecom.callback.MAX_BODY_BYTES).
-    app.direct_routes = {("POST", "/wecom/callback"): wecom_callback}
+    # Served ahead of everything, each with its own 2 MB cap.
+    app.direct_routes = {("POST", "/wecom/callback"): wecom_callback,
+                         ("POST", "/mp/callback"): mp_callback, ("GET", "/mp/callback"): mp_callback}
     # Added last, so it runs first: the locale is set before the session is read.
     app.add_middleware(Locale, default_locale=settings.locale)
     install_error_handlers(app)
@@ -233,6 +235,8 @@ def create_app() -> FastAPI:
     from siyu.inbox.routes import pages as inbox_pages
     from siyu.jobs.routes import api as jobs_api
     from siyu.jobs.routes import pages as jobs_pages
+    from siyu.mp.routes import api as mp_api
+    from siyu.mp.routes import pages as mp_pages
     from siyu.team.routes import api as team_api
     from siyu.team.routes import pages as team_pages
     from siyu.web.routes import pages as web_pages
@@ -248,16 +252,20 @@ def create_app() -> FastAPI:
     app.include_router(wecom_callbacks)
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.
     for router in (team_api, accounts_api, handover_api, export_api, import_api, bulk_api, chat_api, merge_api,
-                   customers_api, jobs_api, inbox_api, autoreply_api, channels_api, groups_api):
+                   customers_api, jobs_api, inbox_api, autoreply_api, channels_api, groups_api, mp_api):
         app.include_router(router, prefix="/api/v1")
     for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
                    chat_pages, sidebar_pages, merge_pages, customers_pages, jobs_pages, inbox_pages, autoreply_pages,
-                   channels_pages, groups_pages, wecom_pages):
+                   channels_pages, groups_pages, wecom_pages, mp_pages):
         app.include_router(router)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).
     from siyu.wecom import connector as wecom_connector
 
     wecom_connector.register()
+    # Replies to 公众号 followers leave through the customer-service API (while the appid and AppSecret are set).
+    from siyu.mp import service as mp_service
+
+    mp_service.register()
 
     return app

@@ -95,7 +95,12 @@ def _start_simulation(target: str) -> None:
     settings = {"SIYU_WECOM_CORP_ID": "wwSHANYEDEMO", "SIYU_WECOM_TOKEN": secrets.token_urlsafe(16),
                 "SIYU_WECOM_AES_KEY": base64.b64encode(secrets.token_bytes(32)).decode()[:-1],
                 "SIYU_WECOM_SECRET": secrets.token_urlsafe(24),
-                "SIYU_WECOM_API_BASE": f"http://127.0.0.1:{SIMULATOR_PORT}/cgi-bin/"}
+                "SIYU_WECOM_API_BASE": f"http://127.0.0.1:{SIMULATOR_PORT}/cgi-bin/",
+                # The simulator's 公众号: followers' pushes reach /mp/callback in safe mode.
+                "SIYU_MP_APPID": "wxSHANYEDEMO0001", "SIYU_MP_TOKEN": secrets.token_urlsafe(16),
+                "SIYU_MP_AES_KEY": base64.b64encode(secrets.token_bytes(32)).decode()[:-1],
+                "SIYU_MP_SECRET": secrets.token_urlsafe(24),
+                "SIYU_MP_API_BASE": f"http://127.0.0.1:{SIMULATOR_PORT}/mp/cgi-bin/"}
     for name, value in settings.items():
         os.environ.setdefault(name, value)  # the app and the simulator read the same settings
     get_settings.cache_clear()
@@ -113,9 +118,10 @@ def _start_simulation(target: str) -> None:
         kf = session.execute(select(Account.open_kfid, Account.display_name)
                              .where(Account.open_kfid.is_not(None)).order_by(Account.id).limit(1)).first()
     start_simulated_traffic(target, serve_port=SIMULATOR_PORT, states=states, count=40, rate=2.0,
-                            known_contacts=known, kf_account=(str(kf[0]), str(kf[1])) if kf else None)
+                            known_contacts=known, kf_account=(str(kf[0]), str(kf[1])) if kf else None,
+                            mp_messages=40)
     typer.echo(f"WeCom simulator on http://127.0.0.1:{SIMULATOR_PORT}/ — live callbacks are coming in "
-               "(企业微信 → 事件日志)")
+               "(企业微信 → 事件日志), and 公众号 followers' messages (收件箱, 渠道: 公众号)")
 
 
 @app.command()

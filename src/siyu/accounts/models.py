@@ -17,6 +17,7 @@ class AccountKind(enum.StrEnum):
     wecom = "wecom"  # 企业微信成员
     personal = "personal"  # 个人微信号
     wecom_kf = "wecom_kf"  # 微信客服账号 (open_kfid): customers write to it from WeChat, Siyu pulls and answers
+    mp = "mp"  # 公众号 (appid): followers' messages are pushed to Siyu's callback, answered passively or by API
 
 
 class AccountStatus(enum.StrEnum):
@@ -36,6 +37,8 @@ class Account(Base):
     wecom_userid: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     # A 微信客服 account's id in WeCom (kf/account/list); None for members and personal accounts.
     open_kfid: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    # A 公众号's appid; None for every other kind.
+    mp_appid: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
     store: Mapped[str] = mapped_column(String(64), default="")
     brand: Mapped[str] = mapped_column(String(64), default="")
     tier_served: Mapped[str] = mapped_column(String(32), default="")

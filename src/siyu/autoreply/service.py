@@ -264,6 +264,7 @@ class StoredInbound:
     text: str
     sent_at: datetime
     payload: dict[str, Any] | None
+    account_id: int | None = None  # the conversation's account, when the caller knows it (matched before any query)
 
 
 def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
@@ -277,6 +278,11 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
         return 0
     from siyu.inbox import service as inbox_service
 
+    # In memory first: the messages whose account is known and that no rule matches need no query at all
+    # (in a flood most do not match), so conversations, switches and quiet periods are read for the rest.
+    candidates = [m for m in candidates if m.account_id is None or _hit(matcher, m, m.account_id) is not None]
+    if not candidates:
+        return 0
     conversations = {c.id: c for c in session.scalars(select(Conversation).where(
         Conversation.id.in_({m.conversation_id for m in candidates})))}
     off = switched_off_accounts(session)
@@ -284,23 +290,25 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
     recently_answered = set(session.scalars(select(Message.conversation_id).where(
         Message.conversation_id.in_(list(conversations)), Message.automatic.is_(True),
         Message.sent_at >= now - QUIET_PERIOD)))
-    sent_now: dict[int, int] = {}
+    sent_now: dict[int, int] = {}  # per rule: the sends of the last hour (read once a batch) and this batch's
+    fresh: set[int] = set()
     queued = 0
     for message in sorted(candidates, key=lambda m: (m.sent_at, m.id)):
         conversation = conversations.get(message.conversation_id)
         if conversation is None or conversation.account_id in off or conversation.id in recently_answered:
             continue
-        menu_id = _menu_id(message)  # a tap on a menu item: its id, as an exact keyword, comes first
-        hit = matcher.match_exact(menu_id, account_id=conversation.account_id) if menu_id else None
-        hit = hit or matcher.match(message.text, account_id=conversation.account_id, at=_local(message.sent_at))
+        hit = _hit(matcher, message, conversation.account_id)
         if hit is None:
             continue
-        # Fresh from the database: someone may have just switched it off in another session.
-        rule = session.get(AutoReplyRule, hit.rule_id, populate_existing=True)
+        # Fresh from the database (once a batch): someone may have just switched it off in another session.
+        rule = session.get(AutoReplyRule, hit.rule_id, populate_existing=hit.rule_id not in fresh)
+        fresh.add(hit.rule_id)
         version = session.get(AutoReplyRuleVersion, hit.version_id)
         if rule is None or version is None or not rule.enabled or rule.paused_at is not None:
             continue
-        if sent_now.get(rule.id, 0) + sends_last_hour(session, rule_id=rule.id, now=now) >= version.hourly_cap:
+        if rule.id not in sent_now:
+            sent_now[rule.id] = sends_last_hour(session, rule_id=rule.id, now=now)
+        if sent_now[rule.id] >= version.hourly_cap:
             _pause(session, rule, cap=version.hourly_cap)
             continue
         text = inbox_service.fill_variables(session, text=version.reply, conversation=conversation)
@@ -310,6 +318,12 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
             queued += 1
     session.flush()
     return queued
+
+
+def _hit(matcher: Matcher, message: StoredInbound, account_id: int) -> CompiledRule | None:
+    menu_id = _menu_id(message)  # a tap on a menu item: its id, as an exact keyword, comes first
+    hit = matcher.match_exact(menu_id, account_id=account_id) if menu_id else None
+    return hit or matcher.match(message.text, account_id=account_id, at=_local(message.sent_at))
 
 
 def _menu_id(message: StoredInbound) -> str:

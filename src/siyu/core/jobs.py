@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from huey import Huey, RedisHuey, SqliteHuey, crontab
@@ -98,11 +99,18 @@ def enqueue_after_commit(session: Session, task: TaskWrapper, *args: Any, **kwar
     drops only the tasks queued inside it.
     """
     pending: list[tuple[Any, Callable[[], Any]]] = session.info.setdefault("siyu_after_commit", [])
-    pending.append((session.get_nested_transaction() or session.get_transaction(), lambda: task(*args, **kwargs)))
+    pending.append((session.get_nested_transaction() or session.get_transaction(), partial(task, *args, **kwargs)))
     if not session.info.get("siyu_after_commit_hooked"):
         session.info["siyu_after_commit_hooked"] = True
         event.listen(session, "after_commit", _run_after_commit)
         event.listen(session, "after_soft_rollback", _drop_after_rollback)
+
+
+def cancel_after_commit(session: Session, task: TaskWrapper, *args: Any) -> None:
+    """Forget ``task(*args)`` enqueued for this transaction's commit (its work was done meanwhile)."""
+    pending = session.info.get("siyu_after_commit", [])
+    session.info["siyu_after_commit"] = [
+        (t, e) for t, e in pending if not (isinstance(e, partial) and e.func is task and e.args == args)]
 
 
 def _run_after_commit(session: Session) -> None:

@@ -101,6 +101,16 @@ class Settings(BaseSettings):
     wecom_archive_sdk_library: str = Field(
         "", description="Path of WeCom's libWeWorkFinanceSdk_C.so for the SDK source; empty: the one pyweworkfinance "
         "ships.")
+    # 公众号 (WeChat Official Account): 开发 › 基本配置 of the account's admin console.
+    mp_appid: str = Field("", description="AppID (开发者ID) of the 公众号; its callbacks are refused until it is set.")
+    mp_token: str = Field("", description="Token of the 公众号's server configuration (signs every callback).")
+    mp_aes_key: str = Field("", description="EncodingAESKey of the 公众号's server configuration (43 characters; "
+                            "safe mode).")
+    mp_secret: str = Field("", description="AppSecret of the 公众号, for its API (followers, QR codes, "
+                           "customer-service messages).")
+    mp_api_base: str = Field("https://api.weixin.qq.com/cgi-bin/",
+                             description="公众号 API base; point it at the simulator's /mp/cgi-bin/ for demos and "
+                             "tests.")
 
     def data_path(self, *parts: str) -> Path:
         """A folder under the data folder, created on first use."""

@@ -83,6 +83,8 @@ class IngestResult:
     conversations: list[int] = field(default_factory=list)
     assigned: int = 0
     auto_replies: int = 0
+    # The stored messages' ids by (source, platform_msgid): what the batch added (repeats are not in it).
+    ids: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def clean_text(value: str | bytes) -> str:
@@ -155,8 +157,9 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     statement = (_insert(session, Message).on_conflict_do_nothing(index_elements=["source", "platform_msgid"])
                  .returning(table.id, table.source, table.platform_msgid))
     by_key: dict[tuple[str, str], dict[str, Any]] = {(row["source"], row["platform_msgid"]): row for row in rows}
-    inserted = [_stored(new_id, by_key[(source, msgid)])
-                for new_id, source, msgid in session.connection().execute(statement, rows).all()]
+    returned = session.connection().execute(statement, rows).all()
+    inserted = [_stored(new_id, by_key[(source, msgid)]) for new_id, source, msgid in returned]
+    result.ids = {(str(source), str(msgid)): int(new_id) for new_id, source, msgid in returned}
     result.stored = len(inserted)
     result.duplicates += len(rows) - len(inserted)
 
@@ -166,6 +169,7 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     _update_conversations(session, by_conversation, now=now)
     result.conversations = sorted(by_conversation)
     result.assigned = assign_waiting(session, conversation_ids=result.conversations)
+    account_of = {conversation_ids[key]: message.account_id for message, key, _customer in keyed}
     # Imported here: auto-replies build on the inbox, so the inbox may not import them at load time.
     from siyu.autoreply import service as autoreply_service
 
@@ -173,7 +177,8 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
         return result
     result.auto_replies = autoreply_service.respond(session, messages=[
         autoreply_service.StoredInbound(id=row.id, conversation_id=row.conversation_id, msg_type=row.msg_type,
-                                        text=row.text, sent_at=row.sent_at, payload=row.payload)
+                                        text=row.text, sent_at=row.sent_at, payload=row.payload,
+                                        account_id=account_of.get(row.conversation_id))
         for row in inserted if _from_customer(row)])
     return result
 
@@ -261,7 +266,7 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
 
 def channel_of(account_kind: str) -> str:
     """The channel of a conversation on an account of this kind (when the connector names none)."""
-    return {AccountKind.wecom_kf.value: Channel.wecom_kf.value,
+    return {AccountKind.wecom_kf.value: Channel.wecom_kf.value, AccountKind.mp.value: Channel.mp.value,
             AccountKind.wecom.value: Channel.wecom_archive.value}.get(account_kind, Channel.personal.value)
 
 
@@ -322,7 +327,7 @@ def _update_conversations(session: Session, by_conversation: dict[int, list[Any]
         statement = update(table).where(table.c.id == bindparam("conversation_id")).values(
             {name: bindparam(name) for name in columns if name != "id"})
         session.connection().execute(statement, [{**row, "conversation_id": row["id"]} for row in rows])
-    for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(reopened))):
+    for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(reopened))) if reopened else ():
         _reopen(session, conversation, now=min(r.sent_at for r in by_conversation[conversation.id]))
     session.flush()
 
@@ -763,6 +768,8 @@ def render_canned(session: Session, *, reply: CannedReply, conversation: Convers
 
 def fill_variables(session: Session, *, text: str, conversation: Conversation) -> str:
     """Fill {备注名} {昵称} {账号}: the customer's remark name on this account, their name, the account."""
+    if "{" not in text:  # nothing to fill: no lookups
+        return text
     values = {"备注名": "", "昵称": "", "账号": ""}
     account = session.get(Account, conversation.account_id)
     if account is not None:

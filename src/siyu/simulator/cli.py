@@ -90,7 +90,9 @@ def serve(
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
+    mp = settings.virtual_mp()
     app = create_app(corp, ServerOptions(secret=used_secret, token_ttl=token_ttl, rate_limit=rate_limit,
+                                         mp=mp, mp_safe=len(mp.aes_key) == 43,
                                          state_path=state, callback_target=callback_target or "",
                                          encrypter=encrypter))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -102,6 +104,7 @@ def serve(
         typer.echo(f"  微信客服 {account['name']}: open_kfid {account['open_kfid']}")
     if not (secret or configured.secret):
         typer.echo(f"  SIYU_WECOM_SECRET={used_secret}")
+    typer.echo(f"  公众号: SIYU_MP_API_BASE=http://{shown}:{port}/mp/cgi-bin/ SIYU_MP_APPID={mp.appid}")
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False, access_log=access_log)
 
 
@@ -119,7 +122,8 @@ def scenario(
         = 8,
     channel: Annotated[str, typer.Option(
         help="chat and campaign: the path customers' messages take — kf (微信客服: kf_msg_or_event callbacks, "
-             "Siyu pulls kf/sync_msg).")] = "kf",
+             "Siyu pulls kf/sync_msg) or mp (the 公众号: one push per message to Siyu's /mp/callback, in safe mode "
+             "when SIYU_MP_AES_KEY is set; SIYU_MP_APPID/SIYU_MP_TOKEN as Siyu reads them).")] = "kf",
     simulator: Annotated[str | None, typer.Option(
         help="A running simulator's address (its corp is changed before each callback); default: a virtual "
              "corp in this process.")] = None,
@@ -162,27 +166,31 @@ def scenario(
         raise typer.BadParameter(f"choose from {', '.join(CHANNELS)}", param_hint="--channel")
     configured = settings.load()
     used_corp_id = corp_id or configured.corp_id or settings.DEFAULT_CORP_ID
+    encrypter = None
     try:
         encrypter = Encrypter(corp_id=used_corp_id, token=token or configured.token,
                               aes_key=aes_key or configured.aes_key)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        if not (channel == "mp" and name in ("chat", "campaign")):  # the 公众号's pushes need none of WeCom's keys
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
     corp = None
     server = None
+    mp = settings.virtual_mp()
     if simulator is None:
         corp = _corp(seed, used_corp_id, state, _members(member, members_file), 12)
         if serve_port is not None:
             secret = configured.secret or settings.DEFAULT_SECRET
-            server = RunningServer(create_app(corp, ServerOptions(secret=secret)), port=serve_port).start()
-            typer.echo(f"simulator API at {server.url}/cgi-bin/")
+            server = RunningServer(create_app(corp, ServerOptions(secret=secret, mp=mp)),
+                                   port=serve_port).start()
+            typer.echo(f"simulator API at {server.url}/cgi-bin/ (公众号: {server.url}/mp/cgi-bin/)")
     options = Options(count=count if count is not None else DEFAULT_COUNTS[name], rate=rate,
                       concurrency=concurrency, seed=seed, states=list(state_key or []), duplicate_share=duplicates,
                       channel=channel)
     try:
         summary = run_scenario(name, target=target, encrypter=encrypter, options=options, corp=corp,
                                simulator_url=simulator, timeout=timeout, retries=retries,
-                               same_envelope=same_envelope, echo=typer.echo)
+                               same_envelope=same_envelope, echo=typer.echo, mp=mp)
     except DriverError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

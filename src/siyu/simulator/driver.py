@@ -38,6 +38,7 @@ from siyu.simulator import callbacks
 from siyu.simulator.callbacks import ClientFactory, Clients, Encrypter, KfNotifier, Sender, Stats, callback_url
 from siyu.simulator.corp import VirtualCorp
 from siyu.simulator.errors import ApiError
+from siyu.simulator.mp import VirtualMp
 
 Echo = Callable[[str], None]
 DEFAULT_COUNTS = {"friends": 50, "chat": 200, "groups": 30, "campaign": 170_000, "tags": 10}
@@ -46,7 +47,9 @@ CHAT_LINES = ("你好，请问店里几点关门？", "新品龙井什么时候�
               "上次买的白茶很好喝", "周末有品鉴会吗？", "礼盒还有货吗", "[图片]", "发票怎么开？")
 CAMPAIGN_LINES = ("1", "参加", "怎么领券？", "优惠券怎么用？", "活动几点开始", "我中奖了吗", "还有名额吗？",
                   "链接打不开", "已下单，订单号发你了", "能便宜点吗", "好", "收到")
-CHANNELS = ("kf",)  # the paths a flood of customer messages can take (微信客服; the 公众号 follows)
+# The paths a flood of customer messages can take: 微信客服 (kf_msg_or_event, Siyu pulls) or the 公众号 (mp: one
+# push per message to /mp/callback, answered passively when a rule matches).
+CHANNELS = ("kf", "mp")
 # Menu answers a customer may click when Siyu sent a msgmenu ("1 查订单 2 活动规则 3 人工").
 MENU_ANSWERS = (("1", "查订单"), ("2", "活动规则"), ("3", "人工"))
 # How customers' kf messages are spread over the types of W:94670 (the rest are text).
@@ -430,17 +433,21 @@ PLAYS: dict[str, Callable[[Run], None]] = {
     "friends": friends, "chat": chat, "groups": groups, "campaign": campaign, "tags": tags}
 
 
-def run_scenario(name: str, *, target: str, encrypter: Encrypter, options: Options,
+def run_scenario(name: str, *, target: str, encrypter: Encrypter | None, options: Options,
                  corp: VirtualCorp | None = None, simulator_url: str | None = None,
                  timeout: float = 5.0, retries: int = 3, retry_delay: float = 0.2,
                  same_envelope: bool = False, echo: Echo = print,
-                 client_factory: ClientFactory | None = None) -> Summary:
+                 client_factory: ClientFactory | None = None, mp: VirtualMp | None = None) -> Summary:
     """Play one scenario against Siyu at ``target``; the corp is ``corp`` or the simulator at ``simulator_url``.
 
     ``client_factory`` makes each thread's HTTP client (tests hand in clients bound to Siyu's app).
     """
     if name not in PLAYS:
         raise DriverError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
+    if options.channel == "mp" and name in ("chat", "campaign"):
+        return _through_mp(name, target=target, options=options, mp=mp, echo=echo, client_factory=client_factory)
+    if encrypter is None:
+        raise DriverError(f"{name}: WeCom callbacks need the corp id, token and EncodingAESKey")
     if (corp is None) == (simulator_url is None):
         raise DriverError(f"{name}: give either a virtual corp in this process or the simulator's URL")
     clients = Clients(client_factory or httpx.Client)
@@ -459,6 +466,23 @@ def run_scenario(name: str, *, target: str, encrypter: Encrypter, options: Optio
                       errors=dict(stats.errors), kf_messages=run.kf_count)
     echo(summary.line())
     return summary
+
+
+def _through_mp(name: str, *, target: str, options: Options, mp: VirtualMp | None, echo: Echo,
+                client_factory: ClientFactory | None) -> Summary:
+    """chat or campaign through the 公众号: followers' pushes to Siyu's /mp/callback (siyu.simulator.mp)."""
+    from siyu.simulator import settings as simulator_settings
+    from siyu.simulator.mp import run_campaign
+
+    used = mp or simulator_settings.virtual_mp()
+    lines = CAMPAIGN_LINES if name == "campaign" else CHAT_LINES
+    done = run_campaign(target, used, count=options.count, lines=lines, concurrency=options.concurrency,
+                        rate=options.rate, seed=options.seed, scenes=tuple(options.states),
+                        client_factory=client_factory, echo=echo)
+    stats = done.stats
+    return Summary(scenario=name, sent=stats.sent, acknowledged=stats.acknowledged, retried=stats.retried,
+                   duplicates=0, failed=stats.failed, seconds=done.seconds, rate=done.rate,
+                   errors=dict(stats.errors))
 
 
 def announce_kf(corp: VirtualCorp, target: str, encrypter: Encrypter, *,
@@ -493,7 +517,7 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
                           rate: float = 5.0, seed: int = 1, members: Iterable[tuple[str, str]] | None = None,
                           states: Iterable[str] = (), serve_port: int | None = 8900, serve_host: str = "127.0.0.1",
                           keep_serving: bool = True, wait_seconds: float = 60.0, echo: Echo = print,
-                          known_contacts: Iterable[dict[str, Any]] = (),
+                          known_contacts: Iterable[dict[str, Any]] = (), mp_messages: int = 0,
                           kf_account: tuple[str, str] | None = None) -> list[Summary]:
     """Live WeCom traffic for a running Siyu (``siyu demo --simulate``): blocking; call it from a thread.
 
@@ -504,6 +528,8 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
     ``SIYU_WECOM_*`` settings Siyu itself reads, so both sides agree. ``known_contacts`` are
     customers Siyu already has (see ``VirtualCorp.adopt_contacts``): replies to them are delivered.
     ``kf_account`` (open_kfid, name) is a 客服账号 Siyu already has: the corp's 微信客服 takes it over.
+    The simulator also serves a 公众号 (``SIYU_MP_*``, API under ``/mp/cgi-bin/``); with ``mp_messages``
+    its followers then follow (through the channels' QR scenes) and write that many messages.
     """
     from siyu.simulator import settings as simulator_settings
     from siyu.simulator.corp import DEFAULT_MEMBERS
@@ -516,9 +542,11 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
     corp.adopt_contacts(known_contacts)
     if kf_account is not None:
         corp.kf.adopt_account(open_kfid=kf_account[0], name=kf_account[1])
+    mp = simulator_settings.virtual_mp()
     server = None
     if serve_port is not None:
-        app = create_app(corp, ServerOptions(secret=secret or configured.secret or simulator_settings.DEFAULT_SECRET))
+        app = create_app(corp, ServerOptions(secret=secret or configured.secret or simulator_settings.DEFAULT_SECRET,
+                                             mp=mp))
         server = RunningServer(app, host=serve_host, port=serve_port).start()
         echo(f"WeCom simulator API at {server.url}/cgi-bin/ (corp {corp_id})")
     for account in corp.kf.overview()["accounts"]:
@@ -532,6 +560,11 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
             options = Options(count=count, rate=rate, seed=seed, states=list(states), progress_every=10.0)
             summaries.append(run_scenario(name, target=target_url, encrypter=encrypter, options=options,
                                           corp=corp, echo=echo))
+        if mp_messages:
+            options = Options(count=mp_messages, rate=rate, seed=seed, states=list(states), progress_every=10.0,
+                              channel="mp", concurrency=2)
+            summaries.append(run_scenario("chat", target=target_url, encrypter=encrypter, options=options,
+                                          corp=corp, echo=echo, mp=mp))
         return summaries
     finally:
         if server is not None and not keep_serving:

@@ -36,6 +36,8 @@ from starlette.concurrency import run_in_threadpool
 from siyu.simulator.callbacks import Clients, Encrypter, KfNotifier, Sender, Stats, callback_url
 from siyu.simulator.corp import VirtualCorp
 from siyu.simulator.errors import ApiError
+from siyu.simulator.mp import VirtualMp
+from siyu.simulator.mp import mount as mount_mp
 
 log = logging.getLogger("siyu.simulator")
 NAME = "Siyu WeCom simulator"
@@ -119,6 +121,10 @@ class ServerOptions:
     # (Siyu's address or its /wecom/callback), sealed with this encrypter; none without both.
     callback_target: str = ""
     encrypter: Encrypter | None = None
+    # A 公众号 served beside the corp (its API under /mp/cgi-bin/, siyu.simulator.mp); its followers' acts
+    # are pushed to the callback target's /mp/callback, in safe mode when ``mp_safe``.
+    mp: VirtualMp | None = None
+    mp_safe: bool = False
 
 
 @dataclass
@@ -314,6 +320,8 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
         corp.kf.listeners.append(notifier.notify)
         _announce_archive(corp, sender, options)
     app.state.notifier = notifier
+    if options.mp is not None:
+        mount_mp(app, options.mp, callback_target=options.callback_target, safe=options.mp_safe)
 
     @app.middleware("http")
     async def name_the_simulator(request: Request, call_next: Callable[[Request], Any]) -> Response:

@@ -1,7 +1,7 @@
 """WeCom chat archive (会话存档): the seq cursor, customers' consent, skipped items, group messages
 
 Revision ID: 0023
-Revises: 0020
+Revises: 0022
 Create Date: 2026-12-05 04:45:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0023'
-down_revision: str | None = '0020'
+down_revision: str | None = '0022'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
