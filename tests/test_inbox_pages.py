@@ -29,9 +29,9 @@ def incoming(db: Session, account: Any, customer: Any, text: str, n: int = 1) ->
 def test_agent_works_a_conversation_end_to_end(client: TestClient, db: Session, make: Any) -> None:
     account = make.account(display_name="茶小满")
     agent = make.user("service", accounts=[account])
-    customer = make.customer(account, name="<b>王芳</b>", remark_name="王姐")
+    customer = make.customer(account, name="<b>王芳</b>", remark_name="王芳-红茶党-西湖自由职业", salutation="王姐")
     conversation = incoming(db, account, customer, "<script>alert(1)</script>优惠券用不了")
-    db.add(CannedReply(shortcut="sorry", title="致歉", body="{备注名}您好，马上为您处理"))
+    db.add(CannedReply(shortcut="sorry", title="致歉", body="{称呼}您好，马上为您处理"))
     db.commit()
     console = Console(client).login(agent)
 
@@ -141,7 +141,7 @@ def test_bulk_page_confirms_the_count_then_runs_a_job(client: TestClient, db: Se
     assert 'data-testid="queue-empty"' in console.get("/inbox").text
 
 
-def test_service_reports_and_csv_export(client: TestClient, db: Session, make: Any) -> None:
+def test_service_reports_and_csv_export(client: TestClient, db: Session, make: Any, connector: Any) -> None:
     account = make.account(display_name="=茶小满")
     agent = make.user("service", accounts=[account])
     service.set_online(db, user_id=agent.id, online=True)
@@ -183,7 +183,10 @@ def test_quick_replies_are_managed_in_the_console(client: TestClient, db: Sessio
     assert every.status_code == 403  # only planners and admins write for every account
     empty = console.post("/inbox/canned", {"shortcut": "hi", "title": "", "body": "", "account_id": account.id})
     assert empty.status_code == 422 and "请填写" in empty.text
-    added = console.post("/inbox/canned", {"shortcut": "hi", "title": "<b>问候</b>", "body": "{备注名}您好",
+    private = console.post("/inbox/canned", {"shortcut": "hi", "title": "问候", "body": "{备注名}您好",
+                                             "account_id": account.id})
+    assert private.status_code == 422 and "{备注名} 是内部字段" in private.text and "{称呼}" in private.text
+    added = console.post("/inbox/canned", {"shortcut": "hi", "title": "<b>问候</b>", "body": "{称呼}您好",
                                            "account_id": account.id})
     assert added.status_code == 303
     page = console.get("/inbox/canned").text

@@ -56,7 +56,7 @@ def test_five_hundred_fans_each_get_exactly_one_correction(db: Session, make: An
     assert count == 500 and len(preview) == 200
     incident = incidents.open_incident(db, viewer=admin, data=IncidentIn(
         title="双十一错发", rule_version_id=version_id, since=started, until=utcnow(),
-        correction="{昵称}您好，刚才的活动信息有误，实际是全场九折，抱歉！"))
+        correction="{称呼}您好，刚才的活动信息有误，实际是全场九折，抱歉！"))
     db.commit()
     corrections = db.execute(select(Message.conversation_id, func.count()).where(Message.source == "incident")
                              .group_by(Message.conversation_id)).all()

@@ -76,7 +76,7 @@ def _seed(session: Session) -> dict[str, int]:
 
     make.user("service", username="kefu.a", accounts=[shop])
     make.user("service", username="kefu.b", accounts=[shop])
-    session.add(CannedReply(shortcut="hi", title="问候", body="{备注名}您好，我是{账号}，有什么可以帮您？"))
+    session.add(CannedReply(shortcut="hi", title="问候", body="{称呼}您好，我是{账号}，有什么可以帮您？"))
     session.commit()
     ids["shop"] = shop.id
     return ids

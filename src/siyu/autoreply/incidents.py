@@ -10,7 +10,7 @@ shows who received the correction and whose delivery failed.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -19,9 +19,12 @@ from sqlalchemy.orm import Session
 
 from siyu.autoreply.models import AutoReplyRuleVersion, Incident, IncidentRecipient
 from siyu.core import jobs
+from siyu.core.db import utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
+from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
+from siyu.customers import variables
 from siyu.customers.models import Touch, TouchKind
 from siyu.inbox import service as inbox_service
 from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message
@@ -55,9 +58,33 @@ def _wrong_messages(*, rule_version_id: int | None, message_text: str, since: da
     return query
 
 
+FROM_MESSAGE_BEFORE = timedelta(minutes=1)
+
+
+def prefill_from_message(session: Session, *, message_id: int, viewer: Viewer) -> dict[str, str]:
+    """The incident form started from one wrong bubble: its rule version (an automatic reply) or the
+    message itself (a person's reply), from just before it was sent until now, and a title."""
+    message = session.get(Message, message_id)
+    conversation = session.get(Conversation, message.conversation_id) if message else None
+    if message is None or conversation is None or message.direction != Direction.outbound.value or \
+            message.internal or not viewer.can_see_account(conversation.account_id):
+        raise Invalid("No such sent message", field="message_id")
+    zone = local_zone()
+    since = (message.sent_at - FROM_MESSAGE_BEFORE).astimezone(zone)
+    until = max(utcnow(), message.sent_at).astimezone(zone) + FROM_MESSAGE_BEFORE
+    values = {"since": since.strftime("%Y-%m-%dT%H:%M"), "until": until.strftime("%Y-%m-%dT%H:%M"),
+              "title": _("Wrong reply: {text}", text=message.text[:24]), "from_message": str(message.id)}
+    if message.rule_version_id is not None:
+        values["rule_version_id"] = str(message.rule_version_id)
+    else:
+        values["message_id"] = str(message.id)
+    return values
+
+
 def _resolve_selector(session: Session, data: IncidentIn, viewer: Viewer) -> tuple[int | None, str]:
     if viewer.role not in ("admin", "planner", "operator"):
         raise Forbidden("Your role may not send corrections")
+    variables.check_outgoing(data.correction, field="correction")
     if data.until <= data.since:
         raise Invalid("The end of the time range must be after its start", field="until")
     if (data.rule_version_id is None) == (data.message_id is None):

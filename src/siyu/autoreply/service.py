@@ -27,6 +27,7 @@ from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
+from siyu.customers import variables
 from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message, MessageType
 from siyu.team import service as team_service
 
@@ -71,6 +72,7 @@ def _require_editor(viewer: Viewer, account_id: int | None) -> None:
 
 
 def _validate(data: RuleIn) -> None:
+    variables.check_outgoing(data.reply, field="reply")
     if data.match_kind in (MatchKind.exact, MatchKind.contains) and not data.keywords:
         raise Invalid("Give at least one keyword", field="keywords")
     if data.match_kind == MatchKind.regex:

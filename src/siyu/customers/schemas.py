@@ -31,6 +31,7 @@ class CustomerIn(ObjectiveFacts):
     name: str = Field(min_length=1, max_length=128)
     account_id: int
     remark_name: str = Field("", max_length=128)
+    salutation: str = Field("", max_length=64)  # 称呼 in messages to the customer; empty: the nickname
     tags: list[TagName] = Field(default_factory=list, max_length=200)
     phones: list[PhoneStr] = Field(default_factory=list, max_length=20)
     description: str = Field("", max_length=MAX_TEXT)
@@ -49,6 +50,7 @@ class CustomerUpdate(ObjectiveFacts):
     # Remark fields belong to one friendship: which account's card to edit.
     account_id: int | None = None
     remark_name: str | None = Field(None, max_length=128)
+    salutation: str | None = Field(None, max_length=64)
     phones: list[PhoneStr] | None = Field(None, max_length=20)
     description: str | None = Field(None, max_length=MAX_TEXT)
     tags: list[TagName] | None = Field(None, max_length=200)
@@ -76,6 +78,7 @@ class FriendshipOut(BaseModel):
     account_id: int
     account_name: str
     remark_name: str
+    salutation: str
     description: str
     phones: list[str]
     status: str

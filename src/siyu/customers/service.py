@@ -421,7 +421,8 @@ def create_customer(session: Session, *, data: CustomerIn, viewer: Viewer) -> Cu
     session.add(customer)
     session.flush()
     friendship = Friendship(customer_id=customer.id, account_id=data.account_id,
-                            remark_name=data.remark_name, description=data.description)
+                            remark_name=data.remark_name, salutation=data.salutation.strip(),
+                            description=data.description)
     session.add(friendship)
     session.flush()
     _replace_phones(session, friendship=friendship, phones=data.phones)
@@ -518,10 +519,13 @@ def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate,
             before[key] = getattr(customer, key)
             after[key] = changes[key]
             setattr(customer, key, changes[key])
-    remark_keys = {"remark_name", "description", "phones"} & {k for k, v in changes.items() if v is not None}
+    if changes.get("salutation") is not None:
+        changes["salutation"] = changes["salutation"].strip()
+    remark_keys = {"remark_name", "salutation", "description", "phones"} & {
+        k for k, v in changes.items() if v is not None}
     if remark_keys:
         friendship = _friendship_for(session, customer=customer, account_id=data.account_id, viewer=viewer)
-        for key in ("remark_name", "description"):
+        for key in ("remark_name", "salutation", "description"):
             if key in remark_keys and getattr(friendship, key) != changes[key]:
                 before[key] = getattr(friendship, key)
                 after[key] = changes[key]
@@ -532,7 +536,7 @@ def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate,
             if old != new:
                 before["phones"], after["phones"] = old, new
                 _replace_phones(session, friendship=friendship, phones=changes["phones"])
-        if remark_keys & set(after):
+        if remark_keys & set(after) - {"salutation"}:  # the salutation is Siyu's own: WeCom has no such field
             friendship.siyu_edited_at = utcnow()
     if data.custom_fields:
         before_fields, after_fields = _set_custom_values(session, customer=customer, values=data.custom_fields)
@@ -1227,8 +1231,8 @@ def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> Custom
         purchase_total=customer.purchase_total,
         friendships=[FriendshipOut(
             id=f.id, account_id=f.account_id, account_name=names.get(f.account_id, ""), remark_name=f.remark_name,
-            description=f.description, phones=[show(p.number) for p in f.phones], status=f.status,
-            channel_state=f.channel_state, added_at=f.added_at,
+            salutation=f.salutation, description=f.description, phones=[show(p.number) for p in f.phones],
+            status=f.status, channel_state=f.channel_state, added_at=f.added_at,
             attachments=[AttachmentOut.model_validate(a) for a in f.attachments]) for f in friendships],
         addresses=[AddressOut.model_validate(a).model_copy(update={"phone": show(a.phone) if a.phone else ""})
                    for a in customer.addresses],

@@ -56,6 +56,7 @@ TYPE_LABELS = {
     "location": N_("Location"), "system": N_("System message"), "unknown": N_("Unsupported message"),
 }
 STREAM_POLL_SECONDS = 2.0
+INCIDENT_ROLES = ("admin", "planner", "operator")  # who may send corrections (autoreply.incidents)
 
 
 # ---------------------------------------------------------------- API
@@ -159,6 +160,15 @@ def api_reply(session: SessionDep, viewer: ApiViewer, conversation_id: int, data
     message = service.reply(session, conversation_id=conversation_id, text=data.text, viewer=viewer,
                             internal=data.internal)
     session.commit()
+    return MessageOut.model_validate(message, from_attributes=True)
+
+
+@api.post("/inbox/messages/{message_id}/retry", response_model=MessageOut)
+def api_retry(session: SessionDep, viewer: ApiViewer, message_id: int) -> MessageOut:
+    """Send a failed reply again (a new attempt of the same message)."""
+    message = service.retry_reply(session, message_id=message_id, viewer=viewer)
+    session.commit()
+    session.refresh(message)
     return MessageOut.model_validate(message, from_attributes=True)
 
 
@@ -362,6 +372,7 @@ def _conversation_context(session: Session, viewer: Viewer, conversation: Conver
         "breach": service.breached(conversation, service.service_level(session, conversation.account_id),
                                    now=datetime.now(local_zone())),
         "now_local": datetime.now(local_zone()).strftime("%Y-%m-%dT%H:%M"),
+        "may_report": viewer.role in INCIDENT_ROLES,
     }
 
 
@@ -480,6 +491,15 @@ def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conv
                       title=_("Conversation"), reply_error=exc.message, draft=text if isinstance(text, str) else "",
                       **_conversation_context(session, viewer, conversation))
     return RedirectResponse(f"/inbox/{conversation_id}#composer", status_code=303)
+
+
+@pages.post("/inbox/{conversation_id}/messages/{message_id}/retry", response_class=HTMLResponse,
+            dependencies=[FormRead, CsrfChecked])
+def retry_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+                 message_id: int) -> Response:
+    service.retry_reply(session, message_id=message_id, viewer=viewer, conversation_id=conversation_id)
+    session.commit()
+    return RedirectResponse(f"/inbox/{conversation_id}#messages", status_code=303)
 
 
 @pages.post("/inbox/{conversation_id}/status", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])

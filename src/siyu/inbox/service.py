@@ -14,18 +14,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from siyu.accounts.models import Account
-from siyu.core.db import dialect_insert, utcnow
+from siyu.core.db import UTCDateTime, dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
+from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers import service as customers_service
+from siyu.customers import variables
 from siyu.customers.models import CONTACT_KINDS, Customer, Friendship, Touch, TouchKind
 from siyu.inbox.models import (
     AgentState,
@@ -146,6 +147,9 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
     for row in inserted:
         by_conversation[row.conversation_id].append(row)
     _update_conversations(session, by_conversation, now=now)
+    _record_customer_days(session, inserted, people={
+        conversation_ids[key]: (customer, message.account_id) for message, key, customer in keyed
+        if customer is not None and not message.group_key})
     result.conversations = sorted(by_conversation)
     result.assigned = assign_waiting(session, conversation_ids=result.conversations)
     # Imported here: auto-replies build on the inbox, so the inbox may not import them at load time.
@@ -156,6 +160,60 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
                                         text=row.text, sent_at=row.sent_at, payload=row.payload)
         for row in inserted])
     return result
+
+
+def customer_day_key(customer_id: int, account_id: int, day: str) -> str:
+    return f"chat-in:{customer_id}:{account_id}:{day}"
+
+
+def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: dict[int, tuple[int, int]]) -> None:
+    """The customer's own messages on the portrait: one 私聊 touch per customer × account × local day.
+
+    Set-based, for floods: one read of which days exist, one upsert (a later message moves the
+    day's touch to its time and text), one computed-facts refresh for the customers whose day is
+    new (their contact count moves) and one UPDATE of the last touch for the rest.
+    """
+    zone = local_zone()
+    days: dict[str, dict[str, Any]] = {}
+    for row in inserted:
+        person = people.get(row.conversation_id)
+        if person is None or row.msg_type == MessageType.system.value:
+            continue
+        customer_id, account_id = person
+        key = customer_day_key(customer_id, account_id, row.sent_at.astimezone(zone).date().isoformat())
+        current = days.get(key)
+        if current is None or row.sent_at > current["occurred_at"]:
+            days[key] = {"customer_id": customer_id, "account_id": account_id, "user_id": None,
+                         "kind": TouchKind.chat.value, "content": _preview(row.msg_type, row.text),
+                         "amount": None, "dedupe_key": key, "occurred_at": row.sent_at, "created_at": utcnow(),
+                         "details": {"event": "customer_messages", "direction": "customer",
+                                     "conversation_id": row.conversation_id}}
+    if not days:
+        return
+    existing = set(session.scalars(select(Touch.dedupe_key).where(Touch.dedupe_key.in_(sorted(days)))))
+    table = cast(Table, Touch.__table__)
+    statement = _insert(session, Touch)
+    newer = statement.excluded.occurred_at > table.c.occurred_at
+    statement = statement.on_conflict_do_update(index_elements=["dedupe_key"], set_={
+        "occurred_at": case((newer, statement.excluded.occurred_at), else_=table.c.occurred_at),
+        "content": case((newer, statement.excluded.content), else_=table.c.content)})
+    session.connection().execute(statement, list(days.values()))
+    fresh = sorted({row["customer_id"] for key, row in days.items() if key not in existing})
+    if fresh:
+        customers_service.refresh_computed_many(
+            session, customers=list(session.scalars(select(Customer).where(Customer.id.in_(fresh)))))
+    latest: dict[int, datetime] = {}
+    for key, row in days.items():
+        if key in existing and row["customer_id"] not in fresh:
+            latest[row["customer_id"]] = max(row["occurred_at"], latest.get(row["customer_id"], row["occurred_at"]))
+    if latest:
+        customer_table = cast(Table, Customer.__table__)
+        at = bindparam("at", type_=UTCDateTime())
+        session.connection().execute(
+            update(customer_table).where(customer_table.c.id == bindparam("customer_id"), or_(
+                customer_table.c.last_touch_at.is_(None), customer_table.c.last_touch_at < at))
+            .values(last_touch_at=at),
+            [{"customer_id": c, "at": at} for c, at in latest.items()])
 
 
 def _resolve_customers(session: Session, batch: list[InboundMessage]) -> list[int | None]:
@@ -437,18 +495,115 @@ def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, 
                       author_id=viewer.user_id, automatic=automatic, internal=internal)
     session.add(message)
     if not internal:
-        if conversation.first_response_at is None:
-            conversation.first_response_at = now
-        conversation.waiting_since = None
-        conversation.unanswered = 0
+        # Not answered yet: the customer keeps waiting (and the SLA clock runs) until the platform
+        # accepts the reply (reply_accepted); a reply that fails never counts as handled.
         conversation.last_message_at = now
         conversation.last_message_preview = _preview(MessageType.text.value, body)
         if conversation.assignee_id is None and viewer.user_id is not None and not automatic:
             conversation.assignee_id, conversation.assigned_at = viewer.user_id, now
-        _touch(session, conversation, viewer=viewer, event="reply", content=body, kind=TouchKind.chat)
     session.flush()
     if not internal:
         send_after_commit(session, message.id)
+    return message
+
+
+def _answers(message: Message) -> bool:
+    """A person's reply (or a correction) answers the customer; a rule's automatic reply does not."""
+    return message.direction == Direction.outbound.value and not message.internal and message.rule_version_id is None
+
+
+def reply_touch_key(message_id: int) -> str:
+    return f"reply:{message_id}"
+
+
+def reply_accepted(session: Session, *, message: Message) -> None:
+    """The platform took a reply: what the customer wrote before it is answered, the first response
+    is taken, and the timeline records the 私聊 (the contact count and last touch move)."""
+    if not _answers(message):
+        return
+    # Fresh from the database: ingestion updates conversations with plain UPDATEs.
+    conversation = session.get(Conversation, message.conversation_id, populate_existing=True)
+    if conversation is None:
+        return
+    now = utcnow()
+    if conversation.waiting_since is not None and conversation.waiting_since <= message.sent_at:
+        # What arrived while the reply was on its way is still waiting.
+        later, since = session.execute(select(func.count(), func.min(Message.sent_at)).where(
+            Message.conversation_id == conversation.id, Message.direction == Direction.inbound.value,
+            Message.sent_at > message.sent_at)).one()
+        conversation.unanswered = int(later or 0)
+        conversation.waiting_since = _aware(since) if later else None
+    if conversation.first_response_at is None:
+        conversation.first_response_at = now
+    if conversation.customer_id is not None and session.scalar(
+            select(Touch.id).where(Touch.dedupe_key == reply_touch_key(message.id))) is None:
+        session.add(Touch(customer_id=conversation.customer_id, account_id=conversation.account_id,
+                          user_id=message.author_id, kind=TouchKind.chat.value, content=message.text[:2000],
+                          occurred_at=now, dedupe_key=reply_touch_key(message.id),
+                          details={"event": "reply", "conversation_id": conversation.id, "message_id": message.id}))
+        customer = session.get(Customer, conversation.customer_id)
+        if customer is not None:
+            customers_service.refresh_computed(session, customer=customer)
+    session.flush()
+
+
+def reply_failed(session: Session, *, message: Message) -> None:
+    """A reply the platform had accepted did not reach the customer after all (e.g. the member never
+    sent WeCom's mass-send task): the conversation is unanswered again and its touch is taken back."""
+    if not _answers(message):
+        return
+    conversation = session.get(Conversation, message.conversation_id, populate_existing=True)
+    if conversation is None:
+        return
+    touch = session.scalar(select(Touch).where(Touch.dedupe_key == reply_touch_key(message.id)))
+    if touch is not None:
+        session.delete(touch)
+    answered = [Message.conversation_id == conversation.id, Message.direction == Direction.outbound.value,
+                Message.internal.is_(False), Message.rule_version_id.is_(None), Message.id != message.id,
+                Message.status.in_((DeliveryStatus.sent.value, DeliveryStatus.delivered.value)),
+                Message.sent_at >= conversation.opened_at]
+    last_answer = _aware(session.scalar(select(func.max(Message.sent_at)).where(*answered)))
+    if last_answer is None:
+        conversation.first_response_at = None
+    if conversation.status != ConversationStatus.resolved.value:
+        waiting = [Message.conversation_id == conversation.id, Message.direction == Direction.inbound.value,
+                   Message.sent_at >= conversation.opened_at]
+        if last_answer is not None:
+            waiting.append(Message.sent_at > last_answer)
+        count, since = session.execute(select(func.count(), func.min(Message.sent_at)).where(*waiting)).one()
+        conversation.unanswered = int(count or 0)
+        conversation.waiting_since = _aware(since) if count else None
+    session.flush()
+    if conversation.customer_id is not None:
+        customer = session.get(Customer, conversation.customer_id)
+        if customer is not None:
+            customers_service.refresh_computed(session, customer=customer)
+
+
+def _aware(value: Any) -> datetime | None:
+    """An aggregate's datetime (SQLite hands back text without a time zone) as aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return cast(datetime, value) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def retry_reply(session: Session, *, message_id: int, viewer: Viewer, conversation_id: int | None = None) -> Message:
+    """Send a failed reply again: a new attempt of the same message through the delivery job."""
+    message = session.get(Message, message_id)
+    if message is None or (conversation_id is not None and message.conversation_id != conversation_id):
+        raise NotFound("Message not found")
+    get_conversation(session, conversation_id=message.conversation_id, viewer=viewer)
+    if message.direction != Direction.outbound.value or message.internal:
+        raise Invalid("Only a message to the customer can be sent again")
+    if message.status != DeliveryStatus.failed.value:
+        raise Invalid("Only a message that failed can be sent again")
+    message.status = DeliveryStatus.queued.value
+    message.error = ""
+    message.payload = {**(message.payload or {}), "retried_by": viewer.user_id, "retried_at": utcnow().isoformat()}
+    session.flush()
+    send_after_commit(session, message.id)
     return message
 
 
@@ -666,21 +821,8 @@ def render_canned(session: Session, *, reply: CannedReply, conversation: Convers
 
 
 def fill_variables(session: Session, *, text: str, conversation: Conversation) -> str:
-    """Fill {备注名} {昵称} {账号}: the customer's remark name on this account, their name, the account."""
-    values = {"备注名": "", "昵称": "", "账号": ""}
-    account = session.get(Account, conversation.account_id)
-    if account is not None:
-        values["账号"] = account.display_name
-    if conversation.customer_id is not None:
-        customer = session.get(Customer, conversation.customer_id)
-        if customer is not None:
-            values["昵称"] = customer.name
-            remark = session.scalar(select(Friendship.remark_name).where(
-                Friendship.customer_id == customer.id, Friendship.account_id == conversation.account_id))
-            values["备注名"] = remark or customer.name
-    for name, value in values.items():
-        text = text.replace("{" + name + "}", value)
-    return text
+    """A text for this conversation's customer with its customer-safe variables filled (customers.variables)."""
+    return variables.fill(session, text, customer_id=conversation.customer_id, account_id=conversation.account_id)
 
 
 # ---------------------------------------------------------------- bulk actions on a filter
@@ -724,6 +866,8 @@ def validate_bulk(session: Session, *, action: str, args: dict[str, Any]) -> Non
         raise Invalid("Unknown bulk action {action}", field="action", action=action)
     if action == "reply" and not str(args.get("text", "")).strip():
         raise Invalid("Write something first", field="text")
+    if action == "reply":
+        variables.check_outgoing(str(args["text"]), field="text")
     if action == "tag" and not args.get("tags"):
         raise Invalid("Choose at least one tag", field="tags")
     if action == "assign" and args.get("assignee_id") is not None:
@@ -775,6 +919,7 @@ def save_canned(session: Session, *, shortcut: str, title: str, body: str, accou
         raise Invalid("Fill in the shortcut, the title and the text", field="body")
     if len(shortcut) > 32 or len(title) > 64 or len(body) > 2000:
         raise Invalid("Too long: shortcut 32, title 64, text 2,000 characters at most", field="body")
+    variables.check_outgoing(body, field="body")
     reply = CannedReply(shortcut=shortcut, title=title, body=body, account_id=account_id)
     session.add(reply)
     session.flush()
