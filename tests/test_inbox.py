@@ -475,9 +475,20 @@ def test_a_day_of_customer_messages_is_one_touch_and_moves_the_portrait(db: Sess
     touches = list(db.scalars(select(Touch).where(Touch.customer_id == customer.id, Touch.kind == "chat")
                               .order_by(Touch.occurred_at)))
     assert [(t.occurred_at, t.content, (t.details or {}).get("direction")) for t in touches] == [
-        (day_one[-1], "第2条", "customer"), (day_two[-1], "第4条", "customer")]
+        (day_one[0], "第0条", "customer"), (day_two[0], "第3条", "customer")]  # each day at its first message
     db.refresh(customer)
-    assert customer.contact_count == 2 and customer.last_touch_at == day_two[-1]
+    assert customer.contact_count == 2 and customer.last_touch_at == day_two[0]
+    assert customer.stage == "user"  # two-way contact moved the ladder
+    # The set-based path agrees with the one full derivation of the computed facts.
+    from siyu.customers import service as customers_service
+
+    def facts() -> tuple[Any, ...]:
+        tags = sorted(t.name for t in customers_service.customer_tags(db, customer_ids=[customer.id])[customer.id])
+        return customer.contact_count, customer.last_touch_at, customer.stage, tags
+
+    fast = facts()
+    customers_service.refresh_computed(db, customer=customer)
+    assert facts() == fast and "沟通1-3次" in fast[3]
 
 
 def test_customer_days_stay_cheap_at_flood_scale(db: Session, make: Any) -> None:

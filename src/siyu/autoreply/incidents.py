@@ -42,13 +42,16 @@ class IncidentIn(BaseModel):
 
 
 def _wrong_messages(*, rule_version_id: int | None, message_text: str, since: datetime, until: datetime,
-                    viewer: Viewer) -> Any:
+                    viewer: Viewer, failed: bool = False) -> Any:
     # Everyone it reached or may still reach: sent, delivered, or on its way (a correction then
-    # follows it); a wrong reply that failed never reached its customer and needs no correction.
+    # follows it); a wrong reply that failed never reached its customer and needs no correction
+    # (``failed=True``: those, counted apart).
+    status = Message.status == DeliveryStatus.failed.value if failed else \
+        Message.status != DeliveryStatus.failed.value
     query = select(Message.id, Message.conversation_id, Conversation.customer_id).join(
         Conversation, Conversation.id == Message.conversation_id).where(
         Message.direction == Direction.outbound.value, Message.internal.is_(False),
-        Message.status != DeliveryStatus.failed.value, Message.sent_at >= since, Message.sent_at <= until)
+        status, Message.sent_at >= since, Message.sent_at <= until)
     if rule_version_id is not None:
         query = query.where(Message.rule_version_id == rule_version_id)
     else:
@@ -99,6 +102,14 @@ def _resolve_selector(session: Session, data: IncidentIn, viewer: Viewer) -> tup
             not viewer.can_see_account(conversation.account_id):
         raise Invalid("No such sent message", field="message_id")
     return None, message.text
+
+
+def unreached(session: Session, *, data: IncidentIn, viewer: Viewer) -> int:
+    """How many of the wrong messages failed: they never reached anyone, so nobody is corrected for them."""
+    version_id, text = _resolve_selector(session, data, viewer)
+    query = _wrong_messages(rule_version_id=version_id, message_text=text, since=data.since, until=data.until,
+                            viewer=viewer, failed=True)
+    return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
 
 
 def recipients_preview(session: Session, *, data: IncidentIn, viewer: Viewer, limit: int = 200
@@ -186,17 +197,22 @@ def incident_report(session: Session, *, incident_id: int,
     if incident is None:
         raise NotFound("Incident not found")
     rows = session.execute(
-        select(IncidentRecipient, Message.status, Message.error, Conversation.account_id)
+        select(IncidentRecipient, Message.status, Message.error, Conversation.account_id, Message.payload)
         .join(Conversation, Conversation.id == IncidentRecipient.conversation_id)
         .outerjoin(Message, and_(Message.id == IncidentRecipient.correction_message_id))
         .where(IncidentRecipient.incident_id == incident_id).order_by(IncidentRecipient.id)).all()
     if not viewer.sees_all_accounts and any(not viewer.can_see_account(r.account_id) for r in rows):
         raise NotFound("Incident not found")
     counts = {"recipients": len(rows), "pending": 0, DeliveryStatus.queued.value: 0, DeliveryStatus.sent.value: 0,
-              DeliveryStatus.delivered.value: 0, DeliveryStatus.failed.value: 0}
+              DeliveryStatus.delivered.value: 0, DeliveryStatus.failed.value: 0, "failed_attempts": 0}
     for row in rows:
         key = row.status if row.status in counts else "pending"
         counts[key] += 1
+        # Attempts the platform refused, apart from the outcome (a retried correction may be delivered now).
+        counts["failed_attempts"] += int((row.payload or {}).get("failed_attempts", 0))
+    wrong = _wrong_messages(rule_version_id=incident.rule_version_id, message_text=incident.message_text,
+                            since=incident.since, until=incident.until, viewer=viewer, failed=True)
+    counts["unreached"] = int(session.scalar(select(func.count()).select_from(wrong.subquery())) or 0)
     return incident, counts, list(rows)
 
 

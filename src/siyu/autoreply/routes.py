@@ -202,7 +202,9 @@ def incidents_page(request: Request, session: SessionDep, viewer: PageViewer) ->
             error = exc.message
     if values.get("since") and (values.get("rule_version_id") or values.get("message_id")):
         try:
-            preview = incidents.recipients_preview(session, data=_incident_in(values), viewer=viewer)
+            data = _incident_in(values)
+            preview = (*incidents.recipients_preview(session, data=data, viewer=viewer),
+                       incidents.unreached(session, data=data, viewer=viewer))
         except (ValidationError, DomainError) as exc:
             error = "; ".join(field_errors(exc, labels=INCIDENT_LABELS).values())
     return _incidents_page(request, session, viewer, values=values, preview=preview, error=error)

@@ -21,13 +21,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     TextualSelect,
     and_,
+    bindparam,
     delete,
     exists,
     false,
@@ -37,11 +39,12 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    update,
 )
 from sqlalchemy.orm import Session, selectinload
 
 from siyu.accounts.models import Account
-from siyu.core.db import utcnow
+from siyu.core.db import UTCDateTime, dialect_insert, utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import N_
 from siyu.core.models import AppSetting
@@ -847,6 +850,50 @@ def refresh_computed_many(session: Session, *, customers: list[Customer],
     if missing:
         session.execute(insert(CustomerTag), [row | {"created_at": utcnow()} for row in missing])
     session.flush()
+
+
+def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: dict[int, datetime],
+                       rules: LifecycleRules | None = None) -> None:
+    """New two-way contacts of many customers (touches already written), set-based for floods.
+
+    What a contact can change — the contact count, last touch, stage and the 沟通次数 tag — moved
+    with a few plain statements instead of re-deriving every fact (refresh_computed_many) through
+    the ORM; the same rules decide.
+    """
+    ids = sorted(contacts)
+    if not ids:
+        return
+    rules = rules or get_rules(session)
+    table = Customer.__table__.c
+    rows = session.execute(select(table.id, table.contact_count, table.purchase_count, table.stage,
+                                  table.stage_override, table.last_touch_at).where(table.id.in_(ids))).all()
+    bucket_tags = {label: tag for (kind, label), tag in ensure_computed_tags(session, rules=rules).items()
+                   if kind == TagGroupKind.contact_count.value}
+    changes: list[dict[str, Any]] = []
+    stale: list[tuple[int, int]] = []
+    missing: list[dict[str, Any]] = []
+    for row in rows:
+        count = int(row.contact_count) + contacts[row.id]
+        latest = last_at.get(row.id)
+        if row.last_touch_at is not None and (latest is None or row.last_touch_at > latest):
+            latest = row.last_touch_at
+        stage = row.stage_override or rules.stage_for(contacts=count, purchases=int(row.purchase_count)).value
+        changes.append({"customer_id": row.id, "contact_count": count, "last_touch_at": latest, "stage": stage})
+        before, after = rules.contact_bucket(int(row.contact_count)), rules.contact_bucket(count)
+        if before != after:
+            if before in bucket_tags:
+                stale.append((row.id, bucket_tags[before].id))
+            if after in bucket_tags:
+                missing.append({"customer_id": row.id, "tag_id": bucket_tags[after].id, "created_at": utcnow()})
+    customer_table = cast(Table, Customer.__table__)
+    connection = session.connection()
+    connection.execute(update(customer_table).where(customer_table.c.id == bindparam("customer_id")).values(
+        contact_count=bindparam("contact_count"), stage=bindparam("stage"),
+        last_touch_at=bindparam("last_touch_at", type_=UTCDateTime())), changes)
+    if stale:
+        connection.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
+    if missing:
+        connection.execute(dialect_insert(session, CustomerTag.__table__).on_conflict_do_nothing(), missing)
 
 
 # ---------------------------------------------------------------- lists

@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from siyu.core.db import UTCDateTime, dialect_insert, utcnow
+from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers import service as customers_service
 from siyu.customers import variables
-from siyu.customers.models import CONTACT_KINDS, Customer, Friendship, Touch, TouchKind
+from siyu.customers.models import CONTACT_KINDS, Customer, CustomerTag, Friendship, Touch, TouchKind
 from siyu.inbox.models import (
     AgentState,
     CannedReply,
@@ -169,9 +169,12 @@ def customer_day_key(customer_id: int, account_id: int, day: str) -> str:
 def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: dict[int, tuple[int, int]]) -> None:
     """The customer's own messages on the portrait: one 私聊 touch per customer × account × local day.
 
-    Set-based, for floods: one read of which days exist, one upsert (a later message moves the
-    day's touch to its time and text), one computed-facts refresh for the customers whose day is
-    new (their contact count moves) and one UPDATE of the last touch for the rest.
+    The day's touch is written by its first message (a unique key, so an INSERT … ON CONFLICT DO
+    NOTHING: a retried or concurrent batch never doubles it) and counted as a contact then; later
+    messages of that day are already on it. Set-based, for floods: one read of which days exist,
+    one insert of the new ones, and the new contacts counted with a few statements
+    (customers.service.count_new_contacts) — a batch of messages from customers who already wrote
+    today costs one indexed read.
     """
     zone = local_zone()
     days: dict[str, dict[str, Any]] = {}
@@ -182,7 +185,7 @@ def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: 
         customer_id, account_id = person
         key = customer_day_key(customer_id, account_id, row.sent_at.astimezone(zone).date().isoformat())
         current = days.get(key)
-        if current is None or row.sent_at > current["occurred_at"]:
+        if current is None or row.sent_at < current["occurred_at"]:
             days[key] = {"customer_id": customer_id, "account_id": account_id, "user_id": None,
                          "kind": TouchKind.chat.value, "content": _preview(row.msg_type, row.text),
                          "amount": None, "dedupe_key": key, "occurred_at": row.sent_at, "created_at": utcnow(),
@@ -191,29 +194,20 @@ def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: 
     if not days:
         return
     existing = set(session.scalars(select(Touch.dedupe_key).where(Touch.dedupe_key.in_(sorted(days)))))
+    new_rows = [row for key, row in days.items() if key not in existing]
+    if not new_rows:
+        return
     table = cast(Table, Touch.__table__)
-    statement = _insert(session, Touch)
-    newer = statement.excluded.occurred_at > table.c.occurred_at
-    statement = statement.on_conflict_do_update(index_elements=["dedupe_key"], set_={
-        "occurred_at": case((newer, statement.excluded.occurred_at), else_=table.c.occurred_at),
-        "content": case((newer, statement.excluded.content), else_=table.c.content)})
-    session.connection().execute(statement, list(days.values()))
-    fresh = sorted({row["customer_id"] for key, row in days.items() if key not in existing})
-    if fresh:
-        customers_service.refresh_computed_many(
-            session, customers=list(session.scalars(select(Customer).where(Customer.id.in_(fresh)))))
+    written = session.connection().execute(
+        _insert(session, Touch).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(
+            table.c.customer_id, table.c.occurred_at), new_rows).all()
+    contacts: dict[int, int] = defaultdict(int)
     latest: dict[int, datetime] = {}
-    for key, row in days.items():
-        if key in existing and row["customer_id"] not in fresh:
-            latest[row["customer_id"]] = max(row["occurred_at"], latest.get(row["customer_id"], row["occurred_at"]))
-    if latest:
-        customer_table = cast(Table, Customer.__table__)
-        at = bindparam("at", type_=UTCDateTime())
-        session.connection().execute(
-            update(customer_table).where(customer_table.c.id == bindparam("customer_id"), or_(
-                customer_table.c.last_touch_at.is_(None), customer_table.c.last_touch_at < at))
-            .values(last_touch_at=at),
-            [{"customer_id": c, "at": at} for c, at in latest.items()])
+    for customer_id, occurred_at in written:
+        contacts[customer_id] += 1
+        latest[customer_id] = max(occurred_at, latest.get(customer_id, occurred_at))
+    # Contacts: the count, the last touch, the stage and 沟通次数 move.
+    customers_service.count_new_contacts(session, contacts=dict(contacts), last_at=latest)
 
 
 def _resolve_customers(session: Session, batch: list[InboundMessage]) -> list[int | None]:
@@ -725,9 +719,64 @@ QUEUE_VIEWS = ("unanswered", "mine", "open", "pending", "snoozed", "resolved", "
 
 @dataclass
 class QueueFilter:
+    """Which conversations: the queue, its count, and bulk actions all read the same filter."""
+
     view: str = "unanswered"
     account_id: int | None = None
     assignee_id: int | None = None
+    q: str = ""  # customer name, remark name on the account, or the last message contains it
+    asked: str = ""  # a message the customer is still waiting on contains it ("everyone who asked 发货")
+    tag: str = ""  # the customer has this tag (组:标签 or a unique tag name)
+    level: str = ""  # the customer's level (等级)
+    ids: tuple[int, ...] = ()  # a selection of conversations
+
+    def to_json(self) -> dict[str, Any]:
+        return {"view": self.view, "account_id": self.account_id, "q": self.q, "asked": self.asked,
+                "tag": self.tag, "level": self.level, "ids": list(self.ids)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QueueFilter:
+        return cls(view=str(data.get("view", "unanswered")), account_id=data.get("account_id"),
+                   q=str(data.get("q", "")), asked=str(data.get("asked", "")), tag=str(data.get("tag", "")),
+                   level=str(data.get("level", "")), ids=tuple(int(i) for i in data.get("ids") or ()))
+
+
+MAX_SELECTION = 1000
+SEARCH_MAX = 64
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _narrowing(session: Session, flt: QueueFilter) -> list[Any]:
+    """The search, keyword, tag, level and selection parts of a filter, as WHERE clauses."""
+    clauses: list[Any] = []
+    q, asked = flt.q.strip()[:SEARCH_MAX], flt.asked.strip()[:SEARCH_MAX]
+    if q:
+        pattern = _like(q)
+        clauses.append(or_(
+            Conversation.last_message_preview.like(pattern, escape="\\"),
+            Conversation.customer_id.in_(select(Customer.id).where(Customer.name.like(pattern, escape="\\"))),
+            Conversation.customer_id.in_(select(Friendship.customer_id).where(
+                Friendship.account_id == Conversation.account_id,
+                Friendship.remark_name.like(pattern, escape="\\")))))
+    if asked:
+        clauses.append(Conversation.waiting_since.is_not(None))
+        clauses.append(select(Message.id).where(
+            Message.conversation_id == Conversation.id, Message.direction == Direction.inbound.value,
+            Message.sent_at >= Conversation.waiting_since, Message.text.like(_like(asked), escape="\\")).exists())
+    if flt.tag.strip():
+        (tag,) = customers_service.resolve_tags(session, names=[flt.tag.strip()], create_missing=False)
+        clauses.append(Conversation.customer_id.in_(select(CustomerTag.customer_id).where(
+            CustomerTag.tag_id == tag.id)))
+    if flt.level.strip():
+        clauses.append(Conversation.customer_id.in_(select(Customer.id).where(Customer.level == flt.level.strip())))
+    if flt.ids:
+        if len(flt.ids) > MAX_SELECTION:
+            raise Invalid("Select at most {n} conversations", field="ids", n=MAX_SELECTION)
+        clauses.append(Conversation.id.in_(sorted(set(flt.ids))))
+    return clauses
 
 
 def list_queue(session: Session, *, flt: QueueFilter, viewer: Viewer, limit: int = 50,
@@ -745,6 +794,7 @@ def list_queue(session: Session, *, flt: QueueFilter, viewer: Viewer, limit: int
         query = query.where(Conversation.account_id == flt.account_id)
     if flt.assignee_id is not None:
         query = query.where(Conversation.assignee_id == flt.assignee_id)
+    query = query.where(*_narrowing(session, flt))
     if flt.view == "unanswered":
         query = query.where(Conversation.status == ConversationStatus.open.value,
                             Conversation.waiting_since.is_not(None))
@@ -831,7 +881,7 @@ def fill_variables(session: Session, *, text: str, conversation: Conversation) -
 BULK_ACTIONS = ("assign", "resolve", "reply", "tag")
 
 
-def _filtered(flt: QueueFilter, viewer: Viewer) -> Any:
+def _filtered(session: Session, flt: QueueFilter, viewer: Viewer) -> Any:
     """The queue filter as a plain query on ids (bulk actions walk it by id, not by the page order)."""
     query = select(Conversation.id)
     scope = visible_conversations(viewer)
@@ -839,6 +889,7 @@ def _filtered(flt: QueueFilter, viewer: Viewer) -> Any:
         query = query.where(scope)
     if flt.account_id is not None:
         query = query.where(Conversation.account_id == flt.account_id)
+    query = query.where(*_narrowing(session, flt))
     if flt.view == "unanswered":
         query = query.where(Conversation.status == ConversationStatus.open.value,
                             Conversation.waiting_since.is_not(None))
@@ -853,11 +904,11 @@ def _filtered(flt: QueueFilter, viewer: Viewer) -> Any:
 def count_matching(session: Session, *, flt: QueueFilter, viewer: Viewer) -> int:
     if flt.view not in QUEUE_VIEWS:
         raise Invalid("Unknown view {view}", field="view", view=flt.view)
-    return int(session.scalar(select(func.count()).select_from(_filtered(flt, viewer).subquery())) or 0)
+    return int(session.scalar(select(func.count()).select_from(_filtered(session, flt, viewer).subquery())) or 0)
 
 
 def matching_ids(session: Session, *, flt: QueueFilter, viewer: Viewer, after_id: int, limit: int) -> list[int]:
-    query = _filtered(flt, viewer).where(Conversation.id > after_id).order_by(Conversation.id).limit(limit)
+    query = _filtered(session, flt, viewer).where(Conversation.id > after_id).order_by(Conversation.id).limit(limit)
     return list(session.scalars(query))
 
 
