@@ -93,7 +93,7 @@ def test_a_customer_message_appears_live_and_gets_a_quick_reply(chromium: Any, l
         agent_a.page.wait_for_selector("[data-testid=reply-form]")
         agent_a.page.click("[data-testid=canned-replies] button:has-text('问候')")
         text = agent_a.page.input_value("textarea[name=text]")
-        assert text == "王芳-两娃宝妈爱岩茶您好，我是山野茶舍·西湖店，有什么可以帮您？"
+        assert text == "王姐您好，我是山野茶舍·西湖店，有什么可以帮您？"  # the salutation, never the remark name
         agent_a.page.click("[data-testid=send]")
         agent_a.page.wait_for_selector("[data-direction=out]")
         # The customer's phone — the simulator — has it, once, from the store's WeCom member.
