@@ -331,3 +331,26 @@ def test_a_failed_reply_is_red_with_its_reason_and_retried_from_the_console(clie
     assert f'data-conversation-id="{conversation.id}"' not in console.get("/inbox?view=unanswered").text
     again = client.post(f"/api/v1/inbox/messages/{failed.id}/retry", headers=token_for(agent))
     assert again.status_code == 422  # only a failed message is sent again
+
+
+def test_the_salutation_is_set_on_the_customer_page_and_used_by_quick_replies(client: TestClient, db: Session,
+                                                                            make: Any) -> None:
+    account = make.account(display_name="茶小满")
+    customer = make.customer(account, name="悦欣", remark_name="刘悦欣-红茶党-杭州自由职业")
+    conversation = incoming(db, account, customer, "在吗")
+    db.add(CannedReply(shortcut="hi", title="问候", body="{称呼}您好，我是{账号}"))
+    db.commit()
+    console = Console(client).login(make.user("operator", accounts=[account]))
+    assert 'data-canned="悦欣您好，我是茶小满"' in console.get(f"/inbox/{conversation.id}").text  # the nickname
+    saved = console.post(f"/customers/{customer.id}", {"section": "remark", "account_id": account.id,
+                                                        "remark_name": "刘悦欣-红茶党-杭州自由职业",
+                                                        "salutation": " 刘姐 ", "description": ""})
+    assert saved.status_code == 303
+    detail = console.get(f"/customers/{customer.id}").text
+    assert 'data-testid="salutation-input"' in detail and 'value="刘姐"' in detail
+    page = console.get(f"/inbox/{conversation.id}").text
+    assert 'data-canned="刘姐您好，我是茶小满"' in page and "刘悦欣-红茶党-杭州自由职业您好" not in page
+    too_long = console.post(f"/customers/{customer.id}", {"section": "remark", "account_id": account.id,
+                                                           "remark_name": "x", "salutation": "长" * 65,
+                                                           "description": ""})
+    assert too_long.status_code == 422 and "称呼" in too_long.text

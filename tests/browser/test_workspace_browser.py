@@ -46,6 +46,7 @@ def test_open_a_conversation_beside_the_queue_and_retry_a_failed_reply(chromium:
             "[data-testid=conversation-row]:has-text('李娜')", "data-conversation-id"))
         assert page.locator("[data-testid=conversation-row]").count() >= 2  # the queue is still there
         assert page.is_visible("[data-testid=portrait]")
+        page.frame_locator("[data-testid=portrait]").locator("[data-testid=customer-title]").wait_for()
         tab.screenshot("inbox-workspace-1440", full_page=False)
 
         page.fill("textarea[name=text]", "您好，已经发出了，单号稍后发您")
