@@ -177,24 +177,25 @@ def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: 
     today costs one indexed read.
     """
     zone = local_zone()
-    days: dict[str, dict[str, Any]] = {}
+    first: dict[str, tuple[Any, tuple[int, int]]] = {}  # the day's first message, per customer × account × day
     for row in inserted:
         person = people.get(row.conversation_id)
         if person is None or row.msg_type == MessageType.system.value:
             continue
-        customer_id, account_id = person
-        key = customer_day_key(customer_id, account_id, row.sent_at.astimezone(zone).date().isoformat())
-        current = days.get(key)
-        if current is None or row.sent_at < current["occurred_at"]:
-            days[key] = {"customer_id": customer_id, "account_id": account_id, "user_id": None,
-                         "kind": TouchKind.chat.value, "content": _preview(row.msg_type, row.text),
-                         "amount": None, "dedupe_key": key, "occurred_at": row.sent_at, "created_at": utcnow(),
-                         "details": {"event": "customer_messages", "direction": "customer",
-                                     "conversation_id": row.conversation_id}}
-    if not days:
+        key = customer_day_key(person[0], person[1], row.sent_at.astimezone(zone).date().isoformat())
+        current = first.get(key)
+        if current is None or row.sent_at < current[0].sent_at:
+            first[key] = (row, person)
+    if not first:
         return
-    existing = set(session.scalars(select(Touch.dedupe_key).where(Touch.dedupe_key.in_(sorted(days)))))
-    new_rows = [row for key, row in days.items() if key not in existing]
+    existing = set(session.scalars(select(Touch.dedupe_key).where(Touch.dedupe_key.in_(sorted(first)))))
+    now = utcnow()
+    new_rows = [{"customer_id": customer_id, "account_id": account_id, "user_id": None, "kind": TouchKind.chat.value,
+                 "content": _preview(row.msg_type, row.text), "amount": None, "dedupe_key": key,
+                 "occurred_at": row.sent_at, "created_at": now,
+                 "details": {"event": "customer_messages", "direction": "customer",
+                             "conversation_id": row.conversation_id}}
+                for key, (row, (customer_id, account_id)) in first.items() if key not in existing]
     if not new_rows:
         return
     table = cast(Table, Touch.__table__)
