@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+from machine import print_header
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 from wechatpy.enterprise.crypto import WeChatCrypto
@@ -44,6 +45,7 @@ CORP_ID = "wwBENCHCORP"
 TOKEN = "bench-token"  # noqa: S105 - a throwaway callback token for the benchmark
 AES_KEY = base64.b64encode(hashlib.sha256(b"bench").digest()).decode()[:-1]
 ACK_TARGET = 1000.0
+ROUNDS = 4
 P99_TARGET_MS = 50.0
 PROCESS_TARGET_S = 120.0
 
@@ -146,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args(argv)
+    print_header("callbacks: WeCom friend-add callbacks acknowledged and processed")
     folder = Path(tempfile.mkdtemp(prefix="siyu-callbacks-"))
     url = f"sqlite:///{folder / 'bench.db'}"
     upgrade(url)
@@ -177,9 +180,19 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.1)
         print(f"building {args.events:,} encrypted callbacks with wechatpy …")
         requests = requests_for(args.events)
-        health_rate, _lat, _f = asyncio.run(fire(port, 5000, args.concurrency))
-        rate, latencies, failures = asyncio.run(fire(port, requests, args.concurrency))
-        print(f"  bare GET /healthz          {health_rate:8.0f} requests/s")
+        # The baseline (/healthz) and the callbacks take turns in ROUNDS slices, so load on the
+        # shared machine hits both alike; the medians of the slices' rates are reported.
+        health_rates, rates, latencies, failures = [], [], [], 0
+        size = -(-len(requests) // ROUNDS)
+        for start in range(0, len(requests), size):
+            health_rates.append(asyncio.run(fire(port, 5000 // ROUNDS, args.concurrency))[0])
+            slice_rate, slice_latencies, slice_failures = asyncio.run(
+                fire(port, requests[start:start + size], args.concurrency))
+            rates.append(slice_rate)
+            latencies += slice_latencies
+            failures += slice_failures
+        health_rate, rate = statistics.median(health_rates), statistics.median(rates)
+        print(f"  bare GET /healthz          {health_rate:8.0f} requests/s   (medians of {ROUNDS} alternating rounds)")
         print(f"  encrypted callbacks        {rate:8.0f} acknowledged/s   p50 {statistics.median(latencies):.1f} ms   "
               f"p99 {p99(latencies):.1f} ms   failures {failures}")
         print(f"  ratio to /healthz          {rate / health_rate:8.2f}")

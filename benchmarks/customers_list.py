@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from machine import print_header
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
@@ -52,7 +53,7 @@ ACCOUNTS = 50
 
 
 def dataset_spec(customers: int) -> dict[str, int]:
-    return {"version": 2, "customers": customers, "links": customers * TAGS_PER_CUSTOMER, "accounts": ACCOUNTS}
+    return {"version": 3, "customers": customers, "links": customers * TAGS_PER_CUSTOMER, "accounts": ACCOUNTS}
 
 
 DATASET = dataset_spec(CUSTOMERS)
@@ -123,6 +124,11 @@ def person_name(cid: int) -> str:
         GIVEN[(cid // 7) % len(GIVEN)] if cid % 3 else "")
 
 
+def phone_number(cid: int) -> str:
+    """A deterministic, well-spread 11-digit mobile number for a customer."""
+    return f"1{3 + cid % 7}{(cid * 7_919_993) % 1_000_000_000:09d}"
+
+
 def pick(rng: random.Random, tags: list[tuple[int, float]], k: int) -> list[int]:
     ids = [t for t, _w in tags]
     weights = [w for _t, w in tags]
@@ -191,6 +197,10 @@ def build_dataset(path: Path, customer_count: int = CUSTOMERS) -> None:
         "INSERT INTO friendship (id, customer_id, account_id, remark_name, description, status, channel_state, "
         "added_at, removed_at) VALUES (?, ?, ?, ?, ?, 'active', '', ?, NULL)", friendships())
 
+    # One mobile number per friendship (a phone fragment is one of the searches measured).
+    conn.executemany("INSERT INTO phone (id, friendship_id, customer_id, number) VALUES (?, ?, ?, ?)",
+                     ((cid, cid, cid, phone_number(cid)) for cid in range(1, customer_count + 1)))
+
     source, crowd, interest = tags["source"], tags["crowd"], tags["custom"]
 
     def links() -> Iterator[tuple[int, int, str]]:
@@ -208,10 +218,11 @@ def build_dataset(path: Path, customer_count: int = CUSTOMERS) -> None:
     conn.executemany("INSERT INTO customer_tag (customer_id, tag_id, created_at) VALUES (?, ?, ?)", links())
 
     def documents() -> Iterator[tuple[int, str]]:
-        rows = conn.execute("SELECT c.id, c.name, c.wechat_id, f.remark_name, f.description FROM customer c "
-                            "JOIN friendship f ON f.customer_id = c.id ORDER BY c.id")
-        for cid, *values in rows:
-            yield cid, " ".join(search.terms_of(*values))
+        rows = conn.execute("SELECT c.id, c.name, c.wechat_id, f.remark_name, f.description, p.number FROM customer c "
+                            "JOIN friendship f ON f.customer_id = c.id JOIN phone p ON p.customer_id = c.id "
+                            "ORDER BY c.id")
+        for cid, *values, number in rows:  # the same terms as search.reindex writes
+            yield cid, " ".join(search.terms_of(*values) + search.phone_terms(number))
 
     conn.executemany(f"INSERT INTO {search.TABLE} (rowid, terms) VALUES (?, ?)", list(documents()))
     conn.execute("INSERT INTO app_setting (key, value, updated_at) VALUES (?, ?, ?)",
@@ -387,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="build the dataset even if it is present")
     parser.add_argument("--plan", action="store_true", help="print EXPLAIN QUERY PLAN even when targets pass")
     args = parser.parse_args(argv)
+    print_header("customers_list: the customer list at 200,000 customers (SQLite)")
     path = Path(args.path)
     if args.rebuild or not dataset_ready(path):
         print(f"building {CUSTOMERS:,} customers and {DATASET['links']:,} tag links in {path} …")

@@ -86,6 +86,7 @@ def database_url(database_template: str, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()
     core_db.reset_engine()
+    customers_service.SEARCH_RATE.reset()  # user ids repeat from test to test
     yield url
     core_db.reset_engine()
     get_settings.cache_clear()

@@ -156,6 +156,34 @@ def test_one_audit_entry_with_filter_action_and_counts(db: Session, make: Any) -
     assert entries[0].after["action"]["stage"] == "customer"
 
 
+def test_a_bulk_action_stopped_after_a_batch_resumes_with_its_counts_and_one_audit(
+        db: Session, make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    account = make.account()
+    make.bulk_customers(account, 120)
+    flt = service.CustomerFilter(account_id=account.id)
+    action = bulk.BulkAction(kind=bulk.BulkKind.add_tags, tag_ids=(tag_id(db, "人群", "白领"),))
+    saved: dict[str, Any] = {}
+    original, batches = bulk.apply_batch, []
+
+    def dies_in_the_second_batch(session: Session, **kwargs: Any) -> Any:
+        batches.append(1)
+        changed = original(session, **kwargs)
+        if len(batches) == 2:
+            raise RuntimeError("worker killed")  # this batch rolls back with its position
+        return changed
+
+    monkeypatch.setattr(bulk, "apply_batch", dies_in_the_second_batch)
+    with pytest.raises(RuntimeError):
+        run(flt, action, batch_size=50, checkpoint=lambda _session, state: saved.update(state))
+    assert (saved["matched"], saved["changed"]) == (50, 50)
+    monkeypatch.setattr(bulk, "apply_batch", original)
+    result = run(flt, action, batch_size=50, resume=dict(saved),
+                 checkpoint=lambda _session, state: saved.update(state))
+    assert (result.matched, result.changed) == (120, 120) and saved["recorded"] is True
+    entries = list(db.scalars(select(AuditEntry).where(AuditEntry.action == "bulk_update")))
+    assert len(entries) == 1 and entries[0].after["changed"] == 120
+
+
 # ---------------------------------------------------------------- API
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from siyu.core import storage
+from siyu.core.db import utcnow
 from siyu.core.errors import Invalid
 from siyu.core.models import Job, JobStatus
 from siyu.core.viewer import SYSTEM, Viewer
@@ -385,12 +387,10 @@ def test_a_large_export_runs_as_a_job_whose_file_only_its_owner_downloads(
 
     # After a day the file is gone.
     token = link.rsplit("/", 1)[1]
-    meta = exports.export_dir() / f"{token}.json"
-    data = json.loads(meta.read_text())
-    meta.write_text(json.dumps({**data, "created": data["created"] - exports.EXPORT_TTL_SECONDS - 1}))
+    _age_stored(db, f"exports/{token}", exports.EXPORT_TTL_SECONDS + 1)
     expired = console.get(link)
     assert expired.status_code == 404
-    assert not (exports.export_dir() / f"{token}.csv").exists()
+    assert not storage.exists(f"exports/{token}")
 
 
 def test_a_large_api_export_answers_202_with_the_job(
@@ -415,15 +415,18 @@ def test_old_exports_are_swept(db: Session, make: Factory) -> None:
     make.customer(account, name="林晓")
     admin = viewer_of(make.user("admin"))
     old = exports.store_export(db, flt=CustomerFilter(), viewer=admin, fmt=ExportFormat.csv, via="test")
-    import os
-    import time
-
-    past = time.time() - exports.EXPORT_TTL_SECONDS - 10
-    for path in exports.export_dir().glob(f"{old.token}.*"):
-        os.utime(path, (past, past))
+    _age_stored(db, old.key, exports.EXPORT_TTL_SECONDS + 10)
     fresh = exports.store_export(db, flt=CustomerFilter(), viewer=admin, fmt=ExportFormat.xlsx, via="test")
-    assert not old.path.exists()
+    assert not storage.exists(old.key)
     assert exports.get_export(fresh.token, viewer=admin).rows == 1
+
+
+def _age_stored(db: Session, key: str, seconds: int) -> None:
+    from siyu.core.models import StoredFile
+
+    db.execute(update(StoredFile).where(StoredFile.key == key).values(
+        created_at=utcnow() - timedelta(seconds=seconds)))
+    db.commit()
 
 
 # ---------------------------------------------------------------- CLI
@@ -513,7 +516,7 @@ def test_an_export_job_whose_filter_no_longer_fits_fails_with_the_reason_and_no_
     mine, theirs = make.account(), make.account()
     make.customer(theirs, name="别人的客户")
     user = make.user("operator", accounts=[mine])
-    before = set(exports.export_dir().iterdir())
+    before = _stored_keys(db)
     # The account was taken away between the click and the job (here: never theirs).
     job_id = customers_jobs.submit_export(db, flt=CustomerFilter(account_id=theirs.id), fmt=ExportFormat.csv,
                                           actor=viewer_of(user), total=10, via="console")
@@ -523,4 +526,10 @@ def test_an_export_job_whose_filter_no_longer_fits_fails_with_the_reason_and_no_
     assert job.error.startswith("RuntimeError") and str(theirs.id) in job.error
     assert job.result is None
     assert audits(db) == []
-    assert set(exports.export_dir().iterdir()) == before
+    assert _stored_keys(db) == before
+
+
+def _stored_keys(db: Session) -> set[str]:
+    from siyu.core.models import StoredFile
+
+    return set(db.scalars(select(StoredFile.key)))

@@ -7,6 +7,7 @@ formulas, the same import twice.
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from typing import Any
@@ -328,6 +329,78 @@ def test_api_import_summary_dry_run_and_errors(client: TestClient, make: Any, ad
     assert response.json()["errors"] == [{"row": 2, "column": "手机号", "message": "不是大陆手机号：123"}]
 
 
+def xlsx_bytes(rows: list[list[Any]]) -> bytes:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    for row in rows:
+        sheet.append(row)
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+def test_api_imports_an_xlsx_upload_whatever_its_name(client: TestClient, make: Any, admin_headers: dict[str, str],
+                                                     db: Session) -> None:
+    account = make.account()
+    data = xlsx_bytes([["备注名", "手机号", "标签"], ["王芳-宝妈", 13800138000, "人群:宝妈"], ["=1+1", None, None]])
+    # Stored uploads have no suffix, and the name a client sends may be anything: the content decides.
+    for name in ("好友.xlsx", "export", "friends.csv"):
+        response = client.post("/api/v1/customers/import", headers=admin_headers,
+                               data={"account_id": str(account.id), "dry_run": "true"},
+                               files={"file": (name, data, "application/octet-stream")})
+        assert response.status_code == 200, response.text
+        assert response.json()["created"] == 2
+    response = client.post("/api/v1/customers/import", headers=admin_headers, data={"account_id": str(account.id)},
+                           files={"file": ("好友.xlsx", data, "application/vnd.openxmlformats-officedocument."
+                                                            "spreadsheetml.sheet")})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"created": 2, "updated": 0, "skipped": 0, "rows": 2, "dry_run": False}
+    assert sorted(db.scalars(select(Friendship.remark_name))) == ["=1+1", "王芳-宝妈"]
+    assert db.scalar(select(Phone.number)) == "13800138000"
+
+
+def test_an_import_stopped_after_a_batch_resumes_and_writes_each_row_once(db: Session, make: Any, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from siyu.core import db as core_db
+
+    account = make.account()
+    monkeypatch.setattr(imports, "iter_batches", functools.partial(imports.iter_batches, size=7))
+    lines = "\n".join(f"顾客{i},{13_900_000_000 + i}" for i in range(50))
+    path = write_csv(tmp_path, "备注名,手机号\n" + lines + "\n")
+    saved: dict[str, Any] = {}
+    original, batches = imports.apply_batch, []
+
+    def dies_in_the_fourth_batch(session: Session, **kwargs: Any) -> imports.Counts:
+        batches.append(len(kwargs["rows"]))
+        counts = original(session, **kwargs)
+        if len(batches) == 4:
+            raise RuntimeError("worker killed")  # its rows roll back with the position
+        return counts
+
+    def run_it(resume: dict[str, Any] | None) -> imports.ImportResult:
+        return imports.run_in_batches(core_db.transaction, source=imports.open_source(path),
+                                      options=imports.ImportOptions(account_id=account.id), viewer=SYSTEM,
+                                      filename="friends.csv", resume=resume,
+                                      checkpoint=lambda _session, state: saved.update(state))
+
+    monkeypatch.setattr(imports, "apply_batch", dies_in_the_fourth_batch)
+    with pytest.raises(RuntimeError):
+        run_it(None)
+    db.expire_all()
+    assert customer_count(db) == 21 and saved["written"] == 21 and saved["created"] == 21
+    monkeypatch.setattr(imports, "apply_batch", original)
+    result = run_it(dict(saved))
+    db.expire_all()
+    assert (result.rows, result.counts.created, result.counts.updated) == (50, 50, 0)
+    assert customer_count(db) == 50 and db.scalar(select(func.count()).select_from(Phone)) == 50
+    assert saved["recorded"] is True
+    assert db.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "import")) == 1
+    # Resumed once more after the audit (the worker died before the job said so): nothing is written twice.
+    again = run_it(dict(saved))
+    assert again.counts.created == 50 and customer_count(db) == 50
+    assert db.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "import")) == 1
+
+
 def test_api_import_refuses_a_missing_file_and_a_picture(client: TestClient, make: Any,
                                                          admin_headers: dict[str, str]) -> None:
     account = make.account()
@@ -382,6 +455,13 @@ def test_cli_import_dry_run_errors_and_write(make: Any, tmp_path: Path, db: Sess
     assert result.exit_code == 0, result.output
     assert "新建 1" in result.output
     assert customer_count(db) == 1
+    # It ran as a job (had the command been killed, a worker's sweep would finish it) and kept no file.
+    from siyu.core.models import Job, StoredFile
+
+    (job,) = db.scalars(select(Job))
+    assert (job.kind, job.status, job.created_by_id) == ("customers.import", "succeeded", None)
+    assert job.params["resume"]["written"] == 1 and job.task.endswith("import_customers")
+    assert db.scalar(select(func.count()).select_from(StoredFile)) == 0
 
 
 # ---------------------------------------------------------------- the console wizard

@@ -154,7 +154,7 @@ def test_a_reopened_conversation_never_goes_to_an_offline_agent(db: Session, mak
 
 
 def test_reply_answers_the_customer_and_lands_on_the_timeline(db: Session, make: Any, connector: Any) -> None:
-    account = make.account()
+    account = make.account(kind="personal")  # a WeCom member's own chat is read-only
     me = agent(make, db, account)
     customer = make.customer(account)
     service.ingest(db, [msg(account, customer, 1)])
@@ -294,7 +294,7 @@ def test_bulk_tag_skips_what_it_cannot_touch(db: Session, make: Any) -> None:
 
 
 def test_delivery_without_a_connection_fails_visibly(db: Session, make: Any) -> None:
-    account = make.account()
+    account = make.account(kind="personal")
     customer = make.customer(account)
     service.ingest(db, [msg(account, customer, 1)])
     (conversation,) = db.scalars(select(Conversation))
@@ -307,7 +307,7 @@ def test_delivery_without_a_connection_fails_visibly(db: Session, make: Any) -> 
 def test_transient_failures_are_retried_and_permanent_ones_stop(db: Session, make: Any) -> None:
     from siyu.inbox import delivery
 
-    account = make.account()
+    account = make.account(kind="personal")
     customer = make.customer(account)
     service.ingest(db, [msg(account, customer, 1)])
     (conversation,) = db.scalars(select(Conversation))
@@ -346,7 +346,7 @@ def test_transient_failures_are_retried_and_permanent_ones_stop(db: Session, mak
 
 def test_a_failed_reply_leaves_the_customer_waiting_and_counts_no_contact(db: Session, make: Any,
                                                                           connector: Any) -> None:
-    account = make.account()
+    account = make.account(kind="personal")
     me = agent(make, db, account)
     customer = make.customer(account)
     service.ingest(db, [msg(account, customer, 1), msg(account, customer, 2)])
@@ -391,7 +391,7 @@ def test_what_the_customer_writes_while_a_reply_is_on_its_way_still_waits(db: Se
     from siyu.core import jobs
     from siyu.inbox import delivery
 
-    account = make.account()
+    account = make.account(kind="personal")
     customer = make.customer(account)
     service.ingest(db, [msg(account, customer, 1, seconds=0)])
     db.commit()
@@ -434,7 +434,8 @@ def test_a_reply_the_platform_accepted_but_never_delivered_is_unanswered_again(d
     service.ingest(db, [msg(account, customer, 1)])
     db.commit()
     (conversation,) = db.scalars(select(Conversation))
-    reply = service.reply(db, conversation_id=conversation.id, text="在的", viewer=SYSTEM)
+    # A WeCom member's own chat: the one-customer mass send the member confirms (accepted, told later).
+    reply = service.reply(db, conversation_id=conversation.id, text="在的", viewer=SYSTEM, member_send=True)
     db.commit()
     db.refresh(customer)
     db.refresh(reply)

@@ -29,7 +29,7 @@ def incoming(db: Session, account: Any, customer: Any, text: str, n: int = 1) ->
 
 
 def test_agent_works_a_conversation_end_to_end(client: TestClient, db: Session, make: Any) -> None:
-    account = make.account(display_name="茶小满")
+    account = make.account(display_name="茶小满", kind="personal")
     agent = make.user("service", accounts=[account])
     customer = make.customer(account, name="<b>王芳</b>", remark_name="王芳-红茶党-西湖自由职业", salutation="王姐")
     conversation = incoming(db, account, customer, "<script>alert(1)</script>优惠券用不了")
@@ -100,7 +100,7 @@ def test_stream_announces_itself(client: TestClient, db: Session, make: Any) -> 
 
 
 def test_inbox_api(client: TestClient, db: Session, make: Any, token_for: Any, admin_headers: dict[str, str]) -> None:
-    account = make.account()
+    account = make.account(kind="personal")
     customer = make.customer(account)
     body = [{"source": "personal", "platform_msgid": "pc-1", "account_id": account.id, "customer_id": customer.id,
              "sent_at": utcnow().isoformat(), "text": "在吗"}] * 2
@@ -144,7 +144,7 @@ def test_bulk_page_confirms_the_count_then_runs_a_job(client: TestClient, db: Se
 
 
 def test_service_reports_and_csv_export(client: TestClient, db: Session, make: Any, connector: Any) -> None:
-    account = make.account(display_name="=茶小满")
+    account = make.account(display_name="=茶小满", kind="personal")
     agent = make.user("service", accounts=[account])
     service.set_online(db, user_id=agent.id, online=True)
     db.commit()
@@ -227,7 +227,7 @@ def test_queue_search_keyword_tag_and_level_filters(db: Session, make: Any, conn
     from siyu.core.errors import Invalid
     from siyu.inbox.service import QueueFilter
 
-    account = make.account()
+    account = make.account(kind="personal")
     wang, li, zhang = _three_customers(db, make, account)
 
     def who(**parts: Any) -> set[int | None]:
@@ -254,7 +254,7 @@ def test_bulk_reply_to_everyone_who_asked_a_keyword(client: TestClient, db: Sess
                                                    connector: Any) -> None:
     from siyu.team.models import AuditEntry
 
-    account = make.account()
+    account = make.account(kind="personal")
     wang, li, zhang = _three_customers(db, make, account)
     operator = make.user("operator", accounts=[account])
     console = Console(client).login(operator)
@@ -286,7 +286,7 @@ def test_bulk_reply_to_everyone_who_asked_a_keyword(client: TestClient, db: Sess
 
 def test_the_workspace_keeps_the_queue_beside_the_open_conversation(client: TestClient, db: Session,
                                                                     make: Any) -> None:
-    account = make.account()
+    account = make.account(kind="personal")
     agent = make.user("service", accounts=[account])
     admin = make.user("admin")
     customer = make.customer(account, name="王芳")
@@ -309,7 +309,7 @@ def test_the_workspace_keeps_the_queue_beside_the_open_conversation(client: Test
 def test_a_failed_reply_is_red_with_its_reason_and_retried_from_the_console(client: TestClient, db: Session,
                                                                            make: Any, connector: Any,
                                                                            token_for: Any) -> None:
-    account = make.account()
+    account = make.account(kind="personal")
     agent = make.user("service", accounts=[account])
     customer = make.customer(account)
     conversation = incoming(db, account, customer, "在吗")
@@ -335,7 +335,7 @@ def test_a_failed_reply_is_red_with_its_reason_and_retried_from_the_console(clie
 
 def test_the_salutation_is_set_on_the_customer_page_and_used_by_quick_replies(client: TestClient, db: Session,
                                                                             make: Any) -> None:
-    account = make.account(display_name="茶小满")
+    account = make.account(display_name="茶小满", kind="personal")
     customer = make.customer(account, name="悦欣", remark_name="刘悦欣-红茶党-杭州自由职业")
     conversation = incoming(db, account, customer, "在吗")
     db.add(CannedReply(shortcut="hi", title="问候", body="{称呼}您好，我是{账号}"))

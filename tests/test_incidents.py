@@ -176,7 +176,7 @@ def test_the_incident_tool_starts_from_a_wrong_bubble(client: Any, db: Session, 
     from siyu.inbox.models import Conversation
     from tests.test_pages import Console
 
-    account = make.account()
+    account = make.account(kind="personal")
     version_id = wrong_rule(db, admin_viewer)
     customers = make.bulk_customers(account, 3)
     inbox.ingest(db, [InboundMessage(source="simulator", platform_msgid=f"b-{c}", account_id=account.id,

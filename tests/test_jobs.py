@@ -257,3 +257,100 @@ def test_tasks_queued_in_a_savepoint_wait_for_the_outer_commit(db: Any) -> None:
     except ValueError:
         pass
     assert ran == [0, 1]
+
+
+# ---------------------------------------------------------------- workers that die: leases and the sweep
+
+
+@jobs.tracked_task(jobs.bulk_queue, retries=1)
+def steps(ctx: jobs.JobContext) -> dict[str, Any]:
+    calls.append(dict(ctx.params))
+    with ctx.transaction() as session:
+        ctx.remember(session, step=int(ctx.params.get("step", 0)) + 1)
+    return {"rows": ctx.params["step"]}
+
+
+def _orphan(db: Session, *, task: str, attempts: int, params: dict[str, Any], beat_seconds_ago: float) -> Job:
+    """A job as a killed worker leaves it: running, its heartbeat as old as given, nothing queued."""
+    from datetime import timedelta
+
+    from siyu.core.db import utcnow
+
+    beat = utcnow() - timedelta(seconds=beat_seconds_ago)
+    job = Job(kind="test.steps", title="Steps", queue="bulk", params=params, status=JobStatus.running.value,
+              task=task, attempts=attempts, started_at=beat, heartbeat_at=beat, done=3, total=10)
+    db.add(job)
+    db.commit()
+    return job
+
+
+def test_a_job_whose_worker_died_is_resumed_from_its_position_and_a_live_one_is_left_alone(db: Session) -> None:
+    lease = jobs.lease_seconds()
+    dead = _orphan(db, task=steps.siyu_name, attempts=1, params={"step": 3}, beat_seconds_ago=lease + 5)
+    alive = _orphan(db, task=steps.siyu_name, attempts=1, params={"step": 7}, beat_seconds_ago=lease / 2)
+    assert [j.id for j in jobs.stale_before(utcnow_minus(lease), db)] == [dead.id]
+    assert jobs.recover_stale() == [dead.id]
+    assert calls == [{"step": 3}]  # started again (immediate mode: at once) where it had got to
+    resumed = _job(dead.id)
+    assert resumed.status == JobStatus.succeeded and resumed.attempts == 2 and resumed.error == ""
+    assert resumed.params == {"step": 4} and resumed.result == {"rows": 4}
+    assert _job(alive.id).status == JobStatus.running
+    assert jobs.recover_stale() == []  # nothing twice
+
+
+def utcnow_minus(seconds: float) -> Any:
+    from datetime import timedelta
+
+    from siyu.core.db import utcnow
+
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def test_a_dead_job_out_of_retries_or_without_a_known_task_fails_with_a_reason_its_owner_reads(
+        db: Session, client: TestClient, make: Any) -> None:
+    lease = jobs.lease_seconds()
+    spent = _orphan(db, task=steps.siyu_name, attempts=2, params={}, beat_seconds_ago=lease + 5)  # retries=1
+    unknown = _orphan(db, task="", attempts=1, params={}, beat_seconds_ago=lease + 5)  # from before the upgrade
+    assert sorted(jobs.recover_stale()) == sorted([spent.id, unknown.id])
+    assert calls == []
+    given_up = _job(spent.id)
+    assert given_up.status == JobStatus.failed and given_up.finished_at is not None
+    assert given_up.error == ("执行这个任务的工作进程中断了 2 次，任务已在完成 3/10 后停止。"
+                              "请重新发起以完成它；已完成的部分不会重复")
+    assert _job(unknown.id).error == "执行这个任务的工作进程中断了，这个任务无法继续；请重新发起"
+    admin = make.user("admin")
+    page = Console(client).login(admin).get(f"/jobs/{spent.id}")
+    assert "工作进程中断了 2 次" in page.text
+
+
+def test_a_worker_whose_lease_was_taken_cannot_write_its_batch(db: Session) -> None:
+    job = _orphan(db, task=steps.siyu_name, attempts=2, params={}, beat_seconds_ago=0)
+    stale = jobs.JobContext(job_id=job.id, params={}, attempt=1)  # the worker before the sweep took over
+    with pytest.raises(jobs.LeaseLost), core_db.transaction() as session:
+        stale.remember(session, step=99)
+    assert _job(job.id).params == {}
+
+
+def test_a_running_job_reports_a_heartbeat(db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "lease_seconds", lambda: 0.4)
+    beats: list[Any] = []
+
+    @jobs.tracked_task(jobs.bulk_queue)
+    def slow(ctx: jobs.JobContext) -> dict[str, Any]:
+        for _ in range(3):
+            time.sleep(0.25)
+            beats.append(_job(ctx.job_id).heartbeat_at)
+        return {}
+
+    job = jobs.submit(db, slow, kind="test.slow", title="Slow", params={}, actor=SYSTEM)
+    db.commit()
+    assert _job(job.id).status == JobStatus.succeeded and _job(job.id).task.endswith(".slow")
+    assert len(set(beats)) >= 2  # written while the work went on, from the heartbeat's own thread
+
+
+def test_a_retry_the_queue_lost_is_started_by_the_sweep(db: Session) -> None:
+    job = _orphan(db, task=steps.siyu_name, attempts=1, params={"step": 1}, beat_seconds_ago=jobs.lease_seconds() + 5)
+    job.status, job.error = JobStatus.retrying.value, "ConnectionError: WeCom did not answer"
+    db.commit()
+    assert jobs.recover_stale() == [job.id]
+    assert calls == [{"step": 1}] and _job(job.id).status == JobStatus.succeeded

@@ -18,11 +18,12 @@ def _found(db: Session, query: str) -> set[str]:
 
 
 def test_terms_are_character_pairs_of_each_word() -> None:
-    assert search.terms_of("白茶礼盒") == ["白茶", "茶礼", "礼盒"]
-    assert search.terms_of("Wang Fang") == ["wa", "an", "ng", "fa"]
+    assert search.terms_of("白茶礼盒") == ["白茶", "茶礼", "礼盒", "白茶礼", "茶礼盒"]
+    assert search.terms_of("Wang Fang") == ["wa", "an", "ng", "wan", "ang", "fa", "fan"]
     assert search.terms_of("王", "🍵") == ["王"]
     assert search.query_terms("王") is None  # too short for the index: scanned instead
     assert search.query_terms("白茶 礼盒") == ["白茶", "礼盒"]
+    assert search.query_terms("白茶礼盒") == ["白茶礼", "茶礼盒"]  # triples: few hold them by chance
 
 
 def test_search_finds_fragments_of_remarks_descriptions_and_names(db: Session, make: Any) -> None:
@@ -65,6 +66,54 @@ def test_rebuild_indexes_every_customer(db: Session, make: Any) -> None:
     assert search.rebuild(db) >= 1
     db.commit()
     assert _found(db, "峨眉") == {"赵敏"}
+
+
+def test_phone_numbers_are_indexed_as_marked_triples_apart_from_the_text() -> None:
+    assert search.query_terms("1234") == ["123", "234"]
+    assert search.phone_terms("138-0013") == ["t138", "t380", "t800", "t001", "t013"]
+    assert not set(search.phone_terms("13812345678")) & set(search.terms_of("13812345678"))
+
+
+def test_a_phone_fragment_finds_its_customer_and_follows_edits(db: Session, make: Any) -> None:
+    shop = make.account()
+    customer = make.customer(shop, name="林晓", phones=["13812345678"])
+    make.customer(shop, name="王芳", phones=["13900001111"], wechat_id="wx_2345")
+    assert _found(db, "2345678") == {"林晓"}
+    assert _found(db, "2345") == {"林晓", "王芳"}  # a phone, and a WeChat ID's digits
+    service.update_customer(db, customer_id=customer.id, data=CustomerUpdate(phones=["13700009999"]), viewer=SYSTEM)
+    db.commit()
+    assert _found(db, "2345678") == set()
+    assert _found(db, "0009999") == {"林晓"}
+
+
+def test_many_candidates_and_no_match_read_the_candidates_not_every_customer(
+        db: Session, make: Any, monkeypatch: Any) -> None:
+    """送礼盒: both pairs are everywhere, never side by side; a sample of candidates shows it."""
+    shop = make.account()
+    for n in range(12):
+        make.customer(shop, name=f"顾客{n}", description="春节送礼，喜欢白茶礼盒")
+    monkeypatch.setattr(service, "SEARCH_DRIVE_LIMIT", 5)  # as if there were many candidates
+    monkeypatch.setattr(service, "SEARCH_SAMPLE", 10)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    from sqlalchemy import event
+
+    engine = db.get_bind()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert _found(db, "送礼盒") == set()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    listing = statements[-1]
+    assert "customer_search" in listing  # driven by the candidates: no walk over every customer
+    counted = service.count_customers(db, flt=service.CustomerFilter(q="送礼盒"), viewer=SYSTEM, cap=5)
+    assert (counted.value, counted.exact) == (0, True)
+    found = service.count_customers(db, flt=service.CustomerFilter(q="白茶礼盒"), viewer=SYSTEM, cap=5)
+    assert (found.value, found.exact) == (5, False) and found.estimate is not None and found.estimate >= 6
+    assert _found(db, "白茶礼盒") == {f"顾客{n}" for n in range(12)}  # dense: walked, same answer
 
 
 def test_common_words_walk_the_list_and_find_the_same(db: Session, make: Any, monkeypatch: Any) -> None:

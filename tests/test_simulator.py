@@ -311,6 +311,7 @@ def test_the_root_page_says_it_is_a_simulator(sim: TestClient) -> None:
     page = sim.get("/")
     assert page.status_code == 200 and NAME in page.text and "not</strong> WeCom" in page.text
     assert page.headers["Server"] == "siyu-wecom-simulator"
+    assert "山野茶舍客服" in page.text and "微信客服" in page.text
 
 
 def test_the_same_seed_builds_the_same_corp_and_state_files_round_trip(tmp_path: Path, clock: Clock) -> None:
@@ -391,7 +392,7 @@ def test_faults_are_injected_for_a_number_of_calls_and_calls_are_counted(sim: Te
     state = sim.get("/_simulator/faults").json()
     assert state["pending"] == [] and state["calls"]["externalcontact/list"] == 3
     assert sim.delete("/_simulator/faults").json() == {"cleared": True}
-    assert sim.get("/_simulator/faults").json() == {"pending": [], "calls": {}}
+    assert sim.get("/_simulator/faults").json() == {"pending": [], "calls": {}, "failed": {}}
 
 
 def test_transfers_answer_per_customer_and_wait_for_the_takeover(api: Api, corp: VirtualCorp) -> None:

@@ -27,7 +27,7 @@ from wechatpy.enterprise.crypto import WeChatCrypto
 
 from siyu.simulator.callbacks import Encrypter
 from siyu.simulator.corp import VirtualCorp
-from siyu.simulator.driver import Options, Summary, run_scenario, run_simulated_traffic
+from siyu.simulator.driver import Options, Summary, announce_kf, run_scenario, run_simulated_traffic
 from siyu.simulator.server import RunningServer, ServerOptions, create_app
 
 CORP_ID = "wwDRIVERTEST0001"
@@ -165,21 +165,64 @@ def test_same_envelope_resends_the_identical_request(receiver: Receiver, siyu: s
     assert first.params == second.params and first.xml == second.xml
 
 
-def test_campaign_duplicates_are_real_duplicates_of_acknowledged_messages(receiver: Receiver, siyu: str,
-                                                                          corp: VirtualCorp) -> None:
-    summary = play("campaign", siyu, corp, count=300, options={"duplicate_share": 0.2, "concurrency": 16})
-    assert summary.failed == 0 and summary.acknowledged == summary.sent == 300 and summary.duplicates > 10
-    adds = receiver.events("add_external_contact")
-    messages = [d for d in receiver.deliveries if d.fields.get("MsgType") == "text"]
-    assert len(adds) == 15 and len(messages) == 285 + summary.duplicates
-    by_msgid: dict[str, set[str]] = {}
-    for message in messages:
-        by_msgid.setdefault(message.fields["MsgId"], set()).add(message.xml)
-    assert len(by_msgid) == 285  # every message id is one message …
-    assert all(len(xmls) == 1 for xmls in by_msgid.values())  # … and a duplicate is byte-for-byte the same event
-    senders = {a["ExternalUserID"] for a in adds}
-    assert {m.fields["FromUserName"] for m in messages} <= senders
-    assert all(m.fields["Content"] for m in messages)
+def pull_everything(corp: VirtualCorp, token: str, *, limit: int = 1000) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = corp.kf.api_sync_msg({"token": token, "cursor": cursor, "limit": limit})
+        items.extend(page["msg_list"])
+        cursor = page["next_cursor"]
+        if not page["has_more"]:
+            return items
+
+
+KF_CALLBACK_FIELDS = {"ToUserName", "CreateTime", "MsgType", "Event", "Token", "OpenKfId"}
+
+
+def test_campaign_through_kf_announces_a_flood_with_batched_callbacks(receiver: Receiver, siyu: str,
+                                                                      corp: VirtualCorp) -> None:
+    summary = play("campaign", siyu, corp, count=600, options={"duplicate_share": 0.2, "concurrency": 8})
+    assert summary.failed == 0 and summary.acknowledged == summary.sent and summary.kf_messages == 600
+    assert 1 <= summary.sent < 600  # one callback covers many waiting messages
+    assert len(receiver.deliveries) == summary.sent + summary.duplicates
+    open_kfid = corp.kf.state.accounts[0].open_kfid
+    for delivery in receiver.deliveries:  # decrypted by wechatpy in the receiver: the platform's fields only
+        fields = delivery.fields
+        assert set(fields) == KF_CALLBACK_FIELDS and fields["ToUserName"] == CORP_ID
+        assert (fields["MsgType"], fields["Event"], fields["OpenKfId"]) == ("event", "kf_msg_or_event", open_kfid)
+        assert fields["Token"] and int(fields["CreateTime"]) > 0
+    first_xml = {d.xml for d in receiver.deliveries}
+    assert len(first_xml) == summary.sent  # a duplicate is the same callback again, not a new one
+    # The last callback's token pulls the whole flood, 1,000 at a time (here 250).
+    items = pull_everything(corp, receiver.deliveries[-1].fields["Token"], limit=250)
+    entered = [i for i in items if i["msgtype"] == "event"]
+    written = [i for i in items if i["origin"] == 3]
+    assert len(entered) == 30 and len(written) == 570 and len({i["msgid"] for i in items}) == 600
+    assert all(e["event"]["event_type"] == "enter_session" and e["event"]["scene"].startswith("sim-")
+               for e in entered)
+    assert {w["external_userid"] for w in written} <= {e["event"]["external_userid"] for e in entered}
+    assert sum(1 for w in written if w["msgtype"] == "text") > 450 and len({w["msgtype"] for w in written}) > 2
+
+
+def test_a_control_with_a_callback_target_announces_itself(receiver: Receiver, siyu: str) -> None:
+    corp = VirtualCorp.seeded(6, corp_id=CORP_ID, salt=0)
+    simulator = RunningServer(create_app(corp, ServerOptions(secret=SECRET, callback_target=siyu,
+                                                             encrypter=encrypter()))).start()
+    try:
+        open_kfid = corp.kf.state.accounts[0].open_kfid
+        written = httpx.post(f"{simulator.url}/_simulator/kf_customer_message",
+                             json={"open_kfid": open_kfid, "msgtype": "location"}).json()
+        assert len(receiver.deliveries) == 1  # delivered before the control answered
+        fields = receiver.deliveries[0].fields
+        assert set(fields) == KF_CALLBACK_FIELDS and fields["OpenKfId"] == open_kfid
+        token = httpx.get(f"{simulator.url}/cgi-bin/gettoken",
+                          params={"corpid": CORP_ID, "corpsecret": SECRET}).json()["access_token"]
+        page = httpx.post(f"{simulator.url}/cgi-bin/kf/sync_msg", params={"access_token": token},
+                          json={"token": fields["Token"], "open_kfid": open_kfid}).json()
+        assert page["errcode"] == 0 and [m["msgid"] for m in page["msg_list"]] == [written["msgid"]]
+        assert page["msg_list"][0]["location"]["name"]
+    finally:
+        simulator.stop()
 
 
 def test_groups_scenario_creates_changes_and_dismisses_groups(receiver: Receiver, siyu: str,
@@ -209,13 +252,32 @@ def test_groups_scenario_creates_changes_and_dismisses_groups(receiver: Receiver
     assert joined <= final  # everyone a callback says joined (and did not leave) is in the group
 
 
-def test_chat_messages_come_from_customers_added_first(receiver: Receiver, siyu: str, corp: VirtualCorp) -> None:
-    play("chat", siyu, corp, count=40)
-    adds = receiver.events("add_external_contact")
-    messages = [d.fields for d in receiver.deliveries if d.fields.get("MsgType") == "text"]
-    assert len(adds) == 4 and len(messages) == 40
-    assert {m["FromUserName"] for m in messages} <= {a["ExternalUserID"] for a in adds}
-    assert len({m["MsgId"] for m in messages}) == 40 and all(m["ToUserName"] == CORP_ID for m in messages)
+def test_announce_kf_calls_back_for_what_customers_do_in_the_corp(receiver: Receiver, siyu: str,
+                                                                   corp: VirtualCorp) -> None:
+    notifier = announce_kf(corp, siyu, encrypter(), retry_delay=0)
+    entered = corp.kf.enter_session(scene="store")
+    corp.kf.customer_message(external_userid=entered["external_userid"], msgtype="voice")
+    assert notifier.idle() and len(receiver.deliveries) == 2
+    assert notifier.sender.stats.acknowledged == 2
+    tokens = [d.fields["Token"] for d in receiver.deliveries]
+    assert [m["msgtype"] for m in pull_everything(corp, tokens[-1])] == ["event", "voice"]
+    corp.kf.listeners.remove(notifier.notify)
+    corp.kf.customer_message(external_userid=entered["external_userid"])
+    assert len(receiver.deliveries) == 2
+    notifier.sender.clients.close()
+
+
+def test_chat_goes_through_kf_with_some_of_the_corps_own_customers(receiver: Receiver, siyu: str,
+                                                                     corp: VirtualCorp) -> None:
+    summary = play("chat", siyu, corp, count=40, options={"concurrency": 1})
+    assert summary.kf_messages == 44 and summary.failed == 0
+    assert not [d for d in receiver.deliveries if d.fields.get("MsgType") != "event"]  # no invented text callback
+    assert {d.fields["Event"] for d in receiver.deliveries} == {"kf_msg_or_event"}
+    items = pull_everything(corp, receiver.deliveries[-1].fields["Token"])
+    entered = {i["event"]["external_userid"] for i in items if i["msgtype"] == "event"}
+    assert len(entered) == 4 and len([i for i in items if i["origin"] == 3]) == 40
+    customers = corp.kf.api_customer_batchget({"external_userid_list": sorted(entered)})["customer_list"]
+    assert all(c["nickname"] and c["unionid"] for c in customers)
 
 
 def test_tags_scenario_announces_tag_changes_the_corp_already_has(receiver: Receiver, siyu: str,
@@ -285,6 +347,22 @@ def test_cli_scenario_prints_a_summary(receiver: Receiver, siyu: str, monkeypatc
     assert unknown.exit_code == 2
 
 
+def test_cli_campaign_floods_through_kf(receiver: Receiver, siyu: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from siyu.cli import app
+
+    monkeypatch.setenv("SIYU_WECOM_CORP_ID", CORP_ID)
+    monkeypatch.setenv("SIYU_WECOM_TOKEN", TOKEN)
+    monkeypatch.setenv("SIYU_WECOM_AES_KEY", AES_KEY)
+    runner = CliRunner()
+    result = runner.invoke(app, ["simulator", "scenario", "campaign", "--channel", "kf", "--target", siyu,
+                                 "--count", "200", "--concurrency", "4", "--duplicates", "0"])
+    assert result.exit_code == 0, result.output
+    assert "微信客服: 200 messages and events waiting to be pulled" in result.output
+    assert receiver.deliveries and {d.fields["Event"] for d in receiver.deliveries} == {"kf_msg_or_event"}
+    refused = runner.invoke(app, ["simulator", "scenario", "campaign", "--channel", "sms", "--target", siyu])
+    assert refused.exit_code == 2 and "--channel" in refused.output
+
+
 def test_run_simulated_traffic_serves_the_api_and_plays_scenarios(receiver: Receiver, siyu: str) -> None:
     import socket
 
@@ -296,7 +374,9 @@ def test_run_simulated_traffic_serves_the_api_and_plays_scenarios(receiver: Rece
                                       keep_serving=False, echo=lambda _line: None)
     assert [s.scenario for s in summaries] == ["friends", "chat"]
     assert all(s.failed == 0 and s.acknowledged == s.sent for s in summaries)
-    assert len(receiver.events("add_external_contact")) == 5 + 1
+    assert len(receiver.events("add_external_contact")) == 5
+    assert summaries[1].kf_messages == 5 + 1  # one customer enters 微信客服 and writes 5 times
+    assert {d.fields["Event"] for d in receiver.deliveries[-summaries[1].sent:]} == {"kf_msg_or_event"}
 
 
 @pytest.fixture
@@ -338,18 +418,3 @@ def test_siyu_turns_simulated_friend_adds_into_customers_and_deletions_into_chur
                       .where(Customer.wecom_external_userid.in_(added))).all()
     assert len(rows) == 5 and {r.channel_state for r in rows} == {channel.key}
     assert sorted(r.status for r in rows) == ["active"] * 3 + ["deleted"] * 2
-
-
-@NO_TIMEOUT_WARNING
-def test_siyu_keeps_each_campaign_message_once_despite_duplicates(app: Any, db: Any, make: Any,
-                                                                  wecom_settings: None) -> None:
-    from sqlalchemy import func, select
-
-    from siyu.inbox.models import Message
-
-    make.account(wecom_userid="shanye.vip")
-    corp = VirtualCorp.seeded(5, corp_id=CORP_ID, members=[("shanye.vip", "VIP茶管家")], salt=0)
-    summary = play("campaign", "http://siyu.test", corp, count=60,
-                   options={"duplicate_share": 0.3, "concurrency": 2}, client_factory=lambda: TestClient(app))
-    assert summary.failed == 0 and summary.duplicates > 0
-    assert db.scalar(select(func.count()).select_from(Message)) == 60 - 3  # 3 adds, 57 distinct messages

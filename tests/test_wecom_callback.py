@@ -130,14 +130,18 @@ def test_a_customer_deleting_us_is_a_churn_alert(client: TestClient, db: Session
     assert [a.details["side"] for a in alerts] == ["customer"]  # type: ignore[index]
 
 
-def test_a_customer_message_reaches_the_inbox(client: TestClient, db: Session, make: Any) -> None:
+def test_a_message_callback_is_stored_and_ignored_never_taken_for_a_customer_chat(
+        client: TestClient, db: Session, make: Any) -> None:
+    # WeCom sends MsgType=text only for a member writing to an app: never a customer's chat message.
     make.account(wecom_userid="zhaoliu")
     post(client, event_xml("add_external_contact", UserID="zhaoliu", ExternalUserID="wmEXT0004"))
     message = (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[wmEXT0004]]>"
                f"</FromUserName><CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
                "<Content><![CDATA[优惠券怎么用？]]></Content><MsgId>88001</MsgId></xml>")
     assert post(client, message).text == "success"
-    assert db.scalar(select(Message.text)) == "优惠券怎么用？"
+    assert db.scalar(select(Message.text)) is None
+    event = db.scalar(select(WecomEvent).where(WecomEvent.event_type == "message/text"))
+    assert event is not None and event.status == "ignored"
 
 
 def test_unknown_event_types_are_stored_and_acknowledged(client: TestClient, db: Session) -> None:

@@ -99,7 +99,8 @@ def conversation_of(db: Session, account: Any, customer: Any, n: int = 1) -> Con
 
 
 def reply(db: Session, conversation: Conversation, text: str) -> Message:
-    message = inbox.reply(db, conversation_id=conversation.id, text=text, viewer=SYSTEM)
+    # a correction in a member's own chat: a one-customer mass send the member confirms (需成员确认的群发)
+    message = inbox.reply(db, conversation_id=conversation.id, text=text, viewer=SYSTEM, member_send=True)
     db.commit()  # the delivery job runs once this commits (immediate mode in tests)
     db.refresh(message)
     return message

@@ -18,8 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from siyu import __version__
 from siyu.core import i18n
+from siyu.core.body_limit import BodyLimit
 from siyu.core.deps import LoginRequired
 from siyu.core.errors import install_error_handlers
+from siyu.core.openapi import install_openapi
 from siyu.core.process import freeze_startup_objects
 from siyu.core.settings import get_settings
 
@@ -31,8 +33,13 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     # No inline scripts, nothing from other origins: user text can never become code.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: https:; style-src 'self' 'unsafe-inline'; "
-    "script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'",
+    # frame-ancestors 'self', not 'none': the inbox shows the customer's portrait in a frame of its own.
+    "script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'",
 }
+# Pages and API answers hold customers' data: no browser or proxy keeps a copy (the back button after
+# logout, a shared computer). Static assets are the only responses that may be cached.
+NO_STORE = (b"cache-control", b"no-store")
+
 
 
 def static_dir() -> Path:
@@ -40,8 +47,8 @@ def static_dir() -> Path:
     return Path(configured) if configured else Path(__file__).resolve().parent / "web" / "static"
 
 
-class LocaleAndHeaders:
-    """Sets the request's locale and adds the security headers to every response.
+class Locale:
+    """Sets the request's locale from its cookie (the security headers are added by ``SiyuApp``).
 
     A plain ASGI middleware rather than ``@app.middleware("http")``: that one runs each request
     in an extra task and re-wraps the response, which cost a third of a WeCom callback's time.
@@ -52,21 +59,28 @@ class LocaleAndHeaders:
         self.default_locale = default_locale
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        i18n.set_locale(Request(scope).cookies.get(LOCALE_COOKIE) or self.default_locale)
-        skip_csp = scope["path"].startswith("/docs")  # Swagger UI needs its own inline bootstrap
+        if scope["type"] == "http":
+            i18n.set_locale(Request(scope).cookies.get(LOCALE_COOKIE) or self.default_locale)
+        await self.app(scope, receive, send)
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    if name not in headers and not (skip_csp and name == "Content-Security-Policy"):
-                        headers[name] = value
-            await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+def _with_security_headers(scope: Scope, send: Send) -> Send:
+    """``send``, adding the security headers (and ``no-store``) to the response's start."""
+    path: str = scope["path"]
+    skip_csp = path.startswith("/docs")  # Swagger UI needs its own inline bootstrap
+    cacheable = path.startswith("/static/")
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = MutableHeaders(scope=message)
+            for name, value in SECURITY_HEADERS.items():
+                if name not in headers and not (skip_csp and name == "Content-Security-Policy"):
+                    headers[name] = value
+            if not cacheable and "cache-control" not in headers:
+                headers.append("Cache-Control", "no-store")
+        await send(message)
+
+    return send_with_headers
 
 
 class SiyuApp(FastAPI):
@@ -82,9 +96,13 @@ class SiyuApp(FastAPI):
         self.direct_routes: dict[tuple[str, str], ASGIApp] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self.direct_routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
-        if endpoint is None:
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        endpoint = self.direct_routes.get((scope["method"], scope["path"]))
+        if endpoint is None:
+            # Outside the whole stack, so error pages (even the 500 of the last-resort handler) get them too.
+            await super().__call__(scope, receive, _with_security_headers(scope, send))
             return
         started = False
 
@@ -105,7 +123,8 @@ class SiyuApp(FastAPI):
                 await send({"type": "http.response.body", "body": b"internal error"})
 
 
-_ENCODED_SECURITY_HEADERS = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+_ENCODED_SECURITY_HEADERS = [*((name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()),
+                             NO_STORE]
 
 
 @asynccontextmanager
@@ -130,6 +149,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             workers.stop()
 
 
+def large_bodies() -> list[tuple[str, int]]:
+    """The paths that take files, each with the limit of its largest upload (the rest: SIYU_MAX_BODY_BYTES)."""
+    from siyu.channels.service import MAX_CODES_PER_UPLOAD
+    from siyu.customers.chat_imports import MAX_BYTES as CHAT_EXPORT_BYTES
+    from siyu.customers.import_routes import MULTIPART_OVERHEAD
+    from siyu.customers.imports import MAX_UPLOAD_BYTES
+
+    # A coupon code is at most 64 characters; as JSON or a form, with quotes/escapes and separators.
+    codes_bytes = MAX_CODES_PER_UPLOAD * (64 * 3 + 8)
+    return [
+        (r"(/api/v1)?/customers/import", MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD),
+        (r"(/api/v1)?/customers/[0-9]+/chat-import", CHAT_EXPORT_BYTES + MULTIPART_OVERHEAD),
+        (r"(/api/v1)?/channels/[0-9]+/codes", codes_bytes),
+    ]
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     app = SiyuApp(title="Siyu 私域 API", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
@@ -142,6 +177,9 @@ def create_app() -> FastAPI:
                                    swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
                                    swagger_favicon_url="data:,")
 
+    # Added first, so it runs inside the session (an HTML 413 page needs it), before routing,
+    # authentication and parsing.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, large_bodies=large_bodies())
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.resolved_secret_key(),
@@ -152,10 +190,12 @@ def create_app() -> FastAPI:
     )
     from siyu.wecom.routes import receive_callback as wecom_callback
 
+    # Served ahead of everything, with its own 2 MB cap (wecom.callback.MAX_BODY_BYTES).
     app.direct_routes = {("POST", "/wecom/callback"): wecom_callback}
     # Added last, so it runs first: the locale is set before the session is read.
-    app.add_middleware(LocaleAndHeaders, default_locale=settings.locale)
+    app.add_middleware(Locale, default_locale=settings.locale)
     install_error_handlers(app)
+    install_openapi(app)
 
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, exc: LoginRequired) -> Response:

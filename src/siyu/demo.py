@@ -765,8 +765,9 @@ def _fill_inbox(session: Session, *, customers: list[Customer], staff: dict[str,
     viewer = team_service.viewer_for(agent)
     for conversation_id in inbox_service.list_queue(
             session, flt=inbox_service.QueueFilter(view="mine"), viewer=viewer, limit=3).items:
+        # the demo's WeCom conversations are members' own chats: the answer goes as a member-confirmed send
         inbox_service.reply(session, conversation_id=conversation_id.id, text="您好，在的～请问有什么可以帮您？",
-                            viewer=viewer)
+                            viewer=viewer, member_send=True)
 
 
 def _insert_people(

@@ -80,6 +80,7 @@ def _seed(session: Session) -> dict[str, int]:
     session.add(CannedReply(shortcut="hi", title="问候", body="{称呼}您好，我是{账号}，有什么可以帮您？"))
     session.commit()
     ids["shop"] = shop.id
+    ids["online"] = online.id
     return ids
 
 

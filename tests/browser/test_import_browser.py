@@ -63,3 +63,31 @@ def test_import_wizard_reports_a_bad_gbk_file_then_imports_a_good_one(tab: Any, 
     expect(names).to_have_count(2)
     assert sorted(n.strip() for n in names.all_inner_texts()) == ["吴敏", "周杰"]
     assert not tab.errors, tab.errors
+
+
+def test_import_wizard_imports_an_xlsx_workbook(tab: Any, tmp_path: Path) -> None:
+    import openpyxl
+
+    page = tab.page
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["备注名", "昵称", "手机号", "标签"])
+    sheet.append(["郑爽-表格导入", "郑爽", 13822221111, "人群:白领"])  # a phone typed as a number in Excel
+    sheet.append(["冯涛-表格导入", "冯涛", "138 2222 3333", "人群:学生"])
+    path = tmp_path / "好友.xlsx"
+    workbook.save(path)
+    tab.login()
+    tab.go("/customers/import")
+    upload(tab, path)
+    assert page.input_value('[data-testid="map-2"]') == "phone"
+    assert "郑爽" in page.inner_text('[data-testid="import-columns"]')
+    page.click('[data-testid="import-check"]')
+    expect(page.locator('[data-testid="import-valid"]')).to_contain_text("全部 2 行都已通过检查")
+    page.click('[data-testid="import-confirm"]')
+    expect(page.locator('[data-testid="result-created"]')).to_have_text("2")
+    page.click('[data-testid="import-open-list"]')
+    page.fill("#filter-q", "表格导入")
+    names = page.locator('[data-testid="customer-name"]')
+    expect(names).to_have_count(2)
+    assert sorted(n.strip() for n in names.all_inner_texts()) == ["冯涛", "郑爽"]
+    assert not tab.errors, tab.errors

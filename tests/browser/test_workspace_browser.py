@@ -16,11 +16,12 @@ pytestmark = pytest.mark.browser
 
 
 def test_open_a_conversation_beside_the_queue_and_retry_a_failed_reply(chromium: Any, live_site: Any) -> None:
+    # A personal WeChat account (no connection can send for it yet): every reply is refused.
     token = httpx.post(f"{live_site.url}/api/v1/auth/token",
                        data={"username": "admin", "password": live_site.password}).json()["access_token"]
     sent = httpx.post(f"{live_site.url}/api/v1/inbox/messages", headers={"Authorization": f"Bearer {token}"},
                       json=[{"source": "simulator", "platform_msgid": f"workspace-{n}",
-                             "account_id": live_site.ids["shop"], "customer_id": live_site.ids[who],
+                             "account_id": live_site.ids["online"], "customer_id": live_site.ids[who],
                              "sent_at": datetime.now(UTC).isoformat(), "text": text}
                             for n, (who, text) in enumerate([("lina", "我的快递发货了吗？"),
                                                              ("wangfang", "周末门店几点开门？")])])

@@ -17,6 +17,7 @@ from siyu.accounts.models import Account
 from siyu.core.deps import AdminApiViewer, AdminPageViewer, CsrfChecked, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import _
+from siyu.core.ids import Id, parse_id
 from siyu.core.viewer import Viewer
 from siyu.customers.pages import FormDep, FormRead
 from siyu.team import service as team_service
@@ -30,7 +31,7 @@ def _optional_id(params: FormData | QueryParams, key: str) -> int | None:
     raw = str(params.get(key) or "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if parse_id(raw) is None:
         raise Invalid("Not a valid number: {value}", field=key, value=raw[:20])
     return int(raw)
 
@@ -64,12 +65,12 @@ def _form_page(request: Request, session: Session, viewer: Viewer, account_id: i
 
 
 @pages.get("/accounts/{account_id}/handover", response_class=HTMLResponse)
-def handover_form(request: Request, session: SessionDep, viewer: AdminPageViewer, account_id: int) -> Response:
+def handover_form(request: Request, session: SessionDep, viewer: AdminPageViewer, account_id: Id) -> Response:
     return _form_page(request, session, viewer, account_id, request.query_params)
 
 
 @pages.post("/accounts/{account_id}/handover", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def handover_start(request: Request, session: SessionDep, viewer: AdminPageViewer, account_id: int,
+def handover_start(request: Request, session: SessionDep, viewer: AdminPageViewer, account_id: Id,
                    form: FormDep) -> Response:
     try:
         planned = _plan(session, account_id, form, viewer)
@@ -94,13 +95,13 @@ def _detail(session: Session, handover_id: int) -> dict[str, Any]:
 
 
 @pages.get("/handovers/{handover_id}", response_class=HTMLResponse)
-def handover_page(request: Request, session: SessionDep, viewer: AdminPageViewer, handover_id: int) -> Response:
+def handover_page(request: Request, session: SessionDep, viewer: AdminPageViewer, handover_id: Id) -> Response:
     return render(request, "accounts/handover_detail.html", nav_active="accounts", title=_("Hand-over"),
                   **_detail(session, handover_id))
 
 
 @pages.post("/handovers/{handover_id}/retry", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def handover_retry(session: SessionDep, viewer: AdminPageViewer, handover_id: int) -> Response:
+def handover_retry(session: SessionDep, viewer: AdminPageViewer, handover_id: Id) -> Response:
     count = handover.retry_failed(session, handover_id=handover_id, viewer=viewer)
     if not count:
         return RedirectResponse(f"/handovers/{handover_id}", status_code=303)
@@ -114,15 +115,17 @@ def handover_retry(session: SessionDep, viewer: AdminPageViewer, handover_id: in
 
 
 class HandoverIn(BaseModel):
-    to_account_id: int | None = Field(None, description="WeCom accounts: the member who takes over")
-    to_owner_id: int | None = Field(None, description="Personal accounts: the operator who takes over")
+    to_account_id: Id | None = Field(None, description="WeCom accounts: the member who takes over")
+    to_owner_id: Id | None = Field(None, description="Personal accounts: the operator who takes over")
     resigned: bool = Field(False, description="WeCom: the member has left the corp (离职继承)")
     message: str = Field("", max_length=200, description="WeCom: what customers are told on takeover")
     dry_run: bool = Field(False, description="Only check and count")
 
 
-@api.post("/accounts/{account_id}/handover")
-def api_handover(session: SessionDep, viewer: AdminApiViewer, account_id: int, body: HandoverIn) -> Response:
+@api.post("/accounts/{account_id}/handover", responses={
+    200: {"description": "dry_run: the counts and warnings, nothing started"},
+    202: {"description": "Started: handover_id, job_id, job_url"}})
+def api_handover(session: SessionDep, viewer: AdminApiViewer, account_id: Id, body: HandoverIn) -> Response:
     """Hand an account's customers over (离职/在职继承) as a background job."""
     planned = handover.plan(session, from_account_id=account_id, viewer=viewer, to_account_id=body.to_account_id,
                             to_owner_id=body.to_owner_id, resigned=body.resigned)
@@ -139,7 +142,7 @@ def api_handover(session: SessionDep, viewer: AdminApiViewer, account_id: int, b
 
 
 @api.get("/handovers/{handover_id}")
-def api_handover_status(session: SessionDep, viewer: AdminApiViewer, handover_id: int) -> dict[str, Any]:
+def api_handover_status(session: SessionDep, viewer: AdminApiViewer, handover_id: Id) -> dict[str, Any]:
     shown = _detail(session, handover_id)
     record = shown["handover"]
     return {"id": record.id, "status": record.status, "mode": record.mode, "counts": shown["counts"],

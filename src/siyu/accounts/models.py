@@ -16,6 +16,7 @@ UTILISATION_WARNING = 0.9
 class AccountKind(enum.StrEnum):
     wecom = "wecom"  # 企业微信成员
     personal = "personal"  # 个人微信号
+    wecom_kf = "wecom_kf"  # 微信客服账号 (open_kfid): customers write to it from WeChat, Siyu pulls and answers
 
 
 class AccountStatus(enum.StrEnum):
@@ -24,7 +25,7 @@ class AccountStatus(enum.StrEnum):
 
 
 class Account(Base):
-    """A carrier (载体): one WeCom member or personal WeChat account and its persona."""
+    """A carrier (载体): one WeCom member, 微信客服 account or personal WeChat account and its persona."""
 
     __tablename__ = "account"
 
@@ -33,6 +34,8 @@ class Account(Base):
     display_name: Mapped[str] = mapped_column(String(64))
     wechat_id: Mapped[str] = mapped_column(String(64), default="")
     wecom_userid: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    # A 微信客服 account's id in WeCom (kf/account/list); None for members and personal accounts.
+    open_kfid: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     store: Mapped[str] = mapped_column(String(64), default="")
     brand: Mapped[str] = mapped_column(String(64), default="")
     tier_served: Mapped[str] = mapped_column(String(32), default="")

@@ -8,6 +8,7 @@ from siyu.accounts.schemas import AccountIn, AccountList, AccountOut, AccountUpd
 from siyu.accounts.service import AccountView
 from siyu.core.deps import AdminApiViewer, ApiViewer, PageViewer, SessionDep
 from siyu.core.i18n import _
+from siyu.core.ids import Id
 from siyu.team import service as team_service
 from siyu.web.render import render
 
@@ -29,7 +30,7 @@ def list_accounts(session: SessionDep, viewer: ApiViewer) -> AccountList:
 
 
 @api.get("/accounts/{account_id}", response_model=AccountOut)
-def get_account(session: SessionDep, viewer: ApiViewer, account_id: int) -> AccountOut:
+def get_account(session: SessionDep, viewer: ApiViewer, account_id: Id) -> AccountOut:
     return account_out(service.get_account_view(session, account_id=account_id, viewer=viewer))
 
 
@@ -41,7 +42,7 @@ def create_account(session: SessionDep, viewer: AdminApiViewer, data: AccountIn)
 
 
 @api.patch("/accounts/{account_id}", response_model=AccountOut)
-def update_account(session: SessionDep, viewer: AdminApiViewer, account_id: int, data: AccountUpdate) -> AccountOut:
+def update_account(session: SessionDep, viewer: AdminApiViewer, account_id: Id, data: AccountUpdate) -> AccountOut:
     service.update_account(session, account_id=account_id, data=data, actor=viewer)
     session.commit()
     return account_out(service.get_account_view(session, account_id=account_id, viewer=viewer))

@@ -12,10 +12,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from siyu.accounts.models import UTILISATION_WARNING, Account
+from siyu.accounts.models import UTILISATION_WARNING, Account, AccountKind
 from siyu.accounts.schemas import AccountIn, AccountUpdate
-from siyu.core.errors import Conflict, NotFound
+from siyu.core.db import missing_ids
+from siyu.core.errors import Conflict, Invalid, NotFound
 from siyu.core.viewer import Viewer
+from siyu.customers import variables
 from siyu.customers.models import Friendship, FriendshipStatus
 from siyu.team import service as team_service
 
@@ -74,10 +76,23 @@ def get_account_view(session: Session, *, account_id: int, viewer: Viewer) -> Ac
     return AccountView(account=account, friend_count=_friend_counts(session, [account.id]).get(account.id, 0))
 
 
+def _require_owner(session: Session, user_id: int | None) -> None:
+    if user_id is not None and missing_ids(session, "user", [user_id]):
+        raise Invalid("User {user_id} not found", field="owner_user_id", user_id=user_id)
+
+
 def create_account(session: Session, *, data: AccountIn, actor: Viewer) -> Account:
     if data.wecom_userid and session.scalar(select(Account).where(Account.wecom_userid == data.wecom_userid)):
         raise Conflict("WeCom user id {userid} already belongs to an account", field="wecom_userid",
                        userid=data.wecom_userid)
+    _require_owner(session, data.owner_user_id)
+    _check_greeting(data.greeting)
+    if (data.kind == AccountKind.wecom_kf) != bool(data.open_kfid):
+        raise Invalid("A WeCom customer service account needs its open_kfid, and only such an account has one",
+                      field="open_kfid")
+    if data.open_kfid and session.scalar(select(Account).where(Account.open_kfid == data.open_kfid)):
+        raise Conflict("WeCom customer service account {open_kfid} already exists", field="open_kfid",
+                       open_kfid=data.open_kfid)
     account = Account(**data.model_dump(mode="json"))
     session.add(account)
     session.flush()
@@ -89,6 +104,9 @@ def create_account(session: Session, *, data: AccountIn, actor: Viewer) -> Accou
 def update_account(session: Session, *, account_id: int, data: AccountUpdate, actor: Viewer) -> Account:
     account = get_account(session, account_id=account_id, viewer=actor)
     before = _snapshot(account)
+    _require_owner(session, data.owner_user_id)
+    if data.greeting is not None:
+        _check_greeting(data.greeting)
     for key, value in data.model_dump(mode="json", exclude_unset=True).items():
         if value is not None:
             setattr(account, key, value)
@@ -97,6 +115,11 @@ def update_account(session: Session, *, account_id: int, data: AccountUpdate, ac
                               entity_id=account.id, summary=account.display_name, before=before,
                               after=_snapshot(account))
     return account
+
+
+def _check_greeting(text: str) -> None:
+    """The greeting (微信客服's welcome) reaches customers: only the customer-safe variables."""
+    variables.check_outgoing(text, field="greeting", allowed=(variables.SALUTATION, variables.ACCOUNT))
 
 
 def _snapshot(account: Account) -> dict[str, Any]:

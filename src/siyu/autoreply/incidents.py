@@ -22,6 +22,7 @@ from siyu.core import jobs
 from siyu.core.db import utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
+from siyu.core.ids import Id
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers import variables
@@ -34,8 +35,8 @@ CHUNK = 100
 
 class IncidentIn(BaseModel):
     title: str = Field(min_length=1, max_length=128)
-    rule_version_id: int | None = None
-    message_id: int | None = None
+    rule_version_id: Id | None = None
+    message_id: Id | None = None
     since: datetime
     until: datetime
     correction: str = Field(min_length=1, max_length=2000)
@@ -178,8 +179,9 @@ def _correct(session: Session, *, incident: Incident, recipient: IncidentRecipie
         recipient.correction_message_id = 0  # the conversation is gone: nothing to send, nothing to retry
         return
     text = inbox_service.fill_variables(session, text=incident.correction, conversation=conversation)
+    # a correction: in a member's own chat, the one-customer mass send the member confirms (需成员确认的群发)
     message = inbox_service.reply(session, conversation_id=conversation.id, text=text, viewer=viewer,
-                                  automatic=True)
+                                  automatic=True, member_send=True)
     message.source = "incident"
     recipient.correction_message_id = message.id
     if conversation.customer_id is not None:

@@ -144,6 +144,11 @@ class Matcher:
         mine = [r for r in found.values() if r.account_id is None or r.account_id == account_id]
         return sorted(mine, key=lambda r: r.rank)
 
+    def match_exact(self, key: str, *, account_id: int) -> CompiledRule | None:
+        """The best exact rule for this key alone (a tapped menu item's id)."""
+        rules = [r for r in self._exact.get(normalise(key), ()) if r.account_id is None or r.account_id == account_id]
+        return min(rules, key=lambda r: r.rank) if rules else None
+
     def match(self, text: str, *, account_id: int, at: datetime | None = None) -> CompiledRule | None:
         best = self.candidates(text, account_id=account_id, at=at)
         return best[0] if best else None

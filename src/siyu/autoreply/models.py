@@ -56,6 +56,9 @@ class AutoReplyRuleVersion(Base):
     hours: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=100)
     reply: Mapped[str] = mapped_column(Text)
+    # A menu instead of plain text (微信客服 msgmenu): {"head_content", "list": [{"id", "content"}],
+    # "tail_content"}; ``reply`` then holds the same menu as text, for channels without menus.
+    menu: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     hourly_cap: Mapped[int] = mapped_column(Integer, default=100)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

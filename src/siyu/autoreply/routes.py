@@ -18,6 +18,7 @@ from siyu.autoreply.service import RuleIn
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id, parse_id
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers.pages import FormDep, FormRead, field_errors
@@ -53,6 +54,7 @@ class RuleOut(BaseModel):
     pattern: str
     priority: int | None
     reply: str
+    menu: dict[str, Any] | None = None
     hourly_cap: int | None
     dry_run_seen: bool
 
@@ -72,7 +74,7 @@ def _rule_out(rule: AutoReplyRule, version: AutoReplyRuleVersion | None) -> Rule
                    match_kind=version.match_kind if version else None,
                    keywords=version.keywords if version else [], pattern=version.pattern if version else "",
                    priority=version.priority if version else None, reply=version.reply if version else "",
-                   hourly_cap=version.hourly_cap if version else None,
+                   menu=version.menu if version else None, hourly_cap=version.hourly_cap if version else None,
                    dry_run_seen=rule.dry_run_version_id is not None
                    and rule.dry_run_version_id == rule.current_version_id)
 
@@ -93,14 +95,14 @@ def api_create(session: SessionDep, viewer: ApiViewer, data: RuleIn) -> RuleOut:
 
 
 @api.put("/autoreply/rules/{rule_id}", response_model=RuleOut)
-def api_update(session: SessionDep, viewer: ApiViewer, rule_id: int, data: RuleIn) -> RuleOut:
+def api_update(session: SessionDep, viewer: ApiViewer, rule_id: Id, data: RuleIn) -> RuleOut:
     rule = service.save_rule(session, data=data, viewer=viewer, rule_id=rule_id)
     session.commit()
     return _rule_out(rule, service.current_version(session, rule))
 
 
 @api.post("/autoreply/rules/{rule_id}/dry-run", response_model=DryRunOut)
-def api_dry_run(session: SessionDep, viewer: ApiViewer, rule_id: int, days: int = service.DRY_RUN_DAYS) -> DryRunOut:
+def api_dry_run(session: SessionDep, viewer: ApiViewer, rule_id: Id, days: int = service.DRY_RUN_DAYS) -> DryRunOut:
     result = service.dry_run(session, rule_id=rule_id, viewer=viewer, days=max(1, min(days, 30)))
     session.commit()
     return DryRunOut(scanned=result.scanned, matched=result.matched, customers=result.customers, days=result.days,
@@ -109,14 +111,14 @@ def api_dry_run(session: SessionDep, viewer: ApiViewer, rule_id: int, days: int 
 
 
 @api.post("/autoreply/rules/{rule_id}/enabled", response_model=RuleOut)
-def api_enable(session: SessionDep, viewer: ApiViewer, rule_id: int, enabled: bool) -> RuleOut:
+def api_enable(session: SessionDep, viewer: ApiViewer, rule_id: Id, enabled: bool) -> RuleOut:
     rule = service.set_enabled(session, rule_id=rule_id, enabled=enabled, viewer=viewer)
     session.commit()
     return _rule_out(rule, service.current_version(session, rule))
 
 
 @api.post("/autoreply/accounts/{account_id}/enabled", response_model=dict[str, Any])
-def api_account_switch(session: SessionDep, viewer: ApiViewer, account_id: int, enabled: bool) -> dict[str, Any]:
+def api_account_switch(session: SessionDep, viewer: ApiViewer, account_id: Id, enabled: bool) -> dict[str, Any]:
     switch = service.set_account_switch(session, account_id=account_id, enabled=enabled, viewer=viewer)
     session.commit()
     return {"account_id": account_id, "enabled": switch.enabled}
@@ -151,7 +153,7 @@ def _rule_in(values: dict[str, str]) -> RuleIn:
         hours = {"start": values.get("hours_start", ""), "end": values.get("hours_end", "")}
     account = values.get("account_id", "")
     return RuleIn.model_validate({
-        "name": values.get("name", "").strip(), "account_id": int(account) if account.isdigit() else None,
+        "name": values.get("name", "").strip(), "account_id": parse_id(account),
         "match_kind": values.get("match_kind", ""), "keywords": keywords, "pattern": values.get("pattern", ""),
         "hours": hours, "priority": values.get("priority") or 100, "reply": values.get("reply", "").strip(),
         "hourly_cap": values.get("hourly_cap") or 100,
@@ -182,8 +184,8 @@ def _incident_in(values: dict[str, str]) -> IncidentIn:
     message = values.get("message_id", "")
     return IncidentIn.model_validate({
         "title": values.get("title", "").strip() or _("Correction"),
-        "rule_version_id": int(version) if version.isdigit() else None,
-        "message_id": int(message) if message.isdigit() else None,
+        "rule_version_id": parse_id(version),
+        "message_id": parse_id(message),
         "since": _local_input(values.get("since", "")), "until": _local_input(values.get("until", "")),
         "correction": values.get("correction", "").strip() or "-"})
 
@@ -236,7 +238,7 @@ def incident_submit(request: Request, session: SessionDep, viewer: PageViewer, f
 
 
 @pages.get("/autoreply/incidents/{incident_id}", response_class=HTMLResponse)
-def incident_page(request: Request, session: SessionDep, viewer: PageViewer, incident_id: int) -> Response:
+def incident_page(request: Request, session: SessionDep, viewer: PageViewer, incident_id: Id) -> Response:
     incident, counts, rows = incidents.incident_report(session, incident_id=incident_id, viewer=viewer)
     from siyu.customers.models import Customer
 
@@ -253,7 +255,7 @@ def new_page(request: Request, session: SessionDep, viewer: PageViewer) -> Respo
 
 
 @pages.get("/autoreply/{rule_id}", response_class=HTMLResponse)
-def edit_page(request: Request, session: SessionDep, viewer: PageViewer, rule_id: int) -> Response:
+def edit_page(request: Request, session: SessionDep, viewer: PageViewer, rule_id: Id) -> Response:
     rule = service.get_rule(session, rule_id=rule_id, viewer=viewer)
     version = service.current_version(session, rule)
     hours = version.hours or {}
@@ -267,7 +269,7 @@ def edit_page(request: Request, session: SessionDep, viewer: PageViewer, rule_id
 @pages.post("/autoreply/save", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
 def save_submit(request: Request, session: SessionDep, viewer: PageViewer, form: FormDep) -> Response:
     values = _form_values(form)
-    rule_id = int(values["rule_id"]) if values.get("rule_id", "").isdigit() else None
+    rule_id = parse_id(values.get("rule_id", ""))
     rule = service.get_rule(session, rule_id=rule_id, viewer=viewer) if rule_id else None
     try:
         saved = service.save_rule(session, data=_rule_in(values), viewer=viewer, rule_id=rule_id)
@@ -280,7 +282,7 @@ def save_submit(request: Request, session: SessionDep, viewer: PageViewer, form:
 
 
 @pages.get("/autoreply/{rule_id}/dry-run", response_class=HTMLResponse)
-def dry_run_page(request: Request, session: SessionDep, viewer: PageViewer, rule_id: int) -> Response:
+def dry_run_page(request: Request, session: SessionDep, viewer: PageViewer, rule_id: Id) -> Response:
     result = service.dry_run(session, rule_id=rule_id, viewer=viewer)
     session.commit()  # records that this version's dry run has been seen
     rule = service.get_rule(session, rule_id=rule_id, viewer=viewer)
@@ -293,7 +295,7 @@ def dry_run_page(request: Request, session: SessionDep, viewer: PageViewer, rule
 
 
 @pages.post("/autoreply/{rule_id}/enabled", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def enable_submit(request: Request, session: SessionDep, viewer: PageViewer, rule_id: int,
+def enable_submit(request: Request, session: SessionDep, viewer: PageViewer, rule_id: Id,
                   form: FormDep) -> Response:
     service.set_enabled(session, rule_id=rule_id, enabled=form.get("enabled") == "1", viewer=viewer)
     session.commit()
@@ -302,7 +304,7 @@ def enable_submit(request: Request, session: SessionDep, viewer: PageViewer, rul
 
 @pages.post("/autoreply/accounts/{account_id}/enabled", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def account_switch_submit(request: Request, session: SessionDep, viewer: PageViewer, account_id: int,
+def account_switch_submit(request: Request, session: SessionDep, viewer: PageViewer, account_id: Id,
                           form: FormDep) -> Response:
     service.set_account_switch(session, account_id=account_id, enabled=form.get("enabled") == "1", viewer=viewer)
     session.commit()

@@ -16,16 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.autoreply.matcher import CompiledRule, Matcher, UnsafePattern, check_pattern
 from siyu.autoreply.models import AutoReplyRule, AutoReplyRuleVersion, AutoReplySwitch, MatchKind
-from siyu.core.db import dialect_insert, utcnow
+from siyu.core.db import dialect_insert, missing_ids, utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
+from siyu.core.ids import Id
 from siyu.core.settings import local_zone
+from siyu.core.text import Name
 from siyu.core.viewer import Viewer
 from siyu.customers import variables
 from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message, MessageType
@@ -42,15 +44,37 @@ class RuleNotFound(NotFound):
     pass
 
 
+class MenuItem(BaseModel):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")  # comes back as the click's menu_id
+    content: str = Field(min_length=1, max_length=64)
+
+
+class Menu(BaseModel):
+    """A 微信客服 menu (msgmenu): "1 查订单 2 活动规则 3 人工" as items the customer taps."""
+
+    head_content: str = Field("", max_length=1024)
+    # msgmenu names it "list"; at most 10 items (W:94677 发送消息; more is refused with 95008).
+    items: list[MenuItem] = Field(min_length=1, max_length=10, alias="list")
+    tail_content: str = Field("", max_length=1024)
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    def as_text(self) -> str:
+        return "\n".join(line for line in [self.head_content, *(i.content for i in self.items), self.tail_content]
+                         if line)
+
+
 class RuleIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
-    account_id: int | None = None
+    name: Name = Field(min_length=1, max_length=64)
+    account_id: Id | None = None
     match_kind: MatchKind
     keywords: list[str] = Field(default_factory=list, max_length=500)
     pattern: str = Field("", max_length=500)
     hours: dict[str, Any] | None = None
     priority: int = Field(100, ge=0, le=10_000)
-    reply: str = Field(min_length=1, max_length=2000)
+    reply: str = Field("", max_length=2000)
+    # A menu answers instead of plain text where the channel has menus (微信客服); elsewhere its text is sent.
+    menu: Menu | None = None
     hourly_cap: int = Field(100, ge=1, le=10_000)
 
     @field_validator("keywords")
@@ -62,17 +86,25 @@ class RuleIn(BaseModel):
 # ---------------------------------------------------------------- editing
 
 
-def _require_editor(viewer: Viewer, account_id: int | None) -> None:
+def _require_editor(session: Session, viewer: Viewer, account_id: int | None) -> None:
     if viewer.role not in EDITING_ROLES:
         raise Forbidden("Your role may not change auto-reply rules")
     if account_id is None and not viewer.sees_all_accounts:
         raise Forbidden("Only planners and administrators may write rules for every account")
-    if account_id is not None and not viewer.can_see_account(account_id):
+    if account_id is not None and (not viewer.can_see_account(account_id)
+                                   or missing_ids(session, "account", [account_id])):
         raise Invalid("Account {account_id} not found", field="account_id", account_id=account_id)
 
 
 def _validate(data: RuleIn) -> None:
+    if data.menu is not None and not data.reply.strip():
+        data.reply = data.menu.as_text()
+    if not data.reply.strip():
+        raise Invalid("Write the reply", field="reply")
     variables.check_outgoing(data.reply, field="reply")
+    if data.menu is not None:
+        for text in (data.menu.head_content, data.menu.tail_content, *(i.content for i in data.menu.items)):
+            variables.check_outgoing(text, field="menu")
     if data.match_kind in (MatchKind.exact, MatchKind.contains) and not data.keywords:
         raise Invalid("Give at least one keyword", field="keywords")
     if data.match_kind == MatchKind.regex:
@@ -106,7 +138,7 @@ def current_version(session: Session, rule: AutoReplyRule) -> AutoReplyRuleVersi
 
 def save_rule(session: Session, *, data: RuleIn, viewer: Viewer, rule_id: int | None = None) -> AutoReplyRule:
     """Create a rule, or add a version to one. A new version is off until its dry run is seen."""
-    _require_editor(viewer, data.account_id)
+    _require_editor(session, viewer, data.account_id)
     _validate(data)
     if rule_id is None:
         rule = AutoReplyRule(account_id=data.account_id, name=data.name, enabled=False)
@@ -115,14 +147,15 @@ def save_rule(session: Session, *, data: RuleIn, viewer: Viewer, rule_id: int | 
         number = 1
     else:
         rule = get_rule(session, rule_id=rule_id, viewer=viewer)
-        _require_editor(viewer, rule.account_id)
+        _require_editor(session, viewer, rule.account_id)
         rule.name, rule.account_id = data.name, data.account_id
         number = (session.scalar(select(func.max(AutoReplyRuleVersion.version))
                                  .where(AutoReplyRuleVersion.rule_id == rule.id)) or 0) + 1
     version = AutoReplyRuleVersion(
         rule_id=rule.id, version=number, match_kind=data.match_kind.value, keywords=data.keywords,
         pattern=data.pattern, hours=data.hours, priority=data.priority, reply=data.reply,
-        hourly_cap=data.hourly_cap, created_by_id=viewer.user_id)
+        menu=data.menu.model_dump(by_alias=True) if data.menu is not None else None, hourly_cap=data.hourly_cap,
+        created_by_id=viewer.user_id)
     session.add(version)
     session.flush()
     was_enabled = rule.enabled
@@ -138,7 +171,7 @@ def save_rule(session: Session, *, data: RuleIn, viewer: Viewer, rule_id: int | 
 
 def set_enabled(session: Session, *, rule_id: int, enabled: bool, viewer: Viewer) -> AutoReplyRule:
     rule = get_rule(session, rule_id=rule_id, viewer=viewer)
-    _require_editor(viewer, rule.account_id)
+    _require_editor(session, viewer, rule.account_id)
     if enabled:
         if rule.dry_run_version_id != rule.current_version_id:
             raise Conflict("Look at the dry run of this version before switching the rule on")
@@ -151,7 +184,9 @@ def set_enabled(session: Session, *, rule_id: int, enabled: bool, viewer: Viewer
 
 
 def set_account_switch(session: Session, *, account_id: int, enabled: bool, viewer: Viewer) -> AutoReplySwitch:
-    _require_editor(viewer, account_id)
+    if not viewer.can_see_account(account_id) or missing_ids(session, "account", [account_id]):
+        raise NotFound("Account {account_id} not found", account_id=account_id)
+    _require_editor(session, viewer, account_id)
     switch = session.get(AutoReplySwitch, account_id)
     if switch is None:
         switch = AutoReplySwitch(account_id=account_id)
@@ -245,7 +280,6 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
     matcher = active_matcher(session)
     if not matcher.rules:
         return 0
-    from siyu.inbox import service as inbox_service
 
     conversations = {c.id: c for c in session.scalars(select(Conversation).where(
         Conversation.id.in_({m.conversation_id for m in candidates})))}
@@ -260,7 +294,9 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
         conversation = conversations.get(message.conversation_id)
         if conversation is None or conversation.account_id in off or conversation.id in recently_answered:
             continue
-        hit = matcher.match(message.text, account_id=conversation.account_id, at=_local(message.sent_at))
+        menu_id = _menu_id(message)  # a tap on a menu item: its id, as an exact keyword, comes first
+        hit = matcher.match_exact(menu_id, account_id=conversation.account_id) if menu_id else None
+        hit = hit or matcher.match(message.text, account_id=conversation.account_id, at=_local(message.sent_at))
         if hit is None:
             continue
         # Fresh from the database: someone may have just switched it off in another session.
@@ -271,8 +307,12 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
         if sent_now.get(rule.id, 0) + sends_last_hour(session, rule_id=rule.id, now=now) >= version.hourly_cap:
             _pause(session, rule, cap=version.hourly_cap)
             continue
-        text = inbox_service.fill_variables(session, text=version.reply, conversation=conversation)
-        if _queue_reply(session, conversation=conversation, answered=message, version=version, text=text, now=now):
+        values = variables.values_for(session, [(conversation.customer_id, conversation.account_id)])[
+            (conversation.customer_id, conversation.account_id)]
+        text = variables.render(version.reply, values)
+        menu = filled_menu(version.menu, values) if version.menu else None
+        if _queue_reply(session, conversation=conversation, answered=message, version=version, text=text, menu=menu,
+                        now=now):
             sent_now[rule.id] = sent_now.get(rule.id, 0) + 1
             recently_answered.add(conversation.id)
             queued += 1
@@ -280,12 +320,27 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
     return queued
 
 
+def _menu_id(message: StoredInbound) -> str:
+    """The menu item a customer tapped (微信客服 sends the tap as text with ``menu_id``)."""
+    text = (message.payload or {}).get("text")
+    return str(text.get("menu_id") or "") if isinstance(text, dict) else ""
+
+
+def filled_menu(menu: dict[str, Any], values: variables.Values) -> dict[str, Any]:
+    """A menu's texts (head, items, tail) with the customer-safe variables filled, like a plain reply."""
+    return {**menu, "head_content": variables.render(str(menu.get("head_content") or ""), values),
+            "tail_content": variables.render(str(menu.get("tail_content") or ""), values),
+            "list": [{**item, "content": variables.render(str(item.get("content") or ""), values)}
+                     if isinstance(item, dict) else item for item in menu.get("list") or []]}
+
+
 def _queue_reply(session: Session, *, conversation: Conversation, answered: StoredInbound,
-                 version: AutoReplyRuleVersion, text: str, now: datetime) -> bool:
+                 version: AutoReplyRuleVersion, text: str, menu: dict[str, Any] | None, now: datetime) -> bool:
     row = {
         "conversation_id": conversation.id, "source": "autoreply",
         "platform_msgid": f"auto:{answered.id}", "direction": Direction.outbound.value,
-        "msg_type": MessageType.text.value, "sender": "", "text": text, "payload": None, "sent_at": now,
+        "msg_type": MessageType.msgmenu.value if menu else MessageType.text.value, "sender": "",
+        "text": text, "payload": {"msgmenu": menu} if menu else None, "sent_at": now,
         "received_at": now, "status": DeliveryStatus.queued.value, "error": "", "automatic": True,
         "internal": False, "rule_version_id": version.id, "reply_to_id": answered.id,
     }
@@ -382,3 +437,20 @@ def dry_run(session: Session, *, rule_id: int, viewer: Viewer, days: int = DRY_R
     rule.dry_run_version_id = version.id
     session.flush()
     return DryRun(scanned=scanned, matched=matched, customers=len(customers), hits=hits, days=days)
+
+
+def suggest_reply(session: Session, *, conversation: Conversation) -> str | None:
+    """The reply a switched-on rule would give to the customer's last message, filled for this conversation:
+    what the sidebar offers where Siyu cannot send itself (a WeCom member's own chat). None: no rule matches."""
+    last = session.scalar(select(Message).where(
+        Message.conversation_id == conversation.id, Message.direction == Direction.inbound.value,
+        Message.msg_type != MessageType.system.value).order_by(Message.sent_at.desc(), Message.id.desc()).limit(1))
+    if last is None or not last.text:
+        return None
+    hit = active_matcher(session).match(last.text, account_id=conversation.account_id, at=_local(last.sent_at))
+    version = session.get(AutoReplyRuleVersion, hit.version_id) if hit is not None else None
+    if version is None:
+        return None
+    from siyu.inbox import service as inbox_service
+
+    return inbox_service.fill_variables(session, text=version.reply, conversation=conversation)

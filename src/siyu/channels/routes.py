@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
 from siyu.accounts import service as accounts_service
 from siyu.accounts.models import Account
@@ -27,6 +28,7 @@ from siyu.channels.service import ChannelIn
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid, NotFound
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id, parse_id
 from siyu.core.settings import local_today
 from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import Viewer
@@ -102,7 +104,7 @@ def api_create(session: SessionDep, viewer: ApiViewer, data: ChannelIn) -> Chann
 
 
 @api.post("/channels/{channel_id}/codes", response_model=dict[str, int])
-def api_codes(session: SessionDep, viewer: ApiViewer, channel_id: int, codes: list[str]) -> dict[str, int]:
+def api_codes(session: SessionDep, viewer: ApiViewer, channel_id: Id, codes: list[str]) -> dict[str, int]:
     added = service.add_codes(session, channel_id=channel_id, codes=codes, viewer=viewer)
     session.commit()
     claimed, total = service.pool_status(session, channel_id=channel_id)
@@ -114,7 +116,7 @@ def api_codes(session: SessionDep, viewer: ApiViewer, channel_id: int, codes: li
 
 def _report_days(request: Request) -> tuple[date, date, int]:
     raw = request.query_params.get("days", "30")
-    days = int(raw) if raw.isdigit() and 1 <= int(raw) <= 366 else 30
+    days = int(raw) if parse_id(raw) is not None and 1 <= int(raw) <= 366 else 30
     until = local_today()
     return until - timedelta(days=days - 1), until, days
 
@@ -162,10 +164,14 @@ def promoters_page(request: Request, session: SessionDep, viewer: PageViewer) ->
                   accounts=accounts_service.visible_accounts(session, viewer=viewer))
 
 
+def _account_ids(form: FormData) -> list[int]:
+    return [i for v in form.getlist("account_ids") if isinstance(v, str) and (i := parse_id(v)) is not None]
+
+
 @pages.post("/channels/promoters", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
 def promoter_submit(request: Request, session: SessionDep, viewer: PageViewer, form: FormDep) -> Response:
     values = {k: v for k, v in form.items() if isinstance(v, str)}
-    account_ids = [int(v) for v in form.getlist("account_ids") if isinstance(v, str) and v.isdigit()]
+    account_ids = _account_ids(form)
     try:
         data = service.PromoterIn.model_validate({"name": values.get("name", "").strip(),
                                                   "reward_per_add": values.get("reward_per_add") or "0"})
@@ -214,7 +220,7 @@ def report_export(request: Request, session: SessionDep, viewer: PageViewer, fmt
 
 
 @pages.get("/channels/{channel_id}", response_class=HTMLResponse)
-def edit_page(request: Request, session: SessionDep, viewer: PageViewer, channel_id: int) -> Response:
+def edit_page(request: Request, session: SessionDep, viewer: PageViewer, channel_id: Id) -> Response:
     channel = service.get_channel(session, channel_id=channel_id, viewer=viewer)
     values: dict[str, Any] = {name: getattr(channel, name) for name in ChannelIn.model_fields}
     values["tag_names"] = "\n".join(channel.tag_names)
@@ -225,7 +231,7 @@ def edit_page(request: Request, session: SessionDep, viewer: PageViewer, channel
 
 def _channel_in(form: Any) -> tuple[ChannelIn, dict[str, Any]]:
     values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
-    values["account_ids"] = [int(v) for v in form.getlist("account_ids") if isinstance(v, str) and v.isdigit()]
+    values["account_ids"] = _account_ids(form)
     tags = [t.strip() for t in str(values.get("tag_names", "")).replace("，", "\n").replace(",", "\n").splitlines()]
     data = {**values, "tag_names": [t for t in tags if t], "starts_on": values.get("starts_on") or None,
             "ends_on": values.get("ends_on") or None, "cost_amount": values.get("cost_amount") or "0",
@@ -236,10 +242,10 @@ def _channel_in(form: Any) -> tuple[ChannelIn, dict[str, Any]]:
 @pages.post("/channels/save", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
 def save_submit(request: Request, session: SessionDep, viewer: PageViewer, form: FormDep) -> Response:
     channel_text = form.get("channel_id")
-    channel_id = int(channel_text) if isinstance(channel_text, str) and channel_text.isdigit() else None
+    channel_id = parse_id(channel_text) if isinstance(channel_text, str) else None
     channel = service.get_channel(session, channel_id=channel_id, viewer=viewer) if channel_id else None
     values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
-    values["account_ids"] = [int(v) for v in form.getlist("account_ids") if isinstance(v, str) and v.isdigit()]
+    values["account_ids"] = _account_ids(form)
     try:
         data, values = _channel_in(form)
         saved = service.save_channel(session, data=data, viewer=viewer, channel_id=channel_id)
@@ -252,7 +258,7 @@ def save_submit(request: Request, session: SessionDep, viewer: PageViewer, form:
 
 
 @pages.post("/channels/{channel_id}/codes", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def codes_submit(request: Request, session: SessionDep, viewer: PageViewer, channel_id: int,
+def codes_submit(request: Request, session: SessionDep, viewer: PageViewer, channel_id: Id,
                  form: FormDep) -> Response:
     raw = form.get("codes")
     codes = [c for line in (raw if isinstance(raw, str) else "").splitlines() for c in line.split(",")]
@@ -266,13 +272,13 @@ def _png(body: bytes, filename: str) -> Response:
 
 
 @pages.get("/channels/{channel_id}/qr.png")
-def qr_image(request: Request, session: SessionDep, viewer: PageViewer, channel_id: int) -> Response:
+def qr_image(request: Request, session: SessionDep, viewer: PageViewer, channel_id: Id) -> Response:
     channel = service.get_channel(session, channel_id=channel_id, viewer=viewer)
     return _png(images.qr_png(_link(request, channel)), f"channel-{channel.key}.png")
 
 
 @pages.get("/channels/{channel_id}/poster.png")
-def poster_image(request: Request, session: SessionDep, viewer: PageViewer, channel_id: int) -> Response:
+def poster_image(request: Request, session: SessionDep, viewer: PageViewer, channel_id: Id) -> Response:
     channel = service.get_channel(session, channel_id=channel_id, viewer=viewer)
     try:
         body = images.poster_png(title=channel.name, incentive=channel.incentive_text, qr_data=_link(request, channel))

@@ -36,7 +36,9 @@ from siyu.channels.models import (
 from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_
+from siyu.core.ids import Id
 from siyu.core.settings import local_zone
+from siyu.core.text import Name
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
 from siyu.customers import variables
@@ -57,7 +59,7 @@ class ChannelNotFound(NotFound):
 
 
 class ChannelIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: Name = Field(min_length=1, max_length=64)
     kind: ChannelKind = ChannelKind.store_staff
     status: ChannelStatus = ChannelStatus.active
     starts_on: date | None = None
@@ -65,13 +67,13 @@ class ChannelIn(BaseModel):
     cost_model: CostModel = CostModel.per_add
     cost_amount: Decimal = Field(Decimal("0"), ge=0, le=Decimal("100000000"))
     account_strategy: AccountStrategy = AccountStrategy.single
-    account_ids: list[int] = Field(min_length=1, max_length=200)
-    tag_names: list[str] = Field(default_factory=list, max_length=20)
+    account_ids: list[Id] = Field(min_length=1, max_length=200)
+    tag_names: list[Name] = Field(default_factory=list, max_length=20)
     incentive_kind: IncentiveKind = IncentiveKind.none
     incentive_text: str = Field("", max_length=200)
     welcome_text: str = Field("", max_length=2000)
     fallback_text: str = Field("", max_length=2000)
-    promoter_id: int | None = None
+    promoter_id: Id | None = None
 
     @field_validator("ends_on")
     @classmethod
@@ -510,9 +512,9 @@ def daily_adds(session: Session, *, since: date, until: date, channel_ids: list[
 
 
 class PromoterIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: Name = Field(min_length=1, max_length=64)
     reward_per_add: Decimal = Field(Decimal("0"), ge=0, le=Decimal("10000"))
-    user_id: int | None = None
+    user_id: Id | None = None
 
 
 @dataclass

@@ -6,18 +6,19 @@ a job) owns the transaction so that several changes commit or fail together.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from siyu.core.settings import get_settings
+from siyu.core.viewer import hide_phones_in
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -71,6 +72,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA mmap_size=268435456")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
+    # What a search may match for a viewer who may not see phones (PostgreSQL: regexp_replace).
+    dbapi_connection.create_function("siyu_hide_phones", 1, hide_phones_in, deterministic=True)
 
 
 def make_engine(url: str) -> Engine:
@@ -127,3 +130,14 @@ def get_session() -> Iterator[Session]:
     finally:
         session.rollback()
         session.close()
+
+
+def missing_ids(session: Session, table: str, ids: Iterable[int]) -> list[int]:
+    """The ids among ``ids`` that ``table`` does not hold, in order: services name them in a 422
+    before a write that references them, instead of letting the foreign key fail."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    column = Base.metadata.tables[table].c.id
+    found = set(session.scalars(select(column).where(column.in_(wanted))))
+    return [i for i in wanted if i not in found]

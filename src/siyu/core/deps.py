@@ -19,8 +19,8 @@ from siyu.team.models import User
 SessionDep = Annotated[Session, Depends(get_session)]
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
-SESSION_USER_KEY = "uid"
-SESSION_STAMP_KEY = "stamp"
+# The signed cookie holds only this random id (and the CSRF token); the user_session row decides.
+SESSION_ID_KEY = "sid"
 CSRF_SESSION_KEY = "csrf"
 CSRF_FORM_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
@@ -46,14 +46,15 @@ def api_user(session: SessionDep, token: Annotated[str | None, Depends(oauth2_sc
     return team_service.user_for_token(session, token=token)
 
 
-def page_user(request: Request, session: SessionDep) -> User:
-    from siyu.core.security import password_stamp
+def client_address(request: Request) -> str:
+    """The caller's address (behind a proxy: as the server was told to trust, e.g. uvicorn's --proxy-headers)."""
+    return request.client.host if request.client else ""
 
-    user_id = request.session.get(SESSION_USER_KEY)
-    user = session.get(User, user_id) if isinstance(user_id, int) else None
-    if user is None or not user.is_active or request.session.get(SESSION_STAMP_KEY) != password_stamp(
-        user.password_hash
-    ):
+
+def page_user(request: Request, session: SessionDep) -> User:
+    session_id = request.session.get(SESSION_ID_KEY)
+    user = team_service.user_for_session(session, session_id=session_id) if isinstance(session_id, str) else None
+    if user is None:
         request.session.clear()
         raise LoginRequired("Please log in")
     # The layout shows who is logged in even on an error page, which renders after this

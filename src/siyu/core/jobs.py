@@ -16,6 +16,21 @@ Two kinds of task:
 
 A task is only enqueued after the transaction that created its data commits, so a worker
 never looks for rows that are not there yet (``submit`` and ``enqueue_after_commit``).
+
+A worker can die under a tracked job (``kill -9``, a lost host, an out-of-memory kill): Huey
+has already handed the task out and will not give it again. So a running job carries a
+*lease*: its worker writes ``heartbeat_at`` every quarter of ``SIYU_JOB_LEASE_SECONDS``, and a
+sweep (every minute on each bulk worker, and when a worker starts) takes a running job whose
+heartbeat is older than the lease as orphaned. It is claimed with one conditional UPDATE (two
+sweeps never both win) and enqueued again — treated like a failed attempt, so it counts
+against the task's retries — or, once they are used up, failed with a message its owner can
+read. Every tracked task therefore must be safe to run again after a crash at any point, as it
+already must be for a retry: long ones keep their position with ``JobContext.remember`` in the
+same transaction as the work (an import, a bulk action), or redo idempotent work (an export
+writes a new file). A worker that comes back from a long pause after its lease was taken
+finds ``attempts`` moved on, and its next ``remember`` rolls its batch back (``LeaseLost``).
+A job waiting for a retry has ``heartbeat_at`` set to when the retry is due, so a retry the
+queue lost (a Redis restarted without persistence) is started by the sweep a lease later.
 """
 
 from __future__ import annotations
@@ -26,18 +41,19 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from huey import Huey, RedisHuey, SqliteHuey
+from huey import Huey, RedisHuey, SqliteHuey, crontab
 from huey.api import TaskWrapper
 from huey.consumer import Consumer
 from huey.exceptions import RetryTask
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.core.db import transaction, utcnow
 from siyu.core.errors import NotFound
+from siyu.core.i18n import N_, _
 from siyu.core.models import Job, JobStatus
 from siyu.core.settings import get_settings
 from siyu.core.viewer import Viewer
@@ -52,9 +68,9 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 def _make_queue(name: str) -> Huey:
     settings = get_settings()
     if settings.redis_url:
-        return RedisHuey(f"siyu-{name}", url=settings.redis_url, utc=True)
+        return RedisHuey(f"{settings.queue_prefix}-{name}", url=settings.redis_url, utc=True)
     path = settings.data_path("queues") / f"{name}.db"
-    return SqliteHuey(f"siyu-{name}", filename=str(path), utc=True)
+    return SqliteHuey(f"{settings.queue_prefix}-{name}", filename=str(path), utc=True)
 
 
 inbound_queue: Huey = _make_queue("inbound")
@@ -195,6 +211,7 @@ class JobContext:
 
     job_id: int
     params: dict[str, Any]
+    attempt: int = 1
     _last_progress: float = field(default=0.0, repr=False)
 
     @contextmanager
@@ -216,53 +233,135 @@ class JobContext:
                 if total is not None:
                     job.total = total
 
+    def remember(self, session: Session, **values: Any) -> None:
+        """Keep ``values`` in the job's params within the caller's transaction.
+
+        Committed together with the work they describe, so an attempt after a crash starts
+        exactly where the last committed one stopped (it finds them in ``params``). Raises
+        ``LeaseLost`` when another worker has taken the job over: the caller's work rolls back.
+        """
+        job = session.get(Job, self.job_id, with_for_update=True)
+        if job is None or job.attempts != self.attempt or job.finished:
+            raise LeaseLost(f"job {self.job_id}: attempt {self.attempt} was taken over")
+        job.params = {**job.params, **values}
+        job.heartbeat_at = utcnow()
+        self.params = {**self.params, **values}
+
+
+class LeaseLost(RuntimeError):
+    """This worker's attempt at a job was given up (its lease ran out) and another one runs it."""
+
 
 JobFunction = Callable[[JobContext], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class TrackedTask:
+    task: TaskWrapper
+    retries: int
+
+
+# Every tracked task by name (``Job.task``), so the sweep can start an orphaned job again.
+TRACKED: dict[str, TrackedTask] = {}
 
 
 def tracked_task(queue: Huey, *, retries: int = 2, retry_delay: int = 10) -> Callable[[JobFunction], TaskWrapper]:
     """A Huey task whose state lives in a ``Job`` row; retried with a growing delay."""
 
     def decorate(function: JobFunction) -> TaskWrapper:
-        @queue.task(name=f"{function.__module__}.{function.__name__}", context=True)
+        name = f"{function.__module__}.{function.__name__}"
+
+        @queue.task(name=name, context=True)
         def run(job_id: int, task: Any = None) -> None:
             _run_tracked(function, job_id, retries=retries, retry_delay=retry_delay)
 
         run.siyu_queue = queue_name(queue)
+        run.siyu_name = name
+        TRACKED[name] = TrackedTask(task=run, retries=retries)
         return run
 
     return decorate
 
 
+def lease_seconds() -> float:
+    return float(get_settings().job_lease_seconds)
+
+
+class _Heartbeat:
+    """Writes a running job's ``heartbeat_at`` every quarter lease, from its own thread, until stopped."""
+
+    def __init__(self, job_id: int, attempt: int) -> None:
+        self.job_id, self.attempt = job_id, attempt
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"siyu-heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(lease_seconds() / 4):
+            try:
+                with transaction() as session:
+                    session.execute(update(Job).where(
+                        Job.id == self.job_id, Job.attempts == self.attempt,
+                        Job.status == JobStatus.running.value).values(heartbeat_at=utcnow()))
+            except Exception:  # a busy database: the next beat tries again, well within the lease
+                log.warning("job %s: heartbeat not written", self.job_id, exc_info=True)
+
+
+def _alive(job: Job, now: datetime) -> bool:
+    beat = job.heartbeat_at or job.started_at
+    return job.status == JobStatus.running and beat is not None and (now - beat).total_seconds() < lease_seconds()
+
+
 def _run_tracked(function: JobFunction, job_id: int, *, retries: int, retry_delay: int) -> None:
     with transaction() as session:
-        job = session.get(Job, job_id)
+        job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.finished:
             log.warning("job %s is gone or already finished; skipping", job_id)
             return
+        now = utcnow()
+        if _alive(job, now):
+            log.warning("job %s is running on another worker (heartbeat %s); skipping", job_id, job.heartbeat_at)
+            return
         job.status = JobStatus.running.value
         job.attempts += 1
-        job.started_at = job.started_at or utcnow()
+        job.started_at = job.started_at or now
+        job.heartbeat_at = now
         attempt, params = job.attempts, dict(job.params)
     try:
-        result = function(JobContext(job_id=job_id, params=params))
+        with _Heartbeat(job_id, attempt):
+            result = function(JobContext(job_id=job_id, params=params, attempt=attempt))
+    except LeaseLost:
+        log.warning("job %s: attempt %s was taken over by another worker; stopping it here", job_id, attempt)
+        return
     except Exception as exc:
         last_attempt = attempt > retries
+        # Back off: 10 s, 20 s, 40 s … so a struggling dependency gets room to recover.
+        delay = retry_delay * 2 ** (attempt - 1)
         log.exception("job %s (%s) failed on attempt %s", job_id, function.__name__, attempt)
         with transaction() as session:
             job = session.get(Job, job_id)
-            if job is not None:
-                job.error = _describe(exc)
-                job.status = (JobStatus.failed if last_attempt else JobStatus.retrying).value
-                if last_attempt:
-                    job.finished_at = utcnow()
+            if job is None or job.attempts != attempt:
+                return  # another worker runs it now (this one's lease ran out)
+            job.error = _describe(exc)
+            job.status = (JobStatus.failed if last_attempt else JobStatus.retrying).value
+            # When the retry is due: should the queue lose it (a Redis without persistence restarted),
+            # the sweep starts the job a lease after that.
+            job.heartbeat_at = utcnow() + timedelta(seconds=delay)
+            if last_attempt:
+                job.finished_at = utcnow()
         if last_attempt:
             return
-        # Back off: 10 s, 20 s, 40 s … so a struggling dependency gets room to recover.
-        raise RetryTask(delay=retry_delay * 2 ** (attempt - 1)) from exc
+        raise RetryTask(delay=delay) from exc
     with transaction() as session:
         job = session.get(Job, job_id)
-        if job is not None:
+        if job is not None and job.attempts == attempt:
             job.status = JobStatus.succeeded.value
             job.result = result
             job.error = ""
@@ -286,13 +385,19 @@ def submit(
     params: dict[str, Any],
     actor: Viewer,
     total: int | None = None,
+    enqueue: bool = True,
 ) -> Job:
-    """Record a job in the caller's transaction; its task is enqueued once that commits."""
+    """Record a job in the caller's transaction; its task is enqueued once that commits.
+
+    ``enqueue=False``: the caller runs it in its own process (``task.call_local(job.id)``, the
+    CLI); should that process die, the sweep hands the job to a worker like any other.
+    """
     job = Job(kind=kind, title=title, queue=getattr(task, "siyu_queue", "bulk"), params=params, total=total,
-              created_by_id=actor.user_id)
+              created_by_id=actor.user_id, task=getattr(task, "siyu_name", ""))
     session.add(job)
     session.flush()
-    enqueue_after_commit(session, task, job.id)
+    if enqueue:
+        enqueue_after_commit(session, task, job.id)
     return job
 
 
@@ -320,10 +425,66 @@ def list_jobs(
     return list(session.scalars(query))
 
 
+STALE_STATUSES = (JobStatus.running.value, JobStatus.retrying.value)
+
+
 def stale_before(moment: datetime, session: Session) -> list[Job]:
-    """Jobs still marked running that started before ``moment`` (a worker died under them)."""
-    query = select(Job).where(Job.status == JobStatus.running.value, Job.started_at < moment)
+    """Jobs whose worker last reported before ``moment`` (it died under them), or whose retry was due
+    before it and never started (the queue lost it)."""
+    query = select(Job).where(Job.status.in_(STALE_STATUSES),
+                              func.coalesce(Job.heartbeat_at, Job.started_at) < moment).order_by(Job.id)
     return list(session.scalars(query))
+
+
+RESUMED = N_("Its worker stopped; the job was started again (attempt {attempt}) and goes on from where it was")
+GIVEN_UP = N_("Its worker stopped {n} times; the job was stopped after {done} of {total}. Start it again to finish")
+NOT_RESUMABLE = N_("Its worker stopped and this job cannot be resumed; start it again")
+
+
+def recover_stale(now: datetime | None = None) -> list[int]:
+    """Resume (or fail, with the reason) every running job whose worker died, and start again every
+    retry the queue lost; their ids.
+
+    Each job is claimed with one conditional UPDATE on its status and heartbeat, so two sweeps
+    at once (every bulk worker runs one) never both start it.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=lease_seconds())
+    recovered: list[int] = []
+    with transaction() as session:
+        candidates = [(job.id, job.task, job.attempts, job.done, job.total, job.status)
+                      for job in stale_before(cutoff, session)]
+    for job_id, task_name, attempts, done, total, status in candidates:
+        tracked = TRACKED.get(task_name)
+        if status == JobStatus.retrying and tracked is None:
+            continue  # from before leases: its retry is Huey's to start
+        resumable = tracked is not None and attempts <= tracked.retries
+        # heartbeat_at = now: a job that waits in the queue behind others is not claimed again at once.
+        values: dict[str, Any] = {"heartbeat_at": now}
+        if resumable and status == JobStatus.running:
+            values.update(status=JobStatus.retrying.value, error=_(RESUMED, attempt=attempts + 1))
+        elif not resumable:
+            message = (_(GIVEN_UP, n=attempts, done=done, total=total if total is not None else "?")
+                       if tracked is not None else _(NOT_RESUMABLE))
+            values.update(status=JobStatus.failed.value, error=message, finished_at=now)
+        with transaction() as session:
+            claimed = session.execute(update(Job).where(
+                Job.id == job_id, Job.status == status, Job.attempts == attempts,
+                func.coalesce(Job.heartbeat_at, Job.started_at) < cutoff).values(**values))
+            if getattr(claimed, "rowcount", 0) != 1:
+                continue  # another sweep took it, or its worker was only slow and reported meanwhile
+            if resumable and tracked is not None:
+                enqueue_after_commit(session, tracked.task, job_id)
+        log.warning("job %s (%s) was %s and nobody ran it for a lease; %s", job_id, task_name, status,
+                    "started again" if resumable else "failed")
+        recovered.append(job_id)
+    return recovered
+
+
+@bulk_queue.periodic_task(crontab(minute="*"))
+def sweep_stale_jobs() -> None:
+    """Every minute on each bulk worker: jobs whose worker died are resumed or failed."""
+    recover_stale()
 
 
 # ---------------------------------------------------------------- workers
@@ -343,6 +504,12 @@ class Workers:
 
     def start(self) -> None:
         import signal
+
+        if any(consumer.huey is bulk_queue for consumer in self.consumers):
+            try:  # jobs orphaned while no worker ran: resumed now, not a minute from now
+                recover_stale()
+            except Exception:
+                log.exception("could not look for orphaned jobs; the periodic sweep will")
 
         # Huey's consumer installs its own signal handlers; the host process (uvicorn, or
         # run_forever below) keeps its own, so Ctrl-C and SIGTERM still shut down cleanly.

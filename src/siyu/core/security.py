@@ -1,7 +1,8 @@
-"""Password hashing, API tokens and CSRF tokens — every secret-handling rule in one file."""
+"""Password hashing, API tokens, session ids and CSRF tokens — every secret-handling rule in one file."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -46,15 +47,22 @@ class IssuedToken:
     expires_at: datetime
 
 
-def issue_token(user_id: int, password_stamp: str) -> IssuedToken:
-    """A signed, expiring bearer token. The stamp ties it to the current password."""
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    stamp: str  # the tail of the password hash: a new password ends the token
+    generation: int  # the user's token generation: "log out everywhere" and deactivation end the token
+
+
+def issue_token(user_id: int, password_stamp: str, generation: int = 0) -> IssuedToken:
+    """A signed, expiring bearer token, tied to the current password and token generation."""
     ttl = timedelta(minutes=get_settings().token_ttl_minutes)
-    token = _serializer().dumps({"uid": user_id, "stamp": password_stamp})
+    token = _serializer().dumps({"uid": user_id, "stamp": password_stamp, "gen": generation})
     return IssuedToken(token=token, expires_at=datetime.now(UTC) + ttl)
 
 
-def read_token(token: str) -> tuple[int, str] | None:
-    """The (user id, password stamp) inside a valid token, or None if forged or expired."""
+def read_token(token: str) -> TokenClaims | None:
+    """What a valid token says, or None if forged or expired."""
     max_age = get_settings().token_ttl_minutes * 60
     try:
         data = _serializer().loads(token, max_age=max_age)
@@ -62,7 +70,19 @@ def read_token(token: str) -> tuple[int, str] | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("uid"), int):
         return None
-    return data["uid"], str(data.get("stamp", ""))
+    generation = data.get("gen", 0)
+    return TokenClaims(user_id=data["uid"], stamp=str(data.get("stamp", "")),
+                       generation=generation if isinstance(generation, int) else -1)
+
+
+def new_session_id() -> str:
+    """The random id a console session cookie carries: 256 bits, meaningless without the server's row."""
+    return secrets.token_urlsafe(32)
+
+
+def session_id_hash(session_id: str) -> str:
+    """What the database keeps of a session id: a leaked table does not hand out live cookies."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def password_stamp(password_hash: str) -> str:

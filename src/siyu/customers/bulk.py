@@ -211,26 +211,40 @@ Transaction = Callable[[], AbstractContextManager[Session]]
 
 
 def run(transaction: Transaction, *, flt: service.CustomerFilter, action: BulkAction, viewer: Viewer,
-        progress: Callable[[int, int], None] | None = None, batch_size: int = BATCH_SIZE) -> BulkResult:
-    """Walk every matching customer in id order, one transaction per batch, then audit once."""
+        progress: Callable[[int, int], None] | None = None, batch_size: int = BATCH_SIZE,
+        checkpoint: Callable[[Session, dict[str, Any]], None] | None = None,
+        resume: dict[str, Any] | None = None) -> BulkResult:
+    """Walk every matching customer in id order, one transaction per batch, then audit once.
+
+    ``checkpoint(session, state)`` runs inside each batch's transaction (and the audit's) with
+    the position and counts; a run given that state as ``resume`` goes on after the last
+    committed batch (a job whose worker died), with its counts, and audits once.
+    """
+    state = dict(resume or {})
     with transaction() as session:
         check_action(session, action=action, viewer=viewer)
         total = service.count_matching(session, flt=flt, viewer=viewer)
-    matched = changed = 0
-    after_id = 0
+    matched, changed = int(state.get("matched", 0)), int(state.get("changed", 0))
+    after_id = int(state.get("after_id", 0))
     if progress:
-        progress(0, total)
+        progress(min(matched, max(total, matched)), max(total, matched))
     while True:
         with transaction() as session:
             checked = check_action(session, action=action, viewer=viewer)
             ids = service.matching_ids(session, flt=flt, viewer=viewer, after_id=after_id, limit=batch_size)
             if not ids:
                 break
-            changed += len(apply_batch(session, ids=ids, checked=checked, viewer=viewer))
+            changed_now = len(apply_batch(session, ids=ids, checked=checked, viewer=viewer))
+            if checkpoint:
+                checkpoint(session, {"after_id": ids[-1], "matched": matched + len(ids),
+                                     "changed": changed + changed_now})
+        changed += changed_now
         matched += len(ids)
         after_id = ids[-1]
         if progress:
             progress(min(matched, max(total, matched)), max(total, matched))
+    if state.get("recorded"):
+        return BulkResult(matched=matched, changed=changed)
     result = BulkResult(matched=matched, changed=changed)
     with transaction() as session:
         description = check_action(session, action=action, viewer=viewer).description
@@ -238,4 +252,6 @@ def run(transaction: Transaction, *, flt: service.CustomerFilter, action: BulkAc
                                   summary=description,
                                   after={**result.summary(), "action": action.to_json(),
                                          "filter": flt.to_json()})
+        if checkpoint:
+            checkpoint(session, {"after_id": after_id, "matched": matched, "changed": changed, "recorded": True})
     return result

@@ -20,6 +20,7 @@ from starlette.datastructures import FormData, QueryParams
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id, parse_id
 from siyu.customers import bulk, service
 from siyu.customers import jobs as customers_jobs
 from siyu.customers.models import Stage
@@ -40,7 +41,7 @@ def _optional_int(raw: str, *, field_name: str) -> int | None:
     raw = raw.strip()
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if parse_id(raw) is None:
         raise Invalid("Not a valid number: {value}", field=field_name, value=raw[:20])
     return int(raw)
 
@@ -86,7 +87,7 @@ def _filter_summary(session: Session, query: ListQuery) -> list[tuple[str, str]]
             value = tags.get(value, value)
         elif key == "stage":
             value = _(f"stage.{value}")
-        elif key == "account_id" and value.isdigit():
+        elif key == "account_id" and parse_id(value) is not None:
             value = accounts.get(int(value), value)
         shown.append((_(FILTER_LABELS.get(key, key)), value))
     return shown
@@ -147,7 +148,7 @@ class BulkFilter(BaseModel):
     q: str = Field("", max_length=200)
     tags: list[str] = Field(default_factory=list, max_length=50, description="Tag ids or names (组:标签)")
     stage: str | None = None
-    account_id: int | None = None
+    account_id: Id | None = None
     source: str | None = Field(None, max_length=64)
     last_touch_before: datetime | None = None
     last_touch_after: datetime | None = None
@@ -157,7 +158,7 @@ class BulkRequest(BaseModel):
     filter: BulkFilter = Field(default_factory=BulkFilter)
     action: Literal["add_tags", "remove_tags", "assign_owner", "set_stage"]
     tags: list[TagName] = Field(default_factory=list, max_length=50, description="add_tags / remove_tags")
-    owner_id: int | None = Field(None, description="assign_owner; null takes the owner away")
+    owner_id: Id | None = Field(None, description="assign_owner; null takes the owner away")
     stage: str | None = Field(None, description="set_stage; null hands the stage back to the lifecycle rules")
     dry_run: bool = Field(False, description="Only count and describe; change nothing")
 

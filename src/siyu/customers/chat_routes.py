@@ -11,6 +11,7 @@ from starlette.datastructures import FormData, UploadFile
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import _
+from siyu.core.ids import Id, parse_id
 from siyu.customers import chat_imports, service
 from siyu.customers.import_routes import TRUE_WORDS, UploadForm
 from siyu.web.render import render
@@ -24,7 +25,7 @@ def _file_and_options(form: FormData) -> tuple[UploadFile, int | None, bool]:
     if not isinstance(uploaded, UploadFile) or not uploaded.filename:
         raise Invalid("Choose the chat export file (TXT or CSV)", field="file")
     raw = str(form.get("account_id") or "").strip()
-    if raw and (not raw.isdigit() or len(raw) > 12):
+    if raw and parse_id(raw) is None:
         raise Invalid("Account {account_id} not found", field="account_id", account_id=raw[:20])
     return uploaded, int(raw) if raw else None, str(form.get("dry_run") or "").lower() in TRUE_WORDS
 
@@ -38,7 +39,7 @@ def _read(uploaded: UploadFile) -> bytes:
 
 
 @api.post("/customers/{customer_id}/chat-import")
-def api_chat_import(session: SessionDep, viewer: ApiViewer, customer_id: int, form: UploadForm) -> Response:
+def api_chat_import(session: SessionDep, viewer: ApiViewer, customer_id: Id, form: UploadForm) -> Response:
     """Add a chat export (multipart field ``file``: TXT or WeChatMsg CSV) to the customer's timeline."""
     uploaded, account_id, dry_run = _file_and_options(form)
     try:
@@ -54,7 +55,7 @@ def api_chat_import(session: SessionDep, viewer: ApiViewer, customer_id: int, fo
 
 
 @pages.post("/customers/{customer_id}/chat-import", response_class=HTMLResponse)
-def chat_import_submit(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def chat_import_submit(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                        form: UploadForm, _csrf: Annotated[None, CsrfChecked]) -> Response:
     customer = service.get_customer(session, customer_id=customer_id, viewer=viewer)
     context = {"customer": customer, "title": _("Import a chat"), "nav_active": "customers", "result": None,

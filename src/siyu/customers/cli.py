@@ -29,6 +29,7 @@ def import_file(
     from siyu.core import db as core_db
     from siyu.core.errors import DomainError
     from siyu.core.i18n import _
+    from siyu.core.models import JobStatus
     from siyu.core.settings import get_settings
     from siyu.core.viewer import SYSTEM
     from siyu.customers import imports
@@ -43,8 +44,14 @@ def import_file(
                 result = imports.run_import(session, source=source, options=options, viewer=SYSTEM,
                                             filename=file.name, dry_run=True)
         else:
-            result = imports.run_in_batches(core_db.transaction, source=source, options=options, viewer=SYSTEM,
-                                            filename=file.name)
+            from siyu.customers import jobs as customers_jobs
+
+            job = customers_jobs.import_here(file, options=options, actor=SYSTEM)
+            if job.status != JobStatus.succeeded or job.result is None:
+                typer.echo(_("The import stopped (job {id}): {error}", id=job.id, error=job.error), err=True)
+                raise typer.Exit(1)
+            result = imports.ImportResult(rows=int(job.result["rows"]), dry_run=False, counts=imports.Counts(
+                created=job.result["created"], updated=job.result["updated"], skipped=job.result["skipped"]))
     except imports.ImportInvalid as exc:
         typer.echo(exc.message, err=True)
         for error in exc.errors:

@@ -17,9 +17,10 @@ from typing import IO, Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 
+from siyu.core import storage
 from siyu.core.deps import ApiViewer, PageViewer, SessionDep
 from siyu.core.viewer import Viewer
 from siyu.customers import exports, service
@@ -58,13 +59,14 @@ def _chunks(spool: IO[bytes]) -> Iterator[bytes]:
 def _start(session: Session, *, flt: CustomerFilter, viewer: Viewer, fmt: ExportFormat,
            via: str) -> Response | int:
     """The file of a small export (audited, committed), or the id of the job of a large one."""
+    exports.checked_filter(flt)  # a large export's job must not be the first to find the filter bad
     count = service.count_customers(session, flt=flt, viewer=viewer, cap=exports.DIRECT_ROWS)
     if not count.exact:
         job_id = customers_jobs.submit_export(session, flt=flt, fmt=fmt, actor=viewer, total=count.estimate,
                                               via=via)
         session.commit()
         return job_id
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=str(exports.export_dir()))  # noqa: SIM115
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
     try:
         rows = exports.write_export(session, flt=flt, viewer=viewer, fmt=fmt, out=spool)
         exports.record_export(session, viewer=viewer, flt=flt, fmt=fmt, rows=rows, via=via)
@@ -78,7 +80,9 @@ def _start(session: Session, *, flt: CustomerFilter, viewer: Viewer, fmt: Export
 
 
 def _download(stored: exports.StoredExport) -> Response:
-    return FileResponse(stored.path, media_type=stored.fmt.media_type, headers=_file_headers(stored.filename))
+    # From the shared storage, a chunk at a time: the export may have been written on another host.
+    return StreamingResponse(storage.iter_chunks(stored.key), media_type=stored.fmt.media_type,
+                             headers={**_file_headers(stored.filename), "Content-Length": str(stored.size)})
 
 
 # ---------------------------------------------------------------- API

@@ -23,7 +23,8 @@ Why it is shaped this way:
 - **Phones masked** (``138****1234``) for viewers who may not see them, as on the customer page.
 - **One audit entry per export**, with the filter and the number of rows.
 - Small exports are answered within the request; larger ones are written by a background
-  job (``customers.jobs.export_customers``) into the data folder under a random token that
+  job (``customers.jobs.export_customers``) into the shared storage (``core/storage.py``: every
+  app host serves the download) under a random token that
   only the exporting user can download, for ``EXPORT_TTL_SECONDS``.
 """
 
@@ -32,14 +33,12 @@ from __future__ import annotations
 import csv
 import enum
 import io
-import json
-import os
 import re
 import secrets
-import time
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,9 +46,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
+from siyu.core import storage
+from siyu.core.db import utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import _, catalogue
-from siyu.core.settings import get_settings, local_zone
+from siyu.core.settings import local_zone
 from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import Viewer
 from siyu.customers import service
@@ -164,7 +165,7 @@ class _RowBuilder:
 
     def _phone(self, number: str) -> str:
         shown = normalise_mobile(number) or number  # +86 138… as the import writes it: 138…
-        return shown if self.viewer.may_see_phones else service.mask_phone(shown)
+        return self.viewer.phone(shown)
 
     def _primary(self, friendships: list[Friendship]) -> Friendship | None:
         if self.account_id is not None:
@@ -204,7 +205,7 @@ class _RowBuilder:
             "external_userid": customer.wecom_external_userid or "",
             "phones": TAG_JOIN.join(phones),
             "tags": TAG_JOIN.join(manual),
-            "description": primary.description if primary else "",
+            "description": self.viewer.text(primary.description) if primary else "",
             "city": customer.city,
             "source": customer.source,
             "account": self.accounts.get(primary.account_id, str(primary.account_id)) if primary else "",
@@ -223,7 +224,8 @@ class _RowBuilder:
         return [values[column.key] for column in COLUMNS]
 
 
-def _checked(flt: CustomerFilter) -> CustomerFilter:
+def checked_filter(flt: CustomerFilter) -> CustomerFilter:
+    """The filter an export runs: refused here (before any job is queued) when the list would refuse it."""
     if flt.sort not in service.SORTS:  # the list would refuse it; so does the export
         raise Invalid("Unknown sort {sort}", field="sort", sort=flt.sort)
     return replace(flt, sort=EXPORT_SORT)
@@ -236,7 +238,7 @@ def iter_rows(session: Session, *, flt: CustomerFilter, viewer: Viewer,
     After each batch the session forgets what it loaded (it is flushed first, so nothing
     the caller added is lost): memory stays flat however many customers there are.
     """
-    flt = _checked(flt)
+    flt = checked_filter(flt)
     builder = _RowBuilder(session, viewer=viewer, account_id=flt.account_id)
     cursor: str | None = None
     while True:
@@ -350,7 +352,11 @@ class StoredExport:
     filename: str
     fmt: ExportFormat
     rows: int
-    path: Path
+    size: int = 0
+
+    @property
+    def key(self) -> str:
+        return _export_key(self.token)
 
     @property
     def download_url(self) -> str:
@@ -361,63 +367,52 @@ class StoredExport:
         return f"/api/v1/customers/exports/{self.token}"
 
 
-def export_dir() -> Path:
-    return get_settings().data_path("exports")
+EXPORT_AREA = "exports"
+
+
+def _export_key(token: str) -> str:
+    return f"{EXPORT_AREA}/{token}"
 
 
 def store_export(session: Session, *, flt: CustomerFilter, viewer: Viewer, fmt: ExportFormat, via: str,
                  progress: Callable[[int], None] | None = None) -> StoredExport:
-    """Write an export into the data folder under a new random token, and audit it."""
+    """Write an export into the shared storage (any app host serves it) under a new random token, and audit it.
+
+    The file is built in a local temporary file first (an XLSX is a zip: it needs to seek), then
+    stored in one go; a crash leaves nothing but the temporary file, which the system removes.
+    """
     sweep_exports()
     token = secrets.token_hex(16)
-    folder = export_dir()
-    path = folder / f"{token}.{fmt.value}"
-    partial = folder / f"{token}.part"
-    try:
-        with partial.open("wb") as out:
-            rows = write_export(session, flt=flt, viewer=viewer, fmt=fmt, out=out, progress=progress)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    filename = download_name(fmt)
-    meta = {"user_id": viewer.user_id, "filename": filename, "format": fmt.value, "rows": rows,
-            "created": time.time()}
-    (folder / f"{token}.json").write_text(json.dumps(meta), encoding="utf-8")
+    with tempfile.TemporaryFile() as scratch:
+        rows = write_export(session, flt=flt, viewer=viewer, fmt=fmt, out=scratch, progress=progress)
+        scratch.seek(0)
+        filename = download_name(fmt)
+        stored = storage.put(_export_key(token), scratch, meta={"user_id": viewer.user_id, "filename": filename,
+                                                                "format": fmt.value, "rows": rows})
     record_export(session, viewer=viewer, flt=flt, fmt=fmt, rows=rows, via=via)
-    return StoredExport(token=token, user_id=viewer.user_id, filename=filename, fmt=fmt, rows=rows, path=path)
+    return StoredExport(token=token, user_id=viewer.user_id, filename=filename, fmt=fmt, rows=rows, size=stored.size)
 
 
 def get_export(token: str, *, viewer: Viewer) -> StoredExport:
     """A stored export of this user; someone else's token is not found, an old one has expired."""
-    meta_path = export_dir() / f"{token}.json"
-    if not _TOKEN.match(token) or not meta_path.exists():
+    found = storage.info(_export_key(token)) if _TOKEN.match(token) else None
+    if found is None:
         raise NotFound("This export is gone; export the list again")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = found.meta
     if meta.get("user_id") is None or meta.get("user_id") != viewer.user_id:
         raise NotFound("This export is gone; export the list again")
-    if time.time() - float(meta.get("created", 0)) > EXPORT_TTL_SECONDS:
+    if utcnow() - found.created_at > timedelta(seconds=EXPORT_TTL_SECONDS):
         discard_export(token)
         raise NotFound("This export has expired; export the list again")
-    fmt = ExportFormat(meta["format"])
-    path = export_dir() / f"{token}.{fmt.value}"
-    if not path.exists():
-        raise NotFound("This export is gone; export the list again")
-    return StoredExport(token=token, user_id=meta["user_id"], filename=meta["filename"], fmt=fmt,
-                        rows=int(meta.get("rows", 0)), path=path)
+    return StoredExport(token=token, user_id=meta["user_id"], filename=meta["filename"],
+                        fmt=ExportFormat(meta["format"]), rows=int(meta.get("rows", 0)), size=found.size)
 
 
 def discard_export(token: str) -> None:
     if _TOKEN.match(token):
-        for suffix in (".json", ".part", *(f".{f.value}" for f in ExportFormat)):
-            (export_dir() / f"{token}{suffix}").unlink(missing_ok=True)
+        storage.delete_file(_export_key(token))
 
 
 def sweep_exports() -> None:
-    """Delete exports (and files of crashed ones) older than EXPORT_TTL_SECONDS: they hold personal data."""
-    cutoff = time.time() - EXPORT_TTL_SECONDS
-    for path in export_dir().iterdir():
-        try:
-            if path.stat().st_mtime < cutoff and _TOKEN.match(path.stem):
-                discard_export(path.stem)
-        except OSError:
-            continue
+    """Delete exports older than EXPORT_TTL_SECONDS: they hold personal data."""
+    storage.sweep(EXPORT_AREA, older_than=utcnow() - timedelta(seconds=EXPORT_TTL_SECONDS))

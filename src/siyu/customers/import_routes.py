@@ -2,9 +2,9 @@
 
 The wizard: upload → columns (each column's field, prefilled from its header, changeable)
 → check (every error of the whole file, or a preview of what will happen) → confirm →
-result, or the job's progress page for a large file. The uploaded file is kept in the data
-folder between the steps (and for the worker), under a random token that only its
-uploader can use.
+result, or the job's progress page for a large file. The uploaded file is kept in the shared
+storage (``core/storage.py``, in the database) between the steps and for the worker, so each
+step may reach another app host; it is filed under a random token that only its uploader can use.
 
 Mounted before the customers routers so ``/customers/import`` is never read as a customer id.
 """
@@ -24,6 +24,7 @@ from siyu.accounts import service as accounts_service
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import Invalid
 from siyu.core.i18n import _
+from siyu.core.ids import parse_id
 from siyu.core.viewer import Viewer
 from siyu.customers import imports
 from siyu.customers import jobs as customers_jobs
@@ -40,7 +41,8 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 async def read_upload_form(request: Request) -> FormData:
     """The multipart form of an upload; a body declared larger than the limit is refused unread."""
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > imports.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD:
+    limit = imports.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD
+    if length.isascii() and length.isdigit() and (len(length) > len(str(limit)) or int(length) > limit):
         raise imports.UploadTooLarge("The file is larger than {mb} MB; split it into smaller files",
                                      mb=imports.MAX_UPLOAD_BYTES // (1024 * 1024))
     try:
@@ -61,7 +63,7 @@ def _account_id(form: FormData) -> int | None:
     raw = _text(form, "account_id")
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if parse_id(raw) is None:
         raise Invalid("Account {account_id} not found", field="account_id", account_id=raw[:20])
     return int(raw)
 

@@ -20,7 +20,7 @@ Why it is shaped this way:
 
 The writes keep the customer rules: tags through ``service.resolve_tags`` (a new tag needs
 its group named, computed groups are refused), computed facts through
-``service.refresh_computed_many``, the search index through ``search.mark_dirty``, and one
+``service.refresh_computed_ids``, the search index through ``search.mark_dirty``, and one
 audit entry per import with the counts.
 """
 
@@ -29,29 +29,29 @@ from __future__ import annotations
 import codecs
 import csv
 import enum
-import json
+import io
 import re
 import secrets
-import time
 import unicodedata
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from datetime import time as time_of_day
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import Table, insert, or_, select
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
+from siyu.core import storage
 from siyu.core.db import utcnow
 from siyu.core.errors import DomainError, Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_, _
-from siyu.core.settings import get_settings
+from siyu.core.ids import parse_id
 from siyu.core.spreadsheet import is_masked_phone, unneutralise
 from siyu.core.viewer import Viewer
 from siyu.customers import search, service
@@ -178,46 +178,71 @@ def ensure_may_import(viewer: Viewer) -> None:
 
 @dataclass(frozen=True)
 class Source:
-    """A readable file: its format and, for CSV, the text encoding and delimiter found."""
+    """A readable file — a stored upload (``key``, any host reads it) or a local file (``path``, the
+    CLI) — with its format and, for CSV, the text encoding and delimiter found."""
 
-    path: Path
     kind: str  # "csv" or "xlsx"
     encoding: str = ""
     delimiter: str = ","
+    path: Path | None = None
+    key: str = ""
+
+    def open(self) -> IO[bytes]:
+        """The file's bytes, from the start. Always through a file object: openpyxl would judge a
+        path by its suffix (an upload has none) where the content is what counts."""
+        if self.key:
+            try:
+                return storage.open_file(self.key)
+            except FileNotFoundError as exc:
+                raise NotFound("This upload is gone; upload the file again") from exc
+        if self.path is None:
+            raise ValueError("a source needs a stored key or a path")
+        return self.path.open("rb")
 
     def describe(self) -> dict[str, str]:
-        return {"path": str(self.path), "kind": self.kind, "encoding": self.encoding, "delimiter": self.delimiter}
+        return {"key": self.key, "path": str(self.path) if self.path else "", "kind": self.kind,
+                "encoding": self.encoding, "delimiter": self.delimiter}
 
     @classmethod
     def from_description(cls, data: dict[str, str]) -> Source:
-        return cls(path=Path(data["path"]), kind=data["kind"], encoding=data.get("encoding", ""),
-                   delimiter=data.get("delimiter", ","))
+        return cls(kind=data["kind"], encoding=data.get("encoding", ""), delimiter=data.get("delimiter", ","),
+                   path=Path(data["path"]) if data.get("path") else None, key=data.get("key", ""))
 
 
 NOT_SPREADSHEET = N_("This is not a CSV or XLSX file; save it from Excel or WPS as CSV or XLSX")
 
 
 def open_source(path: Path) -> Source:
+    """A local file (the CLI), its format sniffed by content."""
+    return sniff(Source(kind="", path=path))
+
+
+def open_stored(key: str) -> Source:
+    """A stored upload, its format sniffed by content."""
+    return sniff(Source(kind="", key=key))
+
+
+def sniff(unknown: Source) -> Source:
     """Sniff the format by content (not by name): XLSX by its zip signature, else CSV text."""
-    with path.open("rb") as handle:
+    with unknown.open() as handle:
         head = handle.read(65536)
     if not head.strip():
         raise _file_error(N_("The file is empty"))
     if head.startswith(ZIP_MAGIC):
-        _check_xlsx(path)
-        return Source(path=path, kind="xlsx")
+        _check_xlsx(unknown)
+        return replace(unknown, kind="xlsx")
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"  # Excel's "Unicode text"
     elif b"\x00" in head:
         raise _file_error(NOT_SPREADSHEET)  # a binary file: image, PDF, old .xls …
     else:
-        encoding = _detect_encoding(path)
-    return Source(path=path, kind="csv", encoding=encoding, delimiter=_sniff_delimiter(path, encoding))
+        encoding = _detect_encoding(unknown)
+    return replace(unknown, kind="csv", encoding=encoding, delimiter=_sniff_delimiter(unknown, encoding))
 
 
-def _check_xlsx(path: Path) -> None:
+def _check_xlsx(source: Source) -> None:
     try:
-        with zipfile.ZipFile(path) as archive:
+        with source.open() as handle, zipfile.ZipFile(handle) as archive:
             infos = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise _file_error(NOT_SPREADSHEET) from exc
@@ -228,9 +253,9 @@ def _check_xlsx(path: Path) -> None:
                           mb=MAX_XLSX_UNPACKED_BYTES // (1024 * 1024))
 
 
-def _decodes(path: Path, encoding: str) -> bool:
+def _decodes(source: Source, encoding: str) -> bool:
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    with path.open("rb") as handle:
+    with source.open() as handle:
         try:
             while chunk := handle.read(1 << 20):
                 decoder.decode(chunk)
@@ -240,22 +265,27 @@ def _decodes(path: Path, encoding: str) -> bool:
     return True
 
 
-def _detect_encoding(path: Path) -> str:
+def _detect_encoding(source: Source) -> str:
     # UTF-8 (with or without BOM) first, then GB18030 (a superset of GBK, what Excel and WPS
     # write on Chinese Windows); only then a statistical guess.
     for encoding in ("utf-8-sig", "gb18030"):
-        if _decodes(path, encoding):
+        if _decodes(source, encoding):
             return encoding
-    from charset_normalizer import from_path
+    from charset_normalizer import from_bytes
 
-    best = from_path(path).best()
+    with source.open() as handle:  # the guess reads a sample, not the whole file
+        best = from_bytes(handle.read(1 << 20)).best()
     if best is None:
         raise _file_error(NOT_SPREADSHEET)
     return str(best.encoding)
 
 
-def _sniff_delimiter(path: Path, encoding: str) -> str:
-    with path.open(encoding=encoding, errors="replace", newline="") as handle:
+def _text(source: Source, encoding: str, errors: str) -> IO[str]:
+    return io.TextIOWrapper(source.open(), encoding=encoding, errors=errors, newline="")
+
+
+def _sniff_delimiter(source: Source, encoding: str) -> str:
+    with _text(source, encoding, "replace") as handle:
         first = handle.readline(65536)
     counts = {delimiter: first.count(delimiter) for delimiter in (",", "\t", ";")}
     best = max(counts, key=lambda d: counts[d])
@@ -288,7 +318,7 @@ Rows = Generator[tuple[int, list[str]], None, None]
 def iter_rows(source: Source) -> Rows:
     """(spreadsheet row number, cells as text) for every row, the header row included."""
     if source.kind == "xlsx":
-        yield from _xlsx_rows(source.path)
+        yield from _xlsx_rows(source)
     else:
         yield from _csv_rows(source)
 
@@ -296,7 +326,7 @@ def iter_rows(source: Source) -> Rows:
 def _csv_rows(source: Source) -> Rows:
     csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     number = 0
-    with source.path.open(encoding=source.encoding, errors="strict", newline="") as handle:
+    with _text(source, source.encoding, "strict") as handle:
         reader = csv.reader(handle, delimiter=source.delimiter)
         while True:
             try:
@@ -310,13 +340,16 @@ def _csv_rows(source: Source) -> Rows:
             yield number, cells
 
 
-def _xlsx_rows(path: Path) -> Rows:
+def _xlsx_rows(source: Source) -> Rows:
     import openpyxl
 
+    handle = source.open()
     try:
-        # data_only=False: a formula cell gives its formula text, never a computed value.
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=False)
+        # data_only=False: a formula cell gives its formula text, never a computed value. A file
+        # object, not a path: openpyxl refuses a path whose suffix is not .xlsx (an upload's).
+        workbook = openpyxl.load_workbook(handle, read_only=True, data_only=False)
     except Exception as exc:  # any parse failure of an untrusted file is the user's to fix
+        handle.close()
         raise _file_error(N_("This XLSX file cannot be read; open it in Excel or WPS and save it again")) from exc
     try:
         if not workbook.worksheets:
@@ -334,6 +367,7 @@ def _xlsx_rows(path: Path) -> Rows:
                                                             reason=type(exc).__name__))]) from exc
     finally:
         workbook.close()
+        handle.close()
 
 
 def column_letter(index: int) -> str:
@@ -550,8 +584,8 @@ class _Checker:
                             index[key.strip()].add(account.id)
             self._accounts = index
         found = self._accounts.get(text, set())
-        if text.isdigit() and int(text) in found:
-            found = {int(text)}
+        if (account_id := parse_id(text)) in found:
+            found = {account_id}
         if len(found) == 1:
             self.plan.accounts[text] = next(iter(found))
             return None
@@ -844,35 +878,50 @@ def apply_batch(session: Session, *, plan: ImportPlan, rows: list[ParsedRow], vi
         counts.skipped = len(matches) - len(updated)
         touched.extend(updated)
     if write and touched:
-        session.flush()
-        customers = list(session.scalars(select(Customer).where(Customer.id.in_(sorted(set(touched))))))
-        service.refresh_computed_many(session, customers=customers)
+        service.refresh_computed_ids(session, customer_ids=touched)
     return counts
 
 
+def _table(model: Any) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _insert_ids(session: Session, table: Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert rows in one statement per batch and return their new ids, in the rows' order."""
+    if session.get_bind().dialect.name != "sqlite":
+        return list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
+    # SQLite runs an INSERT … RETURNING that must keep the rows' order one row per statement. The
+    # first row's id is max + 1, and this INSERT holds the database's write lock until commit, so
+    # the next ids are free: the rest go in with them, in one executemany.
+    first = int(session.execute(insert(table).returning(table.c.id), rows[0]).scalar_one())
+    ids = list(range(first, first + len(rows)))
+    if len(rows) > 1:
+        session.execute(insert(table), [row | {"id": new_id} for row, new_id in zip(rows[1:], ids[1:], strict=True)])
+    return ids
+
+
 def _insert_new(session: Session, *, plan: ImportPlan, rows: list[ParsedRow], viewer: Viewer) -> list[int]:
+    # Core INSERTs of plain dicts (no ORM objects, no ORM bulk bookkeeping): the hot loop of an import.
     now = utcnow()
-    customer_ids = list(session.scalars(
-        insert(Customer).returning(Customer.id, sort_by_parameter_order=True),
-        [{"name": r.name, "wecom_external_userid": r.values.get("external_userid") or None,
-          **{key: r.values.get(key, "") for key in CUSTOMER_TEXT_FIELDS}, "created_at": now, "updated_at": now}
-         for r in rows]))
-    friendship_ids = list(session.scalars(
-        insert(Friendship).returning(Friendship.id, sort_by_parameter_order=True),
-        [{"customer_id": cid, "account_id": r.account_id, **{key: r.values.get(key, "") for key in
-                                                             FRIENDSHIP_TEXT_FIELDS},
-          "status": FriendshipStatus.active.value, "channel_state": "", "added_at": now}
-         for cid, r in zip(customer_ids, rows, strict=True)]))
+    customer_ids = _insert_ids(session, _table(Customer), [
+        {"name": r.name, "wecom_external_userid": r.values.get("external_userid") or None,
+         **{key: r.values.get(key, "") for key in CUSTOMER_TEXT_FIELDS},
+         "created_at": now, "updated_at": now} for r in rows])
+    friendship_ids = _insert_ids(session, _table(Friendship), [
+        {"customer_id": cid, "account_id": r.account_id,
+         **{key: r.values.get(key, "") for key in FRIENDSHIP_TEXT_FIELDS},
+         "status": FriendshipStatus.active.value, "channel_state": "", "added_at": now}
+        for cid, r in zip(customer_ids, rows, strict=True)])
     phones = [{"friendship_id": fid, "customer_id": cid, "number": number}
               for cid, fid, r in zip(customer_ids, friendship_ids, rows, strict=True) for number in r.phones]
     if phones:
-        session.execute(insert(Phone), phones)
+        session.execute(insert(_table(Phone)), phones)
     links = [{"customer_id": cid, "tag_id": ref.id, "created_at": now}
              for cid, r in zip(customer_ids, rows, strict=True)
              for ref in _tags_to_add(plan, r.tags, set(), set())]
     if links:
-        session.execute(insert(CustomerTag), links)
-    session.execute(insert(Touch), [
+        session.execute(insert(_table(CustomerTag)), links)
+    session.execute(insert(_table(Touch)), [
         {"customer_id": cid, "account_id": r.account_id, "user_id": viewer.user_id, "kind": TouchKind.system.value,
          "content": "", "amount": None, "details": {"event": "created", "via": "import"}, "occurred_at": now,
          "created_at": now} for cid, r in zip(customer_ids, rows, strict=True)])
@@ -993,29 +1042,54 @@ Transaction = Callable[[], AbstractContextManager[Session]]
 
 
 def run_in_batches(transaction: Transaction, *, source: Source, options: ImportOptions, viewer: Viewer,
-                   filename: str, progress: Callable[[int, int], None] | None = None) -> ImportResult:
-    """Validate the whole file, then write it one batch per transaction.
+                   filename: str, progress: Callable[[int, int], None] | None = None,
+                   checkpoint: Callable[[Session, dict[str, Any]], None] | None = None,
+                   resume: dict[str, Any] | None = None) -> ImportResult:
+    """Validate the whole file, then write it one batch per transaction — resumable after a crash.
 
-    Why per batch: SQLite has one writer, and one transaction over 100,000 rows would hold
-    every other write — WeCom events included — for the whole import. The file was validated
-    first, so a batch fails only on an outside problem (disk, database); running the import
-    again then finishes it without duplicates, because every written row is found by dedup.
+    Why per batch and not one transaction: SQLite has one writer, and one transaction over
+    100,000 rows would hold every other write — WeCom callbacks, which must answer within
+    seconds, included — for the whole import. Instead the import is made to always reach its
+    end: ``checkpoint(session, state)`` is called inside each batch's transaction (and the
+    audit's), so the position (rows written, counts) commits atomically with the rows it
+    counts; a run given that state as ``resume`` skips exactly the rows already written and
+    continues. The background job keeps the state on its ``Job`` row and the sweep restarts a
+    job whose worker died (``core/jobs.py``), so a killed import ends complete, each row
+    written once. The file was validated first, so a batch fails only on an outside problem.
     """
+    state = dict(resume or {})
+    written = int(state.get("written", 0))
+    counts = Counts(**{key: int(state.get(key, 0)) for key in ("created", "updated", "skipped")})
     with transaction() as session:
         plan = check_file(session, source=source, options=options, viewer=viewer)
-    counts, done = Counts(), 0
     if progress:
-        progress(0, plan.rows)
+        progress(written, plan.rows)
+    skip = written
     for batch in iter_batches(plan, viewer):
+        if skip >= len(batch):  # written by an earlier attempt
+            skip -= len(batch)
+            continue
+        batch, skip = batch[skip:], 0
         with transaction() as session:
-            counts.add(apply_batch(session, plan=plan, rows=batch, viewer=viewer))
-        done += len(batch)
+            batch_counts = apply_batch(session, plan=plan, rows=batch, viewer=viewer)
+            if checkpoint:
+                checkpoint(session, {"written": written + len(batch), **_counts_after(counts, batch_counts)})
+        counts.add(batch_counts)
+        written += len(batch)
         if progress:
-            progress(done, plan.rows)
+            progress(written, plan.rows)
     result = ImportResult(rows=plan.rows, counts=counts, dry_run=False)
-    with transaction() as session:
-        record_import(session, viewer=viewer, filename=filename, plan=plan, result=result)
+    if not state.get("recorded"):
+        with transaction() as session:
+            record_import(session, viewer=viewer, filename=filename, plan=plan, result=result)
+            if checkpoint:
+                checkpoint(session, {"written": written, **_counts_after(counts, Counts()), "recorded": True})
     return result
+
+
+def _counts_after(counts: Counts, more: Counts) -> dict[str, int]:
+    return {"created": counts.created + more.created, "updated": counts.updated + more.updated,
+            "skipped": counts.skipped + more.skipped}
 
 
 # ---------------------------------------------------------------- uploads kept for the wizard and workers
@@ -1029,65 +1103,51 @@ class StoredUpload:
     source: Source
 
 
-def upload_dir() -> Path:
-    return get_settings().data_path("uploads")
+UPLOAD_AREA = "uploads"
 
 
-def store_upload(stream: IO[bytes], *, filename: str, viewer: Viewer) -> StoredUpload:
-    """Copy an upload into the data folder (workers read it there), refusing files over the limit."""
+def _upload_key(token: str) -> str:
+    return f"{UPLOAD_AREA}/{token}"
+
+
+def store_upload(stream: IO[bytes], *, filename: str, viewer: Viewer,
+                 max_bytes: int | None = MAX_UPLOAD_BYTES) -> StoredUpload:
+    """Keep an upload in the shared storage (any host's worker reads it), refusing files over the limit
+    (the CLI's local files have none)."""
     ensure_may_import(viewer)
     _sweep_uploads()
     token = secrets.token_hex(16)
-    folder = upload_dir()
-    path = folder / f"{token}.data"
-    size = 0
-    with path.open("wb") as out:
-        while chunk := stream.read(1 << 20):
-            size += len(chunk)
-            if size > MAX_UPLOAD_BYTES:
-                break
-            out.write(chunk)
-    if size > MAX_UPLOAD_BYTES:
-        path.unlink(missing_ok=True)
-        raise UploadTooLarge("The file is larger than {mb} MB; split it into smaller files",
-                             mb=MAX_UPLOAD_BYTES // (1024 * 1024))
-    try:
-        source = open_source(path)
-    except ImportInvalid:
-        path.unlink(missing_ok=True)
-        raise
+    key = _upload_key(token)
     name = Path(filename.replace("\\", "/")).name[:200] or "upload"
-    meta = {"user_id": viewer.user_id, "filename": name, "source": source.describe()}
-    (folder / f"{token}.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    meta: dict[str, Any] = {"user_id": viewer.user_id, "filename": name}
+    try:
+        storage.put(key, stream, meta=meta, max_bytes=max_bytes)
+    except storage.FileTooLarge as exc:
+        raise UploadTooLarge("The file is larger than {mb} MB; split it into smaller files",
+                             mb=MAX_UPLOAD_BYTES // (1024 * 1024)) from exc
+    try:
+        source = open_stored(key)
+    except ImportInvalid:
+        storage.delete_file(key)
+        raise
+    storage.update_meta(key, {**meta, "source": source.describe()})
     return StoredUpload(token=token, user_id=viewer.user_id, filename=name, source=source)
 
 
 def get_upload(token: str, *, viewer: Viewer) -> StoredUpload:
     """An upload of this user (someone else's token is not found)."""
-    meta_path = upload_dir() / f"{token}.json"
-    if not _TOKEN.match(token) or not meta_path.exists():
+    found = storage.info(_upload_key(token)) if _TOKEN.match(token) else None
+    if found is None or "source" not in found.meta or found.meta.get("user_id") != viewer.user_id:
         raise NotFound("This upload is gone; upload the file again")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("user_id") != viewer.user_id:
-        raise NotFound("This upload is gone; upload the file again")
-    source = Source.from_description(meta["source"])
-    if not source.path.exists():
-        raise NotFound("This upload is gone; upload the file again")
-    return StoredUpload(token=token, user_id=meta["user_id"], filename=meta["filename"], source=source)
+    source = Source.from_description(found.meta["source"])
+    return StoredUpload(token=token, user_id=found.meta["user_id"], filename=found.meta["filename"], source=source)
 
 
 def discard_upload(token: str) -> None:
     if _TOKEN.match(token):
-        for suffix in (".data", ".json"):
-            (upload_dir() / f"{token}{suffix}").unlink(missing_ok=True)
+        storage.delete_file(_upload_key(token))
 
 
 def _sweep_uploads() -> None:
     """Forget uploads nobody finished within a day."""
-    cutoff = time.time() - UPLOAD_TTL_SECONDS
-    for path in upload_dir().glob("*.json"):
-        try:
-            if path.stat().st_mtime < cutoff:
-                discard_upload(path.stem)
-        except OSError:
-            continue
+    storage.sweep(UPLOAD_AREA, older_than=utcnow() - timedelta(seconds=UPLOAD_TTL_SECONDS))

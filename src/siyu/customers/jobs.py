@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any
 
+from huey.exceptions import RetryTask
 from sqlalchemy.orm import Session
 
+from siyu.core import db as core_db
 from siyu.core import jobs
 from siyu.core.errors import DomainError
 from siyu.core.i18n import _
+from siyu.core.models import Job
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import bulk, exports, imports, service
 from siyu.team import service as team_service
@@ -41,36 +46,73 @@ def submit_recompute(session: Session, *, actor: Viewer) -> int:
 # ---------------------------------------------------------------- import (customers.imports)
 
 
-@jobs.tracked_task(jobs.bulk_queue)
+@jobs.tracked_task(jobs.bulk_queue, retries=4)
 def import_customers(ctx: jobs.JobContext) -> dict[str, Any]:
-    """Write a large import file: validated again, then one transaction per batch with progress."""
+    """Write a large import file: validated again, then one transaction per batch with progress.
+
+    The position is kept on the job with each batch (``ctx.remember``), so an attempt after a
+    crash — a retry, or the sweep's after a worker died — writes only the rest of the file.
+    """
     params = ctx.params
-    with ctx.transaction() as session:
-        viewer = team_service.active_viewer(session, user_id=params["user_id"])
     options = imports.ImportOptions(mapping=tuple(params["mapping"]), account_id=params.get("account_id"),
                                     mode=imports.ImportMode(params["mode"]))
+    link = f"/customers?account_id={options.account_id}" if options.account_id else "/customers"
+    resume = params.get("resume") or {}
+    if resume.get("recorded"):  # everything written and audited; the worker died before saying so
+        imports.discard_upload(params["token"])
+        return {**{key: resume[key] for key in ("created", "updated", "skipped")}, "rows": resume["written"],
+                "dry_run": False, "link": link, "link_label": _("Open the customer list")}
+    with ctx.transaction() as session:  # the CLI imports as the system
+        viewer = team_service.active_viewer(session, user_id=params["user_id"]) if params["user_id"] else SYSTEM
     source = imports.Source.from_description(params["source"])
     try:
-        result = imports.run_in_batches(ctx.transaction, source=source, options=options, viewer=viewer,
-                                        filename=params["filename"], progress=ctx.progress)
+        result = imports.run_in_batches(
+            ctx.transaction, source=source, options=options, viewer=viewer, filename=params["filename"],
+            progress=ctx.progress, resume=resume,
+            checkpoint=lambda session, state: ctx.remember(session, resume=state))
     except imports.ImportInvalid as exc:
         # The database changed since the file was checked (an account removed …): say what and where.
         lines = [f"{e.row}/{e.column}: {e.message}" for e in exc.errors[:20]]
         raise RuntimeError("\n".join([exc.message, *lines])) from exc
     imports.discard_upload(params["token"])
-    link = f"/customers?account_id={options.account_id}" if options.account_id else "/customers"
     return {**result.summary(), "link": link, "link_label": _("Open the customer list")}
 
 
-def submit_import(session: Session, *, upload: imports.StoredUpload, plan: imports.ImportPlan, actor: Viewer) -> int:
+def submit_import(session: Session, *, upload: imports.StoredUpload, plan: imports.ImportPlan, actor: Viewer,
+                  enqueue: bool = True) -> int:
     """Record the import of a checked upload; its job runs once the session commits."""
-    job = jobs.submit(session, import_customers, kind="customers.import",
+    job = jobs.submit(session, import_customers, kind="customers.import", enqueue=enqueue,
                       title=_("Import {file}", file=upload.filename),
                       params={"token": upload.token, "user_id": actor.user_id, "filename": upload.filename,
                               "source": upload.source.describe(), "mapping": list(plan.mapping),
                               "account_id": plan.account_id, "mode": plan.mode.value},
                       actor=actor, total=plan.rows)
     return job.id
+
+
+def import_here(path: Path, *, options: imports.ImportOptions, actor: Viewer) -> Job:
+    """The CLI's import of a local file, run in this process as a job like any other.
+
+    The file goes to the shared storage and the job row keeps the position, so if this process
+    is killed, a worker's sweep finishes the import (on any host) — never half of it. Raises
+    ImportInvalid, before anything is written, for a file with errors. The job as it ended.
+    """
+    with path.open("rb") as handle:
+        upload = imports.store_upload(handle, filename=path.name, viewer=actor, max_bytes=None)
+    try:
+        with core_db.transaction() as session:
+            plan = imports.check_file(session, source=upload.source, options=options, viewer=actor)
+            job_id = submit_import(session, upload=upload, plan=plan, actor=actor, enqueue=False)
+    except BaseException:
+        imports.discard_upload(upload.token)
+        raise
+    with contextlib.suppress(RetryTask):  # the job row says why; a worker's sweep retries it when it is due
+        import_customers.call_local(job_id)
+    with core_db.transaction() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
 
 
 # ---------------------------------------------------------------- bulk actions (customers.bulk)
@@ -82,9 +124,11 @@ def bulk_update_customers(ctx: jobs.JobContext) -> dict[str, Any]:
     params = ctx.params
     with ctx.transaction() as session:
         viewer = team_service.active_viewer(session, user_id=params["user_id"]) if params.get("user_id") else SYSTEM
+    # The position is kept on the job with each batch: after a crash the next attempt goes on from there.
     result = bulk.run(ctx.transaction, flt=service.CustomerFilter.from_json(params["filter"]),
                       action=bulk.BulkAction.from_json(params["action"]), viewer=viewer,
-                      progress=lambda done, total: ctx.progress(done, total))
+                      progress=lambda done, total: ctx.progress(done, total), resume=params.get("resume"),
+                      checkpoint=lambda session, state: ctx.remember(session, resume=state))
     return {**result.summary(), "link": params.get("link") or "/customers", "link_label": _("Open the customer list")}
 
 
@@ -103,7 +147,10 @@ def submit_bulk(session: Session, *, flt: service.CustomerFilter, action: bulk.B
 
 @jobs.tracked_task(jobs.bulk_queue)
 def export_customers(ctx: jobs.JobContext) -> dict[str, Any]:
-    """Write a large export into the data folder; the result links to it (for its owner only)."""
+    """Write a large export into the shared storage; the result links to it (for its owner only).
+
+    After a crash it simply runs again: nothing is stored or audited until the file is complete.
+    """
     params = ctx.params
     total = params.get("total") or 0
     ctx.progress(0, total or None, force=True)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id, parse_id
 from siyu.core.viewer import Viewer
 from siyu.customers import merge, service
 from siyu.customers.models import Customer, CustomerMerge
@@ -31,8 +32,8 @@ REASON_LABELS = {"phone": N_("Same phone"), "wechat_id": N_("Same WeChat ID"), "
 
 
 class MergeIn(BaseModel):
-    target_id: int
-    source_ids: list[int] = Field(min_length=1, max_length=merge.MAX_MERGE)
+    target_id: Id
+    source_ids: list[Id] = Field(min_length=1, max_length=merge.MAX_MERGE)
     choices: dict[str, int] = Field(default_factory=dict)
 
 
@@ -88,9 +89,13 @@ def api_duplicates(session: SessionDep, viewer: ApiViewer) -> dict[str, list[Dup
     return {"items": _duplicates(session, viewer)}
 
 
-@api.get("/customers/merge/preview", response_model=MergePreviewOut)
-def api_merge_preview(session: SessionDep, viewer: ApiViewer, target_id: int,
-                      source_ids: Annotated[list[int], Query()]) -> MergePreviewOut:
+MISSING_CUSTOMER: dict[int | str, dict[str, Any]] = {
+    404: {"description": "A customer to merge does not exist (or is not yours)"}}
+
+
+@api.get("/customers/merge/preview", response_model=MergePreviewOut, responses=MISSING_CUSTOMER)
+def api_merge_preview(session: SessionDep, viewer: ApiViewer, target_id: Id,
+                      source_ids: Annotated[list[Id], Query()]) -> MergePreviewOut:
     preview = merge.preview_merge(session, target_id=target_id, source_ids=source_ids, viewer=viewer)
     return MergePreviewOut(
         customers=[service.to_detail(session, customer=c, viewer=viewer) for c in preview.customers],
@@ -99,7 +104,7 @@ def api_merge_preview(session: SessionDep, viewer: ApiViewer, target_id: int,
         touch_counts=preview.touch_counts)
 
 
-@api.post("/customers/merge", response_model=MergeOut, status_code=201)
+@api.post("/customers/merge", response_model=MergeOut, status_code=201, responses=MISSING_CUSTOMER)
 def api_merge(session: SessionDep, viewer: ApiViewer, data: MergeIn) -> MergeOut:
     record = merge.merge_customers(session, target_id=data.target_id, source_ids=data.source_ids,
                                    choices=data.choices, viewer=viewer)
@@ -113,7 +118,7 @@ def api_merges(session: SessionDep, viewer: ApiViewer) -> dict[str, list[MergeOu
 
 
 @api.post("/customers/merges/{merge_id}/undo", response_model=MergeOut)
-def api_undo_merge(session: SessionDep, viewer: ApiViewer, merge_id: int) -> MergeOut:
+def api_undo_merge(session: SessionDep, viewer: ApiViewer, merge_id: Id) -> MergeOut:
     record = merge.undo_merge(session, merge_id=merge_id, viewer=viewer)
     session.commit()
     return _merge_out(record)
@@ -123,7 +128,7 @@ def api_undo_merge(session: SessionDep, viewer: ApiViewer, merge_id: int) -> Mer
 
 
 def _ids(values: list[str]) -> list[int]:
-    return [int(v) for v in values if v.strip().isdigit()]
+    return [i for v in values if (i := parse_id(v)) is not None]
 
 
 @pages.get("/customers/duplicates", response_class=HTMLResponse)
@@ -136,7 +141,7 @@ def duplicates_page(request: Request, session: SessionDep, viewer: PageViewer) -
 def merge_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
     ids = _ids(request.query_params.getlist("ids"))
     target = request.query_params.get("target", "")
-    target_id = int(target) if target.isdigit() else (ids[0] if ids else 0)
+    target_id = parse_id(target) or (ids[0] if ids else 0)
     return _render_preview(request, session, viewer, target_id=target_id,
                            source_ids=[i for i in ids if i != target_id], ids=ids)
 
@@ -166,12 +171,12 @@ def _render_preview(request: Request, session: Session, viewer: Viewer, *, targe
 def merge_submit(request: Request, session: SessionDep, viewer: PageViewer, form: FormDep) -> Response:
     ids = _ids([v for v in form.getlist("ids") if isinstance(v, str)])
     target_text = form.get("target_id")
-    target_id = int(target_text) if isinstance(target_text, str) and target_text.isdigit() else 0
+    target_id = (parse_id(target_text) if isinstance(target_text, str) else None) or 0
     source_ids = [i for i in ids if i != target_id]
     choices: dict[str, int] = {}
     for name in merge.MERGE_FIELDS:
         value = form.get(f"choice_{name}")
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and parse_id(value) is not None:
             choices[name] = int(value)
     try:
         record = merge.merge_customers(session, target_id=target_id, source_ids=source_ids, choices=choices,
@@ -191,17 +196,17 @@ def merges_page(request: Request, session: SessionDep, viewer: PageViewer) -> Re
     names = dict(session.query(Customer.id, Customer.name).filter(Customer.id.in_(ids)).all()) if ids else {}
     done, undone = request.query_params.get("done", ""), request.query_params.get("undone", "")
     notice = None
-    if done.isdigit():
+    if parse_id(done) is not None:
         notice = _("Merged. You can undo this merge here for 30 days.")
-    elif undone.isdigit():
+    elif parse_id(undone) is not None:
         notice = _("The merge was undone; the customers are separate again.")
     return render(request, "customers/merges.html", nav_active="customers", title=_("Merge history"),
                   records=records, names=names, can_undo=merge.can_undo, notice=notice,
-                  highlight=int(done) if done.isdigit() else None)
+                  highlight=parse_id(done))
 
 
 @pages.post("/customers/merges/{merge_id}/undo", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def undo_submit(request: Request, session: SessionDep, viewer: PageViewer, merge_id: int) -> Response:
+def undo_submit(request: Request, session: SessionDep, viewer: PageViewer, merge_id: Id) -> Response:
     merge.undo_merge(session, merge_id=merge_id, viewer=viewer)
     session.commit()
     return RedirectResponse(f"/customers/merges?undone={merge_id}", status_code=303)

@@ -89,6 +89,9 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(128), index=True)
     wechat_id: Mapped[str] = mapped_column(String(64), default="", index=True)
     wecom_external_userid: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    # The WeChat open platform's id of the person (kf/customer/batchget, 公众号 user info): one person
+    # reached through WeCom contacts, 微信客服 and the 公众号 is one customer.
+    unionid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     avatar_url: Mapped[str] = mapped_column(String(512), default="")
     source: Mapped[str] = mapped_column(String(64), default="")
     # Objective facts (客观信息)

@@ -29,8 +29,9 @@ from starlette.datastructures import FormData, QueryParams
 
 from siyu.accounts import service as accounts_service
 from siyu.core.deps import AdminPageViewer, CsrfChecked, PageViewer, SessionDep
-from siyu.core.errors import DomainError, Invalid
+from siyu.core.errors import DomainError, Invalid, validation_message
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id, parse_id
 from siyu.core.settings import get_settings, local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers import jobs as customers_jobs
@@ -129,7 +130,7 @@ def _int_or_none(raw: str, *, field_name: str) -> int | None:
     raw = raw.strip()
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if parse_id(raw) is None:
         raise Invalid("Invalid value for {label}", field=field_name, label=_field_label(field_name))
     return int(raw)
 
@@ -176,8 +177,8 @@ def _error_text(error: Any) -> str:
     if kind == "string_too_long":
         length = len(value) if isinstance(value, str) else 0
         return _("Too long: at most {max} characters (this has {n})", max=ctx.get("max_length"), n=length)
-    if kind in ("string_too_short", "missing"):
-        return _("Required")
+    if kind in ("string_too_short", "missing") or (kind == "too_short" and isinstance(value, str)):
+        return _("Required")  # a Name (core/text.py) reports its min_length as too_short
     if kind == "string_pattern_mismatch":
         return _("Invalid format")
     if kind == "too_long":
@@ -190,7 +191,7 @@ def _error_text(error: Any) -> str:
         return _("Must be at most {max}", max=ctx.get("le", ctx.get("lt")))
     if kind == "enum":
         return _("Not one of the allowed values")
-    return str(error.get("msg", _("Invalid input")))
+    return validation_message(error)
 
 
 def field_errors(exc: ValidationError | DomainError, *, custom_labels: dict[str, str] | None = None,
@@ -288,8 +289,10 @@ def customer_list(request: Request, session: SessionDep, viewer: PageViewer) -> 
     items: list[Any] = []
     next_cursor: str | None = None
     count: service.CountResult | None = None
+    status = 200
     try:
         flt = query.to_filter()
+        service.check_search_rate(viewer, flt.q)
         count = service.count_customers(session, flt=flt, viewer=viewer,
                                         cap=get_settings().list_exact_count_limit)
         page = service.list_customers(session, flt=flt, viewer=viewer, limit=LIST_LIMIT,
@@ -299,13 +302,13 @@ def customer_list(request: Request, session: SessionDep, viewer: PageViewer) -> 
     except DomainError as exc:
         session.rollback()
         error = exc.message
+        status = 422 if exc.status_code < 422 else exc.status_code  # 429: too many searches
     context: dict[str, Any] = {
         "query": query, "items": items, "count": count, "error": error, "title": _("Customers"),
         "next_url": query.url(cursor=next_cursor) if next_cursor else None,
         "first_url": query.url() if query.cursor else None,
         "account_names": service.account_names(session), "nav_active": "customers",
     }
-    status = 422 if error else 200
     partial = (_is_htmx(request) and request.headers.get("hx-target") == "results"
                and request.headers.get("hx-history-restore-request") != "true")
     if partial:
@@ -324,6 +327,8 @@ class TimelineEntry:
     touch: Touch
     operator: str
     account: str
+    content: str = ""  # the touch's text as the viewer may see it (phones masked for 客服)
+    details: dict[str, Any] | None = None
 
 
 @dataclass
@@ -335,14 +340,16 @@ class Timeline:
 def _timeline(session: Session, *, customer_id: int, viewer: Viewer, cursor: str | None = None,
               limit: int = TIMELINE_LIMIT) -> Timeline:
     page = service.list_touches(session, customer_id=customer_id, viewer=viewer, limit=limit, cursor=cursor)
-    return Timeline(entries=_entries(session, page.items), next_cursor=page.next_cursor)
+    return Timeline(entries=_entries(session, page.items, viewer), next_cursor=page.next_cursor)
 
 
-def _entries(session: Session, touches: list[Touch]) -> list[TimelineEntry]:
+def _entries(session: Session, touches: list[Touch], viewer: Viewer) -> list[TimelineEntry]:
     names = team_service.display_names(session, user_ids={t.user_id for t in touches if t.user_id})
     accounts = service.account_names(session) if any(t.account_id for t in touches) else {}
     return [TimelineEntry(touch=t, operator=names.get(t.user_id, "") if t.user_id else _who_else(t),
-                          account=accounts.get(t.account_id, "") if t.account_id else "") for t in touches]
+                          account=accounts.get(t.account_id, "") if t.account_id else "",
+                          content=service.touch_content(t, viewer), details=service.touch_details(t, viewer))
+            for t in touches]
 
 
 def _who_else(touch: Touch) -> str:
@@ -421,7 +428,7 @@ NOTICES = {"saved": N_("Saved."), "address": N_("Address added."), "address-dele
 
 
 @pages.get("/customers/{customer_id}", response_class=HTMLResponse)
-def customer_page(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int, view: str = "",
+def customer_page(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id, view: str = "",
                   touches_cursor: str | None = None, done: str = "") -> Response:
     notice = _(NOTICES[done]) if done in NOTICES else ""
     return _render_detail(request, session, customer_id=customer_id, viewer=viewer, view=view,
@@ -446,7 +453,7 @@ def _split_phones(raw: str) -> list[str]:
 
 
 @pages.post("/customers/{customer_id}", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def customer_update(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_update(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                     form: FormDep) -> Response:
     """The portrait form (facts, notes, custom fields) or one friendship's remark form."""
     service.get_customer(session, customer_id=customer_id, viewer=viewer)  # 404 before anything else
@@ -494,7 +501,7 @@ def _ids(raw: list[str], *, field_name: str) -> list[int]:
 
 
 @pages.post("/customers/{customer_id}/tags", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def customer_tags_change(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_tags_change(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                          form: FormDep) -> Response:
     """Tag chips: ``add``/``remove`` carry tag ids; ``new_tag`` is ``组:标签`` text (created if new)."""
     service.get_customer(session, customer_id=customer_id, viewer=viewer)
@@ -521,7 +528,7 @@ def customer_tags_change(request: Request, session: SessionDep, viewer: PageView
     new_entries: list[TimelineEntry] = []
     if added or removed:
         latest = service.list_touches(session, customer_id=customer_id, viewer=viewer, limit=1).items
-        new_entries = _entries(session, latest)
+        new_entries = _entries(session, latest, viewer)
     return render(request, "customers/_tags_changed.html", new_entries=new_entries, view=view,
                   state=FormState(), **context)
 
@@ -535,7 +542,7 @@ def _htmx_error(request: Request, target: str, message: str) -> Response:
 
 @pages.post("/customers/{customer_id}/touches", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def customer_touch_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_touch_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                        form: FormDep) -> Response:
     service.get_customer(session, customer_id=customer_id, viewer=viewer)
     view = _view(_text(form, "view"))
@@ -565,12 +572,12 @@ def customer_touch_add(request: Request, session: SessionDep, viewer: PageViewer
     if not _is_htmx(request):
         return _back(customer_id, view, "timeline", done="touch")
     context = _facts_and_tags(session, customer_id=customer_id, viewer=viewer)
-    return render(request, "customers/_touch_added.html", new_entries=_entries(session, [touch]), view=view,
+    return render(request, "customers/_touch_added.html", new_entries=_entries(session, [touch], viewer), view=view,
                   state=FormState(), **context)
 
 
 @pages.get("/customers/{customer_id}/touches", response_class=HTMLResponse)
-def customer_timeline_more(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_timeline_more(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                            cursor: str | None = None, view: str = "") -> Response:
     """The timeline's next page: entries for htmx to append; without htmx, the page at that point."""
     view = _view(view)
@@ -583,7 +590,7 @@ def customer_timeline_more(request: Request, session: SessionDep, viewer: PageVi
 
 @pages.post("/customers/{customer_id}/addresses", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def customer_address_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_address_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                          form: FormDep) -> Response:
     service.get_customer(session, customer_id=customer_id, viewer=viewer)
     view = _view(_text(form, "view"))
@@ -601,8 +608,8 @@ def customer_address_add(request: Request, session: SessionDep, viewer: PageView
 
 @pages.post("/customers/{customer_id}/addresses/{address_id}/delete", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def customer_address_delete(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
-                            address_id: int, form: FormDep) -> Response:
+def customer_address_delete(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
+                            address_id: Id, form: FormDep) -> Response:
     service.delete_address(session, customer_id=customer_id, address_id=address_id, viewer=viewer)
     session.commit()
     return _back(customer_id, _view(_text(form, "view")), "addresses", done="address-deleted")
@@ -610,7 +617,7 @@ def customer_address_delete(request: Request, session: SessionDep, viewer: PageV
 
 @pages.post("/customers/{customer_id}/attachments", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def customer_attachment_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int,
+def customer_attachment_add(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
                             form: FormDep) -> Response:
     service.get_customer(session, customer_id=customer_id, viewer=viewer)
     view = _view(_text(form, "view"))
@@ -677,7 +684,7 @@ def settings_group_create(request: Request, session: SessionDep, viewer: AdminPa
 
 @pages.post("/settings/tags/groups/{group_id}/tags", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def settings_tag_create(request: Request, session: SessionDep, viewer: PageViewer, group_id: int,
+def settings_tag_create(request: Request, session: SessionDep, viewer: PageViewer, group_id: Id,
                         form: FormDep) -> Response:
     values = {"name": _text(form, "name").strip(), "group_id": str(group_id)}
     try:

@@ -7,6 +7,8 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from siyu.core.deps import AdminApiViewer, ApiViewer, SessionDep
+from siyu.core.ids import Id, parse_id
+from siyu.core.viewer import Viewer
 from siyu.customers import jobs as customers_jobs
 from siyu.customers import service
 from siyu.customers.pages import pages
@@ -41,7 +43,7 @@ def filter_from_params(
     q: str = "",
     tag: Annotated[list[str] | None, Query()] = None,
     stage: str | None = None,
-    account_id: int | None = None,
+    account_id: Id | None = None,
     source: str | None = None,
     last_touch_before: datetime | None = None,
     last_touch_after: datetime | None = None,
@@ -50,7 +52,8 @@ def filter_from_params(
     """Tags may be given by id or by name (``标签`` or ``组:标签``); the console and API share this."""
     tags = [t.strip() for t in (tag or []) if t and t.strip()]
     return CustomerFilter(
-        q=q[:200], tag_ids=[int(t) for t in tags if t.isdigit()], tag_names=[t for t in tags if not t.isdigit()],
+        q=q[:200], tag_ids=[i for t in tags if (i := parse_id(t)) is not None],
+        tag_names=[t for t in tags if parse_id(t) is None],
         stage=stage or None, account_id=account_id, source=source or None, last_touch_before=last_touch_before,
         last_touch_after=last_touch_after, sort=sort)
 
@@ -67,6 +70,7 @@ def list_customers(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> CustomerPage:
+    service.check_search_rate(viewer, flt.q)
     page = service.list_customers(session, flt=flt, viewer=viewer, limit=limit, cursor=cursor)
     return CustomerPage(items=service.to_summaries(session, customers=page.items, viewer=viewer),
                         next_cursor=page.next_cursor)
@@ -80,13 +84,13 @@ def create_customer(session: SessionDep, viewer: ApiViewer, data: CustomerIn) ->
 
 
 @api.get("/customers/{customer_id}", response_model=CustomerOut)
-def get_customer(session: SessionDep, viewer: ApiViewer, customer_id: int) -> CustomerOut:
+def get_customer(session: SessionDep, viewer: ApiViewer, customer_id: Id) -> CustomerOut:
     customer = service.get_customer(session, customer_id=customer_id, viewer=viewer)
     return service.to_detail(session, customer=customer, viewer=viewer)
 
 
 @api.patch("/customers/{customer_id}", response_model=CustomerOut)
-def update_customer(session: SessionDep, viewer: ApiViewer, customer_id: int, data: CustomerUpdate) -> CustomerOut:
+def update_customer(session: SessionDep, viewer: ApiViewer, customer_id: Id, data: CustomerUpdate) -> CustomerOut:
     customer = service.update_customer(session, customer_id=customer_id, data=data, viewer=viewer)
     session.commit()
     return service.to_detail(session, customer=customer, viewer=viewer)
@@ -98,7 +102,7 @@ class TagChange(BaseModel):
 
 
 @api.post("/customers/{customer_id}/tags", response_model=CustomerOut)
-def change_tags(session: SessionDep, viewer: ApiViewer, customer_id: int, data: TagChange) -> CustomerOut:
+def change_tags(session: SessionDep, viewer: ApiViewer, customer_id: Id, data: TagChange) -> CustomerOut:
     service.set_customer_tags(
         session, customer_id=customer_id, viewer=viewer,
         add=service.resolve_tags(session, names=data.add),
@@ -109,46 +113,52 @@ def change_tags(session: SessionDep, viewer: ApiViewer, customer_id: int, data: 
 
 
 @api.get("/customers/{customer_id}/touches", response_model=TouchPage)
-def list_touches(session: SessionDep, viewer: ApiViewer, customer_id: int,
+def list_touches(session: SessionDep, viewer: ApiViewer, customer_id: Id,
                  limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> TouchPage:
     page = service.list_touches(session, customer_id=customer_id, viewer=viewer, limit=limit, cursor=cursor)
-    return TouchPage(items=[TouchOut.model_validate(t) for t in page.items], next_cursor=page.next_cursor)
+    return TouchPage(items=[_touch_out(t, viewer) for t in page.items], next_cursor=page.next_cursor)
+
+
+def _touch_out(touch: Any, viewer: Viewer) -> TouchOut:
+    out = TouchOut.model_validate(touch)
+    return out.model_copy(update={"content": service.touch_content(touch, viewer),
+                                  "details": service.touch_details(touch, viewer)})
 
 
 @api.post("/customers/{customer_id}/touches", response_model=TouchOut, status_code=201)
-def add_touch(session: SessionDep, viewer: ApiViewer, customer_id: int, data: TouchIn) -> TouchOut:
+def add_touch(session: SessionDep, viewer: ApiViewer, customer_id: Id, data: TouchIn) -> TouchOut:
     touch = service.add_touch(session, customer_id=customer_id, data=data, viewer=viewer)
     session.commit()
-    return TouchOut.model_validate(touch)
+    return _touch_out(touch, viewer)
 
 
 @api.post("/customers/{customer_id}/addresses", response_model=AddressOut, status_code=201)
-def add_address(session: SessionDep, viewer: ApiViewer, customer_id: int, data: AddressIn) -> AddressOut:
+def add_address(session: SessionDep, viewer: ApiViewer, customer_id: Id, data: AddressIn) -> AddressOut:
     address = service.add_address(session, customer_id=customer_id, data=data, viewer=viewer)
     session.commit()
     return AddressOut.model_validate(address)
 
 
 @api.delete("/customers/{customer_id}/addresses/{address_id}", status_code=204)
-def delete_address(session: SessionDep, viewer: ApiViewer, customer_id: int, address_id: int) -> None:
+def delete_address(session: SessionDep, viewer: ApiViewer, customer_id: Id, address_id: Id) -> None:
     service.delete_address(session, customer_id=customer_id, address_id=address_id, viewer=viewer)
     session.commit()
 
 
 @api.post("/customers/{customer_id}/attachments", response_model=AttachmentOut, status_code=201)
-def add_attachment(session: SessionDep, viewer: ApiViewer, customer_id: int, data: AttachmentIn) -> AttachmentOut:
+def add_attachment(session: SessionDep, viewer: ApiViewer, customer_id: Id, data: AttachmentIn) -> AttachmentOut:
     attachment = service.add_attachment(session, customer_id=customer_id, data=data, viewer=viewer)
     session.commit()
     return AttachmentOut.model_validate(attachment)
 
 
 class FriendshipIn(BaseModel):
-    account_id: int
+    account_id: Id
     remark_name: str = Field("", max_length=128)
 
 
 @api.post("/customers/{customer_id}/friendships", response_model=CustomerOut, status_code=201)
-def add_friendship(session: SessionDep, viewer: ApiViewer, customer_id: int, data: FriendshipIn) -> CustomerOut:
+def add_friendship(session: SessionDep, viewer: ApiViewer, customer_id: Id, data: FriendshipIn) -> CustomerOut:
     service.add_friendship(session, customer_id=customer_id, account_id=data.account_id,
                            remark_name=data.remark_name, viewer=viewer)
     session.commit()
@@ -169,7 +179,7 @@ def create_tag_group(session: SessionDep, viewer: AdminApiViewer, data: TagGroup
 
 
 @api.post("/tag-groups/{group_id}/tags", response_model=TagOut, status_code=201)
-def create_tag(session: SessionDep, viewer: ApiViewer, group_id: int, data: TagIn) -> TagOut:
+def create_tag(session: SessionDep, viewer: ApiViewer, group_id: Id, data: TagIn) -> TagOut:
     tag = service.create_tag(session, group_id=group_id, name=data.name, actor=viewer)
     session.commit()
     return TagOut(id=tag.id, name=tag.name, group_id=tag.group_id, group=tag.group.name)

@@ -6,12 +6,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from siyu.core.ids import Id
+from siyu.core.text import Name, NoNul
 from siyu.customers.models import FieldType, Stage, TagGroupKind, TouchKind
 
 MAX_TEXT = 20000  # characters in a description or note; a WeChat remark description is far shorter
 PhoneStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=32,
                                             pattern=r"^\+?[0-9 \-()]{3,32}$")]
-TagName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=130)]
+TagName = Annotated[str, NoNul, StringConstraints(strip_whitespace=True, min_length=1, max_length=130)]
 
 
 class ObjectiveFacts(BaseModel):
@@ -28,10 +30,10 @@ class ObjectiveFacts(BaseModel):
 
 
 class CustomerIn(ObjectiveFacts):
-    name: str = Field(min_length=1, max_length=128)
-    account_id: int
-    remark_name: str = Field("", max_length=128)
-    salutation: str = Field("", max_length=64)  # 称呼 in messages to the customer; empty: the nickname
+    name: Name = Field(min_length=1, max_length=128)
+    account_id: Id
+    remark_name: Name = Field("", max_length=128)
+    salutation: Name = Field("", max_length=64)  # 称呼 in messages to the customer; empty: the nickname
     tags: list[TagName] = Field(default_factory=list, max_length=200)
     phones: list[PhoneStr] = Field(default_factory=list, max_length=20)
     description: str = Field("", max_length=MAX_TEXT)
@@ -46,11 +48,11 @@ class CustomerIn(ObjectiveFacts):
 
 
 class CustomerUpdate(ObjectiveFacts):
-    name: str | None = Field(None, min_length=1, max_length=128)
+    name: Name | None = Field(None, min_length=1, max_length=128)
     # Remark fields belong to one friendship: which account's card to edit.
-    account_id: int | None = None
-    remark_name: str | None = Field(None, max_length=128)
-    salutation: str | None = Field(None, max_length=64)
+    account_id: Id | None = None
+    remark_name: Name | None = Field(None, max_length=128)
+    salutation: Name | None = Field(None, max_length=64)
     phones: list[PhoneStr] | None = Field(None, max_length=20)
     description: str | None = Field(None, max_length=MAX_TEXT)
     tags: list[TagName] | None = Field(None, max_length=200)
@@ -102,7 +104,7 @@ class AddressOut(AddressIn):
 
 
 class AttachmentIn(BaseModel):
-    account_id: int
+    account_id: Id
     kind: str = Field("picture", pattern="^(picture|card)$")
     title: str = Field("", max_length=128)
     url: str = Field(min_length=1, max_length=1024)
@@ -149,7 +151,7 @@ class CustomerPage(BaseModel):
 class TouchIn(BaseModel):
     kind: TouchKind
     content: str = Field("", max_length=MAX_TEXT)
-    account_id: int | None = None
+    account_id: Id | None = None
     occurred_at: datetime | None = None
     amount: Decimal | None = Field(None, ge=0, le=Decimal("10000000"))
 
@@ -173,12 +175,12 @@ class TouchPage(BaseModel):
 
 
 class TagGroupIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: Name = Field(min_length=1, max_length=64)
     multi_select: bool = True
 
 
 class TagIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: Name = Field(min_length=1, max_length=64)
 
 
 class TagGroupOut(BaseModel):
@@ -192,7 +194,7 @@ class TagGroupOut(BaseModel):
 
 class CustomFieldIn(BaseModel):
     key: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
-    label: str = Field(min_length=1, max_length=64)
+    label: Name = Field(min_length=1, max_length=64)
     field_type: FieldType = FieldType.text
     choices: list[str] = Field(default_factory=list, max_length=100)
 

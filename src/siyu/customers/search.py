@@ -1,12 +1,19 @@
 """Full-text search over names, remark names and descriptions, fast at a million customers.
 
-Why bigrams: Chinese has no spaces, and operators search by fragments — two characters
+Why n-grams: Chinese has no spaces, and operators search by fragments — two characters
 of a name ("王芳"), a product ("白茶"), a phrase from a remark. Every run of letters or
-digits is cut into overlapping two-character terms ("白茶礼盒" → 白茶 茶礼 礼盒), and a
-query matches customers holding all of its terms; the exact substring test then runs on
-those few candidates only. The same terms feed SQLite's FTS5 (``detail=none``: no
+digits is cut into overlapping two- and three-character terms ("白茶礼盒" → 白茶 茶礼 礼盒
+白茶礼 茶礼盒), and a query matches customers holding all of its terms — its triples when
+it has three characters or more, which few customers hold by chance ("送礼盒" is in no
+remark even where 送礼 and 礼盒 are everywhere) — so the exact substring test then runs
+on few candidates. The same terms feed SQLite's FTS5 (``detail=none``: no
 positions, a small index) and a PostgreSQL ``text[]`` column with a GIN index, so both
 databases answer the same way without depending on a language parser or locale.
+
+Phone numbers are in the index too, as digit triples marked ``t`` ("t138" "t380" …): a
+fragment of a number finds its few customers without scanning every phone, and the marked
+terms never meet the text's terms, so a viewer who may not see phones simply never asks for
+them (see ``customers.service._text_match``).
 
 The index is kept current in the same transaction as the change: a session hook collects
 the customers whose name or remarks changed and rewrites their entries before commit.
@@ -21,9 +28,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Integer, TextualSelect, bindparam, column, event, inspect, select, text
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import Text
 
-from siyu.customers.models import Customer, Friendship
+from siyu.core.viewer import MASK, PHONE_LIKE_POSTGRES
+from siyu.customers.models import Customer, Friendship, Phone
 
 TABLE = "customer_search"
 # A query term must be at least two characters; shorter queries use a plain scan.
@@ -37,15 +48,37 @@ def _normalise(value: str) -> str:
 
 
 def terms_of(*values: str) -> list[str]:
-    """The searchable terms of some text: overlapping character pairs of each word."""
+    """The searchable terms of some text: overlapping character pairs and triples of each word."""
     found: dict[str, None] = {}
     for value in values:
         for run in _RUNS.findall(_normalise(value or "")):
             run = run.replace("_", "")
             if len(run) == 1:
                 found.setdefault(run, None)
-            for i in range(len(run) - 1):
-                found.setdefault(run[i:i + 2], None)
+            for size in (2, 3):
+                for i in range(len(run) - size + 1):
+                    found.setdefault(run[i:i + size], None)
+    return list(found)
+
+
+def _query_run_terms(run: str) -> list[str]:
+    """A query word's terms: its triples (far fewer customers hold a triple than a pair), else its pair."""
+    size = 3 if len(run) >= 3 else 2
+    return [run[i:i + size] for i in range(len(run) - size + 1)]
+
+
+# Phone terms: "t" and three digits, so they never equal a text term (at most three characters).
+PHONE_TERM_MARK = "t"
+PHONE_TERM_LENGTH = 3
+
+
+def phone_terms(*numbers: str) -> list[str]:
+    """The index terms of phone numbers (and of the digits of a query that looks for one)."""
+    found: dict[str, None] = {}
+    for number in numbers:
+        digits = "".join(ch for ch in number if ch.isdigit())
+        for i in range(len(digits) - PHONE_TERM_LENGTH + 1):
+            found.setdefault(PHONE_TERM_MARK + digits[i:i + PHONE_TERM_LENGTH], None)
     return list(found)
 
 
@@ -55,26 +88,47 @@ def query_terms(query: str) -> list[str] | None:
     runs = [r for r in runs if r]
     if not runs or any(len(r) < MIN_QUERY_LENGTH for r in runs):
         return None
-    return terms_of(*runs)
+    return list(dict.fromkeys(term for run in runs for term in _query_run_terms(run)))
 
 
 # ---------------------------------------------------------------- matching
 
 
-def candidate_ids(terms: list[str] | tuple[str, ...], *, postgres: bool) -> TextualSelect:
-    """Ids of customers whose index entry holds every term."""
+def candidate_ids(terms: list[str] | tuple[str, ...], *, postgres: bool,
+                  phones: list[str] | tuple[str, ...] = ()) -> TextualSelect:
+    """Ids of customers whose index entry holds every term (or, given phone terms, every one of those)."""
+    alternatives = [list(group) for group in (terms, phones) if group]
     if postgres:
         from sqlalchemy.dialects.postgresql import ARRAY
-        from sqlalchemy.types import Text
 
-        statement = text(f"SELECT customer_id AS id FROM {TABLE} WHERE terms @> :terms").bindparams(  # noqa: S608
-            bindparam("terms", value=list(terms), type_=ARRAY(Text())))
+        where = " OR ".join(f"terms @> :terms{n}" for n in range(len(alternatives)))
+        statement = text(f"SELECT customer_id AS id FROM {TABLE} WHERE {where}").bindparams(  # noqa: S608
+            *[bindparam(f"terms{n}", value=group, type_=ARRAY(Text())) for n, group in enumerate(alternatives)])
     else:
         # Terms are letters and digits only (see terms_of), quoted as FTS5 strings.
-        expression = " AND ".join(f'"{term}"' for term in terms)
+        expression = " OR ".join("(" + " AND ".join(f'"{term}"' for term in group) + ")" for group in alternatives)
         statement = text(f"SELECT rowid AS id FROM {TABLE} WHERE {TABLE} MATCH :expression").bindparams(  # noqa: S608
             expression=expression)
     return statement.columns(column("id", Integer))
+
+
+class hide_phones(FunctionElement[str]):
+    """The text with phone-like runs hidden (``core.viewer.hide_phones_in``), inside the database."""
+
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(hide_phones)
+def _hide_phones_sqlite(element: hide_phones, compiler: Any, **kw: Any) -> str:
+    # A function each SQLite connection gets from core.db (the same Python code as the pages use).
+    return f"siyu_hide_phones({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(hide_phones, "postgresql")
+def _hide_phones_postgres(element: hide_phones, compiler: Any, **kw: Any) -> str:
+    pattern = PHONE_LIKE_POSTGRES.replace("'", "''")
+    return f"regexp_replace({compiler.process(element.clauses, **kw)}, '{pattern}', '{MASK}', 'g')"
 
 
 def is_postgres(session: Session) -> bool:
@@ -106,7 +160,12 @@ def _documents(session: Session, ids: list[int]) -> dict[int, list[str]]:
             .where(Friendship.customer_id.in_(ids))):
         if customer_id in parts:
             parts[customer_id] += [remark, description]
-    return {customer_id: terms_of(*values) for customer_id, values in parts.items()}
+    numbers: dict[int, list[str]] = {}
+    phones = select(Phone.customer_id, Phone.number).where(Phone.customer_id.in_(ids))
+    for customer_id, number in session.execute(phones):
+        numbers.setdefault(customer_id, []).append(number)
+    return {customer_id: terms_of(*values) + phone_terms(*numbers.get(customer_id, ()))
+            for customer_id, values in parts.items()}
 
 
 def _reindex_chunk(session: Session, ids: list[int]) -> None:
@@ -146,7 +205,8 @@ def ensure_built(session: Session) -> int:
 
 
 _WATCHED = {Customer: ("name", "wechat_id", "merged_into_id"),
-            Friendship: ("remark_name", "description", "customer_id")}
+            Friendship: ("remark_name", "description", "customer_id"),
+            Phone: ("number", "customer_id")}
 
 
 def _changed(obj: Any, names: tuple[str, ...]) -> bool:
@@ -163,14 +223,15 @@ def _collect(session: Session, _context: Any, _instances: Any) -> None:
                 dirty.add(obj.id)
             else:
                 session.info.setdefault("siyu_search_new", []).append(obj)
-        elif isinstance(obj, Friendship):
+        elif isinstance(obj, Friendship | Phone):
             for value in (obj.customer_id, *_old_customer_id(obj)):
                 if value is not None:
                     dirty.add(value)
 
 
-def _old_customer_id(friendship: Friendship) -> list[int]:
-    history = inspect(friendship).attrs.customer_id.history
+def _old_customer_id(row: Friendship | Phone) -> list[int]:
+    state: Any = inspect(row)
+    history = state.attrs.customer_id.history
     return [v for v in history.deleted or () if isinstance(v, int)]
 
 

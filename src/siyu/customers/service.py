@@ -42,13 +42,17 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from siyu.accounts.models import Account
+from siyu.core import viewer as viewer_masking
 from siyu.core.db import UTCDateTime, dialect_insert, utcnow
-from siyu.core.errors import Invalid, NotFound
+from siyu.core.errors import Invalid, NotFound, TooManyAttempts
 from siyu.core.i18n import N_
 from siyu.core.models import AppSetting
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
+from siyu.core.ratelimit import SlidingWindow
+from siyu.core.settings import get_settings
 from siyu.core.viewer import Viewer
 from siyu.customers import search
 from siyu.customers.models import (
@@ -94,6 +98,8 @@ RULES_KEY = "lifecycle_rules"
 RECOMPUTE_BATCH = 500  # customers per batch: keeps IN lists and transactions small
 TAG_SEPARATORS = (":", "：", "/")
 NON_CONTACT_KINDS = (TouchKind.tag_change, TouchKind.field_change, TouchKind.system)
+# Free text that may hold a phone number: masked for viewers who may not see phones.
+NOTE_FIELDS = ("objective_notes", "emotional_notes")
 PORTRAIT_FIELDS = ("gender", "age_band", "city", "job", "income_band", "family", "objective_notes",
                    "emotional_notes", "source", "wechat_id")
 
@@ -142,11 +148,11 @@ def recompute_all(session: Session, *, batch_size: int = RECOMPUTE_BATCH) -> int
 def recompute_batch(session: Session, *, after_id: int, batch_size: int = RECOMPUTE_BATCH) -> tuple[int, int]:
     """Recompute the next ``batch_size`` customers after ``after_id``: (last id, how many)."""
     batch = list(session.scalars(
-        select(Customer).where(Customer.id > after_id).order_by(Customer.id).limit(batch_size)))
+        select(Customer.id).where(Customer.id > after_id).order_by(Customer.id).limit(batch_size)))
     if not batch:
         return after_id, 0
-    refresh_computed_many(session, customers=batch, rules=get_rules(session))
-    return batch[-1].id, len(batch)
+    refresh_computed_ids(session, customer_ids=batch, rules=get_rules(session))
+    return batch[-1], len(batch)
 
 
 def count_all_customers(session: Session) -> int:
@@ -478,6 +484,7 @@ def _friendship_for(session: Session, *, customer: Customer, account_id: int | N
 
 def _replace_phones(session: Session, *, friendship: Friendship, phones: list[str]) -> None:
     session.execute(delete(Phone).where(Phone.friendship_id == friendship.id))
+    search.mark_dirty(session, [friendship.customer_id])  # the numbers are search terms too
     seen: set[str] = set()
     for raw in phones:
         number = normalise_phone(raw)
@@ -515,6 +522,10 @@ def notify_changed(session: Session, customer_ids: list[int], fields: set[str]) 
 def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate, viewer: Viewer) -> Customer:
     customer = get_customer(session, customer_id=customer_id, viewer=viewer)
     changes = data.model_dump(exclude_unset=True)
+    if not viewer.may_see_phones:  # they edited masked text: the masks they kept are the numbers again
+        for key in NOTE_FIELDS:
+            if changes.get(key) is not None:
+                changes[key] = viewer_masking.restore_masked(changes[key], getattr(customer, key))
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
     for key in ("name", *PORTRAIT_FIELDS):
@@ -528,6 +539,8 @@ def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate,
         k for k, v in changes.items() if v is not None}
     if remark_keys:
         friendship = _friendship_for(session, customer=customer, account_id=data.account_id, viewer=viewer)
+        if not viewer.may_see_phones and changes.get("description") is not None:
+            changes["description"] = viewer_masking.restore_masked(changes["description"], friendship.description)
         for key in ("remark_name", "salutation", "description"):
             if key in remark_keys and getattr(friendship, key) != changes[key]:
                 before[key] = getattr(friendship, key)
@@ -709,6 +722,28 @@ def add_touch(session: Session, *, customer_id: int, data: TouchIn, viewer: View
     return touch
 
 
+def touch_content(touch: Touch, viewer: Viewer) -> str:
+    """A timeline entry's text as this viewer may see it."""
+    return viewer.text(touch.content or "")
+
+
+# Timeline details that quote free text: the values of a WeCom sync conflict (描述 in both versions).
+QUOTED_DETAILS = ("siyu", "wecom")
+
+
+def touch_details(touch: Touch, viewer: Viewer) -> dict[str, Any] | None:
+    """A timeline entry's details as this viewer may see them (quoted text masked)."""
+    details = touch.details
+    if viewer.may_see_phones or not isinstance(details, dict):
+        return details
+    shown = dict(details)
+    for key in QUOTED_DETAILS:
+        if isinstance(shown.get(key), dict):
+            shown[key] = {name: viewer.text(value) if isinstance(value, str) else value
+                          for name, value in shown[key].items()}
+    return shown
+
+
 def list_touches(session: Session, *, customer_id: int, viewer: Viewer, limit: int = 50,
                  cursor: str | None = None) -> Page[Touch]:
     customer = get_customer(session, customer_id=customer_id, viewer=viewer)
@@ -731,8 +766,11 @@ def list_touches(session: Session, *, customer_id: int, viewer: Viewer, limit: i
 # ---------------------------------------------------------------- computed facts
 
 
-COMPLETENESS_PARTS = ("remark_name", "tags", "phone", "description", "gender", "age_band", "city", "job",
-                      "objective_notes", "emotional_notes", "address", "picture")
+# Completeness: the share of these parts that are filled — the customer's own text fields, then
+# what other rows give them (a remark name, a manual tag, a phone, a description, an address, a picture).
+COMPLETENESS_OWN = ("gender", "age_band", "city", "job", "objective_notes", "emotional_notes")
+COMPLETENESS_LINKED = ("remark_name", "tags", "phone", "description", "address", "picture")
+COMPLETENESS_PARTS = COMPLETENESS_LINKED + COMPLETENESS_OWN
 
 
 def refresh_computed(session: Session, *, customer: Customer, rules: LifecycleRules | None = None) -> None:
@@ -763,16 +801,37 @@ def ensure_computed_tags(session: Session, *, rules: LifecycleRules) -> dict[tup
 
 def refresh_computed_many(session: Session, *, customers: list[Customer],
                           rules: LifecycleRules | None = None) -> None:
-    """Re-derive the stored computed facts of these customers with a few grouped queries.
+    """Re-derive the stored computed facts of these customers (loaded objects stay current)."""
+    refresh_computed_ids(session, customer_ids=[c.id for c in customers], rules=rules)
+
+
+# Stored computed facts: what refresh_computed_ids writes, and compares before writing.
+COMPUTED_COLUMNS = ("contact_count", "purchase_count", "purchase_total", "last_touch_at", "stage", "level",
+                    "completeness")
+
+
+def refresh_computed_ids(session: Session, *, customer_ids: list[int], rules: LifecycleRules | None = None) -> None:
+    """Re-derive the stored computed facts of these customers with four set-based queries.
 
     Contact and purchase counts, spend, last touch, stage, level, the computed tags of
-    沟通次数 / 购买 / 等级, and completeness — the one implementation of these rules.
+    沟通次数 / 购买 / 等级, and completeness — the one implementation of these rules. Nothing is
+    loaded as ORM objects: one query reads each customer's stored facts and what completeness
+    asks about (as EXISTS tests), one the touch aggregates, one the computed tags; only the
+    customers whose facts changed are written, in one executemany UPDATE. Objects of these
+    customers already in the session are given the new values.
     """
-    if not customers:
+    ids = sorted(set(customer_ids))
+    if not ids:
         return
     rules = rules or get_rules(session)
     session.flush()
-    ids = [c.id for c in customers]
+    computed_tags = ensure_computed_tags(session, rules=rules)
+    for start in range(0, len(ids), RECOMPUTE_BATCH):
+        _refresh_chunk(session, ids[start:start + RECOMPUTE_BATCH], rules, computed_tags)
+
+
+def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
+                   computed_tags: dict[tuple[str, str], Tag]) -> None:
     contact_kinds = [k.value for k in CONTACT_KINDS]
     stats = {row[0]: row[1:] for row in session.execute(
         select(
@@ -783,21 +842,18 @@ def refresh_computed_many(session: Session, *, customers: list[Customer],
             func.max(Touch.occurred_at).filter(Touch.kind.notin_([k.value for k in NON_CONTACT_KINDS])),
         ).where(Touch.customer_id.in_(ids)).group_by(Touch.customer_id))}
     computed_kinds = [k.value for k in COMPUTED_GROUP_KINDS]
-    manual_tagged = set(session.scalars(
-        select(CustomerTag.customer_id).join(Tag, Tag.id == CustomerTag.tag_id)
-        .join(TagGroup, TagGroup.id == Tag.group_id)
-        .where(CustomerTag.customer_id.in_(ids), TagGroup.kind.notin_(computed_kinds)).distinct()))
-    with_phone = set(session.scalars(select(Phone.customer_id).where(Phone.customer_id.in_(ids)).distinct()))
-    with_address = set(session.scalars(
-        select(Address.customer_id).where(Address.customer_id.in_(ids)).distinct()))
-    with_remark = set(session.scalars(select(Friendship.customer_id).where(
-        Friendship.customer_id.in_(ids), Friendship.remark_name != "").distinct()))
-    with_description = set(session.scalars(select(Friendship.customer_id).where(
-        Friendship.customer_id.in_(ids), Friendship.description != "").distinct()))
-    pictured = set(session.scalars(
-        select(Friendship.customer_id).join(Attachment, Attachment.friendship_id == Friendship.id)
-        .where(Friendship.customer_id.in_(ids)).distinct()))
-    computed_tags = ensure_computed_tags(session, rules=rules)
+    friend = Friendship.customer_id == Customer.id
+    facts = select(
+        Customer.id, Customer.stage_override, *[getattr(Customer, c) for c in COMPUTED_COLUMNS],
+        *[getattr(Customer, part) != "" for part in COMPLETENESS_OWN],
+        exists().where(friend, Friendship.remark_name != ""),
+        exists().where(CustomerTag.customer_id == Customer.id, CustomerTag.tag_id.in_(
+            select(Tag.id).join(TagGroup, TagGroup.id == Tag.group_id).where(TagGroup.kind.notin_(computed_kinds)))),
+        exists().where(Phone.customer_id == Customer.id),
+        exists().where(friend, Friendship.description != ""),
+        exists().where(Address.customer_id == Customer.id),
+        exists().where(friend, Attachment.friendship_id == Friendship.id),
+    ).where(Customer.id.in_(ids))
     current: dict[int, set[int]] = defaultdict(set)
     for customer_id, tag_id in session.execute(
         select(CustomerTag.customer_id, CustomerTag.tag_id).join(Tag, Tag.id == CustomerTag.tag_id)
@@ -807,49 +863,81 @@ def refresh_computed_many(session: Session, *, customers: list[Customer],
         current[customer_id].add(tag_id)
     stale: list[tuple[int, int]] = []
     missing: list[dict[str, Any]] = []
-    for customer in customers:
-        contacts, purchases, total, last_at = stats.get(customer.id, (0, 0, 0, None))
+    changes: list[dict[str, Any]] = []
+    own_count = len(COMPLETENESS_OWN)
+    # The rules' buckets for each distinct value, worked out once per chunk (most customers share a few).
+    stage_of = _memo(lambda pair: override_free_stage(rules, *pair))
+    contact_bucket, purchase_bucket = _memo(rules.contact_bucket), _memo(rules.purchase_bucket)
+    level_of = _memo(rules.level_for)
+    loaded_objects = {obj.id: obj for obj in session.identity_map.values() if isinstance(obj, Customer)}
+    for row in session.execute(facts):
+        customer_id, override = row[0], row[1]
+        stored = dict(zip(COMPUTED_COLUMNS, row[2:2 + len(COMPUTED_COLUMNS)], strict=True))
+        filled = row[2 + len(COMPUTED_COLUMNS):]
+        contacts, purchases, total, last_at = stats.get(customer_id, (0, 0, 0, None))
         if isinstance(last_at, str):  # SQLite aggregates hand back text
             last_at = datetime.fromisoformat(last_at)
         if last_at is not None and last_at.tzinfo is None:
             last_at = last_at.replace(tzinfo=UTC)
-        customer.contact_count = int(contacts)
-        customer.purchase_count = int(purchases)
-        customer.purchase_total = Decimal(str(total))
-        customer.last_touch_at = last_at
-        customer.stage = customer.stage_override or rules.stage_for(
-            contacts=customer.contact_count, purchases=customer.purchase_count).value
-        customer.level = rules.level_for(customer.purchase_total)
+        value: dict[str, Any] = {"contact_count": int(contacts), "purchase_count": int(purchases),
+                                 "purchase_total": Decimal(str(total)), "last_touch_at": last_at}
+        value["stage"] = override or stage_of((value["contact_count"], value["purchase_count"]))
+        value["level"] = level_of(value["purchase_total"])
+        value["completeness"] = round(100 * sum(bool(f) for f in filled) / (own_count + len(COMPLETENESS_LINKED)))
         labels = (
-            (TagGroupKind.contact_count.value, rules.contact_bucket(customer.contact_count)),
-            (TagGroupKind.purchase.value, rules.purchase_bucket(customer.purchase_count)),
-            (TagGroupKind.level.value, customer.level),
+            (TagGroupKind.contact_count.value, contact_bucket(value["contact_count"])),
+            (TagGroupKind.purchase.value, purchase_bucket(value["purchase_count"])),
+            (TagGroupKind.level.value, value["level"]),
         )
         wanted = {computed_tags[pair].id for pair in labels if pair[1] and pair in computed_tags}
-        have = current.get(customer.id, set())
-        stale.extend((customer.id, tag_id) for tag_id in have - wanted)
-        missing.extend({"customer_id": customer.id, "tag_id": tag_id} for tag_id in wanted - have)
-        filled = {
-            "remark_name": customer.id in with_remark,
-            "tags": customer.id in manual_tagged,
-            "phone": customer.id in with_phone,
-            "description": customer.id in with_description,
-            "gender": bool(customer.gender),
-            "age_band": bool(customer.age_band),
-            "city": bool(customer.city),
-            "job": bool(customer.job),
-            "objective_notes": bool(customer.objective_notes),
-            "emotional_notes": bool(customer.emotional_notes),
-            "address": customer.id in with_address,
-            "picture": customer.id in pictured,
-        }
-        customer.completeness = round(100 * sum(filled[part] for part in COMPLETENESS_PARTS)
-                                      / len(COMPLETENESS_PARTS))
+        have = current.get(customer_id, set())
+        stale.extend((customer_id, tag_id) for tag_id in have - wanted)
+        missing.extend({"customer_id": customer_id, "tag_id": tag_id} for tag_id in wanted - have)
+        if any(_differs(stored[key], value[key]) for key in COMPUTED_COLUMNS):
+            changes.append({"id": customer_id, **value})
+        loaded = loaded_objects.get(customer_id)
+        if loaded is not None:
+            for key in COMPUTED_COLUMNS:
+                set_committed_value(loaded, key, value[key])
+    now = utcnow()
+    if changes:  # Core executemany: no ORM bookkeeping per row
+        session.execute(_WRITE_COMPUTED, [{f"v_{k}": v for k, v in change.items()} | {"v_updated_at": now}
+                                          for change in changes])
     if stale:
         session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
     if missing:
-        session.execute(insert(CustomerTag), [row | {"created_at": utcnow()} for row in missing])
-    session.flush()
+        session.execute(insert(_CUSTOMER_TAG_TABLE), [row | {"created_at": now} for row in missing])
+
+
+_CUSTOMER_TABLE = cast(Table, Customer.__table__)
+_CUSTOMER_TAG_TABLE = cast(Table, CustomerTag.__table__)
+_WRITE_COMPUTED = (update(_CUSTOMER_TABLE).where(_CUSTOMER_TABLE.c.id == bindparam("v_id"))
+                   .values({key: bindparam(f"v_{key}") for key in (*COMPUTED_COLUMNS, "updated_at")}))
+
+
+def override_free_stage(rules: LifecycleRules, contacts: int, purchases: int) -> str:
+    return rules.stage_for(contacts=contacts, purchases=purchases).value
+
+
+def _memo(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    known: dict[Any, Any] = {}
+
+    def cached(value: Any) -> Any:
+        if value not in known:
+            known[value] = function(value)
+        return known[value]
+
+    return cached
+
+
+def _differs(stored: Any, value: Any) -> bool:
+    if isinstance(stored, str) and isinstance(value, datetime):  # SQLite text from a raw column read
+        stored = datetime.fromisoformat(stored)
+    if isinstance(stored, datetime) and stored.tzinfo is None:
+        stored = stored.replace(tzinfo=UTC)
+    if isinstance(value, Decimal) and stored is not None:
+        return Decimal(str(stored)) != value
+    return bool(stored != value)
 
 
 def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: dict[int, datetime],
@@ -944,12 +1032,13 @@ class _Driver:
     ids: tuple[int, ...] = ()
     terms: tuple[str, ...] = ()
     postgres: bool = False
+    phones: tuple[str, ...] = ()  # a search's phone terms, when its digits may match phone numbers
 
     def customer_ids(self) -> Select[Any] | TextualSelect:
         if self.kind == "tags":
             return select(CustomerTag.customer_id).where(CustomerTag.tag_id.in_(self.ids))
         if self.kind == "search":
-            return search.candidate_ids(self.terms, postgres=self.postgres)
+            return search.candidate_ids(self.terms, postgres=self.postgres, phones=self.phones)
         return select(Friendship.customer_id).where(Friendship.account_id.in_(self.ids))
 
     def size(self) -> Select[Any]:
@@ -1003,30 +1092,71 @@ def _filter_parts(session: Session, flt: CustomerFilter,
             condition = CustomerTag.tag_id == only
         else:
             condition = CustomerTag.tag_id.in_(sorted(tag_ids))
-        clauses.append(exists().where(CustomerTag.customer_id == Customer.id, condition))
+        # SELECT of the key columns only: the EXISTS is answered from the (customer, tag) index alone.
+        clauses.append(select(CustomerTag.customer_id)
+                       .where(CustomerTag.customer_id == Customer.id, condition).exists())
         drivers.append(_Driver("tags", tuple(sorted(tag_ids))))
     q = flt.q.strip()
     if q:
-        pattern = f"%{_escape_like(q)}%"
-        digits = normalise_phone(q)
-        text_match = or_(
-            Customer.name.ilike(pattern, escape="\\"),
-            Customer.wechat_id == q,
-            exists().where(Friendship.customer_id == Customer.id,
-                           or_(Friendship.remark_name.ilike(pattern, escape="\\"),
-                               Friendship.description.ilike(pattern, escape="\\"))),
-        )
-        terms = search.query_terms(q)
-        if len(digits) >= 3 and digits == q:
-            # Phone numbers are not in the text index: a run of digits is looked up directly.
-            text_match = or_(text_match, exists().where(
-                Phone.customer_id == Customer.id, Phone.number.like(f"%{_escape_like(digits)}%", escape="\\")))
-        elif terms:
-            # The index can drive the query (customers holding every character pair) when the
-            # query is rare; LIKE confirms the substring either way. See _driving_ids.
-            drivers.append(_Driver("search", terms=tuple(terms), postgres=search.is_postgres(session)))
-        clauses.append(text_match)
+        clauses.append(_text_match(session, q, viewer, drivers))
     return clauses, drivers
+
+
+SEARCH_RATE = SlidingWindow(seconds=60.0)  # per user id, in this process
+
+
+def check_search_rate(viewer: Viewer, q: str) -> None:
+    """Refuse a user's search past ``SIYU_SEARCH_RATE_PER_MINUTE`` (guessing numbers needs many)."""
+    limit = get_settings().search_rate_per_minute
+    if not q.strip() or viewer.user_id is None or limit <= 0:
+        return
+    if not SEARCH_RATE.allow(viewer.user_id, limit):
+        raise TooManyAttempts("Too many searches; wait a minute and try again")
+
+
+def _text_match(session: Session, q: str, viewer: Viewer, drivers: list[_Driver]) -> ColumnElement[bool]:
+    """The search box: fragments of name, WeChat ID, remark name and description; digits also phones.
+
+    For a viewer who may not see phones, what they cannot see is not a search key: phone
+    numbers are not searched, and phone-like text in remarks and descriptions is hidden before
+    the fragment is looked for (``siyu_hide_phones``), so trying numbers recovers nothing. A
+    scoped viewer's search reads only the remarks of their own accounts, as they see them.
+    """
+    pattern = f"%{_escape_like(q)}%"
+    hide = not viewer.may_see_phones and any(ch.isdigit() for ch in q)
+    postgres = search.is_postgres(session)
+
+    def contains(column: Any) -> ColumnElement[bool]:
+        # SQLite's LIKE already ignores ASCII case (its lower() knows no more); PostgreSQL needs ILIKE.
+        return column.ilike(pattern, escape="\\") if postgres else column.like(pattern, escape="\\")
+
+    def remark(column: Any) -> ColumnElement[bool]:
+        return contains(search.hide_phones(column) if hide else column)
+
+    friendship = [Friendship.customer_id == Customer.id]
+    if not viewer.sees_all_accounts:
+        friendship.append(Friendship.account_id.in_(sorted(viewer.account_ids)))
+    text_match = or_(
+        contains(Customer.name),
+        contains(Customer.wechat_id),
+        exists().where(*friendship, or_(remark(Friendship.remark_name), remark(Friendship.description))),
+    )
+    terms = search.query_terms(q)
+    digits = normalise_phone(q)
+    phones = viewer.may_see_phones and len(digits) >= PHONE_QUERY_MIN_DIGITS and digits == q
+    if phones:
+        text_match = or_(text_match, exists().where(
+            Phone.customer_id == Customer.id, Phone.number.like(f"%{_escape_like(digits)}%", escape="\\")))
+    if terms:
+        # The index finds the candidates (customers holding every character pair, or every digit
+        # triple of a phone number when digits may match phones); the substring test confirms them.
+        drivers.append(_Driver("search", terms=tuple(terms), postgres=postgres,
+                               phones=tuple(search.phone_terms(digits)) if phones else ()))
+    return text_match
+
+
+# Digits typed into the search box are looked up in phone numbers from this many on.
+PHONE_QUERY_MIN_DIGITS = 3
 
 
 # A list walks its sort index and tests each customer against the filters, so it reads
@@ -1055,24 +1185,41 @@ def _estimated_size(session: Session, driver: _Driver | None) -> int:
     return size
 
 
-# A search drives the query when it matches fewer customers than this; a common word
-# ("宝妈") is cheaper to find by walking the sort order and testing each customer.
-SEARCH_DRIVE_LIMIT = 5000
+# A search drives the list (its candidates are confirmed, then sorted) when the index gives
+# fewer candidates than this. With more, a sample of them shows how many are real matches:
+# when enough are, the list walks its sort order and stops at a full page; when few are
+# (pairs that occur apart, "送礼盒"), confirming the candidates is cheaper than a walk that
+# would test every customer. A count always reads candidates: it stops at its cap.
+SEARCH_DRIVE_LIMIT = 20_000
+SEARCH_SAMPLE = 500
+SEARCH_DENSE_SHARE = 0.05
 
 
 def _search_size(session: Session, driver: _Driver) -> int:
-    """Matches of a search, counted only up to SEARCH_DRIVE_LIMIT so common words stay cheap."""
+    """Candidates of a search, counted only up to SEARCH_DRIVE_LIMIT so common words stay cheap."""
     capped = select(func.count()).select_from(
         select(literal_column("1")).select_from(driver.customer_ids().subquery()).limit(SEARCH_DRIVE_LIMIT)
         .subquery())
     return int(session.scalar(capped) or 0)
 
 
-def _driving_ids(session: Session, drivers: list[_Driver], *, limit: int) -> Select[Any] | TextualSelect | None:
+def _search_drives(session: Session, driver: _Driver, clauses: list[ColumnElement[bool]]) -> bool:
+    if _search_size(session, driver) < SEARCH_DRIVE_LIMIT:
+        return True
+    first = select(driver.customer_ids().subquery().c.id).limit(SEARCH_SAMPLE).subquery()
+    confirmed = select(func.count()).select_from(Customer).where(Customer.id.in_(select(first.c.id)), *clauses)
+    return int(session.scalar(confirmed) or 0) < SEARCH_DENSE_SHARE * SEARCH_SAMPLE
+
+
+Driving = Select[Any] | TextualSelect
+
+
+def _driving_ids(session: Session, drivers: list[_Driver], clauses: list[ColumnElement[bool]], *,
+                 limit: int) -> Driving | None:
     searches = [d for d in drivers if d.kind == "search"]
     drivers = [d for d in drivers if d.kind != "search"]
     for driver in searches:
-        if _search_size(session, driver) < SEARCH_DRIVE_LIMIT:
+        if _search_drives(session, driver, clauses):
             return driver.customer_ids()
     if not drivers:
         return None
@@ -1137,7 +1284,7 @@ def list_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, lim
     order, after = _keyset(flt.sort, cursor)
     clauses, drivers = _filter_parts(session, flt, viewer)
     query = select(Customer).where(*clauses)
-    driving_ids = _driving_ids(session, drivers, limit=limit)
+    driving_ids = _driving_ids(session, drivers, clauses, limit=limit)
     if driving_ids is not None:
         query = query.where(Customer.id.in_(driving_ids))
     if after is not None:
@@ -1181,14 +1328,25 @@ ESTIMATE_WINDOW_IDS = 1000
 def count_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, cap: int) -> CountResult:
     """Exact up to ``cap``; past it an estimate ("约 12 万") instead of scanning everything."""
     clauses, drivers = _filter_parts(session, flt, viewer)
-    query = select(Customer.id).where(*clauses)
-    driving_ids = _driving_ids(session, drivers, limit=cap)
-    if driving_ids is not None:
-        query = query.where(Customer.id.in_(driving_ids))
+    searched = next((d for d in drivers if d.kind == "search"), None)
+    if searched is not None:
+        # Candidates in the index's order, each confirmed as it is read, until the cap.
+        candidates = searched.customer_ids().subquery()
+        query = select(Customer.id).join_from(candidates, Customer, Customer.id == candidates.c.id).where(*clauses)
+    else:
+        query = select(Customer.id).where(*clauses)
+        driving_ids = _driving_ids(session, drivers, clauses, limit=cap)
+        if driving_ids is not None:
+            query = query.where(Customer.id.in_(driving_ids))
     inner = query.limit(cap + 1).subquery()
-    value = session.scalar(select(func.count()).select_from(inner)) or 0
+    value, reached = session.execute(select(func.count(), func.max(inner.c.id)).select_from(inner)).one()
+    value = int(value or 0)
     if value <= cap:
         return CountResult(value=value, exact=True)
+    if searched is not None:
+        # The candidates came in id order: the matches found up to the id reached, scaled to all ids.
+        highest = int(session.scalar(select(func.max(Customer.id))) or 0)
+        return CountResult(value=cap, exact=False, estimate=max(cap + 1, round(value * highest / max(reached, 1))))
     return CountResult(value=cap, exact=False, estimate=max(cap + 1, _estimate_count(session, clauses)))
 
 
@@ -1205,10 +1363,7 @@ def _estimate_count(session: Session, clauses: list[ColumnElement[bool]]) -> int
 # ---------------------------------------------------------------- presentation helpers
 
 
-def mask_phone(number: str) -> str:
-    if len(number) >= 7:
-        return f"{number[:3]}****{number[-4:]}"
-    return "****"
+mask_phone = viewer_masking.mask_phone
 
 
 def load_friendships(session: Session, *, customer_ids: list[int]) -> dict[int, list[Friendship]]:
@@ -1271,14 +1426,17 @@ def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> Custom
     names = account_names(session)
     friendships = _visible_friendships(load_friendships(session, customer_ids=[customer.id]).get(customer.id, []),
                                        viewer)
-    show = (lambda n: n) if viewer.may_see_phones else mask_phone
+    show = viewer.phone
+    portrait = {key: getattr(customer, key) for key in PORTRAIT_FIELDS if key != "wechat_id"}
+    for key in NOTE_FIELDS:
+        portrait[key] = viewer.text(portrait[key])
     return CustomerOut(
         **summary.model_dump(),
-        **{key: getattr(customer, key) for key in PORTRAIT_FIELDS if key != "wechat_id"},
+        **portrait,
         purchase_total=customer.purchase_total,
         friendships=[FriendshipOut(
             id=f.id, account_id=f.account_id, account_name=names.get(f.account_id, ""), remark_name=f.remark_name,
-            salutation=f.salutation, description=f.description, phones=[show(p.number) for p in f.phones],
+            salutation=f.salutation, description=viewer.text(f.description), phones=[show(p.number) for p in f.phones],
             status=f.status, channel_state=f.channel_state, added_at=f.added_at,
             attachments=[AttachmentOut.model_validate(a) for a in f.attachments]) for f in friendships],
         addresses=[AddressOut.model_validate(a).model_copy(update={"phone": show(a.phone) if a.phone else ""})

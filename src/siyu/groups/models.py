@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, UTCDateTime, utcnow
@@ -109,4 +110,33 @@ class GroupMemberChange(Base):
     scene: Mapped[int | None] = mapped_column(Integer, nullable=True)  # join_scene or quit_scene
 
 
-__all__ = ["ChangeKind", "GroupChat", "GroupChatStatus", "GroupMember", "GroupMemberChange", "MemberType"]
+class GroupMessage(Base):
+    """A message of a customer group as the chat archive (会话存档) carries it, for the group-operations work.
+
+    Stored once per platform ``msgid``; linked to the mirrored group when Siyu knows its ``chat_id``
+    (a group met first in the archive is linked when it is synced). Read-only: nothing is sent from here.
+    """
+
+    __tablename__ = "group_message"
+    __table_args__ = (Index("ix_group_message_group_order", "group_chat_id", "sent_at", "id"),
+                      Index("ix_group_message_chat_id", "chat_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msgid: Mapped[str] = mapped_column(String(128), unique=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    chat_id: Mapped[str] = mapped_column(String(64))  # the archive's roomid
+    group_chat_id: Mapped[int | None] = mapped_column(ForeignKey("group_chat.id", ondelete="SET NULL"),
+                                                      nullable=True)
+    sender: Mapped[str] = mapped_column(String(64), default="")  # a member's UserID or a customer's external_userid
+    member_type: Mapped[int] = mapped_column(Integer, default=MemberType.external.value)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customer.id", ondelete="SET NULL"), nullable=True)
+    action: Mapped[str] = mapped_column(String(16), default="send")  # send / recall / switch
+    msg_type: Mapped[str] = mapped_column(String(32), default="text")
+    text: Mapped[str] = mapped_column(Text, default="")
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+__all__ = ["ChangeKind", "GroupChat", "GroupChatStatus", "GroupMember", "GroupMemberChange", "GroupMessage",
+           "MemberType"]

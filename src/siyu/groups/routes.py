@@ -14,10 +14,18 @@ from siyu.accounts import service as accounts_service
 from siyu.core.deps import ApiViewer, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id
 from siyu.customers import service as customers_service
 from siyu.groups import service
 from siyu.groups.models import GroupChatStatus, GroupMember
-from siyu.groups.schemas import GroupChatOut, GroupDetailOut, GroupMemberOut, GroupPage
+from siyu.groups.schemas import (
+    GroupChatOut,
+    GroupDetailOut,
+    GroupMemberOut,
+    GroupMessageOut,
+    GroupMessagePage,
+    GroupPage,
+)
 from siyu.groups.service import GroupFilter
 from siyu.web.render import render
 
@@ -26,6 +34,7 @@ pages = APIRouter(include_in_schema=False)
 
 LIST_LIMIT = 50
 RECENT_CHANGES = 50
+RECENT_MESSAGES = 50  # archived messages on the group page, newest first
 STATUS_LABELS = {GroupChatStatus.active.value: N_("group_status.active"),
                  GroupChatStatus.dismissed.value: N_("group_status.dismissed")}
 JOIN_SCENES = {1: N_("Invited by a member"), 2: N_("Invitation link"), 3: N_("Group QR code")}
@@ -42,7 +51,7 @@ def _labels() -> dict[str, Any]:
 
 
 @api.get("/groups", response_model=GroupPage)
-def api_list(session: SessionDep, viewer: ApiViewer, account_id: int | None = None, status: str | None = None,
+def api_list(session: SessionDep, viewer: ApiViewer, account_id: Id | None = None, status: str | None = None,
              name: str = "", limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> GroupPage:
     flt = GroupFilter(account_id=account_id, status=status or None, name=name[:100])
     page = service.list_groups(session, flt=flt, viewer=viewer, limit=limit, cursor=cursor)
@@ -50,7 +59,7 @@ def api_list(session: SessionDep, viewer: ApiViewer, account_id: int | None = No
 
 
 @api.get("/groups/{group_id}", response_model=GroupDetailOut)
-def api_detail(session: SessionDep, viewer: ApiViewer, group_id: int) -> GroupDetailOut:
+def api_detail(session: SessionDep, viewer: ApiViewer, group_id: Id) -> GroupDetailOut:
     group = service.get_group(session, group_id=group_id, viewer=viewer)
     members = service.current_members(session, group=group)
     live = service.live_customer_ids(session, customer_ids=[m.customer_id for m in members if m.customer_id])
@@ -64,6 +73,15 @@ def api_detail(session: SessionDep, viewer: ApiViewer, group_id: int) -> GroupDe
         out.append(item)
     return GroupDetailOut(**GroupChatOut.model_validate(group).model_dump(), admin_userids=group.admin_userids,
                           members=out)
+
+
+@api.get("/groups/{group_id}/messages", response_model=GroupMessagePage)
+def api_messages(session: SessionDep, viewer: ApiViewer, group_id: int,
+                 limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> GroupMessagePage:
+    """The group's archived messages (会话存档), newest first, cursor-paged."""
+    page = service.list_messages(session, group_id=group_id, viewer=viewer, limit=limit, cursor=cursor)
+    return GroupMessagePage(items=[GroupMessageOut.model_validate(m) for m in page.items],
+                            next_cursor=page.next_cursor)
 
 
 # ---------------------------------------------------------------- console
@@ -84,7 +102,7 @@ class ListQuery:
                    name=params.get("name", "").strip()[:100], cursor=params.get("cursor", "").strip())
 
     def to_filter(self) -> GroupFilter:
-        account_id: int | None = None
+        account_id: Id | None = None
         if self.account_id:
             try:
                 account_id = int(self.account_id)
@@ -135,7 +153,7 @@ class MemberRow:
 
 
 @pages.get("/groups/{group_id}", response_class=HTMLResponse)
-def group_page(request: Request, session: SessionDep, viewer: PageViewer, group_id: int) -> Response:
+def group_page(request: Request, session: SessionDep, viewer: PageViewer, group_id: Id) -> Response:
     group = service.get_group(session, group_id=group_id, viewer=viewer)
     members = service.current_members(session, group=group)
     changes = service.recent_changes(session, group=group, limit=RECENT_CHANGES)
@@ -151,6 +169,8 @@ def group_page(request: Request, session: SessionDep, viewer: PageViewer, group_
         return MemberRow(member=member, customer_id=customer_id, customer_name=names.get(customer_id or 0, ""),
                          linked=customer_id in visible, account_name=account.display_name if account else "")
 
+    messages = service.list_messages(session, group_id=group.id, viewer=viewer, limit=RECENT_MESSAGES,
+                                     cursor=request.query_params.get("messages_cursor") or None)
     return render(request, "groups/detail.html", nav_active="groups", title=group.name or _("Unnamed group"),
-                  group=group, account_names=customers_service.account_names(session),
+                  group=group, account_names=customers_service.account_names(session), messages=messages,
                   members=[row(m) for m in members], changes=[(c, row(m)) for c, m in changes], **_labels())

@@ -45,3 +45,25 @@ class GroupMemberOut(BaseModel):
 class GroupDetailOut(GroupChatOut):
     admin_userids: list[str]
     members: list[GroupMemberOut]
+
+
+class GroupMessageOut(BaseModel):
+    """An archived group message (会话存档), read-only."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    msgid: str
+    chat_id: str
+    sender: str
+    member_type: int
+    customer_id: int | None
+    action: str
+    msg_type: str
+    text: str
+    sent_at: datetime
+
+
+class GroupMessagePage(BaseModel):
+    items: list[GroupMessageOut]
+    next_cursor: str | None

@@ -39,6 +39,7 @@ from siyu.groups.models import (
     GroupChatStatus,
     GroupMember,
     GroupMemberChange,
+    GroupMessage,
     MemberType,
 )
 from siyu.team import service as team_service
@@ -180,6 +181,8 @@ def apply_group_chat(session: Session, detail: dict[str, Any], *, at: datetime |
                           status=GroupChatStatus.active.value, member_count=0, customer_count=0,
                           member_version="", created_at=now, updated_at=now)
         session.add(group)
+        session.flush()
+        link_group_messages(session, group=group)  # archived before it was mirrored
     elif not group.is_active:
         return group
     owner = _text(detail.get("owner"), 64)
@@ -706,3 +709,30 @@ def restore_members(session: Session, *, moved: list[list[int]], target_id: int)
     for member_id, customer_id in moved:
         session.execute(update(GroupMember).where(GroupMember.id == member_id, GroupMember.customer_id == target_id)
                         .values(customer_id=customer_id))
+
+
+def list_messages(session: Session, *, group_id: int, viewer: Viewer, limit: int = 50,
+                  cursor: str | None = None) -> Page[GroupMessage]:
+    """The group's archived messages (会话存档), newest first, keyset-paged; the viewer must see the group."""
+    group = get_group(session, group_id=group_id, viewer=viewer)
+    query = select(GroupMessage).where(GroupMessage.group_chat_id == group.id)
+    if cursor:
+        values = decode_cursor(cursor)
+        try:
+            at, last_id = datetime.fromisoformat(str(values[0])), int(values[1])
+        except (IndexError, TypeError, ValueError) as exc:
+            raise Invalid("Invalid cursor", field="cursor") from exc
+        query = query.where(or_(GroupMessage.sent_at < at, and_(GroupMessage.sent_at == at, GroupMessage.id < last_id)))
+    rows = list(session.scalars(query.order_by(GroupMessage.sent_at.desc(), GroupMessage.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(items=rows, next_cursor=encode_cursor([rows[-1].sent_at.isoformat(), rows[-1].id])
+                if more and rows else None)
+
+
+def link_group_messages(session: Session, *, group: GroupChat) -> int:
+    """Archived messages of a group met in the archive before it was mirrored: linked once it is."""
+    done = session.execute(update(GroupMessage).where(GroupMessage.chat_id == group.chat_id,
+                                                      GroupMessage.group_chat_id.is_(None))
+                           .values(group_chat_id=group.id), execution_options={"synchronize_session": False})
+    return int(getattr(done, "rowcount", 0) or 0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, object_session
 
@@ -46,6 +46,8 @@ class Outgoing:
     account: Account
     customer: Customer | None
     group_key: str
+    msg_type: str = "text"
+    payload: dict[str, Any] | None = None  # e.g. {"msgmenu": …} for a menu, {"welcome_code": …} for a welcome
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,39 @@ def unregister(factory: Callable[[Account], Connector | None]) -> None:
         _factories.remove(factory)
 
 
+# A channel's rules for whether a reply may go out now (e.g. 微信客服's 48-hour window): checked when
+# an agent replies, so a reply the platform would refuse is refused at once, with the reason.
+ReplyCheck = Callable[[Session, Conversation, Account], None]
+_reply_checks: list[ReplyCheck] = []
+# Who else must know that a person in Siyu took a conversation (e.g. 微信客服's session state).
+TakenListener = Callable[[Session, Conversation], None]
+_taken_listeners: list[TakenListener] = []
+
+
+def register_reply_check(check: ReplyCheck) -> None:
+    """``check`` raises a domain error (shown to the agent) when a reply may not be sent now."""
+    if check not in _reply_checks:
+        _reply_checks.append(check)
+
+
+def register_taken_listener(listener: TakenListener) -> None:
+    if listener not in _taken_listeners:
+        _taken_listeners.append(listener)
+
+
+def check_reply(session: Session, conversation: Conversation) -> None:
+    account = session.get(Account, conversation.account_id)
+    if account is None:
+        return
+    for check in _reply_checks:
+        check(session, conversation, account)
+
+
+def taken(session: Session, conversation: Conversation) -> None:
+    for listener in _taken_listeners:
+        listener(session, conversation)
+
+
 def connector_for(account: Account) -> Connector | None:
     for factory in _factories:
         connector = factory(account)
@@ -110,7 +145,8 @@ def deliver(session: Session, *, message_id: int, attempt: int) -> Attempt:
     customer = session.get(Customer, conversation.customer_id) if conversation.customer_id else None
     try:
         platform_id = connector.send_text(Outgoing(message_id=message.id, text=message.text, account=account,
-                                                   customer=customer, group_key=conversation.group_key))
+                                                   customer=customer, group_key=conversation.group_key,
+                                                   msg_type=message.msg_type, payload=message.payload))
     except DeliveryError as exc:
         _count_failed_attempt(message)
         if exc.permanent or attempt >= MAX_ATTEMPTS:

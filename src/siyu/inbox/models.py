@@ -30,6 +30,15 @@ class Direction(enum.StrEnum):
     outbound = "out"
 
 
+class Channel(enum.StrEnum):
+    """Where a conversation takes place (what the platform lets Siyu read and answer there)."""
+
+    wecom_kf = "wecom_kf"  # 微信客服: pulled with kf/sync_msg, answered with kf/send_msg
+    mp = "mp"  # 公众号
+    wecom_archive = "wecom_archive"  # a WeCom member's own chats (会话存档)
+    personal = "personal"  # a personal WeChat account, captured by a person
+
+
 class MessageType(enum.StrEnum):
     text = "text"
     image = "image"
@@ -41,7 +50,10 @@ class MessageType(enum.StrEnum):
     red_packet = "red_packet"
     sticker = "sticker"
     location = "location"
-    system = "system"
+    business_card = "business_card"
+    msgmenu = "msgmenu"  # a menu of choices (微信客服)
+    channels = "channels"  # a 视频号 item
+    system = "system"  # an event shown as a line: entered the session, recalled, handed over …
     unknown = "unknown"
 
 
@@ -61,6 +73,7 @@ class Conversation(Base):
         Index("ix_conversation_assignee_status", "assignee_id", "status"),
         # Not on last_message_at: that changes with every message, and a flood rewrites it constantly.
         Index("ix_conversation_account_status", "account_id", "status"),
+        Index("ix_conversation_channel_status", "channel", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -71,6 +84,11 @@ class Conversation(Base):
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), nullable=True,
                                                     index=True)
     group_key: Mapped[str] = mapped_column(String(64), default="")
+    channel: Mapped[str] = mapped_column(String(16), default=Channel.personal.value, server_default="personal")
+    # 微信客服 only: the platform's session state (0 未处理, 1 智能助手, 2 待接入池, 3 人工接待, 4 已结束)
+    # and the WeCom member serving it in WeCom's own client, as last seen.
+    service_state: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    servicer_userid: Mapped[str] = mapped_column(String(64), default="", server_default="")
     status: Mapped[str] = mapped_column(String(16), default=ConversationStatus.open.value)
     snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
@@ -155,4 +173,4 @@ class ServiceLevel(Base):
     resolution_minutes: Mapped[int] = mapped_column(Integer, default=240)
 
 
-__all__ = ["AgentState", "CannedReply", "Conversation", "Message", "ServiceLevel"]
+__all__ = ["AgentState", "CannedReply", "Channel", "Conversation", "Message", "ServiceLevel"]

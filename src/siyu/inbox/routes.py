@@ -17,10 +17,11 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from siyu.accounts import service as accounts_service
-from siyu.core.db import get_sessionmaker
+from siyu.core.db import get_sessionmaker, missing_ids
 from siyu.core.deps import AdminApiViewer, ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id, parse_count, parse_id
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers.models import Customer
@@ -51,10 +52,20 @@ STATUS_LABELS = {
     ConversationStatus.snoozed.value: N_("Snoozed"),
     ConversationStatus.resolved.value: N_("Resolved"),
 }
+CHANNEL_LABELS = {
+    "wecom_kf": N_("WeChat customer service"), "mp": N_("Official Account"), "wecom_archive": N_("WeCom chat"),
+    "personal": N_("Personal WeChat"),
+}
 TYPE_LABELS = {
+    "business_card": N_("Contact card"), "msgmenu": N_("Menu"), "channels": N_("Channels item"),
     "image": N_("Picture"), "voice": N_("Voice"), "video": N_("Video"), "file": N_("File"), "link": N_("Link"),
     "miniprogram": N_("Mini program"), "red_packet": N_("Red packet"), "sticker": N_("Sticker"),
     "location": N_("Location"), "system": N_("System message"), "unknown": N_("Unsupported message"),
+}
+# 微信客服 session states (kf/service_state, W:94669)
+SERVICE_STATE_LABELS = {
+    0: N_("Not handled yet"), 1: N_("Served by Siyu (smart assistant)"), 2: N_("Waiting in WeCom's queue"),
+    3: N_("Served by a person in WeCom"), 4: N_("Ended"),
 }
 STREAM_POLL_SECONDS = 2.0
 INCIDENT_ROLES = ("admin", "planner", "operator")  # who may send corrections (autoreply.incidents)
@@ -65,7 +76,7 @@ INCIDENT_ROLES = ("admin", "planner", "operator")  # who may send corrections (a
 
 class MessageOut(BaseModel):
     id: int
-    direction: str
+    direction: str  # "in" (the customer, or a system line) / "out" (us)
     msg_type: str
     text: str
     sent_at: datetime
@@ -74,6 +85,18 @@ class MessageOut(BaseModel):
     internal: bool
     automatic: bool
     author_id: int | None
+    # Outgoing only: queued / sent / delivered / failed, and why it failed.
+    delivery: str | None = None
+    failure_reason: str | None = None
+    payload: dict[str, Any] | None = None  # the platform's message as received (types other than text)
+
+    @classmethod
+    def of(cls, message: Message) -> MessageOut:
+        out = cls.model_validate(message, from_attributes=True)
+        if message.direction == "out" and not message.internal:
+            out.delivery = message.status
+            out.failure_reason = message.error if message.status == "failed" else None
+        return out
 
 
 class ConversationOut(BaseModel):
@@ -81,6 +104,8 @@ class ConversationOut(BaseModel):
     account_id: int
     customer_id: int | None
     group_key: str
+    channel: str  # wecom_kf (微信客服), mp (公众号), wecom_archive, personal
+    service_state: int | None  # 微信客服: 0 未处理, 1 智能助手, 2 待接入池, 3 人工接待, 4 已结束
     status: str
     assignee_id: int | None
     waiting_since: datetime | None
@@ -98,9 +123,9 @@ class ConversationDetailOut(ConversationOut):
 class InboundIn(BaseModel):
     source: str = Field(min_length=1, max_length=16)
     platform_msgid: str = Field(min_length=1, max_length=128)
-    account_id: int
+    account_id: Id
     sent_at: datetime
-    customer_id: int | None = None
+    customer_id: Id | None = None
     external_userid: str = Field("", max_length=64)
     group_key: str = Field("", max_length=64)
     sender: str = Field("", max_length=128)
@@ -112,6 +137,9 @@ class InboundIn(BaseModel):
 class ReplyIn(BaseModel):
     text: str = Field(min_length=1, max_length=service.MAX_TEXT)
     internal: bool = False
+    # A WeCom member's own chat (channel wecom_archive) is read-only; true sends a one-customer mass send
+    # the member confirms in WeCom (需成员确认的群发; counts against the customer's monthly mass-send quota).
+    member_send: bool = False
 
 
 class StatusIn(BaseModel):
@@ -120,17 +148,18 @@ class StatusIn(BaseModel):
 
 
 class AssignIn(BaseModel):
-    assignee_id: int | None
+    assignee_id: Id | None
 
 
 class BulkIn(BaseModel):
     view: str = "unanswered"
-    account_id: int | None = None
+    account_id: Id | None = None
+    channel: str | None = None
     q: str = Field("", max_length=service.SEARCH_MAX)
     asked: str = Field("", max_length=service.SEARCH_MAX)
     tag: str = Field("", max_length=130)
     level: str = Field("", max_length=16)
-    ids: list[int] = Field(default_factory=list, max_length=service.MAX_SELECTION)
+    ids: list[Id] = Field(default_factory=list, max_length=service.MAX_SELECTION)
     action: str
     args: dict[str, Any] = Field(default_factory=dict)
     expected_count: int = Field(ge=0)
@@ -146,32 +175,32 @@ def _out(conversation: Conversation) -> ConversationOut:
 
 
 @api.get("/inbox/conversations", response_model=dict[str, Any])
-def api_queue(session: SessionDep, viewer: ApiViewer, view: str = "unanswered", account_id: int | None = None,
-              q: Annotated[str, Query(max_length=service.SEARCH_MAX)] = "",
+def api_queue(session: SessionDep, viewer: ApiViewer, view: str = "unanswered", account_id: Id | None = None,
+              channel: str | None = None, q: Annotated[str, Query(max_length=service.SEARCH_MAX)] = "",
               asked: Annotated[str, Query(max_length=service.SEARCH_MAX)] = "",
               tag: Annotated[str, Query(max_length=130)] = "", level: Annotated[str, Query(max_length=16)] = "",
               cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
-    """The queue of one view, narrowed by a search (name, remark, last message), what the customer
-    asked (their waiting messages contain it), a tag and a level."""
-    flt = QueueFilter(view=view, account_id=account_id, q=q, asked=asked, tag=tag, level=level)
+    """The queue of one view, narrowed by a channel, a search (name, remark, last message), what the
+    customer asked (their waiting messages contain it), a tag and a level."""
+    flt = QueueFilter(view=view, account_id=account_id, channel=channel or None, q=q, asked=asked, tag=tag,
+                      level=level)
     page = service.list_queue(session, flt=flt, viewer=viewer, limit=limit, cursor=cursor)
     return {"items": [_out(c) for c in page.items], "next_cursor": page.next_cursor}
 
 
 @api.get("/inbox/conversations/{conversation_id}", response_model=ConversationDetailOut)
-def api_conversation(session: SessionDep, viewer: ApiViewer, conversation_id: int) -> ConversationDetailOut:
+def api_conversation(session: SessionDep, viewer: ApiViewer, conversation_id: Id) -> ConversationDetailOut:
     conversation = service.get_conversation(session, conversation_id=conversation_id, viewer=viewer)
-    messages = [MessageOut.model_validate(m, from_attributes=True)
-                for m in service.messages_of(session, conversation=conversation)]
+    messages = [MessageOut.of(m) for m in service.messages_of(session, conversation=conversation)]
     return ConversationDetailOut(**_out(conversation).model_dump(), messages=messages)
 
 
 @api.post("/inbox/conversations/{conversation_id}/messages", response_model=MessageOut, status_code=201)
-def api_reply(session: SessionDep, viewer: ApiViewer, conversation_id: int, data: ReplyIn) -> MessageOut:
+def api_reply(session: SessionDep, viewer: ApiViewer, conversation_id: Id, data: ReplyIn) -> MessageOut:
     message = service.reply(session, conversation_id=conversation_id, text=data.text, viewer=viewer,
-                            internal=data.internal)
+                            internal=data.internal, member_send=data.member_send)
     session.commit()
-    return MessageOut.model_validate(message, from_attributes=True)
+    return MessageOut.of(message)
 
 
 @api.post("/inbox/messages/{message_id}/retry", response_model=MessageOut)
@@ -184,7 +213,7 @@ def api_retry(session: SessionDep, viewer: ApiViewer, message_id: int) -> Messag
 
 
 @api.post("/inbox/conversations/{conversation_id}/status", response_model=ConversationOut)
-def api_status(session: SessionDep, viewer: ApiViewer, conversation_id: int, data: StatusIn) -> ConversationOut:
+def api_status(session: SessionDep, viewer: ApiViewer, conversation_id: Id, data: StatusIn) -> ConversationOut:
     conversation = service.change_status(session, conversation_id=conversation_id, status=data.status.value,
                                          viewer=viewer, snooze_until=data.snooze_until)
     session.commit()
@@ -192,7 +221,7 @@ def api_status(session: SessionDep, viewer: ApiViewer, conversation_id: int, dat
 
 
 @api.post("/inbox/conversations/{conversation_id}/assignee", response_model=ConversationOut)
-def api_assign(session: SessionDep, viewer: ApiViewer, conversation_id: int, data: AssignIn) -> ConversationOut:
+def api_assign(session: SessionDep, viewer: ApiViewer, conversation_id: Id, data: AssignIn) -> ConversationOut:
     conversation = service.transfer(session, conversation_id=conversation_id, to_user_id=data.assignee_id,
                                     viewer=viewer)
     session.commit()
@@ -213,8 +242,8 @@ def api_presence(session: SessionDep, viewer: ApiViewer, data: PresenceIn) -> di
 @api.post("/inbox/bulk", response_model=dict[str, Any], status_code=202)
 def api_bulk(session: SessionDep, viewer: ApiViewer, data: BulkIn) -> dict[str, Any]:
     """Act on every conversation matching the filter (not only one page), as a job; confirm the count first."""
-    flt = QueueFilter(view=data.view, account_id=data.account_id, q=data.q, asked=data.asked, tag=data.tag,
-                      level=data.level, ids=tuple(data.ids))
+    flt = QueueFilter(view=data.view, account_id=data.account_id, channel=data.channel or None, q=data.q,
+                      asked=data.asked, tag=data.tag, level=data.level, ids=tuple(data.ids))
     job_id = inbox_jobs.submit_bulk(session, flt=flt, action=data.action, args=data.args, viewer=viewer,
                                     expected=data.expected_count)
     session.commit()
@@ -225,9 +254,13 @@ def api_bulk(session: SessionDep, viewer: ApiViewer, data: BulkIn) -> dict[str, 
 def api_ingest(session: SessionDep, viewer: AdminApiViewer,
                data: Annotated[list[InboundIn], Field(max_length=1000)]) -> dict[str, int]:
     """Messages from a connector (personal-account capture, imports): stored exactly once."""
+    unknown = missing_ids(session, "account", [item.account_id for item in data])
+    unknown_customers = missing_ids(session, "customer", [i.customer_id for i in data if i.customer_id is not None])
     for item in data:
-        if not viewer.can_see_account(item.account_id):
+        if not viewer.can_see_account(item.account_id) or item.account_id in unknown:
             raise Invalid("Account {account_id} not found", field="account_id", account_id=item.account_id)
+        if item.customer_id in unknown_customers:
+            raise Invalid("Customer {customer_id} not found", field="customer_id", customer_id=item.customer_id)
     result = service.ingest(session, [InboundMessage(**item.model_dump()) for item in data])
     session.commit()
     return {"stored": result.stored, "duplicates": result.duplicates, "assigned": result.assigned}
@@ -250,18 +283,18 @@ def _filter_from(values: Any) -> QueueFilter:
     view = str(values.get("view") or "unanswered")
     account = str(values.get("account_id") or "")
     ids = values.getlist("ids") if hasattr(values, "getlist") else values.get("ids", [])
-    return QueueFilter(view=view if view in service.QUEUE_VIEWS else "unanswered",
-                       account_id=int(account) if account.isdigit() else None,
+    return QueueFilter(view=view if view in service.QUEUE_VIEWS else "unanswered", account_id=parse_id(account),
+                       channel=str(values.get("channel") or "") or None,
                        q=str(values.get("q") or "")[:service.SEARCH_MAX],
                        asked=str(values.get("asked") or "")[:service.SEARCH_MAX],
                        tag=str(values.get("tag") or "")[:130], level=str(values.get("level") or "")[:16],
-                       ids=tuple(int(i) for i in ids if isinstance(i, str) and i.isdigit()))
+                       ids=tuple(i for i in (parse_id(v) for v in ids if isinstance(v, str)) if i is not None))
 
 
 def _filter_query(flt: QueueFilter, **changes: Any) -> str:
     """The filter as a query string for links that keep it (``changes`` override parts)."""
-    values = {"view": flt.view, "account_id": flt.account_id or "", "q": flt.q, "asked": flt.asked, "tag": flt.tag,
-              "level": flt.level, **changes}
+    values = {"view": flt.view, "account_id": flt.account_id or "", "channel": flt.channel or "", "q": flt.q,
+              "asked": flt.asked, "tag": flt.tag, "level": flt.level, **changes}
     return urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
 
@@ -294,6 +327,7 @@ def _queue_context(session: Session, viewer: Viewer, request: Request) -> dict[s
         "filter_query": _filter_query(flt), "view_query": {key: _filter_query(flt, view=key) for key in VIEW_LABELS},
         "counts": service.queue_counts(session, viewer=viewer),
         "view_labels": {k: _(v) for k, v in VIEW_LABELS.items()},
+        "channel_labels": {k: _(v) for k, v in CHANNEL_LABELS.items()},
         "account_names": _account_names(session),
         "levels": [lv.label for lv in sorted(customers_service.get_rules(session).levels, key=lambda lv: lv.min_total)],
     }
@@ -335,9 +369,10 @@ def presence_submit(request: Request, session: SessionDep, viewer: PageViewer, f
     capacity = form.get("capacity")
     try:
         if isinstance(capacity, str) and capacity.strip():
-            if not capacity.strip().isdigit():
+            count = parse_count(capacity, default=-1)
+            if count < 0:
                 raise Invalid("Capacity must be between 0 and 500", field="capacity")
-            service.set_capacity(session, user_id=user_id, capacity=int(capacity))
+            service.set_capacity(session, user_id=user_id, capacity=count)
         service.set_online(session, user_id=user_id, online=form.get("online") == "1")
         session.commit()
     except DomainError:
@@ -381,7 +416,7 @@ def bulk_submit(request: Request, session: SessionDep, viewer: PageViewer, form:
     args: dict[str, Any] = {}
     if action == "assign":
         assignee = values.get("assignee_id", "")
-        args["assignee_id"] = int(assignee) if assignee.isdigit() else None
+        args["assignee_id"] = parse_id(assignee)
     elif action == "reply":
         args["text"] = values.get("text", "")
     elif action == "tag":
@@ -389,7 +424,7 @@ def bulk_submit(request: Request, session: SessionDep, viewer: PageViewer, form:
     expected = values.get("expected_count", "")
     try:
         job_id = inbox_jobs.submit_bulk(session, flt=flt, action=action, args=args, viewer=viewer,
-                                        expected=int(expected) if expected.isdigit() else -1)
+                                        expected=parse_count(expected, default=-1))
         session.commit()
     except DomainError as exc:
         session.rollback()
@@ -419,6 +454,8 @@ def _conversation_context(session: Session, viewer: Viewer, conversation: Conver
         "authors": team_service.display_names(session, user_ids=[m.author_id for m in messages]),
         "status_labels": {k: _(v) for k, v in STATUS_LABELS.items()},
         "type_labels": {k: _(v) for k, v in TYPE_LABELS.items()},
+        "service_state_labels": {k: _(v) for k, v in SERVICE_STATE_LABELS.items()},
+        "channel_labels": {k: _(v) for k, v in CHANNEL_LABELS.items()},
         "account_name": _account_names(session).get(conversation.account_id, ""),
         "breach": service.breached(conversation, service.service_level(session, conversation.account_id),
                                    now=datetime.now(local_zone())),
@@ -439,10 +476,10 @@ WAIT_LABELS = (N_("under 1 min"), N_("1–5 min"), N_("5–15 min"), N_("15–60
 
 def _report_range(request: Request) -> tuple[datetime, datetime, int, int | None]:
     days_text = request.query_params.get("days", "7")
-    days = int(days_text) if days_text.isdigit() and 1 <= int(days_text) <= 62 else 7
+    days = int(days_text) if parse_id(days_text) is not None and 1 <= int(days_text) <= 62 else 7
     account = request.query_params.get("account_id", "")
     until = datetime.now(local_zone())
-    return until - timedelta(days=days), until, days, int(account) if account.isdigit() else None
+    return until - timedelta(days=days), until, days, parse_id(account)
 
 
 @pages.get("/inbox/reports", response_class=HTMLResponse)
@@ -500,7 +537,7 @@ def canned_submit(request: Request, session: SessionDep, viewer: PageViewer, for
     account = values.get("account_id", "")
     try:
         service.save_canned(session, shortcut=values.get("shortcut", ""), title=values.get("title", ""),
-                            body=values.get("body", ""), account_id=int(account) if account.isdigit() else None,
+                            body=values.get("body", ""), account_id=parse_id(account),
                             viewer=viewer)
         session.commit()
     except DomainError as exc:
@@ -510,14 +547,14 @@ def canned_submit(request: Request, session: SessionDep, viewer: PageViewer, for
 
 
 @pages.post("/inbox/canned/{reply_id}/delete", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def canned_delete(request: Request, session: SessionDep, viewer: PageViewer, reply_id: int) -> Response:
+def canned_delete(request: Request, session: SessionDep, viewer: PageViewer, reply_id: Id) -> Response:
     service.delete_canned(session, reply_id=reply_id, viewer=viewer)
     session.commit()
     return RedirectResponse("/inbox/canned", status_code=303)
 
 
 @pages.get("/inbox/{conversation_id}", response_class=HTMLResponse)
-def conversation_page(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+def conversation_page(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: Id,
                       error: str = "") -> Response:
     conversation = service.get_conversation(session, conversation_id=conversation_id, viewer=viewer)
     target = request.headers.get("hx-target") if request.headers.get("hx-request") == "true" else None
@@ -529,13 +566,13 @@ def conversation_page(request: Request, session: SessionDep, viewer: PageViewer,
 
 
 @pages.post("/inbox/{conversation_id}/reply", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: Id,
                  form: FormDep) -> Response:
     text = form.get("text")
     internal = form.get("internal") == "1"
     try:
         service.reply(session, conversation_id=conversation_id, text=text if isinstance(text, str) else "",
-                      viewer=viewer, internal=internal)
+                      viewer=viewer, internal=internal, member_send=form.get("member_send") == "1")
         session.commit()
     except DomainError as exc:
         session.rollback()
@@ -555,7 +592,7 @@ def retry_submit(request: Request, session: SessionDep, viewer: PageViewer, conv
 
 
 @pages.post("/inbox/{conversation_id}/status", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def status_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+def status_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: Id,
                   form: FormDep) -> Response:
     status = form.get("status")
     until_text = form.get("snooze_until")
@@ -573,10 +610,10 @@ def status_submit(request: Request, session: SessionDep, viewer: PageViewer, con
 
 @pages.post("/inbox/{conversation_id}/assignee", response_class=HTMLResponse,
             dependencies=[FormRead, CsrfChecked])
-def assign_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+def assign_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: Id,
                   form: FormDep) -> Response:
     value = form.get("assignee_id")
-    to_user = int(value) if isinstance(value, str) and value.isdigit() else None
+    to_user = parse_id(value) if isinstance(value, str) else None
     service.transfer(session, conversation_id=conversation_id, to_user_id=to_user, viewer=viewer)
     session.commit()
     return RedirectResponse(f"/inbox/{conversation_id}", status_code=303)

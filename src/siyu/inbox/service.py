@@ -15,12 +15,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from siyu.core.db import dialect_insert, utcnow
+from siyu.accounts.models import Account, AccountKind
+from siyu.core.db import dialect_insert, missing_ids, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.settings import local_zone
@@ -31,6 +32,7 @@ from siyu.customers.models import CONTACT_KINDS, Customer, CustomerTag, Friendsh
 from siyu.inbox.models import (
     AgentState,
     CannedReply,
+    Channel,
     Conversation,
     ConversationStatus,
     DeliveryStatus,
@@ -47,6 +49,8 @@ KNOWN_TYPES = {t.value for t in MessageType}
 DEFAULT_FIRST_RESPONSE_MINUTES = 5
 DEFAULT_RESOLUTION_MINUTES = 240
 AGENT_ROLES = (Role.service.value, Role.operator.value)
+READ_ONLY = ("A WeCom member's own chat is read-only: answer from the sidebar in WeCom, or send a member-confirmed "
+             "mass send")
 
 
 class ConversationNotFound(NotFound):
@@ -68,6 +72,10 @@ class InboundMessage:
     msg_type: str = MessageType.text.value
     text: str | bytes = ""
     payload: dict[str, Any] | None = None
+    # "out": what a person sent from the platform's own client (a 微信客服 servicer), recorded as sent.
+    # A system line (msg_type "system") is neither the customer's nor ours: it never waits for an answer.
+    direction: str = Direction.inbound.value
+    channel: str = ""  # of a new conversation; empty: from the account's kind
 
 
 @dataclass
@@ -106,8 +114,14 @@ def _insert(session: Session, model: type[Any]) -> Any:
 # ---------------------------------------------------------------- ingestion
 
 
-def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult:
-    """Store a batch of inbound messages exactly once and bring their conversations up to date."""
+def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: bool = True) -> IngestResult:
+    """Store a batch of messages exactly once and bring their conversations up to date.
+
+    Mostly the customers' messages; a channel that also reports what was sent from the platform's
+    own client (微信客服 servicers) and events (shown as system lines) hands those in the same batch,
+    so the conversation's state follows the platform's order. ``auto_reply`` False: a channel Siyu
+    cannot write into (a member's own chat, read from the archive) gets no automatic replies.
+    """
     result = IngestResult()
     unique: dict[tuple[str, str], InboundMessage] = {}
     for message in messages:
@@ -121,25 +135,30 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
     conversation_ids = _ensure_conversations(session, keyed)
 
     now = utcnow()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for message, key, _customer in keyed:
         text = clean_text(message.text)
-        kind = message.msg_type if message.msg_type in KNOWN_TYPES else MessageType.unknown.value
+        kind = message.msg_type if message.msg_type in KNOWN_TYPES else _UNKNOWN
         payload = dict(message.payload or {})
-        if kind == MessageType.unknown.value:
+        if kind == _UNKNOWN:
             payload.setdefault("original_type", message.msg_type)
+        outbound = message.direction == _OUT
+        sent_at = message.sent_at if message.sent_at.tzinfo is not None else message.sent_at.replace(tzinfo=UTC)
         rows.append({
             "conversation_id": conversation_ids[key], "source": message.source,
-            "platform_msgid": message.platform_msgid[:128], "direction": Direction.inbound.value,
+            "platform_msgid": message.platform_msgid[:128], "direction": _OUT if outbound else _IN,
             "msg_type": kind, "sender": message.sender[:128], "text": text, "payload": payload or None,
-            "sent_at": message.sent_at, "received_at": now, "status": DeliveryStatus.received.value,
+            "sent_at": sent_at, "received_at": now, "status": _SENT if outbound else _RECEIVED,
             "error": "", "automatic": False, "internal": False,
         })
     table = Message.__table__.c
+    # Only the new ids come back (with the keys to find their rows): the rest is known here, and reading
+    # dates and JSON back would cost as much as writing them.
     statement = (_insert(session, Message).on_conflict_do_nothing(index_elements=["source", "platform_msgid"])
-                 .returning(table.id, table.conversation_id, table.sent_at, table.msg_type, table.text,
-                            table.payload))
-    inserted = session.connection().execute(statement, rows).all()
+                 .returning(table.id, table.source, table.platform_msgid))
+    by_key: dict[tuple[str, str], dict[str, Any]] = {(row["source"], row["platform_msgid"]): row for row in rows}
+    inserted = [_stored(new_id, by_key[(source, msgid)])
+                for new_id, source, msgid in session.connection().execute(statement, rows).all()]
     result.stored = len(inserted)
     result.duplicates += len(rows) - len(inserted)
 
@@ -155,11 +174,39 @@ def ingest(session: Session, messages: Sequence[InboundMessage]) -> IngestResult
     # Imported here: auto-replies build on the inbox, so the inbox may not import them at load time.
     from siyu.autoreply import service as autoreply_service
 
+    if not auto_reply:
+        return result
     result.auto_replies = autoreply_service.respond(session, messages=[
         autoreply_service.StoredInbound(id=row.id, conversation_id=row.conversation_id, msg_type=row.msg_type,
                                         text=row.text, sent_at=row.sent_at, payload=row.payload)
-        for row in inserted])
+        for row in inserted if _from_customer(row)])
     return result
+
+
+class _Stored(NamedTuple):
+    """A message just inserted, as the conversation update and the auto-replies need it."""
+
+    id: int
+    conversation_id: int
+    sent_at: datetime
+    msg_type: str
+    text: str
+    payload: dict[str, Any] | None
+    direction: str
+
+
+def _stored(new_id: int, row: dict[str, Any]) -> _Stored:
+    return _Stored(id=int(new_id), conversation_id=row["conversation_id"], sent_at=row["sent_at"],
+                   msg_type=row["msg_type"], text=row["text"], payload=row["payload"], direction=row["direction"])
+
+
+_IN, _OUT, _SYSTEM, _UNKNOWN = Direction.inbound.value, Direction.outbound.value, MessageType.system.value, \
+    MessageType.unknown.value
+_SENT, _RECEIVED = DeliveryStatus.sent.value, DeliveryStatus.received.value
+
+
+def _from_customer(row: Any) -> bool:
+    return bool(row.direction == _IN and row.msg_type != _SYSTEM)
 
 
 def customer_day_key(customer_id: int, account_id: int, day: str) -> str:
@@ -180,7 +227,7 @@ def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: 
     first: dict[str, tuple[Any, tuple[int, int]]] = {}  # the day's first message, per customer × account × day
     for row in inserted:
         person = people.get(row.conversation_id)
-        if person is None or row.msg_type == MessageType.system.value:
+        if person is None or not _from_customer(row):
             continue
         key = customer_day_key(person[0], person[1], row.sent_at.astimezone(zone).date().isoformat())
         current = first.get(key)
@@ -244,10 +291,15 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
     for message, key, _customer in keyed:
         if key not in first_seen or message.sent_at < first_seen[key]:
             first_seen[key] = message.sent_at
+    kinds: dict[int, str] = {}
+    if any(key not in found for _m, key, _c in keyed):
+        kinds = {aid: kind for aid, kind in session.execute(select(Account.id, Account.kind).where(
+            Account.id.in_(sorted({m.account_id for m, key, _c in keyed if key not in found}))))}
     for message, key, customer_id in keyed:
         if key in found or key in missing:
             continue
         missing[key] = {"key": key, "account_id": message.account_id, "customer_id": customer_id,
+                        "channel": message.channel or channel_of(kinds.get(message.account_id, "")),
                         "group_key": message.group_key, "status": ConversationStatus.open.value,
                         "unanswered": 0, "priority": levels.get(customer_id or 0, 0),
                         # Opened when the customer wrote, so response times measure their wait.
@@ -259,6 +311,12 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
         found.update({key: cid for key, cid in session.execute(
             select(Conversation.key, Conversation.id).where(Conversation.key.in_(sorted(missing))))})
     return found
+
+
+def channel_of(account_kind: str) -> str:
+    """The channel of a conversation on an account of this kind (when the connector names none)."""
+    return {AccountKind.wecom_kf.value: Channel.wecom_kf.value,
+            AccountKind.wecom.value: Channel.wecom_archive.value}.get(account_kind, Channel.personal.value)
 
 
 def _priorities(session: Session, customer_ids: list[int]) -> dict[int, int]:
@@ -277,25 +335,38 @@ def _update_conversations(session: Session, by_conversation: dict[int, list[Any]
         return
     current = session.execute(select(
         Conversation.id, Conversation.status, Conversation.unanswered, Conversation.waiting_since,
-        Conversation.last_message_at, Conversation.last_inbound_at,
+        Conversation.last_message_at, Conversation.last_inbound_at, Conversation.first_response_at,
     ).where(Conversation.id.in_(sorted(by_conversation)))).all()
     changes: list[dict[str, Any]] = []
     reopened: list[int] = []
     for row in current:
         rows = by_conversation[row.id]
-        earliest = min(r.sent_at for r in rows)
         latest = max(rows, key=lambda r: r.sent_at)
-        change: dict[str, Any] = {"id": row.id, "unanswered": row.unanswered + len(rows)}
-        if row.waiting_since is None or earliest < row.waiting_since:
-            change["waiting_since"] = earliest
+        customer = [r for r in rows if _from_customer(r)]
+        answered_at = max((r.sent_at for r in rows if r.direction == _OUT), default=None)
+        change: dict[str, Any] = {"id": row.id}
+        if customer:
+            earliest = min(r.sent_at for r in customer)
+            last_in = max(r.sent_at for r in customer)
+            change["unanswered"] = row.unanswered + len(customer)
+            if row.waiting_since is None or earliest < row.waiting_since:
+                change["waiting_since"] = earliest
+            if row.last_inbound_at is None or last_in > row.last_inbound_at:
+                change["last_inbound_at"] = last_in
+            if row.status != ConversationStatus.open.value:
+                reopened.append(row.id)
+        if answered_at is not None:  # a person answered in the platform's own client
+            last_in = max([r.sent_at for r in customer] + ([row.last_inbound_at] if row.last_inbound_at else []),
+                          default=None)
+            if last_in is None or answered_at >= last_in:
+                change.update(waiting_since=None, unanswered=0)
+            if row.first_response_at is None:
+                change["first_response_at"] = answered_at
         if row.last_message_at is None or latest.sent_at >= row.last_message_at:
             change["last_message_at"] = latest.sent_at
             change["last_message_preview"] = _preview(latest.msg_type, latest.text)
-        if row.last_inbound_at is None or latest.sent_at > row.last_inbound_at:
-            change["last_inbound_at"] = latest.sent_at
-        changes.append(change)
-        if row.status != ConversationStatus.open.value:
-            reopened.append(row.id)
+        if len(change) > 1:
+            changes.append(change)
     # Each row names only what changed, so group rows with the same columns into one executemany.
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for change in changes:
@@ -476,12 +547,24 @@ def _touch(session: Session, conversation: Conversation, *, viewer: Viewer, even
 
 
 def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, internal: bool = False,
-          automatic: bool = False) -> Message:
-    """An agent's reply (queued for the connector) or internal note (never sent)."""
+          automatic: bool = False, member_send: bool = False) -> Message:
+    """An agent's reply (queued for the connector) or internal note (never sent).
+
+    A WeCom member's own chat (channel ``wecom_archive``, read from the chat archive) is read-only:
+    no server API writes into it. Only ``member_send`` — a one-customer mass send the member confirms
+    in WeCom (需成员确认的群发, counted against the customer's monthly mass-send quota) — goes out, for
+    corrections; everyday answers go from the chat toolbar's sidebar into the open chat.
+    """
     conversation = get_conversation(session, conversation_id=conversation_id, viewer=viewer)
     body = clean_text(text).strip()
     if not body:
         raise Invalid("Write something first", field="text")
+    if not internal and not member_send and conversation.channel == Channel.wecom_archive.value:
+        raise Invalid(READ_ONLY, field="text")
+    from siyu.inbox import delivery
+
+    if not internal:
+        delivery.check_reply(session, conversation)  # the channel's window: refused now, not in the job
     now = utcnow()
     message = Message(conversation_id=conversation.id, source="console", platform_msgid=f"out:{conversation.id}:"
                       f"{now.timestamp():.6f}:{viewer.user_id or 0}", direction=Direction.outbound.value,
@@ -496,15 +579,21 @@ def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, 
         conversation.last_message_preview = _preview(MessageType.text.value, body)
         if conversation.assignee_id is None and viewer.user_id is not None and not automatic:
             conversation.assignee_id, conversation.assigned_at = viewer.user_id, now
+            delivery.taken(session, conversation)
     session.flush()
     if not internal:
         send_after_commit(session, message.id)
     return message
 
 
+# Automatic messages that greet rather than answer (微信客服's welcome on entering a session).
+NOT_ANSWERS = ("kf_welcome",)
+
+
 def _answers(message: Message) -> bool:
-    """A person's reply (or a correction) answers the customer; a rule's automatic reply does not."""
-    return message.direction == Direction.outbound.value and not message.internal and message.rule_version_id is None
+    """A person's reply (or a correction) answers the customer; a rule's automatic reply or a welcome does not."""
+    return (message.direction == Direction.outbound.value and not message.internal
+            and message.rule_version_id is None and message.source not in NOT_ANSWERS)
 
 
 def reply_touch_key(message_id: int) -> str:
@@ -525,7 +614,7 @@ def reply_accepted(session: Session, *, message: Message) -> None:
         # What arrived while the reply was on its way is still waiting.
         later, since = session.execute(select(func.count(), func.min(Message.sent_at)).where(
             Message.conversation_id == conversation.id, Message.direction == Direction.inbound.value,
-            Message.sent_at > message.sent_at)).one()
+            Message.msg_type != MessageType.system.value, Message.sent_at > message.sent_at)).one()
         conversation.unanswered = int(later or 0)
         conversation.waiting_since = _aware(since) if later else None
     if conversation.first_response_at is None:
@@ -562,7 +651,7 @@ def reply_failed(session: Session, *, message: Message) -> None:
         conversation.first_response_at = None
     if conversation.status != ConversationStatus.resolved.value:
         waiting = [Message.conversation_id == conversation.id, Message.direction == Direction.inbound.value,
-                   Message.sent_at >= conversation.opened_at]
+                   Message.msg_type != MessageType.system.value, Message.sent_at >= conversation.opened_at]
         if last_answer is not None:
             waiting.append(Message.sent_at > last_answer)
         count, since = session.execute(select(func.count(), func.min(Message.sent_at)).where(*waiting)).one()
@@ -650,6 +739,10 @@ def transfer(session: Session, *, conversation_id: int, to_user_id: int | None, 
             raise Forbidden("That colleague does not work on this account")
     conversation.assignee_id = to_user_id
     conversation.assigned_at = utcnow() if to_user_id else None
+    if to_user_id is not None and to_user_id != previous:
+        from siyu.inbox import delivery
+
+        delivery.taken(session, conversation)
     _touch(session, conversation, viewer=viewer, event="conversation_transferred")
     session.flush()
     if previous is not None and previous != to_user_id:
@@ -725,6 +818,7 @@ class QueueFilter:
     view: str = "unanswered"
     account_id: int | None = None
     assignee_id: int | None = None
+    channel: str | None = None  # wecom_kf, mp, wecom_archive, personal
     q: str = ""  # customer name, remark name on the account, or the last message contains it
     asked: str = ""  # a message the customer is still waiting on contains it ("everyone who asked 发货")
     tag: str = ""  # the customer has this tag (组:标签 or a unique tag name)
@@ -732,14 +826,15 @@ class QueueFilter:
     ids: tuple[int, ...] = ()  # a selection of conversations
 
     def to_json(self) -> dict[str, Any]:
-        return {"view": self.view, "account_id": self.account_id, "q": self.q, "asked": self.asked,
-                "tag": self.tag, "level": self.level, "ids": list(self.ids)}
+        return {"view": self.view, "account_id": self.account_id, "channel": self.channel, "q": self.q,
+                "asked": self.asked, "tag": self.tag, "level": self.level, "ids": list(self.ids)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> QueueFilter:
         return cls(view=str(data.get("view", "unanswered")), account_id=data.get("account_id"),
-                   q=str(data.get("q", "")), asked=str(data.get("asked", "")), tag=str(data.get("tag", "")),
-                   level=str(data.get("level", "")), ids=tuple(int(i) for i in data.get("ids") or ()))
+                   channel=data.get("channel") or None, q=str(data.get("q", "")), asked=str(data.get("asked", "")),
+                   tag=str(data.get("tag", "")), level=str(data.get("level", "")),
+                   ids=tuple(int(i) for i in data.get("ids") or ()))
 
 
 MAX_SELECTION = 1000
@@ -785,7 +880,10 @@ def list_queue(session: Session, *, flt: QueueFilter, viewer: Viewer, limit: int
     """Conversations of one view, keyset-paged; the unanswered view is longest waiting first."""
     if flt.view not in QUEUE_VIEWS:
         raise Invalid("Unknown view {view}", field="view", view=flt.view)
+    _check_channel(flt)
     query = select(Conversation)
+    if flt.channel:
+        query = query.where(Conversation.channel == flt.channel)
     scope = visible_conversations(viewer)
     if scope is not None:
         query = query.where(scope)
@@ -831,6 +929,11 @@ def list_queue(session: Session, *, flt: QueueFilter, viewer: Viewer, limit: int
         value = last.waiting_since if ascending else last.last_message_at
         next_cursor = encode_cursor([value.isoformat() if value else None, last.id])
     return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+def _check_channel(flt: QueueFilter) -> None:
+    if flt.channel and flt.channel not in {c.value for c in Channel}:
+        raise Invalid("Unknown channel {channel}", field="channel", channel=flt.channel)
 
 
 def queue_counts(session: Session, *, viewer: Viewer) -> dict[str, int]:
@@ -891,6 +994,8 @@ def _filtered(session: Session, flt: QueueFilter, viewer: Viewer) -> Any:
     if flt.account_id is not None:
         query = query.where(Conversation.account_id == flt.account_id)
     query = query.where(*_narrowing(session, flt))
+    if flt.channel:
+        query = query.where(Conversation.channel == flt.channel)
     if flt.view == "unanswered":
         query = query.where(Conversation.status == ConversationStatus.open.value,
                             Conversation.waiting_since.is_not(None))
@@ -905,6 +1010,7 @@ def _filtered(session: Session, flt: QueueFilter, viewer: Viewer) -> Any:
 def count_matching(session: Session, *, flt: QueueFilter, viewer: Viewer) -> int:
     if flt.view not in QUEUE_VIEWS:
         raise Invalid("Unknown view {view}", field="view", view=flt.view)
+    _check_channel(flt)
     return int(session.scalar(select(func.count()).select_from(_filtered(session, flt, viewer).subquery())) or 0)
 
 
@@ -944,7 +1050,8 @@ def apply_bulk(session: Session, *, conversation_ids: list[int], action: str, ar
                 elif action == "reply":
                     conversation = get_conversation(session, conversation_id=conversation_id, viewer=viewer)
                     text = fill_variables(session, text=str(args["text"]), conversation=conversation)
-                    reply(session, conversation_id=conversation_id, text=text, viewer=viewer)
+                    # a mass send: in a member's own chat, one the member confirms (需成员确认的群发)
+                    reply(session, conversation_id=conversation_id, text=text, viewer=viewer, member_send=True)
                 elif action == "tag":
                     conversation = get_conversation(session, conversation_id=conversation_id, viewer=viewer)
                     if conversation.customer_id is None:
@@ -962,7 +1069,8 @@ def save_canned(session: Session, *, shortcut: str, title: str, body: str, accou
                 viewer: Viewer) -> CannedReply:
     if viewer.role not in ("admin", "planner", "operator"):
         raise Forbidden("Your role may not change quick replies")
-    if account_id is not None and not viewer.can_see_account(account_id):
+    if account_id is not None and (not viewer.can_see_account(account_id)
+                                   or missing_ids(session, "account", [account_id])):
         raise Invalid("Account {account_id} not found", field="account_id", account_id=account_id)
     if account_id is None and not viewer.sees_all_accounts:
         raise Forbidden("Only planners and administrators may write quick replies for every account")

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 from siyu.core import jobs
 from siyu.core.deps import ApiViewer, PageViewer, SessionDep
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id
 from siyu.core.models import JobStatus
 from siyu.jobs.schemas import JobOut
 from siyu.web.render import render
@@ -46,20 +47,20 @@ def _labels() -> dict[str, Any]:
 
 @api.get("/jobs", response_model=dict[str, list[JobOut]])
 def list_jobs(session: SessionDep, viewer: ApiViewer, status: str | None = None,
-              before_id: int | None = None) -> dict[str, list[JobOut]]:
+              before_id: Id | None = None) -> dict[str, list[JobOut]]:
     return {"items": [JobOut.model_validate(j) for j in jobs.list_jobs(session, viewer, status=status,
                                                                        before_id=before_id)]}
 
 
 @api.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(session: SessionDep, viewer: ApiViewer, job_id: int) -> JobOut:
+def get_job(session: SessionDep, viewer: ApiViewer, job_id: Id) -> JobOut:
     return JobOut.model_validate(jobs.get_job(session, job_id, viewer))
 
 
 @pages.get("/jobs", response_class=HTMLResponse)
 def jobs_page(request: Request, session: SessionDep, viewer: PageViewer,
               status: Annotated[str | None, Query()] = None,
-              before_id: Annotated[int | None, Query()] = None) -> Response:
+              before_id: Annotated[Id | None, Query()] = None) -> Response:
     page_size = 50
     items = jobs.list_jobs(session, viewer, status=status or None, before_id=before_id, limit=page_size + 1)
     more = len(items) > page_size
@@ -69,13 +70,13 @@ def jobs_page(request: Request, session: SessionDep, viewer: PageViewer,
 
 
 @pages.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(request: Request, session: SessionDep, viewer: PageViewer, job_id: int) -> Response:
+def job_page(request: Request, session: SessionDep, viewer: PageViewer, job_id: Id) -> Response:
     job = jobs.get_job(session, job_id, viewer)
     return render(request, "jobs/detail.html", nav_active="jobs", title=job.title or _("Background job"), job=job,
                   **_labels())
 
 
 @pages.get("/jobs/{job_id}/progress", response_class=HTMLResponse)
-def job_progress(request: Request, session: SessionDep, viewer: PageViewer, job_id: int) -> Response:
+def job_progress(request: Request, session: SessionDep, viewer: PageViewer, job_id: Id) -> Response:
     job = jobs.get_job(session, job_id, viewer)
     return render(request, "jobs/_progress.html", job=job, **_labels())

@@ -1,10 +1,14 @@
 """Callbacks as WeCom sends them: the XML event, its encrypted envelope, and delivery with retries.
 
 The XML follows WeCom's documented callback formats (``ToUserName`` is the corp id,
-``FromUserName`` is ``sys`` for events, ``CreateTime`` in seconds; customer-contact,
-customer-group and corp-tag changes; text messages). Encryption is wechatpy's WeCom crypto
-— the same library Siyu decrypts with, but used here only on the sending side — and the
-query carries ``msg_signature``, ``timestamp`` and ``nonce`` exactly as the platform does.
+``FromUserName`` is ``sys`` for events, ``CreateTime`` in seconds): customer-contact,
+customer-group and corp-tag changes (W:92130 客户联系 › 变更回调, W:92130 客户群和
+标签变更) and 微信客服's ``kf_msg_or_event`` (W:94670), which only says that messages wait to
+be pulled. WeCom never pushes a customer's chat message itself to a callback URL. Encryption
+is wechatpy's WeCom crypto (W:90968 加解密方案说明) — the same library Siyu decrypts with,
+but used here only on the sending side — and the query carries ``msg_signature``,
+``timestamp`` and ``nonce`` exactly as the platform does (W:90930 回调配置). W:N is the page
+developer.work.weixin.qq.com/document/path/N.
 
 Delivery retries like the platform: an answer other than ``success`` within 5 seconds
 (an error status, another body, a timeout, a refused connection) is sent again, up to 3
@@ -57,6 +61,7 @@ def _event(corp_id: str, create_time: int, event: str) -> list[tuple[str, Any]]:
 
 def contact_added(corp_id: str, *, userid: str, external_userid: str, create_time: int, state: str = "",
                   welcome_code: str = "") -> str:
+    """W:92130 添加企业客户事件 (``add_external_contact`` with ``State`` and ``WelcomeCode``)."""
     fields = [*_event(corp_id, create_time, "change_external_contact"), ("ChangeType", "add_external_contact"),
               ("UserID", userid), ("ExternalUserID", external_userid)]
     if state:
@@ -67,20 +72,21 @@ def contact_added(corp_id: str, *, userid: str, external_userid: str, create_tim
 
 
 def contact_changed(corp_id: str, change: str, *, userid: str, external_userid: str, create_time: int) -> str:
-    """``del_external_contact`` (the member removed the customer), ``del_follow_user`` (the customer
+    """W:92130 ``del_external_contact`` (the member removed the customer), ``del_follow_user`` (the customer
     removed the member) or ``edit_external_contact``."""
     return xml_document([*_event(corp_id, create_time, "change_external_contact"), ("ChangeType", change),
                          ("UserID", userid), ("ExternalUserID", external_userid)])
 
 
 def chat_created(corp_id: str, *, chat_id: str, create_time: int) -> str:
+    """W:92130 客户群创建事件 (``change_external_chat`` / ``create``)."""
     return xml_document([*_event(corp_id, create_time, "change_external_chat"), ("ChatId", chat_id),
                          ("ChangeType", "create")])
 
 
 def chat_members_changed(corp_id: str, *, chat_id: str, create_time: int, joined: bool, members: list[str],
                          scene: int, last_version: str, member_version: str) -> str:
-    """``update`` with ``add_member`` (JoinScene 1 invited, 2 link, 3 QR code) or ``del_member``
+    """W:92130 客户群变更事件: ``update`` with ``add_member`` (JoinScene 1 invited, 2 link, 3 QR code) or ``del_member``
     (QuitScene 0 left, 1 removed by the owner or an admin)."""
     return xml_document([
         *_event(corp_id, create_time, "change_external_chat"), ("ChatId", chat_id), ("ChangeType", "update"),
@@ -90,24 +96,34 @@ def chat_members_changed(corp_id: str, *, chat_id: str, create_time: int, joined
 
 
 def chat_dismissed(corp_id: str, *, chat_id: str, create_time: int) -> str:
+    """W:92130 客户群解散事件 (``change_external_chat`` / ``dismiss``)."""
     return xml_document([*_event(corp_id, create_time, "change_external_chat"), ("ChatId", chat_id),
                          ("ChangeType", "dismiss")])
 
 
 def tag_changed(corp_id: str, *, tag_id: str, tag_type: str, change: str, create_time: int) -> str:
-    """``change_external_tag``: TagType ``tag`` or ``tag_group``; ChangeType create/update/delete/shuffle."""
+    """W:92130 企业客户标签变更事件 ``change_external_tag``: TagType ``tag`` or ``tag_group``;
+    ChangeType create/update/delete/shuffle."""
     return xml_document([*_event(corp_id, create_time, "change_external_tag"), ("Id", tag_id),
                          ("TagType", tag_type), ("ChangeType", change)])
 
 
-def text_message(corp_id: str, *, external_userid: str, content: str, msgid: str, create_time: int,
-                 agent_id: str = "") -> str:
-    fields: list[tuple[str, Any]] = [("ToUserName", corp_id), ("FromUserName", external_userid),
-                                     ("CreateTime", create_time), ("MsgType", "text"), ("Content", content),
-                                     ("MsgId", int(msgid))]
-    if agent_id:
-        fields.append(("AgentID", int(agent_id) if agent_id.isdigit() else agent_id))
-    return xml_document(fields)
+def kf_msg_or_event(corp_id: str, *, token: str, open_kfid: str, create_time: int) -> str:
+    """W:94670 接收消息和事件: something waits in the 客服 account ``open_kfid``; pull it with
+    ``kf/sync_msg`` and ``Token`` (valid 10 minutes). No content, no FromUserName."""
+    return xml_document([("ToUserName", corp_id), ("CreateTime", create_time), ("MsgType", "event"),
+                         ("Event", "kf_msg_or_event"), ("Token", token), ("OpenKfId", open_kfid)])
+
+
+def msgaudit_notify(corp_id: str, *, create_time: int, agent_id: int = 0) -> str:
+    """W:95039 产生会话回调事件: the chat archive has new messages to pull."""
+    return xml_document([*_event(corp_id, create_time, "msgaudit_notify"), ("AgentID", agent_id)])
+
+
+def msg_audit_approved(corp_id: str, *, userid: str, external_userid: str, create_time: int) -> str:
+    """客户同意进行聊天内容存档事件: ``change_external_contact`` with ``ChangeType`` msg_audit_approved."""
+    return contact_changed(corp_id, "msg_audit_approved", userid=userid, external_userid=external_userid,
+                           create_time=create_time)
 
 
 @dataclass(frozen=True)
@@ -235,3 +251,57 @@ class Sender:
             if not duplicate:
                 self.stats.failed += 1
         return False
+
+
+def callback_url(target: str) -> str:
+    """Siyu's address or its callback URL → the callback URL."""
+    target = target.rstrip("/")
+    return target if target.endswith("/wecom/callback") else target + "/wecom/callback"
+
+
+class KfNotifier:
+    """Sends ``kf_msg_or_event`` as the platform batches it: one callback announces everything waiting
+    in an account; while one is on its way, new messages only mark the account, and a single further
+    callback (with a fresh token) follows once the first is answered. So a flood of messages is
+    announced by a few callbacks, and nothing is left unannounced."""
+
+    def __init__(self, sender: Sender, issue: Callable[[str], dict[str, Any]], *, duplicate_share: float = 0.0,
+                 rng: Any = None) -> None:
+        self.sender = sender
+        self.issue = issue  # open_kfid → {"token", "create_time", "open_kfid"} (KfDesk.callback)
+        self.duplicate_share = duplicate_share
+        self.rng = rng
+        self.lock = threading.Lock()
+        self.busy: set[str] = set()
+        self.dirty: set[str] = set()
+
+    def notify(self, open_kfid: str) -> bool:
+        """Announces ``open_kfid`` (returns at once when a callback for it is already on its way)."""
+        with self.lock:
+            if open_kfid in self.busy:
+                self.dirty.add(open_kfid)
+                return False
+            self.busy.add(open_kfid)
+        try:
+            while True:
+                issued = self.issue(open_kfid)
+                xml = kf_msg_or_event(self.sender.encrypter.corp_id, token=issued["token"],
+                                      open_kfid=issued["open_kfid"], create_time=issued["create_time"])
+                acknowledged = self.sender.deliver(xml)
+                if acknowledged and self.duplicate_share and self.rng is not None \
+                        and self.rng.random() < self.duplicate_share:
+                    self.sender.deliver(xml, duplicate=True)  # the platform's retry of a delivered callback
+                with self.lock:
+                    if open_kfid not in self.dirty:
+                        self.busy.discard(open_kfid)
+                        return True
+                    self.dirty.discard(open_kfid)
+        except BaseException:
+            with self.lock:
+                self.busy.discard(open_kfid)
+                self.dirty.discard(open_kfid)
+            raise
+
+    def idle(self) -> bool:
+        with self.lock:
+            return not self.busy

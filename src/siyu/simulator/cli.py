@@ -66,6 +66,9 @@ def serve(
         help="API calls per access token per minute before errcode 45009; 0 = no limit.")] = 0,
     token_ttl: Annotated[int, typer.Option(help="Access-token lifetime in seconds (expires_in).")] = 7200,
     access_log: Annotated[bool, typer.Option(help="Log every request (noisy under a scenario).")] = False,
+    callback_target: Annotated[str | None, typer.Option(
+        help="Siyu's address: /_simulator/kf_… controls (a customer writes to 微信客服 …) then send it "
+             "kf_msg_or_event callbacks, encrypted with SIYU_WECOM_TOKEN / SIYU_WECOM_AES_KEY.")] = None,
 ) -> None:
     """Serve the simulated WeCom server API under /cgi-bin/ (point SIYU_WECOM_API_BASE at it)."""
     import logging
@@ -73,19 +76,30 @@ def serve(
     import uvicorn
 
     from siyu.simulator import settings
+    from siyu.simulator.callbacks import Encrypter
     from siyu.simulator.server import NAME, ServerOptions, create_app
 
     configured = settings.load()
     corp = _corp(seed, corp_id or configured.corp_id or settings.DEFAULT_CORP_ID, state,
                  _members(member, members_file), contacts_per_member)
     used_secret = secret or configured.secret or settings.DEFAULT_SECRET
+    encrypter = None
+    if callback_target:
+        try:
+            encrypter = Encrypter(corp_id=corp.state.corp_id, token=configured.token, aes_key=configured.aes_key)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
     app = create_app(corp, ServerOptions(secret=used_secret, token_ttl=token_ttl, rate_limit=rate_limit,
-                                         state_path=state))
+                                         state_path=state, callback_target=callback_target or "",
+                                         encrypter=encrypter))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     typer.echo(f"{NAME} — corp {corp.state.corp_id}, members {', '.join(m.userid for m in corp.state.members)}")
     typer.echo(f"  SIYU_WECOM_API_BASE=http://{shown}:{port}/cgi-bin/")
     typer.echo(f"  SIYU_WECOM_CORP_ID={corp.state.corp_id}")
+    for account in corp.kf.overview()["accounts"]:
+        typer.echo(f"  微信客服 {account['name']}: open_kfid {account['open_kfid']}")
     if not (secret or configured.secret):
         typer.echo(f"  SIYU_WECOM_SECRET={used_secret}")
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False, access_log=access_log)
@@ -93,14 +107,19 @@ def serve(
 
 @simulator_app.command()
 def scenario(
-    name: Annotated[str, typer.Argument(help="friends, chat, groups, campaign or tags.")],
+    name: Annotated[str, typer.Argument(help="friends, chat, groups, campaign, tags or archive (会话存档: members' "
+                                             "private and group chats, pulled by Siyu).")],
     target: Annotated[str, typer.Option(help="Siyu's address (its /wecom/callback receives the callbacks).")]
         = "http://127.0.0.1:8000",
     count: Annotated[int | None, typer.Option(
-        help="Callbacks in the main phase (default: friends 50, chat 200, groups 30, campaign 170000, tags 10).")]
-        = None,
+        help="Events in the main phase (default: friends 50, chat 200, groups 30, campaign 170000, tags 10); "
+             "for chat and campaign, customers' messages.")] = None,
     rate: Annotated[float, typer.Option(help="Callbacks per second; 0 = as fast as the concurrency allows.")] = 0.0,
-    concurrency: Annotated[int, typer.Option(help="Callbacks in flight at once.")] = 8,
+    concurrency: Annotated[int, typer.Option(help="Steps (customers' acts and their callbacks) in flight at once.")]
+        = 8,
+    channel: Annotated[str, typer.Option(
+        help="chat and campaign: the path customers' messages take — kf (微信客服: kf_msg_or_event callbacks, "
+             "Siyu pulls kf/sync_msg).")] = "kf",
     simulator: Annotated[str | None, typer.Option(
         help="A running simulator's address (its corp is changed before each callback); default: a virtual "
              "corp in this process.")] = None,
@@ -119,18 +138,28 @@ def scenario(
     aes_key: Annotated[str | None, typer.Option(help="Default SIYU_WECOM_AES_KEY.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for `success` before resending.")] = 5.0,
     retries: Annotated[int, typer.Option(help="Resends of an unacknowledged callback.")] = 3,
-    duplicates: Annotated[float, typer.Option(help="Share of campaign messages delivered twice.")] = 0.01,
+    duplicates: Annotated[float, typer.Option(
+        help="Share of chat and campaign callbacks (kf_msg_or_event) delivered twice.")] = 0.01,
     same_envelope: Annotated[bool, typer.Option(
         help="Resend the identical request (same nonce) instead of the same event in a fresh envelope.")] = False,
+    public_key: Annotated[Path | None, typer.Option(
+        help="archive: the corp's RSA public key (PEM) the archive's random keys are encrypted to.")] = None,
+    key_version: Annotated[int, typer.Option(help="archive: the public key's version (publickey_ver).")] = 1,
 ) -> None:
     """Send a scenario of real encrypted WeCom callbacks to Siyu and print a summary."""
     from siyu.simulator import settings
     from siyu.simulator.callbacks import Encrypter
-    from siyu.simulator.driver import DEFAULT_COUNTS, DriverError, Options, run_scenario
+    from siyu.simulator.driver import CHANNELS, DEFAULT_COUNTS, DriverError, Options, run_scenario
     from siyu.simulator.server import RunningServer, ServerOptions, create_app
 
+    if name == "archive":
+        _archive_scenario(target=target, simulator=simulator, count=count or 1000, public_key=public_key,
+                          key_version=key_version, corp_id=corp_id, token=token, aes_key=aes_key)
+        return
     if name not in DEFAULT_COUNTS:
         raise typer.BadParameter(f"choose from {', '.join(DEFAULT_COUNTS)}", param_hint="NAME")
+    if channel not in CHANNELS:
+        raise typer.BadParameter(f"choose from {', '.join(CHANNELS)}", param_hint="--channel")
     configured = settings.load()
     used_corp_id = corp_id or configured.corp_id or settings.DEFAULT_CORP_ID
     try:
@@ -148,7 +177,8 @@ def scenario(
             server = RunningServer(create_app(corp, ServerOptions(secret=secret)), port=serve_port).start()
             typer.echo(f"simulator API at {server.url}/cgi-bin/")
     options = Options(count=count if count is not None else DEFAULT_COUNTS[name], rate=rate,
-                      concurrency=concurrency, seed=seed, states=list(state_key or []), duplicate_share=duplicates)
+                      concurrency=concurrency, seed=seed, states=list(state_key or []), duplicate_share=duplicates,
+                      channel=channel)
     try:
         summary = run_scenario(name, target=target, encrypter=encrypter, options=options, corp=corp,
                                simulator_url=simulator, timeout=timeout, retries=retries,
@@ -162,4 +192,43 @@ def scenario(
         if server is not None:
             server.stop()
     if summary.failed:
+        raise typer.Exit(1)
+
+
+def _archive_scenario(*, target: str, simulator: str | None, count: int, public_key: Path | None, key_version: int,
+                      corp_id: str | None, token: str | None, aes_key: str | None) -> None:
+    """Private and group chats into a running simulator's archive, then one msgaudit_notify to Siyu (which pulls
+    them from the simulator's stand-in for GetChatData)."""
+    import httpx
+
+    from siyu.simulator import settings
+    from siyu.simulator.callbacks import Clients, Encrypter, Sender, Stats, callback_url, msgaudit_notify
+
+    if simulator is None:
+        raise typer.BadParameter("the archive is pulled by Siyu from a running simulator: give --simulator",
+                                 param_hint="--simulator")
+    configured = settings.load()
+    base = simulator.rstrip("/")
+    with httpx.Client(timeout=600.0) as http:
+        if public_key is not None:
+            answer = http.post(f"{base}/_simulator/archive_public_key",
+                               json={"version": key_version, "pem": public_key.read_text()})
+            if answer.status_code != 200:
+                typer.echo(f"error: {answer.text}", err=True)
+                raise typer.Exit(2)
+        answer = http.post(f"{base}/_simulator/archive_scenario", json={"count": count, "notify": False})
+        if answer.status_code != 200:
+            typer.echo(f"error: {answer.text}", err=True)
+            raise typer.Exit(2)
+        made = answer.json()
+    encrypter = Encrypter(corp_id=corp_id or configured.corp_id or settings.DEFAULT_CORP_ID,
+                          token=token or configured.token, aes_key=aes_key or configured.aes_key)
+    import time
+
+    sender = Sender(callback_url(target), encrypter, Clients(httpx.Client), Stats())
+    acknowledged = sender.deliver(msgaudit_notify(encrypter.corp_id, create_time=int(time.time())))
+    typer.echo(f"archive: {made['private']} private and {made['group']} group messages archived "
+               f"({made['not_archived']} not archived: no consent), last seq {made['last_seq']}; "
+               f"msgaudit_notify {'acknowledged' if acknowledged else 'NOT acknowledged'}")
+    if not acknowledged:
         raise typer.Exit(1)

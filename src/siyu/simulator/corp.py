@@ -30,6 +30,10 @@ from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel, Field
 
+from siyu.simulator.archive import ArchiveDesk
+from siyu.simulator.errors import ApiError
+from siyu.simulator.kf import KfDesk, KfState
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -62,15 +66,6 @@ TAG_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 GROUP_NAMES = ("山野茶舍新客福利群", "山野茶舍老友茶话群", "山野茶舍品鉴会群", "山野茶舍团购群")
 ID_CHARS = string.ascii_letters + string.digits
-
-
-class ApiError(Exception):
-    """A WeCom refusal: ``errcode`` as the platform numbers it, ``errmsg`` its English text."""
-
-    def __init__(self, errcode: int, errmsg: str) -> None:
-        super().__init__(f"{errcode} {errmsg}")
-        self.errcode = errcode
-        self.errmsg = errmsg
 
 
 class Member(BaseModel):
@@ -233,6 +228,7 @@ class CorpState(BaseModel):
     welcome_messages: list[WelcomeMessage] = Field(default_factory=list)
     mass_sends: list[MassSend] = Field(default_factory=list)
     transfers: list[Transfer] = Field(default_factory=list)
+    kf: KfState = Field(default_factory=KfState)  # 微信客服 (siyu.simulator.kf)
     message_count: int = 0
     rng_state: list[Any] = Field(default_factory=list)
 
@@ -318,6 +314,8 @@ class VirtualCorp:
         self.mass_send_daily_limit = 1  # mass messages one customer may receive per day from the corp
         self._listing_snapshots: dict[tuple[str, ...], list[tuple[Contact, Follow]]] = {}
         self.auto_accept_transfer = True  # a handed-over customer is taken over at once (not after 24 h)
+        self.kf = KfDesk(self)
+        self.archive = ArchiveDesk(self)  # 会话内容存档 (siyu.simulator.archive)
 
     # ---- construction and persistence -------------------------------------------------
 
@@ -328,6 +326,7 @@ class VirtualCorp:
         """A corp built from ``seed`` alone; ``salt`` (a new one per run by default) only affects ids made later."""
         corp = cls(CorpState(corp_id=corp_id, seed=seed), clock=clock, rng=random.Random(seed))  # noqa: S311
         corp._seed_content(list(members), contacts_per_member, groups_per_member)
+        corp.kf.seed()
         corp.rng = random.Random(f"{seed}/{time.time_ns() if salt is None else salt}")  # noqa: S311
         return corp
 
@@ -407,7 +406,10 @@ class VirtualCorp:
             rng.setstate(_tupled(state.rng_state))
         else:
             rng.seed(f"{state.seed}/{time.time_ns()}")
-        return cls(state, clock=clock, rng=rng)
+        corp = cls(state, clock=clock, rng=rng)
+        if not state.kf.accounts:  # a state saved before the corp had 微信客服
+            corp.kf.seed()
+        return corp
 
     @classmethod
     def from_file(cls, path: str | Path, *, clock: Callable[[], float] = time.time) -> VirtualCorp:
@@ -1128,18 +1130,6 @@ class VirtualCorp:
         return {"create_time": int(self.clock())}
 
     @_locked
-    def inbound_message(self, external_userid: str) -> dict[str, Any]:
-        """A customer writes: a message id unique across runs (time-based, then counted)."""
-        contact = self.contact(external_userid)
-        follows = contact.active
-        if not follows:
-            raise ApiError(84061, "not external contact")
-        self.state.message_count += 1
-        now = int(self.clock())
-        msgid = (now << 22) + (self.state.message_count % (1 << 22))
-        return {"msgid": str(msgid), "create_time": now, "userid": follows[0].userid, "name": contact.name}
-
-    @_locked
     def tag_admin(self, action: str, **body: Any) -> dict[str, Any]:
         """An administrator changes corp tags in the WeCom admin console: the same rules as the API."""
         handlers = {"create": self.api_add_corp_tag, "update": self.api_edit_corp_tag, "delete": self.api_del_corp_tag}
@@ -1162,9 +1152,10 @@ class VirtualCorp:
 
     @_locked
     def received(self, external_userid: str = "", chat_id: str = "") -> list[dict[str, Any]]:
-        """What reached people's phones, oldest first: welcome messages, and mass-send results with
+        """What reached people's phones, oldest first: welcome messages, mass-send results with
         status 1 (a message still waiting for its member, or refused by the platform's limits, is
-        not there). Filtered to one customer or one group chat when given."""
+        not there) and 微信客服 messages (send_msg, send_msg_on_event, servicers' replies in WeCom's
+        client). Filtered to one customer or one group chat when given."""
         rows: list[dict[str, Any]] = []
         for welcome in self.state.welcome_messages:
             if (external_userid and welcome.external_userid != external_userid) or chat_id:
@@ -1180,6 +1171,7 @@ class VirtualCorp:
                 rows.append({"via": "mass_send", "msgid": task.msgid, "sender": result.userid,
                              "external_userid": result.external_userid, "chat_id": result.chat_id,
                              "text": task.text, "attachments": task.attachments, "received_at": result.send_time})
+        rows.extend(self.kf.received(external_userid) if not chat_id else [])
         rows.sort(key=lambda row: row["received_at"])
         return rows
 
@@ -1197,8 +1189,16 @@ class VirtualCorp:
             "welcome_messages": len(self.state.welcome_messages),
             "mass_sends": len(self.state.mass_sends),
             "transfers": len(self.state.transfers),
-            "messages": self.state.message_count,
+            "kf": self.kf.overview(),
         }
+
+    def operation(self, name: str) -> Callable[..., Any]:
+        """A driver operation by name (``POST /_simulator/<name>``): ``kf_…`` ones are the 微信客服 desk's."""
+        if name.startswith("kf_"):
+            return getattr(self.kf, name[3:])
+        if name.startswith("archive_"):
+            return getattr(self.archive, name[8:])
+        return getattr(self, name)
 
     @_locked
     def contacts_of(self, userid: str = "", limit: int = 1000) -> list[dict[str, Any]]:

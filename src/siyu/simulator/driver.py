@@ -10,12 +10,16 @@ Scenarios (``count`` is the number of callbacks in the main phase):
 - ``friends``: customers add members through contact ways (``State`` = the channel key,
   ``WelcomeCode``), then some friendships end — mostly the customer deleting the member
   (``del_follow_user``), some the member deleting the customer (``del_external_contact``);
-- ``chat``: a few new customers, then their text messages;
+- ``chat``: customers open the corp's 微信客服 (``enter_session`` with the channel key as
+  ``scene``; some are the corp's WeCom customers, most are new WeChat users), then write —
+  text mostly, some pictures, voice, locations, links, menu answers. WeCom announces them
+  with ``kf_msg_or_event`` callbacks (a token, no content) and Siyu pulls ``kf/sync_msg``;
 - ``groups``: new customers, customer groups created, members joining and quitting
   (``UpdateDetail``, ``JoinScene``/``QuitScene``, ``MemChangeCnt``), a few groups dismissed;
-- ``campaign``: a campaign day compressed — new customers, then a flood of messages with
-  a share (1 % by default) delivered again after acknowledgement, as the platform's retries
-  do (same XML: same ``MsgId``, ``CreateTime`` and keys);
+- ``campaign``: a campaign day compressed through 微信客服 (``--channel kf``): customers enter
+  sessions, then a flood of messages. Callbacks batch as the platform's do — while one is on
+  its way, new messages only wait, and the next callback announces them all — and a share
+  (1 % by default) is delivered again after acknowledgement, as the platform's retries do;
 - ``tags``: an administrator creating, renaming and deleting corp tags.
 """
 
@@ -31,8 +35,9 @@ from typing import Any, Protocol
 import httpx
 
 from siyu.simulator import callbacks
-from siyu.simulator.callbacks import ClientFactory, Clients, Encrypter, Sender, Stats
-from siyu.simulator.corp import ApiError, VirtualCorp
+from siyu.simulator.callbacks import ClientFactory, Clients, Encrypter, KfNotifier, Sender, Stats, callback_url
+from siyu.simulator.corp import VirtualCorp
+from siyu.simulator.errors import ApiError
 
 Echo = Callable[[str], None]
 DEFAULT_COUNTS = {"friends": 50, "chat": 200, "groups": 30, "campaign": 170_000, "tags": 10}
@@ -41,6 +46,12 @@ CHAT_LINES = ("你好，请问店里几点关门？", "新品龙井什么时候�
               "上次买的白茶很好喝", "周末有品鉴会吗？", "礼盒还有货吗", "[图片]", "发票怎么开？")
 CAMPAIGN_LINES = ("1", "参加", "怎么领券？", "优惠券怎么用？", "活动几点开始", "我中奖了吗", "还有名额吗？",
                   "链接打不开", "已下单，订单号发你了", "能便宜点吗", "好", "收到")
+CHANNELS = ("kf",)  # the paths a flood of customer messages can take (微信客服; the 公众号 follows)
+# Menu answers a customer may click when Siyu sent a msgmenu ("1 查订单 2 活动规则 3 人工").
+MENU_ANSWERS = (("1", "查订单"), ("2", "活动规则"), ("3", "人工"))
+# How customers' kf messages are spread over the types of W:94670 (the rest are text).
+OTHER_TYPES = (("image", 0.06), ("voice", 0.02), ("menu", 0.03), ("location", 0.01), ("link", 0.01),
+               ("video", 0.005), ("file", 0.005), ("miniprogram", 0.005), ("business_card", 0.005))
 
 
 class DriverError(Exception):
@@ -59,7 +70,7 @@ class LocalLink:
 
     def call(self, operation: str, **kwargs: Any) -> Any:
         try:
-            return getattr(self.corp, operation)(**kwargs)
+            return self.corp.operation(operation)(**kwargs)
         except ApiError as exc:
             raise DriverError(f"simulator refused {operation}: {exc.errcode} {exc.errmsg}") from exc
 
@@ -92,6 +103,7 @@ class Options:
     duplicate_share: float = 0.01
     settle: float = 1.0  # seconds between new customers and their messages (Siyu processes adds in the background)
     progress_every: float = 2.0
+    channel: str = "kf"  # chat and campaign: the path of customers' messages (see CHANNELS)
 
 
 @dataclass
@@ -105,11 +117,15 @@ class Summary:
     seconds: float
     rate: float
     errors: dict[str, int]
+    kf_messages: int = 0  # messages and events put in 客服 accounts' logs (announced by the callbacks)
 
     def line(self) -> str:
         text = (f"{self.scenario}: sent {self.sent}, acknowledged {self.acknowledged}, retried {self.retried}, "
                 f"duplicates {self.duplicates}, failed {self.failed} in {self.seconds:.1f} s "
                 f"({self.rate:.0f} acknowledged/s)")
+        if self.kf_messages:
+            text += (f"; 微信客服: {self.kf_messages} messages and events waiting to be pulled "
+                     f"({self.kf_messages / max(self.seconds, 1e-9):.0f}/s)")
         if self.errors:
             text += "; problems: " + ", ".join(f"{k} ×{v}" for k, v in sorted(self.errors.items()))
         return text
@@ -145,6 +161,10 @@ class Run:
         self.rng = random.Random(options.seed)  # noqa: S311 - simulated behaviour, not secrets
         self.corp_id = sender.encrypter.corp_id
         self.pacer = Pacer(options.rate)
+        self.notifier = KfNotifier(sender, lambda open_kfid: dict(link.call("kf_callback", open_kfid=open_kfid)),
+                                   duplicate_share=options.duplicate_share, rng=self.rng)
+        self.kf_count = 0
+        self.kf_lock = threading.Lock()
 
     def phase(self, label: str, total: int, step: Callable[[int], str | None], *, duplicate_share: float = 0.0,
               concurrency: int | None = None) -> None:
@@ -231,20 +251,71 @@ class Run:
         if self.options.settle > 0:
             time.sleep(self.options.settle)
 
-    def messages(self, customers: list[tuple[str, str]], count: int, lines: Iterable[str], *,
-                       duplicate_share: float = 0.0) -> None:
+    # ---- 微信客服 ----------------------------------------------------------------------------------
+
+    def kf_account(self) -> str:
+        accounts = self.link.call("kf_overview")["accounts"]
+        if not accounts:
+            raise DriverError(f"the virtual corp {self.corp_id} has no 客服账号")
+        return str(accounts[0]["open_kfid"])
+
+    def kf_put(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """A customer's act in 微信客服, then the callback that announces it (batched: see KfNotifier)."""
+        result: dict[str, Any] = self.link.call(operation, **kwargs)
+        with self.kf_lock:
+            self.kf_count += 1
+        self.notifier.notify(result["open_kfid"])
+        return result
+
+    def kf_customers(self, count: int, *, known_share: float = 0.0) -> list[str]:
+        """``count`` customers open the account's 客服 link (``scene``: a channel key); ``known_share`` of
+        them are the corp's WeCom customers already. Returns their external_userids."""
+        if self.options.channel not in CHANNELS:
+            raise DriverError(f"unknown channel {self.options.channel!r} (choose from {', '.join(CHANNELS)})")
+        open_kfid = self.kf_account()
+        scenes = [state for state, _users in self.entry_points() if state] or ["campaign"]
+        known = [c["external_userid"] for c in self.link.call("contacts_of", limit=1000)] if known_share else []
+        self.rng.shuffle(known)
+        entered: list[str] = []
+        lock = threading.Lock()
+
+        def step(_index: int) -> None:
+            with lock:
+                reuse = known.pop() if known and self.rng.random() < known_share else ""
+                scene = self.rng.choice(scenes)
+            result = self.kf_put("kf_enter_session", open_kfid=open_kfid, external_userid=reuse, scene=scene)
+            with lock:
+                entered.append(result["external_userid"])
+
+        self.phase("customers enter 微信客服", count, step)
+        return entered
+
+    def kf_messages(self, customers: list[str], count: int, lines: Iterable[str]) -> None:
         choices = list(lines)
         if not customers:
             raise DriverError(f"no customers to write {count} messages")
+        open_kfid = self.kf_account()
 
-        def step(_index: int) -> str:
-            _userid, external_userid = self.rng.choice(customers)
-            result = self.link.call("inbound_message", external_userid=external_userid)
-            return callbacks.text_message(self.corp_id, external_userid=external_userid,
-                                          content=self.rng.choice(choices), msgid=result["msgid"],
-                                          create_time=result["create_time"])
+        def step(_index: int) -> None:
+            external_userid = self.rng.choice(customers)
+            kind, roll = "text", self.rng.random()
+            for name, share in OTHER_TYPES:
+                if roll < share:
+                    kind = name
+                    break
+                roll -= share
+            if kind == "menu":
+                menu_id, label = self.rng.choice(MENU_ANSWERS)
+                self.kf_put("kf_customer_message", open_kfid=open_kfid, external_userid=external_userid,
+                            msgtype="text", content=label, menu_id=menu_id)
+            elif kind == "text":
+                self.kf_put("kf_customer_message", open_kfid=open_kfid, external_userid=external_userid,
+                            msgtype="text", content=self.rng.choice(choices))
+            else:
+                self.kf_put("kf_customer_message", open_kfid=open_kfid, external_userid=external_userid,
+                            msgtype=kind)
 
-        self.phase("messages", count, step, duplicate_share=duplicate_share)
+        self.phase("messages", count, step)
 
 
 # ---- the scenarios ------------------------------------------------------------------------------
@@ -265,16 +336,13 @@ def friends(run: Run) -> None:
 
 
 def chat(run: Run) -> None:
-    customers = run.add_customers(max(1, run.options.count // 10))
-    run.settle()
-    run.messages(customers, run.options.count, CHAT_LINES)
+    customers = run.kf_customers(max(1, run.options.count // 10), known_share=0.3)
+    run.kf_messages(customers, run.options.count, CHAT_LINES)
 
 
 def campaign(run: Run) -> None:
-    customers = run.add_customers(min(max(1, run.options.count // 20), 5000))
-    run.settle()
-    run.messages(customers, max(0, run.options.count - len(customers)), CAMPAIGN_LINES,
-                       duplicate_share=run.options.duplicate_share)
+    customers = run.kf_customers(min(max(1, run.options.count // 20), 10_000))
+    run.kf_messages(customers, max(0, run.options.count - len(customers)), CAMPAIGN_LINES)
 
 
 def groups(run: Run) -> None:
@@ -362,11 +430,6 @@ PLAYS: dict[str, Callable[[Run], None]] = {
     "friends": friends, "chat": chat, "groups": groups, "campaign": campaign, "tags": tags}
 
 
-def callback_url(target: str) -> str:
-    target = target.rstrip("/")
-    return target if target.endswith("/wecom/callback") else target + "/wecom/callback"
-
-
 def run_scenario(name: str, *, target: str, encrypter: Encrypter, options: Options,
                  corp: VirtualCorp | None = None, simulator_url: str | None = None,
                  timeout: float = 5.0, retries: int = 3, retry_delay: float = 0.2,
@@ -393,9 +456,23 @@ def run_scenario(name: str, *, target: str, encrypter: Encrypter, options: Optio
         clients.close()
     summary = Summary(scenario=name, sent=stats.sent, acknowledged=stats.acknowledged, retried=stats.retried,
                       duplicates=stats.duplicates, failed=stats.failed, seconds=stats.elapsed, rate=stats.rate,
-                      errors=dict(stats.errors))
+                      errors=dict(stats.errors), kf_messages=run.kf_count)
     echo(summary.line())
     return summary
+
+
+def announce_kf(corp: VirtualCorp, target: str, encrypter: Encrypter, *,
+                client_factory: ClientFactory | None = None, timeout: float = 5.0, retries: int = 3,
+                retry_delay: float = 0.2) -> KfNotifier:
+    """From now on, whatever a customer, servicer or event adds to ``corp``'s 客服 logs is announced to
+    Siyu at ``target`` with ``kf_msg_or_event`` callbacks, batched like the platform's (tests hand in
+    ``client_factory=lambda: TestClient(app)``). Remove it with ``corp.kf.listeners.remove(n.notify)``."""
+    clients = Clients(client_factory or httpx.Client)
+    sender = Sender(callback_url(target), encrypter, clients, Stats(), timeout=timeout, retries=retries,
+                    retry_delay=retry_delay)
+    notifier = KfNotifier(sender, corp.kf.callback)
+    corp.kf.listeners.append(notifier.notify)
+    return notifier
 
 
 def wait_for(url: str, *, seconds: float) -> bool:
@@ -440,6 +517,9 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
         app = create_app(corp, ServerOptions(secret=secret or configured.secret or simulator_settings.DEFAULT_SECRET))
         server = RunningServer(app, host=serve_host, port=serve_port).start()
         echo(f"WeCom simulator API at {server.url}/cgi-bin/ (corp {corp_id})")
+    for account in corp.kf.overview()["accounts"]:
+        echo(f"微信客服 {account['name']}: open_kfid {account['open_kfid']} (customers write here; Siyu pulls "
+             "kf/sync_msg)")
     try:
         if not wait_for(target_url.rstrip("/") + "/healthz", seconds=wait_seconds):
             raise DriverError(f"Siyu did not answer at {target_url} within {wait_seconds:g} s")

@@ -13,9 +13,12 @@ response says ``Siyu WeCom simulator`` in its headers.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import logging
+import operator
+import random
 import secrets
 import threading
 import time
@@ -25,55 +28,81 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
-from siyu.simulator.corp import ApiError, VirtualCorp
+from siyu.simulator.callbacks import Clients, Encrypter, KfNotifier, Sender, Stats, callback_url
+from siyu.simulator.corp import VirtualCorp
+from siyu.simulator.errors import ApiError
 
 log = logging.getLogger("siyu.simulator")
 NAME = "Siyu WeCom simulator"
 TOKEN_TTL = 7200
 
-# path under /cgi-bin/ → (HTTP method, VirtualCorp handler); the methods are the ones WeCom
-# documents and wechatpy 1.8.18 uses (groupchat/get is a POST despite its name).
+# path under /cgi-bin/ → (HTTP method, VirtualCorp handler; "kf." names the 微信客服 desk's). The methods
+# are the ones WeCom documents and wechatpy uses (groupchat/get is a POST despite its name; "ANY" takes
+# both). Each line names the page it follows: W:N is developer.work.weixin.qq.com/document/path/N.
 ROUTES: dict[str, tuple[str, str]] = {
-    "user/get": ("GET", "api_user_get"),
-    "user/simplelist": ("GET", "api_user_simplelist"),
-    "user/list": ("GET", "api_user_list"),
+    "user/get": ("GET", "api_user_get"),  # W:90196 读取成员
+    "user/simplelist": ("GET", "api_user_simplelist"),  # W:90200 获取部门成员
+    "user/list": ("GET", "api_user_list"),  # W:90201 获取部门成员详情
+    # W:92571 获取配置了客户联系功能的成员列表
     "externalcontact/get_follow_user_list": ("GET", "api_get_follow_user_list"),
-    "externalcontact/list": ("GET", "api_list"),
-    "externalcontact/get": ("GET", "api_get"),
-    "externalcontact/batch/get_by_user": ("POST", "api_batch_get_by_user"),
-    "externalcontact/remark": ("POST", "api_remark"),
-    "externalcontact/get_corp_tag_list": ("POST", "api_get_corp_tag_list"),
-    "externalcontact/add_corp_tag": ("POST", "api_add_corp_tag"),
-    "externalcontact/edit_corp_tag": ("POST", "api_edit_corp_tag"),
-    "externalcontact/del_corp_tag": ("POST", "api_del_corp_tag"),
-    "externalcontact/mark_tag": ("POST", "api_mark_tag"),
-    "externalcontact/add_contact_way": ("POST", "api_add_contact_way"),
-    "externalcontact/get_contact_way": ("POST", "api_get_contact_way"),
-    "externalcontact/update_contact_way": ("POST", "api_update_contact_way"),
-    "externalcontact/del_contact_way": ("POST", "api_del_contact_way"),
-    "externalcontact/list_contact_way": ("POST", "api_list_contact_way"),
-    "externalcontact/groupchat/list": ("POST", "api_groupchat_list"),
-    "externalcontact/groupchat/get": ("POST", "api_groupchat_get"),
-    "externalcontact/send_welcome_msg": ("POST", "api_send_welcome_msg"),
-    "externalcontact/add_msg_template": ("POST", "api_add_msg_template"),
-    "externalcontact/get_groupmsg_task": ("POST", "api_get_groupmsg_task"),
-    "externalcontact/get_groupmsg_send_result": ("POST", "api_get_groupmsg_send_result"),
-    "externalcontact/get_group_msg_result": ("POST", "api_get_group_msg_result"),
-    "externalcontact/transfer_customer": ("POST", "api_transfer_customer"),
-    "externalcontact/transfer_result": ("POST", "api_transfer_result"),
-    "externalcontact/resigned/transfer_customer": ("POST", "api_resigned_transfer_customer"),
-    "externalcontact/resigned/transfer_result": ("POST", "api_resigned_transfer_result"),
-    "externalcontact/get_unassigned_list": ("POST", "api_get_unassigned_list"),
+    "externalcontact/list": ("GET", "api_list"),  # W:92113 获取客户列表
+    "externalcontact/get": ("GET", "api_get"),  # W:92114 获取客户详情
+    "externalcontact/batch/get_by_user": ("POST", "api_batch_get_by_user"),  # W:92994 批量获取客户详情
+    "externalcontact/remark": ("POST", "api_remark"),  # W:92115 修改客户备注信息
+    "externalcontact/get_corp_tag_list": ("POST", "api_get_corp_tag_list"),  # W:92117 管理企业标签
+    "externalcontact/add_corp_tag": ("POST", "api_add_corp_tag"),  # W:92117
+    "externalcontact/edit_corp_tag": ("POST", "api_edit_corp_tag"),  # W:92117
+    "externalcontact/del_corp_tag": ("POST", "api_del_corp_tag"),  # W:92117
+    "externalcontact/mark_tag": ("POST", "api_mark_tag"),  # W:92118 编辑客户企业标签
+    "externalcontact/add_contact_way": ("POST", "api_add_contact_way"),  # W:92228 客户联系「联系我」管理
+    "externalcontact/get_contact_way": ("POST", "api_get_contact_way"),  # W:92228
+    "externalcontact/update_contact_way": ("POST", "api_update_contact_way"),  # W:92228
+    "externalcontact/del_contact_way": ("POST", "api_del_contact_way"),  # W:92228
+    "externalcontact/list_contact_way": ("POST", "api_list_contact_way"),  # W:92228
+    "externalcontact/groupchat/list": ("POST", "api_groupchat_list"),  # W:92120 获取客户群列表
+    "externalcontact/groupchat/get": ("POST", "api_groupchat_get"),  # W:92122 获取客户群详情
+    "externalcontact/send_welcome_msg": ("POST", "api_send_welcome_msg"),  # W:92137 发送新客户欢迎语
+    "externalcontact/add_msg_template": ("POST", "api_add_msg_template"),  # W:92135 创建企业群发
+    "externalcontact/get_groupmsg_task": ("POST", "api_get_groupmsg_task"),  # W:93338 获取群发记录列表
+    "externalcontact/get_groupmsg_send_result": ("POST", "api_get_groupmsg_send_result"),  # W:93338
+    "externalcontact/get_group_msg_result": ("POST", "api_get_group_msg_result"),  # W:93338 (the older call)
+    "externalcontact/transfer_customer": ("POST", "api_transfer_customer"),  # W:92125 分配在职成员的客户
+    "externalcontact/transfer_result": ("POST", "api_transfer_result"),  # W:94088 查询客户接替状态
+    "externalcontact/resigned/transfer_customer": ("POST", "api_resigned_transfer_customer"),  # W:94081 离职继承
+    "externalcontact/resigned/transfer_result": ("POST", "api_resigned_transfer_result"),  # W:94082
+    "externalcontact/get_unassigned_list": ("POST", "api_get_unassigned_list"),  # W:92124 获取待分配的离职成员列表
+    # 微信客服 (siyu.simulator.kf)
+    "kf/account/list": ("ANY", "kf.api_account_list"),  # W:94661 获取客服账号列表
+    "kf/account/add": ("POST", "kf.api_account_add"),  # W:94662 添加客服账号
+    "kf/servicer/list": ("GET", "kf.api_servicer_list"),  # W:94645 获取接待人员列表
+    "kf/servicer/add": ("POST", "kf.api_servicer_add"),  # W:94646 添加接待人员
+    "kf/servicer/del": ("POST", "kf.api_servicer_del"),  # W:94647 删除接待人员
+    "kf/sync_msg": ("POST", "kf.api_sync_msg"),  # W:94670 接收消息和事件 › 读取消息
+    "kf/send_msg": ("POST", "kf.api_send_msg"),  # W:94677 发送消息
+    "kf/send_msg_on_event": ("POST", "kf.api_send_msg_on_event"),  # W:95122 发送欢迎语等事件响应消息
+    "kf/service_state/get": ("POST", "kf.api_service_state_get"),  # W:94669 分配客服会话 › 获取会话状态
+    "kf/service_state/trans": ("POST", "kf.api_service_state_trans"),  # W:94669 分配客服会话 › 变更会话状态
+    "kf/customer/batchget": ("POST", "kf.api_customer_batchget"),  # W:95159 获取客户基础信息
+    # 会话内容存档 (siyu.simulator.archive); the messages themselves: POST /_simulator/finance/chatdata
+    "msgaudit/check_single_agree": ("POST", "archive.api_check_single_agree"),  # W:91782 获取会话同意情况
 }
 
 # What the driver (or a test) may do to the corp through POST /_simulator/<operation>.
 DRIVER_OPERATIONS = ("add_contact", "remove_contact", "edit_contact", "create_group", "join_group", "quit_group",
-                     "dismiss_group", "inbound_message", "tag_admin", "confirm_mass_send", "contacts_of", "groups",
-                     "overview", "resign_member")
-
+                     "dismiss_group", "tag_admin", "confirm_mass_send", "contacts_of", "groups", "overview",
+                     "resign_member",
+                     # 微信客服: a customer enters a session or writes (any type), a servicer takes, answers
+                     # or ends the session in WeCom's client, any other event; a callback token.
+                     "kf_enter_session", "kf_customer_message", "kf_servicer_take", "kf_servicer_reply",
+                     "kf_end_session", "kf_event", "kf_callback", "kf_overview",
+                     # 会话存档: the corp's public key, private and group chats, a customer's consent, a scenario.
+                     "archive_public_key", "archive_chat", "archive_group_message", "archive_agree",
+                     "archive_scenario", "archive_overview", "archive_set_key_reuse")
 # The platform's words for the codes a fault is usually injected with.
 FAULT_MESSAGES = {-1: "system busy", 45009: "api freq out of limit", 45033: "api concurrent out of limit",
                   40014: "invalid access_token", 42001: "access_token expired"}
@@ -85,64 +114,101 @@ class ServerOptions:
     token_ttl: int = TOKEN_TTL
     rate_limit: int = 0  # calls per access token per minute; 0 = no limit
     state_path: Path | None = None  # saved on shutdown and on POST /_simulator/save
+    archive_notify_interval: float = 15.0  # msgaudit_notify at most this often (W:95039); tests shorten it
+    # Where kf_msg_or_event callbacks go when a /_simulator/kf_… control adds to an account's log
+    # (Siyu's address or its /wecom/callback), sealed with this encrypter; none without both.
+    callback_target: str = ""
+    encrypter: Encrypter | None = None
 
 
 @dataclass
 class Fault:
-    """The next ``times`` calls to ``path`` (``*``: any ``/cgi-bin/`` path, gettoken included) fail."""
+    """The next ``times`` calls to ``path`` (``*``: any ``/cgi-bin/`` path, gettoken included) meet it:
+    each waits ``latency`` seconds, then fails with ``percent`` % probability — answered at once, or,
+    with ``after``, only after the call took effect (the platform did it, the answer was lost).
+    ``forever`` keeps the fault until ``DELETE /_simulator/faults``."""
 
     path: str
     times: int
     errcode: int = 0  # answered as HTTP 200 with this errcode, as the platform does
     errmsg: str = ""
     status: int = 0  # or answered with this HTTP status (a 5xx from the platform's gateway)
+    latency: float = 0.0
+    percent: float = 100.0
+    after: bool = False
+    forever: bool = False
+
+    @property
+    def fails(self) -> bool:
+        return bool(self.errcode or self.status)
 
     def describe(self) -> dict[str, Any]:
         return {"path": self.path, "times": self.times, "errcode": self.errcode, "errmsg": self.errmsg,
-                "status": self.status}
+                "status": self.status, "latency": self.latency, "percent": self.percent, "after": self.after,
+                "forever": self.forever}
+
+
+@dataclass(frozen=True)
+class Hit:
+    fault: Fault
+    fail: bool  # this call fails (the dice of ``percent`` said so)
 
 
 class Faults:
-    """Injected failures, taken in the order they were added, and how many calls each path received."""
+    """Injected faults, taken in the order they were added, and how many calls each path received."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.pending: list[Fault] = []
         self.calls: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
+        self.dice = random.Random()  # noqa: S311 - simulated failures, not secrets
 
     def add(self, body: dict[str, Any]) -> Fault:
         try:
             fault = Fault(path=str(body.get("path") or "*").strip("/"), times=int(body.get("times", 1)),
                           errcode=int(body.get("errcode") or 0), errmsg=str(body.get("errmsg") or ""),
-                          status=int(body.get("status") or 0))
+                          status=int(body.get("status") or 0), latency=float(body.get("latency") or 0),
+                          percent=float(body.get("percent", 100)), after=bool(body.get("after", False)),
+                          forever=bool(body.get("forever", False)))
         except (TypeError, ValueError) as exc:
             raise ApiError(40058, f"bad fault: {exc}") from exc
-        if fault.times < 1 or not (fault.errcode or 500 <= fault.status <= 599):
-            raise ApiError(40058, "a fault needs times >= 1 and an errcode or a 5xx status")
+        if fault.status and not 500 <= fault.status <= 599:
+            raise ApiError(40058, "a fault's status must be a 5xx")
+        if fault.times < 1 or not (fault.fails or fault.latency > 0):
+            raise ApiError(40058, "a fault needs times >= 1 and an errcode, a 5xx status or a latency")
+        if not 0 < fault.percent <= 100 or not 0 <= fault.latency <= 60:
+            raise ApiError(40058, "percent must be in (0, 100] and latency in [0, 60] seconds")
         with self.lock:
             self.pending.append(fault)
         return fault
 
-    def take(self, path: str) -> Fault | None:
+    def take(self, path: str) -> Hit | None:
         """Counts a call to ``path`` and returns the fault it meets, if any."""
         with self.lock:
             self.calls[path] = self.calls.get(path, 0) + 1
             for fault in self.pending:
                 if fault.path in ("*", path):
-                    fault.times -= 1
-                    if fault.times == 0:
-                        self.pending.remove(fault)
-                    return fault
+                    if not fault.forever:
+                        fault.times -= 1
+                        if fault.times == 0:
+                            self.pending.remove(fault)
+                    fail = fault.fails and (fault.percent >= 100 or self.dice.random() * 100 < fault.percent)
+                    if fail:
+                        self.failed[path] = self.failed.get(path, 0) + 1
+                    return Hit(fault, fail)
         return None
 
     def clear(self) -> None:
         with self.lock:
             self.pending.clear()
             self.calls.clear()
+            self.failed.clear()
 
     def describe(self) -> dict[str, Any]:
         with self.lock:
-            return {"pending": [f.describe() for f in self.pending], "calls": dict(self.calls)}
+            return {"pending": [f.describe() for f in self.pending], "calls": dict(self.calls),
+                    "failed": dict(self.failed)}
 
 
 class Tokens:
@@ -229,6 +295,8 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
         yield
+        if notifier is not None:
+            notifier.sender.clients.close()
         if options.state_path is not None:
             corp.save(options.state_path)
             log.info("simulator state saved to %s", options.state_path)
@@ -237,6 +305,15 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
     app.state.corp = corp
     app.state.tokens = tokens
     app.state.faults = faults
+    notifier: KfNotifier | None = None
+    if options.callback_target and options.encrypter is not None:
+        # Controls that add to a 客服 account's log announce it as the platform does (W:94670).
+        clients = Clients(httpx.Client)
+        sender = Sender(callback_url(options.callback_target), options.encrypter, clients, Stats())
+        notifier = KfNotifier(sender, lambda open_kfid: corp.kf.callback(open_kfid))
+        corp.kf.listeners.append(notifier.notify)
+        _announce_archive(corp, sender, options)
+    app.state.notifier = notifier
 
     @app.middleware("http")
     async def name_the_simulator(request: Request, call_next: Callable[[Request], Any]) -> Response:
@@ -249,6 +326,8 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
     def root(request: Request) -> str:
         facts = corp.overview()
         base = str(request.base_url) + "cgi-bin/"
+        desks = "".join(f"<li>{html.escape(a['name'])}: <code>{html.escape(a['open_kfid'])}</code> — servicers "
+                        f"{html.escape(', '.join(a['servicers']))}</li>" for a in facts["kf"]["accounts"])
         ways = "".join(f"<li><code>{html.escape(w['state'] or '-')}</code> → {html.escape(', '.join(w['user']))}</li>"
                        for w in facts["contact_ways"])
         return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{NAME}</title></head><body>"
@@ -258,14 +337,20 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
                 f"<li>external contacts: {facts['contacts']} ({facts['friendships']} friendships)</li>"
                 f"<li>group chats: {facts['group_chats']}</li><li>corp tags: {facts['tags']}</li>"
                 f"<li>welcome messages sent: {facts['welcome_messages']}</li>"
-                f"<li>mass sends: {facts['mass_sends']}</li></ul><h2>Contact ways (state → members)</h2>"
+                f"<li>mass sends: {facts['mass_sends']}</li></ul><h2>微信客服 (kf)</h2><ul>{desks}</ul>"
+                f"<p>customers: {facts['kf']['customers']}, messages and events in the logs: "
+                f"{facts['kf']['messages']}, delivered to customers: {facts['kf']['delivered']}</p>"
+                f"<h2>Contact ways (state → members)</h2>"
                 f"<ul>{ways}</ul><p><a href='/_simulator/state'>full state (JSON)</a></p></body></html>")
 
     @app.get("/cgi-bin/gettoken")
-    def gettoken(request: Request) -> Response:
-        fault = faults.take("gettoken")
-        if fault is not None:
-            return _fault(fault, request)
+    async def gettoken(request: Request) -> Response:
+        """W:91039 获取access_token."""
+        hit = faults.take("gettoken")
+        if hit is not None and hit.fault.latency:
+            await asyncio.sleep(hit.fault.latency)
+        if hit is not None and hit.fail:
+            return _fault(hit.fault, request)
         corpid = request.query_params.get("corpid", "")
         corpsecret = request.query_params.get("corpsecret", "")
         try:
@@ -285,24 +370,28 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
     @app.api_route("/cgi-bin/{path:path}", methods=["GET", "POST"])
     async def wecom_api(path: str, request: Request) -> Response:
         route = ROUTES.get(path.strip("/"))
-        fault = faults.take(path.strip("/")) if route is not None else None
-        if fault is not None:
-            return _fault(fault, request)
+        hit = faults.take(path.strip("/")) if route is not None else None
+        if hit is not None and hit.fault.latency:
+            await asyncio.sleep(hit.fault.latency)
+        if hit is not None and hit.fail and not hit.fault.after:
+            return _fault(hit.fault, request)
         if route is None:
             return JSONResponse({"errcode": 404, "errmsg": f"{NAME} does not implement /cgi-bin/{path}"},
                                 status_code=404)
         method, handler = route
         try:
             tokens.check(request.query_params.get("access_token", ""), options.rate_limit)
-            if method == "POST":
+            if method == "POST" or (method == "ANY" and request.method == "POST"):
                 if request.method != "POST":
                     raise ApiError(40058, "this api requires POST")  # what WeCom answers a GET here
                 params = await _json_body(request)
             else:
                 params = dict(request.query_params)
-            result = getattr(corp, handler)(params)
+            result = operator.attrgetter(handler)(corp)(params)
         except ApiError as exc:
             return _error(exc, request)
+        if hit is not None and hit.fail:  # "after": it took effect, but the caller never learns
+            return _fault(hit.fault, request)
         return JSONResponse({"errcode": 0, "errmsg": "ok", **result})
 
     @app.get("/_simulator/state")
@@ -318,7 +407,8 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
 
     @app.get("/_simulator/received")
     def received(external_userid: str = "", chat_id: str = "") -> JSONResponse:
-        """What customers (or one customer, one group chat) received: ``{"messages": [...]}``, oldest first."""
+        """What customers (or one customer, one group chat) received: ``{"messages": [...]}``, oldest first —
+        welcome messages, mass sends, and 微信客服 messages (``via`` kf / kf_event / kf_servicer, with ``msgid``)."""
         return JSONResponse({"messages": corp.received(external_userid=external_userid, chat_id=chat_id)})
 
     @app.post("/_simulator/tokens/expire")
@@ -331,7 +421,9 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
 
     @app.post("/_simulator/faults")
     async def add_fault(request: Request) -> JSONResponse:
-        """``{"path": "externalcontact/list", "times": 3, "errcode": 45009}`` or ``{"status": 503, …}``."""
+        """``{"path": "externalcontact/list", "times": 3, "errcode": 45009}`` or ``{"status": 503, …}``;
+        ``{"path": "kf/send_msg", "latency": 0.2, "errcode": -1, "percent": 10, "after": true, "forever": true}``
+        makes every send slow and one in ten fail transiently, after delivering."""
         try:
             fault = faults.add(await _json_body(request))
         except ApiError as exc:
@@ -343,6 +435,20 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
         faults.clear()
         return JSONResponse({"cleared": True})
 
+    @app.post("/_simulator/finance/chatdata")
+    async def finance_chatdata(request: Request) -> Response:
+        """THE SIMULATOR'S STAND-IN FOR THE FINANCE SDK'S GetChatData (not a WeCom HTTP API: on the platform
+        the C SDK fetches this). Body {seq, limit ≤ 1000}; answers {errcode, errmsg, chatdata: [...]}."""
+        try:
+            tokens.check(request.query_params.get("access_token", ""), options.rate_limit)
+            body = await _json_body(request)
+            items = corp.archive.chatdata(int(body.get("seq") or 0), int(body.get("limit") or 1000))
+        except ApiError as exc:
+            return _error(exc, request)
+        except (TypeError, ValueError):
+            return JSONResponse({"errcode": 40058, "errmsg": "seq and limit are numbers"})
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "chatdata": items})
+
     @app.post("/_simulator/{operation}")
     async def operate(operation: str, request: Request) -> JSONResponse:
         if operation not in DRIVER_OPERATIONS:
@@ -350,7 +456,7 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
                                 status_code=404)
         try:
             kwargs = await _json_body(request)
-            result = getattr(corp, operation)(**kwargs)
+            result = await run_in_threadpool(corp.operation(operation), **kwargs)
         except ApiError as exc:
             return JSONResponse({"errcode": exc.errcode, "errmsg": exc.errmsg}, status_code=400)
         except TypeError as exc:
@@ -358,6 +464,19 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
         return JSONResponse(result)
 
     return app
+
+
+def _announce_archive(corp: VirtualCorp, sender: Sender, options: ServerOptions) -> None:
+    """msgaudit_notify (batched, W:95039) and msg_audit_approved callbacks of the corp's archive."""
+    from siyu.simulator.archive import ArchiveNotifier
+    from siyu.simulator.callbacks import msg_audit_approved, msgaudit_notify
+
+    corp_id = sender.encrypter.corp_id
+    notifier = ArchiveNotifier(lambda: sender.deliver(msgaudit_notify(corp_id, create_time=int(corp.clock()))),
+                               interval=options.archive_notify_interval)
+    corp.archive.listeners.append(notifier.notify)
+    corp.archive.consent_listeners.append(lambda userid, external, at: sender.deliver(msg_audit_approved(
+        corp_id, userid=userid, external_userid=external, create_time=at)))
 
 
 class RunningServer:

@@ -33,6 +33,8 @@ class User(Base):
     locale: Mapped[str | None] = mapped_column(String(8), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Bumped by "log out everywhere" and deactivation: API tokens carry it and die when it moves on.
+    token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     account_links: Mapped[list[UserAccount]] = relationship(
         back_populates="user", cascade="all, delete-orphan", lazy="selectin"
@@ -58,13 +60,38 @@ class UserAccount(Base):
     user: Mapped[User] = relationship(back_populates="account_links")
 
 
+class UserSession(Base):
+    """A console login: the cookie holds only a random id, whose hash is looked up here.
+
+    Ending a session (logout, password change, deactivation, "log out everywhere", expiry)
+    makes a copied cookie worthless: the row says so, whatever the cookie still holds.
+    """
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the cookie's id, never the id
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+    ip: Mapped[str] = mapped_column(String(64), default="")
+
+
 class LoginThrottle(Base):
-    """Failed logins per username, shared by every app process through the database."""
+    """Failed logins per username and address, shared by every app process through the database.
+
+    ``address`` is the caller's IP, or ``ANY_ADDRESS`` for the username's count from all addresses.
+    """
 
     __tablename__ = "login_throttle"
 
     username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True, default="*")
     failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 

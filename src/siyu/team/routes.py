@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -8,32 +8,38 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from siyu.accounts import service as accounts_service
 from siyu.core.deps import (
-    SESSION_STAMP_KEY,
-    SESSION_USER_KEY,
+    SESSION_ID_KEY,
     AdminApiViewer,
     AdminPageViewer,
     ApiUser,
     CsrfChecked,
     SessionDep,
+    client_address,
 )
 from siyu.core.errors import DomainError
 from siyu.core.i18n import _
-from siyu.core.security import password_stamp
+from siyu.core.ids import Id
+from siyu.core.viewer import Viewer
 from siyu.team import service
 from siyu.team.models import Role
-from siyu.team.schemas import AuditOut, TokenOut, UserIn, UserOut, UserUpdate
+from siyu.team.schemas import AuditOut, SessionOut, TokenOut, UserIn, UserOut, UserUpdate
 from siyu.web.render import render
 
 api = APIRouter(tags=["team"])
+USER_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such user."}}
 pages = APIRouter(include_in_schema=False)
 
 
 # ---------------------------------------------------------------- API
 
 
-@api.post("/auth/token", response_model=TokenOut)
-def create_token(session: SessionDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
-    user = service.authenticate(session, username=form.username, password=form.password)
+@api.post("/auth/token", response_model=TokenOut, responses={
+    401: {"description": "Wrong username or password"},
+    429: {"description": "Too many failed logins: locked for a while"}})
+def create_token(request: Request, session: SessionDep,
+                 form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
+    user = service.authenticate(session, username=form.username, password=form.password,
+                                address=client_address(request))
     session.commit()
     issued = service.issue_token(user)
     return TokenOut(access_token=issued.token, expires_at=issued.expires_at)
@@ -56,9 +62,33 @@ def create_user(session: SessionDep, viewer: AdminApiViewer, data: UserIn) -> Us
     return UserOut.model_validate(user)
 
 
-@api.patch("/users/{user_id}", response_model=UserOut)
-def update_user(session: SessionDep, viewer: AdminApiViewer, user_id: int, data: UserUpdate) -> UserOut:
+@api.patch("/users/{user_id}", response_model=UserOut, responses={
+    **USER_NOT_FOUND, 409: {"description": "The change would leave the company without an active administrator."}})
+def update_user(session: SessionDep, viewer: AdminApiViewer, user_id: Id, data: UserUpdate) -> UserOut:
     user = service.update_user(session, user_id=user_id, data=data, actor=viewer)
+    session.commit()
+    return UserOut.model_validate(user)
+
+
+@api.get("/users/{user_id}/sessions", responses=USER_NOT_FOUND)
+def list_sessions(session: SessionDep, viewer: AdminApiViewer, user_id: Id) -> dict[str, list[SessionOut]]:
+    """The user's live console sessions (where and when they logged in, when last seen)."""
+    service.get_user(session, user_id=user_id)
+    return {"items": [SessionOut.model_validate(s) for s in service.live_sessions(session, user_id=user_id)]}
+
+
+@api.post("/users/{user_id}/logout-everywhere", responses=USER_NOT_FOUND)
+def logout_everywhere(session: SessionDep, viewer: AdminApiViewer, user_id: Id) -> dict[str, int]:
+    """End every console session and API token of the user (audited)."""
+    ended = service.log_out_everywhere(session, user_id=user_id, actor=viewer)
+    session.commit()
+    return {"sessions_ended": ended}
+
+
+@api.post("/users/{user_id}/unlock", response_model=UserOut, responses=USER_NOT_FOUND)
+def unlock(session: SessionDep, viewer: AdminApiViewer, user_id: Id) -> UserOut:
+    """Lift a lock left by failed logins, from every address (audited)."""
+    user = service.unlock_user(session, user_id=user_id, actor=viewer)
     session.commit()
     return UserOut.model_validate(user)
 
@@ -99,31 +129,83 @@ def login(
     next: Annotated[str, Form()] = "/",
 ) -> Response:
     try:
-        user = service.authenticate(session, username=username, password=password)
+        user = service.authenticate(session, username=username, password=password, address=client_address(request))
     except DomainError as exc:
         return render(request, "team/login.html", status_code=exc.status_code, next=_safe_next(next),
                       error=exc.message, username=username)
     service.record_audit(session, actor=service.viewer_for(user), action="login", entity_type="user",
                          entity_id=user.id, summary=user.username)
+    session_id = service.start_session(session, user=user, user_agent=request.headers.get("user-agent", ""),
+                                       ip=client_address(request))
     session.commit()
     request.session.clear()  # a fresh session on login: no fixation
-    request.session[SESSION_USER_KEY] = user.id
-    request.session[SESSION_STAMP_KEY] = password_stamp(user.password_hash)
+    request.session[SESSION_ID_KEY] = session_id
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @pages.post("/logout", dependencies=[CsrfChecked])
-def logout(request: Request) -> Response:
+def logout(request: Request, session: SessionDep) -> Response:
+    session_id = request.session.get(SESSION_ID_KEY)
+    if isinstance(session_id, str):
+        service.end_session(session, session_id=session_id)  # a copy of the cookie is worthless from now on
+        session.commit()
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
 
+def _users_page(request: Request, session: SessionDep, viewer: Viewer, *, error: str | None = None,
+                status_code: int = 200) -> Response:
+    accounts = accounts_service.visible_accounts(session, viewer=viewer)
+    live: dict[int, int] = {}
+    for row in service.live_sessions(session):
+        live[row.user_id] = live.get(row.user_id, 0) + 1
+    return render(request, "team/users.html", status_code=status_code, nav_active="users",
+                  users=service.list_users(session), accounts=accounts, roles=list(Role),
+                  account_names={a.id: a.display_name for a in accounts}, live_sessions=live,
+                  locked=service.locked_usernames(session), error=error, title=_("Team"))
+
+
 @pages.get("/users", response_class=HTMLResponse)
 def users_page(request: Request, session: SessionDep, viewer: AdminPageViewer) -> Response:
-    accounts = accounts_service.visible_accounts(session, viewer=viewer)
-    return render(request, "team/users.html", nav_active="users", users=service.list_users(session),
-                  accounts=accounts, roles=list(Role), account_names={a.id: a.display_name for a in accounts},
-                  error=None, title=_("Team"))
+    return _users_page(request, session, viewer)
+
+
+@pages.post("/users/{user_id}", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def users_update(
+    request: Request,
+    session: SessionDep,
+    viewer: AdminPageViewer,
+    user_id: Id,
+    role: Annotated[str, Form()],
+    is_active: Annotated[str, Form()] = "",
+) -> Response:
+    from pydantic import ValidationError
+
+    try:
+        data = UserUpdate(role=role, is_active=is_active == "on")
+        service.update_user(session, user_id=user_id, data=data, actor=viewer)
+        session.commit()
+    except (DomainError, ValidationError) as exc:
+        session.rollback()
+        if isinstance(exc, DomainError) and exc.status_code == 404:
+            raise
+        message = exc.message if isinstance(exc, DomainError) else _validation_summary(exc)
+        return _users_page(request, session, viewer, error=message, status_code=422)
+    return RedirectResponse("/users", status_code=303)
+
+
+@pages.post("/users/{user_id}/logout-everywhere", dependencies=[CsrfChecked])
+def users_logout_everywhere(session: SessionDep, viewer: AdminPageViewer, user_id: Id) -> Response:
+    service.log_out_everywhere(session, user_id=user_id, actor=viewer)
+    session.commit()
+    return RedirectResponse("/users", status_code=303)
+
+
+@pages.post("/users/{user_id}/unlock", dependencies=[CsrfChecked])
+def users_unlock(session: SessionDep, viewer: AdminPageViewer, user_id: Id) -> Response:
+    service.unlock_user(session, user_id=user_id, actor=viewer)
+    session.commit()
+    return RedirectResponse("/users", status_code=303)
 
 
 @pages.post("/users", response_class=HTMLResponse, dependencies=[CsrfChecked])
@@ -135,7 +217,7 @@ def users_create(
     password: Annotated[str, Form()],
     role: Annotated[str, Form()],
     display_name: Annotated[str, Form()] = "",
-    account_ids: Annotated[list[int] | None, Form()] = None,
+    account_ids: Annotated[list[Id] | None, Form()] = None,
 ) -> Response:
     from pydantic import ValidationError
 
@@ -147,10 +229,7 @@ def users_create(
     except (DomainError, ValidationError) as exc:
         session.rollback()
         message = exc.message if isinstance(exc, DomainError) else _validation_summary(exc)
-        accounts = accounts_service.visible_accounts(session, viewer=viewer)
-        return render(request, "team/users.html", status_code=422, nav_active="users",
-                      users=service.list_users(session), accounts=accounts, roles=list(Role),
-                      account_names={a.id: a.display_name for a in accounts}, error=message, title=_("Team"))
+        return _users_page(request, session, viewer, error=message, status_code=422)
     return RedirectResponse("/users", status_code=303)
 
 

@@ -5,22 +5,24 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siyu.core.ids import Id
+from siyu.core.text import Name
 from siyu.team.models import Role
 
 
 class UserIn(BaseModel):
     username: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-    display_name: str = Field("", max_length=64)
+    display_name: Name = Field("", max_length=64)
     password: str = Field(min_length=8, max_length=256)
     role: Role = Role.operator
-    account_ids: list[int] = Field(default_factory=list)
+    account_ids: list[Id] = Field(default_factory=list)
 
 
 class UserUpdate(BaseModel):
-    display_name: str | None = Field(None, max_length=64)
+    display_name: Name | None = Field(None, max_length=64)
     role: Role | None = None
     is_active: bool | None = None
-    account_ids: list[int] | None = None
+    account_ids: list[Id] | None = None
     password: str | None = Field(None, min_length=8, max_length=256)
 
 
@@ -35,6 +37,19 @@ class UserOut(BaseModel):
     account_ids: list[int]
     created_at: datetime
     last_login_at: datetime | None
+
+
+class SessionOut(BaseModel):
+    """A live console session, as an admin sees it (never its id)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    user_agent: str
+    ip: str
 
 
 class TokenOut(BaseModel):

@@ -206,6 +206,8 @@ def dedup_key(fields: dict[str, str]) -> str:
         return f"msg:{fields['MsgId']}"
     keys = [fields.get(k, "") for k in ("UserID", "ExternalUserID", "ChatId", "TagType", "Id", "FailReason",
                                          "UpdateDetail", "JoinScene", "QuitScene")]
+    if fields.get("Token"):  # kf_msg_or_event: each callback has its own token
+        keys += [fields.get("OpenKfId", ""), fields["Token"]]
     return "|".join([event_type(fields), *keys, fields.get("CreateTime", "")])[:255]
 
 
@@ -229,7 +231,11 @@ def authenticate(config: WecomConfig, *, query: Query, body: bytes) -> Authentic
     if not encrypted:
         raise CallbackRefused(400, "no Encrypt element")
     xml = _decrypt(config, query, encrypted)
-    return Authenticated(nonce=query.nonce, xml=xml, fields=_parse(xml))
+    fields = _parse(xml)
+    if not fields.get("MsgType"):
+        # Every WeCom message and event names its MsgType; an empty <xml></xml> would only be stored to fail.
+        raise CallbackRefused(400, "no MsgType: not a WeCom message or event")
+    return Authenticated(nonce=query.nonce, xml=xml, fields=fields)
 
 
 def store_many(session: Session, callbacks: list[Authenticated]) -> list[int | CallbackRefused | None]:

@@ -42,3 +42,21 @@ def sync_command(
         "Synced {contacts} contacts of {members} members: {created} new customers, {gone} gone, {groups} groups",
         contacts=counts["contacts"], members=counts["members"], created=counts["customers_created"],
         gone=counts["gone"], groups=counts["groups"]))
+
+
+@wecom_app.command("kf-accounts")
+def kf_accounts_command() -> None:
+    """List the corp's 微信客服 accounts (kf/account/list) into Siyu's accounts."""
+    from siyu.cli import _init_database
+    from siyu.core.i18n import _
+    from siyu.core.settings import get_settings
+    from siyu.wecom import kf_jobs
+    from siyu.wecom.client import WecomApiError
+
+    _init_database(get_settings().database_url)
+    try:
+        created = kf_jobs.sync_accounts()
+    except WecomApiError as exc:
+        typer.echo(f"error: {exc.display()}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(_("WeChat customer service accounts synced: {created} new", created=created))

@@ -76,8 +76,15 @@ NOT_CARRIED_OUT = frozenset({429, 503})
 CREATES = frozenset({
     "externalcontact/add_contact_way", "externalcontact/add_corp_tag", "externalcontact/send_welcome_msg",
     "externalcontact/add_msg_template", "externalcontact/transfer_customer",
-    "externalcontact/resigned/transfer_customer",
+    "externalcontact/resigned/transfer_customer", "kf/send_msg_on_event", "kf/service_state/trans",
 })
+# kf/send_msg is not among them: it carries Siyu's own msgid, which the platform dedupes, so a send whose
+# answer was lost is repeated safely (the customer gets it once).
+KF_SYNC_LIMIT = 1000  # kf/sync_msg: "limit … 默认值和最大值都为1000" (W:94670)
+KF_CUSTOMERS_PER_CALL = 100  # kf/customer/batchget: external_userid_list 1 to 100 ids (W:95159)
+KF_ACCOUNT_PAGE = 100  # kf/account/list: limit 1 to 100 (W:94661)
+# msgaudit/check_single_agree: "目前一次请求只支持最多100个查询条目" (W:91782)
+ARCHIVE_AGREE_PER_CALL = 100
 TOKEN_MARGIN_SECONDS = 300  # the storage forgets a token this long before the platform does
 LOCAL_COPY_SECONDS = 60  # how long a process uses its copy before reading the shared storage again
 TOKEN_KEY_PREFIX = "wecom_token:"  # noqa: S105 - a key name, not a password
@@ -392,6 +399,53 @@ class WeChatExternalContactMore(BaseWeChatAPI):
         return self._post("externalcontact/get_unassigned_list", data=_given(cursor=cursor, page_size=page_size))
 
 
+class WeChatKf(BaseWeChatAPI):
+    """微信客服 calls (wechatpy 1.8.18 has none). 微信客服 › 会话分配与消息收发, W:94670 and its pages."""
+
+    def account_list(self, offset: int = 0, limit: int = 100) -> Any:
+        """获取客服账号列表: ``account_list`` of {open_kfid, name, avatar} (W:94661)."""
+        return self._post("kf/account/list", data={"offset": offset, "limit": limit})
+
+    def sync_msg(self, open_kfid: str, cursor: str = "", token: str | None = None, limit: int = 1000) -> Any:
+        """读取消息: messages after ``cursor``; ``token`` from the callback (10 minutes) (W:94670)."""
+        return self._post("kf/sync_msg", data=_given(cursor=cursor or None, token=token or None, limit=limit,
+                                                    open_kfid=open_kfid))
+
+    def send_msg(self, body: dict[str, Any]) -> Any:
+        """发送消息: {touser, open_kfid, msgid, msgtype, <msgtype>: {...}} (W:94677)."""
+        return self._post("kf/send_msg", data=body)
+
+    def send_msg_on_event(self, body: dict[str, Any]) -> Any:
+        """发送欢迎语等事件响应消息: {code, msgid, msgtype, text|msgmenu} (W:95122)."""
+        return self._post("kf/send_msg_on_event", data=body)
+
+    def service_state_get(self, open_kfid: str, external_userid: str) -> Any:
+        """获取会话状态: ``service_state`` and ``servicer_userid`` (W:94669)."""
+        return self._post("kf/service_state/get", data={"open_kfid": open_kfid, "external_userid": external_userid})
+
+    def service_state_trans(self, open_kfid: str, external_userid: str, service_state: int,
+                            servicer_userid: str | None = None) -> Any:
+        """变更会话状态 (W:94669)."""
+        return self._post("kf/service_state/trans", data=_given(
+            open_kfid=open_kfid, external_userid=external_userid, service_state=service_state,
+            servicer_userid=servicer_userid))
+
+    def customer_batchget(self, external_userid_list: list[str]) -> Any:
+        """获取客户基础信息: ``customer_list`` of {external_userid, nickname, avatar, gender, unionid},
+        up to 100 ids per call (W:95159)."""
+        return self._post("kf/customer/batchget", data={"external_userid_list": external_userid_list,
+                                                         "need_enter_session_context": 0})
+
+
+class WeChatMsgAudit(BaseWeChatAPI):
+    """会话内容存档 calls that are HTTP APIs (the messages themselves come through the finance SDK)."""
+
+    def check_single_agree(self, info: list[dict[str, str]]) -> Any:
+        """获取会话同意情况（单聊）: ``info`` of {userid, exteranalopenid} (the platform's spelling), up to 100;
+        ``agreeinfo`` of {userid, exteranalopenid, agree_status, status_change_time} (W:91782)."""
+        return self._post("msgaudit/check_single_agree", data={"info": info})
+
+
 # ---------------------------------------------------------------- the client
 
 
@@ -399,6 +453,8 @@ class WecomClient(WeChatClient):
     """wechatpy's WeCom client with Siyu's API base, shared token storage and retries."""
 
     external_contact_more = WeChatExternalContactMore()
+    kf = WeChatKf()
+    msgaudit = WeChatMsgAudit()
 
     def __init__(self, corp_id: str, secret: str, *, api_base: str, storage: TokenStorage,
                  policy: RetryPolicy | None = None, timeout: float = 10.0) -> None:
@@ -730,6 +786,75 @@ class WecomApi:
         """Customers of members who left, waiting for 离职继承: ``handover_userid``, ``external_userid``."""
         return self._paged(lambda cursor: self.more.get_unassigned_list(cursor=cursor or None), "info")
 
+    # ---- 微信客服 (kf)
+
+    def kf_accounts(self) -> list[dict[str, Any]]:
+        """Every 客服账号 of the corp (``open_kfid``, ``name``, ``avatar``), 100 a page."""
+        accounts: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            page = list(_dict(self.client.kf.account_list(offset=offset, limit=KF_ACCOUNT_PAGE))
+                        .get("account_list", []))
+            accounts += page
+            if len(page) < KF_ACCOUNT_PAGE:
+                return accounts
+            offset += len(page)
+
+    def kf_sync_msg(self, open_kfid: str, *, cursor: str = "", token: str | None = None,
+                    limit: int = KF_SYNC_LIMIT) -> dict[str, Any]:
+        """One page: ``msg_list``, ``next_cursor``, ``has_more``."""
+        return _dict(self.client.kf.sync_msg(open_kfid, cursor=cursor, token=token, limit=min(limit, KF_SYNC_LIMIT)))
+
+    def kf_send(self, *, touser: str, open_kfid: str, msgid: str, msgtype: str, content: dict[str, Any]) -> str:
+        """Sends one message; returns its msgid (Siyu's own, as given)."""
+        answer = _dict(self.client.kf.send_msg({"touser": touser, "open_kfid": open_kfid, "msgid": msgid,
+                                                 "msgtype": msgtype, msgtype: content}))
+        return str(answer.get("msgid") or msgid)
+
+    def kf_send_on_event(self, *, code: str, msgid: str, msgtype: str, content: dict[str, Any]) -> str:
+        answer = _dict(self.client.kf.send_msg_on_event({"code": code, "msgid": msgid, "msgtype": msgtype,
+                                                          msgtype: content}))
+        return str(answer.get("msgid") or msgid)
+
+    def kf_service_state(self, open_kfid: str, external_userid: str) -> dict[str, Any]:
+        return _dict(self.client.kf.service_state_get(open_kfid, external_userid))
+
+    def kf_trans(self, open_kfid: str, external_userid: str, state: int, servicer_userid: str | None = None
+                 ) -> dict[str, Any]:
+        return _dict(self.client.kf.service_state_trans(open_kfid, external_userid, state, servicer_userid))
+
+    def kf_customers(self, external_userids: Iterable[str]) -> list[dict[str, Any]]:
+        """Nickname, avatar, gender and unionid of 微信客服 customers, 100 per call."""
+        customers: list[dict[str, Any]] = []
+        for chunk in _chunks(list(dict.fromkeys(external_userids)), KF_CUSTOMERS_PER_CALL):
+            customers += _dict(self.client.kf.customer_batchget(chunk)).get("customer_list", [])
+        return customers
+
+    # ---- the JS-SDK (the sidebar in the chat toolbar)
+
+    def agent_config(self, *, agent_id: str, url: str, noncestr: str, timestamp: int) -> dict[str, Any]:
+        """What the JS-SDK's ``wx.agentConfig`` takes for ``url``: the app's jsapi ticket
+        (``ticket/get?type=agent_config``) signed as the JS-SDK docs describe (W:90506, W:96935)."""
+        from wechatpy.utils import WeChatSigner
+
+        ticket = self.client.jsapi.get_agent_ticket()["ticket"]
+        signer = WeChatSigner(delimiter=b"&")
+        signer.add_data(f"jsapi_ticket={ticket}", f"noncestr={noncestr}", f"timestamp={timestamp}", f"url={url}")
+        return {"corpid": self.client.corp_id, "agentid": agent_id, "timestamp": timestamp, "nonceStr": noncestr,
+                "signature": signer.signature}
+
+    # ---- 会话内容存档 (chat archive)
+
+    def check_single_agree(self, pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Whether each customer agreed to archiving with each member: (userid, external_userid) pairs,
+        100 per call (W:91782); ``agree_status`` Agree / Disagree / Default_Agree."""
+        answers: list[dict[str, Any]] = []
+        wanted = list(dict.fromkeys(pairs))
+        for start in range(0, len(wanted), ARCHIVE_AGREE_PER_CALL):
+            info = [{"userid": u, "exteranalopenid": e} for u, e in wanted[start:start + ARCHIVE_AGREE_PER_CALL]]
+            answers += _dict(self.client.msgaudit.check_single_agree(info)).get("agreeinfo", [])
+        return answers
+
     # ----
 
     def _paged(self, call: Callable[[str], Any], key: str) -> list[dict[str, Any]]:
@@ -744,12 +869,16 @@ class WecomApi:
 
 
 def client_for(source: Session | WecomConfig, *, storage: TokenStorage | None = None,
-               policy: RetryPolicy | None = None, timeout: float = 10.0) -> WecomApi:
-    """The API of the configured corp (the effective settings of ``source``, or the config given)."""
+               policy: RetryPolicy | None = None, timeout: float = 10.0, kf: bool = False) -> WecomApi:
+    """The API of the configured corp (the effective settings of ``source``, or the config given).
+
+    ``kf``: for 微信客服 calls, with the Secret of the app that manages 微信客服 when one is set.
+    """
     cfg = source if isinstance(source, WecomConfig) else config.effective(source)
-    if not cfg.corp_id or not cfg.secret:
+    secret = (cfg.kf_secret or cfg.secret) if kf else cfg.secret
+    if not cfg.corp_id or not secret:
         raise WecomNotConfigured()
-    return WecomApi(WecomClient(cfg.corp_id, cfg.secret, api_base=cfg.api_base or DEFAULT_API_BASE,
+    return WecomApi(WecomClient(cfg.corp_id, secret, api_base=cfg.api_base or DEFAULT_API_BASE,
                                 storage=storage or shared_storage(), policy=policy, timeout=timeout))
 
 

@@ -23,8 +23,8 @@ from siyu.core.viewer import Viewer
 from siyu.team import service as team_service
 
 SETTING_KEY = "wecom_connection"
-FIELDS = ("corp_id", "token", "aes_key", "secret", "api_base")
-SECRET_FIELDS = ("token", "aes_key", "secret")
+FIELDS = ("corp_id", "token", "aes_key", "secret", "kf_secret", "api_base")
+SECRET_FIELDS = ("token", "aes_key", "secret", "kf_secret")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class WecomConfig:
     token: str = ""
     aes_key: str = ""
     secret: str = ""
+    kf_secret: str = ""  # the app that manages 微信客服; empty: ``secret`` is used for kf/* calls too
     api_base: str = ""
     source: dict[str, str] = field(default_factory=dict)  # field → "env", "console" or ""
 

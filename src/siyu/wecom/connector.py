@@ -11,7 +11,7 @@ the member to confirm the send in their WeCom client, and counts it against how 
 messages a customer may receive (see the README, *How replies leave Siyu*); whether the
 customer got it is only known later: ``wecom.send_results`` reads ``get_groupmsg_send_result``
 back for the ``msgid`` and marks the reply delivered, or failed with WeCom's reason.
-(微信客服 accounts, which ``kf/send_msg`` serves, are not WeCom members and are not handled.)
+(微信客服 accounts are not WeCom members: ``siyu.wecom.kf`` sends theirs through ``kf/send_msg``.)
 
 Failures keep the client's classification: a busy platform (-1, 45009, 45033 …) or one that
 could not be reached before anything was sent is a *retryable* ``DeliveryError`` — the
@@ -114,15 +114,25 @@ def _delivery_error(exc: WecomApiError, *, member: str) -> DeliveryError:
 _local = threading.local()  # each worker thread keeps its own client (and HTTP connection pool)
 
 
-def _api(cfg: WecomConfig) -> WecomApi:
+def _api(cfg: WecomConfig, *, kf: bool = False) -> WecomApi:
     storage: TokenStorage = shared_storage()
-    key = (cfg.corp_id, cfg.secret, cfg.api_base, id(storage))
-    cached: tuple[tuple[str, str, str, int], WecomApi] | None = getattr(_local, "client", None)
+    secret = (cfg.kf_secret or cfg.secret) if kf else cfg.secret
+    key = (cfg.corp_id, secret, cfg.api_base, id(storage))
+    slot = "kf_client" if kf else "client"
+    cached: tuple[tuple[str, str, str, int], WecomApi] | None = getattr(_local, slot, None)
     if cached is not None and cached[0] == key:
         return cached[1]
-    api = client_for(cfg, storage=storage, policy=DELIVERY_POLICY)
-    _local.client = (key, api)
+    api = client_for(cfg, storage=storage, policy=DELIVERY_POLICY, kf=kf)
+    setattr(_local, slot, (key, api))
     return api
+
+
+def kf_api(account: Account) -> WecomApi | None:
+    """The API for 微信客服 sends (the kf Secret, else the customer-contact one), or None unconfigured."""
+    cfg = _effective(account)
+    if not cfg.corp_id or not (cfg.kf_secret or cfg.secret):
+        return None
+    return _api(cfg, kf=True)
 
 
 def _effective(account: Account) -> WecomConfig:
@@ -144,9 +154,15 @@ def connector_for(account: Account) -> WecomConnector | None:
 
 
 def register() -> None:
-    """Offer the WeCom connector to the inbox's delivery (idempotent)."""
+    """Offer the WeCom connectors (members, 微信客服) to the inbox's delivery (idempotent)."""
+    from siyu.wecom import kf
+
     delivery.register(connector_for)
+    kf.register()
 
 
 def unregister() -> None:
+    from siyu.wecom import kf
+
     delivery.unregister(connector_for)
+    delivery.unregister(kf.connector_for)

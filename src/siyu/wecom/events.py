@@ -5,7 +5,11 @@
   to the channel with that state (tags, coupon, welcome text).
 - A deleted friendship (by either side) is marked, attributed as lost, and put on the
   customer's timeline as a churn alert; the churn list reads those.
-- Customer messages go to the service inbox.
+- ``kf_msg_or_event`` (微信客服) keeps the callback's token and pulls the waiting messages after
+  the commit (``wecom.kf``). WeCom pushes no customer chat text to a callback: a ``message/*``
+  callback comes from a member writing to an app, and is stored and ignored.
+- ``msgaudit_notify`` (会话存档) pulls the chat archive after the commit (``wecom.archive``);
+  ``msg_audit_approved`` records that a customer agreed to archiving.
 - With the API connected (``api``): an add sends the channel's welcome message with the
   event's ``WelcomeCode`` first (WeCom allows 20 seconds), then reads the contact (name,
   remark, phones, corp tags) into Siyu; customer-group changes read the group
@@ -35,6 +39,9 @@ CHURN_EVENTS = {"change_external_contact/del_external_contact": "member",  # our
 
 
 GROUP_GONE = 49008  # groupchat/get: the group was dismissed
+KF_EVENT = "kf_msg_or_event"  # 微信客服: messages wait to be pulled with kf/sync_msg
+ARCHIVE_EVENT = "msgaudit_notify"  # 会话存档: new messages wait to be pulled with GetChatData (W:95039)
+ARCHIVE_CONSENT_EVENT = "change_external_contact/msg_audit_approved"  # a customer agreed to archiving
 
 
 class EventError(Exception):
@@ -90,7 +97,8 @@ API_EVENT_PREFIXES = (*ADD_EVENTS, "change_external_contact/edit_external_contac
 
 
 def needs_api(event_types: Iterable[str]) -> bool:
-    """Whether any of these events reads or writes through the WeCom API (customer messages do not)."""
+    """Whether any of these events reads or writes through the WeCom API while processed (a kf pull runs
+    after the commit, as its own job)."""
     return any(kind.startswith(API_EVENT_PREFIXES) for kind in event_types)
 
 
@@ -151,9 +159,17 @@ def process(session: Session, event: WecomEvent, *, touched: list[Customer] | No
             session.add(Touch(customer_id=customer.id, kind=TouchKind.system.value, occurred_at=_at(fields),
                               content=fields.get("FailReason", ""),
                               details={"event": "wecom_transfer_failed", "userid": fields.get("UserID", "")}))
-    elif kind.startswith("message/"):
-        _message(session, fields)
-    else:
+    elif kind == KF_EVENT:
+        _kf_waiting(session, fields)
+    elif kind == ARCHIVE_EVENT:
+        _archive_waiting(session, fields)
+    elif kind == ARCHIVE_CONSENT_EVENT:
+        from siyu.wecom import archive
+
+        archive.record_consent(session, userid=str(fields.get("UserID") or ""),
+                               external_userid=str(fields.get("ExternalUserID") or ""), status="approved",
+                               at=_at(fields))
+    else:  # message/* included: WeCom sends those for members writing to an app, never customers' chats
         return EventStatus.ignored.value
     session.flush()
     return EventStatus.processed.value
@@ -326,22 +342,32 @@ def _removed(session: Session, fields: dict[str, Any], *, side: str) -> None:
                           occurred_at=at, details={"event": "churn", "side": side}))
 
 
-def _message(session: Session, fields: dict[str, Any]) -> None:
-    from siyu.inbox import service as inbox_service
+def _kf_waiting(session: Session, fields: dict[str, Any]) -> None:
+    """kf_msg_or_event: something waits in a 微信客服 account; keep the token and pull after the commit."""
+    from siyu.core import jobs
+    from siyu.wecom import kf, kf_jobs
 
-    customer = _customer(session, fields.get("FromUserName", ""), create=False)
-    friendship = session.scalar(select(Friendship).where(Friendship.customer_id == customer.id,
-                                                         Friendship.status == FriendshipStatus.active.value)
-                                .order_by(Friendship.added_at.desc()).limit(1)) if customer else None
-    if customer is None or friendship is None:
-        # The add event may still be queued: retry (with backoff) rather than drop the message.
-        raise EventError("message from a contact who is not a friend (yet)")
-    platform_id = fields.get("MsgId") or f"{fields.get('FromUserName')}:{fields.get('CreateTime')}"
-    inbox_service.ingest(session, [inbox_service.InboundMessage(
-        source="wecom", platform_msgid=platform_id,
-        account_id=friendship.account_id, customer_id=customer.id, sent_at=_at(fields),
-        sender=fields.get("FromUserName", ""), msg_type=fields.get("MsgType", "text"),
-        text=fields.get("Content", ""), payload={k: v for k, v in fields.items() if k not in ("Content",)})])
+    open_kfid = str(fields.get("OpenKfId") or "")
+    if not open_kfid:
+        raise EventError("kf_msg_or_event without OpenKfId")
+    kf.note_callback(session, open_kfid=open_kfid, token=str(fields.get("Token") or ""))
+    queued: set[str] = session.info.setdefault("siyu_kf_pulls", set())
+    if open_kfid not in queued:  # one pull per account for a batch of callbacks
+        queued.add(open_kfid)
+        jobs.enqueue_after_commit(session, kf_jobs.pull_messages, open_kfid)
+        jobs.enqueue_after_commit(session, lambda: queued.discard(open_kfid))
+
+
+def _archive_waiting(session: Session, fields: dict[str, Any]) -> None:
+    """msgaudit_notify: the chat archive has new messages; pull after the commit (one pull per batch)."""
+    from siyu.core import jobs
+    from siyu.wecom import archive, archive_jobs
+
+    archive.note_notify(session)
+    if not session.info.get("siyu_archive_pull"):
+        session.info["siyu_archive_pull"] = True
+        jobs.enqueue_after_commit(session, archive_jobs.pull_archive)
+        jobs.enqueue_after_commit(session, lambda: session.info.pop("siyu_archive_pull", None))
 
 
 def churn(session: Session, *, account_ids: list[int] | None, limit: int = 200

@@ -14,7 +14,9 @@ from siyu.core.db import transaction, utcnow
 from siyu.core.i18n import _
 from siyu.customers.models import Customer
 from siyu.customers.service import refresh_computed_many
+from siyu.wecom import archive_jobs as archive_jobs  # the chat archive's tasks load with the domain's jobs
 from siyu.wecom import callback, events
+from siyu.wecom import kf_jobs as kf_jobs  # 微信客服's tasks load with the domain's jobs
 from siyu.wecom.models import EventStatus, WecomEvent
 from siyu.wecom.sync import NIGHTLY_HOUR, NIGHTLY_MINUTE
 
@@ -162,7 +164,7 @@ def sweep_events() -> None:
 def sync_corp(ctx: jobs.JobContext) -> dict[str, Any]:
     """Pull the corp into Siyu; a failure leaves the position saved, so the retry resumes."""
     from siyu.wecom import sync
-    from siyu.wecom.client import client_for
+    from siyu.wecom.client import WecomApiError, client_for
 
     with ctx.transaction() as session:
         api = client_for(session)
@@ -171,6 +173,12 @@ def sync_corp(ctx: jobs.JobContext) -> dict[str, Any]:
         ctx.progress(int(state["counts"].get("contacts", 0)), None)
 
     state = sync.run(transaction, api, restart=bool(ctx.params.get("restart")), progress=report)
+    try:  # the 微信客服 accounts too, when the Secret may list them
+        state["counts"]["kf_accounts_created"] = kf_jobs.sync_accounts()
+    except WecomApiError as exc:
+        if exc.retryable:
+            raise
+        log.info("微信客服 accounts not listed: %s", exc)
     return {**state["counts"], "link": "/wecom", "link_label": _("WeCom")}
 
 

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, UTCDateTime, utcnow
@@ -69,4 +69,78 @@ class SendCheck(Base):
     checks: Mapped[int] = mapped_column(Integer, default=0)
 
 
-__all__ = ["CallbackNonce", "EventStatus", "SendCheck", "WecomEvent"]
+class KfCursor(Base):
+    """Where Siyu is in one 微信客服 account's message stream (kf/sync_msg), and the freshest token.
+
+    The cursor moves in the same transaction that stores the messages it covers, so a crash
+    between pull and commit pulls the same page again (and the message table's unique key
+    drops what was stored), never skips one.
+    """
+
+    __tablename__ = "wecom_kf_cursor"
+
+    open_kfid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cursor: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    token: Mapped[str] = mapped_column(String(128), default="", server_default="")  # from the last callback
+    token_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    tokenless_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # last pull without one
+    pulled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # servicer_status_change: {servicer_userid: {"status": 1|2, "at": iso}} (1 接待中, 2 停止接待)
+    servicers: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class ArchiveCursor(Base):
+    """Where Siyu is in the corp's chat archive (会话存档): the last ``seq`` stored.
+
+    One row (``name`` "corp"). ``seq`` moves in the transaction that stores the page it covers, under
+    a compare-and-set on the old value, so a crash pulls the page again and two pullers never both
+    store one; ``notified_at`` is the last msgaudit_notify, ``pulled_at`` the last pull.
+    """
+
+    __tablename__ = "wecom_archive_cursor"
+
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    pulled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    stored: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    skipped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    withheld: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class ArchiveConsent(Base):
+    """Whether a customer agreed that their chats with a member are archived (会话存档同意情况).
+
+    From ``change_external_contact``/``msg_audit_approved`` and ``msgaudit/check_single_agree``
+    (W:91782). No content of a chat with a customer who has not agreed is stored.
+    """
+
+    __tablename__ = "wecom_archive_consent"
+    __table_args__ = (UniqueConstraint("userid", "external_userid"),
+                      Index("ix_wecom_archive_consent_external", "external_userid"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    userid: Mapped[str] = mapped_column(String(64))  # the member
+    external_userid: Mapped[str] = mapped_column(String(64))
+    agreed: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(32), default="")  # Agree / Disagree / Default_Agree / approved
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ArchiveSkip(Base):
+    """An archive item that could not be opened (unknown key version, a key that does not fit, a body
+    that does not decrypt): reported here and in the log, skipped; the rest of the page goes on."""
+
+    __tablename__ = "wecom_archive_skip"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    msgid: Mapped[str] = mapped_column(String(128), default="")
+    publickey_ver: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+__all__ = ["ArchiveConsent", "ArchiveCursor", "ArchiveSkip", "CallbackNonce", "EventStatus", "KfCursor",
+           "SendCheck", "WecomEvent"]

@@ -19,6 +19,7 @@ from siyu.core.deps import AdminPageViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError
 from siyu.core.group_commit import GroupCommitter
 from siyu.core.i18n import N_, _
+from siyu.core.ids import Id
 from siyu.core.settings import local_zone
 from siyu.customers.pages import FormDep, FormRead
 from siyu.web.render import render
@@ -142,7 +143,7 @@ def status_label(status: str) -> str:
 
 
 LABELS = {"corp_id": N_("Corp ID"), "token": N_("Token"), "aes_key": N_("EncodingAESKey"),
-          "secret": N_("Secret"), "api_base": N_("API base")}
+          "secret": N_("Secret"), "kf_secret": N_("WeChat customer service Secret"), "api_base": N_("API base")}
 
 
 def _connection(request: Request, session: Session, *, status_code: int = 200, error: str | None = None,
@@ -205,7 +206,7 @@ def sync_start(request: Request, session: SessionDep, viewer: AdminPageViewer, f
 @pages.get("/wecom/events", response_class=HTMLResponse)
 def events_page(request: Request, session: SessionDep, viewer: AdminPageViewer,
                 status: Annotated[str, Query()] = "", kind: Annotated[str, Query()] = "",
-                day: Annotated[str, Query()] = "", before_id: Annotated[int | None, Query()] = None) -> Response:
+                day: Annotated[str, Query()] = "", before_id: Annotated[Id | None, Query()] = None) -> Response:
     query = select(WecomEvent).order_by(WecomEvent.id.desc()).limit(51)
     if day:
         try:
@@ -230,7 +231,7 @@ def events_page(request: Request, session: SessionDep, viewer: AdminPageViewer,
 
 
 @pages.get("/wecom/events/{event_id}", response_class=HTMLResponse)
-def event_page(request: Request, session: SessionDep, viewer: AdminPageViewer, event_id: int) -> Response:
+def event_page(request: Request, session: SessionDep, viewer: AdminPageViewer, event_id: Id) -> Response:
     event = session.get(WecomEvent, event_id)
     if event is None:
         from siyu.core.errors import NotFound

@@ -214,6 +214,7 @@ def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[
                   for m in dict.fromkeys(new_phones[(row["customer_id"], row["account_id"])]) if m]
         if phones:
             session.execute(insert(Phone), phones)
+        search.mark_dirty(session, [row["customer_id"] for row in new_friendships])  # remarks, phones: plain INSERTs
         counts["friendships_created"] = len(made)
     if links:
         session.execute(insert(CustomerTag), links)

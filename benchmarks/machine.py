@@ -1,0 +1,58 @@
+"""What every benchmark prints beside its figures: when, on what, under which load.
+
+Also the one way benchmarks time a product against its baseline: interleaved runs (A, B,
+A, B, …) so that load on a shared machine hits both alike, reported as medians.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe() -> str:
+    """``2026-12-05 04:20 UTC · 2 cores (AMD EPYC) · load 3.1 2.9 1.6 · Python 3.11.7``."""
+    try:
+        load = " ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        load = "?"
+    return (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} cores ({cpu_model()}) · "
+            f"load {load} · Python {platform.python_version()}")
+
+
+def print_header(title: str) -> None:
+    print(f"{title}\n  {describe()}", flush=True)
+
+
+def interleaved(runs: int, actions: dict[str, Callable[[], Any]], *, warmup: int = 0) -> dict[str, list[float]]:
+    """Seconds of each action over ``runs`` rounds, the actions taking turns within each round."""
+    for _ in range(warmup):
+        for action in actions.values():
+            action()
+    samples: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(runs):
+        for name, action in actions.items():
+            started = time.perf_counter()
+            action()
+            samples[name].append(time.perf_counter() - started)
+    return samples
+
+
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {name: statistics.median(values) for name, values in samples.items()}
