@@ -36,7 +36,7 @@ def say(db: Session, account: Any, customer: Any, text: str, **extra: Any) -> in
 
 def rule(db: Session, *, enable: bool = True, **fields: Any) -> AutoReplyRule:
     data = RuleIn(**({"name": "优惠券", "match_kind": MatchKind.contains, "keywords": ["优惠券"],
-                      "reply": "{备注名}您好，优惠券在卡包里", "hourly_cap": 100} | fields))
+                      "reply": "{称呼}您好，优惠券在卡包里", "hourly_cap": 100} | fields))
     saved = service.save_rule(db, data=data, viewer=SYSTEM)
     if enable:
         service.dry_run(db, rule_id=saved.id, viewer=SYSTEM)
@@ -92,7 +92,7 @@ def test_service_hours_wrap_midnight() -> None:
 
 def test_a_matching_message_gets_one_reply_naming_the_rule_version(db: Session, make: Any, connector: Any) -> None:
     account = make.account()
-    customer = make.customer(account, remark_name="王姐")
+    customer = make.customer(account, remark_name="刘悦欣-红茶党-杭州自由职业", salutation="王姐")
     saved = rule(db)
     result = say(db, account, customer, "优惠券用不了")
     (reply,) = auto_replies(db)
@@ -102,6 +102,24 @@ def test_a_matching_message_gets_one_reply_naming_the_rule_version(db: Session, 
     assert reply.rule_version_id == saved.current_version_id and reply.reply_to_id is not None
     say(db, account, customer, "你好")
     assert len(auto_replies(db)) == 1
+
+
+def test_a_rule_naming_the_remark_name_is_refused_and_old_rules_never_send_it(db: Session, make: Any,
+                                                                             connector: Any) -> None:
+    with pytest.raises(Invalid) as refused:
+        rule(db, reply="{备注名}您好，优惠券在卡包里")
+    assert refused.value.field == "reply" and "{备注名}" in refused.value.message
+    assert "内部字段" in refused.value.message and "{称呼}" in refused.value.message
+    db.rollback()
+    # A rule saved before the check (straight into its version) fills the salutation, never the remark.
+    saved = rule(db)
+    version = service.current_version(db, saved)
+    version.reply = "{备注名}您好，{昵称}，券在卡包里"
+    db.commit()
+    account = make.account()
+    customer = make.customer(account, name="悦欣", remark_name="刘悦欣-红茶党-杭州自由职业")
+    say(db, account, customer, "优惠券在哪")
+    assert [o.text for o in connector.sent] == ["悦欣您好，悦欣，券在卡包里"]
 
 
 def test_a_rule_cannot_be_switched_on_before_its_dry_run(db: Session, make: Any) -> None:

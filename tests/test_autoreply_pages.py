@@ -19,7 +19,7 @@ from tests.test_pages import Console
 def test_operator_writes_checks_and_switches_on_a_rule(client: TestClient, db: Session, make: Any) -> None:
     account = make.account(display_name="茶小满")
     operator = make.user("operator", accounts=[account])
-    customer = make.customer(account, remark_name="<i>王姐</i>")
+    customer = make.customer(account, remark_name="王芳-爱喝红茶-自由职业", salutation="<i>王姐</i>")
     inbox.ingest(db, [InboundMessage(source="simulator", platform_msgid="old-1", account_id=account.id,
                                      customer_id=customer.id, sent_at=utcnow(), text="<b>优惠券</b>用不了")])
     db.commit()
@@ -32,9 +32,12 @@ def test_operator_writes_checks_and_switches_on_a_rule(client: TestClient, db: S
     empty = console.post("/autoreply/save", {"name": "", "account_id": account.id, "match_kind": "contains",
                                              "keywords": "优惠券", "reply": "x"})
     assert empty.status_code == 422 and "姓名" in empty.text
+    private = console.post("/autoreply/save", {"name": "优惠券", "account_id": account.id, "match_kind": "contains",
+                                               "keywords": "优惠券", "reply": "{备注名}您好"})
+    assert private.status_code == 422 and "{备注名} 是内部字段" in private.text
 
     saved = console.post("/autoreply/save", {"name": "优惠券", "account_id": account.id, "match_kind": "contains",
-                                             "keywords": "优惠券\n券用不了", "reply": "{备注名}您好，券在卡包里",
+                                             "keywords": "优惠券\n券用不了", "reply": "{称呼}您好，券在卡包里",
                                              "priority": "10", "hourly_cap": "50"})
     assert saved.status_code == 303 and saved.headers["location"].endswith("/dry-run")
     preview = console.get(saved.headers["location"])

@@ -32,9 +32,9 @@ def channel(db: Session, accounts: list[Any], **fields: Any) -> Any:
 def test_an_add_is_attributed_tagged_and_welcomed(db: Session, make: Any) -> None:
     account = make.account(display_name="茶小满")
     ch = channel(db, [account], tag_names=["来源:门店"], incentive_kind="coupon",
-                 welcome_text="{备注名}您好！券码 {券码}", fallback_text="{备注名}您好！券已领完，到店送一杯茶")
+                 welcome_text="{称呼}您好！券码 {券码}", fallback_text="{称呼}您好！券已领完，到店送一杯茶")
     service.add_codes(db, channel_id=ch.id, codes=["A1", "A2", "A1", " "], viewer=SYSTEM)
-    customer = make.customer(account, remark_name="王姐")
+    customer = make.customer(account, remark_name="王芳-红茶党-西湖自由职业", salutation="王姐")
     outcome = service.on_friend_added(db, customer_id=customer.id, account_id=account.id, state=ch.key)
     db.commit()
     assert outcome.first_touch and outcome.coupon == "A1" and outcome.welcome == "王姐您好！券码 A1"
@@ -44,6 +44,16 @@ def test_an_add_is_attributed_tagged_and_welcomed(db: Session, make: Any) -> Non
     assert "门店" in tags
     assert db.scalar(select(Touch).where(Touch.customer_id == customer.id, Touch.content == "西湖店收银台"))
     assert service.pool_status(db, channel_id=ch.id) == (1, 2)
+
+
+def test_a_welcome_text_naming_an_internal_field_is_refused(db: Session, make: Any) -> None:
+    account = make.account()
+    with pytest.raises(Invalid) as refused:
+        channel(db, [account], welcome_text="{备注名}您好，欢迎光临")
+    assert refused.value.field == "welcome_text" and "内部字段" in refused.value.message
+    with pytest.raises(Invalid) as unknown:
+        channel(db, [account], fallback_text="{姓名}您好")
+    assert unknown.value.field == "fallback_text" and "{称呼}" in unknown.value.message
 
 
 def test_five_hundred_concurrent_adds_get_distinct_codes(db: Session, make: Any) -> None:

@@ -137,13 +137,17 @@ def test_demo_staff_cover_every_role_and_work_on_accounts(session: Session) -> N
 
 
 def test_demo_timelines_are_recent_and_recorded_by_operators(demo: Demo, session: Session) -> None:
-    # Operators record touches by hand; service agents' inbox replies are chat touches too.
+    # Operators record touches by hand; service agents' inbox replies are chat touches too; a day of
+    # a customer's own inbox messages is a chat touch of theirs (no colleague: direction "customer").
     operators = set(session.scalars(select(User.id).where(User.role.in_([Role.operator.value,
                                                                            Role.service.value]))))
     manual = [k.value for k in TouchKind if k not in (TouchKind.system, TouchKind.tag_change,
                                                       TouchKind.field_change)]
-    touches = list(session.execute(select(Touch.kind, Touch.user_id, Touch.occurred_at, Touch.amount)
-                                   .where(Touch.kind.in_(manual))))
+    written = session.execute(select(Touch.kind, Touch.user_id, Touch.occurred_at, Touch.amount, Touch.details)
+                              .where(Touch.kind.in_(manual))).all()
+    touches = [row[:4] for row in written if (row.details or {}).get("direction") != "customer"]
+    customers_wrote = [row for row in written if (row.details or {}).get("direction") == "customer"]
+    assert customers_wrote and all(row.user_id is None and row.kind == "chat" for row in customers_wrote)
     assert {kind for kind, *_rest in touches} >= {"chat", "moments_like", "moments_comment", "moments_engaged",
                                                    "purchase", "offline_event", "note"}
     oldest = demo.built_at - timedelta(days=90, minutes=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -172,8 +172,8 @@ def test_reply_answers_the_customer_and_lands_on_the_timeline(db: Session, make:
     assert [o.text for o in connector.sent] == ["您好，在的"]  # the internal note never leaves
     assert conversation.waiting_since is None and conversation.unanswered == 0
     assert conversation.first_response_at is not None
-    touch = db.scalar(select(Touch).where(Touch.customer_id == customer.id, Touch.kind == "chat"))
-    assert touch is not None and touch.content == "您好，在的"
+    touch = db.scalar(select(Touch).where(Touch.dedupe_key == service.reply_touch_key(sent.id)))
+    assert touch is not None and touch.content == "您好，在的" and touch.kind == "chat" and touch.user_id == me.id
 
 
 def test_queue_is_longest_waiting_first_and_scoped(db: Session, make: Any) -> None:
@@ -228,33 +228,46 @@ def test_sla_breaches_are_flagged_once(db: Session, make: Any) -> None:
     assert service.sweep_sla(db) == []
 
 
-def test_canned_replies_fill_in_the_customer(db: Session, make: Any) -> None:
+def test_canned_replies_fill_in_the_salutation_never_the_remark_name(db: Session, make: Any) -> None:
     account = make.account(display_name="茶小满")
-    customer = make.customer(account, name="王芳", remark_name="王姐-西湖店")
-    service.ingest(db, [msg(account, customer, 1)])
-    (conversation,) = db.scalars(select(Conversation))
-    canned = CannedReply(shortcut="hi", title="问候", body="{备注名}您好，我是{账号}，有什么可以帮您？")
+    customer = make.customer(account, name="悦欣", remark_name="刘悦欣-红茶党-杭州自由职业", salutation="刘姐")
+    plain = make.customer(account, name="小满", remark_name="张小满-宝妈-上海")
+    service.ingest(db, [msg(account, customer, 1), msg(account, plain, 2)])
+    chats = {c.customer_id: c for c in db.scalars(select(Conversation))}
+    canned = CannedReply(shortcut="hi", title="问候", body="{称呼}您好，我是{账号}，有什么可以帮您？")
     db.add(canned)
     db.flush()
-    filled = service.render_canned(db, reply=canned, conversation=conversation)
-    assert filled == "王姐-西湖店您好，我是茶小满，有什么可以帮您？"
+    assert service.render_canned(db, reply=canned, conversation=chats[customer.id]) == \
+        "刘姐您好，我是茶小满，有什么可以帮您？"
+    assert service.render_canned(db, reply=canned, conversation=chats[plain.id]) == \
+        "小满您好，我是茶小满，有什么可以帮您？"  # no salutation set: the nickname
+    # A quick reply saved before the rule, still naming the remark: filled with the salutation.
+    legacy = CannedReply(shortcut="old", title="旧", body="{备注名}您好")
+    assert service.render_canned(db, reply=legacy, conversation=chats[customer.id]) == "刘姐您好"
+    with pytest.raises(Invalid) as refused:
+        service.save_canned(db, shortcut="bad", title="坏", body="{备注名}您好，电话{电话}", account_id=None,
+                            viewer=SYSTEM)
+    assert refused.value.field == "body" and "{备注名}" in refused.value.message
 
 
-def test_bulk_actions_cover_every_match_in_chunks(db: Session, make: Any, client: Any,
+def test_bulk_actions_cover_every_match_in_chunks(db: Session, make: Any, client: Any, connector: Any,
                                                   admin_headers: dict[str, str]) -> None:
     from siyu.inbox import jobs as inbox_jobs
 
     account = make.account()
-    customers = [make.customer(account, remark_name=f"客{i}") for i in range(230)]
+    customers = [make.customer(account, remark_name=f"客{i}-内部备注", salutation=f"客{i}") for i in range(230)]
     service.ingest(db, [msg(account, c, i) for i, c in enumerate(customers)])
     db.commit()
     flt = {"view": "unanswered", "account_id": account.id}
-    wrong = client.post("/api/v1/inbox/bulk", json={**flt, "action": "reply", "args": {"text": "{备注名}您好"},
+    private = client.post("/api/v1/inbox/bulk", json={**flt, "action": "reply", "args": {"text": "{备注名}您好"},
+                                                     "expected_count": 230}, headers=admin_headers)
+    assert private.status_code == 422 and "{备注名}" in private.json()["detail"]
+    wrong = client.post("/api/v1/inbox/bulk", json={**flt, "action": "reply", "args": {"text": "{称呼}您好"},
                                                    "expected_count": 5}, headers=admin_headers)
     assert wrong.status_code == 409 and "230" in wrong.json()["detail"]
     assert client.post("/api/v1/inbox/bulk", json={**flt, "action": "explode", "expected_count": 230},
                        headers=admin_headers).status_code == 422
-    done = client.post("/api/v1/inbox/bulk", json={**flt, "action": "reply", "args": {"text": "{备注名}您好"},
+    done = client.post("/api/v1/inbox/bulk", json={**flt, "action": "reply", "args": {"text": "{称呼}您好"},
                                                   "expected_count": 230}, headers=admin_headers)
     assert done.status_code == 202, done.text
     job = client.get(done.json()["job_url"], headers=admin_headers).json()
@@ -326,3 +339,182 @@ def test_transient_failures_are_retried_and_permanent_ones_stop(db: Session, mak
         assert second.status == "failed" and second.error == "customer deleted us"
     finally:
         delivery.unregister(factory)
+
+
+# ---------------------------------------------------------------- failed replies are not "handled"
+
+
+def test_a_failed_reply_leaves_the_customer_waiting_and_counts_no_contact(db: Session, make: Any,
+                                                                          connector: Any) -> None:
+    account = make.account(kind="personal")
+    me = agent(make, db, account)
+    customer = make.customer(account)
+    service.ingest(db, [msg(account, customer, 1), msg(account, customer, 2)])
+    db.commit()
+    (conversation,) = db.scalars(select(Conversation))
+    waiting_since = conversation.waiting_since
+    db.refresh(customer)
+    contacts_before = customer.contact_count
+    connector.unreachable = {customer.id}  # the platform refuses: e.g. the customer is not reachable
+    failed = service.reply(db, conversation_id=conversation.id, text="您好，在的", viewer=viewer_of(me))
+    db.commit()
+    db.refresh(failed)
+    db.refresh(conversation)
+    db.refresh(customer)
+    assert failed.status == "failed" and failed.error == "not a contact"
+    assert (conversation.waiting_since, conversation.unanswered, conversation.first_response_at) == (
+        waiting_since, 2, None)  # still unanswered, its SLA clock still running
+    assert conversation.id in [c.id for c in service.list_queue(
+        db, flt=QueueFilter(view="unanswered"), viewer=SYSTEM).items]
+    assert db.scalar(select(Touch).where(Touch.dedupe_key == service.reply_touch_key(failed.id))) is None
+    assert customer.contact_count == contacts_before
+    from siyu.inbox import delivery
+
+    assert delivery.failed_attempts(failed) == 1
+    # 重试: a new attempt of the same message, accepted this time.
+    connector.unreachable = set()
+    service.retry_reply(db, message_id=failed.id, viewer=viewer_of(me))
+    db.commit()
+    db.refresh(failed)
+    db.refresh(conversation)
+    db.refresh(customer)
+    assert failed.status == "sent" and failed.error == "" and delivery.failed_attempts(failed) == 1
+    assert [o.message_id for o in connector.sent] == [failed.id]
+    assert conversation.waiting_since is None and conversation.unanswered == 0
+    assert conversation.first_response_at is not None
+    assert customer.contact_count == contacts_before + 1
+    with pytest.raises(Invalid):  # only a failed message is sent again
+        service.retry_reply(db, message_id=failed.id, viewer=viewer_of(me))
+
+
+def test_what_the_customer_writes_while_a_reply_is_on_its_way_still_waits(db: Session, make: Any) -> None:
+    from siyu.core import jobs
+    from siyu.inbox import delivery
+
+    account = make.account(kind="personal")
+    customer = make.customer(account)
+    service.ingest(db, [msg(account, customer, 1, seconds=0)])
+    db.commit()
+    (conversation,) = db.scalars(select(Conversation))
+    jobs.set_immediate(False)  # the reply waits in the queue
+    try:
+        reply = service.reply(db, conversation_id=conversation.id, text="在的", viewer=SYSTEM)
+        db.commit()
+    finally:
+        jobs.set_immediate(True)
+    service.ingest(db, [InboundMessage(source="simulator", platform_msgid="later", account_id=account.id,
+                                       customer_id=customer.id, sent_at=utcnow() + timedelta(seconds=1),
+                                       text="还有一个问题")])
+    db.commit()
+
+    class Accepting:
+        def send_text(self, outgoing: Any) -> str:
+            return "p-1"
+
+    def factory(_account: Any) -> Accepting:
+        return Accepting()
+
+    delivery.register(factory)
+    try:
+        assert delivery.deliver(db, message_id=reply.id, attempt=1).done
+        db.commit()
+    finally:
+        delivery.unregister(factory)
+    db.refresh(conversation)
+    assert conversation.unanswered == 1 and conversation.waiting_since is not None
+    assert conversation.first_response_at is not None
+
+
+def test_a_reply_the_platform_accepted_but_never_delivered_is_unanswered_again(db: Session, make: Any,
+                                                                             connector: Any) -> None:
+    from siyu.inbox import delivery
+
+    account = make.account()
+    customer = make.customer(account)
+    service.ingest(db, [msg(account, customer, 1)])
+    db.commit()
+    (conversation,) = db.scalars(select(Conversation))
+    # A WeCom member's own chat: the one-customer mass send the member confirms (accepted, told later).
+    reply = service.reply(db, conversation_id=conversation.id, text="在的", viewer=SYSTEM, member_send=True)
+    db.commit()
+    db.refresh(customer)
+    db.refresh(reply)
+    answered_contacts = customer.contact_count
+    assert reply.status == "sent"
+    assert db.scalar(select(Touch).where(Touch.dedupe_key == service.reply_touch_key(reply.id))) is not None
+    delivery.fail_after_acceptance(reply, "the member did not send it")
+    db.commit()
+    db.refresh(conversation)
+    db.refresh(customer)
+    assert reply.status == "failed" and conversation.unanswered == 1 and conversation.waiting_since is not None
+    assert conversation.first_response_at is None
+    assert db.scalar(select(Touch).where(Touch.dedupe_key == service.reply_touch_key(reply.id))) is None
+    assert customer.contact_count == answered_contacts - 1
+
+
+# ---------------------------------------------------------------- the customer's own messages on the portrait
+
+
+def test_a_day_of_customer_messages_is_one_touch_and_moves_the_portrait(db: Session, make: Any) -> None:
+    from siyu.core.settings import local_zone
+
+    account = make.account()
+    customer = make.customer(account)
+    # Three messages on one local day, two on the next (local midnight between them).
+    midnight = datetime.combine(utcnow().astimezone(local_zone()).date() - timedelta(days=1), time(0),
+                                tzinfo=local_zone())
+    day_one = [midnight - timedelta(hours=h) for h in (5, 3, 1)]
+    day_two = [midnight + timedelta(hours=h) for h in (1, 2)]
+    stamps = day_one + day_two
+    inbound = [InboundMessage(source="simulator", platform_msgid=f"d{i}", account_id=account.id,
+                              customer_id=customer.id, sent_at=at, text=f"第{i}条") for i, at in enumerate(stamps)]
+    service.ingest(db, inbound[:2])  # two batches: the second extends the first day's touch
+    service.ingest(db, inbound[2:] + inbound[:1])  # and a platform retry changes nothing
+    service.ingest(db, [InboundMessage(source="simulator", platform_msgid="grp", account_id=account.id,
+                                       group_key="wrGROUP", sent_at=stamps[-1], text="群消息")])
+    db.commit()
+    touches = list(db.scalars(select(Touch).where(Touch.customer_id == customer.id, Touch.kind == "chat")
+                              .order_by(Touch.occurred_at)))
+    assert [(t.occurred_at, t.content, (t.details or {}).get("direction")) for t in touches] == [
+        (day_one[0], "第0条", "customer"), (day_two[0], "第3条", "customer")]  # each day at its first message
+    db.refresh(customer)
+    assert customer.contact_count == 2 and customer.last_touch_at == day_two[0]
+    assert customer.stage == "user"  # two-way contact moved the ladder
+    # The set-based path agrees with the one full derivation of the computed facts.
+    from siyu.customers import service as customers_service
+
+    def facts() -> tuple[Any, ...]:
+        tags = sorted(t.name for t in customers_service.customer_tags(db, customer_ids=[customer.id])[customer.id])
+        return customer.contact_count, customer.last_touch_at, customer.stage, tags
+
+    fast = facts()
+    customers_service.refresh_computed(db, customer=customer)
+    assert facts() == fast and "沟通1-3次" in fast[3]
+
+
+def test_customer_days_stay_cheap_at_flood_scale(db: Session, make: Any) -> None:
+    """1,000 customers writing 5 times each in one batch: one touch each, a handful of statements."""
+    from sqlalchemy import event
+
+    account = make.account()
+    customers = make.bulk_customers(account, 1000)
+    batch = [InboundMessage(source="simulator", platform_msgid=f"f{c}-{n}", account_id=account.id, customer_id=c,
+                            sent_at=T0 + timedelta(seconds=n), text="发货了吗") for c in customers for n in range(5)]
+    statements: list[str] = []
+
+    def count_statement(*args: Any) -> None:
+        statements.append(str(args[2])[:40])
+
+    engine = db.get_bind()
+    event.listen(engine, "before_cursor_execute", count_statement)
+    try:
+        service.ingest(db, batch)
+        service.ingest(db, [InboundMessage(source="simulator", platform_msgid=f"g{c}", account_id=account.id,
+                                           customer_id=c, sent_at=T0 + timedelta(seconds=9), text="在吗")
+                            for c in customers])
+    finally:
+        event.remove(engine, "before_cursor_execute", count_statement)
+    db.commit()
+    assert db.scalar(select(func.count()).select_from(Touch).where(Touch.dedupe_key.is_not(None))) == 1000
+    assert set(db.scalars(select(Customer.contact_count).where(Customer.id.in_(customers)))) == {1}
+    assert len(statements) < 120, len(statements)  # set-based: never a statement per message or customer

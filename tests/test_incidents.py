@@ -56,7 +56,7 @@ def test_five_hundred_fans_each_get_exactly_one_correction(db: Session, make: An
     assert count == 500 and len(preview) == 200
     incident = incidents.open_incident(db, viewer=admin, data=IncidentIn(
         title="双十一错发", rule_version_id=version_id, since=started, until=utcnow(),
-        correction="{昵称}您好，刚才的活动信息有误，实际是全场九折，抱歉！"))
+        correction="{称呼}您好，刚才的活动信息有误，实际是全场九折，抱歉！"))
     db.commit()
     corrections = db.execute(select(Message.conversation_id, func.count()).where(Message.source == "incident")
                              .group_by(Message.conversation_id)).all()
@@ -167,3 +167,70 @@ def test_incident_pages_find_and_correct(client: Any, db: Session, make: Any, ad
     refused = console.post("/autoreply/incidents", {"rule_version_id": "", "message_id": "", "since": since,
                                                     "until": until, "title": "x", "correction": "y"})
     assert refused.status_code == 422
+
+
+def test_the_incident_tool_starts_from_a_wrong_bubble(client: Any, db: Session, make: Any, admin_viewer: Any,
+                                                      connector: Any) -> None:
+    from sqlalchemy import select as select_
+
+    from siyu.inbox.models import Conversation
+    from tests.test_pages import Console
+
+    account = make.account(kind="personal")
+    version_id = wrong_rule(db, admin_viewer)
+    customers = make.bulk_customers(account, 3)
+    inbox.ingest(db, [InboundMessage(source="simulator", platform_msgid=f"b-{c}", account_id=account.id,
+                                     customer_id=c, sent_at=utcnow(), text="活动") for c in customers])
+    db.commit()
+    conversation = db.scalar(select_(Conversation).where(Conversation.customer_id == customers[0]))
+    assert conversation is not None
+    automatic = db.scalar(select_(Message).where(Message.conversation_id == conversation.id,
+                                                 Message.rule_version_id == version_id))
+    assert automatic is not None
+    human = inbox.reply(db, conversation_id=conversation.id, text="全场一折哦", viewer=admin_viewer)
+    note = inbox.reply(db, conversation_id=conversation.id, text="内部", viewer=admin_viewer, internal=True)
+    db.commit()
+    assert incidents.prefill_from_message(db, message_id=automatic.id, viewer=admin_viewer)["rule_version_id"] == \
+        str(version_id)
+    assert incidents.prefill_from_message(db, message_id=human.id, viewer=admin_viewer)["message_id"] == str(human.id)
+    with pytest.raises(Invalid):
+        incidents.prefill_from_message(db, message_id=note.id, viewer=admin_viewer)
+
+    console = Console(client).login(make.user("admin"))
+    thread = console.get(f"/inbox/{conversation.id}").text
+    assert f'href="/autoreply/incidents?from_message={automatic.id}"' in thread  # on the automatic bubble
+    assert f'href="/autoreply/incidents?from_message={human.id}"' in thread  # and on the agent's
+    assert f'from_message={note.id}"' not in thread  # never on an internal note
+    opened = console.get(f"/autoreply/incidents?from_message={automatic.id}")
+    assert opened.status_code == 200 and "3 位客户收到了这条消息" in opened.text
+    assert f'<option value="{version_id}" selected>' in opened.text
+    service_user = make.user("service", accounts=[account])
+    assert 'data-testid="report-message"' not in Console(client).login(service_user).get(
+        f"/inbox/{conversation.id}").text  # only those who may send corrections see it
+
+
+def test_the_incident_report_counts_failed_attempts_apart(db: Session, make: Any, admin_viewer: Any,
+                                                          connector: Any) -> None:
+    account = make.account()
+    version_id = wrong_rule(db, admin_viewer)
+    customers = make.bulk_customers(account, 4)
+    connector.unreachable = {customers[0]}  # the wrong reply never reached this one
+    started = utcnow() - timedelta(minutes=1)
+    inbox.ingest(db, [InboundMessage(source="simulator", platform_msgid=f"a-{c}", account_id=account.id,
+                                     customer_id=c, sent_at=utcnow(), text="活动") for c in customers])
+    db.commit()
+    connector.unreachable = {customers[1]}  # and the correction fails for this one, at first
+    data = IncidentIn(title="错发", rule_version_id=version_id, since=started, until=utcnow(), correction="更正")
+    assert incidents.unreached(db, data=data, viewer=admin_viewer) == 1
+    incident = incidents.open_incident(db, viewer=admin_viewer, data=data)
+    db.commit()
+    _incident, counts, _rows = incidents.incident_report(db, incident_id=incident.id, viewer=admin_viewer)
+    assert (counts["recipients"], counts["sent"], counts["failed"], counts["failed_attempts"], counts["unreached"]) \
+        == (3, 2, 1, 1, 1)
+    failed = db.scalar(select(Message).where(Message.source == "incident", Message.status == "failed"))
+    assert failed is not None
+    connector.unreachable = set()
+    inbox.retry_reply(db, message_id=failed.id, viewer=admin_viewer)
+    db.commit()
+    _incident, counts, _rows = incidents.incident_report(db, incident_id=incident.id, viewer=admin_viewer)
+    assert (counts["sent"], counts["failed"], counts["failed_attempts"]) == (3, 0, 1)  # delivered, attempt kept

@@ -1,9 +1,10 @@
 """WeCom callbacks, built on the sending side with wechatpy's own crypto, never Siyu's.
 
 Covers URL verification, storing and processing events (friend added with a channel
-state, friend deleted → churn, a customer message → the inbox), duplicates, and every
-refusal: wrong signature, wrong corp id, old timestamp, replayed nonce, truncated
-ciphertext, wrong padding, DOCTYPE/entities, an over-large body, no configuration.
+state, friend deleted → churn, a customer message → the inbox), duplicates and identical
+retries, and every refusal: wrong signature, wrong corp id, old timestamp, a nonce reused
+with other content, truncated ciphertext, wrong padding, DOCTYPE/entities, an over-large
+body, no configuration.
 """
 
 from __future__ import annotations
@@ -184,10 +185,47 @@ def test_bad_callbacks_are_refused_and_nothing_is_stored(client: TestClient, db:
     assert db.scalar(select(func.count()).select_from(WecomEvent)) == 0
 
 
-def test_a_replayed_request_and_an_oversized_body_are_refused(client: TestClient, db: Session) -> None:
+def test_an_identical_retry_of_a_stored_callback_is_acknowledged(client: TestClient, db: Session) -> None:
+    """WeCom sends the very same request again when our `success` was lost: success, stored once."""
+    params, body = envelope(event_xml("some_change", UserID="u1"))
+    assert client.post("/wecom/callback", params=params, content=body.encode()).text == "success"
+    again = client.post("/wecom/callback", params=params, content=body.encode())
+    assert again.status_code == 200 and again.text == "success"
+    assert db.scalar(select(func.count()).select_from(WecomEvent)) == 1
+
+
+def test_identical_requests_arriving_together_are_stored_once_and_both_acknowledged(db: Session) -> None:
+    from siyu.wecom import callback
+
+    params, body = envelope(event_xml("some_change", UserID="u2"))
+    query = callback.Query(**params)
+    first, second = callback.accept_many(db, [(query, body.encode()), (query, body.encode())])
+    db.commit()
+    assert isinstance(first, int) and second is None
+    assert db.scalar(select(func.count()).select_from(WecomEvent)) == 1
+
+
+def test_a_reused_nonce_with_different_content_is_refused(client: TestClient, db: Session) -> None:
+    params, body = envelope(event_xml("some_change", UserID="u1"), nonce="n-reused")
+    assert client.post("/wecom/callback", params=params, content=body.encode()).text == "success"
+    other_params, other_body = envelope(event_xml("some_change", UserID="u2"), nonce="n-reused")
+    replay = client.post("/wecom/callback", params=other_params, content=other_body.encode())
+    assert replay.status_code == 409
+    assert db.scalar(select(func.count()).select_from(WecomEvent)) == 1
+    # Two different requests under one nonce in the same moment: the second is refused too.
+    from siyu.wecom import callback
+
+    a_params, a_body = envelope(event_xml("x", UserID="u3"), nonce="n-twice")
+    b_params, b_body = envelope(event_xml("x", UserID="u4"), nonce="n-twice")
+    answers = callback.accept_many(db, [(callback.Query(**a_params), a_body.encode()),
+                                        (callback.Query(**b_params), b_body.encode())])
+    assert isinstance(answers[0], int) and isinstance(answers[1], callback.CallbackRefused)
+    assert answers[1].status == 409
+
+
+def test_an_oversized_body_and_doctypes_are_refused(client: TestClient, db: Session) -> None:
     params, body = envelope(event_xml("some_change"))
     assert client.post("/wecom/callback", params=params, content=body.encode()).text == "success"
-    assert client.post("/wecom/callback", params=params, content=body.encode()).status_code == 409
     huge = client.post("/wecom/callback", params=params, content=b"<xml>" + b"a" * (2 * 1024 * 1024) + b"</xml>")
     assert huge.status_code == 413
     outer_doctype = client.post("/wecom/callback", params={**params, "nonce": "fresh"},

@@ -299,7 +299,7 @@ def test_five_hundred_customers_each_receive_exactly_one_correction(db: Session,
     assert wrong == Counter({e: 1 for e in externals})
     incident = incidents.open_incident(db, viewer=admin, data=IncidentIn(
         title="双十一错发", rule_version_id=version_id, since=started, until=utcnow(),
-        correction="{昵称}您好，刚才的活动信息有误，实际是全场九折，抱歉！"))
+        correction="{称呼}您好，刚才的活动信息有误，实际是全场九折，抱歉！"))
     db.commit()  # the correction job runs (immediate mode), each correction delivered once it commits
 
     corrections = [r for r in sim.received() if r["text"].endswith("实际是全场九折，抱歉！")]

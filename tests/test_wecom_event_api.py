@@ -35,7 +35,7 @@ def test_an_add_sends_the_welcome_with_a_coupon_and_reads_the_contact(db: Sessio
                                                                        wecom_settings: Simulator) -> None:
     sim = wecom_settings
     account = make.account(wecom_userid="shanye.xiaoye01")
-    store_channel = channel(db, [account], welcome_text="欢迎{昵称}！券码 {券码}", incentive_kind="coupon")
+    store_channel = channel(db, [account], welcome_text="欢迎{称呼}！券码 {券码}", incentive_kind="coupon")
     from siyu.channels import service as channels_service
     from siyu.core.viewer import SYSTEM
 

@@ -115,7 +115,7 @@ def test_adds_applied_together_give_what_one_at_a_time_gives(db: Session, make: 
     make.account(wecom_userid="kiosk")
     ch = channels_service.save_channel(db, viewer=SYSTEM, data=channels_service.ChannelIn(
         name="门店收银台", account_ids=[1, 2], tag_names=["来源:门店"], incentive_kind="coupon",
-        welcome_text="{昵称}您好 {券码}", fallback_text="{昵称}您好，券已领完"))
+        welcome_text="{称呼}您好 {券码}", fallback_text="{称呼}您好，券已领完"))
     channels_service.add_codes(db, channel_id=ch.id, codes=["C1", "C2", "C3"], viewer=SYSTEM)
     db.commit()
     order = [("counter", "wmA"), ("counter", "wmB"), ("nobody", "wmX"), ("kiosk", "wmA"), ("counter", "wmC"),

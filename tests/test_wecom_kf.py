@@ -531,3 +531,63 @@ def test_an_ended_session_refuses_replies_until_the_customer_writes_again(db: Se
     inbox.reply(db, conversation_id=conversation.id, text="您好", viewer=SYSTEM)
     db.commit()
     assert [m["text"]["content"] for m in fake.sent] == ["您好"]
+
+
+# ---------------------------------------------------------------- answered only when accepted, customer-safe texts
+
+
+def test_a_kf_reply_answers_the_customer_only_once_kf_send_msg_accepted_it(db: Session, fake: FakeKf) -> None:
+    conversation = kf_conversation(db, fake)
+    assert conversation.waiting_since is not None
+    fake.refuse = WecomApiError(95001, "send msg count limit", api="kf/send_msg")
+    refused = inbox.reply(db, conversation_id=conversation.id, text="今天发货", viewer=SYSTEM)
+    db.commit()
+    db.refresh(refused)
+    db.refresh(conversation)
+    assert refused.status == "failed"
+    assert conversation.waiting_since is not None and conversation.unanswered == 1
+    assert conversation.first_response_at is None
+    fake.refuse = None
+    inbox.retry_reply(db, message_id=refused.id, viewer=SYSTEM)
+    db.commit()
+    db.refresh(refused)
+    db.refresh(conversation)
+    assert refused.status == "sent" and len(fake.sent) == 1
+    assert conversation.waiting_since is None and conversation.unanswered == 0
+    assert conversation.first_response_at is not None
+
+
+def test_the_welcome_and_menus_fill_only_customer_safe_variables(db: Session, fake: FakeKf, make: Any) -> None:
+    from siyu.accounts import service as accounts_service
+    from siyu.accounts.schemas import AccountUpdate
+
+    account = make.account(kind="wecom_kf", wecom_userid=None, open_kfid=OPEN_KFID, greeting="{称呼}您好，这里是{账号}")
+    admin = viewer_of(make.user("admin"))
+    with pytest.raises(Invalid) as internal:
+        accounts_service.update_account(db, account_id=account.id, data=AccountUpdate(greeting="{备注名}您好"),
+                                        actor=admin)
+    assert internal.value.field == "greeting"
+    db.rollback()
+    fake.profiles["wmKF0001"] = {"external_userid": "wmKF0001", "nickname": "小林"}
+    fake.items = [event(1, "enter_session", welcome_code="WELCOME-1")]
+    pull(fake)
+    assert fake.on_event[0]["text"] == {"content": f"小林您好，这里是{account.display_name}"}
+    conversation = conversation_of(db)
+    assert conversation.first_response_at is None  # a welcome greets; it answers nothing
+    with pytest.raises(Invalid):
+        autoreply.save_rule(db, data=autoreply.RuleIn(name="分流", match_kind=MatchKind.contains, keywords=["活动"],
+                                                      menu={"head_content": "{电话}",
+                                                            "list": [{"id": "a", "content": "1 查订单"}]}),
+                            viewer=admin)
+    db.rollback()
+    rule = autoreply.save_rule(db, data=autoreply.RuleIn(name="分流", match_kind=MatchKind.contains, keywords=["活动"],
+                                                         menu={"head_content": "{称呼}，请选择：",
+                                                               "list": [{"id": "a", "content": "1 查订单"}]}),
+                               viewer=admin)
+    autoreply.dry_run(db, rule_id=rule.id, viewer=admin)
+    autoreply.set_enabled(db, rule_id=rule.id, enabled=True, viewer=admin)
+    db.execute(update(Message).where(Message.automatic.is_(True)).values(sent_at=utcnow() - timedelta(hours=1)))
+    db.commit()  # past the quiet period after the (automatic) welcome
+    fake.items.append(item(2, body={"content": "活动怎么参加"}))
+    pull(fake)
+    assert fake.sent[0]["msgmenu"]["head_content"] == "小林，请选择："

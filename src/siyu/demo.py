@@ -334,6 +334,7 @@ class Person:
     second_added_at: datetime | None = None
     second_deleted: bool = False
     touches: list[PlannedTouch] = field(default_factory=list)
+    salutation: str = ""  # 称呼: how messages address them ("王姐", "李老师"); never the remark name
 
 
 def _has_children(family: str) -> bool:
@@ -417,6 +418,7 @@ class Planner:
             stage=stage, created_at=created_at, accounts=accounts,
         )
         person.description = self._description(person)
+        person.salutation = nick
         self._second_account(person)
         self._timeline(person)
         return person
@@ -696,8 +698,8 @@ def _wecom_morning(session: Session, *, accounts: dict[str, Account], customers:
     account = accounts["xiaoye01"]
     channel = channels_service.save_channel(session, viewer=admin, data=channels_service.ChannelIn(
         name="西湖店收银台扫码", account_ids=[account.id], tag_names=["来源:门店"], incentive_kind="coupon",
-        incentive_text="加好友立得 10 元茶饮券", welcome_text="{昵称}您好！送您一张 10 元茶饮券：{券码}",
-        fallback_text="{昵称}您好！今天的券已经领完，到店报暗号「山野」送一杯冷泡茶。", cost_amount=Decimal("3")))
+        incentive_text="加好友立得 10 元茶饮券", welcome_text="{称呼}您好！送您一张 10 元茶饮券：{券码}",
+        fallback_text="{称呼}您好！今天的券已经领完，到店报暗号「山野」送一杯冷泡茶。", cost_amount=Decimal("3")))
     channels_service.add_codes(session, channel_id=channel.id, viewer=admin,
                                codes=[f"SY10-{rng.randrange(10**6):06d}" for _ in range(5)])
 
@@ -730,19 +732,19 @@ def _create_autoreplies(session: Session, *, admin: Viewer) -> None:
 
     hours = autoreply_service.save_rule(session, viewer=admin, data=autoreply_service.RuleIn(
         name="营业时间", match_kind=MatchKind.contains, keywords=["几点关门", "营业时间", "几点开门"], priority=50,
-        reply="{备注名}您好，门店每天 10:00–22:00 营业，线上小程序 24 小时可下单～", hourly_cap=200))
+        reply="{称呼}您好，门店每天 10:00–22:00 营业，线上小程序 24 小时可下单～", hourly_cap=200))
     autoreply_service.dry_run(session, rule_id=hours.id, viewer=admin)
     autoreply_service.set_enabled(session, rule_id=hours.id, enabled=True, viewer=admin)
     autoreply_service.save_rule(session, viewer=admin, data=autoreply_service.RuleIn(
         name="优惠券使用", match_kind=MatchKind.contains, keywords=["优惠券"], priority=40,
-        reply="{备注名}您好，优惠券在小程序「我的-卡包」里，结账时选择即可使用。", hourly_cap=100))
+        reply="{称呼}您好，优惠券在小程序「我的-卡包」里，结账时选择即可使用。", hourly_cap=100))
 
 
 CANNED_REPLIES = (
-    ("hi", "问候", "{备注名}您好，我是{账号}，有什么可以帮您？"),
-    ("coupon", "优惠券", "{备注名}您好，优惠券在「我的-卡包」里，结账时出示就能用哦～"),
-    ("ship", "发货", "{备注名}您好，订单已经安排发货，物流单号稍后发您。"),
-    ("sorry", "致歉", "{备注名}实在抱歉，给您添麻烦了，马上为您处理！"),
+    ("hi", "问候", "{称呼}您好，我是{账号}，有什么可以帮您？"),
+    ("coupon", "优惠券", "{称呼}您好，优惠券在「我的-卡包」里，结账时出示就能用哦～"),
+    ("ship", "发货", "{称呼}您好，订单已经安排发货，物流单号稍后发您。"),
+    ("sorry", "致歉", "{称呼}实在抱歉，给您添麻烦了，马上为您处理！"),
 )
 CUSTOMER_LINES = ("在吗", "活动怎么参加？", "优惠券用不了", "我的茶叶发货了吗", "明前龙井还有吗",
                   "门店几点关门", "想订一盒中秋礼盒", "上次的白茶很好喝！", "可以开发票吗", "会员积分怎么查")
@@ -808,13 +810,14 @@ def _insert_people(
                 created_at=person.created_at, updated_at=person.created_at,
             )
             friendships = [Friendship(account_id=primary.id, remark_name=person.remark_name,
+                                      salutation=person.salutation,
                                       description=person.description, added_at=person.created_at,
                                       attachments=[])]
             if len(person.accounts) > 1:
                 assert person.second_added_at is not None
                 second = Friendship(account_id=accounts[person.accounts[1]].id, added_at=person.second_added_at,
                                     remark_name=person.remark_name if rng.random() < 0.7 else "",
-                                    attachments=[])
+                                    salutation=person.salutation, attachments=[])
                 if person.second_deleted:
                     second.status = FriendshipStatus.deleted.value
                     second.removed_at = min(person.second_added_at + timedelta(days=rng.uniform(1, 60)),
@@ -892,7 +895,8 @@ def _create_through_services(
             custom["birthday"] = person.birthday
         customer = customers_service.create_customer(session, data=CustomerIn(
             name=person.name, account_id=account.id, remark_name=person.remark_name or person.name,
-            tags=tags, phones=[person.phone] if person.phone else [], description=person.description,
+            salutation=person.salutation, tags=tags, phones=[person.phone] if person.phone else [],
+            description=person.description,
             custom_fields=custom, gender=person.gender, age_band=person.age_band, city=person.city,
             job=person.job, income_band=person.income_band, family=person.family,
             objective_notes=person.objective_notes, emotional_notes=person.emotional_notes,

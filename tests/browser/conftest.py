@@ -56,7 +56,8 @@ def _seed(session: Session) -> dict[str, int]:
                         greeting="你好呀，我是茶小满～", friend_capacity=20, owner_user_id=admin.id)
     online = make.account(display_name="山野茶舍·线上", kind="personal", wecom_userid=None, friend_capacity=5000)
     ids = {}
-    wangfang = make.customer(shop, name="王芳", remark_name="王芳-两娃宝妈爱岩茶", tags=["来源:门店", "人群:宝妈"],
+    wangfang = make.customer(shop, name="王芳", remark_name="王芳-两娃宝妈爱岩茶", salutation="王姐",
+                             tags=["来源:门店", "人群:宝妈"],
                              phones=["13812341234"], description="住西湖边，周末常带孩子来店里。", city="杭州",
                              emotional_notes="说话温柔，喜欢听茶的故事")
     ids["wangfang"] = wangfang.id
@@ -76,9 +77,10 @@ def _seed(session: Session) -> dict[str, int]:
 
     make.user("service", username="kefu.a", accounts=[shop])
     make.user("service", username="kefu.b", accounts=[shop])
-    session.add(CannedReply(shortcut="hi", title="问候", body="{备注名}您好，我是{账号}，有什么可以帮您？"))
+    session.add(CannedReply(shortcut="hi", title="问候", body="{称呼}您好，我是{账号}，有什么可以帮您？"))
     session.commit()
     ids["shop"] = shop.id
+    ids["online"] = online.id
     return ids
 
 

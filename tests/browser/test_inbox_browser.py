@@ -90,11 +90,14 @@ def test_a_customer_message_appears_live_and_gets_a_quick_reply(chromium: Any, l
         agent_a.page.wait_for_selector(row, timeout=10000)
         agent_b.page.wait_for_selector(row, timeout=10000)
         agent_a.page.click(row)
-        agent_a.page.wait_for_selector("[data-testid=reply-form]")
-        agent_a.page.click("[data-testid=canned-replies] button:has-text('问候')")
-        text = agent_a.page.input_value("textarea[name=text]")
-        assert text == "王芳-两娃宝妈爱岩茶您好，我是山野茶舍·西湖店，有什么可以帮您？"
-        agent_a.page.click("[data-testid=send]")
+        # The store's WeCom member's own chat is read-only: a reply goes as the one-customer mass send
+        # the member confirms (需成员确认的群发).
+        agent_a.page.click("[data-testid=member-send] summary")
+        form = "[data-testid=member-send-form]"
+        agent_a.page.click(f"{form} [data-testid=canned-replies] button:has-text('问候')")
+        text = agent_a.page.input_value(f"{form} textarea[name=text]")
+        assert text == "王姐您好，我是山野茶舍·西湖店，有什么可以帮您？"  # the salutation, never the remark name
+        agent_a.page.click(f"{form} button[type=submit]")
         agent_a.page.wait_for_selector("[data-direction=out]")
         # The customer's phone — the simulator — has it, once, from the store's WeCom member.
         deadline = time.monotonic() + 5

@@ -17,6 +17,7 @@ from siyu.accounts.schemas import AccountIn, AccountUpdate
 from siyu.core.db import missing_ids
 from siyu.core.errors import Conflict, Invalid, NotFound
 from siyu.core.viewer import Viewer
+from siyu.customers import variables
 from siyu.customers.models import Friendship, FriendshipStatus
 from siyu.team import service as team_service
 
@@ -85,6 +86,7 @@ def create_account(session: Session, *, data: AccountIn, actor: Viewer) -> Accou
         raise Conflict("WeCom user id {userid} already belongs to an account", field="wecom_userid",
                        userid=data.wecom_userid)
     _require_owner(session, data.owner_user_id)
+    _check_greeting(data.greeting)
     if (data.kind == AccountKind.wecom_kf) != bool(data.open_kfid):
         raise Invalid("A WeCom customer service account needs its open_kfid, and only such an account has one",
                       field="open_kfid")
@@ -103,6 +105,8 @@ def update_account(session: Session, *, account_id: int, data: AccountUpdate, ac
     account = get_account(session, account_id=account_id, viewer=actor)
     before = _snapshot(account)
     _require_owner(session, data.owner_user_id)
+    if data.greeting is not None:
+        _check_greeting(data.greeting)
     for key, value in data.model_dump(mode="json", exclude_unset=True).items():
         if value is not None:
             setattr(account, key, value)
@@ -111,6 +115,11 @@ def update_account(session: Session, *, account_id: int, data: AccountUpdate, ac
                               entity_id=account.id, summary=account.display_name, before=before,
                               after=_snapshot(account))
     return account
+
+
+def _check_greeting(text: str) -> None:
+    """The greeting (微信客服's welcome) reaches customers: only the customer-safe variables."""
+    variables.check_outgoing(text, field="greeting", allowed=(variables.SALUTATION, variables.ACCOUNT))
 
 
 def _snapshot(account: Account) -> dict[str, Any]:

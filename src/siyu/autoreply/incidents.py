@@ -10,7 +10,7 @@ shows who received the correction and whose delivery failed.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -19,10 +19,13 @@ from sqlalchemy.orm import Session
 
 from siyu.autoreply.models import AutoReplyRuleVersion, Incident, IncidentRecipient
 from siyu.core import jobs
+from siyu.core.db import utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
 from siyu.core.ids import Id
+from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
+from siyu.customers import variables
 from siyu.customers.models import Touch, TouchKind
 from siyu.inbox import service as inbox_service
 from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message
@@ -40,13 +43,16 @@ class IncidentIn(BaseModel):
 
 
 def _wrong_messages(*, rule_version_id: int | None, message_text: str, since: datetime, until: datetime,
-                    viewer: Viewer) -> Any:
+                    viewer: Viewer, failed: bool = False) -> Any:
     # Everyone it reached or may still reach: sent, delivered, or on its way (a correction then
-    # follows it); a wrong reply that failed never reached its customer and needs no correction.
+    # follows it); a wrong reply that failed never reached its customer and needs no correction
+    # (``failed=True``: those, counted apart).
+    status = Message.status == DeliveryStatus.failed.value if failed else \
+        Message.status != DeliveryStatus.failed.value
     query = select(Message.id, Message.conversation_id, Conversation.customer_id).join(
         Conversation, Conversation.id == Message.conversation_id).where(
         Message.direction == Direction.outbound.value, Message.internal.is_(False),
-        Message.status != DeliveryStatus.failed.value, Message.sent_at >= since, Message.sent_at <= until)
+        status, Message.sent_at >= since, Message.sent_at <= until)
     if rule_version_id is not None:
         query = query.where(Message.rule_version_id == rule_version_id)
     else:
@@ -56,9 +62,33 @@ def _wrong_messages(*, rule_version_id: int | None, message_text: str, since: da
     return query
 
 
+FROM_MESSAGE_BEFORE = timedelta(minutes=1)
+
+
+def prefill_from_message(session: Session, *, message_id: int, viewer: Viewer) -> dict[str, str]:
+    """The incident form started from one wrong bubble: its rule version (an automatic reply) or the
+    message itself (a person's reply), from just before it was sent until now, and a title."""
+    message = session.get(Message, message_id)
+    conversation = session.get(Conversation, message.conversation_id) if message else None
+    if message is None or conversation is None or message.direction != Direction.outbound.value or \
+            message.internal or not viewer.can_see_account(conversation.account_id):
+        raise Invalid("No such sent message", field="message_id")
+    zone = local_zone()
+    since = (message.sent_at - FROM_MESSAGE_BEFORE).astimezone(zone)
+    until = max(utcnow(), message.sent_at).astimezone(zone) + FROM_MESSAGE_BEFORE
+    values = {"since": since.strftime("%Y-%m-%dT%H:%M"), "until": until.strftime("%Y-%m-%dT%H:%M"),
+              "title": _("Wrong reply: {text}", text=message.text[:24]), "from_message": str(message.id)}
+    if message.rule_version_id is not None:
+        values["rule_version_id"] = str(message.rule_version_id)
+    else:
+        values["message_id"] = str(message.id)
+    return values
+
+
 def _resolve_selector(session: Session, data: IncidentIn, viewer: Viewer) -> tuple[int | None, str]:
     if viewer.role not in ("admin", "planner", "operator"):
         raise Forbidden("Your role may not send corrections")
+    variables.check_outgoing(data.correction, field="correction")
     if data.until <= data.since:
         raise Invalid("The end of the time range must be after its start", field="until")
     if (data.rule_version_id is None) == (data.message_id is None):
@@ -73,6 +103,14 @@ def _resolve_selector(session: Session, data: IncidentIn, viewer: Viewer) -> tup
             not viewer.can_see_account(conversation.account_id):
         raise Invalid("No such sent message", field="message_id")
     return None, message.text
+
+
+def unreached(session: Session, *, data: IncidentIn, viewer: Viewer) -> int:
+    """How many of the wrong messages failed: they never reached anyone, so nobody is corrected for them."""
+    version_id, text = _resolve_selector(session, data, viewer)
+    query = _wrong_messages(rule_version_id=version_id, message_text=text, since=data.since, until=data.until,
+                            viewer=viewer, failed=True)
+    return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
 
 
 def recipients_preview(session: Session, *, data: IncidentIn, viewer: Viewer, limit: int = 200
@@ -161,17 +199,22 @@ def incident_report(session: Session, *, incident_id: int,
     if incident is None:
         raise NotFound("Incident not found")
     rows = session.execute(
-        select(IncidentRecipient, Message.status, Message.error, Conversation.account_id)
+        select(IncidentRecipient, Message.status, Message.error, Conversation.account_id, Message.payload)
         .join(Conversation, Conversation.id == IncidentRecipient.conversation_id)
         .outerjoin(Message, and_(Message.id == IncidentRecipient.correction_message_id))
         .where(IncidentRecipient.incident_id == incident_id).order_by(IncidentRecipient.id)).all()
     if not viewer.sees_all_accounts and any(not viewer.can_see_account(r.account_id) for r in rows):
         raise NotFound("Incident not found")
     counts = {"recipients": len(rows), "pending": 0, DeliveryStatus.queued.value: 0, DeliveryStatus.sent.value: 0,
-              DeliveryStatus.delivered.value: 0, DeliveryStatus.failed.value: 0}
+              DeliveryStatus.delivered.value: 0, DeliveryStatus.failed.value: 0, "failed_attempts": 0}
     for row in rows:
         key = row.status if row.status in counts else "pending"
         counts[key] += 1
+        # Attempts the platform refused, apart from the outcome (a retried correction may be delivered now).
+        counts["failed_attempts"] += int((row.payload or {}).get("failed_attempts", 0))
+    wrong = _wrong_messages(rule_version_id=incident.rule_version_id, message_text=incident.message_text,
+                            since=incident.since, until=incident.until, viewer=viewer, failed=True)
+    counts["unreached"] = int(session.scalar(select(func.count()).select_from(wrong.subquery())) or 0)
     return incident, counts, list(rows)
 
 

@@ -195,9 +195,18 @@ def incidents_page(request: Request, session: SessionDep, viewer: PageViewer) ->
     values = {k: v for k, v in request.query_params.items()}
     preview = None
     error = None
+    start = values.get("from_message", "")
+    if start:  # "this reply is wrong" on a bubble in the inbox
+        try:
+            values = incidents.prefill_from_message(
+                session, message_id=int(start) if start.isdigit() else 0, viewer=viewer)
+        except DomainError as exc:
+            error = exc.message
     if values.get("since") and (values.get("rule_version_id") or values.get("message_id")):
         try:
-            preview = incidents.recipients_preview(session, data=_incident_in(values), viewer=viewer)
+            data = _incident_in(values)
+            preview = (*incidents.recipients_preview(session, data=data, viewer=viewer),
+                       incidents.unreached(session, data=data, viewer=viewer))
         except (ValidationError, DomainError) as exc:
             error = "; ".join(field_errors(exc, labels=INCIDENT_LABELS).values())
     return _incidents_page(request, session, viewer, values=values, preview=preview, error=error)

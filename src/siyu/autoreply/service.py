@@ -29,6 +29,7 @@ from siyu.core.ids import Id
 from siyu.core.settings import local_zone
 from siyu.core.text import Name
 from siyu.core.viewer import Viewer
+from siyu.customers import variables
 from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message, MessageType
 from siyu.team import service as team_service
 
@@ -100,6 +101,10 @@ def _validate(data: RuleIn) -> None:
         data.reply = data.menu.as_text()
     if not data.reply.strip():
         raise Invalid("Write the reply", field="reply")
+    variables.check_outgoing(data.reply, field="reply")
+    if data.menu is not None:
+        for text in (data.menu.head_content, data.menu.tail_content, *(i.content for i in data.menu.items)):
+            variables.check_outgoing(text, field="menu")
     if data.match_kind in (MatchKind.exact, MatchKind.contains) and not data.keywords:
         raise Invalid("Give at least one keyword", field="keywords")
     if data.match_kind == MatchKind.regex:
@@ -276,7 +281,6 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
     matcher = active_matcher(session)
     if not matcher.rules:
         return 0
-    from siyu.inbox import service as inbox_service
 
     # In memory first: the messages whose account is known and that no rule matches need no query at all
     # (in a flood most do not match), so conversations, switches and quiet periods are read for the rest.
@@ -311,8 +315,12 @@ def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
         if sent_now[rule.id] >= version.hourly_cap:
             _pause(session, rule, cap=version.hourly_cap)
             continue
-        text = inbox_service.fill_variables(session, text=version.reply, conversation=conversation)
-        if _queue_reply(session, conversation=conversation, answered=message, version=version, text=text, now=now):
+        values = variables.values_for(session, [(conversation.customer_id, conversation.account_id)])[
+            (conversation.customer_id, conversation.account_id)]
+        text = variables.render(version.reply, values)
+        menu = filled_menu(version.menu, values) if version.menu else None
+        if _queue_reply(session, conversation=conversation, answered=message, version=version, text=text, menu=menu,
+                        now=now):
             sent_now[rule.id] = sent_now.get(rule.id, 0) + 1
             recently_answered.add(conversation.id)
             queued += 1
@@ -332,13 +340,21 @@ def _menu_id(message: StoredInbound) -> str:
     return str(text.get("menu_id") or "") if isinstance(text, dict) else ""
 
 
+def filled_menu(menu: dict[str, Any], values: variables.Values) -> dict[str, Any]:
+    """A menu's texts (head, items, tail) with the customer-safe variables filled, like a plain reply."""
+    return {**menu, "head_content": variables.render(str(menu.get("head_content") or ""), values),
+            "tail_content": variables.render(str(menu.get("tail_content") or ""), values),
+            "list": [{**item, "content": variables.render(str(item.get("content") or ""), values)}
+                     if isinstance(item, dict) else item for item in menu.get("list") or []]}
+
+
 def _queue_reply(session: Session, *, conversation: Conversation, answered: StoredInbound,
-                 version: AutoReplyRuleVersion, text: str, now: datetime) -> bool:
+                 version: AutoReplyRuleVersion, text: str, menu: dict[str, Any] | None, now: datetime) -> bool:
     row = {
         "conversation_id": conversation.id, "source": "autoreply",
         "platform_msgid": f"auto:{answered.id}", "direction": Direction.outbound.value,
-        "msg_type": MessageType.msgmenu.value if version.menu else MessageType.text.value, "sender": "",
-        "text": text, "payload": {"msgmenu": version.menu} if version.menu else None, "sent_at": now,
+        "msg_type": MessageType.msgmenu.value if menu else MessageType.text.value, "sender": "",
+        "text": text, "payload": {"msgmenu": menu} if menu else None, "sent_at": now,
         "received_at": now, "status": DeliveryStatus.queued.value, "error": "", "automatic": True,
         "internal": False, "rule_version_id": version.id, "reply_to_id": answered.id,
     }

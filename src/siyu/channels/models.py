@@ -72,7 +72,7 @@ class Channel(Base):
     tag_names: Mapped[list[str]] = mapped_column(JSON, default=list)
     incentive_kind: Mapped[str] = mapped_column(String(16), default=IncentiveKind.none.value)
     incentive_text: Mapped[str] = mapped_column(String(200), default="")  # what the poster promises
-    welcome_text: Mapped[str] = mapped_column(Text, default="")  # {备注名} {昵称} {账号} {券码}
+    welcome_text: Mapped[str] = mapped_column(Text, default="")  # {称呼} {账号} {券码} (customers.variables)
     fallback_text: Mapped[str] = mapped_column(Text, default="")  # when the coupon pool is empty
     promoter_id: Mapped[int | None] = mapped_column(ForeignKey("promoter.id", ondelete="SET NULL"), nullable=True)
     # The WeCom contact way created for this channel (config id and QR image URL), when connected.

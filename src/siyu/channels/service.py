@@ -11,7 +11,7 @@ cost per customer from the same rows.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -41,6 +41,7 @@ from siyu.core.settings import local_zone
 from siyu.core.text import Name
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
+from siyu.customers import variables
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
 from siyu.team import service as team_service
 
@@ -111,6 +112,8 @@ def save_channel(session: Session, *, data: ChannelIn, viewer: Viewer, channel_i
         customers_service.resolve_tags(session, names=data.tag_names)  # unknown group → a clear error now
     if data.promoter_id is not None and session.get(Promoter, data.promoter_id) is None:
         raise Invalid("No such promoter", field="promoter_id")
+    variables.check_outgoing(data.welcome_text, field="welcome_text")
+    variables.check_outgoing(data.fallback_text, field="fallback_text")
     if channel_id is None:
         channel = Channel(key=new_key(session))
         session.add(channel)
@@ -319,14 +322,13 @@ def on_friends_added(session: Session, adds: list[FriendAdd]) -> list[AddOutcome
                 outcome.alert = POOL_EMPTY
                 _raise_alert(session, channel, POOL_EMPTY)
                 templates[index] = channel.fallback_text or channel.welcome_text
-    remarks = _remark_names(session, [(add.customer_id, add.account_id) for i, add, _c in attributed
-                                      if templates[i]])
+    values = variables.values_for(session, [(add.customer_id, add.account_id) for i, add, _c in attributed
+                                            if templates[i]])
     for index, add, channel in attributed:
         outcome = outcomes[index]
         if templates[index]:
-            outcome.welcome = _fill(session, templates[index], customer_id=add.customer_id,
-                                    account_id=add.account_id, coupon=outcome.coupon,
-                                    remark=remarks.get((add.customer_id, add.account_id), ""))
+            outcome.welcome = variables.render(templates[index], replace(
+                values[(add.customer_id, add.account_id)], coupon=outcome.coupon or ""))
         session.add(Touch(customer_id=add.customer_id, account_id=add.account_id, kind=TouchKind.system.value,
                           content=channel.name, occurred_at=add.added_at,
                           details={"event": "channel_add", "channel_id": channel.id,
@@ -359,14 +361,6 @@ def _reward_promoters(session: Session, new_adds: list[tuple[FriendAdd, Channel]
                             "amount": promoter.reward_per_add, "created_at": add.added_at})
     if rewards:
         session.execute(dialect_insert(session, PromoterReward.__table__).on_conflict_do_nothing(), rewards)
-
-
-def _remark_names(session: Session, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
-    if not pairs:
-        return {}
-    return {(customer_id, account_id): remark for customer_id, account_id, remark in session.execute(
-        select(Friendship.customer_id, Friendship.account_id, Friendship.remark_name).where(
-            tuple_(Friendship.customer_id, Friendship.account_id).in_(sorted(set(pairs)))))}
 
 
 def on_friend_removed(session: Session, *, customer_id: int, account_id: int, at: datetime | None = None) -> int:
@@ -408,17 +402,6 @@ def _raise_alert(session: Session, channel: Channel, alert: str) -> None:
     channel.alert = alert
     team_service.record_audit(session, actor=SYSTEM, action="alert", entity_type="channel", entity_id=channel.id,
                               summary=f"{channel.name}: {alert}")
-
-
-def _fill(session: Session, template: str, *, customer_id: int, account_id: int, coupon: str | None,
-          remark: str) -> str:
-    customer = session.get(Customer, customer_id)
-    account = session.get(Account, account_id)
-    values = {"备注名": remark or (customer.name if customer else ""), "昵称": customer.name if customer else "",
-              "账号": account.display_name if account else "", "券码": coupon or ""}
-    for name, value in values.items():
-        template = template.replace("{" + name + "}", value)
-    return template
 
 
 # ---------------------------------------------------------------- the report

@@ -149,6 +149,9 @@ class Friendship(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), index=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
     remark_name: Mapped[str] = mapped_column(String(128), default="", index=True)
+    # 称呼: how messages address the customer ("王姐", "李先生"). The remark name is private (it may
+    # read "刘悦欣-红茶党-杭州自由职业"); only this, or the nickname when empty, goes to the customer.
+    salutation: Mapped[str] = mapped_column(String(64), default="", server_default="")
     description: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default=FriendshipStatus.active.value)
     channel_state: Mapped[str] = mapped_column(String(64), default="")  # WeCom contact-way `state`
@@ -301,6 +304,9 @@ class Touch(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # A touch written by the system that must exist once (e.g. "the customer wrote to this account
+    # on this day", kept current by an upsert as more messages come); None for everything else.
+    dedupe_key: Mapped[str | None] = mapped_column(String(128), nullable=True, unique=True, index=True)
 
 
 class CustomerMerge(Base):

@@ -65,6 +65,7 @@ SORT_LABELS = {"last_touch": N_("Last touch"), "created": N_("Newest"), "name": 
 FIELD_LABELS = {
     **PORTRAIT_LABELS,
     "remark_name": N_("Remark name"),
+    "salutation": N_("Salutation"),
     "description": N_("Description"),
     "phones": N_("Phones"),
     "account_id": N_("Account"),
@@ -345,10 +346,17 @@ def _timeline(session: Session, *, customer_id: int, viewer: Viewer, cursor: str
 def _entries(session: Session, touches: list[Touch], viewer: Viewer) -> list[TimelineEntry]:
     names = team_service.display_names(session, user_ids={t.user_id for t in touches if t.user_id})
     accounts = service.account_names(session) if any(t.account_id for t in touches) else {}
-    return [TimelineEntry(touch=t, operator=names.get(t.user_id, "") if t.user_id else _("System"),
+    return [TimelineEntry(touch=t, operator=names.get(t.user_id, "") if t.user_id else _who_else(t),
                           account=accounts.get(t.account_id, "") if t.account_id else "",
                           content=service.touch_content(t, viewer), details=service.touch_details(t, viewer))
             for t in touches]
+
+
+def _who_else(touch: Touch) -> str:
+    """A touch without a colleague: the customer's own messages, or the system."""
+    if isinstance(touch.details, dict) and touch.details.get("direction") == "customer":
+        return _("The customer")
+    return _("System")
 
 
 @dataclass
@@ -459,6 +467,8 @@ def customer_update(request: Request, session: SessionDep, viewer: PageViewer, c
             state.account_id = _int_or_none(_text(form, "account_id"), field_name="account_id")
             data: dict[str, Any] = {"account_id": state.account_id, "remark_name": _text(form, "remark_name").strip(),
                                     "description": _text(form, "description")}
+            if "salutation" in form:
+                data["salutation"] = _text(form, "salutation")
             if viewer.may_see_phones and "phones" in form:
                 data["phones"] = _split_phones(_text(form, "phones"))
         else:

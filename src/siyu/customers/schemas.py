@@ -33,6 +33,7 @@ class CustomerIn(ObjectiveFacts):
     name: Name = Field(min_length=1, max_length=128)
     account_id: Id
     remark_name: Name = Field("", max_length=128)
+    salutation: Name = Field("", max_length=64)  # 称呼 in messages to the customer; empty: the nickname
     tags: list[TagName] = Field(default_factory=list, max_length=200)
     phones: list[PhoneStr] = Field(default_factory=list, max_length=20)
     description: str = Field("", max_length=MAX_TEXT)
@@ -51,6 +52,7 @@ class CustomerUpdate(ObjectiveFacts):
     # Remark fields belong to one friendship: which account's card to edit.
     account_id: Id | None = None
     remark_name: Name | None = Field(None, max_length=128)
+    salutation: Name | None = Field(None, max_length=64)
     phones: list[PhoneStr] | None = Field(None, max_length=20)
     description: str | None = Field(None, max_length=MAX_TEXT)
     tags: list[TagName] | None = Field(None, max_length=200)
@@ -78,6 +80,7 @@ class FriendshipOut(BaseModel):
     account_id: int
     account_name: str
     remark_name: str
+    salutation: str
     description: str
     phones: list[str]
     status: str

@@ -46,7 +46,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from siyu.accounts.models import Account
 from siyu.core import viewer as viewer_masking
-from siyu.core.db import utcnow
+from siyu.core.db import UTCDateTime, dialect_insert, utcnow
 from siyu.core.errors import Invalid, NotFound, TooManyAttempts
 from siyu.core.i18n import N_
 from siyu.core.models import AppSetting
@@ -430,7 +430,8 @@ def create_customer(session: Session, *, data: CustomerIn, viewer: Viewer) -> Cu
     session.add(customer)
     session.flush()
     friendship = Friendship(customer_id=customer.id, account_id=data.account_id,
-                            remark_name=data.remark_name, description=data.description)
+                            remark_name=data.remark_name, salutation=data.salutation.strip(),
+                            description=data.description)
     session.add(friendship)
     session.flush()
     _replace_phones(session, friendship=friendship, phones=data.phones)
@@ -532,12 +533,15 @@ def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate,
             before[key] = getattr(customer, key)
             after[key] = changes[key]
             setattr(customer, key, changes[key])
-    remark_keys = {"remark_name", "description", "phones"} & {k for k, v in changes.items() if v is not None}
+    if changes.get("salutation") is not None:
+        changes["salutation"] = changes["salutation"].strip()
+    remark_keys = {"remark_name", "salutation", "description", "phones"} & {
+        k for k, v in changes.items() if v is not None}
     if remark_keys:
         friendship = _friendship_for(session, customer=customer, account_id=data.account_id, viewer=viewer)
         if not viewer.may_see_phones and changes.get("description") is not None:
             changes["description"] = viewer_masking.restore_masked(changes["description"], friendship.description)
-        for key in ("remark_name", "description"):
+        for key in ("remark_name", "salutation", "description"):
             if key in remark_keys and getattr(friendship, key) != changes[key]:
                 before[key] = getattr(friendship, key)
                 after[key] = changes[key]
@@ -548,7 +552,7 @@ def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate,
             if old != new:
                 before["phones"], after["phones"] = old, new
                 _replace_phones(session, friendship=friendship, phones=changes["phones"])
-        if remark_keys & set(after):
+        if remark_keys & set(after) - {"salutation"}:  # the salutation is Siyu's own: WeCom has no such field
             friendship.siyu_edited_at = utcnow()
     if data.custom_fields:
         before_fields, after_fields = _set_custom_values(session, customer=customer, values=data.custom_fields)
@@ -934,6 +938,50 @@ def _differs(stored: Any, value: Any) -> bool:
     if isinstance(value, Decimal) and stored is not None:
         return Decimal(str(stored)) != value
     return bool(stored != value)
+
+
+def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: dict[int, datetime],
+                       rules: LifecycleRules | None = None) -> None:
+    """New two-way contacts of many customers (touches already written), set-based for floods.
+
+    What a contact can change — the contact count, last touch, stage and the 沟通次数 tag — moved
+    with a few plain statements instead of re-deriving every fact (refresh_computed_many) through
+    the ORM; the same rules decide.
+    """
+    ids = sorted(contacts)
+    if not ids:
+        return
+    rules = rules or get_rules(session)
+    table = Customer.__table__.c
+    rows = session.execute(select(table.id, table.contact_count, table.purchase_count, table.stage,
+                                  table.stage_override, table.last_touch_at).where(table.id.in_(ids))).all()
+    bucket_tags = {label: tag for (kind, label), tag in ensure_computed_tags(session, rules=rules).items()
+                   if kind == TagGroupKind.contact_count.value}
+    changes: list[dict[str, Any]] = []
+    stale: list[tuple[int, int]] = []
+    missing: list[dict[str, Any]] = []
+    for row in rows:
+        count = int(row.contact_count) + contacts[row.id]
+        latest = last_at.get(row.id)
+        if row.last_touch_at is not None and (latest is None or row.last_touch_at > latest):
+            latest = row.last_touch_at
+        stage = row.stage_override or rules.stage_for(contacts=count, purchases=int(row.purchase_count)).value
+        changes.append({"customer_id": row.id, "contact_count": count, "last_touch_at": latest, "stage": stage})
+        before, after = rules.contact_bucket(int(row.contact_count)), rules.contact_bucket(count)
+        if before != after:
+            if before in bucket_tags:
+                stale.append((row.id, bucket_tags[before].id))
+            if after in bucket_tags:
+                missing.append({"customer_id": row.id, "tag_id": bucket_tags[after].id, "created_at": utcnow()})
+    customer_table = cast(Table, Customer.__table__)
+    connection = session.connection()
+    connection.execute(update(customer_table).where(customer_table.c.id == bindparam("customer_id")).values(
+        contact_count=bindparam("contact_count"), stage=bindparam("stage"),
+        last_touch_at=bindparam("last_touch_at", type_=UTCDateTime())), changes)
+    if stale:
+        connection.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
+    if missing:
+        connection.execute(dialect_insert(session, CustomerTag.__table__).on_conflict_do_nothing(), missing)
 
 
 # ---------------------------------------------------------------- lists
@@ -1388,8 +1436,8 @@ def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> Custom
         purchase_total=customer.purchase_total,
         friendships=[FriendshipOut(
             id=f.id, account_id=f.account_id, account_name=names.get(f.account_id, ""), remark_name=f.remark_name,
-            description=viewer.text(f.description), phones=[show(p.number) for p in f.phones], status=f.status,
-            channel_state=f.channel_state, added_at=f.added_at,
+            salutation=f.salutation, description=viewer.text(f.description), phones=[show(p.number) for p in f.phones],
+            status=f.status, channel_state=f.channel_state, added_at=f.added_at,
             attachments=[AttachmentOut.model_validate(a) for a in f.attachments]) for f in friendships],
         addresses=[AddressOut.model_validate(a).model_copy(update={"phone": show(a.phone) if a.phone else ""})
                    for a in customer.addresses],

@@ -1,6 +1,8 @@
 """Sending outbound messages through the connector of the conversation's account.
 
-A reply is stored as *queued* and only marked *sent* once the platform has accepted it;
+A reply is stored as *queued* and only marked *sent* once the platform has accepted it — and
+only then does it answer the customer (``inbox.service.reply_accepted``: the SLA clock stops, the
+timeline records the 私聊); a failed one leaves the conversation waiting and can be retried;
 the delivery runs as a job on the inbound queue (fast), transient failures are retried
 with a growing delay, permanent ones are marked *failed* with the reason, shown on the
 message. Connectors register themselves per account kind (the WeCom connection, the
@@ -15,12 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from siyu.accounts.models import Account
 from siyu.core.db import utcnow
 from siyu.core.i18n import N_
 from siyu.customers.models import Customer
+from siyu.inbox import service as inbox_service
 from siyu.inbox.models import Conversation, DeliveryStatus, Message
 
 MAX_ATTEMPTS = 5
@@ -133,9 +136,11 @@ def deliver(session: Session, *, message_id: int, attempt: int) -> Attempt:
     conversation = session.get(Conversation, message.conversation_id)
     account = session.get(Account, conversation.account_id) if conversation else None
     if conversation is None or account is None:
+        _count_failed_attempt(message)
         return _fail(message, "conversation gone")
     connector = connector_for(account)
     if connector is None:
+        _count_failed_attempt(message)
         return _fail(message, NO_CONNECTOR)
     customer = session.get(Customer, conversation.customer_id) if conversation.customer_id else None
     try:
@@ -143,6 +148,7 @@ def deliver(session: Session, *, message_id: int, attempt: int) -> Attempt:
                                                    customer=customer, group_key=conversation.group_key,
                                                    msg_type=message.msg_type, payload=message.payload))
     except DeliveryError as exc:
+        _count_failed_attempt(message)
         if exc.permanent or attempt >= MAX_ATTEMPTS:
             return _fail(message, exc.reason)
         message.error = exc.reason  # shown while it waits for the next attempt
@@ -152,7 +158,17 @@ def deliver(session: Session, *, message_id: int, attempt: int) -> Attempt:
     message.error = ""
     message.payload = {**(message.payload or {}), "platform_id": accepted.platform_id,
                        "sent_at": utcnow().isoformat(), "awaiting_confirmation": accepted.confirmed_later}
+    inbox_service.reply_accepted(session, message=message)  # only now is the customer answered
     return Attempt(done=True, retry=False)
+
+
+def failed_attempts(message: Message) -> int:
+    """Attempts the platform refused, counted apart from the one that finally went through (if any)."""
+    return int((message.payload or {}).get("failed_attempts", 0))
+
+
+def _count_failed_attempt(message: Message) -> None:
+    message.payload = {**(message.payload or {}), "failed_attempts": failed_attempts(message) + 1}
 
 
 def confirm(message: Message, *, delivered_at: datetime | None) -> None:
@@ -171,7 +187,11 @@ def fail_after_acceptance(message: Message, reason: str) -> None:
     if message.status != DeliveryStatus.sent.value:
         return
     message.payload = {**(message.payload or {}), "awaiting_confirmation": False}
+    _count_failed_attempt(message)
     _fail(message, reason)
+    session = object_session(message)
+    if session is not None:
+        inbox_service.reply_failed(session, message=message)  # unanswered again, its touch taken back
 
 
 def _fail(message: Message, reason: str) -> Attempt:

@@ -25,7 +25,7 @@ BULK_CHUNK = 200
 @jobs.tracked_task(jobs.bulk_queue)
 def bulk_conversations(ctx: jobs.JobContext) -> dict[str, Any]:
     params = ctx.params
-    flt = QueueFilter(view=params["view"], account_id=params.get("account_id"))
+    flt = QueueFilter.from_json(params)
     with ctx.transaction() as session:
         viewer = team_service.viewer_for(team_service.get_user(session, user_id=params["user_id"]))
         total = service.count_matching(session, flt=flt, viewer=viewer)
@@ -58,8 +58,11 @@ def submit_bulk(session: Session, *, flt: QueueFilter, action: str, args: dict[s
         raise Conflict("The number of matching conversations changed from {expected} to {total}; confirm again",
                        expected=expected, total=total)
     job = jobs.submit(session, bulk_conversations, kind="inbox.bulk", title=_("Bulk action on conversations"),
-                      params={"view": flt.view, "account_id": flt.account_id, "action": action, "args": args,
-                              "user_id": viewer.user_id}, actor=viewer, total=total)
+                      params={**flt.to_json(), "action": action, "args": args, "user_id": viewer.user_id},
+                      actor=viewer, total=total)
+    team_service.record_audit(session, actor=viewer, action="bulk", entity_type="conversations", entity_id=job.id,
+                              summary=f"{action} × {total}",
+                              after={"filter": flt.to_json(), "action": action, "args": args, "count": total})
     return job.id
 
 

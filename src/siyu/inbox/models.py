@@ -151,7 +151,7 @@ class AgentState(Base):
 
 
 class CannedReply(Base):
-    """A quick reply (快捷回复) with variables such as {备注名}; account_id None: every account."""
+    """A quick reply (快捷回复) with customer-safe variables ({称呼}: customers.variables); no account: all."""
 
     __tablename__ = "canned_reply"
 

@@ -7,12 +7,13 @@ import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from siyu.accounts import service as accounts_service
@@ -30,7 +31,7 @@ from siyu.inbox import reports, service
 from siyu.inbox.models import Conversation, ConversationStatus, Message
 from siyu.inbox.service import InboundMessage, QueueFilter
 from siyu.team import service as team_service
-from siyu.team.models import User, UserAccount
+from siyu.team.models import Role, User, UserAccount
 from siyu.web.render import render
 
 api = APIRouter(tags=["inbox"])
@@ -67,6 +68,7 @@ SERVICE_STATE_LABELS = {
     3: N_("Served by a person in WeCom"), 4: N_("Ended"),
 }
 STREAM_POLL_SECONDS = 2.0
+INCIDENT_ROLES = ("admin", "planner", "operator")  # who may send corrections (autoreply.incidents)
 
 
 # ---------------------------------------------------------------- API
@@ -152,6 +154,12 @@ class AssignIn(BaseModel):
 class BulkIn(BaseModel):
     view: str = "unanswered"
     account_id: Id | None = None
+    channel: str | None = None
+    q: str = Field("", max_length=service.SEARCH_MAX)
+    asked: str = Field("", max_length=service.SEARCH_MAX)
+    tag: str = Field("", max_length=130)
+    level: str = Field("", max_length=16)
+    ids: list[Id] = Field(default_factory=list, max_length=service.MAX_SELECTION)
     action: str
     args: dict[str, Any] = Field(default_factory=dict)
     expected_count: int = Field(ge=0)
@@ -168,10 +176,15 @@ def _out(conversation: Conversation) -> ConversationOut:
 
 @api.get("/inbox/conversations", response_model=dict[str, Any])
 def api_queue(session: SessionDep, viewer: ApiViewer, view: str = "unanswered", account_id: Id | None = None,
-              channel: str | None = None, cursor: str | None = None,
-              limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
-    page = service.list_queue(session, flt=QueueFilter(view=view, account_id=account_id, channel=channel or None),
-                              viewer=viewer, limit=limit, cursor=cursor)
+              channel: str | None = None, q: Annotated[str, Query(max_length=service.SEARCH_MAX)] = "",
+              asked: Annotated[str, Query(max_length=service.SEARCH_MAX)] = "",
+              tag: Annotated[str, Query(max_length=130)] = "", level: Annotated[str, Query(max_length=16)] = "",
+              cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+    """The queue of one view, narrowed by a channel, a search (name, remark, last message), what the
+    customer asked (their waiting messages contain it), a tag and a level."""
+    flt = QueueFilter(view=view, account_id=account_id, channel=channel or None, q=q, asked=asked, tag=tag,
+                      level=level)
+    page = service.list_queue(session, flt=flt, viewer=viewer, limit=limit, cursor=cursor)
     return {"items": [_out(c) for c in page.items], "next_cursor": page.next_cursor}
 
 
@@ -188,6 +201,15 @@ def api_reply(session: SessionDep, viewer: ApiViewer, conversation_id: Id, data:
                             internal=data.internal, member_send=data.member_send)
     session.commit()
     return MessageOut.of(message)
+
+
+@api.post("/inbox/messages/{message_id}/retry", response_model=MessageOut)
+def api_retry(session: SessionDep, viewer: ApiViewer, message_id: int) -> MessageOut:
+    """Send a failed reply again (a new attempt of the same message)."""
+    message = service.retry_reply(session, message_id=message_id, viewer=viewer)
+    session.commit()
+    session.refresh(message)
+    return MessageOut.model_validate(message, from_attributes=True)
 
 
 @api.post("/inbox/conversations/{conversation_id}/status", response_model=ConversationOut)
@@ -220,8 +242,10 @@ def api_presence(session: SessionDep, viewer: ApiViewer, data: PresenceIn) -> di
 @api.post("/inbox/bulk", response_model=dict[str, Any], status_code=202)
 def api_bulk(session: SessionDep, viewer: ApiViewer, data: BulkIn) -> dict[str, Any]:
     """Act on every conversation matching the filter (not only one page), as a job; confirm the count first."""
-    job_id = inbox_jobs.submit_bulk(session, flt=QueueFilter(view=data.view, account_id=data.account_id),
-                                    action=data.action, args=data.args, viewer=viewer, expected=data.expected_count)
+    flt = QueueFilter(view=data.view, account_id=data.account_id, channel=data.channel or None, q=data.q,
+                      asked=data.asked, tag=data.tag, level=data.level, ids=tuple(data.ids))
+    job_id = inbox_jobs.submit_bulk(session, flt=flt, action=data.action, args=data.args, viewer=viewer,
+                                    expected=data.expected_count)
     session.commit()
     return {"job_id": job_id, "job_url": f"/api/v1/jobs/{job_id}"}
 
@@ -251,14 +275,34 @@ def _require_user(viewer: Viewer) -> int:
 # ---------------------------------------------------------------- console
 
 
+FILTER_KEYS = ("view", "account_id", "q", "asked", "tag", "level")
+
+
+def _filter_from(values: Any) -> QueueFilter:
+    """The queue filter from a query string or a form (also a selection: several ``ids``)."""
+    view = str(values.get("view") or "unanswered")
+    account = str(values.get("account_id") or "")
+    ids = values.getlist("ids") if hasattr(values, "getlist") else values.get("ids", [])
+    return QueueFilter(view=view if view in service.QUEUE_VIEWS else "unanswered", account_id=parse_id(account),
+                       channel=str(values.get("channel") or "") or None,
+                       q=str(values.get("q") or "")[:service.SEARCH_MAX],
+                       asked=str(values.get("asked") or "")[:service.SEARCH_MAX],
+                       tag=str(values.get("tag") or "")[:130], level=str(values.get("level") or "")[:16],
+                       ids=tuple(i for i in (parse_id(v) for v in ids if isinstance(v, str)) if i is not None))
+
+
+def _filter_query(flt: QueueFilter, **changes: Any) -> str:
+    """The filter as a query string for links that keep it (``changes`` override parts)."""
+    values = {"view": flt.view, "account_id": flt.account_id or "", "channel": flt.channel or "", "q": flt.q,
+              "asked": flt.asked, "tag": flt.tag, "level": flt.level, **changes}
+    return urlencode({k: v for k, v in values.items() if v not in ("", None)})
+
+
 def _queue_context(session: Session, viewer: Viewer, request: Request) -> dict[str, Any]:
     params = request.query_params
-    view = params.get("view", "unanswered")
-    if view not in service.QUEUE_VIEWS:
-        view = "unanswered"
-    account = params.get("account_id", "")
-    account_id = parse_id(account)
-    flt = QueueFilter(view=view, account_id=account_id)
+    flt = _filter_from(params)
+    flt.ids = ()
+    view, account_id = flt.view, flt.account_id
     error = None
     items: list[Conversation] = []
     next_cursor = None
@@ -275,13 +319,17 @@ def _queue_context(session: Session, viewer: Viewer, request: Request) -> dict[s
     now = datetime.now(local_zone())
     breaches = {c.id: service.breached(c, levels[c.account_id], now=now) for c in items}
     assignees = team_service.display_names(session, user_ids=[c.assignee_id for c in items])
+    from siyu.customers import service as customers_service
+
     return {
         "view": view, "account_id": account_id, "items": items, "names": names, "breaches": breaches,
-        "assignees": assignees, "error": error, "next_cursor": next_cursor,
+        "assignees": assignees, "error": error, "next_cursor": next_cursor, "flt": flt,
+        "filter_query": _filter_query(flt), "view_query": {key: _filter_query(flt, view=key) for key in VIEW_LABELS},
         "counts": service.queue_counts(session, viewer=viewer),
         "view_labels": {k: _(v) for k, v in VIEW_LABELS.items()},
         "channel_labels": {k: _(v) for k, v in CHANNEL_LABELS.items()},
         "account_names": _account_names(session),
+        "levels": [lv.label for lv in sorted(customers_service.get_rules(session).levels, key=lambda lv: lv.min_total)],
     }
 
 
@@ -297,13 +345,22 @@ def _presence(session: Session, viewer: Viewer) -> Any:
 
 @pages.get("/inbox", response_class=HTMLResponse)
 def inbox_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    return _workspace(request, session, viewer, conversation=None)
+
+
+def _workspace(request: Request, session: Session, viewer: Viewer, *, conversation: Conversation | None,
+               status_code: int = 200, **extra: Any) -> Response:
+    """The three panes: the queue, the open conversation, the customer's portrait."""
     context = _queue_context(session, viewer, request)
     if request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "queue":
         return render(request, "inbox/_queue.html", **context)
     presence = _presence(session, viewer)
     session.commit()  # an agent's presence row is created on first visit
-    return render(request, "inbox/queue.html", nav_active="inbox", title=_("Service inbox"), presence=presence,
-                  accounts=accounts_service.visible_accounts(session, viewer=viewer), **context)
+    if conversation is not None:
+        context.update(_conversation_context(session, viewer, conversation))
+    return render(request, "inbox/queue.html", status_code=status_code, nav_active="inbox",
+                  title=_("Service inbox"), presence=presence, open_conversation=conversation,
+                  accounts=accounts_service.visible_accounts(session, viewer=viewer), **context, **extra)
 
 
 @pages.post("/inbox/presence", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
@@ -329,16 +386,18 @@ BULK_LABELS = {"assign": N_("Assign to"), "resolve": N_("Resolve"), "reply": N_(
 
 
 def _bulk_page(request: Request, session: Session, viewer: Viewer, *, status_code: int = 200,
-               error: str | None = None, values: dict[str, str] | None = None) -> Response:
-    params = values or {k: v for k, v in request.query_params.items()}
-    view = params.get("view", "unanswered")
-    account = params.get("account_id", "")
-    flt = QueueFilter(view=view if view in service.QUEUE_VIEWS else "unanswered",
-                      account_id=parse_id(account))
-    count = service.count_matching(session, flt=flt, viewer=viewer)
+               error: str | None = None, values: Any = None) -> Response:
+    params = values if values is not None else request.query_params
+    flt = _filter_from(params)
+    try:
+        count = service.count_matching(session, flt=flt, viewer=viewer)
+    except DomainError as exc:  # e.g. a tag that does not exist
+        session.rollback()
+        count, error, status_code = 0, exc.message, exc.status_code
     colleagues = list(session.scalars(select(User).where(User.is_active.is_(True)).order_by(User.username)))
     return render(request, "inbox/bulk.html", status_code=status_code, nav_active="inbox",
-                  title=_("Bulk action on conversations"), flt=flt, count=count, error=error, values=params,
+                  title=_("Bulk action on conversations"), flt=flt, count=count, error=error,
+                  values={k: v for k, v in params.items() if isinstance(v, str)}, filter_query=_filter_query(flt),
                   colleagues=colleagues, canned=service.canned_replies(session, account_id=flt.account_id),
                   action_labels={k: _(v) for k, v in BULK_LABELS.items()},
                   view_labels={k: _(v) for k, v in VIEW_LABELS.items()})
@@ -352,6 +411,7 @@ def bulk_page(request: Request, session: SessionDep, viewer: PageViewer) -> Resp
 @pages.post("/inbox/bulk", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
 def bulk_submit(request: Request, session: SessionDep, viewer: PageViewer, form: FormDep) -> Response:
     values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+    flt = _filter_from(form)
     action = values.get("action", "")
     args: dict[str, Any] = {}
     if action == "assign":
@@ -361,25 +421,27 @@ def bulk_submit(request: Request, session: SessionDep, viewer: PageViewer, form:
         args["text"] = values.get("text", "")
     elif action == "tag":
         args["tags"] = [t.strip() for t in values.get("tags", "").replace("，", ",").split(",") if t.strip()]
-    account = values.get("account_id", "")
     expected = values.get("expected_count", "")
     try:
-        job_id = inbox_jobs.submit_bulk(
-            session, flt=QueueFilter(view=values.get("view", "unanswered"),
-                                     account_id=parse_id(account)),
-            action=action, args=args, viewer=viewer, expected=parse_count(expected, default=-1))
+        job_id = inbox_jobs.submit_bulk(session, flt=flt, action=action, args=args, viewer=viewer,
+                                        expected=parse_count(expected, default=-1))
         session.commit()
     except DomainError as exc:
         session.rollback()
-        return _bulk_page(request, session, viewer, status_code=exc.status_code, error=exc.message, values=values)
+        return _bulk_page(request, session, viewer, status_code=exc.status_code, error=exc.message, values=form)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
 def _conversation_context(session: Session, viewer: Viewer, conversation: Conversation) -> dict[str, Any]:
     customer = session.get(Customer, conversation.customer_id) if conversation.customer_id else None
+    # Who may take it: the account's people, those who see every account (admins, planners), and
+    # whoever has it now — so the menu always shows the current assignee, whatever their role.
+    everywhere = [role.value for role in Role if role.sees_all_accounts]
     colleagues = list(session.scalars(
-        select(User).join(UserAccount, UserAccount.user_id == User.id)
-        .where(UserAccount.account_id == conversation.account_id, User.is_active.is_(True))
+        select(User).where(or_(
+            User.id.in_(select(UserAccount.user_id).where(UserAccount.account_id == conversation.account_id)),
+            User.role.in_(everywhere), User.id == (conversation.assignee_id or 0)),
+            or_(User.is_active.is_(True), User.id == (conversation.assignee_id or 0)))
         .order_by(User.display_name, User.username)))
     messages = service.messages_of(session, conversation=conversation)
     return {
@@ -393,10 +455,12 @@ def _conversation_context(session: Session, viewer: Viewer, conversation: Conver
         "status_labels": {k: _(v) for k, v in STATUS_LABELS.items()},
         "type_labels": {k: _(v) for k, v in TYPE_LABELS.items()},
         "service_state_labels": {k: _(v) for k, v in SERVICE_STATE_LABELS.items()},
+        "channel_labels": {k: _(v) for k, v in CHANNEL_LABELS.items()},
         "account_name": _account_names(session).get(conversation.account_id, ""),
         "breach": service.breached(conversation, service.service_level(session, conversation.account_id),
                                    now=datetime.now(local_zone())),
         "now_local": datetime.now(local_zone()).strftime("%Y-%m-%dT%H:%M"),
+        "may_report": viewer.role in INCIDENT_ROLES,
     }
 
 
@@ -493,10 +557,12 @@ def canned_delete(request: Request, session: SessionDep, viewer: PageViewer, rep
 def conversation_page(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: Id,
                       error: str = "") -> Response:
     conversation = service.get_conversation(session, conversation_id=conversation_id, viewer=viewer)
-    context = _conversation_context(session, viewer, conversation)
-    if request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "messages":
-        return render(request, "inbox/_messages.html", **context)
-    return render(request, "inbox/conversation.html", nav_active="inbox", title=_("Conversation"), **context)
+    target = request.headers.get("hx-target") if request.headers.get("hx-request") == "true" else None
+    if target == "messages":
+        return render(request, "inbox/_messages.html", **_conversation_context(session, viewer, conversation))
+    if target == "conversation-pane":  # opened from the queue: only the middle and right panes change
+        return render(request, "inbox/_conversation.html", **_conversation_context(session, viewer, conversation))
+    return _workspace(request, session, viewer, conversation=conversation)
 
 
 @pages.post("/inbox/{conversation_id}/reply", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
@@ -511,10 +577,18 @@ def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conv
     except DomainError as exc:
         session.rollback()
         conversation = service.get_conversation(session, conversation_id=conversation_id, viewer=viewer)
-        return render(request, "inbox/conversation.html", status_code=exc.status_code, nav_active="inbox",
-                      title=_("Conversation"), reply_error=exc.message, draft=text if isinstance(text, str) else "",
-                      **_conversation_context(session, viewer, conversation))
+        return _workspace(request, session, viewer, conversation=conversation, status_code=exc.status_code,
+                          reply_error=exc.message, draft=text if isinstance(text, str) else "")
     return RedirectResponse(f"/inbox/{conversation_id}#composer", status_code=303)
+
+
+@pages.post("/inbox/{conversation_id}/messages/{message_id}/retry", response_class=HTMLResponse,
+            dependencies=[FormRead, CsrfChecked])
+def retry_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: int,
+                 message_id: int) -> Response:
+    service.retry_reply(session, message_id=message_id, viewer=viewer, conversation_id=conversation_id)
+    session.commit()
+    return RedirectResponse(f"/inbox/{conversation_id}#messages", status_code=303)
 
 
 @pages.post("/inbox/{conversation_id}/status", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
@@ -558,7 +632,9 @@ def _fingerprint(viewer: Viewer, conversation_id: int | None) -> str:
             query = query.where(scope)
         parts: list[Any] = list(session.execute(query).one())
         if conversation_id is not None:
-            parts += list(session.execute(select(func.count(), func.max(Message.id)).where(
+            parts += list(session.execute(select(
+                func.count(), func.max(Message.id), func.count().filter(Message.status == "failed"),
+                func.count().filter(Message.status == "queued")).where(
                 Message.conversation_id == conversation_id)).one())
         return json.dumps(parts, default=str)
 

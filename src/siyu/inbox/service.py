@@ -24,9 +24,11 @@ from siyu.accounts.models import Account, AccountKind
 from siyu.core.db import dialect_insert, missing_ids, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
+from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers import service as customers_service
-from siyu.customers.models import CONTACT_KINDS, Customer, Friendship, Touch, TouchKind
+from siyu.customers import variables
+from siyu.customers.models import CONTACT_KINDS, Customer, CustomerTag, Friendship, Touch, TouchKind
 from siyu.inbox.models import (
     AgentState,
     CannedReply,
@@ -167,6 +169,9 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     for row in inserted:
         by_conversation[row.conversation_id].append(row)
     _update_conversations(session, by_conversation, now=now)
+    _record_customer_days(session, inserted, people={
+        conversation_ids[key]: (customer, message.account_id) for message, key, customer in keyed
+        if customer is not None and not message.group_key})
     result.conversations = sorted(by_conversation)
     result.assigned = assign_waiting(session, conversation_ids=result.conversations)
     account_of = {conversation_ids[key]: message.account_id for message, key, _customer in keyed}
@@ -207,6 +212,55 @@ _SENT, _RECEIVED = DeliveryStatus.sent.value, DeliveryStatus.received.value
 
 def _from_customer(row: Any) -> bool:
     return bool(row.direction == _IN and row.msg_type != _SYSTEM)
+
+
+def customer_day_key(customer_id: int, account_id: int, day: str) -> str:
+    return f"chat-in:{customer_id}:{account_id}:{day}"
+
+
+def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: dict[int, tuple[int, int]]) -> None:
+    """The customer's own messages on the portrait: one 私聊 touch per customer × account × local day.
+
+    The day's touch is written by its first message (a unique key, so an INSERT … ON CONFLICT DO
+    NOTHING: a retried or concurrent batch never doubles it) and counted as a contact then; later
+    messages of that day are already on it. Set-based, for floods: one read of which days exist,
+    one insert of the new ones, and the new contacts counted with a few statements
+    (customers.service.count_new_contacts) — a batch of messages from customers who already wrote
+    today costs one indexed read.
+    """
+    zone = local_zone()
+    first: dict[str, tuple[Any, tuple[int, int]]] = {}  # the day's first message, per customer × account × day
+    for row in inserted:
+        person = people.get(row.conversation_id)
+        if person is None or not _from_customer(row):
+            continue
+        key = customer_day_key(person[0], person[1], row.sent_at.astimezone(zone).date().isoformat())
+        current = first.get(key)
+        if current is None or row.sent_at < current[0].sent_at:
+            first[key] = (row, person)
+    if not first:
+        return
+    existing = set(session.scalars(select(Touch.dedupe_key).where(Touch.dedupe_key.in_(sorted(first)))))
+    now = utcnow()
+    new_rows = [{"customer_id": customer_id, "account_id": account_id, "user_id": None, "kind": TouchKind.chat.value,
+                 "content": _preview(row.msg_type, row.text), "amount": None, "dedupe_key": key,
+                 "occurred_at": row.sent_at, "created_at": now,
+                 "details": {"event": "customer_messages", "direction": "customer",
+                             "conversation_id": row.conversation_id}}
+                for key, (row, (customer_id, account_id)) in first.items() if key not in existing]
+    if not new_rows:
+        return
+    table = cast(Table, Touch.__table__)
+    written = session.connection().execute(
+        _insert(session, Touch).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(
+            table.c.customer_id, table.c.occurred_at), new_rows).all()
+    contacts: dict[int, int] = defaultdict(int)
+    latest: dict[int, datetime] = {}
+    for customer_id, occurred_at in written:
+        contacts[customer_id] += 1
+        latest[customer_id] = max(occurred_at, latest.get(customer_id, occurred_at))
+    # Contacts: the count, the last touch, the stage and 沟通次数 move.
+    customers_service.count_new_contacts(session, contacts=dict(contacts), last_at=latest)
 
 
 def _resolve_customers(session: Session, batch: list[InboundMessage]) -> list[int | None]:
@@ -524,19 +578,121 @@ def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, 
                       author_id=viewer.user_id, automatic=automatic, internal=internal)
     session.add(message)
     if not internal:
-        if conversation.first_response_at is None:
-            conversation.first_response_at = now
-        conversation.waiting_since = None
-        conversation.unanswered = 0
+        # Not answered yet: the customer keeps waiting (and the SLA clock runs) until the platform
+        # accepts the reply (reply_accepted); a reply that fails never counts as handled.
         conversation.last_message_at = now
         conversation.last_message_preview = _preview(MessageType.text.value, body)
         if conversation.assignee_id is None and viewer.user_id is not None and not automatic:
             conversation.assignee_id, conversation.assigned_at = viewer.user_id, now
             delivery.taken(session, conversation)
-        _touch(session, conversation, viewer=viewer, event="reply", content=body, kind=TouchKind.chat)
     session.flush()
     if not internal:
         send_after_commit(session, message.id)
+    return message
+
+
+# Automatic messages that greet rather than answer (微信客服's welcome on entering a session).
+NOT_ANSWERS = ("kf_welcome",)
+
+
+def _answers(message: Message) -> bool:
+    """A person's reply (or a correction) answers the customer; a rule's automatic reply or a welcome does not."""
+    return (message.direction == Direction.outbound.value and not message.internal
+            and message.rule_version_id is None and message.source not in NOT_ANSWERS)
+
+
+def reply_touch_key(message_id: int) -> str:
+    return f"reply:{message_id}"
+
+
+def reply_accepted(session: Session, *, message: Message) -> None:
+    """The platform took a reply: what the customer wrote before it is answered, the first response
+    is taken, and the timeline records the 私聊 (the contact count and last touch move)."""
+    if not _answers(message):
+        return
+    # Fresh from the database: ingestion updates conversations with plain UPDATEs.
+    conversation = session.get(Conversation, message.conversation_id, populate_existing=True)
+    if conversation is None:
+        return
+    now = utcnow()
+    if conversation.waiting_since is not None and conversation.waiting_since <= message.sent_at:
+        # What arrived while the reply was on its way is still waiting.
+        later, since = session.execute(select(func.count(), func.min(Message.sent_at)).where(
+            Message.conversation_id == conversation.id, Message.direction == Direction.inbound.value,
+            Message.msg_type != MessageType.system.value, Message.sent_at > message.sent_at)).one()
+        conversation.unanswered = int(later or 0)
+        conversation.waiting_since = _aware(since) if later else None
+    if conversation.first_response_at is None:
+        conversation.first_response_at = now
+    if conversation.customer_id is not None and session.scalar(
+            select(Touch.id).where(Touch.dedupe_key == reply_touch_key(message.id))) is None:
+        session.add(Touch(customer_id=conversation.customer_id, account_id=conversation.account_id,
+                          user_id=message.author_id, kind=TouchKind.chat.value, content=message.text[:2000],
+                          occurred_at=now, dedupe_key=reply_touch_key(message.id),
+                          details={"event": "reply", "conversation_id": conversation.id, "message_id": message.id}))
+        customer = session.get(Customer, conversation.customer_id)
+        if customer is not None:
+            customers_service.refresh_computed(session, customer=customer)
+    session.flush()
+
+
+def reply_failed(session: Session, *, message: Message) -> None:
+    """A reply the platform had accepted did not reach the customer after all (e.g. the member never
+    sent WeCom's mass-send task): the conversation is unanswered again and its touch is taken back."""
+    if not _answers(message):
+        return
+    conversation = session.get(Conversation, message.conversation_id, populate_existing=True)
+    if conversation is None:
+        return
+    touch = session.scalar(select(Touch).where(Touch.dedupe_key == reply_touch_key(message.id)))
+    if touch is not None:
+        session.delete(touch)
+    answered = [Message.conversation_id == conversation.id, Message.direction == Direction.outbound.value,
+                Message.internal.is_(False), Message.rule_version_id.is_(None), Message.id != message.id,
+                Message.status.in_((DeliveryStatus.sent.value, DeliveryStatus.delivered.value)),
+                Message.sent_at >= conversation.opened_at]
+    last_answer = _aware(session.scalar(select(func.max(Message.sent_at)).where(*answered)))
+    if last_answer is None:
+        conversation.first_response_at = None
+    if conversation.status != ConversationStatus.resolved.value:
+        waiting = [Message.conversation_id == conversation.id, Message.direction == Direction.inbound.value,
+                   Message.msg_type != MessageType.system.value, Message.sent_at >= conversation.opened_at]
+        if last_answer is not None:
+            waiting.append(Message.sent_at > last_answer)
+        count, since = session.execute(select(func.count(), func.min(Message.sent_at)).where(*waiting)).one()
+        conversation.unanswered = int(count or 0)
+        conversation.waiting_since = _aware(since) if count else None
+    session.flush()
+    if conversation.customer_id is not None:
+        customer = session.get(Customer, conversation.customer_id)
+        if customer is not None:
+            customers_service.refresh_computed(session, customer=customer)
+
+
+def _aware(value: Any) -> datetime | None:
+    """An aggregate's datetime (SQLite hands back text without a time zone) as aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return cast(datetime, value) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def retry_reply(session: Session, *, message_id: int, viewer: Viewer, conversation_id: int | None = None) -> Message:
+    """Send a failed reply again: a new attempt of the same message through the delivery job."""
+    message = session.get(Message, message_id)
+    if message is None or (conversation_id is not None and message.conversation_id != conversation_id):
+        raise NotFound("Message not found")
+    get_conversation(session, conversation_id=message.conversation_id, viewer=viewer)
+    if message.direction != Direction.outbound.value or message.internal:
+        raise Invalid("Only a message to the customer can be sent again")
+    if message.status != DeliveryStatus.failed.value:
+        raise Invalid("Only a message that failed can be sent again")
+    message.status = DeliveryStatus.queued.value
+    message.error = ""
+    message.payload = {**(message.payload or {}), "retried_by": viewer.user_id, "retried_at": utcnow().isoformat()}
+    session.flush()
+    send_after_commit(session, message.id)
     return message
 
 
@@ -662,10 +818,66 @@ QUEUE_VIEWS = ("unanswered", "mine", "open", "pending", "snoozed", "resolved", "
 
 @dataclass
 class QueueFilter:
+    """Which conversations: the queue, its count, and bulk actions all read the same filter."""
+
     view: str = "unanswered"
     account_id: int | None = None
     assignee_id: int | None = None
     channel: str | None = None  # wecom_kf, mp, wecom_archive, personal
+    q: str = ""  # customer name, remark name on the account, or the last message contains it
+    asked: str = ""  # a message the customer is still waiting on contains it ("everyone who asked 发货")
+    tag: str = ""  # the customer has this tag (组:标签 or a unique tag name)
+    level: str = ""  # the customer's level (等级)
+    ids: tuple[int, ...] = ()  # a selection of conversations
+
+    def to_json(self) -> dict[str, Any]:
+        return {"view": self.view, "account_id": self.account_id, "channel": self.channel, "q": self.q,
+                "asked": self.asked, "tag": self.tag, "level": self.level, "ids": list(self.ids)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QueueFilter:
+        return cls(view=str(data.get("view", "unanswered")), account_id=data.get("account_id"),
+                   channel=data.get("channel") or None, q=str(data.get("q", "")), asked=str(data.get("asked", "")),
+                   tag=str(data.get("tag", "")), level=str(data.get("level", "")),
+                   ids=tuple(int(i) for i in data.get("ids") or ()))
+
+
+MAX_SELECTION = 1000
+SEARCH_MAX = 64
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _narrowing(session: Session, flt: QueueFilter) -> list[Any]:
+    """The search, keyword, tag, level and selection parts of a filter, as WHERE clauses."""
+    clauses: list[Any] = []
+    q, asked = flt.q.strip()[:SEARCH_MAX], flt.asked.strip()[:SEARCH_MAX]
+    if q:
+        pattern = _like(q)
+        clauses.append(or_(
+            Conversation.last_message_preview.like(pattern, escape="\\"),
+            Conversation.customer_id.in_(select(Customer.id).where(Customer.name.like(pattern, escape="\\"))),
+            Conversation.customer_id.in_(select(Friendship.customer_id).where(
+                Friendship.account_id == Conversation.account_id,
+                Friendship.remark_name.like(pattern, escape="\\")))))
+    if asked:
+        clauses.append(Conversation.waiting_since.is_not(None))
+        clauses.append(select(Message.id).where(
+            Message.conversation_id == Conversation.id, Message.direction == Direction.inbound.value,
+            Message.sent_at >= Conversation.waiting_since, Message.text.like(_like(asked), escape="\\")).exists())
+    if flt.tag.strip():
+        (tag,) = customers_service.resolve_tags(session, names=[flt.tag.strip()], create_missing=False)
+        clauses.append(Conversation.customer_id.in_(select(CustomerTag.customer_id).where(
+            CustomerTag.tag_id == tag.id)))
+    if flt.level.strip():
+        clauses.append(Conversation.customer_id.in_(select(Customer.id).where(Customer.level == flt.level.strip())))
+    if flt.ids:
+        if len(flt.ids) > MAX_SELECTION:
+            raise Invalid("Select at most {n} conversations", field="ids", n=MAX_SELECTION)
+        clauses.append(Conversation.id.in_(sorted(set(flt.ids))))
+    return clauses
 
 
 def list_queue(session: Session, *, flt: QueueFilter, viewer: Viewer, limit: int = 50,
@@ -686,6 +898,7 @@ def list_queue(session: Session, *, flt: QueueFilter, viewer: Viewer, limit: int
         query = query.where(Conversation.account_id == flt.account_id)
     if flt.assignee_id is not None:
         query = query.where(Conversation.assignee_id == flt.assignee_id)
+    query = query.where(*_narrowing(session, flt))
     if flt.view == "unanswered":
         query = query.where(Conversation.status == ConversationStatus.open.value,
                             Conversation.waiting_since.is_not(None))
@@ -767,23 +980,10 @@ def render_canned(session: Session, *, reply: CannedReply, conversation: Convers
 
 
 def fill_variables(session: Session, *, text: str, conversation: Conversation) -> str:
-    """Fill {备注名} {昵称} {账号}: the customer's remark name on this account, their name, the account."""
+    """A text for this conversation's customer with its customer-safe variables filled (customers.variables)."""
     if "{" not in text:  # nothing to fill: no lookups
         return text
-    values = {"备注名": "", "昵称": "", "账号": ""}
-    account = session.get(Account, conversation.account_id)
-    if account is not None:
-        values["账号"] = account.display_name
-    if conversation.customer_id is not None:
-        customer = session.get(Customer, conversation.customer_id)
-        if customer is not None:
-            values["昵称"] = customer.name
-            remark = session.scalar(select(Friendship.remark_name).where(
-                Friendship.customer_id == customer.id, Friendship.account_id == conversation.account_id))
-            values["备注名"] = remark or customer.name
-    for name, value in values.items():
-        text = text.replace("{" + name + "}", value)
-    return text
+    return variables.fill(session, text, customer_id=conversation.customer_id, account_id=conversation.account_id)
 
 
 # ---------------------------------------------------------------- bulk actions on a filter
@@ -792,7 +992,7 @@ def fill_variables(session: Session, *, text: str, conversation: Conversation) -
 BULK_ACTIONS = ("assign", "resolve", "reply", "tag")
 
 
-def _filtered(flt: QueueFilter, viewer: Viewer) -> Any:
+def _filtered(session: Session, flt: QueueFilter, viewer: Viewer) -> Any:
     """The queue filter as a plain query on ids (bulk actions walk it by id, not by the page order)."""
     query = select(Conversation.id)
     scope = visible_conversations(viewer)
@@ -800,6 +1000,7 @@ def _filtered(flt: QueueFilter, viewer: Viewer) -> Any:
         query = query.where(scope)
     if flt.account_id is not None:
         query = query.where(Conversation.account_id == flt.account_id)
+    query = query.where(*_narrowing(session, flt))
     if flt.channel:
         query = query.where(Conversation.channel == flt.channel)
     if flt.view == "unanswered":
@@ -817,11 +1018,11 @@ def count_matching(session: Session, *, flt: QueueFilter, viewer: Viewer) -> int
     if flt.view not in QUEUE_VIEWS:
         raise Invalid("Unknown view {view}", field="view", view=flt.view)
     _check_channel(flt)
-    return int(session.scalar(select(func.count()).select_from(_filtered(flt, viewer).subquery())) or 0)
+    return int(session.scalar(select(func.count()).select_from(_filtered(session, flt, viewer).subquery())) or 0)
 
 
 def matching_ids(session: Session, *, flt: QueueFilter, viewer: Viewer, after_id: int, limit: int) -> list[int]:
-    query = _filtered(flt, viewer).where(Conversation.id > after_id).order_by(Conversation.id).limit(limit)
+    query = _filtered(session, flt, viewer).where(Conversation.id > after_id).order_by(Conversation.id).limit(limit)
     return list(session.scalars(query))
 
 
@@ -830,6 +1031,8 @@ def validate_bulk(session: Session, *, action: str, args: dict[str, Any]) -> Non
         raise Invalid("Unknown bulk action {action}", field="action", action=action)
     if action == "reply" and not str(args.get("text", "")).strip():
         raise Invalid("Write something first", field="text")
+    if action == "reply":
+        variables.check_outgoing(str(args["text"]), field="text")
     if action == "tag" and not args.get("tags"):
         raise Invalid("Choose at least one tag", field="tags")
     if action == "assign" and args.get("assignee_id") is not None:
@@ -883,6 +1086,7 @@ def save_canned(session: Session, *, shortcut: str, title: str, body: str, accou
         raise Invalid("Fill in the shortcut, the title and the text", field="body")
     if len(shortcut) > 32 or len(title) > 64 or len(body) > 2000:
         raise Invalid("Too long: shortcut 32, title 64, text 2,000 characters at most", field="body")
+    variables.check_outgoing(body, field="body")
     reply = CannedReply(shortcut=shortcut, title=title, body=body, account_id=account_id)
     session.add(reply)
     session.flush()

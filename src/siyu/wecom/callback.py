@@ -3,7 +3,7 @@
 Why it is shaped this way: WeCom waits 5 seconds for ``success`` and retries otherwise, so
 the request only authenticates the callback (signature over token, timestamp, nonce and
 ciphertext; AES decryption with the corp id check, both through wechatpy's WeCom crypto),
-refuses replays (old timestamps, nonces seen before), and stores the decrypted event in the
+refuses replays (old timestamps, a nonce seen before with different content), and stores the decrypted event in the
 same transaction that makes it idempotent (a unique key per event). The event is processed
 by a job on the inbound queue after the commit; a minutely sweep re-enqueues anything
 stored but never picked up, so nothing acknowledged can be lost. XML is parsed with
@@ -27,7 +27,7 @@ from xml.parsers.expat import ExpatError
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.enterprise.exceptions import InvalidCorpIdException
@@ -244,6 +244,10 @@ def store_many(session: Session, callbacks: list[Authenticated]) -> list[int | C
     Each gets its own answer: the stored event's id, None when it repeats an event already
     stored (the platform's retry: acknowledged, not stored again), or a refusal for a replayed
     nonce — seen before, or twice in this batch — in which case nothing of it is written.
+
+    A nonce seen before is a replay only when its content differs: WeCom resends the very
+    same request (same nonce, timestamp and ciphertext) when our ``success`` was lost on
+    the way, and that identical retry of a stored event is acknowledged, not refused.
     """
     if not callbacks:
         return []
@@ -259,7 +263,9 @@ def store_many(session: Session, callbacks: list[Authenticated]) -> list[int | C
         [{"nonce": nonce, "seen_at": now} for nonce in first_of_nonce]))
     answers: list[int | CallbackRefused | None] = [
         None if first_of_nonce[c.nonce] == index and c.nonce in fresh
-        else CallbackRefused(409, "nonce seen before: a replayed request") for index, c in enumerate(callbacks)]
+        else _replayed(callbacks[first_of_nonce[c.nonce]], c, nonce_fresh=c.nonce in fresh)
+        for index, c in enumerate(callbacks)]
+    _acknowledge_identical_retries(session, callbacks, answers)
     rows: dict[str, dict[str, Any]] = {}
     owner: dict[int, str] = {}
     for index, callback in enumerate(callbacks):
@@ -280,6 +286,33 @@ def store_many(session: Session, callbacks: list[Authenticated]) -> list[int | C
         event_id = stored.pop(key, None)  # a key twice in the batch: the first is stored, the second repeats it
         answers[index] = None if event_id is None else int(event_id)
     return answers
+
+
+_REPLAYED = "nonce seen before with different content: a replayed request"
+
+
+def _replayed(first: Authenticated, again: Authenticated, *, nonce_fresh: bool) -> CallbackRefused | None:
+    """A nonce twice in one batch: the same request again is a retry (answered like the first,
+    which repeats nothing); different content under that nonce is refused. A nonce from an
+    earlier request is decided against what that request stored (_acknowledge_identical_retries)."""
+    if nonce_fresh and first.xml == again.xml:
+        return None
+    return CallbackRefused(409, _REPLAYED)
+
+
+def _acknowledge_identical_retries(session: Session, callbacks: list[Authenticated],
+                                   answers: list[int | CallbackRefused | None]) -> None:
+    """A nonce seen in an earlier request whose event is stored with exactly this content: the
+    platform's retry of an answer it never got, acknowledged (None) instead of refused."""
+    suspects = {index: dedup_key(c.fields) for index, c in enumerate(callbacks)
+                if isinstance(answers[index], CallbackRefused)}
+    if not suspects:
+        return
+    stored = {key: xml for key, xml in session.execute(
+        select(WecomEvent.dedup_key, WecomEvent.raw_xml).where(WecomEvent.dedup_key.in_(set(suspects.values()))))}
+    for index, key in suspects.items():
+        if key in stored and hmac.compare_digest(stored[key].encode(), callbacks[index].xml.encode()):
+            answers[index] = None
 
 
 def _create_time(fields: dict[str, str]) -> int:

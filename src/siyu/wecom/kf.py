@@ -54,7 +54,7 @@ from siyu.wecom.models import KfCursor
 log = logging.getLogger(__name__)
 
 SOURCE = "wecom_kf"  # Message.source of what kf/sync_msg brings
-WELCOME_SOURCE = "kf_welcome"
+WELCOME_SOURCE = "kf_welcome"  # a greeting, not an answer: inbox.service.NOT_ANSWERS
 
 # ---- the platform's limits (微信客服 › 会话分配与消息收发)
 # 读取消息 (W:94670): the callback's token "10分钟内有效"; without one "接口有严格的频率限制" — the docs

@@ -4,13 +4,31 @@
 
   // The server says "changed" when the queue or the open conversation changes; the parts of the
   // page that listen (hx-trigger="inbox:changed from:body") reload themselves.
-  var root = document.querySelector("[data-inbox-stream]");
-  if (root && window.EventSource) {
-    var source = new EventSource(root.getAttribute("data-inbox-stream"));
+  // The stream follows the open conversation: opening another one (an htmx swap of the middle
+  // pane) reconnects it, so that conversation's messages and delivery states stay live too.
+  var source = null;
+  function listen(url) {
+    if (!window.EventSource || !url) { return; }
+    if (source) { source.close(); }
+    source = new EventSource(url);
     source.addEventListener("changed", function () {
       document.body.dispatchEvent(new Event("inbox:changed"));
     });
   }
+  var root = document.querySelector("[data-inbox-stream]");
+  if (root) { listen(root.getAttribute("data-inbox-stream")); }
+  document.body.addEventListener("htmx:afterSettle", function (event) {
+    var open = document.querySelector("#conversation-pane [data-conversation-stream]");
+    if (!open) { return; }
+    if (event.target && event.target.id === "conversation-pane") {
+      listen(open.getAttribute("data-conversation-stream"));
+    }
+    var id = open.getAttribute("data-conversation-stream").split("=").pop();
+    document.querySelectorAll(".siyu-queue-row").forEach(function (row) {  // the open one stays marked
+      var link = row.querySelector("[data-conversation-id]");
+      row.classList.toggle("active", !!link && link.getAttribute("data-conversation-id") === id);
+    });
+  });
 
   function typing(target) {
     return target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName));
