@@ -27,21 +27,24 @@ def received(inner_xml: str, **kwargs: Any) -> tuple[Query, bytes]:
 def test_one_batch_answers_each_callback_on_its_own(db: Session) -> None:
     add = event_xml("add_external_contact", UserID="m1", ExternalUserID="wmGROUP1")
     first = received(add, nonce="nonce-a")
-    replayed = first  # the very same request twice in one batch: the second is a replay
+    resent = first  # the very same request twice in one batch: WeCom resent it when an answer was lost
+    reused = received(event_xml("add_external_contact", UserID="m1", ExternalUserID="wmGROUP3"), nonce="nonce-a")
     platform_retry = received(add, nonce="nonce-b")  # the same event again, as WeCom retries it
     other = received(event_xml("add_external_contact", UserID="m1", ExternalUserID="wmGROUP2"), nonce="nonce-c")
     forged = (Query(msg_signature="0" * 40, timestamp=first[0].timestamp, nonce="nonce-d"), first[1])
-    answers = callback.accept_many(db, [first, replayed, platform_retry, forged, other])
+    answers = callback.accept_many(db, [first, resent, platform_retry, forged, other, reused])
     db.commit()
 
     assert isinstance(answers[0], int) and isinstance(answers[4], int) and answers[0] != answers[4]
-    assert isinstance(answers[1], CallbackRefused) and answers[1].status == 409
+    assert answers[1] is None  # the identical resend: acknowledged, not stored again
     assert answers[2] is None  # acknowledged, not stored again
     assert isinstance(answers[3], CallbackRefused) and answers[3].status == 403
+    assert isinstance(answers[5], CallbackRefused) and answers[5].status == 409  # a nonce reused for other content
     assert db.scalar(select(func.count()).select_from(WecomEvent)) == 2
     # A later batch sees what this one stored.
-    again = callback.accept_many(db, [received(add, nonce="nonce-e"), first])
-    assert again[0] is None and isinstance(again[1], CallbackRefused)
+    again = callback.accept_many(db, [received(add, nonce="nonce-e"), first, reused])
+    assert again[0] is None and again[1] is None
+    assert isinstance(again[2], CallbackRefused) and again[2].status == 409
 
 
 def test_concurrent_requests_share_flushes_and_all_get_the_failure_when_one_fails() -> None:

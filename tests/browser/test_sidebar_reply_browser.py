@@ -16,6 +16,8 @@ from siyu.autoreply import service as autoreply_service
 from siyu.autoreply.models import MatchKind
 from siyu.core.db import transaction, utcnow
 from siyu.core.viewer import SYSTEM
+from siyu.customers import service as customers_service
+from siyu.customers.schemas import CustomerIn
 from siyu.inbox import service as inbox_service
 from siyu.inbox.models import Channel, Conversation
 
@@ -42,9 +44,14 @@ def test_sidebar_puts_the_suggested_reply_into_the_chat_with_a_stand_in_wx_objec
         autoreply_service.dry_run(session, rule_id=rule.id, viewer=SYSTEM)
         autoreply_service.set_enabled(session, rule_id=rule.id, enabled=True, viewer=SYSTEM)
         rule_id = rule.id
+        # A customer of this test's own: other tests on the shared site open conversations with the seeded
+        # customers on other channels, and a conversation keeps the channel it was opened on.
+        customer = customers_service.create_customer(session, data=CustomerIn(
+            name="赵敏", account_id=account.id, remark_name="赵敏-会话存档"), viewer=SYSTEM)
+        customer_id = customer.id
         inbox_service.ingest(session, [inbox_service.InboundMessage(
             source="wecom_archive", platform_msgid="browser-archive-1", account_id=account.id,
-            customer_id=live_site.ids["wangfang"], sent_at=utcnow() - timedelta(minutes=1), text="最近有优惠吗？",
+            customer_id=customer_id, sent_at=utcnow() - timedelta(minutes=1), text="最近有优惠吗？",
             channel=Channel.wecom_archive.value)], auto_reply=False)
     tab.login()
     tab.page.add_init_script(STAND_IN_WX)
@@ -52,7 +59,7 @@ def test_sidebar_puts_the_suggested_reply_into_the_chat_with_a_stand_in_wx_objec
         status=200, content_type="application/json",
         body=json.dumps({"corpid": "wwSTANDIN", "agentid": "1000002", "timestamp": 1, "nonceStr": "n",
                          "signature": "stand-in-signature"})))
-    tab.go(f"/sidebar/reply?customer_id={live_site.ids['wangfang']}")
+    tab.go(f"/sidebar/reply?customer_id={customer_id}")
     assert tab.page.get_by_test_id("suggested-reply").inner_text() == "您好，本周全场满200减30"
     tab.page.get_by_test_id("send-suggested").click()
     tab.page.wait_for_function("window.__wxCalls.length >= 2")
@@ -63,7 +70,7 @@ def test_sidebar_puts_the_suggested_reply_into_the_chat_with_a_stand_in_wx_objec
     assert tab.errors == []
     with transaction() as session:  # leave the shared site as it was
         autoreply_service.set_enabled(session, rule_id=rule_id, enabled=False, viewer=SYSTEM)
-        session.delete(session.query(Conversation).filter_by(channel="wecom_archive").one())
+        session.delete(session.query(Conversation).filter_by(channel="wecom_archive", customer_id=customer_id).one())
 
 
 def test_outside_wecom_the_sidebar_loads_no_jssdk_and_says_so(tab: Any, live_site: Any) -> None:
