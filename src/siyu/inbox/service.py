@@ -225,11 +225,16 @@ def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: 
     """
     zone = local_zone()
     first: dict[str, tuple[Any, tuple[int, int]]] = {}  # the day's first message, per customer × account × day
+    days: dict[datetime, str] = {}  # the local day of each quarter hour (zones change offset on quarter hours)
     for row in inserted:
         person = people.get(row.conversation_id)
         if person is None or not _from_customer(row):
             continue
-        key = customer_day_key(person[0], person[1], row.sent_at.astimezone(zone).date().isoformat())
+        quarter = row.sent_at.replace(minute=row.sent_at.minute - row.sent_at.minute % 15, second=0, microsecond=0)
+        day = days.get(quarter)
+        if day is None:
+            day = days[quarter] = quarter.astimezone(zone).date().isoformat()
+        key = customer_day_key(person[0], person[1], day)
         current = first.get(key)
         if current is None or row.sent_at < current[0].sent_at:
             first[key] = (row, person)
