@@ -46,9 +46,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        value = value.astimezone(UTC)
+        if value.tzinfo is not UTC:  # already UTC (nearly every value): no conversion (floods bind millions)
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         # SQLite has no time zone type; a naive UTC value keeps string ordering correct.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account, AccountKind
@@ -230,11 +230,16 @@ def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: 
     """
     zone = local_zone()
     first: dict[str, tuple[Any, tuple[int, int]]] = {}  # the day's first message, per customer × account × day
+    days: dict[datetime, str] = {}  # the local day of each quarter hour (zones change offset on quarter hours)
     for row in inserted:
         person = people.get(row.conversation_id)
         if person is None or not _from_customer(row):
             continue
-        key = customer_day_key(person[0], person[1], row.sent_at.astimezone(zone).date().isoformat())
+        quarter = row.sent_at.replace(minute=row.sent_at.minute - row.sent_at.minute % 15, second=0, microsecond=0)
+        day = days.get(quarter)
+        if day is None:
+            day = days[quarter] = quarter.astimezone(zone).date().isoformat()
+        key = customer_day_key(person[0], person[1], day)
         current = first.get(key)
         if current is None or row.sent_at < current[0].sent_at:
             first[key] = (row, person)
@@ -341,6 +346,7 @@ def _update_conversations(session: Session, by_conversation: dict[int, list[Any]
     current = session.execute(select(
         Conversation.id, Conversation.status, Conversation.unanswered, Conversation.waiting_since,
         Conversation.last_message_at, Conversation.last_inbound_at, Conversation.first_response_at,
+        Conversation.last_message_preview,
     ).where(Conversation.id.in_(sorted(by_conversation)))).all()
     changes: list[dict[str, Any]] = []
     reopened: list[int] = []
@@ -371,19 +377,47 @@ def _update_conversations(session: Session, by_conversation: dict[int, list[Any]
             change["last_message_at"] = latest.sent_at
             change["last_message_preview"] = _preview(latest.msg_type, latest.text)
         if len(change) > 1:
-            changes.append(change)
-    # Each row names only what changed, so group rows with the same columns into one executemany.
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for change in changes:
-        by_columns[tuple(sorted(change))].append(change)
-    table = cast(Table, Conversation.__table__)
-    for columns, rows in by_columns.items():
-        statement = update(table).where(table.c.id == bindparam("conversation_id")).values(
-            {name: bindparam(name) for name in columns if name != "id"})
-        session.connection().execute(statement, [{**row, "conversation_id": row["id"]} for row in rows])
+            changes.append({name: change.get(name, getattr(row, name, None)) for name in _CONVERSATION_COLUMNS})
+    _update_many(session, changes)
     for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(reopened))) if reopened else ():
         _reopen(session, conversation, now=min(r.sent_at for r in by_conversation[conversation.id]))
     session.flush()
+
+
+# What ingestion moves on a conversation: each changed one gets all of them (unchanged ones as they were).
+_CONVERSATION_COLUMNS = ("id", "unanswered", "waiting_since", "last_inbound_at", "first_response_at",
+                         "last_message_at", "last_message_preview")
+_UPDATE_CHUNK = 1000  # rows per statement: 7 parameters each, well under SQLite's 32,766 variables
+
+
+def _update_many(session: Session, changes: list[dict[str, Any]]) -> None:
+    """Many conversations in one set-based statement per chunk (a flood page touches ~1,000):
+    ``WITH v(…) AS (VALUES …) UPDATE … FROM v`` — SQLite (3.33+) and PostgreSQL alike; the
+    values go through the columns' own types, so dates are stored as every other write stores them."""
+    if not changes:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    table = cast(Table, Conversation.__table__)
+    processors = [table.c[name].type.bind_processor(dialect) for name in _CONVERSATION_COLUMNS]
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    casts = {name: f"CAST({marker} AS TIMESTAMP WITH TIME ZONE)" if dialect.name == "postgresql" else marker
+             for name in _CONVERSATION_COLUMNS if name.endswith("_at") or name == "waiting_since"}
+    cells = [casts.get(name, marker) for name in _CONVERSATION_COLUMNS]
+    row_sql = "(" + ", ".join(cells) + ")"
+    names = ", ".join(_CONVERSATION_COLUMNS)
+    assignments = ", ".join(f"{name} = v.{name}" for name in _CONVERSATION_COLUMNS if name != "id")
+    for start in range(0, len(changes), _UPDATE_CHUNK):
+        chunk = changes[start:start + _UPDATE_CHUNK]
+        params: list[Any] = []
+        for change in chunk:
+            for name, process in zip(_CONVERSATION_COLUMNS, processors, strict=True):
+                value = change[name]
+                params.append(process(value) if process is not None and value is not None else value)
+        # Only the fixed column names above and placeholders are put into the text; values are bound.
+        sql = (f"WITH v({names}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "  # noqa: S608
+               f"UPDATE {table.name} SET {assignments} FROM v WHERE {table.name}.id = v.id")
+        connection.exec_driver_sql(sql, tuple(params))
 
 
 def _reopen(session: Session, conversation: Conversation, *, now: datetime) -> None:
