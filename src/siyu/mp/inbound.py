@@ -25,7 +25,10 @@ in the callback's own transaction, as before, so their welcome stays passive.
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -70,6 +73,13 @@ MAX_ATTEMPTS = 5  # failed ingestions of a row before the sweep leaves it (its e
 # Ingested rows are kept as long as the quiet period of automatic replies, which is read from them,
 # and longer than the platform's retries (3 within ≈15 s) and a replayed nonce's freshness.
 KEEP_INGESTED = autoreply_service.QUIET_PERIOD + timedelta(minutes=5)
+# During a flood the ingestion gives way to the callbacks, whose 5 seconds are the platform's (a late answer
+# is a retry, and more load) — on SQLite the job's write transactions would hold up their commits, and on
+# any database it takes the same cores: while this process stores more than FLOOD_RATE pushes a second,
+# their ingestion is not enqueued until the flood ebbs or the oldest has waited MAX_LAG. Below that rate
+# the inbox is built at once.
+FLOOD_RATE = 200
+MAX_LAG = timedelta(seconds=30)
 
 
 @dataclass
@@ -427,6 +437,39 @@ def _record_welcome(session: Session, conversation: Conversation, answered_id: i
     if not passive:
         inbox_service.send_after_commit(session, int(inserted[0]))
     return True
+
+
+class FloodMeter:
+    """Pushes stored per second in this process, over the last second (the callbacks count them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: collections.deque[tuple[float, int]] = collections.deque()
+        self._total = 0
+
+    def add(self, count: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._counts.append((now, count))
+            self._total += count
+            self._forget(now)
+
+    def per_second(self) -> int:
+        with self._lock:
+            self._forget(time.monotonic())
+            return self._total
+
+    def _forget(self, now: float) -> None:
+        while self._counts and self._counts[0][0] < now - 1.0:
+            self._total -= self._counts.popleft()[1]
+
+
+flood = FloodMeter()
+
+
+def give_way(waited: float) -> bool:
+    """Whether stored pushes wait a while longer before their ingestion is enqueued (see FLOOD_RATE)."""
+    return waited < MAX_LAG.total_seconds() and flood.per_second() >= FLOOD_RATE
 
 
 # ---------------------------------------------------------------- the sweep

@@ -8,7 +8,7 @@ from typing import Any
 from huey import crontab
 
 from siyu.core import jobs
-from siyu.core.db import transaction
+from siyu.core.db import sqlite_writer_turn, transaction
 from siyu.core.errors import Invalid
 from siyu.core.i18n import _
 from siyu.mp import client as mp_client
@@ -16,7 +16,7 @@ from siyu.mp import inbound, service
 
 log = logging.getLogger(__name__)
 # Pushes a task ingests together: one transaction, one customer and conversation lookup for them all.
-BATCH_PUSHES = 500
+BATCH_PUSHES = 50
 
 
 @jobs.tracked_task(jobs.bulk_queue, retries=3, retry_delay=60)
@@ -56,7 +56,7 @@ def ingest_inbound(*row_ids: int) -> int:
     the one that fails keeps its error and is tried again by the sweep (up to 5 times).
     """
     try:
-        with transaction() as session:
+        with sqlite_writer_turn(), transaction() as session:  # no longer than one batch: callbacks wait meanwhile
             inbound.ingest(session, list(row_ids))
         return len(row_ids)
     except Exception as exc:
@@ -69,7 +69,8 @@ def ingest_inbound(*row_ids: int) -> int:
 
 
 # The callback hands its committed rows over here and answers without waiting for the enqueue.
-stored_pushes = jobs.Handover(ingest_inbound, per_task=BATCH_PUSHES)
+# During a flood it holds them a while (``inbound.FLOOD_RATE``): the callbacks come first.
+stored_pushes = jobs.Handover(ingest_inbound, per_task=BATCH_PUSHES, hold=inbound.give_way)
 
 
 @jobs.inbound_queue.periodic_task(crontab(minute="*"))

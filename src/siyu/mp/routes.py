@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from siyu.core.db import transaction
+from siyu.core.db import sqlite_writer_turn, transaction
 from siyu.core.deps import AdminPageViewer, ApiViewer, CsrfChecked, SessionDep
 from siyu.core.errors import DomainError, Forbidden, Invalid
 from siyu.core.group_commit import GroupCommitter
@@ -46,13 +46,15 @@ def _store_together(received: list[Received]) -> list[Outcome]:
     except Exception:
         service.forget_account_ids()
         raise
-    jobs.stored_pushes.hand_over([answer.row_id for _config, answer, _callback in outcomes
-                                  if isinstance(answer, inbound.Answer) and answer.pending])
+    stored = [answer.row_id for _config, answer, _callback in outcomes
+              if isinstance(answer, inbound.Answer) and answer.pending]
+    inbound.flood.add(len(stored))
+    jobs.stored_pushes.hand_over(stored)
     return outcomes
 
 
 def _store_and_answer(received: list[Received]) -> list[Outcome]:
-    with transaction() as session:
+    with sqlite_writer_turn(), transaction() as session:
         config = mp_config.effective(session, recent_ok=True)
         outcomes: list[inbound.Answer | CallbackRefused] = []
         authenticated: dict[int, callback.Authenticated] = {}
