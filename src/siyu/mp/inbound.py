@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
 from siyu.autoreply import service as autoreply_service
-from siyu.autoreply.models import AutoReplyRuleVersion
+from siyu.autoreply.models import AutoReplyRuleVersion, AutoReplySwitch
 from siyu.channels import service as channels_service
 from siyu.core.db import dialect_insert, utcnow
 from siyu.core.i18n import _
@@ -103,10 +103,36 @@ class Decision:
 # ---------------------------------------------------------------- the callback: decide, store, answer
 
 
-def _version(session: Session, version_id: int) -> tuple[str, int] | None:
-    """A rule version's reply and hourly cap (read once a batch: the session keeps it)."""
-    version = session.get(AutoReplyRuleVersion, version_id)
-    return (version.reply, version.hourly_cap) if version is not None else None
+_versions: tuple[Any, dict[int, tuple[str, int]]] = (None, {})  # the matcher they belong to; its versions
+
+
+def _version(session: Session, matcher: Any, version_id: int) -> tuple[str, int] | None:
+    """A rule version's reply and hourly cap, read once per matcher (a version never changes; a rule that
+    changes gets a new version and a new matcher)."""
+    global _versions
+    if _versions[0] is not matcher:
+        _versions = (matcher, {})
+    known = _versions[1]
+    if version_id not in known:
+        version = session.get(AutoReplyRuleVersion, version_id)
+        if version is None:
+            return None
+        known[version_id] = (version.reply, version.hourly_cap)
+    return known[version_id]
+
+
+def _limits(session: Session, account_id: int, rule_id: int, version_id: int, now: datetime) -> tuple[bool, int]:
+    """In one round trip: whether the account's automatic replies are off, and the rule's replies of the last
+    hour (recorded in the inbox, and decided here but not ingested yet)."""
+    versions = select(AutoReplyRuleVersion.id).where(AutoReplyRuleVersion.rule_id == rule_id)
+    off = select(func.count()).select_from(AutoReplySwitch).where(
+        AutoReplySwitch.account_id == account_id, AutoReplySwitch.enabled.is_(False)).scalar_subquery()
+    sent = select(func.count()).select_from(Message).where(
+        Message.rule_version_id.in_(versions), Message.sent_at >= now - timedelta(hours=1)).scalar_subquery()
+    pending = select(func.count()).select_from(MpInbound).where(
+        MpInbound.rule_version_id == version_id, MpInbound.ingested_at.is_(None)).scalar_subquery()
+    row = session.execute(select(off, sent, pending)).one()
+    return bool(row[0]), int(row[1] or 0) + int(row[2] or 0)
 
 
 def decide(session: Session, account_id: int, callbacks: list[Authenticated], *, late: list[bool]) -> list[Decision]:
@@ -118,13 +144,13 @@ def decide(session: Session, account_id: int, callbacks: list[Authenticated], *,
     texts = [(i, c, p) for i, c, p in texts if p.text and p.msg_type != MessageType.system.value]
     if not texts:
         return decisions
-    matcher = autoreply_service.active_matcher(session)
+    matcher = autoreply_service.active_matcher(session)  # one query: the rules' fingerprint
     if not matcher.rules:
         return decisions
     zone = local_zone()
     hits = [(i, c, hit) for i, c, p in texts if (hit := matcher.match(
         p.text, account_id=account_id, at=pushed_at(c.fields.get("CreateTime")).astimezone(zone))) is not None]
-    if not hits or account_id in autoreply_service.switched_off_accounts(session):
+    if not hits:
         return decisions
     now = utcnow()
     quiet = set(session.scalars(select(MpInbound.openid).where(
@@ -132,15 +158,14 @@ def decide(session: Session, account_id: int, callbacks: list[Authenticated], *,
         MpInbound.reply_mode != "", MpInbound.received_at >= now - autoreply_service.QUIET_PERIOD)))
     sent: dict[int, int] = {}
     for index, callback, hit in sorted(hits, key=lambda h: (int(h[1].fields.get("CreateTime") or 0), h[0])):
-        version = _version(session, hit.version_id)
+        version = _version(session, matcher, hit.version_id)
         if version is None or callback.openid in quiet:
             continue
         reply, cap = version
         if hit.rule_id not in sent:
-            pending = session.scalar(select(func.count()).select_from(MpInbound).where(
-                MpInbound.rule_version_id == hit.version_id, MpInbound.ingested_at.is_(None)))
-            sent[hit.rule_id] = autoreply_service.sends_last_hour(session, rule_id=hit.rule_id, now=now) + int(
-                pending or 0)
+            off, sent[hit.rule_id] = _limits(session, account_id, hit.rule_id, hit.version_id, now)
+            if off:
+                return decisions
         if sent[hit.rule_id] >= cap:
             autoreply_service.pause_at_cap(session, rule_id=hit.rule_id, cap=cap)
             continue
@@ -344,10 +369,10 @@ def _record_replies(session: Session, account_id: int, answered: list[tuple[MpIn
 
 
 def _fill(session: Session, row: MpInbound, conversation: Conversation) -> str:
-    version = _version(session, row.rule_version_id or 0)
+    version = session.get(AutoReplyRuleVersion, row.rule_version_id or 0)
     if version is None:
         return ""
-    return variables.render(version[0], variables.values_for(session, [(conversation.customer_id, row.account_id)])[
+    return variables.render(version.reply, variables.values_for(session, [(conversation.customer_id, row.account_id)])[
         (conversation.customer_id, row.account_id)])
 
 

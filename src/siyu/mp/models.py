@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, UTCDateTime, utcnow
@@ -82,7 +82,13 @@ class MpInbound(Base):
     """
 
     __tablename__ = "mp_inbound"
-    __table_args__ = (UniqueConstraint("account_id", "dedup_key"),)
+    __table_args__ = (
+        UniqueConstraint("account_id", "dedup_key"),
+        # The replies decided but not ingested yet (a rule's hourly cap counts them): a few rows, not all.
+        Index("ix_mp_inbound_pending_reply", "rule_version_id",
+              sqlite_where=text("ingested_at IS NULL AND rule_version_id IS NOT NULL"),
+              postgresql_where=text("ingested_at IS NULL AND rule_version_id IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))

@@ -40,6 +40,9 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_mp_inbound_openid'), 'mp_inbound', ['openid'])
     op.create_index(op.f('ix_mp_inbound_ingested_at'), 'mp_inbound', ['ingested_at'])
+    op.create_index('ix_mp_inbound_pending_reply', 'mp_inbound', ['rule_version_id'],
+                    sqlite_where=sa.text('ingested_at IS NULL AND rule_version_id IS NOT NULL'),
+                    postgresql_where=sa.text('ingested_at IS NULL AND rule_version_id IS NOT NULL'))
     # Nonces live on the stored pushes now (a replay is refused by mp_inbound's unique nonce).
     op.drop_index('ix_mp_nonce_seen_at', table_name='mp_nonce')
     op.drop_table('mp_nonce')
@@ -54,6 +57,7 @@ def downgrade() -> None:
         sa.PrimaryKeyConstraint('nonce'),
     )
     op.create_index('ix_mp_nonce_seen_at', 'mp_nonce', ['seen_at'])
+    op.drop_index('ix_mp_inbound_pending_reply', table_name='mp_inbound')
     op.drop_index(op.f('ix_mp_inbound_ingested_at'), table_name='mp_inbound')
     op.drop_index(op.f('ix_mp_inbound_openid'), table_name='mp_inbound')
     op.drop_table('mp_inbound')
