@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
+from siyu.autoreply import service as autoreply_service
 from siyu.channels import service as channels_service
 from siyu.channels.models import ChannelAdd
 from siyu.channels.service import ChannelIn
@@ -230,6 +231,31 @@ def test_a_passive_reply_enqueues_no_delivery_job_and_a_non_matching_message_no_
     replies = list(db.scalars(select(Message).where(Message.automatic.is_(True))))
     assert [(r.source, r.status) for r in replies] == [(mp_service.PASSIVE_SOURCE, "sent")]
     assert [r["via"] for r in sim.received(follow["openid"])] == ["passive"]
+
+
+def test_passive_replies_keep_the_rules_quiet_period_hourly_cap_switch_and_variables(
+        db: Session, sim: Sim) -> None:
+    capped = rule(db, keywords=["营业时间"], reply="{称呼}您好，每天9点到21点营业", hourly_cap=2)
+    follows = [sim.mp.follow(nickname=f"粉丝{n}") for n in range(4)]
+    for follow in follows:
+        sim.plain.push(follow["xml"], follow["openid"])
+    first = sim.mp.message(follows[0]["openid"], "text", "营业时间？")
+    assert sim.plain.push(first["xml"], follows[0]["openid"]) == "粉丝0您好，每天9点到21点营业"
+    again = sim.mp.message(follows[0]["openid"], "text", "营业时间到几点？")
+    assert sim.plain.push(again["xml"], follows[0]["openid"]) == ""  # within the quiet period: no second reply
+    second = sim.mp.message(follows[1]["openid"], "text", "营业时间")
+    assert sim.plain.push(second["xml"], follows[1]["openid"]) == "粉丝1您好，每天9点到21点营业"
+    third = sim.mp.message(follows[2]["openid"], "text", "营业时间")
+    assert sim.plain.push(third["xml"], follows[2]["openid"]) == ""  # the hourly cap of 2: paused
+    db.refresh(capped)
+    assert capped.paused_at is not None
+    account = db.scalars(select(Account).where(Account.kind == "mp")).one()
+    rule(db, name="门店", keywords=["门店"], reply="门店在西湖边")
+    autoreply_service.set_account_switch(db, account_id=account.id, enabled=False, viewer=SYSTEM)
+    db.commit()
+    fourth = sim.mp.message(follows[3]["openid"], "text", "门店在哪")
+    assert sim.plain.push(fourth["xml"], follows[3]["openid"]) == ""  # the account's automatic replies are off
+    assert db.scalar(select(func.count()).select_from(Message).where(Message.automatic.is_(True))) == 2
 
 
 def test_a_passive_reply_that_would_be_late_goes_through_the_customer_service_api(

@@ -121,18 +121,31 @@ def _version(session: Session, matcher: Any, version_id: int) -> tuple[str, int]
     return known[version_id]
 
 
-def _limits(session: Session, account_id: int, rule_id: int, version_id: int, now: datetime) -> tuple[bool, int]:
-    """In one round trip: whether the account's automatic replies are off, and the rule's replies of the last
-    hour (recorded in the inbox, and decided here but not ingested yet)."""
-    versions = select(AutoReplyRuleVersion.id).where(AutoReplyRuleVersion.rule_id == rule_id)
-    off = select(func.count()).select_from(AutoReplySwitch).where(
-        AutoReplySwitch.account_id == account_id, AutoReplySwitch.enabled.is_(False)).scalar_subquery()
-    sent = select(func.count()).select_from(Message).where(
-        Message.rule_version_id.in_(versions), Message.sent_at >= now - timedelta(hours=1)).scalar_subquery()
-    pending = select(func.count()).select_from(MpInbound).where(
-        MpInbound.rule_version_id == version_id, MpInbound.ingested_at.is_(None)).scalar_subquery()
-    row = session.execute(select(off, sent, pending)).one()
-    return bool(row[0]), int(row[1] or 0) + int(row[2] or 0)
+@dataclass
+class _Limits:
+    off: bool  # the account's automatic replies are switched off
+    quiet: set[str]  # followers who had an automatic reply within the quiet period
+    sent: dict[int, int]  # per rule: its replies of the last hour (in the inbox, and decided but not ingested)
+
+
+def _limits(session: Session, account_id: int, openids: list[str], rules: dict[int, int], now: datetime) -> _Limits:
+    """What limits the replies to a batch's matching pushes, in one round trip (``rules``: rule → version)."""
+    columns: list[Any] = [
+        select(func.count()).select_from(AutoReplySwitch).where(
+            AutoReplySwitch.account_id == account_id, AutoReplySwitch.enabled.is_(False)).scalar_subquery(),
+        # openids have no spaces: the followers answered lately come back as one string
+        select(func.aggregate_strings(MpInbound.openid, " ")).where(
+            MpInbound.account_id == account_id, MpInbound.openid.in_(openids), MpInbound.reply_mode != "",
+            MpInbound.received_at >= now - autoreply_service.QUIET_PERIOD).scalar_subquery()]
+    for rule_id, version_id in rules.items():
+        versions = select(AutoReplyRuleVersion.id).where(AutoReplyRuleVersion.rule_id == rule_id)
+        columns.append(select(func.count()).select_from(Message).where(
+            Message.rule_version_id.in_(versions), Message.sent_at >= now - timedelta(hours=1)).scalar_subquery())
+        columns.append(select(func.count()).select_from(MpInbound).where(
+            MpInbound.rule_version_id == version_id, MpInbound.ingested_at.is_(None)).scalar_subquery())
+    row = session.execute(select(*columns)).one()
+    sent = {rule_id: int(row[2 + 2 * n] or 0) + int(row[3 + 2 * n] or 0) for n, rule_id in enumerate(rules)}
+    return _Limits(off=bool(row[0]), quiet=set(str(row[1] or "").split()), sent=sent)
 
 
 def decide(session: Session, account_id: int, callbacks: list[Authenticated], *, late: list[bool]) -> list[Decision]:
@@ -152,21 +165,16 @@ def decide(session: Session, account_id: int, callbacks: list[Authenticated], *,
         p.text, account_id=account_id, at=pushed_at(c.fields.get("CreateTime")).astimezone(zone))) is not None]
     if not hits:
         return decisions
-    now = utcnow()
-    quiet = set(session.scalars(select(MpInbound.openid).where(
-        MpInbound.account_id == account_id, MpInbound.openid.in_(sorted({c.openid for _i, c, _h in hits})),
-        MpInbound.reply_mode != "", MpInbound.received_at >= now - autoreply_service.QUIET_PERIOD)))
-    sent: dict[int, int] = {}
+    limits = _limits(session, account_id, sorted({c.openid for _i, c, _h in hits}),
+                     {hit.rule_id: hit.version_id for _i, _c, hit in hits}, utcnow())
+    if limits.off:
+        return decisions
     for index, callback, hit in sorted(hits, key=lambda h: (int(h[1].fields.get("CreateTime") or 0), h[0])):
         version = _version(session, matcher, hit.version_id)
-        if version is None or callback.openid in quiet:
+        if version is None or callback.openid in limits.quiet:
             continue
         reply, cap = version
-        if hit.rule_id not in sent:
-            off, sent[hit.rule_id] = _limits(session, account_id, hit.rule_id, hit.version_id, now)
-            if off:
-                return decisions
-        if sent[hit.rule_id] >= cap:
+        if limits.sent[hit.rule_id] >= cap:
             autoreply_service.pause_at_cap(session, rule_id=hit.rule_id, cap=cap)
             continue
         text = reply
@@ -175,8 +183,8 @@ def decide(session: Session, account_id: int, callbacks: list[Authenticated], *,
             text = variables.render(reply, variables.values_for(session, [(customer_id, account_id)])[
                 (customer_id, account_id)])
         decisions[index] = Decision(API if late[index] else PASSIVE, text, hit.version_id)
-        sent[hit.rule_id] += 1
-        quiet.add(callback.openid)
+        limits.sent[hit.rule_id] += 1
+        limits.quiet.add(callback.openid)
     return decisions
 
 
