@@ -76,9 +76,10 @@ KEEP_INGESTED = autoreply_service.QUIET_PERIOD + timedelta(minutes=5)
 # During a flood the ingestion gives way to the callbacks, whose 5 seconds are the platform's (a late answer
 # is a retry, and more load) — on SQLite the job's write transactions would hold up their commits, and on
 # any database it takes the same cores: while this process stores more than FLOOD_RATE pushes a second,
-# their ingestion is not enqueued until the flood ebbs or the oldest has waited MAX_LAG. Below that rate
+# their ingestion is not enqueued until the flood ebbs (FLOOD_CALM) or the oldest has waited MAX_LAG. Below that rate
 # the inbox is built at once.
 FLOOD_RATE = 200
+FLOOD_CALM = timedelta(seconds=3)  # below FLOOD_RATE this long: the flood is over
 MAX_LAG = timedelta(seconds=30)
 
 
@@ -473,28 +474,28 @@ def _record_welcome(session: Session, conversation: Conversation, answered_id: i
 
 
 class FloodMeter:
-    """Pushes stored per second in this process, over the last second (the callbacks count them)."""
+    """Whether this process stored more than FLOOD_RATE pushes within one second lately (within FLOOD_CALM:
+    a flood with a lull of a second is still a flood). The callbacks count what they store."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: collections.deque[tuple[float, int]] = collections.deque()
         self._total = 0
+        self._flooded_at = -FLOOD_CALM.total_seconds()
 
     def add(self, count: int) -> None:
         now = time.monotonic()
         with self._lock:
             self._counts.append((now, count))
             self._total += count
-            self._forget(now)
+            while self._counts and self._counts[0][0] < now - 1.0:
+                self._total -= self._counts.popleft()[1]
+            if self._total >= FLOOD_RATE:
+                self._flooded_at = now
 
-    def per_second(self) -> int:
+    def flooding(self) -> bool:
         with self._lock:
-            self._forget(time.monotonic())
-            return self._total
-
-    def _forget(self, now: float) -> None:
-        while self._counts and self._counts[0][0] < now - 1.0:
-            self._total -= self._counts.popleft()[1]
+            return time.monotonic() - self._flooded_at < FLOOD_CALM.total_seconds()
 
 
 flood = FloodMeter()
@@ -502,7 +503,7 @@ flood = FloodMeter()
 
 def give_way(waited: float) -> bool:
     """Whether stored pushes wait a while longer before their ingestion is enqueued (see FLOOD_RATE)."""
-    return waited < MAX_LAG.total_seconds() and flood.per_second() >= FLOOD_RATE
+    return waited < MAX_LAG.total_seconds() and flood.flooding()
 
 
 # ---------------------------------------------------------------- the sweep
