@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from typing import Any
 
@@ -182,6 +183,35 @@ def test_a_handover_enqueues_from_its_own_thread_in_full_tasks(db: Session, capl
         jobs.bulk_queue.storage.flush_queue()
         jobs.set_immediate(True)
     assert calls == [{"ids": [1, 2]}]  # outside immediate mode nothing ran inline
+
+
+def test_a_holding_handover_writes_its_ids_only_once_its_producer_lets_go(db: Session) -> None:
+    flooding = threading.Event()
+    flooding.set()
+    waited: list[float] = []
+
+    def hold(seconds: float) -> bool:
+        waited.append(seconds)
+        return flooding.is_set()
+
+    handover = jobs.Handover(note_ids, per_task=50, linger=0.01, hold=hold)
+    jobs.set_immediate(False)
+    try:
+        jobs.bulk_queue.storage.flush_queue()
+        handover.hand_over([1, 2, 3])
+        deadline = time.monotonic() + 5
+        while len(waited) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(waited) >= 2 and list(jobs.bulk_queue.pending()) == []  # held while the producer is flooded
+        assert waited == sorted(waited)  # told how long the oldest id has waited
+        flooding.clear()
+        deadline = time.monotonic() + 5
+        while not list(jobs.bulk_queue.pending()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [task.args for task in jobs.bulk_queue.pending()] == [(1, 2, 3)]
+    finally:
+        jobs.bulk_queue.storage.flush_queue()
+        jobs.set_immediate(True)
 
 
 def _redis_answers() -> bool:

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
+from siyu.autoreply import service as autoreply_service
 from siyu.channels import service as channels_service
 from siyu.channels.models import ChannelAdd
 from siyu.channels.service import ChannelIn
@@ -32,8 +33,10 @@ from siyu.customers.models import Customer, Friendship
 from siyu.inbox import jobs as inbox_jobs
 from siyu.inbox import service as inbox
 from siyu.inbox.models import Conversation, DeliveryStatus, Message
+from siyu.mp import inbound as mp_inbound
+from siyu.mp import jobs as mp_jobs
 from siyu.mp import service as mp_service
-from siyu.mp.models import MpFollower, MpQrCode
+from siyu.mp.models import MpFollower, MpInbound, MpQrCode
 from siyu.simulator.corp import VirtualCorp
 from siyu.simulator.mp import MpPusher, VirtualMp
 from siyu.simulator.server import RunningServer, ServerOptions, create_app
@@ -230,6 +233,31 @@ def test_a_passive_reply_enqueues_no_delivery_job_and_a_non_matching_message_no_
     assert [r["via"] for r in sim.received(follow["openid"])] == ["passive"]
 
 
+def test_passive_replies_keep_the_rules_quiet_period_hourly_cap_switch_and_variables(
+        db: Session, sim: Sim) -> None:
+    capped = rule(db, keywords=["营业时间"], reply="{称呼}您好，每天9点到21点营业", hourly_cap=2)
+    follows = [sim.mp.follow(nickname=f"粉丝{n}") for n in range(4)]
+    for follow in follows:
+        sim.plain.push(follow["xml"], follow["openid"])
+    first = sim.mp.message(follows[0]["openid"], "text", "营业时间？")
+    assert sim.plain.push(first["xml"], follows[0]["openid"]) == "粉丝0您好，每天9点到21点营业"
+    again = sim.mp.message(follows[0]["openid"], "text", "营业时间到几点？")
+    assert sim.plain.push(again["xml"], follows[0]["openid"]) == ""  # within the quiet period: no second reply
+    second = sim.mp.message(follows[1]["openid"], "text", "营业时间")
+    assert sim.plain.push(second["xml"], follows[1]["openid"]) == "粉丝1您好，每天9点到21点营业"
+    third = sim.mp.message(follows[2]["openid"], "text", "营业时间")
+    assert sim.plain.push(third["xml"], follows[2]["openid"]) == ""  # the hourly cap of 2: paused
+    db.refresh(capped)
+    assert capped.paused_at is not None
+    account = db.scalars(select(Account).where(Account.kind == "mp")).one()
+    rule(db, name="门店", keywords=["门店"], reply="门店在西湖边")
+    autoreply_service.set_account_switch(db, account_id=account.id, enabled=False, viewer=SYSTEM)
+    db.commit()
+    fourth = sim.mp.message(follows[3]["openid"], "text", "门店在哪")
+    assert sim.plain.push(fourth["xml"], follows[3]["openid"]) == ""  # the account's automatic replies are off
+    assert db.scalar(select(func.count()).select_from(Message).where(Message.automatic.is_(True))) == 2
+
+
 def test_a_passive_reply_that_would_be_late_goes_through_the_customer_service_api(
         db: Session, sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
     rule(db, keywords=["营业时间"], reply="每天9点到21点营业")
@@ -246,6 +274,111 @@ def test_a_passive_reply_that_would_be_late_goes_through_the_customer_service_ap
     sent = sim.received(follow["openid"])
     assert [(r["via"], r["text"]["content"]) for r in sent] == [("custom_send", "每天9点到21点营业")]
     assert mp_service.PASSIVE_REPLY_BUDGET < mp_service.PASSIVE_REPLY_LIMIT
+
+
+def test_a_passive_reply_answered_too_late_after_its_commit_goes_through_the_api_once(
+        db: Session, sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    rule(db, keywords=["营业时间"], reply="每天9点到21点营业")
+    follow = sim.mp.follow()
+    sim.plain.push(follow["xml"], follow["openid"])
+    store = mp_inbound.store
+
+    def slow_commit(*args: Any, **kwargs: Any) -> Any:  # decided in time, then the commit takes too long
+        answers = store(*args, **kwargs)
+        monkeypatch.setattr(mp_service, "PASSIVE_REPLY_BUDGET", timedelta(seconds=0))
+        return answers
+
+    monkeypatch.setattr(mp_inbound, "store", slow_commit)
+    pushed = sim.mp.message(follow["openid"], "text", "营业时间是？")
+    assert sim.plain.push(pushed["xml"], follow["openid"]) == ""
+    reply = db.scalars(select(Message).where(Message.automatic.is_(True))).one()
+    db.refresh(reply)
+    assert (reply.source, reply.status, reply.payload["passive"]) == ("autoreply", "sent", False)
+    assert [r["via"] for r in sim.received(follow["openid"])] == ["custom_send"]
+    assert db.scalars(select(MpInbound.reply_mode).where(MpInbound.dedup_key.like("msg:%"))).one() == "api"
+
+
+# ---------------------------------------------------------------- stored first, ingested by the job
+
+
+@pytest.fixture
+def lost_handover(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The app dies between a batch's commit and the enqueue of its ingestion: the rows are stored, no job."""
+    lost: list[list[int]] = []
+    monkeypatch.setattr(mp_jobs.stored_pushes, "hand_over", lost.append)
+    return lost
+
+
+def stored_pushes(db: Session) -> list[MpInbound]:
+    db.expire_all()
+    return list(db.scalars(select(MpInbound).order_by(MpInbound.id)))
+
+
+def test_a_push_stored_but_never_ingested_is_ingested_once_by_the_sweep_with_its_passive_reply(
+        db: Session, sim: Sim, lost_handover: list[list[int]], monkeypatch: pytest.MonkeyPatch) -> None:
+    rule(db, keywords=["营业时间"], reply="每天9点到21点营业")
+    follow = sim.mp.follow()
+    sim.plain.push(follow["xml"], follow["openid"])  # a follow is ingested in its callback (its welcome)
+    pushed = sim.mp.message(follow["openid"], "text", "营业时间是？")
+    assert sim.safe.push(pushed["xml"], follow["openid"]) == "每天9点到21点营业"  # answered from the stored row
+    assert lost_handover and [m.text for m in mp_messages(db) if m.msg_type == "text"] == []
+    assert [r.ingested_at is None for r in stored_pushes(db)] == [False, True]
+    assert mp_jobs.sweep_inbound.call_local() == 0  # not stale yet: its job may still come
+    monkeypatch.setattr(mp_inbound, "STALE_AFTER", timedelta(seconds=0))
+    assert mp_jobs.sweep_inbound.call_local() == 1
+    assert mp_jobs.sweep_inbound.call_local() == 0
+    row_id = stored_pushes(db)[1].id
+    mp_jobs.ingest_inbound.call_local(row_id)  # the lost job turning up after all: nothing twice
+    assert [m.text for m in mp_messages(db) if m.msg_type == "text"] == ["营业时间是？"]
+    conversation = conversation_of(db, follow["openid"])
+    assert conversation.unanswered == 1 and conversation.last_message_preview == "每天9点到21点营业"
+    replies = list(db.scalars(select(Message).where(Message.automatic.is_(True))))
+    assert [(r.source, r.status, r.text, r.conversation_id) for r in replies] == [
+        (mp_service.PASSIVE_SOURCE, "sent", "每天9点到21点营业", conversation.id)]
+    assert [r["via"] for r in sim.received(follow["openid"])] == ["passive"]  # no API call for it
+
+
+def test_an_identical_retry_before_ingestion_gets_the_same_answer_and_is_stored_once(
+        client: TestClient, db: Session, sim: Sim, lost_handover: list[list[int]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rule(db, keywords=["营业时间"], reply="每天9点到21点营业")
+    follow = sim.mp.follow()
+    sim.plain.push(follow["xml"], follow["openid"])
+    pushed = sim.mp.message(follow["openid"], "text", "营业时间？")
+    params, body = sim.plain.request(pushed["xml"], follow["openid"])
+    answers = [client.post("/mp/callback", params=params, content=body.encode()) for _attempt in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert all("<Content><![CDATA[每天9点到21点营业]]></Content>" in a.text for a in answers)  # the same passive reply
+    assert sim.safe.push(pushed["xml"], follow["openid"]) == "每天9点到21点营业"  # a fresh envelope: the same
+    assert len([r for r in stored_pushes(db) if r.dedup_key.startswith("msg:")]) == 1
+    monkeypatch.setattr(mp_inbound, "STALE_AFTER", timedelta(seconds=0))
+    mp_jobs.sweep_inbound.call_local()
+    assert [m.text for m in mp_messages(db) if m.msg_type == "text"] == ["营业时间？"]
+    assert db.scalar(select(func.count()).select_from(Message).where(Message.automatic.is_(True))) == 1
+
+
+def test_a_push_that_fails_to_ingest_keeps_its_error_and_holds_up_no_other(
+        db: Session, sim: Sim, lost_handover: list[list[int]], monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = sim.mp.follow(), sim.mp.follow()
+    for follow in (first, second):
+        sim.plain.push(follow["xml"], follow["openid"])
+    for follow in (first, second):
+        pushed = sim.mp.message(follow["openid"], "text", "你好")
+        sim.plain.push(pushed["xml"], follow["openid"])
+    ingest = mp_inbound.ingest
+
+    def broken(session: Session, row_ids: list[int], **kwargs: Any) -> dict[int, str]:
+        rows = session.scalars(select(MpInbound).where(MpInbound.id.in_(row_ids))).all()
+        if any(r.openid == first["openid"] for r in rows):
+            raise ValueError("坏数据")
+        return ingest(session, row_ids, **kwargs)
+
+    monkeypatch.setattr(mp_inbound, "ingest", broken)
+    monkeypatch.setattr(mp_inbound, "STALE_AFTER", timedelta(seconds=0))
+    mp_jobs.sweep_inbound.call_local()
+    assert [m.sender for m in mp_messages(db) if m.msg_type == "text"] == [second["openid"]]
+    failed = [r for r in stored_pushes(db) if r.ingested_at is None]
+    assert [(r.openid, r.attempts, r.error) for r in failed] == [(first["openid"], 1, "ValueError: 坏数据")]
 
 
 def test_an_agents_reply_goes_through_custom_send_inside_the_window(db: Session, sim: Sim) -> None:

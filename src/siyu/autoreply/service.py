@@ -372,6 +372,13 @@ def _queue_reply(session: Session, *, conversation: Conversation, answered: Stor
     return True
 
 
+def pause_at_cap(session: Session, *, rule_id: int, cap: int) -> None:
+    """Pause a rule that reached its hourly cap (a channel that decides replies itself: the 公众号's passive ones)."""
+    rule = session.get(AutoReplyRule, rule_id)
+    if rule is not None:
+        _pause(session, rule, cap=cap)
+
+
 def _pause(session: Session, rule: AutoReplyRule, *, cap: int) -> None:
     if rule.paused_at is not None:
         return

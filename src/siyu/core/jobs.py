@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -152,10 +153,15 @@ class Handover:
     mode (tests) the tasks run at once, in the caller's thread.
     """
 
-    def __init__(self, task: TaskWrapper, *, per_task: int, linger: float = 0.05) -> None:
+    def __init__(self, task: TaskWrapper, *, per_task: int, linger: float = 0.05,
+                 hold: Callable[[float], bool] | None = None) -> None:
+        """``hold(seconds the oldest id has waited)``: True keeps the ids a while longer (a producer
+        that gives way to its own requests during a flood); they are written once it says False."""
         self._task = task
         self._per_task = per_task
         self._linger = linger
+        self._hold = hold
+        self._since = 0.0
         self._finishing = False
         self._waiting: list[int] = []
         self._writing = False
@@ -170,6 +176,8 @@ class Handover:
             self._enqueue(ids)
             return
         with self._changed:
+            if not self._waiting:
+                self._since = time.monotonic()
             self._waiting.extend(ids)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="siyu-handover", daemon=True)
@@ -192,6 +200,8 @@ class Handover:
                 self._changed.wait_for(lambda: bool(self._waiting))
                 self._changed.wait_for(lambda: len(self._waiting) >= self._per_task or self._finishing,
                                        self._linger)
+                while self._hold is not None and not self._finishing and self._hold(time.monotonic() - self._since):
+                    self._changed.wait(_HOLD_RECHECK)
                 ids, self._waiting, self._writing = self._waiting, [], True
             try:
                 self._enqueue(ids)
@@ -208,6 +218,7 @@ class Handover:
 
 
 _HANDOVERS: list[Handover] = []
+_HOLD_RECHECK = 0.2  # seconds between a holding handover's looks at whether to let go
 
 
 # ---------------------------------------------------------------- tracked jobs

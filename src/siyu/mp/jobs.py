@@ -1,17 +1,22 @@
-"""公众号 jobs: the follower sync (resumable, tracked in the jobs page), old nonces forgotten."""
+"""公众号 jobs: stored pushes into the inbox (and the sweep of those left behind), the follower sync, profiles."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from huey import crontab
 
 from siyu.core import jobs
-from siyu.core.db import transaction
+from siyu.core.db import sqlite_writer_turn, transaction
 from siyu.core.errors import Invalid
 from siyu.core.i18n import _
 from siyu.mp import client as mp_client
-from siyu.mp import service
+from siyu.mp import inbound, service
+
+log = logging.getLogger(__name__)
+# Pushes a task ingests together: one transaction, one customer and conversation lookup for them all.
+BATCH_PUSHES = 50
 
 
 @jobs.tracked_task(jobs.bulk_queue, retries=3, retry_delay=60)
@@ -43,7 +48,40 @@ def fetch_profiles(account_id: int, openids: list[str]) -> int:
         return service.fill_profiles(session, api, openids)
 
 
-@jobs.inbound_queue.periodic_task(crontab(minute="*/5"))
-def forget_old_nonces() -> int:
+@jobs.inbound_queue.task()
+def ingest_inbound(*row_ids: int) -> int:
+    """Stored 公众号 pushes into the inbox, exactly once (each row is claimed in the ingesting transaction).
+
+    When the batch fails as a whole, each push is tried alone, so one bad push holds up no other;
+    the one that fails keeps its error and is tried again by the sweep (up to 5 times).
+    """
+    try:
+        with sqlite_writer_turn(), transaction() as session:  # no longer than one batch: callbacks wait meanwhile
+            inbound.ingest(session, list(row_ids))
+        return len(row_ids)
+    except Exception as exc:
+        if len(row_ids) == 1:
+            log.warning("公众号 push %s could not be ingested: %s", row_ids[0], exc, exc_info=True)
+            with transaction() as session:
+                inbound.record_failure(session, row_ids[0], f"{type(exc).__name__}: {exc}")
+            return 0
+    return sum(ingest_inbound.call_local(row_id) for row_id in row_ids)
+
+
+# The callback hands its committed rows over here and answers without waiting for the enqueue.
+# During a flood it holds them a while (``inbound.FLOOD_RATE``): the callbacks come first.
+stored_pushes = jobs.Handover(ingest_inbound, per_task=BATCH_PUSHES, hold=inbound.give_way)
+
+
+@jobs.inbound_queue.periodic_task(crontab(minute="*"))
+def sweep_inbound() -> int:
+    """Pushes stored but never ingested (the app died between its commit and the enqueue) get ingested;
+    ingested ones are forgotten once no retry, replay or quiet period needs them."""
     with transaction() as session:
-        return service.forget_old_nonces(session)
+        stale = inbound.left_behind(session)
+        inbound.forget_ingested(session)
+    done = sum(ingest_inbound.call_local(*stale[first:first + BATCH_PUSHES])
+               for first in range(0, len(stale), BATCH_PUSHES))
+    if stale:
+        log.info("ingested %s 公众号 pushes that were stored but left behind", len(stale))
+    return done

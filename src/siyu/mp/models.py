@@ -1,10 +1,11 @@
-"""公众号 (WeChat Official Account): followers, parametric QR codes, the follower sync's cursor, nonces."""
+"""公众号 (WeChat Official Account): followers, parametric QR codes, the follower sync's cursor, pushes as stored."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, UTCDateTime, utcnow
@@ -67,14 +68,43 @@ class MpSyncState(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-class MpNonce(Base):
-    """Nonces of the last minutes and the callback each came with: a replay is refused, a retry answered."""
+class MpInbound(Base):
+    """A 公众号 push as it arrived: stored in one cheap write before the callback answers, ingested later.
 
-    __tablename__ = "mp_nonce"
+    The callback's ``success`` (or its passive reply) means "this row is committed"; the inbox
+    (customer, conversation, message, touches, assignment, SLA) is built from it by the
+    ``mp.ingest_inbound`` job, which sets ``ingested_at`` in the same transaction — exactly once,
+    and a sweep ingests rows whose job was lost. The unique ``(account_id, dedup_key)`` keeps a
+    retried push once (``MsgId`` for messages, ``FromUserName`` + ``CreateTime`` + ``Event`` for
+    events, as the platform's docs recommend); the unique ``nonce`` refuses a replayed request.
+    The passive reply decided in the callback is kept here, so a retry gets the same answer and
+    the job records it as the conversation's reply once.
+    """
 
-    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
-    dedup_key: Mapped[str] = mapped_column(String(160), default="")
-    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    __tablename__ = "mp_inbound"
+    __table_args__ = (
+        UniqueConstraint("account_id", "dedup_key"),
+        # The replies decided but not ingested yet (a rule's hourly cap counts them): a few rows, not all.
+        Index("ix_mp_inbound_pending_reply", "rule_version_id",
+              sqlite_where=text("ingested_at IS NULL AND rule_version_id IS NOT NULL"),
+              postgresql_where=text("ingested_at IS NULL AND rule_version_id IS NOT NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    dedup_key: Mapped[str] = mapped_column(String(128))
+    nonce: Mapped[str] = mapped_column(String(64), unique=True)
+    openid: Mapped[str] = mapped_column(String(64), index=True)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON)  # the push's XML fields (decrypted in safe mode)
+    # The automatic reply decided in the callback: "passive" (in the callback's answer), "api" (too late
+    # for that: message/custom/send), or "" (none). ``reply`` empty with a version: filled in at ingestion.
+    reply_mode: Mapped[str] = mapped_column(String(8), default="")
+    reply: Mapped[str] = mapped_column(Text, default="")
+    rule_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # no FK: one cheap write
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    ingested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failed ingestions (the sweep gives up after 5)
+    error: Mapped[str] = mapped_column(String(500), default="")
 
 
-__all__ = ["MpFollower", "MpNonce", "MpQrCode", "MpSyncState"]
+__all__ = ["MpFollower", "MpInbound", "MpQrCode", "MpSyncState"]

@@ -13,13 +13,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from siyu.core.db import transaction
+from siyu.core.db import sqlite_writer_turn, transaction
 from siyu.core.deps import AdminPageViewer, ApiViewer, CsrfChecked, SessionDep
 from siyu.core.errors import DomainError, Forbidden, Invalid
 from siyu.core.group_commit import GroupCommitter
 from siyu.core.i18n import N_, _
 from siyu.customers.pages import FormDep, FormRead
-from siyu.mp import callback, client, jobs, service
+from siyu.mp import callback, client, inbound, jobs, service
 from siyu.mp import config as mp_config
 from siyu.mp.callback import CallbackRefused, MpQuery
 from siyu.mp.config import MpConfig
@@ -30,45 +30,55 @@ api = APIRouter(prefix="/mp", tags=["mp"])
 pages = APIRouter(include_in_schema=False)
 ACK = "success"  # 被动回复: "直接回复success（推荐方式）" when there is nothing to say
 
-Received = tuple[MpQuery, bytes]
+Received = tuple[MpQuery, bytes, float]  # the query, the body, when the request arrived (time.monotonic)
 # The answer and the authenticated callback (kept, so a passive reply needs no second decryption).
-Outcome = tuple[MpConfig, "service.Answer | CallbackRefused", "callback.Authenticated | None"]
+Outcome = tuple[MpConfig, "inbound.Answer | CallbackRefused", "callback.Authenticated | None"]
 
 
-def _receive_together(received: list[Received]) -> list[Outcome]:
-    """Callbacks that arrived together: authenticated, then stored and answered in one transaction."""
+def _late(started: float) -> bool:
+    return time.monotonic() - started > service.PASSIVE_REPLY_BUDGET.total_seconds()
+
+
+def _store_together(received: list[Received]) -> list[Outcome]:
+    """Callbacks that arrived together: authenticated, then stored (one INSERT) and answered in one transaction."""
     try:
-        return _store_and_answer(received)
+        outcomes = _store_and_answer(received)
     except Exception:
         service.forget_account_ids()
         raise
+    stored = [answer.row_id for _config, answer, _callback in outcomes
+              if isinstance(answer, inbound.Answer) and answer.pending]
+    inbound.flood.add(len(stored))
+    jobs.stored_pushes.hand_over(stored)
+    return outcomes
 
 
 def _store_and_answer(received: list[Received]) -> list[Outcome]:
-    with transaction() as session:
+    with sqlite_writer_turn(), transaction() as session:
         config = mp_config.effective(session, recent_ok=True)
-        outcomes: list[service.Answer | CallbackRefused] = []
+        outcomes: list[inbound.Answer | CallbackRefused] = []
         authenticated: dict[int, callback.Authenticated] = {}
-        for index, (query, body) in enumerate(received):
+        for index, (query, body, _started) in enumerate(received):
             try:
                 authenticated[index] = callback.authenticate(config, query=query, body=body)
-                outcomes.append(service.Answer())
+                outcomes.append(inbound.Answer())
             except CallbackRefused as exc:
                 outcomes.append(exc)
         if authenticated:
             account_id = service.account_id_for(session, config.appid)
-            stored = service.receive(session, account_id, list(authenticated.values()))
+            stored = inbound.store(session, account_id, list(authenticated.values()),
+                                   late=[_late(received[index][2]) for index in authenticated])
             for index, answer in zip(authenticated, stored, strict=True):
                 outcomes[index] = answer
     return [(config, outcome, authenticated.get(index)) for index, outcome in enumerate(outcomes)]
 
 
-_committer = GroupCommitter(_receive_together)
+_committer = GroupCommitter(_store_together)
 
 
-def _late(reply_ids: list[int]) -> None:
+def _too_late(row_id: int) -> None:
     with transaction() as session:
-        service.send_through_api(session, reply_ids)
+        inbound.make_late(session, row_id)
 
 
 async def _answer(scope: Scope, receive: Receive) -> tuple[int, str, bytes]:
@@ -96,18 +106,18 @@ async def _answer(scope: Scope, receive: Receive) -> tuple[int, str, bytes]:
         except CallbackRefused as exc:
             return _refused(client_host, exc)
     try:
-        config, answer, authenticated = await _committer.submit((query, bytes(body)))
+        config, answer, authenticated = await _committer.submit((query, bytes(body), started))
     except Exception:  # nothing was committed: no `success`, so the platform sends it again
         log.exception("公众号 callbacks could not be stored; answered 503 so the platform retries")
         return 503, "text/plain", b"temporarily unavailable"
     if isinstance(answer, CallbackRefused):
         return _refused(client_host, answer)
-    if answer.reply and authenticated is not None and (
-            time.monotonic() - started <= service.PASSIVE_REPLY_BUDGET.total_seconds()):
-        text = callback.passive_answer(config, authenticated, answer.reply, timestamp=int(time.time()))
-        return 200, "application/xml", text.encode()
-    if answer.reply_ids and not answer.duplicate:  # too late to answer passively: the API sends it
-        await run_in_threadpool(_late, answer.reply_ids)
+    if answer.reply and answer.mode == inbound.PASSIVE and authenticated is not None:
+        if not _late(started):
+            text = callback.passive_answer(config, authenticated, answer.reply, timestamp=int(time.time()))
+            return 200, "application/xml", text.encode()
+        if not answer.duplicate:  # stored in time, but answered too late: the API sends it
+            await run_in_threadpool(_too_late, answer.row_id)
     return 200, "text/plain", ACK.encode()
 
 

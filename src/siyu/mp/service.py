@@ -1,19 +1,14 @@
 """公众号 (WeChat Official Account) in the inbox: followers' messages, events, passive and API replies.
 
 Why it is built this way: the platform *pushes* each follower's message and event to the
-callback, one request each, and waits 5 seconds for the answer — which may itself be the
-reply (被动回复用户消息: no API call, no quota). So a callback is stored, matched against the
-auto-reply rules and answered in the same request: the group commit writes the callbacks
-that arrived together through ``inbox.service.ingest`` (the same path as every channel; the
-autoreply matcher answers there), and the reply a rule queued for a message is taken as the
-passive answer instead of going through the API. If the answer would come later than
-``PASSIVE_REPLY_BUDGET`` the callback answers ``success`` and the reply goes through the
-customer-service API (``message/custom/send``) instead, inside its window.
-
-A retry (the platform resends an unanswered push up to 3 times) is the same message: the
-message table's unique ``(source, platform_msgid)`` keeps it once — ``MsgId`` for messages,
-``FromUserName`` + ``CreateTime`` for events, as the docs recommend — and a retry of a
-message already answered passively gets the same answer again.
+callback, one request each, waits 5 seconds for the answer — which may itself be the reply
+(被动回复用户消息: no API call, no quota) — and on a busy day sends hundreds a second. So the
+callback does only what its answer needs (``siyu.mp.inbound``): it stores the push in one
+narrow row, decides the passive reply from the auto-reply rules in memory and answers; the
+inbox (customer, conversation, message, touches, assignment, SLA) is built from the stored
+pushes by a job, which records a reply that went out passively as the conversation's reply.
+If the answer would come later than ``PASSIVE_REPLY_BUDGET`` the callback answers ``success``
+and the reply goes through the customer-service API (``message/custom/send``) instead.
 
 Followers are customers with a ``Friendship`` to the MP account (an account of kind ``mp``
 with its appid) and an ``MpFollower`` row (openid, whether they follow now, the QR scene).
@@ -27,27 +22,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, object_session
 
 from siyu.accounts.models import Account, AccountKind
-from siyu.channels import service as channels_service
 from siyu.channels.models import Channel as AcquisitionChannel
 from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import N_, _
 from siyu.customers import search
-from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
+from siyu.customers.models import Customer, Friendship, FriendshipStatus
 from siyu.inbox import delivery
-from siyu.inbox import service as inbox_service
 from siyu.inbox.delivery import Accepted, DeliveryError, Outgoing
 from siyu.inbox.models import Channel, Conversation, DeliveryStatus, Direction, Message, MessageType
-from siyu.mp.callback import Authenticated, CallbackRefused
-from siyu.mp.models import MpFollower, MpNonce, MpQrCode, MpSyncState
+from siyu.mp.models import MpFollower, MpQrCode, MpSyncState
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +71,6 @@ PERMANENT_QR_LIMIT = 100_000
 TEMPORARY_QR_MAX_SECONDS = 2_592_000
 SCENE_MAX_LENGTH = 64
 QR_SCENE_PREFIX = "qrscene_"  # 接收事件推送: a follow through a parametric code has EventKey qrscene_<scene>
-NONCE_MEMORY = timedelta(minutes=10)
 
 OUTSIDE_WINDOW = N_("Outside the Official Account's customer-service window: WeChat allows no message until they write")
 WINDOW_FULL = N_("WeChat allows 5 messages per follower message (3 per click, follow or scan); wait for them to write")
@@ -93,7 +84,7 @@ LATE_PASSIVE = N_("The passive answer would have been too late; sent through the
 _TRANSIENT_ERRCODES = {-1, 45009, 45011}  # 系统繁忙, 接口调用超过限制, API 调用太频繁
 
 
-def _at(seconds: Any) -> datetime:
+def pushed_at(seconds: Any) -> datetime:
     try:
         return datetime.fromtimestamp(int(seconds), tz=UTC)
     except (TypeError, ValueError, OverflowError, OSError):
@@ -227,7 +218,7 @@ def resolve_followers(session: Session, account_id: int, openids: Iterable[str],
     follower_rows = [{"account_id": account_id, "openid": o, "customer_id": customer_of[o],
                       "unionid": str((profiles.get(o) or {}).get("unionid") or "")[:64] or None,
                       "subscribed": True, "scene": "", "created_at": now,
-                      "subscribed_at": _at(profiles[o]["subscribe_time"]) if (profiles.get(o) or {}).get(
+                      "subscribed_at": pushed_at(profiles[o]["subscribe_time"]) if (profiles.get(o) or {}).get(
                           "subscribe_time") else now} for o in missing]
     table = MpFollower.__table__
     session.execute(dialect_insert(session, table).on_conflict_do_nothing(index_elements=["openid"]), follower_rows)
@@ -239,222 +230,6 @@ def resolve_followers(session: Session, account_id: int, openids: Iterable[str],
     known.update({o: c for o, c in session.execute(
         select(MpFollower.openid, MpFollower.customer_id).where(MpFollower.openid.in_(missing)))})
     return known
-
-
-# ---------------------------------------------------------------- receiving a batch of callbacks
-
-
-@dataclass
-class Answer:
-    """What one callback gets: a passive reply (text) or ``success``; the reply's message ids."""
-
-    duplicate: bool = False
-    reply: str = ""
-    reply_ids: list[int] = field(default_factory=list)
-
-
-def _nonces(session: Session, callbacks: list[Authenticated]) -> list[CallbackRefused | None]:
-    """A nonce seen before is a retry when it came with the same message, else a replay (refused)."""
-    now = utcnow()
-    first: dict[str, str] = {}
-    for callback in callbacks:
-        first.setdefault(callback.query.nonce, callback.dedup_key)
-    table = MpNonce.__table__
-    fresh = set(session.scalars(dialect_insert(session, table).on_conflict_do_nothing().returning(table.c.nonce),
-                                [{"nonce": n, "dedup_key": k, "seen_at": now} for n, k in first.items()]))
-    seen = {n: k for n, k in session.execute(select(MpNonce.nonce, MpNonce.dedup_key).where(
-        MpNonce.nonce.in_(sorted(set(first) - fresh))))} if len(fresh) < len(first) else {}
-    answers: list[CallbackRefused | None] = []
-    for callback in callbacks:
-        nonce = callback.query.nonce
-        owner = first[nonce] if nonce in fresh else seen.get(nonce, "")
-        answers.append(None if owner == callback.dedup_key else
-                       CallbackRefused(409, "nonce seen before with another message: a replayed request"))
-    return answers
-
-
-def receive(session: Session, account_id: int, callbacks: list[Authenticated]) -> list[Answer | CallbackRefused]:
-    """Store callbacks that arrived together and work out each one's answer (one transaction).
-
-    Messages and events go into the inbox with one ``ingest`` call; what the events change
-    (following, unfollowing, a channel's attribution) is applied to the new ones; a reply the
-    auto-reply rules queued for a new message becomes its passive answer (marked sent here:
-    the caller answers with it, or hands it to the API when the answer would be late).
-    """
-    answers: list[Answer | CallbackRefused] = [
-        refusal if refusal is not None else Answer() for refusal in _nonces(session, callbacks)]
-    accepted = [(i, c) for i, c in enumerate(callbacks) if isinstance(answers[i], Answer)]
-    if not accepted:
-        return answers
-    new_followers: list[str] = []
-    customers = resolve_followers(session, account_id, [c.openid for _i, c in accepted], created=new_followers)
-    if new_followers:  # a push carries no nickname: user/info/batchget fills it in after the commit
-        from siyu.core import jobs as core_jobs
-        from siyu.mp import jobs as mp_jobs
-
-        core_jobs.enqueue_after_commit(session, mp_jobs.fetch_profiles, account_id, new_followers)
-    keys = sorted({c.dedup_key for _i, c in accepted})
-    messages: list[inbox_service.InboundMessage] = []
-    parsed: dict[str, tuple[Authenticated, Parsed]] = {}
-    for _index, callback in accepted:
-        customer_id = customers.get(callback.openid)
-        if customer_id is None or callback.dedup_key in parsed:
-            continue
-        p = parse(callback.fields)
-        parsed[callback.dedup_key] = (callback, p)
-        messages.append(inbox_service.InboundMessage(
-            source=SOURCE, platform_msgid=callback.dedup_key, account_id=account_id, customer_id=customer_id,
-            sent_at=_at(callback.fields.get("CreateTime")), sender=callback.openid, msg_type=p.msg_type, text=p.text,
-            payload=dict(callback.fields), channel=Channel.mp.value))
-    ingested = inbox_service.ingest(session, messages)
-    ids = {key: message_id for (source, key), message_id in ingested.ids.items() if source == SOURCE}
-    new = {k: v for k, v in parsed.items() if k in ids}
-    stored_before = {k for k in keys if k not in ids}
-    if stored_before:  # the platform's retries: their stored messages, for the answer they had
-        ids.update({k: i for k, i in session.execute(select(Message.platform_msgid, Message.id).where(
-            Message.source == SOURCE, Message.platform_msgid.in_(sorted(stored_before))))})
-    events = [(c, p, customers[c.openid], ids.get(c.dedup_key)) for c, p in new.values() if p.event]
-    welcomes = _apply_events(session, session.get_one(Account, account_id), events) if events else {}
-    replies = _passive_replies(session, [ids[k] for k in new], fresh=True) if ingested.auto_replies else {}
-    repeated = _passive_replies(session, [ids[k] for k in keys if k in stored_before and k in ids], fresh=False)
-    for index, callback in accepted:
-        answer = answers[index]
-        assert isinstance(answer, Answer)
-        answer.duplicate = callback.dedup_key in stored_before
-        message_id = ids.get(callback.dedup_key)
-        reply = (repeated if answer.duplicate else replies).get(message_id or 0) or welcomes.get(message_id or 0)
-        if reply is not None:
-            answer.reply_ids, answer.reply = [reply[0]], reply[1]
-    # The same message twice in one batch (a retry racing the original): only the first may answer.
-    answered: set[str] = set()
-    for index, callback in accepted:
-        answer = answers[index]
-        if isinstance(answer, Answer) and callback.dedup_key in answered:
-            answer.duplicate, answer.reply_ids = True, []
-        answered.add(callback.dedup_key)
-    return answers
-
-
-def _passive_replies(session: Session, message_ids: list[int], *, fresh: bool) -> dict[int, tuple[int, str]]:
-    """The reply queued (fresh) or already given passively (a retry) for each message: (reply id, text)."""
-    if not message_ids:
-        return {}
-    query = select(Message).where(Message.reply_to_id.in_(sorted(message_ids)), Message.automatic.is_(True))
-    from siyu.core import jobs as core_jobs
-    from siyu.inbox.jobs import deliver_message
-
-    found: dict[int, tuple[int, str]] = {}
-    for reply in session.scalars(query.where(
-            Message.status == DeliveryStatus.queued.value if fresh else Message.source == PASSIVE_SOURCE)):
-        if fresh:  # goes out in the callback's answer: no delivery job (a late one is queued by send_through_api)
-            reply.payload = {**(reply.payload or {}), "passive": True, "source_was": reply.source}
-            reply.source, reply.status = PASSIVE_SOURCE, DeliveryStatus.sent.value
-            core_jobs.cancel_after_commit(session, deliver_message, reply.id)
-        if reply.reply_to_id is not None:
-            found[reply.reply_to_id] = (reply.id, reply.text)
-    session.flush()
-    return found
-
-
-def _apply_events(session: Session, account: Account,
-                  events: list[tuple[Authenticated, Parsed, int, int | None]]) -> dict[int, tuple[int, str]]:
-    """Follows, unfollows, scans and clicks change the follower; returns the follows' welcomes to answer with."""
-    if not events:
-        return {}
-    followers = {f.openid: f for f in session.scalars(select(MpFollower).where(
-        MpFollower.openid.in_(sorted({c.openid for c, _p, _cid, _mid in events}))))}
-    friendships = {f.customer_id: f for f in session.scalars(select(Friendship).where(
-        Friendship.account_id == account.id,
-        Friendship.customer_id.in_(sorted({cid for _c, p, cid, _m in events if p.event in _FOLLOWING}))))}
-    adds: list[tuple[channels_service.FriendAdd, int | None]] = []
-    for callback, p, customer_id, message_id in sorted(events, key=lambda e: int(e[0].fields.get("CreateTime") or 0)):
-        follower = followers.get(callback.openid)
-        if follower is None:
-            continue
-        at = _at(callback.fields.get("CreateTime"))
-        if p.event in WINDOW_EVENTS:
-            follower.last_event_at = max(at, follower.last_event_at or at)
-        if p.event == "subscribe":
-            follower.subscribed, follower.subscribed_at, follower.unsubscribed_at = True, at, None
-            follower.scene = p.scene[:64]
-            _friendship(friendships.get(customer_id), active=True, state=p.scene, at=at)
-            adds.append((channels_service.FriendAdd(customer_id, account.id, p.scene, at), message_id))
-        elif p.event == "SCAN" and p.scene:
-            adds.append((channels_service.FriendAdd(customer_id, account.id, p.scene, at), message_id))
-        elif p.event == "unsubscribe":
-            follower.subscribed, follower.unsubscribed_at = False, at
-            _friendship(friendships.get(customer_id), active=False, state="", at=at)
-            channels_service.on_friend_removed(session, customer_id=customer_id, account_id=account.id, at=at)
-        if p.event in ("subscribe", "unsubscribe"):
-            session.add(Touch(customer_id=customer_id, account_id=account.id, kind=TouchKind.system.value,
-                              content=p.text[:2000], occurred_at=at,
-                              details={"event": f"mp_{p.event}", "scene": p.scene}))
-    outcomes = channels_service.on_friends_added(session, [add for add, _m in adds]) if adds else []
-    welcomes: dict[int, tuple[int, str]] = {}
-    for (add, message_id), outcome in zip(adds, outcomes, strict=True):
-        text = outcome.welcome or (account.greeting if not add.state else "")
-        if message_id is None or not text or message_id in welcomes:
-            continue
-        conversation = session.scalar(select(Conversation).where(
-            Conversation.key == inbox_service.conversation_key(account.id, add.customer_id, "")))
-        if conversation is None:
-            continue
-        text = inbox_service.fill_variables(session, text=text, conversation=conversation)
-        welcome = _record_passive(session, conversation, message_id, text)
-        if welcome is not None:
-            welcomes[message_id] = (welcome, text)
-    session.flush()
-    return welcomes
-
-
-_FOLLOWING = ("subscribe", "unsubscribe")  # the events that change the friendship
-
-
-def _friendship(friendship: Friendship | None, *, active: bool, state: str, at: datetime) -> None:
-    if friendship is None:
-        return
-    if active:
-        friendship.status, friendship.removed_at = FriendshipStatus.active.value, None
-        friendship.added_at = at
-        if state:
-            friendship.channel_state = state[:64]
-    else:
-        friendship.status, friendship.removed_at = FriendshipStatus.deleted.value, at
-
-
-def _record_passive(session: Session, conversation: Conversation, answered_id: int, text: str) -> int | None:
-    now = utcnow()
-    table = Message.__table__
-    row = {"conversation_id": conversation.id, "source": PASSIVE_SOURCE, "platform_msgid": f"welcome:{answered_id}",
-           "direction": Direction.outbound.value, "msg_type": MessageType.text.value, "sender": "", "text": text,
-           "payload": {"passive": True, "source_was": WELCOME_SOURCE}, "sent_at": now, "received_at": now,
-           "status": DeliveryStatus.sent.value, "error": "", "automatic": True, "internal": False,
-           "reply_to_id": answered_id}
-    inserted = session.execute(dialect_insert(session, table).values(row).on_conflict_do_nothing()
-                               .returning(table.c.id)).first()
-    if inserted is None:
-        return None
-    conversation.last_message_at, conversation.last_message_preview = now, text[:120]
-    return int(inserted[0])
-
-
-def send_through_api(session: Session, reply_ids: list[int]) -> int:
-    """Replies that were to go passively but would have been late: queued for message/custom/send."""
-    moved = 0
-    for reply in session.scalars(select(Message).where(Message.id.in_(reply_ids), Message.source == PASSIVE_SOURCE)):
-        payload = dict(reply.payload or {})
-        reply.source = str(payload.pop("source_was", "") or WELCOME_SOURCE)[:16]
-        payload.update(passive=False, late_passive=_(LATE_PASSIVE))
-        reply.payload, reply.status = payload, DeliveryStatus.queued.value
-        session.flush()
-        inbox_service.send_after_commit(session, reply.id)
-        moved += 1
-    return moved
-
-
-def forget_old_nonces(session: Session) -> int:
-    result = session.execute(delete(MpNonce).where(MpNonce.seen_at < utcnow() - NONCE_MEMORY))
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # ---------------------------------------------------------------- the customer-service window
