@@ -541,8 +541,11 @@ def archive_chats(corp: VirtualCorp, sender: Sender, *, count: int, rate: float 
     rooms = [by_id[chat_id] for chat_id in groups if chat_id in by_id and not by_id[chat_id].dismissed
              and by_id[chat_id].members]
     archived = 0
+    refusing = set(chosen[-refuse:]) if 0 < refuse < len(chosen) else set()
+    echo(f"[archive] members' own chats into the chat archive (会话存档): {len(chosen)} customers asked to agree "
+         f"({len(refusing)} refusing), then {count} messages in private chats and {len(rooms)} groups; "
+         f"msgaudit_notify at most every {notifier.interval:g} s")
     try:
-        refusing = set(chosen[-refuse:]) if 0 < refuse < len(chosen) else set()
         for userid, external in chosen:
             corp.archive.agree(userid, external, agree=(userid, external) not in refusing)
             archived += 1
