@@ -22,9 +22,10 @@ The random key is always decrypted here with the corp's private key of the item'
 ``publickey_ver``; an item for a version Siyu has no key for (or whose key does not fit) is
 reported (``ArchiveSkip``, the log) and skipped, and the rest of the page goes on.
 
-Each page is stored in *one* transaction together with the new ``seq`` (compare-and-set on the
-old one): a crash pulls the page again and the unique ``msgid`` of the stored rows drops the
-repeat, so the same range pulled twice is stored once. Private chats (member ↔ customer) go into
+Each page — or batch of consecutive pages (``STORE_BATCH_ITEMS``) — is stored in *one* transaction
+together with the new ``seq`` (compare-and-set on the old one): a crash pulls the batch again and
+the unique ``msgid`` of the stored rows drops the repeat, so the same range pulled twice is stored
+once. Private chats (member ↔ customer) go into
 the inbox as read-only conversations of channel ``wecom_archive`` (``inbox.service.ingest``, one
 call per page); the member's own message counts as the answer, like an agent's reply. Group
 messages (``roomid``) are kept per group (``groups.models.GroupMessage``).
@@ -75,9 +76,9 @@ CHATDATA_LIMIT = 1000
 NOTIFY_INTERVAL_SECONDS = 15
 # 获取会话同意情况 check_single_agree: "目前一次请求只支持最多100个查询条目" (W:91782)
 AGREE_BATCH = 100
-# Siyu's choice: up to this many items (five GetChatData pages) are stored in one transaction with their seq —
+# Siyu's choice: up to this many items (ten GetChatData pages) are stored in one transaction with their seq —
 # fewer commits and one update per conversation a batch touches, while a batch stays small in memory.
-STORE_BATCH_ITEMS = 5 * CHATDATA_LIMIT
+STORE_BATCH_ITEMS = 10 * CHATDATA_LIMIT
 # agree_status values of check_single_agree (W:91782): Default_Agree counts as agreed
 AGREED_STATUSES = frozenset({"Agree", "Default_Agree", "approved"})
 # External contacts' ids begin with wo/wm; robots with wb (会话内容存档 › 消息格式, W:91774)
