@@ -27,7 +27,7 @@ together with the new ``seq`` (compare-and-set on the old one): a crash pulls th
 the unique ``msgid`` of the stored rows drops the repeat, so the same range pulled twice is stored
 once. Private chats (member ↔ customer) go into
 the inbox as read-only conversations of channel ``wecom_archive`` (``inbox.service.ingest``, one
-call per page); the member's own message counts as the answer, like an agent's reply. Group
+call per batch); the member's own message counts as the answer, like an agent's reply. Group
 messages (``roomid``) are kept per group (``groups.models.GroupMessage``).
 
 Consent: a customer must agree that chats are archived (``msg_audit_approved`` events and
