@@ -530,6 +530,7 @@ def archive_chats(corp: VirtualCorp, sender: Sender, *, count: int, rate: float 
     from siyu.simulator.archive import NOTIFY_INTERVAL_SECONDS, announce
 
     rng = random.Random(seed)  # noqa: S311 - simulated behaviour, not secrets
+    consent_listeners = list(corp.archive.consent_listeners)
     notifier = announce(corp, sender, interval=NOTIFY_INTERVAL_SECONDS if notify_interval is None else notify_interval)
     wanted = set(customers)
     pairs = [(f.userid, c.external_userid) for c in corp.state.contacts for f in c.follows if f.deleted_at is None]
@@ -575,6 +576,7 @@ def archive_chats(corp: VirtualCorp, sender: Sender, *, count: int, rate: float 
         notifier.wait(timeout=notifier.interval + 5)  # the last msgaudit_notify has gone out
     finally:
         corp.archive.listeners.remove(notifier.notify)
+        corp.archive.consent_listeners[:] = consent_listeners  # the sender's clients close after the play
         notifier.cancel()
     stats = sender.stats
     summary = Summary(scenario="archive", sent=stats.sent, acknowledged=stats.acknowledged, retried=stats.retried,
