@@ -209,3 +209,98 @@ def test_demo_has_a_wecom_kf_account_served_by_its_service_staff_with_conversati
     channels = {channel: count for channel, count in session.execute(
         select(Conversation.channel, func.count()).group_by(Conversation.channel))}
     assert channels.get("wecom_kf", 0) > channels.get("wecom_archive", 0) > 0, channels
+
+
+# ---------------------------------------------------------------- siyu demo --simulate
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_simulated_traffic_archives_members_chats_and_attributes_a_qr_follower_to_its_channel(
+        app: Any, db: Session, make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `siyu demo --simulate` plays, shortened: the groups scenario, then members' own chats through the
+    chat archive (msgaudit_notify, real RSA on the random keys), then 公众号 followers through the demo's QR code.
+    Siyu runs on a real socket; the simulator with it. msgaudit_notify comes every 1.1 s here (the platform's
+    are ≥ 15 s apart, W:95039, so their CreateTime seconds never repeat — Siyu drops a repeat as a retry)."""
+    import base64
+    import hashlib
+    import json as json_module
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from siyu.channels.models import Channel, ChannelAdd
+    from siyu.core.settings import get_settings
+    from siyu.demo import MP_CHANNEL_NAME, mp_qr_channel
+    from siyu.groups.models import GroupChat, GroupMessage
+    from siyu.inbox.models import Conversation, Message
+    from siyu.mp import client as mp_client
+    from siyu.simulator.corp import DEFAULT_MEMBERS
+    from siyu.simulator.driver import run_simulated_traffic
+    from siyu.simulator.server import RunningServer
+    from siyu.wecom.models import ArchiveConsent
+
+    port = _free_port()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    aes = base64.b64encode(hashlib.sha256(b"demo-simulate").digest()).decode()[:-1]
+    for name, value in {"SIYU_WECOM_CORP_ID": "wwDEMOSIMULATE", "SIYU_WECOM_TOKEN": "demo-token",
+                        "SIYU_WECOM_AES_KEY": aes, "SIYU_WECOM_SECRET": "demo-secret",
+                        "SIYU_WECOM_API_BASE": f"http://127.0.0.1:{port}/cgi-bin/",
+                        "SIYU_WECOM_ARCHIVE_SOURCE": "simulator",
+                        "SIYU_WECOM_ARCHIVE_PRIVATE_KEYS": json_module.dumps({"1": private}),
+                        "SIYU_MP_APPID": "wxDEMOSIMULATE01", "SIYU_MP_TOKEN": "mp-token", "SIYU_MP_AES_KEY": aes,
+                        "SIYU_MP_SECRET": "mp-secret", "SIYU_MP_API_BASE": f"http://127.0.0.1:{port}/mp/cgi-bin/"
+                        }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    accounts = {userid: make.account(wecom_userid=userid, display_name=name) for userid, name in DEFAULT_MEMBERS}
+    known = make.customer(accounts["shanye.xiaoye01"], name="林晓")
+    known.wecom_external_userid = "wmDEMOKNOWN000001"  # a WeCom customer of the member, as the demo's are
+    db.commit()
+
+    def qr_codes() -> list[str]:
+        from siyu.core.db import transaction
+
+        with transaction() as session:
+            return mp_qr_channel(session, appid="wxDEMOSIMULATE01", api=mp_client.api_for(session))
+
+    siyu = RunningServer(app).start()
+    try:
+        summaries = run_simulated_traffic(
+            siyu.url, scenarios=("groups",), count=2, rate=0, serve_port=port, keep_serving=False,
+            wait_seconds=10, echo=lambda _line: None, mp_messages=2, archive_messages=16,
+            archive_public_key=(1, public), archive_notify_interval=1.1, before_traffic=qr_codes,
+            known_contacts=[{"external_userid": "wmDEMOKNOWN000001", "name": "林晓", "userid": "shanye.xiaoye01",
+                             "added_at": 0}])
+    finally:
+        siyu.stop()
+        get_settings.cache_clear()
+    assert [s.scenario for s in summaries] == ["groups", "archive", "chat"]
+    assert all(s.failed == 0 for s in summaries), summaries
+    db.expire_all()
+    # Private chats: read-only wecom_archive conversations, the known customer's among them.
+    archived = db.scalars(select(Conversation).where(Conversation.channel == "wecom_archive")).all()
+    assert known.id in {c.customer_id for c in archived}
+    assert db.scalar(select(func.count()).select_from(Message).where(Message.source == "wecom_archive")) > 0
+    # One customer refused: the refusal is recorded and nothing of that chat is stored.
+    refused = db.scalars(select(ArchiveConsent).where(ArchiveConsent.agreed.is_(False))).all()
+    assert len(refused) == 1
+    assert not [m for m in db.scalars(select(Message).where(Message.source == "wecom_archive"))
+                if refused[0].external_userid in (m.sender, *((m.payload or {}).get("tolist") or []))
+                and m.msg_type != "system"]
+    # Group messages, linked to the group the groups scenario made (and Siyu mirrored).
+    linked = db.scalars(select(GroupMessage).where(GroupMessage.group_chat_id.is_not(None))).all()
+    assert linked and {m.group_chat_id for m in linked} <= set(db.scalars(select(GroupChat.id)))
+    # The 公众号 follower came through the demo channel's parametric QR code and is that channel's.
+    channel = db.scalars(select(Channel).where(Channel.name == MP_CHANNEL_NAME)).one()
+    assert db.scalar(select(func.count()).select_from(ChannelAdd).where(ChannelAdd.channel_id == channel.id)) == 1

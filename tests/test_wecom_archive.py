@@ -218,6 +218,41 @@ def test_the_same_seq_range_pulled_twice_is_stored_once(client: TestClient, db: 
     assert row is not None and row.seq == len(sim.corp.archive.log)
 
 
+def test_a_batch_of_pages_that_fails_to_store_leaves_the_seq_and_is_pulled_whole_next_time(
+        client: TestClient, db: Session, sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    sim.corp.archive.scenario(count=60, group_share=0.3, agree_share=1.0, notify=False)
+    with transaction() as session:
+        source = archive.configured_source(session)
+        api = client_for(session)
+    assert source is not None
+    real_store = archive.store_page
+
+    def crash(session: Session, opened: list[archive.Opened], **kwargs: Any) -> archive.PageResult:
+        real_store(session, opened, **kwargs)  # the rows are written, then the worker dies before the commit
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(archive, "store_page", crash)
+    with pytest.raises(RuntimeError):
+        archive.pull(transaction, source, api=api, limit=25)
+    db.expire_all()
+    assert db.scalar(select(ArchiveCursor.seq).where(ArchiveCursor.name == archive.CURSOR)) == 0
+    assert db.scalar(select(func.count()).select_from(GroupMessage)) == 0
+    batches: list[int] = []
+
+    def count(session: Session, opened: list[archive.Opened], **kwargs: Any) -> archive.PageResult:
+        batches.append(len(opened))
+        return real_store(session, opened, **kwargs)
+
+    monkeypatch.setattr(archive, "store_page", count)
+    result = archive.pull(transaction, source, api=api, limit=25)
+    assert batches == [len(sim.corp.archive.log)]
+    assert result.pages == len(sim.corp.archive.log) // 25 + 1  # full pages and the short one, one batch
+    db.expire_all()
+    assert db.scalar(select(ArchiveCursor.seq).where(ArchiveCursor.name == archive.CURSOR)) == \
+        len(sim.corp.archive.log)
+    assert db.scalar(select(func.count()).select_from(GroupMessage)) == result.group > 0
+
+
 def test_the_sdk_source_is_thin_around_the_wrapper_and_refuses_a_limit_above_1000() -> None:
     class Finance:  # a stand-in for pyweworkfinance.WeWorkFinance (the real one needs WeCom's servers)
         def __init__(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import webbrowser
 from pathlib import Path
@@ -103,6 +104,16 @@ def _start_simulation(target: str) -> None:
                 "SIYU_MP_API_BASE": f"http://127.0.0.1:{SIMULATOR_PORT}/mp/cgi-bin/"}
     for name, value in settings.items():
         os.environ.setdefault(name, value)  # the app and the simulator read the same settings
+    # 会话存档: the simulator's archive encrypts each random key to this corp key; Siyu holds its private half.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    archive_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    archive_public = archive_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    os.environ["SIYU_WECOM_ARCHIVE_SOURCE"] = "simulator"
+    os.environ["SIYU_WECOM_ARCHIVE_PRIVATE_KEYS"] = json.dumps({"1": archive_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()})
     get_settings.cache_clear()
     with core_db.transaction() as session:
         states = [c.key for c in session.query(Channel).all()]
@@ -117,11 +128,26 @@ def _start_simulation(target: str) -> None:
                   "added_at": added_at.timestamp()} for external_userid, name, userid, remark, added_at in rows]
         kf = session.execute(select(Account.open_kfid, Account.display_name)
                              .where(Account.open_kfid.is_not(None)).order_by(Account.id).limit(1)).first()
+    def mp_qr_codes() -> list[str]:
+        """The demo's 公众号 channel and its parametric QR code, made through the simulator's qrcode/create."""
+        from siyu.demo import mp_qr_channel
+        from siyu.mp import client as mp_client
+
+        try:
+            with core_db.transaction() as session:
+                api = mp_client.api_for(session)
+                return mp_qr_channel(session, appid=get_settings().mp_appid, api=api) if api is not None else []
+        except Exception as exc:  # the demo goes on without the QR code
+            typer.echo(f"公众号 QR code not made ({exc}); followers follow through the channels' keys", err=True)
+            return []
+
     start_simulated_traffic(target, serve_port=SIMULATOR_PORT, states=states, count=40, rate=2.0,
                             known_contacts=known, kf_account=(str(kf[0]), str(kf[1])) if kf else None,
-                            mp_messages=40)
+                            mp_messages=40, archive_messages=60, archive_public_key=(1, archive_public),
+                            before_traffic=mp_qr_codes)
     typer.echo(f"WeCom simulator on http://127.0.0.1:{SIMULATOR_PORT}/ — live callbacks are coming in "
-               "(企业微信 → 事件日志), and 公众号 followers' messages (收件箱, 渠道: 公众号)")
+               "(企业微信 → 事件日志), members' own chats through the chat archive (收件箱, 渠道: 会话存档; "
+               "客户群 → 群消息), and 公众号 followers' messages (收件箱, 渠道: 公众号)")
 
 
 @app.command()

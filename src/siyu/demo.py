@@ -725,6 +725,32 @@ def _wecom_morning(session: Session, *, accounts: dict[str, Account], customers:
                 "ExternalUserID": customer.wecom_external_userid or ""}, minutes_ago=rng.uniform(1, 60))
 
 
+# The 公众号 channel `siyu demo --simulate` makes: followers who scan its parametric QR code are its.
+MP_CHANNEL_NAME = "公众号关注二维码"
+MP_WELCOME = "{称呼}您好，欢迎关注山野茶舍！回复「新品」看本周上新，回复「门店」查最近的门店。"
+
+
+def mp_qr_channel(session: Session, *, appid: str, api: Any) -> list[str]:
+    """The demo's 公众号 (its Siyu account) and a channel with a permanent parametric QR code made through
+    ``qrcode/create`` with ``api`` (the simulator's 公众号 in ``siyu demo --simulate``). Returns the QR
+    scenes followers can scan: a follow through one is attributed to the channel like a WeCom add."""
+    from siyu.channels import service as channels_service
+    from siyu.channels.models import Channel as AcquisitionChannel
+    from siyu.channels.models import ChannelKind
+    from siyu.mp import service as mp_service
+
+    account = mp_service.account_for(session, appid)
+    if account.display_name == f"公众号 {appid}"[:64]:
+        account.display_name = f"{BRAND}公众号"
+    channel = session.scalar(select(AcquisitionChannel).where(AcquisitionChannel.name == MP_CHANNEL_NAME))
+    if channel is None:
+        channel = channels_service.save_channel(session, viewer=SYSTEM, data=channels_service.ChannelIn(
+            name=MP_CHANNEL_NAME, kind=ChannelKind.online_ad, account_ids=[account.id],
+            tag_names=["来源:公众号"], welcome_text=MP_WELCOME))
+    code = mp_service.create_qrcode(session, api=api, channel_id=channel.id, account_id=account.id, permanent=True)
+    return [code.scene]
+
+
 def _create_autoreplies(session: Session, *, admin: Viewer) -> None:
     """Two rules: one on (opening hours), one drafted and waiting for its dry run (coupons)."""
     from siyu.autoreply import service as autoreply_service

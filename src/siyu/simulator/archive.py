@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from siyu.simulator.errors import ApiError
 
 if TYPE_CHECKING:
+    from siyu.simulator.callbacks import Sender
     from siyu.simulator.corp import VirtualCorp
 
 CHATDATA_LIMIT = 1000  # W:91774 GetChatData: limit "最大值1000条，超过1000条会返回错误"
@@ -272,3 +273,24 @@ class ArchiveNotifier:
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the callback scheduled for the newest messages (if any) has gone out."""
+        with self.lock:
+            timer = self.timer
+        if timer is not None:
+            timer.join(timeout)
+
+
+def announce(corp: VirtualCorp, sender: Sender, *, interval: float = NOTIFY_INTERVAL_SECONDS) -> ArchiveNotifier:
+    """From now on the corp's archive announces itself through ``sender`` as the platform does: msgaudit_notify
+    (batched, W:95039) for new messages, change_external_contact/msg_audit_approved when a customer agrees."""
+    from siyu.simulator.callbacks import msg_audit_approved, msgaudit_notify
+
+    corp_id = sender.encrypter.corp_id
+    notifier = ArchiveNotifier(lambda: sender.deliver(msgaudit_notify(corp_id, create_time=int(corp.clock()))),
+                               interval=interval)
+    corp.archive.listeners.append(notifier.notify)
+    corp.archive.consent_listeners.append(lambda userid, external, at: sender.deliver(msg_audit_approved(
+        corp_id, userid=userid, external_userid=external, create_time=at)))
+    return notifier

@@ -21,6 +21,12 @@ Scenarios (``count`` is the number of callbacks in the main phase):
   its way, new messages only wait, and the next callback announces them all — and a share
   (1 % by default) is delivered again after acknowledgement, as the platform's retries do;
 - ``tags``: an administrator creating, renaming and deleting corp tags.
+
+Beside the scenarios, ``archive_chats`` plays members' own chats into the corp's chat archive
+(会话存档): customers agree (a few refuse, and nothing of their chats is archived), then write
+and are answered in private chats, and people talk in customer groups; the archive announces
+itself with ``msgaudit_notify`` (at most every 15 s) and ``msg_audit_approved`` callbacks and
+Siyu pulls (``siyu demo --simulate``).
 """
 
 from __future__ import annotations
@@ -47,6 +53,12 @@ CHAT_LINES = ("你好，请问店里几点关门？", "新品龙井什么时候�
               "上次买的白茶很好喝", "周末有品鉴会吗？", "礼盒还有货吗", "[图片]", "发票怎么开？")
 CAMPAIGN_LINES = ("1", "参加", "怎么领券？", "优惠券怎么用？", "活动几点开始", "我中奖了吗", "还有名额吗？",
                   "链接打不开", "已下单，订单号发你了", "能便宜点吗", "好", "收到")
+# Members' own chats, as the chat archive carries them (archive_chats): their answers, and what groups say.
+ARCHIVE_MEMBER_LINES = ("好的，我帮您查一下", "今天下单明天就能发货", "券已经发到您的账户了，结算时自动抵扣",
+                        "周六下午两点品鉴会，给您留个位置？", "这款白茶适合冷泡，您可以试试", "收到，稍后回复您")
+ARCHIVE_GROUP_LINES = ("今晚八点群里抽奖，大家准时来～", "新到的明前龙井大家尝过了吗？", "品鉴会还有名额吗？",
+                       "已下单，坐等发货", "谢谢群主！", "这周的秒杀是哪款茶？", "[图片]")
+ARCHIVE_PAIRS = 8  # customers whose private chats the demo's archive carries
 # The paths a flood of customer messages can take: 微信客服 (kf_msg_or_event, Siyu pulls) or the 公众号 (mp: one
 # push per message to /mp/callback, answered passively when a rule matches).
 CHANNELS = ("kf", "mp")
@@ -121,6 +133,7 @@ class Summary:
     rate: float
     errors: dict[str, int]
     kf_messages: int = 0  # messages and events put in 客服 accounts' logs (announced by the callbacks)
+    archived: int = 0  # messages put in the chat archive (announced by msgaudit_notify)
 
     def line(self) -> str:
         text = (f"{self.scenario}: sent {self.sent}, acknowledged {self.acknowledged}, retried {self.retried}, "
@@ -129,6 +142,8 @@ class Summary:
         if self.kf_messages:
             text += (f"; 微信客服: {self.kf_messages} messages and events waiting to be pulled "
                      f"({self.kf_messages / max(self.seconds, 1e-9):.0f}/s)")
+        if self.archived:
+            text += f"; 会话存档: {self.archived} messages archived for Siyu to pull"
         if self.errors:
             text += "; problems: " + ", ".join(f"{k} ×{v}" for k, v in sorted(self.errors.items()))
         return text
@@ -499,6 +514,78 @@ def announce_kf(corp: VirtualCorp, target: str, encrypter: Encrypter, *,
     return notifier
 
 
+def archive_chats(corp: VirtualCorp, sender: Sender, *, count: int, rate: float = 0.0, seed: int = 1,
+                  groups: Iterable[str] = (), customers: Iterable[str] = (), refuse: int = 1,
+                  notify_interval: float | None = None, echo: Echo = print) -> Summary:
+    """Members' own chats into ``corp``'s chat archive, announced to Siyu through ``sender``.
+
+    First the chosen customers (``customers`` — external_userids Siyu knows — before the corp's
+    others) answer the archive's consent question: ``refuse`` of them refuse, and the platform
+    archives nothing of their chats (the simulator's archive refuses them too); the others agree
+    (an ``agree`` item in the archive and a msg_audit_approved callback). Then ``count`` messages,
+    ``rate`` per second: customers write and their members answer in private chats, and about a
+    third are messages in ``groups`` (chat ids; the members and customers in them talk). The
+    archive's ``msgaudit_notify`` callbacks follow at most every ``notify_interval`` seconds.
+    """
+    from siyu.simulator.archive import NOTIFY_INTERVAL_SECONDS, announce
+
+    rng = random.Random(seed)  # noqa: S311 - simulated behaviour, not secrets
+    consent_listeners = list(corp.archive.consent_listeners)
+    notifier = announce(corp, sender, interval=NOTIFY_INTERVAL_SECONDS if notify_interval is None else notify_interval)
+    wanted = set(customers)
+    pairs = [(f.userid, c.external_userid) for c in corp.state.contacts for f in c.follows if f.deleted_at is None]
+    pairs.sort(key=lambda pair: (pair[1] not in wanted, pair[1]))
+    chosen = pairs[:ARCHIVE_PAIRS]
+    if not chosen:
+        raise DriverError(f"the virtual corp {corp.state.corp_id} has no member with a customer")
+    by_id = {g.chat_id: g for g in corp.state.group_chats}
+    rooms = [by_id[chat_id] for chat_id in groups if chat_id in by_id and not by_id[chat_id].dismissed
+             and by_id[chat_id].members]
+    archived = 0
+    refusing = set(chosen[-refuse:]) if 0 < refuse < len(chosen) else set()
+    echo(f"[archive] members' own chats into the chat archive (会话存档): {len(chosen)} customers asked to agree "
+         f"({len(refusing)} refusing), then {count} messages in private chats and {len(rooms)} groups; "
+         f"msgaudit_notify at most every {notifier.interval:g} s")
+    try:
+        for userid, external in chosen:
+            corp.archive.agree(userid, external, agree=(userid, external) not in refusing)
+            archived += 1
+        for room in rooms:  # the customers in the groups agree with the group's owner
+            for member in room.members:
+                if member.type == 2 and not corp.archive.agreed(room.owner, member.userid):
+                    corp.archive.agree(room.owner, member.userid)
+                    archived += 1
+        interval = 1.0 / rate if rate > 0 else 0.0
+        waiting: set[tuple[str, str]] = set()  # pairs whose customer wrote last
+        for _n in range(count):
+            if interval:
+                time.sleep(interval)
+            if rooms and rng.random() < 0.3:
+                room = rng.choice(rooms)
+                speaker = rng.choice(room.members).userid
+                corp.archive.group_message(room.chat_id, speaker, rng.choice(ARCHIVE_GROUP_LINES))
+                archived += 1
+                continue
+            userid, external = rng.choice(chosen)
+            answer = (userid, external) in waiting and rng.random() < 0.6
+            done = corp.archive.chat(userid, external, rng.choice(ARCHIVE_MEMBER_LINES if answer else CHAT_LINES),
+                                     from_member=answer)
+            if done["archived"]:
+                archived += 1
+                (waiting.discard if answer else waiting.add)((userid, external))
+        notifier.wait(timeout=notifier.interval + 5)  # the last msgaudit_notify has gone out
+    finally:
+        corp.archive.listeners.remove(notifier.notify)
+        corp.archive.consent_listeners[:] = consent_listeners  # the sender's clients close after the play
+        notifier.cancel()
+    stats = sender.stats
+    summary = Summary(scenario="archive", sent=stats.sent, acknowledged=stats.acknowledged, retried=stats.retried,
+                      duplicates=stats.duplicates, failed=stats.failed, seconds=stats.elapsed, rate=stats.rate,
+                      errors=dict(stats.errors), archived=archived)
+    echo(summary.line())
+    return summary
+
+
 def wait_for(url: str, *, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -518,7 +605,10 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
                           states: Iterable[str] = (), serve_port: int | None = 8900, serve_host: str = "127.0.0.1",
                           keep_serving: bool = True, wait_seconds: float = 60.0, echo: Echo = print,
                           known_contacts: Iterable[dict[str, Any]] = (), mp_messages: int = 0,
-                          kf_account: tuple[str, str] | None = None) -> list[Summary]:
+                          kf_account: tuple[str, str] | None = None, archive_messages: int = 0,
+                          archive_public_key: tuple[int, str] | None = None,
+                          archive_notify_interval: float | None = None,
+                          before_traffic: Callable[[], Iterable[str]] | None = None) -> list[Summary]:
     """Live WeCom traffic for a running Siyu (``siyu demo --simulate``): blocking; call it from a thread.
 
     Starts the simulator's API on ``serve_port`` (point ``SIYU_WECOM_API_BASE`` at
@@ -530,6 +620,11 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
     ``kf_account`` (open_kfid, name) is a 客服账号 Siyu already has: the corp's 微信客服 takes it over.
     The simulator also serves a 公众号 (``SIYU_MP_*``, API under ``/mp/cgi-bin/``); with ``mp_messages``
     its followers then follow (through the channels' QR scenes) and write that many messages.
+    ``before_traffic`` runs once the simulator serves and Siyu answers: Siyu's own setup against the
+    simulator (the demo makes its 公众号 parametric QR codes there); the QR scenes it returns are the
+    ones followers scan. With ``archive_public_key`` (publickey_ver, PEM: the corp's key Siyu holds the
+    private half of) and ``archive_messages``, members' own chats then go into the chat archive
+    (``archive_chats``, in the groups the scenarios made) and Siyu is told to pull them.
     """
     from siyu.simulator import settings as simulator_settings
     from siyu.simulator.corp import DEFAULT_MEMBERS
@@ -539,7 +634,9 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
     corp_id = corp_id or configured.corp_id or simulator_settings.DEFAULT_CORP_ID
     encrypter = Encrypter(corp_id=corp_id, token=token or configured.token, aes_key=aes_key or configured.aes_key)
     corp = VirtualCorp.seeded(seed, corp_id=corp_id, members=list(members or DEFAULT_MEMBERS))
-    corp.adopt_contacts(known_contacts)
+    known = list(known_contacts)
+    corp.adopt_contacts(known)
+    seeded_groups = {g.chat_id for g in corp.state.group_chats}  # Siyu knows only the groups made from now on
     if kf_account is not None:
         corp.kf.adopt_account(open_kfid=kf_account[0], name=kf_account[1])
     mp = simulator_settings.virtual_mp()
@@ -555,14 +652,27 @@ def run_simulated_traffic(target_url: str, *, corp_id: str | None = None, token:
     try:
         if not wait_for(target_url.rstrip("/") + "/healthz", seconds=wait_seconds):
             raise DriverError(f"Siyu did not answer at {target_url} within {wait_seconds:g} s")
+        scenes = list(before_traffic() if before_traffic is not None else ())
+        if archive_public_key is not None:
+            corp.archive.public_key(*archive_public_key)
         summaries = []
         for name in scenarios:
             options = Options(count=count, rate=rate, seed=seed, states=list(states), progress_every=10.0)
             summaries.append(run_scenario(name, target=target_url, encrypter=encrypter, options=options,
                                           corp=corp, echo=echo))
+        if archive_messages and archive_public_key is not None:
+            clients = Clients(httpx.Client)
+            try:
+                sender = Sender(callback_url(target_url), encrypter, clients, Stats())
+                made = [g.chat_id for g in corp.state.group_chats if g.chat_id not in seeded_groups]
+                summaries.append(archive_chats(corp, sender, count=archive_messages, rate=rate, seed=seed,
+                                               groups=made, customers=[c["external_userid"] for c in known],
+                                               notify_interval=archive_notify_interval, echo=echo))
+            finally:
+                clients.close()
         if mp_messages:
-            options = Options(count=mp_messages, rate=rate, seed=seed, states=list(states), progress_every=10.0,
-                              channel="mp", concurrency=2)
+            options = Options(count=mp_messages, rate=rate, seed=seed, states=scenes or list(states),
+                              progress_every=10.0, channel="mp", concurrency=2)
             summaries.append(run_scenario("chat", target=target_url, encrypter=encrypter, options=options,
                                           corp=corp, echo=echo, mp=mp))
         return summaries

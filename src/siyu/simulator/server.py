@@ -475,16 +475,9 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
 
 
 def _announce_archive(corp: VirtualCorp, sender: Sender, options: ServerOptions) -> None:
-    """msgaudit_notify (batched, W:95039) and msg_audit_approved callbacks of the corp's archive."""
-    from siyu.simulator.archive import ArchiveNotifier
-    from siyu.simulator.callbacks import msg_audit_approved, msgaudit_notify
+    from siyu.simulator.archive import announce
 
-    corp_id = sender.encrypter.corp_id
-    notifier = ArchiveNotifier(lambda: sender.deliver(msgaudit_notify(corp_id, create_time=int(corp.clock()))),
-                               interval=options.archive_notify_interval)
-    corp.archive.listeners.append(notifier.notify)
-    corp.archive.consent_listeners.append(lambda userid, external, at: sender.deliver(msg_audit_approved(
-        corp_id, userid=userid, external_userid=external, create_time=at)))
+    announce(corp, sender, interval=options.archive_notify_interval)
 
 
 class RunningServer:

@@ -22,11 +22,12 @@ The random key is always decrypted here with the corp's private key of the item'
 ``publickey_ver``; an item for a version Siyu has no key for (or whose key does not fit) is
 reported (``ArchiveSkip``, the log) and skipped, and the rest of the page goes on.
 
-Each page is stored in *one* transaction together with the new ``seq`` (compare-and-set on the
-old one): a crash pulls the page again and the unique ``msgid`` of the stored rows drops the
-repeat, so the same range pulled twice is stored once. Private chats (member ↔ customer) go into
+Each page — or batch of consecutive pages (``STORE_BATCH_ITEMS``) — is stored in *one* transaction
+together with the new ``seq`` (compare-and-set on the old one): a crash pulls the batch again and
+the unique ``msgid`` of the stored rows drops the repeat, so the same range pulled twice is stored
+once. Private chats (member ↔ customer) go into
 the inbox as read-only conversations of channel ``wecom_archive`` (``inbox.service.ingest``, one
-call per page); the member's own message counts as the answer, like an agent's reply. Group
+call per batch); the member's own message counts as the answer, like an agent's reply. Group
 messages (``roomid``) are kept per group (``groups.models.GroupMessage``).
 
 Consent: a customer must agree that chats are archived (``msg_audit_approved`` events and
@@ -75,6 +76,9 @@ CHATDATA_LIMIT = 1000
 NOTIFY_INTERVAL_SECONDS = 15
 # 获取会话同意情况 check_single_agree: "目前一次请求只支持最多100个查询条目" (W:91782)
 AGREE_BATCH = 100
+# Siyu's choice: up to this many items (ten GetChatData pages) are stored in one transaction with their seq —
+# fewer commits and one update per conversation a batch touches, while a batch stays small in memory.
+STORE_BATCH_ITEMS = 10 * CHATDATA_LIMIT
 # agree_status values of check_single_agree (W:91782): Default_Agree counts as agreed
 AGREED_STATUSES = frozenset({"Agree", "Default_Agree", "approved"})
 # External contacts' ids begin with wo/wm; robots with wb (会话内容存档 › 消息格式, W:91774)
@@ -289,12 +293,18 @@ def consents(session: Session, pairs: Iterable[tuple[str, str]]) -> dict[tuple[s
     return {(u, e): bool(a) for u, e, a in rows}
 
 
-def check_consents(transaction: Transaction, api: Any, pairs: Iterable[tuple[str, str]]) -> int:
-    """Asks ``msgaudit/check_single_agree`` about the pairs Siyu knows nothing of yet; returns how many."""
-    wanted = sorted(set(pairs))
+def check_consents(transaction: Transaction, api: Any, pairs: Iterable[tuple[str, str]], *,
+                   known: set[tuple[str, str]] | None = None) -> int:
+    """Asks ``msgaudit/check_single_agree`` about the pairs Siyu knows nothing of yet; returns how many.
+    ``known``: pairs already known to have a consent row (skipped; the ones found here are added)."""
+    seen = known if known is not None else set()
+    wanted = sorted(set(pairs) - seen)
+    if not wanted:
+        return 0
     with transaction() as session:
-        known = consents(session, wanted)
-    unknown = [p for p in wanted if p not in known]
+        stored = consents(session, wanted)
+    seen.update(stored)
+    unknown = [p for p in wanted if p not in stored]
     if not unknown or api is None:
         return 0
     answers: list[dict[str, Any]] = []
@@ -309,6 +319,7 @@ def check_consents(transaction: Transaction, api: Any, pairs: Iterable[tuple[str
                       datetime.fromtimestamp(int(when), tz=UTC) if when.isdigit() and int(when) else None))
     with transaction() as session:
         record_consents(session, facts)
+    seen.update((u, e) for u, e, _s, _w in facts if u and e)
     return len(unknown)
 
 
@@ -432,11 +443,15 @@ def _customers(session: Session, external_userids: Iterable[str], pairs: dict[st
     return known
 
 
-def store_page(session: Session, opened: list[Opened]) -> PageResult:
-    """One page of opened messages: private chats into the inbox (one ingest), group messages per group."""
+def store_page(session: Session, opened: list[Opened], *, accounts: dict[str, int] | None = None) -> PageResult:
+    """One page (or batch of pages) of opened messages: private chats into the inbox (one ingest), group
+    messages per group. ``accounts``: members' account ids already known (userid → id), kept up to date."""
     result = PageResult()
-    accounts = _accounts(session, [str(o.message.get("from") or "") for o in opened]
-                         + [str(t) for o in opened for t in (o.message.get("tolist") or [])[:1]])
+    cache = accounts if accounts is not None else {}
+    userids = {str(o.message.get("from") or "") for o in opened} | {
+        str(t) for o in opened for t in (o.message.get("tolist") or [])[:1]}
+    cache.update(_accounts(session, [u for u in userids if u not in cache]))
+    accounts = {u: cache[u] for u in userids if u in cache}
     private: list[tuple[Opened, str, str, bool]] = []  # (item, member, customer, the member wrote it)
     group: list[Opened] = []
     for o in opened:
@@ -605,27 +620,38 @@ class _Raced(Exception):
 
 def pull(transaction: Transaction, source: ArchiveSource, *, keys: dict[int, rsa.RSAPrivateKey] | None = None,
          api: Any = None, limit: int = CHATDATA_LIMIT, max_pages: int | None = None,
-         from_seq: int | None = None) -> PullResult:
+         from_seq: int | None = None, batch_items: int = STORE_BATCH_ITEMS) -> PullResult:
     """Pull the archive page by page after the stored ``seq`` until a page comes back short.
 
-    Source calls and consent checks happen outside any transaction; each page is stored with its
-    new seq in one. ``from_seq`` pulls from an earlier point again (what was stored is dropped
-    as duplicates) without moving the cursor backwards.
+    Source calls and consent checks happen outside any transaction; the pages of a batch (up to
+    ``batch_items`` items, several GetChatData calls) are stored with their new seq in one.
+    ``from_seq`` pulls from an earlier point again (what was stored is dropped as duplicates)
+    without moving the cursor backwards.
     """
     ring = KeyRing(keys if keys is not None else private_keys())
     result = PullResult()
     limit = max(1, min(limit, CHATDATA_LIMIT))
     replay = from_seq
+    known = _Known()
     while max_pages is None or result.pages < max_pages:
         with transaction() as session:
             stored_seq = cursor_row(session).seq
         seq = replay if replay is not None else stored_seq
-        items = source.chat_data(seq, limit)
+        items: list[dict[str, Any]] = []
+        pages, last, short = 0, seq, False
+        while True:  # the batch's GetChatData calls, each after the last seq the one before returned
+            page_items = source.chat_data(last, limit)
+            pages += 1
+            items += page_items
+            last = max([int(i.get("seq") or 0) for i in page_items], default=last)
+            short = len(page_items) < limit
+            if short or len(items) + limit > max(batch_items, limit) or (
+                    max_pages is not None and result.pages + pages >= max_pages):
+                break
         opened, failed = open_items(items, source, ring)
-        last = max([int(i.get("seq") or 0) for i in items], default=seq)
-        pairs = _private_pairs_to_check(transaction, opened)
+        pairs = _private_pairs_to_check(transaction, opened, known)
         if pairs:
-            result.consent_checks += check_consents(transaction, api, pairs)
+            result.consent_checks += check_consents(transaction, api, pairs, known=known.pairs)
         try:
             with transaction() as session:
                 new_seq = max(last, stored_seq)
@@ -635,7 +661,7 @@ def pull(transaction: Transaction, source: ArchiveSource, *, keys: dict[int, rsa
                                         execution_options={"synchronize_session": False})
                 if getattr(moved, "rowcount", 1) != 1:
                     raise _Raced()
-                page = store_page(session, opened)
+                page = store_page(session, opened, accounts=known.accounts)
                 _report(session, failed)
                 session.execute(update(ArchiveCursor).where(ArchiveCursor.name == CURSOR).values(
                     stored=ArchiveCursor.stored + page.private + page.group,
@@ -644,7 +670,7 @@ def pull(transaction: Transaction, source: ArchiveSource, *, keys: dict[int, rsa
         except _Raced:
             result.raced += 1
             continue
-        result.pages += 1
+        result.pages += pages
         result.private += page.private
         result.group += page.group
         result.duplicates += page.duplicates
@@ -654,24 +680,39 @@ def pull(transaction: Transaction, source: ArchiveSource, *, keys: dict[int, rsa
         result.seq = new_seq
         if replay is not None:
             replay = last
-        if len(items) < limit:
+        if short:
             break
     return result
 
 
-def _private_pairs_to_check(transaction: Transaction, opened: list[Opened]) -> list[tuple[str, str]]:
+@dataclass
+class _Known:
+    """What one pull has learnt and may keep across its batches: members' accounts (userid → id; a
+    userid not found is asked again) and the (member, customer) pairs Siyu has a consent row for
+    (rows are only ever added or changed, so a pair once known stays known; whether it is *agreed*
+    is read again in each batch's own transaction)."""
+
+    accounts: dict[str, int] = field(default_factory=dict)
+    pairs: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _private_pairs_to_check(transaction: Transaction, opened: list[Opened], known: _Known | None = None
+                            ) -> list[tuple[str, str]]:
     """(member, customer) of the page's private chats with Siyu's accounts."""
     sides = [(str(o.message.get("from") or ""), str((o.message.get("tolist") or [""])[0]))
              for o in opened if not o.message.get("roomid") and o.message.get("action") != "switch"]
     if not sides:
         return []
-    with transaction() as session:
-        accounts = _accounts(session, [u for pair in sides for u in pair])
+    cache = known.accounts if known is not None else {}
+    missing = {u for pair in sides for u in pair if u not in cache and u and not is_external(u)}
+    if missing:
+        with transaction() as session:
+            cache.update(_accounts(session, missing))
     pairs = []
     for sender, receiver in sides:
-        if sender in accounts and is_external(receiver):
+        if sender in cache and is_external(receiver):
             pairs.append((sender, receiver))
-        elif receiver in accounts and is_external(sender):
+        elif receiver in cache and is_external(sender):
             pairs.append((receiver, sender))
     return pairs
 
