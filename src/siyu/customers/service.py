@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic import ValidationError
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -91,6 +92,9 @@ from siyu.customers.schemas import (
     TagOut,
     TouchIn,
 )
+from siyu.segments import compiler
+from siyu.segments import schemas as segment_schemas
+from siyu.segments.models import CustomerRfm, RfmSegment, Segment, SegmentMember, SegmentMode
 from siyu.team import service as team_service
 
 DEFAULTS = json.loads((Path(__file__).with_name("defaults.json")).read_text(encoding="utf-8"))
@@ -1003,6 +1007,11 @@ class CustomerFilter:
     last_touch_before: datetime | None = None
     last_touch_after: datetime | None = None
     sort: str = "last_touch"
+    rfm: str | None = None  # an RFM segment (segments.models.RfmSegment)
+    # A saved segment (its conditions, or a static one's snapshot), and/or an unsaved condition tree
+    # (segments.schemas.ConditionGroup as JSON): compiled by segments.compiler beside the rest.
+    segment_id: int | None = None
+    conditions: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As job parameters and audit entries keep it (times as ISO text)."""
@@ -1028,7 +1037,7 @@ def _escape_like(text: str) -> str:
 class _Driver:
     """A filter that can also be read from its own index: "the customers with these tags"."""
 
-    kind: str  # "tags", "accounts" or "search"
+    kind: str  # "tags", "accounts", "rfm", "segment" (a static segment's members) or "search"
     ids: tuple[int, ...] = ()
     terms: tuple[str, ...] = ()
     postgres: bool = False
@@ -1039,6 +1048,10 @@ class _Driver:
             return select(CustomerTag.customer_id).where(CustomerTag.tag_id.in_(self.ids))
         if self.kind == "search":
             return search.candidate_ids(self.terms, postgres=self.postgres, phones=self.phones)
+        if self.kind == "rfm":
+            return select(CustomerRfm.customer_id).where(CustomerRfm.segment.in_(self.terms))
+        if self.kind == "segment":
+            return select(SegmentMember.customer_id).where(SegmentMember.segment_id.in_(self.ids))
         return select(Friendship.customer_id).where(Friendship.account_id.in_(self.ids))
 
     def size(self) -> Select[Any]:
@@ -1061,13 +1074,17 @@ def _filter_parts(session: Session, flt: CustomerFilter,
     if flt.account_id is not None:
         if not viewer.can_see_account(flt.account_id):
             raise Invalid("Account {account_id} not found", field="account_id", account_id=flt.account_id)
-        clauses.append(exists().where(Friendship.customer_id == Customer.id,
-                                      Friendship.account_id == flt.account_id))
+        clauses.append(compiler.friend_of([flt.account_id]))
         drivers.append(_Driver("accounts", (flt.account_id,)))
     if flt.stage:
         if flt.stage not in {s.value for s in Stage}:
             raise Invalid("Unknown stage {stage}", field="stage", stage=flt.stage)
-        clauses.append(Customer.stage == flt.stage)
+        clauses.append(compiler.in_stages([flt.stage]))
+    if flt.rfm:
+        if flt.rfm not in {s.value for s in RfmSegment}:
+            raise Invalid("Unknown RFM segment {segment}", field="rfm", segment=flt.rfm)
+        clauses.append(compiler.in_rfm_segments([flt.rfm]))
+        drivers.append(_Driver("rfm", terms=(flt.rfm,)))
     if flt.source:
         clauses.append(Customer.source == flt.source)
     if flt.last_touch_before is not None:
@@ -1087,19 +1104,42 @@ def _filter_parts(session: Session, flt: CustomerFilter,
     for tag_id, group_id in tag_groups:
         by_group[group_id].add(tag_id)
     for tag_ids in by_group.values():
-        if len(tag_ids) == 1:
-            (only,) = tag_ids
-            condition = CustomerTag.tag_id == only
-        else:
-            condition = CustomerTag.tag_id.in_(sorted(tag_ids))
-        # SELECT of the key columns only: the EXISTS is answered from the (customer, tag) index alone.
-        clauses.append(select(CustomerTag.customer_id)
-                       .where(CustomerTag.customer_id == Customer.id, condition).exists())
+        clauses.append(compiler.has_any_tag(sorted(tag_ids)))
         drivers.append(_Driver("tags", tuple(sorted(tag_ids))))
+    if flt.segment_id is not None:
+        _segment_parts(session, flt.segment_id, viewer, clauses, drivers)
+    if flt.conditions is not None:
+        _tree_parts(session, flt.conditions, viewer, clauses, drivers)
     q = flt.q.strip()
     if q:
         clauses.append(_text_match(session, q, viewer, drivers))
     return clauses, drivers
+
+
+def _tree_parts(session: Session, conditions: dict[str, Any], viewer: Viewer,
+                clauses: list[ColumnElement[bool]], drivers: list[_Driver]) -> None:
+    try:
+        tree = segment_schemas.parse_tree(conditions)
+    except ValidationError as exc:
+        raise Invalid("Invalid conditions: {detail}", field="conditions",
+                      detail=segment_schemas.describe_error(exc)) from exc
+    compiled = compiler.compile_tree(session, tree, viewer=viewer)
+    clauses.append(compiled.clause)
+    drivers.extend(_Driver(d.kind, d.ids, d.terms) for d in compiled.drivers)
+
+
+def _segment_parts(session: Session, segment_id: int, viewer: Viewer,
+                   clauses: list[ColumnElement[bool]], drivers: list[_Driver]) -> None:
+    """A saved segment: a static one's snapshot members, a dynamic one's conditions compiled now."""
+    segment = session.get(Segment, segment_id)
+    if segment is None:
+        raise NotFound("Segment not found")
+    if segment.mode == SegmentMode.static.value:
+        clauses.append(select(SegmentMember.customer_id).where(
+            SegmentMember.segment_id == segment.id, SegmentMember.customer_id == Customer.id).exists())
+        drivers.append(_Driver("segment", (segment.id,)))
+        return
+    _tree_parts(session, segment.conditions, viewer, clauses, drivers)
 
 
 SEARCH_RATE = SlidingWindow(seconds=60.0)  # per user id, in this process
