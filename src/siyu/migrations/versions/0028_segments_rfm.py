@@ -1,7 +1,7 @@
 """Segments (客户分群) with static snapshots, and customers' RFM facts
 
 Revision ID: 0028
-Revises: 0023
+Revises: 0027
 Create Date: 2026-12-05 07:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0028'
-down_revision: str | None = '0023'
+down_revision: str | None = '0027'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
