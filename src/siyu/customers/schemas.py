@@ -141,6 +141,8 @@ class CustomerOut(CustomerSummary):
     addresses: list[AddressOut]
     custom_fields: dict[str, str]
     updated_at: datetime
+    # The classic RFM segment (segments.models.RfmSegment; null: no counted order yet).
+    rfm_segment: str | None = None
 
 
 class CustomerPage(BaseModel):

@@ -1483,6 +1483,7 @@ def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> Custom
                    for a in customer.addresses],
         custom_fields=custom_values(session, customer_id=customer.id),
         updated_at=customer.updated_at,
+        rfm_segment=session.scalar(select(CustomerRfm.segment).where(CustomerRfm.customer_id == customer.id)),
     )
 
 
