@@ -124,3 +124,16 @@ def test_customer_detail_list_filter_and_dashboard_show_rfm(client: TestClient, 
     page = console.get("/")
     assert 'data-testid="rfm-chart"' in page.text and "重要价值客户" in page.text
     assert console.get(f"/customers?rfm={segment}").status_code == 200
+    portrait = console.get(f"/customers/{buyer.id}")
+    assert 'data-testid="rfm-segment"' in portrait.text and f"/customers?rfm={segment}" in portrait.text
+
+
+def test_before_any_nightly_refresh_a_new_order_is_scored_against_the_thresholds(db: Session, make: Any) -> None:
+    (person,) = buyers(db, make, 1)
+    order(db, person.id, days_ago=2, amount="1500")
+    rfm.refresh_rfm_for(db, {person.id}, now=NOW)
+    db.commit()
+    row = db.get(CustomerRfm, person.id)
+    # Default thresholds: within 30 days 5; one order 1; 1,500 yuan 4 → recent, big, not yet frequent.
+    assert row is not None and (row.r_score, row.f_score, row.m_score) == (5, 1, 4)
+    assert row.segment == RfmSegment.important_develop.value

@@ -219,8 +219,9 @@ def refresh_all(session: Session, *, now: datetime | None = None) -> RefreshResu
 def refresh_rfm_for(session: Session, customer_ids: list[int] | set[int], *, now: datetime | None = None) -> None:
     """Rescore these customers after their orders changed, in the caller's transaction.
 
-    Scored against the cut points of the last full refresh (or the thresholds); a customer with no
-    counted order left loses their row. Before any full refresh, this runs one.
+    Scored against the cut points of the last full refresh (before the first one, and in
+    thresholds mode, against the thresholds); a customer with no counted order left loses their
+    row. Cheap enough for every order write: one aggregate over these customers' orders.
     """
     ids = sorted({int(i) for i in customer_ids})
     if not ids:
@@ -228,11 +229,8 @@ def refresh_rfm_for(session: Session, customer_ids: list[int] | set[int], *, now
     now = now or utcnow()
     settings = get_settings(session)
     state = session.get(AppSetting, STATE_KEY)
-    if settings.mode == "thresholds":
+    if settings.mode == "thresholds" or state is None:
         cuts = _threshold_cuts(settings, now)
-    elif state is None:
-        refresh_all(session, now=now)
-        return
     else:
         cuts = Cuts.from_json(state.value["cuts"])
     for start in range(0, len(ids), 500):
