@@ -53,6 +53,7 @@ ACCOUNTS = 50
 TAGS = 12
 CATEGORIES = ("绿茶", "红茶", "乌龙", "白茶", "普洱", "花茶", "茶具", "礼盒")
 SEED = 2026
+POOL = 200_000  # distinct timestamps to draw from
 MARKER_KEY = "benchmark_segments"
 DEFAULT_PATH = str(Path(tempfile.gettempdir()) / "siyu_segments.db")
 RFM_TARGET_S = 60.0
@@ -162,17 +163,21 @@ def build(engine: Engine, url: str, customers: int, orders: int) -> None:
                 [(first_tag + i, group_id, name, i) for i, name in enumerate(tag_names)])
 
     # Chat touches first (two per customer on average over a year), so last_touch_at agrees with them.
-    last_chat: dict[int, datetime] = {}
+
+    # Times are drawn from pools formatted once (formatting per row would cost more than the insert).
+    year = sorted((now - timedelta(seconds=rng.uniform(0, 365 * 86400)) for _ in range(POOL)), reverse=True)
+    year_text = [loader.time(at) for at in year]
+    last_chat: dict[int, int] = {}  # customer → index into year (smaller: more recent)
 
     def touches() -> Iterator[tuple[Any, ...]]:
         tid = 0
         for cid in range(1, customers + 1):
             for _ in range(rng.choice((0, 1, 2, 3, 4))):
                 tid += 1
-                at = now - timedelta(seconds=rng.uniform(0, 365 * 86400))
-                if at > last_chat.get(cid, datetime.min.replace(tzinfo=UTC)):
-                    last_chat[cid] = at
-                yield (tid, cid, 1 + cid % ACCOUNTS, "chat", "", loader.time(at), stamp)
+                k = rng.randrange(POOL)
+                if k < last_chat.get(cid, POOL):
+                    last_chat[cid] = k
+                yield (tid, cid, 1 + cid % ACCOUNTS, "chat", "", year_text[k], stamp)
 
     loader.rows("touch", ("id", "customer_id", "account_id", "kind", "content", "occurred_at", "created_at"), touches())
     print(f"  touches: {time.perf_counter() - started:.0f} s", flush=True)
@@ -181,7 +186,7 @@ def build(engine: Engine, url: str, customers: int, orders: int) -> None:
         for cid in range(1, customers + 1):
             created = loader.time(now - timedelta(days=400 + cid % 500))
             yield (cid, f"顾客{cid}", "", "", "", "", "", "", "", "", "", "", "", "user", "", 0, 0, 0,
-                   loader.time(last_chat.get(cid)), 50, created, created)
+                   year_text[last_chat[cid]] if cid in last_chat else None, 50, created, created)
 
     loader.rows("customer", ("id", "name", "wechat_id", "avatar_url", "source", "gender", "age_band", "city", "job",
                              "income_band", "family", "objective_notes", "emotional_notes", "stage", "level",
@@ -220,12 +225,13 @@ def build(engine: Engine, url: str, customers: int, orders: int) -> None:
 
     def order_rows(lines: bool) -> Iterator[tuple[Any, ...]]:
         local = random.Random(SEED + 1)  # the same orders for both passes
+        two_years = [loader.time(now - timedelta(seconds=local.uniform(0, 730 * 86400))) for _ in range(POOL)]
         oid = 0
         for cid, n in zip(buyers, counts, strict=True):
             favourite = local.choice(CATEGORIES)
             for _ in range(n):
                 oid += 1
-                at = loader.time(now - timedelta(seconds=local.uniform(0, 730 * 86400)))
+                at = two_years[local.randrange(POOL)]
                 amount = local.randint(30, 2000)
                 status = local.choice(statuses)
                 category = favourite if local.random() < 0.6 else local.choice(CATEGORIES)
