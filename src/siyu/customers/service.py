@@ -1057,6 +1057,21 @@ class _Driver:
     def size(self) -> Select[Any]:
         return select(func.count()).select_from(self.customer_ids().subquery())
 
+    def holds(self, customer_id: Any) -> ColumnElement[bool]:
+        """This driver's index holds that customer id (a probe, for narrowing another driver's read)."""
+        # SELECT of key columns only: each probe is answered from the index alone.
+        if self.kind == "tags":
+            return select(CustomerTag.customer_id).where(CustomerTag.customer_id == customer_id,
+                                                         CustomerTag.tag_id.in_(self.ids)).exists()
+        if self.kind == "rfm":
+            return select(CustomerRfm.customer_id).where(CustomerRfm.customer_id == customer_id,
+                                                         CustomerRfm.segment.in_(self.terms)).exists()
+        if self.kind == "segment":
+            return select(SegmentMember.customer_id).where(SegmentMember.segment_id.in_(self.ids),
+                                                           SegmentMember.customer_id == customer_id).exists()
+        return select(Friendship.customer_id).where(Friendship.customer_id == customer_id,
+                                                    Friendship.account_id.in_(self.ids)).exists()
+
 
 def _filter_clauses(session: Session, flt: CustomerFilter, viewer: Viewer) -> list[ColumnElement[bool]]:
     return _filter_parts(session, flt, viewer)[0]
@@ -1128,14 +1143,16 @@ def _tree_parts(session: Session, conditions: dict[str, Any], viewer: Viewer,
     drivers.extend(_Driver(d.kind, d.ids, d.terms) for d in compiled.drivers)
 
 
-def _has_conditions(session: Session, flt: CustomerFilter) -> bool:
-    """A condition tree (not only the flat filter's indexed parts) is part of this filter."""
-    if flt.conditions is not None:
-        return True
-    if flt.segment_id is None:
-        return False
-    segment = session.get(Segment, flt.segment_id)
-    return segment is not None and segment.mode == SegmentMode.dynamic.value
+def _plan_key(session: Session, flt: CustomerFilter, viewer: Viewer) -> str | None:
+    """When a condition tree is part of this filter: the filter and scope as text (its plan's cache key)."""
+    if flt.conditions is None:
+        if flt.segment_id is None:
+            return None
+        segment = session.get(Segment, flt.segment_id)
+        if segment is None or segment.mode != SegmentMode.dynamic.value:
+            return None
+    scope = "all" if viewer.sees_all_accounts else ",".join(map(str, sorted(viewer.account_ids)))
+    return json.dumps([flt.to_json(), scope], sort_keys=True, default=str)
 
 
 def _segment_parts(session: Session, segment_id: int, viewer: Viewer,
@@ -1265,7 +1282,7 @@ Driving = Select[Any] | TextualSelect
 
 
 def _driving_ids(session: Session, drivers: list[_Driver], clauses: list[ColumnElement[bool]], *,
-                 limit: int, conditions: bool = False) -> Driving | None:
+                 limit: int, plan_key: str | None = None) -> Driving | None:
     searches = [d for d in drivers if d.kind == "search"]
     drivers = [d for d in drivers if d.kind != "search"]
     for driver in searches:
@@ -1277,8 +1294,8 @@ def _driving_ids(session: Session, drivers: list[_Driver], clauses: list[ColumnE
     if total <= 0:
         return None
     sizes = [(_estimated_size(session, d), d) for d in drivers]
-    if conditions:
-        return _condition_driving_ids(session, sizes, clauses, total=total, limit=limit)
+    if plan_key is not None:
+        return _condition_driving_ids(session, sizes, clauses, total=total, limit=limit, plan_key=plan_key)
     share = 1.0
     for size, _driver in sizes:
         share *= min(1.0, max(size, 1) / total)
@@ -1289,15 +1306,18 @@ def _driving_ids(session: Session, drivers: list[_Driver], clauses: list[ColumnE
 
 
 # A segment's conditions beyond its drivers (bought in N days, no chat for N days, …) have no size
-# to read, so a sample of the drivers' customers shows what share passes them all. Two drivers
-# of comparable size are read together (INTERSECT of two index scans) rather than one of them
-# probed customer by customer for the other.
+# to read, so a sample of the smallest driver's customers shows what share passes them all. A
+# second driver of comparable size narrows that read inside the indexes (a probe of its index per
+# id) before any customer row is read.
 CONDITION_SAMPLE = 500
 INTERSECT_RATIO = 10
 
 
+_plan_shares: dict[tuple[Any, str, _Driver], tuple[float, int, int]] = {}
+
+
 def _condition_driving_ids(session: Session, sizes: list[tuple[int, _Driver]], clauses: list[ColumnElement[bool]],
-                           *, total: int, limit: int) -> Driving | None:
+                           *, total: int, limit: int, plan_key: str) -> Driving | None:
     sizes = sorted(sizes, key=lambda pair: pair[0])
     size, first = sizes[0]
     candidates: Any = first.customer_ids()
@@ -1305,14 +1325,24 @@ def _condition_driving_ids(session: Session, sizes: list[tuple[int, _Driver]], c
     sample = select(candidates.subquery().c[0]).limit(CONDITION_SAMPLE)
     sampled = select(func.count()).select_from(Customer).where(Customer.id.in_(sample))
     passed = select(func.count()).select_from(Customer).where(Customer.id.in_(sample), *clauses)
-    seen, hits = (int(v or 0) for v in session.execute(select(sampled.scalar_subquery(),
-                                                              passed.scalar_subquery())).one())
+    cache_key = (session.get_bind(), plan_key, first)
+    now = time.monotonic()
+    hit = _plan_shares.get(cache_key)
+    if hit is not None and now - hit[0] < PLAN_SIZE_TTL_SECONDS:
+        seen, hits = hit[1], hit[2]
+    else:
+        seen, hits = (int(v or 0) for v in session.execute(select(sampled.scalar_subquery(),
+                                                                  passed.scalar_subquery())).one())
+        if len(_plan_shares) >= PLAN_SIZE_CACHE_ENTRIES:
+            _plan_shares.clear()
+        _plan_shares[cache_key] = (now, seen, hits)
     if seen == 0:
         return candidates  # nobody to drive from: an empty read
     share = max(size, 1) / total * (hits + 0.5) / seen
     walk = (limit + 1) / min(1.0, share)
     if len(sizes) > 1 and sizes[1][0] <= INTERSECT_RATIO * max(size, 1):
-        candidates = candidates.intersect(sizes[1][1].customer_ids())
+        # The smallest driver's read, each id probed in the next driver's index (index-only).
+        candidates = candidates.where(sizes[1][1].holds(candidates.selected_columns[0]))
     # A driven row costs a lookup plus its share of the sort: about twice a walked row.
     return candidates if 2 * size < walk else None
 
@@ -1365,7 +1395,7 @@ def list_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, lim
     order, after = _keyset(flt.sort, cursor)
     clauses, drivers = _filter_parts(session, flt, viewer)
     query = select(Customer).where(*clauses)
-    driving_ids = _driving_ids(session, drivers, clauses, limit=limit, conditions=_has_conditions(session, flt))
+    driving_ids = _driving_ids(session, drivers, clauses, limit=limit, plan_key=_plan_key(session, flt, viewer))
     if driving_ids is not None:
         query = query.where(Customer.id.in_(driving_ids))
     if after is not None:
@@ -1416,7 +1446,7 @@ def count_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, ca
         query = select(Customer.id).join_from(candidates, Customer, Customer.id == candidates.c.id).where(*clauses)
     else:
         query = select(Customer.id).where(*clauses)
-        driving_ids = _driving_ids(session, drivers, clauses, limit=cap, conditions=_has_conditions(session, flt))
+        driving_ids = _driving_ids(session, drivers, clauses, limit=cap, plan_key=_plan_key(session, flt, viewer))
         if driving_ids is not None:
             query = query.where(Customer.id.in_(driving_ids))
     inner = query.limit(cap + 1).subquery()
