@@ -91,6 +91,8 @@ from siyu.customers.schemas import (
     TagOut,
     TouchIn,
 )
+from siyu.orders import facts as purchase_facts
+from siyu.orders.models import CustomerPurchaseFacts
 from siyu.team import service as team_service
 
 DEFAULTS = json.loads((Path(__file__).with_name("defaults.json")).read_text(encoding="utf-8"))
@@ -718,6 +720,10 @@ def add_touch(session: Session, *, customer_id: int, data: TouchIn, viewer: View
     session.flush()
     team_service.record_audit(session, actor=viewer, action="create", entity_type="touch", entity_id=touch.id,
                               summary=customer.name, after={"kind": data.kind.value, "content": data.content[:200]})
+    if data.kind is TouchKind.purchase:  # a purchase is an order (orders build on customers: imported here)
+        from siyu.orders import service as orders_service
+
+        orders_service.order_from_touch(session, touch=touch, viewer=viewer)
     refresh_computed(session, customer=customer)
     return touch
 
@@ -837,10 +843,11 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
         select(
             Touch.customer_id,
             func.count().filter(Touch.kind.in_(contact_kinds)),
-            func.count().filter(Touch.kind == TouchKind.purchase.value),
-            func.coalesce(func.sum(Touch.amount).filter(Touch.kind == TouchKind.purchase.value), 0),
             func.max(Touch.occurred_at).filter(Touch.kind.notin_([k.value for k in NON_CONTACT_KINDS])),
         ).where(Touch.customer_id.in_(ids)).group_by(Touch.customer_id))}
+    # Purchases come from orders (orders.facts): written first, then read by the stage, level and 购买 tag.
+    purchases = purchase_facts.compute(session, ids, new_launch_days=rules.fan_new_launch_days)
+    purchase_facts.store(session, ids, purchases)
     computed_kinds = [k.value for k in COMPUTED_GROUP_KINDS]
     friend = Friendship.customer_id == Customer.id
     facts = select(
@@ -874,14 +881,16 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
         customer_id, override = row[0], row[1]
         stored = dict(zip(COMPUTED_COLUMNS, row[2:2 + len(COMPUTED_COLUMNS)], strict=True))
         filled = row[2 + len(COMPUTED_COLUMNS):]
-        contacts, purchases, total, last_at = stats.get(customer_id, (0, 0, 0, None))
+        contacts, last_at = stats.get(customer_id, (0, None))
+        bought = purchases.get(customer_id, purchase_facts.NONE)
         if isinstance(last_at, str):  # SQLite aggregates hand back text
             last_at = datetime.fromisoformat(last_at)
         if last_at is not None and last_at.tzinfo is None:
             last_at = last_at.replace(tzinfo=UTC)
-        value: dict[str, Any] = {"contact_count": int(contacts), "purchase_count": int(purchases),
-                                 "purchase_total": Decimal(str(total)), "last_touch_at": last_at}
-        value["stage"] = override or stage_of((value["contact_count"], value["purchase_count"]))
+        value: dict[str, Any] = {"contact_count": int(contacts), "purchase_count": bought.purchase_count,
+                                 "purchase_total": bought.total_spent, "last_touch_at": last_at}
+        value["stage"] = override or stage_of((value["contact_count"], value["purchase_count"],
+                                               bought.new_launch_purchases))
         value["level"] = level_of(value["purchase_total"])
         value["completeness"] = round(100 * sum(bool(f) for f in filled) / (own_count + len(COMPLETENESS_LINKED)))
         labels = (
@@ -915,8 +924,8 @@ _WRITE_COMPUTED = (update(_CUSTOMER_TABLE).where(_CUSTOMER_TABLE.c.id == bindpar
                    .values({key: bindparam(f"v_{key}") for key in (*COMPUTED_COLUMNS, "updated_at")}))
 
 
-def override_free_stage(rules: LifecycleRules, contacts: int, purchases: int) -> str:
-    return rules.stage_for(contacts=contacts, purchases=purchases).value
+def override_free_stage(rules: LifecycleRules, contacts: int, purchases: int, new_launch: int = 0) -> str:
+    return rules.stage_for(contacts=contacts, purchases=purchases, new_launch=new_launch).value
 
 
 def _memo(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -953,8 +962,11 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
         return
     rules = rules or get_rules(session)
     table = Customer.__table__.c
+    launches = func.coalesce(CustomerPurchaseFacts.new_launch_purchases, 0).label("launches")
     rows = session.execute(select(table.id, table.contact_count, table.purchase_count, table.stage,
-                                  table.stage_override, table.last_touch_at).where(table.id.in_(ids))).all()
+                                  table.stage_override, table.last_touch_at, launches)
+                           .outerjoin(CustomerPurchaseFacts, CustomerPurchaseFacts.customer_id == table.id)
+                           .where(table.id.in_(ids))).all()
     bucket_tags = {label: tag for (kind, label), tag in ensure_computed_tags(session, rules=rules).items()
                    if kind == TagGroupKind.contact_count.value}
     changes: list[dict[str, Any]] = []
@@ -965,7 +977,8 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
         latest = last_at.get(row.id)
         if row.last_touch_at is not None and (latest is None or row.last_touch_at > latest):
             latest = row.last_touch_at
-        stage = row.stage_override or rules.stage_for(contacts=count, purchases=int(row.purchase_count)).value
+        stage = row.stage_override or rules.stage_for(contacts=count, purchases=int(row.purchase_count),
+                                                      new_launch=int(row.launches)).value
         changes.append({"customer_id": row.id, "contact_count": count, "last_touch_at": latest, "stage": stage})
         before, after = rules.contact_bucket(int(row.contact_count)), rules.contact_bucket(count)
         if before != after:
