@@ -218,7 +218,7 @@ def _repoint(session: Session, model: type[Touch] | type[Address] | type[Order],
     rows = session.execute(select(model.id, model.customer_id).where(model.customer_id.in_(source_ids))).all()
     if rows:
         session.execute(update(model).where(model.customer_id.in_(source_ids)).values(customer_id=target_id))
-    return [[row_id, customer_id] for row_id, customer_id in rows]
+    return [[row_id, customer_id] for row_id, customer_id in rows if customer_id is not None]
 
 
 def _move_friendships(session: Session, *, target: Customer, source_ids: list[int]) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def compute(session: Session, ids: list[int], *, new_launch_days: int) -> dict[i
         .group_by(Order.customer_id)).all()
     if not totals:
         return {}
-    units: dict[int, dict[str, int]] = defaultdict(dict)
+    units: dict[Any, dict[str, int]] = defaultdict(dict)
     for customer_id, category, quantity in session.execute(
             select(OrderLine.customer_id, OrderLine.category, func.sum(OrderLine.quantity))
             .join(Order, Order.id == OrderLine.order_id)
@@ -95,7 +95,7 @@ def compute(session: Session, ids: list[int], *, new_launch_days: int) -> dict[i
                    Order.match_state == MatchState.matched.value)
             .group_by(OrderLine.customer_id, OrderLine.category)):
         units[customer_id][category] = int(quantity or 0)
-    launches: dict[int, set[int]] = defaultdict(set)
+    launches: dict[Any, set[int]] = defaultdict(set)
     if new_launch_days > 0:
         window = timedelta(days=new_launch_days)
         for customer_id, order_id, paid_at, launched_at in session.execute(
@@ -109,6 +109,7 @@ def compute(session: Session, ids: list[int], *, new_launch_days: int) -> dict[i
                 launches[customer_id].add(order_id)
     result: dict[int, Facts] = {}
     for customer_id, count, total, refunded_total, first_at, last_at in totals:
+        assert customer_id is not None  # filtered by IN
         count = int(count)
         spent = _money(total)
         favourite = ""

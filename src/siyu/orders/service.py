@@ -180,7 +180,7 @@ def _phone_variants(phone: str) -> list[str]:
 
 def match_buyers(session: Session, buyers: list[Buyer], *, viewer: Viewer) -> list[tuple[int | None, str]]:
     """(customer id, how) for each buyer, or (None, "") — a handful of queries for the whole batch."""
-    live = [Customer.merged_into_id.is_(None)]
+    live: list[ColumnElement[bool]] = [Customer.merged_into_id.is_(None)]
     scope = customers_service.visible_customer_clause(viewer)
     if scope is not None:
         live.append(scope)
@@ -195,13 +195,13 @@ def match_buyers(session: Session, buyers: list[Buyer], *, viewer: Viewer) -> li
                                                                     scope)))
             by_id = {k: v for k, v in by_id.items() if v in visible}
     unionids = sorted({b.unionid for b in buyers if b.unionid})
-    by_unionid: dict[str, int] = {}
+    by_unionid: dict[str | None, int] = {}
     if unionids:
         for customer_id, unionid in session.execute(select(Customer.id, Customer.unionid).where(
                 Customer.unionid.in_(unionids), *live).order_by(Customer.id)):
             by_unionid.setdefault(unionid, customer_id)
     externals = sorted({b.external_userid for b in buyers if b.external_userid})
-    by_external: dict[str, int] = {}
+    by_external: dict[str | None, int] = {}
     if externals:
         for customer_id, external in session.execute(select(Customer.id, Customer.wecom_external_userid).where(
                 Customer.wecom_external_userid.in_(externals), *live)):
@@ -671,7 +671,7 @@ def repurchase_metrics(session: Session, *, viewer: Viewer, by: str, since: date
     average order value, per account, channel or month, over matched orders not wholly refunded."""
     if by not in GROUPINGS:
         raise Invalid("Group by account, channel or month", field="by")
-    key = {"account": Order.account_id, "channel": Order.channel_id}.get(by) if by != "month" else _month(session)
+    key: Any = {"account": Order.account_id, "channel": Order.channel_id}.get(by) if by != "month" else _month(session)
     zone = local_zone()
     where = [Order.match_state == MatchState.matched.value, Order.status.in_([s.value for s in COUNTED_STATUSES]),
              visible_order_clause(viewer)]
