@@ -137,6 +137,9 @@ class CustomerOut(CustomerSummary):
     emotional_notes: str
     source: str
     purchase_total: Decimal
+    # Paid less refunded over the customer's orders (orders.facts); purchase_total mirrors it.
+    total_spent: Decimal
+    rfm_segment: str | None = None
     friendships: list[FriendshipOut]
     addresses: list[AddressOut]
     custom_fields: dict[str, str]

@@ -1447,6 +1447,7 @@ def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> Custom
         **summary.model_dump(),
         **portrait,
         purchase_total=customer.purchase_total,
+        total_spent=customer.purchase_total,
         friendships=[FriendshipOut(
             id=f.id, account_id=f.account_id, account_name=names.get(f.account_id, ""), remark_name=f.remark_name,
             salutation=f.salutation, description=viewer.text(f.description), phones=[show(p.number) for p in f.phones],

@@ -145,11 +145,10 @@ def check_order(data: OrderData) -> list[tuple[str, str, dict[str, Any]]]:
         problems.append(("refunded_amount", N_("The refund ({refund}) is larger than the order ({amount})"),
                          {"refund": data.refunded_amount, "amount": data.amount}))
     if data.status not in {s.value for s in OrderStatus}:
-        problems.append(("status", N_("Unknown order status {status}; use paid, shipped, completed, refunded or "
-                                      "partly_refunded"), {"status": data.status[:20]}))
+        problems.append(("status", N_("Unknown order status {status}"), {"status": data.status[:20]}))
     elif data.status == OrderStatus.partly_refunded.value and not 0 < data.refunded_amount < data.amount:
-        problems.append(("refunded_amount", N_("A partly refunded order needs the refunded amount, less than the "
-                                               "order"), {}))
+        problems.append(("refunded_amount", N_("A partly refunded order needs a refunded amount below the order's"),
+                         {}))
     if data.paid_at > utcnow() + timedelta(minutes=10):
         problems.append(("paid_at", N_("An order cannot be paid in the future"), {}))
     if len(data.lines) > MAX_LINES_PER_ORDER:
@@ -522,8 +521,8 @@ def _audit(session: Session, viewer: Viewer, action: str, order: Order, before: 
 def refund(session: Session, *, order_id: int, amount: Decimal, viewer: Viewer) -> Order:
     """Refund part or all of an order; the buyer's facts, stage and level follow at once."""
     order = get_order(session, order_id=order_id, viewer=viewer)
-    if amount <= 0:
-        raise Invalid("A refund must be more than 0", field="amount")
+    if amount <= 0 or amount != amount.quantize(CENT):
+        raise Invalid("A refund must be more than 0, in yuan and fen", field="amount")
     refunded = Decimal(order.refunded_amount) + amount
     if refunded > Decimal(order.amount):
         raise Invalid("The refund ({refund}) is larger than the order ({amount})", field="amount",
