@@ -258,8 +258,8 @@ def create_app() -> FastAPI:
                    orders_api, customers_api, jobs_api, inbox_api, autoreply_api, channels_api, groups_api, mp_api):
         app.include_router(router, prefix="/api/v1")
     for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
-                   chat_pages, sidebar_pages, merge_pages, orders_pages, customers_pages, jobs_pages, inbox_pages, autoreply_pages,
-                   channels_pages, groups_pages, wecom_pages, mp_pages):
+                   chat_pages, sidebar_pages, merge_pages, orders_pages, customers_pages, jobs_pages, inbox_pages,
+                   autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages):
         app.include_router(router)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).

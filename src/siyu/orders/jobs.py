@@ -45,7 +45,8 @@ def import_orders(ctx: jobs.JobContext) -> dict[str, Any]:
 def submit_import(session: Session, *, upload: customer_imports.StoredUpload, plan: imports.ImportPlan,
                   actor: Viewer) -> int:
     """Record the import of a checked upload; its job runs once the session commits."""
-    job = jobs.submit(session, import_orders, kind="orders.import", title=_("Import orders {file}", file=upload.filename),
+    job = jobs.submit(session, import_orders, kind="orders.import",
+                      title=_("Import orders {file}", file=upload.filename),
                       params={"token": upload.token, "user_id": actor.user_id, "filename": upload.filename,
                               "source": upload.source.describe(), "mapping": list(plan.mapping)},
                       actor=actor, total=plan.orders)

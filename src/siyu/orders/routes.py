@@ -227,8 +227,9 @@ def _customer_names(session: Session, orders: list[Order]) -> dict[int, str]:
     from siyu.customers.models import Customer
 
     ids = sorted({o.customer_id for o in orders if o.customer_id})
-    return {cid: name for cid, name in session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(ids)))} \
-        if ids else {}
+    if not ids:
+        return {}
+    return {cid: name for cid, name in session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(ids)))}
 
 
 @pages.get("/orders", response_class=HTMLResponse)
