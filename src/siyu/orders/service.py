@@ -409,7 +409,8 @@ def _write_purchase_touches(session: Session, *, orders: list[tuple[int, dict[st
     now = utcnow()
     touch_ids = _insert_ids(session, _table(Touch), [
         {"customer_id": values["customer_id"], "account_id": values["account_id"], "user_id": viewer.user_id,
-         "kind": TouchKind.purchase.value, "content": _touch_text(values["order_no"], values["amount"]),
+         "kind": TouchKind.purchase.value,
+         "content": values.get("note") or _touch_text(values["order_no"], values["amount"]),
          "amount": values["amount"], "details": {"order_id": order_id, "source": values["source"]},
          "occurred_at": values["paid_at"], "created_at": now, "dedupe_key": f"order:{order_id}"}
         for order_id, values in orders])
@@ -549,7 +550,7 @@ def _set_customer(session: Session, order: Order, customer_id: int | None, state
     session.execute(update(OrderLine).where(OrderLine.order_id == order.id).values(customer_id=customer_id))
     if customer_id and order.touch_id is None:
         values = {"customer_id": customer_id, "account_id": order.account_id, "order_no": order.order_no,
-                  "amount": order.amount, "paid_at": order.paid_at, "source": order.source}
+                  "amount": order.amount, "paid_at": order.paid_at, "source": order.source, "note": order.note}
         _write_purchase_touches(session, orders=[(order.id, values)], viewer=SYSTEM)
     elif order.touch_id is not None:
         session.execute(update(Touch).where(Touch.id == order.touch_id).values(customer_id=customer_id)
