@@ -949,6 +949,81 @@ def _differs(stored: Any, value: Any) -> bool:
     return bool(stored != value)
 
 
+_WRITE_PURCHASES = (update(_CUSTOMER_TABLE).where(_CUSTOMER_TABLE.c.id == bindparam("v_id")).values(
+    purchase_count=bindparam("v_purchase_count"), purchase_total=bindparam("v_purchase_total"),
+    stage=bindparam("v_stage"), level=bindparam("v_level"),
+    last_touch_at=bindparam("v_last_touch_at", type_=UTCDateTime()), updated_at=bindparam("v_updated_at")))
+
+
+def refresh_purchases(session: Session, *, customer_ids: list[int], touched_at: dict[int, datetime] | None = None,
+                      rules: LifecycleRules | None = None) -> None:
+    """What orders change, for many customers at once (order imports, pushes): set-based, no ORM.
+
+    The purchase facts (orders.facts), then what reads them — purchase count and total, stage, level,
+    the 购买 and 等级 tags — and the last touch when new purchase entries reached the timeline
+    (``touched_at``). The same rules as ``refresh_computed_ids``, which re-derives everything else too.
+    """
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return
+    rules = rules or get_rules(session)
+    touched_at = touched_at or {}
+    session.flush()
+    computed_tags = ensure_computed_tags(session, rules=rules)
+    kinds = (TagGroupKind.purchase.value, TagGroupKind.level.value)
+    tag_ids = {pair: tag.id for pair, tag in computed_tags.items() if pair[0] in kinds}
+    stage_of = _memo(lambda triple: override_free_stage(rules, *triple))
+    purchase_bucket, level_of = _memo(rules.purchase_bucket), _memo(rules.level_for)
+    now = utcnow()
+    for start in range(0, len(ids), RECOMPUTE_BATCH):
+        chunk = ids[start:start + RECOMPUTE_BATCH]
+        purchases = purchase_facts.compute(session, chunk, new_launch_days=rules.fan_new_launch_days)
+        purchase_facts.store(session, chunk, purchases)
+        table = _CUSTOMER_TABLE.c
+        current: dict[int, set[int]] = defaultdict(set)
+        for customer_id, tag_id in session.execute(
+                select(CustomerTag.customer_id, CustomerTag.tag_id)
+                .where(CustomerTag.customer_id.in_(chunk), CustomerTag.tag_id.in_(sorted(set(tag_ids.values()))))):
+            current[customer_id].add(tag_id)
+        changes: list[dict[str, Any]] = []
+        stale: list[tuple[int, int]] = []
+        missing: list[dict[str, Any]] = []
+        for row in session.execute(select(table.id, table.contact_count, table.purchase_count, table.purchase_total,
+                                          table.stage, table.stage_override, table.level, table.last_touch_at)
+                                   .where(table.id.in_(chunk))):
+            bought = purchases.get(row.id, purchase_facts.NONE)
+            stage = row.stage_override or stage_of((int(row.contact_count), bought.purchase_count,
+                                                    bought.new_launch_purchases))
+            level = level_of(bought.total_spent)
+            last = row.last_touch_at
+            if isinstance(last, str):
+                last = datetime.fromisoformat(last)
+            if last is not None and last.tzinfo is None:
+                last = last.replace(tzinfo=UTC)
+            latest = touched_at.get(row.id)
+            if latest is not None and (last is None or latest > last):
+                last = latest
+            if (row.purchase_count != bought.purchase_count or _differs(row.purchase_total, bought.total_spent)
+                    or row.stage != stage or row.level != level or last != row.last_touch_at):
+                changes.append({"v_id": row.id, "v_purchase_count": bought.purchase_count,
+                                "v_purchase_total": bought.total_spent, "v_stage": stage, "v_level": level,
+                                "v_last_touch_at": last, "v_updated_at": now})
+            wanted = {tag_ids[pair] for pair in ((TagGroupKind.purchase.value, purchase_bucket(bought.purchase_count)),
+                                                 (TagGroupKind.level.value, level)) if pair in tag_ids}
+            have = current.get(row.id, set())
+            stale.extend((row.id, tag_id) for tag_id in have - wanted)
+            missing.extend({"customer_id": row.id, "tag_id": tag_id, "created_at": now} for tag_id in wanted - have)
+        if changes:
+            session.execute(_WRITE_PURCHASES, changes)
+        if stale:
+            session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
+        if missing:
+            session.execute(insert(_CUSTOMER_TAG_TABLE), missing)
+    loaded = [obj for obj in session.identity_map.values() if isinstance(obj, Customer) and obj.id in set(ids)]
+    for obj in loaded:
+        session.expire(obj)
+
+
 def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: dict[int, datetime],
                        rules: LifecycleRules | None = None) -> None:
     """New two-way contacts of many customers (touches already written), set-based for floods.

@@ -96,7 +96,7 @@ def compute(session: Session, ids: list[int], *, new_launch_days: int) -> dict[i
             .group_by(OrderLine.customer_id, OrderLine.category)):
         units[customer_id][category] = int(quantity or 0)
     launches: dict[Any, set[int]] = defaultdict(set)
-    if new_launch_days > 0:
+    if new_launch_days > 0 and session.scalar(select(Product.id).where(Product.launched_at.is_not(None)).limit(1)):
         window = timedelta(days=new_launch_days)
         for customer_id, order_id, paid_at, launched_at in session.execute(
                 select(OrderLine.customer_id, OrderLine.order_id, OrderLine.paid_at, Product.launched_at)

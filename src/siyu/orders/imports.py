@@ -26,12 +26,13 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from siyu.core.db import utcnow
 from siyu.core.errors import Forbidden
 from siyu.core.i18n import N_, _
 from siyu.core.ids import parse_id
@@ -121,7 +122,7 @@ def detect_mapping(header: list[str]) -> list[str]:
     return mapping
 
 
-def parse_time(text: str) -> datetime | None:
+def parse_time(text: str, zone: tzinfo | None = None) -> datetime | None:
     """A time as shop exports and Excel write it; without an offset it is the company's local time."""
     value: datetime | None = None
     try:
@@ -135,16 +136,25 @@ def parse_time(text: str) -> datetime | None:
                 continue
     if value is None:
         return None
-    return value.replace(tzinfo=local_zone()) if value.tzinfo is None else value
+    return value.replace(tzinfo=zone or local_zone()) if value.tzinfo is None else value
 
 
 def parse_money(text: str) -> Decimal | None:
-    cleaned = text.replace(",", "").replace("¥", "").replace("￥", "").replace("元", "").strip()
     try:
-        value = Decimal(cleaned)
+        value = Decimal(text)  # the common case: a plain number
     except InvalidOperation:
-        return None
+        cleaned = text.replace(",", "").replace("¥", "").replace("￥", "").replace("元", "").strip()
+        try:
+            value = Decimal(cleaned)
+        except InvalidOperation:
+            return None
     return value if value.is_finite() else None
+
+
+def _mobile(text: str) -> str | None:
+    if len(text) == 11 and text.isascii() and text.isdigit() and text[0] == "1":
+        return text  # the common case
+    return normalise_mobile(text)
 
 
 @dataclass
@@ -168,6 +178,8 @@ class _Checker:
     def __init__(self, plan: ImportPlan) -> None:
         self.plan = plan
         self.index = {key: i for i, key in enumerate(plan.mapping) if key}
+        self.fields = [(key, position, COLUMN_BY_KEY[key].max_length) for key, position in self.index.items()]
+        self.zone = local_zone()
 
     def column(self, key: str) -> str:
         position = self.index.get(key)
@@ -176,26 +188,25 @@ class _Checker:
     def parse(self, number: int, cells: list[str]) -> tuple[_Row | None, list[RowError]]:
         values: dict[str, str] = {}
         errors: list[RowError] = []
-        for key, position in self.index.items():
-            cell = cells[position].strip() if position < len(cells) else ""
+        width = len(cells)
+        for key, position, max_length in self.fields:
+            cell = cells[position].strip() if position < width else ""
             if cell:
-                if len(cell) > COLUMN_BY_KEY[key].max_length:
+                if len(cell) > max_length:
                     errors.append(RowError(number, self.plan.headers[position],
                                            _("Too long: at most {max} characters (this has {n})",
-                                             max=COLUMN_BY_KEY[key].max_length, n=len(cell))))
+                                             max=max_length, n=len(cell))))
                     continue
                 values[key] = cell
         if not values:
             return None, []  # an empty line
         column = self.column
-
-        def need(key: str) -> str:
+        for key in REQUIRED:
             if key not in values and not any(e.column == column(key) for e in errors):
                 errors.append(RowError(number, column(key), _("This cell is required")))
-            return values.get(key, "")
-
-        order_no, paid_text, amount_text = need("order_no"), need("paid_at"), need("amount")
-        paid_at = parse_time(paid_text) if paid_text else None
+        order_no, paid_text = values.get("order_no", ""), values.get("paid_at", "")
+        amount_text = values.get("amount", "")
+        paid_at = parse_time(paid_text, self.zone) if paid_text else None
         if paid_text and paid_at is None:
             errors.append(RowError(number, column("paid_at"), _("Not a date and time: {value}", value=paid_text[:40])))
         money: dict[str, Decimal] = {}
@@ -208,7 +219,7 @@ class _Checker:
                 errors.append(RowError(number, column(key), _("Not an amount: {value}", value=text[:40])))
             elif amount < 0:
                 errors.append(RowError(number, column(key), _("Must not be negative: {value}", value=text[:40])))
-            elif amount >= service.MAX_AMOUNT or amount != amount.quantize(service.CENT):
+            elif amount >= service.MAX_AMOUNT or int(amount.as_tuple().exponent) < -2:
                 errors.append(RowError(number, column(key), _("Not an amount in yuan and fen: {value}",
                                                               value=text[:40])))
             else:
@@ -223,7 +234,7 @@ class _Checker:
                 status = found
         phone = ""
         if "phone" in values:
-            phone = normalise_mobile(values["phone"]) or ""
+            phone = _mobile(values["phone"]) or ""
             if not phone:
                 errors.append(RowError(number, column("phone"), _("Not a mainland mobile number: {value}",
                                                                   value=values["phone"][:40])))
@@ -410,6 +421,7 @@ def execute(session: Session, *, plan: ImportPlan, viewer: Viewer, filename: str
     result = ImportResult(rows=plan.rows, orders=plan.orders)
     for batch in iter_batches(plan):
         result.counts.add(service.upsert_orders(session, orders=batch, viewer=viewer, via="import", audit=False))
+    # (small files: each batch's buyers are refreshed with the batch, in this one transaction)
     record_import(session, viewer=viewer, filename=filename, result=result)
     return result
 
@@ -424,10 +436,15 @@ def run_in_batches(transaction: Transaction, *, source: Source, viewer: Viewer, 
     """Check the whole file, then write it one batch of orders per transaction — resumable.
 
     ``checkpoint(session, state)`` runs inside each batch's transaction, so the position (orders
-    written, counts) commits with the orders it counts; ``resume`` skips exactly those.
+    written, counts) commits with the orders it counts; ``resume`` skips exactly those. The buyers'
+    purchase facts (and stage, level, 购买 tag) are derived once per customer after the last batch —
+    not once per batch a customer appears in — from every order changed since the import started (kept
+    in the state, so a resumed run covers the orders an earlier attempt wrote); the import is done, and
+    its audit entry written, only after that.
     """
     state = dict(resume or {})
     written = int(state.get("written", 0))
+    since = datetime.fromisoformat(state["since"]) if state.get("since") else utcnow() - timedelta(seconds=1)
     with transaction() as session:
         plan = check_file(session, source=source, viewer=viewer, mapping=mapping)
     result = ImportResult(rows=plan.rows, orders=plan.orders, counts=service.UpsertResult(
@@ -442,13 +459,20 @@ def run_in_batches(transaction: Transaction, *, source: Source, viewer: Viewer, 
             continue
         batch, skip = batch[skip:], 0
         with transaction() as session:
-            counts = service.upsert_orders(session, orders=batch, viewer=viewer, via="import", audit=False)
+            counts = service.upsert_orders(session, orders=batch, viewer=viewer, via="import", audit=False,
+                                           refresh=False)
             result.counts.add(counts)
             written += len(batch)
             if checkpoint:
-                checkpoint(session, {"written": written, **result.counts.summary()})
+                checkpoint(session, {"written": written, "since": since.isoformat(), **result.counts.summary()})
         if progress:
             progress(written, plan.orders)
+    after_id = 0
+    while True:
+        with transaction() as session:
+            after_id = service.refresh_since(session, since=since, after_id=after_id)
+        if not after_id:
+            break
     if not state.get("recorded"):
         with transaction() as session:
             record_import(session, viewer=viewer, filename=filename, result=result)

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, delete, false, func, insert, or_, select, true, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, false, func, insert, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from siyu.channels.models import ChannelAdd
@@ -133,6 +133,11 @@ def check_order(data: OrderData) -> list[tuple[str, str, dict[str, Any]]]:
     order, a wholly refunded order with less refunded, a partly refunded one with none.
     """
     problems: list[tuple[str, str, dict[str, Any]]] = []
+    if (data.source and data.order_no and data.status in _SIMPLE_STATUSES and 0 <= data.amount < MAX_AMOUNT
+            and data.discount == 0 and data.refunded_amount == 0 and data.paid_at <= _soon()
+            and not data.lines[MAX_LINES_PER_ORDER:]
+            and all(1 <= line.quantity <= 100000 and 0 <= line.price < MAX_AMOUNT for line in data.lines)):
+        return problems  # the common case, checked quickly (imports check every order twice)
     if not data.source or not data.order_no:
         problems.append(("order_no", N_("An order needs its order number"), {}))
     for name in ("amount", "discount", "refunded_amount"):
@@ -144,12 +149,12 @@ def check_order(data: OrderData) -> list[tuple[str, str, dict[str, Any]]]:
     if data.refunded_amount > data.amount:
         problems.append(("refunded_amount", N_("The refund ({refund}) is larger than the order ({amount})"),
                          {"refund": data.refunded_amount, "amount": data.amount}))
-    if data.status not in {s.value for s in OrderStatus}:
+    if data.status not in _STATUSES:
         problems.append(("status", N_("Unknown order status {status}"), {"status": data.status[:20]}))
     elif data.status == OrderStatus.partly_refunded.value and not 0 < data.refunded_amount < data.amount:
         problems.append(("refunded_amount", N_("A partly refunded order needs a refunded amount below the order's"),
                          {}))
-    if data.paid_at > utcnow() + timedelta(minutes=10):
+    if data.paid_at > _soon():
         problems.append(("paid_at", N_("An order cannot be paid in the future"), {}))
     if len(data.lines) > MAX_LINES_PER_ORDER:
         problems.append(("lines", N_("At most {max} lines per order"), {"max": MAX_LINES_PER_ORDER}))
@@ -161,6 +166,15 @@ def check_order(data: OrderData) -> list[tuple[str, str, dict[str, Any]]]:
             problems.append(("price", N_("A line's price must not be negative"), {}))
             break
     return problems
+
+
+_STATUSES = frozenset(s.value for s in OrderStatus)
+_SIMPLE_STATUSES = frozenset({OrderStatus.paid.value, OrderStatus.shipped.value, OrderStatus.completed.value})
+FUTURE_SLACK = timedelta(minutes=10)  # a shop's clock may run a little ahead of ours
+
+
+def _soon() -> datetime:
+    return utcnow() + FUTURE_SLACK
 
 
 def normalise_order(data: OrderData) -> OrderData:
@@ -292,11 +306,13 @@ def _products(session: Session, lines: list[LineData]) -> dict[str, tuple[int, s
 
 
 def upsert_orders(session: Session, *, orders: list[OrderData], viewer: Viewer, via: str,
-                  audit: bool = True, write_touches: bool = True) -> UpsertResult:
+                  audit: bool = True, write_touches: bool = True, refresh: bool = True) -> UpsertResult:
     """Create or update these orders (same source + order_no: update), match buyers, refresh facts.
 
     Raises Invalid naming the order and field for the first order that may not be written; nothing
-    is written then (the caller's transaction is rolled back by the caller).
+    is written then (the caller's transaction is rolled back by the caller). ``refresh=False`` leaves the
+    buyers' facts to the caller, who must call ``refresh_since`` before it is done (file imports: once
+    per customer at the end instead of once per batch the customer appears in).
     """
     latest: dict[tuple[str, str], OrderData] = {}
     for position, data in enumerate(orders):
@@ -364,9 +380,13 @@ def upsert_orders(session: Session, *, orders: list[OrderData], viewer: Viewer, 
                 values.pop("refunded_at")  # keep when it was first refunded
             updates.append((before.id, values, data))
     new_ids = _insert_ids(session, _table(Order), inserts) if inserts else []
-    for (order_id, values, _data) in updates:
-        session.execute(update(_table(Order)).where(_table(Order).c.id == order_id).values(**values))
-    if updates:
+    if updates:  # one executemany; a refund's first time is kept (refunded_at only when given)
+        table = _table(Order)
+        for keys in {tuple(sorted(values)) for _id, values, _data in updates}:
+            rows = [{"o_id": order_id, **{f"v_{k}": v for k, v in values.items()}}
+                    for order_id, values, _data in updates if tuple(sorted(values)) == keys]
+            session.execute(update(table).where(table.c.id == bindparam("o_id"))
+                            .values({k: bindparam(f"v_{k}", type_=table.c[k].type) for k in keys}), rows)
         session.execute(delete(_table(OrderLine)).where(_table(OrderLine).c.order_id.in_([u[0] for u in updates])))
     lines: list[dict[str, Any]] = []
     for order_id, values, data in [*zip(new_ids, inserts, insert_data, strict=True),
@@ -379,17 +399,45 @@ def upsert_orders(session: Session, *, orders: list[OrderData], viewer: Viewer, 
                           "paid_at": values["paid_at"]})
     if lines:
         session.execute(insert(_table(OrderLine)), lines)
+    touched_at: dict[int, datetime] = {}
     if write_touches:
-        _write_purchase_touches(session, orders=[(oid, values) for oid, values in zip(new_ids, inserts, strict=True)
-                                                 if values["customer_id"]], viewer=viewer)
+        written = [(oid, values) for oid, values in zip(new_ids, inserts, strict=True) if values["customer_id"]]
+        _write_purchase_touches(session, orders=written, viewer=viewer)
+        for _oid, values in written:
+            at = touched_at.get(values["customer_id"])
+            if at is None or values["paid_at"] > at:
+                touched_at[values["customer_id"]] = values["paid_at"]
     result.created, result.updated = len(new_ids), len(updates)
     result.order_ids = [*new_ids, *[u[0] for u in updates]]
-    if touched:
-        customers_service.refresh_computed_ids(session, customer_ids=sorted(touched))
+    if touched and refresh:
+        customers_service.refresh_purchases(session, customer_ids=sorted(touched), touched_at=touched_at)
     if audit:
         team_service.record_audit(session, actor=viewer, action="upsert", entity_type="orders", summary=via,
                                   after={**result.summary(), "via": via, "orders": len(items)})
     return result
+
+
+def refresh_since(session: Session, *, since: datetime, after_id: int = 0, limit: int = 5000) -> int:
+    """Re-derive the facts of customers whose orders changed since ``since`` (ids above ``after_id``, at most
+    ``limit`` of them): the last id done, or 0 when none are left. Set-based, for the end of an import."""
+    rows = session.execute(
+        select(Order.customer_id, func.max(Order.paid_at).filter(Order.touch_id.is_not(None)))
+        .where(Order.updated_at >= since, Order.customer_id > after_id)
+        .group_by(Order.customer_id).order_by(Order.customer_id).limit(limit)).all()
+    ids: list[int] = []
+    touched_at: dict[int, datetime] = {}
+    for customer_id, at in rows:
+        if customer_id is None:
+            continue
+        ids.append(int(customer_id))
+        if isinstance(at, str):  # SQLite aggregates hand back text
+            at = datetime.fromisoformat(at)
+        if at is not None:
+            touched_at[int(customer_id)] = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    if not ids:
+        return 0
+    customers_service.refresh_purchases(session, customer_ids=ids, touched_at=touched_at)
+    return ids[-1]
 
 
 def _insert_ids(session: Session, table: Table, rows: list[dict[str, Any]]) -> list[int]:
@@ -415,8 +463,9 @@ def _write_purchase_touches(session: Session, *, orders: list[tuple[int, dict[st
          "occurred_at": values["paid_at"], "created_at": now, "dedupe_key": f"order:{order_id}"}
         for order_id, values in orders])
     table = _table(Order)
-    for (order_id, _values), touch_id in zip(orders, touch_ids, strict=True):
-        session.execute(update(table).where(table.c.id == order_id).values(touch_id=touch_id))
+    session.execute(update(table).where(table.c.id == bindparam("o_id")).values(touch_id=bindparam("t_id")),
+                    [{"o_id": order_id, "t_id": touch_id}
+                     for (order_id, _values), touch_id in zip(orders, touch_ids, strict=True)])
 
 
 def order_from_touch(session: Session, *, touch: Touch, viewer: Viewer) -> Order:
@@ -536,7 +585,7 @@ def refund(session: Session, *, order_id: int, amount: Decimal, viewer: Viewer) 
     session.flush()
     _audit(session, viewer, "refund", order, before, {"status": order.status, "refunded_amount": str(refunded)})
     if order.customer_id:
-        customers_service.refresh_computed_ids(session, customer_ids=[order.customer_id])
+        customers_service.refresh_purchases(session, customer_ids=[order.customer_id])
     return order
 
 
