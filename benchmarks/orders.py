@@ -14,8 +14,10 @@ its wall time and its own peak RSS:
 
 Baseline and import take turns (``--runs``, default 1); medians are printed beside the targets,
 with the date, the machine and its load, and the script exits non-zero when a target is missed.
+With ``--postgres postgresql+psycopg://user@host:port/db`` the import writes into a fresh PostgreSQL
+database created next to that one (``siyu_orders_bench``, dropped afterwards) instead of SQLite.
 Usage:
-    .venv/bin/python benchmarks/orders.py [--rows 500000] [--customers 100000] [--runs 1]
+    .venv/bin/python benchmarks/orders.py [--rows 500000] [--customers 100000] [--runs 1] [--postgres URL]
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -91,7 +95,7 @@ def child_baseline(path: Path) -> dict[str, float]:
 
 def seed_customers(count: int) -> None:
     """The shop's customers, each with one friendship and a phone, inserted directly (not timed)."""
-    from sqlalchemy import insert
+    from sqlalchemy import insert, text
 
     from siyu.accounts import service as accounts_service
     from siyu.accounts.schemas import AccountIn
@@ -106,18 +110,23 @@ def seed_customers(count: int) -> None:
         account = accounts_service.create_account(session, data=AccountIn(
             display_name="订单基准", wechat_id="bench_orders", kind="personal"), actor=SYSTEM)
         now = utcnow()
+        first = 1000  # past the account's own rows
         for start in range(0, count, 10_000):
-            ids = range(start + 1, min(count, start + 10_000) + 1)
+            ids = range(first + start, first + min(count, start + 10_000))
             session.execute(insert(Customer), [{"id": i, "name": f"顾客{i}", "created_at": now, "updated_at": now}
                                                for i in ids])
             session.execute(insert(Friendship), [{"id": i, "customer_id": i, "account_id": account.id,
                                                   "added_at": now} for i in ids])
-            session.execute(insert(Phone), [{"friendship_id": i, "customer_id": i, "number": phone_of(i - 1)}
+            session.execute(insert(Phone), [{"friendship_id": i, "customer_id": i, "number": phone_of(i - first)}
                                             for i in ids])
+        if session.get_bind().dialect.name == "postgresql":  # explicit ids do not move the sequences
+            for table in ("customer", "friendship"):
+                session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), :last)"),
+                                {"last": first + count})
 
 
-def child_import(path: Path, database: Path, customers: int) -> dict[str, float]:
-    os.environ["SIYU_DATABASE_URL"] = f"sqlite:///{database}"
+def child_import(path: Path, database: str, customers: int) -> dict[str, float]:
+    os.environ["SIYU_DATABASE_URL"] = database if "://" in database else f"sqlite:///{database}"
     from sqlalchemy import func, select
 
     from siyu.core import db as core_db
@@ -135,9 +144,28 @@ def child_import(path: Path, database: Path, customers: int) -> dict[str, float]
     with core_db.transaction() as session:
         stored = session.scalar(select(func.count()).select_from(Order)) or 0
         with_facts = session.scalar(select(func.count()).select_from(CustomerPurchaseFacts)) or 0
+    core_db.reset_engine()
     return {"seconds": seconds, "rss_mb": peak_rss_mb(), "orders": result.orders, "created": result.counts.created,
             "unmatched": result.counts.unmatched, "stored": stored, "with_facts": with_facts,
             "cpu": cpu_seconds() - cpu_before}
+
+
+@contextmanager
+def fresh_postgres(base: str) -> Iterator[str]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = "siyu_orders_bench"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def run_child(kind: str, *args: str) -> dict[str, float]:
@@ -151,12 +179,13 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=1, help="alternating runs of baseline and import")
+    parser.add_argument("--postgres", default="", help="a PostgreSQL URL: import into a fresh database beside it")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
         figures = (child_baseline(Path(rest[0])) if kind == "baseline"
-                   else child_import(Path(rest[0]), Path(rest[1]), int(rest[2])))
+                   else child_import(Path(rest[0]), rest[1], int(rest[2])))
         print(json.dumps(figures))
         return 0
 
@@ -170,10 +199,14 @@ def main() -> int:
         print(f"{args.rows:,} orders, {size_mb:.1f} MB CSV, {args.customers:,} customers in Siyu; "
               f"{args.runs} run(s) of each, taking turns", flush=True)
         for run in range(args.runs):
-            database = Path(folder) / f"orders-{run}.db"
             baselines.append(run_child("baseline", str(csv_path)))
-            runs.append(run_child("import", str(csv_path), str(database), str(args.customers)))
-            database.unlink()
+            if args.postgres:
+                with fresh_postgres(args.postgres) as url:
+                    runs.append(run_child("import", str(csv_path), url, str(args.customers)))
+            else:
+                database = Path(folder) / f"orders-{run}.db"
+                runs.append(run_child("import", str(csv_path), str(database), str(args.customers)))
+                database.unlink()
             print(f"  run {run + 1}: import {runs[-1]['seconds']:.1f} s (CPU {runs[-1]['cpu']:.1f} s), "
                   f"peak RSS {runs[-1]['rss_mb']:.0f} MB; {runs[-1]['created']:,.0f} orders, "
                   f"{runs[-1]['unmatched']:,.0f} to review, {runs[-1]['with_facts']:,.0f} customers with facts",
@@ -182,8 +215,9 @@ def main() -> int:
     baseline = {key: statistics.median(b[key] for b in baselines) for key in ("seconds", "rss_mb")}
     imported = {key: statistics.median(r[key] for r in runs) for key in ("seconds", "rss_mb", "cpu")}
     worst_rss = max(r["rss_mb"] for r in runs)
+    where = "PostgreSQL" if args.postgres else "SQLite    "
     print(f"baseline  csv.reader only         {baseline['seconds']:8.2f} s   peak RSS {baseline['rss_mb']:6.0f} MB")
-    print(f"import    check + write SQLite    {imported['seconds']:8.2f} s   peak RSS {imported['rss_mb']:6.0f} MB"
+    print(f"import    check + write {where}  {imported['seconds']:8.2f} s   peak RSS {imported['rss_mb']:6.0f} MB"
           f"   (runs {', '.join(format(r['seconds'], '.1f') for r in runs)} s)")
     print(f"          of which CPU time       {imported['cpu']:8.2f} s")
     print(f"ratio import / csv read: {imported['seconds'] / baseline['seconds']:.0f}×   "

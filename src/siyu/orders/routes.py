@@ -66,7 +66,8 @@ def api_upsert(session: SessionDep, viewer: ApiViewer, body: schemas.OrdersIn) -
     return schemas.UpsertOut(**result.summary())
 
 
-@api.get("/orders", response_model=schemas.OrderPage)
+@api.get("/orders", response_model=schemas.OrderPage,
+         responses={404: {"description": "customer_id names a customer that does not exist (or is not yours)"}})
 def api_list(session: SessionDep, viewer: ApiViewer, customer_id: Id | None = None, state: MatchState | None = None,
              status: OrderStatus | None = None, source: str | None = None, cursor: str | None = None,
              limit: Annotated[int, Field(ge=1, le=200)] = 50) -> schemas.OrderPage:
@@ -188,7 +189,10 @@ def _handle_push(key: str, headers: dict[str, str], body: bytes) -> dict[str, An
         return webhook.receive(session, key=key, headers=headers, body=body)
 
 
-@api.post("/orders/webhook/{source}")
+@api.post("/orders/webhook/{source}", responses={
+    401: {"description": "Unsigned, wrongly signed, or the timestamp is stale (nothing read)"},
+    409: {"description": "A replay of a request already received"},
+    413: {"description": "The body is larger than the limit"}})
 async def api_webhook(request: Request, source: str) -> JSONResponse:
     """Orders pushed by a shop system, signed with the source's secret (see ``orders.webhook``)."""
     body = await request.body()  # bounded by the app's body limit before this runs
