@@ -447,3 +447,48 @@ def test_migration_turns_purchase_touches_into_orders_once(tmp_path: Path) -> No
         row = conn.execute(sa.text("SELECT purchase_count, total_spent FROM customer_purchase_facts")).one()
         assert tuple(row) == (2, 300)
     engine.dispose()
+
+
+def big_file(tmp_path: Path, rows: int) -> bytes:
+    lines = [f"B{i},2026-03-01 10:00:00,20.00,1380000{i % 3:04d},T{i % 4},红茶,红茶,1,20.00\n" for i in range(rows)]
+    return (HEADER + "".join(lines)).encode()
+
+
+def test_a_large_upload_runs_as_a_job_and_its_facts_land_when_it_ends(client: TestClient, db: Session, make: Any,
+                                                                      admin_headers: dict[str, str]) -> None:
+    customer = make.customer(make.account(), phones=["13800000001"])
+    answer = client.post("/api/v1/orders/import", files={"file": ("big.csv", big_file(Path("."), 6000), "text/csv")},
+                         headers=admin_headers)
+    assert answer.status_code == 202, answer.text
+    job = client.get(answer.json()["job_url"], headers=admin_headers).json()
+    assert job["status"] == "succeeded", job
+    assert db.scalar(select(func.count()).select_from(Order)) == 6000
+    got = facts(db, customer.id)
+    assert got is not None and (got.purchase_count, got.total_spent) == (2000, Decimal("40000.00"))
+    db.refresh(customer)
+    assert customer.purchase_count == 2000 and customer.stage == "customer"
+
+
+def test_an_import_killed_midway_resumes_and_writes_each_order_once(db: Session, make: Any, tmp_path: Path) -> None:
+    from siyu.core import db as core_db
+
+    customer = make.customer(make.account(), phones=["13800000001"])
+    path = tmp_path / "big.csv"
+    path.write_bytes(big_file(tmp_path, 2500))
+    saved: dict[str, Any] = {}
+
+    def crash_after_two(session: Session, state: dict[str, Any]) -> None:
+        if state["written"] >= 2000:
+            raise RuntimeError("worker killed")  # the batch and this state roll back together
+        saved.update(state)  # what the job row keeps (committed with the batch)
+
+    with pytest.raises(RuntimeError):
+        imports.run_in_batches(core_db.transaction, source=open_source(path), viewer=SYSTEM, filename="big.csv",
+                               checkpoint=crash_after_two)
+    assert db.scalar(select(func.count()).select_from(Order)) == 1000  # the second batch rolled back with its state
+    resumed = imports.run_in_batches(core_db.transaction, source=open_source(path), viewer=SYSTEM,
+                                     filename="big.csv", resume=saved)
+    assert resumed.counts.created == 2500
+    assert db.scalar(select(func.count()).select_from(Order)) == 2500
+    got = facts(db, customer.id)
+    assert got is not None and got.purchase_count == 833  # orders 1, 4, 7 … of 2,500: each counted once
