@@ -206,6 +206,11 @@ def test_an_operator_sees_orders_of_their_accounts_customers_only(
     assert [o["order_no"] for o in listed["items"]] == ["M1"]
     other_id = db.scalar(select(Order.id).where(Order.order_no == "O1"))
     assert client.get(f"/api/v1/orders/{other_id}", headers=token_for(operator)).status_code == 404
+    # An operator's push never matches, nor files an order under, another account.
+    pushed = post_orders(client, token_for(operator), order("P1", customer={"phone": "13800000002"}))
+    assert pushed.json() == {"created": 1, "updated": 0, "unmatched": 1}
+    foreign = post_orders(client, token_for(operator), order("P2", account_id=other.id))
+    assert foreign.status_code == 422
 
 
 def test_review_queue_match_create_and_ignore(client: TestClient, db: Session, make: Any,

@@ -317,6 +317,8 @@ def upsert_orders(session: Session, *, orders: list[OrderData], viewer: Viewer, 
     latest: dict[tuple[str, str], OrderData] = {}
     for position, data in enumerate(orders):
         problems = check_order(normalise_order(data))
+        if data.account_id is not None and not viewer.can_see_account(data.account_id):
+            problems.insert(0, ("account_id", N_("Account {account_id} not found"), {"account_id": data.account_id}))
         if problems:
             name, message, params = problems[0]
             raise Invalid(message, field=f"orders[{position}].{name}", **params)
