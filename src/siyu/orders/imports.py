@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -136,7 +136,8 @@ def parse_time(text: str, zone: tzinfo | None = None) -> datetime | None:
                 continue
     if value is None:
         return None
-    return value.replace(tzinfo=zone or local_zone()) if value.tzinfo is None else value
+    # Stored in UTC: converted once here rather than for each column it is written to.
+    return (value.replace(tzinfo=zone or local_zone()) if value.tzinfo is None else value).astimezone(UTC)
 
 
 def parse_money(text: str) -> Decimal | None:
@@ -420,7 +421,8 @@ def execute(session: Session, *, plan: ImportPlan, viewer: Viewer, filename: str
     """Write a checked file in the caller's transaction (small files)."""
     result = ImportResult(rows=plan.rows, orders=plan.orders)
     for batch in iter_batches(plan):
-        result.counts.add(service.upsert_orders(session, orders=batch, viewer=viewer, via="import", audit=False))
+        result.counts.add(service.upsert_orders(session, orders=batch, viewer=viewer, via="import", audit=False,
+                                                checked=True))
     # (small files: each batch's buyers are refreshed with the batch, in this one transaction)
     record_import(session, viewer=viewer, filename=filename, result=result)
     return result
@@ -460,7 +462,7 @@ def run_in_batches(transaction: Transaction, *, source: Source, viewer: Viewer, 
         batch, skip = batch[skip:], 0
         with transaction() as session:
             counts = service.upsert_orders(session, orders=batch, viewer=viewer, via="import", audit=False,
-                                           refresh=False)
+                                           refresh=False, checked=True)
             result.counts.add(counts)
             written += len(batch)
             if checkpoint:

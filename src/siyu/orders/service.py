@@ -306,17 +306,19 @@ def _products(session: Session, lines: list[LineData]) -> dict[str, tuple[int, s
 
 
 def upsert_orders(session: Session, *, orders: list[OrderData], viewer: Viewer, via: str,
-                  audit: bool = True, write_touches: bool = True, refresh: bool = True) -> UpsertResult:
+                  audit: bool = True, write_touches: bool = True, refresh: bool = True,
+                  checked: bool = False) -> UpsertResult:
     """Create or update these orders (same source + order_no: update), match buyers, refresh facts.
 
     Raises Invalid naming the order and field for the first order that may not be written; nothing
     is written then (the caller's transaction is rolled back by the caller). ``refresh=False`` leaves the
     buyers' facts to the caller, who must call ``refresh_since`` before it is done (file imports: once
-    per customer at the end instead of once per batch the customer appears in).
+    per customer at the end instead of once per batch the customer appears in). ``checked=True``: every
+    order already passed ``check_order`` (an import checks each row as it reads it).
     """
     latest: dict[tuple[str, str], OrderData] = {}
     for position, data in enumerate(orders):
-        problems = check_order(normalise_order(data))
+        problems = [] if checked else check_order(normalise_order(data))
         if data.account_id is not None and not viewer.can_see_account(data.account_id):
             problems.insert(0, ("account_id", N_("Account {account_id} not found"), {"account_id": data.account_id}))
         if problems:
