@@ -415,8 +415,12 @@ def test_console_review_queue_and_customer_orders_page(client: TestClient, db: S
     assert matched.status_code == 303
     page = console.get(f"/customers/{customer.id}/orders")
     assert page.status_code == 200 and "C1" in page.text and 'data-testid="facts-count">1' in page.text
-    refunded = console.post(f"/orders/{order_id}/refund", {"amount": "70"})
-    assert refunded.status_code == 422
+    assert f'action="/orders/{order_id}/refund"' in page.text
+    too_much = console.post(f"/orders/{order_id}/refund", {"amount": "70"})
+    assert too_much.status_code == 422 and "70" in too_much.text
+    refunded = console.post(f"/orders/{order_id}/refund", {"amount": "16"})
+    assert refunded.status_code == 303
+    assert 'data-testid="facts-total">¥50.00' in console.get(f"/customers/{customer.id}/orders").text
     assert console.get("/orders/metrics?by=channel").status_code == 200
 
 
