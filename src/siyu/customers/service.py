@@ -92,7 +92,10 @@ from siyu.customers.schemas import (
     TagOut,
     TouchIn,
 )
+from siyu.orders import facts as purchase_facts
+from siyu.orders.models import CustomerPurchaseFacts
 from siyu.segments import compiler
+from siyu.segments import rfm as _rfm  # noqa: F401  (registers RFM rescoring after purchase facts change)
 from siyu.segments import schemas as segment_schemas
 from siyu.segments.models import CustomerRfm, RfmSegment, Segment, SegmentMember, SegmentMode
 from siyu.team import service as team_service
@@ -722,6 +725,10 @@ def add_touch(session: Session, *, customer_id: int, data: TouchIn, viewer: View
     session.flush()
     team_service.record_audit(session, actor=viewer, action="create", entity_type="touch", entity_id=touch.id,
                               summary=customer.name, after={"kind": data.kind.value, "content": data.content[:200]})
+    if data.kind is TouchKind.purchase:  # a purchase is an order (orders build on customers: imported here)
+        from siyu.orders import service as orders_service
+
+        orders_service.order_from_touch(session, touch=touch, viewer=viewer)
     refresh_computed(session, customer=customer)
     return touch
 
@@ -841,10 +848,11 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
         select(
             Touch.customer_id,
             func.count().filter(Touch.kind.in_(contact_kinds)),
-            func.count().filter(Touch.kind == TouchKind.purchase.value),
-            func.coalesce(func.sum(Touch.amount).filter(Touch.kind == TouchKind.purchase.value), 0),
             func.max(Touch.occurred_at).filter(Touch.kind.notin_([k.value for k in NON_CONTACT_KINDS])),
         ).where(Touch.customer_id.in_(ids)).group_by(Touch.customer_id))}
+    # Purchases come from orders (orders.facts): written first, then read by the stage, level and 购买 tag.
+    purchases = purchase_facts.compute(session, ids, new_launch_days=rules.fan_new_launch_days)
+    purchase_facts.store(session, ids, purchases)
     computed_kinds = [k.value for k in COMPUTED_GROUP_KINDS]
     friend = Friendship.customer_id == Customer.id
     facts = select(
@@ -878,14 +886,16 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
         customer_id, override = row[0], row[1]
         stored = dict(zip(COMPUTED_COLUMNS, row[2:2 + len(COMPUTED_COLUMNS)], strict=True))
         filled = row[2 + len(COMPUTED_COLUMNS):]
-        contacts, purchases, total, last_at = stats.get(customer_id, (0, 0, 0, None))
+        contacts, last_at = stats.get(customer_id, (0, None))
+        bought = purchases.get(customer_id, purchase_facts.NONE)
         if isinstance(last_at, str):  # SQLite aggregates hand back text
             last_at = datetime.fromisoformat(last_at)
         if last_at is not None and last_at.tzinfo is None:
             last_at = last_at.replace(tzinfo=UTC)
-        value: dict[str, Any] = {"contact_count": int(contacts), "purchase_count": int(purchases),
-                                 "purchase_total": Decimal(str(total)), "last_touch_at": last_at}
-        value["stage"] = override or stage_of((value["contact_count"], value["purchase_count"]))
+        value: dict[str, Any] = {"contact_count": int(contacts), "purchase_count": bought.purchase_count,
+                                 "purchase_total": bought.total_spent, "last_touch_at": last_at}
+        value["stage"] = override or stage_of((value["contact_count"], value["purchase_count"],
+                                               bought.new_launch_purchases))
         value["level"] = level_of(value["purchase_total"])
         value["completeness"] = round(100 * sum(bool(f) for f in filled) / (own_count + len(COMPLETENESS_LINKED)))
         labels = (
@@ -919,8 +929,8 @@ _WRITE_COMPUTED = (update(_CUSTOMER_TABLE).where(_CUSTOMER_TABLE.c.id == bindpar
                    .values({key: bindparam(f"v_{key}") for key in (*COMPUTED_COLUMNS, "updated_at")}))
 
 
-def override_free_stage(rules: LifecycleRules, contacts: int, purchases: int) -> str:
-    return rules.stage_for(contacts=contacts, purchases=purchases).value
+def override_free_stage(rules: LifecycleRules, contacts: int, purchases: int, new_launch: int = 0) -> str:
+    return rules.stage_for(contacts=contacts, purchases=purchases, new_launch=new_launch).value
 
 
 def _memo(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -944,6 +954,81 @@ def _differs(stored: Any, value: Any) -> bool:
     return bool(stored != value)
 
 
+_WRITE_PURCHASES = (update(_CUSTOMER_TABLE).where(_CUSTOMER_TABLE.c.id == bindparam("v_id")).values(
+    purchase_count=bindparam("v_purchase_count"), purchase_total=bindparam("v_purchase_total"),
+    stage=bindparam("v_stage"), level=bindparam("v_level"),
+    last_touch_at=bindparam("v_last_touch_at", type_=UTCDateTime()), updated_at=bindparam("v_updated_at")))
+
+
+def refresh_purchases(session: Session, *, customer_ids: list[int], touched_at: dict[int, datetime] | None = None,
+                      rules: LifecycleRules | None = None) -> None:
+    """What orders change, for many customers at once (order imports, pushes): set-based, no ORM.
+
+    The purchase facts (orders.facts), then what reads them — purchase count and total, stage, level,
+    the 购买 and 等级 tags — and the last touch when new purchase entries reached the timeline
+    (``touched_at``). The same rules as ``refresh_computed_ids``, which re-derives everything else too.
+    """
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return
+    rules = rules or get_rules(session)
+    touched_at = touched_at or {}
+    session.flush()
+    computed_tags = ensure_computed_tags(session, rules=rules)
+    kinds = (TagGroupKind.purchase.value, TagGroupKind.level.value)
+    tag_ids = {pair: tag.id for pair, tag in computed_tags.items() if pair[0] in kinds}
+    stage_of = _memo(lambda triple: override_free_stage(rules, *triple))
+    purchase_bucket, level_of = _memo(rules.purchase_bucket), _memo(rules.level_for)
+    now = utcnow()
+    for start in range(0, len(ids), RECOMPUTE_BATCH):
+        chunk = ids[start:start + RECOMPUTE_BATCH]
+        purchases = purchase_facts.compute(session, chunk, new_launch_days=rules.fan_new_launch_days)
+        purchase_facts.store(session, chunk, purchases)
+        table = _CUSTOMER_TABLE.c
+        current: dict[int, set[int]] = defaultdict(set)
+        for customer_id, tag_id in session.execute(
+                select(CustomerTag.customer_id, CustomerTag.tag_id)
+                .where(CustomerTag.customer_id.in_(chunk), CustomerTag.tag_id.in_(sorted(set(tag_ids.values()))))):
+            current[customer_id].add(tag_id)
+        changes: list[dict[str, Any]] = []
+        stale: list[tuple[int, int]] = []
+        missing: list[dict[str, Any]] = []
+        for row in session.execute(select(table.id, table.contact_count, table.purchase_count, table.purchase_total,
+                                          table.stage, table.stage_override, table.level, table.last_touch_at)
+                                   .where(table.id.in_(chunk))):
+            bought = purchases.get(row.id, purchase_facts.NONE)
+            stage = row.stage_override or stage_of((int(row.contact_count), bought.purchase_count,
+                                                    bought.new_launch_purchases))
+            level = level_of(bought.total_spent)
+            last = row.last_touch_at
+            if isinstance(last, str):
+                last = datetime.fromisoformat(last)
+            if last is not None and last.tzinfo is None:
+                last = last.replace(tzinfo=UTC)
+            latest = touched_at.get(row.id)
+            if latest is not None and (last is None or latest > last):
+                last = latest
+            if (row.purchase_count != bought.purchase_count or _differs(row.purchase_total, bought.total_spent)
+                    or row.stage != stage or row.level != level or last != row.last_touch_at):
+                changes.append({"v_id": row.id, "v_purchase_count": bought.purchase_count,
+                                "v_purchase_total": bought.total_spent, "v_stage": stage, "v_level": level,
+                                "v_last_touch_at": last, "v_updated_at": now})
+            wanted = {tag_ids[pair] for pair in ((TagGroupKind.purchase.value, purchase_bucket(bought.purchase_count)),
+                                                 (TagGroupKind.level.value, level)) if pair in tag_ids}
+            have = current.get(row.id, set())
+            stale.extend((row.id, tag_id) for tag_id in have - wanted)
+            missing.extend({"customer_id": row.id, "tag_id": tag_id, "created_at": now} for tag_id in wanted - have)
+        if changes:
+            session.execute(_WRITE_PURCHASES, changes)
+        if stale:
+            session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
+        if missing:
+            session.execute(insert(_CUSTOMER_TAG_TABLE), missing)
+    loaded = [obj for obj in session.identity_map.values() if isinstance(obj, Customer) and obj.id in set(ids)]
+    for obj in loaded:
+        session.expire(obj)
+
+
 def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: dict[int, datetime],
                        rules: LifecycleRules | None = None) -> None:
     """New two-way contacts of many customers (touches already written), set-based for floods.
@@ -957,8 +1042,11 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
         return
     rules = rules or get_rules(session)
     table = Customer.__table__.c
+    launches = func.coalesce(CustomerPurchaseFacts.new_launch_purchases, 0).label("launches")
     rows = session.execute(select(table.id, table.contact_count, table.purchase_count, table.stage,
-                                  table.stage_override, table.last_touch_at).where(table.id.in_(ids))).all()
+                                  table.stage_override, table.last_touch_at, launches)
+                           .outerjoin(CustomerPurchaseFacts, CustomerPurchaseFacts.customer_id == table.id)
+                           .where(table.id.in_(ids))).all()
     bucket_tags = {label: tag for (kind, label), tag in ensure_computed_tags(session, rules=rules).items()
                    if kind == TagGroupKind.contact_count.value}
     changes: list[dict[str, Any]] = []
@@ -969,7 +1057,8 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
         latest = last_at.get(row.id)
         if row.last_touch_at is not None and (latest is None or row.last_touch_at > latest):
             latest = row.last_touch_at
-        stage = row.stage_override or rules.stage_for(contacts=count, purchases=int(row.purchase_count)).value
+        stage = row.stage_override or rules.stage_for(contacts=count, purchases=int(row.purchase_count),
+                                                      new_launch=int(row.launches)).value
         changes.append({"customer_id": row.id, "contact_count": count, "last_touch_at": latest, "stage": stage})
         before, after = rules.contact_bucket(int(row.contact_count)), rules.contact_bucket(count)
         if before != after:
@@ -1545,6 +1634,7 @@ def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> Custom
         **summary.model_dump(),
         **portrait,
         purchase_total=customer.purchase_total,
+        total_spent=customer.purchase_total,
         friendships=[FriendshipOut(
             id=f.id, account_id=f.account_id, account_name=names.get(f.account_id, ""), remark_name=f.remark_name,
             salutation=f.salutation, description=viewer.text(f.description), phones=[show(p.number) for p in f.phones],
