@@ -59,11 +59,12 @@ def test_no_third_party_bundles_are_committed() -> None:
 
 def test_enum_labels_have_chinese_translations() -> None:
     from siyu.customers.models import Stage, TouchKind
+    from siyu.segments.models import RfmSegment
     from siyu.team.models import Role
 
     known = catalogue("zh-CN")
     keys = [f"role.{r.value}" for r in Role] + [f"stage.{s.value}" for s in Stage]
-    keys += [f"touch.{k.value}" for k in TouchKind]
+    keys += [f"touch.{k.value}" for k in TouchKind] + [f"rfm.{s.value}" for s in RfmSegment]
     assert not [k for k in keys if k not in known]
 
 

@@ -152,6 +152,8 @@ class BulkFilter(BaseModel):
     source: str | None = Field(None, max_length=64)
     last_touch_before: datetime | None = None
     last_touch_after: datetime | None = None
+    segment: Id | None = Field(None, description="A saved segment's id (its customers, compiled as the list does)")
+    rfm: str | None = Field(None, max_length=32, description="An RFM segment")
 
 
 class BulkRequest(BaseModel):
@@ -168,7 +170,7 @@ def api_bulk(session: SessionDep, viewer: ApiViewer, body: BulkRequest) -> Respo
     """Apply an action to every customer matching a filter, as a background job."""
     f = body.filter
     flt = filter_from_params(f.q, f.tags, f.stage, f.account_id, f.source, f.last_touch_before,
-                             f.last_touch_after)
+                             f.last_touch_after, segment=f.segment, rfm=f.rfm)
     tag_ids: tuple[int, ...] = ()
     if body.action in ("add_tags", "remove_tags"):
         tag_ids = tuple(t.id for t in service.resolve_tags(session, names=list(body.tags), create_missing=False))

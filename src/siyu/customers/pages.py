@@ -49,6 +49,8 @@ from siyu.customers.schemas import (
     TouchIn,
 )
 from siyu.customers.service import CustomerFilter
+from siyu.segments import service as segments_service
+from siyu.segments.models import RFM_LABELS
 from siyu.team import service as team_service
 from siyu.web.render import render
 
@@ -91,12 +93,15 @@ FIELD_LABELS = {
     "stage": N_("Stage"),
     "stage_override": N_("Stage"),
     "owner_id": N_("Owner"),
+    "segment": N_("Segment"),
+    "rfm": N_("RFM segment"),
     "last_touch_before": N_("Last touch before"),
     "last_touch_after": N_("Last touch on or after"),
     "user_min_contacts": N_("Contacts to become a user"),
     "customer_min_purchases": N_("Purchases to become a customer"),
     "fan_min_purchases": N_("Purchases to become a fan"),
     "fan_min_contacts": N_("Contacts to become a fan"),
+    "fan_new_launch_days": N_("Days after a launch in which buying it makes a fan (0: off)"),
     "contact_buckets": N_("Contact-count tags"),
     "purchase_buckets": N_("Purchase-count tags"),
     "levels": N_("Levels"),
@@ -238,6 +243,8 @@ class ListQuery:
     before: str = ""
     sort: str = "last_touch"
     cursor: str = ""
+    segment: str = ""  # a saved segment's id (segments.compiler compiles it beside the rest)
+    rfm: str = ""
 
     @classmethod
     def from_params(cls, params: FormData | QueryParams) -> ListQuery:
@@ -245,7 +252,8 @@ class ListQuery:
                    stage=_text(params, "stage"), account_id=_text(params, "account_id"),
                    source=_text(params, "source")[:64], after=_text(params, "last_touch_after"),
                    before=_text(params, "last_touch_before"), sort=_text(params, "sort") or "last_touch",
-                   cursor=_text(params, "cursor"))
+                   cursor=_text(params, "cursor"), segment=_text(params, "segment"),
+                   rfm=_text(params, "rfm")[:32])
 
     def to_filter(self) -> CustomerFilter:
         # Imported here: routes.py imports this module for its router (no import cycle at load time).
@@ -255,12 +263,14 @@ class ListQuery:
         return filter_from_params(
             self.q, self.tags, self.stage or None, account_id, self.source or None,
             _local_day_start(self.before, field_name="last_touch_before"),
-            _local_day_start(self.after, field_name="last_touch_after"), self.sort)
+            _local_day_start(self.after, field_name="last_touch_after"), self.sort,
+            _int_or_none(self.segment, field_name="segment"), self.rfm or None)
 
     def pairs(self, *, cursor: str | None = None) -> list[tuple[str, str]]:
         pairs = [("q", self.q)] + [("tag", t) for t in self.tags] + [
             ("stage", self.stage), ("account_id", self.account_id), ("source", self.source),
-            ("last_touch_after", self.after), ("last_touch_before", self.before)]
+            ("last_touch_after", self.after), ("last_touch_before", self.before), ("segment", self.segment),
+            ("rfm", self.rfm)]
         pairs = [(k, v) for k, v in pairs if v]
         if self.sort != "last_touch":
             pairs.append(("sort", self.sort))
@@ -315,7 +325,8 @@ def customer_list(request: Request, session: SessionDep, viewer: PageViewer) -> 
         return render(request, "customers/_results.html", status_code=status, **context)
     context.update(
         tag_groups=service.list_tag_groups(session), stages=[s.value for s in Stage],
-        accounts=accounts_service.visible_accounts(session, viewer=viewer), sort_labels=SORT_LABELS)
+        accounts=accounts_service.visible_accounts(session, viewer=viewer), sort_labels=SORT_LABELS,
+        rfm_labels=RFM_LABELS, segments=segments_service.list_segments(session, viewer=viewer))
     return render(request, "customers/list.html", status_code=status, **context)
 
 
@@ -723,6 +734,9 @@ def settings_rules_save(request: Request, session: SessionDep, viewer: AdminPage
                         form: FormDep) -> Response:
     raw: dict[str, Any] = {k: _text(form, k).strip() for k in
                            ("user_min_contacts", "customer_min_purchases", "fan_min_purchases", "fan_min_contacts")}
+    # A form from before this field existed keeps the stored value.
+    raw["fan_new_launch_days"] = (_text(form, "fan_new_launch_days").strip()
+                                  or service.get_rules(session).fan_new_launch_days)
     raw["contact_buckets"] = _rule_rows(form, "contact_buckets", "min")
     raw["purchase_buckets"] = _rule_rows(form, "purchase_buckets", "min")
     raw["levels"] = _rule_rows(form, "levels", "min_total")

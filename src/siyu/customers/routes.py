@@ -48,6 +48,8 @@ def filter_from_params(
     last_touch_before: datetime | None = None,
     last_touch_after: datetime | None = None,
     sort: str = "last_touch",
+    segment: Id | None = None,
+    rfm: str | None = None,
 ) -> CustomerFilter:
     """Tags may be given by id or by name (``标签`` or ``组:标签``); the console and API share this."""
     tags = [t.strip() for t in (tag or []) if t and t.strip()]
@@ -55,7 +57,7 @@ def filter_from_params(
         q=q[:200], tag_ids=[i for t in tags if (i := parse_id(t)) is not None],
         tag_names=[t for t in tags if parse_id(t) is None],
         stage=stage or None, account_id=account_id, source=source or None, last_touch_before=last_touch_before,
-        last_touch_after=last_touch_after, sort=sort)
+        last_touch_after=last_touch_after, sort=sort, segment_id=segment, rfm=rfm or None)
 
 
 # The list's filter as query parameters; the list, exports and bulk actions read the same ones.

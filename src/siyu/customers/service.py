@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic import ValidationError
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -91,6 +92,12 @@ from siyu.customers.schemas import (
     TagOut,
     TouchIn,
 )
+from siyu.orders import facts as purchase_facts
+from siyu.orders.models import CustomerPurchaseFacts
+from siyu.segments import compiler
+from siyu.segments import rfm as _rfm  # noqa: F401  (registers RFM rescoring after purchase facts change)
+from siyu.segments import schemas as segment_schemas
+from siyu.segments.models import CustomerRfm, RfmSegment, Segment, SegmentMember, SegmentMode
 from siyu.team import service as team_service
 
 DEFAULTS = json.loads((Path(__file__).with_name("defaults.json")).read_text(encoding="utf-8"))
@@ -718,6 +725,10 @@ def add_touch(session: Session, *, customer_id: int, data: TouchIn, viewer: View
     session.flush()
     team_service.record_audit(session, actor=viewer, action="create", entity_type="touch", entity_id=touch.id,
                               summary=customer.name, after={"kind": data.kind.value, "content": data.content[:200]})
+    if data.kind is TouchKind.purchase:  # a purchase is an order (orders build on customers: imported here)
+        from siyu.orders import service as orders_service
+
+        orders_service.order_from_touch(session, touch=touch, viewer=viewer)
     refresh_computed(session, customer=customer)
     return touch
 
@@ -837,10 +848,11 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
         select(
             Touch.customer_id,
             func.count().filter(Touch.kind.in_(contact_kinds)),
-            func.count().filter(Touch.kind == TouchKind.purchase.value),
-            func.coalesce(func.sum(Touch.amount).filter(Touch.kind == TouchKind.purchase.value), 0),
             func.max(Touch.occurred_at).filter(Touch.kind.notin_([k.value for k in NON_CONTACT_KINDS])),
         ).where(Touch.customer_id.in_(ids)).group_by(Touch.customer_id))}
+    # Purchases come from orders (orders.facts): written first, then read by the stage, level and 购买 tag.
+    purchases = purchase_facts.compute(session, ids, new_launch_days=rules.fan_new_launch_days)
+    purchase_facts.store(session, ids, purchases)
     computed_kinds = [k.value for k in COMPUTED_GROUP_KINDS]
     friend = Friendship.customer_id == Customer.id
     facts = select(
@@ -874,14 +886,16 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
         customer_id, override = row[0], row[1]
         stored = dict(zip(COMPUTED_COLUMNS, row[2:2 + len(COMPUTED_COLUMNS)], strict=True))
         filled = row[2 + len(COMPUTED_COLUMNS):]
-        contacts, purchases, total, last_at = stats.get(customer_id, (0, 0, 0, None))
+        contacts, last_at = stats.get(customer_id, (0, None))
+        bought = purchases.get(customer_id, purchase_facts.NONE)
         if isinstance(last_at, str):  # SQLite aggregates hand back text
             last_at = datetime.fromisoformat(last_at)
         if last_at is not None and last_at.tzinfo is None:
             last_at = last_at.replace(tzinfo=UTC)
-        value: dict[str, Any] = {"contact_count": int(contacts), "purchase_count": int(purchases),
-                                 "purchase_total": Decimal(str(total)), "last_touch_at": last_at}
-        value["stage"] = override or stage_of((value["contact_count"], value["purchase_count"]))
+        value: dict[str, Any] = {"contact_count": int(contacts), "purchase_count": bought.purchase_count,
+                                 "purchase_total": bought.total_spent, "last_touch_at": last_at}
+        value["stage"] = override or stage_of((value["contact_count"], value["purchase_count"],
+                                               bought.new_launch_purchases))
         value["level"] = level_of(value["purchase_total"])
         value["completeness"] = round(100 * sum(bool(f) for f in filled) / (own_count + len(COMPLETENESS_LINKED)))
         labels = (
@@ -915,8 +929,8 @@ _WRITE_COMPUTED = (update(_CUSTOMER_TABLE).where(_CUSTOMER_TABLE.c.id == bindpar
                    .values({key: bindparam(f"v_{key}") for key in (*COMPUTED_COLUMNS, "updated_at")}))
 
 
-def override_free_stage(rules: LifecycleRules, contacts: int, purchases: int) -> str:
-    return rules.stage_for(contacts=contacts, purchases=purchases).value
+def override_free_stage(rules: LifecycleRules, contacts: int, purchases: int, new_launch: int = 0) -> str:
+    return rules.stage_for(contacts=contacts, purchases=purchases, new_launch=new_launch).value
 
 
 def _memo(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -940,6 +954,81 @@ def _differs(stored: Any, value: Any) -> bool:
     return bool(stored != value)
 
 
+_WRITE_PURCHASES = (update(_CUSTOMER_TABLE).where(_CUSTOMER_TABLE.c.id == bindparam("v_id")).values(
+    purchase_count=bindparam("v_purchase_count"), purchase_total=bindparam("v_purchase_total"),
+    stage=bindparam("v_stage"), level=bindparam("v_level"),
+    last_touch_at=bindparam("v_last_touch_at", type_=UTCDateTime()), updated_at=bindparam("v_updated_at")))
+
+
+def refresh_purchases(session: Session, *, customer_ids: list[int], touched_at: dict[int, datetime] | None = None,
+                      rules: LifecycleRules | None = None) -> None:
+    """What orders change, for many customers at once (order imports, pushes): set-based, no ORM.
+
+    The purchase facts (orders.facts), then what reads them — purchase count and total, stage, level,
+    the 购买 and 等级 tags — and the last touch when new purchase entries reached the timeline
+    (``touched_at``). The same rules as ``refresh_computed_ids``, which re-derives everything else too.
+    """
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return
+    rules = rules or get_rules(session)
+    touched_at = touched_at or {}
+    session.flush()
+    computed_tags = ensure_computed_tags(session, rules=rules)
+    kinds = (TagGroupKind.purchase.value, TagGroupKind.level.value)
+    tag_ids = {pair: tag.id for pair, tag in computed_tags.items() if pair[0] in kinds}
+    stage_of = _memo(lambda triple: override_free_stage(rules, *triple))
+    purchase_bucket, level_of = _memo(rules.purchase_bucket), _memo(rules.level_for)
+    now = utcnow()
+    for start in range(0, len(ids), RECOMPUTE_BATCH):
+        chunk = ids[start:start + RECOMPUTE_BATCH]
+        purchases = purchase_facts.compute(session, chunk, new_launch_days=rules.fan_new_launch_days)
+        purchase_facts.store(session, chunk, purchases)
+        table = _CUSTOMER_TABLE.c
+        current: dict[int, set[int]] = defaultdict(set)
+        for customer_id, tag_id in session.execute(
+                select(CustomerTag.customer_id, CustomerTag.tag_id)
+                .where(CustomerTag.customer_id.in_(chunk), CustomerTag.tag_id.in_(sorted(set(tag_ids.values()))))):
+            current[customer_id].add(tag_id)
+        changes: list[dict[str, Any]] = []
+        stale: list[tuple[int, int]] = []
+        missing: list[dict[str, Any]] = []
+        for row in session.execute(select(table.id, table.contact_count, table.purchase_count, table.purchase_total,
+                                          table.stage, table.stage_override, table.level, table.last_touch_at)
+                                   .where(table.id.in_(chunk))):
+            bought = purchases.get(row.id, purchase_facts.NONE)
+            stage = row.stage_override or stage_of((int(row.contact_count), bought.purchase_count,
+                                                    bought.new_launch_purchases))
+            level = level_of(bought.total_spent)
+            last = row.last_touch_at
+            if isinstance(last, str):
+                last = datetime.fromisoformat(last)
+            if last is not None and last.tzinfo is None:
+                last = last.replace(tzinfo=UTC)
+            latest = touched_at.get(row.id)
+            if latest is not None and (last is None or latest > last):
+                last = latest
+            if (row.purchase_count != bought.purchase_count or _differs(row.purchase_total, bought.total_spent)
+                    or row.stage != stage or row.level != level or last != row.last_touch_at):
+                changes.append({"v_id": row.id, "v_purchase_count": bought.purchase_count,
+                                "v_purchase_total": bought.total_spent, "v_stage": stage, "v_level": level,
+                                "v_last_touch_at": last, "v_updated_at": now})
+            wanted = {tag_ids[pair] for pair in ((TagGroupKind.purchase.value, purchase_bucket(bought.purchase_count)),
+                                                 (TagGroupKind.level.value, level)) if pair in tag_ids}
+            have = current.get(row.id, set())
+            stale.extend((row.id, tag_id) for tag_id in have - wanted)
+            missing.extend({"customer_id": row.id, "tag_id": tag_id, "created_at": now} for tag_id in wanted - have)
+        if changes:
+            session.execute(_WRITE_PURCHASES, changes)
+        if stale:
+            session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
+        if missing:
+            session.execute(insert(_CUSTOMER_TAG_TABLE), missing)
+    loaded = [obj for obj in session.identity_map.values() if isinstance(obj, Customer) and obj.id in set(ids)]
+    for obj in loaded:
+        session.expire(obj)
+
+
 def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: dict[int, datetime],
                        rules: LifecycleRules | None = None) -> None:
     """New two-way contacts of many customers (touches already written), set-based for floods.
@@ -953,8 +1042,11 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
         return
     rules = rules or get_rules(session)
     table = Customer.__table__.c
+    launches = func.coalesce(CustomerPurchaseFacts.new_launch_purchases, 0).label("launches")
     rows = session.execute(select(table.id, table.contact_count, table.purchase_count, table.stage,
-                                  table.stage_override, table.last_touch_at).where(table.id.in_(ids))).all()
+                                  table.stage_override, table.last_touch_at, launches)
+                           .outerjoin(CustomerPurchaseFacts, CustomerPurchaseFacts.customer_id == table.id)
+                           .where(table.id.in_(ids))).all()
     bucket_tags = {label: tag for (kind, label), tag in ensure_computed_tags(session, rules=rules).items()
                    if kind == TagGroupKind.contact_count.value}
     changes: list[dict[str, Any]] = []
@@ -965,7 +1057,8 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
         latest = last_at.get(row.id)
         if row.last_touch_at is not None and (latest is None or row.last_touch_at > latest):
             latest = row.last_touch_at
-        stage = row.stage_override or rules.stage_for(contacts=count, purchases=int(row.purchase_count)).value
+        stage = row.stage_override or rules.stage_for(contacts=count, purchases=int(row.purchase_count),
+                                                      new_launch=int(row.launches)).value
         changes.append({"customer_id": row.id, "contact_count": count, "last_touch_at": latest, "stage": stage})
         before, after = rules.contact_bucket(int(row.contact_count)), rules.contact_bucket(count)
         if before != after:
@@ -1003,6 +1096,11 @@ class CustomerFilter:
     last_touch_before: datetime | None = None
     last_touch_after: datetime | None = None
     sort: str = "last_touch"
+    rfm: str | None = None  # an RFM segment (segments.models.RfmSegment)
+    # A saved segment (its conditions, or a static one's snapshot), and/or an unsaved condition tree
+    # (segments.schemas.ConditionGroup as JSON): compiled by segments.compiler beside the rest.
+    segment_id: int | None = None
+    conditions: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As job parameters and audit entries keep it (times as ISO text)."""
@@ -1028,7 +1126,7 @@ def _escape_like(text: str) -> str:
 class _Driver:
     """A filter that can also be read from its own index: "the customers with these tags"."""
 
-    kind: str  # "tags", "accounts" or "search"
+    kind: str  # "tags", "accounts", "rfm", "segment" (a static segment's members) or "search"
     ids: tuple[int, ...] = ()
     terms: tuple[str, ...] = ()
     postgres: bool = False
@@ -1039,10 +1137,29 @@ class _Driver:
             return select(CustomerTag.customer_id).where(CustomerTag.tag_id.in_(self.ids))
         if self.kind == "search":
             return search.candidate_ids(self.terms, postgres=self.postgres, phones=self.phones)
+        if self.kind == "rfm":
+            return select(CustomerRfm.customer_id).where(CustomerRfm.segment.in_(self.terms))
+        if self.kind == "segment":
+            return select(SegmentMember.customer_id).where(SegmentMember.segment_id.in_(self.ids))
         return select(Friendship.customer_id).where(Friendship.account_id.in_(self.ids))
 
     def size(self) -> Select[Any]:
         return select(func.count()).select_from(self.customer_ids().subquery())
+
+    def holds(self, customer_id: Any) -> ColumnElement[bool]:
+        """This driver's index holds that customer id (a probe, for narrowing another driver's read)."""
+        # SELECT of key columns only: each probe is answered from the index alone.
+        if self.kind == "tags":
+            return select(CustomerTag.customer_id).where(CustomerTag.customer_id == customer_id,
+                                                         CustomerTag.tag_id.in_(self.ids)).exists()
+        if self.kind == "rfm":
+            return select(CustomerRfm.customer_id).where(CustomerRfm.customer_id == customer_id,
+                                                         CustomerRfm.segment.in_(self.terms)).exists()
+        if self.kind == "segment":
+            return select(SegmentMember.customer_id).where(SegmentMember.segment_id.in_(self.ids),
+                                                           SegmentMember.customer_id == customer_id).exists()
+        return select(Friendship.customer_id).where(Friendship.customer_id == customer_id,
+                                                    Friendship.account_id.in_(self.ids)).exists()
 
 
 def _filter_clauses(session: Session, flt: CustomerFilter, viewer: Viewer) -> list[ColumnElement[bool]]:
@@ -1061,13 +1178,17 @@ def _filter_parts(session: Session, flt: CustomerFilter,
     if flt.account_id is not None:
         if not viewer.can_see_account(flt.account_id):
             raise Invalid("Account {account_id} not found", field="account_id", account_id=flt.account_id)
-        clauses.append(exists().where(Friendship.customer_id == Customer.id,
-                                      Friendship.account_id == flt.account_id))
+        clauses.append(compiler.friend_of([flt.account_id]))
         drivers.append(_Driver("accounts", (flt.account_id,)))
     if flt.stage:
         if flt.stage not in {s.value for s in Stage}:
             raise Invalid("Unknown stage {stage}", field="stage", stage=flt.stage)
-        clauses.append(Customer.stage == flt.stage)
+        clauses.append(compiler.in_stages([flt.stage]))
+    if flt.rfm:
+        if flt.rfm not in {s.value for s in RfmSegment}:
+            raise Invalid("Unknown RFM segment {segment}", field="rfm", segment=flt.rfm)
+        clauses.append(compiler.in_rfm_segments([flt.rfm]))
+        drivers.append(_Driver("rfm", terms=(flt.rfm,)))
     if flt.source:
         clauses.append(Customer.source == flt.source)
     if flt.last_touch_before is not None:
@@ -1087,19 +1208,54 @@ def _filter_parts(session: Session, flt: CustomerFilter,
     for tag_id, group_id in tag_groups:
         by_group[group_id].add(tag_id)
     for tag_ids in by_group.values():
-        if len(tag_ids) == 1:
-            (only,) = tag_ids
-            condition = CustomerTag.tag_id == only
-        else:
-            condition = CustomerTag.tag_id.in_(sorted(tag_ids))
-        # SELECT of the key columns only: the EXISTS is answered from the (customer, tag) index alone.
-        clauses.append(select(CustomerTag.customer_id)
-                       .where(CustomerTag.customer_id == Customer.id, condition).exists())
+        clauses.append(compiler.has_any_tag(sorted(tag_ids)))
         drivers.append(_Driver("tags", tuple(sorted(tag_ids))))
+    if flt.segment_id is not None:
+        _segment_parts(session, flt.segment_id, viewer, clauses, drivers)
+    if flt.conditions is not None:
+        _tree_parts(session, flt.conditions, viewer, clauses, drivers)
     q = flt.q.strip()
     if q:
         clauses.append(_text_match(session, q, viewer, drivers))
     return clauses, drivers
+
+
+def _tree_parts(session: Session, conditions: dict[str, Any], viewer: Viewer,
+                clauses: list[ColumnElement[bool]], drivers: list[_Driver]) -> None:
+    try:
+        tree = segment_schemas.parse_tree(conditions)
+    except ValidationError as exc:
+        raise Invalid("Invalid conditions: {detail}", field="conditions",
+                      detail=segment_schemas.describe_error(exc)) from exc
+    compiled = compiler.compile_tree(session, tree, viewer=viewer)
+    clauses.append(compiled.clause)
+    drivers.extend(_Driver(d.kind, d.ids, d.terms) for d in compiled.drivers)
+
+
+def _plan_key(session: Session, flt: CustomerFilter, viewer: Viewer) -> str | None:
+    """When a condition tree is part of this filter: the filter and scope as text (its plan's cache key)."""
+    if flt.conditions is None:
+        if flt.segment_id is None:
+            return None
+        segment = session.get(Segment, flt.segment_id)
+        if segment is None or segment.mode != SegmentMode.dynamic.value:
+            return None
+    scope = "all" if viewer.sees_all_accounts else ",".join(map(str, sorted(viewer.account_ids)))
+    return json.dumps([flt.to_json(), scope], sort_keys=True, default=str)
+
+
+def _segment_parts(session: Session, segment_id: int, viewer: Viewer,
+                   clauses: list[ColumnElement[bool]], drivers: list[_Driver]) -> None:
+    """A saved segment: a static one's snapshot members, a dynamic one's conditions compiled now."""
+    segment = session.get(Segment, segment_id)
+    if segment is None:
+        raise NotFound("Segment not found")
+    if segment.mode == SegmentMode.static.value:
+        clauses.append(select(SegmentMember.customer_id).where(
+            SegmentMember.segment_id == segment.id, SegmentMember.customer_id == Customer.id).exists())
+        drivers.append(_Driver("segment", (segment.id,)))
+        return
+    _tree_parts(session, segment.conditions, viewer, clauses, drivers)
 
 
 SEARCH_RATE = SlidingWindow(seconds=60.0)  # per user id, in this process
@@ -1215,7 +1371,7 @@ Driving = Select[Any] | TextualSelect
 
 
 def _driving_ids(session: Session, drivers: list[_Driver], clauses: list[ColumnElement[bool]], *,
-                 limit: int) -> Driving | None:
+                 limit: int, plan_key: str | None = None) -> Driving | None:
     searches = [d for d in drivers if d.kind == "search"]
     drivers = [d for d in drivers if d.kind != "search"]
     for driver in searches:
@@ -1227,6 +1383,8 @@ def _driving_ids(session: Session, drivers: list[_Driver], clauses: list[ColumnE
     if total <= 0:
         return None
     sizes = [(_estimated_size(session, d), d) for d in drivers]
+    if plan_key is not None:
+        return _condition_driving_ids(session, sizes, clauses, total=total, limit=limit, plan_key=plan_key)
     share = 1.0
     for size, _driver in sizes:
         share *= min(1.0, max(size, 1) / total)
@@ -1234,6 +1392,48 @@ def _driving_ids(session: Session, drivers: list[_Driver], clauses: list[ColumnE
     smallest, driver = min(sizes, key=lambda pair: pair[0])
     # A driven row costs a lookup plus its share of the sort: about twice a walked row.
     return driver.customer_ids() if 2 * smallest < walk else None
+
+
+# A segment's conditions beyond its drivers (bought in N days, no chat for N days, …) have no size
+# to read, so a sample of the smallest driver's customers shows what share passes them all. A
+# second driver of comparable size narrows that read inside the indexes (a probe of its index per
+# id) before any customer row is read.
+CONDITION_SAMPLE = 500
+INTERSECT_RATIO = 10
+
+
+_plan_shares: dict[tuple[Any, str, _Driver], tuple[float, int, int]] = {}
+
+
+def _condition_driving_ids(session: Session, sizes: list[tuple[int, _Driver]], clauses: list[ColumnElement[bool]],
+                           *, total: int, limit: int, plan_key: str) -> Driving | None:
+    sizes = sorted(sizes, key=lambda pair: pair[0])
+    size, first = sizes[0]
+    candidates: Any = first.customer_ids()
+    # The sample: the first customers of the smallest driver, each tested against every condition.
+    sample = select(candidates.subquery().c[0]).limit(CONDITION_SAMPLE)
+    sampled = select(func.count()).select_from(Customer).where(Customer.id.in_(sample))
+    passed = select(func.count()).select_from(Customer).where(Customer.id.in_(sample), *clauses)
+    cache_key = (session.get_bind(), plan_key, first)
+    now = time.monotonic()
+    hit = _plan_shares.get(cache_key)
+    if hit is not None and now - hit[0] < PLAN_SIZE_TTL_SECONDS:
+        seen, hits = hit[1], hit[2]
+    else:
+        seen, hits = (int(v or 0) for v in session.execute(select(sampled.scalar_subquery(),
+                                                                  passed.scalar_subquery())).one())
+        if len(_plan_shares) >= PLAN_SIZE_CACHE_ENTRIES:
+            _plan_shares.clear()
+        _plan_shares[cache_key] = (now, seen, hits)
+    if seen == 0:
+        return candidates  # nobody to drive from: an empty read
+    share = max(size, 1) / total * (hits + 0.5) / seen
+    walk = (limit + 1) / min(1.0, share)
+    if len(sizes) > 1 and sizes[1][0] <= INTERSECT_RATIO * max(size, 1):
+        # The smallest driver's read, each id probed in the next driver's index (index-only).
+        candidates = candidates.where(sizes[1][1].holds(candidates.selected_columns[0]))
+    # A driven row costs a lookup plus its share of the sort: about twice a walked row.
+    return candidates if 2 * size < walk else None
 
 
 def _keyset(sort: str, cursor: str | None) -> tuple[list[Any], ColumnElement[bool] | None]:
@@ -1284,7 +1484,7 @@ def list_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, lim
     order, after = _keyset(flt.sort, cursor)
     clauses, drivers = _filter_parts(session, flt, viewer)
     query = select(Customer).where(*clauses)
-    driving_ids = _driving_ids(session, drivers, clauses, limit=limit)
+    driving_ids = _driving_ids(session, drivers, clauses, limit=limit, plan_key=_plan_key(session, flt, viewer))
     if driving_ids is not None:
         query = query.where(Customer.id.in_(driving_ids))
     if after is not None:
@@ -1335,7 +1535,7 @@ def count_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, ca
         query = select(Customer.id).join_from(candidates, Customer, Customer.id == candidates.c.id).where(*clauses)
     else:
         query = select(Customer.id).where(*clauses)
-        driving_ids = _driving_ids(session, drivers, clauses, limit=cap)
+        driving_ids = _driving_ids(session, drivers, clauses, limit=cap, plan_key=_plan_key(session, flt, viewer))
         if driving_ids is not None:
             query = query.where(Customer.id.in_(driving_ids))
     inner = query.limit(cap + 1).subquery()
@@ -1434,6 +1634,7 @@ def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> Custom
         **summary.model_dump(),
         **portrait,
         purchase_total=customer.purchase_total,
+        total_spent=customer.purchase_total,
         friendships=[FriendshipOut(
             id=f.id, account_id=f.account_id, account_name=names.get(f.account_id, ""), remark_name=f.remark_name,
             salutation=f.salutation, description=viewer.text(f.description), phones=[show(p.number) for p in f.phones],
@@ -1443,6 +1644,7 @@ def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> Custom
                    for a in customer.addresses],
         custom_fields=custom_values(session, customer_id=customer.id),
         updated_at=customer.updated_at,
+        rfm_segment=session.scalar(select(CustomerRfm.segment).where(CustomerRfm.customer_id == customer.id)),
     )
 
 

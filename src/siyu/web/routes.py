@@ -10,6 +10,8 @@ from siyu.core.deps import PageViewer, SessionDep
 from siyu.core.errors import NotFound
 from siyu.core.i18n import N_, _, normalise_locale
 from siyu.customers import service as customers_service
+from siyu.segments import rfm
+from siyu.segments.models import RFM_LABELS
 from siyu.web.render import render
 
 pages = APIRouter(include_in_schema=False)
@@ -26,8 +28,12 @@ PLANNED_AREAS = {
 def dashboard(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
     accounts = accounts_service.list_accounts(session, viewer=viewer)
     stage_counts = customers_service.stage_counts(session, viewer=viewer)
+    counts = rfm.distribution(session, scope=customers_service.visible_customer_clause(viewer))
+    rfm_chart = {"x": [_(label) for label in RFM_LABELS.values()],
+                 "series": [{"name": _("Buyers"), "data": [counts[key.value] for key in RFM_LABELS]}]}
+    rfm_links = [(key.value, _(label), counts[key.value]) for key, label in RFM_LABELS.items()]
     return render(request, "dashboard.html", nav_active="home", accounts=accounts, stage_counts=stage_counts,
-                  title=_("Dashboard"))
+                  rfm_chart=rfm_chart, rfm_links=rfm_links, rfm_total=sum(counts.values()), title=_("Dashboard"))
 
 
 @pages.get("/lang/{locale}")
