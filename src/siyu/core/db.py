@@ -6,13 +6,27 @@ a job) owns the transaction so that several changes commit or fail together.
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, select
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    MetaData,
+    String,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -99,6 +113,20 @@ def reset_engine() -> None:
         get_engine().dispose()
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
+
+
+def among(session: Session, column: Any, values: Iterable[Any]) -> Any:
+    """``column IN values`` as one bound parameter, for lists of hundreds or thousands (a flood page).
+
+    ``column.in_(list)`` renders one placeholder per value and SQLAlchemy builds them on every call
+    (≈ 2 ms per 1,000); here the list travels whole: a JSON array read by ``json_each`` on SQLite,
+    an array compared with ``= ANY`` on PostgreSQL. Both use the column's index.
+    """
+    wanted = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, wanted, type_=postgresql.ARRAY(column.type)))
+    return column.in_(select(literal_column("value")).select_from(
+        func.json_each(bindparam(None, json.dumps(wanted, default=str), type_=String()))))
 
 
 def dialect_insert(session: Session, table: Any) -> Any:

@@ -39,7 +39,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, object_session
 
 from siyu.accounts.models import Account, AccountKind
-from siyu.core.db import dialect_insert, utcnow
+from siyu.core.db import among, dialect_insert, utcnow
 from siyu.core.errors import Invalid
 from siyu.core.i18n import N_, _
 from siyu.customers import search
@@ -272,8 +272,8 @@ def unknown_customers(session: Session, external_userids: Iterable[str]) -> list
     ids = sorted(set(filter(None, external_userids)))
     if not ids:
         return []
-    known = set(session.scalars(select(Customer.wecom_external_userid).where(
-        Customer.wecom_external_userid.in_(ids))))
+    column = Customer.__table__.c.wecom_external_userid
+    known = set(session.connection().scalars(select(column).where(among(session, column, ids))))
     return [e for e in ids if e not in known]
 
 
@@ -289,8 +289,10 @@ def resolve_customers(session: Session, external_userids: Iterable[str],
     ids = sorted(set(filter(None, external_userids)))
     if not ids:
         return {}
-    known: dict[str, int] = {ext: cid for cid, ext in session.execute(
-        select(Customer.id, Customer.wecom_external_userid).where(Customer.wecom_external_userid.in_(ids)))
+    c = Customer.__table__.c
+    session.flush()  # a Core read: the ORM's pending changes first
+    known: dict[str, int] = {ext: cid for cid, ext in session.connection().execute(
+        select(c.id, c.wecom_external_userid).where(among(session, c.wecom_external_userid, ids)))
         if ext is not None}
     missing = [e for e in ids if e not in known]
     # Profiles are read for customers unknown when the page came: one known by now (met through a
@@ -370,10 +372,10 @@ def store_page(session: Session, *, open_kfid: str, items: list[dict[str, Any]],
     wrote = {customers[p.external_userid] for _item, p in parsed
              if p.direction == Direction.inbound.value and not p.event and p.external_userid in customers}
     if wrote:  # a customer writing after the end opens a new session on the platform (state 0)
-        session.execute(update(Conversation).where(
-            Conversation.account_id == account.id, Conversation.customer_id.in_(sorted(wrote)),
-            Conversation.service_state == ServiceState.ended).values(service_state=ServiceState.untouched),
-            execution_options={"synchronize_session": False})
+        conversations = Conversation.__table__.c
+        session.connection().execute(update(Conversation.__table__).where(
+            among(session, conversations.key, sorted(inbox_service.conversation_key(account.id, c, "") for c in wrote)),
+            conversations.service_state == ServiceState.ended).values(service_state=ServiceState.untouched))
     result = PageResult(stored=ingested.stored, duplicates=ingested.duplicates, events=len(events),
                         conversations=ingested.conversations)
     for item, p in events:
