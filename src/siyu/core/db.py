@@ -7,12 +7,12 @@ a job) owns the transaction so that several changes commit or fail together.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     DateTime,
@@ -113,6 +113,7 @@ def reset_engine() -> None:
         get_engine().dispose()
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
+    _COMMITTED.clear()
 
 
 def among(session: Session, column: Any, values: Iterable[Any]) -> Any:
@@ -168,3 +169,43 @@ def missing_ids(session: Session, table: str, ids: Iterable[int]) -> list[int]:
     column = Base.metadata.tables[table].c.id
     found = set(session.scalars(select(column).where(column.in_(wanted))))
     return [i for i in wanted if i not in found]
+
+
+# ---- what is known to be in the database, kept per engine after a commit (floods ask the same again)
+
+_COMMITTED: WeakKeyDictionary[Any, dict[str, set[Any]]] = WeakKeyDictionary()
+COMMITTED_MAX = 1_000_000  # per kind: past it the memory starts again empty
+
+
+def committed(session: Session, kind: str) -> set[Any]:
+    """Keys of ``kind`` that a committed transaction of this engine wrote or read as present.
+
+    Only for facts that stay true once committed (a row with a unique key that is never deleted
+    while its owner lives): a flood skips the query that would find them again. Read-only.
+    """
+    return _COMMITTED.get(session.get_bind(), {}).get(kind, set())
+
+
+def remember_after_commit(session: Session, kind: str, keys: Iterable[Any]) -> None:
+    """Keys of ``kind`` present once this transaction commits (forgotten if it rolls back)."""
+    pending: dict[str, set[Any]] | None = session.info.get("committed_pending")
+    if pending is None:
+        pending = session.info["committed_pending"] = {}
+        event.listen(session, "after_commit", _keep_committed)
+        event.listen(session, "after_rollback", _drop_committed)
+    pending.setdefault(kind, set()).update(keys)
+
+
+def _keep_committed(session: Session) -> None:
+    pending = session.info.get("committed_pending") or {}
+    known = _COMMITTED.setdefault(session.get_bind(), {})
+    for kind, keys in pending.items():
+        kept = known.setdefault(kind, set())
+        if len(kept) + len(keys) > COMMITTED_MAX:
+            kept.clear()
+        kept.update(keys)
+    pending.clear()
+
+
+def _drop_committed(session: Session) -> None:
+    (session.info.get("committed_pending") or {}).clear()

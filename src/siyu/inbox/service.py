@@ -21,7 +21,7 @@ from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account, AccountKind
-from siyu.core.db import among, dialect_insert, missing_ids, utcnow
+from siyu.core.db import among, committed, dialect_insert, missing_ids, remember_after_commit, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.settings import local_zone
@@ -215,6 +215,9 @@ def _from_customer(row: Any) -> bool:
     return bool(row.direction == _IN and row.msg_type != _SYSTEM)
 
 
+CUSTOMER_DAYS = "customer_day_touch"  # core.db.committed: customer-day touch keys on the timeline
+
+
 def customer_day_key(customer_id: int, account_id: int, day: str) -> str:
     return f"chat-in:{customer_id}:{account_id}:{day}"
 
@@ -244,11 +247,14 @@ def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: 
         current = first.get(key)
         if current is None or row.sent_at < current[0].sent_at:
             first[key] = (row, person)
+    known = committed(session, CUSTOMER_DAYS)  # days already on the timeline (committed): no query for them
+    first = {key: value for key, value in first.items() if key not in known}
     if not first:
         return
     touches = cast(Table, Touch.__table__).c
     existing = set(session.connection().scalars(select(touches.dedupe_key).where(
         among(session, touches.dedupe_key, sorted(first)))))
+    remember_after_commit(session, CUSTOMER_DAYS, first)  # each is there once this commits
     now = utcnow()
     new_rows = [{"customer_id": customer_id, "account_id": account_id, "user_id": None, "kind": TouchKind.chat.value,
                  "content": _preview(row.msg_type, row.text), "amount": None, "dedupe_key": key,

@@ -39,7 +39,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, object_session
 
 from siyu.accounts.models import Account, AccountKind
-from siyu.core.db import among, dialect_insert, utcnow
+from siyu.core.db import among, committed, dialect_insert, remember_after_commit, utcnow
 from siyu.core.errors import Invalid
 from siyu.core.i18n import N_, _
 from siyu.customers import search
@@ -54,6 +54,7 @@ from siyu.wecom.models import KfCursor
 log = logging.getLogger(__name__)
 
 SOURCE = "wecom_kf"  # Message.source of what kf/sync_msg brings
+KNOWN_CUSTOMERS = "kf_external_userid"  # core.db.committed: external_userids that have a customer
 WELCOME_SOURCE = "kf_welcome"  # a greeting, not an answer: inbox.service.NOT_ANSWERS
 
 # ---- the platform's limits (微信客服 › 会话分配与消息收发)
@@ -329,6 +330,7 @@ def resolve_customers(session: Session, external_userids: Iterable[str],
             known.update({str(ext): int(cid) for cid, ext in session.execute(
                 select(Customer.id, Customer.wecom_external_userid).where(
                     Customer.wecom_external_userid.in_([e for e in ids if e not in known])))})
+    remember_after_commit(session, KNOWN_CUSTOMERS, known)
     return known
 
 
@@ -560,7 +562,8 @@ def _profiles(transaction: Transaction, api: Any, ids: list[str]) -> dict[str, d
     if not any(ids):
         return {}
     with transaction() as session:
-        unknown = unknown_customers(session, ids)
+        met = committed(session, KNOWN_CUSTOMERS)  # stored by earlier pages: no query, no profile read
+        unknown = unknown_customers(session, [e for e in ids if e not in met])
     if not unknown:
         return {}
     try:
