@@ -133,7 +133,6 @@ def run(args: argparse.Namespace, corp: Any, simulator: str, url: str) -> int:
     # ---- 1. baseline: straight to the simulator, no database, no queue
     with transaction() as session:
         api = client_for(session, kf=True)
-    api.client.policy.sleep = time.sleep
     sent_before = len(desk.state.delivered)
     base_errors: list[str] = []
 
