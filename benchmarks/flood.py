@@ -71,6 +71,10 @@ def build_people(engine: Engine, customers: int) -> None:
                                               for u in users])
         session.execute(insert(AgentState), [{"user_id": u["id"], "online": True, "capacity": 50,
                                               "changed_at": now} for u in users])
+        if engine.dialect.name == "postgresql":  # rows given their ids: the sequences move past them
+            for table in ("account", "customer", "user"):
+                session.execute(text(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "  # noqa: S608
+                                     f"(SELECT MAX(id) FROM \"{table}\"))"))
         session.commit()
 
 
