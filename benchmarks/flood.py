@@ -73,7 +73,7 @@ def build_people(engine: Engine, customers: int) -> None:
                                               "changed_at": now} for u in users])
         if engine.dialect.name == "postgresql":  # rows given their ids: the sequences move past them
             for table in ("account", "customer", "user"):
-                session.execute(text(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "  # noqa: S608
+                session.execute(text(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "
                                      f"(SELECT MAX(id) FROM \"{table}\"))"))
         session.commit()
 

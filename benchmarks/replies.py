@@ -30,7 +30,6 @@ import argparse
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor

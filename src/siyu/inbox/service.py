@@ -164,7 +164,7 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     if session.get_bind().dialect.name == "postgresql":
         returned = _insert_unnest(session, rows)
     else:
-        returned = session.connection().execute(statement, rows).all()
+        returned = list(session.connection().execute(statement, rows).all())
     inserted = [_stored(new_id, by_key[(source, msgid)]) for new_id, source, msgid in returned]
     result.ids = {(str(source), str(msgid)): int(new_id) for new_id, source, msgid in returned}
     result.stored = len(inserted)

@@ -33,9 +33,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session, object_session
 
 from siyu.accounts.models import Account, AccountKind
@@ -374,8 +374,9 @@ def store_page(session: Session, *, open_kfid: str, items: list[dict[str, Any]],
     wrote = {customers[p.external_userid] for _item, p in parsed
              if p.direction == Direction.inbound.value and not p.event and p.external_userid in customers}
     if wrote:  # a customer writing after the end opens a new session on the platform (state 0)
-        conversations = Conversation.__table__.c
-        session.connection().execute(update(Conversation.__table__).where(
+        conversation_table = cast(Table, Conversation.__table__)
+        conversations = conversation_table.c
+        session.connection().execute(update(conversation_table).where(
             among(session, conversations.key, sorted(inbox_service.conversation_key(account.id, c, "") for c in wrote)),
             conversations.service_state == ServiceState.ended).values(service_state=ServiceState.untouched))
     result = PageResult(stored=ingested.stored, duplicates=ingested.duplicates, events=len(events),
