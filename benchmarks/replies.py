@@ -177,7 +177,7 @@ def run(args: argparse.Namespace, corp: Any, simulator: str, url: str) -> int:
             time.sleep(0.2)
         siyu_seconds = time.perf_counter() - started
     finally:
-        workers.stop() if hasattr(workers, "stop") else None
+        workers.stop()
         jobs.set_immediate(True)
     with transaction() as session:
         outgoing = list(session.execute(select(Message.id, Message.status, Message.payload).where(
