@@ -24,7 +24,7 @@ import random
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -71,6 +71,10 @@ def build_people(engine: Engine, customers: int) -> None:
                                               for u in users])
         session.execute(insert(AgentState), [{"user_id": u["id"], "online": True, "capacity": 50,
                                               "changed_at": now} for u in users])
+        if engine.dialect.name == "postgresql":  # rows given their ids: the sequences move past them
+            for table in ("account", "customer", "user"):
+                session.execute(text(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "
+                                     f"(SELECT MAX(id) FROM \"{table}\"))"))
         session.commit()
 
 
@@ -201,7 +205,7 @@ def kf_flood(engine: Engine, url: str, count: int, customers: int, rng: random.R
                                                     content=f"{rng.choice(LINES)} #{n}")
                     if not reuse:
                         known.append(written["external_userid"])
-                    items.append((written, n))
+                    items.append((desk.state.log[open_kfid][-1], n))  # the item as kf/sync_msg returns it
                 fresh = desk.callback(open_kfid)
                 xml = kf_msg_or_event(KF_CORP, token=fresh["token"], open_kfid=open_kfid,
                                       create_time=fresh["create_time"])
@@ -217,12 +221,13 @@ def kf_flood(engine: Engine, url: str, count: int, customers: int, rng: random.R
                 if answer.text != "success":
                     return False, f"callback answered {answer.status_code}: {answer.text[:200]}"
                 now = utcnow()
+                # The rows Siyu stores for these messages: text, sender, time and the whole item as payload.
                 rows = [{"conversation_id": 1 + n % customers, "source": "wecom_kf",
-                         "platform_msgid": written["msgid"], "direction": "in", "msg_type": "text",
-                         "sender": written["external_userid"], "text": f"#{n}", "sent_at": now, "received_at": now,
-                         "status": "received", "error": "", "automatic": False, "internal": False,
-                         "payload": {"msgid": written["msgid"], "origin": 3, "msgtype": "text"}}
-                        for written, n in items]
+                         "platform_msgid": item["msgid"], "direction": "in", "msg_type": "text",
+                         "sender": item["external_userid"], "text": item["text"]["content"],
+                         "sent_at": datetime.fromtimestamp(item["send_time"], UTC), "received_at": now,
+                         "status": "received", "error": "", "automatic": False, "internal": False, "payload": item}
+                        for item, n in items]
                 started = time.perf_counter()
                 with engine.begin() as conn:
                     conn.execute(baseline_statement, rows)

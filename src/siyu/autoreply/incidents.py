@@ -28,7 +28,7 @@ from siyu.core.viewer import Viewer
 from siyu.customers import variables
 from siyu.customers.models import Touch, TouchKind
 from siyu.inbox import service as inbox_service
-from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message
+from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message, MessageType
 
 CHUNK = 100
 
@@ -180,11 +180,24 @@ def _correct(session: Session, *, incident: Incident, recipient: IncidentRecipie
         return
     text = inbox_service.fill_variables(session, text=incident.correction, conversation=conversation)
     # a correction: in a member's own chat, the one-customer mass send the member confirms (需成员确认的群发)
-    message = inbox_service.reply(session, conversation_id=conversation.id, text=text, viewer=viewer,
-                                  automatic=True, member_send=True)
+    try:
+        message = inbox_service.reply(session, conversation_id=conversation.id, text=text, viewer=viewer,
+                                      automatic=True, member_send=True)
+    except Invalid as refused:
+        # The channel's window (微信客服: 48 hours after the customer's last message, 5 replies each) holds
+        # for corrections too: refused now, kept as a failed correction with the reason, never retried —
+        # and the other recipients are corrected all the same.
+        now = utcnow()
+        message = Message(conversation_id=conversation.id, source="incident",
+                          platform_msgid=f"incident:{incident.id}:{recipient.id}", direction=Direction.outbound.value,
+                          msg_type=MessageType.text.value, sender=viewer.username, text=text, sent_at=now,
+                          status=DeliveryStatus.failed.value, error=refused.message[:500], author_id=viewer.user_id,
+                          automatic=True, internal=False, payload={"failed_attempts": 1})
+        session.add(message)
+        session.flush()
     message.source = "incident"
     recipient.correction_message_id = message.id
-    if conversation.customer_id is not None:
+    if conversation.customer_id is not None and message.status != DeliveryStatus.failed.value:
         session.add(Touch(customer_id=conversation.customer_id, account_id=conversation.account_id,
                           user_id=viewer.user_id, kind=TouchKind.system.value, content=incident.title[:2000],
                           details={"event": "incident", "incident_id": incident.id,

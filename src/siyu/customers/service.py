@@ -47,7 +47,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from siyu.accounts.models import Account
 from siyu.core import viewer as viewer_masking
-from siyu.core.db import UTCDateTime, dialect_insert, utcnow
+from siyu.core.db import UTCDateTime, among, dialect_insert, utcnow
 from siyu.core.errors import Invalid, NotFound, TooManyAttempts
 from siyu.core.i18n import N_
 from siyu.core.models import AppSetting
@@ -1043,10 +1043,10 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
     rules = rules or get_rules(session)
     table = Customer.__table__.c
     launches = func.coalesce(CustomerPurchaseFacts.new_launch_purchases, 0).label("launches")
-    rows = session.execute(select(table.id, table.contact_count, table.purchase_count, table.stage,
-                                  table.stage_override, table.last_touch_at, launches)
-                           .outerjoin(CustomerPurchaseFacts, CustomerPurchaseFacts.customer_id == table.id)
-                           .where(table.id.in_(ids))).all()
+    rows = session.connection().execute(select(
+        table.id, table.contact_count, table.purchase_count, table.stage, table.stage_override, table.last_touch_at,
+        launches).outerjoin(CustomerPurchaseFacts, CustomerPurchaseFacts.customer_id == table.id)
+        .where(among(session, table.id, ids))).all()
     bucket_tags = {label: tag for (kind, label), tag in ensure_computed_tags(session, rules=rules).items()
                    if kind == TagGroupKind.contact_count.value}
     changes: list[dict[str, Any]] = []

@@ -11,6 +11,7 @@ back — so nobody waits behind an idle agent.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account, AccountKind
-from siyu.core.db import dialect_insert, missing_ids, utcnow
+from siyu.core.db import among, committed, dialect_insert, missing_ids, remember_after_commit, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.settings import local_zone
@@ -132,6 +133,7 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     if not unique:
         return result
     batch = list(unique.values())
+    session.flush()  # the reads below go past the ORM (Core, for floods): its pending changes first
     customers = _resolve_customers(session, batch)
     keyed = [(m, conversation_key(m.account_id, c, m.group_key), c) for m, c in zip(batch, customers, strict=True)]
     conversation_ids = _ensure_conversations(session, keyed)
@@ -159,7 +161,10 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     statement = (_insert(session, Message).on_conflict_do_nothing(index_elements=["source", "platform_msgid"])
                  .returning(table.id, table.source, table.platform_msgid))
     by_key: dict[tuple[str, str], dict[str, Any]] = {(row["source"], row["platform_msgid"]): row for row in rows}
-    returned = session.connection().execute(statement, rows).all()
+    if session.get_bind().dialect.name == "postgresql":
+        returned = _insert_unnest(session, rows)
+    else:
+        returned = list(session.connection().execute(statement, rows).all())
     inserted = [_stored(new_id, by_key[(source, msgid)]) for new_id, source, msgid in returned]
     result.ids = {(str(source), str(msgid)): int(new_id) for new_id, source, msgid in returned}
     result.stored = len(inserted)
@@ -188,6 +193,29 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     return result
 
 
+# The message columns ingestion writes, with their PostgreSQL array types (payload travels as text → json).
+_UNNEST_COLUMNS = (("conversation_id", "integer"), ("source", "text"), ("platform_msgid", "text"),
+                   ("direction", "text"), ("msg_type", "text"), ("sender", "text"), ("text", "text"),
+                   ("payload", "text"), ("sent_at", "timestamptz"), ("received_at", "timestamptz"),
+                   ("status", "text"), ("error", "text"), ("automatic", "boolean"), ("internal", "boolean"))
+
+
+def _insert_unnest(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
+    """PostgreSQL: the batch as one array per column, ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO
+    NOTHING RETURNING`` — a short statement with 14 parameters, where a multi-row VALUES of 1,000 rows has
+    14,000 placeholders that the driver parses again on every call (most of a page's insert time)."""
+    names = [name for name, _kind in _UNNEST_COLUMNS]
+    arrays = ", ".join(f"%s::{kind}[]" for _name, kind in _UNNEST_COLUMNS)
+    selected = ", ".join("payload::json" if name == "payload" else name for name in names)
+    columns = {name: [row[name] for row in rows] for name in names}
+    columns["payload"] = [json.dumps(p, ensure_ascii=False) if p is not None else None for p in columns["payload"]]
+    # Only the fixed column names above and placeholders are put into the text; values are bound.
+    sql = (f"INSERT INTO message ({', '.join(names)}) SELECT {selected} "  # noqa: S608
+           f"FROM unnest({arrays}) AS t({', '.join(names)}) "
+           "ON CONFLICT (source, platform_msgid) DO NOTHING RETURNING id, source, platform_msgid")
+    return list(session.connection().exec_driver_sql(sql, tuple(columns[name] for name in names)).all())
+
+
 class _Stored(NamedTuple):
     """A message just inserted, as the conversation update and the auto-replies need it."""
 
@@ -212,6 +240,9 @@ _SENT, _RECEIVED = DeliveryStatus.sent.value, DeliveryStatus.received.value
 
 def _from_customer(row: Any) -> bool:
     return bool(row.direction == _IN and row.msg_type != _SYSTEM)
+
+
+CUSTOMER_DAYS = "customer_day_touch"  # core.db.committed: customer-day touch keys on the timeline
 
 
 def customer_day_key(customer_id: int, account_id: int, day: str) -> str:
@@ -243,9 +274,14 @@ def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: 
         current = first.get(key)
         if current is None or row.sent_at < current[0].sent_at:
             first[key] = (row, person)
+    known = committed(session, CUSTOMER_DAYS)  # days already on the timeline (committed): no query for them
+    first = {key: value for key, value in first.items() if key not in known}
     if not first:
         return
-    existing = set(session.scalars(select(Touch.dedupe_key).where(Touch.dedupe_key.in_(sorted(first)))))
+    touches = cast(Table, Touch.__table__).c
+    existing = set(session.connection().scalars(select(touches.dedupe_key).where(
+        among(session, touches.dedupe_key, sorted(first)))))
+    remember_after_commit(session, CUSTOMER_DAYS, first)  # each is there once this commits
     now = utcnow()
     new_rows = [{"customer_id": customer_id, "account_id": account_id, "user_id": None, "kind": TouchKind.chat.value,
                  "content": _preview(row.msg_type, row.text), "amount": None, "dedupe_key": key,
@@ -292,8 +328,9 @@ def _resolve_customers(session: Session, batch: list[InboundMessage]) -> list[in
 
 def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, str, int | None]]) -> dict[str, int]:
     keys = sorted({key for _m, key, _c in keyed})
-    found: dict[str, int] = {key: cid for key, cid in session.execute(
-        select(Conversation.key, Conversation.id).where(Conversation.key.in_(keys)))}
+    columns = cast(Table, Conversation.__table__).c
+    found: dict[str, int] = {key: cid for key, cid in session.connection().execute(
+        select(columns.key, columns.id).where(among(session, columns.key, keys)))}
     missing: dict[str, dict[str, Any]] = {}
     new_customers = [c for _m, k, c in keyed if c is not None and k not in found]
     levels = _priorities(session, new_customers)
@@ -318,8 +355,8 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
         # Another worker may create the same conversation at the same moment: the key decides.
         session.connection().execute(_insert(session, Conversation).on_conflict_do_nothing(index_elements=["key"]),
                                      list(missing.values()))
-        found.update({key: cid for key, cid in session.execute(
-            select(Conversation.key, Conversation.id).where(Conversation.key.in_(sorted(missing))))})
+        found.update({key: cid for key, cid in session.connection().execute(
+            select(columns.key, columns.id).where(among(session, columns.key, sorted(missing))))})
     return found
 
 
@@ -340,84 +377,84 @@ def _priorities(session: Session, customer_ids: list[int]) -> dict[int, int]:
 
 
 def _update_conversations(session: Session, by_conversation: dict[int, list[Any]], *, now: datetime) -> None:
-    """One UPDATE per conversation, sent as a single batch; reopening (rare) goes through the ORM."""
+    """Every touched conversation moved by one set-based UPDATE per 1,000, computed by the database
+    from the batch's figures and the row's current values (nothing is read first); reopening (rare)
+    goes through the ORM afterwards.
+
+    Per conversation the batch gives: how many customer messages, the first and last of them, the
+    last answer a person sent from the platform's own client, and the latest message with its preview.
+    """
     if not by_conversation:
         return
-    current = session.execute(select(
-        Conversation.id, Conversation.status, Conversation.unanswered, Conversation.waiting_since,
-        Conversation.last_message_at, Conversation.last_inbound_at, Conversation.first_response_at,
-        Conversation.last_message_preview,
-    ).where(Conversation.id.in_(sorted(by_conversation)))).all()
-    changes: list[dict[str, Any]] = []
-    reopened: list[int] = []
-    for row in current:
-        rows = by_conversation[row.id]
+    figures: list[dict[str, Any]] = []
+    for conversation_id, rows in by_conversation.items():
         latest = max(rows, key=lambda r: r.sent_at)
-        customer = [r for r in rows if _from_customer(r)]
-        answered_at = max((r.sent_at for r in rows if r.direction == _OUT), default=None)
-        change: dict[str, Any] = {"id": row.id}
-        if customer:
-            earliest = min(r.sent_at for r in customer)
-            last_in = max(r.sent_at for r in customer)
-            change["unanswered"] = row.unanswered + len(customer)
-            if row.waiting_since is None or earliest < row.waiting_since:
-                change["waiting_since"] = earliest
-            if row.last_inbound_at is None or last_in > row.last_inbound_at:
-                change["last_inbound_at"] = last_in
-            if row.status != ConversationStatus.open.value:
-                reopened.append(row.id)
-        if answered_at is not None:  # a person answered in the platform's own client
-            last_in = max([r.sent_at for r in customer] + ([row.last_inbound_at] if row.last_inbound_at else []),
-                          default=None)
-            if last_in is None or answered_at >= last_in:
-                change.update(waiting_since=None, unanswered=0)
-            if row.first_response_at is None:
-                change["first_response_at"] = answered_at
-        if row.last_message_at is None or latest.sent_at >= row.last_message_at:
-            change["last_message_at"] = latest.sent_at
-            change["last_message_preview"] = _preview(latest.msg_type, latest.text)
-        if len(change) > 1:
-            changes.append({name: change.get(name, getattr(row, name, None)) for name in _CONVERSATION_COLUMNS})
-    _update_many(session, changes)
+        customer = [r.sent_at for r in rows if _from_customer(r)]
+        figures.append({
+            "id": conversation_id, "n_in": len(customer), "first_in": min(customer, default=None),
+            "last_in": max(customer, default=None),
+            "answered": max((r.sent_at for r in rows if r.direction == _OUT), default=None),
+            "latest_at": latest.sent_at, "preview": _preview(latest.msg_type, latest.text)})
+    session.flush()  # the ORM's pending changes first: the UPDATE below goes past it
+    reopened: list[int] = []
+    for start in range(0, len(figures), _UPDATE_CHUNK):
+        chunk = figures[start:start + _UPDATE_CHUNK]
+        returned = _update_chunk(session, chunk)
+        waiting = {f["id"] for f in chunk if f["n_in"]}
+        reopened += [cid for cid, status in returned if cid in waiting and status != ConversationStatus.open.value]
     for conversation in session.scalars(select(Conversation).where(Conversation.id.in_(reopened))) if reopened else ():
+        session.refresh(conversation)
         _reopen(session, conversation, now=min(r.sent_at for r in by_conversation[conversation.id]))
     session.flush()
 
 
-# What ingestion moves on a conversation: each changed one gets all of them (unchanged ones as they were).
-_CONVERSATION_COLUMNS = ("id", "unanswered", "waiting_since", "last_inbound_at", "first_response_at",
-                         "last_message_at", "last_message_preview")
+# The batch's figures per conversation, as the VALUES list of the UPDATE (their SQL types).
+_FIGURES = (("id", "INTEGER"), ("n_in", "INTEGER"), ("first_in", "TIMESTAMP"), ("last_in", "TIMESTAMP"),
+            ("answered", "TIMESTAMP"), ("latest_at", "TIMESTAMP"), ("preview", "TEXT"))
 _UPDATE_CHUNK = 1000  # rows per statement: 7 parameters each, well under SQLite's 32,766 variables
+# The rules of the former per-row Python, in SQL; "c" is the row as it was, "v" the batch's figures.
+# A person's answer from the platform's own client (v.answered) at or after the customer's last
+# message (this batch's or the row's) stops the wait.
+_LAST_IN = ("CASE WHEN v.last_in IS NULL THEN c.last_inbound_at WHEN c.last_inbound_at IS NULL THEN v.last_in "
+            "WHEN v.last_in > c.last_inbound_at THEN v.last_in ELSE c.last_inbound_at END")
+_ANSWERED = f"(v.answered IS NOT NULL AND ({_LAST_IN} IS NULL OR v.answered >= {_LAST_IN}))"
+_NEWER = "(c.last_message_at IS NULL OR v.latest_at >= c.last_message_at)"
+_SETS = {
+    "unanswered": f"CASE WHEN {_ANSWERED} THEN 0 ELSE c.unanswered + v.n_in END",
+    "waiting_since": f"CASE WHEN {_ANSWERED} THEN NULL WHEN v.n_in > 0 AND (c.waiting_since IS NULL OR "
+                     "v.first_in < c.waiting_since) THEN v.first_in ELSE c.waiting_since END",
+    "last_inbound_at": _LAST_IN,
+    "first_response_at": "COALESCE(c.first_response_at, v.answered)",
+    "last_message_at": f"CASE WHEN {_NEWER} THEN v.latest_at ELSE c.last_message_at END",
+    "last_message_preview": f"CASE WHEN {_NEWER} THEN v.preview ELSE c.last_message_preview END",
+}
 
 
-def _update_many(session: Session, changes: list[dict[str, Any]]) -> None:
-    """Many conversations in one set-based statement per chunk (a flood page touches ~1,000):
-    ``WITH v(…) AS (VALUES …) UPDATE … FROM v`` — SQLite (3.33+) and PostgreSQL alike; the
-    values go through the columns' own types, so dates are stored as every other write stores them."""
-    if not changes:
-        return
+def _update_chunk(session: Session, chunk: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """``WITH v(…) AS (VALUES …) UPDATE conversation AS c SET … FROM v`` — SQLite (3.35+) and
+    PostgreSQL alike; dates go through the columns' own bind processing, so they compare and are
+    stored as every other write stores them. Returns each row's id and status."""
     connection = session.connection()
     dialect = connection.dialect
     table = cast(Table, Conversation.__table__)
-    processors = [table.c[name].type.bind_processor(dialect) for name in _CONVERSATION_COLUMNS]
+    date = table.c.last_message_at.type.bind_processor(dialect)
     marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    casts = {name: f"CAST({marker} AS TIMESTAMP WITH TIME ZONE)" if dialect.name == "postgresql" else marker
-             for name in _CONVERSATION_COLUMNS if name.endswith("_at") or name == "waiting_since"}
-    cells = [casts.get(name, marker) for name in _CONVERSATION_COLUMNS]
+    postgres = dialect.name == "postgresql"
+    pg_types = {"INTEGER": "INTEGER", "TIMESTAMP": "TIMESTAMP WITH TIME ZONE", "TEXT": "TEXT"}
+    cells = [f"CAST({marker} AS {pg_types[kind]})" if postgres else marker for _name, kind in _FIGURES]
     row_sql = "(" + ", ".join(cells) + ")"
-    names = ", ".join(_CONVERSATION_COLUMNS)
-    assignments = ", ".join(f"{name} = v.{name}" for name in _CONVERSATION_COLUMNS if name != "id")
-    for start in range(0, len(changes), _UPDATE_CHUNK):
-        chunk = changes[start:start + _UPDATE_CHUNK]
-        params: list[Any] = []
-        for change in chunk:
-            for name, process in zip(_CONVERSATION_COLUMNS, processors, strict=True):
-                value = change[name]
-                params.append(process(value) if process is not None and value is not None else value)
-        # Only the fixed column names above and placeholders are put into the text; values are bound.
-        sql = (f"WITH v({names}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "  # noqa: S608
-               f"UPDATE {table.name} SET {assignments} FROM v WHERE {table.name}.id = v.id")
-        connection.exec_driver_sql(sql, tuple(params))
+    params: list[Any] = []
+    for figure in chunk:
+        for name, kind in _FIGURES:
+            value = figure[name]
+            params.append(date(value) if kind == "TIMESTAMP" and date is not None and value is not None else value)
+    names = ", ".join(name for name, _kind in _FIGURES)
+    returning = "c.id, c.status" if postgres else "id, status"  # SQLite's RETURNING names the table's columns bare
+    assignments = ", ".join(f"{name} = {expression}" for name, expression in _SETS.items())
+    # Only the fixed names and expressions above and placeholders are put into the text; values are bound.
+    sql = (f"WITH v({names}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "  # noqa: S608
+           f"UPDATE {table.name} AS c SET {assignments} FROM v WHERE c.id = v.id RETURNING {returning}")
+    return [(int(cid), str(status)) for cid, status in connection.exec_driver_sql(sql, tuple(params)).all()]
 
 
 def _reopen(session: Session, conversation: Conversation, *, now: datetime) -> None:
@@ -508,8 +545,13 @@ def assign_waiting(session: Session, *, conversation_ids: Sequence[int] | None =
     if conversation_ids is not None:
         if not conversation_ids:
             return 0
-        accounts = set(session.scalars(select(Conversation.account_id).where(
-            waiting_clause, Conversation.id.in_(sorted(conversation_ids))).distinct()))
+        # By primary key only, the rest filtered here: a plan that cannot go wrong when the statistics lag a
+        # flood (PostgreSQL, told that few conversations wait, scanned the waiting ones against the list).
+        c = cast(Table, Conversation.__table__).c
+        session.flush()
+        accounts = {account_id for account_id, status, assignee_id in session.connection().execute(
+            select(c.account_id, c.status, c.assignee_id).where(among(session, c.id, sorted(conversation_ids))))
+            if status == ConversationStatus.open.value and assignee_id is None}
     elif account_ids is not None:
         accounts = set(account_ids)
     else:

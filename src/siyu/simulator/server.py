@@ -6,7 +6,11 @@ lasts ``expires_in`` seconds, and a call without one, with an unknown one or an 
 one gets 41001, 40014 or 42001 — the codes wechatpy's client reacts to by fetching a new
 token. An optional per-token rate limit answers 45009. Faults can be injected for a number
 of calls (``POST /_simulator/faults``): an errcode such as 45009 or -1, or an HTTP 5xx, as the
-platform answers when it is busy. Everything the simulator adds (the root page,
+platform answers when it is busy. A slow, flaky platform is a standing mode, off until added:
+``forever`` faults stack — say a 0.2 s latency on ``kf/send_msg``, 5 % answered errcode -1
+(系统繁忙, "服务器暂不可用，建议稍候重试", W:90313 全局错误码) and 5 % answered HTTP 503 only
+*after* the message went out (``after``: the answer was lost), as ``benchmarks/replies.py`` runs
+it. Everything the simulator adds (the root page,
 ``/_simulator/...`` controls for the driver and for tests) is outside ``/cgi-bin/`` and every
 response says ``Siyu WeCom simulator`` in its headers.
 """
@@ -158,6 +162,7 @@ class Fault:
 class Hit:
     fault: Fault
     fail: bool  # this call fails (the dice of ``percent`` said so)
+    latency: float = 0.0  # seconds the call waits first (stacked ``forever`` faults add theirs up)
 
 
 class Faults:
@@ -190,20 +195,36 @@ class Faults:
         return fault
 
     def take(self, path: str) -> Hit | None:
-        """Counts a call to ``path`` and returns the fault it meets, if any."""
+        """Counts a call to ``path`` and returns the fault it meets, if any.
+
+        Counted faults (``times``) are met one after another, in the order they were added.
+        ``forever`` faults are a standing mode and stack — a slow, flaky platform is a latency
+        fault plus a few probabilistic failures: the call waits the sum of their latencies and
+        fails with the first whose dice says so (checked in the order they were added).
+        """
         with self.lock:
             self.calls[path] = self.calls.get(path, 0) + 1
-            for fault in self.pending:
-                if fault.path in ("*", path):
-                    if not fault.forever:
-                        fault.times -= 1
-                        if fault.times == 0:
-                            self.pending.remove(fault)
+            standing: Fault | None = None
+            latency = 0.0
+            for fault in list(self.pending):
+                if fault.path not in ("*", path):
+                    continue
+                if not fault.forever:
+                    if standing is not None:
+                        continue  # a standing mode met first: counted faults wait for a call without one
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self.pending.remove(fault)
                     fail = fault.fails and (fault.percent >= 100 or self.dice.random() * 100 < fault.percent)
                     if fail:
                         self.failed[path] = self.failed.get(path, 0) + 1
-                    return Hit(fault, fail)
-        return None
+                    return Hit(fault, fail, fault.latency)
+                standing = fault
+                latency += fault.latency
+                if fault.fails and (fault.percent >= 100 or self.dice.random() * 100 < fault.percent):
+                    self.failed[path] = self.failed.get(path, 0) + 1
+                    return Hit(fault, True, latency)
+            return Hit(standing, False, latency) if standing is not None else None
 
     def clear(self) -> None:
         with self.lock:
@@ -355,8 +376,8 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
     async def gettoken(request: Request) -> Response:
         """W:91039 获取access_token."""
         hit = faults.take("gettoken")
-        if hit is not None and hit.fault.latency:
-            await asyncio.sleep(hit.fault.latency)
+        if hit is not None and hit.latency:
+            await asyncio.sleep(hit.latency)
         if hit is not None and hit.fail:
             return _fault(hit.fault, request)
         corpid = request.query_params.get("corpid", "")
@@ -379,8 +400,8 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
     async def wecom_api(path: str, request: Request) -> Response:
         route = ROUTES.get(path.strip("/"))
         hit = faults.take(path.strip("/")) if route is not None else None
-        if hit is not None and hit.fault.latency:
-            await asyncio.sleep(hit.fault.latency)
+        if hit is not None and hit.latency:
+            await asyncio.sleep(hit.latency)
         if hit is not None and hit.fail and not hit.fault.after:
             return _fault(hit.fault, request)
         if route is None:

@@ -33,13 +33,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session, object_session
 
 from siyu.accounts.models import Account, AccountKind
-from siyu.core.db import dialect_insert, utcnow
+from siyu.core.db import among, committed, dialect_insert, remember_after_commit, utcnow
 from siyu.core.errors import Invalid
 from siyu.core.i18n import N_, _
 from siyu.customers import search
@@ -54,6 +54,7 @@ from siyu.wecom.models import KfCursor
 log = logging.getLogger(__name__)
 
 SOURCE = "wecom_kf"  # Message.source of what kf/sync_msg brings
+KNOWN_CUSTOMERS = "kf_external_userid"  # core.db.committed: external_userids that have a customer
 WELCOME_SOURCE = "kf_welcome"  # a greeting, not an answer: inbox.service.NOT_ANSWERS
 
 # ---- the platform's limits (微信客服 › 会话分配与消息收发)
@@ -272,8 +273,8 @@ def unknown_customers(session: Session, external_userids: Iterable[str]) -> list
     ids = sorted(set(filter(None, external_userids)))
     if not ids:
         return []
-    known = set(session.scalars(select(Customer.wecom_external_userid).where(
-        Customer.wecom_external_userid.in_(ids))))
+    column = Customer.__table__.c.wecom_external_userid
+    known = set(session.connection().scalars(select(column).where(among(session, column, ids))))
     return [e for e in ids if e not in known]
 
 
@@ -289,8 +290,10 @@ def resolve_customers(session: Session, external_userids: Iterable[str],
     ids = sorted(set(filter(None, external_userids)))
     if not ids:
         return {}
-    known: dict[str, int] = {ext: cid for cid, ext in session.execute(
-        select(Customer.id, Customer.wecom_external_userid).where(Customer.wecom_external_userid.in_(ids)))
+    c = Customer.__table__.c
+    session.flush()  # a Core read: the ORM's pending changes first
+    known: dict[str, int] = {ext: cid for cid, ext in session.connection().execute(
+        select(c.id, c.wecom_external_userid).where(among(session, c.wecom_external_userid, ids)))
         if ext is not None}
     missing = [e for e in ids if e not in known]
     # Profiles are read for customers unknown when the page came: one known by now (met through a
@@ -327,6 +330,7 @@ def resolve_customers(session: Session, external_userids: Iterable[str],
             known.update({str(ext): int(cid) for cid, ext in session.execute(
                 select(Customer.id, Customer.wecom_external_userid).where(
                     Customer.wecom_external_userid.in_([e for e in ids if e not in known])))})
+    remember_after_commit(session, KNOWN_CUSTOMERS, known)
     return known
 
 
@@ -370,10 +374,11 @@ def store_page(session: Session, *, open_kfid: str, items: list[dict[str, Any]],
     wrote = {customers[p.external_userid] for _item, p in parsed
              if p.direction == Direction.inbound.value and not p.event and p.external_userid in customers}
     if wrote:  # a customer writing after the end opens a new session on the platform (state 0)
-        session.execute(update(Conversation).where(
-            Conversation.account_id == account.id, Conversation.customer_id.in_(sorted(wrote)),
-            Conversation.service_state == ServiceState.ended).values(service_state=ServiceState.untouched),
-            execution_options={"synchronize_session": False})
+        conversation_table = cast(Table, Conversation.__table__)
+        conversations = conversation_table.c
+        session.connection().execute(update(conversation_table).where(
+            among(session, conversations.key, sorted(inbox_service.conversation_key(account.id, c, "") for c in wrote)),
+            conversations.service_state == ServiceState.ended).values(service_state=ServiceState.untouched))
     result = PageResult(stored=ingested.stored, duplicates=ingested.duplicates, events=len(events),
                         conversations=ingested.conversations)
     for item, p in events:
@@ -558,7 +563,8 @@ def _profiles(transaction: Transaction, api: Any, ids: list[str]) -> dict[str, d
     if not any(ids):
         return {}
     with transaction() as session:
-        unknown = unknown_customers(session, ids)
+        met = committed(session, KNOWN_CUSTOMERS)  # stored by earlier pages: no query, no profile read
+        unknown = unknown_customers(session, [e for e in ids if e not in met])
     if not unknown:
         return {}
     try:
