@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from siyu.core.db import utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.viewer import SYSTEM
+from siyu.customers import variables
 from siyu.customers.models import Customer, Touch
 from siyu.inbox import service
 from siyu.inbox.models import CannedReply, Conversation, Message, ServiceLevel
@@ -232,7 +233,8 @@ def test_canned_replies_fill_in_the_salutation_never_the_remark_name(db: Session
     account = make.account(display_name="茶小满")
     customer = make.customer(account, name="悦欣", remark_name="刘悦欣-红茶党-杭州自由职业", salutation="刘姐")
     plain = make.customer(account, name="小满", remark_name="张小满-宝妈-上海")
-    service.ingest(db, [msg(account, customer, 1), msg(account, plain, 2)])
+    nameless = make.customer(account, name=variables.unnamed("wmXyZ0123456789abcdef"))
+    service.ingest(db, [msg(account, customer, 1), msg(account, plain, 2), msg(account, nameless, 3)])
     chats = {c.customer_id: c for c in db.scalars(select(Conversation))}
     canned = CannedReply(shortcut="hi", title="问候", body="{称呼}您好，我是{账号}，有什么可以帮您？")
     db.add(canned)
@@ -241,6 +243,8 @@ def test_canned_replies_fill_in_the_salutation_never_the_remark_name(db: Session
         "刘姐您好，我是茶小满，有什么可以帮您？"
     assert service.render_canned(db, reply=canned, conversation=chats[plain.id]) == \
         "小满您好，我是茶小满，有什么可以帮您？"  # no salutation set: the nickname
+    assert service.render_canned(db, reply=canned, conversation=chats[nameless.id]) == \
+        "您好，我是茶小满，有什么可以帮您？"  # the platform gave no name: no id in the greeting either
     # A quick reply saved before the rule, still naming the remark: filled with the salutation.
     legacy = CannedReply(shortcut="old", title="旧", body="{备注名}您好")
     assert service.render_canned(db, reply=legacy, conversation=chats[customer.id]) == "刘姐您好"

@@ -3,7 +3,8 @@
 Why it is shaped this way: a quick reply ``{备注名}您好`` once sent "刘悦欣-红茶党-杭州自由职业您好"
 to a customer — the remark name is the team's private note, not a way to address anyone. So
 this is the one place that says which variables may reach a customer and fills them:
-``{称呼}`` (the friendship's salutation, or the customer's nickname when none is set),
+``{称呼}`` (the friendship's salutation, or the customer's nickname when none is set; empty for a
+customer the platform gave no name, so "{称呼}您好" reads "您好", never an id),
 ``{账号}`` (the account's name) and ``{券码}`` (a coupon code). A text that names an internal
 field (备注名, 描述, 电话 …) or an unknown variable is refused when it is saved, with the
 reason. Texts saved before this rule existed may still hold ``{备注名}`` or ``{昵称}``: they are
@@ -39,7 +40,19 @@ INTERNAL_VARIABLES = ("备注名", "昵称", "描述", "电话", "手机号", "�
 # Saved before salutations existed: filled with the salutation, never with the field itself.
 LEGACY_NAME_VARIABLES = ("备注名", "昵称")
 SALUTATION_MAX = 64
+# A customer the platform gave no name (WeChat returns no nicknames to a 公众号 since 2021; a kf or
+# WeCom profile may be empty) is listed as 未命名·<id tail>: a label for the team, never a salutation.
+UNNAMED_PREFIX = "未命名·"
 _VARIABLE = re.compile(r"\{([^{}\s]{1,16})\}")
+
+
+def unnamed(external_id: str) -> str:
+    """The name shown for a customer known only by a platform id."""
+    return f"{UNNAMED_PREFIX}{external_id[-6:]}"
+
+
+def is_unnamed(name: str) -> bool:
+    return name.startswith(UNNAMED_PREFIX)
 
 
 def variables_in(text: str) -> list[str]:
@@ -77,7 +90,7 @@ def values_for(session: Session, pairs: Iterable[tuple[int | None, int]]) -> dic
     accounts = {a: name for a, name in session.execute(select(Account.id, Account.display_name).where(
         Account.id.in_(sorted({a for _c, a in wanted}))))}
     people = sorted({c for c, _a in wanted if c is not None})
-    names = {c: name for c, name in session.execute(
+    names = {c: ("" if is_unnamed(name) else name) for c, name in session.execute(
         select(Customer.id, Customer.name).where(Customer.id.in_(people)))} if people else {}
     chosen = {(c, a): s for c, a, s in session.execute(
         select(Friendship.customer_id, Friendship.account_id, Friendship.salutation).where(

@@ -317,7 +317,7 @@ def _resolve_customers(session: Session, batch: list[InboundMessage]) -> list[in
         if message.customer_id is None and ext and not message.group_key and ext not in known:
             # A message from someone we have never seen (the add event may still be on its way):
             # keep the message, and the person, rather than drop either.
-            customer = Customer(name=ext[-8:], wecom_external_userid=ext, source="wecom")
+            customer = Customer(name=variables.unnamed(ext), wecom_external_userid=ext, source="wecom")
             session.add(customer)
             session.flush()
             session.add(Friendship(customer_id=customer.id, account_id=message.account_id))

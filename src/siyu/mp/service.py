@@ -36,6 +36,7 @@ from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import N_, _
 from siyu.customers import search
 from siyu.customers.models import Customer, Friendship, FriendshipStatus
+from siyu.customers.variables import is_unnamed, unnamed
 from siyu.inbox import delivery
 from siyu.inbox.delivery import Accepted, DeliveryError, Outgoing
 from siyu.inbox.models import Channel, Conversation, DeliveryStatus, Direction, Message, MessageType
@@ -201,7 +202,7 @@ def resolve_followers(session: Session, account_id: int, openids: Iterable[str],
     new_customers = [o for o in missing if str((profiles.get(o) or {}).get("unionid") or "")[:64] not in by_union]
     customer_of: dict[str, int] = {}
     if new_customers:
-        rows = [{"name": str((profiles.get(o) or {}).get("nickname") or o[-8:])[:128],
+        rows = [{"name": str((profiles.get(o) or {}).get("nickname") or unnamed(o))[:128],
                  "avatar_url": str((profiles.get(o) or {}).get("headimgurl") or "")[:512], "source": SOURCE,
                  "unionid": str((profiles.get(o) or {}).get("unionid") or "")[:64] or None, "created_at": now}
                 for o in new_customers]
@@ -439,7 +440,7 @@ def fill_profiles(session: Session, api: Any, openids: list[str]) -> int:
             profile, customer = profiles[follower.openid], customers.get(follower.customer_id)
             if customer is None:
                 continue
-            if profile.get("nickname") and customer.name == follower.openid[-8:]:
+            if profile.get("nickname") and (is_unnamed(customer.name) or customer.name == follower.openid[-8:]):
                 customer.name = str(profile["nickname"])[:128]
             if profile.get("headimgurl") and not customer.avatar_url:
                 customer.avatar_url = str(profile["headimgurl"])[:512]

@@ -257,7 +257,10 @@ class VirtualMp:
             if not follower.subscribe:  # "用户没有关注公众号时 … 只有openid和UnionID"
                 info: dict[str, Any] = {"subscribe": 0, "openid": openid}
             else:
-                info = {"subscribe": 1, "openid": openid, "nickname": follower.nickname, "language": "zh_CN",
+                # Since 2021-12-27 the platform returns no nickname and no avatar here (the fields stay, empty:
+                # 微信公众平台用户信息相关接口调整公告, developers.weixin.qq.com/community/develop/doc/
+                # 00028edbe3c58081e7cc834705b801); the follower's nickname is the simulator's own record.
+                info = {"subscribe": 1, "openid": openid, "nickname": "", "language": "zh_CN",
                         "headimgurl": "", "subscribe_time": follower.subscribe_time,
                         "subscribe_scene": "ADD_SCENE_QR_CODE" if follower.scene else "ADD_SCENE_SEARCH",
                         "qr_scene_str": follower.scene}

@@ -44,6 +44,7 @@ from siyu.core.errors import Invalid
 from siyu.core.i18n import N_, _
 from siyu.customers import search
 from siyu.customers.models import Customer
+from siyu.customers.variables import unnamed
 from siyu.inbox import delivery
 from siyu.inbox import service as inbox_service
 from siyu.inbox.delivery import Accepted, DeliveryError, Outgoing
@@ -317,7 +318,7 @@ def resolve_customers(session: Session, external_userids: Iterable[str],
         rows = []
         for ext in missing:
             profile = profiles.get(ext) or {}
-            rows.append({"name": str(profile.get("nickname") or ext[-8:])[:128], "wecom_external_userid": ext,
+            rows.append({"name": str(profile.get("nickname") or unnamed(ext))[:128], "wecom_external_userid": ext,
                          "avatar_url": str(profile.get("avatar") or "")[:512], "source": SOURCE,
                          "unionid": str(profile.get("unionid") or "")[:64] or None, "created_at": now})
         table = Customer.__table__

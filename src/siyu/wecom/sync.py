@@ -40,6 +40,7 @@ from siyu.core.models import AppSetting
 from siyu.customers import search
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer, CustomerTag, Friendship, FriendshipStatus, Phone, Touch, TouchKind
+from siyu.customers.variables import unnamed
 from siyu.groups import service as groups_service
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[
     new = sorted(ext for ext in contacts if ext not in known)
     if new:
         ids = list(session.scalars(insert(Customer).returning(Customer.id, sort_by_parameter_order=True), [
-            {"name": (contacts[ext].get("name") or ext[-8:])[:128], "wecom_external_userid": ext,
+            {"name": (contacts[ext].get("name") or unnamed(ext))[:128], "wecom_external_userid": ext,
              "avatar_url": (contacts[ext].get("avatar") or "")[:512],
              "gender": GENDERS.get(int(contacts[ext].get("gender") or 0), ""), "source": "wecom",
              "created_at": now, "updated_at": now} for ext in new]))
