@@ -1,0 +1,237 @@
+"""The audit log in the operator's words: one registry of what every stored code means.
+
+Why one module: an audit entry is written by a dozen domains with short codes (``enable``,
+``autoreply_rule``, ``is_active``, ``operator``) and read by people. Every code a writer may
+store has its label here — object kinds (with the page an entry links to), actions, the
+fields of before/after snapshots and the values of enum fields — and the page, the CSV export
+and the API read them through ``describe``. A code nobody labelled still shows (as the raw
+code), and ``tests/test_audit_labels.py`` fails when a writer in ``src/`` stores a kind or an
+action that has no label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from siyu.core.i18n import N_, _
+
+
+@dataclass(frozen=True)
+class Kind:
+    label: str
+    url: str | None = None  # "/channels/{id}": the object's page, when it has one
+
+
+# object kind → label and page
+KINDS: dict[str, Kind] = {
+    "user": Kind(N_("User"), "/users"),
+    "account": Kind(N_("Account"), "/accounts"),
+    "customer": Kind(N_("Customer"), "/customers/{id}"),
+    "customers": Kind(N_("Customers"), "/customers"),
+    "customer_tags": Kind(N_("Customer tags"), "/customers/{id}"),
+    "touch": Kind(N_("Touch")),
+    "address": Kind(N_("Address")),
+    "attachment": Kind(N_("Attachment")),
+    "tag_group": Kind(N_("Tag group"), "/settings/tags"),
+    "tag": Kind(N_("Tag"), "/settings/tags"),
+    "custom_field": Kind(N_("Custom field"), "/settings/tags#fields"),
+    "lifecycle_rules": Kind(N_("Lifecycle rules"), "/settings/tags#rules"),
+    "channel": Kind(N_("Channel"), "/channels/{id}"),
+    "channel_report": Kind(N_("Channel report"), "/channels"),
+    "autoreply_rule": Kind(N_("Auto-reply rule"), "/autoreply/{id}"),
+    "autoreply_account": Kind(N_("Account auto-replies"), "/autoreply"),
+    "incident": Kind(N_("Incident"), "/autoreply/incidents/{id}"),
+    "conversations": Kind(N_("Conversations"), "/inbox"),
+    "chat": Kind(N_("Chat history"), "/customers/{id}"),
+    "service_report": Kind(N_("Service report"), "/inbox/reports"),
+    "wecom_connection": Kind(N_("WeCom connection"), "/wecom"),
+    "mp_connection": Kind(N_("Official account connection"), "/mp"),
+    "audit": Kind(N_("Audit log"), "/audit"),
+    "export_policy": Kind(N_("Export permissions"), "/settings/exports"),
+}
+
+# action → verb
+ACTIONS: dict[str, str] = {
+    "create": N_("Created"),
+    "update": N_("Updated"),
+    "delete": N_("Deleted"),
+    "export": N_("Exported"),
+    "import": N_("Imported"),
+    "login": N_("Logged in"),
+    "unlock": N_("Unlocked"),
+    "logout_everywhere": N_("Logged out everywhere"),
+    "alert": N_("Raised an alert"),
+    "enable": N_("Switched on"),
+    "disable": N_("Switched off"),
+    "pause": N_("Paused"),
+    "test": N_("Tested"),
+    "merge": N_("Merged"),
+    "unmerge": N_("Undid a merge"),
+    "handover": N_("Handed over"),
+    "bulk": N_("Bulk action"),
+    "bulk_update": N_("Bulk change"),
+}
+
+# field of a before/after snapshot → label
+FIELDS: dict[str, str] = {
+    "username": N_("Username"),
+    "display_name": N_("Display name"),
+    "role": N_("Role"),
+    "is_active": N_("Active"),
+    "account_ids": N_("Accounts"),
+    "account_id": N_("Account"),
+    "name": N_("Name"),
+    "remark_name": N_("Remark name"),
+    "nickname": N_("Nickname"),
+    "phones": N_("Phones"),
+    "description": N_("Description"),
+    "tags": N_("Tags"),
+    "kind": N_("Kind"),
+    "content": N_("Content"),
+    "rows": N_("Rows"),
+    "format": N_("Format"),
+    "via": N_("Via"),
+    "filter": N_("Filter"),
+    "phones_masked": N_("Phones masked"),
+    "phones_included": N_("Phones included"),
+    "days": N_("Days"),
+    "enabled": N_("Enabled"),
+    "version": N_("Version"),
+    "keywords": N_("Keywords"),
+    "reply": N_("Reply"),
+    "switched_off_for_review": N_("Switched off for review"),
+    "recipients": N_("Recipients"),
+    "title": N_("Title"),
+    "sessions_ended": N_("Sessions ended"),
+    "throttle_rows_removed": N_("Failed-login locks removed"),
+    "changed": N_("Changed settings"),
+    "mode": N_("Mode"),
+    "customers": N_("Customers"),
+    "count": N_("Count"),
+    "action": N_("Action"),
+    "file": N_("File"),
+    "merge_id": N_("Merge"),
+    "wecom_id": N_("WeCom ID"),
+    "ok": N_("Succeeded"),
+    "roles": N_("Export permissions"),
+    "capacity": N_("Capacity"),
+    "label": N_("Label"),
+    "type": N_("Type"),
+    "cost": N_("Cost"),
+    "welcome": N_("Welcome message"),
+    "strategy": N_("Strategy"),
+    "admin": N_("Administrator"),
+    "planner": N_("Planner"),
+    "operator": N_("Operator"),
+    "service": N_("Customer service"),
+}
+
+# values shown in the words of the pages; "*" applies to any field
+VALUES: dict[str, dict[str, str]] = {
+    "role": {"admin": N_("Administrator"), "planner": N_("Planner"), "operator": N_("Operator"),
+             "service": N_("Customer service")},
+    "via": {"console": N_("Console"), "api": N_("API")},
+    "format": {"csv": "CSV", "xlsx": "XLSX"},
+    "*": {"none": N_("May not export"), "masked": N_("Phones masked"), "full": N_("Full phones"),
+          "true": N_("Yes"), "false": N_("No")},
+}
+
+# summaries that are codes themselves (channel alerts are stored as their English source)
+SUMMARIES: frozenset[str] = frozenset({"coupon pool empty", "every account is at capacity",
+                                       "unknown channel state"})
+
+
+def kind_label(kind: str) -> str:
+    known = KINDS.get(kind)
+    return _(known.label) if known else kind
+
+
+def action_label(action: str) -> str:
+    known = ACTIONS.get(action)
+    return _(known) if known else action
+
+
+def field_label(name: str) -> str:
+    known = FIELDS.get(name)
+    return _(known) if known else name
+
+
+def value_text(name: str, value: Any) -> str:
+    """A value as the pages show it: enum values translated, lists joined, nothing as —."""
+    if value is None or value == "" or value == []:
+        return "—"
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    if isinstance(value, list):
+        return "、".join(value_text(name, v) for v in value)
+    if isinstance(value, dict):
+        return "；".join(f"{field_label(k)}：{value_text(k, v)}" for k, v in value.items())
+    text = str(value)
+    labels = VALUES.get(name, {})
+    if text in labels:
+        return _(labels[text])
+    if text in VALUES["*"]:
+        return _(VALUES["*"][text])
+    return text
+
+
+def entity_url(kind: str, entity_id: str) -> str | None:
+    known = KINDS.get(kind)
+    if known is None or known.url is None:
+        return None
+    if "{id}" in known.url:
+        return known.url.format(id=entity_id) if entity_id.isdigit() else None
+    return known.url
+
+
+def summary_text(summary: str) -> str:
+    """The stored summary, with a trailing stored code (``渠道A: coupon pool empty``) in words."""
+    head, sep, tail = summary.rpartition(": ")
+    if tail in SUMMARIES:
+        return f"{head}{sep}{_(tail)}"
+    return _(summary) if summary in SUMMARIES else summary
+
+
+@dataclass(frozen=True)
+class Change:
+    label: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class Described:
+    """One audit entry as people read it."""
+
+    actor: str
+    action: str
+    kind: str
+    name: str
+    url: str | None
+    summary: str
+    changes: list[Change] = field(default_factory=list)
+
+
+def changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Change]:
+    """Field by field, labelled; an update shows only the fields that changed."""
+    before, after = before or {}, after or {}
+    out: list[Change] = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        old, new = before.get(key), after.get(key)
+        if key in before and key in after and old == new:
+            continue
+        out.append(Change(field_label(key), value_text(key, old) if key in before else "",
+                          value_text(key, new) if key in after else ""))
+    return out
+
+
+def describe(entry: Any, *, actor_names: dict[int, str] | None = None) -> Described:
+    """An ``AuditEntry`` in words: the actor by display name, the object by its stored name."""
+    actor = (actor_names or {}).get(entry.user_id or 0) or entry.actor_name or entry.actor
+    if entry.actor == "system" and entry.user_id is None:
+        actor = _("System")
+    name = entry.entity_name or (f"#{entry.entity_id}" if entry.entity_id else "")
+    return Described(actor=actor, action=action_label(entry.action), kind=kind_label(entry.entity_type),
+                     name=name, url=entity_url(entry.entity_type, entry.entity_id),
+                     summary=summary_text(entry.summary), changes=changes(entry.before, entry.after))
