@@ -139,7 +139,7 @@ VALUES: dict[str, dict[str, str]] = {
 
 # summaries that are codes themselves (channel alerts are stored as their English source)
 SUMMARIES: frozenset[str] = frozenset({"coupon pool empty", "every account is at capacity",
-                                       "unknown channel state"})
+                                       "unknown channel state", N_("all auto-replies of this account")})
 
 
 def kind_label(kind: str) -> str:

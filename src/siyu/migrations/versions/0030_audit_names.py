@@ -21,6 +21,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('actor_name', sa.String(length=64), server_default='', nullable=False))
         batch_op.add_column(sa.Column('entity_name', sa.String(length=200), server_default='', nullable=False))
         batch_op.create_index('ix_audit_entry_user_at', ['user_id', 'at'], unique=False)
+    # Entries written before: for these kinds the summary was the object's name (a channel alert's
+    # summary, "name: alert", keeps only its name); the actor's name is the login name it stored.
+    op.execute(sa.text(
+        "UPDATE audit_entry SET entity_name = substr(summary, 1, 200) WHERE entity_type IN "
+        "('user', 'account', 'customer', 'customer_tags', 'tag_group', 'tag', 'custom_field', 'channel', "
+        "'autoreply_rule', 'incident', 'address', 'attachment', 'touch') AND action NOT IN ('alert', 'pause', 'merge', "
+        "'unmerge') AND summary NOT LIKE '%: +%'"))
+    op.execute(sa.text("UPDATE audit_entry SET actor_name = actor"))
 
 
 def downgrade() -> None:
