@@ -121,16 +121,16 @@ FIELDS: dict[str, str] = {
     "cost": N_("Cost"),
     "welcome": N_("Welcome message"),
     "strategy": N_("Strategy"),
-    "admin": N_("Administrator"),
-    "planner": N_("Planner"),
-    "operator": N_("Operator"),
-    "service": N_("Customer service"),
+    "admin": N_("role.admin"),
+    "planner": N_("role.planner"),
+    "operator": N_("role.operator"),
+    "service": N_("role.service"),
 }
 
 # values shown in the words of the pages; "*" applies to any field
 VALUES: dict[str, dict[str, str]] = {
-    "role": {"admin": N_("Administrator"), "planner": N_("Planner"), "operator": N_("Operator"),
-             "service": N_("Customer service")},
+    "role": {"admin": N_("role.admin"), "planner": N_("role.planner"), "operator": N_("role.operator"),
+             "service": N_("role.service")},
     "via": {"console": N_("Console"), "api": N_("API")},
     "format": {"csv": "CSV", "xlsx": "XLSX"},
     "*": {"none": N_("May not export"), "masked": N_("Phones masked"), "full": N_("Full phones"),
