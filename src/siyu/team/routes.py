@@ -98,8 +98,8 @@ def unlock(session: SessionDep, viewer: AdminApiViewer, user_id: Id) -> UserOut:
     return UserOut.model_validate(user)
 
 
-def _audit_filter(user_id: str | None, entity_type: str | None, action: str | None, since: str | None,
-                  until: str | None) -> service.AuditFilter:
+def _audit_filter(user_id: str | None = None, entity_type: str | None = None, action: str | None = None,
+                  since: str | None = None, until: str | None = None) -> service.AuditFilter:
     """The audit filters from query text; a bad date or user is a Chinese message, never a 500."""
     def day(value: str | None, field: str) -> date | None:
         if not value:
