@@ -28,7 +28,7 @@ KINDS: dict[str, Kind] = {
     "user": Kind(N_("User"), "/users"),
     "account": Kind(N_("Account"), "/accounts"),
     "customer": Kind(N_("Customer"), "/customers/{id}"),
-    "customers": Kind(N_("Customers"), "/customers"),
+    "customers": Kind(N_("Customer lists"), "/customers"),
     "customer_tags": Kind(N_("Customer tags"), "/customers/{id}"),
     "touch": Kind(N_("Touch")),
     "address": Kind(N_("Address")),
@@ -73,66 +73,76 @@ ACTIONS: dict[str, str] = {
     "bulk_update": N_("Bulk change"),
 }
 
-# field of a before/after snapshot → label
+# field of a before/after snapshot → label (the words the object's own page uses)
 FIELDS: dict[str, str] = {
-    "username": N_("Username"),
-    "display_name": N_("Display name"),
-    "role": N_("Role"),
-    "is_active": N_("Active"),
-    "account_ids": N_("Accounts"),
-    "account_id": N_("Account"),
-    "name": N_("Name"),
-    "remark_name": N_("Remark name"),
-    "nickname": N_("Nickname"),
-    "phones": N_("Phones"),
-    "description": N_("Description"),
-    "tags": N_("Tags"),
-    "kind": N_("Kind"),
-    "content": N_("Content"),
-    "rows": N_("Rows"),
-    "format": N_("Format"),
-    "via": N_("Via"),
-    "filter": N_("Filter"),
-    "phones_masked": N_("Phones masked"),
-    "phones_included": N_("Phones included"),
-    "days": N_("Days"),
-    "enabled": N_("Enabled"),
-    "version": N_("Version"),
-    "keywords": N_("Keywords"),
-    "reply": N_("Reply"),
-    "switched_off_for_review": N_("Switched off for review"),
-    "recipients": N_("Recipients"),
-    "title": N_("Title"),
-    "sessions_ended": N_("Sessions ended"),
-    "throttle_rows_removed": N_("Failed-login locks removed"),
-    "changed": N_("Changed settings"),
-    "mode": N_("Mode"),
-    "customers": N_("Customers"),
-    "count": N_("Count"),
-    "action": N_("Action"),
-    "file": N_("File"),
-    "merge_id": N_("Merge"),
-    "wecom_id": N_("WeCom ID"),
-    "ok": N_("Succeeded"),
-    "roles": N_("Export permissions"),
-    "capacity": N_("Capacity"),
-    "label": N_("Label"),
-    "type": N_("Type"),
-    "cost": N_("Cost"),
-    "welcome": N_("Welcome message"),
-    "strategy": N_("Strategy"),
-    "admin": N_("role.admin"),
-    "planner": N_("role.planner"),
-    "operator": N_("role.operator"),
+    # people and accounts
+    "username": N_("Username"), "display_name": N_("Display name"), "role": N_("Role"), "is_active": N_("Active"),
+    "account_ids": N_("Accounts"), "account_id": N_("Account"), "owner_user_id": N_("Owner"),
+    "wechat_id": N_("WeChat ID"), "store": N_("Store"), "brand": N_("Brand"), "tier_served": N_("Tier served"),
+    "friend_capacity": N_("Capacity"), "positioning": N_("Positioning"), "avatar_url": N_("Avatar"),
+    "signature": N_("Signature"), "greeting": N_("Greeting"), "moments_cover_url": N_("Moments cover"),
+    "wecom_userid": N_("WeCom ID"), "open_kfid": N_("WeCom ID"), "mp_appid": N_("WeCom ID"),
+    # customers (the portrait's own labels)
+    "name": N_("Name"), "remark_name": N_("Remark name"), "salutation": N_("Salutation"), "phones": N_("Phones"),
+    "description": N_("Description"), "tags": N_("Tags"), "source": N_("Source"), "gender": N_("Gender"),
+    "age_band": N_("Age band"), "city": N_("City"), "job": N_("Job"), "income_band": N_("Income band"),
+    "family": N_("Family"), "objective_notes": N_("Objective facts"),
+    "emotional_notes": N_("Emotional and sensory notes"), "custom_fields": N_("Custom field"),
+    "content": N_("Content"), "amount": N_("Amount"), "recipient": N_("Recipient"), "phone": N_("Phone"),
+    "region": N_("Region"), "label": N_("Label"), "field_type": N_("Type"), "choices": N_("Choices"),
+    "key": N_("Key"),
+    # channels
+    "status": N_("Status"), "starts_on": N_("From"), "ends_on": N_("To"), "cost_model": N_("Cost model"),
+    "cost_amount": N_("Cost"), "account_strategy": N_("Which account"), "tag_names": N_("Tags"),
+    "incentive_kind": N_("Incentive"), "incentive_text": N_("Incentive on the poster"),
+    "welcome_text": N_("Welcome message"), "fallback_text": N_("When the coupons run out"),
+    # auto-replies and incidents
+    "match_kind": N_("Match"), "keywords": N_("Keywords"), "pattern": N_("Pattern"), "hours": N_("Service hours"),
+    "priority": N_("Priority"), "reply": N_("Reply"), "hourly_cap": N_("At most per hour"),
+    "version": N_("Version"), "switched_off_for_review": N_("Switched off for review"),
+    "recipients": N_("Recipients"), "title": N_("Title"), "correction": N_("Correction"),
+    # exports, imports, jobs, sessions
+    "rows": N_("Rows"), "format": N_("Format"), "via": N_("Via"), "filter": N_("Filter"),
+    "phones_masked": N_("Phones masked"), "phones_included": N_("Phones included"), "days": N_("Days"),
+    "sessions_ended": N_("Sessions ended"), "throttle_rows_removed": N_("Failed-login locks removed"),
+    "changed": N_("Changed settings"), "mode": N_("Mode"), "customers": N_("Customers"), "count": N_("Count"),
+    "action": N_("Action"), "file": N_("File"), "merge_id": N_("Merge"), "wecom_id": N_("WeCom ID"),
+    "ok": N_("Succeeded"), "enabled": N_("Enabled"),
+    # export permissions: one field per role
+    "admin": N_("role.admin"), "planner": N_("role.planner"), "operator": N_("role.operator"),
     "service": N_("role.service"),
 }
+# a field whose label depends on the object ("kind" is a channel's type, a touch's kind …)
+KIND_FIELDS: dict[str, dict[str, str]] = {
+    "channel": {"kind": N_("Type")},
+    "account": {"kind": N_("Type")},
+    "touch": {"kind": N_("Kind")},
+}
 
-# values shown in the words of the pages; "*" applies to any field
+# values shown in the words of the pages: "kind.field", then "field", then "*" (any field)
 VALUES: dict[str, dict[str, str]] = {
     "role": {"admin": N_("role.admin"), "planner": N_("role.planner"), "operator": N_("role.operator"),
              "service": N_("role.service")},
     "via": {"console": N_("Console"), "api": N_("API")},
     "format": {"csv": "CSV", "xlsx": "XLSX"},
+    "account.kind": {"wecom": N_("WeCom"), "wecom_kf": N_("WeChat customer service"),
+                     "personal": N_("Personal WeChat")},
+    # customers.models.TouchKind, labelled "touch.<kind>" as on the timeline
+    "touch.kind": {kind: f"touch.{kind}" for kind in ("chat", "moments_like", "moments_comment", "moments_engaged",
+                                                      "purchase", "offline_event", "note", "tag_change",
+                                                      "field_change", "system")},
+    "channel.kind": {"store_staff": N_("Store staff"), "online_ad": N_("Online ad"), "parcel_card": N_("Parcel card"),
+                     "app": N_("App / mini program / channels"), "offline_event": N_("Offline event"),
+                     "promoter": N_("Promoter"), "circle": N_("Circle (borrow / mix / swap / build)")},
+    "status": {"active": N_("Active"), "paused": N_("Paused"), "archived": N_("Archived")},
+    "cost_model": {"fixed": N_("Fixed budget"), "per_add": N_("Per added friend"),
+                   "per_promoter_reward": N_("Promoter rewards")},
+    "account_strategy": {"single": N_("One account"), "round_robin": N_("Round robin"),
+                         "least_utilised": N_("Least utilised")},
+    "incentive_kind": {"none": N_("None"), "coupon": N_("Coupon code"), "gift": N_("Gift"),
+                       "qualification": N_("Purchase qualification"), "knowledge": N_("Knowledge pack")},
+    "match_kind": {"contains": N_("Message contains a keyword"), "exact": N_("Message is exactly a keyword"),
+                   "regex": N_("Regular expression"), "outside_hours": N_("Outside service hours")},
     "*": {"none": N_("May not export"), "masked": N_("Phones masked"), "full": N_("Full phones"),
           "true": N_("Yes"), "false": N_("No")},
 }
@@ -152,27 +162,29 @@ def action_label(action: str) -> str:
     return _(known) if known else action
 
 
-def field_label(name: str) -> str:
-    known = FIELDS.get(name)
+def field_label(name: str, kind: str = "") -> str:
+    known = KIND_FIELDS.get(kind, {}).get(name) or FIELDS.get(name)
     return _(known) if known else name
 
 
-def value_text(name: str, value: Any) -> str:
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def value_text(name: str, value: Any, kind: str = "") -> str:
     """A value as the pages show it: enum values translated, lists joined, nothing as —."""
-    if value is None or value == "" or value == []:
+    if _empty(value):
         return "—"
     if isinstance(value, bool):
         value = "true" if value else "false"
     if isinstance(value, list):
-        return "、".join(value_text(name, v) for v in value)
+        return "、".join(value_text(name, v, kind) for v in value)
     if isinstance(value, dict):
-        return "；".join(f"{field_label(k)}：{value_text(k, v)}" for k, v in value.items())
+        return "；".join(f"{field_label(k, kind)}：{value_text(k, v, kind)}" for k, v in value.items() if not _empty(v))
     text = str(value)
-    labels = VALUES.get(name, {})
-    if text in labels:
-        return _(labels[text])
-    if text in VALUES["*"]:
-        return _(VALUES["*"][text])
+    for labels in (VALUES.get(f"{kind}.{name}", {}), VALUES.get(name, {}), VALUES["*"]):
+        if text in labels:
+            return _(labels[text])
     return text
 
 
@@ -213,16 +225,17 @@ class Described:
     changes: list[Change] = field(default_factory=list)
 
 
-def changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Change]:
-    """Field by field, labelled; an update shows only the fields that changed."""
+def changes(before: dict[str, Any] | None, after: dict[str, Any] | None, kind: str = "") -> list[Change]:
+    """Field by field, labelled; an update shows only the fields that changed, a creation only
+    the fields that were set."""
     before, after = before or {}, after or {}
     out: list[Change] = []
     for key in [*before, *(k for k in after if k not in before)]:
         old, new = before.get(key), after.get(key)
-        if key in before and key in after and old == new:
+        if (key in before and key in after and old == new) or (_empty(old) and _empty(new)):
             continue
-        out.append(Change(field_label(key), value_text(key, old) if key in before else "",
-                          value_text(key, new) if key in after else ""))
+        out.append(Change(field_label(key, kind), value_text(key, old, kind) if key in before else "",
+                          value_text(key, new, kind) if key in after else ""))
     return out
 
 
@@ -234,4 +247,5 @@ def describe(entry: Any, *, actor_names: dict[int, str] | None = None) -> Descri
     name = entry.entity_name or (f"#{entry.entity_id}" if entry.entity_id else "")
     return Described(actor=actor, action=action_label(entry.action), kind=kind_label(entry.entity_type),
                      name=name, url=entity_url(entry.entity_type, entry.entity_id),
-                     summary=summary_text(entry.summary), changes=changes(entry.before, entry.after))
+                     summary=summary_text(entry.summary),
+                     changes=changes(entry.before, entry.after, entry.entity_type))
