@@ -26,6 +26,7 @@ from siyu.core.errors import Invalid
 from siyu.core.models import Job, JobStatus
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import export_policy, exports, imports, service
+from siyu.customers import jobs as customers_jobs
 from siyu.customers.exports import HEADERS, ExportFormat
 from siyu.customers.models import Friendship
 from siyu.customers.schemas import CustomerUpdate
@@ -567,3 +568,31 @@ def _stored_keys(db: Session) -> set[str]:
     from siyu.core.models import StoredFile
 
     return set(db.scalars(select(StoredFile.key)))
+
+
+def test_more_than_a_few_hundred_rows_go_to_a_job_with_progress_that_applies_the_role_setting(
+        db: Session, make: Factory, client: TestClient) -> None:
+    assert exports.DIRECT_ROWS == 500  # "over a few hundred rows": the job threshold
+    account = make.account()
+    make.bulk_customers(account, exports.DIRECT_ROWS)
+    make.customer(account, name="林晓", phones=["13812345678"])
+    owner = make.user("operator", accounts=[account])
+    console = Console(client).login(owner)
+    started = console.get("/customers/export.csv", follow_redirects=False)
+    assert started.status_code == 303
+    job = _job(db, int(started.headers["location"].rsplit("/", 1)[1]))
+    assert job.status == JobStatus.succeeded, job.error
+    assert (job.done, job.total) == (501, 501)  # the job page's progress bar reads these
+    rows = by_name(csv_rows(console.get(job.result["download_url"]).content))  # type: ignore[index]
+    assert rows["林晓"][COL["手机号"]] == "138****5678"  # an operator's job is masked like a download
+    (entry,) = audits(db)
+    assert entry.after is not None and entry.after["rows"] == 501 and entry.after["phones_included"] is False
+    # A role refused after it asked: the job says why and writes no file.
+    make.customer(account, name="另一个")
+    server = make.user("service", accounts=[account])
+    submitted = customers_jobs.submit_export(db, flt=CustomerFilter(), fmt=ExportFormat.csv,
+                                             actor=viewer_of(server), total=502, via="console")
+    db.commit()
+    refused = _job(db, submitted)
+    assert refused.status in (JobStatus.retrying, JobStatus.failed) and "无权导出客户" in (refused.error or "")
+    assert len(audits(db)) == 1  # no file, no second export entry
