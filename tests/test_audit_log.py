@@ -213,3 +213,19 @@ def test_the_api_filters_and_carries_labels(db: Session, make: Factory, admin_he
     assert (item["action_label"], item["entity_label"], item["entity_name"], item["url"]) == (
         "启用", "自动回复规则", "欢迎语", "/autoreply/1")
     assert client.get("/api/v1/audit", params={"until": "soon"}, headers=admin_headers).status_code == 422
+
+
+def test_connection_entries_name_settings_by_their_labels_never_their_keys(db: Session) -> None:
+    saved = AuditEntry(actor="admin", action="update", entity_type="wecom_connection", summary="corp_id, secret",
+                       after={"changed": ["corp_id", "secret"]})
+    tested = AuditEntry(actor="admin", action="test", entity_type="wecom_connection", summary="test connection: ok",
+                        after={"ok": True})
+    failed = AuditEntry(actor="admin", action="test", entity_type="mp_connection", summary="test connection: 40001")
+    db.add_all([saved, tested, failed])
+    db.commit()
+    described = audit_labels.describe(saved)
+    assert (described.kind, described.action, described.summary) == ("企业微信连接", "修改", "企业 ID、Secret")
+    assert [(c.label, c.after) for c in described.changes] == [("修改的设置", "企业 ID、Secret")]
+    assert audit_labels.describe(tested).summary == "连接测试：成功"
+    assert [(c.label, c.after) for c in audit_labels.describe(tested).changes] == [("成功", "是")]
+    assert audit_labels.describe(failed).summary == "连接测试：40001"

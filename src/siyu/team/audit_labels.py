@@ -143,6 +143,12 @@ VALUES: dict[str, dict[str, str]] = {
                        "qualification": N_("Purchase qualification"), "knowledge": N_("Knowledge pack")},
     "match_kind": {"contains": N_("Message contains a keyword"), "exact": N_("Message is exactly a keyword"),
                    "regex": N_("Regular expression"), "outside_hours": N_("Outside service hours")},
+    # which connection settings were saved (never their values)
+    "wecom_connection.changed": {"corp_id": N_("Corp ID"), "token": N_("Token"), "aes_key": N_("EncodingAESKey"),
+                                 "secret": N_("Secret"), "kf_secret": N_("WeChat customer service Secret"),
+                                 "api_base": N_("API base")},
+    "mp_connection.changed": {"appid": N_("AppID"), "token": N_("Token"), "aes_key": N_("EncodingAESKey"),
+                              "secret": N_("AppSecret"), "api_base": N_("API base")},
     "*": {"none": N_("May not export"), "masked": N_("Phones masked"), "full": N_("Full phones"),
           "true": N_("Yes"), "false": N_("No")},
 }
@@ -197,12 +203,22 @@ def entity_url(kind: str, entity_id: str) -> str | None:
     return known.url
 
 
-def summary_text(summary: str) -> str:
-    """The stored summary, with a trailing stored code (``渠道A: coupon pool empty``) in words."""
+def summary_text(summary: str, kind: str = "") -> str:
+    """The stored summary in words: a trailing stored code (``渠道A: coupon pool empty``), a
+    connection's saved settings (``corp_id, secret``) and its test (``test connection: ok``)."""
     head, sep, tail = summary.rpartition(": ")
     if tail in SUMMARIES:
         return f"{head}{sep}{_(tail)}"
-    return _(summary) if summary in SUMMARIES else summary
+    if summary in SUMMARIES:
+        return _(summary)
+    settings = VALUES.get(f"{kind}.changed")
+    if settings and summary:
+        if head == "test connection":
+            return _("Connection test: {outcome}", outcome=_("Succeeded") if tail == "ok" else tail)
+        keys = summary.split(", ")
+        if all(key in settings for key in keys):
+            return "、".join(_(settings[key]) for key in keys)
+    return summary
 
 
 @dataclass(frozen=True)
@@ -247,5 +263,5 @@ def describe(entry: Any, *, actor_names: dict[int, str] | None = None) -> Descri
     name = entry.entity_name or (f"#{entry.entity_id}" if entry.entity_id else "")
     return Described(actor=actor, action=action_label(entry.action), kind=kind_label(entry.entity_type),
                      name=name, url=entity_url(entry.entity_type, entry.entity_id),
-                     summary=summary_text(entry.summary),
+                     summary=summary_text(entry.summary, entry.entity_type),
                      changes=changes(entry.before, entry.after, entry.entity_type))
