@@ -292,6 +292,7 @@ def test_every_export_is_audited_once_with_its_filter_and_row_count(
     assert entry.after["filter"] == {"q": "宝妈", "tag_names": ["人群:宝妈"]}
     # An operator exports with phones masked unless an administrator allows full phones.
     assert entry.after["phones_masked"] is True and entry.after["phones_included"] is False
+    assert entry.entity_name == ""  # a list, not one object: the summary says what it was
 
 
 # ---------------------------------------------------------------- console

@@ -61,7 +61,7 @@ def test_an_operators_export_is_masked_and_the_admin_finds_it_by_actor_action_ki
     entry = entries.first
     expect(entry.locator('[data-testid="audit-actor"]')).to_have_text("运维小周")
     expect(entry.locator('[data-testid="audit-action"]')).to_have_text("导出")
-    expect(entry).to_contain_text(f"导出 {len(rows)} 位客户（CSV）")
+    expect(entry.locator(".siyu-user-text").first).to_have_text(f"导出 {len(rows)} 位客户（CSV）")
     entry.locator("details summary").click()
     changes = entry.locator('[data-testid="audit-changes"]')
     expect(changes.locator('tr:has-text("含完整手机号")')).to_contain_text("否")

@@ -340,7 +340,7 @@ def record_audit(
 ) -> AuditEntry:
     """One entry, written with the change. Every ``action`` and ``entity_type`` has a label in
     ``team.audit_labels``. ``entity_name`` is the object's name now (kept: a deleted object still
-    reads); without it, the summary, which most writers set to the object's name."""
+    reads); without it, the summary of an entry about one object, which its writers set to its name."""
     actor_user = session.get(User, actor.user_id) if actor.user_id is not None else None
     entry = AuditEntry(
         user_id=actor.user_id,
@@ -349,7 +349,8 @@ def record_audit(
         action=action,
         entity_type=entity_type,
         entity_id=str(entity_id),
-        entity_name=(summary if entity_name is None else entity_name)[:200],
+        # An entry about one object (it has an id) names it; one about a list or a setting names none.
+        entity_name=(entity_name if entity_name is not None else summary if entity_id != "" else "")[:200],
         summary=summary[:500],
         before=before,
         after=after,
