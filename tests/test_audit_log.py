@@ -229,3 +229,12 @@ def test_connection_entries_name_settings_by_their_labels_never_their_keys(db: S
     assert audit_labels.describe(tested).summary == "连接测试：成功"
     assert [(c.label, c.after) for c in audit_labels.describe(tested).changes] == [("成功", "是")]
     assert audit_labels.describe(failed).summary == "连接测试：40001"
+
+
+def test_report_exports_read_their_period_in_words() -> None:
+    channel_report = AuditEntry(actor="a", action="export", entity_type="channel_report", entity_id="",
+                                entity_name="", summary="30 days, csv", before=None, after=None, user_id=None)
+    service_report = AuditEntry(actor="a", action="export", entity_type="service_report", entity_id="",
+                                entity_name="", summary="7 days", before=None, after=None, user_id=None)
+    assert audit_labels.describe(channel_report).summary == "近 30 天，CSV"
+    assert audit_labels.describe(service_report).summary == "近 7 天"

@@ -11,6 +11,7 @@ action that has no label.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,6 +204,9 @@ def entity_url(kind: str, entity_id: str) -> str | None:
     return known.url
 
 
+_REPORT_SUMMARY = re.compile(r"(\d+) days(?:, (csv|xlsx))?")  # a report export's summary: "30 days, csv"
+
+
 def summary_text(summary: str, kind: str = "") -> str:
     """The stored summary in words: a trailing stored code (``渠道A: coupon pool empty``), a
     connection's saved settings (``corp_id, secret``) and its test (``test connection: ok``)."""
@@ -211,6 +215,10 @@ def summary_text(summary: str, kind: str = "") -> str:
         return f"{head}{sep}{_(tail)}"
     if summary in SUMMARIES:
         return _(summary)
+    report = _REPORT_SUMMARY.fullmatch(summary) if kind in ("channel_report", "service_report") else None
+    if report:
+        days = _("Last {days} days", days=report.group(1))
+        return f"{days}，{report.group(2).upper()}" if report.group(2) else days
     settings = VALUES.get(f"{kind}.changed")
     if settings and summary:
         if head == "test connection":
