@@ -25,12 +25,13 @@ from siyu.core.db import utcnow
 from siyu.core.errors import Invalid
 from siyu.core.models import Job, JobStatus
 from siyu.core.viewer import SYSTEM, Viewer
-from siyu.customers import exports, imports, service
+from siyu.customers import export_policy, exports, imports, service
+from siyu.customers import jobs as customers_jobs
 from siyu.customers.exports import HEADERS, ExportFormat
 from siyu.customers.models import Friendship
 from siyu.customers.schemas import CustomerUpdate
 from siyu.customers.service import CustomerFilter
-from siyu.team.models import AuditEntry
+from siyu.team.models import AuditEntry, Role
 from tests.conftest import Factory, viewer_of
 from tests.test_pages import HTMX, Console
 
@@ -289,7 +290,9 @@ def test_every_export_is_audited_once_with_its_filter_and_row_count(
     assert entry.after is not None
     assert entry.after["rows"] == 1 and entry.after["format"] == "xlsx" and entry.after["via"] == "api"
     assert entry.after["filter"] == {"q": "宝妈", "tag_names": ["人群:宝妈"]}
-    assert entry.after["phones_masked"] is False
+    # An operator exports with phones masked unless an administrator allows full phones.
+    assert entry.after["phones_masked"] is True and entry.after["phones_included"] is False
+    assert entry.entity_name == ""  # a list, not one object: the summary says what it was
 
 
 # ---------------------------------------------------------------- console
@@ -325,18 +328,51 @@ def test_the_list_page_offers_the_export_of_its_filters_and_it_downloads(db: Ses
     assert console.get("/customers/export.csv?sort=created").status_code == 200
 
 
-def test_service_staff_may_export_their_accounts_with_phones_masked(db: Session, make: Factory,
-                                                                    client: TestClient) -> None:
+def test_service_staff_may_not_export_until_an_admin_allows_it_and_then_only_masked(
+        db: Session, make: Factory, client: TestClient) -> None:
     account, other = make.account(), make.account()
     make.customer(account, name="林晓", phones=["13812345678"])
     make.customer(other, name="别人的", phones=["13900000000"])
     console = Console(client).login(make.user("service", accounts=[account]))
+    refused = console.get("/customers/export.csv")
+    assert refused.status_code == 403
+    assert "无权导出客户" in refused.text
+    assert audits(db) == []
+    export_policy.set_policy(db, rights={"service": "full"}, actor=viewer_of(make.user("admin")))
+    db.commit()
     response = console.get("/customers/export.csv")
     assert response.status_code == 200
     rows = by_name(csv_rows(response.content))
     assert list(rows) == ["林晓"]
+    # Full phones allowed to the role, but 客服 never see phones in full: still masked.
     assert rows["林晓"][COL["手机号"]] == "138****5678"
-    assert audits(db)[0].after["phones_masked"] is True  # type: ignore[index]
+    assert [e.after["phones_masked"] for e in audits(db) if e.entity_type == "customers"] == [True]  # type: ignore[index]
+
+
+def test_an_operator_exports_full_phones_only_when_an_admin_allows_it(db: Session, make: Factory,
+                                                                     client: TestClient) -> None:
+    account = make.account()
+    make.customer(account, name="林晓", phones=["13812345678"])
+    console = Console(client).login(make.user("operator", accounts=[account]))
+    masked = by_name(csv_rows(console.get("/customers/export.csv").content))
+    assert masked["林晓"][COL["手机号"]] == "138****5678"
+    admin = Console(TestClient(client.app)).login(make.user("admin"))
+    form = admin.get("/settings/exports")
+    assert form.status_code == 200 and "导出权限" in form.text
+    saved = admin.post("/settings/exports", data={"planner": "masked", "operator": "full", "service": "none"})
+    assert saved.status_code == 303
+    assert export_policy.get_policy(db)[Role.operator] is export_policy.ExportRight.full
+    full = by_name(csv_rows(console.get("/customers/export.csv").content))
+    assert full["林晓"][COL["手机号"]] == "13812345678"
+    entries = [e for e in audits(db) if e.entity_type == "customers"]
+    assert [e.after["phones_included"] for e in entries] == [False, True]  # type: ignore[index]
+    (change,) = db.scalars(select(AuditEntry).where(AuditEntry.entity_type == "export_policy")).all()
+    assert change.before == {"planner": "masked", "operator": "masked", "service": "none"}
+    assert change.after == {"planner": "masked", "operator": "full", "service": "none"}
+    bad = admin.post("/settings/exports", data={"operator": "everything"})
+    assert bad.status_code == 422 and "未知的导出权限" in bad.text
+    operator_page = console.get("/settings/exports")
+    assert operator_page.status_code == 403
 
 
 # ---------------------------------------------------------------- large exports: a job, an owner-only file
@@ -533,3 +569,31 @@ def _stored_keys(db: Session) -> set[str]:
     from siyu.core.models import StoredFile
 
     return set(db.scalars(select(StoredFile.key)))
+
+
+def test_more_than_a_few_hundred_rows_go_to_a_job_with_progress_that_applies_the_role_setting(
+        db: Session, make: Factory, client: TestClient) -> None:
+    assert exports.DIRECT_ROWS == 500  # "over a few hundred rows": the job threshold
+    account = make.account()
+    make.bulk_customers(account, exports.DIRECT_ROWS)
+    make.customer(account, name="林晓", phones=["13812345678"])
+    owner = make.user("operator", accounts=[account])
+    console = Console(client).login(owner)
+    started = console.get("/customers/export.csv", follow_redirects=False)
+    assert started.status_code == 303
+    job = _job(db, int(started.headers["location"].rsplit("/", 1)[1]))
+    assert job.status == JobStatus.succeeded, job.error
+    assert (job.done, job.total) == (501, 501)  # the job page's progress bar reads these
+    rows = by_name(csv_rows(console.get(job.result["download_url"]).content))  # type: ignore[index]
+    assert rows["林晓"][COL["手机号"]] == "138****5678"  # an operator's job is masked like a download
+    (entry,) = audits(db)
+    assert entry.after is not None and entry.after["rows"] == 501 and entry.after["phones_included"] is False
+    # A role refused after it asked: the job says why and writes no file.
+    make.customer(account, name="另一个")
+    server = make.user("service", accounts=[account])
+    submitted = customers_jobs.submit_export(db, flt=CustomerFilter(), fmt=ExportFormat.csv,
+                                             actor=viewer_of(server), total=502, via="console")
+    db.commit()
+    refused = _job(db, submitted)
+    assert refused.status in (JobStatus.retrying, JobStatus.failed) and "无权导出客户" in (refused.error or "")
+    assert len(audits(db)) == 1  # no file, no second export entry

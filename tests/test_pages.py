@@ -546,8 +546,9 @@ def test_audit_page_filters_and_pages(console: Console, admin: Any, make: Any) -
     page = console.get("/audit", params={"entity_type": "customer"})
     assert page.status_code == 200
     assert page.text.count('data-testid="audit-entry"') == 3
-    assert "审计2" in page.text and "&#34;name&#34;: &#34;审计2&#34;" in page.text  # JSON, escaped, Chinese readable
-    assert page.text.count("<td class=\"text-nowrap\">客户 #") == 3
+    # The object by its name, linked to its page; the creation's fields by their labels.
+    assert re.search(r'<span class="text-secondary">客户</span>\s*<a href="/customers/\d+">审计2</a>', page.text)
+    assert '<td class="text-nowrap">姓名</td>' in page.text and "name</td>" not in page.text
     everything = console.get("/audit").text
     assert everything.count('data-testid="audit-entry"') > 3
     assert console.get("/audit", params={"cursor": "bad"}).status_code == 422

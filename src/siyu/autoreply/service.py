@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from siyu.accounts.models import Account
 from siyu.autoreply.matcher import CompiledRule, Matcher, UnsafePattern, check_pattern
 from siyu.autoreply.models import AutoReplyRule, AutoReplyRuleVersion, AutoReplySwitch, MatchKind
 from siyu.core.db import dialect_insert, missing_ids, utcnow
@@ -194,7 +195,7 @@ def set_account_switch(session: Session, *, account_id: int, enabled: bool, view
     switch.enabled, switch.changed_by_id, switch.changed_at = enabled, viewer.user_id, utcnow()
     team_service.record_audit(session, actor=viewer, action="enable" if enabled else "disable",
                               entity_type="autoreply_account", entity_id=account_id,
-                              summary="all auto-replies of this account")
+                              entity_name=_account_name(session, account_id))
     session.flush()
     return switch
 
@@ -386,7 +387,13 @@ def _pause(session: Session, rule: AutoReplyRule, *, cap: int) -> None:
     rule.paused_reason = f"hourly cap {cap} reached"
     # The alert: an audit entry now, and the rule shown as paused on the rules page and the inbox.
     team_service.record_audit(session, actor=_system(), action="pause", entity_type="autoreply_rule",
-                              entity_id=rule.id, summary=f"{rule.name}: hourly cap {cap} reached")
+                              entity_id=rule.id, entity_name=rule.name,
+                              summary=_("Hourly cap {cap} reached", cap=cap))
+
+
+def _account_name(session: Session, account_id: int) -> str:
+    account = session.get(Account, account_id)
+    return account.display_name if account is not None else ""
 
 
 def _system() -> Viewer:

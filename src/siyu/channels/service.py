@@ -35,7 +35,7 @@ from siyu.channels.models import (
 )
 from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
-from siyu.core.i18n import N_
+from siyu.core.i18n import N_, _
 from siyu.core.ids import Id
 from siyu.core.settings import local_zone
 from siyu.core.text import Name
@@ -200,7 +200,7 @@ def add_codes(session: Session, *, channel_id: int, codes: list[str], viewer: Vi
     if fresh and channel.alert:
         channel.alert = ""  # the pool has codes again
     team_service.record_audit(session, actor=viewer, action="update", entity_type="channel", entity_id=channel.id,
-                              summary=f"{channel.name}: +{len(fresh)} coupon codes")
+                              entity_name=channel.name, summary=_("+{n} coupon codes", n=len(fresh)))
     session.flush()
     return len(fresh)
 
@@ -402,7 +402,7 @@ def _raise_alert(session: Session, channel: Channel, alert: str) -> None:
         return
     channel.alert = alert
     team_service.record_audit(session, actor=SYSTEM, action="alert", entity_type="channel", entity_id=channel.id,
-                              summary=f"{channel.name}: {alert}")
+                              entity_name=channel.name, summary=f"{channel.name}: {alert}")
 
 
 # ---------------------------------------------------------------- the report

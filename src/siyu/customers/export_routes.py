@@ -17,18 +17,21 @@ from typing import IO, Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 
 from siyu.core import storage
-from siyu.core.deps import ApiViewer, PageViewer, SessionDep
+from siyu.core.deps import AdminPageViewer, ApiViewer, CsrfChecked, PageViewer, SessionDep
+from siyu.core.errors import DomainError
+from siyu.core.i18n import _
 from siyu.core.viewer import Viewer
-from siyu.customers import exports, service
+from siyu.customers import export_policy, exports, service
 from siyu.customers import jobs as customers_jobs
 from siyu.customers.exports import ExportFormat
 from siyu.customers.pages import ListQuery
 from siyu.customers.routes import FilterDep
 from siyu.customers.service import CustomerFilter
+from siyu.web.render import render
 
 api = APIRouter(tags=["customers"])
 pages = APIRouter(include_in_schema=False)
@@ -60,6 +63,7 @@ def _start(session: Session, *, flt: CustomerFilter, viewer: Viewer, fmt: Export
            via: str) -> Response | int:
     """The file of a small export (audited, committed), or the id of the job of a large one."""
     exports.checked_filter(flt)  # a large export's job must not be the first to find the filter bad
+    viewer = export_policy.export_viewer(session, viewer)  # refused, or phones masked, by the admin's setting
     count = service.count_customers(session, flt=flt, viewer=viewer, cap=exports.DIRECT_ROWS)
     if not count.exact:
         job_id = customers_jobs.submit_export(session, flt=flt, fmt=fmt, actor=viewer, total=count.estimate,
@@ -89,7 +93,7 @@ def _download(stored: exports.StoredExport) -> Response:
 
 
 EXPORT_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"description": "The file (up to 5,000 customers).",
+    200: {"description": "The file (up to 500 customers).",
           "content": {"text/csv": {}, ExportFormat.xlsx.media_type: {}}},
     202: {"description": "More customers: a background job writes the file. Poll job_url; its result's "
                          "api_download_url downloads it (only for you, for 24 hours)."},
@@ -145,3 +149,35 @@ def export_xlsx(request: Request, session: SessionDep, viewer: PageViewer) -> Re
 @pages.get("/customers/exports/{token}")
 def download(viewer: PageViewer, token: str) -> Response:
     return _download(exports.get_export(token, viewer=viewer))
+
+
+# ---------------------------------------------------------------- who may export (admin setting)
+
+
+def _policy_page(request: Request, session: Session, *, error: str | None = None, status_code: int = 200,
+                 saved: bool = False) -> Response:
+    policy = export_policy.get_policy(session)
+    return render(request, "customers/export_settings.html", status_code=status_code, nav_active="users",
+                  roles=export_policy.EDITABLE_ROLES, policy=policy, rights=list(export_policy.ExportRight),
+                  right_labels=export_policy.RIGHT_LABELS, direct_rows=exports.DIRECT_ROWS, error=error,
+                  saved=saved, title=_("Export permissions"))
+
+
+@pages.get("/settings/exports", response_class=HTMLResponse)
+def export_settings(request: Request, session: SessionDep, viewer: AdminPageViewer, saved: str = "") -> Response:
+    return _policy_page(request, session, saved=saved == "1")
+
+
+@pages.post("/settings/exports", response_class=HTMLResponse, dependencies=[CsrfChecked])
+async def export_settings_save(request: Request, session: SessionDep, viewer: AdminPageViewer) -> Response:
+    form = await request.form()
+    rights = {role.value: str(form[role.value]) for role in export_policy.EDITABLE_ROLES if role.value in form}
+    try:
+        export_policy.set_policy(session, rights=rights, actor=viewer)
+        session.commit()
+    except DomainError as exc:
+        session.rollback()
+        if exc.status_code != 422:
+            raise
+        return _policy_page(request, session, error=exc.message, status_code=422)
+    return RedirectResponse("/settings/exports?saved=1", status_code=303)

@@ -194,7 +194,7 @@ def merge_customers(session: Session, *, target_id: int, source_ids: list[int], 
     session.add(Touch(customer_id=target.id, user_id=viewer.user_id, kind=TouchKind.system.value,
                       details={"event": "merged", "merge_id": record.id, "sources": source_id_list}))
     team_service.record_audit(
-        session, actor=viewer, action="merge", entity_type="customer", entity_id=target.id,
+        session, actor=viewer, action="merge", entity_type="customer", entity_id=target.id, entity_name=target.name,
         summary=f"{target.name} ← {', '.join(f'#{c.id} {c.name}' for c in sources)}",
         before={"target": moves["target_before"], "sources": [{"id": c.id, "name": c.name} for c in sources]},
         after={"merge_id": record.id, "target_id": target.id, "source_ids": source_id_list,
@@ -382,6 +382,7 @@ def undo_merge(session: Session, *, merge_id: int, viewer: Viewer) -> CustomerMe
     session.add(Touch(customer_id=target.id, user_id=viewer.user_id, kind=TouchKind.system.value,
                       details={"event": "merge_undone", "merge_id": record.id, "sources": record.source_ids}))
     team_service.record_audit(session, actor=viewer, action="unmerge", entity_type="customer", entity_id=target.id,
+                              entity_name=target.name,
                               summary=f"{target.name} → {', '.join(f'#{c.id}' for c in sources)}",
                               after={"merge_id": record.id, "source_ids": record.source_ids})
     session.flush()

@@ -97,15 +97,19 @@ class LoginThrottle(Base):
 
 class AuditEntry(Base):
     __tablename__ = "audit_entry"
-    __table_args__ = (Index("ix_audit_entry_entity", "entity_type", "entity_id"),)
+    __table_args__ = (Index("ix_audit_entry_entity", "entity_type", "entity_id"),
+                      Index("ix_audit_entry_user_at", "user_id", "at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
-    actor: Mapped[str] = mapped_column(String(64), default="")
+    actor: Mapped[str] = mapped_column(String(64), default="")  # login name
+    # Names as they were when the entry was written: a renamed or deleted user or object still reads.
+    actor_name: Mapped[str] = mapped_column(String(64), default="", server_default="")
     action: Mapped[str] = mapped_column(String(32))  # create / update / delete / export / login
     entity_type: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str] = mapped_column(String(64), default="")
+    entity_name: Mapped[str] = mapped_column(String(200), default="", server_default="")
     summary: Mapped[str] = mapped_column(Text, default="")
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

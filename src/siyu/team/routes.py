@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.security import OAuth2PasswordRequestForm
+from sqlalchemy.orm import Session
 
 from siyu.accounts import service as accounts_service
 from siyu.core.deps import (
@@ -16,11 +19,12 @@ from siyu.core.deps import (
     SessionDep,
     client_address,
 )
-from siyu.core.errors import DomainError
+from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import _
 from siyu.core.ids import Id
+from siyu.core.settings import local_today
 from siyu.core.viewer import Viewer
-from siyu.team import service
+from siyu.team import audit_labels, service
 from siyu.team.models import Role
 from siyu.team.schemas import AuditOut, SessionOut, TokenOut, UserIn, UserOut, UserUpdate
 from siyu.web.render import render
@@ -28,6 +32,7 @@ from siyu.web.render import render
 api = APIRouter(tags=["team"])
 USER_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such user."}}
 pages = APIRouter(include_in_schema=False)
+AUDIT_PAGE_SIZE = 50
 
 
 # ---------------------------------------------------------------- API
@@ -93,16 +98,47 @@ def unlock(session: SessionDep, viewer: AdminApiViewer, user_id: Id) -> UserOut:
     return UserOut.model_validate(user)
 
 
+def _audit_filter(user_id: str | None = None, entity_type: str | None = None, action: str | None = None,
+                  since: str | None = None, until: str | None = None) -> service.AuditFilter:
+    """The audit filters from query text; a bad date or user is a Chinese message, never a 500."""
+    def day(value: str | None, field: str) -> date | None:
+        if not value:
+            return None
+        try:
+            return date.fromisoformat(value)
+        except ValueError as exc:
+            raise Invalid("Not a date: {value}", field=field, value=value[:20]) from exc
+
+    who: int | None = None
+    if user_id:
+        if not user_id.isdigit() or len(user_id) > 12:
+            raise Invalid("Unknown user", field="user_id")
+        who = int(user_id)
+    return service.AuditFilter(user_id=who, entity_type=entity_type or None, action=action or None,
+                               since=day(since, "since"), until=day(until, "until"))
+
+
+AuditFilterDep = Annotated[service.AuditFilter, Depends(_audit_filter)]
+
+
 @api.get("/audit")
 def list_audit(
     session: SessionDep,
     viewer: AdminApiViewer,
-    entity_type: str | None = None,
+    flt: AuditFilterDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> dict[str, object]:
-    page = service.list_audit(session, entity_type=entity_type, limit=limit, cursor=cursor)
-    return {"items": [AuditOut.model_validate(e) for e in page.items], "next_cursor": page.next_cursor}
+    """The audit log, newest first; filter by ``user_id``, ``entity_type``, ``action`` and local
+    dates ``since``/``until`` (YYYY-MM-DD, inclusive). Each item carries its labels in words."""
+    page = service.list_audit(session, flt=flt, limit=limit, cursor=cursor)
+    names = service.audit_actor_names(session, page.items)
+    items = []
+    for entry in page.items:
+        described = audit_labels.describe(entry, actor_names=names)
+        items.append({**AuditOut.model_validate(entry).model_dump(mode="json"), "actor_display": described.actor,
+                      "action_label": described.action, "entity_label": described.kind, "url": described.url})
+    return {"items": items, "next_cursor": page.next_cursor}
 
 
 # ---------------------------------------------------------------- console pages
@@ -242,8 +278,44 @@ def _validation_summary(exc: Exception) -> str:
 
 
 @pages.get("/audit", response_class=HTMLResponse)
-def audit_page(request: Request, session: SessionDep, viewer: AdminPageViewer, entity_type: str | None = None,
-               cursor: str | None = None) -> Response:
-    page = service.list_audit(session, entity_type=entity_type or None, limit=50, cursor=cursor)
-    return render(request, "team/audit.html", nav_active="audit", page=page, entity_type=entity_type or "",
-                  title=_("Audit log"))
+def audit_page(request: Request, session: SessionDep, viewer: AdminPageViewer, cursor: str | None = None,
+               user_id: str | None = None, entity_type: str | None = None, action: str | None = None,
+               since: str | None = None, until: str | None = None) -> Response:
+    try:
+        flt = _audit_filter(user_id, entity_type, action, since, until)
+        page = service.list_audit(session, flt=flt, limit=AUDIT_PAGE_SIZE, cursor=cursor)
+        error = None
+    except DomainError as exc:
+        if exc.status_code != 422:
+            raise
+        flt, error = service.AuditFilter(), exc.message
+        page = service.list_audit(session, flt=flt, limit=AUDIT_PAGE_SIZE)
+    names = service.audit_actor_names(session, page.items)
+    entries = [(entry, audit_labels.describe(entry, actor_names=names)) for entry in page.items]
+    return render(request, "team/audit.html", status_code=422 if error else 200, nav_active="audit", page=page,
+                  entries=entries, flt=flt, params=flt.params(), error=error,
+                  actors=service.audit_actors(session),
+                  kinds=sorted(((k, audit_labels.kind_label(k)) for k in audit_labels.KINDS), key=lambda kv: kv[1]),
+                  actions=[(a, audit_labels.action_label(a)) for a in audit_labels.ACTIONS],
+                  export_max=service.AUDIT_EXPORT_MAX_ROWS, title=_("Audit log"))
+
+
+@pages.get("/audit/export.csv")
+def audit_export(session: SessionDep, viewer: AdminPageViewer, flt: AuditFilterDep) -> Response:
+    """The filtered log as CSV, streamed in batches from a session of its own; the export is audited
+    (with its filter and row count) before the first byte goes out."""
+    rows = service.count_audit(session, flt=flt)
+    service.record_audit(session, actor=viewer, action="export", entity_type="audit", entity_name="",
+                         summary=_("{n} audit entries exported as CSV", n=rows),
+                         after={"filter": flt.params(), "rows": rows, "format": "csv"})
+    session.commit()
+    bind = session.get_bind()
+
+    def body() -> Iterator[bytes]:
+        with Session(bind=bind) as own:
+            yield from service.iter_audit_csv(own, flt=flt)
+
+    filename = f"audit-{local_today():%Y%m%d}.csv"
+    return StreamingResponse(body(), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                      "Cache-Control": "no-store"})

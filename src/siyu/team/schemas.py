@@ -64,9 +64,11 @@ class AuditOut(BaseModel):
     id: int
     at: datetime
     actor: str
+    actor_name: str
     action: str
     entity_type: str
     entity_id: str
+    entity_name: str
     summary: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None

@@ -16,19 +16,25 @@ logged in from before, so an attacker elsewhere cannot lock the real user out at
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.core import security
 from siyu.core.db import dialect_insert, missing_ids, utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound, TooManyAttempts, Unauthorized
+from siyu.core.i18n import N_, _
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
-from siyu.core.settings import get_settings
+from siyu.core.settings import get_settings, local_zone
+from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import Viewer
+from siyu.team import audit_labels
 from siyu.team.models import AuditEntry, LoginThrottle, Role, User, UserAccount, UserSession
 from siyu.team.schemas import UserIn, UserUpdate
 
@@ -330,13 +336,21 @@ def record_audit(
     summary: str = "",
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    entity_name: str | None = None,
 ) -> AuditEntry:
+    """One entry, written with the change. Every ``action`` and ``entity_type`` has a label in
+    ``team.audit_labels``. ``entity_name`` is the object's name now (kept: a deleted object still
+    reads); without it, the summary of an entry about one object, which its writers set to its name."""
+    actor_user = session.get(User, actor.user_id) if actor.user_id is not None else None
     entry = AuditEntry(
         user_id=actor.user_id,
         actor=actor.username,
+        actor_name=((actor_user.display_name or actor_user.username) if actor_user else actor.username)[:64],
         action=action,
         entity_type=entity_type,
         entity_id=str(entity_id),
+        # An entry about one object (it has an id) names it; one about a list or a setting names none.
+        entity_name=(entity_name if entity_name is not None else summary if entity_id != "" else "")[:200],
         summary=summary[:500],
         before=before,
         after=after,
@@ -345,12 +359,54 @@ def record_audit(
     return entry
 
 
+AUDIT_EXPORT_MAX_ROWS = 50_000  # one CSV holds at most this many entries (newest first); narrow the filter for more
+AUDIT_EXPORT_BATCH = 500  # entries read per query while a CSV streams
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the audit page, its CSV and the API filter by; dates are local (Asia/Shanghai) days."""
+
+    user_id: int | None = None
+    entity_type: str | None = None
+    action: str | None = None
+    since: date | None = None
+    until: date | None = None  # inclusive
+
+    def __post_init__(self) -> None:
+        if self.since and self.until and self.since > self.until:
+            raise Invalid("The start date is after the end date", field="since")
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        if self.user_id is not None:
+            query = query.where(AuditEntry.user_id == self.user_id)
+        if self.entity_type:
+            query = query.where(AuditEntry.entity_type == self.entity_type)
+        if self.action:
+            query = query.where(AuditEntry.action == self.action)
+        zone = local_zone()
+        if self.since:
+            start = datetime.combine(self.since, time.min, tzinfo=zone).astimezone(UTC)
+            query = query.where(AuditEntry.at >= start)
+        if self.until:
+            end = datetime.combine(self.until + timedelta(days=1), time.min, tzinfo=zone).astimezone(UTC)
+            query = query.where(AuditEntry.at < end)
+        return query
+
+    def params(self) -> dict[str, str]:
+        """The filter as query parameters (links to the next page and the CSV keep it)."""
+        out = {"user_id": str(self.user_id) if self.user_id is not None else "", "entity_type": self.entity_type or "",
+               "action": self.action or "", "since": self.since.isoformat() if self.since else "",
+               "until": self.until.isoformat() if self.until else ""}
+        return {k: v for k, v in out.items() if v}
+
+
 def list_audit(
-    session: Session, *, entity_type: str | None = None, limit: int = 50, cursor: str | None = None
+    session: Session, *, entity_type: str | None = None, limit: int = 50, cursor: str | None = None,
+    flt: AuditFilter | None = None,
 ) -> Page[AuditEntry]:
-    query = select(AuditEntry).order_by(AuditEntry.id.desc())
-    if entity_type:
-        query = query.where(AuditEntry.entity_type == entity_type)
+    flt = flt or AuditFilter(entity_type=entity_type)
+    query = flt.apply(select(AuditEntry)).order_by(AuditEntry.id.desc())
     if cursor:
         try:  # a hand-edited cursor is bad input, not a crash
             (last_id,) = decode_cursor(cursor)
@@ -361,3 +417,54 @@ def list_audit(
     rows = list(session.scalars(query.limit(limit + 1)))
     next_cursor = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
     return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+def audit_actor_names(session: Session, entries: Iterable[AuditEntry]) -> dict[int, str]:
+    """Today's display names of the entries' actors (their stored names stand in for a removed user)."""
+    return display_names(session, user_ids=(e.user_id for e in entries))
+
+
+def audit_actors(session: Session) -> list[User]:
+    """Users who can appear in the log, for the actor filter."""
+    return list(session.scalars(select(User).order_by(User.display_name, User.id)))
+
+
+AUDIT_CSV_HEADERS = (N_("Time"), N_("Who"), N_("Action"), N_("Object kind"), N_("Object"),
+                     N_("Summary"), N_("Changes"))
+
+
+def iter_audit_csv(session: Session, *, flt: AuditFilter) -> Iterator[bytes]:
+    """The filtered log as CSV (UTF-8 with BOM, for Excel), newest first, in batches, at most
+    ``AUDIT_EXPORT_MAX_ROWS`` entries. Labels through ``audit_labels``, cells neutralised."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([_(h) for h in AUDIT_CSV_HEADERS])
+    yield ("\ufeff" + buffer.getvalue()).encode("utf-8")
+    written, last_id = 0, None
+    zone = local_zone()
+    while written < AUDIT_EXPORT_MAX_ROWS:
+        query = flt.apply(select(AuditEntry)).order_by(AuditEntry.id.desc())
+        if last_id is not None:
+            query = query.where(AuditEntry.id < last_id)
+        batch = list(session.scalars(query.limit(min(AUDIT_EXPORT_BATCH, AUDIT_EXPORT_MAX_ROWS - written))))
+        if not batch:
+            break
+        names = audit_actor_names(session, batch)
+        buffer.seek(0)
+        buffer.truncate()
+        for entry in batch:
+            d = audit_labels.describe(entry, actor_names=names)
+            changes = "；".join(f"{c.label}：{c.before} → {c.after}" if c.before else f"{c.label}：{c.after}"
+                               for c in d.changes)
+            writer.writerow([neutralise(v) for v in (entry.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+                                                     d.actor, d.action, d.kind, d.name, d.summary, changes)])
+        yield buffer.getvalue().encode("utf-8")
+        written += len(batch)
+        last_id = batch[-1].id
+        session.expunge_all()
+
+
+def count_audit(session: Session, *, flt: AuditFilter, cap: int = AUDIT_EXPORT_MAX_ROWS) -> int:
+    """How many entries the filter holds, counted up to ``cap`` (the CSV's bound)."""
+    inner = flt.apply(select(AuditEntry.id)).limit(cap).subquery()
+    return int(session.scalar(select(func.count()).select_from(inner)) or 0)
