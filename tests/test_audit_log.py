@@ -59,6 +59,10 @@ def _written_codes() -> tuple[set[str], set[str]]:
             literals = [m.group(2) for m in LITERAL.finditer(call)]
             actions.add(literals[0])
             kinds.add(literals[1])
+        for found in re.finditer(r"\b_audit_order\(session, viewer, ", text):  # the orders' wrapper
+            call = _call_text(text, found.end() - len("session, viewer, ") - 1)
+            actions.add([m.group(2) for m in LITERAL.finditer(call)][0])
+            kinds.add("order")
     return actions, kinds
 
 

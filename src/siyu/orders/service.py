@@ -566,7 +566,7 @@ def count_unmatched(session: Session, *, viewer: Viewer) -> int:
 # ---------------------------------------------------------------- changes an operator makes
 
 
-def _audit(session: Session, viewer: Viewer, action: str, order: Order, before: dict[str, Any],
+def _audit_order(session: Session, viewer: Viewer, action: str, order: Order, before: dict[str, Any],
            after: dict[str, Any]) -> None:
     team_service.record_audit(session, actor=viewer, action=action, entity_type="order", entity_id=order.id,
                               summary=f"{order.source}/{order.order_no}", before=before, after=after)
@@ -587,7 +587,7 @@ def refund(session: Session, *, order_id: int, amount: Decimal, viewer: Viewer) 
                     else OrderStatus.partly_refunded.value)
     order.refunded_at = utcnow()
     session.flush()
-    _audit(session, viewer, "refund", order, before, {"status": order.status, "refunded_amount": str(refunded)})
+    _audit_order(session, viewer, "refund", order, before, {"status": order.status, "refunded_amount": str(refunded)})
     if order.customer_id:
         customers_service.refresh_purchases(session, customer_ids=[order.customer_id])
     return order
@@ -625,7 +625,7 @@ def match_order(session: Session, *, order_id: int, customer_id: int, viewer: Vi
     """Review queue: this order is this customer's."""
     order = _queued(session, order_id, viewer)
     customer = customers_service.get_customer(session, customer_id=customer_id, viewer=viewer)
-    _audit(session, viewer, "match", order, {"match_state": order.match_state}, {"customer_id": customer.id})
+    _audit_order(session, viewer, "match", order, {"match_state": order.match_state}, {"customer_id": customer.id})
     _set_customer(session, order, customer.id, MatchState.matched, MatchedBy.manual.value)
     return order
 
@@ -641,7 +641,7 @@ def create_customer_for(session: Session, *, order_id: int, account_id: int, vie
         phones=[phone] if phone else [], source=order.store or order.source), viewer=viewer)
     if order.buyer_unionid and not customer.unionid:
         customer.unionid = order.buyer_unionid
-    _audit(session, viewer, "match", order, {"match_state": order.match_state},
+    _audit_order(session, viewer, "match", order, {"match_state": order.match_state},
            {"customer_id": customer.id, "created": True})
     _set_customer(session, order, customer.id, MatchState.matched, MatchedBy.created.value)
     return customer
@@ -650,7 +650,7 @@ def create_customer_for(session: Session, *, order_id: int, account_id: int, vie
 def ignore_order(session: Session, *, order_id: int, viewer: Viewer) -> Order:
     """Review queue: the order belongs to nobody Siyu follows; it leaves the queue and counts for no one."""
     order = _queued(session, order_id, viewer)
-    _audit(session, viewer, "ignore", order, {"match_state": order.match_state}, {"match_state": "ignored"})
+    _audit_order(session, viewer, "ignore", order, {"match_state": order.match_state}, {"match_state": "ignored"})
     _set_customer(session, order, None, MatchState.ignored, "")
     return order
 

@@ -50,6 +50,11 @@ KINDS: dict[str, Kind] = {
     "mp_connection": Kind(N_("Official account connection"), "/mp"),
     "audit": Kind(N_("Audit log"), "/audit"),
     "export_policy": Kind(N_("Export permissions"), "/settings/exports"),
+    "order": Kind(N_("Order"), "/orders"),
+    "orders": Kind(N_("Orders"), "/orders"),
+    "order_source": Kind(N_("Order source"), "/orders/sources"),
+    "segment": Kind(N_("Segment"), "/segments/{id}"),
+    "rfm_settings": Kind(N_("RFM settings"), "/segments"),
 }
 
 # action → verb
@@ -72,6 +77,10 @@ ACTIONS: dict[str, str] = {
     "handover": N_("Handed over"),
     "bulk": N_("Bulk action"),
     "bulk_update": N_("Bulk change"),
+    "upsert": N_("Received orders"),
+    "refund": N_("Refunded"),
+    "match": N_("Matched to a customer"),
+    "ignore": N_("Ignored"),
 }
 
 # field of a before/after snapshot → label (the words the object's own page uses)
