@@ -209,3 +209,19 @@ def test_demo_has_a_wecom_kf_account_served_by_its_service_staff_with_conversati
     channels = {channel: count for channel, count in session.execute(
         select(Conversation.channel, func.count()).group_by(Conversation.channel))}
     assert channels.get("wecom_kf", 0) > channels.get("wecom_archive", 0) > 0, channels
+
+
+def test_every_demo_operator_opens_a_believable_list_of_todays_tasks(session: Session) -> None:
+    """Cadence policies exist, and each operator's 今日任务 has chats due, capped, most important first."""
+    from siyu.maintenance import service as maintenance_service
+    from siyu.maintenance.models import CadencePolicy
+    from siyu.team.service import viewer_for
+
+    assert session.scalar(select(func.count()).select_from(CadencePolicy)) == 2
+    operators = [u for u in session.scalars(select(User)) if u.role == Role.operator.value]
+    assert operators
+    for user in operators:
+        tasks = maintenance_service.list_today(session, viewer=viewer_for(user), limit=200)
+        assert 5 <= len(tasks) <= 50, (user.username, len(tasks))
+        assert {t.kind for t in tasks} >= {"cadence"}
+        assert [t.priority for t in tasks] == sorted((t.priority for t in tasks), reverse=True)
