@@ -361,3 +361,12 @@ def test_today_page_shows_the_operators_tasks_and_the_sidebar_list(client: Any, 
     assert done.status_code == 303 and done.headers["location"] == "/today?view=sidebar"
     db.expire_all()
     assert _tasks(db)[0].status == TaskStatus.done.value
+
+
+def test_a_policy_on_one_account_takes_only_that_accounts_friends(make: Any, db: Session,
+                                                                   shop: dict[str, Any]) -> None:
+    mine = make.customer(shop["account"])
+    make.customer(shop["other_account"])
+    result = _policy(db, conditions={"kind": "account", "account_ids": [shop["account"].id]})
+    assert result.matched == 1
+    assert list(db.scalars(select(CadenceDue.customer_id))) == [mine.id]

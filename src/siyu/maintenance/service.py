@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, tuple_, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from siyu.accounts.models import Account
 from siyu.core.db import dialect_insert, utcnow
@@ -149,13 +149,15 @@ def apply_policy(session: Session, *, policy: CadencePolicy, today: date | None 
     friendships (one row per customer × account). New rows get their due day from the timeline.
     """
     today = today or local_today()
-    query = (select(Friendship.customer_id, Friendship.account_id)
-             .join(Customer, Customer.id == Friendship.customer_id)
-             .where(Friendship.status == FriendshipStatus.active.value, Customer.merged_into_id.is_(None)))
+    # The outer friendship aliased: the compiler's leaves (EXISTS on friendship) correlate to customer only.
+    friend = aliased(Friendship)
+    query = (select(friend.customer_id, friend.account_id)
+             .join(Customer, Customer.id == friend.customer_id)
+             .where(friend.status == FriendshipStatus.active.value, Customer.merged_into_id.is_(None)))
     if policy.conditions:
         query = query.where(compile_tree(session, parse_tree(policy.conditions), viewer=SYSTEM, now=now).clause)
-    taken = select(CadenceDue.customer_id).where(CadenceDue.customer_id == Friendship.customer_id,
-                                                 CadenceDue.account_id == Friendship.account_id)
+    taken = select(CadenceDue.customer_id).where(CadenceDue.customer_id == friend.customer_id,
+                                                 CadenceDue.account_id == friend.account_id)
     pairs = [(int(c), int(a)) for c, a in session.execute(query.where(~taken.exists()))]
     already = session.scalar(select(func.count()).select_from(CadenceDue).where(CadenceDue.policy_id == policy.id))
     matched = len(pairs) + int(already or 0)
