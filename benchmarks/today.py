@@ -67,7 +67,7 @@ HEAVY_TABLES = ("customer", "friendship", "cadence_due", "customer_purchase_fact
 
 
 def spec(customers: int) -> dict[str, int]:
-    return {"version": 1, "customers": customers}
+    return {"version": 2, "customers": customers}
 
 
 def ready(engine: Engine, customers: int) -> bool:
@@ -141,9 +141,9 @@ def build(engine: Engine, url: str, customers: int) -> None:
 
     def friendships() -> Iterator[tuple[Any, ...]]:
         for cid in range(1, customers + 1):
-            new = cid % 500 == 0  # 2,000 new friends, half without a remark name
-            deleted = cid % 2000 == 1  # 500 deleted us today
-            yield (cid, cid, 1 + cid % ACCOUNTS, "" if new and cid % 1000 == 0 else f"顾客{cid}-爱喝茶", "", "",
+            new = rng.random() < 0.002  # ~2,000 new friends, half without a remark name
+            deleted = rng.random() < 0.0005  # ~500 deleted us today
+            yield (cid, cid, 1 + cid % ACCOUNTS, "" if new and rng.random() < 0.5 else f"顾客{cid}-爱喝茶", "", "",
                    "deleted" if deleted else "active", "", recent if new else old, recent if deleted else None)
 
     loader.rows("friendship", ("id", "customer_id", "account_id", "remark_name", "salutation", "description", "status",
@@ -161,15 +161,15 @@ def build(engine: Engine, url: str, customers: int) -> None:
     loader.rows("custom_field", ("id", "key", "label", "field_type", "choices", "sort_order"),
                 [(1, "birthday", "生日", "date", "[]", 1)])
     loader.rows("custom_field_value", ("customer_id", "field_id", "value"),
-                ((cid, 1, f"19{70 + cid % 30}-{1 + cid % 12:02d}-{1 + cid % 28:02d}")
+                ((cid, 1, f"19{70 + cid % 30}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}")
                  for cid in range(1, customers + 1, 10 // 3)))
     loader.rows("follow_up", ("id", "customer_id", "account_id", "due_on", "note", "done", "created_at"),
                 ((n, cid, 1 + cid % ACCOUNTS, days[rng.randrange(0, 20)], "回访新茶口感", False, stamp)
-                 for n, cid in enumerate(range(7, customers + 1, customers // 1_000), start=1)))
+                 for n, cid in enumerate(rng.sample(range(1, customers + 1), 1_000), start=1)))
     loader.rows("conversation", ("id", "key", "account_id", "customer_id", "group_key", "channel", "status",
                                  "unanswered", "priority", "last_message_preview", "opened_at", "created_at"),
                 ((n, f"bench:{cid}", 1 + cid % ACCOUNTS, cid, "", "personal", "open", 2, 0, "在吗", recent, stamp)
-                 for n, cid in enumerate(range(11, customers + 1, customers // 500), start=1)))
+                 for n, cid in enumerate(rng.sample(range(1, customers + 1), 500), start=1)))
     for sql in indexes:
         loader.execute(sql)
     if loader.postgres:

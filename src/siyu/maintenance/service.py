@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from siyu.accounts.models import Account
@@ -588,9 +588,10 @@ def task_customers(session: Session, tasks: Sequence[Task]) -> dict[int, tuple[s
     pairs = sorted({(t.customer_id, t.account_id) for t in tasks})
     names = {cid: name for cid, name in session.execute(
         select(Customer.id, Customer.name).where(Customer.id.in_(sorted({c for c, _a in pairs}))))}
+    # By customer id (its index), the account picked here: a row-value IN is a scan on SQLite.
     remarks = {(c, a): r for c, a, r in session.execute(
         select(Friendship.customer_id, Friendship.account_id, Friendship.remark_name)
-        .where(tuple_(Friendship.customer_id, Friendship.account_id).in_(pairs)))}
+        .where(Friendship.customer_id.in_(sorted({c for c, _a in pairs}))))}
     return {t.id: (names.get(t.customer_id, ""), remarks.get((t.customer_id, t.account_id), "")) for t in tasks}
 
 
