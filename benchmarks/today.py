@@ -214,7 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     core_db.reset_engine()
     engine = make_engine(url)
     if not ready(engine, args.customers):
-        print("building the data…", flush=True)
+        if url.startswith("sqlite:///"):  # built for another spec, or half built: start again
+            engine.dispose()
+            for suffix in ("", "-wal", "-shm"):
+                Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+            engine = make_engine(url)
+        print("building the data… (PostgreSQL: give an empty database)", flush=True)
         build(engine, url, args.customers)
     from siyu.maintenance import service
     from siyu.maintenance.models import Task
