@@ -370,3 +370,17 @@ def test_a_policy_on_one_account_takes_only_that_accounts_friends(make: Any, db:
     result = _policy(db, conditions={"kind": "account", "account_ids": [shop["account"].id]})
     assert result.matched == 1
     assert list(db.scalars(select(CadenceDue.customer_id))) == [mine.id]
+
+
+def test_a_friend_who_deleted_us_leaves_the_cadence_at_the_daily_run(make: Any, db: Session,
+                                                                     shop: dict[str, Any]) -> None:
+    gone = make.customer(shop["account"])
+    stays = make.customer(shop["account"])
+    _policy(db, every=7)
+    db.execute(Friendship.__table__.update().where(Friendship.customer_id == gone.id)
+               .values(status=FriendshipStatus.deleted.value, removed_at=utcnow()))
+    summary = maintenance_jobs.run_daily(db, service=service)
+    db.commit()
+    assert list(db.scalars(select(CadenceDue.customer_id))) == [stays.id]
+    assert {(t.kind, t.customer_id) for t in _tasks(db)} == {("cadence", stays.id), ("deleted", gone.id)}
+    assert summary["created"] == 2

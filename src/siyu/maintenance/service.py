@@ -178,8 +178,27 @@ def apply_policy(session: Session, *, policy: CadencePolicy, today: date | None 
 
 
 def apply_all_policies(session: Session, *, today: date | None = None) -> dict[int, int]:
+    """The daily step before the tasks: friends who are gone leave their cadence, new matches join one."""
+    prune_due(session)
     return {p.id: apply_policy(session, policy=p, today=today).matched
             for p in list_policies(session) if p.active}
+
+
+def prune_due(session: Session) -> int:
+    """Cadence rows whose friendship is no longer active (deleted us, transferred): nobody to chat with there.
+
+    One join (the few inactive friendships against the cadence's primary key), one executemany DELETE.
+    """
+    pairs = [{"c": int(c), "a": int(a)} for c, a in session.execute(
+        select(CadenceDue.customer_id, CadenceDue.account_id)
+        .join(Friendship, and_(Friendship.customer_id == CadenceDue.customer_id,
+                               Friendship.account_id == CadenceDue.account_id))
+        .where(Friendship.status != FriendshipStatus.active.value))]
+    if pairs:
+        table = cast(Table, CadenceDue.__table__)
+        session.connection().execute(delete(table).where(table.c.customer_id == bindparam("c"),
+                                                         table.c.account_id == bindparam("a")), pairs)
+    return len(pairs)
 
 
 # ---------------------------------------------------------------- next-due days (kept with the touches)
