@@ -82,6 +82,9 @@ class Loader:
         self.postgres = engine.dialect.name == "postgresql"
         if self.postgres:
             self.raw: Any = engine.raw_connection()
+            with self.raw.cursor() as cur:  # the load's rows are consistent by construction: no FK triggers
+                cur.execute("SET session_replication_role = replica")
+            self.raw.commit()
         else:
             path = engine.url.database
             self.raw = sqlite3.connect(path or "")
@@ -302,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--rfm-runs", type=int, default=3)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--skip-rfm", action="store_true", help="measure the segment only (RFM as last refreshed)")
     args = parser.parse_args(argv)
     url = args.database or f"sqlite:///{DEFAULT_PATH}"
     if args.rebuild and url.startswith("sqlite:///"):
@@ -326,12 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         with engine.connect() as conn:
             conn.execute(text(HAND_AGGREGATE)).fetchall()
 
-    samples = interleaved(args.rfm_runs, {"refresh": refresh, "aggregate": aggregate})
-    rfm_s, agg_s = medians(samples)["refresh"], medians(samples)["aggregate"]
-    print(f"(a) RFM refresh: {rfm_s:.1f} s (target ≤ {RFM_TARGET_S:.0f} s) · hand-written aggregate query "
-          f"{agg_s:.1f} s · ratio {rfm_s / agg_s:.1f}× · runs {args.rfm_runs}", flush=True)
-    if rfm_s > RFM_TARGET_S:
-        failures.append("RFM refresh")
+    if not args.skip_rfm:
+        samples = interleaved(args.rfm_runs, {"refresh": refresh, "aggregate": aggregate})
+        rfm_s, agg_s = medians(samples)["refresh"], medians(samples)["aggregate"]
+        print(f"(a) RFM refresh: {rfm_s:.1f} s (target ≤ {RFM_TARGET_S:.0f} s) · hand-written aggregate query "
+              f"{agg_s:.1f} s · ratio {rfm_s / agg_s:.1f}× · runs {args.rfm_runs}", flush=True)
+        if rfm_s > RFM_TARGET_S:
+            failures.append("RFM refresh")
     with Session(engine) as session:
         counts = rfm.distribution(session)
         print("    " + " · ".join(f"{k} {v:,}" for k, v in counts.items()))

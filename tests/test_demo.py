@@ -151,10 +151,11 @@ def test_demo_timelines_are_recent_and_recorded_by_operators(demo: Demo, session
     assert {kind for kind, *_rest in touches} >= {"chat", "moments_like", "moments_comment", "moments_engaged",
                                                    "purchase", "offline_event", "note"}
     oldest = demo.built_at - timedelta(days=90, minutes=1)
+    year_ago = demo.built_at - timedelta(days=365, minutes=1)  # purchases are a year of orders
     now = datetime.now(UTC)
     for kind, user_id, occurred_at, amount in touches:
         assert user_id in operators
-        assert oldest <= occurred_at <= now
+        assert (year_ago if kind == "purchase" else oldest) <= occurred_at <= now
         assert (amount is not None and amount > 0) == (kind == "purchase")
 
 
@@ -209,6 +210,22 @@ def test_demo_has_a_wecom_kf_account_served_by_its_service_staff_with_conversati
     channels = {channel: count for channel, count in session.execute(
         select(Conversation.channel, func.count()).group_by(Conversation.channel))}
     assert channels.get("wecom_kf", 0) > channels.get("wecom_archive", 0) > 0, channels
+
+
+def test_demo_has_a_year_of_orders_with_seasons_refunds_and_matching_timelines(demo: Demo, session: Session) -> None:
+    from siyu.orders.models import CustomerPurchaseFacts, Order, OrderLine
+
+    orders = session.execute(select(Order.paid_at, Order.status, Order.touch_id, Order.customer_id)).all()
+    assert len(orders) > DEMO_CUSTOMERS // 2
+    assert min(o.paid_at for o in orders) < demo.built_at - timedelta(days=200)  # a year, not the last 90 days
+    assert {"refunded", "partly_refunded"} & {o.status for o in orders}
+    # Every order is on its buyer's timeline, and every purchase on a timeline is an order.
+    purchases = set(session.scalars(select(Touch.id).where(Touch.kind == "purchase")))
+    assert {o.touch_id for o in orders} == purchases
+    assert session.scalar(select(func.count(func.distinct(OrderLine.category)))) >= 5
+    bought = session.scalar(select(func.count()).select_from(CustomerPurchaseFacts)
+                            .where(CustomerPurchaseFacts.purchase_count > 0))
+    assert bought == session.scalar(select(func.count()).select_from(Customer).where(Customer.purchase_count > 0))
 
 
 def test_every_demo_operator_opens_a_believable_list_of_todays_tasks(session: Session) -> None:

@@ -137,3 +137,20 @@ def test_before_any_nightly_refresh_a_new_order_is_scored_against_the_thresholds
     # Default thresholds: within 30 days 5; one order 1; 1,500 yuan 4 → recent, big, not yet frequent.
     assert row is not None and (row.r_score, row.f_score, row.m_score) == (5, 1, 4)
     assert row.segment == RfmSegment.important_develop.value
+
+
+def test_an_order_and_its_full_refund_move_the_rfm_segment_in_the_same_transaction(db: Session, make: Any) -> None:
+    from siyu.core.viewer import SYSTEM
+    from siyu.orders import service as orders_service
+
+    customer = make.customer(make.account(), phones=["13800000009"])
+    result = orders_service.upsert_orders(db, orders=[orders_service.OrderData(
+        source="shop", order_no="RFM1", paid_at=NOW - timedelta(days=1), amount=Decimal("1500"),
+        buyer=orders_service.Buyer(phone="13800000009"))], viewer=SYSTEM, via="test")
+    db.commit()
+    assert segment_of(db, customer) == RfmSegment.important_develop.value  # default thresholds: 5, 1, 4
+    (order_id,) = result.order_ids
+    orders_service.refund(db, order_id=order_id, amount=Decimal("1500"), viewer=SYSTEM)
+    db.commit()
+    db.expire_all()
+    assert segment_of(db, customer) is None

@@ -264,3 +264,26 @@ def test_console_count_endpoint_answers_count_and_sample(client: TestClient, mak
     listed = console.get(f"/customers?segment={saved.headers['location'].rsplit('/', 1)[1]}")
     assert listed.status_code == 200 and vip.name in listed.text
 
+
+
+def test_the_console_shows_a_broken_segment_with_its_reason_not_an_empty_list(
+        client: TestClient, db: Session, make: Any, admin: Any) -> None:
+    import json
+
+    from tests.test_pages import Console
+
+    make.customer(make.account())
+    white = tag_id(db, "人群", "白领")
+    console = Console(client).login(admin)
+    tree = {"kind": "and", "conditions": [{"kind": "tag", "tag_ids": [white]}]}
+    saved = console.post("/segments", {"name": "白领", "mode": "dynamic", "conditions": json.dumps(tree)})
+    assert saved.status_code == 303
+    db.execute(delete(Tag).where(Tag.id == white))
+    db.commit()
+    page = console.get(saved.headers["location"])
+    assert page.status_code == 422 and "这个分群已失效" in page.text and f"标签 {white} 已被删除" in page.text
+    listing = console.get("/segments")
+    assert "已失效" in listing.text
+    segment_id = saved.headers["location"].rsplit("/", 1)[1]
+    customers = console.get(f"/customers?segment={segment_id}")
+    assert customers.status_code == 422 and "已被删除" in customers.text

@@ -160,6 +160,7 @@ def large_bodies() -> list[tuple[str, int]]:
     codes_bytes = MAX_CODES_PER_UPLOAD * (64 * 3 + 8)
     return [
         (r"(/api/v1)?/customers/import", MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD),
+        (r"(/api/v1)?/orders/import", MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD),
         (r"(/api/v1)?/customers/[0-9]+/chat-import", CHAT_EXPORT_BYTES + MULTIPART_OVERHEAD),
         (r"(/api/v1)?/channels/[0-9]+/codes", codes_bytes),
     ]
@@ -239,6 +240,8 @@ def create_app() -> FastAPI:
     from siyu.maintenance.routes import pages as maintenance_pages
     from siyu.mp.routes import api as mp_api
     from siyu.mp.routes import pages as mp_pages
+    from siyu.orders.routes import api as orders_api
+    from siyu.orders.routes import pages as orders_pages
     from siyu.segments.routes import api as segments_api
     from siyu.segments.routes import pages as segments_pages
     from siyu.team.routes import api as team_api
@@ -256,12 +259,13 @@ def create_app() -> FastAPI:
     app.include_router(wecom_callbacks)
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.
     for router in (team_api, accounts_api, handover_api, export_api, import_api, bulk_api, chat_api, merge_api,
-                   customers_api, jobs_api, inbox_api, autoreply_api, channels_api, groups_api, mp_api, segments_api,
-                   maintenance_api):
+                   orders_api, customers_api, jobs_api, inbox_api, autoreply_api, channels_api, groups_api, mp_api,
+                   segments_api, maintenance_api):
         app.include_router(router, prefix="/api/v1")
     for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
-                   chat_pages, sidebar_pages, merge_pages, customers_pages, jobs_pages, inbox_pages, autoreply_pages,
-                   channels_pages, groups_pages, wecom_pages, mp_pages, segments_pages, maintenance_pages):
+                   chat_pages, sidebar_pages, merge_pages, orders_pages, customers_pages, jobs_pages, inbox_pages,
+                   autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages, segments_pages,
+                   maintenance_pages):
         app.include_router(router)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import string
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -33,6 +34,7 @@ from siyu.accounts.schemas import AccountIn
 from siyu.core.db import utcnow
 from siyu.core.errors import Conflict
 from siyu.core.security import generate_password
+from siyu.core.settings import local_zone
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
 from siyu.customers.models import (
@@ -52,6 +54,8 @@ from siyu.customers.models import (
     TouchKind,
 )
 from siyu.customers.schemas import CustomerIn, CustomFieldIn, TouchIn
+from siyu.orders import service as orders_service
+from siyu.orders.models import Product
 from siyu.team import service as team_service
 from siyu.team.models import Role, User
 from siyu.team.schemas import UserIn, UserUpdate
@@ -294,6 +298,21 @@ PRODUCTS = (
     ("大红袍·特级 250g", Decimal("880")), ("2015老白茶饼 357g", Decimal("1280")),
 )
 PURCHASE_WAYS = ("门店购买", "小程序下单", "私聊下单", "直播间下单")
+# The catalogue behind PRODUCTS: SKU, category and the months it sells best in (empty: all year).
+CATALOGUE = {
+    "明前龙井 100g": ("SY-LJ-100", "绿茶", (3, 4, 5)), "武夷岩茶·肉桂 150g": ("SY-RG-150", "岩茶", ()),
+    "白毫银针 100g": ("SY-YZ-100", "白茶", (4, 5, 6)), "福鼎白茶饼 357g": ("SY-BCB-357", "白茶", ()),
+    "熟普洱 357g": ("SY-PE-357", "普洱", (11, 12, 1, 2)), "正山小种 200g": ("SY-ZS-200", "红茶", (10, 11, 12, 1)),
+    "桂花乌龙冷泡茶 10包": ("SY-LP-10", "乌龙", (6, 7, 8)), "碧螺春 100g": ("SY-BLC-100", "绿茶", (3, 4)),
+    "中秋茶礼盒": ("SY-ZQ-LH", "礼盒", (8, 9)), "旅行茶具套装": ("SY-CJ-TZ", "茶具", ()),
+    "大红袍·特级 250g": ("SY-DHP-250", "岩茶", ()), "2015老白茶饼 357g": ("SY-LBC-357", "白茶", (12, 1, 2)),
+    "企业中秋茶礼盒（定制）": ("SY-ZQ-DZ", "礼盒", (8, 9)),
+}
+# How much a tea brand sells in each month (1 = an ordinary month): spring tea, Mid-Autumn gifts, New Year.
+SEASON = {1: 1.6, 2: 1.2, 3: 1.8, 4: 2.0, 5: 1.2, 6: 0.8, 7: 0.7, 8: 1.0, 9: 2.2, 10: 1.0, 11: 1.1, 12: 1.5}
+ORDER_DAYS = 365  # a year of orders
+STORES = {"门店购买": "门店", "小程序下单": "小程序商城", "私聊下单": "私聊", "直播间下单": "视频号直播间"}
+REFUND_SHARE = 0.05  # about one order in twenty is refunded, in part or whole
 
 
 # ---------------------------------------------------------------- planning one person
@@ -306,6 +325,12 @@ class PlannedTouch:
     occurred_at: datetime
     account_key: str
     amount: Decimal | None = None
+    # A purchase is an order (orders.service writes its timeline entry): what was bought and any refund.
+    product: str = ""
+    quantity: int = 1
+    price: Decimal = Decimal("0")
+    way: str = ""
+    refunded: Decimal = Decimal("0")
 
 
 @dataclass
@@ -552,6 +577,18 @@ class Planner:
         span = (self.now - timedelta(minutes=30) - start).total_seconds()
         return start + timedelta(seconds=self.rng.uniform(0, max(span, 60)))
 
+    def _purchase_when(self, person: Person) -> datetime:
+        """A time in the last year, more often in the tea seasons (spring tea, Mid-Autumn, New Year)."""
+        start = max(person.created_at, self.now - timedelta(days=ORDER_DAYS))
+        span = max((self.now - timedelta(minutes=30) - start).total_seconds(), 60)
+        top = max(SEASON.values())
+        when = start + timedelta(seconds=self.rng.uniform(0, span))
+        for _ in range(20):
+            if self.rng.random() < SEASON[when.astimezone(local_zone()).month] / top:
+                break
+            when = start + timedelta(seconds=self.rng.uniform(0, span))
+        return when
+
     def _touch_account(self, person: Person) -> str:
         if len(person.accounts) > 1 and not person.second_deleted and self.rng.random() < 0.35:
             return person.accounts[1]
@@ -570,13 +607,21 @@ class Planner:
             person.touches.append(PlannedTouch(kind, content, self._when(person), self._touch_account(person)))
         gift_buyer = person.job == "企业主" and rng.random() < 0.5
         for i in range(purchases):
-            product, price = rng.choice(PRODUCTS)
+            when = self._purchase_when(person)
+            in_season = [(name, price) for name, price in PRODUCTS
+                         if not CATALOGUE[name][2] or when.month in CATALOGUE[name][2]]
+            product, price = rng.choice(in_season)
             quantity = rng.choice((1, 1, 1, 2, 3))
             if gift_buyer and i == 0:
                 product, price, quantity = "企业中秋茶礼盒（定制）", Decimal("688"), rng.randint(8, 30)
-            content = f"{rng.choice(PURCHASE_WAYS)}：{product} ×{quantity}"
-            person.touches.append(PlannedTouch(TouchKind.purchase, content, self._when(person),
-                                               self._touch_account(person), amount=price * quantity))
+            way = rng.choice(PURCHASE_WAYS)
+            amount = price * quantity
+            refunded = Decimal("0")
+            if rng.random() < REFUND_SHARE:  # a whole refund only when other purchases keep the stage
+                refunded = amount if purchases > 1 and rng.random() < 0.4 else (amount / 4).quantize(Decimal("1"))
+            person.touches.append(PlannedTouch(TouchKind.purchase, f"{way}：{product} ×{quantity}", when,
+                                               self._touch_account(person), amount=amount, product=product,
+                                               quantity=quantity, price=price, way=way, refunded=refunded))
         for _ in range(notes):
             person.touches.append(PlannedTouch(TouchKind.note, rng.choice(CONTENT[TouchKind.note]),
                                                self._when(person), self._touch_account(person)))
@@ -674,6 +719,8 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
                              rng=rng)
     _create_through_services(session, people=via_service, accounts=accounts, staff=staff)
 
+    _create_products(session, now=now)
+    _create_orders(session, people=bulk, customers=created, accounts=accounts, staff=staff)
     for offset in range(0, len(created), customers_service.RECOMPUTE_BATCH):
         customers_service.refresh_computed_many(
             session, customers=created[offset:offset + customers_service.RECOMPUTE_BATCH], rules=rules)
@@ -888,6 +935,8 @@ def _insert_details(
             values.append({"customer_id": customer.id, "field_id": fields["member_no"].id,
                            "value": f"SY{customer.id:08d}"})
         for touch in person.touches:
+            if touch.kind is TouchKind.purchase:
+                continue  # an order (see _create_orders), whose timeline entry orders.service writes
             touches.append({
                 "customer_id": customer.id, "account_id": accounts[touch.account_key].id,
                 "user_id": owner_of[touch.account_key], "kind": touch.kind.value, "content": touch.content,
@@ -929,6 +978,48 @@ def _create_through_services(
             customers_service.add_touch(session, customer_id=customer.id, data=TouchIn(
                 kind=touch.kind, content=touch.content, account_id=account.id,
                 occurred_at=touch.occurred_at, amount=touch.amount), viewer=viewer)
+
+
+# ---------------------------------------------------------------- orders
+
+
+def _create_products(session: Session, *, now: datetime) -> None:
+    """The catalogue; this spring's 明前龙井 and 碧螺春 are the year's new launches (the 粉丝 rule)."""
+    spring = datetime(now.astimezone(local_zone()).year, 3, 25, tzinfo=local_zone())
+    if spring > now:
+        spring = spring.replace(year=spring.year - 1)
+    prices = dict(PRODUCTS) | {"企业中秋茶礼盒（定制）": Decimal("688")}
+    for name, (sku, category, _months) in CATALOGUE.items():
+        launched = spring if category == "绿茶" else None
+        session.add(Product(sku=sku, name=name, category=category, price=prices[name], launched_at=launched))
+    session.flush()
+
+
+def _create_orders(session: Session, *, people: list[Person], customers: list[Customer],
+                   accounts: dict[str, Account], staff: dict[str, User]) -> None:
+    """A year of orders, as each account's operator would have them pushed by the shop (one per purchase)."""
+    by_account: dict[str, list[orders_service.OrderData]] = defaultdict(list)
+    for person, customer in zip(people, customers, strict=True):
+        for touch in person.touches:
+            if touch.kind is not TouchKind.purchase or touch.amount is None:
+                continue
+            sku, category, _months = CATALOGUE[touch.product]
+            refunded = touch.refunded
+            status = ("refunded" if refunded and refunded == touch.amount else "partly_refunded" if refunded
+                      else "completed" if touch.occurred_at < utcnow() - timedelta(days=10) else "shipped")
+            number = f"SY{touch.occurred_at:%Y%m%d}{customer.id:06d}{len(by_account[touch.account_key]):05d}"
+            by_account[touch.account_key].append(orders_service.OrderData(
+                source="shop", order_no=number,
+                paid_at=touch.occurred_at, amount=touch.amount, status=status, refunded_amount=refunded,
+                store=STORES[touch.way], account_id=accounts[touch.account_key].id, note=touch.content,
+                buyer=orders_service.Buyer(customer_id=customer.id, name=person.name, phone=person.phone or ""),
+                lines=[orders_service.LineData(sku=sku, name=touch.product, quantity=touch.quantity, price=touch.price,
+                                               category=category)]))
+    for key, orders in by_account.items():
+        viewer = team_service.viewer_for(staff[next(spec.owner for spec in ACCOUNTS if spec.key == key)])
+        for start in range(0, len(orders), 1000):
+            orders_service.upsert_orders(session, orders=orders[start:start + 1000], viewer=viewer, via="demo",
+                                         audit=False)
 
 
 # ---------------------------------------------------------------- computed facts in bulk

@@ -43,6 +43,7 @@ from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
 from siyu.customers import variables
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
+from siyu.orders.models import COUNTED_STATUSES, MatchState, Order
 from siyu.team import service as team_service
 
 # Alerts are stored as message ids and translated where they are shown.
@@ -460,18 +461,20 @@ def report(session: Session, *, since: date, until: date, channel_ids: list[int]
         figures[channel_id] = ChannelFigures(
             channel_id=channel_id, adds=int(adds), deletions=int(deletions),
             retained_7=round(k7 / a7, 3) if a7 else None, retained_30=round(k30 / a30, 3) if a30 else None)
-    # Revenue: purchases of first-touch customers after they were added (orders arrive later as touches).
-    # Driven from the (few) purchases: the day range is wrapped in coalesce() so the planner does not
-    # start from a million adds and look up each one's purchases.
+    # Revenue: orders (paid less refunded; wholly refunded and unmatched ones left out) of first-touch
+    # customers after they were added. Driven from the orders: the day range is wrapped in coalesce() so
+    # the planner does not start from a million adds and look up each one's orders.
     day = func.coalesce(ChannelAdd.added_on, ChannelAdd.added_on)
     revenue_range = [day >= since, day <= until]
     if channel_ids is not None:
         revenue_range.append(ChannelAdd.channel_id.in_(channel_ids))
     for channel_id, purchasers, revenue in session.execute(
-        select(ChannelAdd.channel_id, func.count(func.distinct(Touch.customer_id)), func.sum(Touch.amount))
-        .select_from(Touch)
-        .join(ChannelAdd, and_(ChannelAdd.customer_id == Touch.customer_id, Touch.occurred_at >= ChannelAdd.added_at))
-        .where(Touch.kind == TouchKind.purchase.value, *revenue_range, ChannelAdd.first_touch.is_(True))
+        select(ChannelAdd.channel_id, func.count(func.distinct(Order.customer_id)),
+               func.sum(Order.amount - Order.refunded_amount))
+        .select_from(Order)
+        .join(ChannelAdd, and_(ChannelAdd.customer_id == Order.customer_id, Order.paid_at >= ChannelAdd.added_at))
+        .where(Order.match_state == MatchState.matched.value, Order.status.in_([s.value for s in COUNTED_STATUSES]),
+               *revenue_range, ChannelAdd.first_touch.is_(True))
         .group_by(ChannelAdd.channel_id)
     ):
         row = figures.setdefault(channel_id, ChannelFigures(channel_id=channel_id))

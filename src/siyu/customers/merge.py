@@ -37,6 +37,7 @@ from siyu.customers.models import (
     Touch,
     TouchKind,
 )
+from siyu.orders.models import Order, OrderLine
 from siyu.team import service as team_service
 
 UNDO_WINDOW = timedelta(days=30)
@@ -178,6 +179,8 @@ def merge_customers(session: Session, *, target_id: int, source_ids: list[int], 
     moves.update(_move_friendships(session, target=target, source_ids=source_id_list))
     moves["touch"] = _repoint(session, Touch, source_id_list, target.id)
     moves["address"] = _repoint(session, Address, source_id_list, target.id)
+    moves["order"] = _repoint(session, Order, source_id_list, target.id)
+    _lines_follow_orders(session, [row[0] for row in moves["order"]])
     from siyu.groups import service as groups_service  # groups build on customers: imported when merging
 
     moves["group_member"] = groups_service.repoint_members(session, source_ids=source_id_list, target_id=target.id)
@@ -203,12 +206,19 @@ def merge_customers(session: Session, *, target_id: int, source_ids: list[int], 
     return record
 
 
-def _repoint(session: Session, model: type[Touch] | type[Address], source_ids: list[int],
+def _lines_follow_orders(session: Session, order_ids: list[int]) -> None:
+    """Order lines repeat their order's customer (orders.models): moved with the orders."""
+    if order_ids:
+        session.execute(update(OrderLine).where(OrderLine.order_id.in_(order_ids)).values(
+            customer_id=select(Order.customer_id).where(Order.id == OrderLine.order_id).scalar_subquery()))
+
+
+def _repoint(session: Session, model: type[Touch] | type[Address] | type[Order], source_ids: list[int],
              target_id: int) -> list[list[int]]:
     rows = session.execute(select(model.id, model.customer_id).where(model.customer_id.in_(source_ids))).all()
     if rows:
         session.execute(update(model).where(model.customer_id.in_(source_ids)).values(customer_id=target_id))
-    return [[row_id, customer_id] for row_id, customer_id in rows]
+    return [[row_id, customer_id] for row_id, customer_id in rows if customer_id is not None]
 
 
 def _move_friendships(session: Session, *, target: Customer, source_ids: list[int]) -> dict[str, Any]:
@@ -340,10 +350,11 @@ def undo_merge(session: Session, *, merge_id: int, viewer: Viewer) -> CustomerMe
         session.execute(update(Attachment).where(Attachment.id == attachment_id).values(friendship_id=friendship_id))
     for friendship_id, before in moves.get("friendship_before", {}).items():
         session.execute(update(Friendship).where(Friendship.id == int(friendship_id)).values(**before))
-    for model, key in ((Touch, "touch"), (Address, "address")):
+    for model, key in ((Touch, "touch"), (Address, "address"), (Order, "order")):
         for row_id, customer_id in moves.get(key, []):
             session.execute(update(model).where(and_(model.id == row_id, model.customer_id == target.id))
                             .values(customer_id=customer_id))
+    _lines_follow_orders(session, [row[0] for row in moves.get("order", [])])
     from siyu.groups import service as groups_service
 
     groups_service.restore_members(session, moved=moves.get("group_member", []), target_id=target.id)

@@ -101,6 +101,7 @@ FIELD_LABELS = {
     "customer_min_purchases": N_("Purchases to become a customer"),
     "fan_min_purchases": N_("Purchases to become a fan"),
     "fan_min_contacts": N_("Contacts to become a fan"),
+    "fan_new_launch_days": N_("Days after a launch in which buying it makes a fan (0: off)"),
     "contact_buckets": N_("Contact-count tags"),
     "purchase_buckets": N_("Purchase-count tags"),
     "levels": N_("Levels"),
@@ -733,6 +734,9 @@ def settings_rules_save(request: Request, session: SessionDep, viewer: AdminPage
                         form: FormDep) -> Response:
     raw: dict[str, Any] = {k: _text(form, k).strip() for k in
                            ("user_min_contacts", "customer_min_purchases", "fan_min_purchases", "fan_min_contacts")}
+    # A form from before this field existed keeps the stored value.
+    raw["fan_new_launch_days"] = (_text(form, "fan_new_launch_days").strip()
+                                  or service.get_rules(session).fan_new_launch_days)
     raw["contact_buckets"] = _rule_rows(form, "contact_buckets", "min")
     raw["purchase_buckets"] = _rule_rows(form, "purchase_buckets", "min")
     raw["levels"] = _rule_rows(form, "levels", "min_total")

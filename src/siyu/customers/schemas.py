@@ -137,6 +137,8 @@ class CustomerOut(CustomerSummary):
     emotional_notes: str
     source: str
     purchase_total: Decimal
+    # Paid less refunded over the customer's orders (orders.facts); purchase_total mirrors it.
+    total_spent: Decimal
     friendships: list[FriendshipOut]
     addresses: list[AddressOut]
     custom_fields: dict[str, str]
@@ -224,13 +226,17 @@ class LifecycleRules(BaseModel):
     customer_min_purchases: int = Field(1, ge=1)
     fan_min_purchases: int = Field(3, ge=1)
     fan_min_contacts: int = Field(10, ge=0)
+    # 粉丝 also: bought a product within this many days of its launch (0: this rule is off).
+    fan_new_launch_days: int = Field(30, ge=0, le=3650)
     contact_buckets: list[BucketRule]
     purchase_buckets: list[BucketRule]
     levels: list[LevelRule]
 
-    def stage_for(self, *, contacts: int, purchases: int) -> Stage:
+    def stage_for(self, *, contacts: int, purchases: int, new_launch: int = 0) -> Stage:
         if purchases >= self.fan_min_purchases and contacts >= self.fan_min_contacts:
             return Stage.fan
+        if new_launch > 0 and self.fan_new_launch_days > 0 and purchases >= self.customer_min_purchases:
+            return Stage.fan  # "buys whatever you launch" (004)
         if purchases >= self.customer_min_purchases:
             return Stage.customer
         if contacts >= self.user_min_contacts and contacts > 0:

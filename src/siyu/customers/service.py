@@ -92,7 +92,10 @@ from siyu.customers.schemas import (
     TagOut,
     TouchIn,
 )
+from siyu.orders import facts as purchase_facts
+from siyu.orders.models import CustomerPurchaseFacts
 from siyu.segments import compiler
+from siyu.segments import rfm as _rfm  # noqa: F401  (registers RFM rescoring after purchase facts change)
 from siyu.segments import schemas as segment_schemas
 from siyu.segments.models import CustomerRfm, RfmSegment, Segment, SegmentMember, SegmentMode
 from siyu.team import service as team_service
@@ -743,6 +746,10 @@ def add_touch(session: Session, *, customer_id: int, data: TouchIn, viewer: View
     session.flush()
     team_service.record_audit(session, actor=viewer, action="create", entity_type="touch", entity_id=touch.id,
                               summary=customer.name, after={"kind": data.kind.value, "content": data.content[:200]})
+    if data.kind is TouchKind.purchase:  # a purchase is an order (orders build on customers: imported here)
+        from siyu.orders import service as orders_service
+
+        orders_service.order_from_touch(session, touch=touch, viewer=viewer)
     refresh_computed(session, customer=customer)
     return touch
 
@@ -863,10 +870,11 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
         select(
             Touch.customer_id,
             func.count().filter(Touch.kind.in_(contact_kinds)),
-            func.count().filter(Touch.kind == TouchKind.purchase.value),
-            func.coalesce(func.sum(Touch.amount).filter(Touch.kind == TouchKind.purchase.value), 0),
             func.max(Touch.occurred_at).filter(Touch.kind.notin_([k.value for k in NON_CONTACT_KINDS])),
         ).where(Touch.customer_id.in_(ids)).group_by(Touch.customer_id))}
+    # Purchases come from orders (orders.facts): written first, then read by the stage, level and 购买 tag.
+    purchases = purchase_facts.compute(session, ids, new_launch_days=rules.fan_new_launch_days)
+    purchase_facts.store(session, ids, purchases)
     computed_kinds = [k.value for k in COMPUTED_GROUP_KINDS]
     friend = Friendship.customer_id == Customer.id
     facts = select(
@@ -900,14 +908,16 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
         customer_id, override = row[0], row[1]
         stored = dict(zip(COMPUTED_COLUMNS, row[2:2 + len(COMPUTED_COLUMNS)], strict=True))
         filled = row[2 + len(COMPUTED_COLUMNS):]
-        contacts, purchases, total, last_at = stats.get(customer_id, (0, 0, 0, None))
+        contacts, last_at = stats.get(customer_id, (0, None))
+        bought = purchases.get(customer_id, purchase_facts.NONE)
         if isinstance(last_at, str):  # SQLite aggregates hand back text
             last_at = datetime.fromisoformat(last_at)
         if last_at is not None and last_at.tzinfo is None:
             last_at = last_at.replace(tzinfo=UTC)
-        value: dict[str, Any] = {"contact_count": int(contacts), "purchase_count": int(purchases),
-                                 "purchase_total": Decimal(str(total)), "last_touch_at": last_at}
-        value["stage"] = override or stage_of((value["contact_count"], value["purchase_count"]))
+        value: dict[str, Any] = {"contact_count": int(contacts), "purchase_count": bought.purchase_count,
+                                 "purchase_total": bought.total_spent, "last_touch_at": last_at}
+        value["stage"] = override or stage_of((value["contact_count"], value["purchase_count"],
+                                               bought.new_launch_purchases))
         value["level"] = level_of(value["purchase_total"])
         value["completeness"] = round(100 * sum(bool(f) for f in filled) / (own_count + len(COMPLETENESS_LINKED)))
         labels = (
@@ -941,8 +951,8 @@ _WRITE_COMPUTED = (update(_CUSTOMER_TABLE).where(_CUSTOMER_TABLE.c.id == bindpar
                    .values({key: bindparam(f"v_{key}") for key in (*COMPUTED_COLUMNS, "updated_at")}))
 
 
-def override_free_stage(rules: LifecycleRules, contacts: int, purchases: int) -> str:
-    return rules.stage_for(contacts=contacts, purchases=purchases).value
+def override_free_stage(rules: LifecycleRules, contacts: int, purchases: int, new_launch: int = 0) -> str:
+    return rules.stage_for(contacts=contacts, purchases=purchases, new_launch=new_launch).value
 
 
 def _memo(function: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -966,6 +976,81 @@ def _differs(stored: Any, value: Any) -> bool:
     return bool(stored != value)
 
 
+_WRITE_PURCHASES = (update(_CUSTOMER_TABLE).where(_CUSTOMER_TABLE.c.id == bindparam("v_id")).values(
+    purchase_count=bindparam("v_purchase_count"), purchase_total=bindparam("v_purchase_total"),
+    stage=bindparam("v_stage"), level=bindparam("v_level"),
+    last_touch_at=bindparam("v_last_touch_at", type_=UTCDateTime()), updated_at=bindparam("v_updated_at")))
+
+
+def refresh_purchases(session: Session, *, customer_ids: list[int], touched_at: dict[int, datetime] | None = None,
+                      rules: LifecycleRules | None = None) -> None:
+    """What orders change, for many customers at once (order imports, pushes): set-based, no ORM.
+
+    The purchase facts (orders.facts), then what reads them — purchase count and total, stage, level,
+    the 购买 and 等级 tags — and the last touch when new purchase entries reached the timeline
+    (``touched_at``). The same rules as ``refresh_computed_ids``, which re-derives everything else too.
+    """
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return
+    rules = rules or get_rules(session)
+    touched_at = touched_at or {}
+    session.flush()
+    computed_tags = ensure_computed_tags(session, rules=rules)
+    kinds = (TagGroupKind.purchase.value, TagGroupKind.level.value)
+    tag_ids = {pair: tag.id for pair, tag in computed_tags.items() if pair[0] in kinds}
+    stage_of = _memo(lambda triple: override_free_stage(rules, *triple))
+    purchase_bucket, level_of = _memo(rules.purchase_bucket), _memo(rules.level_for)
+    now = utcnow()
+    for start in range(0, len(ids), RECOMPUTE_BATCH):
+        chunk = ids[start:start + RECOMPUTE_BATCH]
+        purchases = purchase_facts.compute(session, chunk, new_launch_days=rules.fan_new_launch_days)
+        purchase_facts.store(session, chunk, purchases)
+        table = _CUSTOMER_TABLE.c
+        current: dict[int, set[int]] = defaultdict(set)
+        for customer_id, tag_id in session.execute(
+                select(CustomerTag.customer_id, CustomerTag.tag_id)
+                .where(CustomerTag.customer_id.in_(chunk), CustomerTag.tag_id.in_(sorted(set(tag_ids.values()))))):
+            current[customer_id].add(tag_id)
+        changes: list[dict[str, Any]] = []
+        stale: list[tuple[int, int]] = []
+        missing: list[dict[str, Any]] = []
+        for row in session.execute(select(table.id, table.contact_count, table.purchase_count, table.purchase_total,
+                                          table.stage, table.stage_override, table.level, table.last_touch_at)
+                                   .where(table.id.in_(chunk))):
+            bought = purchases.get(row.id, purchase_facts.NONE)
+            stage = row.stage_override or stage_of((int(row.contact_count), bought.purchase_count,
+                                                    bought.new_launch_purchases))
+            level = level_of(bought.total_spent)
+            last = row.last_touch_at
+            if isinstance(last, str):
+                last = datetime.fromisoformat(last)
+            if last is not None and last.tzinfo is None:
+                last = last.replace(tzinfo=UTC)
+            latest = touched_at.get(row.id)
+            if latest is not None and (last is None or latest > last):
+                last = latest
+            if (row.purchase_count != bought.purchase_count or _differs(row.purchase_total, bought.total_spent)
+                    or row.stage != stage or row.level != level or last != row.last_touch_at):
+                changes.append({"v_id": row.id, "v_purchase_count": bought.purchase_count,
+                                "v_purchase_total": bought.total_spent, "v_stage": stage, "v_level": level,
+                                "v_last_touch_at": last, "v_updated_at": now})
+            wanted = {tag_ids[pair] for pair in ((TagGroupKind.purchase.value, purchase_bucket(bought.purchase_count)),
+                                                 (TagGroupKind.level.value, level)) if pair in tag_ids}
+            have = current.get(row.id, set())
+            stale.extend((row.id, tag_id) for tag_id in have - wanted)
+            missing.extend({"customer_id": row.id, "tag_id": tag_id, "created_at": now} for tag_id in wanted - have)
+        if changes:
+            session.execute(_WRITE_PURCHASES, changes)
+        if stale:
+            session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
+        if missing:
+            session.execute(insert(_CUSTOMER_TAG_TABLE), missing)
+    loaded = [obj for obj in session.identity_map.values() if isinstance(obj, Customer) and obj.id in set(ids)]
+    for obj in loaded:
+        session.expire(obj)
+
+
 def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: dict[int, datetime],
                        rules: LifecycleRules | None = None) -> None:
     """New two-way contacts of many customers (touches already written), set-based for floods.
@@ -979,8 +1064,11 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
         return
     rules = rules or get_rules(session)
     table = Customer.__table__.c
+    launches = func.coalesce(CustomerPurchaseFacts.new_launch_purchases, 0).label("launches")
     rows = session.execute(select(table.id, table.contact_count, table.purchase_count, table.stage,
-                                  table.stage_override, table.last_touch_at).where(table.id.in_(ids))).all()
+                                  table.stage_override, table.last_touch_at, launches)
+                           .outerjoin(CustomerPurchaseFacts, CustomerPurchaseFacts.customer_id == table.id)
+                           .where(table.id.in_(ids))).all()
     bucket_tags = {label: tag for (kind, label), tag in ensure_computed_tags(session, rules=rules).items()
                    if kind == TagGroupKind.contact_count.value}
     changes: list[dict[str, Any]] = []
@@ -991,7 +1079,8 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
         latest = last_at.get(row.id)
         if row.last_touch_at is not None and (latest is None or row.last_touch_at > latest):
             latest = row.last_touch_at
-        stage = row.stage_override or rules.stage_for(contacts=count, purchases=int(row.purchase_count)).value
+        stage = row.stage_override or rules.stage_for(contacts=count, purchases=int(row.purchase_count),
+                                                      new_launch=int(row.launches)).value
         changes.append({"customer_id": row.id, "contact_count": count, "last_touch_at": latest, "stage": stage})
         before, after = rules.contact_bucket(int(row.contact_count)), rules.contact_bucket(count)
         if before != after:
@@ -1080,6 +1169,21 @@ class _Driver:
     def size(self) -> Select[Any]:
         return select(func.count()).select_from(self.customer_ids().subquery())
 
+    def holds(self, customer_id: Any) -> ColumnElement[bool]:
+        """This driver's index holds that customer id (a probe, for narrowing another driver's read)."""
+        # SELECT of key columns only: each probe is answered from the index alone.
+        if self.kind == "tags":
+            return select(CustomerTag.customer_id).where(CustomerTag.customer_id == customer_id,
+                                                         CustomerTag.tag_id.in_(self.ids)).exists()
+        if self.kind == "rfm":
+            return select(CustomerRfm.customer_id).where(CustomerRfm.customer_id == customer_id,
+                                                         CustomerRfm.segment.in_(self.terms)).exists()
+        if self.kind == "segment":
+            return select(SegmentMember.customer_id).where(SegmentMember.segment_id.in_(self.ids),
+                                                           SegmentMember.customer_id == customer_id).exists()
+        return select(Friendship.customer_id).where(Friendship.customer_id == customer_id,
+                                                    Friendship.account_id.in_(self.ids)).exists()
+
 
 def _filter_clauses(session: Session, flt: CustomerFilter, viewer: Viewer) -> list[ColumnElement[bool]]:
     return _filter_parts(session, flt, viewer)[0]
@@ -1151,14 +1255,16 @@ def _tree_parts(session: Session, conditions: dict[str, Any], viewer: Viewer,
     drivers.extend(_Driver(d.kind, d.ids, d.terms) for d in compiled.drivers)
 
 
-def _has_conditions(session: Session, flt: CustomerFilter) -> bool:
-    """A condition tree (not only the flat filter's indexed parts) is part of this filter."""
-    if flt.conditions is not None:
-        return True
-    if flt.segment_id is None:
-        return False
-    segment = session.get(Segment, flt.segment_id)
-    return segment is not None and segment.mode == SegmentMode.dynamic.value
+def _plan_key(session: Session, flt: CustomerFilter, viewer: Viewer) -> str | None:
+    """When a condition tree is part of this filter: the filter and scope as text (its plan's cache key)."""
+    if flt.conditions is None:
+        if flt.segment_id is None:
+            return None
+        segment = session.get(Segment, flt.segment_id)
+        if segment is None or segment.mode != SegmentMode.dynamic.value:
+            return None
+    scope = "all" if viewer.sees_all_accounts else ",".join(map(str, sorted(viewer.account_ids)))
+    return json.dumps([flt.to_json(), scope], sort_keys=True, default=str)
 
 
 def _segment_parts(session: Session, segment_id: int, viewer: Viewer,
@@ -1288,7 +1394,7 @@ Driving = Select[Any] | TextualSelect
 
 
 def _driving_ids(session: Session, drivers: list[_Driver], clauses: list[ColumnElement[bool]], *,
-                 limit: int, conditions: bool = False) -> Driving | None:
+                 limit: int, plan_key: str | None = None) -> Driving | None:
     searches = [d for d in drivers if d.kind == "search"]
     drivers = [d for d in drivers if d.kind != "search"]
     for driver in searches:
@@ -1300,8 +1406,8 @@ def _driving_ids(session: Session, drivers: list[_Driver], clauses: list[ColumnE
     if total <= 0:
         return None
     sizes = [(_estimated_size(session, d), d) for d in drivers]
-    if conditions:
-        return _condition_driving_ids(session, sizes, clauses, total=total, limit=limit)
+    if plan_key is not None:
+        return _condition_driving_ids(session, sizes, clauses, total=total, limit=limit, plan_key=plan_key)
     share = 1.0
     for size, _driver in sizes:
         share *= min(1.0, max(size, 1) / total)
@@ -1312,15 +1418,18 @@ def _driving_ids(session: Session, drivers: list[_Driver], clauses: list[ColumnE
 
 
 # A segment's conditions beyond its drivers (bought in N days, no chat for N days, …) have no size
-# to read, so a sample of the drivers' customers shows what share passes them all. Two drivers
-# of comparable size are read together (INTERSECT of two index scans) rather than one of them
-# probed customer by customer for the other.
+# to read, so a sample of the smallest driver's customers shows what share passes them all. A
+# second driver of comparable size narrows that read inside the indexes (a probe of its index per
+# id) before any customer row is read.
 CONDITION_SAMPLE = 500
 INTERSECT_RATIO = 10
 
 
+_plan_shares: dict[tuple[Any, str, _Driver], tuple[float, int, int]] = {}
+
+
 def _condition_driving_ids(session: Session, sizes: list[tuple[int, _Driver]], clauses: list[ColumnElement[bool]],
-                           *, total: int, limit: int) -> Driving | None:
+                           *, total: int, limit: int, plan_key: str) -> Driving | None:
     sizes = sorted(sizes, key=lambda pair: pair[0])
     size, first = sizes[0]
     candidates: Any = first.customer_ids()
@@ -1328,14 +1437,24 @@ def _condition_driving_ids(session: Session, sizes: list[tuple[int, _Driver]], c
     sample = select(candidates.subquery().c[0]).limit(CONDITION_SAMPLE)
     sampled = select(func.count()).select_from(Customer).where(Customer.id.in_(sample))
     passed = select(func.count()).select_from(Customer).where(Customer.id.in_(sample), *clauses)
-    seen, hits = (int(v or 0) for v in session.execute(select(sampled.scalar_subquery(),
-                                                              passed.scalar_subquery())).one())
+    cache_key = (session.get_bind(), plan_key, first)
+    now = time.monotonic()
+    hit = _plan_shares.get(cache_key)
+    if hit is not None and now - hit[0] < PLAN_SIZE_TTL_SECONDS:
+        seen, hits = hit[1], hit[2]
+    else:
+        seen, hits = (int(v or 0) for v in session.execute(select(sampled.scalar_subquery(),
+                                                                  passed.scalar_subquery())).one())
+        if len(_plan_shares) >= PLAN_SIZE_CACHE_ENTRIES:
+            _plan_shares.clear()
+        _plan_shares[cache_key] = (now, seen, hits)
     if seen == 0:
         return candidates  # nobody to drive from: an empty read
     share = max(size, 1) / total * (hits + 0.5) / seen
     walk = (limit + 1) / min(1.0, share)
     if len(sizes) > 1 and sizes[1][0] <= INTERSECT_RATIO * max(size, 1):
-        candidates = candidates.intersect(sizes[1][1].customer_ids())
+        # The smallest driver's read, each id probed in the next driver's index (index-only).
+        candidates = candidates.where(sizes[1][1].holds(candidates.selected_columns[0]))
     # A driven row costs a lookup plus its share of the sort: about twice a walked row.
     return candidates if 2 * size < walk else None
 
@@ -1388,7 +1507,7 @@ def list_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, lim
     order, after = _keyset(flt.sort, cursor)
     clauses, drivers = _filter_parts(session, flt, viewer)
     query = select(Customer).where(*clauses)
-    driving_ids = _driving_ids(session, drivers, clauses, limit=limit, conditions=_has_conditions(session, flt))
+    driving_ids = _driving_ids(session, drivers, clauses, limit=limit, plan_key=_plan_key(session, flt, viewer))
     if driving_ids is not None:
         query = query.where(Customer.id.in_(driving_ids))
     if after is not None:
@@ -1439,7 +1558,7 @@ def count_customers(session: Session, *, flt: CustomerFilter, viewer: Viewer, ca
         query = select(Customer.id).join_from(candidates, Customer, Customer.id == candidates.c.id).where(*clauses)
     else:
         query = select(Customer.id).where(*clauses)
-        driving_ids = _driving_ids(session, drivers, clauses, limit=cap, conditions=_has_conditions(session, flt))
+        driving_ids = _driving_ids(session, drivers, clauses, limit=cap, plan_key=_plan_key(session, flt, viewer))
         if driving_ids is not None:
             query = query.where(Customer.id.in_(driving_ids))
     inner = query.limit(cap + 1).subquery()
@@ -1538,6 +1657,7 @@ def to_detail(session: Session, *, customer: Customer, viewer: Viewer) -> Custom
         **summary.model_dump(),
         **portrait,
         purchase_total=customer.purchase_total,
+        total_spent=customer.purchase_total,
         friendships=[FriendshipOut(
             id=f.id, account_id=f.account_id, account_name=names.get(f.account_id, ""), remark_name=f.remark_name,
             salutation=f.salutation, description=viewer.text(f.description), phones=[show(p.number) for p in f.phones],

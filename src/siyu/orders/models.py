@@ -100,6 +100,8 @@ class OrderSource(Base):
     name: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16), default=SourceKind.generic.value)
     secret: Mapped[str] = mapped_column(String(128), default="")  # empty: no webhook
+    # The shop platform's own app id where its push names one (有赞: client_id), checked with the secret.
+    app_id: Mapped[str] = mapped_column(String(64), default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_received_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -31,6 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from siyu.core.db import UTCDateTime, utcnow
 from siyu.core.models import AppSetting
 from siyu.core.viewer import Viewer
+from siyu.orders.facts import on_facts_changed
 from siyu.orders.models import COUNTED_STATUSES, Order
 from siyu.segments.models import CustomerRfm, RfmSegment
 
@@ -216,7 +217,7 @@ def refresh_all(session: Session, *, now: datetime | None = None) -> RefreshResu
                          seconds=(datetime.now(UTC) - started).total_seconds())
 
 
-def refresh_rfm_for(session: Session, customer_ids: list[int] | set[int], *, now: datetime | None = None) -> None:
+def refresh_rfm_for(session: Session, customer_ids: list[int] | set[int], now: datetime | None = None) -> None:
     """Rescore these customers after their orders changed, in the caller's transaction.
 
     Scored against the cut points of the last full refresh (before the first one, and in
@@ -255,3 +256,8 @@ def distribution(session: Session, *, scope: ColumnElement[bool] | None = None) 
 
 def segment_of(session: Session, *, customer_id: int) -> str | None:
     return session.scalar(select(CustomerRfm.segment).where(CustomerRfm.customer_id == customer_id))
+
+
+# RFM follows every change of a customer's purchase facts (an order, a refund, a match, a merge),
+# in the same transaction: the orders domain calls its listeners after writing the facts.
+on_facts_changed(refresh_rfm_for)
