@@ -384,3 +384,33 @@ def test_a_friend_who_deleted_us_leaves_the_cadence_at_the_daily_run(make: Any, 
     assert list(db.scalars(select(CadenceDue.customer_id))) == [stays.id]
     assert {(t.kind, t.customer_id) for t in _tasks(db)} == {("cadence", stays.id), ("deleted", gone.id)}
     assert summary["created"] == 2
+
+
+def test_api_follow_up_in_three_days_becomes_a_task_on_that_day(client: Any, make: Any, db: Session,
+                                                                 shop: dict[str, Any], token_for: Any) -> None:
+    customer = make.customer(shop["account"])
+    headers = token_for(shop["operator"])
+    answer = client.post(f"/api/v1/customers/{customer.id}/follow-ups", headers=headers,
+                         json={"account_id": shop["account"].id, "days": 3, "note": "3 天后回访：样品喝了吗"})
+    assert answer.status_code == 201 and answer.json()["due_on"] == (local_today() + timedelta(days=3)).isoformat()
+    assert client.post(f"/api/v1/customers/{customer.id}/follow-ups", headers=headers,
+                       json={"account_id": shop["other_account"].id, "days": 3}).status_code == 404
+    service.generate_tasks(db, now=utcnow() + timedelta(days=3))
+    [task] = _tasks(db, kind="follow_up")
+    assert task.customer_id == customer.id and task.detail == "3 天后回访：样品喝了吗"
+
+
+def test_api_task_settings_are_admin_only_and_the_cap_applies(client: Any, make: Any, db: Session,
+                                                              shop: dict[str, Any], token_for: Any,
+                                                              admin_headers: dict[str, str]) -> None:
+    body = {"generate_hour": 8, "generate_minute": 0, "cap_per_operator": 1}
+    assert client.put("/api/v1/tasks/settings", json=body, headers=token_for(shop["operator"])).status_code == 403
+    answer = client.put("/api/v1/tasks/settings", json=body, headers=admin_headers)
+    assert answer.status_code == 200 and answer.json()["cap_per_operator"] == 1
+    assert client.put("/api/v1/tasks/settings", json=body | {"generate_hour": 24},
+                      headers=admin_headers).status_code == 422
+    for _ in range(3):
+        make.customer(shop["account"])
+    _policy(db, every=7)
+    db.expire_all()
+    assert service.generate_tasks(db).created == 1

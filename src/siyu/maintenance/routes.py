@@ -26,6 +26,8 @@ from siyu.maintenance import service
 from siyu.maintenance.models import TASK_KIND_LABELS, Task, TaskKind
 from siyu.maintenance.schemas import (
     CompletionOut,
+    FollowUpIn,
+    FollowUpOut,
     PolicyCreated,
     PolicyIn,
     PolicyOut,
@@ -35,6 +37,8 @@ from siyu.maintenance.schemas import (
     TaskDoneIn,
     TaskOut,
     TaskPage,
+    TaskSettingsIn,
+    TaskSettingsOut,
 )
 from siyu.segments.schemas import parse_tree
 from siyu.web.render import render
@@ -113,6 +117,30 @@ def task_completion(session: SessionDep, viewer: ApiViewer, since: date | None =
     return [CompletionOut(operator_id=c.operator_id, total=c.total, done=c.done, skipped=c.skipped,
                           closed=c.closed, rate=c.rate)
             for c in service.completion_rates(session, since=since, until=until, viewer=viewer)]
+
+
+@api.post("/customers/{customer_id}/follow-ups", response_model=FollowUpOut, status_code=201)
+def create_follow_up(session: SessionDep, viewer: ApiViewer, customer_id: Id, data: FollowUpIn) -> FollowUpOut:
+    """"N 天后回访": a follow-up task for this customer on that account appears on that day's list."""
+    follow = service.schedule_follow_up(session, customer_id=customer_id, account_id=data.account_id, days=data.days,
+                                        note=data.note, viewer=viewer)
+    session.commit()
+    return FollowUpOut.model_validate(follow)
+
+
+@api.get("/tasks/settings", response_model=TaskSettingsOut)
+def get_task_settings(session: SessionDep, viewer: ApiViewer) -> TaskSettingsOut:
+    return TaskSettingsOut.model_validate(service.get_settings_row(session))
+
+
+@api.put("/tasks/settings", response_model=TaskSettingsOut)
+def put_task_settings(session: SessionDep, viewer: AdminApiViewer, data: TaskSettingsIn) -> TaskSettingsOut:
+    """When the daily list is made (local time) and how many tasks each operator gets at most."""
+    row = service.get_settings_row(session)
+    row.generate_hour, row.generate_minute, row.cap_per_operator = (data.generate_hour, data.generate_minute,
+                                                                    data.cap_per_operator)
+    session.commit()
+    return TaskSettingsOut.model_validate(row)
 
 
 @api.get("/cadence-policies", response_model=list[PolicyOut])

@@ -92,3 +92,34 @@ class CompletionOut(BaseModel):
     skipped: int
     closed: int
     rate: float
+
+
+class FollowUpIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: int = Field(ge=1)
+    days: int = Field(ge=1, le=MAX_FOLLOW_UP_DAYS)
+    note: str = Field("", max_length=255)
+
+
+class FollowUpOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    customer_id: int
+    account_id: int
+    due_on: date
+    note: str
+    done: bool
+
+
+class TaskSettingsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    generate_hour: int = Field(ge=0, le=23)
+    generate_minute: int = Field(ge=0, le=59)
+    cap_per_operator: int = Field(ge=1, le=500)
+
+
+class TaskSettingsOut(TaskSettingsIn):
+    model_config = ConfigDict(from_attributes=True, extra="ignore")
