@@ -414,3 +414,20 @@ def test_api_task_settings_are_admin_only_and_the_cap_applies(client: Any, make:
     _policy(db, every=7)
     db.expire_all()
     assert service.generate_tasks(db).created == 1
+
+
+def test_admin_creates_a_policy_on_the_console_and_is_told_when_it_matches_nobody(
+        client: Any, make: Any, admin: Any, shop: dict[str, Any]) -> None:
+    from tests.test_pages import Console
+
+    make.customer(shop["account"])
+    console = Console(client).login(admin)
+    page = console.post("/maintenance/policies", {
+        "name": "粉丝每三天", "every_days": "3", "quiet_days": "1",
+        "conditions": '{"kind": "and", "conditions": [{"kind": "stage", "stages": ["fan"]}]}'})
+    assert page.status_code == 200 and "当前没有客户符合此节奏的条件" in page.text and "粉丝每三天" in page.text
+    broken = console.post("/maintenance/policies", {"name": "坏条件", "every_days": "3", "conditions": "{not json"})
+    assert broken.status_code == 422 and "请检查名称、天数和条件" in broken.text
+    assert console.get("/maintenance/policies").status_code == 200
+    operator = Console(client).login(shop["operator"])
+    assert operator.get("/maintenance/policies").status_code == 403
