@@ -321,3 +321,19 @@ def test_demo_has_a_year_of_orders_with_seasons_refunds_and_matching_timelines(d
     bought = session.scalar(select(func.count()).select_from(CustomerPurchaseFacts)
                             .where(CustomerPurchaseFacts.purchase_count > 0))
     assert bought == session.scalar(select(func.count()).select_from(Customer).where(Customer.purchase_count > 0))
+
+
+def test_every_demo_operator_opens_a_believable_list_of_todays_tasks(session: Session) -> None:
+    """Cadence policies exist, and each operator's 今日任务 has chats due, capped, most important first."""
+    from siyu.maintenance import service as maintenance_service
+    from siyu.maintenance.models import CadencePolicy
+    from siyu.team.service import viewer_for
+
+    assert session.scalar(select(func.count()).select_from(CadencePolicy)) == 2
+    operators = [u for u in session.scalars(select(User)) if u.role == Role.operator.value]
+    assert operators
+    for user in operators:
+        tasks = maintenance_service.list_today(session, viewer=viewer_for(user), limit=200)
+        assert 5 <= len(tasks) <= 50, (user.username, len(tasks))
+        assert {t.kind for t in tasks} >= {"cadence"}
+        assert [t.priority for t in tasks] == sorted((t.priority for t in tasks), reverse=True)

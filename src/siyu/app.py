@@ -236,6 +236,8 @@ def create_app() -> FastAPI:
     from siyu.inbox.routes import pages as inbox_pages
     from siyu.jobs.routes import api as jobs_api
     from siyu.jobs.routes import pages as jobs_pages
+    from siyu.maintenance.routes import api as maintenance_api
+    from siyu.maintenance.routes import pages as maintenance_pages
     from siyu.mp.routes import api as mp_api
     from siyu.mp.routes import pages as mp_pages
     from siyu.orders.routes import api as orders_api
@@ -258,11 +260,12 @@ def create_app() -> FastAPI:
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.
     for router in (team_api, accounts_api, handover_api, export_api, import_api, bulk_api, chat_api, merge_api,
                    orders_api, customers_api, jobs_api, inbox_api, autoreply_api, channels_api, groups_api, mp_api,
-                   segments_api):
+                   segments_api, maintenance_api):
         app.include_router(router, prefix="/api/v1")
     for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
                    chat_pages, sidebar_pages, merge_pages, orders_pages, customers_pages, jobs_pages, inbox_pages,
-                   autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages, segments_pages):
+                   autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages, segments_pages,
+                   maintenance_pages):
         app.include_router(router)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).

@@ -728,7 +728,27 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     _fill_inbox(session, customers=created, staff=staff, rng=rng, now=now)
     _wecom_morning(session, accounts=accounts, customers=created, admin=admin_viewer, rng=rng, now=now,
                    adds=wecom_adds)
+    _create_cadence(session, admin=admin_viewer, now=now)
     return _summary(session)
+
+
+# 用户维系: who each operator should talk to, and how often (维系节奏), then this morning's 今日任务.
+CADENCE_POLICIES = (
+    ("客户与粉丝：每周一聊", {"kind": "and", "conditions": [{"kind": "stage", "stages": ["customer", "fan"]}]}, 7, 3),
+    ("其他好友：每月一聊", None, 30, 7),
+)
+
+
+def _create_cadence(session: Session, *, admin: Viewer, now: datetime) -> None:
+    from siyu.maintenance import service as maintenance_service
+    from siyu.maintenance.schemas import PolicyIn
+    from siyu.segments.schemas import parse_tree
+
+    for position, (name, conditions, every, quiet) in enumerate(CADENCE_POLICIES, start=1):
+        maintenance_service.create_policy(session, viewer=admin, data=PolicyIn(
+            name=name, conditions=parse_tree(conditions) if conditions else None, every_days=every,
+            quiet_days=quiet, position=position))
+    maintenance_service.generate_tasks(session, now=now)
 
 
 WECOM_ADDS = 8

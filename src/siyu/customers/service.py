@@ -526,6 +526,27 @@ def notify_changed(session: Session, customer_ids: list[int], fields: set[str]) 
         listener(session, customer_ids, fields)
 
 
+# Domains that keep something derived from the timeline (用户维系's next-due day) hear which customers'
+# touches were written: called after every touch write that refreshes the computed facts
+# (refresh_computed_ids: the console, bulk, sync, imports) and after the inbox flood's set-based
+# count_new_contacts — one call per batch, in the same transaction.
+TouchListener = Callable[[Session, list[int]], None]
+_touch_listeners: list[TouchListener] = []
+
+
+def on_touches_written(listener: TouchListener) -> TouchListener:
+    if listener not in _touch_listeners:
+        _touch_listeners.append(listener)
+    return listener
+
+
+def touches_written(session: Session, customer_ids: list[int]) -> None:
+    if not customer_ids:
+        return
+    for listener in _touch_listeners:
+        listener(session, customer_ids)
+
+
 def update_customer(session: Session, *, customer_id: int, data: CustomerUpdate, viewer: Viewer) -> Customer:
     customer = get_customer(session, customer_id=customer_id, viewer=viewer)
     changes = data.model_dump(exclude_unset=True)
@@ -839,6 +860,7 @@ def refresh_computed_ids(session: Session, *, customer_ids: list[int], rules: Li
     computed_tags = ensure_computed_tags(session, rules=rules)
     for start in range(0, len(ids), RECOMPUTE_BATCH):
         _refresh_chunk(session, ids[start:start + RECOMPUTE_BATCH], rules, computed_tags)
+    touches_written(session, ids)
 
 
 def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
@@ -1075,6 +1097,7 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
         connection.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
     if missing:
         connection.execute(dialect_insert(session, CustomerTag.__table__).on_conflict_do_nothing(), missing)
+    touches_written(session, ids)
 
 
 # ---------------------------------------------------------------- lists

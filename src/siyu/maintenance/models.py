@@ -1,0 +1,145 @@
+"""用户维系: touch cadence and the operator's daily task list (今日任务).
+
+A *cadence policy* says: customers matching a condition (compiled by the one segment compiler,
+``segments.compiler``) get a private touch every N days, not within a quiet period after a
+purchase or a touch of another kind. Each customer × account under a policy has one
+``CadenceDue`` row with the next due day, moved in the same transaction as the touches that move
+it (``service.touches_written``, called by ``customers.service`` after every touch write), so
+"due today" is an indexed range read, never a scan of the timeline.
+
+A ``Task`` is one thing an operator should do today for one customer on one account. The daily
+job writes them with a unique key (customer, account, kind, day): running it twice creates
+nothing twice. Done / snoozed / skipped tasks stay, so completion rates per operator are a
+query over this table.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from siyu.core.db import Base, UTCDateTime, utcnow
+from siyu.core.i18n import N_
+
+
+class TaskKind(enum.StrEnum):
+    cadence = "cadence"  # 私聊到期 (cadence policy)
+    follow_up = "follow_up"  # 约定回访
+    birthday = "birthday"  # 生日 / 纪念日
+    new_friend = "new_friend"  # 新好友：补全备注与画像
+    deleted = "deleted"  # 删除了我们：复盘
+    unanswered = "unanswered"  # 未回复的会话
+
+
+TASK_KIND_LABELS = {
+    TaskKind.cadence: N_("Private chat due"),
+    TaskKind.follow_up: N_("Follow-up"),
+    TaskKind.birthday: N_("Birthday or anniversary"),
+    TaskKind.new_friend: N_("New friend: complete the remark"),
+    TaskKind.deleted: N_("Deleted us: review"),
+    TaskKind.unanswered: N_("Unanswered conversation"),
+}
+
+
+class TaskStatus(enum.StrEnum):
+    open = "open"
+    done = "done"  # the operator did it (a touch recorded)
+    snoozed = "snoozed"  # back on snoozed_until
+    skipped = "skipped"  # not done, with a reason
+    closed = "closed"  # the customer was touched otherwise during the day
+
+
+class CadencePolicy(Base):
+    __tablename__ = "cadence_policy"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    # A condition tree (segments.schemas.ConditionGroup as JSON); None: every customer.
+    conditions: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    every_days: Mapped[int] = mapped_column(Integer)
+    quiet_days: Mapped[int] = mapped_column(Integer, default=0)
+    # Lower first: a customer matched by two policies follows the first.
+    position: Mapped[int] = mapped_column(Integer, default=100)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    matched: Mapped[int] = mapped_column(Integer, default=0)  # customer × account pairs at the last apply
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class CadenceDue(Base):
+    """One customer on one account under a cadence policy, with the day the next private touch is due."""
+
+    __tablename__ = "cadence_due"
+    __table_args__ = (Index("ix_cadence_due_account_due", "account_id", "next_due_on"),
+                      Index("ix_cadence_due_due", "next_due_on"))
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"), primary_key=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("cadence_policy.id", ondelete="CASCADE"), index=True)
+    next_due_on: Mapped[date] = mapped_column(Date)
+    last_private_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class FollowUp(Base):
+    """A follow-up an operator scheduled when recording a touch ("3 天后回访")."""
+
+    __tablename__ = "follow_up"
+    __table_args__ = (Index("ix_follow_up_due", "due_on", "done"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    due_on: Mapped[date] = mapped_column(Date)
+    note: Mapped[str] = mapped_column(String(255), default="")
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    touch_id: Mapped[int | None] = mapped_column(ForeignKey("touch.id", ondelete="SET NULL"), nullable=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Task(Base):
+    __tablename__ = "maintenance_task"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "account_id", "kind", "day", name="uq_maintenance_task_key"),
+        Index("ix_maintenance_task_account_day", "account_id", "day", "status", "priority"),
+        Index("ix_maintenance_task_operator_day", "operator_id", "day", "status"),
+        Index("ix_maintenance_task_customer_status", "customer_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    day: Mapped[date] = mapped_column(Date)  # the local day it was generated for
+    priority: Mapped[int] = mapped_column(Integer, default=0)  # higher first
+    overdue_days: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open.value)
+    detail: Mapped[str] = mapped_column(String(255), default="")  # e.g. the follow-up's note
+    ref_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # follow-up or conversation id
+    snoozed_until: Mapped[date | None] = mapped_column(Date, nullable=True)
+    skip_reason: Mapped[str] = mapped_column(String(255), default="")
+    touch_id: Mapped[int | None] = mapped_column(ForeignKey("touch.id", ondelete="SET NULL"), nullable=True)
+    finished_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TaskSettings(Base):
+    """The one row of task-list settings (admin-defined)."""
+
+    __tablename__ = "maintenance_settings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generate_hour: Mapped[int] = mapped_column(Integer, default=7)  # local time the daily job runs
+    generate_minute: Mapped[int] = mapped_column(Integer, default=30)
+    cap_per_operator: Mapped[int] = mapped_column(Integer, default=50)
+    last_generated_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+
+
+__all__ = ["CadenceDue", "CadencePolicy", "FollowUp", "Task", "TaskSettings"]
