@@ -61,7 +61,7 @@ def _written_codes() -> tuple[set[str], set[str]]:
             kinds.add(literals[1])
         for found in re.finditer(r"\b_audit_order\(session, viewer, ", text):  # the orders' wrapper
             call = _call_text(text, found.end() - len("session, viewer, ") - 1)
-            actions.add([m.group(2) for m in LITERAL.finditer(call)][0])
+            actions.add(next(m.group(2) for m in LITERAL.finditer(call)))
             kinds.add("order")
     return actions, kinds
 

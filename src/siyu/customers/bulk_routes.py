@@ -165,7 +165,8 @@ class BulkRequest(BaseModel):
     dry_run: bool = Field(False, description="Only count and describe; change nothing")
 
 
-@api.post("/customers/bulk", responses={202: {"description": "Queued: job_id, job_url, count"}})
+@api.post("/customers/bulk", responses={202: {"description": "Queued: job_id, job_url, count"},
+                                        404: {"description": "The saved segment named by `segment` does not exist."}})
 def api_bulk(session: SessionDep, viewer: ApiViewer, body: BulkRequest) -> Response:
     """Apply an action to every customer matching a filter, as a background job."""
     f = body.filter

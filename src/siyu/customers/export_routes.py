@@ -97,6 +97,7 @@ EXPORT_RESPONSES: dict[int | str, dict[str, object]] = {
           "content": {"text/csv": {}, ExportFormat.xlsx.media_type: {}}},
     202: {"description": "More customers: a background job writes the file. Poll job_url; its result's "
                          "api_download_url downloads it (only for you, for 24 hours)."},
+    404: {"description": "The saved segment named by `segment` does not exist."},
     422: {"description": "A filter the customer list refuses (an account that is not yours, an unknown tag …)."},
 }
 

@@ -64,7 +64,8 @@ def filter_from_params(
 FilterDep = Annotated[CustomerFilter, Depends(filter_from_params)]
 
 
-@api.get("/customers", response_model=CustomerPage)
+@api.get("/customers", response_model=CustomerPage,
+         responses={404: {"description": "The saved segment named by `segment` does not exist."}})
 def list_customers(
     session: SessionDep,
     viewer: ApiViewer,
