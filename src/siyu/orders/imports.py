@@ -54,7 +54,7 @@ from siyu.orders.models import IMPORT_SOURCE, OrderStatus
 from siyu.team import service as team_service
 
 MAX_ROWS = 1_000_000
-BATCH_ORDERS = 1000  # orders per transaction
+BATCH_ORDERS = 5000  # orders per transaction
 BACKGROUND_ROWS = 5000  # larger files are written by a background job
 
 
@@ -434,8 +434,8 @@ Transaction = Callable[[], AbstractContextManager[Session]]
 def run_in_batches(transaction: Transaction, *, source: Source, viewer: Viewer, filename: str,
                    mapping: list[str] | None = None, progress: Callable[[int, int], None] | None = None,
                    checkpoint: Callable[[Session, dict[str, Any]], None] | None = None,
-                   resume: dict[str, Any] | None = None) -> ImportResult:
-    """Check the whole file, then write it one batch of orders per transaction — resumable.
+                   resume: dict[str, Any] | None = None, size: int = BATCH_ORDERS) -> ImportResult:
+    """Check the whole file, then write it one batch of ``size`` orders per transaction — resumable.
 
     ``checkpoint(session, state)`` runs inside each batch's transaction, so the position (orders
     written, counts) commits with the orders it counts; ``resume`` skips exactly those. The buyers'
@@ -455,7 +455,7 @@ def run_in_batches(transaction: Transaction, *, source: Source, viewer: Viewer, 
     if progress:
         progress(written, plan.orders)
     skip = written
-    for batch in iter_batches(plan):
+    for batch in iter_batches(plan, size=size):
         if skip >= len(batch):
             skip -= len(batch)
             continue
