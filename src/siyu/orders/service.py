@@ -21,6 +21,7 @@ orders are matched only to customers they see.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -30,7 +31,7 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, false, fun
 from sqlalchemy.orm import Session
 
 from siyu.channels.models import ChannelAdd
-from siyu.core.db import utcnow
+from siyu.core.db import UTCDateTime, utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import N_
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
@@ -459,6 +460,19 @@ def _insert_ids(session: Session, table: Table, rows: list[dict[str, Any]]) -> l
     return ids
 
 
+def _memo(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A time column's processor remembering its answers: a batch repeats its times (now, each paid_at)."""
+    seen: dict[Any, Any] = {}
+
+    def remembered(value: Any) -> Any:
+        found = seen.get(value, seen)
+        if found is seen:
+            found = seen[value] = process(value)
+        return found
+
+    return remembered
+
+
 def _executemany(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
     """INSERT these rows (all with the same keys) in one DB-API executemany of plain tuples.
 
@@ -481,7 +495,8 @@ def _executemany(session: Session, table: Table, rows: list[dict[str, Any]]) -> 
             continue
         columns.append(column)
         constants.append(default.arg if default.is_scalar else default.arg(None))  # type: ignore[attr-defined]
-    processors = [(i, p) for i, p in enumerate(c.type._cached_bind_processor(dialect) for c in columns) if p]
+    processors = [(i, _memo(p) if isinstance(c.type, UTCDateTime) else p)
+                  for i, (c, p) in enumerate((c, c.type._cached_bind_processor(dialect)) for c in columns) if p]
     marker = "?" if dialect.paramstyle == "qmark" else "%s"
     quote = dialect.identifier_preparer.quote
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) "  # noqa: S608 - names from the model
