@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, false, func, insert, or_, select, true, update
@@ -456,7 +457,7 @@ def _insert_ids(session: Session, table: Table, rows: list[dict[str, Any]]) -> l
     first = int(session.execute(insert(table).returning(table.c.id), rows[0]).scalar_one())
     ids = list(range(first, first + len(rows)))
     if len(rows) > 1:
-        _executemany(session, table, [row | {"id": new_id} for row, new_id in zip(rows[1:], ids[1:], strict=True)])
+        _executemany(session, table, rows[1:], ids=ids[1:])
     return ids
 
 
@@ -473,13 +474,13 @@ def _memo(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return remembered
 
 
-def _executemany(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+def _executemany(session: Session, table: Table, rows: list[dict[str, Any]], *, ids: list[int] | None = None) -> None:
     """INSERT these rows (all with the same keys) in one DB-API executemany of plain tuples.
 
     What ``session.execute(insert(table), rows)`` does, without SQLAlchemy's per-row parameter
     bookkeeping (most of an import's CPU time): the columns' own bind processors convert the values
     (so what is stored is the same), Python-side column defaults are evaluated once for the batch,
-    and the values are bound parameters as ever.
+    and the values are bound parameters as ever. ``ids``: the rows' ids, one per row.
     """
     if not rows:
         return
@@ -487,10 +488,12 @@ def _executemany(session: Session, table: Table, rows: list[dict[str, Any]]) -> 
     dialect = connection.dialect
     keys = list(rows[0])
     columns = [table.c[key] for key in keys]
+    if ids is not None:
+        columns.append(table.c.id)
     constants: list[Any] = []
     for column in table.columns:
         default = column.default
-        if column.key in rows[0] or default is None or not (
+        if column.key in rows[0] or column.key == "id" or default is None or not (
                 getattr(default, "is_scalar", False) or getattr(default, "is_callable", False)):
             continue
         columns.append(column)
@@ -503,13 +506,16 @@ def _executemany(session: Session, table: Table, rows: list[dict[str, Any]]) -> 
            f"VALUES ({', '.join([marker] * len(columns))})")
     tail = tuple(constants)
     params: list[tuple[Any, ...]] = []
-    for row in rows:
-        values = [row[key] for key in keys]
+    get = itemgetter(*keys) if len(keys) > 1 else lambda row: (row[keys[0]],)
+    for position, row in enumerate(rows):
+        values = list(get(row))
+        if ids is not None:
+            values.append(ids[position])
         values.extend(tail)
         for i, process in processors:
             values[i] = process(values[i])
         params.append(tuple(values))
-    connection.exec_driver_sql(sql, params)  # type: ignore[arg-type]
+    connection.exec_driver_sql(sql, params)
 
 
 def _touch_text(order_no: str, amount: Decimal) -> str:
