@@ -493,10 +493,10 @@ def test_an_import_killed_midway_resumes_and_writes_each_order_once(db: Session,
 
     with pytest.raises(RuntimeError):
         imports.run_in_batches(core_db.transaction, source=open_source(path), viewer=SYSTEM, filename="big.csv",
-                               checkpoint=crash_after_two)
+                               checkpoint=crash_after_two, size=1000)
     assert db.scalar(select(func.count()).select_from(Order)) == 1000  # the second batch rolled back with its state
     resumed = imports.run_in_batches(core_db.transaction, source=open_source(path), viewer=SYSTEM,
-                                     filename="big.csv", resume=saved)
+                                     filename="big.csv", resume=saved, size=1000)
     assert resumed.counts.created == 2500
     assert db.scalar(select(func.count()).select_from(Order)) == 2500
     got = facts(db, customer.id)

@@ -7,8 +7,10 @@ file's own column header), and the same shape of run:
 
 - **The whole file is checked before anything is written.** A negative amount at row 40,001 and
   nothing changes; the report names the row and the column.
-- **Streamed, twice**, in batches of whole orders: read once to check, once to write; nothing
-  holds the whole file.
+- **Parsed once.** The check reads the file once; when it is for a write (``run_in_batches``) each
+  checked order is kept in compact form (plain tuples, pickled in chunks to a temporary file that
+  is deleted afterwards), so the write pass reads back exactly what was checked — no second parse,
+  no second check — and memory holds one chunk, never the whole file.
 - **One order, several rows.** Shop exports list an order's items on consecutive rows with the
   same order number; those rows are one order with several lines (their order-level cells —
   amount, time — must agree). The same order number again further down is an error naming
@@ -22,13 +24,15 @@ file's own column header), and the same shape of run:
 
 from __future__ import annotations
 
+import pickle
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
@@ -54,8 +58,9 @@ from siyu.orders.models import IMPORT_SOURCE, OrderStatus
 from siyu.team import service as team_service
 
 MAX_ROWS = 1_000_000
-BATCH_ORDERS = 1000  # orders per transaction
+BATCH_ORDERS = 1000  # orders per transaction (5,000: 3 % less CPU but 60 MB more peak RSS)
 BACKGROUND_ROWS = 5000  # larger files are written by a background job
+SPOOL_CHUNK = 2000  # checked orders pickled together in the spool
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,32 @@ class ImportPlan:
     mapping: list[str]
     rows: int = 0
     orders: int = 0
+    spool: IO[bytes] | None = None  # the checked orders in compact form (see ``check_file``)
+
+
+# An order in the spool: (source, order_no, paid_at, amount, status, discount, coupon_code,
+# refunded_amount, store, customer_id, unionid, external_userid, phone, buyer name,
+# ((sku, name, quantity, price, category), …)).
+Packed = tuple[Any, ...]
+
+
+def _pack(data: service.OrderData, lines: list[service.LineData]) -> Packed:
+    buyer = data.buyer
+    return (data.source, data.order_no, data.paid_at, data.amount, data.status, data.discount, data.coupon_code,
+            data.refunded_amount, data.store, buyer.customer_id, buyer.unionid, buyer.external_userid, buyer.phone,
+            buyer.name, tuple((line.sku, line.name, line.quantity, line.price, line.category) for line in lines))
+
+
+def _unpack(packed: Packed) -> service.OrderData:
+    (source, order_no, paid_at, amount, status, discount, coupon_code, refunded_amount, store, customer_id, unionid,
+     external_userid, phone, name, lines) = packed
+    return service.OrderData(
+        source=source, order_no=order_no, paid_at=paid_at, amount=amount, status=status, discount=discount,
+        coupon_code=coupon_code, refunded_amount=refunded_amount, store=store,
+        buyer=service.Buyer(customer_id=customer_id, unionid=unionid, external_userid=external_userid, phone=phone,
+                            name=name),
+        lines=[service.LineData(sku=sku, name=line_name, quantity=quantity, price=price, category=category)
+               for sku, line_name, quantity, price, category in lines])
 
 
 @dataclass
@@ -326,8 +357,12 @@ def _orders(plan: ImportPlan, on_error: Callable[[list[RowError]], None] | None 
 
 
 def check_file(session: Session | None, *, source: Source, viewer: Viewer,
-               mapping: list[str] | None = None) -> ImportPlan:
-    """Read the whole file and check every row; ImportInvalid lists every problem (nothing written)."""
+               mapping: list[str] | None = None, spool: IO[bytes] | None = None) -> ImportPlan:
+    """Read the whole file and check every row; ImportInvalid lists every problem (nothing written).
+
+    With ``spool`` (an empty binary temporary file) every checked order is also written there in compact
+    form, and ``iter_batches`` then reads the orders back from it instead of parsing the file again.
+    """
     ensure_may_import(viewer)
     rows = iter_rows(source)
     first = next(rows, None)
@@ -355,6 +390,16 @@ def check_file(session: Session | None, *, source: Source, viewer: Viewer,
     previous: tuple[str, str] | None = None
     previous_row = 0
     previous_data: service.OrderData | None = None
+    lines: list[service.LineData] = []
+    chunk: list[Packed] = []
+
+    def keep() -> None:  # the previous order, whole, into the spool
+        if spool is not None and previous_data is not None and not total:
+            chunk.append(_pack(previous_data, lines))
+            if len(chunk) >= SPOOL_CHUNK:
+                pickle.dump(chunk, spool, protocol=pickle.HIGHEST_PROTOCOL)
+                chunk.clear()
+
     try:
         for number, cells in rows:
             parsed, row_errors = checker.parse(number, cells)
@@ -371,6 +416,8 @@ def check_file(session: Session | None, *, source: Source, viewer: Viewer,
                 if parsed.data.amount != previous_data.amount or parsed.data.paid_at != previous_data.paid_at:
                     collect([RowError(number, checker.column("amount"), _(
                         "Same order as row {other} with a different amount or time", other=previous_row))])
+                if parsed.line is not None:
+                    lines.append(parsed.line)
                 continue
             digest = hash(parsed.key)
             other = seen.get(digest)
@@ -380,20 +427,37 @@ def check_file(session: Session | None, *, source: Source, viewer: Viewer,
                                     other=other))])
                 continue
             seen[digest] = number
+            keep()
             previous, previous_row, previous_data = parsed.key, number, parsed.data
+            lines = [parsed.line] if parsed.line is not None else []
             plan.orders += 1
+        keep()
+        if spool is not None and chunk and not total:
+            pickle.dump(chunk, spool, protocol=pickle.HIGHEST_PROTOCOL)
     finally:
         rows.close()
     if total:
         raise ImportInvalid(reported, total=total)
     if not plan.orders:
         raise file_error(N_("The file has a header but no orders"))
+    plan.spool = spool
     return plan
+
+
+def _spooled(spool: IO[bytes]) -> Iterator[service.OrderData]:
+    spool.seek(0)
+    while True:
+        try:
+            chunk: list[Packed] = pickle.load(spool)  # noqa: S301 - our own temporary file, written above
+        except EOFError:
+            return
+        for packed in chunk:
+            yield _unpack(packed)
 
 
 def iter_batches(plan: ImportPlan, *, size: int = BATCH_ORDERS) -> Iterator[list[service.OrderData]]:
     batch: list[service.OrderData] = []
-    for order in _orders(plan):
+    for order in (_spooled(plan.spool) if plan.spool is not None else _orders(plan)):
         batch.append(order)
         if len(batch) >= size:
             yield batch
@@ -434,8 +498,8 @@ Transaction = Callable[[], AbstractContextManager[Session]]
 def run_in_batches(transaction: Transaction, *, source: Source, viewer: Viewer, filename: str,
                    mapping: list[str] | None = None, progress: Callable[[int, int], None] | None = None,
                    checkpoint: Callable[[Session, dict[str, Any]], None] | None = None,
-                   resume: dict[str, Any] | None = None) -> ImportResult:
-    """Check the whole file, then write it one batch of orders per transaction — resumable.
+                   resume: dict[str, Any] | None = None, size: int = BATCH_ORDERS) -> ImportResult:
+    """Check the whole file, then write it one batch of ``size`` orders per transaction — resumable.
 
     ``checkpoint(session, state)`` runs inside each batch's transaction, so the position (orders
     written, counts) commits with the orders it counts; ``resume`` skips exactly those. The buyers'
@@ -444,18 +508,25 @@ def run_in_batches(transaction: Transaction, *, source: Source, viewer: Viewer, 
     in the state, so a resumed run covers the orders an earlier attempt wrote); the import is done, and
     its audit entry written, only after that.
     """
-    state = dict(resume or {})
+    with tempfile.TemporaryFile(prefix="siyu-orders-") as spool:
+        return _run(transaction, source=source, viewer=viewer, filename=filename, mapping=mapping, progress=progress,
+                    checkpoint=checkpoint, state=dict(resume or {}), size=size, spool=spool)
+
+
+def _run(transaction: Transaction, *, source: Source, viewer: Viewer, filename: str, mapping: list[str] | None,
+         progress: Callable[[int, int], None] | None, checkpoint: Callable[[Session, dict[str, Any]], None] | None,
+         state: dict[str, Any], size: int, spool: IO[bytes]) -> ImportResult:
     written = int(state.get("written", 0))
     since = datetime.fromisoformat(state["since"]) if state.get("since") else utcnow() - timedelta(seconds=1)
     with transaction() as session:
-        plan = check_file(session, source=source, viewer=viewer, mapping=mapping)
+        plan = check_file(session, source=source, viewer=viewer, mapping=mapping, spool=spool)
     result = ImportResult(rows=plan.rows, orders=plan.orders, counts=service.UpsertResult(
         created=int(state.get("created", 0)), updated=int(state.get("updated", 0)),
         unmatched=int(state.get("unmatched", 0))))
     if progress:
         progress(written, plan.orders)
     skip = written
-    for batch in iter_batches(plan):
+    for batch in iter_batches(plan, size=size):
         if skip >= len(batch):
             skip -= len(batch)
             continue
