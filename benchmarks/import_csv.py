@@ -21,7 +21,6 @@ import csv
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import print_header
+from machine import cpu_seconds, csv_read_baseline, peak_rss_mb, print_header
 
 TARGET_SECONDS = 60.0
 TARGET_RSS_MB = 500.0
@@ -49,24 +48,6 @@ def write_file(path: Path, rows: int) -> None:
                              rng.choice(CITIES)])
 
 
-def cpu_seconds() -> float:
-    """CPU time this process used (user + system): what the work costs, whatever else the machine runs."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-
-
-def child_baseline(path: Path) -> dict[str, float]:
-    started = time.perf_counter()
-    count = 0
-    with path.open(encoding="gbk", newline="") as handle:
-        for _row in csv.reader(handle):
-            count += 1
-    return {"seconds": time.perf_counter() - started, "rss_mb": peak_rss_mb(), "rows": count - 1,
-            "cpu": cpu_seconds()}
 
 
 def child_import(path: Path, database: Path) -> dict[str, float]:
@@ -109,8 +90,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         kind, *paths = args.child
-        figures = child_baseline(Path(paths[0])) if kind == "baseline" else child_import(Path(paths[0]),
-                                                                                         Path(paths[1]))
+        figures = (csv_read_baseline(Path(paths[0]), encoding="gbk") if kind == "baseline"
+                   else child_import(Path(paths[0]), Path(paths[1])))
         print(json.dumps(figures))
         return 0
 

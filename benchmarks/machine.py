@@ -6,8 +6,10 @@ A, B, …) so that load on a shared machine hits both alike, reported as medians
 
 from __future__ import annotations
 
+import csv
 import os
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -56,3 +58,24 @@ def interleaved(runs: int, actions: dict[str, Callable[[], Any]], *, warmup: int
 
 def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def cpu_seconds() -> float:
+    """CPU time this process used (user + system): what the work costs, whatever else the machine runs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def csv_read_baseline(path: Path, *, encoding: str) -> dict[str, float]:
+    """A bare ``csv`` read of the file (in a child process of its own): the import benchmarks' baseline."""
+    started = time.perf_counter()
+    count = 0
+    with path.open(encoding=encoding, newline="") as handle:
+        for _row in csv.reader(handle):
+            count += 1
+    return {"seconds": time.perf_counter() - started, "rss_mb": peak_rss_mb(), "rows": count - 1,
+            "cpu": cpu_seconds()}

@@ -27,7 +27,6 @@ import csv
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from machine import print_header
+from machine import cpu_seconds, csv_read_baseline, peak_rss_mb, print_header
 
 TARGET_SECONDS = 90.0  # for 500,000 orders
 TARGET_RSS_MB = 500.0
@@ -74,23 +73,6 @@ def write_file(path: Path, rows: int, customers: int) -> None:
                              category, quantity, f"{price}.00"])
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-
-
-def child_baseline(path: Path) -> dict[str, float]:
-    started = time.perf_counter()
-    count = 0
-    with path.open(encoding="utf-8", newline="") as handle:
-        for _row in csv.reader(handle):
-            count += 1
-    return {"seconds": time.perf_counter() - started, "rss_mb": peak_rss_mb(), "rows": count - 1,
-            "cpu": cpu_seconds()}
 
 
 def seed_customers(count: int) -> None:
@@ -184,7 +166,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        figures = (child_baseline(Path(rest[0])) if kind == "baseline"
+        figures = (csv_read_baseline(Path(rest[0]), encoding="utf-8") if kind == "baseline"
                    else child_import(Path(rest[0]), rest[1], int(rest[2])))
         print(json.dumps(figures))
         return 0
