@@ -156,3 +156,28 @@ def test_wecom_test_connection_shows_the_platforms_error_then_success(tab: Any) 
                 os.environ[name] = value
         get_settings.cache_clear()
         server.stop()
+
+
+def test_the_navigation_stays_on_one_line_at_1024_px_and_its_groups_open(tab: Any) -> None:
+    page = tab.page
+    tab.login()
+    page.set_viewport_size({"width": 1024, "height": 768})
+    tab.go("/segments")
+    nav = page.locator('[data-testid="nav"]')
+    item = page.locator('[data-testid="nav"] > li').first
+    nav_box, item_box = nav.bounding_box(), item.bounding_box()
+    assert nav_box is not None and item_box is not None
+    assert nav_box["height"] <= item_box["height"] * 1.5, f"the navigation wraps: {nav_box} vs {item_box}"
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], widths
+    # The open page's group is marked; its list opens on a click and closes on Escape.
+    group = page.locator(".siyu-menu.active summary")
+    expect(group).to_have_text("客户")
+    group.click()
+    expect(page.locator('.siyu-menu.active a[aria-current="page"]')).to_have_text("客户分群")
+    page.keyboard.press("Escape")
+    expect(page.locator(".siyu-menu details[open]")).to_have_count(0)
+    page.locator(".siyu-menu summary", has_text="设置").click()
+    page.locator(".siyu-menu a", has_text="审计日志").click()
+    page.wait_for_url(tab.site.url + "/audit")
+    assert tab.errors == [], tab.errors

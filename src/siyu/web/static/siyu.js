@@ -141,3 +141,15 @@
   }
   document.addEventListener("htmx:load", function (event) { init(event.detail.elt); });
 })();
+
+// Grouped navigation: one group open at a time; a click elsewhere or Escape closes it.
+(function () {
+  "use strict";
+  function closeMenus(except) {
+    document.querySelectorAll(".siyu-menu details[open]").forEach(function (menu) {
+      if (!except || !menu.contains(except)) { menu.removeAttribute("open"); }
+    });
+  }
+  document.addEventListener("click", function (event) { closeMenus(event.target); });
+  document.addEventListener("keydown", function (event) { if (event.key === "Escape") { closeMenus(null); } });
+})();
