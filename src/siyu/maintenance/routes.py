@@ -453,9 +453,9 @@ def churn_page(request: Request, session: SessionDep, viewer: PageViewer,
 
     filters = {k: v for k, v in (("account", account or ""), ("since", since), ("until", until), ("side", side)) if v}
     next_url = f"/customers/churn?{urlencode({**filters, 'cursor': next_cursor})}" if next_cursor else ""
+    visible = accounts_service.visible_accounts(session, viewer=viewer)
     return render(request, "maintenance/churn.html", nav_active="maintenance", title=_("Lost friends"),
                   rows=rows, routes=routes, next_url=next_url, account_id=account, since=since, until=until,
-                  side=side, accounts=accounts_service.visible_accounts(session, viewer=viewer),
-                  account_names={a.id: a.display_name for a in accounts_service.visible_accounts(session, viewer=viewer)},
+                  side=side, accounts=visible, account_names={a.id: a.display_name for a in visible},
                   sides={k: _(v) for k, v in churn.SIDES.items()},
                   reasons={k: _(v) for k, v in churn.REASONS.items()})
