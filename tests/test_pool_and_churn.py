@@ -242,9 +242,8 @@ def test_the_churn_list_filters_by_account_dates_and_side_and_pages_by_cursor(ma
 
 def test_the_deleted_task_stores_the_reason_and_shows_the_other_account_to_win_back_through(
         client: Any, make: Any, db: Session, shop: dict[str, Any]) -> None:
-    from tests.test_pages import Console
-
     from siyu.accounts.models import Account
+    from tests.test_pages import Console
 
     second = make.account(display_name="茶小满备用号")
     operator = make.user("operator", accounts=[shop["account"], second])
