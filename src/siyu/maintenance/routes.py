@@ -301,9 +301,10 @@ def _today_context(session: Any, viewer: Viewer, account_id: int | None) -> dict
     # Churn reviews: the customer's other active friendships (a win-back route) and the stored reason.
     lost = [t for t in tasks if t.kind == TaskKind.deleted.value]
     routes = churn.win_back_routes(session, customer_ids=[t.customer_id for t in lost])
-    reasons = {(f.customer_id, f.account_id): f for t in lost
-               if (f := session.scalar(select(Friendship).where(Friendship.customer_id == t.customer_id,
-                                                                Friendship.account_id == t.account_id)))}
+    lost_keys = {(t.customer_id, t.account_id) for t in lost}
+    reasons = {(f.customer_id, f.account_id): f for f in session.scalars(
+        select(Friendship).where(Friendship.customer_id.in_(sorted({c for c, _a in lost_keys}))))
+        if (f.customer_id, f.account_id) in lost_keys} if lost else {}
     items = [{"task": t, "name": names.get(t.id, ("", ""))[0], "remark": names.get(t.id, ("", ""))[1],
               "label": _(TASK_KIND_LABELS[TaskKind(t.kind)]),
               "routes": [r for r in routes.get(t.customer_id, []) if r[0] != t.account_id],
