@@ -124,7 +124,7 @@ def test_a_customer_deleting_us_is_a_churn_alert(client: TestClient, db: Session
     customer = db.scalar(select(Customer).where(Customer.wecom_external_userid == "wmEXT0003"))
     assert customer is not None
     db.refresh(customer)
-    assert [f.status for f in customer.friendships] == ["deleted"]
+    assert [(f.status, f.ended_by) for f in customer.friendships] == [("deleted", "customer")]  # the churn list's side
     alerts = [t for t in db.scalars(select(Touch).where(Touch.customer_id == customer.id))
               if (t.details or {}).get("event") == "churn"]
     assert [a.details["side"] for a in alerts] == ["customer"]  # type: ignore[index]

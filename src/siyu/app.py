@@ -263,9 +263,9 @@ def create_app() -> FastAPI:
                    segments_api, maintenance_api):
         app.include_router(router, prefix="/api/v1")
     for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
-                   chat_pages, sidebar_pages, merge_pages, orders_pages, customers_pages, jobs_pages, inbox_pages,
-                   autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages, segments_pages,
-                   maintenance_pages):
+                   chat_pages, sidebar_pages, merge_pages, orders_pages, maintenance_pages, customers_pages,
+                   jobs_pages, inbox_pages, autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages,
+                   segments_pages):
         app.include_router(router)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).

@@ -83,6 +83,8 @@ class Customer(Base):
         Index("ix_customer_last_touch", "last_touch_at", "id"),
         Index("ix_customer_stage_last_touch", "stage", "last_touch_at"),
         Index("ix_customer_created", "created_at", "id"),
+        Index("ix_customer_pool", "pool_since", "id"),
+        Index("ix_customer_claimed", "claimed_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -121,6 +123,10 @@ class Customer(Base):
     owner_id: Mapped[int | None] = mapped_column(
         ForeignKey("user.id", ondelete="SET NULL"), nullable=True, index=True
     )
+    # 公海 (maintenance.pool): set while the customer waits in the public pool without an owner;
+    # claimed_at: when the current owner claimed them from it (returned unworked after the hold time).
+    pool_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -143,6 +149,7 @@ class Friendship(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "customer_id"),
         Index("ix_friendship_account_status", "account_id", "status"),
+        Index("ix_friendship_status_removed", "status", "removed_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -157,6 +164,11 @@ class Friendship(Base):
     channel_state: Mapped[str] = mapped_column(String(64), default="")  # WeCom contact-way `state`
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Who ended a deleted friendship: "customer" (del_follow_user), "member" (del_external_contact),
+    # "" when unknown (the sync found it gone). The churn review's reason and note (maintenance.churn).
+    ended_by: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    churn_reason: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    churn_note: Mapped[str] = mapped_column(String(255), default="", server_default="")
     # The WeCom sync run that last saw this friendship on the platform (wecom.sync): one not
     # seen by a finished run is gone on WeCom.
     wecom_synced_run: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -140,6 +140,24 @@ class TaskSettings(Base):
     generate_minute: Mapped[int] = mapped_column(Integer, default=30)
     cap_per_operator: Mapped[int] = mapped_column(Integer, default=50)
     last_generated_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    # 公海 policy (maintenance.pool): customers nobody touched for this many days go to the pool (0: never);
+    # each operator claims at most pool_claim_limit a day; a claim not worked within pool_hold_days returns.
+    pool_untouched_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pool_claim_limit: Mapped[int] = mapped_column(Integer, default=20, server_default="20")
+    pool_hold_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
 
 
-__all__ = ["CadenceDue", "CadencePolicy", "FollowUp", "Task", "TaskSettings"]
+class PoolClaim(Base):
+    """One claim from the 公海: who took which customer when, and whether it went back unworked."""
+
+    __tablename__ = "pool_claim"
+    __table_args__ = (Index("ix_pool_claim_user_at", "user_id", "claimed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+__all__ = ["CadenceDue", "CadencePolicy", "FollowUp", "PoolClaim", "Task", "TaskSettings"]

@@ -6,12 +6,13 @@ the chat sidebar. An operator naming an account they do not serve gets 404, as f
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from siyu.accounts import service as accounts_service
 from siyu.core.deps import AdminApiViewer, AdminPageViewer, ApiViewer, CsrfChecked, PageViewer, SessionDep
@@ -21,16 +22,25 @@ from siyu.core.ids import Id
 from siyu.core.pagination import decode_cursor, encode_cursor
 from siyu.core.settings import local_today
 from siyu.core.viewer import Viewer
+from siyu.customers.models import Friendship
 from siyu.customers.pages import FormDep, FormRead
-from siyu.maintenance import service
+from siyu.maintenance import churn, pool, service
 from siyu.maintenance.models import TASK_KIND_LABELS, Task, TaskKind
 from siyu.maintenance.schemas import (
+    ChurnOut,
+    ChurnPage,
+    ChurnReasonIn,
+    ClaimOut,
     CompletionOut,
     FollowUpIn,
     FollowUpOut,
     PolicyCreated,
     PolicyIn,
     PolicyOut,
+    PoolCustomerOut,
+    PoolPage,
+    PoolSettingsIn,
+    PoolSettingsOut,
     SkipIn,
     SnoozeIn,
     TaskActionOut,
@@ -162,16 +172,146 @@ def delete_policy(session: SessionDep, viewer: AdminApiViewer, policy_id: Id) ->
     session.commit()
 
 
+# ---------------------------------------------------------------- 公海 and churn (API)
+
+
+def _pool_after(cursor: str | None) -> tuple[datetime, int] | None:
+    if not cursor:
+        return None
+    try:
+        at, last_id = decode_cursor(cursor)
+        return datetime.fromisoformat(str(at)), int(last_id)
+    except (ValueError, TypeError) as exc:
+        raise Invalid("Invalid cursor", field="cursor") from exc
+
+
+def _pool_page(session: Any, viewer: Viewer, *, account_id: int | None, limit: int,
+               cursor: str | None) -> tuple[list[Any], str | None, dict[int, list[tuple[int, str]]]]:
+    found = pool.list_pool(session, viewer=viewer, account_id=account_id, limit=limit + 1, after=_pool_after(cursor))
+    next_cursor = None
+    if len(found) > limit:
+        last = found[limit - 1]
+        next_cursor = encode_cursor([last.pool_since.isoformat() if last.pool_since else "", last.id])
+    found = found[:limit]
+    routes = churn.win_back_routes(session, customer_ids=[c.id for c in found])
+    if not viewer.sees_all_accounts:
+        routes = {cid: [r for r in rs if viewer.can_see_account(r[0])] for cid, rs in routes.items()}
+    return found, next_cursor, routes
+
+
+@api.get("/pool", response_model=PoolPage)
+def list_pool(session: SessionDep, viewer: ApiViewer, account_id: Annotated[int | None, Query(ge=1)] = None,
+              limit: Annotated[int, Query(ge=1, le=200)] = PAGE_SIZE, cursor: str | None = None) -> PoolPage:
+    """公海: customers without an owner on the viewer's accounts, longest waiting first."""
+    found, next_cursor, routes = _pool_page(session, viewer, account_id=account_id, limit=limit, cursor=cursor)
+    settings = service.get_settings_row(session)
+    return PoolPage(items=[PoolCustomerOut(customer_id=c.id, name=c.name, pool_since=c.pool_since,
+                                           last_touch_at=c.last_touch_at,
+                                           account_ids=[a for a, _n in routes.get(c.id, [])]) for c in found],
+                    next_cursor=next_cursor,
+                    claimed_today=pool.claims_today(session, user_id=viewer.user_id) if viewer.user_id else 0,
+                    claim_limit=settings.pool_claim_limit)
+
+
+@api.post("/pool/{customer_id}/claim", response_model=ClaimOut)
+def claim_from_pool(session: SessionDep, viewer: ApiViewer, customer_id: Id) -> ClaimOut:
+    """Claim a pool customer: 404 outside the viewer's accounts, 409 when someone was first, 422 past the limit."""
+    customer = pool.claim(session, customer_id=customer_id, viewer=viewer)
+    session.commit()
+    assert customer.owner_id is not None and customer.claimed_at is not None
+    return ClaimOut(customer_id=customer.id, owner_id=customer.owner_id, claimed_at=customer.claimed_at,
+                    claimed_today=pool.claims_today(session, user_id=customer.owner_id),
+                    claim_limit=service.get_settings_row(session).pool_claim_limit)
+
+
+@api.get("/pool/settings", response_model=PoolSettingsOut)
+def get_pool_settings(session: SessionDep, viewer: ApiViewer) -> PoolSettingsOut:
+    return PoolSettingsOut.model_validate(service.get_settings_row(session))
+
+
+@api.put("/pool/settings", response_model=PoolSettingsOut)
+def put_pool_settings(session: SessionDep, viewer: AdminApiViewer, data: PoolSettingsIn) -> PoolSettingsOut:
+    """The pool policy: untouched days before a customer enters (0: never), claims a day, hold days."""
+    row = service.get_settings_row(session)
+    before = PoolSettingsOut.model_validate(row).model_dump()
+    row.pool_untouched_days, row.pool_claim_limit, row.pool_hold_days = (
+        data.pool_untouched_days, data.pool_claim_limit, data.pool_hold_days)
+    from siyu.team.service import record_audit
+
+    record_audit(session, actor=viewer, action="update", entity_type="pool_settings", before=before,
+                 after=data.model_dump())
+    session.commit()
+    return PoolSettingsOut.model_validate(row)
+
+
+def _churn_after(cursor: str | None) -> tuple[datetime, int] | None:
+    return _pool_after(cursor)
+
+
+def _churn_page(session: Any, viewer: Viewer, *, account_id: int | None, since: date | None, until: date | None,
+                side: str, limit: int, cursor: str | None) -> tuple[list[churn.ChurnRow], str | None]:
+    rows = churn.list_churn(session, viewer=viewer, account_id=account_id, since=since, until=until, side=side,
+                            limit=limit + 1, after=_churn_after(cursor))
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1].friendship
+        next_cursor = encode_cursor([last.removed_at.isoformat() if last.removed_at else "", last.id])
+    return rows[:limit], next_cursor
+
+
+@api.get("/churn", response_model=ChurnPage)
+def list_churn(session: SessionDep, viewer: ApiViewer, account_id: Annotated[int | None, Query(ge=1)] = None,
+               since: date | None = None, until: date | None = None, side: str = "",
+               limit: Annotated[int, Query(ge=1, le=200)] = PAGE_SIZE, cursor: str | None = None) -> ChurnPage:
+    """Ended friendships, newest first; ``side``: customer (they deleted us) or member (we removed them)."""
+    rows, next_cursor = _churn_page(session, viewer, account_id=account_id, since=since, until=until, side=side,
+                                    limit=limit, cursor=cursor)
+    routes = churn.win_back_routes(session, customer_ids=[r.customer.id for r in rows])
+    return ChurnPage(items=[ChurnOut(customer_id=r.customer.id, account_id=r.friendship.account_id,
+                                     name=r.customer.name, removed_at=r.friendship.removed_at,
+                                     ended_by=r.friendship.ended_by, churn_reason=r.friendship.churn_reason,
+                                     churn_note=r.friendship.churn_note,
+                                     other_accounts=[a for a, _n in routes.get(r.customer.id, [])
+                                                     if viewer.can_see_account(a)])
+                            for r in rows if r.friendship.removed_at is not None],
+                     next_cursor=next_cursor)
+
+
+@api.put("/customers/{customer_id}/churn/{account_id}", response_model=ChurnOut)
+def put_churn_reason(session: SessionDep, viewer: ApiViewer, customer_id: Id, account_id: Id,
+                     data: ChurnReasonIn) -> ChurnOut:
+    """The churn review: why the customer left this account (``reason`` one of the list, ``note`` free text)."""
+    friendship = churn.set_reason(session, customer_id=customer_id, account_id=account_id, reason=data.reason,
+                                  note=data.note, viewer=viewer)
+    session.commit()
+    routes = churn.win_back_routes(session, customer_ids=[customer_id])
+    assert friendship.removed_at is not None
+    return ChurnOut(customer_id=customer_id, account_id=account_id, name=friendship.customer.name,
+                    removed_at=friendship.removed_at, ended_by=friendship.ended_by,
+                    churn_reason=friendship.churn_reason, churn_note=friendship.churn_note,
+                    other_accounts=[a for a, _n in routes.get(customer_id, []) if viewer.can_see_account(a)])
+
+
 # ---------------------------------------------------------------- console
 
 
 def _today_context(session: Any, viewer: Viewer, account_id: int | None) -> dict[str, Any]:
     tasks = service.list_today(session, viewer=viewer, account_id=account_id, limit=PAGE_SIZE)
     names = service.task_customers(session, tasks)
+    # Churn reviews: the customer's other active friendships (a win-back route) and the stored reason.
+    lost = [t for t in tasks if t.kind == TaskKind.deleted.value]
+    routes = churn.win_back_routes(session, customer_ids=[t.customer_id for t in lost])
+    lost_keys = {(t.customer_id, t.account_id) for t in lost}
+    reasons = {(f.customer_id, f.account_id): f for f in session.scalars(
+        select(Friendship).where(Friendship.customer_id.in_(sorted({c for c, _a in lost_keys}))))
+        if (f.customer_id, f.account_id) in lost_keys} if lost else {}
     items = [{"task": t, "name": names.get(t.id, ("", ""))[0], "remark": names.get(t.id, ("", ""))[1],
-              "label": _(TASK_KIND_LABELS[TaskKind(t.kind)])} for t in tasks]
+              "label": _(TASK_KIND_LABELS[TaskKind(t.kind)]),
+              "routes": [r for r in routes.get(t.customer_id, []) if r[0] != t.account_id],
+              "ended": reasons.get((t.customer_id, t.account_id))} for t in tasks]
     accounts = accounts_service.list_accounts(session, viewer=viewer)
-    return {"items": items, "accounts": accounts, "account_id": account_id, "today": local_today()}
+    return {"items": items, "accounts": accounts, "account_id": account_id, "today": local_today(),
+            "reasons": {k: _(v) for k, v in churn.REASONS.items()}}
 
 
 @pages.get("/today", response_class=HTMLResponse)
@@ -248,3 +388,75 @@ def policies_create(request: Request, session: SessionDep, viewer: AdminPageView
     message = result.message or _("{n} customer × account pairs are on this cadence", n=result.matched)
     return render(request, "maintenance/policies.html", nav_active="maintenance", title=_("Touch cadence"),
                   policies=service.list_policies(session), message=message, error="")
+
+
+@pages.post("/today/{task_id}/churn-reason", dependencies=[FormRead, CsrfChecked])
+def today_churn_reason(request: Request, session: SessionDep, viewer: PageViewer, task_id: Id,
+                       form: FormDep) -> Response:
+    """The churn review from the task: the reason is stored on the ended friendship, the task is done."""
+    task = service.get_task(session, task_id=task_id, viewer=viewer)
+    if task.kind != TaskKind.deleted.value:
+        raise Invalid("Only a lost friend's task takes a reason", field="reason")
+    reason, note = str(form.get("reason", "") or ""), str(form.get("note", "") or "")
+    churn.set_reason(session, customer_id=task.customer_id, account_id=task.account_id, reason=reason, note=note,
+                     viewer=viewer)
+    label = _(churn.REASONS[reason])
+    service.complete_task(session, task_id=task.id, viewer=viewer,
+                          data=TaskDoneIn(note=f"{_('Reason for leaving')}：{label}" + (f"（{note.strip()}）"
+                                                                                       if note.strip() else "")))
+    session.commit()
+    return RedirectResponse(_back(form), status_code=303)
+
+
+# ---------------------------------------------------------------- 公海 and churn (console)
+
+
+def _pool_context(session: Any, viewer: Viewer, account_id: int | None, cursor: str | None) -> dict[str, Any]:
+    found, next_cursor, routes = _pool_page(session, viewer, account_id=account_id, limit=PAGE_SIZE, cursor=cursor)
+    settings = service.get_settings_row(session)
+    return {"customers": found, "routes": routes, "next_cursor": next_cursor, "account_id": account_id,
+            "accounts": accounts_service.visible_accounts(session, viewer=viewer), "settings": settings,
+            "claimed_today": pool.claims_today(session, user_id=viewer.user_id) if viewer.user_id else 0}
+
+
+@pages.get("/pool", response_class=HTMLResponse)
+def pool_page(request: Request, session: SessionDep, viewer: PageViewer,
+              account: Annotated[int | None, Query(ge=1)] = None, cursor: str | None = None) -> Response:
+    return render(request, "maintenance/pool.html", nav_active="maintenance", title=_("Public pool"),
+                  notice=request.query_params.get("claimed", ""),
+                  **_pool_context(session, viewer, account, cursor or None))
+
+
+@pages.post("/pool/{customer_id}/claim", dependencies=[FormRead, CsrfChecked])
+def pool_claim_page(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
+                    form: FormDep) -> Response:
+    customer = pool.claim(session, customer_id=customer_id, viewer=viewer)
+    session.commit()
+    account = str(form.get("account", "") or "")
+    return RedirectResponse(f"/pool?claimed={customer.id}" + (f"&account={int(account)}" if account.isdigit()
+                                                               else ""), status_code=303)
+
+
+@pages.get("/customers/churn", response_class=HTMLResponse)
+def churn_page(request: Request, session: SessionDep, viewer: PageViewer,
+               account: Annotated[int | None, Query(ge=1)] = None, since: str = "", until: str = "",
+               side: str = "", cursor: str | None = None) -> Response:
+    """流失好友: who left which account when, who ended it, the review; filters and a cursor."""
+    try:
+        since_day = date.fromisoformat(since) if since else None
+        until_day = date.fromisoformat(until) if until else None
+    except ValueError as exc:
+        raise Invalid("Dates are written like 2026-12-05", field="since") from exc
+    rows, next_cursor = _churn_page(session, viewer, account_id=account, since=since_day, until=until_day, side=side,
+                                    limit=PAGE_SIZE, cursor=cursor or None)
+    routes = churn.win_back_routes(session, customer_ids=[r.customer.id for r in rows])
+    from urllib.parse import urlencode
+
+    filters = {k: v for k, v in (("account", account or ""), ("since", since), ("until", until), ("side", side)) if v}
+    next_url = f"/customers/churn?{urlencode({**filters, 'cursor': next_cursor})}" if next_cursor else ""
+    visible = accounts_service.visible_accounts(session, viewer=viewer)
+    return render(request, "maintenance/churn.html", nav_active="maintenance", title=_("Lost friends"),
+                  rows=rows, routes=routes, next_url=next_url, account_id=account, since=since, until=until,
+                  side=side, accounts=visible, account_names={a.id: a.display_name for a in visible},
+                  sides={k: _(v) for k, v in churn.SIDES.items()},
+                  reasons={k: _(v) for k, v in churn.REASONS.items()})

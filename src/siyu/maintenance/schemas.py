@@ -123,3 +123,64 @@ class TaskSettingsIn(BaseModel):
 
 class TaskSettingsOut(TaskSettingsIn):
     model_config = ConfigDict(from_attributes=True, extra="ignore")
+
+
+# ---------------------------------------------------------------- 公海 and churn
+
+
+class PoolSettingsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pool_untouched_days: int = Field(ge=0, le=3650)  # 0: nobody enters the pool for being untouched
+    pool_claim_limit: int = Field(ge=1, le=1000)
+    pool_hold_days: int = Field(ge=1, le=365)
+
+
+class PoolSettingsOut(PoolSettingsIn):
+    model_config = ConfigDict(from_attributes=True, extra="ignore")
+
+
+class PoolCustomerOut(BaseModel):
+    customer_id: int
+    name: str
+    pool_since: datetime
+    last_touch_at: datetime | None
+    account_ids: list[int]
+
+
+class PoolPage(BaseModel):
+    items: list[PoolCustomerOut]
+    next_cursor: str | None
+    claimed_today: int
+    claim_limit: int
+
+
+class ClaimOut(BaseModel):
+    customer_id: int
+    owner_id: int
+    claimed_at: datetime
+    claimed_today: int
+    claim_limit: int
+
+
+class ChurnReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=32)
+    note: str = Field("", max_length=255)
+
+
+class ChurnOut(BaseModel):
+    customer_id: int
+    account_id: int
+    name: str
+    removed_at: datetime
+    ended_by: str
+    churn_reason: str
+    churn_note: str
+    other_accounts: list[int]
+
+
+class ChurnPage(BaseModel):
+    items: list[ChurnOut]
+    next_cursor: str | None

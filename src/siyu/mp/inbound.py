@@ -447,8 +447,9 @@ def _friendship(friendship: Friendship | None, *, active: bool, state: str, at: 
         friendship.added_at = at
         if state:
             friendship.channel_state = state[:64]
-    else:
+    else:  # the follower unsubscribed: the customer ended it
         friendship.status, friendship.removed_at = FriendshipStatus.deleted.value, at
+        friendship.ended_by = "customer"
 
 
 def _record_welcome(session: Session, conversation: Conversation, answered_id: int, text: str, *,

@@ -55,6 +55,8 @@ KINDS: dict[str, Kind] = {
     "order_source": Kind(N_("Order source"), "/orders/sources"),
     "segment": Kind(N_("Segment"), "/segments/{id}"),
     "rfm_settings": Kind(N_("RFM settings"), "/segments"),
+    "pool": Kind(N_("Public pool"), "/pool"),
+    "pool_settings": Kind(N_("Public pool settings"), "/pool"),
 }
 
 # action → verb
@@ -81,6 +83,10 @@ ACTIONS: dict[str, str] = {
     "refund": N_("Refunded"),
     "match": N_("Matched to a customer"),
     "ignore": N_("Ignored"),
+    "pool_claim": N_("Claimed from the public pool"),
+    "pool_return": N_("Returned to the public pool"),
+    "pool_sweep": N_("Swept the public pool"),
+    "churn_review": N_("Reviewed a lost friend"),
 }
 
 # field of a before/after snapshot → label (the words the object's own page uses)
@@ -88,6 +94,8 @@ FIELDS: dict[str, str] = {
     # people and accounts
     "username": N_("Username"), "display_name": N_("Display name"), "role": N_("Role"), "is_active": N_("Active"),
     "account_ids": N_("Accounts"), "account_id": N_("Account"), "owner_user_id": N_("Owner"),
+    "owner_id": N_("Owner"), "churn_reason": N_("Reason for leaving"), "churn_note": N_("Note on leaving"),
+    "returned": N_("Returned"), "owner_left": N_("Owner left"), "untouched": N_("Untouched too long"),
     "wechat_id": N_("WeChat ID"), "store": N_("Store"), "brand": N_("Brand"), "tier_served": N_("Tier served"),
     "friend_capacity": N_("Capacity"), "positioning": N_("Positioning"), "avatar_url": N_("Avatar"),
     "signature": N_("Signature"), "greeting": N_("Greeting"), "moments_cover_url": N_("Moments cover"),

@@ -4,7 +4,8 @@
   whose WeCom ``UserID`` it added, keeping the contact way ``State``; the add is attributed
   to the channel with that state (tags, coupon, welcome text).
 - A deleted friendship (by either side) is marked, attributed as lost, and put on the
-  customer's timeline as a churn alert; the churn list reads those.
+  customer's timeline as a churn alert, with who ended it (``Friendship.ended_by``) for the churn
+  list and review (``maintenance.churn``).
 - ``kf_msg_or_event`` (微信客服) keeps the callback's token and pulls the waiting messages after
   the commit (``wecom.kf``). WeCom pushes no customer chat text to a callback: a ``message/*``
   callback comes from a member writing to an app, and is stored and ignored.
@@ -337,6 +338,7 @@ def _removed(session: Session, fields: dict[str, Any], *, side: str) -> None:
                                                          Friendship.account_id == account.id))
     if friendship is not None and friendship.status == FriendshipStatus.active.value:
         friendship.status, friendship.removed_at = FriendshipStatus.deleted.value, at
+        friendship.ended_by = side
         channels_service.on_friend_removed(session, customer_id=customer.id, account_id=account.id, at=at)
         session.add(Touch(customer_id=customer.id, account_id=account.id, kind=TouchKind.system.value,
                           occurred_at=at, details={"event": "churn", "side": side}))
@@ -368,22 +370,3 @@ def _archive_waiting(session: Session, fields: dict[str, Any]) -> None:
         session.info["siyu_archive_pull"] = True
         jobs.enqueue_after_commit(session, archive_jobs.pull_archive)
         jobs.enqueue_after_commit(session, lambda: session.info.pop("siyu_archive_pull", None))
-
-
-def churn(session: Session, *, account_ids: list[int] | None, limit: int = 200
-          ) -> list[tuple[Friendship, Customer, str]]:
-    """Recent churn (newest first): the friendship that ended, the customer, and which side ended it."""
-    query = (select(Friendship, Customer).join(Customer, Customer.id == Friendship.customer_id)
-             .where(Friendship.status == FriendshipStatus.deleted.value)
-             .order_by(Friendship.removed_at.desc()).limit(limit))
-    if account_ids is not None:
-        query = query.where(Friendship.account_id.in_(account_ids))
-    rows = [(friendship, customer) for friendship, customer in session.execute(query)]
-    sides: dict[tuple[int, int | None], str] = {}
-    if rows:
-        for touch in session.scalars(select(Touch).where(
-                Touch.customer_id.in_([c.id for _f, c in rows]), Touch.kind == TouchKind.system.value)):
-            details = touch.details or {}
-            if details.get("event") == "churn":
-                sides[(touch.customer_id, touch.account_id)] = str(details.get("side", ""))
-    return [(f, c, sides.get((c.id, f.account_id), "")) for f, c in rows]

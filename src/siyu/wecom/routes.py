@@ -23,7 +23,7 @@ from siyu.core.ids import Id
 from siyu.core.settings import local_zone
 from siyu.customers.pages import FormDep, FormRead
 from siyu.web.render import render
-from siyu.wecom import callback, config, events, jobs, sync
+from siyu.wecom import callback, config, jobs, sync
 from siyu.wecom import client as wecom_client
 from siyu.wecom.callback import CallbackRefused
 from siyu.wecom.models import EventStatus, WecomEvent
@@ -241,11 +241,7 @@ def event_page(request: Request, session: SessionDep, viewer: AdminPageViewer, e
                   kind_label=kind_label, status_label=status_label)
 
 
-@pages.get("/wecom/churn", response_class=HTMLResponse)
-def churn_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
-    account_ids = None if viewer.sees_all_accounts else sorted(viewer.account_ids)
-    from siyu.customers import service as customers_service
-
-    return render(request, "wecom/churn.html", nav_active="wecom", title=_("Churn alerts"),
-                  rows=events.churn(session, account_ids=account_ids),
-                  account_names=customers_service.account_names(session))
+@pages.get("/wecom/churn")
+def churn_page(request: Request, viewer: PageViewer) -> Response:
+    """The churn list moved to 用户维系 (filters, paging, the review): /customers/churn."""
+    return RedirectResponse("/customers/churn", status_code=307)
