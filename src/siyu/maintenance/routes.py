@@ -422,7 +422,7 @@ def _pool_context(session: Any, viewer: Viewer, account_id: int | None, cursor: 
 @pages.get("/pool", response_class=HTMLResponse)
 def pool_page(request: Request, session: SessionDep, viewer: PageViewer,
               account: Annotated[int | None, Query(ge=1)] = None, cursor: str | None = None) -> Response:
-    return render(request, "maintenance/pool.html", nav_active="maintenance", title=_("Public pool"),
+    return render(request, "maintenance/pool.html", nav_active="pool", title=_("Public pool"),
                   notice=request.query_params.get("claimed", ""),
                   **_pool_context(session, viewer, account, cursor or None))
 
