@@ -91,7 +91,8 @@
         },
         series: [{
           type: "funnel", sort: "none", left: "10%", width: "80%", top: 10, bottom: 10, minSize: "8%", gap: 2,
-          label: {show: true, position: "inside", color: "#fff", fontFamily: font,
+          // Dark text: the stage colours are light tints, on which white labels could not be read.
+          label: {show: true, position: "inside", color: "#1d273b", fontFamily: font,
                   formatter: function (p) { return p.name + "  " + p.value.toLocaleString(); }},
           data: data.items
         }]
