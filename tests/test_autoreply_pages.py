@@ -31,7 +31,8 @@ def test_operator_writes_checks_and_switches_on_a_rule(client: TestClient, db: S
     assert bad.status_code == 422 and "嵌套的重复量词" in bad.text
     empty = console.post("/autoreply/save", {"name": "", "account_id": account.id, "match_kind": "contains",
                                              "keywords": "优惠券", "reply": "x"})
-    assert empty.status_code == 422 and "姓名" in empty.text
+    # A rule has a 名称, not a 姓名.
+    assert empty.status_code == 422 and "名称" in empty.text and "姓名" not in empty.text
     private = console.post("/autoreply/save", {"name": "优惠券", "account_id": account.id, "match_kind": "contains",
                                                "keywords": "优惠券", "reply": "{备注名}您好"})
     assert private.status_code == 422 and "{备注名} 是内部字段" in private.text

@@ -35,7 +35,7 @@ KIND_LABELS = {
 }
 INCIDENT_LABELS = {"title": N_("Title"), "rule_version_id": N_("Rule version"), "message_id": N_("Message"),
                    "since": N_("From"), "until": N_("To"), "correction": N_("Correction")}
-FIELD_LABELS = {"name": N_("Name"), "account_id": N_("Account"), "match_kind": N_("Match"),
+FIELD_LABELS = {"name": N_("Item name"), "account_id": N_("Account"), "match_kind": N_("Match"),
                 "keywords": N_("Keywords"), "pattern": N_("Pattern"), "hours": N_("Service hours"),
                 "priority": N_("Priority"), "reply": N_("Reply"), "hourly_cap": N_("At most per hour")}
 

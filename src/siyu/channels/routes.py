@@ -54,7 +54,7 @@ STRATEGY_LABELS = {AccountStrategy.single: N_("One account"), AccountStrategy.ro
 INCENTIVE_LABELS = {IncentiveKind.none: N_("None"), IncentiveKind.coupon: N_("Coupon code"),
                     IncentiveKind.gift: N_("Gift"), IncentiveKind.qualification: N_("Purchase qualification"),
                     IncentiveKind.knowledge: N_("Knowledge pack")}
-FIELD_LABELS = {"name": N_("Name"), "kind": N_("Type"), "status": N_("Status"), "starts_on": N_("From"),
+FIELD_LABELS = {"name": N_("Item name"), "kind": N_("Type"), "status": N_("Status"), "starts_on": N_("From"),
                 "ends_on": N_("To"), "cost_model": N_("Cost model"), "cost_amount": N_("Cost"),
                 "account_strategy": N_("Which account"), "account_ids": N_("Accounts"), "tag_names": N_("Tags"),
                 "incentive_kind": N_("Incentive"), "incentive_text": N_("Incentive on the poster"),
