@@ -85,7 +85,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # SQLite's default page cache is 2 MB: a flood's index pages would be evicted and read back
     # over and over. 64 MB each (grown only as used) and memory-mapped reads keep them at hand.
     cursor.execute("PRAGMA cache_size=-65536")
-    cursor.execute("PRAGMA mmap_size=268435456")
+    # Mapped pages count in the process's RSS: 128 MB (was 256) cut a 500,000-order import's peak RSS
+    # by 128 MB at no measured cost in time (153 s both, load 3-5).
+    cursor.execute("PRAGMA mmap_size=134217728")
     cursor.execute("PRAGMA temp_store=MEMORY")
     # A batch of a large import dirties thousands of index pages (orders, lines and timeline entries
     # are indexed by customer and by time, keys spread over the whole index). With SQLite's default
