@@ -73,6 +73,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+WAL_AUTOCHECKPOINT_PAGES = 20_000  # SQLite's default is 1,000 (https://www.sqlite.org/pragma.html#pragma_wal_autocheckpoint)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -82,8 +85,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # SQLite's default page cache is 2 MB: a flood's index pages would be evicted and read back
     # over and over. 64 MB each (grown only as used) and memory-mapped reads keep them at hand.
     cursor.execute("PRAGMA cache_size=-65536")
-    cursor.execute("PRAGMA mmap_size=268435456")
+    # Mapped pages count in the process's RSS: 128 MB (was 256) cut a 500,000-order import's peak RSS
+    # by 128 MB at no measured cost in time (153 s both, load 3-5).
+    cursor.execute("PRAGMA mmap_size=134217728")
     cursor.execute("PRAGMA temp_store=MEMORY")
+    # A batch of a large import dirties thousands of index pages (orders, lines and timeline entries
+    # are indexed by customer and by time, keys spread over the whole index). With SQLite's default
+    # checkpoint every 1,000 WAL pages, every such commit also copied its pages back into the database
+    # and synced it; the pages one batch touches are mostly touched again by the next ones, so
+    # checkpointing less often writes each of them back once for many commits (500,000 imported
+    # orders: about a fifth less wall time). The WAL may grow to about 80 MB between checkpoints.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     cursor.close()
     # What a search may match for a viewer who may not see phones (PostgreSQL: regexp_replace).
     dbapi_connection.create_function("siyu_hide_phones", 1, hide_phones_in, deterministic=True)
