@@ -125,17 +125,17 @@ class Loader:
 HEAVY_TABLES = ("customer", "friendship", "customer_tag", "customer_order", "order_line", "touch")
 
 
-def _drop_indexes(engine: Engine, loader: Loader) -> list[str]:
+def drop_indexes(engine: Engine, loader: Loader, tables: tuple[str, ...] = HEAVY_TABLES) -> list[str]:
     """Secondary indexes of the big tables, dropped for the load and built again after it."""
     with engine.connect() as conn:
         if loader.postgres:
             rows = conn.execute(text(
                 "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(:t) AND indexname NOT LIKE 'pk_%' "
-                "AND indexdef NOT LIKE '%UNIQUE%'"), {"t": list(HEAVY_TABLES)}).all()
+                "AND indexdef NOT LIKE '%UNIQUE%'"), {"t": list(tables)}).all()
         else:
             rows = conn.execute(text(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN "
-                f"({', '.join(repr(t) for t in HEAVY_TABLES)}) AND sql NOT LIKE 'CREATE UNIQUE%'")).all()
+                f"({', '.join(repr(t) for t in tables)}) AND sql NOT LIKE 'CREATE UNIQUE%'")).all()
     for name, _sql in rows:
         loader.execute(f"DROP INDEX {name}")
     return [sql for _name, sql in rows]
@@ -148,7 +148,7 @@ def build(engine: Engine, url: str, customers: int, orders: int) -> None:
         customers_service.ensure_default_tag_groups(session)
         session.commit()
     loader = Loader(engine)
-    indexes = _drop_indexes(engine, loader)
+    indexes = drop_indexes(engine, loader)
     rng = random.Random(SEED)
     now = datetime.now(UTC)
     stamp = loader.time(now)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from machine import interleaved, medians, print_header
-from segments import Loader
+from segments import Loader, drop_indexes
 from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.orm import Session
 
@@ -79,21 +79,6 @@ def ready(engine: Engine, customers: int) -> bool:
         return False
 
 
-def _drop_indexes(engine: Engine, loader: Loader) -> list[str]:
-    with engine.connect() as conn:
-        if loader.postgres:
-            rows = conn.execute(text(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(:t) AND indexname NOT LIKE 'pk_%' "
-                "AND indexdef NOT LIKE '%UNIQUE%'"), {"t": list(HEAVY_TABLES)}).all()
-        else:
-            rows = conn.execute(text(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN "
-                f"({', '.join(repr(t) for t in HEAVY_TABLES)}) AND sql NOT LIKE 'CREATE UNIQUE%'")).all()
-    for name, _sql in rows:
-        loader.execute(f"DROP INDEX {name}")
-    return [sql for _name, sql in rows]
-
-
 def build(engine: Engine, url: str, customers: int) -> None:
     from siyu.team import service as team_service
     from siyu.team.schemas import UserIn
@@ -108,7 +93,7 @@ def build(engine: Engine, url: str, customers: int) -> None:
                                                           role="operator"), actor=SYSTEM)  # type: ignore[arg-type]
         session.commit()
     loader = Loader(engine)
-    indexes = _drop_indexes(engine, loader)
+    indexes = drop_indexes(engine, loader, HEAVY_TABLES)
     rng = random.Random(SEED)
     now = datetime.now(UTC)
     stamp = loader.time(now)
