@@ -431,3 +431,69 @@ def test_admin_creates_a_policy_on_the_console_and_is_told_when_it_matches_nobod
     assert console.get("/maintenance/policies").status_code == 200
     operator = Console(client).login(shop["operator"])
     assert operator.get("/maintenance/policies").status_code == 403
+
+
+def test_editing_a_policy_moves_due_days_and_a_new_condition_changes_who_is_on_it(
+        make: Any, db: Session, shop: dict[str, Any]) -> None:
+    from siyu.maintenance.schemas import PolicyUpdate
+    from siyu.team.models import AuditEntry
+
+    mine = make.customer(shop["account"])
+    theirs = make.customer(shop["other_account"])
+    make.touch(mine, "chat", account_id=shop["account"].id, occurred_at=_at_days_ago(2))
+    policy = _policy(db, every=7).policy
+    assert _due(db, mine.id) == local_today() + timedelta(days=5)
+    service.update_policy(db, policy_id=policy.id, data=PolicyUpdate(every_days=3), viewer=SYSTEM)
+    db.commit()
+    assert _due(db, mine.id) == local_today() + timedelta(days=1)
+    result = service.update_policy(db, policy_id=policy.id, viewer=SYSTEM, data=PolicyUpdate(
+        conditions=parse_tree({"kind": "account", "account_ids": [shop["other_account"].id]})))
+    db.commit()
+    assert result.matched == 1
+    assert list(db.scalars(select(CadenceDue.customer_id))) == [theirs.id]
+    off = service.update_policy(db, policy_id=policy.id, data=PolicyUpdate(active=False), viewer=SYSTEM)
+    db.commit()
+    assert off.matched == 0 and db.scalar(select(func.count()).select_from(CadenceDue)) == 0
+    assert service.apply_all_policies(db) == {}  # an inactive policy stays off at the daily run
+    actions = list(db.scalars(select(AuditEntry.action).where(AuditEntry.entity_type == "cadence_policy")
+                              .order_by(AuditEntry.id)))
+    assert actions == ["create", "update", "update", "disable"]
+
+
+def test_admin_edits_switches_off_and_deletes_a_policy_on_the_console(
+        client: Any, make: Any, db: Session, admin: Any, shop: dict[str, Any]) -> None:
+    from tests.test_pages import Console
+
+    make.customer(shop["account"])
+    policy = _policy(db, every=7, name="每周一聊").policy
+    console = Console(client).login(admin)
+    page = console.get("/maintenance/policies")
+    assert f'data-testid="policy-edit-{policy.id}"' in page.text and "删除节奏“每周一聊”" in page.text
+    saved = console.post(f"/maintenance/policies/{policy.id}", {
+        "name": "每五天一聊", "every_days": "5", "quiet_days": "2", "conditions": ""})
+    assert saved.status_code == 200 and "节奏“每五天一聊”已保存" in saved.text
+    bad = console.post(f"/maintenance/policies/{policy.id}", {"name": "x", "every_days": "0", "conditions": ""})
+    assert bad.status_code == 422 and "请检查名称、天数和条件" in bad.text
+    off = console.post(f"/maintenance/policies/{policy.id}", {"active": "0"})
+    assert off.status_code == 200 and "已关闭" in off.text
+    db.expire_all()
+    assert service.get_policy(db, policy_id=policy.id).every_days == 5
+    assert db.scalar(select(func.count()).select_from(CadenceDue)) == 0
+    gone = console.post(f"/maintenance/policies/{policy.id}/delete", {})
+    assert gone.status_code == 200 and "已删除" in gone.text
+    assert console.post(f"/maintenance/policies/{policy.id}", {"active": "1"}).status_code == 404
+    operator = Console(client).login(shop["operator"])
+    assert operator.post(f"/maintenance/policies/{policy.id}/delete", {}).status_code in (403, 404)
+
+
+def test_api_patch_policy_is_admin_only_and_validated(client: Any, make: Any, db: Session, shop: dict[str, Any],
+                                                      token_for: Any, admin_headers: dict[str, str]) -> None:
+    make.customer(shop["account"])
+    policy = _policy(db, every=7).policy
+    url = f"/api/v1/cadence-policies/{policy.id}"
+    assert client.patch(url, json={"every_days": 3}, headers=token_for(shop["operator"])).status_code == 403
+    assert client.patch(url, json={"every_days": 0}, headers=admin_headers).status_code == 422
+    answer = client.patch(url, json={"quiet_days": 2, "name": "改名了"}, headers=admin_headers)
+    assert answer.status_code == 200 and answer.json()["name"] == "改名了" and answer.json()["quiet_days"] == 2
+    assert client.patch("/api/v1/cadence-policies/99999", json={"active": False},
+                        headers=admin_headers).status_code == 404

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from siyu.accounts import service as accounts_service
 from siyu.core.deps import AdminApiViewer, AdminPageViewer, ApiViewer, CsrfChecked, PageViewer, SessionDep
-from siyu.core.errors import DomainError, Invalid
+from siyu.core.errors import DomainError, Invalid, NotFound
 from siyu.core.i18n import _
 from siyu.core.ids import Id
 from siyu.core.pagination import decode_cursor, encode_cursor
@@ -37,6 +37,7 @@ from siyu.maintenance.schemas import (
     PolicyCreated,
     PolicyIn,
     PolicyOut,
+    PolicyUpdate,
     PoolCustomerOut,
     PoolPage,
     PoolSettingsIn,
@@ -50,7 +51,7 @@ from siyu.maintenance.schemas import (
     TaskSettingsIn,
     TaskSettingsOut,
 )
-from siyu.segments.schemas import parse_tree
+from siyu.segments.schemas import ConditionGroup, parse_tree
 from siyu.web.render import render
 
 api = APIRouter(tags=["tasks"])
@@ -162,6 +163,14 @@ def list_policies(session: SessionDep, viewer: ApiViewer) -> list[PolicyOut]:
 def create_policy(session: SessionDep, viewer: AdminApiViewer, data: PolicyIn) -> PolicyCreated:
     """Create a policy and put the customers it matches on its cadence (``matched``; ``message`` when none)."""
     result = service.create_policy(session, data=data, viewer=viewer)
+    session.commit()
+    return PolicyCreated(**PolicyOut.model_validate(result.policy).model_dump(), message=result.message)
+
+
+@api.patch("/cadence-policies/{policy_id}", response_model=PolicyCreated)
+def update_policy(session: SessionDep, viewer: AdminApiViewer, policy_id: Id, data: PolicyUpdate) -> PolicyCreated:
+    """Change a policy (only the fields given); its customers follow at once."""
+    result = service.update_policy(session, policy_id=policy_id, data=data, viewer=viewer)
     session.commit()
     return PolicyCreated(**PolicyOut.model_validate(result.policy).model_dump(), message=result.message)
 
@@ -368,26 +377,72 @@ def policies_page(request: Request, session: SessionDep, viewer: AdminPageViewer
                   error="")
 
 
-@pages.post("/maintenance/policies", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def policies_create(request: Request, session: SessionDep, viewer: AdminPageViewer, form: FormDep) -> Response:
+def _policy_form(form: Any) -> tuple[str, ConditionGroup | None, int, int]:
     import json
 
     raw = str(form.get("conditions", "") or "").strip()
+    conditions = parse_tree(json.loads(raw)) if raw else None
+    return (str(form.get("name", "") or ""), conditions, int(str(form.get("every_days", "0") or "0")),
+            int(str(form.get("quiet_days", "0") or "0")))
+
+
+def _policies_page(request: Request, session: Any, *, message: str = "", error: str = "",
+                   status_code: int = 200) -> Response:
+    return render(request, "maintenance/policies.html", nav_active="maintenance", title=_("Touch cadence"),
+                  policies=service.list_policies(session), message=message, error=error, status_code=status_code)
+
+
+def _policy_error(exc: Exception) -> str:
+    return exc.message if isinstance(exc, DomainError) else _("Check the name, the days and the condition")
+
+
+@pages.post("/maintenance/policies", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def policies_create(request: Request, session: SessionDep, viewer: AdminPageViewer, form: FormDep) -> Response:
     try:
-        data = PolicyIn(name=str(form.get("name", "") or ""),
-                        conditions=parse_tree(json.loads(raw)) if raw else None,
-                        every_days=int(str(form.get("every_days", "0") or "0")),
-                        quiet_days=int(str(form.get("quiet_days", "0") or "0")))
+        name, conditions, every_days, quiet_days = _policy_form(form)
+        data = PolicyIn(name=name, conditions=conditions, every_days=every_days, quiet_days=quiet_days)
         result = service.create_policy(session, data=data, viewer=viewer)
     except (ValidationError, ValueError, DomainError) as exc:
         session.rollback()
-        error = exc.message if isinstance(exc, DomainError) else _("Check the name, the days and the condition")
-        return render(request, "maintenance/policies.html", nav_active="maintenance", title=_("Touch cadence"),
-                      policies=service.list_policies(session), message="", error=error, status_code=422)
+        return _policies_page(request, session, error=_policy_error(exc), status_code=422)
     session.commit()
-    message = result.message or _("{n} customer × account pairs are on this cadence", n=result.matched)
-    return render(request, "maintenance/policies.html", nav_active="maintenance", title=_("Touch cadence"),
-                  policies=service.list_policies(session), message=message, error="")
+    return _policies_page(request, session, message=result.message or _(
+        "{n} customer × account pairs are on this cadence", n=result.matched))
+
+
+@pages.post("/maintenance/policies/{policy_id}", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def policies_update(request: Request, session: SessionDep, viewer: AdminPageViewer, policy_id: Id,
+                    form: FormDep) -> Response:
+    """The row's edit form (name, days, condition) or its switch (``active`` only)."""
+    try:
+        if "active" in form and "name" not in form:
+            data = PolicyUpdate(active=str(form.get("active")) == "1")
+        else:
+            name, conditions, every_days, quiet_days = _policy_form(form)
+            data = PolicyUpdate(name=name, conditions=conditions, every_days=every_days, quiet_days=quiet_days)
+        result = service.update_policy(session, policy_id=policy_id, data=data, viewer=viewer)
+    except (ValidationError, ValueError, DomainError) as exc:
+        session.rollback()
+        if isinstance(exc, NotFound):
+            raise
+        return _policies_page(request, session, error=_policy_error(exc), status_code=422)
+    session.commit()
+    if not result.policy.active:
+        message = _("Policy “{name}” is off: its customers are off the cadence", name=result.policy.name)
+    else:
+        message = result.message or _("Policy “{name}” saved: {n} customer × account pairs are on it",
+                                      name=result.policy.name, n=result.matched)
+    return _policies_page(request, session, message=message)
+
+
+@pages.post("/maintenance/policies/{policy_id}/delete", response_class=HTMLResponse,
+            dependencies=[FormRead, CsrfChecked])
+def policies_delete(request: Request, session: SessionDep, viewer: AdminPageViewer, policy_id: Id) -> Response:
+    policy = service.get_policy(session, policy_id=policy_id)
+    name = policy.name
+    service.delete_policy(session, policy_id=policy_id, viewer=viewer)
+    session.commit()
+    return _policies_page(request, session, message=_("Policy “{name}” deleted", name=name))
 
 
 @pages.post("/today/{task_id}/churn-reason", dependencies=[FormRead, CsrfChecked])

@@ -23,6 +23,19 @@ class PolicyIn(BaseModel):
     position: int = Field(100, ge=0, le=10000)
 
 
+class PolicyUpdate(BaseModel):
+    """A change to a policy: only the fields given change (``conditions`` null: every customer)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=64)
+    conditions: ConditionGroup | None = None
+    every_days: int | None = Field(None, ge=1, le=MAX_EVERY_DAYS)
+    quiet_days: int | None = Field(None, ge=0, le=MAX_EVERY_DAYS)
+    position: int | None = Field(None, ge=0, le=10000)
+    active: bool | None = None
+
+
 class PolicyOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

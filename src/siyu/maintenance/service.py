@@ -57,10 +57,11 @@ from siyu.maintenance.models import (
     TaskSettings,
     TaskStatus,
 )
-from siyu.maintenance.schemas import PolicyIn, TaskDoneIn
+from siyu.maintenance.schemas import PolicyIn, PolicyUpdate, TaskDoneIn
 from siyu.orders.models import CustomerPurchaseFacts
 from siyu.segments.compiler import compile_tree
 from siyu.segments.schemas import parse_tree
+from siyu.team.service import record_audit
 
 # The private touch a cadence counts (私聊), and the touches of another kind that start a quiet period.
 PRIVATE_KINDS = (TouchKind.chat.value,)
@@ -129,13 +130,68 @@ def create_policy(session: Session, *, data: PolicyIn, viewer: Viewer) -> ApplyR
                            created_by_id=viewer.user_id)
     session.add(policy)
     session.flush()
-    return apply_policy(session, policy=policy)
+    result = apply_policy(session, policy=policy)
+    record_audit(session, actor=viewer, action="create", entity_type="cadence_policy", entity_id=policy.id,
+                 entity_name=policy.name, after=_policy_snapshot(policy))
+    return result
+
+
+def _policy_snapshot(policy: CadencePolicy) -> dict[str, Any]:
+    return {"name": policy.name, "every_days": policy.every_days, "quiet_days": policy.quiet_days,
+            "position": policy.position, "active": policy.active, "conditions": policy.conditions}
+
+
+def update_policy(session: Session, *, policy_id: int, data: PolicyUpdate, viewer: Viewer) -> ApplyResult:
+    """Change a policy; its customers follow at once.
+
+    A new condition, a new position or switching the policy off takes its customers off the cadence
+    and (when on) puts the customers it now matches back on, with due days from their timelines; new
+    days only move the due days. Running tasks already created today stay as they are.
+    """
+    if not viewer.is_admin:
+        raise NotFound("Not found")
+    policy = get_policy(session, policy_id=policy_id)
+    before = _policy_snapshot(policy)
+    given = data.model_fields_set
+    if "conditions" in given:
+        if data.conditions is not None:
+            compile_tree(session, data.conditions, viewer=viewer)  # refuses deleted tags, fields, …
+        policy.conditions = data.conditions.model_dump(mode="json") if data.conditions is not None else None
+    if data.name is not None:
+        policy.name = data.name.strip()
+    for attribute in ("every_days", "quiet_days", "position", "active"):
+        value = getattr(data, attribute)
+        if attribute in given and value is not None:
+            setattr(policy, attribute, value)
+    after = _policy_snapshot(policy)
+    changed = {key for key in after if after[key] != before[key]}
+    if not changed:
+        return ApplyResult(policy=policy, matched=policy.matched)
+    session.flush()
+    if changed & {"conditions", "position", "active"}:
+        session.execute(delete(CadenceDue).where(CadenceDue.policy_id == policy.id))
+        if policy.active:
+            result = apply_policy(session, policy=policy)
+        else:
+            policy.matched = 0
+            result = ApplyResult(policy=policy, matched=0)
+    else:
+        ids = list(session.scalars(select(CadenceDue.customer_id).where(CadenceDue.policy_id == policy.id)
+                                   .distinct()))
+        refresh_due(session, customer_ids=ids)
+        result = ApplyResult(policy=policy, matched=policy.matched)
+    action = ("disable" if not policy.active else "enable") if changed == {"active"} else "update"
+    record_audit(session, actor=viewer, action=action, entity_type="cadence_policy", entity_id=policy.id,
+                 entity_name=policy.name, before={k: before[k] for k in changed}, after={k: after[k] for k in changed})
+    return result
 
 
 def delete_policy(session: Session, *, policy_id: int, viewer: Viewer) -> None:
     if not viewer.is_admin:
         raise NotFound("Not found")
     policy = get_policy(session, policy_id=policy_id)
+    record_audit(session, actor=viewer, action="delete", entity_type="cadence_policy", entity_id=policy.id,
+                 entity_name=policy.name, before=_policy_snapshot(policy))
     session.execute(delete(CadenceDue).where(CadenceDue.policy_id == policy.id))
     session.delete(policy)
     session.flush()

@@ -57,6 +57,7 @@ KINDS: dict[str, Kind] = {
     "rfm_settings": Kind(N_("RFM settings"), "/segments"),
     "pool": Kind(N_("Public pool"), "/pool"),
     "pool_settings": Kind(N_("Public pool settings"), "/pool"),
+    "cadence_policy": Kind(N_("Touch cadence"), "/maintenance/policies"),
 }
 
 # action → verb
@@ -97,7 +98,9 @@ FIELDS: dict[str, str] = {
     "owner_id": N_("Owner"), "churn_reason": N_("Reason for leaving"), "churn_note": N_("Note on leaving"),
     "returned": N_("Returned"), "owner_left": N_("Owner left"), "untouched": N_("Untouched too long"),
     "wechat_id": N_("WeChat ID"), "store": N_("Store"), "brand": N_("Brand"), "tier_served": N_("Tier served"),
-    "friend_capacity": N_("Capacity"), "positioning": N_("Positioning"), "avatar_url": N_("Avatar"),
+    "friend_capacity": N_("Capacity"), "every_days": N_("Every N days"),
+    "quiet_days": N_("Quiet days"), "conditions": N_("Condition"),
+    "position": N_("Policy order"), "positioning": N_("Positioning"), "avatar_url": N_("Avatar"),
     "signature": N_("Signature"), "greeting": N_("Greeting"), "moments_cover_url": N_("Moments cover"),
     "wecom_userid": N_("WeCom ID"), "open_kfid": N_("WeCom ID"), "mp_appid": N_("WeCom ID"),
     # customers (the portrait's own labels)
