@@ -497,3 +497,46 @@ def test_api_patch_policy_is_admin_only_and_validated(client: Any, make: Any, db
     assert answer.status_code == 200 and answer.json()["name"] == "改名了" and answer.json()["quiet_days"] == 2
     assert client.patch("/api/v1/cadence-policies/99999", json={"active": False},
                         headers=admin_headers).status_code == 404
+
+
+def test_operator_schedules_a_follow_up_from_the_customer_page_and_it_is_on_that_days_list(
+        client: Any, make: Any, db: Session, shop: dict[str, Any]) -> None:
+    from tests.test_pages import Console
+
+    customer = make.customer(shop["account"], name="林晓")
+    console = Console(client).login(shop["operator"])
+    page = console.get(f"/customers/{customer.id}")
+    assert 'data-testid="follow-up-form"' in page.text
+    done = console.post(f"/customers/{customer.id}/follow-ups",
+                        {"account_id": str(shop["account"].id), "days": "3", "note": "问问样品喝得怎么样"})
+    assert done.status_code == 303 and "done=follow-up" in done.headers["location"]
+    assert "已安排回访" in console.get(done.headers["location"]).text
+    bad = console.post(f"/customers/{customer.id}/follow-ups", {"account_id": str(shop["account"].id), "days": "0"})
+    assert "follow-up-invalid" in bad.headers["location"]
+    assert "天数在 1 到 365 之间" in console.get(bad.headers["location"]).text
+    other = console.post(f"/customers/{customer.id}/follow-ups",
+                         {"account_id": str(shop["other_account"].id), "days": "3"})
+    assert other.status_code == 404
+    service.generate_tasks(db, now=utcnow() + timedelta(days=3))
+    [task] = _tasks(db, kind="follow_up")
+    assert task.customer_id == customer.id and task.detail == "问问样品喝得怎么样"
+
+
+def test_today_page_shows_last_weeks_completion_per_operator_scoped_to_the_viewer(
+        client: Any, make: Any, db: Session, admin: Any, shop: dict[str, Any]) -> None:
+    from tests.test_pages import Console
+
+    make.customer(shop["account"])
+    make.customer(shop["other_account"])
+    _policy(db, every=7)
+    service.generate_tasks(db)
+    db.commit()
+    mine = _tasks(db, account_id=shop["account"].id)[0]
+    service.complete_task(db, task_id=mine.id, data=TaskDoneIn(), viewer=viewer_of(shop["operator"]))
+    db.commit()
+    lead = Console(client).login(admin).get("/today")
+    assert 'data-testid="completion"' in lead.text and "完成率" in lead.text
+    assert "100%" in lead.text and "0%" in lead.text  # one operator did theirs, the other not yet
+    own = Console(client).login(shop["operator"]).get("/today")
+    table = own.text.split('data-testid="completion"')[1]
+    assert "100%" in table and "0%" not in table.replace("100%", "")

@@ -435,7 +435,9 @@ def _back(customer_id: int, view: str, anchor: str = "", **params: str) -> Redir
 
 NOTICES = {"saved": N_("Saved."), "address": N_("Address added."), "address-deleted": N_("Address deleted."),
            "attachment": N_("Attachment added."), "touch": N_("Touch added to the timeline."),
-           "tags": N_("Tags updated.")}
+           "tags": N_("Tags updated."),
+           "follow-up": N_("Follow-up scheduled: it appears in 今日任务 on its day."),
+           "follow-up-invalid": N_("A follow-up needs an account and 1 to 365 days.")}
 
 
 @pages.get("/customers/{customer_id}", response_class=HTMLResponse)

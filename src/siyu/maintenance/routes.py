@@ -328,7 +328,24 @@ def today_page(request: Request, session: SessionDep, viewer: PageViewer, view: 
                account: Annotated[int | None, Query(ge=1)] = None) -> Response:
     context = _today_context(session, viewer, account)
     template = "maintenance/today_sidebar.html" if view == "sidebar" else "maintenance/today.html"
+    if view != "sidebar":
+        context["completion"] = _completion_rows(session, viewer)
     return render(request, template, nav_active="maintenance", title=_("Today's tasks"), **context)
+
+
+COMPLETION_DAYS = 7
+
+
+def _completion_rows(session: Any, viewer: Viewer) -> list[dict[str, Any]]:
+    """The last week's tasks per operator the viewer may see (their own, or everyone's for a lead)."""
+    from siyu.team import service as team_service
+
+    until = local_today()
+    rows = service.completion_rates(session, since=until - timedelta(days=COMPLETION_DAYS - 1), until=until,
+                                    viewer=viewer)
+    names = team_service.display_names(session, user_ids=[r.operator_id for r in rows])
+    return [{"name": names.get(r.operator_id or 0, _("Nobody (account without an operator)")), "row": r,
+             "percent": round(r.rate * 100)} for r in rows]
 
 
 def _back(form: Any) -> str:
@@ -443,6 +460,25 @@ def policies_delete(request: Request, session: SessionDep, viewer: AdminPageView
     service.delete_policy(session, policy_id=policy_id, viewer=viewer)
     session.commit()
     return _policies_page(request, session, message=_("Policy “{name}” deleted", name=name))
+
+
+@pages.post("/customers/{customer_id}/follow-ups", dependencies=[FormRead, CsrfChecked])
+def customer_follow_up(request: Request, session: SessionDep, viewer: PageViewer, customer_id: Id,
+                       form: FormDep) -> Response:
+    """The customer page's "N 天后回访" form: back to the timeline with a notice (or what was wrong)."""
+    view = "sidebar" if str(form.get("view", "")) == "sidebar" else ""
+    try:
+        data = FollowUpIn(account_id=int(str(form.get("account_id", "") or "0")),
+                          days=int(str(form.get("days", "") or "0")), note=str(form.get("note", "") or "")[:255])
+    except (ValidationError, ValueError):
+        done = "follow-up-invalid"
+    else:
+        service.schedule_follow_up(session, customer_id=customer_id, account_id=data.account_id, days=data.days,
+                                   note=data.note, viewer=viewer)
+        session.commit()
+        done = "follow-up"
+    query = f"done={done}" + ("&view=sidebar" if view else "")
+    return RedirectResponse(f"/customers/{customer_id}?{query}#timeline", status_code=303)
 
 
 @pages.post("/today/{task_id}/churn-reason", dependencies=[FormRead, CsrfChecked])
