@@ -540,3 +540,29 @@ def test_today_page_shows_last_weeks_completion_per_operator_scoped_to_the_viewe
     own = Console(client).login(shop["operator"]).get("/today")
     table = own.text.split('data-testid="completion"')[1]
     assert "100%" in table and "0%" not in table.replace("100%", "")
+
+
+def test_an_unanswered_conversation_task_leaves_the_list_once_somebody_answered(
+        make: Any, db: Session, shop: dict[str, Any]) -> None:
+    from siyu.inbox import service as inbox_service
+    from siyu.inbox.models import Conversation
+    from siyu.inbox.service import InboundMessage
+
+    customer = make.customer(shop["account"])
+    inbox_service.ingest(db, [InboundMessage(source="simulator", platform_msgid="w1", account_id=shop["account"].id,
+                                             customer_id=customer.id, sent_at=utcnow(), text="在吗？想问下发货",
+                                             channel="personal")],
+                         auto_reply=False)
+    db.commit()
+    service.generate_tasks(db)
+    db.commit()
+    viewer = viewer_of(shop["operator"])
+    assert [t.kind for t in service.list_today(db, viewer=viewer)] == ["unanswered"]
+    conversation = db.scalar(select(Conversation).where(Conversation.customer_id == customer.id))
+    assert conversation is not None
+    sent = inbox_service.reply(db, conversation_id=conversation.id, text="您好，今天发货", viewer=viewer)
+    db.commit()
+    assert len(service.list_today(db, viewer=viewer)) == 1  # on its way: the customer still waits
+    inbox_service.reply_accepted(db, message=sent)  # what the delivery job does when the platform took it
+    db.commit()
+    assert service.list_today(db, viewer=viewer) == []

@@ -539,8 +539,14 @@ def _scope(query: Any, viewer: Viewer) -> Any:
 
 
 def today_query(viewer: Viewer, *, day: date, account_id: int | None = None) -> Any:
+    # An unanswered-conversation task leaves the list as soon as somebody answered (in the inbox or
+    # elsewhere): the conversation, not the task, says whether the customer still waits.
+    still_waiting = (select(Conversation.id)
+                     .where(Conversation.id == Task.ref_id, Conversation.status == ConversationStatus.open.value,
+                            Conversation.unanswered > 0).exists())
     query = select(Task).where(or_(and_(Task.status == TaskStatus.open.value, Task.day == day),
-                                   and_(Task.status == TaskStatus.snoozed.value, Task.snoozed_until <= day)))
+                                   and_(Task.status == TaskStatus.snoozed.value, Task.snoozed_until <= day)),
+                               or_(Task.kind != TaskKind.unanswered.value, still_waiting))
     if account_id is not None:
         query = query.where(Task.account_id == account_id)
     elif viewer.sees_all_accounts and viewer.user_id is not None:
