@@ -67,3 +67,49 @@ def test_a_refused_contact_way_is_shown_on_the_channel(db: Session, make: Any, w
 def test_without_a_connected_corp_a_channel_just_works(db: Session, make: Any) -> None:
     saved = channel(db, [make.account(wecom_userid="someone")])
     assert saved.wecom_config_id == "" and saved.alert == ""
+
+
+def test_wecoms_contact_way_qr_image_is_fetched_once_kept_and_shown_on_the_landing_page_and_poster(
+        db: Session, make: Any, wecom: Simulator, client: Any) -> None:
+    import io
+
+    from PIL import Image
+
+    from siyu.channels import service
+
+    counter = make.account(wecom_userid="shanye.xiaoye01", display_name="茶小满", brand="山野茶事",
+                           positioning="你的私人选茶师")
+    saved = channel(db, [counter], incentive_text="加好友送 3 元券")
+    db.expire_all()
+    stored = db.get(Channel, saved.id)
+    assert stored is not None and stored.qr_url.startswith(wecom.server.url + "/wwpic/")
+    assert stored.qr_image_key.startswith("channel_qr/")
+    kept = service.qr_image(stored)
+    assert kept is not None and kept.startswith(b"\x89PNG")
+    assert kept == wecom.corp.contact_way_image("sim_" + stored.wecom_config_id)
+
+    landing = client.get(f"/c/{stored.key}")
+    assert landing.status_code == 200
+    assert 'data-testid="landing-qr"' in landing.text and "长按识别二维码" in landing.text
+    assert "山野茶事" in landing.text and "茶小满" in landing.text and "加好友送 3 元券" in landing.text
+    assert "西湖店收银台" not in landing.text and stored.key not in landing.text.replace(f"/c/{stored.key}/qr.png", "")
+    image = client.get(f"/c/{stored.key}/qr.png")
+    assert image.status_code == 200 and image.content == kept
+    assert client.get("/c/nope/qr.png").status_code == 404
+    assert Image.open(io.BytesIO(kept)).size[0] > 0
+
+
+def test_a_qr_image_host_that_is_down_is_retried_and_a_wrong_answer_is_not_kept(
+        db: Session, make: Any, wecom: Simulator) -> None:
+    from siyu.wecom.client import WecomApiError, client_for
+
+    api = client_for(db)
+    with pytest.raises(WecomApiError) as missing:
+        api.contact_way_image(wecom.server.url + "/wwpic/sim_nothing/0")
+    assert not missing.value.retryable and missing.value.http_status == 404
+    with pytest.raises(WecomApiError) as not_image:
+        api.contact_way_image(wecom.server.url + "/")  # HTML, not a PNG or JPEG
+    assert "PNG or JPEG" in str(not_image.value)
+    with pytest.raises(WecomApiError) as down:
+        api.contact_way_image("http://127.0.0.1:9/wwpic/x/0")
+    assert down.value.retryable

@@ -104,3 +104,16 @@ def test_promoters_bring_friends_and_earn_rewards_once(client: TestClient, db: S
     assert (standing.adds, standing.kept, standing.rewards) == (3, 2, 15)
     page = console.get("/channels/promoters").text
     assert "&lt;b&gt;小李&lt;/b&gt;" in page and "¥15.00" in page
+
+
+def test_a_personal_channels_landing_page_shows_the_persona_and_wechat_id_not_the_internal_name(
+        client: TestClient, db: Session, make: Any) -> None:
+    account = make.account(kind="personal", wecom_userid=None, display_name="茶小满", brand="山野茶事",
+                           wechat_id="chaxiaoman", signature="每天一杯好茶")
+    saved = service.save_channel(db, viewer=make_viewer(make), data=service.ChannelIn(
+        name="内部:西湖店地推第3批", account_ids=[account.id], incentive_text="扫码领试饮"))
+    db.commit()
+    page = client.get(f"/c/{saved.key}")
+    assert page.status_code == 200
+    assert "茶小满" in page.text and "山野茶事" in page.text and "chaxiaoman" in page.text and "扫码领试饮" in page.text
+    assert "内部:西湖店地推第3批" not in page.text and 'data-testid="landing-qr"' not in page.text

@@ -62,7 +62,11 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont, wi
     return lines
 
 
-def poster_png(*, title: str, incentive: str, qr_data: str, footer: str = "") -> bytes:
+def poster_png(*, title: str, incentive: str, qr_data: str, footer: str = "", qr_image: bytes | None = None,
+               badge: str = "") -> bytes:
+    """The poster: ``title`` (the persona and brand a customer adds — never the internal channel name),
+    the incentive, the QR (``qr_image`` — WeCom's own 「联系我」 image — when kept, else a QR of
+    ``qr_data``) and a footer. ``badge``: one character drawn as the persona's avatar."""
     width, height = POSTER_SIZE
     poster = Image.new("RGB", POSTER_SIZE, (247, 244, 236))
     draw = ImageDraw.Draw(poster)
@@ -76,6 +80,12 @@ def poster_png(*, title: str, incentive: str, qr_data: str, footer: str = "") ->
         if len(lines) <= 3:
             break
     y = MARGIN
+    if badge:
+        radius = 56
+        draw.ellipse((MARGIN, y, MARGIN + 2 * radius, y + 2 * radius), fill=(34, 49, 38))
+        badge_font = ImageFont.truetype(font_path, 64)
+        draw.text((MARGIN + radius, y + radius), badge[:1], font=badge_font, fill=(247, 244, 236), anchor="mm")
+        y += 2 * radius + 24
     for line in lines[:4]:
         draw.text((MARGIN, y), line, font=title_font, fill=(34, 49, 38))
         y += int(size * 1.28)
@@ -83,7 +93,7 @@ def poster_png(*, title: str, incentive: str, qr_data: str, footer: str = "") ->
     for line in _wrap(draw, incentive, body_font, width - 2 * MARGIN)[:3]:
         draw.text((MARGIN, y), line, font=body_font, fill=(180, 83, 9))
         y += 60
-    qr = Image.open(io.BytesIO(qr_png(qr_data))).convert("RGB")
+    qr = Image.open(io.BytesIO(qr_image or qr_png(qr_data))).convert("RGB")
     side = min(width - 2 * MARGIN, height - y - MARGIN - 80)
     qr = qr.resize((side, side), Image.Resampling.NEAREST)
     poster.paste(qr, ((width - side) // 2, y + 20))

@@ -35,3 +35,35 @@ def sync_contact_way(channel_id: int) -> None:
             log.warning("contact way of channel %s refused: %s", channel_id, exc)
             return
         log.info("contact way of channel %s: %s", channel_id, done)
+        if channel.qr_url and not channel.qr_image_key:
+            jobs.enqueue_after_commit(session, keep_contact_way_image, channel_id)
+
+
+@jobs.bulk_queue.task(retries=5, retry_delay=30)
+def keep_contact_way_image(channel_id: int) -> None:
+    """Fetch the channel's 「联系我」 QR image from WeCom once and keep it (posters, the landing page).
+
+    The fetch runs outside any transaction; an image host that is down is retried later.
+    """
+    from siyu.wecom.client import WecomApiError, WecomNotConfigured, client_for
+
+    with transaction() as session:
+        channel = session.get(Channel, channel_id)
+        if channel is None or not channel.qr_url or channel.qr_image_key:
+            return
+        url = channel.qr_url
+        try:
+            api = client_for(session)
+        except WecomNotConfigured:
+            return
+    try:
+        body = api.contact_way_image(url)
+    except WecomApiError as exc:
+        if exc.retryable:
+            raise
+        log.warning("QR image of channel %s not kept: %s", channel_id, exc)
+        return
+    with transaction() as session:
+        channel = session.get(Channel, channel_id)
+        if channel is not None and channel.qr_url == url:
+            service.keep_qr_image(session, channel=channel, body=body)

@@ -78,6 +78,8 @@ class Channel(Base):
     # The WeCom contact way created for this channel (config id and QR image URL), when connected.
     wecom_config_id: Mapped[str] = mapped_column(String(64), default="")
     qr_url: Mapped[str] = mapped_column(String(512), default="")
+    # That QR image, fetched once from ``qr_url`` and kept in the shared storage (core.storage key).
+    qr_image_key: Mapped[str] = mapped_column(String(200), default="", server_default="")
     rotation: Mapped[int] = mapped_column(Integer, default=0)  # round-robin position
     alert: Mapped[str] = mapped_column(String(255), default="")  # e.g. "coupon pool empty"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -146,7 +146,8 @@ def _editor(request: Request, session: Session, viewer: Viewer, *, channel: Chan
 
 
 def _link(request: Request, channel: Channel) -> str:
-    return channel.qr_url or str(request.url_for("channel_link", key=channel.key))
+    """The channel's public landing page (it shows WeCom's 「联系我」 QR when there is one)."""
+    return str(request.url_for("channel_link", key=channel.key))
 
 
 @pages.get("/channels/new", response_class=HTMLResponse)
@@ -273,24 +274,50 @@ def _png(body: bytes, filename: str) -> Response:
 
 @pages.get("/channels/{channel_id}/qr.png")
 def qr_image(request: Request, session: SessionDep, viewer: PageViewer, channel_id: Id) -> Response:
+    """WeCom's own 「联系我」 QR when it was fetched and kept; else a QR of the channel's landing page."""
     channel = service.get_channel(session, channel_id=channel_id, viewer=viewer)
+    kept = service.qr_image(channel)
+    if kept is not None:
+        return Response(kept, media_type="image/jpeg" if kept.startswith(b"\xff\xd8") else "image/png",
+                        headers={"Content-Disposition": f'inline; filename="channel-{channel.key}-wecom"'})
     return _png(images.qr_png(_link(request, channel)), f"channel-{channel.key}.png")
+
+
+def _first_account(session: Session, channel: Channel) -> Account | None:
+    return session.get(Account, channel.account_ids[0]) if channel.account_ids else None
 
 
 @pages.get("/channels/{channel_id}/poster.png")
 def poster_image(request: Request, session: SessionDep, viewer: PageViewer, channel_id: Id) -> Response:
     channel = service.get_channel(session, channel_id=channel_id, viewer=viewer)
+    face = service.public_face(channel, _first_account(session, channel))
     try:
-        body = images.poster_png(title=channel.name, incentive=channel.incentive_text, qr_data=_link(request, channel))
+        body = images.poster_png(title=face.title, incentive=face.incentive, qr_data=_link(request, channel),
+                                 qr_image=service.qr_image(channel), badge=(face.persona or face.brand)[:1],
+                                 footer=_("Press and hold the QR code to add us"))
     except images.FontMissing as exc:
         raise NotFound("No Chinese font is installed on the server (fonts-noto-cjk); the poster cannot be drawn") \
             from exc
     return _png(body, f"poster-{channel.key}.png")
 
 
+@pages.get("/c/{key}/qr.png", name="channel_link_qr")
+def channel_link_qr(session: SessionDep, key: str) -> Response:
+    """The public landing page's QR image: WeCom's 「联系我」 QR kept for the channel."""
+    from sqlalchemy import select
+
+    channel = session.scalar(select(Channel).where(Channel.key == key[:30]))
+    kept = service.qr_image(channel) if channel is not None else None
+    if kept is None:
+        raise NotFound("This code is not valid")
+    return Response(kept, media_type="image/jpeg" if kept.startswith(b"\xff\xd8") else "image/png",
+                    headers={"Cache-Control": "public, max-age=3600"})
+
+
 @pages.get("/c/{key}", response_class=HTMLResponse, name="channel_link")
 def channel_link(request: Request, session: SessionDep, key: str) -> Response:
-    """The public page behind a channel's QR when no WeCom contact way exists: which account to add."""
+    """The public page behind a channel's QR: who the customer adds (persona, brand, incentive) and how —
+    WeCom's own 「联系我」 QR to press and hold, or the personal account's WeChat ID."""
     from sqlalchemy import select
 
     channel = session.scalar(select(Channel).where(Channel.key == key[:30]))
@@ -299,7 +326,10 @@ def channel_link(request: Request, session: SessionDep, key: str) -> Response:
     account_id, _alert = service.pick_account(session, channel)
     account = session.get(Account, account_id) if account_id else None
     session.commit()  # the round-robin position moved
-    return templates.TemplateResponse(request, "channels/link.html", {"channel": channel, "account": account})
+    face = service.public_face(channel, account)
+    return templates.TemplateResponse(request, "channels/link.html", {
+        "face": face, "account": account, "has_qr": bool(channel.qr_image_key),
+        "qr_src": str(request.url_for("channel_link_qr", key=channel.key))})
 
 
 def _report_rows(session: Session, viewer: Viewer, request: Request) -> tuple[list[list[Any]], int]:

@@ -158,7 +158,7 @@ def sync_contact_way(session: Session, *, channel: Channel, api: Any) -> str:
         if not channel.wecom_config_id:
             return "none"
         api.delete_contact_way(channel.wecom_config_id)
-        channel.wecom_config_id, channel.qr_url = "", ""
+        channel.wecom_config_id, channel.qr_url, channel.qr_image_key = "", "", ""
         return "deleted"
     remark = channel.name[:30]
     if channel.wecom_config_id:
@@ -168,6 +168,63 @@ def sync_contact_way(session: Session, *, channel: Channel, api: Any) -> str:
     made = api.add_contact_way(users=users, state=channel.key, remark=remark, kind=2)
     channel.wecom_config_id, channel.qr_url = made.get("config_id", ""), made.get("qr_code", "")
     return "created"
+
+
+QR_IMAGE_AREA = "channel_qr"  # core.storage area of the kept 「联系我」 QR images (never swept)
+
+
+def keep_qr_image(session: Session, *, channel: Channel, body: bytes) -> str:
+    """Keep the contact way's QR image in the shared storage and point the channel at it."""
+    from siyu.core import storage
+
+    key = f"{QR_IMAGE_AREA}/{channel.key}-{secrets.token_hex(8)}"
+    storage.put_bytes(key, body, meta={"channel_id": channel.id, "source": channel.qr_url[:200]})
+    old, channel.qr_image_key = channel.qr_image_key, key
+    if old:
+        storage.delete_file(old)
+    return key
+
+
+def qr_image(channel: Channel) -> bytes | None:
+    """The kept 「联系我」 QR image of the channel, if WeCom gave one and it was fetched."""
+    from siyu.core import storage
+
+    if not channel.qr_image_key:
+        return None
+    try:
+        return storage.get(channel.qr_image_key)
+    except (NotFound, FileNotFoundError):
+        return None
+
+
+@dataclass(frozen=True)
+class PublicFace:
+    """What a customer sees of a channel (poster, landing page): the persona and brand they add and the
+    incentive — never the channel's internal name, its key or a remark."""
+
+    title: str
+    persona: str
+    brand: str
+    positioning: str
+    signature: str
+    avatar_url: str
+    wechat_id: str
+    incentive: str
+
+
+def public_face(channel: Channel, account: Account | None) -> PublicFace:
+    persona = account.display_name if account is not None else ""
+    brand = account.brand if account is not None else ""
+    if account is not None and len(channel.account_ids or []) > 1 and channel.qr_image_key:
+        persona = ""  # WeCom picks one of several members: name the brand, not one persona
+    title = " · ".join(part for part in (brand, persona) if part) or _("Add us on WeChat")
+    return PublicFace(title=title, persona=persona, brand=brand,
+                      positioning=account.positioning if account is not None else "",
+                      signature=account.signature if account is not None else "",
+                      avatar_url=account.avatar_url if account is not None and
+                      account.avatar_url.startswith("https://") else "",
+                      wechat_id=account.wechat_id if account is not None else "",
+                      incentive=channel.incentive_text)
 
 
 def get_channel(session: Session, *, channel_id: int, viewer: Viewer) -> Channel:

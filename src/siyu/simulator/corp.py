@@ -314,6 +314,9 @@ class VirtualCorp:
         self.mass_send_daily_limit = 1  # mass messages one customer may receive per day from the corp
         self._listing_snapshots: dict[tuple[str, ...], list[tuple[Contact, Follow]]] = {}
         self.auto_accept_transfer = True  # a handed-over customer is taken over at once (not after 24 h)
+        # Where the 「联系我」 QR images are served: WeCom's image host, or this simulator's own address
+        # (the server sets it from the requests it answers, so Siyu can fetch the image as from WeCom).
+        self.media_base = "https://wework.qpic.cn"
         self.kf = KfDesk(self)
         self.archive = ArchiveDesk(self)  # 会话内容存档 (siyu.simulator.archive)
 
@@ -431,7 +434,23 @@ class VirtualCorp:
 
     def _new_contact_way(self, **fields: Any) -> ContactWay:
         config_id = "".join(self.rng.choice("0123456789abcdef") for _ in range(32))
-        return ContactWay(config_id=config_id, qr_code=f"https://wework.qpic.cn/wwpic/sim_{config_id}/0", **fields)
+        return ContactWay(config_id=config_id, qr_code=f"{self.media_base}/wwpic/sim_{config_id}/0", **fields)
+
+    def contact_way_image(self, name: str) -> bytes | None:
+        """The QR image behind a contact way's ``qr_code`` (W:92228 returns its URL): a PNG whose code
+        opens the 「联系我」 page of the way; None for a way that does not exist (or was deleted)."""
+        import io
+
+        import qrcode
+
+        config_id = name.removeprefix("sim_")
+        with self.lock:
+            if not any(w.config_id == config_id for w in self.state.contact_ways):
+                return None
+        image = qrcode.make(f"https://work.weixin.qq.com/ca/cawcde{config_id[:16]}", box_size=8, border=2)
+        out = io.BytesIO()
+        image.save(out)  # PNG
+        return out.getvalue()
 
     def _keep(self, contact: Contact) -> None:
         self.state.contacts.append(contact)

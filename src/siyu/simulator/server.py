@@ -346,6 +346,8 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
 
     @app.middleware("http")
     async def name_the_simulator(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        if corp.media_base.startswith("https://wework.qpic.cn"):
+            corp.media_base = str(request.base_url).rstrip("/")  # contact-way QR images served below
         response: Response = await call_next(request)
         response.headers["Server"] = "siyu-wecom-simulator"
         response.headers["X-Siyu-Simulator"] = NAME
@@ -371,6 +373,14 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
                 f"{facts['kf']['messages']}, delivered to customers: {facts['kf']['delivered']}</p>"
                 f"<h2>Contact ways (state → members)</h2>"
                 f"<ul>{ways}</ul><p><a href='/_simulator/state'>full state (JSON)</a></p></body></html>")
+
+    @app.get("/wwpic/{name}/0")
+    def contact_way_qr(name: str) -> Response:
+        """The image at a contact way's ``qr_code`` URL (W:92228 配置客户联系「联系我」方式: ``qr_code``)."""
+        body = corp.contact_way_image(name)
+        if body is None:
+            return Response(status_code=404)
+        return Response(body, media_type="image/png")
 
     @app.get("/cgi-bin/gettoken")
     async def gettoken(request: Request) -> Response:

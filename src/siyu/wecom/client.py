@@ -65,6 +65,7 @@ from siyu.wecom.config import WecomConfig
 log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin/"
+MAX_QR_IMAGE_BYTES = 2 * 1024 * 1024  # a 「联系我」 QR image is a few KB; anything this large is not one
 # The platform refused the token: fetch a new one once and repeat the call.
 TOKEN_ERRCODES = frozenset({40001, 40014, 41001, 42001})
 # The platform is busy or limiting us: wait and repeat.
@@ -710,6 +711,34 @@ class WecomApi:
 
     def delete_contact_way(self, config_id: str) -> None:
         self.contact.del_contact_way(config_id)
+
+    def contact_way_image(self, qr_code: str) -> bytes:
+        """The 「联系我」 QR image at a contact way's ``qr_code`` URL (W:92228), fetched once by the caller
+        and kept: a poster or landing page must not depend on WeCom's image host at view time.
+
+        A public image URL (no token); at most ``MAX_QR_IMAGE_BYTES``, and it must be a PNG or JPEG.
+        Not reachable (or a 5xx) is retryable; anything else is permanent.
+        """
+        if not qr_code.startswith(("https://", "http://")):
+            raise WecomApiError(None, "not an image URL", api="qr_code")
+        try:
+            with requests.get(qr_code, timeout=(5, 15), stream=True) as answer:
+                if answer.status_code >= 500:
+                    raise WecomApiError(None, f"HTTP {answer.status_code}", api="qr_code", retryable=True,
+                                        http_status=answer.status_code)
+                if answer.status_code != 200:
+                    raise WecomApiError(None, f"HTTP {answer.status_code}", api="qr_code",
+                                        http_status=answer.status_code)
+                body = b""
+                for part in answer.iter_content(64 * 1024):
+                    body += part
+                    if len(body) > MAX_QR_IMAGE_BYTES:
+                        raise WecomApiError(None, "the QR image is larger than expected", api="qr_code")
+        except requests.RequestException as exc:
+            raise WecomApiError(None, _scrub(str(exc)), api="qr_code", retryable=True) from exc
+        if not body.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
+            raise WecomApiError(None, "the QR URL did not answer a PNG or JPEG image", api="qr_code")
+        return body
 
     # ---- welcome messages and mass sends
 
