@@ -81,6 +81,13 @@ def _seed(session: Session) -> dict[str, int]:
     session.commit()
     ids["shop"] = shop.id
     ids["online"] = online.id
+    from siyu.channels import service as channels_service
+    from siyu.core.viewer import SYSTEM
+
+    session.get(type(online), online.id).wechat_id = "shanye-online"  # type: ignore[union-attr]
+    ids["channel"] = channels_service.save_channel(session, viewer=SYSTEM, data=channels_service.ChannelIn(
+        name="内部·包裹卡第2批", account_ids=[online.id], incentive_text="加好友领 5 元无门槛券")).id
+    session.commit()
     return ids
 
 
