@@ -11,7 +11,8 @@ from siyu.core.db import utcnow
 from siyu.core.errors import Invalid
 from siyu.core.viewer import SYSTEM
 from siyu.customers import service
-from siyu.customers.schemas import AddressIn, CustomerUpdate, LifecycleRules, TouchIn
+from siyu.customers.lifecycle import LifecycleRules
+from siyu.customers.schemas import AddressIn, CustomerUpdate, TouchIn
 from siyu.customers.service import CustomerFilter
 from tests.conftest import viewer_of
 

@@ -19,8 +19,8 @@ from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import _
 from siyu.core.ids import Id, parse_id
 from siyu.core.viewer import Viewer
-from siyu.customers.pages import FormDep, FormRead
 from siyu.team import service as team_service
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 
 api = APIRouter(tags=["accounts"])

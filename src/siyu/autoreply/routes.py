@@ -21,7 +21,7 @@ from siyu.core.i18n import N_, _
 from siyu.core.ids import Id, parse_id
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
-from siyu.customers.pages import FormDep, FormRead, field_errors
+from siyu.web.forms import FormDep, FormRead, field_errors
 from siyu.web.render import render
 
 api = APIRouter(tags=["auto-reply"])

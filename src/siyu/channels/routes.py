@@ -32,8 +32,8 @@ from siyu.core.ids import Id, parse_id
 from siyu.core.settings import local_today
 from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import Viewer
-from siyu.customers.pages import FormDep, FormRead, field_errors
 from siyu.team import service as team_service
+from siyu.web.forms import FormDep, FormRead, field_errors
 from siyu.web.render import render, templates
 
 api = APIRouter(tags=["channels"])

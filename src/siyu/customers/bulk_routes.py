@@ -24,10 +24,11 @@ from siyu.core.ids import Id, parse_id
 from siyu.customers import bulk, service
 from siyu.customers import jobs as customers_jobs
 from siyu.customers.models import Stage
-from siyu.customers.pages import FormDep, FormRead, ListQuery
+from siyu.customers.pages import ListQuery
 from siyu.customers.routes import filter_from_params
 from siyu.customers.schemas import TagName
 from siyu.team import service as team_service
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 
 api = APIRouter(tags=["customers"])

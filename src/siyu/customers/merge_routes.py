@@ -20,9 +20,9 @@ from siyu.core.ids import Id, parse_id
 from siyu.core.viewer import Viewer
 from siyu.customers import merge, service
 from siyu.customers.models import Customer, CustomerMerge
-from siyu.customers.pages import FormDep, FormRead
 from siyu.customers.schemas import CustomerOut, CustomerSummary
 from siyu.team import service as team_service
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 
 api = APIRouter(tags=["customers"])

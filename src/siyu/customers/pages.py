@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -29,13 +29,14 @@ from starlette.datastructures import FormData, QueryParams
 
 from siyu.accounts import service as accounts_service
 from siyu.core.deps import AdminPageViewer, CsrfChecked, PageViewer, SessionDep
-from siyu.core.errors import DomainError, Invalid, validation_message
+from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
 from siyu.core.ids import Id, parse_id
 from siyu.core.settings import get_settings, local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers import jobs as customers_jobs
 from siyu.customers import service
+from siyu.customers.lifecycle import LifecycleRules
 from siyu.customers.merge import PORTRAIT_LABELS
 from siyu.customers.models import MANUAL_KINDS, Customer, FieldType, Stage, Touch
 from siyu.customers.schemas import (
@@ -43,7 +44,6 @@ from siyu.customers.schemas import (
     AttachmentIn,
     CustomerUpdate,
     CustomFieldIn,
-    LifecycleRules,
     TagGroupIn,
     TagIn,
     TouchIn,
@@ -52,15 +52,14 @@ from siyu.customers.service import CustomerFilter
 from siyu.segments import service as segments_service
 from siyu.segments.models import RFM_LABELS
 from siyu.team import service as team_service
+from siyu.web import forms
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 
 pages = APIRouter(include_in_schema=False)
 
 LIST_LIMIT = 50
 TIMELINE_LIMIT = 20
-# Starlette refuses a form field over 1 MB with a bare 400. The console reads its forms with
-# more room so that an over-long text reaches validation and is answered with the field named.
-FORM_MAX_FIELD_BYTES = 16 * 1024 * 1024
 SORT_LABELS = {"last_touch": N_("Last touch"), "created": N_("Newest"), "name": N_("Name")}
 
 # Labels of the portrait's fields, for forms, errors and the timeline's "fields changed".
@@ -111,14 +110,6 @@ PORTRAIT_TEXT_FIELDS = ("name", "wechat_id", "gender", "age_band", "city", "job"
 PORTRAIT_NOTE_FIELDS = ("objective_notes", "emotional_notes")
 
 
-async def read_form(request: Request) -> FormData:
-    return await request.form(max_part_size=FORM_MAX_FIELD_BYTES)
-
-
-FormRead = Depends(read_form)
-FormDep = Annotated[FormData, FormRead]
-
-
 # ---------------------------------------------------------------- small parsing helpers
 
 
@@ -136,7 +127,8 @@ def _int_or_none(raw: str, *, field_name: str) -> int | None:
     if not raw:
         return None
     if parse_id(raw) is None:
-        raise Invalid("Invalid value for {label}", field=field_name, label=_field_label(field_name))
+        raise Invalid("Invalid value for {label}", field=field_name,
+                      label=forms.field_label(field_name, labels=FIELD_LABELS))
     return int(raw)
 
 
@@ -165,57 +157,11 @@ def _local_datetime(raw: str, *, field_name: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=local_zone())
 
 
-def _field_label(name: str, custom_labels: dict[str, str] | None = None,
-                 labels: dict[str, str] | None = None) -> str:
-    if name.startswith(("custom.", "custom_fields.")):
-        key = name.split(".", 1)[1]
-        return (custom_labels or {}).get(key, key)
-    base = name.split(".", 1)[0]
-    return _((labels or FIELD_LABELS).get(base, base))
-
-
-def _error_text(error: Any) -> str:
-    """One pydantic error as a sentence in the console's language."""
-    kind = error.get("type", "")
-    ctx = error.get("ctx") or {}
-    value = error.get("input")
-    if kind == "string_too_long":
-        length = len(value) if isinstance(value, str) else 0
-        return _("Too long: at most {max} characters (this has {n})", max=ctx.get("max_length"), n=length)
-    if kind in ("string_too_short", "missing") or (kind == "too_short" and isinstance(value, str)):
-        return _("Required")  # a Name (core/text.py) reports its min_length as too_short
-    if kind == "string_pattern_mismatch":
-        return _("Invalid format")
-    if kind == "too_long":
-        return _("Too many entries (at most {max})", max=ctx.get("max_length"))
-    if kind in ("int_parsing", "decimal_parsing", "float_parsing", "int_type", "decimal_type"):
-        return _("Must be a number")
-    if kind in ("greater_than_equal", "greater_than"):
-        return _("Must be at least {min}", min=ctx.get("ge", ctx.get("gt")))
-    if kind in ("less_than_equal", "less_than"):
-        return _("Must be at most {max}", max=ctx.get("le", ctx.get("lt")))
-    if kind == "enum":
-        return _("Not one of the allowed values")
-    return validation_message(error)
-
-
 def field_errors(exc: ValidationError | DomainError, *, custom_labels: dict[str, str] | None = None,
                  default_field: str = "form", labels: dict[str, str] | None = None) -> dict[str, str]:
-    """Errors keyed by form field: ``{"description": "描述：太长……"}``. The message names the field."""
-    errors: dict[str, str] = {}
-    if isinstance(exc, DomainError):
-        name = exc.field or default_field
-        errors[name.replace("custom_fields.", "custom.")] = exc.message
-        return errors
-    for error in exc.errors():
-        loc = [str(p) for p in error.get("loc", ()) if not isinstance(p, int)]
-        name = ".".join(loc) or default_field
-        name = name.replace("custom_fields.", "custom.")
-        if name in errors:
-            continue
-        errors[name] = _("{field}: {message}", field=_field_label(name, custom_labels, labels),
-                         message=_error_text(error))
-    return errors
+    """``web.forms.field_errors`` with the customer forms' own field labels by default."""
+    return forms.field_errors(exc, custom_labels=custom_labels, default_field=default_field,
+                              labels=labels if labels is not None else FIELD_LABELS)
 
 
 def _view(raw: str) -> str:
@@ -411,7 +357,7 @@ def _detail_context(session: Session, *, customer: Customer, viewer: Viewer, sta
 
 def _label_context(custom_fields: list[Any]) -> dict[str, Any]:
     custom_labels = {f.key: f.label for f in custom_fields}
-    return {"field_label": lambda name: _field_label(name, custom_labels)}
+    return {"field_label": lambda name: forms.field_label(name, custom_labels, FIELD_LABELS)}
 
 
 def _render_detail(request: Request, session: Session, *, customer_id: int, viewer: Viewer, status_code: int = 200,

@@ -11,6 +11,7 @@ from siyu.core.ids import Id, parse_id
 from siyu.core.viewer import Viewer
 from siyu.customers import jobs as customers_jobs
 from siyu.customers import service
+from siyu.customers.lifecycle import LifecycleRules
 from siyu.customers.pages import pages
 from siyu.customers.schemas import (
     AddressIn,
@@ -23,7 +24,6 @@ from siyu.customers.schemas import (
     CustomerUpdate,
     CustomFieldIn,
     CustomFieldOut,
-    LifecycleRules,
     TagGroupIn,
     TagGroupOut,
     TagIn,

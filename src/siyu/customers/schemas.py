@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from siyu.core.ids import Id
 from siyu.core.text import Name, NoNul
-from siyu.customers.models import FieldType, Stage, TagGroupKind, TouchKind
+from siyu.customers.models import FieldType, TagGroupKind, TouchKind
 
 MAX_TEXT = 20000  # characters in a description or note; a WeChat remark description is far shorter
 PhoneStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=32,
@@ -207,59 +207,3 @@ class CustomFieldOut(CustomFieldIn):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-
-
-class LevelRule(BaseModel):
-    min_total: Decimal = Field(ge=0)
-    label: str = Field(min_length=1, max_length=32)
-
-
-class BucketRule(BaseModel):
-    min: int = Field(ge=0)
-    label: str = Field(min_length=1, max_length=32)
-
-
-class LifecycleRules(BaseModel):
-    """When a customer climbs the ladder 流量 → 用户 → 客户 → 粉丝; editable by admins."""
-
-    user_min_contacts: int = Field(1, ge=0)
-    customer_min_purchases: int = Field(1, ge=1)
-    fan_min_purchases: int = Field(3, ge=1)
-    fan_min_contacts: int = Field(10, ge=0)
-    # 粉丝 also: bought a product within this many days of its launch (0: this rule is off).
-    fan_new_launch_days: int = Field(30, ge=0, le=3650)
-    contact_buckets: list[BucketRule]
-    purchase_buckets: list[BucketRule]
-    levels: list[LevelRule]
-
-    def stage_for(self, *, contacts: int, purchases: int, new_launch: int = 0) -> Stage:
-        if purchases >= self.fan_min_purchases and contacts >= self.fan_min_contacts:
-            return Stage.fan
-        if new_launch > 0 and self.fan_new_launch_days > 0 and purchases >= self.customer_min_purchases:
-            return Stage.fan  # "buys whatever you launch" (004)
-        if purchases >= self.customer_min_purchases:
-            return Stage.customer
-        if contacts >= self.user_min_contacts and contacts > 0:
-            return Stage.user
-        return Stage.traffic
-
-    @staticmethod
-    def _bucket(buckets: list[BucketRule], value: int) -> str:
-        chosen = ""
-        for bucket in sorted(buckets, key=lambda b: b.min):
-            if value >= bucket.min:
-                chosen = bucket.label
-        return chosen
-
-    def contact_bucket(self, contacts: int) -> str:
-        return self._bucket(self.contact_buckets, contacts)
-
-    def purchase_bucket(self, purchases: int) -> str:
-        return self._bucket(self.purchase_buckets, purchases)
-
-    def level_for(self, total: Decimal) -> str:
-        chosen = ""
-        for level in sorted(self.levels, key=lambda lv: lv.min_total):
-            if total >= level.min_total:
-                chosen = level.label
-        return chosen

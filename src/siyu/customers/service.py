@@ -56,6 +56,7 @@ from siyu.core.ratelimit import SlidingWindow
 from siyu.core.settings import get_settings
 from siyu.core.viewer import Viewer
 from siyu.customers import search
+from siyu.customers.lifecycle import LifecycleRules
 from siyu.customers.models import (
     COMPUTED_GROUP_KINDS,
     CONTACT_KINDS,
@@ -87,7 +88,6 @@ from siyu.customers.schemas import (
     CustomerUpdate,
     CustomFieldIn,
     FriendshipOut,
-    LifecycleRules,
     TagGroupOut,
     TagOut,
     TouchIn,

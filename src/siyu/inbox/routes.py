@@ -25,13 +25,13 @@ from siyu.core.ids import Id, parse_count, parse_id
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers.models import Customer
-from siyu.customers.pages import FormDep, FormRead
 from siyu.inbox import jobs as inbox_jobs
 from siyu.inbox import reports, service
 from siyu.inbox.models import Conversation, ConversationStatus, Message
 from siyu.inbox.service import InboundMessage, QueueFilter
 from siyu.team import service as team_service
 from siyu.team.models import Role, User, UserAccount
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 
 api = APIRouter(tags=["inbox"])

@@ -23,7 +23,6 @@ from siyu.core.pagination import decode_cursor, encode_cursor
 from siyu.core.settings import local_today
 from siyu.core.viewer import Viewer
 from siyu.customers.models import Friendship
-from siyu.customers.pages import FormDep, FormRead
 from siyu.maintenance import churn, pool, service
 from siyu.maintenance.models import TASK_KIND_LABELS, Task, TaskKind
 from siyu.maintenance.schemas import (
@@ -52,6 +51,7 @@ from siyu.maintenance.schemas import (
     TaskSettingsOut,
 )
 from siyu.segments.schemas import ConditionGroup, parse_tree
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 
 api = APIRouter(tags=["tasks"])

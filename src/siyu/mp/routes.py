@@ -18,11 +18,11 @@ from siyu.core.deps import AdminPageViewer, ApiViewer, CsrfChecked, SessionDep
 from siyu.core.errors import DomainError, Forbidden, Invalid
 from siyu.core.group_commit import GroupCommitter
 from siyu.core.i18n import N_, _
-from siyu.customers.pages import FormDep, FormRead
 from siyu.mp import callback, client, inbound, jobs, service
 from siyu.mp import config as mp_config
 from siyu.mp.callback import CallbackRefused, MpQuery
 from siyu.mp.config import MpConfig
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 
 log = logging.getLogger(__name__)

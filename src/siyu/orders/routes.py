@@ -27,10 +27,10 @@ from siyu.core.viewer import Viewer
 from siyu.customers import imports as customer_imports
 from siyu.customers import service as customers_service
 from siyu.customers.import_routes import UploadForm, read_upload_form
-from siyu.customers.pages import FormDep, FormRead
 from siyu.orders import imports, jobs, schemas, service, webhook
 from siyu.orders.models import MatchState, Order, OrderStatus, SourceKind
 from siyu.orders.service import STATUS_LABELS
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 
 api = APIRouter(tags=["orders"])

@@ -24,7 +24,6 @@ from siyu.core.settings import get_settings
 from siyu.core.viewer import Viewer
 from siyu.customers import service as customers_service
 from siyu.customers.models import Stage
-from siyu.customers.pages import FormDep, FormRead
 from siyu.customers.schemas import CustomerPage
 from siyu.segments import jobs as segments_jobs
 from siyu.segments import rfm, service
@@ -40,6 +39,7 @@ from siyu.segments.schemas import (
     describe_error,
     parse_tree,
 )
+from siyu.web.forms import FormDep, FormRead
 
 api = APIRouter(tags=["segments"])
 pages = APIRouter(include_in_schema=False)

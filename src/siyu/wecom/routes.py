@@ -21,7 +21,7 @@ from siyu.core.group_commit import GroupCommitter
 from siyu.core.i18n import N_, _
 from siyu.core.ids import Id
 from siyu.core.settings import local_zone
-from siyu.customers.pages import FormDep, FormRead
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 from siyu.wecom import callback, config, jobs, sync
 from siyu.wecom import client as wecom_client
