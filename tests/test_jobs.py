@@ -384,3 +384,14 @@ def test_a_retry_the_queue_lost_is_started_by_the_sweep(db: Session) -> None:
     db.commit()
     assert jobs.recover_stale() == [job.id]
     assert calls == [{"step": 1}] and _job(job.id).status == JobStatus.succeeded
+
+
+def test_a_task_is_found_by_its_name_and_a_wrong_name_is_refused() -> None:
+    from siyu.channels.jobs import sync_contact_way
+    from siyu.core import jobs as core_jobs
+
+    assert core_jobs.task_named("channels.jobs.sync_contact_way") is sync_contact_way
+    assert core_jobs.task_named("siyu.channels.jobs.sync_contact_way") is sync_contact_way
+    for wrong in ("channels.jobs.no_such_task", "channels.jobs.service", "nodots"):
+        with pytest.raises(LookupError):
+            core_jobs.task_named(wrong)

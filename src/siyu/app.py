@@ -227,8 +227,8 @@ def create_app() -> FastAPI:
     from siyu.customers.import_routes import pages as import_pages
     from siyu.customers.merge_routes import api as merge_api
     from siyu.customers.merge_routes import pages as merge_pages
+    from siyu.customers.pages import pages as customers_pages
     from siyu.customers.routes import api as customers_api
-    from siyu.customers.routes import pages as customers_pages
     from siyu.customers.sidebar_routes import pages as sidebar_pages
     from siyu.groups.routes import api as groups_api
     from siyu.groups.routes import pages as groups_pages

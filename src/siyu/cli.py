@@ -12,8 +12,8 @@ import typer
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
+from siyu.bootstrap import init_database
 from siyu.core import db as core_db
-from siyu.core.migrate import upgrade
 from siyu.core.settings import get_settings
 from siyu.customers.cli import customers_app
 from siyu.simulator.cli import simulator_app
@@ -34,16 +34,6 @@ def _use_database(url: str) -> None:
     os.environ["SIYU_DATABASE_URL"] = url
     get_settings.cache_clear()
     core_db.reset_engine()
-
-
-def _init_database(url: str) -> None:
-    upgrade(url)
-    from siyu.customers import search
-    from siyu.customers import service as customers_service
-
-    with core_db.transaction() as session:
-        customers_service.ensure_default_tag_groups(session)
-        search.ensure_built(session)
 
 
 def _wipe_database(url: str) -> None:
@@ -171,7 +161,7 @@ def worker(
         typer.echo(f"unknown queue: {', '.join(unknown)} (choose from {', '.join(QUEUE_NAMES)})", err=True)
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _init_database(get_settings().database_url)
+    init_database(get_settings().database_url)
     modules = load_tasks()
     from siyu.wecom import connector as wecom_connector
 
@@ -185,7 +175,7 @@ def worker(
 def init() -> None:
     """Create the database or migrate it to the latest schema (SIYU_DATABASE_URL)."""
     url = get_settings().database_url
-    _init_database(url)
+    init_database(url)
     typer.echo(f"database ready: {make_url(url).render_as_string(hide_password=True)}")
 
 
@@ -200,7 +190,7 @@ def serve(
     """Serve the web console and the API (migrates the database first)."""
     import uvicorn
 
-    _init_database(get_settings().database_url)
+    init_database(get_settings().database_url)
     _worker_in_process(worker and workers == 1)
     uvicorn.run("siyu.app:create_app", factory=True, host=host, port=port, workers=workers,
                 proxy_headers=True, log_level="info")
@@ -237,7 +227,7 @@ def demo(
         raise typer.Exit(2)
     _use_database(url)
     _wipe_database(url)
-    _init_database(url)
+    init_database(url)
     typer.echo("building demo data …")
     with core_db.transaction() as session:
         summary = build_demo(session, admin_password=password, customers=customers)
@@ -272,7 +262,7 @@ def user_create(
 
     if password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    _init_database(get_settings().database_url)
+    init_database(get_settings().database_url)
     try:
         data = UserIn(username=username, password=password, role=role,
                       display_name=display_name, account_ids=account or [])

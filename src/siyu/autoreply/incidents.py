@@ -145,9 +145,7 @@ def open_incident(session: Session, *, data: IncidentIn, viewer: Viewer) -> Inci
     if not seen:
         raise Invalid("Nobody received that message in this time range", field="since")
     session.flush()
-    from siyu.autoreply.jobs import send_corrections
-
-    job = jobs.submit(session, send_corrections, kind="autoreply.incident",
+    job = jobs.submit(session, "autoreply.jobs.send_corrections", kind="autoreply.incident",
                       title=_("Correction: {title}", title=data.title),
                       params={"incident_id": incident.id, "user_id": viewer.user_id}, actor=viewer, total=len(seen))
     incident.job_id = job.id

@@ -31,7 +31,9 @@ from siyu.core.settings import local_zone
 from siyu.core.text import Name
 from siyu.core.viewer import Viewer
 from siyu.customers import variables
+from siyu.inbox import service as inbox_service
 from siyu.inbox.models import Conversation, DeliveryStatus, Direction, Message, MessageType
+from siyu.inbox.service import StoredInbound
 from siyu.team import service as team_service
 
 QUIET_PERIOD = timedelta(minutes=10)
@@ -260,19 +262,6 @@ def _local(at: datetime) -> datetime:
     return at.astimezone(local_zone())
 
 
-@dataclass
-class StoredInbound:
-    """An inbound message just stored, as the responder needs it."""
-
-    id: int
-    conversation_id: int
-    msg_type: str
-    text: str
-    sent_at: datetime
-    payload: dict[str, Any] | None
-    account_id: int | None = None  # the conversation's account, when the caller knows it (matched before any query)
-
-
 def respond(session: Session, *, messages: Sequence[StoredInbound]) -> int:
     """Answer new inbound messages that a switched-on rule matches. Returns how many replies were queued."""
     candidates = [m for m in messages if m.msg_type != MessageType.system.value
@@ -365,8 +354,6 @@ def _queue_reply(session: Session, *, conversation: Conversation, answered: Stor
     inserted = session.connection().execute(statement).first()
     if inserted is None:
         return False
-    from siyu.inbox import service as inbox_service
-
     inbox_service.send_after_commit(session, int(inserted[0]))
     conversation.last_message_at = now
     conversation.last_message_preview = text[:120]
@@ -444,8 +431,6 @@ def dry_run(session: Session, *, rule_id: int, viewer: Viewer, days: int = DRY_R
         query = query.where(Conversation.account_id == rule.account_id)
     elif not viewer.sees_all_accounts:
         query = query.where(Conversation.account_id.in_(sorted(viewer.account_ids)))
-    from siyu.inbox import service as inbox_service
-
     scanned = matched = 0
     hits: list[DryRunHit] = []
     customers: set[int] = set()
@@ -479,6 +464,9 @@ def suggest_reply(session: Session, *, conversation: Conversation) -> str | None
     version = session.get(AutoReplyRuleVersion, hit.version_id) if hit is not None else None
     if version is None:
         return None
-    from siyu.inbox import service as inbox_service
-
     return inbox_service.fill_variables(session, text=version.reply, conversation=conversation)
+
+
+@inbox_service.on_ingested
+def _respond_to_ingested(session: Session, messages: Sequence[StoredInbound]) -> int:
+    return respond(session, messages=messages)

@@ -133,10 +133,9 @@ def save_channel(session: Session, *, data: ChannelIn, viewer: Viewer, channel_i
 
 
 def _queue_contact_way(session: Session, channel_id: int) -> None:
-    from siyu.channels.jobs import sync_contact_way
     from siyu.core import jobs
 
-    jobs.enqueue_after_commit(session, sync_contact_way, channel_id)
+    jobs.enqueue_after_commit(session, "channels.jobs.sync_contact_way", channel_id)
 
 
 def wecom_users(session: Session, channel: Channel) -> list[str]:

@@ -35,6 +35,7 @@ queue lost (a Redis restarted without persistence) is started by the sweep a lea
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -44,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 from huey.api import TaskWrapper
@@ -92,13 +93,37 @@ def set_immediate(immediate: bool) -> None:
 
 # ---------------------------------------------------------------- enqueue after commit
 
+# A task given by name: "<domain>.<jobs module>.<task>", e.g. "channels.jobs.sync_contact_way".
+TaskRef: TypeAlias = "TaskWrapper | str"
 
-def enqueue_after_commit(session: Session, task: TaskWrapper, *args: Any, **kwargs: Any) -> None:
+
+def task_named(name: str) -> TaskWrapper:
+    """The task called ``name`` ("channels.jobs.sync_contact_way"), its module imported on first use.
+
+    Why by name: a domain's service must not import its own ``jobs`` module (which imports the
+    service) — services enqueue through here by name, jobs call services, and no import circle forms.
+    """
+    module_name, _dot, attribute = name.rpartition(".")
+    if not module_name or not attribute:
+        raise LookupError(f"not a task name: {name!r}")
+    module = importlib.import_module(module_name if module_name.startswith("siyu.") else f"siyu.{module_name}")
+    task = getattr(module, attribute, None)
+    if not isinstance(task, TaskWrapper):
+        raise LookupError(f"no task {name!r}")
+    return task
+
+
+def _task(task: TaskRef) -> TaskWrapper:
+    return task_named(task) if isinstance(task, str) else task
+
+
+def enqueue_after_commit(session: Session, task: TaskRef, *args: Any, **kwargs: Any) -> None:
     """Enqueue ``task(*args)`` once ``session`` commits; nothing is enqueued on rollback.
 
-    Inside a SAVEPOINT the task waits for the outermost commit, and a rolled-back savepoint
-    drops only the tasks queued inside it.
+    ``task`` is the task or its name (``task_named``). Inside a SAVEPOINT the task waits for the
+    outermost commit, and a rolled-back savepoint drops only the tasks queued inside it.
     """
+    task = _task(task)
     pending: list[tuple[Any, Callable[[], Any]]] = session.info.setdefault("siyu_after_commit", [])
     pending.append((session.get_nested_transaction() or session.get_transaction(), partial(task, *args, **kwargs)))
     if not session.info.get("siyu_after_commit_hooked"):
@@ -107,8 +132,9 @@ def enqueue_after_commit(session: Session, task: TaskWrapper, *args: Any, **kwar
         event.listen(session, "after_soft_rollback", _drop_after_rollback)
 
 
-def cancel_after_commit(session: Session, task: TaskWrapper, *args: Any) -> None:
+def cancel_after_commit(session: Session, task: TaskRef, *args: Any) -> None:
     """Forget ``task(*args)`` enqueued for this transaction's commit (its work was done meanwhile)."""
+    task = _task(task)
     pending = session.info.get("siyu_after_commit", [])
     session.info["siyu_after_commit"] = [
         (t, e) for t, e in pending if not (isinstance(e, partial) and e.func is task and e.args == args)]
@@ -397,7 +423,7 @@ def _describe(exc: Exception) -> str:
 
 def submit(
     session: Session,
-    task: TaskWrapper,
+    task: TaskRef,
     *,
     kind: str,
     title: str,
@@ -410,7 +436,9 @@ def submit(
 
     ``enqueue=False``: the caller runs it in its own process (``task.call_local(job.id)``, the
     CLI); should that process die, the sweep hands the job to a worker like any other.
+    ``task``: the task or its name (``task_named``).
     """
+    task = _task(task)
     job = Job(kind=kind, title=title, queue=getattr(task, "siyu_queue", "bulk"), params=params, total=total,
               created_by_id=actor.user_id, task=getattr(task, "siyu_name", ""))
     session.add(job)

@@ -23,9 +23,9 @@ from siyu.core.i18n import N_, _
 from siyu.core.ids import Id, parse_id
 from siyu.customers import bulk, service
 from siyu.customers import jobs as customers_jobs
+from siyu.customers.filters import filter_from_params
 from siyu.customers.models import Stage
 from siyu.customers.pages import ListQuery
-from siyu.customers.routes import filter_from_params
 from siyu.customers.schemas import TagName
 from siyu.team import service as team_service
 from siyu.web.forms import FormDep, FormRead

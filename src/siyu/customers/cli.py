@@ -25,7 +25,7 @@ def import_file(
     )] = True,
 ) -> None:
     """Import customers: the whole file is validated first; with any error nothing is written (exit code 2)."""
-    from siyu.cli import _init_database
+    from siyu.bootstrap import init_database
     from siyu.core import db as core_db
     from siyu.core.errors import DomainError
     from siyu.core.i18n import _
@@ -34,7 +34,7 @@ def import_file(
     from siyu.core.viewer import SYSTEM
     from siyu.customers import imports
 
-    _init_database(get_settings().database_url)
+    init_database(get_settings().database_url)
     options = imports.ImportOptions(account_id=account,
                                     mode=imports.ImportMode.update if update else imports.ImportMode.skip)
     try:
@@ -82,14 +82,14 @@ def export_file(
     source: Annotated[str | None, typer.Option(help="Only customers of this source (来源).")] = None,
 ) -> None:
     """Export customers (all, or those of the filters) with the import's column headers; audited."""
-    from siyu.cli import _init_database
+    from siyu.bootstrap import init_database
     from siyu.core import db as core_db
     from siyu.core.errors import DomainError
     from siyu.core.i18n import _
     from siyu.core.settings import get_settings
     from siyu.core.viewer import SYSTEM
     from siyu.customers import exports
-    from siyu.customers.routes import filter_from_params
+    from siyu.customers.filters import filter_from_params
 
     try:
         chosen = exports.ExportFormat(fmt.lower()) if fmt else exports.ExportFormat.for_path(file)
@@ -101,7 +101,7 @@ def export_file(
     if not file.parent.is_dir():
         typer.echo(_("error: folder {folder} does not exist", folder=str(file.parent)), err=True)
         raise typer.Exit(2)
-    _init_database(get_settings().database_url)
+    init_database(get_settings().database_url)
     flt = filter_from_params(q, tag, stage, account, source)
     partial = file.with_name(f".{file.name}.part")  # a failed export never leaves half a file under FILE
     try:
@@ -127,7 +127,7 @@ def import_chat_file(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count only; write nothing.")] = False,
 ) -> None:
     """Add a personal-WeChat chat export to a customer's timeline; re-imports add only new messages."""
-    from siyu.cli import _init_database
+    from siyu.bootstrap import init_database
     from siyu.core import db as core_db
     from siyu.core.errors import DomainError
     from siyu.core.i18n import _
@@ -135,7 +135,7 @@ def import_chat_file(
     from siyu.core.viewer import SYSTEM
     from siyu.customers import chat_imports
 
-    _init_database(get_settings().database_url)
+    init_database(get_settings().database_url)
     try:
         with core_db.transaction() as session:
             result = chat_imports.import_chat(session, customer_id=customer, data=file.read_bytes(),

@@ -28,8 +28,8 @@ from siyu.core.viewer import Viewer
 from siyu.customers import export_policy, exports, service
 from siyu.customers import jobs as customers_jobs
 from siyu.customers.exports import ExportFormat
+from siyu.customers.filters import FilterDep
 from siyu.customers.pages import ListQuery
-from siyu.customers.routes import FilterDep
 from siyu.customers.service import CustomerFilter
 from siyu.web.render import render
 

@@ -36,6 +36,7 @@ from siyu.core.settings import get_settings, local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers import jobs as customers_jobs
 from siyu.customers import service
+from siyu.customers.filters import filter_from_params
 from siyu.customers.lifecycle import LifecycleRules
 from siyu.customers.merge import PORTRAIT_LABELS
 from siyu.customers.models import MANUAL_KINDS, Customer, FieldType, Stage, Touch
@@ -202,9 +203,6 @@ class ListQuery:
                    rfm=_text(params, "rfm")[:32])
 
     def to_filter(self) -> CustomerFilter:
-        # Imported here: routes.py imports this module for its router (no import cycle at load time).
-        from siyu.customers.routes import filter_from_params
-
         account_id = _int_or_none(self.account_id, field_name="account_id")
         return filter_from_params(
             self.q, self.tags, self.stage or None, account_id, self.source or None,

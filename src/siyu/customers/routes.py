@@ -1,18 +1,17 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from siyu.core.deps import AdminApiViewer, ApiViewer, SessionDep
-from siyu.core.ids import Id, parse_id
+from siyu.core.ids import Id
 from siyu.core.viewer import Viewer
 from siyu.customers import jobs as customers_jobs
 from siyu.customers import service
+from siyu.customers.filters import FilterDep
 from siyu.customers.lifecycle import LifecycleRules
-from siyu.customers.pages import pages
 from siyu.customers.schemas import (
     AddressIn,
     AddressOut,
@@ -33,35 +32,8 @@ from siyu.customers.schemas import (
     TouchOut,
     TouchPage,
 )
-from siyu.customers.service import CustomerFilter
 
 api = APIRouter(tags=["customers"])
-__all__ = ["api", "pages"]
-
-
-def filter_from_params(
-    q: str = "",
-    tag: Annotated[list[str] | None, Query()] = None,
-    stage: str | None = None,
-    account_id: Id | None = None,
-    source: str | None = None,
-    last_touch_before: datetime | None = None,
-    last_touch_after: datetime | None = None,
-    sort: str = "last_touch",
-    segment: Id | None = None,
-    rfm: str | None = None,
-) -> CustomerFilter:
-    """Tags may be given by id or by name (``标签`` or ``组:标签``); the console and API share this."""
-    tags = [t.strip() for t in (tag or []) if t and t.strip()]
-    return CustomerFilter(
-        q=q[:200], tag_ids=[i for t in tags if (i := parse_id(t)) is not None],
-        tag_names=[t for t in tags if parse_id(t) is None],
-        stage=stage or None, account_id=account_id, source=source or None, last_touch_before=last_touch_before,
-        last_touch_after=last_touch_after, sort=sort, segment_id=segment, rfm=rfm or None)
-
-
-# The list's filter as query parameters; the list, exports and bulk actions read the same ones.
-FilterDep = Annotated[CustomerFilter, Depends(filter_from_params)]
 
 
 @api.get("/customers", response_model=CustomerPage,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
@@ -180,17 +180,39 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     result.conversations = sorted(by_conversation)
     result.assigned = assign_waiting(session, conversation_ids=result.conversations)
     account_of = {conversation_ids[key]: message.account_id for message, key, _customer in keyed}
-    # Imported here: auto-replies build on the inbox, so the inbox may not import them at load time.
-    from siyu.autoreply import service as autoreply_service
-
-    if not auto_reply:
+    if not auto_reply or not _responders:
         return result
-    result.auto_replies = autoreply_service.respond(session, messages=[
-        autoreply_service.StoredInbound(id=row.id, conversation_id=row.conversation_id, msg_type=row.msg_type,
-                                        text=row.text, sent_at=row.sent_at, payload=row.payload,
-                                        account_id=account_of.get(row.conversation_id))
-        for row in inserted if _from_customer(row)])
+    stored = [StoredInbound(id=row.id, conversation_id=row.conversation_id, msg_type=row.msg_type, text=row.text,
+                            sent_at=row.sent_at, payload=row.payload, account_id=account_of.get(row.conversation_id))
+              for row in inserted if _from_customer(row)]
+    result.auto_replies = sum(responder(session, stored) for responder in _responders)
     return result
+
+
+@dataclass
+class StoredInbound:
+    """An inbound message just stored, as a responder (the auto-replies) needs it."""
+
+    id: int
+    conversation_id: int
+    msg_type: str
+    text: str
+    sent_at: datetime
+    payload: dict[str, Any] | None
+    account_id: int | None = None  # the conversation's account, when the caller knows it (matched before any query)
+
+
+# Who answers what ingestion stored, in its transaction; returns how many replies it queued.
+Responder = Callable[[Session, Sequence[StoredInbound]], int]
+_responders: list[Responder] = []
+
+
+def on_ingested(responder: Responder) -> Responder:
+    """Register a responder (``autoreply.service`` does, at import): auto-replies build on the inbox,
+    so the inbox calls them through this list and never imports them."""
+    if responder not in _responders:
+        _responders.append(responder)
+    return responder
 
 
 # The message columns ingestion writes, with their PostgreSQL array types (payload travels as text → json).
@@ -775,9 +797,8 @@ def retry_reply(session: Session, *, message_id: int, viewer: Viewer, conversati
 def send_after_commit(session: Session, message_id: int) -> None:
     """Deliver an outbound message through its account's connector once this transaction commits."""
     from siyu.core import jobs
-    from siyu.inbox.jobs import deliver_message
 
-    jobs.enqueue_after_commit(session, deliver_message, message_id)
+    jobs.enqueue_after_commit(session, "inbox.jobs.deliver_message", message_id)
 
 
 def change_status(session: Session, *, conversation_id: int, status: str, viewer: Viewer,

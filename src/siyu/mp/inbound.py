@@ -309,9 +309,8 @@ def _ingest_account(session: Session, account_id: int, rows: list[MpInbound], *,
     customers = resolve_followers(session, account_id, [c.openid for _r, c in pushed], created=new_followers)
     if new_followers:  # a push carries no nickname: user/info/batchget fills it in after the commit
         from siyu.core import jobs as core_jobs
-        from siyu.mp import jobs as mp_jobs
 
-        core_jobs.enqueue_after_commit(session, mp_jobs.fetch_profiles, account_id, new_followers)
+        core_jobs.enqueue_after_commit(session, "mp.jobs.fetch_profiles", account_id, new_followers)
     messages: list[inbox_service.InboundMessage] = []
     parsed: dict[str, tuple[Authenticated, Parsed]] = {}
     for _row, callback in pushed:

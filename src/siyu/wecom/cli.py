@@ -15,14 +15,14 @@ def sync_command(
         "--restart", help="Start a new full sync even if an interrupted one could be resumed.")] = False,
 ) -> None:
     """Pull members, corp tags, every customer and group from WeCom; resumes an interrupted sync."""
-    from siyu.cli import _init_database
+    from siyu.bootstrap import init_database
     from siyu.core import db as core_db
     from siyu.core.i18n import _
     from siyu.core.settings import get_settings
     from siyu.wecom import sync
     from siyu.wecom.client import WecomApiError, client_for
 
-    _init_database(get_settings().database_url)
+    init_database(get_settings().database_url)
 
     def report(state: dict[str, Any]) -> None:
         counts = state["counts"]
@@ -47,13 +47,13 @@ def sync_command(
 @wecom_app.command("kf-accounts")
 def kf_accounts_command() -> None:
     """List the corp's 微信客服 accounts (kf/account/list) into Siyu's accounts."""
-    from siyu.cli import _init_database
+    from siyu.bootstrap import init_database
     from siyu.core.i18n import _
     from siyu.core.settings import get_settings
     from siyu.wecom import kf_jobs
     from siyu.wecom.client import WecomApiError
 
-    _init_database(get_settings().database_url)
+    init_database(get_settings().database_url)
     try:
         created = kf_jobs.sync_accounts()
     except WecomApiError as exc:

@@ -347,7 +347,7 @@ def _removed(session: Session, fields: dict[str, Any], *, side: str) -> None:
 def _kf_waiting(session: Session, fields: dict[str, Any]) -> None:
     """kf_msg_or_event: something waits in a 微信客服 account; keep the token and pull after the commit."""
     from siyu.core import jobs
-    from siyu.wecom import kf, kf_jobs
+    from siyu.wecom import kf
 
     open_kfid = str(fields.get("OpenKfId") or "")
     if not open_kfid:
@@ -356,17 +356,17 @@ def _kf_waiting(session: Session, fields: dict[str, Any]) -> None:
     queued: set[str] = session.info.setdefault("siyu_kf_pulls", set())
     if open_kfid not in queued:  # one pull per account for a batch of callbacks
         queued.add(open_kfid)
-        jobs.enqueue_after_commit(session, kf_jobs.pull_messages, open_kfid)
+        jobs.enqueue_after_commit(session, "wecom.kf_jobs.pull_messages", open_kfid)
         jobs.enqueue_after_commit(session, lambda: queued.discard(open_kfid))
 
 
 def _archive_waiting(session: Session, fields: dict[str, Any]) -> None:
     """msgaudit_notify: the chat archive has new messages; pull after the commit (one pull per batch)."""
     from siyu.core import jobs
-    from siyu.wecom import archive, archive_jobs
+    from siyu.wecom import archive
 
     archive.note_notify(session)
     if not session.info.get("siyu_archive_pull"):
         session.info["siyu_archive_pull"] = True
-        jobs.enqueue_after_commit(session, archive_jobs.pull_archive)
+        jobs.enqueue_after_commit(session, "wecom.archive_jobs.pull_archive")
         jobs.enqueue_after_commit(session, lambda: session.info.pop("siyu_archive_pull", None))

@@ -690,9 +690,8 @@ def mirror_taken(session: Session, conversation: Conversation) -> None:
     if conversation.channel != Channel.wecom_kf.value:
         return
     from siyu.core import jobs
-    from siyu.wecom import kf_jobs
 
-    jobs.enqueue_after_commit(session, kf_jobs.take_session, conversation.id)
+    jobs.enqueue_after_commit(session, "wecom.kf_jobs.take_session", conversation.id)
 
 
 def take_session(session: Session, api: Any, conversation: Conversation) -> int | None:
