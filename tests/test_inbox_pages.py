@@ -169,9 +169,12 @@ def test_service_reports_and_csv_export(client: TestClient, db: Session, make: A
     console = Console(client).login(make.user("admin"))
     page = console.get("/inbox/reports?days=7")
     assert page.status_code == 200 and 'data-testid="chart-hourly"' in page.text
+    tables = page.text.split('data-testid="report-table"')
+    assert "<th>客服</th>" in tables[1] and "<th>账号</th>" in tables[2]  # each table names what its rows are
     exported = console.get("/inbox/reports.csv?days=7")
     assert exported.status_code == 200 and exported.text.startswith("\ufeff")
     assert "'=茶小满" in exported.text  # a name that looks like a formula is neutralised
+    assert "客服,会话" in exported.text.replace("\ufeff", "") or "客服," in exported.text
     from siyu.team.models import AuditEntry
 
     assert db.scalar(select(AuditEntry).where(AuditEntry.entity_type == "service_report")) is not None

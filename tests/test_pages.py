@@ -409,6 +409,9 @@ def test_add_a_touch_with_htmx_prepends_it_and_refreshes_the_facts(console: Cons
     assert response.text.lstrip().startswith('<div class="timeline-entry"')
     assert "买了明前龙井 🍵" in response.text and "¥368.00" in response.text and "茶小满" in response.text
     assert 'id="facts"' in response.text and 'data-testid="purchase-count">1' in response.text
+    # The header's stage badge follows the ladder (an out-of-band swap with the new stage).
+    badges = response.text.split('<span id="customer-badges"')[1].split("</span></span>")[0]
+    assert 'hx-swap-oob="true"' in badges and 'data-stage="customer"' in badges
     missing_amount = console.post(f"/customers/{customer.id}/touches", {"kind": "purchase"}, htmx=True)
     assert missing_amount.status_code == 422
     assert missing_amount.headers["hx-retarget"] == "#touch-errors"
@@ -614,3 +617,11 @@ def test_dashboard_shows_the_ladder_and_capacity(console: Console, admin: Any, m
         ("流量", 2, 1), ("用户", 1, 1), ("客户", 0, 0), ("粉丝", 0, 0)]
     assert "茶小满" in page and "66.7%" in page
     assert "<script>" not in page.split("</head>")[1]  # no inline scripts in the body
+
+
+def test_dashboard_says_how_many_accounts_it_shows_of_all(console: Console, admin: Any, make: Any) -> None:
+    for n in range(7):
+        make.account(display_name=f"账号{n}")
+    page = console.login(admin).get("/")
+    assert page.text.count('data-testid="dashboard-account"') == 6
+    assert "查看全部 7 个账号" in page.text

@@ -143,11 +143,12 @@ def to_csv(report: Report, *, labels: dict[str, str]) -> str:
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out)
-    header = [labels["who"], labels["conversations"], labels["answered"], labels["resolved"],
-              labels["first_response"], labels["resolution"], labels["breaches"]]
-    for title, rows in ((labels["agents"], report.agents), (labels["accounts"], report.accounts)):
+    figures = [labels["conversations"], labels["answered"], labels["resolved"], labels["first_response"],
+               labels["resolution"], labels["breaches"]]
+    for title, rows, who in ((labels["agents"], report.agents, labels.get("agent", labels["who"])),
+                             (labels["accounts"], report.accounts, labels.get("account", labels["who"]))):
         writer.writerow([title])
-        writer.writerow(header)
+        writer.writerow([who, *figures])
         for row in rows:
             writer.writerow([neutralise(row.label or labels["unassigned"]), row.conversations, row.answered,
                              row.resolved, row.first_response_minutes if row.first_response_minutes is not None

@@ -467,7 +467,8 @@ def _conversation_context(session: Session, viewer: Viewer, conversation: Conver
 REPORT_LABELS = {
     "who": N_("Who"), "conversations": N_("Conversations"), "answered": N_("Answered"), "resolved": N_("Resolved"),
     "first_response": N_("Average first response (min)"), "resolution": N_("Average resolution (min)"),
-    "breaches": N_("Overdue"), "agents": N_("Agents"), "accounts": N_("Accounts"), "unassigned": N_("Unassigned"),
+    "breaches": N_("Overdue"), "agent": N_("Agent"), "account": N_("Account"),
+    "agents": N_("Agents"), "accounts": N_("Accounts"), "unassigned": N_("Unassigned"),
     "hour": N_("Hour"), "inbound": N_("Customer messages"), "human": N_("Replies by people"),
     "automatic": N_("Automatic replies"),
 }
