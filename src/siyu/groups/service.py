@@ -208,7 +208,17 @@ def apply_group_chat(session: Session, detail: dict[str, Any], *, at: datetime |
     if changed:
         group.updated_at = now
     session.flush()
+    _after_sync(session, group, current)
     return group
+
+
+def _after_sync(session: Session, group: GroupChat, current: list[GroupMember]) -> None:
+    """The registry's part of a sync: member roles, and group codes moved on before this group is full."""
+    from siyu.groups import codes, registry
+
+    registry.assign_roles(group, current)
+    codes.after_group_changed(session, group=group)
+    session.flush()
 
 
 def _reconcile_members(session: Session, group: GroupChat, raw_members: list[Any], *, now: datetime,
@@ -311,6 +321,10 @@ class GroupFilter:
     account_id: int | None = None
     status: str | None = None
     name: str = ""
+    kind: str = ""  # GroupKind
+    tier: str = ""
+    health: str = ""  # GroupHealth
+    platform: str = ""  # GroupPlatform
 
 
 def visible_group_clause(viewer: Viewer) -> ColumnElement[bool] | None:
@@ -335,6 +349,24 @@ def _clauses(flt: GroupFilter, viewer: Viewer) -> list[ColumnElement[bool]]:
         clauses.append(GroupChat.status == flt.status)
     if flt.name.strip():
         clauses.append(GroupChat.name.contains(flt.name.strip(), autoescape=True))
+    clauses.extend(_registry_clauses(flt))
+    return clauses
+
+
+def _registry_clauses(flt: GroupFilter) -> list[ColumnElement[bool]]:
+    """The registry's filters (kind, tier, health, platform); unknown values are bad input."""
+    from siyu.groups.models import GroupHealth, GroupKind, GroupPlatform
+
+    clauses: list[ColumnElement[bool]] = []
+    for value, allowed, column, field_name in ((flt.kind, GroupKind, GroupChat.kind, "kind"),
+                                               (flt.health, GroupHealth, GroupChat.health, "health"),
+                                               (flt.platform, GroupPlatform, GroupChat.platform, "platform")):
+        if value:
+            if value not in {v.value for v in allowed}:
+                raise Invalid("Unknown {field} {value}", field=field_name, value=value[:30])
+            clauses.append(column == value)
+    if flt.tier.strip():
+        clauses.append(GroupChat.tier == flt.tier.strip()[:32])
     return clauses
 
 
