@@ -157,7 +157,8 @@ def snapshot(session: Session, *, day: date | None = None, now: datetime | None 
     if changed:
         from sqlalchemy import bindparam
 
-        session.execute(update(GroupChat.__table__).where(GroupChat.__table__.c.id == bindparam("b_id"))
+        table = GroupChat.__table__
+        session.execute(update(table).where(table.c.id == bindparam("b_id"))  # type: ignore[arg-type]
                         .values(health=bindparam("b_health"), last_message_at=bindparam("b_last")), changed)
     tasks = 0
     for chunk in _chunks(fans):
@@ -243,7 +244,8 @@ def _store_owner_days(session: Session, owner: str, items: list[dict[str, Any]])
             day = datetime.fromtimestamp(int(item.get("stat_time") or 0), tz=UTC).astimezone(local_zone()).date()
         except (TypeError, ValueError, OverflowError, OSError):
             continue
-        data = item.get("data") if isinstance(item.get("data"), dict) else {}
+        raw = item.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
         values = {k: int(data.get(k) or 0) for k in STAT_FIELDS}
         row = session.scalar(select(GroupOwnerDayStat).where(GroupOwnerDayStat.owner_userid == owner,
                                                              GroupOwnerDayStat.day == day))

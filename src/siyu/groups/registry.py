@@ -511,3 +511,44 @@ def finish_task(session: Session, *, task_id: int, viewer: Viewer) -> GroupTask:
         # done: the key is freed so the same thing can be raised again later
         task.key = f"done:{task.id}:{task.key}"[:64]
     return task
+
+
+# ---------------------------------------------------------------- what the list and the API show
+
+
+@dataclass
+class GroupFigures:
+    capacity: int
+    utilisation: int  # percent
+    expected_name: str
+
+    @property
+    def warn(self) -> bool:
+        return self.utilisation >= WARN_PERCENT
+
+
+def figures(session: Session, groups: Iterable[GroupChat]) -> dict[int, GroupFigures]:
+    """Capacity, utilisation and expected name of each group (two queries for a page)."""
+    groups = list(groups)
+    externals = external_counts(session, [g.id for g in groups if g.platform == GroupPlatform.wecom.value])
+    templates = templates_by_id(session) if any(g.naming_template_id for g in groups) else {}
+    out: dict[int, GroupFigures] = {}
+    for group in groups:
+        cap = capacity(group, externals.get(group.id, 0))
+        out[group.id] = GroupFigures(capacity=cap, utilisation=utilisation(group.member_count, cap),
+                                     expected_name=expected_name(group, templates))
+    return out
+
+
+def memberships(session: Session, *, customer_id: int, viewer: Viewer) -> list[tuple[GroupChat, GroupMember]]:
+    """A customer's groups (current first, then those they left) that the viewer may see."""
+    from siyu.groups.service import visible_group_clause
+
+    query = (select(GroupChat, GroupMember).join(GroupMember, GroupMember.group_chat_id == GroupChat.id)
+             .where(GroupMember.customer_id == customer_id))
+    scope = visible_group_clause(viewer)
+    if scope is not None:
+        query = query.where(scope)
+    rows = [(g, m) for g, m in session.execute(query.order_by(GroupMember.left_at.is_not(None),
+                                                               GroupMember.join_time.desc(), GroupMember.id.desc()))]
+    return rows

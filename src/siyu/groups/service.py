@@ -402,6 +402,11 @@ def get_group(session: Session, *, group_id: int, viewer: Viewer) -> GroupChat:
     return group
 
 
+def groups_by_ids(session: Session, group_ids: Iterable[int]) -> list[GroupChat]:
+    ids = sorted(set(group_ids))
+    return list(session.scalars(select(GroupChat).where(GroupChat.id.in_(ids)))) if ids else []
+
+
 def current_members(session: Session, *, group: GroupChat) -> list[GroupMember]:
     """Who is in the group now: staff first, then in the order they joined."""
     return list(session.scalars(
