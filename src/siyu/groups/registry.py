@@ -65,6 +65,10 @@ ROLE_LABELS = {MemberRole.owner: N_("member_role.owner"), MemberRole.admin: N_("
                MemberRole.partner: N_("member_role.partner"), MemberRole.member: N_("member_role.member")}
 PLATFORM_LABELS = {GroupPlatform.wecom: N_("group_platform.wecom"),
                    GroupPlatform.personal: N_("group_platform.personal")}
+TASK_LABELS = {GroupTaskKind.renew_qr: N_("Renew the group's QR image"),
+               GroupTaskKind.apply_resources: N_("Apply for the operations centre's resources"),
+               GroupTaskKind.codes_full: N_("Every group of the group code is full"),
+               GroupTaskKind.rename: N_("Rename the group to its template")}
 # Roles a person gives by hand; owner, admin and service follow the group's settings.
 HAND_ROLES = (MemberRole.colleague.value, MemberRole.partner.value, MemberRole.member.value)
 

@@ -57,6 +57,7 @@ def _registry_labels() -> dict[str, Any]:
             "role_labels": {k.value: _(v) for k, v in registry.ROLE_LABELS.items()},
             "platform_labels": {k.value: _(v) for k, v in registry.PLATFORM_LABELS.items()},
             "suggestions": {k: _(v) for k, v in health_service.SUGGESTIONS.items()},
+            "task_labels": {k.value: _(v) for k, v in registry.TASK_LABELS.items()},
             "warn_percent": registry.WARN_PERCENT}
 
 
@@ -449,7 +450,7 @@ def tasks_page(request: Request, session: SessionDep, viewer: PageViewer) -> Res
     names = {g.id: g.name for g in service.groups_by_ids(session, [t.group_chat_id for t in tasks
                                                                    if t.group_chat_id])}
     return render(request, "groups/tasks.html", nav_active="groups", title=_("Group tasks"), tasks=tasks,
-                  group_names=names, task_labels={k.value: _(v) for k, v in TASK_LABELS.items()})
+                  group_names=names, **_registry_labels())
 
 
 @pages.post("/groups/tasks/{task_id:int}/done", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
@@ -577,7 +578,3 @@ def code_poster(session: SessionDep, viewer: PageViewer, code_id: Id) -> Respons
 
 
 IMPORT_MAX_BYTES = 2 * 1024 * 1024
-TASK_LABELS = {registry.GroupTaskKind.renew_qr: N_("Renew the group's QR image"),
-               registry.GroupTaskKind.apply_resources: N_("Apply for the operations centre's resources"),
-               registry.GroupTaskKind.codes_full: N_("Every group of the group code is full"),
-               registry.GroupTaskKind.rename: N_("Rename the group to its template")}

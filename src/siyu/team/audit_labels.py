@@ -57,6 +57,10 @@ KINDS: dict[str, Kind] = {
     "rfm_settings": Kind(N_("RFM settings"), "/segments"),
     "pool": Kind(N_("Public pool"), "/pool"),
     "pool_settings": Kind(N_("Public pool settings"), "/pool"),
+    "group_chat": Kind(N_("Customer group"), "/groups/{id}"),
+    "group_template": Kind(N_("Naming template"), "/groups/templates"),
+    "group_code": Kind(N_("Group code"), "/groups/codes/{id}"),
+    "group_qr_image": Kind(N_("Group QR image")),
 }
 
 # action → verb
