@@ -116,7 +116,7 @@ def save_template(session: Session, *, data: TemplateIn, viewer: Viewer,
     require_editor(viewer)
     check_pattern(data.pattern)
     if data.kind and data.kind not in {k.value for k in GroupKind}:
-        raise Invalid("Unknown {field} {value}", field="kind", value=data.kind[:30])
+        raise Invalid("Unknown value {value}", field="kind", value=data.kind[:30])
     clash = session.scalar(select(GroupNamingTemplate).where(GroupNamingTemplate.name == data.name))
     template = session.get(GroupNamingTemplate, template_id) if template_id else GroupNamingTemplate()
     if template is None:
@@ -255,7 +255,7 @@ class RegistryIn(BaseModel):
 
 def _check_kind(kind: str) -> None:
     if kind and kind not in {k.value for k in GroupKind}:
-        raise Invalid("Unknown {field} {value}", field="kind", value=kind[:30])
+        raise Invalid("Unknown value {value}", field="kind", value=kind[:30])
 
 
 def update_registry(session: Session, *, group: GroupChat, data: RegistryIn, viewer: Viewer) -> GroupChat:
@@ -373,7 +373,7 @@ def add_personal_member(session: Session, *, group: GroupChat, name: str, custom
     if group.platform != GroupPlatform.personal.value:
         raise Invalid("Members of a WeCom group come from WeCom", field="name")
     if role not in {r.value for r in MemberRole}:
-        raise Invalid("Unknown {field} {value}", field="role", value=role[:30])
+        raise Invalid("Unknown value {value}", field="role", value=role[:30])
     name = name.strip()[:128]
     if customer_id is not None:
         customer = session.get(Customer, customer_id)

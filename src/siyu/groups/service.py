@@ -363,7 +363,7 @@ def _registry_clauses(flt: GroupFilter) -> list[ColumnElement[bool]]:
                                                (flt.platform, GroupPlatform, GroupChat.platform, "platform")):
         if value:
             if value not in {v.value for v in allowed}:
-                raise Invalid("Unknown {field} {value}", field=field_name, value=value[:30])
+                raise Invalid("Unknown value {value}", field=field_name, value=value[:30])
             clauses.append(column == value)
     if flt.tier.strip():
         clauses.append(GroupChat.tier == flt.tier.strip()[:32])
