@@ -230,7 +230,6 @@ def test_a_dismissed_group_leaves_its_codes_rotation_and_cannot_be_put_in_a_code
     code = codes.save_code(db, data=codes.GroupCodeIn(name="码", group_ids=[one.id, two.id]), viewer=SYSTEM)
     db.commit()
     service.dismiss_group_chat(db, "wrONE")
-    codes.after_group_changed(db, group=one)
     db.commit()
     db.refresh(code)
     assert code.chat_ids == ["wrTWO"]
@@ -511,4 +510,82 @@ def test_the_customer_page_shows_their_groups_and_roles_and_a_segment_finds_them
     assert matches({"kind": "group_kind", "group_kinds": ["marketing"], "roles": ["partner"]}) == [customer.id]
     assert matches({"kind": "group_kind", "group_kinds": ["marketing"], "roles": ["admin"]}) == []
     assert matches({"kind": "group_kind", "group_kinds": ["knowledge"]}) == []
+
+
+
+def test_the_daily_job_snapshots_groups_raises_qr_renewals_and_pulls_the_owners_figures(
+        sim: Sim, db: Session) -> None:
+    from siyu.groups import jobs as group_jobs
+
+    api = client_for(db)
+    for c in sim.corp.state.group_chats:
+        service.apply_group_chat(db, api.group_chat(c.chat_id))
+    personal_owner = db.scalar(select(GroupChat.owner_account_id).limit(1))
+    assert personal_owner is not None
+    personal = registry.register_personal(db, data=registry.PersonalGroupIn(name="老茶客群",
+                                                                            owner_account_id=personal_owner),
+                                          viewer=SYSTEM)
+    db.commit()  # the storage writes in its own transaction
+    codes.upload_qr(db, group=personal, stream=io.BytesIO(b"\x89PNG\r\n\x1a\n0000"), viewer=SYSTEM,
+                    made_at=datetime.now(UTC) - timedelta(days=6, hours=12))
+    db.commit()
+    result = group_jobs.run_daily(db, api=api)
+    db.commit()
+    groups = db.scalar(select(func.count()).select_from(GroupChat).where(GroupChat.status == "active"))
+    assert result["groups"] == groups and result["qr_renewals"] == 1
+    assert result["owner_stats"] == 2 * len(sim.corp.state.members)
+    assert db.scalar(select(func.count()).select_from(GroupDaySnapshot)) == groups
+
+
+def test_console_pages_register_members_upload_a_qr_and_finish_tasks_within_the_viewers_accounts(
+        db: Session, make: Factory, client: TestClient, admin: Any, token_for: Any) -> None:
+    mine = make.account(kind="personal", wecom_userid=None, display_name="我的个人号")
+    theirs = make.account(kind="personal", wecom_userid=None, display_name="别人的个人号")
+    customer = make.customer(mine, name="李思佳")
+    group = registry.register_personal(db, data=registry.PersonalGroupIn(name="我的群", owner_account_id=mine.id,
+                                                                         fan_owned=True, member_count=0),
+                                       viewer=SYSTEM)
+    other = registry.register_personal(db, data=registry.PersonalGroupIn(name="别人的群", owner_account_id=theirs.id),
+                                       viewer=SYSTEM)
+    db.commit()
+    operator = make.user("operator", accounts=[mine])
+    console = Console(client).login(operator)
+    added = console.post(f"/groups/{group.id}/members", {"name": "", "customer_id": str(customer.id),
+                                                         "role": "partner"})
+    assert added.status_code == 303
+    member = db.scalar(select(GroupMember).where(GroupMember.group_chat_id == group.id))
+    assert member is not None and member.customer_id == customer.id and member.role == "partner"
+    db.refresh(group)
+    assert group.member_count == 1 and group.customer_count == 1
+    assert console.post(f"/groups/{group.id}/members", {"name": "  "}).status_code == 422
+    upload = console.post(f"/groups/{group.id}/qr", {}, files={"file": ("qr.png", b"\x89PNG\r\n\x1a\n00", "image/png")})
+    assert upload.status_code == 303
+    assert console.get(f"/groups/{group.id}/qr.png").content.startswith(b"\x89PNG")
+    bad = console.post(f"/groups/{group.id}/qr", {}, files={"file": ("qr.gif", b"GIF89a", "image/gif")})
+    assert bad.status_code == 422 and "PNG" in bad.text
+    assert console.post(f"/groups/{other.id}/qr", {}, files={"file": ("qr.png", b"\x89PNG", "image/png")}
+                        ).status_code == 404
+    groups_api = client.get(f"/api/v1/customers/{customer.id}/groups", headers=token_for(operator))
+    assert groups_api.status_code == 200 and groups_api.json()[0]["role"] == "partner"
+
+    for g in (group, other):
+        registry.raise_task(db, kind=registry.GroupTaskKind.apply_resources, key=str(g.id), detail="120", group=g)
+    db.commit()
+    tasks = console.get("/groups/tasks")
+    assert tasks.text.count('data-testid="group-task"') == 1 and "申请运营中心资源" in tasks.text
+    their_task = db.scalar(select(GroupTask).where(GroupTask.group_chat_id == other.id))
+    assert their_task is not None
+    assert console.post(f"/groups/tasks/{their_task.id}/done", {}).status_code == 404
+    my_task = db.scalar(select(GroupTask).where(GroupTask.group_chat_id == group.id))
+    assert my_task is not None
+    assert console.post(f"/groups/tasks/{my_task.id}/done", {}).status_code == 303
+    db.refresh(my_task)
+    assert my_task.status == "done"
+
+    admin_console = Console(client).login(admin)
+    saved = admin_console.post("/groups/templates", {"name": "金粉群", "pattern": "{品牌}{城市}中心金粉群{编号}",
+                                                     "brand": "金万家"})
+    assert saved.status_code == 303
+    refused = admin_console.post("/groups/templates", {"name": "坏规则", "pattern": "{品牌}金粉群"})
+    assert refused.status_code == 422 and "{编号}" in refused.text
 

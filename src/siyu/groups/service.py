@@ -310,6 +310,9 @@ def dismiss_group_chat(session: Session, chat_id: str, at: datetime | None = Non
         member.left_at = now
         _record(session, group, member, ChangeKind.quit, at=now, scene=None, dismissed=True)
     session.flush()
+    from siyu.groups import codes
+
+    codes.after_group_changed(session, group=group)  # a group code holding it moves on
     return group
 
 
