@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from siyu.core.i18n import N_
@@ -104,14 +104,15 @@ def snapshot(session: Session, *, day: date | None = None, now: datetime | None 
     joins: dict[int, int] = {}
     leaves: dict[int, int] = {}
     trend: dict[int, list[int]] = {}
-    for gid, kind, at_day, n in session.execute(
-            select(GroupMemberChange.group_chat_id, GroupMemberChange.kind, GroupMemberChange.at >= start, func.count())
+    on_the_day = func.sum(case((GroupMemberChange.at >= start, 1), else_=0))
+    for gid, kind, n, day_n in session.execute(
+            select(GroupMemberChange.group_chat_id, GroupMemberChange.kind, func.count(), on_the_day)
             .where(GroupMemberChange.at >= trend_start, GroupMemberChange.at < end)
-            .group_by(GroupMemberChange.group_chat_id, GroupMemberChange.kind, GroupMemberChange.at >= start)):
+            .group_by(GroupMemberChange.group_chat_id, GroupMemberChange.kind)):
         counts = trend.setdefault(gid, [0, 0])
         counts[0 if kind == ChangeKind.joined.value else 1] += int(n)
-        if at_day:
-            (joins if kind == ChangeKind.joined.value else leaves)[gid] = int(n)
+        if day_n:
+            (joins if kind == ChangeKind.joined.value else leaves)[gid] = int(day_n)
     messages = {gid: int(n) for gid, n in session.execute(
         select(GroupMessage.group_chat_id, func.count()).where(
             GroupMessage.sent_at >= start, GroupMessage.sent_at < end, GroupMessage.group_chat_id.is_not(None))
