@@ -480,7 +480,7 @@ def test_an_operator_gets_404_for_another_accounts_group_code_and_registry(
     console = Console(client).login(operator)
     assert console.get(f"/groups/{their_group.id}").status_code == 404
     assert console.get(f"/groups/codes/{code.id}").status_code == 404
-    with pytest.raises(service.GroupNotFound):
+    with pytest.raises(Invalid):
         codes.save_code(db, data=codes.GroupCodeIn(name="偷", group_ids=[their_group.id]), viewer=viewer_of(operator))
     assert theirs.id == their_group.owner_account_id
 

@@ -98,7 +98,10 @@ def save_code(session: Session, *, data: GroupCodeIn, viewer: Viewer, code_id: i
     registry.require_editor(viewer)
     groups: list[GroupChat] = []
     for group_id in dict.fromkeys(data.group_ids):
-        group = get_group(session, group_id=group_id, viewer=viewer)  # another account's group: not found
+        try:
+            group = get_group(session, group_id=group_id, viewer=viewer)
+        except NotFound as exc:  # another account's group is as unknown as a missing one
+            raise Invalid("Group {group_id} not found", field="group_ids", group_id=group_id) from exc
         if group.platform != GroupPlatform.wecom.value:
             raise Invalid("A group code fills WeCom customer groups only", field="group_ids")
         if not group.is_active:
