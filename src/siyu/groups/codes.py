@@ -41,10 +41,12 @@ from siyu.groups.models import (
     GroupTaskKind,
 )
 from siyu.team import service as team_service
+from siyu.wecom import client as client_limits
 
-JOIN_WAY_CHATS = 5  # chat_id_list "支持5个" (W:92229)
-STATE_MAX = 30  # state "不超过30个UTF-8字符" (W:92229)
-ROOM_BASE_NAME_MAX = 40  # room_base_name "最长40个utf8字符" (W:92229)
+# The platform's limits (W:92229), kept once in the client: 5 chat ids, state ≤ 30, room_base_name ≤ 40.
+JOIN_WAY_CHATS = client_limits.JOIN_WAY_CHATS
+STATE_MAX = client_limits.JOIN_WAY_STATE
+ROOM_BASE_NAME_MAX = client_limits.JOIN_WAY_ROOM_BASE_NAME
 MAX_GROUPS = 100  # groups in one code's rotation (Siyu's own limit)
 QR_VALID_DAYS = 7  # a WeChat group's QR code is valid for 7 days (微信 "该二维码7天内有效")
 QR_RENEW_BEFORE = timedelta(days=1)  # the renewal task comes a day ahead
