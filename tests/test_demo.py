@@ -337,3 +337,18 @@ def test_every_demo_operator_opens_a_believable_list_of_todays_tasks(session: Se
         assert 5 <= len(tasks) <= 50, (user.username, len(tasks))
         assert {t.kind for t in tasks} >= {"cadence"}
         assert [t.priority for t in tasks] == sorted((t.priority for t in tasks), reverse=True)
+
+
+def test_the_demo_runs_groups_of_several_kinds_fills_them_through_a_group_code_and_flags_silent_and_dead_ones(
+        session: Session) -> None:
+    from siyu.groups.models import GroupChat, GroupCode, GroupMember, GroupTask
+
+    groups = list(session.scalars(select(GroupChat)))
+    assert len({g.kind for g in groups if g.kind}) == 5 and any(g.name == "山野茶舍杭州中心金粉群" for g in groups)
+    assert {g.health for g in groups} >= {"active", "silent", "dead"}
+    assert any(g.platform == "personal" for g in groups)
+    code = session.scalar(select(GroupCode))
+    assert code is not None and code.wecom_config_id and code.alert == ""
+    joined = list(session.scalars(select(GroupMember).where(GroupMember.state == code.state)))
+    assert len({m.group_chat_id for m in joined}) >= 2  # the code moved on before the first group was full
+    assert session.scalar(select(GroupTask).where(GroupTask.kind == "apply_resources")) is not None

@@ -350,7 +350,17 @@ def _detail_context(session: Session, *, customer: Customer, viewer: Viewer, sta
         "title": customer.name,
         "nav_active": "customers",
         "now_local": datetime.now(local_zone()).strftime("%Y-%m-%dT%H:%M"),
+        **_groups_context(session, customer_id=customer.id, viewer=viewer),
     }
+
+
+def _groups_context(session: Session, *, customer_id: int, viewer: Viewer) -> dict[str, Any]:
+    """The customer's groups and their role in each (groups.registry), for the portrait's 社群 card."""
+    from siyu.groups import registry
+
+    return {"customer_groups": registry.memberships(session, customer_id=customer_id, viewer=viewer),
+            "group_role_labels": {k.value: _(v) for k, v in registry.ROLE_LABELS.items()},
+            "group_kind_labels": {k.value: _(v) for k, v in registry.KIND_LABELS.items()}}
 
 
 def _label_context(custom_fields: list[Any]) -> dict[str, Any]:

@@ -10,10 +10,10 @@ the history of a member who came and went several times is never lost.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, UTCDateTime, utcnow
@@ -22,6 +22,36 @@ from siyu.core.db import Base, UTCDateTime, utcnow
 class GroupChatStatus(enum.StrEnum):
     active = "active"
     dismissed = "dismissed"  # 解散: final on WeCom, a dismissed chat id never comes back
+
+
+class GroupPlatform(enum.StrEnum):
+    wecom = "wecom"  # a WeCom customer group (客户群), mirrored from the API
+    personal = "personal"  # a personal-WeChat group, registered by hand or imported
+
+
+class GroupKind(enum.StrEnum):
+    """The seed manual's five kinds of groups (微信社群种类)."""
+
+    product = "product"  # 产品型
+    interest = "interest"  # 兴趣型
+    knowledge = "knowledge"  # 知识型
+    network = "network"  # 资源人脉型
+    marketing = "marketing"  # 营销型
+
+
+class GroupHealth(enum.StrEnum):
+    active = "active"
+    silent = "silent"  # no message for SILENT_DAYS
+    dead = "dead"  # no message for DEAD_DAYS, or members leaving faster than joining
+
+
+class MemberRole(enum.StrEnum):
+    owner = "owner"  # 群主
+    admin = "admin"  # 群管理员
+    service = "service"  # 群客服
+    colleague = "colleague"  # 公司同事 (warms the room)
+    partner = "partner"  # 合作会员
+    member = "member"
 
 
 class MemberType(enum.IntEnum):
@@ -40,6 +70,8 @@ class GroupChat(Base):
         # The list: newest change first, optionally for one owner account or status.
         Index("ix_group_chat_updated", "updated_at", "id"),
         Index("ix_group_chat_owner_updated", "owner_account_id", "updated_at", "id"),
+        # The list filtered by kind and health (groups.registry), newest change first.
+        Index("ix_group_chat_kind_health", "kind", "health", "updated_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -60,6 +92,20 @@ class GroupChat(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # The last time anything about the group changed in Siyu (not every unchanged re-sync).
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # -- the registry (groups.registry): what the group is for, who runs it, how it should be named
+    platform: Mapped[str] = mapped_column(String(16), default=GroupPlatform.wecom.value)
+    kind: Mapped[str] = mapped_column(String(24), default="")  # GroupKind, "" = not classified yet
+    tier: Mapped[str] = mapped_column(String(32), default="")  # e.g. 金粉群 / 孵化群
+    store: Mapped[str] = mapped_column(String(64), default="")
+    region: Mapped[str] = mapped_column(String(64), default="")  # the city of {城市}
+    service_userids: Mapped[list[str]] = mapped_column(JSON, default=list)  # 群客服 (WeCom UserIDs or names)
+    fan_owned: Mapped[bool] = mapped_column(Boolean, default=False)  # built by a core fan (金粉自建群)
+    naming_template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("group_naming_template.id", ondelete="SET NULL"), nullable=True)
+    number: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its {编号} under the template
+    # -- health (groups.health): from the last daily snapshot
+    health: Mapped[str] = mapped_column(String(8), default=GroupHealth.active.value)
+    last_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     @property
     def is_active(self) -> bool:
@@ -90,6 +136,7 @@ class GroupMember(Base):
     state: Mapped[str] = mapped_column(String(64), default="")  # the 加入群聊 contact way's state (channel key)
     left_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     quit_scene: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 0 left by themselves, 1 removed
+    role: Mapped[str] = mapped_column(String(16), default=MemberRole.member.value)  # MemberRole
 
     @property
     def is_current(self) -> bool:
@@ -138,5 +185,125 @@ class GroupMessage(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-__all__ = ["ChangeKind", "GroupChat", "GroupChatStatus", "GroupMember", "GroupMemberChange", "GroupMessage",
-           "MemberType"]
+class GroupNamingTemplate(Base):
+    """A naming rule such as "{品牌}{城市}中心创富孵化群{编号}" with the next number to hand out."""
+
+    __tablename__ = "group_naming_template"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    pattern: Mapped[str] = mapped_column(String(100))
+    brand: Mapped[str] = mapped_column(String(32), default="")  # {品牌}
+    kind: Mapped[str] = mapped_column(String(24), default="")
+    tier: Mapped[str] = mapped_column(String(32), default="")
+    next_number: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GroupCode(Base):
+    """A 群活码: one QR that fills groups in turn (``groupchat/add_join_way``, W:92229).
+
+    ``group_ids`` is the whole rotation in order; ``chat_ids`` what the platform's config holds now
+    (at most five), moved on to the next groups before one is full. ``state`` attributes joiners.
+    """
+
+    __tablename__ = "group_code"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(30), unique=True)
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channel.id", ondelete="SET NULL"), nullable=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id", ondelete="SET NULL"), nullable=True)
+    group_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    chat_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    auto_create: Mapped[bool] = mapped_column(Boolean, default=False)
+    room_base_name: Mapped[str] = mapped_column(String(40), default="")
+    room_base_id: Mapped[int] = mapped_column(Integer, default=1)
+    rotate_percent: Mapped[int] = mapped_column(Integer, default=90)
+    wecom_config_id: Mapped[str] = mapped_column(String(64), default="")
+    qr_url: Mapped[str] = mapped_column(String(512), default="")
+    alert: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GroupQrImage(Base):
+    """A personal-WeChat group's QR image (微信群二维码), valid for 7 days after it was made."""
+
+    __tablename__ = "group_qr_image"
+    __table_args__ = (Index("ix_group_qr_image_expiry", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_chat_id: Mapped[int] = mapped_column(ForeignKey("group_chat.id", ondelete="CASCADE"), index=True)
+    storage_key: Mapped[str] = mapped_column(String(255))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+
+
+class GroupDaySnapshot(Base):
+    """Siyu's own daily figures of one group, kept beyond WeCom's 180 days."""
+
+    __tablename__ = "group_day_snapshot"
+    __table_args__ = (UniqueConstraint("group_chat_id", "day"), Index("ix_group_day_snapshot_day", "day"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_chat_id: Mapped[int] = mapped_column(ForeignKey("group_chat.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+    member_count: Mapped[int] = mapped_column(Integer, default=0)
+    joins: Mapped[int] = mapped_column(Integer, default=0)
+    leaves: Mapped[int] = mapped_column(Integer, default=0)
+    messages: Mapped[int] = mapped_column(Integer, default=0)  # archived messages that day
+    speakers_7d: Mapped[int] = mapped_column(Integer, default=0)  # members who spoke in the 7 days to this one
+    health: Mapped[str] = mapped_column(String(8), default=GroupHealth.active.value)
+
+
+class GroupOwnerDayStat(Base):
+    """One group owner's day as ``groupchat/statistic_group_by_day`` reports it (W:96359)."""
+
+    __tablename__ = "group_owner_day_stat"
+    __table_args__ = (UniqueConstraint("owner_userid", "day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_userid: Mapped[str] = mapped_column(String(64))
+    day: Mapped[date] = mapped_column(Date)
+    new_chat_cnt: Mapped[int] = mapped_column(Integer, default=0)
+    chat_total: Mapped[int] = mapped_column(Integer, default=0)
+    chat_has_msg: Mapped[int] = mapped_column(Integer, default=0)
+    new_member_cnt: Mapped[int] = mapped_column(Integer, default=0)
+    member_total: Mapped[int] = mapped_column(Integer, default=0)
+    member_has_msg: Mapped[int] = mapped_column(Integer, default=0)
+    msg_total: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class GroupTask(Base):
+    """Work for a group's owner that no API can do: renew a QR image, apply for the centre's resources,
+    add groups to a full group code, rename a group to its template."""
+
+    __tablename__ = "group_task"
+    __table_args__ = (Index("ix_group_task_status", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24))  # GroupTaskKind
+    key: Mapped[str] = mapped_column(String(64), unique=True)  # one open task per thing
+    group_chat_id: Mapped[int | None] = mapped_column(ForeignKey("group_chat.id", ondelete="CASCADE"),
+                                                      nullable=True, index=True)
+    group_code_id: Mapped[int | None] = mapped_column(ForeignKey("group_code.id", ondelete="CASCADE"),
+                                                      nullable=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id", ondelete="SET NULL"), nullable=True)
+    detail: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(8), default="open")  # open / done
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class GroupTaskKind(enum.StrEnum):
+    renew_qr = "renew_qr"  # 续期群二维码
+    apply_resources = "apply_resources"  # 申请运营中心资源
+    codes_full = "codes_full"  # 群活码的群都满了
+    rename = "rename"  # 按命名规则改群名
+
+
+__all__ = ["ChangeKind", "GroupChat", "GroupChatStatus", "GroupCode", "GroupDaySnapshot", "GroupHealth", "GroupKind",
+           "GroupMember", "GroupMemberChange", "GroupMessage", "GroupNamingTemplate", "GroupOwnerDayStat",
+           "GroupPlatform", "GroupQrImage", "GroupTask", "GroupTaskKind", "MemberRole", "MemberType"]

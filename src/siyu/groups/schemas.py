@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,6 +20,17 @@ class GroupChatOut(BaseModel):
     platform_created_at: datetime | None
     dismissed_at: datetime | None
     updated_at: datetime
+    # the registry (groups.registry) and health (groups.health)
+    platform: str = "wecom"
+    kind: str = ""
+    tier: str = ""
+    store: str = ""
+    region: str = ""
+    fan_owned: bool = False
+    capacity: int = 0
+    utilisation: int = 0  # percent of capacity
+    expected_name: str = ""  # "" without a naming template
+    health: str = "active"  # active / silent / dead
 
 
 class GroupPage(BaseModel):
@@ -40,6 +51,7 @@ class GroupMemberOut(BaseModel):
     state: str
     left_at: datetime | None
     quit_scene: int | None
+    role: str = "member"
 
 
 class GroupDetailOut(GroupChatOut):
@@ -67,3 +79,66 @@ class GroupMessageOut(BaseModel):
 class GroupMessagePage(BaseModel):
     items: list[GroupMessageOut]
     next_cursor: str | None
+
+
+class GroupRegistryIn(BaseModel):
+    kind: str = ""
+    tier: str = ""
+    store: str = ""
+    region: str = ""
+    service_userids: list[str] = []
+    fan_owned: bool = False
+    naming_template_id: int | None = None
+
+
+class GroupTemplateOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    pattern: str
+    brand: str
+    kind: str
+    tier: str
+    next_number: int
+
+
+class GroupCodeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    state: str
+    channel_id: int | None
+    group_ids: list[int]
+    chat_ids: list[str]
+    auto_create: bool
+    room_base_name: str
+    room_base_id: int
+    rotate_percent: int
+    wecom_config_id: str
+    qr_url: str
+    alert: str
+
+
+class GroupSnapshotOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    day: date
+    member_count: int
+    joins: int
+    leaves: int
+    messages: int
+    speakers_7d: int
+    health: str
+
+
+class GroupMembershipOut(BaseModel):
+    """One of a customer's groups (the customer page and its API)."""
+
+    group_id: int
+    name: str
+    kind: str
+    role: str
+    joined_at: datetime | None
+    left_at: datetime | None

@@ -208,7 +208,17 @@ def apply_group_chat(session: Session, detail: dict[str, Any], *, at: datetime |
     if changed:
         group.updated_at = now
     session.flush()
+    _after_sync(session, group, current)
     return group
+
+
+def _after_sync(session: Session, group: GroupChat, current: list[GroupMember]) -> None:
+    """The registry's part of a sync: member roles, and group codes moved on before this group is full."""
+    from siyu.groups import codes, registry
+
+    registry.assign_roles(group, current)
+    codes.after_group_changed(session, group=group)
+    session.flush()
 
 
 def _reconcile_members(session: Session, group: GroupChat, raw_members: list[Any], *, now: datetime,
@@ -300,6 +310,9 @@ def dismiss_group_chat(session: Session, chat_id: str, at: datetime | None = Non
         member.left_at = now
         _record(session, group, member, ChangeKind.quit, at=now, scene=None, dismissed=True)
     session.flush()
+    from siyu.groups import codes
+
+    codes.after_group_changed(session, group=group)  # a group code holding it moves on
     return group
 
 
@@ -311,6 +324,10 @@ class GroupFilter:
     account_id: int | None = None
     status: str | None = None
     name: str = ""
+    kind: str = ""  # GroupKind
+    tier: str = ""
+    health: str = ""  # GroupHealth
+    platform: str = ""  # GroupPlatform
 
 
 def visible_group_clause(viewer: Viewer) -> ColumnElement[bool] | None:
@@ -335,6 +352,24 @@ def _clauses(flt: GroupFilter, viewer: Viewer) -> list[ColumnElement[bool]]:
         clauses.append(GroupChat.status == flt.status)
     if flt.name.strip():
         clauses.append(GroupChat.name.contains(flt.name.strip(), autoescape=True))
+    clauses.extend(_registry_clauses(flt))
+    return clauses
+
+
+def _registry_clauses(flt: GroupFilter) -> list[ColumnElement[bool]]:
+    """The registry's filters (kind, tier, health, platform); unknown values are bad input."""
+    from siyu.groups.models import GroupHealth, GroupKind, GroupPlatform
+
+    clauses: list[ColumnElement[bool]] = []
+    for value, allowed, column, field_name in ((flt.kind, GroupKind, GroupChat.kind, "kind"),
+                                               (flt.health, GroupHealth, GroupChat.health, "health"),
+                                               (flt.platform, GroupPlatform, GroupChat.platform, "platform")):
+        if value:
+            if value not in {v.value for v in allowed}:
+                raise Invalid("Unknown value {value}", field=field_name, value=value[:30])
+            clauses.append(column == value)
+    if flt.tier.strip():
+        clauses.append(GroupChat.tier == flt.tier.strip()[:32])
     return clauses
 
 
@@ -368,6 +403,11 @@ def get_group(session: Session, *, group_id: int, viewer: Viewer) -> GroupChat:
             group.owner_account_id is not None and viewer.can_see_account(group.owner_account_id))):
         raise GroupNotFound("Group not found")
     return group
+
+
+def groups_by_ids(session: Session, group_ids: Iterable[int]) -> list[GroupChat]:
+    ids = sorted(set(group_ids))
+    return list(session.scalars(select(GroupChat).where(GroupChat.id.in_(ids)))) if ids else []
 
 
 def current_members(session: Session, *, group: GroupChat) -> list[GroupMember]:

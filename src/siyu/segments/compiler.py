@@ -252,6 +252,16 @@ class _Compiler:
         return exists().where(GroupMember.customer_id == Customer.id, GroupMember.group_chat_id.in_(ids),
                               GroupMember.left_at.is_(None))
 
+    def leaf_group_kind(self, leaf: s.GroupKindCondition) -> ColumnElement[bool]:
+        from siyu.groups.models import GroupChat, GroupMember
+
+        member = exists().where(GroupMember.customer_id == Customer.id, GroupMember.left_at.is_(None),
+                                GroupMember.group_chat_id == GroupChat.id, GroupChat.status == "active",
+                                GroupChat.kind.in_(sorted(set(leaf.group_kinds))))
+        if leaf.roles:
+            member = member.where(GroupMember.role.in_(sorted(set(leaf.roles))))
+        return member
+
     def leaf_account(self, leaf: s.AccountCondition) -> ColumnElement[bool]:
         for account_id in leaf.account_ids:
             if not self.viewer.can_see_account(account_id):

@@ -160,6 +160,7 @@ KIND_LABELS = {
     "bought": N_("Bought a category within N days"), "spent": N_("Spent at least"),
     "no_purchase": N_("No purchase for N days"), "no_touch": N_("No private chat for N days"),
     "channel": N_("Came through channel"), "group_chat": N_("Member of group"), "account": N_("Friend of account"),
+    "group_kind": N_("In a group of kind"),
 }
 OP_LABELS = {"eq": N_("equals"), "contains": N_("contains"), "gte": N_("at least"), "lte": N_("at most"),
              "empty": N_("is empty"), "not_empty": N_("is filled")}
@@ -187,6 +188,7 @@ def _builder_context(session: Any, viewer: Viewer) -> dict[str, Any]:
         "accounts": _pairs(accounts_service.visible_accounts(session, viewer=viewer), lambda a: a.display_name),
         "channels": _pairs(channels_service.list_channels(session, viewer=viewer), lambda c: c.name),
         "groups": [{"id": g.id, "name": g.name or f"#{g.id}"} for g in groups],
+        **_group_kind_options(),
         "kinds": [{"id": key, "name": _(label)} for key, label in KIND_LABELS.items()],
         "ops": {key: _(label) for key, label in OP_LABELS.items()},
         "text": {"days": _("Days"), "category": _("Category"), "amount": _("Amount (yuan)"), "value": _("Value"),
@@ -194,6 +196,13 @@ def _builder_context(session: Any, viewer: Viewer) -> dict[str, Any]:
                  "about": _("About {n} customers match"), "none": _("Add a condition to see who matches")},
     }
     return {"builder": builder, "nav_active": "segments"}
+
+
+def _group_kind_options() -> dict[str, Any]:
+    from siyu.groups import registry
+
+    return {"group_kinds": [{"id": k.value, "name": _(v)} for k, v in registry.KIND_LABELS.items()],
+            "group_roles": [{"id": k.value, "name": _(v)} for k, v in registry.ROLE_LABELS.items()]}
 
 
 @pages.get("/segments", response_class=HTMLResponse)

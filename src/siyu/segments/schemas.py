@@ -117,6 +117,16 @@ class GroupChatCondition(_Leaf):
     group_ids: IdList
 
 
+class GroupKindCondition(_Leaf):
+    """Currently in a group of one of these kinds (groups.models.GroupKind), optionally in one of these roles."""
+
+    kind: Literal["group_kind"]
+    group_kinds: Annotated[list[Literal["product", "interest", "knowledge", "network", "marketing"]],
+                           Field(min_length=1, max_length=5)]
+    roles: Annotated[list[Literal["owner", "admin", "service", "colleague", "partner", "member"]],
+                     Field(default_factory=list, max_length=6)]
+
+
 class AccountCondition(_Leaf):
     kind: Literal["account"]
     account_ids: IdList
@@ -139,7 +149,7 @@ class ConditionGroup(BaseModel):
 
 Leaf = (TagCondition | FieldCondition | CustomFieldCondition | StageCondition | LevelCondition | RfmCondition
         | BoughtCondition | SpentCondition | NoPurchaseCondition | NoTouchCondition | ChannelCondition
-        | GroupChatCondition | AccountCondition)
+        | GroupChatCondition | AccountCondition | GroupKindCondition)
 Condition = Annotated[Leaf | ConditionGroup, Field(discriminator="kind")]
 ConditionGroup.model_rebuild()
 
@@ -166,7 +176,7 @@ def describe_error(exc: ValidationError) -> str:
 
 
 _KIND_NAMES = {"and", "or", "tag", "field", "custom_field", "stage", "level", "rfm", "bought", "spent",
-               "no_purchase", "no_touch", "channel", "group_chat", "account"}
+               "no_purchase", "no_touch", "channel", "group_chat", "account", "group_kind"}
 
 
 def parse_tree(data: Any) -> ConditionGroup:

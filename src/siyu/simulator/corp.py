@@ -41,6 +41,9 @@ STATE_VERSION = 1
 WELCOME_CODE_SECONDS = 20
 FOLLOW_PAGE = 500  # externalcontact/get pages its follow users past this many
 CHINA = timezone(timedelta(hours=8))  # the mass-send daily limit counts calendar days in China
+JOIN_WAY_CHATS = 5  # groupchat/add_join_way: chat_id_list "支持5个" (W:92229)
+STAT_DAYS_BACK = 180  # groupchat statistics: yesterday back 180 days (W:96359)
+STAT_SPAN_DAYS = 30  # … at most 30 days per call
 
 # The WeCom members of the demo (siyu/demo.py ACCOUNTS: wecom_userid = "shanye." + key), so the
 # simulator's default members are the accounts `siyu demo` creates.
@@ -150,6 +153,22 @@ class ChatMember(BaseModel):
     invitor: str = ""
     group_nickname: str = ""
     name: str = ""
+    state: str = ""  # the 群活码's state when they joined through one (groupchat/get returns it, W:92229 附录)
+
+
+class JoinWay(BaseModel):
+    """A 群活码 (客户群「加入群聊」, W:92229)."""
+
+    config_id: str
+    scene: int = 2
+    remark: str = ""
+    auto_create_room: int = 1
+    room_base_name: str = ""
+    room_base_id: int = 1
+    chat_id_list: list[str] = Field(default_factory=list)
+    state: str = ""
+    qr_code: str = ""
+    created_at: int = 0
 
 
 class GroupChat(BaseModel):
@@ -228,6 +247,7 @@ class CorpState(BaseModel):
     welcome_messages: list[WelcomeMessage] = Field(default_factory=list)
     mass_sends: list[MassSend] = Field(default_factory=list)
     transfers: list[Transfer] = Field(default_factory=list)
+    join_ways: list[JoinWay] = Field(default_factory=list)  # 群活码 (W:92229)
     kf: KfState = Field(default_factory=KfState)  # 微信客服 (siyu.simulator.kf)
     message_count: int = 0
     rng_state: list[Any] = Field(default_factory=list)
@@ -313,6 +333,7 @@ class VirtualCorp:
         self.auto_confirm_mass_send = True  # members "confirm" a mass send at once
         self.mass_send_daily_limit = 1  # mass messages one customer may receive per day from the corp
         self._listing_snapshots: dict[tuple[str, ...], list[tuple[Contact, Follow]]] = {}
+        self.chat_capacity_with_wechat = 200  # tests lower it to fill a group quickly
         self.auto_accept_transfer = True  # a handed-over customer is taken over at once (not after 24 h)
         # Where the 「联系我」 QR images are served: WeCom's image host, or this simulator's own address
         # (the server sets it from the requests it answers, so Siyu can fetch the image as from WeCom).
@@ -825,6 +846,8 @@ class VirtualCorp:
                                     "join_scene": m.join_scene, "group_nickname": m.group_nickname}
             if m.invitor:
                 item["invitor"] = {"userid": m.invitor}
+            if m.state:
+                item["state"] = m.state
             if need_name:
                 item["name"] = m.name
             members.append(item)
@@ -832,6 +855,130 @@ class VirtualCorp:
                                "create_time": chat.create_time, "notice": chat.notice, "member_list": members,
                                "admin_list": [{"userid": a} for a in chat.admin_list],
                                "member_version": chat.member_version}}
+
+    # ---- 群活码 (客户群「加入群聊」, W:92229) and group statistics (W:96359) -------------------------------
+
+    def _join_way_fields(self, body: dict[str, Any]) -> dict[str, Any]:
+        chats = _strings(body.get("chat_id_list"), "chat_id_list")
+        if not chats:
+            raise ApiError(40058, "chat_id_list is required")
+        if len(chats) > JOIN_WAY_CHATS:
+            raise ApiError(40058, f"chat_id_list has more than {JOIN_WAY_CHATS} items")
+        for chat_id in chats:
+            if self._chat(chat_id).dismissed:
+                raise ApiError(49008, "group chat dismissed")
+        state = str(body.get("state") or "")
+        if len(state) > 30:
+            raise ApiError(40058, "state longer than 30 characters")
+        auto = int(body.get("auto_create_room", 1) or 0)
+        base = str(body.get("room_base_name") or "")
+        if len(base) > 40:
+            raise ApiError(40058, "room_base_name longer than 40 characters")
+        fields: dict[str, Any] = {"chat_id_list": chats, "state": state, "auto_create_room": 1 if auto else 0,
+                                  "room_base_name": base, "remark": str(body.get("remark") or "")[:30]}
+        if body.get("room_base_id") not in (None, ""):
+            fields["room_base_id"] = int(body["room_base_id"])
+        return fields
+
+    def _join_way(self, body: dict[str, Any]) -> JoinWay:
+        config_id = body.get("config_id")
+        if not config_id:
+            raise ApiError(41043, "missing config_id")
+        way = next((w for w in self.state.join_ways if w.config_id == config_id), None)
+        if way is None:
+            raise ApiError(41044, "invalid config_id")
+        return way
+
+    @_locked
+    def api_groupchat_add_join_way(self, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("scene") not in (1, 2, "1", "2"):
+            raise ApiError(41040, "invalid scene")
+        fields = self._join_way_fields(body)
+        config_id = self._id("jw")
+        way = JoinWay(config_id=config_id, scene=int(body["scene"]), created_at=int(self.clock()),
+                      qr_code=f"https://wework.qpic.cn/wwpic/simulated/{config_id}" if int(body["scene"]) == 2 else "",
+                      **fields)
+        self.state.join_ways.append(way)
+        return {"config_id": config_id}
+
+    @_locked
+    def api_groupchat_get_join_way(self, body: dict[str, Any]) -> dict[str, Any]:
+        way = self._join_way(body)
+        return {"join_way": way.model_dump(exclude={"created_at"})}
+
+    @_locked
+    def api_groupchat_update_join_way(self, body: dict[str, Any]) -> dict[str, Any]:
+        way = self._join_way(body)
+        if body.get("scene") not in (1, 2, "1", "2"):
+            raise ApiError(41040, "invalid scene")
+        for key, value in self._join_way_fields(body).items():
+            setattr(way, key, value)
+        return {}
+
+    @_locked
+    def api_groupchat_del_join_way(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.state.join_ways.remove(self._join_way(body))
+        return {}
+
+    def _stat_days(self, body: dict[str, Any]) -> tuple[int, int]:
+        """W:96359: whole days from yesterday back 180 days, at most 30 per call; today answers 600018."""
+        try:
+            begin, end = int(body.get("day_begin_time") or 0), int(body.get("day_end_time") or 0)
+        except (TypeError, ValueError) as exc:
+            raise ApiError(40058, "day_begin_time and day_end_time are timestamps") from exc
+        end = end or begin
+        day = 86400
+        today = (int(self.clock()) + 8 * 3600) // day * day - 8 * 3600  # midnight in China
+        if not begin or end < begin:
+            raise ApiError(40058, "invalid day_begin_time")
+        if end >= today:
+            raise ApiError(600018, "invalid time: today or later has no data yet")
+        if begin < today - STAT_DAYS_BACK * day:
+            raise ApiError(600018, "invalid time: more than 180 days ago")
+        if (end - begin) // day + 1 > STAT_SPAN_DAYS:
+            raise ApiError(600018, "invalid time: more than 30 days")
+        return (begin + 8 * 3600) // day * day - 8 * 3600, end
+
+    def _stat_owners(self, body: dict[str, Any]) -> list[str]:
+        owners = _strings((body.get("owner_filter") or {}).get("userid_list"), "owner_filter.userid_list",
+                          maximum=100)
+        if not owners:
+            raise ApiError(40058, "owner_filter.userid_list is required")
+        return owners
+
+    def _day_figures(self, owners: set[str], start: int) -> dict[str, int]:
+        end = start + 86400
+        chats = [c for c in self.state.group_chats if c.owner in owners and c.create_time < end
+                 and not c.dismissed]
+        members = [m for c in chats for m in c.members]
+        return {"new_chat_cnt": sum(1 for c in chats if c.create_time >= start), "chat_total": len(chats),
+                "chat_has_msg": 0, "new_member_cnt": sum(1 for m in members if start <= m.join_time < end),
+                "member_total": sum(1 for m in members if m.join_time < end), "member_has_msg": 0, "msg_total": 0,
+                "migrate_trainee_chat_cnt": 0}
+
+    @_locked
+    def api_groupchat_statistic_group_by_day(self, body: dict[str, Any]) -> dict[str, Any]:
+        begin, end = self._stat_days(body)
+        owners = set(self._stat_owners(body))
+        return {"items": [{"stat_time": day, "data": self._day_figures(owners, day)}
+                          for day in range(begin, end + 1, 86400)]}
+
+    @_locked
+    def api_groupchat_statistic(self, body: dict[str, Any]) -> dict[str, Any]:
+        begin, end = self._stat_days(body)
+        items = []
+        for owner in self._stat_owners(body):
+            days = [self._day_figures({owner}, day) for day in range(begin, end + 1, 86400)]
+            data = {k: sum(d[k] for d in days) for k in days[0]} if days else {}
+            if days:  # totals are the last day's, not a sum
+                for key in ("chat_total", "member_total"):
+                    data[key] = days[-1][key]
+            items.append({"owner": owner, "data": data})
+        offset = int(body.get("offset") or 0)
+        limit = _limit(body.get("limit"), default=500, maximum=1000)
+        chunk = items[offset:offset + limit]
+        return {"total": len(items), "next_offset": offset + len(chunk) if offset + len(chunk) < len(items) else 0,
+                "items": chunk}
 
     # ---- transfers of customers between members (在职继承 / 离职继承) --------------------------------------
 
@@ -1132,6 +1279,41 @@ class VirtualCorp:
         return {"create_time": now, "members": joined, "last_version": last, "member_version": chat.member_version}
 
     @_locked
+    def scan_join_way(self, config_id: str, external_userids: list[str]) -> dict[str, Any]:
+        """Customers scan a 群活码: they join the first of its groups with room, or a group the platform
+        creates from room_base_name/room_base_id when all are full and auto_create_room is on. Returns what
+        the change_external_chat callback carries (JoinScene 3: scanned a group QR code; the state is in
+        groupchat/get's member_list); ``full`` when everyone was turned away (all full, no auto-create)."""
+        way = self._join_way({"config_id": config_id})
+        now = int(self.clock())
+        changes: list[dict[str, Any]] = []
+        refused: list[str] = []
+        created: list[str] = []
+        for external_userid in external_userids:
+            chat = next((c for c in (self._chat(i) for i in way.chat_id_list)
+                         if not c.dismissed and len(c.members) < _chat_capacity(self, c)), None)
+            if chat is None and way.auto_create_room:
+                owner = self._chat(way.chat_id_list[0]).owner
+                chat = self._create_group(owner, f"{way.room_base_name}{way.room_base_id}", [], created_at=now)
+                way.room_base_id += 1
+                if len(way.chat_id_list) < JOIN_WAY_CHATS:
+                    way.chat_id_list.append(chat.chat_id)
+                else:
+                    way.chat_id_list = [*way.chat_id_list[1:], chat.chat_id]
+                created.append(chat.chat_id)
+            if chat is None:
+                refused.append(external_userid)
+                continue
+            last = chat.member_version
+            if not self._join(chat, [external_userid], scene=3, invitor="", at=now):
+                continue
+            chat.members[-1].state = way.state
+            chat.version += 1
+            changes.append({"chat_id": chat.chat_id, "members": [external_userid], "scene": 3, "create_time": now,
+                            "last_version": last, "member_version": chat.member_version})
+        return {"changes": changes, "created": created, "refused": refused, "full": bool(refused)}
+
+    @_locked
     def quit_group(self, chat_id: str, external_userids: list[str], scene: int = 0) -> dict[str, Any]:
         chat = self._chat(chat_id)
         last = chat.member_version
@@ -1233,6 +1415,13 @@ class VirtualCorp:
         return [{"chat_id": c.chat_id, "owner": c.owner,
                  "externals": [m.userid for m in c.members if m.type == 2]}
                 for c in self.state.group_chats if not c.dismissed]
+
+
+def _chat_capacity(corp: VirtualCorp, chat: GroupChat) -> int:
+    """200 once a WeChat user is in the group, 500 with WeCom users only (WeCom's guide; PLATFORM.md)."""
+    wechat = any(m.type == 2 and (corp.by_id.get(m.userid) is None or corp.by_id[m.userid].type == 1)
+                 for m in chat.members)
+    return corp.chat_capacity_with_wechat if wechat else 500
 
 
 def _member_detail(member: Member) -> dict[str, Any]:

@@ -72,6 +72,12 @@ ROUTES: dict[str, tuple[str, str]] = {
     "externalcontact/list_contact_way": ("POST", "api_list_contact_way"),  # W:92228
     "externalcontact/groupchat/list": ("POST", "api_groupchat_list"),  # W:92120 获取客户群列表
     "externalcontact/groupchat/get": ("POST", "api_groupchat_get"),  # W:92122 获取客户群详情
+    "externalcontact/groupchat/add_join_way": ("POST", "api_groupchat_add_join_way"),  # W:92229 客户群「加入群聊」管理
+    "externalcontact/groupchat/get_join_way": ("POST", "api_groupchat_get_join_way"),  # W:92229
+    "externalcontact/groupchat/update_join_way": ("POST", "api_groupchat_update_join_way"),  # W:92229
+    "externalcontact/groupchat/del_join_way": ("POST", "api_groupchat_del_join_way"),  # W:92229
+    "externalcontact/groupchat/statistic": ("POST", "api_groupchat_statistic"),  # W:96359 群聊数据统计 (按群主)
+    "externalcontact/groupchat/statistic_group_by_day": ("POST", "api_groupchat_statistic_group_by_day"),  # W:96359
     "externalcontact/send_welcome_msg": ("POST", "api_send_welcome_msg"),  # W:92137 发送新客户欢迎语
     "externalcontact/add_msg_template": ("POST", "api_add_msg_template"),  # W:92135 创建企业群发
     "externalcontact/get_groupmsg_task": ("POST", "api_get_groupmsg_task"),  # W:93338 获取群发记录列表
@@ -102,6 +108,7 @@ ROUTES: dict[str, tuple[str, str]] = {
 DRIVER_OPERATIONS = ("add_contact", "remove_contact", "edit_contact", "create_group", "join_group", "quit_group",
                      "dismiss_group", "tag_admin", "confirm_mass_send", "contacts_of", "groups", "overview",
                      "resign_member",
+                     "scan_join_way",  # customers scan a 群活码 (W:92229)
                      # 微信客服: a customer enters a session or writes (any type), a servicer takes, answers
                      # or ends the session in WeCom's client, any other event; a callback token.
                      "kf_enter_session", "kf_customer_message", "kf_servicer_take", "kf_servicer_reply",

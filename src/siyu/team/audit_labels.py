@@ -58,6 +58,10 @@ KINDS: dict[str, Kind] = {
     "pool": Kind(N_("Public pool"), "/pool"),
     "pool_settings": Kind(N_("Public pool settings"), "/pool"),
     "cadence_policy": Kind(N_("Touch cadence"), "/maintenance/policies"),
+    "group_chat": Kind(N_("Customer group"), "/groups/{id}"),
+    "group_template": Kind(N_("Naming template"), "/groups/templates"),
+    "group_code": Kind(N_("Group code"), "/groups/codes/{id}"),
+    "group_qr_image": Kind(N_("Group QR image")),
 }
 
 # action → verb

@@ -78,7 +78,16 @@ CREATES = frozenset({
     "externalcontact/add_contact_way", "externalcontact/add_corp_tag", "externalcontact/send_welcome_msg",
     "externalcontact/add_msg_template", "externalcontact/transfer_customer",
     "externalcontact/resigned/transfer_customer", "kf/send_msg_on_event", "kf/service_state/trans",
+    "externalcontact/groupchat/add_join_way",
 })
+# 群活码 (W:92229): at most 5 chat ids per config; room_base_name at most 40 characters; state at most 30.
+JOIN_WAY_CHATS = 5
+JOIN_WAY_ROOM_BASE_NAME = 40
+JOIN_WAY_STATE = 30
+# Group statistics (W:96359): from yesterday back 180 days, at most 30 days per call, at most 100 owners.
+GROUP_STAT_DAYS_BACK = 180
+GROUP_STAT_SPAN_DAYS = 30
+GROUP_STAT_OWNERS = 100
 # kf/send_msg is not among them: it carries Siyu's own msgid, which the platform dedupes, so a send whose
 # answer was lost is repeated safely (the customer gets it once).
 KF_SYNC_LIMIT = 1000  # kf/sync_msg: "limit … 默认值和最大值都为1000" (W:94670)
@@ -315,6 +324,21 @@ def token_key(corp_id: str, secret: str, api_base: str) -> str:
 # ---------------------------------------------------------------- wechatpy: the calls 1.8.18 lacks
 
 
+def _join_way_fields(*, chat_ids: list[str], state: str, remark: str, auto_create: bool, room_base_name: str,
+                     room_base_id: int | None) -> dict[str, Any]:
+    if not 1 <= len(chat_ids) <= JOIN_WAY_CHATS:
+        raise ValueError(f"a group code holds 1 to {JOIN_WAY_CHATS} groups")
+    if len(state) > JOIN_WAY_STATE or len(room_base_name) > JOIN_WAY_ROOM_BASE_NAME:
+        raise ValueError("state or room_base_name too long")
+    fields: dict[str, Any] = {"chat_id_list": list(chat_ids), "state": state, "remark": remark[:30],
+                              "auto_create_room": 1 if auto_create else 0}
+    if auto_create:
+        fields["room_base_name"] = room_base_name
+        if room_base_id is not None:
+            fields["room_base_id"] = room_base_id
+    return fields
+
+
 def _given(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -369,6 +393,30 @@ class WeChatExternalContactMore(BaseWeChatAPI):
         """获取企业群发成员执行结果 (93338)."""
         return self._post("externalcontact/get_groupmsg_send_result",
                           data=_given(msgid=msgid, userid=userid, cursor=cursor, limit=limit))
+
+    def groupchat_add_join_way(self, **fields: Any) -> Any:
+        """配置客户群进群方式 (群活码) (92229)."""
+        return self._post("externalcontact/groupchat/add_join_way", data=_given(**fields))
+
+    def groupchat_get_join_way(self, config_id: str) -> Any:
+        """获取客户群进群方式配置 (92229)."""
+        return self._post("externalcontact/groupchat/get_join_way", data={"config_id": config_id})
+
+    def groupchat_update_join_way(self, config_id: str, **fields: Any) -> Any:
+        """更新客户群进群方式配置: the platform replaces the whole config (92229)."""
+        return self._post("externalcontact/groupchat/update_join_way", data=_given(config_id=config_id, **fields))
+
+    def groupchat_del_join_way(self, config_id: str) -> Any:
+        """删除客户群进群方式配置 (92229)."""
+        return self._post("externalcontact/groupchat/del_join_way", data={"config_id": config_id})
+
+    def groupchat_statistic(self, **fields: Any) -> Any:
+        """获取「群聊数据统计」数据, by owner (96359)."""
+        return self._post("externalcontact/groupchat/statistic", data=_given(**fields))
+
+    def groupchat_statistic_group_by_day(self, **fields: Any) -> Any:
+        """获取「群聊数据统计」数据, by day (96359)."""
+        return self._post("externalcontact/groupchat/statistic_group_by_day", data=_given(**fields))
 
     def transfer_customer(self, handover_userid: str, takeover_userid: str, external_userid: list[str],
                           transfer_success_msg: str | None = None) -> Any:
@@ -788,6 +836,42 @@ class WecomApi:
 
     def group_chat(self, chat_id: str, *, need_name: bool = True) -> dict[str, Any]:
         return _dict(_dict(self.more.groupchat_get(chat_id, need_name=1 if need_name else 0)).get("group_chat"))
+
+    # ---- 群活码 (客户群「加入群聊」, W:92229)
+
+    def add_join_way(self, *, chat_ids: list[str], state: str, remark: str = "", auto_create: bool = False,
+                     room_base_name: str = "", room_base_id: int | None = None) -> dict[str, Any]:
+        """A group QR (scene 2) over at most five groups; returns ``config_id`` (the QR is in ``join_way``)."""
+        fields = _join_way_fields(chat_ids=chat_ids, state=state, remark=remark, auto_create=auto_create,
+                                  room_base_name=room_base_name, room_base_id=room_base_id)
+        return _dict(self.more.groupchat_add_join_way(scene=2, **fields))
+
+    def join_way(self, config_id: str) -> dict[str, Any]:
+        return _dict(_dict(self.more.groupchat_get_join_way(config_id)).get("join_way"))
+
+    def update_join_way(self, config_id: str, *, chat_ids: list[str], state: str, remark: str = "",
+                        auto_create: bool = False, room_base_name: str = "", room_base_id: int | None = None) -> None:
+        fields = _join_way_fields(chat_ids=chat_ids, state=state, remark=remark, auto_create=auto_create,
+                                  room_base_name=room_base_name, room_base_id=room_base_id)
+        self.more.groupchat_update_join_way(config_id, scene=2, **fields)
+
+    def delete_join_way(self, config_id: str) -> None:
+        self.more.groupchat_del_join_way(config_id)
+
+    # ---- group statistics (W:96359)
+
+    def group_stats_by_day(self, *, day_begin: int, day_end: int, owners: list[str]) -> list[dict[str, Any]]:
+        """``{stat_time, data}`` per day for these owners (≤ 100, ≤ 30 days per call: the caller splits)."""
+        answer = self.more.groupchat_statistic_group_by_day(
+            day_begin_time=day_begin, day_end_time=day_end, owner_filter={"userid_list": owners[:GROUP_STAT_OWNERS]})
+        return [i for i in _dict(answer).get("items") or [] if isinstance(i, dict)]
+
+    def group_stats_by_owner(self, *, day_begin: int, day_end: int, owners: list[str]) -> list[dict[str, Any]]:
+        """``{owner, data}`` per owner over the days (one page of up to 1000)."""
+        answer = self.more.groupchat_statistic(
+            day_begin_time=day_begin, day_end_time=day_end, owner_filter={"userid_list": owners[:GROUP_STAT_OWNERS]},
+            offset=0, limit=1000)
+        return [i for i in _dict(answer).get("items") or [] if isinstance(i, dict)]
 
     # ---- transfers between members (在职继承 / 离职继承)
 

@@ -91,7 +91,11 @@
     group_chat: {draw: function (p, l) { p.appendChild(select(options.groups, l.group_ids || [], {"data-key": "group_ids", "aria-label": kindName.group_chat}, true)); },
                  read: function (p) { return {group_ids: ints(p, "group_ids")}; }},
     account: {draw: function (p, l) { p.appendChild(select(options.accounts, l.account_ids || [], {"data-key": "account_ids", "aria-label": kindName.account}, true)); },
-              read: function (p) { return {account_ids: ints(p, "account_ids")}; }}
+              read: function (p) { return {account_ids: ints(p, "account_ids")}; }},
+    group_kind: {draw: function (p, l) {
+                   p.appendChild(select(options.group_kinds || [], l.group_kinds || [], {"data-key": "group_kinds", "aria-label": kindName.group_kind}, true));
+                   p.appendChild(select(options.group_roles || [], l.roles || [], {"data-key": "roles", "aria-label": kindName.group_kind}, true)); },
+                 read: function (p) { return {group_kinds: strs(p, "group_kinds"), roles: strs(p, "roles")}; }}
   };
 
   function field(p, key) { return p.querySelector("[data-key='" + key + "']"); }
