@@ -10,6 +10,7 @@ import io
 import json
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -74,7 +75,21 @@ def _stream(app: Any, path: str, *, total: int, headers: dict[str, str], content
         elif message["type"] == "http.response.body":
             result.body += message.get("body", b"")
 
-    anyio.run(app, scope, receive, send)
+    # In a thread of its own: a browser test earlier in this process leaves Playwright's event loop
+    # registered on the main thread, and anyio refuses to start a second one there.
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            anyio.run(app, scope, receive, send)
+        except BaseException as exc:  # handed back to the test below
+            failure.append(exc)
+
+    worker = threading.Thread(target=serve)
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
     return result
 
 
