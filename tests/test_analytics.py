@@ -68,7 +68,7 @@ def test_funnel_on_a_day_counts_each_customer_on_the_stage_valid_at_the_end_of_t
 
 
 def test_behaviour_data_is_fetched_per_member_and_an_unknown_member_is_recorded_not_a_crash(
-        db: Session, make: Factory, sim: Any, api: Any) -> None:
+        db: Session, make: Factory, sim: Any, api: Any) -> None:  # noqa: F811
     from siyu.analytics import behaviour
     from siyu.analytics.models import BehaviourState, MemberBehaviour
 
@@ -94,7 +94,8 @@ def test_behaviour_data_is_fetched_per_member_and_an_unknown_member_is_recorded_
     assert len(db.scalars(select(MemberBehaviour)).all()) == 9
 
 
-def test_the_simulator_refuses_a_span_over_30_days_and_an_unknown_member_as_wecom_does(sim: Any, api: Any) -> None:
+def test_the_simulator_refuses_a_span_over_30_days_and_an_unknown_member_as_wecom_does(
+        sim: Any, api: Any) -> None:  # noqa: F811
     from siyu.wecom.client import WecomApiError
 
     userid = sim.corp.state.members[0].userid

@@ -76,7 +76,8 @@ def api_series(session: SessionDep, viewer: ApiViewer, name: str, scope: str = "
 
 
 @api.get("/analytics/funnel")
-def api_funnel(session: SessionDep, viewer: ApiViewer, day: date | None = None, scope: str = "company") -> dict[str, Any]:
+def api_funnel(session: SessionDep, viewer: ApiViewer, day: date | None = None,
+               scope: str = "company") -> dict[str, Any]:
     """The ladder on a local day: customers on each stage (``current``) and on it or higher (``reached``)."""
     found = service.funnel(session, viewer=viewer, day=day or local_today(), scope=parse_scope(scope))
     return {"day": found.day.isoformat(), "scope": parse_scope(scope).key, "current": found.current,

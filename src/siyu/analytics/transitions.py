@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, exists, insert, literal, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, case, exists, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from siyu.analytics.models import STAGE_RANKS, StageTransition
@@ -42,7 +42,7 @@ def record(session: Session, changes: Iterable[tuple[int, str | None, str]], *, 
     return len(rows)
 
 
-def stage_rank_expression(column: object) -> object:
+def stage_rank_expression(column: Any) -> ColumnElement[Any]:
     """SQL: a stage column as its rank (unknown text → 流量)."""
     return case(*[(column == stage, literal(rank)) for stage, rank in STAGE_RANKS.items()], else_=literal(0))
 

@@ -2,7 +2,7 @@
 domain's Huey tasks so a worker knows them."""
 
 from siyu.accounts import models as accounts_models
-from siyu.analytics import models as analytics_models
+from siyu.analytics import models as analytics_models  # noqa: F401  (registers its tables)
 from siyu.autoreply import models as autoreply_models
 from siyu.channels import models as channels_models
 from siyu.core import models as core_models
@@ -16,7 +16,7 @@ from siyu.segments import models as segments_models
 from siyu.team import models as team_models
 from siyu.wecom import models as wecom_models
 
-__all__ = ["accounts_models", "analytics_models", "autoreply_models", "channels_models", "core_models", "customers_models",
+__all__ = ["accounts_models", "autoreply_models", "channels_models", "core_models", "customers_models",
            "groups_models", "inbox_models", "maintenance_models", "mp_models", "orders_models", "segments_models",
            "team_models", "wecom_models"]
 

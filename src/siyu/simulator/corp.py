@@ -40,12 +40,13 @@ R = TypeVar("R")
 STATE_VERSION = 1
 WELCOME_CODE_SECONDS = 20
 FOLLOW_PAGE = 500  # externalcontact/get pages its follow users past this many
-CHINA = timezone(timedelta(hours=8))
-# externalcontact/get_user_behavior_data (W:96358): userid 最多100个; 最大查询跨度为30天; 最近180天内的数据.
+CHINA = timezone(timedelta(hours=8))  # the mass-send daily limit counts calendar days in China
+# externalcontact/get_user_behavior_data (W:96358): userid 最多100个; 最大查询跨度为30天;
+# 最近180天内的数据.
 BEHAVIOUR_IDS_PER_CALL = 100
 BEHAVIOUR_SPAN_DAYS = 30
 BEHAVIOUR_KEPT_DAYS = 180
-BEHAVIOUR_COUNTS = ("chat_cnt", "message_cnt", "negative_feedback_cnt", "new_apply_cnt", "new_contact_cnt")  # the mass-send daily limit counts calendar days in China
+BEHAVIOUR_COUNTS = ("chat_cnt", "message_cnt", "negative_feedback_cnt", "new_apply_cnt", "new_contact_cnt")
 
 # The WeCom members of the demo (siyu/demo.py ACCOUNTS: wecom_userid = "shanye." + key), so the
 # simulator's default members are the accounts `siyu demo` creates.
