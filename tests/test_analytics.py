@@ -295,3 +295,61 @@ def test_team_performance_per_operator_and_account_with_the_team_average(
     # an operator sees their own row and their own accounts only
     mine = team.build(db, viewer=viewer_of(bob), since=today - timedelta(days=6), until=today)
     assert [r.key for r in mine.operators] == [bob.id] and [r.key for r in mine.accounts] == [second.id]
+
+
+# ---------------------------------------------------------------- console
+
+
+def test_the_analytics_pages_show_empty_states_for_a_period_without_data(client: Any, admin: Any) -> None:
+    from tests.test_pages import Console
+
+    console = Console(client).login(admin)
+    page = console.get("/analytics", params={"day": "2020-01-01", "since": "2020-01-01", "until": "2020-01-31"})
+    assert page.status_code == 200, page.text
+    for empty in ("empty-funnel", "empty-flows", "empty-churn", "empty-cohorts"):
+        assert f'data-testid="{empty}"' in page.text
+    assert "data-sankey" not in page.text and "data-funnel" not in page.text
+    team = console.get("/analytics/team", params={"days": "7", "until": "2020-01-31"})
+    assert team.status_code == 200 and 'data-testid="empty-team"' in team.text
+    assert 'href="/analytics"' in console.get("/").text  # the nav leads here, not to the placeholder
+
+
+def test_the_funnel_page_moves_with_the_date_and_exports_each_chart(db: Session, make: Factory, client: Any,
+                                                                     admin: Any) -> None:
+    from tests.test_pages import Console
+
+    account = make.account()
+    customer = make.customer(account)
+    _added(db, customer, local(2026, 4, 1))
+    transitions.record(db, [(customer.id, "traffic", "fan")], at=local(2026, 4, 10))
+    db.commit()
+    console = Console(client).login(admin)
+    before = console.get("/analytics", params={"day": "2026-04-05", "since": "2026-04-01", "until": "2026-04-30"})
+    after = console.get("/analytics", params={"day": "2026-04-20", "since": "2026-04-01", "until": "2026-04-30"})
+    assert before.status_code == after.status_code == 200
+    assert "流量 1" in before.text and "粉丝 0" in before.text
+    assert "粉丝 1" in after.text and "data-sankey" in after.text
+    funnel_csv = console.get("/analytics/funnel.csv", params={"day": "2026-04-20"})
+    assert funnel_csv.status_code == 200 and funnel_csv.headers["content-type"].startswith("text/csv")
+    assert funnel_csv.text.splitlines()[-1] == "粉丝,1,1"
+    flows_csv = console.get("/analytics/flows.csv", params={"since": "2026-04-01", "until": "2026-04-30"})
+    assert "新加客户,粉丝,1" in flows_csv.text
+    assert console.get("/analytics/cohorts.csv").status_code == 200
+    assert console.get("/analytics/team.csv").text.startswith("\ufeff")
+    assert console.get("/analytics/nonsense.csv").status_code == 404
+    bad = console.get("/analytics", params={"day": "yesterday"})
+    assert bad.status_code == 422 and "yesterday" in bad.text
+
+
+def test_an_operator_cannot_open_the_funnel_of_a_segment_or_account_that_is_not_theirs(
+        db: Session, make: Factory, client: Any, token_for: Any) -> None:
+    mine, theirs = make.account(), make.account()
+    operator = make.user("operator", accounts=[mine])
+    headers = token_for(operator)
+    assert client.get("/api/v1/analytics/funnel", headers=headers,
+                      params={"scope": f"account:{theirs.id}"}).status_code == 404
+    own = client.get("/api/v1/analytics/funnel", headers=headers, params={"scope": f"account:{mine.id}"})
+    assert own.status_code == 200 and own.json()["current"] == {"traffic": 0, "user": 0, "customer": 0, "fan": 0}
+    make.customer(theirs)
+    company = client.get("/api/v1/analytics/funnel", headers=headers).json()
+    assert company["reached"]["traffic"] == 0  # the other account's customer is not counted
