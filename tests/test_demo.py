@@ -337,3 +337,19 @@ def test_every_demo_operator_opens_a_believable_list_of_todays_tasks(session: Se
         assert 5 <= len(tasks) <= 50, (user.username, len(tasks))
         assert {t.kind for t in tasks} >= {"cadence"}
         assert [t.priority for t in tasks] == sorted((t.priority for t in tasks), reverse=True)
+
+
+def test_demo_ladder_has_a_history_so_the_funnel_moves_with_the_date(session: Session) -> None:
+    from datetime import timedelta
+
+    from siyu.analytics import service as analytics_service
+    from siyu.core.settings import local_today
+    from siyu.core.viewer import SYSTEM
+
+    today = local_today()
+    now = analytics_service.funnel(session, viewer=SYSTEM, day=today)
+    earlier = analytics_service.funnel(session, viewer=SYSTEM, day=today - timedelta(days=60))
+    stored = {stage: session.scalar(select(func.count()).select_from(Customer).where(
+        Customer.stage == stage, Customer.merged_into_id.is_(None))) for stage in analytics_service.STAGES}
+    assert now.current == stored  # the history ends where the customers stand
+    assert earlier.total < now.total and earlier.reached["fan"] < now.reached["fan"]
