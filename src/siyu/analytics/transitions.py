@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, case, exists, insert, literal, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, case, exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from siyu.analytics.models import STAGE_RANKS, StageTransition
@@ -54,5 +54,7 @@ def backfill(session: Session) -> int:
     missing = ~exists().where(StageTransition.customer_id == Customer.id)
     source = select(Customer.id, literal(None).label("from_rank"), stage_rank_expression(Customer.stage),
                     Customer.created_at).where(Customer.merged_into_id.is_(None), missing)
-    result = session.execute(insert(_TABLE).from_select(["customer_id", "from_rank", "to_rank", "at"], source))
-    return int(getattr(result, "rowcount", 0) or 0)
+    count = int(session.scalar(select(func.count()).select_from(source.subquery())) or 0)
+    if count:
+        session.execute(insert(_TABLE).from_select(["customer_id", "from_rank", "to_rank", "at"], source))
+    return count
