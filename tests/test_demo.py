@@ -352,3 +352,19 @@ def test_the_demo_runs_groups_of_several_kinds_fills_them_through_a_group_code_a
     joined = list(session.scalars(select(GroupMember).where(GroupMember.state == code.state)))
     assert len({m.group_chat_id for m in joined}) >= 2  # the code moved on before the first group was full
     assert session.scalar(select(GroupTask).where(GroupTask.kind == "apply_resources")) is not None
+
+
+def test_demo_ladder_has_a_history_so_the_funnel_moves_with_the_date(session: Session) -> None:
+    from datetime import timedelta
+
+    from siyu.analytics import service as analytics_service
+    from siyu.core.settings import local_today
+    from siyu.core.viewer import SYSTEM
+
+    today = local_today()
+    now = analytics_service.funnel(session, viewer=SYSTEM, day=today)
+    earlier = analytics_service.funnel(session, viewer=SYSTEM, day=today - timedelta(days=60))
+    stored = {stage: session.scalar(select(func.count()).select_from(Customer).where(
+        Customer.stage == stage, Customer.merged_into_id.is_(None))) for stage in analytics_service.STAGES}
+    assert now.current == stored  # the history ends where the customers stand
+    assert earlier.total < now.total and earlier.reached["fan"] < now.reached["fan"]

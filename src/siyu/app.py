@@ -267,6 +267,12 @@ def create_app() -> FastAPI:
                    jobs_pages, inbox_pages, autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages,
                    segments_pages):
         app.include_router(router)
+    # 数据分析 (analytics): the metrics API and the console pages.
+    from siyu.analytics.routes import api as analytics_api
+    from siyu.analytics.routes import pages as analytics_pages
+
+    app.include_router(analytics_api, prefix="/api/v1")
+    app.include_router(analytics_pages)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).
     from siyu.wecom import connector as wecom_connector

@@ -135,6 +135,10 @@ def _start_simulation(target: str) -> None:
                             known_contacts=known, kf_account=(str(kf[0]), str(kf[1])) if kf else None,
                             mp_messages=40, archive_messages=60, archive_public_key=(1, archive_public),
                             before_traffic=mp_qr_codes)
+    with core_db.transaction() as session:  # 数据分析: WeCom's per-member statistics, from the simulator
+        from siyu.analytics.demo import fetch_behaviour
+
+        fetch_behaviour(session)
     typer.echo(f"WeCom simulator on http://127.0.0.1:{SIMULATOR_PORT}/ — live callbacks are coming in "
                "(企业微信 → 事件日志), members' own chats through the chat archive (收件箱, 渠道: 会话存档; "
                "客户群 → 群消息), and 公众号 followers' messages (收件箱, 渠道: 公众号)")

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from siyu.accounts import service as accounts_service
 from siyu.accounts.models import RAISED_CAPACITY, STANDARD_CAPACITY, Account, AccountKind
 from siyu.accounts.schemas import AccountIn
+from siyu.analytics import demo as analytics_demo
 from siyu.core.db import utcnow
 from siyu.core.errors import Conflict
 from siyu.core.security import generate_password
@@ -731,6 +732,7 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
                    adds=wecom_adds)
     _create_cadence(session, admin=admin_viewer, now=now)
     build_group_demo(session, admin=admin_viewer, now=now, seed=seed)
+    analytics_demo.build_history(session, seed=seed, now=now)  # 数据分析: the ladder's history
     return _summary(session)
 
 

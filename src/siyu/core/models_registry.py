@@ -2,6 +2,7 @@
 domain's Huey tasks so a worker knows them."""
 
 from siyu.accounts import models as accounts_models
+from siyu.analytics import models as analytics_models  # noqa: F401  (registers its tables)
 from siyu.autoreply import models as autoreply_models
 from siyu.channels import models as channels_models
 from siyu.core import models as core_models

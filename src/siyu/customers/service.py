@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from siyu.accounts.models import Account
+from siyu.analytics import transitions as stage_history
 from siyu.core import viewer as viewer_masking
 from siyu.core.db import UTCDateTime, among, dialect_insert, utcnow
 from siyu.core.errors import Invalid, NotFound, TooManyAttempts
@@ -898,6 +899,7 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
     stale: list[tuple[int, int]] = []
     missing: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []
+    moved: list[tuple[int, str, str]] = []  # stage changes, recorded as transitions (analytics)
     own_count = len(COMPLETENESS_OWN)
     # The rules' buckets for each distinct value, worked out once per chunk (most customers share a few).
     stage_of = _memo(lambda pair: override_free_stage(rules, *pair))
@@ -931,6 +933,8 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
         missing.extend({"customer_id": customer_id, "tag_id": tag_id} for tag_id in wanted - have)
         if any(_differs(stored[key], value[key]) for key in COMPUTED_COLUMNS):
             changes.append({"id": customer_id, **value})
+        if stored["stage"] != value["stage"]:
+            moved.append((customer_id, stored["stage"], value["stage"]))
         loaded = loaded_objects.get(customer_id)
         if loaded is not None:
             for key in COMPUTED_COLUMNS:
@@ -939,6 +943,7 @@ def _refresh_chunk(session: Session, ids: list[int], rules: LifecycleRules,
     if changes:  # Core executemany: no ORM bookkeeping per row
         session.execute(_WRITE_COMPUTED, [{f"v_{k}": v for k, v in change.items()} | {"v_updated_at": now}
                                           for change in changes])
+    stage_history.record(session, moved, at=now)
     if stale:
         session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
     if missing:
@@ -1013,6 +1018,7 @@ def refresh_purchases(session: Session, *, customer_ids: list[int], touched_at: 
                 .where(CustomerTag.customer_id.in_(chunk), CustomerTag.tag_id.in_(sorted(set(tag_ids.values()))))):
             current[customer_id].add(tag_id)
         changes: list[dict[str, Any]] = []
+        moved: list[tuple[int, str, str]] = []
         stale: list[tuple[int, int]] = []
         missing: list[dict[str, Any]] = []
         for row in session.execute(select(table.id, table.contact_count, table.purchase_count, table.purchase_total,
@@ -1035,6 +1041,8 @@ def refresh_purchases(session: Session, *, customer_ids: list[int], touched_at: 
                 changes.append({"v_id": row.id, "v_purchase_count": bought.purchase_count,
                                 "v_purchase_total": bought.total_spent, "v_stage": stage, "v_level": level,
                                 "v_last_touch_at": last, "v_updated_at": now})
+            if row.stage != stage:
+                moved.append((row.id, row.stage, stage))
             wanted = {tag_ids[pair] for pair in ((TagGroupKind.purchase.value, purchase_bucket(bought.purchase_count)),
                                                  (TagGroupKind.level.value, level)) if pair in tag_ids}
             have = current.get(row.id, set())
@@ -1042,6 +1050,7 @@ def refresh_purchases(session: Session, *, customer_ids: list[int], touched_at: 
             missing.extend({"customer_id": row.id, "tag_id": tag_id, "created_at": now} for tag_id in wanted - have)
         if changes:
             session.execute(_WRITE_PURCHASES, changes)
+        stage_history.record(session, moved, at=now)
         if stale:
             session.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
         if missing:
@@ -1072,6 +1081,7 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
     bucket_tags = {label: tag for (kind, label), tag in ensure_computed_tags(session, rules=rules).items()
                    if kind == TagGroupKind.contact_count.value}
     changes: list[dict[str, Any]] = []
+    moved: list[tuple[int, str, str]] = []
     stale: list[tuple[int, int]] = []
     missing: list[dict[str, Any]] = []
     for row in rows:
@@ -1082,6 +1092,8 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
         stage = row.stage_override or rules.stage_for(contacts=count, purchases=int(row.purchase_count),
                                                       new_launch=int(row.launches)).value
         changes.append({"customer_id": row.id, "contact_count": count, "last_touch_at": latest, "stage": stage})
+        if row.stage != stage:
+            moved.append((row.id, row.stage, stage))
         before, after = rules.contact_bucket(int(row.contact_count)), rules.contact_bucket(count)
         if before != after:
             if before in bucket_tags:
@@ -1093,6 +1105,7 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
     connection.execute(update(customer_table).where(customer_table.c.id == bindparam("customer_id")).values(
         contact_count=bindparam("contact_count"), stage=bindparam("stage"),
         last_touch_at=bindparam("last_touch_at", type_=UTCDateTime())), changes)
+    stage_history.record(session, moved)
     if stale:
         connection.execute(delete(CustomerTag).where(tuple_(CustomerTag.customer_id, CustomerTag.tag_id).in_(stale)))
     if missing:

@@ -44,6 +44,12 @@ CHINA = timezone(timedelta(hours=8))  # the mass-send daily limit counts calenda
 JOIN_WAY_CHATS = 5  # groupchat/add_join_way: chat_id_list "支持5个" (W:92229)
 STAT_DAYS_BACK = 180  # groupchat statistics: yesterday back 180 days (W:96359)
 STAT_SPAN_DAYS = 30  # … at most 30 days per call
+# externalcontact/get_user_behavior_data (W:96358): userid 最多100个; 最大查询跨度为30天;
+# 最近180天内的数据.
+BEHAVIOUR_IDS_PER_CALL = 100
+BEHAVIOUR_SPAN_DAYS = 30
+BEHAVIOUR_KEPT_DAYS = 180
+BEHAVIOUR_COUNTS = ("chat_cnt", "message_cnt", "negative_feedback_cnt", "new_apply_cnt", "new_contact_cnt")
 
 # The WeCom members of the demo (siyu/demo.py ACCOUNTS: wecom_userid = "shanye." + key), so the
 # simulator's default members are the accounts `siyu demo` creates.
@@ -1074,6 +1080,52 @@ class VirtualCorp:
         chunk, next_cursor = page(rows, cursor, size)
         return {"info": chunk, "is_last": not next_cursor, "next_cursor": next_cursor}
 
+    # ---- 联系客户统计 (W:96358) ---------------------------------------------------------------------------
+
+    @_locked
+    def api_get_user_behavior_data(self, body: dict[str, Any]) -> dict[str, Any]:
+        """获取「联系客户统计」数据: one row per day of [start_time, end_time] (both closed, rounded down to
+        China midnight), span ≤ 30 days, the last 180 days only; several userids come back summed."""
+        userids = _strings(body.get("userid"), "userid", maximum=BEHAVIOUR_IDS_PER_CALL)
+        parties = body.get("partyid") or []
+        if not userids and not parties:
+            raise ApiError(40058, "userid and partyid cannot both be empty")
+        for userid in userids:
+            self.member(userid)  # an unknown member: 60111, as every member call answers
+        try:
+            start, end = int(body.get("start_time") or 0), int(body.get("end_time") or 0)
+        except (TypeError, ValueError) as exc:
+            raise ApiError(600018, "invalid start endtime") from exc
+        first, last = _china_midnight(start), _china_midnight(end)
+        oldest = _china_midnight(int(self.clock())) - BEHAVIOUR_KEPT_DAYS * 86400
+        if start <= 0 or end < start or (last - first) // 86400 + 1 > BEHAVIOUR_SPAN_DAYS or first < oldest:
+            raise ApiError(600018, "invalid start endtime")
+        rows = []
+        for day in range(first, last + 1, 86400):
+            figures = [self._behaviour(userid, day) for userid in userids]
+            row = {key: sum(f[key] for f in figures) for key in BEHAVIOUR_COUNTS}
+            replied = [f for f in figures if f["chat_cnt"]]
+            row["reply_percentage"] = round(sum(f["reply_percentage"] for f in replied) / len(replied), 2) \
+                if replied else 0
+            if replied:  # "仅在确有聊天时返回"
+                row["avg_reply_time"] = round(sum(f["avg_reply_time"] for f in replied) / len(replied))
+            rows.append({"stat_time": day, **row})
+        return {"behavior_data": rows}
+
+    def _behaviour(self, userid: str, day: int) -> dict[str, Any]:
+        """One member's figures for one day: new contacts and deletions from the corp's own follows, the
+        chat figures a steady pseudo-random draw per member and day (the same answer every time)."""
+        rng = random.Random(f"behaviour/{userid}/{day}")  # noqa: S311 - simulated figures, not security
+        new_contacts = sum(1 for c in self.state.contacts for f in c.follows
+                           if f.userid == userid and day <= f.createtime < day + 86400)
+        lost = sum(1 for c in self.state.contacts for f in c.follows
+                   if f.userid == userid and f.deleted_at is not None and day <= f.deleted_at < day + 86400)
+        chats = rng.randint(0, 25)
+        return {"chat_cnt": chats, "message_cnt": chats * rng.randint(1, 6) if chats else 0,
+                "reply_percentage": round(rng.uniform(55, 100), 2) if chats else 0,
+                "avg_reply_time": rng.randint(1, 90) if chats else 0, "negative_feedback_cnt": lost,
+                "new_apply_cnt": rng.randint(0, 3), "new_contact_cnt": new_contacts}
+
     # ---- welcome messages and mass sends ---------------------------------------------------------------
 
     @_locked
@@ -1464,3 +1516,9 @@ def _jsonable(value: Any) -> Any:
 
 def _tupled(value: Any) -> Any:
     return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+
+
+def _china_midnight(timestamp: int) -> int:
+    """A timestamp rounded down to 00:00 China time (W:96358: "会向下取整")."""
+    moment = datetime.fromtimestamp(timestamp, CHINA)
+    return int(moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())

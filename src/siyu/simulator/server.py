@@ -88,6 +88,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "externalcontact/resigned/transfer_customer": ("POST", "api_resigned_transfer_customer"),  # W:94081 离职继承
     "externalcontact/resigned/transfer_result": ("POST", "api_resigned_transfer_result"),  # W:94082
     "externalcontact/get_unassigned_list": ("POST", "api_get_unassigned_list"),  # W:92124 获取待分配的离职成员列表
+    "externalcontact/get_user_behavior_data": ("POST", "api_get_user_behavior_data"),  # W:96358 联系客户统计
     # 微信客服 (siyu.simulator.kf)
     "kf/account/list": ("ANY", "kf.api_account_list"),  # W:94661 获取客服账号列表
     "kf/account/add": ("POST", "kf.api_account_add"),  # W:94662 添加客服账号

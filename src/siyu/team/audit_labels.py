@@ -46,6 +46,7 @@ KINDS: dict[str, Kind] = {
     "conversations": Kind(N_("Conversations"), "/inbox"),
     "chat": Kind(N_("Chat history"), "/customers/{id}"),
     "service_report": Kind(N_("Service report"), "/inbox/reports"),
+    "analytics_report": Kind(N_("Analytics report"), "/analytics"),
     "wecom_connection": Kind(N_("WeCom connection"), "/wecom"),
     "mp_connection": Kind(N_("Official account connection"), "/mp"),
     "audit": Kind(N_("Audit log"), "/audit"),

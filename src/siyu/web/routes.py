@@ -19,7 +19,6 @@ pages = APIRouter(include_in_schema=False)
 # Areas from DESIGN.md that later work builds; the console says so plainly.
 PLANNED_AREAS = {
     "campaigns": (N_("Conversion & campaigns"), N_("Orders, coupons, referrals, RFM, segments, mass sends.")),
-    "analytics": (N_("Analytics"), N_("Ladder funnel, channel ROI, group health, team performance, SMART goals.")),
 }
 
 

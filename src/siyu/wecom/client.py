@@ -95,6 +95,10 @@ KF_CUSTOMERS_PER_CALL = 100  # kf/customer/batchget: external_userid_list 1 to 1
 KF_ACCOUNT_PAGE = 100  # kf/account/list: limit 1 to 100 (W:94661)
 # msgaudit/check_single_agree: "目前一次请求只支持最多100个查询条目" (W:91782)
 ARCHIVE_AGREE_PER_CALL = 100
+# externalcontact/get_user_behavior_data: "最大查询跨度为30天", "最近180天内的数据", userid "最多100个", and
+# several userids answer their sum, so Siyu asks one member at a time (W:96358).
+BEHAVIOUR_SPAN_DAYS = 30
+BEHAVIOUR_KEPT_DAYS = 180
 TOKEN_MARGIN_SECONDS = 300  # the storage forgets a token this long before the platform does
 LOCAL_COPY_SECONDS = 60  # how long a process uses its copy before reading the shared storage again
 TOKEN_KEY_PREFIX = "wecom_token:"  # noqa: S105 - a key name, not a password
@@ -446,6 +450,11 @@ class WeChatExternalContactMore(BaseWeChatAPI):
     def get_unassigned_list(self, cursor: str | None = None, page_size: int = 1000) -> Any:
         """获取待分配的离职成员的客户, by cursor (wechatpy's takes the older page_id) (92124)."""
         return self._post("externalcontact/get_unassigned_list", data=_given(cursor=cursor, page_size=page_size))
+
+    def get_user_behavior_data(self, userid: list[str], start_time: int, end_time: int) -> Any:
+        """获取「联系客户统计」数据: daily rows over [start_time, end_time] (96358)."""
+        return self._post("externalcontact/get_user_behavior_data",
+                          data={"userid": userid, "start_time": start_time, "end_time": end_time})
 
 
 class WeChatKf(BaseWeChatAPI):
@@ -942,6 +951,16 @@ class WecomApi:
         for chunk in _chunks(list(dict.fromkeys(external_userids)), KF_CUSTOMERS_PER_CALL):
             customers += _dict(self.client.kf.customer_batchget(chunk)).get("customer_list", [])
         return customers
+
+    # ---- 联系客户统计 (member behaviour)
+
+    def member_behaviour(self, userid: str, *, start_time: int, end_time: int) -> list[dict[str, Any]]:
+        """One member's daily figures (``stat_time``, chat_cnt, message_cnt, reply_percentage, avg_reply_time,
+        negative_feedback_cnt, new_apply_cnt, new_contact_cnt). One member per call: several come back summed."""
+        if end_time - start_time >= BEHAVIOUR_SPAN_DAYS * 86400:
+            raise ValueError("get_user_behavior_data spans at most 30 days")
+        answer = _dict(self.more.get_user_behavior_data([userid], start_time, end_time))
+        return [dict(row) for row in answer.get("behavior_data", []) if isinstance(row, dict)]
 
     # ---- the JS-SDK (the sidebar in the chat toolbar)
 

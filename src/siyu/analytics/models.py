@@ -1,0 +1,67 @@
+"""Tables of the analytics domain.
+
+``StageTransition`` keeps the ladder over time compactly: one row per change of a customer's stage
+(not a daily copy of every customer). Each row is valid from ``at`` until the next change
+(``until``, NULL while current), so "the stage of every customer on day D" is one range filter —
+``at <= D < until`` — answered from ``ix_stage_transition_at``. A customer with no row valid on D but
+added before D is on the first rung (流量), the stage every customer starts with.
+
+``MemberBehaviour`` stores WeCom's per-member daily statistics (``get_user_behavior_data``, W:96358),
+fetched one member per call because several userids come back summed.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Date, Float, ForeignKey, Index, Integer, SmallInteger, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from siyu.core.db import Base, UTCDateTime, utcnow
+
+# The ladder as small integers: compact rows, and "reached 客户 or higher" is ``to_rank >= 2``.
+STAGE_RANKS: dict[str, int] = {"traffic": 0, "user": 1, "customer": 2, "fan": 3}
+RANK_STAGES: dict[int, str] = {rank: stage for stage, rank in STAGE_RANKS.items()}
+
+
+class StageTransition(Base):
+    __tablename__ = "stage_transition"
+    __table_args__ = (
+        Index("ix_stage_transition_customer_at", "customer_id", "at"),
+        Index("ix_stage_transition_at", "at", "until", "to_rank"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"))
+    # NULL: the customer's first row (the backfill's initial stage at the add date).
+    from_rank: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    to_rank: Mapped[int] = mapped_column(SmallInteger)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class BehaviourState:
+    ok = "ok"
+    unknown_member = "unknown_member"  # WeCom does not know this userid (errcode 60111)
+    failed = "failed"
+
+
+class MemberBehaviour(Base):
+    """One member's (WeCom userid's) figures for one day, as WeCom reported them."""
+
+    __tablename__ = "member_behaviour"
+    __table_args__ = (UniqueConstraint("account_id", "day"), Index("ix_member_behaviour_day", "day"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(16), default=BehaviourState.ok)
+    errcode: Mapped[int] = mapped_column(Integer, default=0)
+    chat_cnt: Mapped[int] = mapped_column(Integer, default=0)
+    message_cnt: Mapped[int] = mapped_column(Integer, default=0)
+    reply_percentage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    avg_reply_time: Mapped[int | None] = mapped_column(Integer, nullable=True)  # minutes
+    negative_feedback_cnt: Mapped[int] = mapped_column(Integer, default=0)
+    new_apply_cnt: Mapped[int] = mapped_column(Integer, default=0)
+    new_contact_cnt: Mapped[int] = mapped_column(Integer, default=0)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,355 @@
+"""The ladder over time: the funnel on any day for any scope or segment, weekly cohorts, time between
+stages, stage flows and churn by stage — all read from ``stage_transition`` (see ``models``).
+
+Why transitions and not daily snapshots: a million customers × 730 days of copies is 730 million
+rows; the changes are a few million. "Stage on day D" is the row valid at the end of D
+(``at < end <= until``), one range read; customers added before D without such a row are 流量.
+
+Days are local days (``core.settings.local_zone``): "on 12-05" means up to local midnight, so a
+change at 23:59 counts on that day and one at 00:01 on the next. Scope — company, one account, one
+operator's customers, a saved segment — becomes WHERE conditions on ``customer`` through the customer
+list's own filter (``customers.service._filter_clauses``, hence the one segment compiler), with the
+viewer's visibility applied the same way: a scope the viewer may not see is NotFound, never zeros.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Integer, and_, case, cast, func, literal, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from siyu.accounts.models import Account
+from siyu.analytics.models import RANK_STAGES, StageTransition
+from siyu.core.errors import Invalid, NotFound
+from siyu.core.settings import local_zone
+from siyu.core.viewer import Viewer
+from siyu.customers import service as customers_service
+from siyu.customers.models import Customer, Friendship, FriendshipStatus
+from siyu.team.models import User
+
+STAGES = ("traffic", "user", "customer", "fan")
+COHORT_DAYS = (7, 30, 90)
+COHORT_WEEKS_MAX = 104
+FLOW_NEW = "new"  # the Sankey's source for customers added during the period
+
+
+class ScopeNotFound(NotFound):
+    """A scope that does not exist, or that this viewer may not see (404, not zeros)."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose numbers: ``company``, ``account:<id>``, ``operator:<user id>`` or ``segment:<id>``."""
+
+    kind: str = "company"
+    id: int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.kind if self.id is None else f"{self.kind}:{self.id}"
+
+
+def parse_scope(text: str | None) -> Scope:
+    raw = (text or "company").strip()
+    if raw == "company":
+        return Scope()
+    kind, _sep, ident = raw.partition(":")
+    if kind not in ("account", "operator", "segment") or not ident.isdigit() or len(ident) > 12:
+        raise Invalid("Unknown scope {scope}: use company, account:<id>, operator:<id> or segment:<id>",
+                      field="scope", scope=raw[:40])
+    return Scope(kind=kind, id=int(ident))
+
+
+def check_scope(session: Session, *, scope: Scope, viewer: Viewer) -> None:
+    """NotFound when the scope does not exist or the viewer may not see it."""
+    if scope.kind == "account":
+        if scope.id is None or session.get(Account, scope.id) is None or not viewer.can_see_account(scope.id):
+            raise ScopeNotFound("Scope {scope} not found", scope=scope.key)
+    elif scope.kind == "operator":
+        user = session.get(User, scope.id) if scope.id is not None else None
+        if user is None or (not viewer.sees_all_accounts and user.id != viewer.user_id):
+            raise ScopeNotFound("Scope {scope} not found", scope=scope.key)
+    elif scope.kind == "segment":
+        from siyu.segments import service as segments_service
+
+        try:
+            segments_service.get_segment(session, segment_id=scope.id or 0, viewer=viewer)
+        except NotFound as exc:
+            raise ScopeNotFound("Scope {scope} not found", scope=scope.key) from exc
+
+
+def customer_clauses(session: Session, *, scope: Scope, viewer: Viewer) -> list[ColumnElement[bool]]:
+    """WHERE conditions on ``customer`` for this scope, as this viewer may see it (merged ones left out)."""
+    check_scope(session, scope=scope, viewer=viewer)
+    flt = customers_service.CustomerFilter()
+    if scope.kind == "account":
+        flt.account_id = scope.id
+    elif scope.kind == "segment":
+        flt.segment_id = scope.id
+    clauses = customers_service._filter_clauses(session, flt, viewer)
+    if scope.kind == "operator":
+        clauses.append(Customer.owner_id == scope.id)
+    return clauses
+
+
+# ---------------------------------------------------------------- time
+
+
+def day_start(day: date) -> datetime:
+    """Local midnight at the start of ``day``, in UTC."""
+    return datetime.combine(day, time(0), tzinfo=local_zone()).astimezone(UTC)
+
+
+def local_day(moment: datetime) -> date:
+    return moment.astimezone(local_zone()).date()
+
+
+def days_between(later: Any, earlier: Any, dialect: str) -> ColumnElement[Any]:
+    """SQL: ``later - earlier`` in (fractional) days."""
+    if dialect == "postgresql":
+        return func.extract("epoch", later - earlier) / 86400.0
+    return func.julianday(later) - func.julianday(earlier)
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _valid_at(alias: Any, moment: datetime) -> ColumnElement[bool]:
+    return and_(alias.at < moment, or_(alias.until.is_(None), alias.until >= moment))
+
+
+# ---------------------------------------------------------------- funnel
+
+
+@dataclass
+class Funnel:
+    day: date
+    current: dict[str, int]
+
+    @property
+    def reached(self) -> dict[str, int]:
+        """At this stage or higher (the funnel's widths)."""
+        out: dict[str, int] = {}
+        running = 0
+        for stage in reversed(STAGES):
+            running += self.current[stage]
+            out[stage] = running
+        return {stage: out[stage] for stage in STAGES}
+
+    @property
+    def total(self) -> int:
+        return sum(self.current.values())
+
+
+def funnel(session: Session, *, viewer: Viewer, day: date, scope: Scope | None = None) -> Funnel:
+    """How many of the scope's customers stood on each stage at the end of local ``day``."""
+    clauses = customer_clauses(session, scope=scope or Scope(), viewer=viewer)
+    return funnel_for(session, clauses=clauses, day=day)
+
+
+def funnel_for(session: Session, *, clauses: list[ColumnElement[bool]], day: date) -> Funnel:
+    end = day_start(day + timedelta(days=1))
+    t = StageTransition
+    counts = {int(rank): int(n) for rank, n in session.execute(
+        select(t.to_rank, func.count()).join(Customer, Customer.id == t.customer_id)
+        .where(_valid_at(t, end), Customer.created_at < end, *clauses).group_by(t.to_rank))}
+    added = int(session.scalar(select(func.count()).select_from(Customer)
+                               .where(Customer.created_at < end, *clauses)) or 0)
+    current = {RANK_STAGES[rank]: counts.get(rank, 0) for rank in range(len(STAGES))}
+    current["traffic"] += max(added - sum(counts.values()), 0)  # added, never moved: the first rung
+    return Funnel(day=day, current=current)
+
+
+# ---------------------------------------------------------------- cohorts
+
+
+@dataclass
+class CohortRow:
+    week: date  # the Monday the cohort's week starts (local)
+    added: int
+    # reached[stage][days] = customers of the week on that stage or higher within ``days`` of being added;
+    # None while the window has not passed for the whole week.
+    reached: dict[str, dict[int, int | None]] = field(default_factory=dict)
+
+    def share(self, stage: str, days: int) -> float | None:
+        value = self.reached[stage][days]
+        return None if value is None or not self.added else round(value / self.added, 3)
+
+
+def week_start(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def cohorts(session: Session, *, viewer: Viewer, weeks: int, until: date, scope: Scope | None = None,
+            now: datetime | None = None) -> list[CohortRow]:
+    """Customers added in each of the ``weeks`` weeks up to ``until``'s week, newest first."""
+    if not 1 <= weeks <= COHORT_WEEKS_MAX:
+        raise Invalid("Weeks must be between 1 and {max}", field="weeks", max=COHORT_WEEKS_MAX)
+    clauses = customer_clauses(session, scope=scope or Scope(), viewer=viewer)
+    return cohorts_for(session, clauses=clauses, weeks=weeks, until=until, now=now)
+
+
+def cohorts_for(session: Session, *, clauses: list[ColumnElement[bool]], weeks: int, until: date,
+                now: datetime | None = None) -> list[CohortRow]:
+    now = now or datetime.now(UTC)
+    last_week = week_start(until)
+    first_week = last_week - timedelta(weeks=weeks - 1)
+    start, end = day_start(first_week), day_start(last_week + timedelta(weeks=1))
+    dialect = _dialect(session)
+    t = StageTransition
+    weeks_in = days_between(Customer.created_at, literal(start), dialect) / 7.0
+    week = func.floor(weeks_in) if dialect == "postgresql" else cast(weeks_in, Integer)  # >= 0: truncation floors
+    lag = days_between(t.at, Customer.created_at, dialect)
+    firsts = [func.min(case((t.to_rank >= rank, lag))) for rank in (1, 2, 3)]
+    per = (select(week.label("week"), *[f.label(f"r{rank}") for rank, f in zip((1, 2, 3), firsts, strict=True)])
+           .select_from(Customer).outerjoin(t, t.customer_id == Customer.id)
+           .where(Customer.created_at >= start, Customer.created_at < end, *clauses)
+           .group_by(Customer.id, Customer.created_at).subquery())
+    cells = [func.count().filter(getattr(per.c, f"r{rank}") <= days) for rank in (1, 2, 3) for days in COHORT_DAYS]
+    found = {int(row[0]): row[1:] for row in session.execute(select(per.c.week, func.count(), *cells)
+                                                             .group_by(per.c.week))}
+    out: list[CohortRow] = []
+    for index in range(weeks - 1, -1, -1):
+        monday = first_week + timedelta(weeks=index)
+        values = found.get(index)
+        row = CohortRow(week=monday, added=int(values[0]) if values else 0)
+        complete_by = day_start(monday + timedelta(weeks=1))
+        for position, stage in enumerate(STAGES[1:]):
+            row.reached[stage] = {}
+            for offset, days in enumerate(COHORT_DAYS):
+                if complete_by + timedelta(days=days) > now:
+                    row.reached[stage][days] = None
+                else:
+                    row.reached[stage][days] = int(values[1 + position * len(COHORT_DAYS) + offset]) if values else 0
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------- time between stages
+
+
+@dataclass
+class StepTime:
+    from_stage: str
+    to_stage: str
+    customers: int
+    median_days: float | None
+
+
+def stage_times(session: Session, *, viewer: Viewer, since: date, until: date,
+                scope: Scope | None = None) -> list[StepTime]:
+    """Median days from reaching one stage to reaching the next, for steps taken during the period.
+
+    A step's start is the first time the customer stood on the lower stage or higher (their add date
+    for 流量); only customers who first reached the higher stage within [since, until] count.
+    """
+    _check_period(since, until)
+    clauses = customer_clauses(session, scope=scope or Scope(), viewer=viewer)
+    start, end = day_start(since), day_start(until + timedelta(days=1))
+    dialect = _dialect(session)
+    t = StageTransition
+    lag = days_between(t.at, Customer.created_at, dialect)
+    moved = select(t.customer_id).where(t.at >= start, t.at < end, t.from_rank.is_not(None))
+    rows = session.execute(
+        select(*[func.min(case((t.to_rank >= rank, lag))) for rank in (1, 2, 3)],
+               *[func.min(case((t.to_rank >= rank, t.at))) for rank in (1, 2, 3)])
+        .select_from(Customer).join(t, t.customer_id == Customer.id)
+        .where(Customer.id.in_(moved), *clauses).group_by(Customer.id)).all()
+    durations: dict[int, list[float]] = {1: [], 2: [], 3: []}
+    for row in rows:
+        lags, ats = list(row[:3]), [_as_utc(v) for v in row[3:]]
+        for rank in (1, 2, 3):
+            reached_at = ats[rank - 1]
+            if reached_at is None or not start <= reached_at < end:
+                continue
+            before = 0.0 if rank == 1 else lags[rank - 2]
+            if before is None:
+                continue
+            durations[rank].append(max(float(lags[rank - 1]) - float(before), 0.0))
+    return [StepTime(from_stage=STAGES[rank - 1], to_stage=STAGES[rank], customers=len(durations[rank]),
+                     median_days=round(statistics.median(durations[rank]), 1) if durations[rank] else None)
+            for rank in (1, 2, 3)]
+
+
+def _as_utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _check_period(since: date, until: date) -> None:
+    if until < since:
+        raise Invalid("The period ends before it starts", field="until")
+    if (until - since).days > 3 * 366:
+        raise Invalid("A period is at most three years", field="since")
+
+
+# ---------------------------------------------------------------- flows and churn
+
+
+@dataclass
+class Flow:
+    source: str  # a stage, or FLOW_NEW
+    target: str
+    customers: int
+
+
+def flows(session: Session, *, viewer: Viewer, since: date, until: date, scope: Scope | None = None) -> list[Flow]:
+    """Where the scope's customers stood when the period began and when it ended (the Sankey's links)."""
+    _check_period(since, until)
+    clauses = customer_clauses(session, scope=scope or Scope(), viewer=viewer)
+    start, end = day_start(since), day_start(until + timedelta(days=1))
+    before, after = aliased(StageTransition), aliased(StageTransition)
+    source = case((Customer.created_at < start, func.coalesce(before.to_rank, 0)), else_=-1)
+    target = func.coalesce(after.to_rank, 0)
+    rows = session.execute(
+        select(source, target, func.count()).select_from(Customer)
+        .outerjoin(before, and_(before.customer_id == Customer.id, _valid_at(before, start)))
+        .outerjoin(after, and_(after.customer_id == Customer.id, _valid_at(after, end)))
+        .where(Customer.created_at < end, *clauses).group_by(source, target)).all()
+    out = [Flow(source=FLOW_NEW if int(s) < 0 else RANK_STAGES[int(s)], target=RANK_STAGES[int(t)], customers=int(n))
+           for s, t, n in rows if int(n)]
+    order = {name: i for i, name in enumerate((FLOW_NEW, *STAGES))}
+    return sorted(out, key=lambda f: (order[f.source], order[f.target]))
+
+
+@dataclass
+class ChurnRow:
+    stage: str
+    at_start: int  # customers on the stage when the period began
+    churned: int  # friendships ended (deleted) during the period by customers on this stage then
+
+    @property
+    def rate(self) -> float | None:
+        return round(self.churned / self.at_start, 3) if self.at_start else None
+
+
+def churn_by_stage(session: Session, *, viewer: Viewer, since: date, until: date,
+                   scope: Scope | None = None) -> list[ChurnRow]:
+    """Friendships deleted during the period, by the stage the customer stood on when it ended."""
+    _check_period(since, until)
+    clauses = customer_clauses(session, scope=scope or Scope(), viewer=viewer)
+    start, end = day_start(since), day_start(until + timedelta(days=1))
+    t = aliased(StageTransition)
+    rank = func.coalesce(t.to_rank, 0)
+    ended = [Friendship.status == FriendshipStatus.deleted.value, Friendship.removed_at >= start,
+             Friendship.removed_at < end]
+    if scope is not None and scope.kind == "account":
+        ended.append(Friendship.account_id == scope.id)
+    elif not viewer.sees_all_accounts:
+        ended.append(Friendship.account_id.in_(sorted(viewer.account_ids)))
+    counts = {int(r): int(n) for r, n in session.execute(
+        select(rank, func.count()).select_from(Friendship).join(Customer, Customer.id == Friendship.customer_id)
+        .outerjoin(t, and_(t.customer_id == Customer.id, t.at <= Friendship.removed_at,
+                           or_(t.until.is_(None), t.until > Friendship.removed_at)))
+        .where(*ended, *clauses).group_by(rank))}
+    opening = funnel_for(session, clauses=clauses, day=since - timedelta(days=1))
+    return [ChurnRow(stage=stage, at_start=opening.current[stage], churned=counts.get(i, 0))
+            for i, stage in enumerate(STAGES)]
