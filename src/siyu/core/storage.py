@@ -8,6 +8,10 @@ transaction like every other row. The files are short-lived (an upload for a day
 for a day) and bounded (``imports.MAX_UPLOAD_BYTES``), which is what a database holds well;
 materials that grow without bound would call for an object store behind this same interface.
 
+Kept files: the library's images, files and covers (``library/…``) are kept until their owner
+deletes them. Their areas are listed in ``KEPT_AREAS`` — ``sweep`` refuses them — and
+``put_kept`` stores one under a fresh unguessable key, at most ``KEPT_MAX_BYTES`` each.
+
 How: a ``stored_file`` row (size, owner's metadata) and its bytes in ``stored_file_chunk``
 rows of ``CHUNK_BYTES`` each. Writing streams chunk by chunk (a 100 MB file never sits in
 memory); ``open`` gives a seekable, read-only file object that fetches one chunk at a time
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import io
 import re
+import secrets
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +42,10 @@ from siyu.core.models import StoredChunk, StoredFile
 
 CHUNK_BYTES = 1024 * 1024  # one row per MiB: small enough for any driver, few rows for a large file
 READ_CACHE_CHUNKS = 4  # chunks an open file keeps, so a zip reader's back-and-forth seeks stay cheap
+# Areas whose files stay until deleted (never swept), and the most one such file may hold: the
+# largest material the platform takes, a 20 MB file (上传临时素材 W:90253: 普通文件 20MB).
+KEPT_AREAS = frozenset({"library"})
+KEPT_MAX_BYTES = 20 * 1024 * 1024
 _KEY = re.compile(r"^[a-z][a-z0-9_-]{0,31}/[A-Za-z0-9_.-]{1,160}$")
 
 
@@ -90,6 +99,15 @@ def put_bytes(key: str, data: bytes, *, meta: dict[str, Any] | None = None) -> S
     return put(key, io.BytesIO(data), meta=meta)
 
 
+def put_kept(area: str, stream: IO[bytes], *, meta: dict[str, Any] | None = None,
+             max_bytes: int = KEPT_MAX_BYTES, too_large: str = "The file is larger than {mb} MB") -> StoredInfo:
+    """Store a file to keep (no expiry) in one of ``KEPT_AREAS`` under a new key; at most ``max_bytes``."""
+    if area not in KEPT_AREAS:
+        raise ValueError(f"not an area whose files are kept: {area!r}")
+    return put(f"{area}/{secrets.token_urlsafe(24)}", stream, meta=meta, max_bytes=min(max_bytes, KEPT_MAX_BYTES),
+               too_large=too_large)
+
+
 def _read_full(stream: IO[bytes], size: int) -> bytes:
     """Up to ``size`` bytes: a socket or spooled file may hand back less than asked per read."""
     parts: list[bytes] = []
@@ -132,6 +150,8 @@ def delete_file(key: str) -> None:
 
 def sweep(area: str, *, older_than: datetime) -> int:
     """Delete the files of ``area`` (``uploads``, ``exports`` …) stored before ``older_than``; how many."""
+    if area in KEPT_AREAS:
+        raise ValueError(f"the files of {area!r} are kept until deleted, never swept")
     with transaction() as session:
         keys = list(session.scalars(select(StoredFile.key).where(
             StoredFile.key.like(f"{area}/%"), StoredFile.created_at < older_than)))
