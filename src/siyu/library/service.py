@@ -60,6 +60,8 @@ TAG_MAX = 32
 AREA = "library"  # the storage area (core.storage.KEPT_AREAS)
 # An image is known by its first bytes, never by its name or the browser's word for it.
 IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
+# Images, mini-program cards and files in a welcome need WeCom's media upload, which Siyu does not use yet.
+WELCOME_LINKS_ONLY = N_("A welcome message carries only links from the library; {title} is not a link")
 _APPID = re.compile(r"^wx[0-9a-f]{16}$")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 
@@ -487,9 +489,7 @@ def check_welcome_materials(session: Session, ids: Iterable[int], *, field_name:
         if material is None:
             raise Invalid("Material {id} not found or retired", field=field_name, id=material_id)
         if material.kind != ItemKind.link.value:
-            raise Invalid("A welcome message can carry links from the library; {title} is not a link (images, "
-                          "mini-program cards and files need WeCom's media upload, which Siyu does not use yet)",
-                          field=field_name, title=material.title)
+            raise Invalid(WELCOME_LINKS_ONLY, field=field_name, title=material.title)
     return wanted
 
 
