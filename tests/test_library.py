@@ -325,3 +325,60 @@ def test_operator_sees_the_library_but_cannot_edit_it(client: TestClient, db: Se
     db.expire_all()
     assert script.title == "问候" and script.status == "active"
     assert db.scalar(select(func.count()).select_from(LibraryUse)) == 0
+
+
+# ---------------------------------------------------------------- used from the inbox and the sidebar
+
+
+def test_a_script_picked_in_the_inbox_is_rendered_for_the_customer_and_counted_when_sent(
+        client: TestClient, db: Session, make: Any, shop: dict[str, Any]) -> None:
+    from tests.test_inbox_pages import incoming
+
+    account = make.account(display_name="茶小满", kind="personal")
+    agent = make.user("service", accounts=[account])
+    customer = make.customer(account, name="王芳", remark_name="王芳-红茶党-西湖自由职业", salutation="王姐")
+    conversation = incoming(db, account, customer, "优惠券用不了")
+    script = _script(db, shop["admin"], title="售后致歉", text="{称呼}您好，{账号}马上为您处理")
+    console = Console(client).login(agent)
+    page = console.get(f"/inbox/{conversation.id}").text
+    assert f'data-canned="王姐您好，茶小满马上为您处理" data-script-id="{script.id}"' in page
+    assert "红茶党" not in page.split('data-testid="library-scripts"')[1].split("</details>")[0]
+    note = console.post(f"/inbox/{conversation.id}/reply", {"text": "内部备注", "internal": "1",
+                                                            "library_script_ids": str(script.id)})
+    assert note.status_code == 303
+    db.refresh(script)
+    assert script.use_count == 0  # an internal note is not a use
+    sent = console.post(f"/inbox/{conversation.id}/reply", {"text": "王姐您好，茶小满马上为您处理",
+                                                            "library_script_ids": f"{script.id},x,{script.id}"})
+    assert sent.status_code == 303
+    db.refresh(script)
+    assert script.use_count == 1
+    use = db.scalar(select(LibraryUse))
+    assert use is not None and (use.place, use.user_id, use.customer_id) == ("inbox", agent.id, customer.id)
+
+
+def test_the_sidebar_picker_renders_scripts_for_the_customer_and_counts_each_use(
+        client: TestClient, db: Session, make: Any, shop: dict[str, Any]) -> None:
+    customer = make.customer(shop["account"], name="李雷", remark_name="李雷-爱砍价")
+    script = _script(db, shop["admin"], title="生日祝福", text="{称呼}生日快乐！{账号}送您一份小礼物")
+    _script(db, shop["admin"], title="复购提醒", text="{称呼}，上次的龙井喝完了吗？")
+    console = Console(client).login(shop["operator"])
+    panel = console.get(f"/sidebar/reply?customer_id={customer.id}").text
+    assert 'data-testid="sidebar-scripts"' in panel
+    assert f'data-send-chat="李雷生日快乐！茶小满送您一份小礼物" data-library-use="{script.id}"' in panel
+    assert "爱砍价" not in panel
+    found = console.get(f"/sidebar/reply?customer_id={customer.id}&script_q=生日").text
+    assert "生日祝福" in found and "复购提醒" not in found
+    token = console.token()
+    for _n in range(2):
+        used = client.post(f"/library/{script.id}/use", json={"place": "sidebar", "customer_id": customer.id},
+                           headers={"x-csrf-token": token})
+        assert used.status_code == 200, used.text
+    assert used.json()["use_count"] == 2
+    assert client.post(f"/library/{script.id}/use", json={"place": "sidebar"}).status_code == 403  # no CSRF token
+    theirs = make.customer(shop["other"])
+    assert client.post(f"/library/{script.id}/use", json={"place": "sidebar", "customer_id": theirs.id},
+                       headers={"x-csrf-token": token}).status_code == 404
+    db.refresh(script)
+    assert script.use_count == 2
+    assert "已使用 2 次" in console.get(f"/library/{script.id}").text

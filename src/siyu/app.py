@@ -237,9 +237,9 @@ def create_app() -> FastAPI:
     from siyu.inbox.routes import api as inbox_api
     from siyu.inbox.routes import pages as inbox_pages
     from siyu.jobs.routes import api as jobs_api
+    from siyu.jobs.routes import pages as jobs_pages
     from siyu.library.routes import api as library_api
     from siyu.library.routes import pages as library_pages
-    from siyu.jobs.routes import pages as jobs_pages
     from siyu.maintenance.routes import api as maintenance_api
     from siyu.maintenance.routes import pages as maintenance_pages
     from siyu.mp.routes import api as mp_api

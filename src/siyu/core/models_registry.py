@@ -17,8 +17,9 @@ from siyu.team import models as team_models
 from siyu.wecom import models as wecom_models
 
 __all__ = ["accounts_models", "autoreply_models", "channels_models", "core_models", "customers_models",
-           "groups_models", "inbox_models", "library_models", "maintenance_models", "mp_models", "orders_models", "segments_models",
+           "groups_models", "inbox_models", "maintenance_models", "mp_models", "orders_models", "segments_models",
            "team_models", "wecom_models"]
+__all__ += ["library_models"]
 
 
 def load_tasks() -> list[str]:

@@ -130,7 +130,8 @@ FIELDS: dict[str, str] = {
     "action": N_("Action"), "file": N_("File"), "merge_id": N_("Merge"), "wecom_id": N_("WeCom ID"),
     "ok": N_("Succeeded"), "enabled": N_("Enabled"),
     # the library (话术库 / 素材库)
-    "text": N_("Text"), "url": N_("Link address"), "appid": N_("Mini-program AppID"), "pagepath": N_("Mini-program page"),
+    "text": N_("Text"), "url": N_("Link address"), "appid": N_("Mini-program AppID"),
+    "pagepath": N_("Mini-program page"),
     "welcome_script_id": N_("Welcome script"), "welcome_material_ids": N_("Welcome attachments"),
     # export permissions: one field per role
     "admin": N_("role.admin"), "planner": N_("role.planner"), "operator": N_("role.operator"),
