@@ -283,7 +283,8 @@ def test_admin_creates_edits_and_retires_a_script_in_the_console(client: TestCli
     assert item is not None
     page = console.get("/library").text
     assert "&lt;b&gt;问候&lt;/b&gt;" in page and "<b>问候</b>" not in page
-    assert console.post(f"/library/{item.id}", {"title": "问候", "text": "{称呼}下午好", "tags": "问候"}).status_code == 303
+    edited = console.post(f"/library/{item.id}", {"title": "问候", "text": "{称呼}下午好", "tags": "问候"})
+    assert edited.status_code == 303
     db.expire_all()
     assert item.text == "{称呼}下午好"
     assert console.post(f"/library/{item.id}/status", {"status": "retired"}).status_code == 303
@@ -382,3 +383,88 @@ def test_the_sidebar_picker_renders_scripts_for_the_customer_and_counts_each_use
     db.refresh(script)
     assert script.use_count == 2
     assert "已使用 2 次" in console.get(f"/library/{script.id}").text
+
+
+# ---------------------------------------------------------------- welcome messages
+
+
+def test_a_channel_welcomes_with_a_library_script_and_links_and_counts_them(
+        db: Session, make: Any, shop: dict[str, Any]) -> None:
+    from siyu.channels import service as channels_service
+    from siyu.core.viewer import SYSTEM
+
+    admin = viewer_of(shop["admin"])
+    script = _script(db, shop["admin"], title="新客欢迎", text="{称呼}您好！我是{账号}，有茶的问题随时找我")
+    link = service.save_material(db, data=MaterialIn(kind="link", title="新客指南", description="三分钟了解我们",
+                                                     url="https://example.com/guide"), viewer=admin)
+    db.commit()  # the storage writes on its own connection (SQLite: one writer at a time)
+    image = service.save_material(db, data=MaterialIn(kind="image", title="门店"), viewer=admin,
+                                  file=service.Upload(io.BytesIO(png()), "a.png"))
+    db.commit()
+    with pytest.raises(Invalid) as not_link:
+        channels_service.save_channel(db, viewer=SYSTEM, data=channels_service.ChannelIn(
+            name="门店", account_ids=[shop["account"].id], welcome_material_ids=[image.id]))
+    assert not_link.value.field == "welcome_material_ids"
+    db.rollback()
+    channel = channels_service.save_channel(db, viewer=SYSTEM, data=channels_service.ChannelIn(
+        name="门店", account_ids=[shop["account"].id], welcome_script_id=script.id, welcome_material_ids=[link.id]))
+    db.commit()
+    customer = make.customer(shop["account"], name="韩梅梅", remark_name="韩梅梅-VIP-难缠")
+    outcome = channels_service.on_friend_added(db, customer_id=customer.id, account_id=shop["account"].id,
+                                               state=channel.key)
+    db.commit()
+    assert outcome.welcome == "韩梅梅您好！我是茶小满，有茶的问题随时找我"
+    assert outcome.attachments == [{"msgtype": "link", "link": {"title": "新客指南", "desc": "三分钟了解我们",
+                                                                "url": "https://example.com/guide"}}]
+    db.refresh(script)
+    db.refresh(link)
+    assert (script.use_count, link.use_count) == (1, 1)
+    assert service.uses_by_place(db, item_id=script.id) == {"welcome": 1}
+    # The channel's own text wins over the script (and the script is then not counted).
+    channel.welcome_text = "{称呼}欢迎光临"
+    db.commit()
+    other = make.customer(shop["account"], name="李华")
+    again = channels_service.on_friend_added(db, customer_id=other.id, account_id=shop["account"].id,
+                                             state=channel.key)
+    db.commit()
+    db.refresh(script)
+    assert again.welcome == "李华欢迎光临" and script.use_count == 1
+
+
+def test_the_welcome_goes_to_wecom_with_the_link_attachments() -> None:
+    from siyu.wecom import events
+
+    class Api:
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, str, Any]] = []
+
+        def send_welcome_message(self, code: str, text: str = "", attachments: Any = None) -> None:
+            self.sent.append((code, text, attachments))
+
+    api = Api()
+    link = {"msgtype": "link", "link": {"title": "新客指南", "desc": "", "url": "https://example.com/guide"}}
+    assert events._send_welcome(api, "code1", "您好", [link]) is True
+    assert api.sent == [("code1", "您好", [link])]
+
+
+def test_the_channel_editor_offers_library_scripts_and_links(client: TestClient, db: Session,
+                                                             shop: dict[str, Any]) -> None:
+    from siyu.channels.models import Channel
+
+    script = _script(db, shop["admin"], title="新客欢迎", text="{称呼}您好")
+    link = service.save_material(db, data=MaterialIn(kind="link", title="新客指南", url="https://example.com/g"),
+                                 viewer=viewer_of(shop["admin"]))
+    db.commit()
+    console = Console(client).login(shop["admin"])
+    page = console.get("/channels/new").text
+    assert 'data-testid="welcome-library"' in page and "新客欢迎" in page and "新客指南" in page
+    saved = console.post("/channels/save", {"name": "门店", "kind": "store_staff", "status": "active",
+                                            "cost_model": "per_add", "cost_amount": "0",
+                                            "account_ids": [shop["account"].id], "account_strategy": "single",
+                                            "incentive_kind": "none", "welcome_script_id": str(script.id),
+                                            "welcome_material_ids": [str(link.id)]})
+    assert saved.status_code == 303, saved.text
+    channel = db.scalar(select(Channel))
+    assert channel is not None and channel.welcome_script_id == script.id and channel.welcome_material_ids == [link.id]
+    edit = console.get(f"/channels/{channel.id}").text
+    assert f'<option value="{script.id}" selected>' in edit

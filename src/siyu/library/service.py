@@ -493,10 +493,19 @@ def check_welcome_materials(session: Session, ids: Iterable[int], *, field_name:
     return wanted
 
 
+def welcome_links(session: Session, ids: Iterable[int]) -> list[LibraryItem]:
+    """The active link materials among ``ids``, in order, at most ``MAX_ATTACHMENTS``."""
+    return [m for m in get_materials(session, ids) if m.kind == ItemKind.link.value][:MAX_ATTACHMENTS]
+
+
+def link_attachment(item: LibraryItem) -> dict[str, Any]:
+    """A link material as an attachment of send_welcome_msg / add_msg_template (W:92137, W:92135)."""
+    return {"msgtype": "link", "link": {"title": item.title, "desc": item.text, "url": item.url}}
+
+
 def welcome_attachments(session: Session, ids: Iterable[int]) -> list[dict[str, Any]]:
     """The link materials among ``ids`` as send_welcome_msg attachments (W:92137), at most 9."""
-    return [{"msgtype": "link", "link": {"title": m.title, "desc": m.text, "url": m.url}}
-            for m in get_materials(session, ids) if m.kind == ItemKind.link.value][:MAX_ATTACHMENTS]
+    return [link_attachment(m) for m in welcome_links(session, ids)]
 
 
 def script_text(session: Session, script_id: int | None) -> str:
