@@ -151,8 +151,25 @@ def test_an_image_is_checked_by_its_first_bytes_and_kept_in_the_shared_storage(
     assert db.scalar(select(func.count()).select_from(StoredFile)) == 1  # nothing left behind
 
 
-def test_an_oversize_image_is_refused_with_the_limit_named(db: Session, shop: dict[str, Any],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_kept_file_is_saved_or_refused_with_its_row(db: Session) -> None:
+    stored = storage.put_kept("library", io.BytesIO(b"abc"), session=db)
+    db.rollback()
+    assert not storage.exists(stored.key)
+    stored = storage.put_kept("library", io.BytesIO(b"abc"), session=db)
+    db.commit()
+    assert storage.get(stored.key) == b"abc"
+    storage.delete_file(stored.key, session=db)
+    db.commit()
+    assert not storage.exists(stored.key)
+    with pytest.raises(ValueError):
+        storage.put_kept("uploads", io.BytesIO(b"abc"))  # short-lived areas are swept, not kept
+    with pytest.raises(storage.FileTooLarge):
+        # a larger max_bytes does not lift the kept-file limit
+        storage.put_kept("library", io.BytesIO(b"\0" * (storage.KEPT_MAX_BYTES + 1)),
+                         max_bytes=10 * storage.KEPT_MAX_BYTES)
+
+
+def test_an_oversize_image_is_refused_with_the_limit_named(db: Session, shop: dict[str, Any]) -> None:
     big = png() + b"\0" * service.IMAGE_MAX_BYTES
     with pytest.raises(storage.FileTooLarge) as refused:
         service.save_material(db, data=MaterialIn(kind="image", title="大图"), viewer=viewer_of(shop["admin"]),
@@ -189,7 +206,7 @@ def test_welcome_materials_must_be_links_and_at_most_nine(db: Session, shop: dic
     admin = viewer_of(shop["admin"])
     links = [service.save_material(db, data=MaterialIn(kind="link", title=f"链接{n}", url=f"https://a.cn/{n}"),
                                    viewer=admin) for n in range(10)]
-    db.commit()  # the storage writes on its own connection (SQLite: one writer at a time)
+    db.commit()
     image = service.save_material(db, data=MaterialIn(kind="image", title="图"), viewer=admin,
                                   file=service.Upload(io.BytesIO(png()), "a.png"))
     db.commit()
@@ -397,7 +414,7 @@ def test_a_channel_welcomes_with_a_library_script_and_links_and_counts_them(
     script = _script(db, shop["admin"], title="新客欢迎", text="{称呼}您好！我是{账号}，有茶的问题随时找我")
     link = service.save_material(db, data=MaterialIn(kind="link", title="新客指南", description="三分钟了解我们",
                                                      url="https://example.com/guide"), viewer=admin)
-    db.commit()  # the storage writes on its own connection (SQLite: one writer at a time)
+    db.commit()
     image = service.save_material(db, data=MaterialIn(kind="image", title="门店"), viewer=admin,
                                   file=service.Upload(io.BytesIO(png()), "a.png"))
     db.commit()

@@ -10,7 +10,9 @@ materials that grow without bound would call for an object store behind this sam
 
 Kept files: the library's images, files and covers (``library/…``) are kept until their owner
 deletes them. Their areas are listed in ``KEPT_AREAS`` — ``sweep`` refuses them — and
-``put_kept`` stores one under a fresh unguessable key, at most ``KEPT_MAX_BYTES`` each.
+``put_kept`` stores one under a fresh unguessable key, at most ``KEPT_MAX_BYTES`` each. A kept
+file belongs to a row (a library item), so it may be written and deleted in that row's own
+transaction (``session=``): the row and its file are saved, or refused, together.
 
 How: a ``stored_file`` row (size, owner's metadata) and its bytes in ``stored_file_chunk``
 rows of ``CHUNK_BYTES`` each. Writing streams chunk by chunk (a 100 MB file never sits in
@@ -35,6 +37,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
 
 from siyu.core.db import transaction, utcnow
 from siyu.core.errors import DomainError, NotFound
@@ -74,24 +77,29 @@ def put(key: str, stream: IO[bytes], *, meta: dict[str, Any] | None = None, max_
     Over ``max_bytes`` nothing is stored and ``FileTooLarge`` says so (``too_large`` with ``mb``).
     """
     _check_key(key)
-    size = 0
     with transaction() as session:
-        session.execute(delete(StoredChunk).where(StoredChunk.file_key == key))
-        session.execute(delete(StoredFile).where(StoredFile.key == key))
-        created = utcnow()
-        session.execute(insert(StoredFile), {"key": key, "size": 0, "chunk_size": CHUNK_BYTES,
-                                             "meta": meta or {}, "created_at": created})
-        seq = 0
-        while True:
-            chunk = _read_full(stream, CHUNK_BYTES)
-            if not chunk:
-                break
-            size += len(chunk)
-            if max_bytes is not None and size > max_bytes:
-                raise FileTooLarge(too_large, mb=max_bytes // (1024 * 1024))  # rolls back every chunk
-            session.execute(insert(StoredChunk), {"file_key": key, "seq": seq, "data": chunk})
-            seq += 1
-        session.execute(update(StoredFile).where(StoredFile.key == key).values(size=size))
+        return _write(session, key, stream, meta=meta, max_bytes=max_bytes, too_large=too_large)
+
+
+def _write(session: Session, key: str, stream: IO[bytes], *, meta: dict[str, Any] | None, max_bytes: int | None,
+           too_large: str) -> StoredInfo:
+    size = 0
+    session.execute(delete(StoredChunk).where(StoredChunk.file_key == key))
+    session.execute(delete(StoredFile).where(StoredFile.key == key))
+    created = utcnow()
+    session.execute(insert(StoredFile), {"key": key, "size": 0, "chunk_size": CHUNK_BYTES,
+                                         "meta": meta or {}, "created_at": created})
+    seq = 0
+    while True:
+        chunk = _read_full(stream, CHUNK_BYTES)
+        if not chunk:
+            break
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise FileTooLarge(too_large, mb=max_bytes // (1024 * 1024))  # rolls back every chunk
+        session.execute(insert(StoredChunk), {"file_key": key, "seq": seq, "data": chunk})
+        seq += 1
+    session.execute(update(StoredFile).where(StoredFile.key == key).values(size=size))
     return StoredInfo(key=key, size=size, meta=meta or {}, created_at=created)
 
 
@@ -100,12 +108,20 @@ def put_bytes(key: str, data: bytes, *, meta: dict[str, Any] | None = None) -> S
 
 
 def put_kept(area: str, stream: IO[bytes], *, meta: dict[str, Any] | None = None,
-             max_bytes: int = KEPT_MAX_BYTES, too_large: str = "The file is larger than {mb} MB") -> StoredInfo:
-    """Store a file to keep (no expiry) in one of ``KEPT_AREAS`` under a new key; at most ``max_bytes``."""
+             max_bytes: int = KEPT_MAX_BYTES, too_large: str = "The file is larger than {mb} MB",
+             session: Session | None = None) -> StoredInfo:
+    """Store a file to keep (no expiry) in one of ``KEPT_AREAS`` under a new key; at most ``max_bytes``.
+
+    With ``session`` the file is written in the caller's transaction instead of its own (demo data and
+    seeding, where everything commits together); an oversize file then leaves the rollback to the caller.
+    """
     if area not in KEPT_AREAS:
         raise ValueError(f"not an area whose files are kept: {area!r}")
-    return put(f"{area}/{secrets.token_urlsafe(24)}", stream, meta=meta, max_bytes=min(max_bytes, KEPT_MAX_BYTES),
-               too_large=too_large)
+    key = f"{area}/{secrets.token_urlsafe(24)}"
+    limit = min(max_bytes, KEPT_MAX_BYTES)
+    if session is not None:
+        return _write(session, key, stream, meta=meta, max_bytes=limit, too_large=too_large)
+    return put(key, stream, meta=meta, max_bytes=limit, too_large=too_large)
 
 
 def _read_full(stream: IO[bytes], size: int) -> bytes:
@@ -140,12 +156,15 @@ def update_meta(key: str, meta: dict[str, Any]) -> None:
         session.execute(update(StoredFile).where(StoredFile.key == _check_key(key)).values(meta=meta))
 
 
-def delete_file(key: str) -> None:
-    """Forget a file (nothing happens when there is none)."""
+def delete_file(key: str, *, session: Session | None = None) -> None:
+    """Forget a file (nothing happens when there is none); with ``session``, in the caller's transaction."""
     _check_key(key)
-    with transaction() as session:
+    if session is not None:
         session.execute(delete(StoredChunk).where(StoredChunk.file_key == key))
         session.execute(delete(StoredFile).where(StoredFile.key == key))
+        return
+    with transaction() as own:
+        delete_file(key, session=own)
 
 
 def sweep(area: str, *, older_than: datetime) -> int:

@@ -331,7 +331,6 @@ def item_submit(request: Request, session: SessionDep, viewer: PageViewer, item_
     try:
         _save_from_form(session, viewer, form, kind=kind, item_id=item_id)
         session.commit()
-        service.delete_replaced_files(session)
     except DomainError as exc:
         session.rollback()
         if exc.status_code == 403:

@@ -6,9 +6,9 @@ customer-safe variables (``customers.variables``: never ``{备注名}``), a mate
 platform's limits, and every use is counted on the item, so the team sees which texts work.
 
 Other domains call ``render_script``, ``get_materials``, ``record_use`` (and ``welcome_attachments``);
-the console and the API call the rest. The caller owns the transaction, except for file bytes,
-which the shared storage (``core.storage``) commits on its own like a file system — a material whose
-row is refused has its stored files deleted again.
+the console and the API call the rest. The caller owns the transaction, file bytes included: a
+material's files are written to the shared storage (``core.storage``, a kept area) in the same
+transaction as its row, so a refused material leaves no file behind.
 """
 
 from __future__ import annotations
@@ -320,27 +320,24 @@ def sniff_image(stream: IO[bytes]) -> str | None:
     return next((kind for magic, kind in IMAGE_MAGIC if head.startswith(magic)), None)
 
 
-def _store_image(upload: Upload, *, field_name: str) -> tuple[str, str, int]:
+def _store_image(session: Session, upload: Upload, *, field_name: str) -> tuple[str, str, int]:
     content_type = sniff_image(upload.stream)
     if content_type is None:
         raise Invalid("{name} is not a JPG or PNG image (WeCom takes only these)", field=field_name,
                       name=upload.filename[:80] or field_name)
     stored = storage.put_kept(AREA, upload.stream, meta={"filename": upload.filename[:255]},
-                              max_bytes=IMAGE_MAX_BYTES,
+                              max_bytes=IMAGE_MAX_BYTES, session=session,
                               too_large="The image is larger than {mb} MB (WeCom's limit for images)")
-    if stored.size == 0:
-        storage.delete_file(stored.key)
-        raise Invalid("The file is empty", field=field_name)
     return stored.key, content_type, stored.size
 
 
-def _store_file(upload: Upload) -> tuple[str, int]:
-    stored = storage.put_kept(AREA, upload.stream, meta={"filename": upload.filename[:255]},
-                              max_bytes=FILE_MAX_BYTES,
-                              too_large="The file is larger than {mb} MB (WeCom's limit for files)")
-    if stored.size == 0:
-        storage.delete_file(stored.key)
+def _store_file(session: Session, upload: Upload) -> tuple[str, int]:
+    if not upload.stream.read(1):
         raise Invalid("The file is empty", field="file")
+    upload.stream.seek(0)
+    stored = storage.put_kept(AREA, upload.stream, meta={"filename": upload.filename[:255]},
+                              max_bytes=FILE_MAX_BYTES, session=session,
+                              too_large="The file is larger than {mb} MB (WeCom's limit for files)")
     return stored.key, stored.size
 
 
@@ -393,59 +390,46 @@ def save_material(session: Session, *, data: MaterialIn, viewer: Viewer, file: U
         raise Invalid("Choose the file to upload", field="file")
     if kind == ItemKind.miniprogram.value and cover is None and (item is None or not item.cover_key):
         raise Invalid("A mini-program card needs a cover image", field="cover")
-    new_keys: list[str] = []
-    old_keys: list[str] = []
     values: dict[str, Any] = {}
-    try:
-        if needs_file and file is not None:
-            if kind == ItemKind.image.value:
-                key, content_type, size = _store_image(file, field_name="file")
-            else:
-                key, size = _store_file(file)
-                content_type = "application/octet-stream"
-            new_keys.append(key)
-            values.update(file_key=key, content_type=content_type, size=size, filename=file.filename[:255])
-            if item is not None and item.file_key:
-                old_keys.append(item.file_key)
-        if kind in (ItemKind.link.value, ItemKind.miniprogram.value) and cover is not None:
-            key, content_type, _size = _store_image(cover, field_name="cover")
-            new_keys.append(key)
-            values.update(cover_key=key, cover_type=content_type)
-            if item is not None and item.cover_key:
-                old_keys.append(item.cover_key)
-        title = data.title.strip() or (file.filename[:128] if file is not None else "")
-        if not title:
-            raise Invalid("Fill in the title", field="title")
-        values.update(title=title, text=data.description.strip(),
-                      url=data.url.strip() if kind == ItemKind.link.value else "",
-                      appid=data.appid.strip() if kind == ItemKind.miniprogram.value else "",
-                      pagepath=data.pagepath.strip() if kind == ItemKind.miniprogram.value else "")
-        before = None
-        if item is None:
-            item = LibraryItem(kind=kind, created_by=viewer.user_id)
-            session.add(item)
+    replaced: list[str] = []
+    # The files are written in the caller's transaction: the row and its files are saved, or refused, together.
+    if needs_file and file is not None:
+        if kind == ItemKind.image.value:
+            key, content_type, size = _store_image(session, file, field_name="file")
         else:
-            before = _snapshot(item, tags_of(session, [item.id])[item.id])
-        for name, value in values.items():
-            setattr(item, name, value)
-        session.flush()
-        _set_tags(session, item, tags)
-        team_service.record_audit(session, actor=viewer, action="update" if before else "create",
-                                  entity_type="library_item", entity_id=item.id, summary=item.title,
-                                  before=before, after=_snapshot(item, tags))
-    except BaseException:
-        for key in new_keys:
-            storage.delete_file(key)
-        raise
-    for key in old_keys:  # replaced: the row now names the new file (kept files are deleted, not swept)
-        session.info.setdefault("library_files_to_delete", []).append(key)
+            key, size = _store_file(session, file)
+            content_type = "application/octet-stream"  # served as a download, whatever it is
+        values.update(file_key=key, content_type=content_type, size=size, filename=file.filename[:255])
+        if item is not None and item.file_key:
+            replaced.append(item.file_key)
+    if kind in (ItemKind.link.value, ItemKind.miniprogram.value) and cover is not None:
+        key, content_type, _size = _store_image(session, cover, field_name="cover")
+        values.update(cover_key=key, cover_type=content_type)
+        if item is not None and item.cover_key:
+            replaced.append(item.cover_key)
+    title = data.title.strip() or (file.filename[:128] if file is not None else "")
+    if not title:
+        raise Invalid("Fill in the title", field="title")
+    values.update(title=title, text=data.description.strip(),
+                  url=data.url.strip() if kind == ItemKind.link.value else "",
+                  appid=data.appid.strip() if kind == ItemKind.miniprogram.value else "",
+                  pagepath=data.pagepath.strip() if kind == ItemKind.miniprogram.value else "")
+    before = None
+    if item is None:
+        item = LibraryItem(kind=kind, created_by=viewer.user_id)
+        session.add(item)
+    else:
+        before = _snapshot(item, tags_of(session, [item.id])[item.id])
+    for name, value in values.items():
+        setattr(item, name, value)
+    session.flush()
+    _set_tags(session, item, tags)
+    for key in replaced:  # the row names the new file now
+        storage.delete_file(key, session=session)
+    team_service.record_audit(session, actor=viewer, action="update" if before else "create",
+                              entity_type="library_item", entity_id=item.id, summary=item.title,
+                              before=before, after=_snapshot(item, tags))
     return item
-
-
-def delete_replaced_files(session: Session) -> None:
-    """After the caller committed a material change, forget the files it replaced."""
-    for key in session.info.pop("library_files_to_delete", []):
-        storage.delete_file(key)
 
 
 def set_status(session: Session, *, item_id: int, status: str, viewer: Viewer) -> LibraryItem:
