@@ -337,3 +337,19 @@ def test_every_demo_operator_opens_a_believable_list_of_todays_tasks(session: Se
         assert 5 <= len(tasks) <= 50, (user.username, len(tasks))
         assert {t.kind for t in tasks} >= {"cadence"}
         assert [t.priority for t in tasks] == sorted((t.priority for t in tasks), reverse=True)
+
+
+def test_demo_library_holds_believable_scripts_and_materials(session: Session) -> None:
+    from siyu.core.models import StoredChunk
+    from siyu.customers import variables
+    from siyu.library.models import LibraryItem
+
+    items = list(session.scalars(select(LibraryItem)))
+    scripts = [i for i in items if i.kind == "script"]
+    assert len(scripts) >= 20 and {"link", "image", "miniprogram"} <= {i.kind for i in items}
+    for script in scripts:
+        variables.check_outgoing(script.text, field="text")  # customer-safe variables only
+    assert any(i.use_count > 0 for i in items)
+    image = next(i for i in items if i.kind == "image")
+    first = session.scalar(select(StoredChunk.data).where(StoredChunk.file_key == image.file_key, StoredChunk.seq == 0))
+    assert first is not None and bytes(first).startswith(b"\x89PNG")  # in the shared storage

@@ -54,6 +54,7 @@ from siyu.customers.models import (
     TouchKind,
 )
 from siyu.customers.schemas import CustomerIn, CustomFieldIn, TouchIn
+from siyu.library.demo import seed_library
 from siyu.orders import service as orders_service
 from siyu.orders.models import Product
 from siyu.team import service as team_service
@@ -729,6 +730,7 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     _wecom_morning(session, accounts=accounts, customers=created, admin=admin_viewer, rng=rng, now=now,
                    adds=wecom_adds)
     _create_cadence(session, admin=admin_viewer, now=now)
+    seed_library(session, admin=admin_viewer, rng=rng)  # 话术库 and 素材库
     return _summary(session)
 
 
