@@ -20,7 +20,7 @@ from starlette.formparsers import MultiPartException
 from siyu.core import storage
 from siyu.core.deps import AdminApiViewer, ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Forbidden, Invalid, NotFound
-from siyu.core.i18n import _
+from siyu.core.i18n import N_, _
 from siyu.core.ids import Id
 from siyu.core.pagination import Page
 from siyu.core.viewer import Viewer
@@ -72,14 +72,33 @@ def _upload(form: FormData, key: str) -> service.Upload | None:
     return None
 
 
+FIELD_LABELS = {"title": N_("Title"), "text": N_("Text"), "description": N_("Description"),
+                "url": N_("Link address"), "appid": N_("Mini-program AppID"), "pagepath": N_("Mini-program page"),
+                "tags": N_("Tags")}
+
+
+def _invalid(exc: ValidationError) -> Invalid:
+    """A form's first wrong field, in the page's words."""
+    first = exc.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else ""
+    label = _(FIELD_LABELS[name]) if name in FIELD_LABELS else name
+    if first["type"] == "string_too_short" and name in ("title", "text"):
+        return Invalid("Fill in the title and the text", field=name)
+    if first["type"] == "string_too_long":
+        return Invalid("{name} is longer than {n} characters", field=name, name=label,
+                       n=(first.get("ctx") or {}).get("max_length", ""))
+    if first["type"] == "too_long":
+        return Invalid("At most {n} tags", field=name, n=service.TAGS_MAX)
+    return Invalid("Check {name}", field=name, name=label)
+
+
 def _material_in(form: FormData, kind: str) -> MaterialIn:
     try:
         return MaterialIn(kind=kind, title=_text(form, "title"), description=_text(form, "description"),
                           url=_text(form, "url"), appid=_text(form, "appid"), pagepath=_text(form, "pagepath"),
                           tags=_tags(_text(form, "tags")))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise Invalid("Check {field}: {reason}", field=str(first["loc"][0]), reason=first["msg"]) from exc
+        raise _invalid(exc) from exc
 
 
 def _out(item: LibraryItem, tags: list[str]) -> ItemOut:
@@ -210,7 +229,14 @@ def use_item(session: SessionDep, viewer: ApiViewer, item_id: Id, data: UseIn) -
     return UseOut(id=item.id, use_count=item.use_count)
 
 
-@api.get("/library/items/{item_id}/file")
+FILE_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"description": "The image (by its first bytes) or the file (always as a download).",
+          "content": {"image/png": {}, "image/jpeg": {}, "application/octet-stream": {}}},
+    404: {"description": "No such item, or it has no file of that kind."},
+}
+
+
+@api.get("/library/items/{item_id}/file", responses=FILE_RESPONSES)
 def item_file(session: SessionDep, viewer: ApiViewer, item_id: Id, which: str = "file") -> Response:
     """An image, file or cover of a material (``which=cover`` for the cover)."""
     return _stream_file(session, item_id, which)
@@ -287,10 +313,7 @@ def _save_from_form(session: Session, viewer: Viewer, form: FormData, *, kind: s
         try:
             data = ScriptIn(title=_text(form, "title"), text=_text(form, "text"), tags=_tags(_text(form, "tags")))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            if first["loc"][0] in ("title", "text") and first["type"] == "string_too_short":
-                raise Invalid("Fill in the title and the text", field=str(first["loc"][0])) from exc
-            raise Invalid("Check {field}: {reason}", field=str(first["loc"][0]), reason=first["msg"]) from exc
+            raise _invalid(exc) from exc
         return service.save_script(session, data=data, viewer=viewer, item_id=item_id)
     return service.save_material(session, data=_material_in(form, kind), viewer=viewer, file=_upload(form, "file"),
                                  cover=_upload(form, "cover"), item_id=item_id)
