@@ -485,3 +485,14 @@ def test_the_channel_editor_offers_library_scripts_and_links(client: TestClient,
     assert channel is not None and channel.welcome_script_id == script.id and channel.welcome_material_ids == [link.id]
     edit = console.get(f"/channels/{channel.id}").text
     assert f'<option value="{script.id}" selected>' in edit
+
+
+def test_odd_search_input_is_answered_not_crashed(client: TestClient, shop: dict[str, Any], token_for: Any) -> None:
+    operator = token_for(shop["operator"])
+    for params in ({"q": "\x00茶"}, {"tag": "\x00"}, {"cursor": "garbage"}, {"cursor": "WzEsMl0"},
+                   {"status": "deleted"}, {"q": "%_\\"}):
+        answer = client.get("/api/v1/library/scripts", params=params, headers=operator)
+        assert answer.status_code in (200, 422), (params, answer.text)
+    console = Console(client).login(shop["operator"])
+    page = console.get("/library", params={"kind": "video"})
+    assert page.status_code == 422 and "video" in page.text

@@ -85,6 +85,11 @@ class LibraryFilter:
     status: str = ItemStatus.active.value  # "" for both
 
 
+def without_nul(text: str) -> str:
+    """PostgreSQL refuses NUL characters in text parameters (core.text)."""
+    return text.replace("\x00", "")
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -106,14 +111,14 @@ def list_items(session: Session, *, flt: LibraryFilter, limit: int = 50,
         query = query.where(LibraryItem.kind.in_(flt.kinds))
     if flt.status:
         query = query.where(LibraryItem.status == flt.status)
-    q = flt.q.strip()[:100]
+    q = without_nul(flt.q).strip()[:100]
     if q:
         pattern = f"%{_escape_like(q)}%"
         query = query.where(or_(LibraryItem.title.ilike(pattern, escape="\\"),
                                 LibraryItem.text.ilike(pattern, escape="\\")))
-    if flt.tag.strip():
-        query = query.where(LibraryItem.id.in_(select(LibraryItemTag.item_id).where(
-            LibraryItemTag.tag == flt.tag.strip()[:TAG_MAX])))
+    tag = without_nul(flt.tag).strip()[:TAG_MAX]
+    if tag:
+        query = query.where(LibraryItem.id.in_(select(LibraryItemTag.item_id).where(LibraryItemTag.tag == tag)))
     if cursor:
         try:
             (last_id,) = decode_cursor(cursor)
@@ -188,7 +193,7 @@ def scripts_for(session: Session, *, customer_id: int | None, account_id: int | 
     """The picker's scripts (most used first), each rendered for this customer on this account."""
     query = select(LibraryItem).where(LibraryItem.kind == ItemKind.script.value,
                                       LibraryItem.status == ItemStatus.active.value)
-    q = q.strip()[:100]
+    q = without_nul(q).strip()[:100]
     if q:
         pattern = f"%{_escape_like(q)}%"
         query = query.where(or_(LibraryItem.title.ilike(pattern, escape="\\"),
@@ -311,6 +316,9 @@ class Upload:
     stream: IO[bytes]
     filename: str = ""
     content_type: str = ""
+
+    def __post_init__(self) -> None:
+        self.filename = without_nul(self.filename).replace("/", "_").replace("\\", "_").strip()[:255]
 
 
 def sniff_image(stream: IO[bytes]) -> str | None:
