@@ -496,3 +496,27 @@ def test_odd_search_input_is_answered_not_crashed(client: TestClient, shop: dict
     console = Console(client).login(shop["operator"])
     page = console.get("/library", params={"kind": "video"})
     assert page.status_code == 422 and "video" in page.text
+
+
+def test_replacing_a_materials_image_forgets_the_old_file(client: TestClient, db: Session,
+                                                          shop: dict[str, Any]) -> None:
+    console = Console(client).login(shop["admin"])
+    token = console.token()
+    created = client.post("/library/new", data={"kind": "image", "title": "门店", "csrf_token": token},
+                          files={"file": ("a.png", png((8, 8)), "image/png")}, follow_redirects=False)
+    assert created.status_code == 303
+    item = db.scalar(select(LibraryItem))
+    assert item is not None
+    old_key = item.file_key
+    kept = client.post(f"/library/{item.id}", data={"title": "门店（新）", "csrf_token": token},
+                       follow_redirects=False)
+    assert kept.status_code == 303  # no new file: the old one stays
+    db.expire_all()
+    assert item.file_key == old_key and item.title == "门店（新）"
+    replaced = client.post(f"/library/{item.id}", data={"title": "门店", "csrf_token": token},
+                           files={"file": ("b.png", png((16, 16)), "image/png")}, follow_redirects=False)
+    assert replaced.status_code == 303
+    db.expire_all()
+    assert item.file_key != old_key and not storage.exists(old_key)
+    assert console.get(f"/library/{item.id}/file/file").content == png((16, 16))
+    assert db.scalar(select(func.count()).select_from(StoredFile)) == 1
