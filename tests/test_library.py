@@ -367,7 +367,7 @@ def test_a_script_picked_in_the_inbox_is_rendered_for_the_customer_and_counted_w
     db.refresh(script)
     assert script.use_count == 0  # an internal note is not a use
     sent = console.post(f"/inbox/{conversation.id}/reply", {"text": "王姐您好，茶小满马上为您处理",
-                                                            "library_script_ids": f"{script.id},x,{script.id}"})
+                                                            "library_script_ids": f"{script.id},x,{script.id},99999"})
     assert sent.status_code == 303
     db.refresh(script)
     assert script.use_count == 1

@@ -588,9 +588,8 @@ def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conv
         service.reply(session, conversation_id=conversation_id, text=text if isinstance(text, str) else "",
                       viewer=viewer, internal=internal, member_send=form.get("member_send") == "1")
         if not internal:  # the library's scripts the agent picked for this reply: one use each
-            customer_id = session.get_one(Conversation, conversation_id).customer_id
-            for script_id in _script_ids(form.get("library_script_ids")):
-                library_service.record_use(session, script_id, "inbox", viewer=viewer, customer_id=customer_id)
+            library_service.record_picked(session, _script_ids(form.get("library_script_ids")), "inbox", viewer=viewer,
+                                          customer_id=session.get_one(Conversation, conversation_id).customer_id)
         session.commit()
     except DomainError as exc:
         session.rollback()

@@ -236,6 +236,18 @@ def record_uses(session: Session, counts: dict[int, int], where: str) -> None:
             record_use(session, item_id, where, count=count)
 
 
+def record_picked(session: Session, item_ids: Iterable[int], where: str, *, viewer: Viewer | None = None,
+                  customer_id: int | None = None) -> int:
+    """Count one use of each item a picker sent along (an id that is gone is passed over: a reply is never
+    refused for its count); how many were counted."""
+    wanted = list(dict.fromkeys(item_ids))
+    found = set(session.scalars(select(LibraryItem.id).where(LibraryItem.id.in_(wanted)))) if wanted else set()
+    for item_id in wanted:
+        if item_id in found:
+            record_use(session, item_id, where, viewer=viewer, customer_id=customer_id)
+    return len(found)
+
+
 def uses_by_place(session: Session, *, item_id: int) -> dict[str, int]:
     return {place: int(total) for place, total in session.execute(
         select(LibraryUse.place, func.sum(LibraryUse.count)).where(LibraryUse.item_id == item_id)
