@@ -368,3 +368,19 @@ def test_demo_ladder_has_a_history_so_the_funnel_moves_with_the_date(session: Se
         Customer.stage == stage, Customer.merged_into_id.is_(None))) for stage in analytics_service.STAGES}
     assert now.current == stored  # the history ends where the customers stand
     assert earlier.total < now.total and earlier.reached["fan"] < now.reached["fan"]
+
+
+def test_demo_library_holds_believable_scripts_and_materials(session: Session) -> None:
+    from siyu.core.models import StoredChunk
+    from siyu.customers import variables
+    from siyu.library.models import LibraryItem
+
+    items = list(session.scalars(select(LibraryItem)))
+    scripts = [i for i in items if i.kind == "script"]
+    assert len(scripts) >= 20 and {"link", "image", "miniprogram"} <= {i.kind for i in items}
+    for script in scripts:
+        variables.check_outgoing(script.text, field="text")  # customer-safe variables only
+    assert any(i.use_count > 0 for i in items)
+    image = next(i for i in items if i.kind == "image")
+    first = session.scalar(select(StoredChunk.data).where(StoredChunk.file_key == image.file_key, StoredChunk.seq == 0))
+    assert first is not None and bytes(first).startswith(b"\x89PNG")  # in the shared storage

@@ -155,6 +155,7 @@ def large_bodies() -> list[tuple[str, int]]:
     from siyu.customers.chat_imports import MAX_BYTES as CHAT_EXPORT_BYTES
     from siyu.customers.import_routes import MULTIPART_OVERHEAD
     from siyu.customers.imports import MAX_UPLOAD_BYTES
+    from siyu.library.routes import UPLOAD_BODY_BYTES as LIBRARY_UPLOAD_BYTES
 
     # A coupon code is at most 64 characters; as JSON or a form, with quotes/escapes and separators.
     codes_bytes = MAX_CODES_PER_UPLOAD * (64 * 3 + 8)
@@ -163,6 +164,7 @@ def large_bodies() -> list[tuple[str, int]]:
         (r"(/api/v1)?/orders/import", MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD),
         (r"(/api/v1)?/customers/[0-9]+/chat-import", CHAT_EXPORT_BYTES + MULTIPART_OVERHEAD),
         (r"(/api/v1)?/channels/[0-9]+/codes", codes_bytes),
+        (r"/api/v1/library/materials|/library/(new|[0-9]+)", LIBRARY_UPLOAD_BYTES),
     ]
 
 
@@ -236,6 +238,8 @@ def create_app() -> FastAPI:
     from siyu.inbox.routes import pages as inbox_pages
     from siyu.jobs.routes import api as jobs_api
     from siyu.jobs.routes import pages as jobs_pages
+    from siyu.library.routes import api as library_api
+    from siyu.library.routes import pages as library_pages
     from siyu.maintenance.routes import api as maintenance_api
     from siyu.maintenance.routes import pages as maintenance_pages
     from siyu.mp.routes import api as mp_api
@@ -260,12 +264,12 @@ def create_app() -> FastAPI:
     # Fixed paths such as /customers/merge go before /customers/{customer_id}.
     for router in (team_api, accounts_api, handover_api, export_api, import_api, bulk_api, chat_api, merge_api,
                    orders_api, customers_api, jobs_api, inbox_api, autoreply_api, channels_api, groups_api, mp_api,
-                   segments_api, maintenance_api):
+                   segments_api, maintenance_api, library_api):
         app.include_router(router, prefix="/api/v1")
     for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
                    chat_pages, sidebar_pages, merge_pages, orders_pages, maintenance_pages, customers_pages,
                    jobs_pages, inbox_pages, autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages,
-                   segments_pages):
+                   segments_pages, library_pages):
         app.include_router(router)
     # 数据分析 (analytics): the metrics API and the console pages.
     from siyu.analytics.routes import api as analytics_api

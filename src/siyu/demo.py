@@ -56,6 +56,7 @@ from siyu.customers.models import (
 )
 from siyu.customers.schemas import CustomerIn, CustomFieldIn, TouchIn
 from siyu.groups.demo import build_group_demo
+from siyu.library.demo import seed_library
 from siyu.orders import service as orders_service
 from siyu.orders.models import Product
 from siyu.team import service as team_service
@@ -733,6 +734,7 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     _create_cadence(session, admin=admin_viewer, now=now)
     build_group_demo(session, admin=admin_viewer, now=now, seed=seed)
     analytics_demo.build_history(session, seed=seed, now=now)  # 数据分析: the ladder's history
+    seed_library(session, admin=admin_viewer, rng=rng)  # 话术库 and 素材库
     return _summary(session)
 
 

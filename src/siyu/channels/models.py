@@ -74,6 +74,10 @@ class Channel(Base):
     incentive_text: Mapped[str] = mapped_column(String(200), default="")  # what the poster promises
     welcome_text: Mapped[str] = mapped_column(Text, default="")  # {称呼} {账号} {券码} (customers.variables)
     fallback_text: Mapped[str] = mapped_column(Text, default="")  # when the coupon pool is empty
+    # From the library (话术库 / 素材库): the script sent when welcome_text is empty, and link attachments.
+    welcome_script_id: Mapped[int | None] = mapped_column(ForeignKey("library_item.id", ondelete="SET NULL"),
+                                                          nullable=True)
+    welcome_material_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     promoter_id: Mapped[int | None] = mapped_column(ForeignKey("promoter.id", ondelete="SET NULL"), nullable=True)
     # The WeCom contact way created for this channel (config id and QR image URL), when connected.
     wecom_config_id: Mapped[str] = mapped_column(String(64), default="")

@@ -59,7 +59,8 @@ FIELD_LABELS = {"name": N_("Item name"), "kind": N_("Type"), "status": N_("Statu
                 "account_strategy": N_("Which account"), "account_ids": N_("Accounts"), "tag_names": N_("Tags"),
                 "incentive_kind": N_("Incentive"), "incentive_text": N_("Incentive on the poster"),
                 "welcome_text": N_("Welcome message"), "fallback_text": N_("When the coupons run out"),
-                "codes": N_("Coupon codes")}
+                "codes": N_("Coupon codes"), "welcome_script_id": N_("Welcome script"),
+                "welcome_material_ids": N_("Welcome attachments")}
 PROMOTER_LABELS = {"name": N_("Name"), "reward_per_add": N_("Reward per added friend"),
                    "account_ids": N_("Accounts")}
 REPORT_COLUMNS = (N_("Channel"), N_("Adds"), N_("Deletions"), N_("Net adds"), N_("Kept after 7 days"),
@@ -142,7 +143,18 @@ def _editor(request: Request, session: Session, viewer: Viewer, *, channel: Chan
     return render(request, "channels/edit.html", status_code=status_code, nav_active="channels",
                   title=channel.name if channel else _("New channel"), channel=channel, values=values,
                   errors=errors or {}, pool=pool, link=_link(request, channel) if channel else "",
-                  accounts=accounts_service.visible_accounts(session, viewer=viewer), **_labels())
+                  accounts=accounts_service.visible_accounts(session, viewer=viewer),
+                  library=_library_choices(session), **_labels())
+
+
+def _library_choices(session: Session) -> dict[str, list[Any]]:
+    """The library's scripts and links a welcome may use (话术库 / 素材库), most used first."""
+    from siyu.library import service as library_service
+
+    return {"scripts": [item for item, _text in library_service.scripts_for(session, customer_id=None,
+                                                                            account_id=None, limit=200)],
+            "links": library_service.list_items(session, flt=library_service.LibraryFilter(kinds=("link",)),
+                                                limit=200).items}
 
 
 def _link(request: Request, channel: Channel) -> str:
@@ -234,9 +246,11 @@ def _channel_in(form: Any) -> tuple[ChannelIn, dict[str, Any]]:
     values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
     values["account_ids"] = _account_ids(form)
     tags = [t.strip() for t in str(values.get("tag_names", "")).replace("，", "\n").replace(",", "\n").splitlines()]
+    values["welcome_material_ids"] = [i for v in form.getlist("welcome_material_ids")
+                                      if isinstance(v, str) and (i := parse_id(v)) is not None]
     data = {**values, "tag_names": [t for t in tags if t], "starts_on": values.get("starts_on") or None,
             "ends_on": values.get("ends_on") or None, "cost_amount": values.get("cost_amount") or "0",
-            "promoter_id": None}
+            "promoter_id": None, "welcome_script_id": values.get("welcome_script_id") or None}
     return ChannelIn.model_validate(data), values
 
 

@@ -11,7 +11,7 @@ cost per customer from the same rows.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -43,6 +43,7 @@ from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
 from siyu.customers import variables
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
+from siyu.library import service as library_service
 from siyu.orders.models import COUNTED_STATUSES, MatchState, Order
 from siyu.team import service as team_service
 
@@ -75,6 +76,9 @@ class ChannelIn(BaseModel):
     welcome_text: str = Field("", max_length=2000)
     fallback_text: str = Field("", max_length=2000)
     promoter_id: Id | None = None
+    # 话术库 / 素材库: the script sent when welcome_text is empty, and link materials sent with the welcome
+    welcome_script_id: Id | None = None
+    welcome_material_ids: list[Id] = Field(default_factory=list, max_length=20)
 
     @field_validator("ends_on")
     @classmethod
@@ -115,6 +119,8 @@ def save_channel(session: Session, *, data: ChannelIn, viewer: Viewer, channel_i
         raise Invalid("No such promoter", field="promoter_id")
     variables.check_outgoing(data.welcome_text, field="welcome_text")
     variables.check_outgoing(data.fallback_text, field="fallback_text")
+    library_service.check_script_choice(session, data.welcome_script_id, field_name="welcome_script_id")
+    library_service.check_welcome_materials(session, data.welcome_material_ids, field_name="welcome_material_ids")
     if channel_id is None:
         channel = Channel(key=new_key(session))
         session.add(channel)
@@ -306,6 +312,7 @@ class AddOutcome:
     coupon: str | None = None
     welcome: str | None = None
     alert: str = ""
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # send_welcome_msg's, from the library
 
 
 def _local_day(at: datetime) -> date:
@@ -370,9 +377,24 @@ def on_friends_added(session: Session, adds: list[FriendAdd]) -> list[AddOutcome
     _reward_promoters(session, [(add, channel) for _i, add, channel in attributed
                                 if (channel.id, add.customer_id, add.account_id) in inserted])
     templates: dict[int, str] = {}
+    uses: dict[int, int] = {}  # library items in these welcomes: counted as used (library.record_uses)
+    scripts: dict[int, str] = {}
+    links: dict[int, list[Any]] = {}
     for index, add, channel in attributed:
         outcome = outcomes[index]
         templates[index] = channel.welcome_text
+        if not channel.welcome_text and channel.welcome_script_id is not None:
+            if channel.id not in scripts:
+                scripts[channel.id] = library_service.script_text(session, channel.welcome_script_id)
+            templates[index] = scripts[channel.id]
+            if templates[index]:
+                uses[channel.welcome_script_id] = uses.get(channel.welcome_script_id, 0) + 1
+        if channel.welcome_material_ids:
+            if channel.id not in links:
+                links[channel.id] = library_service.welcome_links(session, channel.welcome_material_ids)
+            outcome.attachments = [library_service.link_attachment(m) for m in links[channel.id]]
+            for material in links[channel.id]:
+                uses[material.id] = uses.get(material.id, 0) + 1
         if channel.incentive_kind == IncentiveKind.coupon.value:
             outcome.coupon = claim_coupon(session, channel_id=channel.id, customer_id=add.customer_id)
             if outcome.coupon is None:
@@ -391,6 +413,8 @@ def on_friends_added(session: Session, adds: list[FriendAdd]) -> list[AddOutcome
                           details={"event": "channel_add", "channel_id": channel.id,
                                    "first_touch": outcome.first_touch, "coupon": outcome.coupon}))
     session.flush()
+    if uses:
+        library_service.record_uses(session, uses, "welcome")
     return outcomes
 
 

@@ -8,6 +8,12 @@ transaction like every other row. The files are short-lived (an upload for a day
 for a day) and bounded (``imports.MAX_UPLOAD_BYTES``), which is what a database holds well;
 materials that grow without bound would call for an object store behind this same interface.
 
+Kept files: the library's images, files and covers (``library/…``) are kept until their owner
+deletes them. Their areas are listed in ``KEPT_AREAS`` — ``sweep`` refuses them — and
+``put_kept`` stores one under a fresh unguessable key, at most ``KEPT_MAX_BYTES`` each. A kept
+file belongs to a row (a library item), so it may be written and deleted in that row's own
+transaction (``session=``): the row and its file are saved, or refused, together.
+
 How: a ``stored_file`` row (size, owner's metadata) and its bytes in ``stored_file_chunk``
 rows of ``CHUNK_BYTES`` each. Writing streams chunk by chunk (a 100 MB file never sits in
 memory); ``open`` gives a seekable, read-only file object that fetches one chunk at a time
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import io
 import re
+import secrets
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +37,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
 
 from siyu.core.db import transaction, utcnow
 from siyu.core.errors import DomainError, NotFound
@@ -37,6 +45,10 @@ from siyu.core.models import StoredChunk, StoredFile
 
 CHUNK_BYTES = 1024 * 1024  # one row per MiB: small enough for any driver, few rows for a large file
 READ_CACHE_CHUNKS = 4  # chunks an open file keeps, so a zip reader's back-and-forth seeks stay cheap
+# Areas whose files stay until deleted (never swept), and the most one such file may hold: the
+# largest material the platform takes, a 20 MB file (上传临时素材 W:90253: 普通文件 20MB).
+KEPT_AREAS = frozenset({"library"})
+KEPT_MAX_BYTES = 20 * 1024 * 1024
 _KEY = re.compile(r"^[a-z][a-z0-9_-]{0,31}/[A-Za-z0-9_.-]{1,160}$")
 
 
@@ -65,29 +77,51 @@ def put(key: str, stream: IO[bytes], *, meta: dict[str, Any] | None = None, max_
     Over ``max_bytes`` nothing is stored and ``FileTooLarge`` says so (``too_large`` with ``mb``).
     """
     _check_key(key)
-    size = 0
     with transaction() as session:
-        session.execute(delete(StoredChunk).where(StoredChunk.file_key == key))
-        session.execute(delete(StoredFile).where(StoredFile.key == key))
-        created = utcnow()
-        session.execute(insert(StoredFile), {"key": key, "size": 0, "chunk_size": CHUNK_BYTES,
-                                             "meta": meta or {}, "created_at": created})
-        seq = 0
-        while True:
-            chunk = _read_full(stream, CHUNK_BYTES)
-            if not chunk:
-                break
-            size += len(chunk)
-            if max_bytes is not None and size > max_bytes:
-                raise FileTooLarge(too_large, mb=max_bytes // (1024 * 1024))  # rolls back every chunk
-            session.execute(insert(StoredChunk), {"file_key": key, "seq": seq, "data": chunk})
-            seq += 1
-        session.execute(update(StoredFile).where(StoredFile.key == key).values(size=size))
+        return _write(session, key, stream, meta=meta, max_bytes=max_bytes, too_large=too_large)
+
+
+def _write(session: Session, key: str, stream: IO[bytes], *, meta: dict[str, Any] | None, max_bytes: int | None,
+           too_large: str) -> StoredInfo:
+    size = 0
+    session.execute(delete(StoredChunk).where(StoredChunk.file_key == key))
+    session.execute(delete(StoredFile).where(StoredFile.key == key))
+    created = utcnow()
+    session.execute(insert(StoredFile), {"key": key, "size": 0, "chunk_size": CHUNK_BYTES,
+                                         "meta": meta or {}, "created_at": created})
+    seq = 0
+    while True:
+        chunk = _read_full(stream, CHUNK_BYTES)
+        if not chunk:
+            break
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise FileTooLarge(too_large, mb=max_bytes // (1024 * 1024))  # rolls back every chunk
+        session.execute(insert(StoredChunk), {"file_key": key, "seq": seq, "data": chunk})
+        seq += 1
+    session.execute(update(StoredFile).where(StoredFile.key == key).values(size=size))
     return StoredInfo(key=key, size=size, meta=meta or {}, created_at=created)
 
 
 def put_bytes(key: str, data: bytes, *, meta: dict[str, Any] | None = None) -> StoredInfo:
     return put(key, io.BytesIO(data), meta=meta)
+
+
+def put_kept(area: str, stream: IO[bytes], *, meta: dict[str, Any] | None = None,
+             max_bytes: int = KEPT_MAX_BYTES, too_large: str = "The file is larger than {mb} MB",
+             session: Session | None = None) -> StoredInfo:
+    """Store a file to keep (no expiry) in one of ``KEPT_AREAS`` under a new key; at most ``max_bytes``.
+
+    With ``session`` the file is written in the caller's transaction instead of its own (demo data and
+    seeding, where everything commits together); an oversize file then leaves the rollback to the caller.
+    """
+    if area not in KEPT_AREAS:
+        raise ValueError(f"not an area whose files are kept: {area!r}")
+    key = f"{area}/{secrets.token_urlsafe(24)}"
+    limit = min(max_bytes, KEPT_MAX_BYTES)
+    if session is not None:
+        return _write(session, key, stream, meta=meta, max_bytes=limit, too_large=too_large)
+    return put(key, stream, meta=meta, max_bytes=limit, too_large=too_large)
 
 
 def _read_full(stream: IO[bytes], size: int) -> bytes:
@@ -122,16 +156,21 @@ def update_meta(key: str, meta: dict[str, Any]) -> None:
         session.execute(update(StoredFile).where(StoredFile.key == _check_key(key)).values(meta=meta))
 
 
-def delete_file(key: str) -> None:
-    """Forget a file (nothing happens when there is none)."""
+def delete_file(key: str, *, session: Session | None = None) -> None:
+    """Forget a file (nothing happens when there is none); with ``session``, in the caller's transaction."""
     _check_key(key)
-    with transaction() as session:
+    if session is not None:
         session.execute(delete(StoredChunk).where(StoredChunk.file_key == key))
         session.execute(delete(StoredFile).where(StoredFile.key == key))
+        return
+    with transaction() as own:
+        delete_file(key, session=own)
 
 
 def sweep(area: str, *, older_than: datetime) -> int:
     """Delete the files of ``area`` (``uploads``, ``exports`` …) stored before ``older_than``; how many."""
+    if area in KEPT_AREAS:
+        raise ValueError(f"the files of {area!r} are kept until deleted, never swept")
     with transaction() as session:
         keys = list(session.scalars(select(StoredFile.key).where(
             StoredFile.key.like(f"{area}/%"), StoredFile.created_at < older_than)))

@@ -36,6 +36,7 @@ from siyu.web.render import render
 
 pages = APIRouter(include_in_schema=False)
 RESULTS = 20
+SCRIPTS_IN_SIDEBAR = 15  # the library's scripts in the reply panel (most used first, or those found)
 
 
 @pages.get("/sidebar", response_class=HTMLResponse)
@@ -87,11 +88,12 @@ def _reply_conversation(session: Session, viewer: Viewer, customer_id: int) -> C
 
 @pages.get("/sidebar/reply", response_class=HTMLResponse)
 def sidebar_reply(request: Request, session: SessionDep, viewer: PageViewer, customer_id: int = 0,
-                  external_userid: str = "") -> Response:
+                  external_userid: str = "", script_q: str = "") -> Response:
     """The chat toolbar's reply panel: the conversation's suggested reply and the quick replies, each put into
     the open chat with the JS-SDK's ``sendChatMessage`` (the member presses send in WeCom)."""
     from siyu.autoreply import service as autoreply_service
     from siyu.inbox import service as inbox_service
+    from siyu.library import service as library_service
 
     if external_userid and not customer_id:
         customer_id = session.scalar(select(Customer.id).where(
@@ -102,10 +104,14 @@ def sidebar_reply(request: Request, session: SessionDep, viewer: PageViewer, cus
     canned = [(c.title, inbox_service.render_canned(session, reply=c, conversation=conversation))
               for c in inbox_service.canned_replies(session, account_id=conversation.account_id)] \
         if conversation is not None else []
+    # 话术库: a compact picker, rendered for this customer; putting one into the chat counts a use
+    scripts = library_service.scripts_for(
+        session, customer_id=customer.id, account_id=conversation.account_id if conversation else None,
+        q=script_q[:100], limit=SCRIPTS_IN_SIDEBAR) if customer is not None else []
     inside = WECOM_AGENT in request.headers.get("user-agent", "").lower()
     response = render(request, "customers/sidebar_reply.html", title=_("Reply in the chat"), customer=customer,
-                      conversation=conversation, suggested=suggested, canned=canned,
-                      jssdk_urls=JSSDK_URLS if inside else ())
+                      conversation=conversation, suggested=suggested, canned=canned, scripts=scripts,
+                      script_q=script_q[:100], jssdk_urls=JSSDK_URLS if inside else ())
     if inside:  # the JS-SDK's own origins, on this page only
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; img-src 'self' data: https:; style-src 'self' 'unsafe-inline'; "

@@ -29,6 +29,7 @@ from siyu.inbox import jobs as inbox_jobs
 from siyu.inbox import reports, service
 from siyu.inbox.models import Conversation, ConversationStatus, Message
 from siyu.inbox.service import InboundMessage, QueueFilter
+from siyu.library import service as library_service
 from siyu.team import service as team_service
 from siyu.team.models import Role, User, UserAccount
 from siyu.web.forms import FormDep, FormRead
@@ -448,6 +449,9 @@ def _conversation_context(session: Session, viewer: Viewer, conversation: Conver
         "conversation": conversation, "customer": customer, "messages": messages,
         "canned": [(c, service.render_canned(session, reply=c, conversation=conversation))
                    for c in service.canned_replies(session, account_id=conversation.account_id)],
+        # 话术库: the most used scripts, rendered for this customer; a sent one is counted (reply_submit)
+        "scripts": library_service.scripts_for(session, customer_id=conversation.customer_id,
+                                               account_id=conversation.account_id, limit=SCRIPTS_IN_COMPOSER),
         "colleagues": colleagues,
         "assignee": team_service.display_names(session, user_ids=[conversation.assignee_id]).get(
             conversation.assignee_id or 0, ""),
@@ -566,6 +570,16 @@ def conversation_page(request: Request, session: SessionDep, viewer: PageViewer,
     return _workspace(request, session, viewer, conversation=conversation)
 
 
+SCRIPTS_IN_COMPOSER = 20  # the library's most used scripts offered beside the quick replies
+
+
+def _script_ids(raw: Any) -> list[int]:
+    """The ``library_script_ids`` the composer's picker filled in (ids, comma-separated; junk ignored)."""
+    if not isinstance(raw, str):
+        return []
+    return list(dict.fromkeys(int(p) for p in raw.split(",")[:20] if p.strip().isdigit() and len(p.strip()) < 10))
+
+
 @pages.post("/inbox/{conversation_id}/reply", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
 def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conversation_id: Id,
                  form: FormDep) -> Response:
@@ -574,6 +588,9 @@ def reply_submit(request: Request, session: SessionDep, viewer: PageViewer, conv
     try:
         service.reply(session, conversation_id=conversation_id, text=text if isinstance(text, str) else "",
                       viewer=viewer, internal=internal, member_send=form.get("member_send") == "1")
+        if not internal:  # the library's scripts the agent picked for this reply: one use each
+            library_service.record_picked(session, _script_ids(form.get("library_script_ids")), "inbox", viewer=viewer,
+                                          customer_id=session.get_one(Conversation, conversation_id).customer_id)
         session.commit()
     except DomainError as exc:
         session.rollback()

@@ -63,6 +63,7 @@ KINDS: dict[str, Kind] = {
     "group_template": Kind(N_("Naming template"), "/groups/templates"),
     "group_code": Kind(N_("Group code"), "/groups/codes/{id}"),
     "group_qr_image": Kind(N_("Group QR image")),
+    "library_item": Kind(N_("Library item"), "/library/{id}"),
 }
 
 # action → verb
@@ -93,6 +94,8 @@ ACTIONS: dict[str, str] = {
     "pool_return": N_("Returned to the public pool"),
     "pool_sweep": N_("Swept the public pool"),
     "churn_review": N_("Reviewed a lost friend"),
+    "retire": N_("Retired"),
+    "restore": N_("Restored"),
 }
 
 # field of a before/after snapshot → label (the words the object's own page uses)
@@ -134,6 +137,10 @@ FIELDS: dict[str, str] = {
     "changed": N_("Changed settings"), "mode": N_("Mode"), "customers": N_("Customers"), "count": N_("Count"),
     "action": N_("Action"), "file": N_("File"), "merge_id": N_("Merge"), "wecom_id": N_("WeCom ID"),
     "ok": N_("Succeeded"), "enabled": N_("Enabled"),
+    # the library (话术库 / 素材库)
+    "text": N_("Text"), "url": N_("Link address"), "appid": N_("Mini-program AppID"),
+    "pagepath": N_("Mini-program page"),
+    "welcome_script_id": N_("Welcome script"), "welcome_material_ids": N_("Welcome attachments"),
     # export permissions: one field per role
     "admin": N_("role.admin"), "planner": N_("role.planner"), "operator": N_("role.operator"),
     "service": N_("role.service"),
@@ -143,6 +150,7 @@ KIND_FIELDS: dict[str, dict[str, str]] = {
     "channel": {"kind": N_("Type")},
     "account": {"kind": N_("Type")},
     "touch": {"kind": N_("Kind")},
+    "library_item": {"kind": N_("Type")},
 }
 
 # values shown in the words of the pages: "kind.field", then "field", then "*" (any field)
@@ -160,7 +168,9 @@ VALUES: dict[str, dict[str, str]] = {
     "channel.kind": {"store_staff": N_("Store staff"), "online_ad": N_("Online ad"), "parcel_card": N_("Parcel card"),
                      "app": N_("App / mini program / channels"), "offline_event": N_("Offline event"),
                      "promoter": N_("Promoter"), "circle": N_("Circle (borrow / mix / swap / build)")},
-    "status": {"active": N_("Active"), "paused": N_("Paused"), "archived": N_("Archived")},
+    "status": {"active": N_("Active"), "paused": N_("Paused"), "archived": N_("Archived"), "retired": N_("Retired")},
+    "library_item.kind": {"script": N_("Script"), "image": N_("Image"), "link": N_("Link"),
+                          "miniprogram": N_("Mini-program card"), "file": N_("File")},
     "cost_model": {"fixed": N_("Fixed budget"), "per_add": N_("Per added friend"),
                    "per_promoter_reward": N_("Promoter rewards")},
     "account_strategy": {"single": N_("One account"), "round_robin": N_("Round robin"),

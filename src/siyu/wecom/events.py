@@ -242,8 +242,8 @@ def _added(session: Session, adds: list[dict[str, Any]], *, api: Any | None = No
         for (customer_id, account_id), fields in zip(pairs, adds, strict=True)])
     for (customer_id, account_id), fields, outcome in zip(pairs, adds, outcomes, strict=True):
         welcome_sent: bool | str = False
-        if api is not None and outcome.welcome and fields.get("WelcomeCode"):
-            welcome_sent = _send_welcome(api, fields["WelcomeCode"], outcome.welcome)
+        if api is not None and (outcome.welcome or outcome.attachments) and fields.get("WelcomeCode"):
+            welcome_sent = _send_welcome(api, fields["WelcomeCode"], outcome.welcome or "", outcome.attachments)
         session.add(Touch(customer_id=customer_id, account_id=account_id, kind=TouchKind.system.value,
                           occurred_at=_at(fields),
                           details={"event": "wecom_friend_added", "state": fields.get("State", "")[:64],
@@ -252,12 +252,15 @@ def _added(session: Session, adds: list[dict[str, Any]], *, api: Any | None = No
     return [customers[e] for e in external_userids]
 
 
-def _send_welcome(api: Any, code: str, text: str) -> bool | str:
+def _send_welcome(api: Any, code: str, text: str, attachments: list[dict[str, Any]] | None = None) -> bool | str:
     """True when WeCom took the welcome message, else its reason (the code lives 20 s and works once)."""
     from siyu.wecom.client import WecomApiError
 
     try:
-        api.send_welcome_message(code, text=text)
+        if attachments:  # the channel's link materials from the library (W:92137)
+            api.send_welcome_message(code, text=text, attachments=attachments)
+        else:
+            api.send_welcome_message(code, text=text)
     except WecomApiError as exc:
         if exc.retryable:
             raise

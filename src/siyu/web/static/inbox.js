@@ -66,6 +66,12 @@
     var box = button.closest("form").querySelector("textarea[name=text]");
     var text = button.getAttribute("data-canned");
     box.value = box.value ? box.value + "\n" + text : text;
+    var ids = button.getAttribute("data-script-id") && button.closest("form").querySelector("[data-script-ids]");
+    if (ids) {  // a script from the library: counted when the reply is sent
+      var picked = ids.value ? ids.value.split(",") : [];
+      if (picked.indexOf(button.getAttribute("data-script-id")) < 0) { picked.push(button.getAttribute("data-script-id")); }
+      ids.value = picked.join(",");
+    }
     box.focus();
   });
 

@@ -47,6 +47,13 @@
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-send-chat]");
     if (button) { send(button.getAttribute("data-send-chat")); }
+    if (button && button.getAttribute("data-library-use")) {  // a script from the library: count the use
+      fetch("/library/" + encodeURIComponent(button.getAttribute("data-library-use")) + "/use", {
+        method: "POST", credentials: "same-origin",
+        headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+        body: JSON.stringify({place: "sidebar", customer_id: Number(button.getAttribute("data-customer-id")) || null})
+      }).catch(function () {});
+    }
   });
   if (window.wx && typeof window.wx.agentConfig === "function") {
     say("企业微信 JS-SDK 已就绪");
