@@ -300,14 +300,14 @@ def _today_context(session: Any, viewer: Viewer, account_id: int | None) -> dict
     names = service.task_customers(session, tasks)
     # Churn reviews: the customer's other active friendships (a win-back route) and the stored reason.
     lost = [t for t in tasks if t.kind == TaskKind.deleted.value]
-    routes = churn.win_back_routes(session, customer_ids=[t.customer_id for t in lost])
+    routes = churn.win_back_routes(session, customer_ids=[t.customer_id for t in lost if t.customer_id is not None])
     lost_keys = {(t.customer_id, t.account_id) for t in lost}
     reasons = {(f.customer_id, f.account_id): f for f in session.scalars(
         select(Friendship).where(Friendship.customer_id.in_(sorted({c for c, _a in lost_keys}))))
         if (f.customer_id, f.account_id) in lost_keys} if lost else {}
     items = [{"task": t, "name": names.get(t.id, ("", ""))[0], "remark": names.get(t.id, ("", ""))[1],
               "label": _(TASK_KIND_LABELS[TaskKind(t.kind)]),
-              "routes": [r for r in routes.get(t.customer_id, []) if r[0] != t.account_id],
+              "routes": [r for r in routes.get(t.customer_id or 0, []) if r[0] != t.account_id],
               "ended": reasons.get((t.customer_id, t.account_id))} for t in tasks]
     accounts = accounts_service.list_accounts(session, viewer=viewer)
     return {"items": items, "accounts": accounts, "account_id": account_id, "today": local_today(),
@@ -395,7 +395,7 @@ def today_churn_reason(request: Request, session: SessionDep, viewer: PageViewer
                        form: FormDep) -> Response:
     """The churn review from the task: the reason is stored on the ended friendship, the task is done."""
     task = service.get_task(session, task_id=task_id, viewer=viewer)
-    if task.kind != TaskKind.deleted.value:
+    if task.kind != TaskKind.deleted.value or task.customer_id is None:
         raise Invalid("Only a lost friend's task takes a reason", field="reason")
     reason, note = str(form.get("reason", "") or ""), str(form.get("note", "") or "")
     churn.set_reason(session, customer_id=task.customer_id, account_id=task.account_id, reason=reason, note=note,
