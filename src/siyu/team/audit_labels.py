@@ -57,6 +57,8 @@ KINDS: dict[str, Kind] = {
     "rfm_settings": Kind(N_("RFM settings"), "/segments"),
     "pool": Kind(N_("Public pool"), "/pool"),
     "pool_settings": Kind(N_("Public pool settings"), "/pool"),
+    "moment_post": Kind(N_("Moment"), "/moments/{id}"),
+    "moment_column": Kind(N_("Moments column"), "/moments/new"),
 }
 
 # action → verb
@@ -87,6 +89,7 @@ ACTIONS: dict[str, str] = {
     "pool_return": N_("Returned to the public pool"),
     "pool_sweep": N_("Swept the public pool"),
     "churn_review": N_("Reviewed a lost friend"),
+    "moment_posted": N_("Marked the moment posted"),
 }
 
 # field of a before/after snapshot → label (the words the object's own page uses)
@@ -130,6 +133,9 @@ FIELDS: dict[str, str] = {
     "admin": N_("role.admin"), "planner": N_("role.planner"), "operator": N_("role.operator"),
     "service": N_("role.service"),
 }
+# 朋友圈 calendar (moments.service snapshots)
+FIELDS |= {"module": N_("Module"), "column_id": N_("Column"), "text": N_("Text"), "images": N_("Images"),
+           "tag_ids": N_("Visible to customers with these tags"), "scheduled_at": N_("Publish at")}
 # a field whose label depends on the object ("kind" is a channel's type, a touch's kind …)
 KIND_FIELDS: dict[str, dict[str, str]] = {
     "channel": {"kind": N_("Type")},
