@@ -32,6 +32,7 @@ from siyu.simulator.corp import VirtualCorp
 from siyu.simulator.server import RunningServer, ServerOptions, create_app
 from siyu.wecom.client import client_for
 from tests.conftest import viewer_of
+from tests.test_pages import Console
 
 CORP_ID = "wwSIYUMOMENTS001"
 SECRET = "moments-test-secret-0123456789ab"
@@ -273,10 +274,12 @@ def test_an_operator_cannot_open_another_accounts_posts(client: Any, db: Session
     assert client.get("/api/v1/moments", headers=headers).json()["items"] == []
     answer = client.post("/api/v1/moments", headers=headers, json={"account_id": theirs.id, "text": "冒名"})
     assert answer.status_code == 404
-    client.cookies.clear()
-    client.post("/login", data={"username": operator.username, "password": "correct-horse-battery"})
-    assert client.get(f"/moments/{post.id}").status_code == 404
-    assert "别人的朋友圈" not in client.get("/moments?view=month").text
+    client.headers.pop("Authorization", None)
+    console = Console(client).login(operator)
+    assert console.get(f"/moments/{post.id}").status_code == 404
+    assert console.get(f"/moments/{post.id}/images/0").status_code == 404
+    month = console.get("/moments?view=month")
+    assert month.status_code == 200 and "别人的朋友圈" not in month.text
 
 
 def test_the_calendar_shows_a_week_and_a_month(client: Any, db: Session, make: Any, admin: Any) -> None:
@@ -287,7 +290,7 @@ def test_the_calendar_shows_a_week_and_a_month(client: Any, db: Session, make: A
                                         scheduled_at=at), viewer=SYSTEM)
     service.create_post(db, data=PostIn(account_id=account.id, module="user", text="草稿：客户晒单"), viewer=SYSTEM)
     db.commit()
-    client.post("/login", data={"username": admin.username, "password": "correct-horse-battery"})
+    client = Console(client).login(admin)
     week = client.get(f"/moments?view=week&day={at.date().isoformat()}")
     assert week.status_code == 200
     assert "&lt;b&gt;新茶&lt;/b&gt;到店" in week.text and "<b>新茶</b>" not in week.text
@@ -299,7 +302,7 @@ def test_the_calendar_shows_a_week_and_a_month(client: Any, db: Session, make: A
 
 def test_the_console_form_plans_a_post_with_images(client: Any, db: Session, make: Any, admin: Any) -> None:
     account = make.account()
-    client.post("/login", data={"username": admin.username, "password": "correct-horse-battery"})
+    client = Console(client).login(admin).client
     page = client.get("/moments/new")
     assert page.status_code == 200 and 'name="images"' in page.text
     token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
