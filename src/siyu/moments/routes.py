@@ -49,7 +49,8 @@ def _out(post: MomentPost) -> PostOut:
 # ---------------------------------------------------------------- API
 
 
-@api.get("/moments", response_model=PostPage)
+@api.get("/moments", response_model=PostPage, responses={
+    404: {"description": "account_id names an account that does not exist (or is not yours)"}})
 def list_moments(session: SessionDep, viewer: ApiViewer, account_id: Annotated[int | None, Query(ge=1)] = None,
                  since: datetime | None = None, until: datetime | None = None, status: str | None = None,
                  limit: Annotated[int, Query(ge=1, le=200)] = PAGE_SIZE, cursor: str | None = None) -> PostPage:
@@ -68,7 +69,8 @@ def list_moments(session: SessionDep, viewer: ApiViewer, account_id: Annotated[i
     return PostPage(items=[_out(p) for p in posts[:limit]], next_cursor=next_cursor)
 
 
-@api.post("/moments", response_model=PostOut, status_code=201)
+@api.post("/moments", response_model=PostOut, status_code=201, responses={
+    404: {"description": "account_id names an account that does not exist (or is not yours)"}})
 def create_moment(session: SessionDep, viewer: ApiViewer, data: PostIn) -> PostOut:
     """Plan a post: text (≤ 2,000 characters) and up to 9 images (base64); with ``scheduled_at`` it goes out then."""
     uploads = service.decode_images(data.images)
