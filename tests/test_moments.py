@@ -165,7 +165,7 @@ def test_a_wecom_post_is_published_and_likes_reach_timelines_exactly_once(db: Se
     publish.follow_tasks(transaction)  # first look: WeCom is still making it (status 2)
     db.refresh(post)
     assert post.status == PostStatus.creating.value
-    publish.follow_tasks(transaction)  # made (status 3 → moment_id), published by the member, reach read
+    made = publish.follow_tasks(transaction)  # made (status 3 → moment_id), published, reach and first likes read
     db.refresh(post)
     assert post.status == PostStatus.published.value and post.moment_id.startswith("mom")
     assert post.reach == len(customers) and post.published_at is not None
@@ -179,19 +179,20 @@ def test_a_wecom_post_is_published_and_likes_reach_timelines_exactly_once(db: Se
                                     "kind": "comment"})
     api = client_for(db)
     expected = api.moment_comments(post.moment_id, MEMBER)
+    total = len(expected["like_list"]) + len(expected["comment_list"])
     run = publish.read_interactions(transaction)
-    assert run.interactions == len(expected["like_list"]) + len(expected["comment_list"]) >= 2
-    assert run.touches == run.interactions  # every reacting contact is a Siyu customer here
+    assert run.interactions == 2 and made.interactions + run.interactions == total
+    assert made.touches + run.touches == total  # every reacting contact is a Siyu customer here
     again = publish.read_interactions(transaction)
     assert again.interactions == 0 and again.touches == 0
 
     db.expire_all()
     engaged = list(db.scalars(select(Touch).where(Touch.kind == TouchKind.moments_engaged.value)))
-    assert len(engaged) == run.touches
+    assert len(engaged) == total
     first_touches = [t for t in engaged if t.customer_id == customers[first].id]
     assert any(t.content == "点赞了我们的朋友圈：周一上新：明前龙井到店" for t in first_touches)
     assert any(t.content.startswith("评论了我们的朋友圈") for t in engaged if t.customer_id == customers[second].id)
-    assert db.scalar(select(func.count()).select_from(MomentInteraction)) == run.interactions
+    assert db.scalar(select(func.count()).select_from(MomentInteraction)) == total
     db.refresh(post)
     assert post.likes == len(expected["like_list"]) and post.comments == len(expected["comment_list"])
     db.refresh(customers[first])
@@ -321,3 +322,57 @@ def test_the_console_form_plans_a_post_with_images(client: Any, db: Session, mak
     assert detail.status_code == 200 and "两张图的新品" in detail.text
     image = client.get(f"/moments/{post.id}/images/0")
     assert image.status_code == 200 and image.content == PNG
+
+
+# ---------------------------------------------------------------- the demo
+
+
+def test_the_demo_plans_a_week_per_persona_and_publishes_wecom_posts_through_the_simulator(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `siyu demo --simulate` shows: a week of posts per persona; past personal posts posted by their
+    operator, today's on their 今日任务; WeCom posts due go out through the simulator and its customers'
+    likes come back onto the demo customers' timelines."""
+    from siyu.accounts.models import Account
+    from siyu.customers.models import Customer, Friendship
+    from siyu.demo import build_demo
+    from siyu.simulator.corp import DEFAULT_MEMBERS
+
+    with transaction() as session:
+        build_demo(session, admin_password="demo-admin-password", customers=150)
+    with transaction() as session:
+        per_account = dict(session.execute(select(MomentPost.account_id, func.count()).where(
+            MomentPost.scheduled_at.is_not(None)).group_by(MomentPost.account_id)).all())
+        kinds = dict(session.execute(select(Account.id, Account.kind)).all())
+        planners = [a for a, kind in kinds.items() if kind in ("wecom", "personal")]
+        assert sorted(per_account) == sorted(planners) and min(per_account.values()) >= 7
+        personal_past = session.scalars(select(MomentPost).join(Account, Account.id == MomentPost.account_id).where(
+            Account.kind == "personal", MomentPost.scheduled_at < utcnow() - timedelta(days=1))).all()
+        assert personal_past and all(p.status == PostStatus.published.value and p.posted_by_id for p in personal_past)
+        known = [{"external_userid": e, "name": n, "userid": u, "added_at": 0} for e, n, u in session.execute(
+            select(Customer.wecom_external_userid, Customer.name, Account.wecom_userid)
+            .join(Friendship, Friendship.customer_id == Customer.id).join(Account, Account.id == Friendship.account_id)
+            .where(Customer.wecom_external_userid.is_not(None), Account.wecom_userid.is_not(None)))]
+    assert known
+
+    corp = VirtualCorp.seeded(3, corp_id=CORP_ID, members=DEFAULT_MEMBERS, contacts_per_member=0, groups_per_member=0,
+                              salt=0)
+    corp.adopt_contacts(known)
+    server = RunningServer(create_app(corp, ServerOptions(secret=SECRET))).start()
+    try:
+        for name, value in {"SIYU_WECOM_CORP_ID": CORP_ID, "SIYU_WECOM_SECRET": SECRET,
+                            "SIYU_WECOM_API_BASE": server.url + "/cgi-bin/"}.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        out = publish.publish_due(transaction)
+        assert out.published >= 1 and out.failed == 0
+        publish.follow_tasks(transaction)
+        followed = publish.follow_tasks(transaction)
+        assert followed.made == out.published and followed.touches > 0
+    finally:
+        server.stop()
+    with transaction() as session:
+        engaged = session.scalar(select(func.count()).select_from(Touch).where(
+            Touch.kind == TouchKind.moments_engaged.value, Touch.dedupe_key.like("moment:%")))
+        assert engaged == followed.touches
+        liked = session.scalars(select(MomentPost).where(MomentPost.likes > 0)).all()
+        assert liked and all(p.status == PostStatus.published.value and p.reach > 0 for p in liked)

@@ -54,6 +54,7 @@ from siyu.customers.models import (
     TouchKind,
 )
 from siyu.customers.schemas import CustomerIn, CustomFieldIn, TouchIn
+from siyu.moments.demo import build_moments
 from siyu.orders import service as orders_service
 from siyu.orders.models import Product
 from siyu.team import service as team_service
@@ -729,6 +730,7 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     _wecom_morning(session, accounts=accounts, customers=created, admin=admin_viewer, rng=rng, now=now,
                    adds=wecom_adds)
     _create_cadence(session, admin=admin_viewer, now=now)
+    build_moments(session, accounts=accounts, admin=admin_viewer, now=now)  # 朋友圈 calendar (moments.demo)
     return _summary(session)
 
 

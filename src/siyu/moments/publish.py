@@ -234,6 +234,17 @@ def follow_tasks(session_factory: Any, *, now: datetime | None = None) -> RunRes
             status = follow_one(session, post_id=post_id, api=api, now=now)
         result.made += status == PostStatus.published.value
         result.failed += status == PostStatus.failed.value
+        if status == PostStatus.published.value:  # the first likes onto timelines now, not at the next read-back
+            try:
+                with session_factory() as session:
+                    new, touches = read_one(session, post_id=post_id, api=api, now=now)
+            except Exception as exc:
+                if not (_retryable(exc) or _is_platform_error(exc)):
+                    raise
+                log.warning("moments first read-back of post %s postponed: %s", post_id, exc)
+            else:
+                result.interactions += new
+                result.touches += touches
     return result
 
 
