@@ -729,8 +729,8 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     _fill_inbox(session, customers=created, staff=staff, rng=rng, now=now)
     _wecom_morning(session, accounts=accounts, customers=created, admin=admin_viewer, rng=rng, now=now,
                    adds=wecom_adds)
-    _create_cadence(session, admin=admin_viewer, now=now)
     build_moments(session, accounts=accounts, admin=admin_viewer, now=now)  # 朋友圈 calendar (moments.demo)
+    _create_cadence(session, admin=admin_viewer, now=now)
     return _summary(session)
 
 
