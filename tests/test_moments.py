@@ -376,3 +376,31 @@ def test_the_demo_plans_a_week_per_persona_and_publishes_wecom_posts_through_the
         assert engaged == followed.touches
         liked = session.scalars(select(MomentPost).where(MomentPost.likes > 0)).all()
         assert liked and all(p.status == PostStatus.published.value and p.reach > 0 for p in liked)
+
+
+def test_the_operator_posts_a_personal_moment_from_todays_tasks(client: Any, db: Session, make: Any,
+                                                                token_for: Any) -> None:
+    account = make.account(kind="personal", wecom_userid=None)
+    operator = make.user("operator", accounts=[account])
+    account.owner_user_id = operator.id
+    db.commit()
+    post = service.create_post(db, data=PostIn(account_id=account.id, module="product", text="新茶到店，欢迎来试饮",
+                                               scheduled_at=soon()), uploads=png(2), viewer=viewer_of(operator))
+    db.commit()
+    publish.publish_due(transaction, now=utcnow() + timedelta(hours=1))
+    items = client.get("/api/v1/tasks?due=today", headers=token_for(operator)).json()["items"]
+    assert [(i["kind"], i["customer_id"], i["title"]) for i in items] == [("moment", None, "发朋友圈 · 新茶到店，欢迎来试饮")]
+    client.headers.pop("Authorization", None)
+    console = Console(client).login(operator)
+    today = console.get("/today")
+    assert 'data-testid="task-moment"' in today.text and f'href="/moments/{post.id}"' in today.text
+    assert "新茶到店，欢迎来试饮" in today.text and "我已发布" in today.text
+    detail = console.get(f"/moments/{post.id}")
+    assert detail.text.count(f'/moments/{post.id}/images/') >= 2  # the images to save and copy
+    task_id = db.scalars(select(Task.id).where(Task.ref_id == post.id)).one()
+    answer = console.post(f"/today/{task_id}/done", {})
+    assert answer.status_code == 303
+    db.expire_all()
+    db.refresh(post)
+    assert post.status == PostStatus.published.value and post.posted_by_id == operator.id
+    assert 'data-testid="task-moment"' not in console.get("/today").text

@@ -622,4 +622,6 @@ def task_customers(session: Session, tasks: Sequence[Task]) -> dict[int, tuple[s
 
 def task_title(task: Task, customer_name: str) -> str:
     label = _(TASK_KIND_LABELS[TaskKind(task.kind)])
+    if task.kind == TaskKind.moment.value and task.detail:  # no customer: the post's first words
+        return f"{label} · {task.detail}"
     return f"{label} · {customer_name}" if customer_name else label
