@@ -389,7 +389,8 @@ def test_the_operator_posts_a_personal_moment_from_todays_tasks(client: Any, db:
     db.commit()
     publish.publish_due(transaction, now=utcnow() + timedelta(hours=1))
     items = client.get("/api/v1/tasks?due=today", headers=token_for(operator)).json()["items"]
-    assert [(i["kind"], i["customer_id"], i["title"]) for i in items] == [("moment", None, "发朋友圈 · 新茶到店，欢迎来试饮")]
+    assert [(i["kind"], i["customer_id"], i["title"]) for i in items] == [
+        ("moment", None, "发朋友圈 · 新茶到店，欢迎来试饮")]
     client.headers.pop("Authorization", None)
     console = Console(client).login(operator)
     today = console.get("/today")
