@@ -133,6 +133,14 @@ def test_the_api_refuses_ten_images_and_long_text_with_the_limit(client: Any, ma
     assert [p["id"] for p in listed["items"]] == [body["id"]]
 
 
+def test_an_image_that_is_not_a_jpg_or_png_is_refused(db: Session, make: Any) -> None:
+    account = make.account()
+    page = Upload(name="新品.png", content_type="image/png", data=b"<html><script>alert(1)</script></html>")
+    with pytest.raises(Invalid) as refused:
+        service.create_post(db, data=PostIn(account_id=account.id, text="新品"), uploads=[page], viewer=SYSTEM)
+    assert refused.value.message == "图片须为 JPG 或 PNG，新品.png 不是"
+
+
 def test_a_wecom_post_is_visible_only_by_corp_tags(db: Session, make: Any) -> None:
     account = make.account()
     group_tag = db.scalars(select(Tag)).first()

@@ -38,6 +38,8 @@ IMAGES_MAX = 9  # W:96351 add_moment_task: "最多支持9个图片类型"
 IMAGE_MAX_BYTES = 10 * 1024 * 1024  # W:96351: image "图片大小不超过10M"
 IMAGE_MIN_BYTES = 6  # W:90253 (the upload rules W:96347 follows): "所有文件size必须大于5个字节"
 IMAGE_TYPES = ("image/jpeg", "image/png")  # W:90253: images "支持JPG,PNG格式"
+# What the bytes must start with: the type is read from the file, never taken from the uploader's word.
+SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 STORAGE_AREA = "moments"
 PLANNABLE_KINDS = (AccountKind.wecom.value, AccountKind.personal.value)  # 微信客服 and 公众号 have no moments
 EDITABLE = (PostStatus.draft.value, PostStatus.scheduled.value)
@@ -108,7 +110,7 @@ def check_images(uploads: list[Upload], *, already: int = 0) -> None:
         raise Invalid("A moment takes at most {limit} images; this one has {count}", field="images",
                       limit=IMAGES_MAX, count=already + len(uploads))
     for upload in uploads:
-        if upload.content_type not in IMAGE_TYPES:
+        if upload.content_type not in IMAGE_TYPES or _sniffed(upload.data) is None:
             raise Invalid("Images are JPG or PNG; {name} is not", field="images", name=upload.name)
         if len(upload.data) > IMAGE_MAX_BYTES:
             raise Invalid("An image may be at most {mb} MB; {name} is larger", field="images",
@@ -117,13 +119,18 @@ def check_images(uploads: list[Upload], *, already: int = 0) -> None:
             raise Invalid("The image {name} is empty", field="images", name=upload.name)
 
 
+def _sniffed(data: bytes) -> str | None:
+    return next((kind for signature, kind in SIGNATURES if data.startswith(signature)), None)
+
+
 def _store(uploads: list[Upload], *, account_id: int) -> list[dict[str, Any]]:
     stored = []
     for upload in uploads:
         key = f"{STORAGE_AREA}/{secrets.token_urlsafe(18)}"
+        kind = _sniffed(upload.data) or "application/octet-stream"
         info = storage.put_bytes(key, upload.data, meta={"account_id": account_id, "name": upload.name,
-                                                         "content_type": upload.content_type})
-        stored.append({"key": key, "name": upload.name[:128], "size": info.size, "content_type": upload.content_type})
+                                                         "content_type": kind})
+        stored.append({"key": key, "name": upload.name[:128], "size": info.size, "content_type": kind})
     return stored
 
 
