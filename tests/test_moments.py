@@ -154,8 +154,8 @@ def test_a_wecom_post_is_visible_only_by_corp_tags(db: Session, make: Any) -> No
 # ---------------------------------------------------------------- WeCom, end to end
 
 
-def test_a_wecom_post_is_published_and_likes_reach_timelines_exactly_once(db: Session, make: Any,
-                                                                          sim: Simulator) -> None:
+def test_a_wecom_post_is_published_and_likes_reach_timelines_exactly_once(db: Session, make: Any, sim: Simulator,
+                                                                          client: Any, admin: Any) -> None:
     account = make.account(wecom_userid=MEMBER)
     customers = wecom_customers(make, db, account, sim)
     post = service.create_post(db, data=PostIn(account_id=account.id, module="product", text="周一上新：明前龙井到店",
@@ -205,6 +205,15 @@ def test_a_wecom_post_is_published_and_likes_reach_timelines_exactly_once(db: Se
     assert post.likes == len(expected["like_list"]) and post.comments == len(expected["comment_list"])
     db.refresh(customers[first])
     assert customers[first].last_touch_at is not None
+    # The post's page and the calendar show reach and interactions; the customer's timeline shows the like.
+    console = Console(client).login(admin)
+    page = console.get(f"/moments/{post.id}")
+    assert customers[first].name in page.text and customers[second].name in page.text
+    assert f'<div class="h2 m-0">{post.likes}</div>' in page.text
+    week = console.get(f"/moments?day={post.scheduled_at.date().isoformat()}" if post.scheduled_at else "/moments")
+    assert f"触达 {post.reach} · ♥ {post.likes} · 💬 {post.comments}" in week.text
+    timeline = console.get(f"/customers/{customers[first].id}")
+    assert "点赞了我们的朋友圈：周一上新：明前龙井到店" in timeline.text
 
 
 def test_the_simulator_serves_the_platforms_limits(sim: Simulator) -> None:

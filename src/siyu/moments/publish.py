@@ -330,19 +330,21 @@ def read_interactions(session_factory: Any, *, now: datetime | None = None) -> R
     since = now - timedelta(days=READ_BACK_DAYS)
     with session_factory() as session:
         api = _api(session)
-        posts = list(session.execute(select(MomentPost.id, MomentPost.published_at).where(
+        posts = list(session.execute(select(MomentPost.id, MomentPost.published_at, MomentPost.scheduled_at).where(
             MomentPost.status == PostStatus.published.value, MomentPost.moment_id != "",
             MomentPost.published_at >= since).order_by(MomentPost.id)))
     if api is None or not posts:
         return result
+    # WeCom dates a corp moment when its task was made: at or after the post's time, at or before publication.
+    earliest = min(min(at, planned or at) for _id, at, planned in posts) - timedelta(days=1)
     try:
-        alive = alive_moments(api, since=min(at for _id, at in posts) - timedelta(minutes=5), now=now)
+        alive = alive_moments(api, since=max(earliest, now - timedelta(days=READ_BACK_DAYS + 1)), now=now)
     except Exception as exc:
         if _retryable(exc) or _is_platform_error(exc):
             log.warning("moments read-back postponed: %s", exc)
             return result
         raise
-    for post_id, _at in posts:
+    for post_id, _at, _planned in posts:
         try:
             with session_factory() as session:
                 new, touches = read_one(session, post_id=post_id, api=api, alive=alive, now=now)

@@ -24,7 +24,7 @@ from siyu.core.ids import Id
 from siyu.core.pagination import decode_cursor, encode_cursor
 from siyu.core.settings import local_today, local_zone
 from siyu.core.viewer import Viewer
-from siyu.customers.models import Tag
+from siyu.customers.models import Customer, Tag
 from siyu.customers.pages import FormDep, FormRead
 from siyu.moments import service
 from siyu.moments.models import MODULE_LABELS, STATUS_LABELS, MomentInteraction, MomentModule, MomentPost, PostStatus
@@ -199,9 +199,12 @@ def detail_page(request: Request, session: SessionDep, viewer: PageViewer, post_
     interactions = list(session.scalars(select(MomentInteraction).where(MomentInteraction.post_id == post.id)
                                         .order_by(MomentInteraction.occurred_at.desc()).limit(200)))
     tags = list(session.scalars(select(Tag).where(Tag.id.in_(post.tag_ids or []))))
+    ids = sorted({i.customer_id for i in interactions if i.customer_id is not None})
+    names = dict(session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(ids))).all()) if ids else {}
     column = next((c.name for c in service.list_columns(session) if c.id == post.column_id), "")
     return render(request, "moments/detail.html", nav_active="moments", title=_("Moment"), post=post,
-                  account=account, interactions=interactions, tags=tags, column=column, **_labels())
+                  account=account, interactions=interactions, names=names, tags=tags, column=column,
+                  **_labels())
 
 
 @pages.post("/moments/{post_id}/posted", dependencies=[FormRead, CsrfChecked])
