@@ -211,7 +211,7 @@ def test_a_wecom_post_is_published_and_likes_reach_timelines_exactly_once(db: Se
     assert customers[first].name in page.text and customers[second].name in page.text
     assert f'<div class="h2 m-0">{post.likes}</div>' in page.text
     week = console.get(f"/moments?day={post.scheduled_at.date().isoformat()}" if post.scheduled_at else "/moments")
-    assert f"触达 {post.reach} · ♥ {post.likes} · 💬 {post.comments}" in week.text
+    assert f"触达 {post.reach} · 赞 {post.likes} · 评论 {post.comments}" in week.text
     timeline = console.get(f"/customers/{customers[first].id}")
     assert "点赞了我们的朋友圈：周一上新：明前龙井到店" in timeline.text
 

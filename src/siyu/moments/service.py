@@ -381,7 +381,6 @@ def mark_posted(session: Session, *, post_id: int, viewer: Viewer, now: datetime
     now = now or utcnow()
     before = _snapshot(post)
     post.status, post.published_at, post.posted_by_id, post.error = PostStatus.published.value, now, viewer.user_id, ""
-    post.reach = post.audience
     if post.task_id is not None:
         from siyu.maintenance.models import Task, TaskStatus
 
