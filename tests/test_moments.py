@@ -230,6 +230,32 @@ def test_the_simulator_serves_the_platforms_limits(sim: Simulator) -> None:
     listed = sim.cgi("externalcontact/get_moment_list", {"start_time": now - 30 * 86400, "end_time": now, "limit": 50})
     assert listed["errcode"] == 0 and listed["moment_list"] == []
 
+    def upload(data: bytes, media_type: str = "image") -> dict[str, Any]:
+        token = httpx.get(f"{sim.server.url}/cgi-bin/gettoken", params={"corpid": CORP_ID, "corpsecret": SECRET})
+        return dict(httpx.post(f"{sim.server.url}/cgi-bin/media/upload_attachment", params={
+            "access_token": token.json()["access_token"], "media_type": media_type, "attachment_type": 1},
+            files={"media": ("a.png", data, "image/png")}).json())
+
+    assert upload(b"abc")["errcode"] == 40006  # "所有文件size必须大于5个字节"
+    assert upload(PNG, media_type="file")["errcode"] == 40004  # moments take images and videos only
+    media_id = upload(PNG)["media_id"]
+    job = sim.cgi("externalcontact/add_moment_task", {
+        "text": {"content": "新茶"}, "attachments": [{"msgtype": "image", "image": {"media_id": media_id}}],
+        "visible_range": {"sender_list": {"user_list": [MEMBER, "nobody"]}}})
+    assert job["errcode"] == 0
+
+    def result() -> dict[str, Any]:
+        token = httpx.get(f"{sim.server.url}/cgi-bin/gettoken", params={"corpid": CORP_ID, "corpsecret": SECRET})
+        return dict(httpx.get(f"{sim.server.url}/cgi-bin/externalcontact/get_moment_task_result", params={
+            "access_token": token.json()["access_token"], "jobid": job["jobid"]}).json())
+
+    running = result()  # asynchronous: the first look finds it being made
+    assert running["status"] == 2 and "result" not in running
+    made = result()
+    assert made["status"] == 3 and made["type"] == "add_moment_task"
+    assert made["result"]["invalid_sender_list"]["user_list"] == ["nobody"]
+    assert made["result"]["moment_id"].startswith("mom")
+
 
 def test_a_refused_task_fails_the_post_with_the_platforms_words(db: Session, make: Any, sim: Simulator) -> None:
     account = make.account(wecom_userid="nobody.in.this.corp")
