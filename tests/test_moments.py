@@ -30,6 +30,7 @@ from siyu.moments.schemas import ColumnIn, PostIn
 from siyu.moments.service import Upload
 from siyu.simulator.corp import VirtualCorp
 from siyu.simulator.server import RunningServer, ServerOptions, create_app
+from siyu.team.models import AuditEntry
 from siyu.wecom.client import client_for
 from tests.conftest import viewer_of
 from tests.test_pages import Console
@@ -448,3 +449,28 @@ def test_the_operator_posts_a_personal_moment_from_todays_tasks(client: Any, db:
     db.refresh(post)
     assert post.status == PostStatus.published.value and post.posted_by_id == operator.id
     assert 'data-testid="task-moment"' not in console.get("/today").text
+
+
+def test_a_draft_is_edited_and_scheduled_and_a_published_post_is_not(client: Any, db: Session, make: Any,
+                                                                     admin_headers: dict[str, str]) -> None:
+    account = make.account(kind="personal", wecom_userid=None)
+    draft = client.post("/api/v1/moments", headers=admin_headers,
+                        json={"account_id": account.id, "text": "草稿"}).json()
+    assert draft["status"] == "draft"
+    changed = client.patch(f"/api/v1/moments/{draft['id']}", headers=admin_headers, json={"text": "改好的文案"})
+    assert changed.status_code == 200 and changed.json()["text"] == "改好的文案"
+    too_long = client.patch(f"/api/v1/moments/{draft['id']}", headers=admin_headers, json={"text": "字" * 2001})
+    assert too_long.status_code == 422 and "最多 2000 字" in too_long.text
+    when = soon().isoformat()
+    scheduled = client.post(f"/api/v1/moments/{draft['id']}/schedule", headers=admin_headers,
+                            json={"scheduled_at": when})
+    assert scheduled.status_code == 200 and scheduled.json()["status"] == "scheduled"
+    past = client.post(f"/api/v1/moments/{draft['id']}/schedule", headers=admin_headers,
+                       json={"scheduled_at": (utcnow() - timedelta(days=1)).isoformat()})
+    assert past.status_code == 422
+    posted = client.post(f"/api/v1/moments/{draft['id']}/posted", headers=admin_headers)
+    assert posted.status_code == 200 and posted.json()["status"] == "published"
+    frozen = client.patch(f"/api/v1/moments/{draft['id']}", headers=admin_headers, json={"text": "再改"})
+    assert frozen.status_code == 422 and "已经发出" in frozen.text
+    audit = db.scalars(select(AuditEntry.action).where(AuditEntry.entity_type == "moment_post")).all()
+    assert sorted(audit) == ["create", "moment_posted", "update", "update"]

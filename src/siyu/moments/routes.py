@@ -28,7 +28,7 @@ from siyu.customers.models import Customer, Tag
 from siyu.customers.pages import FormDep, FormRead
 from siyu.moments import service
 from siyu.moments.models import MODULE_LABELS, STATUS_LABELS, MomentInteraction, MomentModule, MomentPost, PostStatus
-from siyu.moments.schemas import ColumnIn, ColumnOut, PostIn, PostOut, PostPage
+from siyu.moments.schemas import ColumnIn, ColumnOut, PostIn, PostOut, PostPage, PostUpdate, ScheduleIn
 from siyu.web.render import render
 
 api = APIRouter(tags=["moments"])
@@ -95,6 +95,22 @@ def create_column(session: SessionDep, viewer: ApiViewer, data: ColumnIn) -> Col
 @api.get("/moments/{post_id}", response_model=PostOut)
 def get_moment(session: SessionDep, viewer: ApiViewer, post_id: Id) -> PostOut:
     return _out(service.get_post(session, post_id=post_id, viewer=viewer))
+
+
+@api.patch("/moments/{post_id}", response_model=PostOut)
+def update_moment(session: SessionDep, viewer: ApiViewer, post_id: Id, data: PostUpdate) -> PostOut:
+    """Change a draft or scheduled post: text, module, column, visibility tags (the fields given)."""
+    post = service.update_post(session, post_id=post_id, data=data, viewer=viewer)
+    session.commit()
+    return _out(post)
+
+
+@api.post("/moments/{post_id}/schedule", response_model=PostOut)
+def schedule_moment(session: SessionDep, viewer: ApiViewer, post_id: Id, data: ScheduleIn) -> PostOut:
+    """Put a draft on the calendar at ``scheduled_at``, move it, or (null) take it back to the drafts."""
+    post = service.schedule_post(session, post_id=post_id, scheduled_at=data.scheduled_at, viewer=viewer)
+    session.commit()
+    return _out(post)
 
 
 @api.post("/moments/{post_id}/posted", response_model=PostOut)
@@ -218,6 +234,15 @@ def posted_submit(request: Request, session: SessionDep, viewer: PageViewer, pos
 def schedule_submit(request: Request, session: SessionDep, viewer: PageViewer, post_id: Id, form: FormDep) -> Response:
     service.schedule_post(session, post_id=post_id, scheduled_at=_local_time(_form_text(form, "scheduled_at")),
                           viewer=viewer)
+    session.commit()
+    return RedirectResponse(f"/moments/{post_id}", status_code=303)
+
+
+@pages.post("/moments/{post_id}/edit", dependencies=[FormRead, CsrfChecked])
+def edit_submit(request: Request, session: SessionDep, viewer: PageViewer, post_id: Id, form: FormDep) -> Response:
+    column_text = _form_text(form, "column_id")
+    service.update_post(session, post_id=post_id, viewer=viewer, data=PostUpdate(
+        text=_form_text(form, "text"), column_id=int(column_text) if column_text.isdigit() else None))
     session.commit()
     return RedirectResponse(f"/moments/{post_id}", status_code=303)
 

@@ -31,6 +31,23 @@ class PostIn(BaseModel):
     scheduled_at: datetime | None = None
 
 
+class PostUpdate(BaseModel):
+    """A draft or scheduled post changed: only the fields given (images are added with a new post)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    module: str | None = Field(None, max_length=16)
+    column_id: int | None = Field(None, ge=1)
+    text: str | None = Field(None, max_length=100_000)
+    tag_ids: list[int] | None = Field(None, max_length=100)
+
+
+class ScheduleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scheduled_at: datetime | None
+
+
 class ColumnIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -30,7 +30,7 @@ from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers.models import CustomerTag, Friendship, FriendshipStatus, Tag
 from siyu.moments.models import MomentColumn, MomentModule, MomentPost, PostStatus
-from siyu.moments.schemas import ColumnIn, PostIn
+from siyu.moments.schemas import ColumnIn, PostIn, PostUpdate
 from siyu.team import service as team_service
 
 TEXT_MAX_CHARS = 2000  # W:96351 add_moment_task: text.content "最多支持传入2000个字符"
@@ -267,6 +267,33 @@ def schedule_post(session: Session, *, post_id: int, scheduled_at: datetime | No
     before = _snapshot(post)
     post.scheduled_at = _future(scheduled_at, now=now)
     post.status = PostStatus.scheduled.value if post.scheduled_at else PostStatus.draft.value
+    session.flush()
+    team_service.record_audit(session, actor=viewer, action="update", entity_type="moment_post", entity_id=post.id,
+                              summary=_summary(post), before=before, after=_snapshot(post))
+    return post
+
+
+def update_post(session: Session, *, post_id: int, data: PostUpdate, viewer: Viewer) -> MomentPost:
+    """Change a post that has not gone out: text (≤ 2,000 characters), module, column, visibility tags."""
+    post = get_post(session, post_id=post_id, viewer=viewer)
+    if post.status not in EDITABLE:
+        raise Invalid("This moment has gone out already and cannot be changed", field="status")
+    account = _account(session, post.account_id, viewer)
+    before = _snapshot(post)
+    fields = data.model_fields_set
+    text = _check_text(data.text) if "text" in fields and data.text is not None else post.text
+    if not text.strip() and not post.images:
+        raise Invalid("A moment needs text or at least one image", field="text")
+    module = _module(data.module) if "module" in fields and data.module is not None else MomentModule(post.module)
+    column_id = data.column_id if "column_id" in fields else post.column_id
+    if column_id is not None:
+        column = session.get(MomentColumn, column_id)
+        if "column_id" not in fields and column is not None and column.module != module.value:
+            column_id = None  # the module changed: the old column no longer fits
+    post.text, post.module, post.column_id = text, module.value, _column(session, column_id, module)
+    if "tag_ids" in fields and data.tag_ids is not None:
+        post.tag_ids = _check_tags(session, data.tag_ids, account)
+        post.audience = audience(session, account_id=account.id, tag_ids=post.tag_ids)
     session.flush()
     team_service.record_audit(session, actor=viewer, action="update", entity_type="moment_post", entity_id=post.id,
                               summary=_summary(post), before=before, after=_snapshot(post))
