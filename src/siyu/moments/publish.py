@@ -92,7 +92,7 @@ def due_posts(session: Session, *, now: datetime) -> list[int]:
 
 
 def publish_one(session: Session, *, post_id: int, now: datetime | None = None, api: Any = None) -> str:
-    """One due post out: WeCom task created, or the operator's reminder; the post's new status."""
+    """One due post out: WeCom task created (through ``api``; None: it waits), or the operator's reminder."""
     now = now or utcnow()
     post = session.get(MomentPost, post_id)
     if post is None or post.status != PostStatus.scheduled.value:
@@ -106,7 +106,6 @@ def publish_one(session: Session, *, post_id: int, now: datetime | None = None, 
     if not account.wecom_userid:
         post.status, post.error = PostStatus.failed.value, _("This account has no WeCom member ID")
         return post.status
-    api = api or _api(session)
     if api is None:
         return post.status  # WeCom not connected: it waits on the calendar
     try:
@@ -156,9 +155,10 @@ def publish_due(session_factory: Any, *, now: datetime | None = None) -> RunResu
     result = RunResult()
     with session_factory() as session:
         ids = due_posts(session, now=now)
+        api = _api(session) if ids else None  # one client for the run (None: WeCom posts wait)
     for post_id in ids:
         with session_factory() as session:
-            status = publish_one(session, post_id=post_id, now=now)
+            status = publish_one(session, post_id=post_id, now=now, api=api)
         if status == PostStatus.creating.value:
             result.published += 1
         elif status == PostStatus.reminded.value:
