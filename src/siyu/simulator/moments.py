@@ -50,8 +50,9 @@ MOMENT_MEDIA_TYPES = ("image", "video")  # W:96347: "朋友圈附件类型，仅
 INVALID_PARAMETER = 40058  # W:90313 不合法的参数
 INVALID_MEDIA_TYPE = 40004  # W:90313 不合法的媒体文件类型
 INVALID_FILE_SIZE = 40006  # W:90313 不合法的文件大小
-INVALID_MEDIA_ID = 40007  # W:90313 不合法的media_id
-INVALID_IMAGE_SIZE = 40009  # W:90313 图片大小不合法
+INVALID_MEDIA_ID = 40007  # W:90313 不合法的media_id参数
+INVALID_IMAGE_SIZE = 40009  # W:90313 上传图片大小不是有效值
+INVALID_VIDEO_SIZE = 40011  # W:90313 上传视频大小不是有效值
 EMPTY_CONTENT = 44004  # W:90313 文本消息content参数为空
 
 # How often customers who can see a moment react (the simulator's choice, seeded): the share who like, comment.
@@ -177,7 +178,7 @@ class MomentsDesk:
             if media_type == "image" and size > IMAGE_MAX_BYTES:
                 raise ApiError(INVALID_IMAGE_SIZE, "invalid image size")
             if media_type == "video" and size > VIDEO_MAX_BYTES:
-                raise ApiError(INVALID_FILE_SIZE, "invalid video size")
+                raise ApiError(INVALID_VIDEO_SIZE, "invalid video size")
             media = MomentMedia(media_id=self.corp._id("3", 44), media_type=media_type,
                                 attachment_type=attachment_type, filename=filename, size=size,
                                 created_at=self._now())
