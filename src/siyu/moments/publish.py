@@ -85,10 +85,12 @@ def _retryable(exc: Exception) -> bool:
 # ---------------------------------------------------------------- scheduled posts go out
 
 
-def due_posts(session: Session, *, now: datetime) -> list[int]:
-    return list(session.scalars(select(MomentPost.id).where(
-        MomentPost.status == PostStatus.scheduled.value, MomentPost.scheduled_at <= now)
-        .order_by(MomentPost.scheduled_at, MomentPost.id).limit(500)))
+def due_posts(session: Session, *, now: datetime, personal_only: bool = False) -> list[int]:
+    query = select(MomentPost.id).where(MomentPost.status == PostStatus.scheduled.value, MomentPost.scheduled_at <= now)
+    if personal_only:  # WeCom is not connected: its members' posts wait, untouched
+        query = query.join(Account, Account.id == MomentPost.account_id).where(
+            Account.kind == AccountKind.personal.value)
+    return list(session.scalars(query.order_by(MomentPost.scheduled_at, MomentPost.id).limit(500)))
 
 
 def publish_one(session: Session, *, post_id: int, now: datetime | None = None, api: Any = None) -> str:
@@ -154,8 +156,8 @@ def publish_due(session_factory: Any, *, now: datetime | None = None) -> RunResu
     now = now or utcnow()
     result = RunResult()
     with session_factory() as session:
-        ids = due_posts(session, now=now)
-        api = _api(session) if ids else None  # one client for the run (None: WeCom posts wait)
+        api = _api(session)  # one client for the run (None: WeCom posts wait)
+        ids = due_posts(session, now=now, personal_only=api is None)
     for post_id in ids:
         with session_factory() as session:
             status = publish_one(session, post_id=post_id, now=now, api=api)
