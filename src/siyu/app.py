@@ -159,12 +159,16 @@ def large_bodies() -> list[tuple[str, int]]:
 
     # A coupon code is at most 64 characters; as JSON or a form, with quotes/escapes and separators.
     codes_bytes = MAX_CODES_PER_UPLOAD * (64 * 3 + 8)
+    from siyu.moments.service import IMAGE_MAX_BYTES, IMAGES_MAX
+
+    moments_bytes = IMAGES_MAX * IMAGE_MAX_BYTES * 4 // 3 + MULTIPART_OVERHEAD  # 9 images, as base64 in JSON
     return [
         (r"(/api/v1)?/customers/import", MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD),
         (r"(/api/v1)?/orders/import", MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD),
         (r"(/api/v1)?/customers/[0-9]+/chat-import", CHAT_EXPORT_BYTES + MULTIPART_OVERHEAD),
         (r"(/api/v1)?/channels/[0-9]+/codes", codes_bytes),
         (r"/api/v1/library/materials|/library/(new|[0-9]+)", LIBRARY_UPLOAD_BYTES),
+        (r"(/api/v1)?/moments(/new)?", moments_bytes),
     ]
 
 
@@ -242,6 +246,8 @@ def create_app() -> FastAPI:
     from siyu.library.routes import pages as library_pages
     from siyu.maintenance.routes import api as maintenance_api
     from siyu.maintenance.routes import pages as maintenance_pages
+    from siyu.moments.routes import api as moments_api
+    from siyu.moments.routes import pages as moments_pages
     from siyu.mp.routes import api as mp_api
     from siyu.mp.routes import pages as mp_pages
     from siyu.orders.routes import api as orders_api
@@ -266,6 +272,7 @@ def create_app() -> FastAPI:
                    orders_api, customers_api, jobs_api, inbox_api, autoreply_api, channels_api, groups_api, mp_api,
                    segments_api, maintenance_api, library_api):
         app.include_router(router, prefix="/api/v1")
+    app.include_router(moments_api, prefix="/api/v1")
     for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
                    chat_pages, sidebar_pages, merge_pages, orders_pages, maintenance_pages, customers_pages,
                    jobs_pages, inbox_pages, autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages,
@@ -277,6 +284,7 @@ def create_app() -> FastAPI:
 
     app.include_router(analytics_api, prefix="/api/v1")
     app.include_router(analytics_pages)
+    app.include_router(moments_pages)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).
     from siyu.wecom import connector as wecom_connector

@@ -57,6 +57,7 @@ from siyu.customers.models import (
 from siyu.customers.schemas import CustomerIn, CustomFieldIn, TouchIn
 from siyu.groups.demo import build_group_demo
 from siyu.library.demo import seed_library
+from siyu.moments.demo import build_moments
 from siyu.orders import service as orders_service
 from siyu.orders.models import Product
 from siyu.team import service as team_service
@@ -731,6 +732,7 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     _fill_inbox(session, customers=created, staff=staff, rng=rng, now=now)
     _wecom_morning(session, accounts=accounts, customers=created, admin=admin_viewer, rng=rng, now=now,
                    adds=wecom_adds)
+    build_moments(session, accounts=accounts, admin=admin_viewer, now=now)  # 朋友圈 calendar (moments.demo)
     _create_cadence(session, admin=admin_viewer, now=now)
     build_group_demo(session, admin=admin_viewer, now=now, seed=seed)
     analytics_demo.build_history(session, seed=seed, now=now)  # 数据分析: the ladder's history

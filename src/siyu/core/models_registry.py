@@ -11,6 +11,7 @@ from siyu.groups import models as groups_models
 from siyu.inbox import models as inbox_models
 from siyu.library import models as library_models
 from siyu.maintenance import models as maintenance_models
+from siyu.moments import models as moments_models
 from siyu.mp import models as mp_models
 from siyu.orders import models as orders_models
 from siyu.segments import models as segments_models
@@ -21,6 +22,7 @@ __all__ = ["accounts_models", "autoreply_models", "channels_models", "core_model
            "groups_models", "inbox_models", "maintenance_models", "mp_models", "orders_models", "segments_models",
            "team_models", "wecom_models"]
 __all__ += ["library_models"]
+__all__ += ["moments_models"]
 
 
 def load_tasks() -> list[str]:

@@ -33,6 +33,7 @@ class TaskKind(enum.StrEnum):
     new_friend = "new_friend"  # 新好友：补全备注与画像
     deleted = "deleted"  # 删除了我们：复盘
     unanswered = "unanswered"  # 未回复的会话
+    moment = "moment"  # 发朋友圈 (personal account: the operator posts a planned moment by hand; no customer)
 
 
 TASK_KIND_LABELS = {
@@ -42,6 +43,7 @@ TASK_KIND_LABELS = {
     TaskKind.new_friend: N_("New friend: complete the remark"),
     TaskKind.deleted: N_("Deleted us: review"),
     TaskKind.unanswered: N_("Unanswered conversation"),
+    TaskKind.moment: N_("Post a moment"),
 }
 
 
@@ -113,7 +115,8 @@ class Task(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"))
+    # None for a task about no one customer (kind moment: ref_id is the moments post)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), nullable=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
     operator_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
     day: Mapped[date] = mapped_column(Date)  # the local day it was generated for

@@ -208,7 +208,8 @@ def _pool_page(session: Any, viewer: Viewer, *, account_id: int | None, limit: i
     return found, next_cursor, routes
 
 
-@api.get("/pool", response_model=PoolPage)
+@api.get("/pool", response_model=PoolPage, responses={
+    404: {"description": "account_id names an account that does not exist (or is not yours)"}})
 def list_pool(session: SessionDep, viewer: ApiViewer, account_id: Annotated[int | None, Query(ge=1)] = None,
               limit: Annotated[int, Query(ge=1, le=200)] = PAGE_SIZE, cursor: str | None = None) -> PoolPage:
     """公海: customers without an owner on the viewer's accounts, longest waiting first."""
@@ -268,7 +269,8 @@ def _churn_page(session: Any, viewer: Viewer, *, account_id: int | None, since: 
     return rows[:limit], next_cursor
 
 
-@api.get("/churn", response_model=ChurnPage)
+@api.get("/churn", response_model=ChurnPage, responses={
+    404: {"description": "account_id names an account that does not exist (or is not yours)"}})
 def list_churn(session: SessionDep, viewer: ApiViewer, account_id: Annotated[int | None, Query(ge=1)] = None,
                since: date | None = None, until: date | None = None, side: str = "",
                limit: Annotated[int, Query(ge=1, le=200)] = PAGE_SIZE, cursor: str | None = None) -> ChurnPage:
@@ -309,14 +311,14 @@ def _today_context(session: Any, viewer: Viewer, account_id: int | None) -> dict
     names = service.task_customers(session, tasks)
     # Churn reviews: the customer's other active friendships (a win-back route) and the stored reason.
     lost = [t for t in tasks if t.kind == TaskKind.deleted.value]
-    routes = churn.win_back_routes(session, customer_ids=[t.customer_id for t in lost])
+    routes = churn.win_back_routes(session, customer_ids=[t.customer_id for t in lost if t.customer_id is not None])
     lost_keys = {(t.customer_id, t.account_id) for t in lost}
     reasons = {(f.customer_id, f.account_id): f for f in session.scalars(
         select(Friendship).where(Friendship.customer_id.in_(sorted({c for c, _a in lost_keys}))))
         if (f.customer_id, f.account_id) in lost_keys} if lost else {}
     items = [{"task": t, "name": names.get(t.id, ("", ""))[0], "remark": names.get(t.id, ("", ""))[1],
               "label": _(TASK_KIND_LABELS[TaskKind(t.kind)]),
-              "routes": [r for r in routes.get(t.customer_id, []) if r[0] != t.account_id],
+              "routes": [r for r in routes.get(t.customer_id or 0, []) if r[0] != t.account_id],
               "ended": reasons.get((t.customer_id, t.account_id))} for t in tasks]
     accounts = accounts_service.list_accounts(session, viewer=viewer)
     return {"items": items, "accounts": accounts, "account_id": account_id, "today": local_today(),
@@ -486,7 +488,7 @@ def today_churn_reason(request: Request, session: SessionDep, viewer: PageViewer
                        form: FormDep) -> Response:
     """The churn review from the task: the reason is stored on the ended friendship, the task is done."""
     task = service.get_task(session, task_id=task_id, viewer=viewer)
-    if task.kind != TaskKind.deleted.value:
+    if task.kind != TaskKind.deleted.value or task.customer_id is None:
         raise Invalid("Only a lost friend's task takes a reason", field="reason")
     reason, note = str(form.get("reason", "") or ""), str(form.get("note", "") or "")
     churn.set_reason(session, customer_id=task.customer_id, account_id=task.account_id, reason=reason, note=note,

@@ -56,7 +56,7 @@ class PolicyCreated(PolicyOut):
 class TaskOut(BaseModel):
     id: int
     kind: str
-    customer_id: int
+    customer_id: int | None  # None for a task about no one customer (kind moment)
     account_id: int
     due_at: date
     status: str

@@ -584,6 +584,11 @@ def complete_task(session: Session, *, task_id: int, data: TaskDoneIn, viewer: V
     task = get_task(session, task_id=task_id, viewer=viewer)
     _finishable(task)
     kind = TaskKind(task.kind)
+    if kind is TaskKind.moment or task.customer_id is None:  # posted by hand: the moments post says so
+        from siyu.moments import service as moments_service
+
+        moments_service.task_done(session, task=task, viewer=viewer)
+        return task
     touch_kind = TouchKind.note if kind in (TaskKind.new_friend, TaskKind.deleted) else TouchKind.chat
     content = data.note.strip() or _("{task} (from today's tasks)", task=_(TASK_KIND_LABELS[kind]))
     touch = customers_service.add_touch(session, customer_id=task.customer_id, viewer=viewer,
@@ -666,16 +671,19 @@ def task_customers(session: Session, tasks: Sequence[Task]) -> dict[int, tuple[s
     """Name and remark name of the tasks' customers (on the task's account) for display."""
     if not tasks:
         return {}
-    pairs = sorted({(t.customer_id, t.account_id) for t in tasks})
+    pairs = sorted({(t.customer_id, t.account_id) for t in tasks if t.customer_id is not None})
     names = {cid: name for cid, name in session.execute(
         select(Customer.id, Customer.name).where(Customer.id.in_(sorted({c for c, _a in pairs}))))}
     # By customer id (its index), the account picked here: a row-value IN is a scan on SQLite.
     remarks = {(c, a): r for c, a, r in session.execute(
         select(Friendship.customer_id, Friendship.account_id, Friendship.remark_name)
         .where(Friendship.customer_id.in_(sorted({c for c, _a in pairs}))))}
-    return {t.id: (names.get(t.customer_id, ""), remarks.get((t.customer_id, t.account_id), "")) for t in tasks}
+    return {t.id: (names.get(t.customer_id, ""), remarks.get((t.customer_id, t.account_id), ""))
+            for t in tasks if t.customer_id is not None}
 
 
 def task_title(task: Task, customer_name: str) -> str:
     label = _(TASK_KIND_LABELS[TaskKind(task.kind)])
+    if task.kind == TaskKind.moment.value and task.detail:  # no customer: the post's first words
+        return f"{label} · {task.detail}"
     return f"{label} · {customer_name}" if customer_name else label

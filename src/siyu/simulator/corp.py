@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from siyu.simulator.archive import ArchiveDesk
 from siyu.simulator.errors import ApiError
 from siyu.simulator.kf import KfDesk, KfState
+from siyu.simulator.moments import MomentsDesk, MomentsState
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -255,6 +256,7 @@ class CorpState(BaseModel):
     transfers: list[Transfer] = Field(default_factory=list)
     join_ways: list[JoinWay] = Field(default_factory=list)  # 群活码 (W:92229)
     kf: KfState = Field(default_factory=KfState)  # 微信客服 (siyu.simulator.kf)
+    moments: MomentsState = Field(default_factory=MomentsState)  # 客户朋友圈 (siyu.simulator.moments)
     message_count: int = 0
     rng_state: list[Any] = Field(default_factory=list)
 
@@ -346,6 +348,7 @@ class VirtualCorp:
         self.media_base = "https://wework.qpic.cn"
         self.kf = KfDesk(self)
         self.archive = ArchiveDesk(self)  # 会话内容存档 (siyu.simulator.archive)
+        self.moments = MomentsDesk(self)  # 客户朋友圈 (siyu.simulator.moments)
 
     # ---- construction and persistence -------------------------------------------------
 
@@ -1451,6 +1454,8 @@ class VirtualCorp:
             return getattr(self.kf, name[3:])
         if name.startswith("archive_"):
             return getattr(self.archive, name[8:])
+        if name.startswith("moment_"):
+            return getattr(self.moments, name[7:])
         return getattr(self, name)
 
     @_locked

@@ -103,6 +103,13 @@ ROUTES: dict[str, tuple[str, str]] = {
     "kf/customer/batchget": ("POST", "kf.api_customer_batchget"),  # W:95159 获取客户基础信息
     # 会话内容存档 (siyu.simulator.archive); the messages themselves: POST /_simulator/finance/chatdata
     "msgaudit/check_single_agree": ("POST", "archive.api_check_single_agree"),  # W:91782 获取会话同意情况
+    # 客户朋友圈 (siyu.simulator.moments); media/upload_attachment (W:96347) is multipart: its own route below
+    "externalcontact/add_moment_task": ("POST", "moments.api_add_moment_task"),  # W:96351 创建发表任务
+    "externalcontact/get_moment_task_result": ("GET", "moments.api_get_moment_task_result"),  # W:96351 获取任务创建结果
+    "externalcontact/get_moment_list": ("POST", "moments.api_get_moment_list"),  # W:96352 获取企业全部的发表列表
+    "externalcontact/get_moment_task": ("POST", "moments.api_get_moment_task"),  # W:96352 企业发表的列表
+    "externalcontact/get_moment_customer_list": ("POST", "moments.api_get_moment_customer_list"),  # W:96352 可见范围
+    "externalcontact/get_moment_comments": ("POST", "moments.api_get_moment_comments"),  # W:96352 互动数据
 }
 
 # What the driver (or a test) may do to the corp through POST /_simulator/<operation>.
@@ -116,7 +123,9 @@ DRIVER_OPERATIONS = ("add_contact", "remove_contact", "edit_contact", "create_gr
                      "kf_end_session", "kf_event", "kf_callback", "kf_overview",
                      # 会话存档: the corp's public key, private and group chats, a customer's consent, a scenario.
                      "archive_public_key", "archive_chat", "archive_group_message", "archive_agree",
-                     "archive_scenario", "archive_overview", "archive_set_key_reuse")
+                     "archive_scenario", "archive_overview", "archive_set_key_reuse",
+                     # 客户朋友圈: a member publishes a moment task in the client, a customer likes or comments.
+                     "moment_publish", "moment_interact", "moment_overview")
 # The platform's words for the codes a fault is usually injected with.
 FAULT_MESSAGES = {-1: "system busy", 45009: "api freq out of limit", 45033: "api concurrent out of limit",
                   40014: "invalid access_token", 42001: "access_token expired"}
@@ -413,6 +422,26 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
             return _error(exc, request)
         token, expires_in = tokens.issue()
         return JSONResponse({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": expires_in})
+
+    @app.post("/cgi-bin/media/upload_attachment")
+    async def upload_attachment(request: Request) -> Response:
+        """W:96347 上传附件资源: multipart/form-data with the file as ``media``; ``media_type`` and
+        ``attachment_type`` in the query. Only the file's name and size are kept."""
+        hit = faults.take("media/upload_attachment")
+        if hit is not None and hit.fail:
+            return _fault(hit.fault, request)
+        try:
+            tokens.check(request.query_params.get("access_token", ""), options.rate_limit)
+            form = await request.form()
+            media = form.get("media")
+            if media is None or isinstance(media, str):
+                raise ApiError(41005, "media data missing")  # W:90313 缺少多媒体文件数据
+            data = await media.read()
+            result = corp.moments.api_upload_attachment(dict(request.query_params), filename=media.filename or "",
+                                                        size=len(data))
+        except ApiError as exc:
+            return _error(exc, request)
+        return JSONResponse({"errcode": 0, "errmsg": "ok", **result})
 
     @app.api_route("/cgi-bin/{path:path}", methods=["GET", "POST"])
     async def wecom_api(path: str, request: Request) -> Response:

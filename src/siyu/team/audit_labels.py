@@ -64,6 +64,8 @@ KINDS: dict[str, Kind] = {
     "group_code": Kind(N_("Group code"), "/groups/codes/{id}"),
     "group_qr_image": Kind(N_("Group QR image")),
     "library_item": Kind(N_("Library item"), "/library/{id}"),
+    "moment_post": Kind(N_("Moment"), "/moments/{id}"),
+    "moment_column": Kind(N_("Moments column"), "/moments/new"),
 }
 
 # action → verb
@@ -96,6 +98,7 @@ ACTIONS: dict[str, str] = {
     "churn_review": N_("Reviewed a lost friend"),
     "retire": N_("Retired"),
     "restore": N_("Restored"),
+    "moment_posted": N_("Marked the moment posted"),
 }
 
 # field of a before/after snapshot → label (the words the object's own page uses)
@@ -145,6 +148,9 @@ FIELDS: dict[str, str] = {
     "admin": N_("role.admin"), "planner": N_("role.planner"), "operator": N_("role.operator"),
     "service": N_("role.service"),
 }
+# 朋友圈 calendar (moments.service snapshots)
+FIELDS |= {"module": N_("Module"), "column_id": N_("Column"), "text": N_("Text"), "images": N_("Images"),
+           "tag_ids": N_("Visible to customers with these tags"), "scheduled_at": N_("Publish at")}
 # a field whose label depends on the object ("kind" is a channel's type, a touch's kind …)
 KIND_FIELDS: dict[str, dict[str, str]] = {
     "channel": {"kind": N_("Type")},

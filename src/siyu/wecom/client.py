@@ -88,6 +88,13 @@ JOIN_WAY_STATE = 30
 GROUP_STAT_DAYS_BACK = 180
 GROUP_STAT_SPAN_DAYS = 30
 GROUP_STAT_OWNERS = 100
+# 客户朋友圈: a moment task is created once (W:96351); an answer lost after it may have been made is not repeated.
+CREATES = CREATES | {"externalcontact/add_moment_task"}
+MOMENT_TEXT_MAX_CHARS = 2000  # W:96351 add_moment_task: text.content "最多支持传入2000个字符"
+MOMENT_IMAGES_MAX = 9  # W:96351 add_moment_task: attachments "最多支持9个图片类型"
+MOMENT_LIST_SPAN_SECONDS = 30 * 86400  # W:96352 get_moment_list: "起止时间间隔不能超过30天"
+MOMENT_LIST_LIMIT = 20  # W:96352 get_moment_list: limit "最大值20"
+MOMENT_PAGE_LIMIT = 1000  # W:96352 get_moment_task / get_moment_customer_list: limit "最大值1000"
 # kf/send_msg is not among them: it carries Siyu's own msgid, which the platform dedupes, so a send whose
 # answer was lost is repeated safely (the customer gets it once).
 KF_SYNC_LIMIT = 1000  # kf/sync_msg: "limit … 默认值和最大值都为1000" (W:94670)
@@ -504,6 +511,44 @@ class WeChatMsgAudit(BaseWeChatAPI):
         return self._post("msgaudit/check_single_agree", data={"info": info})
 
 
+class WeChatMoments(BaseWeChatAPI):
+    """客户朋友圈 calls (wechatpy 1.8.18 has none): W:96351 企业发表内容到客户的朋友圈, W:96352 发表记录,
+    W:96347 上传附件资源."""
+
+    def upload_attachment(self, media_type: str, filename: str, data: bytes, content_type: str) -> Any:
+        """上传附件资源 for moments (``attachment_type=1``): ``media_id`` valid 3 days (W:96347)."""
+        return self._post("media/upload_attachment", params={"media_type": media_type, "attachment_type": 1},
+                          files={"media": (filename, data, content_type)})
+
+    def add_moment_task(self, body: dict[str, Any]) -> Any:
+        """创建发表任务: {text, attachments, visible_range} → ``jobid`` (W:96351)."""
+        return self._post("externalcontact/add_moment_task", data=body)
+
+    def get_moment_task_result(self, jobid: str) -> Any:
+        """获取任务创建结果: ``status`` 1/2/3 and, when 3, ``result`` with ``moment_id`` (W:96351)."""
+        return self._get("externalcontact/get_moment_task_result", params={"jobid": jobid})
+
+    def get_moment_list(self, start_time: int, end_time: int, cursor: str = "", limit: int = 20,
+                        filter_type: int = 0) -> Any:
+        """获取企业全部的发表列表: a span ≤ 30 days, ≤ 20 a page (W:96352)."""
+        return self._post("externalcontact/get_moment_list", data=_given(
+            start_time=start_time, end_time=end_time, filter_type=filter_type, cursor=cursor or None, limit=limit))
+
+    def get_moment_task(self, moment_id: str, cursor: str = "", limit: int = 1000) -> Any:
+        """获取客户朋友圈企业发表的列表: each executor's ``publish_status`` (W:96352)."""
+        return self._post("externalcontact/get_moment_task",
+                          data=_given(moment_id=moment_id, cursor=cursor or None, limit=limit))
+
+    def get_moment_customer_list(self, moment_id: str, userid: str, cursor: str = "", limit: int = 1000) -> Any:
+        """获取客户朋友圈发表时选择的可见范围: ``customer_list`` of {userid, external_userid} (W:96352)."""
+        return self._post("externalcontact/get_moment_customer_list",
+                          data=_given(moment_id=moment_id, userid=userid, cursor=cursor or None, limit=limit))
+
+    def get_moment_comments(self, moment_id: str, userid: str) -> Any:
+        """获取客户朋友圈的互动数据: ``like_list`` and ``comment_list`` per customer (W:96352)."""
+        return self._post("externalcontact/get_moment_comments", data={"moment_id": moment_id, "userid": userid})
+
+
 # ---------------------------------------------------------------- the client
 
 
@@ -513,6 +558,7 @@ class WecomClient(WeChatClient):
     external_contact_more = WeChatExternalContactMore()
     kf = WeChatKf()
     msgaudit = WeChatMsgAudit()
+    moments = WeChatMoments()
 
     def __init__(self, corp_id: str, secret: str, *, api_base: str, storage: TokenStorage,
                  policy: RetryPolicy | None = None, timeout: float = 10.0) -> None:
@@ -986,6 +1032,51 @@ class WecomApi:
             info = [{"userid": u, "exteranalopenid": e} for u, e in wanted[start:start + ARCHIVE_AGREE_PER_CALL]]
             answers += _dict(self.client.msgaudit.check_single_agree(info)).get("agreeinfo", [])
         return answers
+
+    # ---- 客户朋友圈 (customers' moments)
+
+    def upload_moment_image(self, filename: str, data: bytes, content_type: str = "image/jpeg") -> str:
+        """An image for a moment: its ``media_id`` (valid 3 days, so uploaded just before the task)."""
+        return str(_dict(self.client.moments.upload_attachment("image", filename, data, content_type))["media_id"])
+
+    def add_moment_task(self, *, sender: str, text: str = "", image_media_ids: list[str] | None = None,
+                        tag_ids: list[str] | None = None) -> str:
+        """创建发表任务 for one member, visible to the customers with any of ``tag_ids`` (all when none):
+        the ``jobid`` to follow."""
+        body: dict[str, Any] = {"visible_range": {"sender_list": {"user_list": [sender]}}}
+        if tag_ids:
+            body["visible_range"]["external_contact_list"] = {"tag_list": list(tag_ids)}
+        if text:
+            body["text"] = {"content": text}
+        if image_media_ids:
+            body["attachments"] = [{"msgtype": "image", "image": {"media_id": m}} for m in image_media_ids]
+        return str(_dict(self.client.moments.add_moment_task(body))["jobid"])
+
+    def moment_task_result(self, jobid: str) -> dict[str, Any]:
+        """``status`` (3: made) and ``result`` (``moment_id``, invalid senders and tags) of a moment task."""
+        return _dict(self.client.moments.get_moment_task_result(jobid))
+
+    def moments(self, start_time: int, end_time: int) -> list[dict[str, Any]]:
+        """The corp's moments created in (start_time, end_time), page after page (span ≤ 30 days)."""
+        if end_time - start_time > MOMENT_LIST_SPAN_SECONDS:
+            raise ValueError("get_moment_list takes a span of at most 30 days")
+        return self._paged(lambda cursor: self.client.moments.get_moment_list(
+            start_time, end_time, cursor=cursor, limit=MOMENT_LIST_LIMIT), "moment_list")
+
+    def moment_publishers(self, moment_id: str) -> list[dict[str, Any]]:
+        """Each executor of a corp moment: ``userid``, ``publish_status`` (1 published)."""
+        return self._paged(lambda cursor: self.client.moments.get_moment_task(
+            moment_id, cursor=cursor, limit=MOMENT_PAGE_LIMIT), "task_list")
+
+    def moment_customers(self, moment_id: str, userid: str) -> list[dict[str, Any]]:
+        """The customers a member's moment is visible to: {userid, external_userid}."""
+        return self._paged(lambda cursor: self.client.moments.get_moment_customer_list(
+            moment_id, userid, cursor=cursor, limit=MOMENT_PAGE_LIMIT), "customer_list")
+
+    def moment_comments(self, moment_id: str, userid: str) -> dict[str, list[dict[str, Any]]]:
+        """Likes and comments on a member's moment: {"like_list": [...], "comment_list": [...]}."""
+        answer = _dict(self.client.moments.get_moment_comments(moment_id, userid))
+        return {"like_list": list(answer.get("like_list", [])), "comment_list": list(answer.get("comment_list", []))}
 
     # ----
 
