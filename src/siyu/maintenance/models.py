@@ -33,6 +33,7 @@ class TaskKind(enum.StrEnum):
     new_friend = "new_friend"  # 新好友：补全备注与画像
     deleted = "deleted"  # 删除了我们：复盘
     unanswered = "unanswered"  # 未回复的会话
+    sop = "sop"  # 客户SOP 的一步（sops.service: the script to use, or a send that became a task）
 
 
 TASK_KIND_LABELS = {
@@ -42,6 +43,7 @@ TASK_KIND_LABELS = {
     TaskKind.new_friend: N_("New friend: complete the remark"),
     TaskKind.deleted: N_("Deleted us: review"),
     TaskKind.unanswered: N_("Unanswered conversation"),
+    TaskKind.sop: N_("SOP step"),
 }
 
 
