@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from siyu.accounts.models import Account, AccountKind
 from siyu.core.db import among, dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
-from siyu.core.i18n import _
+from siyu.core.i18n import N_, _
 from siyu.core.settings import local_zone
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
@@ -55,6 +55,7 @@ from siyu.segments.schemas import parse_tree
 from siyu.sends import service as sends
 from siyu.sends.models import SendSource
 from siyu.sops.models import (
+    OUTCOME_LABELS,
     EnrolmentStatus,
     ExitKind,
     RunOutcome,
@@ -76,6 +77,12 @@ SENDING_LEASE = timedelta(minutes=10)  # a claim older than this without an answ
 RUN_BATCH = 500
 ENROL_BATCH = 1000
 EDITING_ROLES = ("admin", "planner")
+
+
+# Why an enrolment ended early, in the timeline's words.
+END_LABELS = {ExitKind.purchase.value: N_("The customer bought"), ExitKind.reply.value: N_("The customer replied"),
+              ExitKind.deleted.value: N_("The customer deleted us"), "stopped": N_("The SOP was stopped"),
+              "merged": N_("Merged into another customer already in this SOP")}
 
 
 class SopNotFound(NotFound):
@@ -528,7 +535,8 @@ def _end(session: Session, enrolment_ids: Sequence[int], *, status: EnrolmentSta
         event = "sop_stopped" if status is EnrolmentStatus.stopped else "sop_exited"
         session.connection().execute(cast(Table, Touch.__table__).insert(), [
             _touch_row(r.customer_id, r.account_id, now, {"event": event, "sop_id": r.sop_id, "sop": r.name,
-                                                           "reason": reason, "enrolment_id": r.id}, content="")
+                                                           "reason": reason, "enrolment_id": r.id,
+                                                           "label": _(END_LABELS.get(reason, reason))}, content="")
             for r in rows])
         ended += len(rows)
     return ended
@@ -844,9 +852,6 @@ def _send(session: Session, row: Any, step: dict[str, Any], text: str, *, now: d
         reason = _("A personal account has no server send: send it by hand")
     elif customer is None or not customer.wecom_external_userid:
         reason = _("This customer has no WeCom external user ID, so WeCom cannot deliver to them")
-    connected = api.get() if isinstance(api, _LazyApi) else api
-    if not reason and connected is None:
-        reason = _("WeCom is not connected: send it by hand")
     if reason:
         if not _claim(session, row.id, to=RunStatus.done, now=now):
             return None
@@ -860,6 +865,13 @@ def _send(session: Session, row: Any, step: dict[str, Any], text: str, *, now: d
             return None
         return _instead(session, row, step, text, outcome=RunOutcome.over_quota,
                         reason=reservation.refused[row.customer_id], now=now)
+    connected = api.get() if isinstance(api, _LazyApi) else api
+    if connected is None:
+        sends.release(session, source=SendSource.sop, ref=ref)
+        if not _claim(session, row.id, to=RunStatus.done, now=now):
+            return None
+        return _instead(session, row, step, text, outcome=RunOutcome.no_wecom, now=now,
+                        reason=_("WeCom is not connected: send it by hand"))
     if not _claim(session, row.id, to=RunStatus.sending, now=now):
         sends.release(session, source=SendSource.sop, ref=ref)
         return None
@@ -894,7 +906,7 @@ def _step_touch(session: Session, row: Any, step: dict[str, Any], outcome: RunOu
                       content=content[:2000], occurred_at=now,
                       details={"event": "sop_step", "sop_id": row.sop_id, "sop": sop.name if sop else "",
                                "step": row.step_index + 1, "kind": step["kind"], "outcome": outcome.value,
-                               "run_id": row.id}))
+                               "label": _(OUTCOME_LABELS[outcome]), "run_id": row.id}))
 
 
 # ---------------------------------------------------------------- the periodic job
