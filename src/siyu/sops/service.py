@@ -77,6 +77,7 @@ SENDING_LEASE = timedelta(minutes=10)  # a claim older than this without an answ
 RUN_BATCH = 500
 ENROL_BATCH = 1000
 EDITING_ROLES = ("admin", "planner")
+NO_SERVER_SEND = N_("A personal account has no server send: send it by hand")
 
 
 # Why an enrolment ended early, in the timeline's words.
@@ -821,13 +822,20 @@ def _run_one(session: Session, row: Any, step: dict[str, Any], text: str, *, now
 
 def _task(session: Session, row: Any, text: str, *, now: datetime) -> int | None:
     from siyu.maintenance import service as maintenance_service
-    from siyu.maintenance.models import TaskKind
+    from siyu.maintenance.models import Task, TaskKind, TaskStatus
 
     day = now.astimezone(local_zone()).date()
     found = maintenance_service.add_tasks(session, [{"customer_id": row.customer_id, "account_id": row.account_id,
                                                      "detail": text, "ref_id": row.id}], kind=TaskKind.sop, day=day,
                                           now=now)
-    return found.get((row.customer_id, row.account_id))
+    task_id = found.get((row.customer_id, row.account_id))
+    task = session.get(Task, task_id) if task_id is not None else None
+    if task is not None and task.ref_id != row.id and text not in task.detail:
+        # One SOP task per customer, account and day (the task list's key): a second step of the day joins it.
+        task.detail = f"{task.detail}；{text}"[:255]
+        if task.status != TaskStatus.open.value and task.status != TaskStatus.snoozed.value:
+            task.status = TaskStatus.open.value
+    return task_id
 
 
 def _instead(session: Session, row: Any, step: dict[str, Any], text: str, *, outcome: RunOutcome, reason: str,
@@ -849,7 +857,7 @@ def _send(session: Session, row: Any, step: dict[str, Any], text: str, *, now: d
     customer = session.get(Customer, row.customer_id)
     reason = ""
     if account is None or account.kind != AccountKind.wecom.value or not account.wecom_userid:
-        reason = _("A personal account has no server send: send it by hand")
+        reason = _(NO_SERVER_SEND)
     elif customer is None or not customer.wecom_external_userid:
         reason = _("This customer has no WeCom external user ID, so WeCom cannot deliver to them")
     if reason:
@@ -995,8 +1003,7 @@ def dry_run(session: Session, *, data: SopIn | None = None, sop_id: int | None =
             if kind is StepKind.send:
                 account = accounts.get(entry.account_id)
                 if account is None or account.kind != AccountKind.wecom.value or not externals.get(entry.customer_id):
-                    outcome, reason = RunOutcome.no_wecom.value, _("A personal account has no server send: "
-                                                                   "send it by hand")
+                    outcome, reason = RunOutcome.no_wecom.value, _(NO_SERVER_SEND)
                 elif sends.period_of(period_mode(session), sends.local_day(due)).start == period.start and \
                         sends_so_far >= period.limit:
                     outcome, reason = RunOutcome.over_quota.value, _("Over the send quota: would become a task")
