@@ -275,10 +275,11 @@ def test_a_purchase_ends_the_enrolment_early(db: Session, make: Any, admin: Any)
 def test_steps_run_at_their_relative_times_on_a_fake_clock(db: Session, make: Any, admin: Any) -> None:
     zone = local_zone()
     monday_morning = datetime(2026, 11, 30, 8, 0, tzinfo=zone)  # a Monday, 08:00 local
-    steps = [{"at": "day 0 09:00", "kind": "task", "text": "第0天"}, {"at": "第3天 10:00", "kind": "task", "text": "第3天"},
+    steps = [{"at": "day 0 09:00", "kind": "task", "text": "第0天"},
+             {"at": "第3天 10:00", "kind": "task", "text": "第3天"},
              {"at": "every Monday 09:00", "kind": "task", "text": "周一", "times": 2}]
-    stored = [{**s, **service.parse_when(str(s["at"]))} for s in SopIn.model_validate(
-        {"name": "x", "trigger": {"kind": "stage", "stages": ["traffic"]}, "steps": steps}).model_dump(mode="json")["steps"]]
+    data = SopIn.model_validate({"name": "x", "trigger": {"kind": "stage", "stages": ["traffic"]}, "steps": steps})
+    stored = [{**s, **service.parse_when(str(s["at"]))} for s in data.model_dump(mode="json")["steps"]]
 
     due = service.step_times(stored, monday_morning)
 
@@ -295,7 +296,6 @@ def test_steps_run_at_their_relative_times_on_a_fake_clock(db: Session, make: An
         {"name": "首周", "trigger": {"kind": "stage", "stages": ["traffic"]}, "steps": steps}), now=monday_morning)
     assert service.enrol(db, sop=sop, now=monday_morning) == 1
     db.commit()
-    enrolment = enrolment_of(db, customer)
     ran = []
     for clock in ("11-30 08:59", "11-30 09:00", "12-03 09:59", "12-03 10:00", "12-07 09:00"):
         month, rest = clock.split("-")

@@ -42,7 +42,7 @@ def parse_when(text: str) -> dict[str, int | None]:
     else:
         found = _WEEKLY.match(value)
         if not found or found.group(1).lower() not in WEEKDAYS:
-            raise Invalid("Write the step's time like \"day 0 09:00\", \"day 3 10:00\" or \"every Monday 09:00\"",
+            raise Invalid("Write the step's time like day 0 09:00, day 3 10:00 or every Monday 09:00",
                           field="steps", value=text)
         weekday = WEEKDAYS[found.group(1).lower()]
         hour, minute = found.group(2), found.group(3)
@@ -50,7 +50,7 @@ def parse_when(text: str) -> dict[str, int | None]:
     if day is not None and day > MAX_DAY:
         raise Invalid("A step is at most day {max}", field="steps", max=MAX_DAY)
     if not (0 <= h <= 23 and 0 <= m <= 59):
-        raise Invalid("Write the step's time like \"day 0 09:00\", \"day 3 10:00\" or \"every Monday 09:00\"",
+        raise Invalid("Write the step's time like day 0 09:00, day 3 10:00 or every Monday 09:00",
                       field="steps", value=text)
     return {"day": day, "weekday": weekday, "hour": h, "minute": m}
 

@@ -57,6 +57,8 @@ KINDS: dict[str, Kind] = {
     "rfm_settings": Kind(N_("RFM settings"), "/segments"),
     "pool": Kind(N_("Public pool"), "/pool"),
     "pool_settings": Kind(N_("Public pool settings"), "/pool"),
+    "sop": Kind(N_("Customer SOP"), "/sops/{id}"),
+    "send_settings": Kind(N_("Mass-send quota"), "/sops"),
 }
 
 # action → verb
@@ -129,6 +131,9 @@ FIELDS: dict[str, str] = {
     # export permissions: one field per role
     "admin": N_("role.admin"), "planner": N_("role.planner"), "operator": N_("role.operator"),
     "service": N_("role.service"),
+    # 客户SOP and the send-quota ledger
+    "trigger": N_("Trigger"), "conditions": N_("Audience"), "steps": N_("Steps"), "exits": N_("Early exit"),
+    "quota_mode": N_("Send quota rule"),
 }
 # a field whose label depends on the object ("kind" is a channel's type, a touch's kind …)
 KIND_FIELDS: dict[str, dict[str, str]] = {
@@ -153,6 +158,9 @@ VALUES: dict[str, dict[str, str]] = {
                      "app": N_("App / mini program / channels"), "offline_event": N_("Offline event"),
                      "promoter": N_("Promoter"), "circle": N_("Circle (borrow / mix / swap / build)")},
     "status": {"active": N_("Active"), "paused": N_("Paused"), "archived": N_("Archived")},
+    "sop.status": {"running": N_("Running"), "paused": N_("Paused"), "stopped": N_("Stopped")},
+    "quota_mode": {"month": N_("As many a month as the month has days (WeCom's default)"), "week": N_("7 a week"),
+                   "day": N_("1 a day")},
     "cost_model": {"fixed": N_("Fixed budget"), "per_add": N_("Per added friend"),
                    "per_promoter_reward": N_("Promoter rewards")},
     "account_strategy": {"single": N_("One account"), "round_robin": N_("Round robin"),
