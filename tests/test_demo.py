@@ -337,3 +337,16 @@ def test_every_demo_operator_opens_a_believable_list_of_todays_tasks(session: Se
         assert 5 <= len(tasks) <= 50, (user.username, len(tasks))
         assert {t.kind for t in tasks} >= {"cadence"}
         assert [t.priority for t in tasks] == sorted((t.priority for t in tasks), reverse=True)
+
+
+def test_demo_has_a_running_sop_with_customers_at_its_steps(session: Session) -> None:
+    from siyu.maintenance.models import Task
+    from siyu.sops.models import Sop, SopEnrolment, SopStepRun
+
+    sop = session.scalars(select(Sop).where(Sop.name == "新客7天培育")).one()
+    assert sop.status == "running"
+    enrolments = list(session.scalars(select(SopEnrolment).where(SopEnrolment.sop_id == sop.id)))
+    assert len(enrolments) >= 10
+    outcomes = {run.outcome for run in session.scalars(select(SopStepRun).where(SopStepRun.sop_id == sop.id))}
+    assert {"task", "no_wecom"} <= outcomes  # the welcome task; the message without a WeCom connection, said so
+    assert session.scalar(select(func.count()).select_from(Task).where(Task.kind == "sop")) >= 10

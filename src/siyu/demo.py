@@ -728,6 +728,9 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     _fill_inbox(session, customers=created, staff=staff, rng=rng, now=now)
     _wecom_morning(session, accounts=accounts, customers=created, admin=admin_viewer, rng=rng, now=now,
                    adds=wecom_adds)
+    from siyu.sops.demo import seed as seed_sops  # 客户SOP: "新客7天培育" running (its tasks count in the cap)
+
+    seed_sops(session, admin=admin_viewer, now=now)
     _create_cadence(session, admin=admin_viewer, now=now)
     return _summary(session)
 

@@ -459,6 +459,12 @@ def enrol(session: Session, *, sop: Sop, now: datetime | None = None, customer_i
     now = now or utcnow()
     version = current_version(session, sop)
     entries = candidates(session, sop=sop, version=version, now=now, since=since, customer_ids=customer_ids)
+    return insert_enrolments(session, sop=sop, version=version, entries=entries, now=now)
+
+
+def insert_enrolments(session: Session, *, sop: Sop, version: SopVersion, entries: Sequence[Entry],
+                      now: datetime) -> int:
+    """Write these enrolments (each with its account), their step runs and their timeline entries."""
     if not entries:
         return 0
     table = cast(Table, SopEnrolment.__table__)
