@@ -13,9 +13,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from siyu.core.db import utcnow
 from siyu.core.settings import local_zone
 from siyu.sends import service as sends
 from siyu.sends.models import QuotaMode, SendLedgerEntry, SendSource, TargetKind
+from tests.test_wecom_connector import sim  # noqa: F401  (the simulator fixture)
 
 FEBRUARY = datetime(2026, 2, 10, 10, 0, tzinfo=local_zone())  # 28 days
 DECEMBER = datetime(2026, 12, 10, 10, 0, tzinfo=local_zone())  # 31 days
@@ -108,3 +110,28 @@ def test_quota_rule_api_is_for_admins(client: TestClient, make: Any, admin_heade
     assert answer.status_code == 200 and answer.json() == {"quota_mode": "week", "limit_this_period": 7}
     assert client.put("/api/v1/sends/quota", json={"quota_mode": "hour"}, headers=admin_headers).status_code == 422
     assert client.get("/api/v1/sends/quota", headers=token_for(operator)).json()["quota_mode"] == "week"
+
+
+def test_an_inbox_reply_over_the_customers_quota_is_refused_before_wecom_creates_it(
+        db: Session, make: Any, sim: Any) -> None:  # noqa: F811
+    from tests.test_wecom_connector import MEMBER, conversation_of, reply, wecom_customer
+
+    account = make.account(wecom_userid=MEMBER)
+    external = sim.new_contact()
+    customer = wecom_customer(make, db, account, external)
+    conversation = conversation_of(db, account, customer)
+    now = utcnow()
+    fill(db, [customer.id], now, sends.period_of("month", sends.local_day(now)).limit)
+    db.commit()
+    calls = sim.calls()
+
+    message = reply(db, conversation, "您好，新品到了")
+
+    assert message.status == "failed" and "超出群发额度" in message.error
+    assert sim.calls() == calls and sim.received(external) == []
+    # Given back the month's room, the next reply goes out and is counted once.
+    sends.release(db, source=SendSource.campaign, ref="campaign:0")
+    db.commit()
+    assert reply(db, conversation, "您好，明天发货").status == "sent"
+    assert db.scalar(select(func.count()).select_from(SendLedgerEntry).where(
+        SendLedgerEntry.source == "inbox", SendLedgerEntry.released_at.is_(None))) == 1

@@ -126,19 +126,23 @@ def _counts(session: Session, ids: Sequence[int], period: Period, target: Target
 
 
 def reserve(session: Session, target_ids: Sequence[int], at: datetime, *, source: SendSource, ref: str,
-            target: TargetKind = TargetKind.customer) -> Reservation:
+            target: TargetKind = TargetKind.customer, lock: bool = True) -> Reservation:
     """Reserve one corp mass message for each recipient that has room in the period holding ``at``.
 
     Set-based: one lock, one count, one batched INSERT. The rows are in the caller's transaction:
-    they count for everyone once it commits, and vanish with it when it rolls back.
+    they count for everyone once it commits, and vanish with it when it rolls back. ``lock=False``
+    for a caller that cannot commit before it calls WeCom (the inbox's one-customer replies): the
+    lock would be held across the call; two such replies at the same instant may then both take a
+    customer's last message, which WeCom reports afterwards as before.
     """
     ids = list(dict.fromkeys(int(i) for i in target_ids))
     result = Reservation()
     if not ids:
         return result
     settings = get_settings_row(session)
-    session.execute(update(SendSettings).where(SendSettings.id == settings.id)
-                    .values(lock_seq=SendSettings.lock_seq + 1))  # the ledger's lock, held to the commit
+    if lock:
+        session.execute(update(SendSettings).where(SendSettings.id == settings.id)
+                        .values(lock_seq=SendSettings.lock_seq + 1))  # the ledger's lock, held to the commit
     mode = QuotaMode(settings.quota_mode)
     day = local_day(at)
     period = period_of(mode, day)
