@@ -426,3 +426,102 @@ def test_the_builder_form_dry_runs_and_saves_a_sop(client: TestClient, db: Sessi
     assert service.get_sop(db, sop_id=sop.id).status == "paused"
     quota = console.post("/sops/quota", {"quota_mode": "week"})
     assert quota.status_code == 303 and sends.get_settings_row(db).quota_mode == "week"
+
+
+# ---------------------------------------------------------------- every trigger, the audience, every exit
+
+
+def test_each_trigger_enrols_whom_it_should(db: Session, make: Any, admin: Any) -> None:
+    from siyu.channels import service as channels_service
+    from siyu.customers.models import Friendship
+    from siyu.customers.schemas import CustomFieldIn
+
+    account = make.account()
+    steps = [{"at": "day 0 09:00", "kind": "task", "text": "跟进"}]
+
+    def sop(trigger: dict[str, Any], **extra: Any) -> Any:
+        return new_sop(db, admin, SopIn.model_validate({"name": trigger["kind"], "trigger": trigger, "steps": steps,
+                                                        **extra}))
+
+    def entered(sop: Any) -> list[int]:
+        return sorted(db.scalars(select(SopEnrolment.customer_id).where(SopEnrolment.sop_id == sop.id)))
+
+    # Added through a channel: the add's hook enrols at once, through the channel's account.
+    channel = channels_service.save_channel(db, viewer=SYSTEM, data=channels_service.ChannelIn(
+        name="门店扫码", account_ids=[account.id]))
+    db.commit()
+    by_channel = sop({"kind": "channel", "channel_ids": [channel.id]})
+    scanned, walked_in = make.customer(account), make.customer(account)
+    channels_service.on_friend_added(db, customer_id=scanned.id, account_id=account.id, state=channel.key)
+    db.commit()
+    assert entered(by_channel) == [scanned.id]
+    # Made a purchase: the orders' facts hook.
+    by_purchase = sop({"kind": "purchase"})
+    make.touch(walked_in, kind="purchase", amount="66.00")
+    assert entered(by_purchase) == [walked_in.id]
+    # Days without a touch and birthdays: the job; an audience leaves out who it does not match.
+    quiet = make.customer(account, city="杭州")
+    elsewhere = make.customer(account, city="上海")
+    for customer in (quiet, elsewhere):
+        make.touch(customer, kind="chat", occurred_at=utcnow() - timedelta(days=40))
+    by_silence = sop({"kind": "no_touch", "days": 30},
+                     conditions={"kind": "and", "conditions": [{"kind": "field", "field": "city", "op": "eq",
+                                                                "value": "杭州"}]})
+    customers_service.create_custom_field(db, data=CustomFieldIn(key="birthday", label="生日", field_type="date"),
+                                          actor=SYSTEM)
+    today = utcnow().astimezone(local_zone()).date()
+    born = make.customer(account, custom_fields={"birthday": f"1990-{today:%m-%d}"})
+    by_birthday = sop({"kind": "birthday"})
+    service.run_all(db, now=utcnow(), api=RecordingApi())
+    assert entered(by_silence) == [quiet.id]
+    assert entered(by_birthday) == [born.id]
+    # A customer who is no longer anyone's friend has no account to go through: nobody to enter.
+    gone = make.customer(account)
+    db.execute(Friendship.__table__.update().where(Friendship.customer_id == gone.id).values(status="deleted"))
+    db.commit()
+    by_stage = sop({"kind": "stage", "stages": ["traffic"]})
+    service.run_all(db, now=utcnow(), api=RecordingApi())
+    assert gone.id not in entered(by_stage) and scanned.id in entered(by_stage)
+
+
+def test_replying_or_deleting_us_ends_the_enrolment_early(db: Session, make: Any, admin: Any) -> None:
+    from siyu.customers.models import Friendship
+    from siyu.inbox import service as inbox
+    from siyu.inbox.service import InboundMessage
+
+    account = make.account()
+    talker, leaver = make.customer(account), make.customer(account)
+    tag = crm_tag(db)
+    new_sop(db, admin, sop_data(tag, [{"at": "day 2 09:00", "kind": "task", "text": "回访"}],
+                                exits=["reply", "deleted"]))
+    for customer in (talker, leaver):
+        tag_customer(db, customer, tag)
+
+    inbox.ingest(db, [InboundMessage(source="wecom", platform_msgid="in-1", account_id=account.id,
+                                     customer_id=talker.id, sent_at=utcnow(), text="收到啦")])
+    db.commit()
+    db.execute(Friendship.__table__.update().where(Friendship.customer_id == leaver.id).values(status="deleted"))
+    db.commit()
+    service.run_all(db, now=later(3), api=RecordingApi())
+
+    assert (enrolment_of(db, talker).status, enrolment_of(db, talker).exit_reason) == ("exited", "reply")
+    assert (enrolment_of(db, leaver).status, enrolment_of(db, leaver).exit_reason) == ("exited", "deleted")
+    assert sop_tasks(db, talker) == [] and sop_tasks(db, leaver) == []
+
+
+def test_the_periodic_job_runs_the_engine_and_the_timeline_shows_it(client: TestClient, db: Session, make: Any,
+                                                                    admin: Any) -> None:
+    from siyu.sops import jobs as sop_jobs
+
+    account = make.account()
+    customer = make.customer(account)
+    tag = crm_tag(db)
+    new_sop(db, admin, sop_data(tag, [{"at": "day 0 00:00", "kind": "task", "text": "欢迎加入"}]))
+    tag_customer(db, customer, tag)
+
+    assert sop_jobs.run_once()["by_outcome"] == {"task": 1}
+    assert sop_jobs.run_once()["ran"] == 0
+
+    page = Console(client).login(admin).get(f"/customers/{customer.id}")
+    assert page.status_code == 200 and page.text.count('data-testid="sop-entry"') == 2  # entered; step 1
+    assert "新客7天培育" in page.text
