@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, literal, null, select, update
+from sqlalchemy import Table, bindparam, func, literal, null, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account, AccountKind
@@ -760,10 +760,18 @@ def run_due(session: Session, *, now: datetime | None = None, api: Any = None, c
         versions = {v.id: v for v in session.scalars(select(SopVersion).where(
             SopVersion.id.in_(sorted({r.version_id for r in due}))))}
         values = variables.values_for(session, [(r.customer_id, r.account_id) for r in due])
+        texts = {r.id: variables.render(versions[r.version_id].steps[r.step_index].get("text", ""),
+                                        values[(r.customer_id, r.account_id)]) for r in due}
+        tasks = [r for r in due if versions[r.version_id].steps[r.step_index]["kind"] == StepKind.task.value]
+        ran_tasks = _run_tasks(session, tasks, texts, versions, now=now)
+        result.ran += ran_tasks
+        if ran_tasks:
+            result.by_outcome[RunOutcome.task.value] += ran_tasks
         for row in due:
             step = versions[row.version_id].steps[row.step_index]
-            text = variables.render(step.get("text", ""), values[(row.customer_id, row.account_id)])
-            outcome = _run_one(session, row, step, text, now=now, api=wecom, commit=commit)
+            if step["kind"] == StepKind.task.value:
+                continue
+            outcome = _run_one(session, row, step, texts[row.id], now=now, api=wecom, commit=commit)
             if outcome is not None:
                 result.ran += 1
                 result.by_outcome[outcome.value] += 1
@@ -799,14 +807,7 @@ def _settle_lost_sends(session: Session, *, now: datetime) -> None:
 
 def _run_one(session: Session, row: Any, step: dict[str, Any], text: str, *, now: datetime, api: Any,
              commit: bool) -> RunOutcome | None:
-    kind = StepKind(step["kind"])
-    if kind is StepKind.task:
-        if not _claim(session, row.id, to=RunStatus.done, now=now):
-            return None
-        task_id = _task(session, row, text, now=now)
-        _finish(session, row.id, outcome=RunOutcome.task, now=now, task_id=task_id)
-        _step_touch(session, row, step, RunOutcome.task, now=now, content=text)
-        return RunOutcome.task
+    kind = StepKind(step["kind"])  # task steps run set-based, in _run_tasks
     if kind is StepKind.tag:
         if not _claim(session, row.id, to=RunStatus.done, now=now):
             return None
@@ -824,6 +825,48 @@ def _run_one(session: Session, row: Any, step: dict[str, Any], text: str, *, now
         _step_touch(session, row, step, RunOutcome.tagged, now=now, content=customers_service.tag_name(tag))
         return RunOutcome.tagged
     return _send(session, row, step, text, now=now, api=api, commit=commit)
+
+
+def _run_tasks(session: Session, rows: Sequence[Any], texts: dict[int, str], versions: dict[int, SopVersion], *,
+               now: datetime) -> int:
+    """The batch's task steps, set-based: one claim (pending → done), one insert of the day's tasks, one
+    update of the runs, one insert of their timeline entries. A run another worker claimed is left alone."""
+    if not rows:
+        return 0
+    table = cast(Table, SopStepRun.__table__)
+    claimed = set(session.scalars(
+        update(SopStepRun).where(SopStepRun.id.in_([r.id for r in rows]),
+                                 SopStepRun.status == RunStatus.pending.value)
+        .values(status=RunStatus.done.value, claimed_at=now).returning(SopStepRun.id),
+        execution_options={"synchronize_session": False}))
+    mine = [r for r in rows if r.id in claimed]
+    if not mine:
+        return 0
+    from siyu.maintenance import service as maintenance_service
+    from siyu.maintenance.models import Task, TaskKind
+
+    day = now.astimezone(local_zone()).date()
+    found = maintenance_service.add_tasks(session, [{"customer_id": r.customer_id, "account_id": r.account_id,
+                                                     "detail": texts[r.id], "ref_id": r.id} for r in mine],
+                                          kind=TaskKind.sop, day=day, now=now)
+    joined = [r for r in mine if (r.customer_id, r.account_id) in found]
+    owners = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(sorted(set(found.values())))))}
+    for row in joined:  # a second step of the day for the same customer and account joins the day's task
+        task = owners[found[(row.customer_id, row.account_id)]]
+        if task.ref_id != row.id and texts[row.id] not in task.detail:
+            task.detail = f"{task.detail}；{texts[row.id]}"[:255]
+    session.connection().execute(
+        update(table).where(table.c.id == bindparam("run")).values(
+            outcome=RunOutcome.task.value, task_id=bindparam("task"), ran_at=now),
+        [{"run": r.id, "task": found.get((r.customer_id, r.account_id))} for r in mine])
+    names = {i: n for i, n in session.execute(select(Sop.id, Sop.name).where(
+        Sop.id.in_(sorted({r.sop_id for r in mine}))))}
+    session.connection().execute(cast(Table, Touch.__table__).insert(), [
+        _touch_row(r.customer_id, r.account_id, now, {
+            "event": "sop_step", "sop_id": r.sop_id, "sop": names.get(r.sop_id, ""), "step": r.step_index + 1,
+            "kind": StepKind.task.value, "outcome": RunOutcome.task.value, "label": _(OUTCOME_LABELS[RunOutcome.task]),
+            "run_id": r.id}, content=texts[r.id][:2000]) for r in mine])
+    return len(mine)
 
 
 def _task(session: Session, row: Any, text: str, *, now: datetime) -> int | None:
