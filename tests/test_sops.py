@@ -522,6 +522,10 @@ def test_the_periodic_job_runs_the_engine_and_the_timeline_shows_it(client: Test
     assert sop_jobs.run_once()["by_outcome"] == {"task": 1}
     assert sop_jobs.run_once()["ran"] == 0
 
-    page = Console(client).login(admin).get(f"/customers/{customer.id}")
+    console = Console(client).login(admin)
+    page = console.get(f"/customers/{customer.id}")
     assert page.status_code == 200 and page.text.count('data-testid="sop-entry"') == 2  # entered; step 1
     assert "新客7天培育" in page.text
+    # The task is on the account's 今日任务 with the script to use.
+    today = console.get(f"/today?account={account.id}")
+    assert 'data-testid="sop-script"' in today.text and "欢迎加入" in today.text
