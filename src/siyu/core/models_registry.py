@@ -17,23 +17,9 @@ from siyu.sops import models as sops_models
 from siyu.team import models as team_models
 from siyu.wecom import models as wecom_models
 
-__all__ = [
-    "accounts_models",
-    "autoreply_models",
-    "channels_models",
-    "core_models",
-    "customers_models",
-    "groups_models",
-    "inbox_models",
-    "maintenance_models",
-    "mp_models",
-    "orders_models",
-    "segments_models",
-    "sends_models",
-    "sops_models",
-    "team_models",
-    "wecom_models",
-]
+__all__ = ["accounts_models", "autoreply_models", "channels_models", "core_models", "customers_models",
+           "groups_models", "inbox_models", "maintenance_models", "mp_models", "orders_models", "segments_models",
+           "sends_models", "sops_models", "team_models", "wecom_models"]
 
 
 def load_tasks() -> list[str]:

@@ -74,7 +74,8 @@ DELETED_LOOKBACK_DAYS = 1  # friends who deleted us since the last run
 BATCH = 1000
 # Kind weights in the priority: a conversation waiting for us comes before a routine check-in.
 KIND_WEIGHT = {TaskKind.unanswered: 400, TaskKind.follow_up: 300, TaskKind.birthday: 250,
-               TaskKind.deleted: 200, TaskKind.cadence: 100, TaskKind.new_friend: 50, TaskKind.sop: 280}
+               TaskKind.deleted: 200, TaskKind.cadence: 100, TaskKind.new_friend: 50}
+KIND_WEIGHT[TaskKind.sop] = 280  # a 客户SOP step (sops.service): a planned touch, after a follow-up
 
 
 class TaskNotFound(NotFound):
