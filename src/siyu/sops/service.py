@@ -393,6 +393,14 @@ def candidates(session: Session, *, sop: Sop, version: SopVersion, now: datetime
     busy = select(SopEnrolment.id).where(SopEnrolment.sop_id == sop.id, SopEnrolment.customer_id == sub.c.customer_id,
                                          SopEnrolment.status == EnrolmentStatus.active.value)
     selected = selected.where(~busy.exists())
+    # Already through this SOP for this firing: the same occurrence, or (a lapse) enrolled since the last touch.
+    # In SQL, so the periodic job does not fetch everyone who finished the SOP every five minutes.
+    mine = [SopEnrolment.sop_id == sop.id, SopEnrolment.customer_id == sub.c.customer_id]
+    if "last_touch_at" in sub.c:
+        seen = select(SopEnrolment.id).where(*mine, SopEnrolment.anchor_at >= sub.c.last_touch_at)
+    else:
+        seen = select(SopEnrolment.id).where(*mine, SopEnrolment.occurrence == sub.c.occurrence)
+    selected = selected.where(~seen.exists())
     if customer_ids is not None:
         ids = sorted(set(customer_ids))
         if not ids:
