@@ -372,6 +372,11 @@ def test_operator_cannot_see_another_accounts_sop_enrolments(client: TestClient,
     own_enrolment = client.get(f"/api/v1/sops/{sop.id}/enrolments/{enrolment_of(db, own).id}", headers=headers)
     assert own_enrolment.status_code == 200 and own_enrolment.json()["steps"][0]["status"] == "pending"
     assert client.post(f"/api/v1/sops/{sop.id}/pause", headers=headers).status_code == 403  # operators read only
+    console = Console(client).login(operator)
+    page = console.get(f"/sops/{sop.id}")
+    assert page.status_code == 200 and f"/customers/{own.id}" in page.text
+    assert f"/customers/{foreign.id}" not in page.text and 'data-testid="sop-builder"' not in page.text
+    assert 'data-testid="sop-builder"' not in console.get("/sops").text
 
 
 def test_sop_api_create_pause_stop_and_the_console_pages(client: TestClient, db: Session, make: Any, admin: Any,
