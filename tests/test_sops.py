@@ -534,3 +534,15 @@ def test_the_periodic_job_runs_the_engine_and_the_timeline_shows_it(client: Test
     # The task is on the account's 今日任务 with the script to use.
     today = console.get(f"/today?account={account.id}")
     assert 'data-testid="sop-script"' in today.text and "欢迎加入" in today.text
+
+
+def test_out_of_range_ids_and_bad_cursors_are_refused_never_a_500(client: TestClient, make: Any,
+                                                                  admin_headers: dict[str, str]) -> None:
+    for trigger in ({"kind": "channel", "channel_ids": [99999999999999999999]}, {"kind": "tag", "tag_ids": [2**70]}):
+        body = {"name": "x", "trigger": trigger, "steps": [{"at": "day 0", "kind": "task", "text": "hi"}]}
+        assert client.post("/api/v1/sops", json=body, headers=admin_headers).status_code == 422
+    body = {"name": "x", "trigger": {"kind": "stage", "stages": ["user"]},
+            "steps": [{"at": "day 0", "kind": "tag", "tag_id": 2**70}]}
+    assert client.post("/api/v1/sops", json=body, headers=admin_headers).status_code == 422
+    assert client.get("/api/v1/sops/99999999999999999999", headers=admin_headers).status_code in (404, 422)
+    assert client.get("/api/v1/sops/1/enrolments?cursor=abc", headers=admin_headers).status_code in (404, 422)
