@@ -384,3 +384,16 @@ def test_demo_library_holds_believable_scripts_and_materials(session: Session) -
     image = next(i for i in items if i.kind == "image")
     first = session.scalar(select(StoredChunk.data).where(StoredChunk.file_key == image.file_key, StoredChunk.seq == 0))
     assert first is not None and bytes(first).startswith(b"\x89PNG")  # in the shared storage
+
+
+def test_demo_has_a_running_sop_with_customers_at_its_steps(session: Session) -> None:
+    from siyu.maintenance.models import Task
+    from siyu.sops.models import Sop, SopEnrolment, SopStepRun
+
+    sop = session.scalars(select(Sop).where(Sop.name == "新客7天培育")).one()
+    assert sop.status == "running"
+    enrolments = list(session.scalars(select(SopEnrolment).where(SopEnrolment.sop_id == sop.id)))
+    assert len(enrolments) >= 10
+    outcomes = {run.outcome for run in session.scalars(select(SopStepRun).where(SopStepRun.sop_id == sop.id))}
+    assert {"task", "no_wecom"} <= outcomes  # the welcome task; the message without a WeCom connection, said so
+    assert session.scalar(select(func.count()).select_from(Task).where(Task.kind == "sop")) >= 10

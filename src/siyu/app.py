@@ -254,6 +254,8 @@ def create_app() -> FastAPI:
     from siyu.orders.routes import pages as orders_pages
     from siyu.segments.routes import api as segments_api
     from siyu.segments.routes import pages as segments_pages
+    from siyu.sops.routes import api as sops_api
+    from siyu.sops.routes import pages as sops_pages
     from siyu.team.routes import api as team_api
     from siyu.team.routes import pages as team_pages
     from siyu.web.routes import pages as web_pages
@@ -285,6 +287,8 @@ def create_app() -> FastAPI:
     app.include_router(analytics_api, prefix="/api/v1")
     app.include_router(analytics_pages)
     app.include_router(moments_pages)
+    app.include_router(sops_api, prefix="/api/v1")  # 客户SOP and the send-quota ledger's setting
+    app.include_router(sops_pages)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).
     from siyu.wecom import connector as wecom_connector

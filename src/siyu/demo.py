@@ -733,6 +733,9 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     _wecom_morning(session, accounts=accounts, customers=created, admin=admin_viewer, rng=rng, now=now,
                    adds=wecom_adds)
     build_moments(session, accounts=accounts, admin=admin_viewer, now=now)  # 朋友圈 calendar (moments.demo)
+    from siyu.sops.demo import seed as seed_sops  # 客户SOP: "新客7天培育" running (its tasks count in the cap)
+
+    seed_sops(session, admin=admin_viewer, now=now)
     _create_cadence(session, admin=admin_viewer, now=now)
     build_group_demo(session, admin=admin_viewer, now=now, seed=seed)
     analytics_demo.build_history(session, seed=seed, now=now)  # 数据分析: the ladder's history

@@ -15,12 +15,14 @@ from siyu.moments import models as moments_models
 from siyu.mp import models as mp_models
 from siyu.orders import models as orders_models
 from siyu.segments import models as segments_models
+from siyu.sends import models as sends_models
+from siyu.sops import models as sops_models
 from siyu.team import models as team_models
 from siyu.wecom import models as wecom_models
 
 __all__ = ["accounts_models", "autoreply_models", "channels_models", "core_models", "customers_models",
            "groups_models", "inbox_models", "maintenance_models", "mp_models", "orders_models", "segments_models",
-           "team_models", "wecom_models"]
+           "sends_models", "sops_models", "team_models", "wecom_models"]
 __all__ += ["library_models"]
 __all__ += ["moments_models"]
 

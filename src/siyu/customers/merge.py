@@ -184,6 +184,11 @@ def merge_customers(session: Session, *, target_id: int, source_ids: list[int], 
     from siyu.groups import service as groups_service  # groups build on customers: imported when merging
 
     moves["group_member"] = groups_service.repoint_members(session, source_ids=source_id_list, target_id=target.id)
+    from siyu.sends import service as sends_service  # the send-quota ledger and 客户SOP build on customers
+    from siyu.sops import service as sops_service
+
+    moves["send_ledger"] = sends_service.repoint_customers(session, source_ids=source_id_list, target_id=target.id)
+    moves["sop_enrolment"] = sops_service.repoint_enrolments(session, source_ids=source_id_list, target_id=target.id)
     moves["tags_added"] = _carry_tags(session, target_id=target.id, source_ids=source_id_list)
     moves["custom_before"] = _carry_custom_values(session, target_id=target.id, source_ids=source_id_list)
 
@@ -358,6 +363,11 @@ def undo_merge(session: Session, *, merge_id: int, viewer: Viewer) -> CustomerMe
     from siyu.groups import service as groups_service
 
     groups_service.restore_members(session, moved=moves.get("group_member", []), target_id=target.id)
+    from siyu.sends import service as sends_service
+    from siyu.sops import service as sops_service
+
+    sends_service.restore_customers(session, moved=moves.get("send_ledger", []), target_id=target.id)
+    sops_service.restore_enrolments(session, moved=moves.get("sop_enrolment", []), target_id=target.id)
     for tag_id in moves.get("tags_added", []):
         session.execute(delete(CustomerTag).where(
             CustomerTag.customer_id == target.id, CustomerTag.tag_id == tag_id))

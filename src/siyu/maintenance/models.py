@@ -34,6 +34,7 @@ class TaskKind(enum.StrEnum):
     deleted = "deleted"  # 删除了我们：复盘
     unanswered = "unanswered"  # 未回复的会话
     moment = "moment"  # 发朋友圈 (personal account: the operator posts a planned moment by hand; no customer)
+    sop = "sop"  # 客户SOP 的一步（sops.service: the script to use, or a send that became a task）
 
 
 TASK_KIND_LABELS = {
@@ -44,6 +45,7 @@ TASK_KIND_LABELS = {
     TaskKind.deleted: N_("Deleted us: review"),
     TaskKind.unanswered: N_("Unanswered conversation"),
     TaskKind.moment: N_("Post a moment"),
+    TaskKind.sop: N_("SOP step"),
 }
 
 

@@ -74,7 +74,8 @@ NEW_FRIEND_DAYS = 3  # a friend added within these days without a remark name is
 DELETED_LOOKBACK_DAYS = 1  # friends who deleted us since the last run
 BATCH = 1000
 # Kind weights in the priority: a conversation waiting for us comes before a routine check-in.
-KIND_WEIGHT = {TaskKind.unanswered: 400, TaskKind.follow_up: 300, TaskKind.birthday: 250,
+# A 客户SOP step (sops.service) is a planned touch: after a follow-up, before a birthday.
+KIND_WEIGHT = {TaskKind.unanswered: 400, TaskKind.follow_up: 300, TaskKind.sop: 280, TaskKind.birthday: 250,
                TaskKind.deleted: 200, TaskKind.cadence: 100, TaskKind.new_friend: 50}
 
 
@@ -687,3 +688,41 @@ def task_title(task: Task, customer_name: str) -> str:
     if task.kind == TaskKind.moment.value and task.detail:  # no customer: the post's first words
         return f"{label} · {task.detail}"
     return f"{label} · {customer_name}" if customer_name else label
+
+
+# ---------------------------------------------------------------- tasks other domains create (客户SOP steps)
+
+
+def add_tasks(session: Session, rows: Sequence[dict[str, Any]], *, kind: TaskKind, day: date,
+              now: datetime | None = None) -> dict[tuple[int, int], int]:
+    """Open tasks of ``kind`` for (customer, account) pairs on ``day``: the operator is the account's owner.
+
+    ``rows``: ``customer_id``, ``account_id``, ``detail`` (the script), ``ref_id`` (the caller's record).
+    Set-based and idempotent like the daily job: the unique key (customer, account, kind, day) keeps one
+    task per pair and day, and a second call answers the task already there. Returns pair → task id.
+    """
+    if not rows:
+        return {}
+    now = now or utcnow()
+    account_ids = sorted({int(r["account_id"]) for r in rows})
+    owners = {aid: owner for aid, owner in session.execute(
+        select(Account.id, Account.owner_user_id).where(Account.id.in_(account_ids)))}
+    values = [{"kind": kind.value, "customer_id": int(r["customer_id"]), "account_id": int(r["account_id"]),
+               "operator_id": owners.get(int(r["account_id"])), "day": day, "priority": KIND_WEIGHT[kind],
+               "overdue_days": 0, "status": TaskStatus.open.value, "detail": str(r.get("detail", ""))[:255],
+               "ref_id": r.get("ref_id"), "snoozed_until": None, "skip_reason": "", "touch_id": None,
+               "finished_by_id": None, "finished_at": None, "created_at": now} for r in rows]
+    table = cast(Table, Task.__table__)
+    for start in range(0, len(values), BATCH):
+        session.connection().execute(dialect_insert(session, table).on_conflict_do_nothing(
+            index_elements=["customer_id", "account_id", "kind", "day"]), values[start:start + BATCH])
+    customers = sorted({int(r["customer_id"]) for r in rows})
+    found: dict[tuple[int, int], int] = {}
+    for start in range(0, len(customers), BATCH):
+        for task_id, c, a in session.execute(
+                select(Task.id, Task.customer_id, Task.account_id)
+                .where(Task.customer_id.in_(customers[start:start + BATCH]), Task.kind == kind.value,
+                       Task.day == day)):
+            if c is not None:  # always set here (the query asks for these customers); a moment task has none
+                found[(int(c), int(a))] = int(task_id)
+    return found

@@ -66,6 +66,8 @@ KINDS: dict[str, Kind] = {
     "library_item": Kind(N_("Library item"), "/library/{id}"),
     "moment_post": Kind(N_("Moment"), "/moments/{id}"),
     "moment_column": Kind(N_("Moments column"), "/moments/new"),
+    "sop": Kind(N_("Customer SOP"), "/sops/{id}"),
+    "send_settings": Kind(N_("Mass-send quota"), "/sops"),
 }
 
 # action → verb
@@ -147,6 +149,9 @@ FIELDS: dict[str, str] = {
     # export permissions: one field per role
     "admin": N_("role.admin"), "planner": N_("role.planner"), "operator": N_("role.operator"),
     "service": N_("role.service"),
+    # 客户SOP and the send-quota ledger
+    "trigger": N_("Trigger"), "steps": N_("Steps"), "exits": N_("Early exit"),
+    "quota_mode": N_("Send quota rule"),
 }
 # 朋友圈 calendar (moments.service snapshots)
 FIELDS |= {"module": N_("Module"), "column_id": N_("Column"), "text": N_("Text"), "images": N_("Images"),
@@ -157,6 +162,7 @@ KIND_FIELDS: dict[str, dict[str, str]] = {
     "account": {"kind": N_("Type")},
     "touch": {"kind": N_("Kind")},
     "library_item": {"kind": N_("Type")},
+    "sop": {"conditions": N_("Audience")},
 }
 
 # values shown in the words of the pages: "kind.field", then "field", then "*" (any field)
@@ -177,6 +183,9 @@ VALUES: dict[str, dict[str, str]] = {
     "status": {"active": N_("Active"), "paused": N_("Paused"), "archived": N_("Archived"), "retired": N_("Retired")},
     "library_item.kind": {"script": N_("Script"), "image": N_("Image"), "link": N_("Link"),
                           "miniprogram": N_("Mini-program card"), "file": N_("File")},
+    "sop.status": {"running": N_("Running"), "paused": N_("Paused"), "stopped": N_("Stopped")},
+    "quota_mode": {"month": N_("As many a month as the month has days (WeCom's default)"), "week": N_("7 a week"),
+                   "day": N_("1 a day")},
     "cost_model": {"fixed": N_("Fixed budget"), "per_add": N_("Per added friend"),
                    "per_promoter_reward": N_("Promoter rewards")},
     "account_strategy": {"single": N_("One account"), "round_robin": N_("Round robin"),

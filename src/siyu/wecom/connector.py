@@ -29,12 +29,13 @@ failure stands.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, object_session
 
 from siyu.accounts.models import Account, AccountKind
-from siyu.core.db import transaction
+from siyu.core.db import transaction, utcnow
 from siyu.core.i18n import N_, _
 from siyu.inbox import delivery
 from siyu.inbox.delivery import Accepted, DeliveryError, Outgoing
@@ -74,6 +75,7 @@ class WecomConnector:
         external = outgoing.customer.wecom_external_userid if outgoing.customer is not None else None
         if not outgoing.group_key and not external:
             raise DeliveryError(NO_EXTERNAL_USERID, permanent=True)
+        quota = _reserve(outgoing)  # the customer's mass-send quota, counted before WeCom creates anything
         try:
             if outgoing.group_key:  # a group conversation: the group chat, by its chat id
                 target = outgoing.group_key
@@ -84,8 +86,11 @@ class WecomConnector:
                 answer = self.api.create_mass_send(sender=account.wecom_userid, text=outgoing.text,
                                                    chat_type="single", external_userids=[target])
         except WecomApiError as exc:
+            if exc.errcode is not None or exc.retryable:  # WeCom created nothing: the quota is given back
+                quota()
             raise _delivery_error(exc, member=account.wecom_userid) from exc
         if target in answer["fail_list"] or not answer["msgid"]:
+            quota()
             raise DeliveryError(NOT_A_CONTACT, permanent=True)
         msgid = str(answer["msgid"])
         session = object_session(account)
@@ -93,6 +98,28 @@ class WecomConnector:
             send_results.track(session, message_id=outgoing.message_id, msgid=msgid, sender=account.wecom_userid,
                                target=target)
         return Accepted(msgid, confirmed_later=session is not None)
+
+
+def _reserve(outgoing: Outgoing) -> Callable[[], None]:
+    """Reserve this reply in the one send-quota ledger (one customer; group chats are not counted here).
+
+    Refused over quota, with the ledger's reason; returns what gives the reservation back."""
+    session = object_session(outgoing.account)
+    customer = outgoing.customer
+    if session is None or customer is None or outgoing.group_key:
+        return lambda: None
+    from siyu.sends import service as sends
+    from siyu.sends.models import SendSource
+
+    ref = f"message:{outgoing.message_id}"
+    grant = sends.reserve(session, [customer.id], utcnow(), source=SendSource.inbox, ref=ref, lock=False)
+    if customer.id in grant.refused:
+        raise DeliveryError(grant.refused[customer.id], permanent=True)
+
+    def release() -> None:
+        sends.release(session, source=SendSource.inbox, ref=ref)
+
+    return release
 
 
 def _delivery_error(exc: WecomApiError, *, member: str) -> DeliveryError:
