@@ -33,6 +33,10 @@ class TaskKind(enum.StrEnum):
     new_friend = "new_friend"  # 新好友：补全备注与画像
     deleted = "deleted"  # 删除了我们：复盘
     unanswered = "unanswered"  # 未回复的会话
+    # 群规 (groups.moderation): a finding becomes the group owner's task, with the evidence
+    group_removal = "group_removal"  # 移出违规成员（企业微信没有移出群成员的接口，由群主在客户端操作）
+    group_warn = "group_warn"  # 在群里提醒违规成员
+    group_flag = "group_flag"  # 黑名单成员加入了本群
 
 
 TASK_KIND_LABELS = {
@@ -42,6 +46,9 @@ TASK_KIND_LABELS = {
     TaskKind.new_friend: N_("New friend: complete the remark"),
     TaskKind.deleted: N_("Deleted us: review"),
     TaskKind.unanswered: N_("Unanswered conversation"),
+    TaskKind.group_removal: N_("Group rule broken: remove the member"),
+    TaskKind.group_warn: N_("Group rule broken: warn the member"),
+    TaskKind.group_flag: N_("A blacklisted member joined the group"),
 }
 
 

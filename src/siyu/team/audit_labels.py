@@ -57,6 +57,12 @@ KINDS: dict[str, Kind] = {
     "rfm_settings": Kind(N_("RFM settings"), "/segments"),
     "pool": Kind(N_("Public pool"), "/pool"),
     "pool_settings": Kind(N_("Public pool settings"), "/pool"),
+    # 群规 (groups.moderation)
+    "group_rule": Kind(N_("Group rule"), "/groups/rules/{id}"),
+    "group_finding": Kind(N_("Group-rule finding"), "/groups/findings"),
+    "group_blacklist": Kind(N_("Group blacklist"), "/groups/blacklist"),
+    "group_whitelist": Kind(N_("Group-rule whitelist"), "/groups/rules#whitelist"),
+    "group_chat": Kind(N_("Customer group"), "/groups/{id}"),
 }
 
 # action → verb
@@ -87,6 +93,11 @@ ACTIONS: dict[str, str] = {
     "pool_return": N_("Returned to the public pool"),
     "pool_sweep": N_("Swept the public pool"),
     "churn_review": N_("Reviewed a lost friend"),
+    "moderate": N_("Found a group-rule breach"),
+    "blacklist": N_("Put on the blacklist"),
+    "appeal": N_("Recorded an appeal"),
+    "pardon": N_("Pardoned"),
+    "feedback": N_("Reported a false positive"),
 }
 
 # field of a before/after snapshot → label (the words the object's own page uses)
@@ -126,6 +137,11 @@ FIELDS: dict[str, str] = {
     "changed": N_("Changed settings"), "mode": N_("Mode"), "customers": N_("Customers"), "count": N_("Count"),
     "action": N_("Action"), "file": N_("File"), "merge_id": N_("Merge"), "wecom_id": N_("WeCom ID"),
     "ok": N_("Succeeded"), "enabled": N_("Enabled"),
+    # group rules (groups.moderation)
+    "rule": N_("Rule"), "offence": N_("Offence"), "actions": N_("Actions"), "trigger": N_("Trigger message"),
+    "finding": N_("Finding"), "appeal": N_("Appeal"), "reason": N_("Reason"), "note": N_("Note"),
+    "group_kind": N_("Group kind"), "params": N_("Parameters"), "ladder": N_("Actions by offence"),
+    "rule_id": N_("Rule"), "findings": N_("Findings"), "messages": N_("Messages"),
     # export permissions: one field per role
     "admin": N_("role.admin"), "planner": N_("role.planner"), "operator": N_("role.operator"),
     "service": N_("role.service"),
