@@ -108,7 +108,8 @@ DRIVER_OPERATIONS = ("add_contact", "remove_contact", "edit_contact", "create_gr
                      "kf_end_session", "kf_event", "kf_callback", "kf_overview",
                      # 会话存档: the corp's public key, private and group chats, a customer's consent, a scenario.
                      "archive_public_key", "archive_chat", "archive_group_message", "archive_agree",
-                     "archive_scenario", "archive_overview", "archive_set_key_reuse")
+                     "archive_scenario", "archive_overview", "archive_set_key_reuse",
+                     "archive_group_post")
 # The platform's words for the codes a fault is usually injected with.
 FAULT_MESSAGES = {-1: "system busy", 45009: "api freq out of limit", 45033: "api concurrent out of limit",
                   40014: "invalid access_token", 42001: "access_token expired"}

@@ -727,6 +727,8 @@ def check_joins(session: Session, *, row: ModerationCursor) -> list[int]:
             continue
         entry = session.scalar(select(BlacklistEntry).where(BlacklistEntry.userid == userid))
         assert entry is not None
+        if _aware(at) < _aware(entry.created_at):
+            continue  # joined before being blacklisted
         evidence = [{"msgid": "", "at": at.isoformat(), "type": "join",
                      "text": _("On the blacklist since {day}: {reason}", day=entry.created_at.date().isoformat(),
                                reason=entry.reason)[:EVIDENCE_TEXT]}]
@@ -745,6 +747,10 @@ def check_joins(session: Session, *, row: ModerationCursor) -> list[int]:
         act_on(session, finding=finding, rule=None)
         created.append(finding.id)
     return created
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def list_blacklist(session: Session, *, status: str | None = None) -> list[BlacklistEntry]:
