@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from siyu.core.viewer import SYSTEM
 from siyu.customers.models import Customer, Touch
 from siyu.groups import service as groups_service
-from siyu.groups.models import GroupChat, GroupMessage
+from siyu.groups.models import GroupMessage
 from siyu.groups.moderation import service
 from siyu.groups.moderation.models import BlacklistEntry, ModerationFinding, ModerationRule
 from siyu.groups.moderation.schemas import RuleIn
@@ -171,7 +171,8 @@ def test_actions_are_graduated_warn_then_removal_task_then_blacklist_and_the_adm
     kinds = sorted(t.kind for t in db.scalars(select(Task)))
     assert kinds == ["group_removal", "group_warn"]  # one removal task a day: the third finding reuses it
     warn = next(t for t in db.scalars(select(Task)) if t.kind == "group_warn")
-    assert "@小李+郑州+销售 请不要连续发表情（郑州中心）" in warn.detail  # the group nickname and the account, never a remark
+    # the member's group nickname and the account's name, never a remark name
+    assert "@小李+郑州+销售 请不要连续发表情（郑州中心）" in warn.detail
     assert got[2].admin_notified
     entry = db.scalars(select(BlacklistEntry)).one()
     assert entry.userid == "wmspammer" and entry.status == "active"

@@ -123,7 +123,8 @@ def test_a_list_of_5000_banned_words_matches_in_one_pass() -> None:
     assert [(h.trigger, h.detail["words"]) for h in hits] == [("m9999", ["违禁词4999"])]
 
 
-@pytest.mark.parametrize("nickname", ["王芳+杭州+会计", "🌸王芳 杭州 会计🌸", "Amy💕 · 上海 · 设计师", "王芳 ＋ 杭州 ＋ 会计",
+@pytest.mark.parametrize("nickname", ["王芳+杭州+会计", "🌸王芳 杭州 会计🌸", "Amy💕 · 上海 · 设计师",
+                                      "王芳 ＋ 杭州 ＋ 会计",
                                       "王芳-杭州-会计👩‍💼", "  王芳  杭州  会计  "])
 def test_nicknames_in_the_name_region_job_format_pass_with_emoji_and_spaces(nickname: str) -> None:
     assert engine.nickname_ok(nickname, {"parts": 3})
