@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from siyu.core.viewer import SYSTEM
 from siyu.customers.models import Customer, Touch
 from siyu.groups import service as groups_service
-from siyu.groups.models import GroupMessage
+from siyu.groups.models import GroupChat, GroupMessage
 from siyu.groups.moderation import service
 from siyu.groups.moderation.models import BlacklistEntry, ModerationFinding, ModerationRule
 from siyu.groups.moderation.schemas import RuleIn
@@ -24,6 +24,7 @@ from siyu.maintenance.models import Task
 from siyu.team.models import AuditEntry
 from siyu.wecom import archive
 from tests.conftest import Factory, viewer_of
+from tests.test_demo import demo, session  # noqa: F401  (fixtures)
 from tests.test_pages import Console
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -413,3 +414,17 @@ def test_the_console_pages_edit_a_rule_dry_run_it_and_show_findings_blacklist_an
     assert wecom.status_code == 200 and "防骚扰" in wecom.text and "广告须发红包" in wecom.text
     home = console.get("/groups")
     assert 'href="/groups/rules"' in home.text and 'href="/groups/blacklist"' in home.text
+
+
+def test_the_demo_has_the_seeds_rules_and_catches_an_ad_without_a_red_packet_with_the_owners_task(
+        demo: Any, session: Session) -> None:  # noqa: F811
+    from siyu.groups.moderation.demo import GROUP_NAME, SEED_RULES
+
+    assert sorted(r.name for r in session.scalars(select(ModerationRule))) == sorted(r["name"] for r in SEED_RULES)
+    group = session.scalars(select(GroupChat).where(GroupChat.name == GROUP_NAME)).one()
+    found = list(session.scalars(select(ModerationFinding).where(ModerationFinding.group_chat_id == group.id)))
+    ads = [f for f in found if f.rule_kind == "ad"]
+    assert len(ads) == 1 and ads[0].evidence[0]["text"] == "日赚300元，宝妈在家就能做"  # the paid-for ad passed
+    task = session.get(Task, ads[0].task_id)
+    assert task is not None and task.kind == "group_removal" and "日赚300元" in task.detail
+    assert [f.detail["nickname"] for f in found if f.rule_kind == "nickname"] == ["陈先生"]

@@ -33,7 +33,7 @@ def mirror(db: Session, chat_id: str) -> GroupChat:
 
 
 def test_an_ad_without_a_red_packet_in_the_archive_becomes_the_owners_task_and_a_blacklist_refused_elsewhere(
-        client: TestClient, db: Session, sim: Sim, admin_headers: dict[str, str]) -> None:
+        client: TestClient, db: Session, sim: Sim, admin_headers: dict[str, str]) -> None:  # noqa: F811
     assert client.post("/api/v1/group-rules", json=AD_RULE, headers=admin_headers).status_code == 201
     first, second = sim.corp.state.group_chats[0], sim.corp.state.group_chats[1]
     spammer = next(m.userid for m in first.members if m.type == 2 and m.userid not in

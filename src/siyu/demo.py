@@ -728,6 +728,7 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     _fill_inbox(session, customers=created, staff=staff, rng=rng, now=now)
     _wecom_morning(session, accounts=accounts, customers=created, admin=admin_viewer, rng=rng, now=now,
                    adds=wecom_adds)
+    __import__("siyu.groups.moderation.demo", fromlist=["build"]).build(session, admin=admin_viewer, now=now)
     _create_cadence(session, admin=admin_viewer, now=now)
     return _summary(session)
 
