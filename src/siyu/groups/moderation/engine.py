@@ -24,7 +24,7 @@ import re
 import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from siyu.autoreply.matcher import CompiledRule, Matcher, check_pattern, normalise
 
@@ -50,10 +50,10 @@ NICK_SEPARATORS = re.compile(r"[\s+＋\-－—_|｜/／、·•.。,，:：~～]
 DEFAULT_GRACE_SECONDS = 120.0  # the archive arrives late: an ad is decided this long after its deadline
 
 
-@dataclass(frozen=True, slots=True)
-class Msg:
-    """One group message as the engine reads it. ``at`` in seconds (UTC epoch); ``amount`` of a red
-    packet in fen (分) and ``people`` its number of packets; ``nickname`` the sender's group nickname."""
+class Msg(NamedTuple):
+    """One group message as the engine reads it (a tuple: 100,000 of them are made per group day). ``at`` in
+    seconds (UTC epoch); ``amount`` of a red packet in fen (分) and ``people`` its number of packets;
+    ``nickname`` the sender's group nickname ("" when unknown)."""
 
     key: str  # the platform msgid (or the import's key): what makes a finding idempotent
     group: int
@@ -101,16 +101,17 @@ class Result:
 # ---------------------------------------------------------------- nicknames
 
 
+# Emoji and pictographs (with their variation selectors, joiners, skin tones, keycaps and tags), and the
+# symbol blocks nicknames decorate with: each becomes a separator.
+_DECORATION = re.compile("[\U0001F000-\U0001FAFF\U000E0000-\U000E007F\u2190-\u21FF\u2300-\u23FF"
+                         "\u2460-\u27BF\u2900-\u297F\u2B00-\u2BFF\u3030\u303D\u3297\u3299\uFE00-\uFE0F"
+                         "\u200B-\u200F\u2060-\u206F\u20D0-\u20FF\u00A9\u00AE\u2122\u2605\u2606\u2661"
+                         "\u2665\uE000-\uF8FF]")
+
+
 def strip_decoration(text: str) -> str:
     """A nickname without emoji, pictographs, variation selectors and joiners; spaces kept as separators."""
-    out = []
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if cat in ("So", "Sk", "Cs", "Co", "Cf", "Mn", "Me") or 0xFE00 <= ord(ch) <= 0xFE0F:
-            out.append(" ")
-            continue
-        out.append(ch)
-    return "".join(out)
+    return _DECORATION.sub(" ", text)
 
 
 def nickname_parts(nickname: str) -> list[str]:
@@ -160,7 +161,8 @@ class _KindRules:
         self.stickers = [(r.id, int(r.params.get("count", 3))) for r in rules if r.kind == STICKERS]
         self.voices = [(r.id, int(r.params.get("count", 3)), float(r.params.get("seconds", 300)))
                        for r in rules if r.kind == VOICE]
-        self.words = {r.id for r in rules if r.kind == BANNED_WORDS}
+        self.words = [r.id for r in rules if r.kind == BANNED_WORDS]
+        self.ad_words = any(r.params.get("ad_words") for r in rules if r.kind == AD)
         self.nicknames = [(r.id, r.params) for r in rules if r.kind == NICKNAME]
         self.flood_window = max((c for _i, c, _s in self.floods), default=0)
         self.voice_window = max((c for _i, c, _s in self.voices), default=0)
@@ -171,15 +173,22 @@ class Engine:
     def __init__(self, rules: list[RuleSpec], *, grace: float = DEFAULT_GRACE_SECONDS) -> None:
         self.rules = {r.id: r for r in rules}
         self.grace = grace
-        word_rules = [CompiledRule(version_id=r.id, rule_id=r.id, account_id=None, kind="contains", priority=0,
-                                   keywords=tuple(str(w) for w in r.params.get("words") or ()))
-                      for r in rules if r.kind == BANNED_WORDS]
-        ad_words = [CompiledRule(version_id=-r.id, rule_id=r.id, account_id=None, kind="contains", priority=0,
-                                 keywords=tuple(str(w) for w in r.params.get("ad_words") or ()))
-                    for r in rules if r.kind == AD and r.params.get("ad_words")]
-        self.matcher = Matcher(word_rules + ad_words) if word_rules or ad_words else None
-        self._words = {r.id: [normalise(str(w)) for w in r.params.get("words") or ()] for r in rules
-                       if r.kind == BANNED_WORDS}
+        # One matcher entry per word (the auto-reply matcher's automaton, one scan per message for every list):
+        # a hit names its rule and its word. Ad words are entries too, told apart by ``_ad_entries``.
+        entries: list[CompiledRule] = []
+        self._word_of: dict[int, tuple[int, str]] = {}  # entry id → (rule id, word)
+        self._ad_entries: set[int] = set()
+        for r in rules:
+            if r.kind not in (BANNED_WORDS, AD):
+                continue
+            for word in r.params.get("words" if r.kind == BANNED_WORDS else "ad_words") or ():
+                entry = len(self._word_of) + 1
+                self._word_of[entry] = (r.id, normalise(str(word)))
+                if r.kind == AD:
+                    self._ad_entries.add(entry)
+                entries.append(CompiledRule(version_id=entry, rule_id=r.id, account_id=None, kind="contains",
+                                            priority=0, keywords=(str(word),)))
+        self.matcher = Matcher(entries) if entries else None
         self._by_kind: dict[str | None, _KindRules] = {}
         self._checked_nicks: set[tuple[int, int, str, str]] = set()
 
@@ -217,13 +226,17 @@ class Engine:
             if m.sender in info.exempt:
                 continue
             kind = m.type
+            words: dict[int, list[str]] = {}  # rule id → the words of its list found in the text
+            if matcher is not None and m.text and (rules.words or rules.ad_words):
+                for found in matcher.candidates(m.text, account_id=0):
+                    rule_id, word = self._word_of[found.version_id]
+                    words.setdefault(rule_id, []).append(word)
             # ---- ads waiting for a red packet
             if rules.ads:
                 is_ad_type = kind in AD_TYPES
                 for rule_id, _wait, _yuan, _people, images, urls in rules.ads:
                     if is_ad_type or (images and kind == "image") or (
-                            kind == "text" and ((urls and URL.search(m.text) is not None)
-                                                or (matcher is not None and self._ad_word(matcher, m.text, rule_id)))):
+                            kind == "text" and (rule_id in words or (urls and URL.search(m.text) is not None))):
                         state.ads.append((m, rule_id))
             # ---- flooding: K messages of one sender within M seconds
             if rules.floods:
@@ -267,13 +280,13 @@ class Engine:
                             state.voice_until[m.sender] = at + seconds
                             break
             # ---- banned words
-            if rules.words and m.text and matcher is not None:
-                for found in matcher.candidates(m.text, account_id=0):
-                    if found.version_id in rules.words:
-                        hits.append(Hit(found.rule_id, group, m.sender, m.key, at, (m.key,),
-                                        {"words": self._which_words(found.rule_id, m.text)}))
+            if words:
+                for rule_id in rules.words:
+                    if rule_id in words:
+                        hits.append(Hit(rule_id, group, m.sender, m.key, at, (m.key,),
+                                        {"words": sorted(words[rule_id])[:5]}))
             # ---- nickname format (once per member and nickname)
-            if rules.nicknames:
+            if rules.nicknames and m.nickname:  # an unknown nickname (group not synced yet) is not judged
                 for rule_id, params in rules.nicknames:
                     seen = (rule_id, group, m.sender, m.nickname)
                     if seen in self._checked_nicks:
@@ -286,13 +299,6 @@ class Engine:
         if state is not None and rules is not None:
             self._close_ads(state, group, hits, result, now)
         return result
-
-    def _ad_word(self, matcher: Matcher, text: str, rule_id: int) -> bool:
-        return any(r.version_id == -rule_id for r in matcher.candidates(text, account_id=0))
-
-    def _which_words(self, rule_id: int, text: str) -> list[str]:
-        key = normalise(text)
-        return [w for w in self._words.get(rule_id, ()) if w and w in key][:5]
 
     def _settle_ads(self, state: _GroupState, m: Msg, hits: list[Hit]) -> None:
         """A red packet clears the sender's waiting ads it is big enough for; a message past an ad's deadline

@@ -104,6 +104,7 @@ CURSOR = "corp"
 EXPORT_MARKERS = {"[图片]": "image", "[语音]": "voice", "[视频]": "video", "[表情]": "emotion", "[动画表情]": "emotion",
                   "[链接]": "link", "[小程序]": "weapp", "[名片]": "card", "[红包]": "redpacket",
                   "[链接或文件]": "link"}
+IMPORT_PREFIX = "import:"  # the msgid of a message from an imported chat export
 UNKNOWN_AMOUNT = 10**9  # an exported red packet carries no amount: counted as paid (nobody can check it)
 
 
@@ -318,39 +319,35 @@ def group_infos(session: Session, group_ids: Iterable[int]) -> dict[int, GroupIn
     white = frozenset(session.scalars(select(ModerationWhitelist.userid)))
     infos: dict[int, GroupInfo] = {}
     ids = sorted(set(group_ids))
+    kind = getattr(GroupChat, "kind", None)  # the registry's column once it exists (see group_kind_of)
+    cols = (GroupChat.id, GroupChat.owner_userid, GroupChat.admin_userids) + ((kind,) if kind is not None else ())
     for start in range(0, len(ids), BATCH):
-        for group in session.scalars(select(GroupChat).where(GroupChat.id.in_(ids[start:start + BATCH]))):
-            exempt = {group.owner_userid, *(group.admin_userids or [])} - {""}
-            infos[group.id] = GroupInfo(kind=group_kind_of(group), exempt=frozenset(exempt) | white)
+        for row in session.execute(select(*cols).where(GroupChat.id.in_(ids[start:start + BATCH]))):
+            exempt = {row[1], *(row[2] or [])} - {""}
+            value = row[3] if len(row) > 3 else None
+            infos[row[0]] = GroupInfo(kind=str(getattr(value, "value", value)) if value else None,
+                                      exempt=frozenset(exempt) | white)
     return infos
 
 
-def _nicknames(session: Session, group_ids: Sequence[int]) -> dict[tuple[int, str], str]:
-    found: dict[tuple[int, str], str] = {}
-    for start in range(0, len(group_ids), BATCH):
-        for gid, userid, nick, name in session.execute(
-                select(GroupMember.group_chat_id, GroupMember.userid, GroupMember.group_nickname, GroupMember.name)
-                .where(GroupMember.group_chat_id.in_(group_ids[start:start + BATCH]))):
-            found[(gid, userid)] = nick or name or ""
-    return found
-
-
 def load_messages(session: Session, *, group_ids: Sequence[int] | None = None, since: datetime | None = None,
-                  since_by_group: dict[int, datetime] | None = None, limit: int | None = None,
-                  nicknames: bool = True) -> list[Msg]:
-    """Stored group messages as the engine reads them, sorted by group and time (recalled ones left out)."""
-    cols = (GroupMessage.msgid, GroupMessage.group_chat_id, GroupMessage.sender, GroupMessage.sent_at,
-            GroupMessage.msg_type, GroupMessage.text, GroupMessage.action)
-    query = select(*cols).where(GroupMessage.group_chat_id.is_not(None), GroupMessage.action == "send")
+                  since_by_group: dict[int, datetime] | None = None, limit: int | None = None) -> list[Msg]:
+    """Stored group messages as the engine reads them, sorted by group and time (recalled ones left out), each
+    with its sender's group nickname (the member list; an imported export names senders by it)."""
+    member = and_(GroupMember.group_chat_id == GroupMessage.group_chat_id, GroupMember.userid == GroupMessage.sender)
+    query = (select(GroupMessage.msgid, GroupMessage.group_chat_id, GroupMessage.sender, _epoch(session),
+                    GroupMessage.msg_type, GroupMessage.text, GroupMember.group_nickname, GroupMember.name)
+             .outerjoin(GroupMember, member)
+             .where(GroupMessage.group_chat_id.is_not(None), GroupMessage.action == "send"))
     rows: list[Any] = []
     if since_by_group:
         ids = sorted(since_by_group)
         for start in range(0, len(ids), BATCH):
             chunk = ids[start:start + BATCH]
             earliest = min(since_by_group[g] for g in chunk)
-            rows += [r for r in session.execute(query.where(GroupMessage.group_chat_id.in_(chunk),
-                                                            GroupMessage.sent_at >= earliest))
-                     if r[3] >= since_by_group[int(r[1] or 0)]]
+            rows += [r for r in session.connection().execute(query.where(GroupMessage.group_chat_id.in_(chunk),
+                                                                         GroupMessage.sent_at >= earliest))
+                     if r[3] >= since_by_group[int(r[1] or 0)].timestamp() - 0.001]
     else:
         if group_ids is not None:
             query = query.where(GroupMessage.group_chat_id.in_(list(group_ids)))
@@ -358,21 +355,24 @@ def load_messages(session: Session, *, group_ids: Sequence[int] | None = None, s
             query = query.where(GroupMessage.sent_at >= since)
         if limit is not None:
             query = query.order_by(GroupMessage.sent_at.desc()).limit(limit)
-        rows = list(session.execute(query))
+        rows = list(session.connection().execute(query))
     packets = {r[0] for r in rows if r[4] in engine.RED_PACKET_TYPES}
     amounts = _red_packets(session, packets) if packets else {}
-    nicks = _nicknames(session, sorted({r[1] for r in rows})) if nicknames else {}
-    out = []
-    for msgid, gid, sender, sent_at, kind, text, _action in rows:
-        amount, people = amounts.get(msgid, (0, 0))
-        out.append(Msg(msgid, gid, sender, _epoch(sent_at), kind, text or "", amount, people,
-                       nicks.get((gid, sender), "")))
+    none = (0, 0)
+    out = [Msg(msgid, gid, sender, round(float(at), 3), kind, text or "",
+               *(amounts.get(msgid, none) if packets else none),
+               nick or name or (sender if msgid.startswith(IMPORT_PREFIX) else ""))
+           for msgid, gid, sender, at, kind, text, nick, name in rows]
     out.sort(key=lambda m: (m.group, m.at, m.key))
     return out
 
 
-def _epoch(at: datetime) -> float:
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+def _epoch(session: Session) -> Any:
+    """``sent_at`` as seconds since 1970 computed by the database (no datetime object per message): SQLite keeps
+    naive UTC text (``julianday``, to the millisecond), PostgreSQL a timestamptz (``extract(epoch …)``)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(GroupMessage.sent_at) - 2440587.5) * 86400.0
+    return func.extract("epoch", GroupMessage.sent_at)
 
 
 def _red_packets(session: Session, msgids: set[str]) -> dict[str, tuple[int, int]]:
@@ -954,7 +954,7 @@ def import_group_export(session: Session, *, group_id: int, data: bytes, viewer:
                            usedforsecurity=False).hexdigest()[:24]
         payload: dict[str, Any] = {"via": "group_export", kind: {"unknown_amount": True}} if kind == "redpacket" \
             else {"via": "group_export"}
-        values.append({"msgid": f"import:{key}", "seq": 0, "chat_id": group.chat_id, "group_chat_id": group.id,
+        values.append({"msgid": f"{IMPORT_PREFIX}{key}", "seq": 0, "chat_id": group.chat_id, "group_chat_id": group.id,
                        "sender": sender[:64], "member_type": MemberType.external.value, "customer_id": None,
                        "action": "send", "msg_type": kind, "text": body[:4000], "payload": payload, "sent_at": at,
                        "received_at": stored_at})
