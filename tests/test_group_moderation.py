@@ -370,8 +370,13 @@ def test_operators_see_only_the_findings_of_their_groups_and_cannot_edit_rules(
                        headers=headers).status_code == 404
     refused = client.post("/api/v1/group-rules", json=AD, headers=headers)
     assert refused.status_code == 403 and refused.json()["detail"] == "只有管理员和策划可以管理群规"
-    page = Console(client).login(operator).get("/groups/findings")
+    console = Console(client).login(operator)
+    page = console.get("/groups/findings")
     assert page.status_code == 200 and 'data-testid="finding"' not in page.text
+    rules_page = console.get("/groups/rules")
+    assert rules_page.status_code == 200 and 'data-testid="rule-form"' not in rules_page.text  # read-only
+    assert console.post("/groups/rules", {"name": "x", "kind": "ad"}).status_code == 403
+    assert console.get(f"/groups/findings?group_id={room.group.id}").status_code == 404
 
 
 def test_the_findings_api_lists_rule_evidence_message_ids_and_action(

@@ -242,7 +242,8 @@ def rules_save(request: Request, session: SessionDep, viewer: PageViewer, form: 
     except (ValidationError, ValueError, DomainError) as exc:
         session.rollback()
         error = exc.message if isinstance(exc, DomainError) else _("Check the name, the type and the numbers")
-        return _rules_page(request, session, viewer, error=error, status_code=422)
+        return _rules_page(request, session, viewer, error=error,
+                           status_code=exc.status_code if isinstance(exc, DomainError) else 422)
     session.commit()
     return RedirectResponse(f"/groups/rules/{rule.id}", status_code=303)
 
