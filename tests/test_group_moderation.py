@@ -368,6 +368,10 @@ def test_operators_see_only_the_findings_of_their_groups_and_cannot_edit_rules(
     finding = findings(db)[0]
     assert client.post(f"/api/v1/group-findings/{finding.id}/false-positive", json={},
                        headers=headers).status_code == 404
+    assert client.get("/api/v1/group-blacklist", headers=headers).json() == []  # another account's member
+    entry = db.scalars(select(BlacklistEntry)).one()
+    assert client.post(f"/api/v1/group-blacklist/{entry.id}/appeal", json={"text": "x"},
+                       headers=headers).status_code == 404
     refused = client.post("/api/v1/group-rules", json=AD, headers=headers)
     assert refused.status_code == 403 and refused.json()["detail"] == "只有管理员和策划可以管理群规"
     console = Console(client).login(operator)

@@ -149,7 +149,8 @@ def api_pardon_finding(session: SessionDep, viewer: ApiViewer, finding_id: Id, d
 def api_blacklist(session: SessionDep, viewer: ApiViewer, status: str | None = None) -> list[BlacklistOut]:
     if status and status not in {s.value for s in BlacklistStatus}:
         raise Invalid("Unknown status {status}", field="status", status=status[:20])
-    return [BlacklistOut.model_validate(e) for e in service.list_blacklist(session, status=status or None)]
+    return [BlacklistOut.model_validate(e) for e in service.list_blacklist(session, viewer=viewer,
+                                                                          status=status or None)]
 
 
 @api.post("/group-blacklist/check", response_model=IntakeCheckOut)
@@ -370,7 +371,7 @@ async def group_export_upload(request: Request, session: SessionDep, viewer: Pag
 @pages.get("/groups/blacklist", response_class=HTMLResponse)
 def blacklist_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
     return render(request, "groups/moderation/blacklist.html", nav_active="group_blacklist", title=_("Blacklist"),
-                  entries=service.list_blacklist(session), is_admin=viewer.is_admin,
+                  entries=service.list_blacklist(session, viewer=viewer), is_admin=viewer.is_admin,
                   statuses={k: _(v) for k, v in service.BLACKLIST_LABELS.items()})
 
 

@@ -753,15 +753,25 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def list_blacklist(session: Session, *, status: str | None = None) -> list[BlacklistEntry]:
-    query = select(BlacklistEntry).order_by(BlacklistEntry.id.desc()).limit(500)
+def _blacklist_scope(query: Any, viewer: Viewer) -> Any:
+    """Admins and planners see the whole blacklist; others the entries that came from findings in their groups
+    (every group's intake still refuses every entry: ``refused``)."""
+    scope = groups_service.visible_group_clause(viewer)
+    if scope is None:
+        return query
+    return (query.join(ModerationFinding, ModerationFinding.id == BlacklistEntry.finding_id)
+            .join(GroupChat, GroupChat.id == ModerationFinding.group_chat_id).where(scope))
+
+
+def list_blacklist(session: Session, *, viewer: Viewer, status: str | None = None) -> list[BlacklistEntry]:
+    query = _blacklist_scope(select(BlacklistEntry), viewer).order_by(BlacklistEntry.id.desc()).limit(500)
     if status:
         query = query.where(BlacklistEntry.status == status)
     return list(session.scalars(query))
 
 
-def get_entry(session: Session, *, entry_id: int) -> BlacklistEntry:
-    entry = session.get(BlacklistEntry, entry_id)
+def get_entry(session: Session, *, entry_id: int, viewer: Viewer = SYSTEM) -> BlacklistEntry:
+    entry = session.scalar(_blacklist_scope(select(BlacklistEntry), viewer).where(BlacklistEntry.id == entry_id))
     if entry is None:
         raise BlacklistNotFound("Not on the blacklist")
     return entry
@@ -769,7 +779,7 @@ def get_entry(session: Session, *, entry_id: int) -> BlacklistEntry:
 
 def appeal(session: Session, *, entry_id: int, text: str, viewer: Viewer) -> BlacklistEntry:
     """The member's appeal, recorded by staff (the member has no console): still refused until pardoned."""
-    entry = get_entry(session, entry_id=entry_id)
+    entry = get_entry(session, entry_id=entry_id, viewer=viewer)
     if entry.status == BlacklistStatus.pardoned.value:
         raise Invalid("Already pardoned", field="status")
     if not text.strip():
