@@ -192,7 +192,7 @@ def _rules_page(request: Request, session: Session, viewer: Viewer, *, error: st
     return render(request, "groups/moderation/rules.html", status_code=status_code, nav_active="group_rules",
                   title=_("Group rules"), rules=service.list_rules(session), counts=counts, error=error,
                   message=message, editing=rule, whitelist=service.whitelist(session),
-                  manager=viewer.sees_all_accounts, **_labels())
+                  manager=viewer.sees_all_accounts, evidence_time=service.evidence_time, **_labels())
 
 
 @pages.get("/groups/rules", response_class=HTMLResponse)
@@ -318,7 +318,7 @@ def _findings_page(request: Request, session: Session, viewer: Viewer, *, error:
     return render(request, "groups/moderation/findings.html", status_code=status_code, nav_active="group_findings",
                   title=_("Findings"), items=items, rule_names=service.rule_names(session), group_names=names,
                   group=group, flt=flt, error=error, message=message, next_url=next_url,
-                  is_admin=viewer.is_admin, **_labels())
+                  is_admin=viewer.is_admin, evidence_time=service.evidence_time, **_labels())
 
 
 @pages.get("/groups/findings", response_class=HTMLResponse)

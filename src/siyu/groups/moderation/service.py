@@ -509,10 +509,25 @@ def _offence(session: Session, finding: ModerationFinding) -> int:
         ModerationFinding.id <= finding.id)) or 1)
 
 
+def evidence_time(at: str, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """An evidence time (stored as ISO text, UTC) as people read it: local time."""
+    from siyu.core.settings import local_zone
+
+    try:
+        return datetime.fromisoformat(at).astimezone(local_zone()).strftime(fmt)
+    except ValueError:
+        return ""
+
+
+def _clock(at: str) -> str:
+    return evidence_time(at, "%H:%M:%S")
+
+
 def describe(finding: ModerationFinding, rule_name: str, group_name: str) -> str:
     """One line for the timeline, the task and the audit log: the group, the rule, what was seen."""
     kind = _(RULE_KIND_LABELS.get(finding.rule_kind, finding.rule_kind))
-    seen = "；".join(f"{e.get('at', '')[11:19]} {e.get('text') or e.get('type')}" for e in finding.evidence[:3])
+    seen = "；".join(f"{_clock(str(e.get('at') or ''))} {e.get('text') or e.get('type')}"
+                    for e in finding.evidence[:3])
     return _("Group {group} · rule {rule} ({kind}) · {n} messages: {seen}", group=group_name, rule=rule_name,
              kind=kind, n=len(finding.evidence), seen=seen)
 
