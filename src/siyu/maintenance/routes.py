@@ -199,7 +199,8 @@ def _pool_page(session: Any, viewer: Viewer, *, account_id: int | None, limit: i
     return found, next_cursor, routes
 
 
-@api.get("/pool", response_model=PoolPage)
+@api.get("/pool", response_model=PoolPage,
+         responses={404: {"description": "account_id names an account that does not exist (or is not yours)"}})
 def list_pool(session: SessionDep, viewer: ApiViewer, account_id: Annotated[int | None, Query(ge=1)] = None,
               limit: Annotated[int, Query(ge=1, le=200)] = PAGE_SIZE, cursor: str | None = None) -> PoolPage:
     """公海: customers without an owner on the viewer's accounts, longest waiting first."""
@@ -259,7 +260,8 @@ def _churn_page(session: Any, viewer: Viewer, *, account_id: int | None, since: 
     return rows[:limit], next_cursor
 
 
-@api.get("/churn", response_model=ChurnPage)
+@api.get("/churn", response_model=ChurnPage,
+         responses={404: {"description": "account_id names an account that does not exist (or is not yours)"}})
 def list_churn(session: SessionDep, viewer: ApiViewer, account_id: Annotated[int | None, Query(ge=1)] = None,
                since: date | None = None, until: date | None = None, side: str = "",
                limit: Annotated[int, Query(ge=1, le=200)] = PAGE_SIZE, cursor: str | None = None) -> ChurnPage:
