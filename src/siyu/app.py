@@ -236,6 +236,8 @@ def create_app() -> FastAPI:
     from siyu.customers.pages import pages as customers_pages
     from siyu.customers.routes import api as customers_api
     from siyu.customers.sidebar_routes import pages as sidebar_pages
+    from siyu.groups.moderation.routes import api as moderation_api
+    from siyu.groups.moderation.routes import pages as moderation_pages
     from siyu.groups.routes import api as groups_api
     from siyu.groups.routes import pages as groups_pages
     from siyu.inbox.routes import api as inbox_api
@@ -275,6 +277,8 @@ def create_app() -> FastAPI:
                    segments_api, maintenance_api, library_api):
         app.include_router(router, prefix="/api/v1")
     app.include_router(moments_api, prefix="/api/v1")
+    app.include_router(moderation_api, prefix="/api/v1")
+    app.include_router(moderation_pages)  # /groups/rules … before the groups pages' /groups/{group_id}
     for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
                    chat_pages, sidebar_pages, merge_pages, orders_pages, maintenance_pages, customers_pages,
                    jobs_pages, inbox_pages, autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages,

@@ -736,6 +736,7 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     from siyu.sops.demo import seed as seed_sops  # 客户SOP: "新客7天培育" running (its tasks count in the cap)
 
     seed_sops(session, admin=admin_viewer, now=now)
+    __import__("siyu.groups.moderation.demo", fromlist=["build"]).build(session, admin=admin_viewer, now=now)
     _create_cadence(session, admin=admin_viewer, now=now)
     build_group_demo(session, admin=admin_viewer, now=now, seed=seed)
     analytics_demo.build_history(session, seed=seed, now=now)  # 数据分析: the ladder's history

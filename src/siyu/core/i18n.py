@@ -27,6 +27,7 @@ _current_locale: ContextVar[str] = ContextVar("siyu_locale", default=DEFAULT_LOC
 def catalogue_files(locale: str) -> list[Path]:
     shared = LOCALES_DIR / f"{locale}.json"
     domains = sorted(PACKAGE_DIR.glob(f"*/locales/{locale}.json"))
+    domains += sorted(PACKAGE_DIR.glob(f"*/*/locales/{locale}.json"))  # sub-domains (groups/moderation)
     return ([shared] if shared.exists() else []) + domains
 
 

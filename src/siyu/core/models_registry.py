@@ -8,6 +8,7 @@ from siyu.channels import models as channels_models
 from siyu.core import models as core_models
 from siyu.customers import models as customers_models
 from siyu.groups import models as groups_models
+from siyu.groups.moderation import models as moderation_models
 from siyu.inbox import models as inbox_models
 from siyu.library import models as library_models
 from siyu.maintenance import models as maintenance_models
@@ -25,6 +26,7 @@ __all__ = ["accounts_models", "autoreply_models", "channels_models", "core_model
            "sends_models", "sops_models", "team_models", "wecom_models"]
 __all__ += ["library_models"]
 __all__ += ["moments_models"]
+__all__ += ["moderation_models"]
 
 
 def load_tasks() -> list[str]:
@@ -34,6 +36,7 @@ def load_tasks() -> list[str]:
 
     package = Path(__file__).resolve().parent.parent
     names = sorted(f"siyu.{path.parent.name}.jobs" for path in package.glob("*/jobs.py"))
+    names += sorted(f"siyu.{p.parent.parent.name}.{p.parent.name}.jobs" for p in package.glob("*/*/jobs.py"))
     for name in names:
         importlib.import_module(name)
     return names

@@ -35,6 +35,10 @@ class TaskKind(enum.StrEnum):
     unanswered = "unanswered"  # 未回复的会话
     moment = "moment"  # 发朋友圈 (personal account: the operator posts a planned moment by hand; no customer)
     sop = "sop"  # 客户SOP 的一步（sops.service: the script to use, or a send that became a task）
+    # 群规 (groups.moderation): a finding becomes the group owner's task, with the evidence
+    group_removal = "group_removal"  # 移出违规成员（企业微信没有移出群成员的接口，由群主在客户端操作）
+    group_warn = "group_warn"  # 在群里提醒违规成员
+    group_flag = "group_flag"  # 黑名单成员加入了本群
 
 
 TASK_KIND_LABELS = {
@@ -46,6 +50,9 @@ TASK_KIND_LABELS = {
     TaskKind.unanswered: N_("Unanswered conversation"),
     TaskKind.moment: N_("Post a moment"),
     TaskKind.sop: N_("SOP step"),
+    TaskKind.group_removal: N_("Group rule broken: remove the member"),
+    TaskKind.group_warn: N_("Group rule broken: warn the member"),
+    TaskKind.group_flag: N_("A blacklisted member joined the group"),
 }
 
 

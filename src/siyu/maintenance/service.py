@@ -568,6 +568,29 @@ def list_today(session: Session, *, viewer: Viewer, account_id: int | None = Non
     return list(session.scalars(query.order_by(Task.priority.desc(), Task.id).limit(limit)))
 
 
+GROUP_TASK_PRIORITY = 350  # a group owner's moderation task: before routine check-ins, after a waiting chat
+
+
+def create_task(session: Session, *, kind: TaskKind, customer_id: int, account_id: int, detail: str,
+                ref_id: int | None = None, priority: int = GROUP_TASK_PRIORITY, now: datetime | None = None) -> Task:
+    """One task today for the account's operator, made by another domain (groups.moderation); the day's
+    task of the same customer, account and kind is reused (the unique key), so a second call adds nothing."""
+    now = now or utcnow()
+    day = now.astimezone(local_zone()).date()
+    owner = session.scalar(select(Account.owner_user_id).where(Account.id == account_id))
+    table = cast(Table, Task.__table__)
+    session.execute(dialect_insert(session, table).on_conflict_do_nothing(
+        index_elements=["customer_id", "account_id", "kind", "day"]), [{
+            "kind": kind.value, "customer_id": customer_id, "account_id": account_id, "operator_id": owner,
+            "day": day, "priority": priority, "overdue_days": 0, "status": TaskStatus.open.value,
+            "detail": detail[:255], "ref_id": ref_id, "snoozed_until": None, "skip_reason": "", "touch_id": None,
+            "finished_by_id": None, "finished_at": None, "created_at": now}])
+    task = session.scalar(select(Task).where(Task.customer_id == customer_id, Task.account_id == account_id,
+                                             Task.kind == kind.value, Task.day == day))
+    assert task is not None
+    return task
+
+
 def get_task(session: Session, *, task_id: int, viewer: Viewer) -> Task:
     task = session.get(Task, task_id)
     if task is None or not viewer.can_see_account(task.account_id):
@@ -591,6 +614,8 @@ def complete_task(session: Session, *, task_id: int, data: TaskDoneIn, viewer: V
         moments_service.task_done(session, task=task, viewer=viewer)
         return task
     touch_kind = TouchKind.note if kind in (TaskKind.new_friend, TaskKind.deleted) else TouchKind.chat
+    if kind in (TaskKind.group_removal, TaskKind.group_warn, TaskKind.group_flag):
+        touch_kind = TouchKind.note  # done in the group, not a private chat with the customer
     content = data.note.strip() or _("{task} (from today's tasks)", task=_(TASK_KIND_LABELS[kind]))
     touch = customers_service.add_touch(session, customer_id=task.customer_id, viewer=viewer,
                                         data=TouchIn(kind=touch_kind, content=content, account_id=task.account_id))

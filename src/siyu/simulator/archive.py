@@ -145,6 +145,17 @@ class ArchiveDesk:
                                 body={"content": text})
         return {"seq": self.append(message, notify=notify), "msgid": message["msgid"]}
 
+    def group_post(self, chat_id: str, sender: str, msgtype: str = "text", body: dict[str, Any] | None = None,
+                   at_ms: int | None = None, notify: bool = True) -> dict[str, Any]:
+        """A group message of any archive type (W:91774 消息格式): ``link`` {title, description, link_url},
+        ``weapp`` {title, displayname}, ``card`` {corpname, userid}, ``emotion`` {type, width, height},
+        ``voice`` {voice_size, play_length}, ``redpacket`` {type, wish, totalcnt, totalamount (分)}."""
+        chat = next((g for g in self.corp.state.group_chats if g.chat_id == chat_id), None)
+        members = [m.userid for m in chat.members] if chat is not None else []
+        message = self._message(sender, [m for m in members if m != sender] or [sender], roomid=chat_id,
+                                msgtype=msgtype, body=dict(body or {}), at_ms=at_ms)
+        return {"seq": self.append(message, notify=notify), "msgid": message["msgid"]}
+
     def agree(self, userid: str, external_userid: str, agree: bool = True) -> dict[str, Any]:
         """The customer agrees (or refuses) in the chat: the archive carries it, WeCom calls back."""
         now = int(self.corp.clock())

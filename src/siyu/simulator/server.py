@@ -125,7 +125,8 @@ DRIVER_OPERATIONS = ("add_contact", "remove_contact", "edit_contact", "create_gr
                      "archive_public_key", "archive_chat", "archive_group_message", "archive_agree",
                      "archive_scenario", "archive_overview", "archive_set_key_reuse",
                      # 客户朋友圈: a member publishes a moment task in the client, a customer likes or comments.
-                     "moment_publish", "moment_interact", "moment_overview")
+                     "moment_publish", "moment_interact", "moment_overview",
+                     "archive_group_post")
 # The platform's words for the codes a fault is usually injected with.
 FAULT_MESSAGES = {-1: "system busy", 45009: "api freq out of limit", 45033: "api concurrent out of limit",
                   40014: "invalid access_token", 42001: "access_token expired"}

@@ -68,6 +68,11 @@ KINDS: dict[str, Kind] = {
     "moment_column": Kind(N_("Moments column"), "/moments/new"),
     "sop": Kind(N_("Customer SOP"), "/sops/{id}"),
     "send_settings": Kind(N_("Mass-send quota"), "/sops"),
+    # 群规 (groups.moderation)
+    "group_rule": Kind(N_("Group rule"), "/groups/rules/{id}"),
+    "group_finding": Kind(N_("Group-rule finding"), "/groups/findings"),
+    "group_blacklist": Kind(N_("Group blacklist"), "/groups/blacklist"),
+    "group_whitelist": Kind(N_("Group-rule whitelist"), "/groups/rules#whitelist"),
 }
 
 # action → verb
@@ -101,6 +106,11 @@ ACTIONS: dict[str, str] = {
     "retire": N_("Retired"),
     "restore": N_("Restored"),
     "moment_posted": N_("Marked the moment posted"),
+    "moderate": N_("Found a group-rule breach"),
+    "blacklist": N_("Put on the blacklist"),
+    "appeal": N_("Recorded an appeal"),
+    "pardon": N_("Pardoned"),
+    "feedback": N_("Reported a false positive"),
 }
 
 # field of a before/after snapshot → label (the words the object's own page uses)
@@ -146,6 +156,11 @@ FIELDS: dict[str, str] = {
     "text": N_("Text"), "url": N_("Link address"), "appid": N_("Mini-program AppID"),
     "pagepath": N_("Mini-program page"),
     "welcome_script_id": N_("Welcome script"), "welcome_material_ids": N_("Welcome attachments"),
+    # group rules (groups.moderation)
+    "rule": N_("Rule"), "offence": N_("Offence"), "actions": N_("Actions"),
+    "finding": N_("Finding"), "appeal": N_("Appeal"), "reason": N_("Reason"), "note": N_("Note"),
+    "group_kind": N_("Group kind"), "params": N_("Parameters"), "ladder": N_("Actions by offence"),
+    "rule_id": N_("Rule"), "findings": N_("Findings"), "messages": N_("Messages"),
     # export permissions: one field per role
     "admin": N_("role.admin"), "planner": N_("role.planner"), "operator": N_("role.operator"),
     "service": N_("role.service"),
@@ -163,6 +178,7 @@ KIND_FIELDS: dict[str, dict[str, str]] = {
     "touch": {"kind": N_("Kind")},
     "library_item": {"kind": N_("Type")},
     "sop": {"conditions": N_("Audience")},
+    "group_finding": {"trigger": N_("Trigger message")},
 }
 
 # values shown in the words of the pages: "kind.field", then "field", then "*" (any field)

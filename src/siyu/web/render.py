@@ -18,6 +18,7 @@ from siyu.core.settings import local_zone
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DOMAIN_TEMPLATE_DIRS = sorted(p for p in PACKAGE_DIR.glob("*/templates") if p.parent.name != "web")
+DOMAIN_TEMPLATE_DIRS += sorted(PACKAGE_DIR.glob("*/*/templates"))  # sub-domains (groups/moderation)
 TEMPLATE_DIRS = [PACKAGE_DIR / "web" / "templates", *DOMAIN_TEMPLATE_DIRS]
 
 
