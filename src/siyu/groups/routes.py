@@ -223,7 +223,7 @@ def _detail(request: Request, session: Session, viewer: Viewer, group: GroupChat
             status_code: int = 200) -> Response:
     snapshots = health_service.series(session, group=group)
     chart = health_service.chart(snapshots, {"member_count": _("Members"), "joins": _("Joined"),
-                                             "leaves": _("Left the group"), "messages": _("Messages")})
+                                             "leaves": _("Left the group"), "messages": _("Messages sent")})
     return render(request, "groups/detail.html", status_code=status_code, nav_active="groups",
                   title=group.name or _("Unnamed group"), group=group,
                   account_names=customers_service.account_names(session), messages=messages, members=members,
