@@ -262,6 +262,12 @@ def create_app() -> FastAPI:
                    orders_api, customers_api, jobs_api, inbox_api, autoreply_api, channels_api, groups_api, mp_api,
                    segments_api, maintenance_api):
         app.include_router(router, prefix="/api/v1")
+    # The console's editing pages (issue 21): /customers/new goes before /customers/{customer_id}.
+    from siyu.customers.manual_routes import pages as manual_customer_pages
+    from siyu.customers.tag_settings_routes import pages as tag_settings_pages
+
+    app.include_router(manual_customer_pages)
+    app.include_router(tag_settings_pages)
     for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
                    chat_pages, sidebar_pages, merge_pages, orders_pages, maintenance_pages, customers_pages,
                    jobs_pages, inbox_pages, autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages,

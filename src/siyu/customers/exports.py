@@ -53,6 +53,7 @@ from siyu.core.i18n import _, catalogue
 from siyu.core.settings import local_zone
 from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import Viewer
+from siyu.customers.sources import source_label
 from siyu.customers import export_policy, service
 from siyu.customers.imports import normalise_mobile
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Tag, TagGroup
@@ -207,7 +208,7 @@ class _RowBuilder:
             "tags": TAG_JOIN.join(manual),
             "description": self.viewer.text(primary.description) if primary else "",
             "city": customer.city,
-            "source": customer.source,
+            "source": source_label(customer.source),
             "account": self.accounts.get(primary.account_id, str(primary.account_id)) if primary else "",
             "gender": customer.gender,
             "job": customer.job,
