@@ -71,11 +71,13 @@ def accounts_page(request: Request, session: SessionDep, viewer: PageViewer) -> 
 # ---------------------------------------------------------------- console: create, edit, retire
 
 FORM_LABELS = {
-    "display_name": N_("Account name"), "kind": N_("Type"), "wechat_id": N_("WeChat ID"), "wecom_userid": N_("WeCom ID"),
+    "display_name": N_("Account name"), "kind": N_("Type"), "wechat_id": N_("WeChat ID"),
+    "wecom_userid": N_("WeCom ID"),
     "open_kfid": N_("WeCom ID"), "store": N_("Store"), "brand": N_("Brand"), "tier_served": N_("Tier served"),
     "owner_user_id": N_("Owner"), "friend_capacity": N_("Capacity"), "positioning": N_("Positioning"),
     "signature": N_("Signature"), "greeting": N_("Greeting"), "avatar": N_("Avatar"),
-    "moments_cover": N_("Moments cover"), "qr_image": N_("Own WeChat QR code"), "qr_expires_on": N_("QR code valid until"),
+    "moments_cover": N_("Moments cover"), "qr_image": N_("Own WeChat QR code"),
+    "qr_expires_on": N_("QR code valid until"),
 }
 TEXT_FIELDS = ("display_name", "wechat_id", "store", "brand", "tier_served", "positioning", "signature", "greeting")
 IMAGES = {"avatar": "avatar_url", "moments_cover": "moments_cover_url", "qr_image": "qr_image_url"}
@@ -101,7 +103,8 @@ def _form_values(form: FormData) -> dict[str, Any]:
     try:
         values["qr_expires_on"] = date.fromisoformat(expires) if expires else None
     except ValueError as exc:
-        raise Invalid("Invalid date {value}; use the form 2024-05-01", field="qr_expires_on", value=expires[:40]) from exc
+        raise Invalid("Invalid date {value}; use the form 2024-05-01", field="qr_expires_on",
+                      value=expires[:40]) from exc
     for name, column in IMAGES.items():
         upload = form.get(name)
         if isinstance(upload, UploadFile) and upload.filename:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy import delete, exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session, aliased
 
 from siyu.channels.models import Channel
@@ -120,7 +120,7 @@ def merge_tags(session: Session, *, source_id: int, target_id: int, actor: Viewe
     held = aliased(CustomerTag)
     session.execute(insert(CustomerTag).from_select(
         ["customer_id", "tag_id", "created_at"],
-        select(CustomerTag.customer_id, target.id, CustomerTag.created_at).where(
+        select(CustomerTag.customer_id, literal(target.id), CustomerTag.created_at).where(
             CustomerTag.tag_id == source.id,
             ~exists().where(held.customer_id == CustomerTag.customer_id, held.tag_id == target.id))))
     session.execute(delete(CustomerTag).where(CustomerTag.tag_id == source.id))

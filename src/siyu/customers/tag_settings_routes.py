@@ -174,7 +174,8 @@ def field_save(request: Request, session: SessionDep, viewer: AdminPageViewer, f
     try:
         choices = None
         if item.field_type == "choice":
-            choices = [c.strip() for c in values["choices"].replace("，", ",").replace("、", ",").split(",") if c.strip()]
+            raw = values["choices"].replace("，", ",").replace("、", ",")
+            choices = [c.strip() for c in raw.split(",") if c.strip()]
         data = CustomFieldUpdate(label=values["label"], choices=choices)
         tag_settings.update_field(session, field_id=field_id, data=data, actor=viewer)
         session.commit()

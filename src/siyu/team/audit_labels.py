@@ -87,6 +87,10 @@ ACTIONS: dict[str, str] = {
     "pool_return": N_("Returned to the public pool"),
     "pool_sweep": N_("Swept the public pool"),
     "churn_review": N_("Reviewed a lost friend"),
+    "retire": N_("Retired"),
+    "restore": N_("Brought back into use"),
+    "reorder": N_("Reordered"),
+    "reset_password": N_("Reset the password"),
 }
 
 # field of a before/after snapshot → label (the words the object's own page uses)
@@ -100,6 +104,8 @@ FIELDS: dict[str, str] = {
     "friend_capacity": N_("Capacity"), "positioning": N_("Positioning"), "avatar_url": N_("Avatar"),
     "signature": N_("Signature"), "greeting": N_("Greeting"), "moments_cover_url": N_("Moments cover"),
     "wecom_userid": N_("WeCom ID"), "open_kfid": N_("WeCom ID"), "mp_appid": N_("WeCom ID"),
+    "qr_image_url": N_("Own WeChat QR code"), "qr_expires_on": N_("QR code valid until"),
+    "groups": N_("Tag groups"),
     # customers (the portrait's own labels)
     "name": N_("Name"), "remark_name": N_("Remark name"), "salutation": N_("Salutation"), "phones": N_("Phones"),
     "description": N_("Description"), "tags": N_("Tags"), "source": N_("Source"), "gender": N_("Gender"),
@@ -152,7 +158,7 @@ VALUES: dict[str, dict[str, str]] = {
     "channel.kind": {"store_staff": N_("Store staff"), "online_ad": N_("Online ad"), "parcel_card": N_("Parcel card"),
                      "app": N_("App / mini program / channels"), "offline_event": N_("Offline event"),
                      "promoter": N_("Promoter"), "circle": N_("Circle (borrow / mix / swap / build)")},
-    "status": {"active": N_("Active"), "paused": N_("Paused"), "archived": N_("Archived")},
+    "status": {"active": N_("Active"), "paused": N_("Paused"), "archived": N_("Archived"), "retired": N_("Retired")},
     "cost_model": {"fixed": N_("Fixed budget"), "per_add": N_("Per added friend"),
                    "per_promoter_reward": N_("Promoter rewards")},
     "account_strategy": {"single": N_("One account"), "round_robin": N_("Round robin"),

@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session
 from siyu.accounts.models import Account
 from siyu.channels import service as channels_service
 from siyu.core.db import utcnow
-from siyu.customers.variables import unnamed
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
+from siyu.customers.variables import unnamed
 from siyu.wecom.models import EventStatus, WecomEvent
 
 log = logging.getLogger(__name__)

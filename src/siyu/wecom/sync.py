@@ -56,8 +56,10 @@ GENDERS = {1: "男", 2: "女"}
 
 def _placeholder(name: str | None) -> bool:
     """A name Siyu made up for a customer it knew only by id (WeCom's name replaces it)."""
-    return not name or is_unnamed(name) or (name.startswith(PLACEHOLDER_PREFIX) and name[len(PLACEHOLDER_PREFIX):].isalnum()
-                                            and len(name) <= len(PLACEHOLDER_PREFIX) + 6)
+    if not name or is_unnamed(name):
+        return True
+    tail = name[len(PLACEHOLDER_PREFIX):]
+    return name.startswith(PLACEHOLDER_PREFIX) and len(tail) <= 6 and tail.isalnum()
 
 
 Transaction = Callable[[], AbstractContextManager[Session]]
