@@ -30,7 +30,9 @@ class Added:
 
 def add_by_hand(session: Session, *, data: CustomerIn, viewer: Viewer) -> Added:
     service._visible_account(session, account_id=data.account_id, viewer=viewer)
-    phones = [p for p in (service.normalise_phone(raw) for raw in data.phones) if p]
+    # A mainland mobile as the import stores it (11 digits, whatever the spaces or +86), anything else as typed.
+    phones = [p for p in (imports.normalise_mobile(raw) or service.normalise_phone(raw) for raw in data.phones) if p]
+    data = data.model_copy(update={"phones": phones})
     values = {k: v for k, v in (("remark_name", data.remark_name), ("wechat_id", data.wechat_id or "")) if v}
     row = imports.ParsedRow(row=1, account_id=data.account_id, name=data.name, values=values, phones=phones, tags=[])
     existing = imports._find_existing(session, [row]).get(0)

@@ -184,7 +184,7 @@ def field_save(request: Request, session: SessionDep, viewer: AdminPageViewer, f
             raise
         session.rollback()
         return _field_page(request, session, field_id=field_id, values=values, errors=field_errors(exc),
-                           status_code=422)
+                           status_code=exc.status_code if isinstance(exc, DomainError) else 422)
     return RedirectResponse("/settings/tags?done=field_saved#fields", status_code=303)
 
 
