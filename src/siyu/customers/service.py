@@ -1612,7 +1612,8 @@ def channel_names(session: Session, *, states: set[str]) -> dict[str, str]:
 
     if not states:
         return {}
-    return dict(session.execute(select(Channel.key, Channel.name).where(Channel.key.in_(sorted(states)))).tuples())
+    rows = session.execute(select(Channel.key, Channel.name).where(Channel.key.in_(sorted(states))))
+    return {key: name for key, name in rows}
 
 
 def account_names(session: Session) -> dict[int, str]:

@@ -59,7 +59,7 @@ def _placeholder(name: str | None) -> bool:
     if not name or is_unnamed(name):
         return True
     tail = name[len(PLACEHOLDER_PREFIX):]
-    return name.startswith(PLACEHOLDER_PREFIX) and len(tail) <= 6 and tail.isalnum()
+    return name.startswith(PLACEHOLDER_PREFIX) and 0 < len(tail) <= 6 and tail.isascii() and tail.isalnum()
 
 
 Transaction = Callable[[], AbstractContextManager[Session]]
