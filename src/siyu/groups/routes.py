@@ -173,4 +173,6 @@ def group_page(request: Request, session: SessionDep, viewer: PageViewer, group_
                                      cursor=request.query_params.get("messages_cursor") or None)
     return render(request, "groups/detail.html", nav_active="groups", title=group.name or _("Unnamed group"),
                   group=group, account_names=customers_service.account_names(session), messages=messages,
-                  members=[row(m) for m in members], changes=[(c, row(m)) for c, m in changes], **_labels())
+                  members=[row(m) for m in members], changes=[(c, row(m)) for c, m in changes],
+                  channel_names=customers_service.channel_names(session, states={m.state for m in members if m.state}),
+                  **_labels())
