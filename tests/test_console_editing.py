@@ -386,3 +386,17 @@ def test_an_operator_adds_customers_only_to_their_own_accounts(client: TestClien
     assert console.post("/customers/new", {"name": "甲", "account_id": str(theirs.id)}).status_code == 422
     assert console.post("/customers/new", {"name": "乙", "account_id": str(mine.id)}).status_code == 303
     assert set(db.scalars(select(Customer.name))) == {"乙"}
+
+
+def test_a_retired_account_leaves_the_channel_rotation(console: Console, db: Session, make: Any) -> None:
+    from siyu.channels import service as channels_service
+    from tests.conftest import viewer_of
+
+    first, second = make.account(), make.account()
+    channel = channels_service.save_channel(db, viewer=viewer_of(make.user("admin")), data=channels_service.ChannelIn(
+        name="轮流", account_ids=[first.id, second.id], account_strategy="round_robin"))
+    db.commit()
+    console.post(f"/accounts/{first.id}/status", {"status": "retired"})
+    db.expire_all()
+    picks = {channels_service.pick_account(db, db.get_one(Channel, channel.id))[0] for _n in range(4)}
+    assert picks == {second.id}
