@@ -279,6 +279,12 @@ def create_app() -> FastAPI:
     app.include_router(moments_api, prefix="/api/v1")
     app.include_router(moderation_api, prefix="/api/v1")
     app.include_router(moderation_pages)  # /groups/rules … before the groups pages' /groups/{group_id}
+    # The console's editing pages (issue 21): /customers/new goes before /customers/{customer_id}.
+    from siyu.customers.manual_routes import pages as manual_customer_pages
+    from siyu.customers.tag_settings_routes import pages as tag_settings_pages
+
+    app.include_router(manual_customer_pages)
+    app.include_router(tag_settings_pages)
     for router in (web_pages, team_pages, accounts_pages, handover_pages, export_pages, import_pages, bulk_pages,
                    chat_pages, sidebar_pages, merge_pages, orders_pages, maintenance_pages, customers_pages,
                    jobs_pages, inbox_pages, autoreply_pages, channels_pages, groups_pages, wecom_pages, mp_pages,

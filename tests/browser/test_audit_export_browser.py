@@ -28,7 +28,7 @@ def test_an_operators_export_is_masked_and_the_admin_finds_it_by_actor_action_ki
     page.fill("#new-display-name", "运维小周")
     page.fill("#new-password", live_site.password)
     page.select_option("#new-role", "operator")
-    page.check('label:has-text("山野茶舍·西湖店") input[name="account_ids"]')
+    page.check('[data-testid="user-form"] label:has-text("山野茶舍·西湖店") input[name="account_ids"]')
     page.click('button:has-text("创建用户")')
     page.wait_for_url(live_site.url + "/users")
     expect(page.locator('[data-testid="export-settings-link"]')).to_have_text("导出权限")

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, UTCDateTime, utcnow
@@ -51,6 +51,10 @@ class Account(Base):
     signature: Mapped[str] = mapped_column(String(255), default="")
     greeting: Mapped[str] = mapped_column(Text, default="")
     moments_cover_url: Mapped[str] = mapped_column(String(512), default="")
+    # A personal account's own WeChat QR image (uploaded by the operator: WeChat has no API for it)
+    # and the day it stops working (WeChat's personal QR codes lapse; the operator renews them).
+    qr_image_url: Mapped[str] = mapped_column(String(512), default="", server_default="")
+    qr_expires_on: Mapped[date | None] = mapped_column(Date, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

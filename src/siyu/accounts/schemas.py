@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -26,6 +26,8 @@ class AccountIn(BaseModel):
     signature: str = Field("", max_length=255)
     greeting: str = Field("", max_length=2000)
     moments_cover_url: str = Field("", max_length=512)
+    qr_image_url: str = Field("", max_length=512)
+    qr_expires_on: date | None = None
 
     @field_validator("wecom_userid")
     @classmethod
@@ -48,6 +50,8 @@ class AccountUpdate(BaseModel):
     signature: str | None = Field(None, max_length=255)
     greeting: str | None = Field(None, max_length=2000)
     moments_cover_url: str | None = Field(None, max_length=512)
+    qr_image_url: str | None = Field(None, max_length=512)
+    qr_expires_on: date | None = None
 
 
 class AccountOut(BaseModel):
@@ -70,6 +74,8 @@ class AccountOut(BaseModel):
     signature: str
     greeting: str
     moments_cover_url: str
+    qr_image_url: str = ""
+    qr_expires_on: date | None = None
     created_at: datetime
     friend_count: int = 0
     utilisation: float = 0.0

@@ -7,12 +7,13 @@ utilisation can never drift from the data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from siyu.accounts.models import UTILISATION_WARNING, Account, AccountKind
+from siyu.accounts.models import RAISED_CAPACITY, UTILISATION_WARNING, Account, AccountKind, AccountStatus
 from siyu.accounts.schemas import AccountIn, AccountUpdate
 from siyu.core.db import missing_ids
 from siyu.core.errors import Conflict, Invalid, NotFound
@@ -93,11 +94,11 @@ def create_account(session: Session, *, data: AccountIn, actor: Viewer) -> Accou
     if data.open_kfid and session.scalar(select(Account).where(Account.open_kfid == data.open_kfid)):
         raise Conflict("WeCom customer service account {open_kfid} already exists", field="open_kfid",
                        open_kfid=data.open_kfid)
-    account = Account(**data.model_dump(mode="json"))
+    account = Account(**data.model_dump())
     session.add(account)
     session.flush()
     team_service.record_audit(session, actor=actor, action="create", entity_type="account",
-                              entity_id=account.id, summary=account.display_name, after=_snapshot(account))
+                              entity_id=account.id, summary=account.display_name, after=_jsonable(_snapshot(account)))
     return account
 
 
@@ -107,19 +108,37 @@ def update_account(session: Session, *, account_id: int, data: AccountUpdate, ac
     _require_owner(session, data.owner_user_id)
     if data.greeting is not None:
         _check_greeting(data.greeting)
-    for key, value in data.model_dump(mode="json", exclude_unset=True).items():
-        if value is not None:
-            setattr(account, key, value)
+    if data.friend_capacity is not None and data.friend_capacity != account.friend_capacity:
+        _check_capacity(session, account, data.friend_capacity)
+    fields = data.model_dump(exclude_unset=True)
+    for key, value in fields.items():
+        if value is not None or key == "qr_expires_on":
+            setattr(account, key, value.value if isinstance(value, AccountStatus) else value)
     session.flush()
-    team_service.record_audit(session, actor=actor, action="update", entity_type="account",
-                              entity_id=account.id, summary=account.display_name, before=before,
-                              after=_snapshot(account))
+    retired = before["status"] != account.status and account.status == AccountStatus.retired.value
+    team_service.record_audit(session, actor=actor, action="retire" if retired else "update",
+                              entity_type="account", entity_id=account.id, summary=account.display_name,
+                              before=_jsonable(before), after=_jsonable(_snapshot(account)))
     return account
+
+
+def _check_capacity(session: Session, account: Account, capacity: int) -> None:
+    """A capacity goes up to WeChat's raised limit, and never below the friends the account already has."""
+    if capacity > RAISED_CAPACITY:
+        raise Invalid("Capacity is at most {max}", field="friend_capacity", max=RAISED_CAPACITY)
+    friends = _friend_counts(session, [account.id]).get(account.id, 0)
+    if capacity < friends:
+        raise Invalid("The account already has {n} friends; the capacity cannot be lower", field="friend_capacity",
+                      n=friends)
 
 
 def _check_greeting(text: str) -> None:
     """The greeting (微信客服's welcome) reaches customers: only the customer-safe variables."""
     variables.check_outgoing(text, field="greeting", allowed=(variables.SALUTATION, variables.ACCOUNT))
+
+
+def _jsonable(snapshot: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, date) else v for k, v in snapshot.items()}
 
 
 def _snapshot(account: Account) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Interval, and_, case, func, insert, literal, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from siyu.accounts.models import Account
+from siyu.accounts.models import Account, AccountStatus
 from siyu.channels.models import (
     AccountStrategy,
     Channel,
@@ -287,7 +287,8 @@ def pick_account(session: Session, channel: Channel) -> tuple[int | None, str]:
         select(Friendship.account_id, func.count()).where(
             Friendship.account_id.in_(list(accounts)), Friendship.status == FriendshipStatus.active.value)
         .group_by(Friendship.account_id))}
-    room = [a for a in ordered if friends.get(a.id, 0) < a.friend_capacity]
+    # A retired account takes no new friends (issue 21: it leaves rotations); it stays the last resort.
+    room = [a for a in ordered if friends.get(a.id, 0) < a.friend_capacity and a.status != AccountStatus.retired.value]
     if not room:
         # Still give an account (the customer must not be lost), and tell someone to add capacity.
         _raise_alert(session, channel, ALL_FULL)

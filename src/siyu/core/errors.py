@@ -138,6 +138,25 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def _people_detail(errors: Any) -> str:
+    """A console page's validation failure for people: a bad link or address parameter is named as
+    such (nobody typed ``customer_id``), a form field by its name, every message in their language."""
+    parts: list[str] = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        where = loc[0] if loc else ""
+        if where == "path":
+            text = _("The link is not valid: {message}", message=validation_message(err))
+        elif where == "query":
+            text = _("The address has a bad value ({name}): {message}", name=_field_name(loc),
+                     message=validation_message(err))
+        else:
+            text = f"{_field_name(loc)}: {validation_message(err)}"
+        if text not in parts:
+            parts.append(text)
+    return _("Invalid input") + " — " + "；".join(parts)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     from siyu.web.render import render_error  # local: web depends on core, not the reverse at import
 
@@ -160,7 +179,7 @@ def install_error_handlers(app: FastAPI) -> None:
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         detail = _("Invalid input") + f" — {summary}"
         if wants_html(request):
-            return render_error(request, 422, detail)
+            return render_error(request, 422, _people_detail(exc.errors()))
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

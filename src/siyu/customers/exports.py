@@ -57,6 +57,7 @@ from siyu.customers import export_policy, service
 from siyu.customers.imports import normalise_mobile
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Tag, TagGroup
 from siyu.customers.service import CustomerFilter
+from siyu.customers.sources import source_label
 from siyu.team import service as team_service
 
 BATCH_ROWS = 200  # customers per query (the most service.list_customers gives at once)
@@ -207,7 +208,7 @@ class _RowBuilder:
             "tags": TAG_JOIN.join(manual),
             "description": self.viewer.text(primary.description) if primary else "",
             "city": customer.city,
-            "source": customer.source,
+            "source": source_label(customer.source),
             "account": self.accounts.get(primary.account_id, str(primary.account_id)) if primary else "",
             "gender": customer.gender,
             "job": customer.job,

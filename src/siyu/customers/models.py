@@ -286,6 +286,8 @@ class CustomField(Base):
     field_type: Mapped[str] = mapped_column(String(16), default=FieldType.text.value)
     choices: Mapped[list[str]] = mapped_column(JSON, default=list)
     sort_order: Mapped[int] = mapped_column(Integer, default=100)
+    # A retired field keeps its values (history, exports of old data) but leaves forms and imports.
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class CustomFieldValue(Base):

@@ -284,6 +284,7 @@ class TimelineEntry:
     account: str
     content: str = ""  # the touch's text as the viewer may see it (phones masked for 客服)
     details: dict[str, Any] | None = None
+    channel: str = ""  # the name of the channel a friend-add came through (its state is a code)
 
 
 @dataclass
@@ -301,9 +302,13 @@ def _timeline(session: Session, *, customer_id: int, viewer: Viewer, cursor: str
 def _entries(session: Session, touches: list[Touch], viewer: Viewer) -> list[TimelineEntry]:
     names = team_service.display_names(session, user_ids={t.user_id for t in touches if t.user_id})
     accounts = service.account_names(session) if any(t.account_id for t in touches) else {}
+    states = {str(t.details.get("state")) for t in touches if isinstance(t.details, dict) and t.details.get("state")}
+    channels = service.channel_names(session, states=states)
     return [TimelineEntry(touch=t, operator=names.get(t.user_id, "") if t.user_id else _who_else(t),
                           account=accounts.get(t.account_id, "") if t.account_id else "",
-                          content=service.touch_content(t, viewer), details=service.touch_details(t, viewer))
+                          content=service.touch_content(t, viewer), details=service.touch_details(t, viewer),
+                          channel=channels.get(str(t.details.get("state") or ""), "")
+                          if isinstance(t.details, dict) else "")
             for t in touches]
 
 
@@ -605,7 +610,10 @@ def customer_attachment_add(request: Request, session: SessionDep, viewer: PageV
 # ---------------------------------------------------------------- tags, fields and lifecycle rules
 
 
-SETTINGS_NOTICES = {"group": N_("Tag group created."), "tag": N_("Tag created."), "field": N_("Custom field created.")}
+SETTINGS_NOTICES = {"group": N_("Tag group created."), "tag": N_("Tag created."), "field": N_("Custom field created."),
+                    "tag_saved": N_("Tag renamed."), "tag_merged": N_("Tags merged: every customer carried over."),
+                    "tag_deleted": N_("Tag deleted."), "group_saved": N_("Tag group renamed."),
+                    "group_deleted": N_("Tag group deleted."), "field_saved": N_("Custom field saved.")}
 
 
 def _settings_page(request: Request, session: Session, viewer: Viewer, *, status_code: int = 200,
@@ -613,7 +621,8 @@ def _settings_page(request: Request, session: Session, viewer: Viewer, *, status
     return render(request, "customers/settings_tags.html", job_link=job_link, status_code=status_code,
                   nav_active="tags",
                   title=_("Tags & fields"), tag_groups=service.list_tag_groups(session),
-                  custom_fields=service.list_custom_fields(session), rules=service.get_rules(session),
+                  custom_fields=service.list_custom_fields(session, include_retired=True),
+                  rules=service.get_rules(session),
                   field_types=[t.value for t in FieldType], is_admin=viewer.is_admin, state=state or FormState(),
                   notice=notice, labels=FIELD_LABELS)
 

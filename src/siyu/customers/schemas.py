@@ -203,6 +203,13 @@ class CustomFieldIn(BaseModel):
     choices: list[str] = Field(default_factory=list, max_length=100)
 
 
+class CustomFieldUpdate(BaseModel):
+    """What an admin may change on a field: its label and (a choice field's) choices; key and type stay."""
+
+    label: Name | None = Field(None, min_length=1, max_length=64)
+    choices: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(None, max_length=100)
+
+
 class CustomFieldOut(CustomFieldIn):
     model_config = ConfigDict(from_attributes=True)
 

@@ -615,8 +615,12 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- custom fields
 
 
-def list_custom_fields(session: Session) -> list[CustomField]:
-    return list(session.scalars(select(CustomField).order_by(CustomField.sort_order, CustomField.id)))
+def list_custom_fields(session: Session, *, include_retired: bool = False) -> list[CustomField]:
+    """The fields forms, imports and filters offer; retired ones (kept with their values) only when asked."""
+    query = select(CustomField).order_by(CustomField.sort_order, CustomField.id)
+    if not include_retired:
+        query = query.where(CustomField.retired_at.is_(None))
+    return list(session.scalars(query))
 
 
 def create_custom_field(session: Session, *, data: CustomFieldIn, actor: Viewer) -> CustomField:
@@ -1613,6 +1617,16 @@ def load_friendships(session: Session, *, customer_ids: list[int]) -> dict[int, 
     for friendship in rows:
         result[friendship.customer_id].append(friendship)
     return result
+
+
+def channel_names(session: Session, *, states: set[str]) -> dict[str, str]:
+    """Channel names by their contact-way ``state`` (a code nobody should have to read)."""
+    from siyu.channels.models import Channel
+
+    if not states:
+        return {}
+    rows = session.execute(select(Channel.key, Channel.name).where(Channel.key.in_(sorted(states))))
+    return {key: name for key, name in rows}
 
 
 def account_names(session: Session) -> dict[int, str]:

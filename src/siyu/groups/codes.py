@@ -141,9 +141,8 @@ def save_code(session: Session, *, data: GroupCodeIn, viewer: Viewer, code_id: i
 
 def _queue_sync(session: Session, code_id: int) -> None:
     from siyu.core import jobs
-    from siyu.groups.jobs import sync_group_code
 
-    jobs.enqueue_after_commit(session, sync_group_code, code_id)
+    jobs.enqueue_after_commit(session, "groups.jobs.sync_group_code", code_id)
 
 
 def fill(session: Session, groups: Iterable[GroupChat]) -> dict[int, tuple[int, int]]:

@@ -19,7 +19,6 @@ from siyu.core.i18n import N_, _
 from siyu.core.ids import Id
 from siyu.core.viewer import Viewer
 from siyu.customers import service as customers_service
-from siyu.customers.pages import FormDep, FormRead, field_errors
 from siyu.groups import codes, registry, service
 from siyu.groups import health as health_service
 from siyu.groups.models import GroupChat, GroupChatStatus, GroupMember
@@ -37,6 +36,7 @@ from siyu.groups.schemas import (
     GroupTemplateOut,
 )
 from siyu.groups.service import GroupFilter
+from siyu.web.forms import FormDep, FormRead, field_errors
 from siyu.web.render import render
 
 api = APIRouter(tags=["groups"])
@@ -230,6 +230,8 @@ def _detail(request: Request, session: Session, viewer: Viewer, group: GroupChat
                   changes=changes, figures=registry.figures(session, [group])[group.id],
                   templates_list=registry.list_templates(session), chart=chart, snapshots=snapshots,
                   qr=codes.current_qr(session, group=group), errors=errors or {},
+                  channel_names=customers_service.channel_names(
+                      session, states={r.member.state for r in members if r.member.state}),
                   tasks=[t for t in registry.open_tasks(session, viewer=viewer) if t.group_chat_id == group.id],
                   can_edit=viewer.role in registry.EDITING_ROLES, **_labels(), **_registry_labels())
 

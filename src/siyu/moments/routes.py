@@ -25,10 +25,10 @@ from siyu.core.pagination import decode_cursor, encode_cursor
 from siyu.core.settings import local_today, local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers.models import Customer, Tag
-from siyu.customers.pages import FormDep, FormRead
 from siyu.moments import service
 from siyu.moments.models import MODULE_LABELS, STATUS_LABELS, MomentInteraction, MomentModule, MomentPost, PostStatus
 from siyu.moments.schemas import ColumnIn, ColumnOut, PostIn, PostOut, PostPage, PostUpdate, ScheduleIn
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 
 api = APIRouter(tags=["moments"])

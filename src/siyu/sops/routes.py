@@ -20,7 +20,6 @@ from siyu.core.ids import Id
 from siyu.core.pagination import decode_cursor, encode_cursor
 from siyu.core.viewer import Viewer
 from siyu.customers.models import Stage
-from siyu.customers.pages import FormDep, FormRead
 from siyu.sends import service as sends_service
 from siyu.sends.models import QUOTA_MODE_LABELS, QuotaMode
 from siyu.sops import service
@@ -48,6 +47,7 @@ from siyu.sops.schemas import (
     SopList,
     SopOut,
 )
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 
 api = APIRouter(tags=["sops"])

@@ -111,6 +111,8 @@ ACTIONS: dict[str, str] = {
     "appeal": N_("Recorded an appeal"),
     "pardon": N_("Pardoned"),
     "feedback": N_("Reported a false positive"),
+    "reorder": N_("Reordered"),
+    "reset_password": N_("Reset the password"),
 }
 
 # field of a before/after snapshot → label (the words the object's own page uses)
@@ -126,6 +128,8 @@ FIELDS: dict[str, str] = {
     "position": N_("Policy order"), "positioning": N_("Positioning"), "avatar_url": N_("Avatar"),
     "signature": N_("Signature"), "greeting": N_("Greeting"), "moments_cover_url": N_("Moments cover"),
     "wecom_userid": N_("WeCom ID"), "open_kfid": N_("WeCom ID"), "mp_appid": N_("WeCom ID"),
+    "qr_image_url": N_("Own WeChat QR code"), "qr_expires_on": N_("QR code valid until"),
+    "groups": N_("Tag groups"),
     # customers (the portrait's own labels)
     "name": N_("Name"), "remark_name": N_("Remark name"), "salutation": N_("Salutation"), "phones": N_("Phones"),
     "description": N_("Description"), "tags": N_("Tags"), "source": N_("Source"), "gender": N_("Gender"),

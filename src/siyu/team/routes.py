@@ -190,7 +190,7 @@ def logout(request: Request, session: SessionDep) -> Response:
 
 
 def _users_page(request: Request, session: SessionDep, viewer: Viewer, *, error: str | None = None,
-                status_code: int = 200) -> Response:
+                status_code: int = 200, new_password: tuple[Any, str] | None = None) -> Response:
     accounts = accounts_service.visible_accounts(session, viewer=viewer)
     live: dict[int, int] = {}
     for row in service.live_sessions(session):
@@ -198,7 +198,8 @@ def _users_page(request: Request, session: SessionDep, viewer: Viewer, *, error:
     return render(request, "team/users.html", status_code=status_code, nav_active="users",
                   users=service.list_users(session), accounts=accounts, roles=list(Role),
                   account_names={a.id: a.display_name for a in accounts}, live_sessions=live,
-                  locked=service.locked_usernames(session), error=error, title=_("Team"))
+                  locked=service.locked_usernames(session), error=error, new_password=new_password,
+                  title=_("Team"))
 
 
 @pages.get("/users", response_class=HTMLResponse)
@@ -214,11 +215,17 @@ def users_update(
     user_id: Id,
     role: Annotated[str, Form()],
     is_active: Annotated[str, Form()] = "",
+    display_name: Annotated[str | None, Form()] = None,
+    account_ids: Annotated[list[Id] | None, Form()] = None,
+    accounts_in_form: Annotated[str, Form()] = "",
 ) -> Response:
     from pydantic import ValidationError
 
     try:
-        data = UserUpdate(role=role, is_active=is_active == "on")
+        # The full edit form carries the accounts (none ticked is none); the table's quick form does not.
+        accounts = (account_ids or []) if accounts_in_form else None
+        data = UserUpdate(role=role, is_active=is_active == "on", account_ids=accounts,
+                          display_name=(display_name or "").strip() or None)
         service.update_user(session, user_id=user_id, data=data, actor=viewer)
         session.commit()
     except (DomainError, ValidationError) as exc:
@@ -235,6 +242,21 @@ def users_logout_everywhere(session: SessionDep, viewer: AdminPageViewer, user_i
     service.log_out_everywhere(session, user_id=user_id, actor=viewer)
     session.commit()
     return RedirectResponse("/users", status_code=303)
+
+
+@pages.post("/users/{user_id}/reset-password", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def users_reset_password(request: Request, session: SessionDep, viewer: AdminPageViewer, user_id: Id) -> Response:
+    """A generated password, shown once on this answer (never stored in clear, not in any link)."""
+    try:
+        password = service.reset_password(session, user_id=user_id, actor=viewer)
+        session.commit()
+    except Invalid as exc:
+        session.rollback()
+        return _users_page(request, session, viewer, error=exc.message, status_code=422)
+    user = service.get_user(session, user_id=user_id)
+    response = _users_page(request, session, viewer, new_password=(user, password))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @pages.post("/users/{user_id}/unlock", dependencies=[CsrfChecked])

@@ -302,6 +302,21 @@ def live_sessions(session: Session, *, user_id: int | None = None) -> list[UserS
     return list(session.scalars(query.order_by(UserSession.last_seen_at.desc())))
 
 
+def reset_password(session: Session, *, user_id: int, actor: Viewer) -> str:
+    """A new generated password for the user, returned once to show the admin (never stored or logged
+    in clear). Every session and token of the user ends; audited without the password."""
+    user = get_user(session, user_id=user_id)
+    if not user.is_active:
+        raise Invalid("This user is disabled; enable them before resetting the password", field="password")
+    password = security.generate_password()
+    user.password_hash = security.hash_password(password)
+    ended = end_all_sessions(session, user=user)
+    session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username.lower()))
+    record_audit(session, actor=actor, action="reset_password", entity_type="user", entity_id=user.id,
+                 summary=user.display_name or user.username, after={"sessions_ended": ended})
+    return password
+
+
 def log_out_everywhere(session: Session, *, user_id: int, actor: Viewer) -> int:
     """An admin ends all of a user's sessions and tokens (a lost laptop, a shared password); audited."""
     user = get_user(session, user_id=user_id)

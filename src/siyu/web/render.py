@@ -82,6 +82,9 @@ def _build_templates() -> Jinja2Templates:
     templates.env.filters["prettyjson"] = pretty_json
     templates.env.filters["approximate"] = approximate
     templates.env.filters["safe_href"] = safe_href
+    from siyu.customers.sources import source_label  # customer sources in words (issue 21)
+
+    templates.env.filters["source_label"] = source_label
     return templates
 
 

@@ -60,6 +60,7 @@ from siyu.core.db import dialect_insert, utcnow
 from siyu.core.settings import get_settings
 from siyu.customers import search
 from siyu.customers.models import Customer, Friendship
+from siyu.customers.variables import unnamed
 from siyu.groups.models import GroupChat, GroupMessage, MemberType
 from siyu.inbox import service as inbox_service
 from siyu.inbox.models import Channel, Direction, Message, MessageType
@@ -428,7 +429,7 @@ def _customers(session: Session, external_userids: Iterable[str], pairs: dict[st
         created = session.execute(
             dialect_insert(session, table).on_conflict_do_nothing(index_elements=["wecom_external_userid"])
             .returning(table.c.id, table.c.wecom_external_userid),
-            [{"name": f"企业微信客户{e[-6:]}", "wecom_external_userid": e, "source": "wecom", "created_at": now}
+            [{"name": unnamed(e), "wecom_external_userid": e, "source": "wecom", "created_at": now}
              for e in missing]).all()
         known.update({str(ext): int(cid) for cid, ext in created})
         search.mark_dirty(session, [int(cid) for cid, _ext in created])

@@ -32,6 +32,7 @@ from siyu.accounts.models import Account
 from siyu.channels import service as channels_service
 from siyu.core.db import utcnow
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
+from siyu.customers.variables import unnamed
 from siyu.wecom.models import EventStatus, WecomEvent
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def _customers(session: Session, external_userids: list[str], *, create: bool) -
     missing = [e for e in wanted if e not in found]
     if create and missing:
         # The callback carries no name; the API sync (or the next edit event) fills it in.
-        new = [Customer(name=f"企业微信客户{e[-6:]}", wecom_external_userid=e, source="wecom") for e in missing]
+        new = [Customer(name=unnamed(e), wecom_external_userid=e, source="wecom") for e in missing]
         session.add_all(new)
         session.flush()
         found.update({c.wecom_external_userid: c for c in new})

@@ -40,7 +40,7 @@ from siyu.core.models import AppSetting
 from siyu.customers import search
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer, CustomerTag, Friendship, FriendshipStatus, Phone, Touch, TouchKind
-from siyu.customers.variables import unnamed
+from siyu.customers.variables import is_unnamed, unnamed
 from siyu.groups import service as groups_service
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,18 @@ STATE_KEY = "wecom.sync"
 MEMBERS_PER_REQUEST = 100
 PAGE_LIMIT = 100
 PHASES = ("members", "tags", "contacts", "groups", "reconcile", "done")
-PLACEHOLDER_PREFIX = "企业微信客户"  # the name a callback-created customer gets until the API names them
+# The name callback-created customers got before they were named ``variables.unnamed``: still replaced by
+# the name WeCom gives, like the unnamed placeholder.
+PLACEHOLDER_PREFIX = "企业微信客户"
 GENDERS = {1: "男", 2: "女"}
+
+def _placeholder(name: str | None) -> bool:
+    """A name Siyu made up for a customer it knew only by id (WeCom's name replaces it)."""
+    if not name or is_unnamed(name):
+        return True
+    tail = name[len(PLACEHOLDER_PREFIX):]
+    return name.startswith(PLACEHOLDER_PREFIX) and 0 < len(tail) <= 6 and tail.isascii() and tail.isalnum()
+
 
 Transaction = Callable[[], AbstractContextManager[Session]]
 Progress = Callable[[dict[str, Any]], None]
@@ -129,7 +139,7 @@ def apply_page(session: Session, items: list[dict[str, Any]], *, accounts: dict[
         counts["customers_created"] = len(new)
         search.mark_dirty(session, ids)
     renamed = [(cid, contacts[ext].get("name")) for ext, (cid, name) in known.items()
-               if ext not in new and contacts[ext].get("name") and (not name or name.startswith(PLACEHOLDER_PREFIX))]
+               if ext not in new and contacts[ext].get("name") and _placeholder(name)]
     for customer_id, name in renamed:
         session.execute(update(Customer).where(Customer.id == customer_id).values(name=str(name)[:128], updated_at=now),
                         execution_options={"synchronize_session": False})

@@ -17,7 +17,6 @@ from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
 from siyu.core.ids import Id
 from siyu.core.viewer import Viewer
-from siyu.customers.pages import FormDep, FormRead
 from siyu.groups import service as groups_service
 from siyu.groups.moderation import service
 from siyu.groups.moderation.models import BlacklistStatus, ModerationFinding, ModerationRule
@@ -35,6 +34,7 @@ from siyu.groups.moderation.schemas import (
     RuleIn,
     RuleOut,
 )
+from siyu.web.forms import FormDep, FormRead
 from siyu.web.render import render
 
 api = APIRouter(tags=["group moderation"])
