@@ -135,3 +135,14 @@ def test_an_inbox_reply_over_the_customers_quota_is_refused_before_wecom_creates
     assert reply(db, conversation, "您好，明天发货").status == "sent"
     assert db.scalar(select(func.count()).select_from(SendLedgerEntry).where(
         SendLedgerEntry.source == "inbox", SendLedgerEntry.released_at.is_(None))) == 1
+
+
+def test_checking_the_quota_writes_nothing_so_no_lock_is_held_across_a_call_to_wecom(db: Session, make: Any) -> None:
+    from siyu.sends.models import SendSettings
+
+    customer = make.customer(make.account())
+    db.commit()
+    grant = sends.check(db, [customer.id], utcnow())
+    assert grant.allowed == [customer.id] and not grant.refused
+    assert not db.new and not db.dirty and db.scalar(select(func.count()).select_from(SendSettings)) == 0
+    assert db.scalar(select(func.count()).select_from(SendLedgerEntry)) == 0

@@ -345,7 +345,7 @@ def test_corp_tags_created_renamed_marked_unmarked_and_deleted(api: WecomApi) ->
 
 def test_contact_ways_keep_their_state(api: WecomApi) -> None:
     made = api.add_contact_way(users=["shanye.vip"], state="ch-42", remark="门店收银台", skip_verify=False)
-    assert made["qr_code"].startswith("https://") and made["config_id"]
+    assert made["qr_code"].startswith(("https://", "http://")) and "/wwpic/" in made["qr_code"] and made["config_id"]
     way = api.contact_way(made["config_id"])
     assert (way["state"], way["user"], way["type"], way["skip_verify"]) == ("ch-42", ["shanye.vip"], 1, False)
     api.update_contact_way(made["config_id"], state="ch-43")

@@ -82,12 +82,15 @@ def _seed(session: Session) -> dict[str, int]:
     ids["shop"] = shop.id
     ids["online"] = online.id
     from siyu.channels import service as channels_service
-    from siyu.core.viewer import SYSTEM
-
     session.get(type(online), online.id).wechat_id = "shanye-online"  # type: ignore[union-attr]
-    ids["channel"] = channels_service.save_channel(session, viewer=SYSTEM, data=channels_service.ChannelIn(
-        name="内部·包裹卡第2批", account_ids=[online.id], incentive_text="加好友领 5 元无门槛券")).id
+    # The row itself: saving through the service would queue the contact-way job against another database.
+    from siyu.channels.models import Channel
+
+    channel = Channel(key=channels_service.new_key(session), name="内部·包裹卡第2批", account_ids=[online.id],
+                      incentive_text="加好友领 5 元无门槛券")
+    session.add(channel)
     session.commit()
+    ids["channel"] = channel.id
     return ids
 
 

@@ -131,21 +131,33 @@ def reserve(session: Session, target_ids: Sequence[int], at: datetime, *, source
 
     Set-based: one lock, one count, one batched INSERT. The rows are in the caller's transaction:
     they count for everyone once it commits, and vanish with it when it rolls back. ``lock=False``
-    for a caller that cannot commit before it calls WeCom (the inbox's one-customer replies): the
-    lock would be held across the call; two such replies at the same instant may then both take a
-    customer's last message, which WeCom reports afterwards as before.
+    skips the ledger's lock (two reservations at the same instant may then both take a recipient's
+    last message, which WeCom reports afterwards as before).
+    """
+    if lock and target_ids:
+        settings = get_settings_row(session)
+        session.execute(update(SendSettings).where(SendSettings.id == settings.id)
+                        .values(lock_seq=SendSettings.lock_seq + 1))  # the ledger's lock, held to the commit
+    result = check(session, target_ids, at, target=target)
+    record(session, result.allowed, at, source=source, ref=ref, target=target)
+    return result
+
+
+def check(session: Session, target_ids: Sequence[int], at: datetime, *,
+          target: TargetKind = TargetKind.customer) -> Reservation:
+    """Who has room for one more corp mass message in the period holding ``at`` — read only, nothing kept.
+
+    For a caller that must not hold a write lock across its call to WeCom (the inbox's one-customer
+    replies): ``check`` before the call, ``record`` in the same transaction once WeCom created the send.
     """
     ids = list(dict.fromkeys(int(i) for i in target_ids))
     result = Reservation()
     if not ids:
         return result
-    settings = get_settings_row(session)
-    if lock:
-        session.execute(update(SendSettings).where(SendSettings.id == settings.id)
-                        .values(lock_seq=SendSettings.lock_seq + 1))  # the ledger's lock, held to the commit
-    mode = QuotaMode(settings.quota_mode)
-    day = local_day(at)
-    period = period_of(mode, day)
+    # Read only: no settings row yet means WeCom's default (the row is made by the first reserve or setting).
+    saved = session.scalar(select(SendSettings.quota_mode).order_by(SendSettings.id).limit(1))
+    mode = QuotaMode(saved or QuotaMode.month.value)
+    period = period_of(mode, local_day(at))
     used = _counts(session, ids, period, target)
     for target_id in ids:
         count = used.get(target_id, 0)
@@ -153,13 +165,20 @@ def reserve(session: Session, target_ids: Sequence[int], at: datetime, *, source
             result.refused[target_id] = _over_reason(mode, count, period.limit)
         else:
             result.allowed.append(target_id)
-    now = utcnow()
+    return result
+
+
+def record(session: Session, target_ids: Sequence[int], at: datetime, *, source: SendSource, ref: str,
+           target: TargetKind = TargetKind.customer) -> int:
+    """Count one corp mass message for each of these recipients (batched INSERTs in the caller's transaction)."""
+    ids = list(dict.fromkeys(int(i) for i in target_ids))
+    day, now = local_day(at), utcnow()
     table = cast(Table, SendLedgerEntry.__table__)
     rows = [{"target_kind": target.value, "target_id": t, "day": day, "source": source.value, "ref": ref[:64],
-             "released_at": None, "created_at": now} for t in result.allowed]
+             "released_at": None, "created_at": now} for t in ids]
     for start in range(0, len(rows), INSERT_BATCH):
         session.execute(insert(table), rows[start:start + INSERT_BATCH])
-    return result
+    return len(rows)
 
 
 def release(session: Session, *, source: SendSource, ref: str, target_ids: Sequence[int] | None = None,

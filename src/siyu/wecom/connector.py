@@ -75,7 +75,7 @@ class WecomConnector:
         external = outgoing.customer.wecom_external_userid if outgoing.customer is not None else None
         if not outgoing.group_key and not external:
             raise DeliveryError(NO_EXTERNAL_USERID, permanent=True)
-        quota = _reserve(outgoing)  # the customer's mass-send quota, counted before WeCom creates anything
+        counted = _check_quota(outgoing)  # the customer's mass-send quota: refused now, not as WeCom's status 3
         try:
             if outgoing.group_key:  # a group conversation: the group chat, by its chat id
                 target = outgoing.group_key
@@ -86,12 +86,10 @@ class WecomConnector:
                 answer = self.api.create_mass_send(sender=account.wecom_userid, text=outgoing.text,
                                                    chat_type="single", external_userids=[target])
         except WecomApiError as exc:
-            if exc.errcode is not None or exc.retryable:  # WeCom created nothing: the quota is given back
-                quota()
             raise _delivery_error(exc, member=account.wecom_userid) from exc
         if target in answer["fail_list"] or not answer["msgid"]:
-            quota()
             raise DeliveryError(NOT_A_CONTACT, permanent=True)
+        counted()  # WeCom created the send: it counts, in the delivery's own transaction
         msgid = str(answer["msgid"])
         session = object_session(account)
         if session is not None:  # read back later whether the member sent it and the customer got it
@@ -100,10 +98,14 @@ class WecomConnector:
         return Accepted(msgid, confirmed_later=session is not None)
 
 
-def _reserve(outgoing: Outgoing) -> Callable[[], None]:
-    """Reserve this reply in the one send-quota ledger (one customer; group chats are not counted here).
+def _check_quota(outgoing: Outgoing) -> Callable[[], None]:
+    """Check this reply against the one send-quota ledger (one customer; group chats are not counted here).
 
-    Refused over quota, with the ledger's reason; returns what gives the reservation back."""
+    Refused over quota, with the ledger's reason. Nothing is written before WeCom answers (on SQLite a
+    write would hold the database's lock across the call); the returned function records the send once
+    WeCom created it. Two replies at the same instant may both take a customer's last message, which
+    WeCom then reports afterwards, as before the ledger existed.
+    """
     session = object_session(outgoing.account)
     customer = outgoing.customer
     if session is None or customer is None or outgoing.group_key:
@@ -111,15 +113,15 @@ def _reserve(outgoing: Outgoing) -> Callable[[], None]:
     from siyu.sends import service as sends
     from siyu.sends.models import SendSource
 
-    ref = f"message:{outgoing.message_id}"
-    grant = sends.reserve(session, [customer.id], utcnow(), source=SendSource.inbox, ref=ref, lock=False)
+    at = utcnow()
+    grant = sends.check(session, [customer.id], at)
     if customer.id in grant.refused:
         raise DeliveryError(grant.refused[customer.id], permanent=True)
 
-    def release() -> None:
-        sends.release(session, source=SendSource.inbox, ref=ref)
+    def record() -> None:
+        sends.record(session, [customer.id], at, source=SendSource.inbox, ref=f"message:{outgoing.message_id}")
 
-    return release
+    return record
 
 
 def _delivery_error(exc: WecomApiError, *, member: str) -> DeliveryError:
