@@ -117,3 +117,23 @@ def test_a_personal_channels_landing_page_shows_the_persona_and_wechat_id_not_th
     assert page.status_code == 200
     assert "茶小满" in page.text and "山野茶事" in page.text and "chaxiaoman" in page.text and "扫码领试饮" in page.text
     assert "内部:西湖店地推第3批" not in page.text and 'data-testid="landing-qr"' not in page.text
+
+
+def test_a_personal_channels_landing_page_shows_the_accounts_own_qr_until_it_expires(
+        client: TestClient, db: Session, make: Any) -> None:
+    from datetime import timedelta
+
+    from siyu.core.settings import local_today
+
+    account = make.account(kind="personal", wecom_userid=None, display_name="茶小满", wechat_id="chaxiaoman",
+                           qr_image_url="/media/persona/qr-abc.png", qr_expires_on=local_today() + timedelta(days=3))
+    saved = service.save_channel(db, viewer=make_viewer(make), data=service.ChannelIn(
+        name="地推", account_ids=[account.id]))
+    db.commit()
+    page = client.get(f"/c/{saved.key}")
+    assert 'data-testid="landing-qr"' in page.text and "/media/persona/qr-abc.png" in page.text
+    assert "长按识别二维码" in page.text
+    account.qr_expires_on = local_today() - timedelta(days=1)  # lapsed: the WeChat ID to search instead
+    db.commit()
+    lapsed = client.get(f"/c/{saved.key}")
+    assert "/media/persona/qr-abc.png" not in lapsed.text and "chaxiaoman" in lapsed.text

@@ -37,7 +37,7 @@ from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_, _
 from siyu.core.ids import Id
-from siyu.core.settings import local_zone
+from siyu.core.settings import local_today, local_zone
 from siyu.core.text import Name
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
@@ -215,9 +215,10 @@ class PublicFace:
     avatar_url: str
     wechat_id: str
     incentive: str
+    qr_image_url: str = ""  # a personal account's own WeChat QR, while it has not expired
 
 
-def public_face(channel: Channel, account: Account | None) -> PublicFace:
+def public_face(channel: Channel, account: Account | None, *, today: date | None = None) -> PublicFace:
     persona = account.display_name if account is not None else ""
     brand = account.brand if account is not None else ""
     if account is not None and len(channel.account_ids or []) > 1 and channel.qr_image_key:
@@ -229,7 +230,16 @@ def public_face(channel: Channel, account: Account | None) -> PublicFace:
                       avatar_url=account.avatar_url if account is not None and
                       account.avatar_url.startswith("https://") else "",
                       wechat_id=account.wechat_id if account is not None else "",
-                      incentive=channel.incentive_text)
+                      incentive=channel.incentive_text, qr_image_url=_personal_qr(account, today))
+
+
+def _personal_qr(account: Account | None, today: date | None) -> str:
+    """The personal account's own QR image (uploaded on its page), unless its expiry date has passed."""
+    if account is None or account.kind != "personal" or not account.qr_image_url:
+        return ""
+    if account.qr_expires_on is not None and account.qr_expires_on < (today or local_today()):
+        return ""
+    return account.qr_image_url
 
 
 def get_channel(session: Session, *, channel_id: int, viewer: Viewer) -> Channel:
