@@ -63,7 +63,7 @@ PUBLIC_RATE = SlidingWindow(seconds=60.0)
 PUBLIC_VIEWS_PER_MINUTE = 120
 PUBLIC_SIGNUPS_PER_MINUTE = 20
 FIELD_LABELS = {"name": N_("Event name"), "kind": N_("Type"), "starts_at": N_("Starts"), "ends_at": N_("Ends"),
-                "place": N_("Place"), "capacity": N_("Capacity"), "description": N_("About the event"),
+                "place": N_("Place"), "capacity": N_("Seats"), "description": N_("About the event"),
                 "invite_text": N_("Invitation"), "attended_text": N_("Follow-up for attendees"),
                 "no_show_text": N_("Follow-up for no-shows"), "account_ids": N_("Accounts"),
                 "phone": N_("Mobile number"), "customer_id": N_("Customer")}
