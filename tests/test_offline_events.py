@@ -442,3 +442,39 @@ def test_console_plans_an_event_and_shows_sign_ups_attendance_and_export(client:
     assert export.status_code == 200 and "张三" in export.text and "13800001234" in export.text
     qr = console.get(f"{event_url}/qr.png")
     assert qr.content.startswith(b"\x89PNG")
+
+
+def test_service_agents_see_masked_numbers_on_the_event_its_export_and_the_door(client: TestClient, db: Any,
+                                                                                make: Any) -> None:
+    account = make.account()
+    agent = make.user("service", accounts=[account])
+    event = make_event(db, account_ids=[account.id])
+    signup = person(db, event, "13912345678").signup
+    console = Console(client).login(agent)
+    for url in (f"/offline-events/{event.id}", f"/offline-events/{event.id}/export.csv",
+                f"/offline-events/checkin/{signup.ticket}"):
+        shown = console.get(url).text
+        assert "139****5678" in shown and "13912345678" not in shown, url
+
+
+def test_after_the_event_the_console_lists_no_shows_and_creates_follow_ups(client: TestClient, db: Any,
+                                                                           make: Any, admin: Any) -> None:
+    account = make.account(owner_user_id=admin.id)
+    make.customer(account, name="到了", phones=["13900000001"])
+    make.customer(account, name="没来", phones=["13900000002"])
+    event = make_event(db)
+    came = person(db, event, "13900000001", "到了").signup
+    person(db, event, "13900000002", "没来")
+    service.check_in(db, ticket=came.ticket, viewer=SYSTEM)
+    db.commit()
+    end_event(db, event)
+    console = Console(client).login(admin)
+    missing = console.get(f"/offline-events/{event.id}?status=no_show")
+    assert "没来" in missing.text and 'data-testid="no-show"' in missing.text
+    assert "到了" not in re.sub(r'<h2[^>]*>.*?</h2>', "", missing.text.split('data-testid="signup-list"')[1])
+    done = console.post(f"/offline-events/{event.id}/follow-up", {})
+    assert done.status_code == 303 and "到场" in console.get(done.headers["location"]).text
+    again = console.post(f"/offline-events/{event.id}/follow-up", {})
+    assert again.status_code == 422 and "已经生成过了" in again.text
+    today = console.get("/today")
+    assert "线下活动回访" in today.text
