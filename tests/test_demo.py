@@ -397,3 +397,24 @@ def test_demo_has_a_running_sop_with_customers_at_its_steps(session: Session) ->
     outcomes = {run.outcome for run in session.scalars(select(SopStepRun).where(SopStepRun.sop_id == sop.id))}
     assert {"task", "no_wecom"} <= outcomes  # the welcome task; the message without a WeCom connection, said so
     assert session.scalar(select(func.count()).select_from(Task).where(Task.kind == "sop")) >= 10
+
+
+def test_demo_has_a_past_event_with_attendance_and_an_upcoming_one_with_sign_ups(demo: Demo,
+                                                                                  session: Session) -> None:
+    from siyu.maintenance.models import Task, TaskKind
+    from siyu.offline import service as offline_service
+    from siyu.offline.models import OfflineEvent
+
+    events = {e.name: e for e in session.scalars(select(OfflineEvent))}
+    past, upcoming = events["明前龙井品鉴会"], events["桂花乌龙试吃会"]
+    assert past.ends_at < demo.built_at < upcoming.starts_at
+    counts = offline_service.counts(session, [past.id, upcoming.id])
+    assert counts[past.id].checked_in == 7 and counts[past.id].registered > counts[past.id].checked_in
+    assert offline_service.no_shows(session, event_id=past.id, viewer=team_service.viewer_for(
+        session.scalar(select(User).where(User.role == "admin"))))
+    attended = select(func.count()).select_from(Touch).where(Touch.kind == TouchKind.offline_event.value,
+                                                             Touch.details.is_not(None))
+    assert session.scalar(attended) >= 7
+    assert session.scalar(select(func.count()).select_from(Task).where(Task.kind == TaskKind.event_follow.value)) >= 7
+    assert counts[upcoming.id].registered == upcoming.capacity and counts[upcoming.id].waitlisted >= 1
+    assert counts[upcoming.id].to_review >= 1

@@ -299,6 +299,12 @@ def create_app() -> FastAPI:
     app.include_router(moments_pages)
     app.include_router(sops_api, prefix="/api/v1")  # 客户SOP and the send-quota ledger's setting
     app.include_router(sops_pages)
+    # 线下活动 (offline events): the API, the console, staff check-in and the public sign-up page /e/<key>.
+    from siyu.offline.routes import api as offline_api
+    from siyu.offline.routes import pages as offline_pages
+
+    app.include_router(offline_api, prefix="/api/v1")
+    app.include_router(offline_pages)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).
     from siyu.wecom import connector as wecom_connector

@@ -737,6 +737,10 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
 
     seed_sops(session, admin=admin_viewer, now=now)
     __import__("siyu.groups.moderation.demo", fromlist=["build"]).build(session, admin=admin_viewer, now=now)
+    # 线下活动: a past tasting with attendance, an upcoming sampling (its follow-ups count in the cap)
+    from siyu.offline.demo import build as build_offline
+
+    build_offline(session, admin=admin_viewer, now=now)
     _create_cadence(session, admin=admin_viewer, now=now)
     build_group_demo(session, admin=admin_viewer, now=now, seed=seed)
     analytics_demo.build_history(session, seed=seed, now=now)  # 数据分析: the ladder's history

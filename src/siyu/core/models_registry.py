@@ -14,6 +14,7 @@ from siyu.library import models as library_models
 from siyu.maintenance import models as maintenance_models
 from siyu.moments import models as moments_models
 from siyu.mp import models as mp_models
+from siyu.offline import models as offline_models
 from siyu.orders import models as orders_models
 from siyu.segments import models as segments_models
 from siyu.sends import models as sends_models
@@ -27,6 +28,7 @@ __all__ = ["accounts_models", "autoreply_models", "channels_models", "core_model
 __all__ += ["library_models"]
 __all__ += ["moments_models"]
 __all__ += ["moderation_models"]
+__all__ += ["offline_models"]
 
 
 def load_tasks() -> list[str]:

@@ -39,6 +39,9 @@ class TaskKind(enum.StrEnum):
     group_removal = "group_removal"  # 移出违规成员（企业微信没有移出群成员的接口，由群主在客户端操作）
     group_warn = "group_warn"  # 在群里提醒违规成员
     group_flag = "group_flag"  # 黑名单成员加入了本群
+    # 线下活动 (offline): invite a customer (the detail holds the invitation and its link), and follow up after
+    event_invite = "event_invite"
+    event_follow = "event_follow"
 
 
 TASK_KIND_LABELS = {
@@ -53,6 +56,8 @@ TASK_KIND_LABELS = {
     TaskKind.group_removal: N_("Group rule broken: remove the member"),
     TaskKind.group_warn: N_("Group rule broken: warn the member"),
     TaskKind.group_flag: N_("A blacklisted member joined the group"),
+    TaskKind.event_invite: N_("Invite to an offline event"),
+    TaskKind.event_follow: N_("Offline event follow-up"),
 }
 
 

@@ -68,6 +68,8 @@ KINDS: dict[str, Kind] = {
     "moment_column": Kind(N_("Moments column"), "/moments/new"),
     "sop": Kind(N_("Customer SOP"), "/sops/{id}"),
     "send_settings": Kind(N_("Mass-send quota"), "/sops"),
+    "offline_event": Kind(N_("Offline event"), "/offline-events/{id}"),
+    "offline_signup": Kind(N_("Offline event sign-up")),
     # 群规 (groups.moderation)
     "group_rule": Kind(N_("Group rule"), "/groups/rules/{id}"),
     "group_finding": Kind(N_("Group-rule finding"), "/groups/findings"),
@@ -113,6 +115,11 @@ ACTIONS: dict[str, str] = {
     "feedback": N_("Reported a false positive"),
     "reorder": N_("Reordered"),
     "reset_password": N_("Reset the password"),
+    "invite": N_("Invited"),
+    "cancel": N_("Cancelled"),
+    "check_in": N_("Checked in"),
+    "follow_up": N_("Created follow-up tasks"),
+    "renew_link": N_("Made a new link"),
 }
 
 # field of a before/after snapshot → label (the words the object's own page uses)
