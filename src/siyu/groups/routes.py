@@ -456,10 +456,11 @@ def tasks_page(request: Request, session: SessionDep, viewer: PageViewer) -> Res
 
 
 @pages.post("/groups/tasks/{task_id:int}/done", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def task_done(request: Request, session: SessionDep, viewer: PageViewer, task_id: Id) -> Response:
+def task_done(request: Request, session: SessionDep, viewer: PageViewer, task_id: Id, form: FormDep) -> Response:
     registry.finish_task(session, task_id=task_id, viewer=viewer)
     session.commit()
-    return RedirectResponse("/groups/tasks", status_code=303)
+    back = "/today" if _text(form, "next") == "/today" else "/groups/tasks"  # 今日任务 lists group tasks too
+    return RedirectResponse(back, status_code=303)
 
 
 @pages.get("/groups/personal/new", response_class=HTMLResponse)
