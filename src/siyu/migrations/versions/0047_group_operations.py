@@ -91,7 +91,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_group_post_account_id_account'),
                                 ondelete='SET NULL'),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_group_post')),
-        sa.UniqueConstraint('plan_id', 'group_chat_id', 'due_at', name=op.f('uq_group_post_plan_id')),
+        sa.UniqueConstraint('plan_id', 'group_chat_id', 'due_at', name=op.f('uq_group_post_plan_id_group_chat_id_due_at')),
     )
     op.create_index('ix_group_post_status_due', 'group_post', ['status', 'due_at'])
     op.create_index('ix_group_post_group_due', 'group_post', ['group_chat_id', 'due_at'])
