@@ -430,3 +430,22 @@ def test_simulator_welcome_templates_are_added_edited_and_deleted_on_wecom(
     assert client.delete(f"/api/v1/group-welcome-templates/{template.id}",
                          headers=admin_headers).status_code == 204
     assert sim.corp.state.group_welcome_templates == []
+
+
+def test_a_post_wecom_could_not_take_in_time_is_missed_not_sent_late_and_the_job_runs_the_calendar(
+        db: Session, make: Factory) -> None:
+    from siyu.groups import jobs
+
+    make.account(wecom_userid="owner.l")
+    chat(db, "wrLATE", owner="owner.l", members=["wmL"])
+    morning_plan(db)
+    result = jobs.run_posts(db, api=None, now=SEVEN)  # WeCom not connected: scheduled, nothing sent
+    assert result["scheduled"] == 2 and result["sent"] == 0  # today's and tomorrow's 08:00
+    api = FakeApi()
+    outcome = posts.send_due(db, api=api, now=EIGHT + timedelta(hours=4))  # connected again at noon
+    db.commit()
+    assert outcome.missed == 1 and api.sends == []
+    post = db.scalar(select(GroupPost).where(GroupPost.status == "missed"))
+    assert post is not None and posts.reason_text(post.reason) == "未发送：未能及时连上企业微信"
+    later = jobs.run_posts(db, api=api, now=EIGHT + timedelta(days=1))
+    assert later["sent"] == 1 and later["scheduled"] == 1  # the day after's

@@ -203,10 +203,13 @@ def build_operations(session: Session, *, admin: Viewer, now: datetime, api: Cor
         day = today - timedelta(days=back)
         start = datetime.combine(day, datetime.min.time(), tzinfo=zone)
         posts.schedule_day(session, day=day, now=start)
-        until = min(now, start + timedelta(days=1) - timedelta(minutes=1))
-        api.corp.clock = until.timestamp  # the owners confirm that evening
-        sent += posts.send_due(session, api=api, now=until).sent
-        posts.check_results(session, api=api, now=until)
+        for hour in range(24):  # the job runs through the day; each post goes out at its time
+            at = start + timedelta(hours=hour, minutes=59)
+            if at > now:
+                break
+            api.corp.clock = at.timestamp  # the owners confirm at once
+            sent += posts.send_due(session, api=api, now=at).sent
+            posts.check_results(session, api=api, now=at)
     api.corp.clock = now.timestamp
     posts.schedule_day(session, day=today + timedelta(days=1), now=now)
     # The personal group's posts were posted by hand, all but today's.

@@ -326,6 +326,7 @@ class PostStatus(enum.StrEnum):
     cancelled = "cancelled"  # the group was dismissed while the post waited
     refused = "refused"  # over the group's monthly quota: nothing created on WeCom
     failed = "failed"  # WeCom refused the send
+    missed = "missed"  # not sent within posts.SEND_LATE_LIMIT of its time (WeCom unreachable): not sent late
 
 
 class InviteeStatus(enum.StrEnum):

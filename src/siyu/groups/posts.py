@@ -59,6 +59,8 @@ GROUPS_PER_TASK = client_limits.GROUP_MASS_SEND_CHATS  # W:92135: ≤ 2,000 grou
 MAX_TEXT_BYTES = 4000  # W:92135 add_msg_template: text.content is at most 4000 bytes
 MISSED_AFTER = timedelta(hours=1)  # a post still unsent an hour after its time is missed (今日任务)
 CONFIRM_GRACE = timedelta(hours=2)  # a sent post its owner has not confirmed within two hours (今日任务)
+SEND_LATE_LIMIT = timedelta(hours=3)  # an 早报 is not sent in the afternoon: past this, the post is missed
+TODAY_LOOKBACK = timedelta(days=2)  # 今日任务 lists missed and unconfirmed posts of the last two days
 RULES_DELAY = timedelta(minutes=5)  # after a batch: the rules announcement …
 INTRO_DELAY = timedelta(minutes=15)  # … then the self-introduction prompt
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -73,7 +75,8 @@ POST_STATUS_LABELS = {PostStatus.scheduled.value: N_("post_status.scheduled"),
                       PostStatus.task.value: N_("post_status.task"), PostStatus.done.value: N_("post_status.done"),
                       PostStatus.cancelled.value: N_("post_status.cancelled"),
                       PostStatus.refused.value: N_("post_status.refused"),
-                      PostStatus.failed.value: N_("post_status.failed")}
+                      PostStatus.failed.value: N_("post_status.failed"),
+                      PostStatus.missed.value: N_("post_status.missed")}
 CALENDAR_SLOTS = (PostSlot.morning, PostSlot.evening, PostSlot.task, PostSlot.topic, PostSlot.event)
 # The seed's rules (002 §5) and its self-introduction prompt (002 §7), the posts after each intake batch.
 RULES_TEXT = ("【群规】欢迎新朋友！请大家遵守：1. 群昵称请改为「名称+地区+职业」；2. 禁止刷屏，能一句话说完不发多句；"
@@ -248,6 +251,7 @@ class SendOutcome:
     cancelled: int = 0
     failed: int = 0
     tasks: int = 0
+    missed: int = 0
     calls: int = 0
     msgids: list[str] = field(default_factory=list)
 
@@ -292,6 +296,9 @@ def send_due(session: Session, *, api: Any, now: datetime | None = None, limit: 
         if not group.is_active:
             post.status, post.reason = PostStatus.cancelled.value, "group_dismissed"
             outcome.cancelled += 1
+        elif post.due_at < now - SEND_LATE_LIMIT:
+            post.status, post.reason = PostStatus.missed.value, "too_late"
+            outcome.missed += 1
         elif group.platform == GroupPlatform.personal.value:
             post.status = PostStatus.task.value
             registry.raise_task(session, kind=GroupTaskKind.post, key=str(post.id),
@@ -456,14 +463,15 @@ def today_items(session: Session, *, viewer: Viewer, now: datetime | None = None
                                                          GroupTask.account_id.in_(accounts))
                                  .order_by(GroupTask.id.desc()).limit(limit)))
     late = list(session.scalars(select(GroupPost).where(
-        GroupPost.account_id.in_(accounts),
+        GroupPost.account_id.in_(accounts), GroupPost.due_at >= now - TODAY_LOOKBACK,
         ((GroupPost.status == PostStatus.scheduled.value) & (GroupPost.due_at <= now - MISSED_AFTER))
+        | (GroupPost.status == PostStatus.missed.value)
         | ((GroupPost.status == PostStatus.sent.value) & (GroupPost.due_at <= now - CONFIRM_GRACE)))
         .order_by(GroupPost.due_at).limit(limit)))
     names = {g.id: g.name for g in session.scalars(select(GroupChat).where(GroupChat.id.in_(
         sorted({t.group_chat_id for t in tasks if t.group_chat_id} | {p.group_chat_id for p in late}) or [-1])))}
     for post in late:
-        missed = post.status == PostStatus.scheduled.value
+        missed = post.status in (PostStatus.scheduled.value, PostStatus.missed.value)
         items.append({"type": "post", "id": post.id, "group_id": post.group_chat_id,
                       "group": names.get(post.group_chat_id, ""),
                       "label": _("Group post missed") if missed else _("Group post not confirmed"),
@@ -482,6 +490,8 @@ def reason_text(reason: str) -> str:
         return _("Cancelled: the group was dismissed before the post went out")
     if reason == "plan_retired":
         return _("Cancelled: the calendar line was removed")
+    if reason == "too_late":
+        return _("Not sent: WeCom could not be reached in time")
     if reason == "no_owner":
         return _("The group has no owner on WeCom")
     return reason
