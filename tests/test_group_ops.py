@@ -449,3 +449,37 @@ def test_a_post_wecom_could_not_take_in_time_is_missed_not_sent_late_and_the_job
     assert post is not None and posts.reason_text(post.reason) == "未发送：未能及时连上企业微信"
     later = jobs.run_posts(db, api=api, now=EIGHT + timedelta(days=1))
     assert later["sent"] == 1 and later["scheduled"] == 1  # the day after's
+
+
+def test_the_intake_api_sets_statuses_finishes_a_batch_and_hides_other_accounts_groups(
+        db: Session, make: Factory, client: TestClient, token_for: Any) -> None:
+    mine = make.account(wecom_userid="owner.m")
+    theirs = make.account(wecom_userid="owner.n")
+    operator = make.user("operator", accounts=[mine])
+    group = chat(db, "wrAPI", owner="owner.m", members=[])
+    other = chat(db, "wrAPI2", owner="owner.n", members=[])
+    assert other.owner_account_id == theirs.id
+    headers = token_for(operator)
+    made = client.post(f"/api/v1/groups/{group.id}/invitees", json={"batch": 2, "names": ["张姐", "李哥"]},
+                       headers=headers)
+    assert made.status_code == 201 and [i["status"] for i in made.json()] == ["invited", "invited"]
+    first = made.json()[0]["id"]
+    assert client.patch(f"/api/v1/groups/{group.id}/invitees/{first}", json={"status": "declined"},
+                        headers=headers).json()["status"] == "declined"
+    assert client.patch(f"/api/v1/groups/{group.id}/invitees/{first}", json={"status": "refused"},
+                        headers=headers).status_code == 422  # only the blacklist refuses
+    assert client.post(f"/api/v1/groups/{group.id}/invitees", json={"batch": 4, "names": ["x"]},
+                       headers=headers).status_code == 422
+    assert client.post(f"/api/v1/groups/{group.id}/invitees", json={"batch": 1}, headers=headers).status_code == 422
+    finished = client.post(f"/api/v1/groups/{group.id}/intake/finish", json={"batch": 2}, headers=headers)
+    assert finished.status_code == 201 and [p["slot"] for p in finished.json()] == ["rules", "intro"]
+    again = client.post(f"/api/v1/groups/{group.id}/intake/finish", json={"batch": 2}, headers=headers)
+    assert again.status_code == 422
+    assert client.get(f"/api/v1/groups/{other.id}/invitees", headers=headers).status_code == 404
+    assert client.post(f"/api/v1/groups/{other.id}/invitees", json={"batch": 1, "names": ["x"]},
+                       headers=headers).status_code == 404
+    console = Console(client).login(operator)
+    assert console.get(f"/groups/{other.id}/intake").status_code == 404
+    bad = console.post("/groups/welcome", {"name": "", "kind": "marketing", "text": "欢迎"})
+    assert bad.status_code == 422 and 'data-testid="error-message"' in bad.text
+    assert db.scalar(select(func.count()).select_from(GroupWelcomeTemplate)) == 0
