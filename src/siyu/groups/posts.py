@@ -61,6 +61,7 @@ MISSED_AFTER = timedelta(hours=1)  # a post still unsent an hour after its time 
 CONFIRM_GRACE = timedelta(hours=2)  # a sent post its owner has not confirmed within two hours (今日任务)
 SEND_LATE_LIMIT = timedelta(hours=3)  # an 早报 is not sent in the afternoon: past this, the post is missed
 TODAY_LOOKBACK = timedelta(days=2)  # 今日任务 lists missed and unconfirmed posts of the last two days
+RESULT_WINDOW = timedelta(days=3)  # confirmations are read for posts sent in the last three days
 RULES_DELAY = timedelta(minutes=5)  # after a batch: the rules announcement …
 INTRO_DELAY = timedelta(minutes=15)  # … then the self-introduction prompt
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -359,7 +360,8 @@ def check_results(session: Session, *, api: Any, now: datetime | None = None) ->
     """Sent posts whose owner confirmed them in their app (``get_groupmsg_send_result`` status 1)."""
     now = now or utcnow()
     waiting = list(session.scalars(select(GroupPost).where(GroupPost.status == PostStatus.sent.value,
-                                                           GroupPost.msgid != "")))
+                                                           GroupPost.msgid != "",
+                                                           GroupPost.sent_at >= now - RESULT_WINDOW)))
     by_task: dict[tuple[str, str], list[GroupPost]] = defaultdict(list)
     for post in waiting:
         by_task[(post.msgid, post.sender)].append(post)
