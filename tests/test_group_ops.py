@@ -221,6 +221,8 @@ def test_group_tasks_and_missed_or_unconfirmed_posts_show_in_the_owners_todays_t
     console = Console(client).login(operator)
     page = console.get("/today")
     assert "我的孵化群" in page.text and "别人的孵化群" not in page.text
+    group_page = console.get(f"/groups/{group.id}")
+    assert group_page.text.count('data-testid="group-post"') == 1 and "待群主确认" in group_page.text
     task = db.scalar(select(GroupTask).where(GroupTask.group_chat_id == group.id))
     assert task is not None
     done = console.post(f"/groups/tasks/{task.id}/done", {"next": "/today"})

@@ -422,6 +422,16 @@ def list_posts(session: Session, *, viewer: Viewer, since: datetime, until: date
     return list(session.scalars(query.order_by(GroupPost.due_at, GroupPost.id).limit(limit)))
 
 
+def around(session: Session, *, group: GroupChat, now: datetime | None = None, each: int = 5) -> list[GroupPost]:
+    """A group's last few posts and its next few, in time order (the group page)."""
+    now = now or utcnow()
+    past = list(session.scalars(select(GroupPost).where(GroupPost.group_chat_id == group.id, GroupPost.due_at <= now)
+                                .order_by(GroupPost.due_at.desc(), GroupPost.id.desc()).limit(each)))
+    coming = list(session.scalars(select(GroupPost).where(GroupPost.group_chat_id == group.id, GroupPost.due_at > now)
+                                  .order_by(GroupPost.due_at, GroupPost.id).limit(each)))
+    return [*reversed(past), *coming]
+
+
 @dataclass
 class CalendarCell:
     plans: list[GroupPostPlan] = field(default_factory=list)

@@ -21,6 +21,7 @@ from siyu.core.viewer import Viewer
 from siyu.customers import service as customers_service
 from siyu.groups import codes, registry, service
 from siyu.groups import health as health_service
+from siyu.groups import posts as group_posts
 from siyu.groups.models import GroupChat, GroupChatStatus, GroupMember
 from siyu.groups.schemas import (
     GroupChatOut,
@@ -233,6 +234,9 @@ def _detail(request: Request, session: Session, viewer: Viewer, group: GroupChat
                   channel_names=customers_service.channel_names(
                       session, states={r.member.state for r in members if r.member.state}),
                   tasks=[t for t in registry.open_tasks(session, viewer=viewer) if t.group_chat_id == group.id],
+                  group_posts=group_posts.around(session, group=group),
+                  post_labels={k: _(v) for k, v in group_posts.SLOT_LABELS.items()},
+                  post_status_labels={k: _(v) for k, v in group_posts.POST_STATUS_LABELS.items()},
                   can_edit=viewer.role in registry.EDITING_ROLES, **_labels(), **_registry_labels())
 
 
