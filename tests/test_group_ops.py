@@ -145,6 +145,13 @@ def test_a_refused_send_gives_its_reservations_back(db: Session, make: Factory) 
         def create_mass_send(self, **body: Any) -> dict[str, Any]:
             raise WecomApiError(41048, "no customer to send to", api="add_msg_template")
 
+    class Busy(FakeApi):
+        def create_mass_send(self, **body: Any) -> dict[str, Any]:
+            raise WecomApiError(-1, "system busy", api="add_msg_template", retryable=True)
+
+    assert posts.send_due(db, api=Busy(), now=EIGHT).retry == 1  # tried again on the next run
+    assert db.scalar(select(GroupPost.status)) == "scheduled"
+    assert ledger.used_counts(db, [group.id], at=EIGHT, target=TargetKind.group) == {}
     outcome = posts.send_due(db, api=Refusing(), now=EIGHT)
     db.commit()
     assert outcome.failed == 1

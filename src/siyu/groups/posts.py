@@ -253,6 +253,7 @@ class SendOutcome:
     failed: int = 0
     tasks: int = 0
     missed: int = 0
+    retry: int = 0
     calls: int = 0
     msgids: list[str] = field(default_factory=list)
 
@@ -338,10 +339,12 @@ def _send_chunk(session: Session, *, api: Any, sender: str, text: str, posts: li
         return
     chat_ids = list(dict.fromkeys(groups[p.group_chat_id].chat_id for p in going))
     try:
-        with session.begin_nested():
-            answer = api.create_mass_send(sender=sender, text=text, chat_type="group", chat_ids=chat_ids)
+        answer = api.create_mass_send(sender=sender, text=text, chat_type="group", chat_ids=chat_ids)
     except error_type as exc:
         ledger.release(session, source=SendSource.group_post, ref=ref, target=TargetKind.group)
+        if getattr(exc, "retryable", False):
+            outcome.retry += len(going)  # WeCom busy or unreachable: the next run tries again (until too late)
+            return
         display = getattr(exc, "display", None)
         reason = (display() if callable(display) else str(exc))[:255]
         for post in going:
