@@ -354,6 +354,24 @@ def test_the_demo_runs_groups_of_several_kinds_fills_them_through_a_group_code_a
     assert session.scalar(select(GroupTask).where(GroupTask.kind == "apply_resources")) is not None
 
 
+def test_the_demo_has_a_week_of_morning_and_evening_posts_sent_and_an_intake_plan_in_three_batches(
+        session: Session) -> None:
+    from siyu.core.settings import local_zone
+    from siyu.groups.models import GroupInvitee, GroupPost, GroupWelcomeTemplate
+
+    sent = list(session.scalars(select(GroupPost).where(GroupPost.status == "confirmed",
+                                                        GroupPost.slot.in_(["morning", "evening"]))))
+    days = {(p.slot, p.due_at.astimezone(local_zone()).date()) for p in sent}
+    assert len({d for s, d in days if s == "morning"}) >= 6 and len({d for s, d in days if s == "evening"}) >= 6
+    assert all(p.msgid for p in sent)
+    assert session.scalar(select(GroupPost).where(GroupPost.status == "scheduled")) is not None  # still to come
+    batches = {i.batch for i in session.scalars(select(GroupInvitee))}
+    assert batches == {1, 2, 3}
+    assert all(i.note for i in session.scalars(select(GroupInvitee).where(GroupInvitee.batch == 3)))
+    assert session.scalar(select(GroupPost).where(GroupPost.slot == "rules", GroupPost.status == "confirmed"))
+    assert all(t.wecom_template_id for t in session.scalars(select(GroupWelcomeTemplate)))
+
+
 def test_demo_ladder_has_a_history_so_the_funnel_moves_with_the_date(session: Session) -> None:
     from datetime import timedelta
 

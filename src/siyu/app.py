@@ -279,6 +279,12 @@ def create_app() -> FastAPI:
     app.include_router(moments_api, prefix="/api/v1")
     app.include_router(moderation_api, prefix="/api/v1")
     app.include_router(moderation_pages)  # /groups/rules … before the groups pages' /groups/{group_id}
+    # Group operations (issue 22): welcome templates, intake plans, the posts calendar (群SOP).
+    from siyu.groups.ops_routes import api as group_ops_api
+    from siyu.groups.ops_routes import pages as group_ops_pages
+
+    app.include_router(group_ops_api, prefix="/api/v1")
+    app.include_router(group_ops_pages)
     # The console's editing pages (issue 21): /customers/new goes before /customers/{customer_id}.
     from siyu.customers.manual_routes import pages as manual_customer_pages
     from siyu.customers.tag_settings_routes import pages as tag_settings_pages

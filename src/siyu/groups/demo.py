@@ -19,7 +19,7 @@ from siyu.accounts.models import Account
 from siyu.core.viewer import Viewer
 from siyu.customers.models import Customer
 from siyu.groups import codes, health, registry, service
-from siyu.groups.models import GroupChat, GroupMessage
+from siyu.groups.models import GroupChat, GroupMessage, GroupPost
 
 BRAND = "山野茶舍"
 CITY = "杭州"
@@ -63,6 +63,21 @@ class CorpApi:
         from siyu.wecom.client import _join_way_fields
 
         self.corp.api_groupchat_update_join_way({"config_id": config_id, "scene": 2, **_join_way_fields(**fields)})
+
+    def create_mass_send(self, *, sender: str, text: str = "", chat_type: str = "single",
+                         chat_ids: list[str] | None = None, **_rest: Any) -> dict[str, Any]:
+        return dict(self.corp.api_add_msg_template({"chat_type": chat_type, "sender": sender,
+                                                    "chat_id_list": list(chat_ids or []),
+                                                    "text": {"content": text}}))
+
+    def mass_send_results(self, msgid: str, userid: str) -> list[dict[str, Any]]:
+        return list(self.corp.api_get_groupmsg_send_result({"msgid": msgid, "userid": userid})["send_list"])
+
+    def add_group_welcome_template(self, text: str) -> str:
+        return str(self.corp.api_group_welcome_template_add({"text": {"content": text}})["template_id"])
+
+    def edit_group_welcome_template(self, template_id: str, text: str) -> None:
+        self.corp.api_group_welcome_template_edit({"template_id": template_id, "text": {"content": text}})
 
 
 def build_group_demo(session: Session, *, admin: Viewer, now: datetime, seed: int = 7) -> dict[str, int]:
@@ -133,4 +148,73 @@ def build_group_demo(session: Session, *, admin: Viewer, now: datetime, seed: in
     session.flush()
     for back in range(14, 0, -1):  # a fortnight of daily snapshots for the health chart
         health.snapshot(session, now=now - timedelta(days=back - 1))
-    return {"groups": len(made), "joined_by_code": joined}
+    operations = build_operations(session, admin=admin, now=now, api=api, groups=[g for g, _q in made],
+                                  people=people, rng=rng)
+    return {"groups": len(made), "joined_by_code": joined, **operations}
+
+
+# 群SOP: the marketing groups' daily rhythm (seed 002 §6) and a weekly topic for the study group.
+EVERY_DAY = (0, 1, 2, 3, 4, 5, 6)
+PLANS: tuple[tuple[str, str, str, tuple[int, ...], str], ...] = (
+    ("marketing", "morning", "07:30", EVERY_DAY, "【早报】早上好！今日茶事：明前龙井到店，冲泡水温 80℃ 最宜。"),
+    ("marketing", "task", "08:00", (0, 1, 2, 3, 4), "【今日任务】晒一张你今天的茶席照片，完成打卡可领积分。"),
+    ("marketing", "evening", "21:00", EVERY_DAY, "【晚报】今日回顾：群友分享了冷泡白茶的做法，明天见！"),
+    ("knowledge", "topic", "20:00", (2,), "【话题讨论】你最常用的泡茶器具是什么？说说它的好处。"),
+    ("marketing", "event", "10:00", (5,), "【活动通知】周六下午 2 点西湖店品鉴会，名额 20 位，回复 1 报名。"),
+)
+WELCOMES = (("营销群欢迎语", "marketing", "欢迎 %NICKNAME% 入群！请把群昵称改为「名称+地区+职业」，群公告里有群规。"),
+            ("通用欢迎语", "", "%NICKNAME%，欢迎加入山野茶舍！有问题随时问群里的茶艺老师。"))
+SCREENING = ("茶友推荐，自己开茶馆", "读书会认识的，想学冲泡", "老会员的同事，做茶具生意")
+
+
+def build_operations(session: Session, *, admin: Viewer, now: datetime, api: CorpApi, groups: list[GroupChat],
+                     people: list[Customer], rng: random.Random) -> dict[str, int]:
+    """Welcome templates per kind, the 金粉群's intake plan in three batches, and a week of 群SOP posts sent
+    through the simulated corp (confirmed by the owners), with today's and tomorrow's still to come."""
+    from siyu.core.settings import local_zone
+    from siyu.groups import onboarding, posts
+
+    for name, kind, text in WELCOMES:
+        template = onboarding.save_welcome_template(session, viewer=admin, data=onboarding.WelcomeTemplateIn(
+            name=name, kind=kind, text=text))
+        onboarding.sync_welcome_template(session, template=template, api=api)
+    for kind, slot, at_time, days, text in PLANS:
+        posts.save_plan(session, viewer=admin, data=posts.PlanIn(kind=kind, slot=slot, at_time=at_time,
+                                                                 weekdays=list(days), text=text))
+    # The 金粉群's intake: old customers and the sales core, invited prospects, screened applicants.
+    gold = groups[0]
+    members = {m.userid for m in service.current_members(session, group=gold)}
+    inside = [c.id for c in people if c.wecom_external_userid in members][:6]
+    outside = [c.id for c in people if c.wecom_external_userid not in members]
+    onboarding.add_invitees(session, group=gold, viewer=admin, data=onboarding.InviteesIn(
+        batch=1, customer_ids=inside, names=["销售骨干·陈店长", "销售骨干·茶艺师小林"]))
+    prospects = onboarding.add_invitees(session, group=gold, viewer=admin, data=onboarding.InviteesIn(
+        batch=2, customer_ids=outside[:6]))
+    onboarding.set_invitee_status(session, group=gold, invitee_id=prospects[0].id, status="declined", viewer=admin)
+    for n, customer_id in enumerate(outside[6:9]):
+        onboarding.add_invitees(session, group=gold, viewer=admin, data=onboarding.InviteesIn(
+            batch=3, customer_ids=[customer_id], note=SCREENING[n]))
+    zone = local_zone()
+    today = now.astimezone(zone).date()
+    onboarding.finish_batch(session, group=gold, batch=1, viewer=admin, now=now - timedelta(days=6, hours=2))
+    # A week of posts: each day's calendar, sent when due; the owners confirm in their app (the simulated corp).
+    sent = 0
+    for back in range(6, -1, -1):
+        day = today - timedelta(days=back)
+        start = datetime.combine(day, datetime.min.time(), tzinfo=zone)
+        posts.schedule_day(session, day=day, now=start)
+        for hour in range(24):  # the job runs through the day; each post goes out at its time
+            at = start + timedelta(hours=hour, minutes=59)
+            if at > now:
+                break
+            api.corp.clock = at.timestamp  # the owners confirm at once
+            sent += posts.send_due(session, api=api, now=at).sent
+            posts.check_results(session, api=api, now=at)
+    api.corp.clock = now.timestamp
+    posts.schedule_day(session, day=today + timedelta(days=1), now=now)
+    # The personal group's posts were posted by hand, all but today's.
+    for post in session.scalars(select(GroupPost).where(GroupPost.status == "task",
+                                                        GroupPost.due_at < now - timedelta(hours=12))):
+        posts.mark_done(session, post_id=post.id, viewer=admin)
+    session.flush()
+    return {"posts_sent": sent}

@@ -45,7 +45,9 @@ SILENT_DAYS = 7
 DEAD_DAYS = 14
 TREND_DAYS = 14  # leaving faster than joining, over this many days
 SPEAKER_DAYS = 7
-FAN_RESOURCE_THRESHOLD = 100  # members at which a fan's own group may apply for the centre's resources (seed 002)
+# Seed 002 §3 (核心金粉自建群): "设定在群成员达到多少以上时，可以申请运营中心资源" — the manual leaves the
+# number to the operator; 100 members is Siyu's default (half of a WeCom group with WeChat members, 200).
+FAN_RESOURCE_THRESHOLD = 100
 BATCH = 500
 STAT_FIELDS = ("new_chat_cnt", "chat_total", "chat_has_msg", "new_member_cnt", "member_total", "member_has_msg",
                "msg_total")

@@ -80,3 +80,72 @@ def groups_daily() -> None:
         except WecomNotConfigured:
             api = None
         log.info("groups daily: %s", run_daily(session, now=now, api=api))
+
+
+@jobs.bulk_queue.task(retries=5, retry_delay=30)
+def sync_welcome_template(template_id: int) -> None:
+    """Create or edit the 入群欢迎语素材 on WeCom (W:92366); a refusal retrying cannot fix is kept on the template."""
+    from siyu.groups import onboarding
+    from siyu.groups.models import GroupWelcomeTemplate
+    from siyu.wecom.client import WecomApiError, WecomNotConfigured, client_for
+
+    with transaction() as session:
+        template = session.get(GroupWelcomeTemplate, template_id)
+        if template is None:
+            return
+        try:
+            done = onboarding.sync_welcome_template(session, template=template, api=client_for(session))
+        except WecomNotConfigured:
+            return
+        except WecomApiError as exc:
+            if exc.retryable:
+                raise
+            template.sync_error = exc.display()[:255]
+            return
+        log.info("group welcome template %s: %s", template_id, done)
+
+
+@jobs.bulk_queue.task(retries=5, retry_delay=30)
+def delete_welcome_template(wecom_template_id: str) -> None:
+    from siyu.wecom.client import WecomApiError, WecomNotConfigured, client_for
+
+    with transaction() as session:
+        try:
+            client_for(session).delete_group_welcome_template(wecom_template_id)
+        except WecomNotConfigured:
+            return
+        except WecomApiError as exc:
+            if exc.retryable:
+                raise
+            log.warning("group welcome template %s not deleted: %s", wecom_template_id, exc)
+
+
+def run_posts(session: Any, *, api: Any, now: datetime | None = None) -> dict[str, Any]:
+    """群SOP: today's and tomorrow's calendar lines become posts, due posts go out, confirmations are read."""
+    from datetime import timedelta
+
+    from siyu.core.db import utcnow
+    from siyu.core.settings import local_zone
+    from siyu.groups import posts
+
+    now = now or utcnow()
+    today = now.astimezone(local_zone()).date()
+    scheduled = posts.schedule_day(session, day=today, now=now) + posts.schedule_day(
+        session, day=today + timedelta(days=1), now=now)
+    outcome = posts.send_due(session, api=api, now=now) if api is not None else posts.SendOutcome()
+    confirmed = posts.check_results(session, api=api, now=now) if api is not None else 0
+    return {"scheduled": scheduled, "sent": outcome.sent, "refused": outcome.refused, "cancelled": outcome.cancelled,
+            "failed": outcome.failed, "tasks": outcome.tasks, "confirmed": confirmed}
+
+
+@jobs.bulk_queue.periodic_task(crontab(minute="*/5"))
+def groups_posts() -> None:
+    """Every five minutes: the posts calendar (群SOP)."""
+    from siyu.wecom.client import WecomNotConfigured, client_for
+
+    with transaction() as session:
+        try:
+            api: Any = client_for(session)
+        except WecomNotConfigured:
+            api = None
+        log.info("group posts: %s", run_posts(session, api=api))

@@ -302,8 +302,117 @@ class GroupTaskKind(enum.StrEnum):
     apply_resources = "apply_resources"  # 申请运营中心资源
     codes_full = "codes_full"  # 群活码的群都满了
     rename = "rename"  # 按命名规则改群名
+    post = "post"  # 个人微信群：群主手动发一条群SOP内容
 
 
-__all__ = ["ChangeKind", "GroupChat", "GroupChatStatus", "GroupCode", "GroupDaySnapshot", "GroupHealth", "GroupKind",
-           "GroupMember", "GroupMemberChange", "GroupMessage", "GroupNamingTemplate", "GroupOwnerDayStat",
-           "GroupPlatform", "GroupQrImage", "GroupTask", "GroupTaskKind", "MemberRole", "MemberType"]
+class PostSlot(enum.StrEnum):
+    """What a scheduled group post (群SOP) is, as the seed's daily rhythm names it."""
+
+    morning = "morning"  # 早报
+    evening = "evening"  # 晚报
+    task = "task"  # 8:00 的任务公告
+    topic = "topic"  # 话题讨论
+    event = "event"  # 活动通知
+    rules = "rules"  # 群规公告 (after a join batch)
+    intro = "intro"  # 自我介绍引导 (after a join batch)
+
+
+class PostStatus(enum.StrEnum):
+    scheduled = "scheduled"
+    sent = "sent"  # the WeCom task exists; the owner has not confirmed it in their app yet
+    confirmed = "confirmed"  # the owner sent it (get_groupmsg_send_result status 1)
+    task = "task"  # a personal group: the owner's task to post it by hand
+    done = "done"  # posted by hand
+    cancelled = "cancelled"  # the group was dismissed while the post waited
+    refused = "refused"  # over the group's monthly quota: nothing created on WeCom
+    failed = "failed"  # WeCom refused the send
+    missed = "missed"  # not sent within posts.SEND_LATE_LIMIT of its time (WeCom unreachable): not sent late
+
+
+class InviteeStatus(enum.StrEnum):
+    invited = "invited"
+    joined = "joined"
+    declined = "declined"
+    refused = "refused"  # on the blacklist: every group's intake refuses them
+
+
+class GroupWelcomeTemplate(Base):
+    """A 入群欢迎语素材 (``group_welcome_template``, W:92366) chosen for a group kind ("" = any kind)."""
+
+    __tablename__ = "group_welcome_template"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(24), default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    wecom_template_id: Mapped[str] = mapped_column(String(64), default="")
+    sync_error: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GroupInvitee(Base):
+    """One person in a group's intake plan (the seed's three batches), with where they stand."""
+
+    __tablename__ = "group_invitee"
+    __table_args__ = (Index("ix_group_invitee_group_batch", "group_chat_id", "batch", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_chat_id: Mapped[int] = mapped_column(ForeignKey("group_chat.id", ondelete="CASCADE"))
+    batch: Mapped[int] = mapped_column(Integer)  # 1 old customers + sales core, 2 invited prospects, 3 applicants
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customer.id", ondelete="SET NULL"), nullable=True)
+    userid: Mapped[str] = mapped_column(String(64), default="")  # the customer's external_userid when known
+    name: Mapped[str] = mapped_column(String(128), default="")
+    note: Mapped[str] = mapped_column(String(255), default="")  # the screening note (batch 3)
+    status: Mapped[str] = mapped_column(String(16), default=InviteeStatus.invited.value)
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GroupPostPlan(Base):
+    """One line of a group kind's calendar (群SOP): what goes out at which local time on which weekdays."""
+
+    __tablename__ = "group_post_plan"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24))  # GroupKind
+    slot: Mapped[str] = mapped_column(String(16))  # PostSlot
+    at_time: Mapped[str] = mapped_column(String(5))  # "HH:MM", local
+    weekdays: Mapped[list[int]] = mapped_column(JSON, default=list)  # 0 Monday … 6 Sunday
+    text: Mapped[str] = mapped_column(Text, default="")
+    script_id: Mapped[int | None] = mapped_column(ForeignKey("library_item.id", ondelete="SET NULL"), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GroupPost(Base):
+    """One post for one group at one time: a WeCom group mass send, or a personal group's owner task."""
+
+    __tablename__ = "group_post"
+    __table_args__ = (UniqueConstraint("plan_id", "group_chat_id", "due_at"),
+                      Index("ix_group_post_status_due", "status", "due_at"),
+                      Index("ix_group_post_group_due", "group_chat_id", "due_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("group_post_plan.id", ondelete="SET NULL"), nullable=True)
+    group_chat_id: Mapped[int] = mapped_column(ForeignKey("group_chat.id", ondelete="CASCADE"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id", ondelete="SET NULL"), nullable=True)
+    slot: Mapped[str] = mapped_column(String(16))
+    batch: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the intake batch it follows (rules, intro)
+    text: Mapped[str] = mapped_column(Text, default="")
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default=PostStatus.scheduled.value)
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    sender: Mapped[str] = mapped_column(String(64), default="")
+    msgid: Mapped[str] = mapped_column(String(64), default="")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+__all__ = ["ChangeKind", "GroupChat", "GroupChatStatus", "GroupCode", "GroupDaySnapshot", "GroupHealth",
+           "GroupInvitee", "GroupKind", "GroupMember", "GroupMemberChange", "GroupMessage", "GroupNamingTemplate",
+           "GroupOwnerDayStat", "GroupPlatform", "GroupPost", "GroupPostPlan", "GroupQrImage", "GroupTask",
+           "GroupTaskKind", "GroupWelcomeTemplate", "InviteeStatus", "MemberRole", "MemberType", "PostSlot",
+           "PostStatus"]

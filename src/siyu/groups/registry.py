@@ -68,7 +68,8 @@ PLATFORM_LABELS = {GroupPlatform.wecom: N_("group_platform.wecom"),
 TASK_LABELS = {GroupTaskKind.renew_qr: N_("Renew the group's QR image"),
                GroupTaskKind.apply_resources: N_("Apply for the operations centre's resources"),
                GroupTaskKind.codes_full: N_("Every group of the group code is full"),
-               GroupTaskKind.rename: N_("Rename the group to its template")}
+               GroupTaskKind.rename: N_("Rename the group to its template"),
+               GroupTaskKind.post: N_("Post to the group by hand")}
 # Roles a person gives by hand; owner, admin and service follow the group's settings.
 HAND_ROLES = (MemberRole.colleague.value, MemberRole.partner.value, MemberRole.member.value)
 

@@ -21,6 +21,7 @@ from siyu.core.viewer import Viewer
 from siyu.customers import service as customers_service
 from siyu.groups import codes, registry, service
 from siyu.groups import health as health_service
+from siyu.groups import posts as group_posts
 from siyu.groups.models import GroupChat, GroupChatStatus, GroupMember
 from siyu.groups.schemas import (
     GroupChatOut,
@@ -233,6 +234,9 @@ def _detail(request: Request, session: Session, viewer: Viewer, group: GroupChat
                   channel_names=customers_service.channel_names(
                       session, states={r.member.state for r in members if r.member.state}),
                   tasks=[t for t in registry.open_tasks(session, viewer=viewer) if t.group_chat_id == group.id],
+                  group_posts=group_posts.around(session, group=group),
+                  post_labels={k: _(v) for k, v in group_posts.SLOT_LABELS.items()},
+                  post_status_labels={k: _(v) for k, v in group_posts.POST_STATUS_LABELS.items()},
                   can_edit=viewer.role in registry.EDITING_ROLES, **_labels(), **_registry_labels())
 
 
@@ -456,10 +460,11 @@ def tasks_page(request: Request, session: SessionDep, viewer: PageViewer) -> Res
 
 
 @pages.post("/groups/tasks/{task_id:int}/done", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
-def task_done(request: Request, session: SessionDep, viewer: PageViewer, task_id: Id) -> Response:
+def task_done(request: Request, session: SessionDep, viewer: PageViewer, task_id: Id, form: FormDep) -> Response:
     registry.finish_task(session, task_id=task_id, viewer=viewer)
     session.commit()
-    return RedirectResponse("/groups/tasks", status_code=303)
+    back = "/today" if _text(form, "next") == "/today" else "/groups/tasks"  # 今日任务 lists group tasks too
+    return RedirectResponse(back, status_code=303)
 
 
 @pages.get("/groups/personal/new", response_class=HTMLResponse)

@@ -142,3 +142,64 @@ class GroupMembershipOut(BaseModel):
     role: str
     joined_at: datetime | None
     left_at: datetime | None
+
+
+class WelcomeTemplateOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    kind: str
+    text: str
+    wecom_template_id: str
+    sync_error: str
+
+
+class InviteeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    group_chat_id: int
+    batch: int
+    customer_id: int | None
+    name: str
+    note: str
+    status: str
+    reason: str
+
+
+class InviteeStatusIn(BaseModel):
+    status: str
+
+
+class BatchIn(BaseModel):
+    batch: int
+
+
+class PostPlanOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    slot: str
+    at_time: str
+    weekdays: list[int]
+    text: str
+    script_id: int | None
+
+
+class GroupPostOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    plan_id: int | None
+    group_chat_id: int
+    slot: str
+    batch: int | None
+    text: str
+    due_at: datetime
+    status: str
+    reason: str
+    msgid: str
+    sent_at: datetime | None
+    confirmed_at: datetime | None

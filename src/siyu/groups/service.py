@@ -214,10 +214,11 @@ def apply_group_chat(session: Session, detail: dict[str, Any], *, at: datetime |
 
 def _after_sync(session: Session, group: GroupChat, current: list[GroupMember]) -> None:
     """The registry's part of a sync: member roles, and group codes moved on before this group is full."""
-    from siyu.groups import codes, registry
+    from siyu.groups import codes, onboarding, registry
 
     registry.assign_roles(group, current)
     codes.after_group_changed(session, group=group)
+    onboarding.mark_joined(session, group=group, userids=[m.userid for m in current])  # the intake plan
     session.flush()
 
 
@@ -310,9 +311,10 @@ def dismiss_group_chat(session: Session, chat_id: str, at: datetime | None = Non
         member.left_at = now
         _record(session, group, member, ChangeKind.quit, at=now, scene=None, dismissed=True)
     session.flush()
-    from siyu.groups import codes
+    from siyu.groups import codes, posts
 
     codes.after_group_changed(session, group=group)  # a group code holding it moves on
+    posts.cancel_for_group(session, group=group)  # its waiting posts are cancelled, and say so
     return group
 
 

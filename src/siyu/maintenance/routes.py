@@ -321,7 +321,10 @@ def _today_context(session: Any, viewer: Viewer, account_id: int | None) -> dict
               "routes": [r for r in routes.get(t.customer_id or 0, []) if r[0] != t.account_id],
               "ended": reasons.get((t.customer_id, t.account_id))} for t in tasks]
     accounts = accounts_service.list_accounts(session, viewer=viewer)
+    from siyu.groups import posts as group_posts  # the groups' work: group tasks, posts missed or unconfirmed
+
     return {"items": items, "accounts": accounts, "account_id": account_id, "today": local_today(),
+            "group_items": group_posts.today_items(session, viewer=viewer, account_id=account_id),
             "reasons": {k: _(v) for k, v in churn.REASONS.items()}}
 
 

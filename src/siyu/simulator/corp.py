@@ -40,6 +40,7 @@ R = TypeVar("R")
 
 STATE_VERSION = 1
 WELCOME_CODE_SECONDS = 20
+GROUP_WELCOME_TEMPLATES = 100  # W:92366: 入群欢迎语素材, at most 100 per corp
 FOLLOW_PAGE = 500  # externalcontact/get pages its follow users past this many
 CHINA = timezone(timedelta(hours=8))  # the mass-send daily limit counts calendar days in China
 JOIN_WAY_CHATS = 5  # groupchat/add_join_way: chat_id_list "支持5个" (W:92229)
@@ -211,6 +212,14 @@ class WelcomeMessage(BaseModel):
     sent_at: int
 
 
+class GroupWelcomeTemplate(BaseModel):
+    """入群欢迎语素材 (W:92366): text with %NICKNAME%, picked by the group owner in the client."""
+
+    template_id: str
+    text: str = ""
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class SendResult(BaseModel):
     external_userid: str = ""
     chat_id: str = ""
@@ -255,6 +264,7 @@ class CorpState(BaseModel):
     mass_sends: list[MassSend] = Field(default_factory=list)
     transfers: list[Transfer] = Field(default_factory=list)
     join_ways: list[JoinWay] = Field(default_factory=list)  # 群活码 (W:92229)
+    group_welcome_templates: list[GroupWelcomeTemplate] = Field(default_factory=list)  # W:92366
     kf: KfState = Field(default_factory=KfState)  # 微信客服 (siyu.simulator.kf)
     moments: MomentsState = Field(default_factory=MomentsState)  # 客户朋友圈 (siyu.simulator.moments)
     message_count: int = 0
@@ -927,6 +937,43 @@ class VirtualCorp:
     @_locked
     def api_groupchat_del_join_way(self, body: dict[str, Any]) -> dict[str, Any]:
         self.state.join_ways.remove(self._join_way(body))
+        return {}
+
+    # ---- 入群欢迎语素材 (W:92366): ≤ 100 per corp
+
+    def _welcome_template(self, body: dict[str, Any]) -> GroupWelcomeTemplate:
+        template_id = body.get("template_id")
+        if not template_id:
+            raise ApiError(40058, "missing template_id")
+        found = next((t for t in self.state.group_welcome_templates if t.template_id == template_id), None)
+        if found is None:
+            raise ApiError(40058, "invalid template_id")
+        return found
+
+    @_locked
+    def api_group_welcome_template_add(self, body: dict[str, Any]) -> dict[str, Any]:
+        text, attachments = _text(body)
+        if len(self.state.group_welcome_templates) >= GROUP_WELCOME_TEMPLATES:
+            raise ApiError(40058, f"at most {GROUP_WELCOME_TEMPLATES} group welcome templates per corp")
+        template = GroupWelcomeTemplate(template_id="msg" + self._id("", 29), text=text, attachments=attachments)
+        self.state.group_welcome_templates.append(template)
+        return {"template_id": template.template_id}
+
+    @_locked
+    def api_group_welcome_template_edit(self, body: dict[str, Any]) -> dict[str, Any]:
+        template = self._welcome_template(body)
+        template.text, template.attachments = _text(body)
+        return {}
+
+    @_locked
+    def api_group_welcome_template_get(self, body: dict[str, Any]) -> dict[str, Any]:
+        template = self._welcome_template(body)
+        return {"text": {"content": template.text}, **({"attachments": template.attachments}
+                                                       if template.attachments else {})}
+
+    @_locked
+    def api_group_welcome_template_del(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.state.group_welcome_templates.remove(self._welcome_template(body))
         return {}
 
     def _stat_days(self, body: dict[str, Any]) -> tuple[int, int]:

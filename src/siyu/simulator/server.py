@@ -78,6 +78,10 @@ ROUTES: dict[str, tuple[str, str]] = {
     "externalcontact/groupchat/del_join_way": ("POST", "api_groupchat_del_join_way"),  # W:92229
     "externalcontact/groupchat/statistic": ("POST", "api_groupchat_statistic"),  # W:96359 群聊数据统计 (按群主)
     "externalcontact/groupchat/statistic_group_by_day": ("POST", "api_groupchat_statistic_group_by_day"),  # W:96359
+    "externalcontact/group_welcome_template/add": ("POST", "api_group_welcome_template_add"),  # W:92366 入群欢迎语素材
+    "externalcontact/group_welcome_template/edit": ("POST", "api_group_welcome_template_edit"),  # W:92366
+    "externalcontact/group_welcome_template/get": ("POST", "api_group_welcome_template_get"),  # W:92366
+    "externalcontact/group_welcome_template/del": ("POST", "api_group_welcome_template_del"),  # W:92366
     "externalcontact/send_welcome_msg": ("POST", "api_send_welcome_msg"),  # W:92137 发送新客户欢迎语
     "externalcontact/add_msg_template": ("POST", "api_add_msg_template"),  # W:92135 创建企业群发
     "externalcontact/get_groupmsg_task": ("POST", "api_get_groupmsg_task"),  # W:93338 获取群发记录列表

@@ -75,11 +75,18 @@ KINDS: dict[str, Kind] = {
     "group_finding": Kind(N_("Group-rule finding"), "/groups/findings"),
     "group_blacklist": Kind(N_("Group blacklist"), "/groups/blacklist"),
     "group_whitelist": Kind(N_("Group-rule whitelist"), "/groups/rules#whitelist"),
+    # 社群运营 (groups.onboarding, groups.posts)
+    "group_welcome_template": Kind(N_("Group welcome message"), "/groups/welcome"),
+    "group_invitee": Kind(N_("Group invitee")),
+    "group_post_plan": Kind(N_("Group posts calendar line"), "/groups/posts"),
 }
 
 # action → verb
 ACTIONS: dict[str, str] = {
     "create": N_("Created"),
+    "invite": N_("Invited"),
+    "finish_batch": N_("Finished an intake batch"),
+    "cancel": N_("Cancelled"),
     "update": N_("Updated"),
     "delete": N_("Deleted"),
     "export": N_("Exported"),

@@ -78,7 +78,7 @@ CREATES = frozenset({
     "externalcontact/add_contact_way", "externalcontact/add_corp_tag", "externalcontact/send_welcome_msg",
     "externalcontact/add_msg_template", "externalcontact/transfer_customer",
     "externalcontact/resigned/transfer_customer", "kf/send_msg_on_event", "kf/service_state/trans",
-    "externalcontact/groupchat/add_join_way",
+    "externalcontact/groupchat/add_join_way", "externalcontact/group_welcome_template/add",
 })
 # 群活码 (W:92229): at most 5 chat ids per config; room_base_name at most 40 characters; state at most 30.
 JOIN_WAY_CHATS = 5
@@ -88,6 +88,11 @@ JOIN_WAY_STATE = 30
 GROUP_STAT_DAYS_BACK = 180
 GROUP_STAT_SPAN_DAYS = 30
 GROUP_STAT_OWNERS = 100
+# 入群欢迎语素材 (W:92366): at most 100 templates per corp; %NICKNAME% is the joiner's name.
+GROUP_WELCOME_TEMPLATES = 100
+GROUP_WELCOME_NICKNAME = "%NICKNAME%"
+# 企业群发 to customer groups (W:92135): at most 2,000 group chats per add_msg_template task.
+GROUP_MASS_SEND_CHATS = 2000
 # 客户朋友圈: a moment task is created once (W:96351); an answer lost after it may have been made is not repeated.
 CREATES = CREATES | {"externalcontact/add_moment_task"}
 MOMENT_TEXT_MAX_CHARS = 2000  # W:96351 add_moment_task: text.content "最多支持传入2000个字符"
@@ -408,6 +413,23 @@ class WeChatExternalContactMore(BaseWeChatAPI):
     def groupchat_add_join_way(self, **fields: Any) -> Any:
         """配置客户群进群方式 (群活码) (92229)."""
         return self._post("externalcontact/groupchat/add_join_way", data=_given(**fields))
+
+    def group_welcome_template_add(self, text: str) -> Any:
+        """添加入群欢迎语素材 (92366); answers ``template_id``."""
+        return self._post("externalcontact/group_welcome_template/add", data={"text": {"content": text}})
+
+    def group_welcome_template_edit(self, template_id: str, text: str) -> Any:
+        """编辑入群欢迎语素材 (92366)."""
+        return self._post("externalcontact/group_welcome_template/edit",
+                          data={"template_id": template_id, "text": {"content": text}})
+
+    def group_welcome_template_get(self, template_id: str) -> Any:
+        """获取入群欢迎语素材 (92366)."""
+        return self._post("externalcontact/group_welcome_template/get", data={"template_id": template_id})
+
+    def group_welcome_template_del(self, template_id: str) -> Any:
+        """删除入群欢迎语素材 (92366)."""
+        return self._post("externalcontact/group_welcome_template/del", data={"template_id": template_id})
 
     def groupchat_get_join_way(self, config_id: str) -> Any:
         """获取客户群进群方式配置 (92229)."""
@@ -912,6 +934,20 @@ class WecomApi:
 
     def delete_join_way(self, config_id: str) -> None:
         self.more.groupchat_del_join_way(config_id)
+
+    # ---- 入群欢迎语素材 (W:92366)
+
+    def add_group_welcome_template(self, text: str) -> str:
+        return str(_dict(self.more.group_welcome_template_add(text)).get("template_id", ""))
+
+    def edit_group_welcome_template(self, template_id: str, text: str) -> None:
+        self.more.group_welcome_template_edit(template_id, text)
+
+    def group_welcome_template(self, template_id: str) -> dict[str, Any]:
+        return _dict(self.more.group_welcome_template_get(template_id))
+
+    def delete_group_welcome_template(self, template_id: str) -> None:
+        self.more.group_welcome_template_del(template_id)
 
     # ---- group statistics (W:96359)
 
