@@ -1,7 +1,7 @@
 """Group operations: welcome templates per group kind, intake plans, the posts calendar (群SOP) and its posts
 
 Revision ID: 0047
-Revises: 0038
+Revises: 0044
 Create Date: 2026-12-05 12:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import siyu.core.db
 
 revision: str = '0047'
-down_revision: str | None = '0038'
+down_revision: str | None = '0044'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
