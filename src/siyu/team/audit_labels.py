@@ -122,8 +122,6 @@ ACTIONS: dict[str, str] = {
     "feedback": N_("Reported a false positive"),
     "reorder": N_("Reordered"),
     "reset_password": N_("Reset the password"),
-    "invite": N_("Invited"),
-    "cancel": N_("Cancelled"),
     "check_in": N_("Checked in"),
     "follow_up": N_("Created follow-up tasks"),
     "renew_link": N_("Made a new link"),
