@@ -43,7 +43,7 @@ class EventStatus(enum.StrEnum):
 
 
 EVENT_STATUS_LABELS = {EventStatus.open: N_("Open for sign-up"), EventStatus.closed: N_("Sign-up closed"),
-                       EventStatus.cancelled: N_("Cancelled")}
+                       EventStatus.cancelled: N_("offline.status.cancelled")}
 
 
 class SignupStatus(enum.StrEnum):
@@ -53,7 +53,7 @@ class SignupStatus(enum.StrEnum):
 
 
 SIGNUP_STATUS_LABELS = {SignupStatus.registered: N_("Registered"), SignupStatus.waitlisted: N_("Waiting list"),
-                        SignupStatus.cancelled: N_("Cancelled")}
+                        SignupStatus.cancelled: N_("offline.status.cancelled")}
 
 
 class SignupSource(enum.StrEnum):

@@ -69,7 +69,7 @@ FIELD_LABELS = {"name": N_("Event name"), "kind": N_("Type"), "starts_at": N_("S
                 "phone": N_("Mobile number"), "customer_id": N_("Customer")}
 FILTERS = (("", N_("All")), ("registered", N_("Registered")), ("waitlisted", N_("Waiting list")),
            ("attended", N_("Attended")), ("no_show", N_("No-show")), ("review", N_("To review")),
-           ("cancelled", N_("Cancelled")))
+           ("cancelled", N_("offline.status.cancelled")))
 
 
 def _labels() -> dict[str, Any]:
