@@ -57,8 +57,8 @@ def child_import(path: Path, database: Path) -> dict[str, float]:
     from siyu.core import db as core_db
     from siyu.core.migrate import upgrade
     from siyu.core.viewer import SYSTEM
-    from siyu.customers import imports
     from siyu.customers import service as customers_service
+    from siyu.customers.imports import service as imports
 
     upgrade(os.environ["SIYU_DATABASE_URL"])
     with core_db.transaction() as session:

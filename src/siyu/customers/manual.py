@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu.core.viewer import Viewer
-from siyu.customers import imports, service
+from siyu.customers import service
+from siyu.customers.imports import service as imports
 from siyu.customers.models import Customer
 from siyu.customers.schemas import CustomerIn
 

@@ -56,7 +56,6 @@ from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.ratelimit import SlidingWindow
 from siyu.core.settings import get_settings
 from siyu.core.viewer import Viewer
-from siyu.customers import search
 from siyu.customers.lifecycle import LifecycleRules
 from siyu.customers.models import (
     COMPUTED_GROUP_KINDS,
@@ -93,6 +92,7 @@ from siyu.customers.schemas import (
     TagOut,
     TouchIn,
 )
+from siyu.customers.search import index as search
 from siyu.orders import facts as purchase_facts
 from siyu.orders.models import CustomerPurchaseFacts
 from siyu.segments import compiler

@@ -34,8 +34,8 @@ from siyu.channels.models import Channel as AcquisitionChannel
 from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import N_, _
-from siyu.customers import search
 from siyu.customers.models import Customer, Friendship, FriendshipStatus
+from siyu.customers.search import index as search
 from siyu.customers.variables import is_unnamed, unnamed
 from siyu.inbox import delivery
 from siyu.inbox.delivery import Accepted, DeliveryError, Outgoing

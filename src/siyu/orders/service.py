@@ -449,7 +449,7 @@ def refresh_since(session: Session, *, since: datetime, after_id: int = 0, limit
 def _insert_ids(session: Session, table: Table, rows: list[dict[str, Any]]) -> list[int]:
     """Insert rows in one statement per batch and return their new ids, in the rows' order."""
     if session.get_bind().dialect.name != "sqlite":
-        from siyu.customers.imports import _insert_ids as insert_ids  # one INSERT … RETURNING per batch
+        from siyu.customers.imports.service import _insert_ids as insert_ids  # one INSERT … RETURNING per batch
 
         return insert_ids(session, table, rows)
     # SQLite: the first row's id is max + 1 and this INSERT holds the database's write lock until
@@ -702,7 +702,7 @@ def match_order(session: Session, *, order_id: int, customer_id: int, viewer: Vi
 def create_customer_for(session: Session, *, order_id: int, account_id: int, viewer: Viewer) -> Customer:
     """Review queue: the buyer is new — a customer from the order's buyer name and phone."""
     order = _queued(session, order_id, viewer)
-    from siyu.customers.imports import normalise_mobile
+    from siyu.customers.imports.service import normalise_mobile
 
     phone = normalise_mobile(order.buyer_phone) if order.buyer_phone else None
     customer = customers_service.create_customer(session, data=CustomerIn(

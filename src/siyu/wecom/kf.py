@@ -42,8 +42,8 @@ from siyu.accounts.models import Account, AccountKind
 from siyu.core.db import among, committed, dialect_insert, remember_after_commit, utcnow
 from siyu.core.errors import Invalid
 from siyu.core.i18n import N_, _
-from siyu.customers import search
 from siyu.customers.models import Customer
+from siyu.customers.search import index as search
 from siyu.customers.variables import unnamed
 from siyu.inbox import delivery
 from siyu.inbox import service as inbox_service

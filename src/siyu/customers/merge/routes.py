@@ -18,7 +18,8 @@ from siyu.core.errors import DomainError
 from siyu.core.i18n import N_, _
 from siyu.core.ids import Id, parse_id
 from siyu.core.viewer import Viewer
-from siyu.customers import merge, service
+from siyu.customers import service
+from siyu.customers.merge import service as merge
 from siyu.customers.models import Customer, CustomerMerge
 from siyu.customers.schemas import CustomerOut, CustomerSummary
 from siyu.team import service as team_service

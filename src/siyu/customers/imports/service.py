@@ -54,7 +54,7 @@ from siyu.core.i18n import N_, _
 from siyu.core.ids import parse_id
 from siyu.core.spreadsheet import is_masked_phone, unneutralise
 from siyu.core.viewer import Viewer
-from siyu.customers import search, service
+from siyu.customers import service
 from siyu.customers.models import (
     Customer,
     CustomerTag,
@@ -65,6 +65,7 @@ from siyu.customers.models import (
     Touch,
     TouchKind,
 )
+from siyu.customers.search import index as search
 from siyu.team import service as team_service
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
