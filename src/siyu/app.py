@@ -301,7 +301,7 @@ def create_app() -> FastAPI:
     app.include_router(sops_pages)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).
-    from siyu.wecom import connector as wecom_connector
+    from siyu.wecom import connectors as wecom_connector
 
     wecom_connector.register()
     # Replies to 公众号 followers leave through the customer-service API (while the appid and AppSecret are set).
