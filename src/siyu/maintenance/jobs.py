@@ -29,15 +29,18 @@ def make_today(ctx: jobs.JobContext) -> dict[str, Any]:
 
 
 def run_daily(session: Session, *, service: Any, now: datetime | None = None) -> dict[str, Any]:
+    from siyu.accounts import qr_renewal
     from siyu.maintenance import pool
 
     matched = service.apply_all_policies(session)
     swept = pool.sweep(session, now=now)  # 公海: unworked claims return, departed owners' and untouched customers enter
     result = service.generate_tasks(session, now=now)
+    renewals = qr_renewal.make_renewal_tasks(session, today=result.day, now=now)  # personal accounts' own QR codes
     service.get_settings_row(session).last_generated_on = result.day
     return {"day": result.day.isoformat(), "created": result.created, "due_customers": result.due_customers,
             "by_kind": result.by_kind, "policies": {str(k): v for k, v in matched.items()},
-            "pool": {"returned": swept.returned, "owner_left": swept.owner_left, "untouched": swept.untouched}}
+            "pool": {"returned": swept.returned, "owner_left": swept.owner_left, "untouched": swept.untouched},
+            "qr_renewal": {"created": renewals.created, "carried": renewals.carried}}
 
 
 def submit_today(session: Session, *, actor: Viewer) -> int:
