@@ -190,3 +190,28 @@ def test_an_operator_renews_the_accounts_qr_from_todays_task(tab: Any, tmp_path:
     tab.go("/today")
     expect(page.locator('[data-testid="task"][data-kind="account_qr"]')).to_have_count(0)
     assert not tab.errors
+
+
+def test_admin_creates_a_personal_account_with_its_qr_and_retires_it(tab: Any, tmp_path: Path) -> None:
+    from siyu.core.settings import local_today
+
+    page = tab.page
+    tab.login()
+    tab.go("/accounts")
+    page.click('[data-testid="account-new"]')
+    page.wait_for_url(re.compile(r"/accounts/new$"))
+    page.fill("#acc-name", "山野茶舍·试用号")
+    page.select_option("#acc-kind", "personal")
+    page.fill("#acc-capacity", "5000")
+    image = tmp_path / "qr.png"
+    image.write_bytes(PNG)
+    page.set_input_files("#acc-qr_image", str(image))
+    page.fill("#acc-qr-expires", (local_today() + timedelta(days=10)).isoformat())
+    page.click('[data-testid="account-save"]')
+    page.wait_for_url(re.compile(r"/accounts/\d+/edit\?saved=1$"))
+    assert page.get_attribute('[data-testid="qr-image"]', "src").startswith("/media/persona/")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click('[data-testid="account-retire"]')
+    expect(page.locator('[data-testid="retired"]')).to_have_text("已停用")
+    assert not tab.errors
