@@ -5,7 +5,7 @@ description, city), then runs two child processes on it, each reporting its wall
 its own peak RSS:
 
 - baseline: Python's ``csv`` module reading every row of the same file (no validation, no database);
-- import:   ``siyu.customers.imports.run_in_batches`` — what the background import job runs —
+- import:   ``siyu.customers.imports.service.run_in_batches`` — what the background import job runs —
             into a fresh, migrated SQLite file: the whole file validated, then written in batches.
 
 Baseline and import take turns (``--runs``, default 3); medians are printed beside the
