@@ -40,9 +40,9 @@ from sqlalchemy.orm import Session
 from siyu.core.db import make_engine
 from siyu.core.migrate import upgrade
 from siyu.core.viewer import SYSTEM, Viewer
-from siyu.customers import search
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer, Tag, TagGroup, TagGroupKind
+from siyu.customers.search import index as search
 from siyu.customers.service import CustomerFilter
 
 DEFAULT_PATH = str(Path(tempfile.gettempdir()) / "siyu_bench.db")

@@ -44,9 +44,9 @@ from sqlalchemy.orm import Session
 
 from siyu.core.db import make_engine
 from siyu.core.viewer import SYSTEM
-from siyu.customers import search
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer
+from siyu.customers.search import index as search
 from siyu.customers.service import CustomerFilter
 
 CUSTOMERS = 1_000_000

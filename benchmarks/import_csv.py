@@ -5,7 +5,7 @@ description, city), then runs two child processes on it, each reporting its wall
 its own peak RSS:
 
 - baseline: Python's ``csv`` module reading every row of the same file (no validation, no database);
-- import:   ``siyu.customers.imports.run_in_batches`` — what the background import job runs —
+- import:   ``siyu.customers.imports.service.run_in_batches`` — what the background import job runs —
             into a fresh, migrated SQLite file: the whole file validated, then written in batches.
 
 Baseline and import take turns (``--runs``, default 3); medians are printed beside the
@@ -57,8 +57,8 @@ def child_import(path: Path, database: Path) -> dict[str, float]:
     from siyu.core import db as core_db
     from siyu.core.migrate import upgrade
     from siyu.core.viewer import SYSTEM
-    from siyu.customers import imports
     from siyu.customers import service as customers_service
+    from siyu.customers.imports import service as imports
 
     upgrade(os.environ["SIYU_DATABASE_URL"])
     with core_db.transaction() as session:

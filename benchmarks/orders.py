@@ -114,7 +114,7 @@ def child_import(path: Path, database: str, customers: int) -> dict[str, float]:
     from siyu.core import db as core_db
     from siyu.core.migrate import upgrade
     from siyu.core.viewer import SYSTEM
-    from siyu.customers.imports import open_source
+    from siyu.customers.imports.service import open_source
     from siyu.orders import imports
     from siyu.orders.models import CustomerPurchaseFacts, Order
 

@@ -179,7 +179,7 @@ def test_an_account_with_a_taken_wecom_user_id_is_a_conflict(client: TestClient,
 
 def test_a_large_export_with_an_unknown_sort_is_refused_before_a_job_is_queued(
         client: TestClient, make: Any, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from siyu.customers import exports
+    from siyu.customers.exports import service as exports
 
     monkeypatch.setattr(exports, "DIRECT_ROWS", 2)
     make.bulk_customers(make.account(), 4)

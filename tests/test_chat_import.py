@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from siyu.core.errors import Invalid
 from siyu.core.viewer import SYSTEM
-from siyu.customers import chat_imports
+from siyu.customers.imports import chat as chat_imports
 from siyu.customers.models import Customer, Touch
 from siyu.team.models import AuditEntry
 from tests.conftest import viewer_of

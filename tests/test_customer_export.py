@@ -25,9 +25,12 @@ from siyu.core.db import utcnow
 from siyu.core.errors import Invalid
 from siyu.core.models import Job, JobStatus
 from siyu.core.viewer import SYSTEM, Viewer
-from siyu.customers import export_policy, exports, imports, service
 from siyu.customers import jobs as customers_jobs
-from siyu.customers.exports import HEADERS, ExportFormat
+from siyu.customers import service
+from siyu.customers.exports import policy as export_policy
+from siyu.customers.exports import service as exports
+from siyu.customers.exports.service import HEADERS, ExportFormat
+from siyu.customers.imports import service as imports
 from siyu.customers.models import Friendship
 from siyu.customers.schemas import CustomerUpdate
 from siyu.customers.service import CustomerFilter

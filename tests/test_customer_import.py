@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from siyu.core.viewer import SYSTEM, Viewer
-from siyu.customers import imports, service
+from siyu.customers import service
+from siyu.customers.imports import service as imports
 from siyu.customers.models import Customer, Friendship, Phone
 from siyu.team.models import AuditEntry
 from tests.conftest import viewer_of

@@ -438,7 +438,7 @@ def test_the_group_list_pages_by_last_change(client: TestClient, db: Session, ma
 
 def test_a_merge_moves_group_memberships_to_the_kept_customer_and_undo_moves_them_back(
         client: TestClient, db: Session, make: Factory) -> None:
-    from siyu.customers import merge
+    from siyu.customers.merge import service as merge
 
     owner = make.account(wecom_userid="boss")
     duplicate = as_customer(db, make, owner, "wmMERGED0001", name="李雅静")

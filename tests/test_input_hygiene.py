@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from siyu.core.spreadsheet import neutralise, unneutralise
 from siyu.core.viewer import SYSTEM
-from siyu.customers.exports import ExportFormat
+from siyu.customers.exports.service import ExportFormat
 from siyu.wecom.models import WecomEvent
 from tests.test_customer_export import COL, csv_rows, export_bytes, xlsx_rows
 from tests.test_wecom_callback import post, wecom_settings  # noqa: F401 (the fixture, used by name)

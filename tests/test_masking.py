@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from siyu.core.viewer import hide_phones_in, mask_phone, mask_phones_in, restore_masked
-from siyu.customers import export_policy, service
+from siyu.customers import service
+from siyu.customers.exports import policy as export_policy
 from siyu.customers.models import Friendship
 from siyu.customers.service import CustomerFilter
 from tests.conftest import Factory, viewer_of

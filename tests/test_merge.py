@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from siyu.core.viewer import SYSTEM
-from siyu.customers import merge, service
+from siyu.customers import service
+from siyu.customers.merge import service as merge
 from siyu.customers.models import Customer, CustomerMerge, CustomerTag, Friendship, Phone, Touch
 from siyu.customers.schemas import AddressIn, CustomerUpdate, CustomFieldIn
 from siyu.team.models import AuditEntry

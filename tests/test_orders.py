@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from siyu.core.viewer import SYSTEM
 from siyu.customers import service as customers_service
-from siyu.customers.imports import open_source
+from siyu.customers.imports.service import open_source
 from siyu.customers.models import Address, Customer
 from siyu.orders import imports, service, webhook
 from siyu.orders.models import CustomerPurchaseFacts, MatchState, Order, OrderSource, Product, SourceKind

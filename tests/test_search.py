@@ -8,8 +8,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from siyu.core.viewer import SYSTEM
-from siyu.customers import merge, search, service
+from siyu.customers import service
+from siyu.customers.merge import service as merge
 from siyu.customers.schemas import CustomerUpdate
+from siyu.customers.search import index as search
 
 
 def _found(db: Session, query: str) -> set[str]:

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from siyu.core.db import utcnow
 from siyu.core.settings import local_zone
 from siyu.core.viewer import SYSTEM
-from siyu.customers import merge
 from siyu.customers import service as customers_service
+from siyu.customers.merge import service as merge
 from siyu.customers.models import Touch
 from siyu.maintenance.models import Task
 from siyu.sends import service as sends

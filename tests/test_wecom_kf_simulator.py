@@ -28,7 +28,7 @@ from siyu.inbox.models import Conversation, Message
 from siyu.simulator.callbacks import kf_msg_or_event
 from siyu.simulator.corp import VirtualCorp
 from siyu.simulator.server import RunningServer, ServerOptions, create_app
-from siyu.wecom import connector as wecom_connector
+from siyu.wecom import connectors as wecom_connector
 from siyu.wecom import kf, kf_jobs
 from siyu.wecom.models import KfCursor
 from tests.test_wecom_callback import AES_KEY, CORP_ID, TOKEN, post

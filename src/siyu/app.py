@@ -152,9 +152,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def large_bodies() -> list[tuple[str, int]]:
     """The paths that take files, each with the limit of its largest upload (the rest: SIYU_MAX_BODY_BYTES)."""
     from siyu.channels.service import MAX_CODES_PER_UPLOAD
-    from siyu.customers.chat_imports import MAX_BYTES as CHAT_EXPORT_BYTES
-    from siyu.customers.import_routes import MULTIPART_OVERHEAD
-    from siyu.customers.imports import MAX_UPLOAD_BYTES
+    from siyu.customers.imports.chat import MAX_BYTES as CHAT_EXPORT_BYTES
+    from siyu.customers.imports.routes import MULTIPART_OVERHEAD
+    from siyu.customers.imports.service import MAX_UPLOAD_BYTES
     from siyu.library.routes import UPLOAD_BODY_BYTES as LIBRARY_UPLOAD_BYTES
 
     # A coupon code is at most 64 characters; as JSON or a form, with quotes/escapes and separators.
@@ -225,14 +225,14 @@ def create_app() -> FastAPI:
     from siyu.channels.routes import pages as channels_pages
     from siyu.customers.bulk_routes import api as bulk_api
     from siyu.customers.bulk_routes import pages as bulk_pages
-    from siyu.customers.chat_routes import api as chat_api
-    from siyu.customers.chat_routes import pages as chat_pages
-    from siyu.customers.export_routes import api as export_api
-    from siyu.customers.export_routes import pages as export_pages
-    from siyu.customers.import_routes import api as import_api
-    from siyu.customers.import_routes import pages as import_pages
-    from siyu.customers.merge_routes import api as merge_api
-    from siyu.customers.merge_routes import pages as merge_pages
+    from siyu.customers.exports.routes import api as export_api
+    from siyu.customers.exports.routes import pages as export_pages
+    from siyu.customers.imports.chat_routes import api as chat_api
+    from siyu.customers.imports.chat_routes import pages as chat_pages
+    from siyu.customers.imports.routes import api as import_api
+    from siyu.customers.imports.routes import pages as import_pages
+    from siyu.customers.merge.routes import api as merge_api
+    from siyu.customers.merge.routes import pages as merge_pages
     from siyu.customers.pages import pages as customers_pages
     from siyu.customers.routes import api as customers_api
     from siyu.customers.sidebar_routes import pages as sidebar_pages
@@ -313,7 +313,7 @@ def create_app() -> FastAPI:
     app.include_router(offline_pages)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).
-    from siyu.wecom import connector as wecom_connector
+    from siyu.wecom import connectors as wecom_connector
 
     wecom_connector.register()
     # Replies to 公众号 followers leave through the customer-service API (while the appid and AppSecret are set).

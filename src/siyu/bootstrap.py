@@ -9,8 +9,8 @@ from siyu.core.migrate import upgrade
 
 def init_database(url: str) -> None:
     upgrade(url)
-    from siyu.customers import search
     from siyu.customers import service as customers_service
+    from siyu.customers.search import index as search
 
     with core_db.transaction() as session:
         customers_service.ensure_default_tag_groups(session)

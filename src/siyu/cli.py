@@ -167,7 +167,7 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     init_database(get_settings().database_url)
     modules = load_tasks()
-    from siyu.wecom import connector as wecom_connector
+    from siyu.wecom import connectors as wecom_connector
 
     wecom_connector.register()  # deliveries to WeCom accounts run here
     typer.echo(f"workers for {', '.join(chosen)}; tasks from {', '.join(modules) or 'no modules'}")

@@ -18,7 +18,7 @@ from siyu.core.settings import get_settings
 from siyu.customers.models import Customer
 from siyu.simulator.corp import VirtualCorp
 from siyu.simulator.server import RunningServer, ServerOptions, create_app
-from siyu.wecom import connector as wecom_connector
+from siyu.wecom import connectors as wecom_connector
 from siyu.wecom import send_results
 from siyu.wecom.client import client_for
 from tests.browser.conftest import _open_tab

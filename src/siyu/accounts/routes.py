@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 
-from siyu.accounts import media, service
+from siyu.accounts import media, qr_renewal, service
 from siyu.accounts.models import RAISED_CAPACITY, STANDARD_CAPACITY, AccountKind, AccountStatus
 from siyu.accounts.schemas import AccountIn, AccountList, AccountOut, AccountUpdate
 from siyu.accounts.service import AccountView
@@ -182,6 +182,45 @@ def account_update(request: Request, session: SessionDep, viewer: AdminPageViewe
         raw.update({"kind": view.account.kind, **{c: getattr(view.account, c) for c in IMAGES.values()}})
         return _editor(request, session, viewer, view=view, values=raw, errors=_form_errors(exc), status_code=422)
     return RedirectResponse(f"/accounts/{account_id}/edit?saved=1", status_code=303)
+
+
+def _qr_page(request: Request, account: Any, *, errors: dict[str, str] | None = None,
+             values: dict[str, Any] | None = None, status_code: int = 200) -> Response:
+    values = values if values is not None else {"qr_expires_on": account.qr_expires_on or ""}
+    return render(request, "accounts/qr.html", status_code=status_code, nav_active="accounts", account=account,
+                  values=values, errors=errors or {}, labels=FORM_LABELS, notice_days=qr_renewal.RENEWAL_NOTICE_DAYS,
+                  title=_("Own WeChat QR code"))
+
+
+@pages.get("/accounts/{account_id}/qr", response_class=HTMLResponse)
+def account_qr_page(request: Request, session: SessionDep, viewer: PageViewer, account_id: Id) -> Response:
+    """A personal account's own WeChat QR code and its expiry: its operators renew it here (the renewal task's link)."""
+    return _qr_page(request, service.get_personal_account(session, account_id=account_id, viewer=viewer))
+
+
+@pages.post("/accounts/{account_id}/qr", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def account_qr_save(request: Request, session: SessionDep, viewer: PageViewer, account_id: Id,
+                    form: FormDep) -> Response:
+    account = service.get_personal_account(session, account_id=account_id, viewer=viewer)
+    expires = _form_text(form, "qr_expires_on")
+    try:
+        try:
+            expires_on = date.fromisoformat(expires) if expires else None
+        except ValueError as exc:
+            raise Invalid("Invalid date {value}; use the form 2024-05-01", field="qr_expires_on",
+                          value=expires[:40]) from exc
+        upload = form.get("qr_image")
+        image = media.save_image(upload.file, field="qr_image") \
+            if isinstance(upload, UploadFile) and upload.filename else None
+        service.update_qr(session, account_id=account.id, image_url=image, expires_on=expires_on, actor=viewer)
+        session.commit()
+    except (ValidationError, DomainError) as exc:
+        if isinstance(exc, NotFound):
+            raise
+        session.rollback()
+        return _qr_page(request, account, errors=_form_errors(exc), values={"qr_expires_on": expires},
+                        status_code=422)
+    return RedirectResponse(f"/accounts/{account.id}/qr?saved=1", status_code=303)
 
 
 @pages.post("/accounts/{account_id}/status", dependencies=[CsrfChecked])

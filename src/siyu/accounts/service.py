@@ -13,10 +13,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from siyu.accounts import qr_renewal
 from siyu.accounts.models import RAISED_CAPACITY, UTILISATION_WARNING, Account, AccountKind, AccountStatus
 from siyu.accounts.schemas import AccountIn, AccountUpdate
 from siyu.core.db import missing_ids
 from siyu.core.errors import Conflict, Invalid, NotFound
+from siyu.core.settings import local_today
 from siyu.core.viewer import Viewer
 from siyu.customers import variables
 from siyu.customers.models import Friendship, FriendshipStatus
@@ -116,10 +118,35 @@ def update_account(session: Session, *, account_id: int, data: AccountUpdate, ac
             setattr(account, key, value.value if isinstance(value, AccountStatus) else value)
     session.flush()
     retired = before["status"] != account.status and account.status == AccountStatus.retired.value
+    if retired or (before["qr_image_url"], before["qr_expires_on"]) != (account.qr_image_url, account.qr_expires_on):
+        qr_renewal.close_tasks(session, account_id=account.id)  # a new QR (or expiry) answers its renewal task
     team_service.record_audit(session, actor=actor, action="retire" if retired else "update",
                               entity_type="account", entity_id=account.id, summary=account.display_name,
                               before=_jsonable(before), after=_jsonable(_snapshot(account)))
     return account
+
+
+def get_personal_account(session: Session, *, account_id: int, viewer: Viewer) -> Account:
+    """A personal WeChat account this viewer works on (the own-QR page is only theirs)."""
+    account = get_account(session, account_id=account_id, viewer=viewer)
+    if account.kind != AccountKind.personal.value:
+        raise AccountNotFound("Account not found")
+    return account
+
+
+def update_qr(session: Session, *, account_id: int, image_url: str | None, expires_on: date | None,
+              actor: Viewer) -> Account:
+    """An operator renews their personal account's own QR code: a new image (None keeps the current one) and
+    the date it stops working. A QR needs that date, so the renewal task can come before it lapses."""
+    account = get_personal_account(session, account_id=account_id, viewer=actor)
+    if expires_on is None:
+        raise Invalid("Say until when the QR code works", field="qr_expires_on")
+    if expires_on < local_today():
+        raise Invalid("That day has passed; give the day the new QR code stops working", field="qr_expires_on")
+    if not (image_url or account.qr_image_url):
+        raise Invalid("Choose the QR code image", field="qr_image")
+    data = AccountUpdate(qr_expires_on=expires_on, **({"qr_image_url": image_url} if image_url else {}))
+    return update_account(session, account_id=account_id, data=data, actor=actor)
 
 
 def _check_capacity(session: Session, account: Account, capacity: int) -> None:

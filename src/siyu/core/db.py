@@ -19,11 +19,13 @@ from sqlalchemy import (
     Engine,
     MetaData,
     String,
+    Table,
     any_,
     bindparam,
     create_engine,
     event,
     func,
+    insert,
     literal_column,
     select,
 )
@@ -248,3 +250,17 @@ def _keep_committed(session: Session) -> None:
 
 def _drop_committed(session: Session) -> None:
     (session.info.get("committed_pending") or {}).clear()
+
+
+def insert_ids(session: Session, table: Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert rows in one statement per batch and return their new ids, in the rows' order."""
+    if session.get_bind().dialect.name != "sqlite":
+        return list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
+    # SQLite runs an INSERT … RETURNING that must keep the rows' order one row per statement. The
+    # first row's id is max + 1, and this INSERT holds the database's write lock until commit, so
+    # the next ids are free: the rest go in with them, in one executemany.
+    first = int(session.execute(insert(table).returning(table.c.id), rows[0]).scalar_one())
+    ids = list(range(first, first + len(rows)))
+    if len(rows) > 1:
+        session.execute(insert(table), [row | {"id": new_id} for row, new_id in zip(rows[1:], ids[1:], strict=True)])
+    return ids

@@ -32,7 +32,7 @@ def import_file(
     from siyu.core.models import JobStatus
     from siyu.core.settings import get_settings
     from siyu.core.viewer import SYSTEM
-    from siyu.customers import imports
+    from siyu.customers.imports import service as imports
 
     init_database(get_settings().database_url)
     options = imports.ImportOptions(account_id=account,
@@ -88,7 +88,7 @@ def export_file(
     from siyu.core.i18n import _
     from siyu.core.settings import get_settings
     from siyu.core.viewer import SYSTEM
-    from siyu.customers import exports
+    from siyu.customers.exports import service as exports
     from siyu.customers.filters import filter_from_params
 
     try:
@@ -133,7 +133,7 @@ def import_chat_file(
     from siyu.core.i18n import _
     from siyu.core.settings import get_settings
     from siyu.core.viewer import SYSTEM
-    from siyu.customers import chat_imports
+    from siyu.customers.imports import chat as chat_imports
 
     init_database(get_settings().database_url)
     try:

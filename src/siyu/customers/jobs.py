@@ -15,7 +15,9 @@ from siyu.core.errors import DomainError
 from siyu.core.i18n import _
 from siyu.core.models import Job
 from siyu.core.viewer import SYSTEM, Viewer
-from siyu.customers import bulk, exports, imports, service
+from siyu.customers import bulk, service
+from siyu.customers.exports import service as exports
+from siyu.customers.imports import service as imports
 from siyu.team import service as team_service
 
 

@@ -15,8 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu.core.viewer import Viewer
-from siyu.customers import imports, service
+from siyu.customers import service
+from siyu.customers.imports import service as imports
 from siyu.customers.models import Customer
+from siyu.customers.phones import normalise_mobile
 from siyu.customers.schemas import CustomerIn
 
 PERSONAL_SOURCE = "personal"  # Customer.source of a friend of a personal WeChat account, typed in
@@ -31,7 +33,7 @@ class Added:
 def add_by_hand(session: Session, *, data: CustomerIn, viewer: Viewer) -> Added:
     service._visible_account(session, account_id=data.account_id, viewer=viewer)
     # A mainland mobile as the import stores it (11 digits, whatever the spaces or +86), anything else as typed.
-    phones = [p for p in (imports.normalise_mobile(raw) or service.normalise_phone(raw) for raw in data.phones) if p]
+    phones = [p for p in (normalise_mobile(raw) or service.normalise_phone(raw) for raw in data.phones) if p]
     data = data.model_copy(update={"phones": phones})
     values = {k: v for k, v in (("remark_name", data.remark_name), ("wechat_id", data.wechat_id or "")) if v}
     row = imports.ParsedRow(row=1, account_id=data.account_id, name=data.name, values=values, phones=phones, tags=[])

@@ -70,19 +70,3 @@ def new_customer(request: Request, session: SessionDep, viewer: PageViewer, form
         return _form(request, session, viewer, values=values, errors=field_errors(exc, labels=LABELS),
                      status_code=422)
     return RedirectResponse(f"/customers/{added.customer.id}", status_code=303)
-
-
-@pages.get("/customers/merge-pick", response_class=HTMLResponse)
-def merge_pick(request: Request, session: SessionDep, viewer: PageViewer, q: str = "", with_id: str = "") -> Response:
-    """Find the other customer of a merge by name, remark name, phone or WeChat ID — never by typing an id."""
-    customer = service.get_customer(session, customer_id=parse_id(with_id) or 0, viewer=viewer)
-    q = q.strip()[:64]
-    results: list[Any] = []
-    if q:
-        service.check_search_rate(viewer, q)
-        page = service.list_customers(session, flt=service.CustomerFilter(q=q), viewer=viewer, limit=20)
-        results = [s for s in service.to_summaries(session, customers=page.items, viewer=viewer) if s.id != customer.id]
-    from siyu.web.render import render
-
-    return render(request, "customers/merge_pick.html", nav_active="customers", title=_("Merge with…"),
-                  customer=customer, q=q, results=results, account_names=service.account_names(session))

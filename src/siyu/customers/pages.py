@@ -38,7 +38,7 @@ from siyu.customers import jobs as customers_jobs
 from siyu.customers import service
 from siyu.customers.filters import filter_from_params
 from siyu.customers.lifecycle import LifecycleRules
-from siyu.customers.merge import PORTRAIT_LABELS
+from siyu.customers.merge.service import PORTRAIT_LABELS
 from siyu.customers.models import MANUAL_KINDS, Customer, FieldType, Stage, Touch
 from siyu.customers.schemas import (
     AddressIn,

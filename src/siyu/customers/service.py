@@ -56,7 +56,6 @@ from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.ratelimit import SlidingWindow
 from siyu.core.settings import get_settings
 from siyu.core.viewer import Viewer
-from siyu.customers import search
 from siyu.customers.lifecycle import LifecycleRules
 from siyu.customers.models import (
     COMPUTED_GROUP_KINDS,
@@ -93,6 +92,7 @@ from siyu.customers.schemas import (
     TagOut,
     TouchIn,
 )
+from siyu.customers.search import index as search
 from siyu.orders import facts as purchase_facts
 from siyu.orders.models import CustomerPurchaseFacts
 from siyu.segments import compiler
@@ -541,6 +541,18 @@ def on_touches_written(listener: TouchListener) -> TouchListener:
     return listener
 
 
+# 订单 build on customers: a purchase typed on a timeline becomes an order through the listener
+# ``orders.service`` registers when it is imported (by the app and the worker, as every domain is).
+PurchaseListener = Callable[[Session, Touch, Viewer], object]
+_purchase_listeners: list[PurchaseListener] = []
+
+
+def on_purchase_touch(listener: PurchaseListener) -> PurchaseListener:
+    if listener not in _purchase_listeners:
+        _purchase_listeners.append(listener)
+    return listener
+
+
 def touches_written(session: Session, customer_ids: list[int]) -> None:
     if not customer_ids:
         return
@@ -751,10 +763,9 @@ def add_touch(session: Session, *, customer_id: int, data: TouchIn, viewer: View
     session.flush()
     team_service.record_audit(session, actor=viewer, action="create", entity_type="touch", entity_id=touch.id,
                               summary=customer.name, after={"kind": data.kind.value, "content": data.content[:200]})
-    if data.kind is TouchKind.purchase:  # a purchase is an order (orders build on customers: imported here)
-        from siyu.orders import service as orders_service
-
-        orders_service.order_from_touch(session, touch=touch, viewer=viewer)
+    if data.kind is TouchKind.purchase:  # a purchase is an order (orders.service listens: it builds on customers)
+        for listener in _purchase_listeners:
+            listener(session, touch, viewer)
     refresh_computed(session, customer=customer)
     return touch
 

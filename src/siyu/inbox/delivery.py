@@ -81,39 +81,6 @@ def unregister(factory: Callable[[Account], Connector | None]) -> None:
         _factories.remove(factory)
 
 
-# A channel's rules for whether a reply may go out now (e.g. 微信客服's 48-hour window): checked when
-# an agent replies, so a reply the platform would refuse is refused at once, with the reason.
-ReplyCheck = Callable[[Session, Conversation, Account], None]
-_reply_checks: list[ReplyCheck] = []
-# Who else must know that a person in Siyu took a conversation (e.g. 微信客服's session state).
-TakenListener = Callable[[Session, Conversation], None]
-_taken_listeners: list[TakenListener] = []
-
-
-def register_reply_check(check: ReplyCheck) -> None:
-    """``check`` raises a domain error (shown to the agent) when a reply may not be sent now."""
-    if check not in _reply_checks:
-        _reply_checks.append(check)
-
-
-def register_taken_listener(listener: TakenListener) -> None:
-    if listener not in _taken_listeners:
-        _taken_listeners.append(listener)
-
-
-def check_reply(session: Session, conversation: Conversation) -> None:
-    account = session.get(Account, conversation.account_id)
-    if account is None:
-        return
-    for check in _reply_checks:
-        check(session, conversation, account)
-
-
-def taken(session: Session, conversation: Conversation) -> None:
-    for listener in _taken_listeners:
-        listener(session, conversation)
-
-
 def connector_for(account: Account) -> Connector | None:
     for factory in _factories:
         connector = factory(account)

@@ -30,6 +30,7 @@ from siyu.core.viewer import Viewer
 from siyu.customers import service as customers_service
 from siyu.customers import variables
 from siyu.customers.models import CONTACT_KINDS, Customer, CustomerTag, Friendship, Touch, TouchKind
+from siyu.inbox import channel_hooks
 from siyu.inbox.models import (
     AgentState,
     CannedReply,
@@ -664,10 +665,8 @@ def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, 
         raise Invalid("Write something first", field="text")
     if not internal and not member_send and conversation.channel == Channel.wecom_archive.value:
         raise Invalid(READ_ONLY, field="text")
-    from siyu.inbox import delivery
-
     if not internal:
-        delivery.check_reply(session, conversation)  # the channel's window: refused now, not in the job
+        channel_hooks.check_reply(session, conversation)  # the channel's window: refused now, not in the job
     now = utcnow()
     message = Message(conversation_id=conversation.id, source="console", platform_msgid=f"out:{conversation.id}:"
                       f"{now.timestamp():.6f}:{viewer.user_id or 0}", direction=Direction.outbound.value,
@@ -682,7 +681,7 @@ def reply(session: Session, *, conversation_id: int, text: str, viewer: Viewer, 
         conversation.last_message_preview = _preview(MessageType.text.value, body)
         if conversation.assignee_id is None and viewer.user_id is not None and not automatic:
             conversation.assignee_id, conversation.assigned_at = viewer.user_id, now
-            delivery.taken(session, conversation)
+            channel_hooks.taken(session, conversation)
     session.flush()
     if not internal:
         send_after_commit(session, message.id)
@@ -842,9 +841,7 @@ def transfer(session: Session, *, conversation_id: int, to_user_id: int | None, 
     conversation.assignee_id = to_user_id
     conversation.assigned_at = utcnow() if to_user_id else None
     if to_user_id is not None and to_user_id != previous:
-        from siyu.inbox import delivery
-
-        delivery.taken(session, conversation)
+        channel_hooks.taken(session, conversation)
     _touch(session, conversation, viewer=viewer, event="conversation_transferred")
     session.flush()
     if previous is not None and previous != to_user_id:

@@ -14,7 +14,7 @@ from huey import crontab
 from sqlalchemy.orm import Session
 
 from siyu.core import jobs
-from siyu.core.db import transaction
+from siyu.core.db import transaction, utcnow
 from siyu.core.i18n import _
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
@@ -29,15 +29,20 @@ def make_today(ctx: jobs.JobContext) -> dict[str, Any]:
 
 
 def run_daily(session: Session, *, service: Any, now: datetime | None = None) -> dict[str, Any]:
+    from siyu.accounts import qr_renewal
     from siyu.maintenance import pool
 
     matched = service.apply_all_policies(session)
+    # Personal accounts' own QR codes first: a renewal task counts against the operator's cap like any other.
+    day = (now or utcnow()).astimezone(local_zone()).date()
+    renewals = qr_renewal.make_renewal_tasks(session, today=day, now=now)
     swept = pool.sweep(session, now=now)  # 公海: unworked claims return, departed owners' and untouched customers enter
     result = service.generate_tasks(session, now=now)
     service.get_settings_row(session).last_generated_on = result.day
     return {"day": result.day.isoformat(), "created": result.created, "due_customers": result.due_customers,
             "by_kind": result.by_kind, "policies": {str(k): v for k, v in matched.items()},
-            "pool": {"returned": swept.returned, "owner_left": swept.owner_left, "untouched": swept.untouched}}
+            "pool": {"returned": swept.returned, "owner_left": swept.owner_left, "untouched": swept.untouched},
+            "qr_renewal": {"created": renewals.created, "carried": renewals.carried}}
 
 
 def submit_today(session: Session, *, actor: Viewer) -> int:
@@ -53,7 +58,6 @@ def is_due(*, now: datetime, hour: int, minute: int, last_generated_on: Any) -> 
 
 @jobs.bulk_queue.periodic_task(crontab(minute="*/5"))
 def today_when_due() -> None:
-    from siyu.core.db import utcnow
     from siyu.core.viewer import SYSTEM
     from siyu.maintenance import service
 

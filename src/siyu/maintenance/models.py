@@ -42,6 +42,7 @@ class TaskKind(enum.StrEnum):
     # 线下活动 (offline): invite a customer (the detail holds the invitation and its link), and follow up after
     event_invite = "event_invite"
     event_follow = "event_follow"
+    account_qr = "account_qr"  # 个人号二维码快到期 (accounts.qr_renewal; no customer, ref_id the expiry)
 
 
 TASK_KIND_LABELS = {
@@ -58,6 +59,7 @@ TASK_KIND_LABELS = {
     TaskKind.group_flag: N_("A blacklisted member joined the group"),
     TaskKind.event_invite: N_("Invite to an offline event"),
     TaskKind.event_follow: N_("Offline event follow-up"),
+    TaskKind.account_qr: N_("Renew the account's WeChat QR code"),
 }
 
 

@@ -612,6 +612,9 @@ def complete_task(session: Session, *, task_id: int, data: TaskDoneIn, viewer: V
     task = get_task(session, task_id=task_id, viewer=viewer)
     _finishable(task)
     kind = TaskKind(task.kind)
+    if kind is TaskKind.account_qr:  # answered by the upload itself (accounts.qr_renewal.close_tasks)
+        raise Invalid("Upload the new QR code on the account's QR page; the task then closes by itself",
+                      field="status")
     if kind is TaskKind.moment or task.customer_id is None:  # posted by hand: the moments post says so
         from siyu.moments import service as moments_service
 
@@ -714,7 +717,7 @@ def task_customers(session: Session, tasks: Sequence[Task]) -> dict[int, tuple[s
 
 def task_title(task: Task, customer_name: str) -> str:
     label = _(TASK_KIND_LABELS[TaskKind(task.kind)])
-    if task.kind == TaskKind.moment.value and task.detail:  # no customer: the post's first words
+    if task.kind in (TaskKind.moment.value, TaskKind.account_qr.value) and task.detail:  # no customer: its text
         return f"{label} · {task.detail}"
     return f"{label} · {customer_name}" if customer_name else label
 

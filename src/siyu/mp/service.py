@@ -34,10 +34,10 @@ from siyu.channels.models import Channel as AcquisitionChannel
 from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import N_, _
-from siyu.customers import search
 from siyu.customers.models import Customer, Friendship, FriendshipStatus
+from siyu.customers.search import index as search
 from siyu.customers.variables import is_unnamed, unnamed
-from siyu.inbox import delivery
+from siyu.inbox import channel_hooks, delivery
 from siyu.inbox.delivery import Accepted, DeliveryError, Outgoing
 from siyu.inbox.models import Channel, Conversation, DeliveryStatus, Direction, Message, MessageType
 from siyu.mp.models import MpFollower, MpQrCode, MpSyncState
@@ -354,7 +354,7 @@ def connector_for(account: Account) -> MpConnector | None:
 
 def register() -> None:
     delivery.register(connector_for)
-    delivery.register_reply_check(check_reply)
+    channel_hooks.register_reply_check(check_reply)
 
 
 # ---------------------------------------------------------------- followers sync (user/get + batchget)

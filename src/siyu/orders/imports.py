@@ -42,7 +42,7 @@ from siyu.core.i18n import N_, _
 from siyu.core.ids import parse_id
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
-from siyu.customers.imports import (
+from siyu.customers.imports.service import (
     MAX_REPORTED_ERRORS,
     ImportInvalid,
     RowError,
@@ -52,7 +52,7 @@ from siyu.customers.imports import (
     iter_rows,
     normalise_mobile,
 )
-from siyu.customers.imports import _file_error as file_error
+from siyu.customers.imports.service import _file_error as file_error
 from siyu.orders import service
 from siyu.orders.models import IMPORT_SOURCE, OrderStatus
 from siyu.team import service as team_service

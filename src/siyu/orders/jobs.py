@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from siyu.core import jobs
 from siyu.core.i18n import _
 from siyu.core.viewer import SYSTEM, Viewer
-from siyu.customers import imports as customer_imports
+from siyu.customers.imports import service as customer_imports
 from siyu.orders import imports
 from siyu.team import service as team_service
 

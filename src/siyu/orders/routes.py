@@ -24,9 +24,9 @@ from siyu.core.errors import Forbidden, Invalid
 from siyu.core.i18n import _
 from siyu.core.ids import Id, parse_id
 from siyu.core.viewer import Viewer
-from siyu.customers import imports as customer_imports
 from siyu.customers import service as customers_service
-from siyu.customers.import_routes import UploadForm, read_upload_form
+from siyu.customers.imports import service as customer_imports
+from siyu.customers.imports.routes import UploadForm, read_upload_form
 from siyu.orders import imports, jobs, schemas, service, webhook
 from siyu.orders.models import MatchState, Order, OrderStatus, SourceKind
 from siyu.orders.service import STATUS_LABELS

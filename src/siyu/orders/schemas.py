@@ -75,7 +75,7 @@ class OrderIn(BaseModel):
     lines: list[LineIn] = Field(default_factory=list, max_length=service.MAX_LINES_PER_ORDER)
 
     def to_data(self) -> service.OrderData:
-        from siyu.customers.imports import normalise_mobile
+        from siyu.customers.phones import normalise_mobile
 
         def aware(value: datetime | None) -> datetime | None:
             if value is None:

@@ -32,7 +32,7 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, false, fun
 from sqlalchemy.orm import Session
 
 from siyu.channels.models import ChannelAdd
-from siyu.core.db import UTCDateTime, utcnow
+from siyu.core.db import UTCDateTime, insert_ids, utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import N_
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
@@ -40,6 +40,7 @@ from siyu.core.settings import local_zone
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
 from siyu.customers.models import Address, Customer, Friendship, FriendshipStatus, Phone, Touch, TouchKind
+from siyu.customers.phones import normalise_mobile
 from siyu.customers.schemas import CustomerIn
 from siyu.orders.models import (
     CONSOLE_SOURCE,
@@ -449,9 +450,7 @@ def refresh_since(session: Session, *, since: datetime, after_id: int = 0, limit
 def _insert_ids(session: Session, table: Table, rows: list[dict[str, Any]]) -> list[int]:
     """Insert rows in one statement per batch and return their new ids, in the rows' order."""
     if session.get_bind().dialect.name != "sqlite":
-        from siyu.customers.imports import _insert_ids as insert_ids  # one INSERT … RETURNING per batch
-
-        return insert_ids(session, table, rows)
+        return insert_ids(session, table, rows)  # one INSERT … RETURNING per batch
     # SQLite: the first row's id is max + 1 and this INSERT holds the database's write lock until
     # commit, so the next ids are free: the rest go in with them, in one plain executemany.
     first = int(session.execute(insert(table).returning(table.c.id), rows[0]).scalar_one())
@@ -558,6 +557,13 @@ def order_from_touch(session: Session, *, touch: Touch, viewer: Viewer) -> Order
 
 
 # ---------------------------------------------------------------- reading, scoped
+
+
+def _order_from_purchase(session: Session, touch: Touch, viewer: Viewer) -> None:
+    order_from_touch(session, touch=touch, viewer=viewer)
+
+
+customers_service.on_purchase_touch(_order_from_purchase)
 
 
 def visible_order_clause(viewer: Viewer) -> ColumnElement[bool]:
@@ -702,8 +708,6 @@ def match_order(session: Session, *, order_id: int, customer_id: int, viewer: Vi
 def create_customer_for(session: Session, *, order_id: int, account_id: int, viewer: Viewer) -> Customer:
     """Review queue: the buyer is new — a customer from the order's buyer name and phone."""
     order = _queued(session, order_id, viewer)
-    from siyu.customers.imports import normalise_mobile
-
     phone = normalise_mobile(order.buyer_phone) if order.buyer_phone else None
     customer = customers_service.create_customer(session, data=CustomerIn(
         name=order.buyer_name or order.buyer_phone or order.order_no, account_id=account_id,

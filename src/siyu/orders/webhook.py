@@ -232,7 +232,7 @@ def youzan_order(envelope: dict[str, Any], *, source: str) -> service.OrderData 
                               price=_money(item.get("price")))
              for item in (info.get("orders") or []) if isinstance(item, dict)]
     phone = _plain(buyer.get("buyer_phone")) or _plain(address.get("receiver_tel"))
-    from siyu.customers.imports import normalise_mobile
+    from siyu.customers.phones import normalise_mobile
 
     return service.OrderData(
         source=source, order_no=tid[:64], paid_at=paid_at, amount=_money(pay.get("payment")), status=status.value,

@@ -23,7 +23,7 @@ import secrets
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -34,6 +34,7 @@ from siyu.simulator.archive import ArchiveDesk
 from siyu.simulator.errors import ApiError
 from siyu.simulator.kf import KfDesk, KfState
 from siyu.simulator.moments import MomentsDesk, MomentsState
+from siyu.simulator.paging import encode_cursor, page
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -279,30 +280,6 @@ def _locked(method: Callable[P, R]) -> Callable[P, R]:
         with corp.lock:
             return method(*args, **kwargs)
     return wrapper
-
-
-def encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"sim:{offset}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: Any) -> int:
-    """An opaque cursor back to an offset; anything not made here is WeCom's 50100."""
-    if cursor in (None, ""):
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(str(cursor) + "=" * (-len(str(cursor)) % 4)).decode()
-        prefix, _sep, number = text.partition(":")
-        if prefix != "sim" or not number.isdigit():
-            raise ValueError(text)
-        return int(number)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(50100, "invalid cursor") from exc
-
-
-def page(items: Sequence[R], cursor: Any, limit: int) -> tuple[list[R], str]:
-    start = decode_cursor(cursor)
-    chunk = list(items[start:start + limit])
-    return chunk, encode_cursor(start + limit) if start + limit < len(items) else ""
 
 
 def _limit(value: Any, *, default: int, maximum: int) -> int:

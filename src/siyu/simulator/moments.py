@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from siyu.simulator.errors import ApiError
+from siyu.simulator.paging import page
 
 if TYPE_CHECKING:
     from siyu.simulator.corp import VirtualCorp
@@ -313,8 +314,6 @@ class MomentsDesk:
     # ---- W:96352 获取客户朋友圈全部的发表记录 --------------------------------------------------
 
     def api_get_moment_list(self, body: dict[str, Any]) -> dict[str, Any]:
-        from siyu.simulator.corp import page
-
         with self.corp.lock:
             start, end = _int(body, "start_time"), _int(body, "end_time")
             if end < start:
@@ -331,8 +330,6 @@ class MomentsDesk:
             return {"next_cursor": next_cursor, "moment_list": [_moment_body(m) for m in chunk]}
 
     def api_get_moment_task(self, body: dict[str, Any]) -> dict[str, Any]:
-        from siyu.simulator.corp import page
-
         with self.corp.lock:
             moment = self._moment(body.get("moment_id"))
             chunk, next_cursor = page(moment.publications, body.get("cursor"),
@@ -352,8 +349,6 @@ class MomentsDesk:
         return moment, publication
 
     def api_get_moment_customer_list(self, body: dict[str, Any]) -> dict[str, Any]:
-        from siyu.simulator.corp import page
-
         with self.corp.lock:
             _moment, publication = self._publication(body)
             chunk, next_cursor = page(publication.visible, body.get("cursor"),

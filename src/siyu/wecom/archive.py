@@ -58,8 +58,8 @@ from sqlalchemy.orm import Session
 from siyu.accounts.models import Account
 from siyu.core.db import dialect_insert, utcnow
 from siyu.core.settings import get_settings
-from siyu.customers import search
 from siyu.customers.models import Customer, Friendship
+from siyu.customers.search import index as search
 from siyu.customers.variables import unnamed
 from siyu.groups.models import GroupChat, GroupMessage, MemberType
 from siyu.inbox import service as inbox_service

@@ -183,15 +183,9 @@ def connector_for(account: Account) -> WecomConnector | None:
 
 
 def register() -> None:
-    """Offer the WeCom connectors (members, 微信客服) to the inbox's delivery (idempotent)."""
-    from siyu.wecom import kf
-
+    """Offer the WeCom member connector to the inbox's delivery (idempotent; ``wecom.connectors`` adds 微信客服's)."""
     delivery.register(connector_for)
-    kf.register()
 
 
 def unregister() -> None:
-    from siyu.wecom import kf
-
     delivery.unregister(connector_for)
-    delivery.unregister(kf.connector_for)

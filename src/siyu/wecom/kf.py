@@ -42,10 +42,10 @@ from siyu.accounts.models import Account, AccountKind
 from siyu.core.db import among, committed, dialect_insert, remember_after_commit, utcnow
 from siyu.core.errors import Invalid
 from siyu.core.i18n import N_, _
-from siyu.customers import search
 from siyu.customers.models import Customer
+from siyu.customers.search import index as search
 from siyu.customers.variables import unnamed
-from siyu.inbox import delivery
+from siyu.inbox import channel_hooks, delivery
 from siyu.inbox import service as inbox_service
 from siyu.inbox.delivery import Accepted, DeliveryError, Outgoing
 from siyu.inbox.models import Channel, Conversation, DeliveryStatus, Direction, Message, MessageType
@@ -733,5 +733,9 @@ def connector_for(account: Account) -> KfConnector | None:
 
 def register() -> None:
     delivery.register(connector_for)
-    delivery.register_reply_check(check_reply)
-    delivery.register_taken_listener(mirror_taken)
+    channel_hooks.register_reply_check(check_reply)
+    channel_hooks.register_taken_listener(mirror_taken)
+
+
+def unregister() -> None:
+    delivery.unregister(connector_for)

@@ -37,9 +37,9 @@ from sqlalchemy.orm import Session
 from siyu.accounts.models import Account, AccountKind
 from siyu.core.db import utcnow
 from siyu.core.models import AppSetting
-from siyu.customers import search
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer, CustomerTag, Friendship, FriendshipStatus, Phone, Touch, TouchKind
+from siyu.customers.search import index as search
 from siyu.customers.variables import is_unnamed, unnamed
 from siyu.groups import service as groups_service
 

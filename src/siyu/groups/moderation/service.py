@@ -39,8 +39,8 @@ from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_, _
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.viewer import SYSTEM, Viewer
-from siyu.customers import search
 from siyu.customers.models import Customer, Touch, TouchKind
+from siyu.customers.search import index as search
 from siyu.groups import service as groups_service
 from siyu.groups.models import ChangeKind, GroupChat, GroupMember, GroupMemberChange, GroupMessage, MemberType
 from siyu.groups.moderation import engine
@@ -960,7 +960,7 @@ def import_group_export(session: Session, *, group_id: int, data: bytes, viewer:
     """A personal group's chat export (the TXT or CSV layouts of ``customers.chat_imports``; any sender) stored
     as the group's messages — keyed by time, sender and text, so the same file twice stores nothing twice —
     and then moderated like the archive's."""
-    from siyu.customers import chat_imports as ci
+    from siyu.customers.imports import chat as ci
 
     group = groups_service.get_group(session, group_id=group_id, viewer=viewer)
     if viewer.role == "service":
@@ -993,7 +993,7 @@ def import_group_export(session: Session, *, group_id: int, data: bytes, viewer:
 
 
 def _parse_export(text: str) -> list[tuple[datetime, str, str, str]]:
-    from siyu.customers import chat_imports as ci
+    from siyu.customers.imports import chat as ci
 
     out: list[tuple[datetime, str, str, str]] = []
     if ci.looks_like_csv(text):

@@ -19,7 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # No schema change: every customer's index entry is written again with its triples and phones' terms
     # (siyu/customers/search.py), in batches, inside the migration's transaction.
-    from siyu.customers import search
+    from siyu.customers.search import index as search
 
     search.rebuild(Session(bind=op.get_bind()))
 

@@ -18,7 +18,8 @@ from siyu.core.errors import DomainError
 from siyu.core.i18n import N_, _
 from siyu.core.ids import Id, parse_id
 from siyu.core.viewer import Viewer
-from siyu.customers import merge, service
+from siyu.customers import service
+from siyu.customers.merge import service as merge
 from siyu.customers.models import Customer, CustomerMerge
 from siyu.customers.schemas import CustomerOut, CustomerSummary
 from siyu.team import service as team_service
@@ -135,6 +136,20 @@ def _ids(values: list[str]) -> list[int]:
 def duplicates_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
     return render(request, "customers/duplicates.html", nav_active="customers", title=_("Possible duplicates"),
                   groups=_duplicates(session, viewer), reason_labels={k: _(v) for k, v in REASON_LABELS.items()})
+
+
+@pages.get("/customers/merge-pick", response_class=HTMLResponse)
+def merge_pick(request: Request, session: SessionDep, viewer: PageViewer, q: str = "", with_id: str = "") -> Response:
+    """Find the other customer of a merge by name, remark name, phone or WeChat ID — never by typing an id."""
+    customer = service.get_customer(session, customer_id=parse_id(with_id) or 0, viewer=viewer)
+    q = q.strip()[:64]
+    results: list[Any] = []
+    if q:
+        service.check_search_rate(viewer, q)
+        page = service.list_customers(session, flt=service.CustomerFilter(q=q), viewer=viewer, limit=20)
+        results = [s for s in service.to_summaries(session, customers=page.items, viewer=viewer) if s.id != customer.id]
+    return render(request, "customers/merge_pick.html", nav_active="customers", title=_("Merge with…"),
+                  customer=customer, q=q, results=results, account_names=service.account_names(session))
 
 
 @pages.get("/customers/merge", response_class=HTMLResponse)

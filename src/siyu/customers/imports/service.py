@@ -48,13 +48,14 @@ from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
 from siyu.core import storage
+from siyu.core.db import insert_ids as _insert_ids
 from siyu.core.db import utcnow
 from siyu.core.errors import DomainError, Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_, _
 from siyu.core.ids import parse_id
 from siyu.core.spreadsheet import is_masked_phone, unneutralise
 from siyu.core.viewer import Viewer
-from siyu.customers import search, service
+from siyu.customers import service
 from siyu.customers.models import (
     Customer,
     CustomerTag,
@@ -65,6 +66,8 @@ from siyu.customers.models import (
     Touch,
     TouchKind,
 )
+from siyu.customers.phones import normalise_mobile
+from siyu.customers.search import index as search
 from siyu.team import service as team_service
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -84,8 +87,6 @@ ZIP_MAGIC = b"PK\x03\x04"
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 TAG_SPLIT = re.compile(r"[,，;；|、\n]+")
 PHONE_SPLIT = re.compile(r"[,，;；/、|\n]+")
-_PHONE_JUNK = re.compile(r"[\s\-()（）.]")
-_MOBILE = re.compile(r"1\d{10}")
 _EXTERNAL_ID = re.compile(r"[A-Za-z0-9_\-]+")
 _BRACKETS = re.compile(r"\(.*?\)|\[.*?\]|【.*?】")
 _HEADER_JUNK = re.compile(r"[\s_\-*:]")
@@ -473,18 +474,6 @@ class ImportPlan:
     rows: int = 0
     accounts: dict[str, int] = field(default_factory=dict)  # account cell text → account id
     tags: dict[str, TagRef] = field(default_factory=dict)  # tag text → tag
-
-
-def normalise_mobile(raw: str) -> str | None:
-    """A mainland mobile number as 11 digits (``+86 138-1234-5678`` → ``13812345678``), or None."""
-    text = _PHONE_JUNK.sub("", unicodedata.normalize("NFKC", raw))
-    if text.startswith("+86"):
-        text = text[3:]
-    elif text.startswith("0086"):
-        text = text[4:]
-    elif len(text) == 13 and text.startswith("86"):
-        text = text[2:]
-    return text if _MOBILE.fullmatch(text) else None
 
 
 class _Checker:
@@ -884,20 +873,6 @@ def apply_batch(session: Session, *, plan: ImportPlan, rows: list[ParsedRow], vi
 
 def _table(model: Any) -> Table:
     return cast(Table, model.__table__)
-
-
-def _insert_ids(session: Session, table: Table, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert rows in one statement per batch and return their new ids, in the rows' order."""
-    if session.get_bind().dialect.name != "sqlite":
-        return list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
-    # SQLite runs an INSERT … RETURNING that must keep the rows' order one row per statement. The
-    # first row's id is max + 1, and this INSERT holds the database's write lock until commit, so
-    # the next ids are free: the rest go in with them, in one executemany.
-    first = int(session.execute(insert(table).returning(table.c.id), rows[0]).scalar_one())
-    ids = list(range(first, first + len(rows)))
-    if len(rows) > 1:
-        session.execute(insert(table), [row | {"id": new_id} for row, new_id in zip(rows[1:], ids[1:], strict=True)])
-    return ids
 
 
 def _insert_new(session: Session, *, plan: ImportPlan, rows: list[ParsedRow], viewer: Viewer) -> list[int]:

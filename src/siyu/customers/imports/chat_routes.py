@@ -12,8 +12,9 @@ from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import _
 from siyu.core.ids import Id, parse_id
-from siyu.customers import chat_imports, service
-from siyu.customers.import_routes import TRUE_WORDS, UploadForm
+from siyu.customers import service
+from siyu.customers.imports import chat as chat_imports
+from siyu.customers.imports.routes import TRUE_WORDS, UploadForm
 from siyu.web.render import render
 
 api = APIRouter(tags=["customers"])

@@ -4,7 +4,7 @@ Why a setting and not a rule in code: a company decides how far its customers' p
 travel. The defaults follow the roles' work — 客服 answers chats and may not export; 运维 and
 策划 export with phones masked (``136****4321``) unless an admin allows full phones;
 administrators always export in full (an admin can never lock themselves out of it). The
-export (``customers.export_routes`` and the job in ``customers.jobs``) reads the viewer through
+export (``customers.exports.routes`` and the job in ``customers.jobs``) reads the viewer through
 ``export_viewer`` so a direct download and a background job apply the same right, as the
 right stands when the file is written.
 """

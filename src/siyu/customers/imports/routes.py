@@ -26,8 +26,8 @@ from siyu.core.errors import Invalid
 from siyu.core.i18n import _
 from siyu.core.ids import parse_id
 from siyu.core.viewer import Viewer
-from siyu.customers import imports
 from siyu.customers import jobs as customers_jobs
+from siyu.customers.imports import service as imports
 from siyu.web.render import render
 
 api = APIRouter(tags=["customers"])

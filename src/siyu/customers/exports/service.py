@@ -53,9 +53,10 @@ from siyu.core.i18n import _, catalogue
 from siyu.core.settings import local_zone
 from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import Viewer
-from siyu.customers import export_policy, service
-from siyu.customers.imports import normalise_mobile
+from siyu.customers import service
+from siyu.customers.exports import policy as export_policy
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Tag, TagGroup
+from siyu.customers.phones import normalise_mobile
 from siyu.customers.service import CustomerFilter
 from siyu.customers.sources import source_label
 from siyu.team import service as team_service

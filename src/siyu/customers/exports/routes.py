@@ -25,9 +25,11 @@ from siyu.core.deps import AdminPageViewer, ApiViewer, CsrfChecked, PageViewer, 
 from siyu.core.errors import DomainError
 from siyu.core.i18n import _
 from siyu.core.viewer import Viewer
-from siyu.customers import export_policy, exports, service
 from siyu.customers import jobs as customers_jobs
-from siyu.customers.exports import ExportFormat
+from siyu.customers import service
+from siyu.customers.exports import policy as export_policy
+from siyu.customers.exports import service as exports
+from siyu.customers.exports.service import ExportFormat
 from siyu.customers.filters import FilterDep
 from siyu.customers.pages import ListQuery
 from siyu.customers.service import CustomerFilter

@@ -21,7 +21,7 @@ from siyu.core.db import utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_
 from siyu.core.viewer import Viewer
-from siyu.customers import search, service
+from siyu.customers import service
 from siyu.customers.models import (
     COMPUTED_GROUP_KINDS,
     Address,
@@ -37,6 +37,7 @@ from siyu.customers.models import (
     Touch,
     TouchKind,
 )
+from siyu.customers.search import index as search
 from siyu.orders.models import Order, OrderLine
 from siyu.team import service as team_service
 
