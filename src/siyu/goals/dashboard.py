@@ -157,7 +157,8 @@ def _admin(session: Session, board: Board, viewer: Viewer, today: date) -> None:
     board.computed_at = stamp
     days = comparison_days(today)
     for name, (label, link) in FIGURES.items():
-        values = [found.get(name, {}).get(d) for d in days]
+        raw = [found.get(name, {}).get(d) for d in days]
+        values = [v if v is None or name == "revenue" else int(v) for v in raw]
         board.figures.append({"name": name, "label": _(label), "link": link, "today": values[0],
                               "yesterday": values[1], "last_week": values[2]})
     header = [_("Figure"), _("Today"), _("Yesterday"), _("Same day last week")]

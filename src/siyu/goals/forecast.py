@@ -14,10 +14,10 @@ Forecasts, from the days observed so far (the goal's start up to today):
   the linear one (too few weeks to tell weekdays apart).
 
 State rule (documented in the README): before the start → on_track; no data at all → at_risk (nothing
-to judge by); after the deadline → on_track when the target was met, else off_track; otherwise the
-forecast (seasonal when there are at least ``SEASONAL_MIN_DAYS`` days, else linear) against the target:
-attainment = forecast ÷ target (target ÷ forecast when lower is better) — ≥ 1 on_track, ≥
-``AT_RISK_FROM`` at_risk, below that off_track.
+to judge by; off_track once the deadline passed); after the deadline → on_track when the target was
+met, else off_track; otherwise the forecast (seasonal when there are at least ``SEASONAL_MIN_DAYS``
+days, else linear) against the target: attainment = forecast ÷ target (target ÷ forecast when lower
+is better) — ≥ 1 on_track, ≥ ``AT_RISK_FROM`` at_risk, below that off_track.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def state(metric: GoalMetric, *, daily: Daily, target: float, start: date, deadl
     if today < start:
         return "on_track"
     if not daily.has_data:
-        return "at_risk"
+        return "off_track" if today > deadline else "at_risk"
     value = progress(metric, daily) if today > deadline else outlook.chosen
     share = attainment(metric, value, target)
     if share is None:
