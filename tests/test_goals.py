@@ -240,3 +240,34 @@ def test_a_goal_page_shows_an_empty_state_for_a_period_without_data_and_refuses_
     assert export.status_code == 200 and len(export.text.splitlines()) == 32  # header + 31 days
     home = console.get("/")
     assert "去年营收" in home.text and "已偏离" in home.text  # on the owner's 工作台, off track
+
+
+# ---------------------------------------------------------------- demo
+
+
+def test_each_demo_role_lands_on_its_own_dashboard_with_goals_that_have_progress_and_a_forecast(
+        demo: Any, session: Session) -> None:
+    from sqlalchemy import select
+
+    from siyu.team import service as team_service
+    from siyu.team.models import User
+
+    roles: dict[str, str] = {}
+    for user in session.scalars(select(User)):
+        viewer = team_service.viewer_for(user)
+        board = dashboard.build(session, viewer=viewer)
+        roles[board.role] = user.username
+        if user.username in ("admin", "zhouming", "kefu.xiaoyu"):
+            assert board.goals, user.username  # every role has its goal on its 工作台
+    assert set(roles) == {"admin", "operator", "service"}
+    admin = session.scalar(select(User).where(User.role == "admin"))
+    board = dashboard.build(session, viewer=team_service.viewer_for(admin))
+    figures = {f["name"]: f for f in board.figures}
+    assert figures["customers"]["today"] >= 300 and figures["fans"]["today"] > 0
+    company = next(e for e in board.goals if e.goal.metric == "net_adds" and e.goal.parent_id is None)
+    assert company.progress and company.progress > 0 and company.outlook.seasonal is not None
+    assert company.subgoals_add_up is True
+    assert {e.state for e in board.goals} <= set(forecast.STATES)
+
+
+from tests.test_demo import demo, session  # noqa: E402, F401  (the demo database, built once for this module)
