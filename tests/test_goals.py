@@ -19,6 +19,7 @@ from siyu.goals import catalogue, dashboard, forecast, service
 from siyu.goals.catalogue import CATALOGUE, Daily, GoalScope
 from siyu.goals.schemas import GoalIn
 from tests.conftest import Factory, viewer_of
+from tests.test_demo import demo, session  # noqa: F401  (the demo database, built once for this module)
 
 SH = timedelta(hours=8)  # Asia/Shanghai
 
@@ -246,7 +247,7 @@ def test_a_goal_page_shows_an_empty_state_for_a_period_without_data_and_refuses_
 
 
 def test_each_demo_role_lands_on_its_own_dashboard_with_goals_that_have_progress_and_a_forecast(
-        demo: Any, session: Session) -> None:
+        demo: Any, session: Session) -> None:  # noqa: F811
     from sqlalchemy import select
 
     from siyu.team import service as team_service
@@ -269,5 +270,3 @@ def test_each_demo_role_lands_on_its_own_dashboard_with_goals_that_have_progress
     assert company.subgoals_add_up is True
     assert {e.state for e in board.goals} <= set(forecast.STATES)
 
-
-from tests.test_demo import demo, session  # noqa: E402, F401  (the demo database, built once for this module)
