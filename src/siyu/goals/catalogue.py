@@ -45,6 +45,7 @@ from siyu.customers.models import Customer, Touch, TouchKind
 SCOPE_KINDS = ("company", "account", "operator", "segment", "channel", "group_kind")
 CUSTOMER_SCOPES = ("company", "account", "operator", "segment", "channel")
 MAX_DAYS = 3 * 366
+SCOPE_ERROR = N_("Unknown scope {scope}: use company, account:<id>, operator:<id>, segment:<id>, channel:<id> or group_kind:<kind>")  # noqa: E501
 
 
 class GoalScopeNotFound(NotFound):
@@ -105,8 +106,7 @@ def parse_scope(raw: str | None) -> GoalScope:
     if kind == "group_kind" and ident in {k.value for k in GroupKind}:
         return GoalScope(kind=kind, text=ident)
     if kind not in SCOPE_KINDS or kind == "group_kind" or not ident.isdigit() or len(ident) > 12:
-        raise Invalid("Unknown scope {scope}: use company, account:<id>, operator:<id>, segment:<id>, "
-                      "channel:<id> or group_kind:<kind>", field="scope", scope=text[:40])
+        raise Invalid(SCOPE_ERROR, field="scope", scope=text[:40])
     return GoalScope(kind=kind, id=int(ident))
 
 

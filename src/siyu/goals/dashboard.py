@@ -139,7 +139,7 @@ def build(session: Session, *, viewer: Viewer, today: date | None = None) -> Boa
     today = today or local_today()
     board = Board(role=board_role(viewer), day=today)
     owned = goals_service.list_goals(session, viewer=viewer, owner_id=viewer.user_id) if viewer.user_id else []
-    board.goals = [goals_service.evaluate(session, goal=g, viewer=viewer, today=today) for g in owned[:8]]
+    board.goals = [goals_service.evaluate(session, goal=g, viewer=viewer, today=today) for g in owned]
     if board.role == "admin":
         _admin(session, board, viewer, today)
     elif board.role == "operator":
@@ -230,7 +230,6 @@ def _sla_breaches(session: Session, viewer: Viewer, today: date) -> int:
 
 
 def _operator(session: Session, board: Board, viewer: Viewer, today: date) -> None:
-    from siyu.maintenance.churn import list_churn
     from siyu.maintenance.models import Task, TaskStatus
 
     where: list[Any] = [Task.day == today]
@@ -250,8 +249,11 @@ def _operator(session: Session, board: Board, viewer: Viewer, today: date) -> No
     board.charts["ladder"] = {"x": [_(f"stage.{s}") for s in analytics_service.STAGES],
                               "series": [{"name": _("On this stage"),
                                           "data": [funnel.current[s] for s in analytics_service.STAGES]}]}
-    churned = list_churn(session, viewer=viewer, since=today - timedelta(days=6))
-    board.numbers["churn_7d"] = len(churned)
+    ended: list[Any] = [Friendship.status == FriendshipStatus.deleted.value,
+                        Friendship.removed_at >= day_start(today - timedelta(days=6))]
+    if not viewer.sees_all_accounts:
+        ended.append(Friendship.account_id.in_(sorted(viewer.account_ids)))
+    board.numbers["churn_7d"] = int(session.scalar(select(func.count()).select_from(Friendship).where(*ended)) or 0)
 
 
 def _service(session: Session, board: Board, viewer: Viewer, today: date) -> None:
