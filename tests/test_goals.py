@@ -104,6 +104,30 @@ def test_net_adds_and_the_timezone_edge_count_on_the_right_local_days(db: Sessio
     assert forecast.progress(CATALOGUE["interaction_rate"], rate) == round(200 / 3, 2)  # 2 of 3 customers
 
 
+def test_delivery_rate_reads_the_send_ledger_and_task_completion_the_tasks(db: Session, make: Factory) -> None:
+    from siyu.maintenance.models import Task
+    from siyu.sends.models import SendLedgerEntry
+
+    account = make.account()
+    customer = make.customer(account)
+    d1, d2 = date(2026, 3, 2), date(2026, 3, 3)
+    released = datetime(2026, 3, 2, 3, tzinfo=UTC)
+    db.add_all([SendLedgerEntry(target_kind="customer", target_id=customer.id, day=d1, source="sop",
+                                released_at=released if n == 0 else None) for n in range(4)])
+    db.add_all([SendLedgerEntry(target_kind="customer", target_id=customer.id, day=d2, source="campaign")
+                for _ in range(2)])
+    others = [customer] + [make.customer(account) for _ in range(3)]
+    db.add_all([Task(kind="chat", customer_id=c.id, account_id=account.id, day=d1, status=status)
+                for c, status in zip(others, ("done", "done", "open", "skipped"), strict=True)])
+    db.commit()
+    rate = catalogue.daily(db, viewer=SYSTEM, name="delivery_rate", scope=GoalScope(), since=d1, until=d2)
+    assert rate.values == [300.0, 200.0] and rate.denominators == [4.0, 2.0]
+    assert forecast.progress(CATALOGUE["delivery_rate"], rate) == round(500 / 6, 2)  # 5 of 6 went out
+    tasks = catalogue.daily(db, viewer=SYSTEM, name="task_completion", scope=GoalScope("account", account.id),
+                            since=d1, until=d2)
+    assert forecast.progress(CATALOGUE["task_completion"], tasks) == 50.0  # 2 done of 4 due
+
+
 def test_a_scope_the_viewer_may_not_see_is_not_found_not_zero(db: Session, make: Factory) -> None:
     mine, other = make.account(), make.account()
     operator = make.user("operator", accounts=[mine])
@@ -188,6 +212,11 @@ def test_goals_api_refuses_bad_input_in_chinese(db: Session, make: Factory, clie
     hidden = client.post("/api/v1/goals", json=body | {"deadline": "2026-03-31", "scope": f"account:{other.id}"},
                          headers=token_for(operator))
     assert hidden.status_code == 404
+    theirs = client.post("/api/v1/goals", json=body | {"deadline": "2026-03-31", "scope": f"account:{other.id}"},
+                         headers=admin_headers)
+    assert theirs.status_code == 201
+    assert client.get(f"/api/v1/goals/{theirs.json()['id']}", headers=token_for(operator)).status_code == 404
+    assert client.get("/api/v1/goals", headers=token_for(operator)).json() == []
     unknown = client.post("/api/v1/goals", json=body | {"deadline": "2026-03-31", "metric": "nope"},
                           headers=admin_headers)
     assert unknown.status_code == 404
