@@ -128,6 +128,25 @@ def test_delivery_rate_reads_the_send_ledger_and_task_completion_the_tasks(db: S
     assert forecast.progress(CATALOGUE["task_completion"], tasks) == 50.0  # 2 done of 4 due
 
 
+def test_the_fans_series_is_the_funnel_of_each_day(db: Session, make: Factory) -> None:
+    from siyu.analytics import service as analytics_service
+    from siyu.analytics import transitions
+
+    account = make.account()
+    a, b = make.customer(account), make.customer(account)
+    db.execute(update(Customer).values(created_at=local(2026, 3, 1)))
+    db.commit()
+    transitions.record(db, [(a.id, "traffic", "fan")], at=local(2026, 3, 3, 23, 59))
+    transitions.record(db, [(b.id, "traffic", "fan")], at=local(2026, 3, 4, 0, 1))
+    transitions.record(db, [(a.id, "fan", "customer")], at=local(2026, 3, 5, 10))
+    db.commit()
+    days = catalogue.daily(db, viewer=SYSTEM, name="fans", scope=GoalScope(), since=date(2026, 3, 2),
+                           until=date(2026, 3, 6))
+    assert days.values == [0.0, 1.0, 2.0, 1.0, 1.0]
+    assert days.values == [float(analytics_service.funnel(db, viewer=SYSTEM, day=d).current["fan"])
+                           for d in days.days]
+
+
 def test_a_scope_the_viewer_may_not_see_is_not_found_not_zero(db: Session, make: Factory) -> None:
     mine, other = make.account(), make.account()
     operator = make.user("operator", accounts=[mine])

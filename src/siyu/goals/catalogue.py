@@ -25,12 +25,13 @@ history: only today's value is known (earlier days are blank, and the forecast i
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, cast, func, select
+from sqlalchemy import ColumnElement, Float, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from siyu.analytics import metrics as analytics_metrics
@@ -210,9 +211,30 @@ def _task_completion(session: Session, viewer: Viewer, scope: GoalScope, days: l
 
 
 def _fans(session: Session, viewer: Viewer, scope: GoalScope, days: list[date]) -> Daily:
+    """Customers on 粉丝 at the end of each day — the funnel's own rule (``analytics.service.funnel_for``:
+    a transition valid at the day's end, a customer added before it), read in one pass over the 粉丝 rows
+    that overlap the period instead of one funnel per day."""
+    from siyu.analytics.models import STAGE_RANKS, StageTransition
+
     clauses = customer_clauses(session, scope=scope, viewer=viewer)
-    return Daily(days=days, values=[float(analytics_service.funnel_for(session, clauses=clauses, day=d).current["fan"])
-                                    for d in days])
+    ends = [day_start(d + timedelta(days=1)) for d in days]
+    t = StageTransition
+    change = [0] * (len(days) + 1)
+    for at, until, created_at in session.execute(
+            select(t.at, t.until, Customer.created_at).join(Customer, Customer.id == t.customer_id).where(
+                t.to_rank == STAGE_RANKS["fan"], t.at < ends[-1], or_(t.until.is_(None), t.until >= ends[0]),
+                *clauses)):
+        first = bisect_right(ends, max(at, created_at))  # the first day end after it began
+        last = len(days) if until is None else bisect_right(ends, until)  # valid while until >= the day end
+        if first < last:
+            change[first] += 1
+            change[last] -= 1
+    values: list[float | None] = []
+    running = 0
+    for i in range(len(days)):
+        running += change[i]
+        values.append(float(running))
+    return Daily(days=days, values=values)
 
 
 def _repurchase_rate(session: Session, viewer: Viewer, scope: GoalScope, days: list[date]) -> Daily:
