@@ -4,9 +4,10 @@ Builds (or reuses) the analytics benchmark's data (``benchmarks/analytics.py``'s
 customers added over two years, one friendship each, two years of stage transitions) in its own
 database file, then measures, each beside the same aggregate written by hand in SQL in the same run:
 
-  (a) the job (``goals.dashboard.refresh_figures``: today's, yesterday's and last week's company
-      figures computed and stored) — target ≤ 5 min; baseline: the same figures for the same three
-      days by hand-written SQL;
+  (a) the job (``goals.dashboard.refresh_figures``): its periodic run (today's company figures
+      computed and stored; yesterday's and last week's are kept once their day ended) — target
+      ≤ 5 min — and the first fill of all three days; baseline: the same figures for the same days by
+      hand-written SQL;
   (b) the dashboard's read of those numbers (``goals.dashboard.read_figures``) — target ≤ 300 ms;
       baseline: today's figures computed live by hand-written SQL (what the page would cost without
       the job), interleaved.
@@ -92,22 +93,31 @@ def main(argv: list[str] | None = None) -> int:
     today = local_today()
     days = dashboard.comparison_days(today)
 
-    # (a) the job against the hand-written figures for the same three days, once each (interleaved).
+    # (a) the job beside the hand-written figures for the same days: first the fill (today, yesterday and
+    # the same day last week: once, on an empty table), then the periodic run (today only: the earlier
+    # days are kept once their day ended) — the run Huey repeats every 5 minutes, the target's.
     with Session(engine) as session:
         session.execute(delete(DashboardFigure))
         session.commit()
-    started = time.perf_counter()
-    with Session(engine) as session:
-        dashboard.refresh_figures(session, today=today)
-        session.commit()
-    job_s = time.perf_counter() - started
-    started = time.perf_counter()
-    with Session(engine) as session:
-        hand = {day: hand_figures(session, day, postgres) for day in days}
-    hand_s = time.perf_counter() - started
-    print(f"(a) the job (3 days of company figures): {job_s:.1f} s (target ≤ {JOB_TARGET_S:.0f} s) · "
-          f"hand-written {hand_s:.1f} s · ratio {job_s / hand_s:.2f}×", flush=True)
-    if job_s > JOB_TARGET_S:
+    timings: dict[str, float] = {}
+    hand: dict[date, dict[str, float]] = {}
+    for name, only_today in (("fill", False), ("periodic", True)):
+        started = time.perf_counter()
+        with Session(engine) as session:
+            done = dashboard.refresh_figures(session, today=today)
+            session.commit()
+        timings[name] = time.perf_counter() - started
+        assert (done == [today]) == only_today, done
+        started = time.perf_counter()
+        with Session(engine) as session:
+            hand.update({day: hand_figures(session, day, postgres) for day in (done if only_today else days)})
+        timings[f"hand {name}"] = time.perf_counter() - started
+    print(f"(a) the job's periodic run (today's company figures): {timings['periodic']:.1f} s (target ≤ "
+          f"{JOB_TARGET_S:.0f} s) · hand-written {timings['hand periodic']:.1f} s · ratio "
+          f"{timings['periodic'] / timings['hand periodic']:.2f}×\n"
+          f"    the first fill (3 days): {timings['fill']:.1f} s · hand-written {timings['hand fill']:.1f} s",
+          flush=True)
+    if timings["periodic"] > JOB_TARGET_S:
         failures.append("job")
     with Session(engine) as session:
         stored, _stamp = dashboard.read_figures(session, today=today)
