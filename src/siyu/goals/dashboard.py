@@ -73,7 +73,6 @@ def compute_figures(session: Session, *, day: date) -> dict[str, float]:
 
     start, end = day_start(day), day_start(day + timedelta(days=1))
     live = Customer.merged_into_id.is_(None)
-    customers = session.scalar(select(func.count()).select_from(Customer).where(live, Customer.created_at < end))
     adds = session.scalar(select(func.count()).select_from(Friendship).where(
         Friendship.added_at >= start, Friendship.added_at < end))
     deletions = session.scalar(select(func.count()).select_from(Friendship).where(
@@ -83,8 +82,9 @@ def compute_figures(session: Session, *, day: date) -> dict[str, float]:
         Touch.occurred_at >= start, Touch.occurred_at < end, Touch.kind.in_([k.value for k in MANUAL_KINDS])))
     revenue = session.scalar(select(func.coalesce(func.sum(Order.amount - Order.refunded_amount), 0)).where(
         Order.paid_at >= start, Order.paid_at < end, Order.status.in_([s.value for s in COUNTED_STATUSES])))
-    fans = analytics_service.funnel_for(session, clauses=[live], day=day).current["fan"]
-    return {"customers": float(customers or 0), "adds": float(adds or 0), "deletions": float(deletions or 0),
+    funnel = analytics_service.funnel_for(session, clauses=[live], day=day)  # its total: customers by the day's end
+    fans, customers = funnel.current["fan"], funnel.total
+    return {"customers": float(customers), "adds": float(adds or 0), "deletions": float(deletions or 0),
             "net_adds": float((adds or 0) - (deletions or 0)), "fans": float(fans),
             "touches": float(touches or 0), "revenue": round(float(revenue or 0), 2)}
 
