@@ -263,6 +263,8 @@ def test_each_role_lands_on_its_own_dashboard_and_exports_its_charts(db: Session
     rows = list(load_workbook(io.BytesIO(xlsx.content)).active.iter_rows(values_only=True))
     assert rows[1][1] == 1
     assert client.get("/dashboard/nope.csv").status_code == 404
+    stages = client.get("/dashboard/stages.csv").text.lstrip("\ufeff").splitlines()
+    assert stages[1] == "流量,1" and client.get("/dashboard/rfm.xlsx").status_code == 200
     operator = make.user("operator", accounts=[account])
     page = Console(client).login(operator).get("/")
     assert 'data-testid="board-operator"' in page.text and 'data-testid="chart-ladder"' in page.text

@@ -42,7 +42,7 @@ FIGURES: dict[str, tuple[str, str]] = {
 # Up to this many customers (by the highest id: a cheap estimate) a first visit before the job ran computes
 # the figures itself; above, the section waits for the job (every 5 minutes).
 ON_THE_FLY_MAX = 50_000
-CHARTS = ("company", "channels", "tasks", "ladder", "response")
+CHARTS = ("company", "channels", "tasks", "ladder", "response", "stages", "rfm")
 TASK_STATUS_LABELS = {"open": N_("To do"), "done": N_("Done"), "snoozed": N_("Snoozed"), "skipped": N_("Skipped"),
                       "closed": N_("Closed by another touch")}
 
@@ -143,6 +143,7 @@ def build(session: Session, *, viewer: Viewer, today: date | None = None) -> Boa
     board = Board(role=board_role(viewer), day=today)
     owned = goals_service.list_goals(session, viewer=viewer, owner_id=viewer.user_id) if viewer.user_id else []
     board.goals = [goals_service.evaluate(session, goal=g, viewer=viewer, today=today) for g in owned]
+    _common(session, board, viewer)
     if board.role == "admin":
         _admin(session, board, viewer, today)
     elif board.role == "operator":
@@ -150,6 +151,20 @@ def build(session: Session, *, viewer: Viewer, today: date | None = None) -> Boa
     else:
         _service(session, board, viewer, today)
     return board
+
+
+def _common(session: Session, board: Board, viewer: Viewer) -> None:
+    """The ladder cards' and the RFM chart's data every 工作台 shows below its role section."""
+    from siyu.customers import service as customers_service
+    from siyu.segments import rfm
+    from siyu.segments.models import RFM_LABELS
+
+    stages = customers_service.stage_counts(session, viewer=viewer)
+    board.tables["stages"] = Table([_("Stage"), _("On this stage")],
+                                   [[_(f"stage.{s}"), stages.get(s, 0)] for s in analytics_service.STAGES])
+    counts = rfm.distribution(session, scope=customers_service.visible_customer_clause(viewer))
+    board.tables["rfm"] = Table([_("RFM distribution"), _("Buyers")],
+                                [[_(label), counts[key.value]] for key, label in RFM_LABELS.items()])
 
 
 def _admin(session: Session, board: Board, viewer: Viewer, today: date) -> None:
