@@ -302,6 +302,12 @@ def create_app() -> FastAPI:
 
     app.include_router(analytics_api, prefix="/api/v1")
     app.include_router(analytics_pages)
+    # 目标 (SMART goals) and the 工作台's chart exports.
+    from siyu.goals.routes import api as goals_api
+    from siyu.goals.routes import pages as goals_pages
+
+    app.include_router(goals_api, prefix="/api/v1")
+    app.include_router(goals_pages)
     app.include_router(moments_pages)
     app.include_router(sops_api, prefix="/api/v1")  # 客户SOP and the send-quota ledger's setting
     app.include_router(sops_pages)

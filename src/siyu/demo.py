@@ -745,6 +745,9 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     build_group_demo(session, admin=admin_viewer, now=now, seed=seed)
     analytics_demo.build_history(session, seed=seed, now=now)  # 数据分析: the ladder's history
     seed_library(session, admin=admin_viewer, rng=rng)  # 话术库 and 素材库
+    from siyu.goals.demo import seed as seed_goals  # 目标 on each role's 工作台, and the admin figures
+
+    seed_goals(session, admin=admin_viewer)
     return _summary(session)
 
 

@@ -7,6 +7,7 @@ from siyu.autoreply import models as autoreply_models
 from siyu.channels import models as channels_models
 from siyu.core import models as core_models
 from siyu.customers import models as customers_models
+from siyu.goals import models as goals_models
 from siyu.groups import models as groups_models
 from siyu.groups.moderation import models as moderation_models
 from siyu.inbox import models as inbox_models
@@ -29,6 +30,7 @@ __all__ += ["library_models"]
 __all__ += ["moments_models"]
 __all__ += ["moderation_models"]
 __all__ += ["offline_models"]
+__all__ += ["goals_models"]
 
 
 def load_tasks() -> list[str]:

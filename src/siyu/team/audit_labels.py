@@ -47,6 +47,8 @@ KINDS: dict[str, Kind] = {
     "chat": Kind(N_("Chat history"), "/customers/{id}"),
     "service_report": Kind(N_("Service report"), "/inbox/reports"),
     "analytics_report": Kind(N_("Analytics report"), "/analytics"),
+    "goal": Kind(N_("Goal"), "/goals/{id}"),
+    "dashboard_chart": Kind(N_("Dashboard chart"), "/"),
     "wecom_connection": Kind(N_("WeCom connection"), "/wecom"),
     "mp_connection": Kind(N_("Official account connection"), "/mp"),
     "audit": Kind(N_("Audit log"), "/audit"),

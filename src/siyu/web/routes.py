@@ -30,7 +30,12 @@ def dashboard(request: Request, session: SessionDep, viewer: PageViewer) -> Resp
     rfm_chart = {"x": [_(label) for label in RFM_LABELS.values()],
                  "series": [{"name": _("Buyers"), "data": [counts[key.value] for key in RFM_LABELS]}]}
     rfm_links = [(key.value, _(label), counts[key.value]) for key, label in RFM_LABELS.items()]
+    from siyu.goals import dashboard as boards  # the role's own 工作台 section (goals, numbers, charts)
+
+    board = boards.build(session, viewer=viewer)
+    session.commit()  # the admin figures computed on a first visit before the job ran are kept
     return render(request, "dashboard.html", nav_active="home", accounts=accounts, stage_counts=stage_counts,
+                  board=board,
                   rfm_chart=rfm_chart, rfm_links=rfm_links, rfm_total=sum(counts.values()), title=_("Dashboard"))
 
 

@@ -1,0 +1,1 @@
+"""SMART goals (目标) and the dashboards each role opens first (工作台)."""

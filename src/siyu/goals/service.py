@@ -1,0 +1,178 @@
+"""Goals: create, list and evaluate SMART goals (progress, forecasts, state), and their sub-goals.
+
+Who sees a goal: admins and planners every goal; others the goals they own and the goals whose scope
+they may see (their accounts, themselves). A goal over a scope the viewer may not see is NotFound.
+
+Sub-goals: one account's or one operator's share of an additive metric's goal (net adds, fans,
+revenue, group active members), over the same metric and within the parent's dates. Their targets
+add up to the parent's: a new share may not take the total over the parent's target, and the parent
+reads ``subgoals_add_up`` once the shares sum to it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from siyu.core.errors import Invalid, NotFound
+from siyu.core.settings import local_today
+from siyu.core.viewer import Viewer
+from siyu.goals import catalogue, forecast
+from siyu.goals.catalogue import Daily, GoalMetric, GoalScope, parse_scope
+from siyu.goals.models import Goal
+from siyu.goals.schemas import GoalIn
+from siyu.team import service as team_service
+from siyu.team.models import User
+
+MAX_TARGET = 1e12
+MAX_GOAL_DAYS = 366 * 2
+SUBGOAL_SCOPES = ("account", "operator")
+EPSILON = 0.005
+
+
+class GoalNotFound(NotFound):
+    """No such goal, or one this viewer may not see."""
+
+
+@dataclass
+class Evaluation:
+    goal: Goal
+    metric: GoalMetric
+    daily: Daily
+    path: list[float | None]
+    progress: float | None
+    outlook: forecast.Forecast
+    state: str
+    subgoals_total: float | None = None
+    subgoals_add_up: bool | None = None
+
+    @property
+    def has_data(self) -> bool:
+        return self.daily.has_data
+
+    @property
+    def percent(self) -> float:
+        """How far along (0–100) for the progress bar."""
+        share = forecast.attainment(self.metric, self.progress, self.goal.target)
+        return 0.0 if share is None else round(min(share, 1.0) * 100, 1)
+
+
+def scope_of(goal: Goal) -> GoalScope:
+    return GoalScope(kind=goal.scope_kind, id=goal.scope_id, text=goal.scope_text)
+
+
+def _may_see(session: Session, goal: Goal, viewer: Viewer) -> bool:
+    if viewer.sees_all_accounts or (goal.owner_id is not None and goal.owner_id == viewer.user_id):
+        return True
+    try:
+        catalogue.check_scope(session, scope=scope_of(goal), viewer=viewer)
+    except NotFound:
+        return False
+    return goal.scope_kind != "company"  # company numbers are for those who see every account
+
+
+def get_goal(session: Session, *, goal_id: int, viewer: Viewer) -> Goal:
+    goal = session.get(Goal, goal_id)
+    if goal is None or not _may_see(session, goal, viewer):
+        raise GoalNotFound("Goal not found")
+    return goal
+
+
+def list_goals(session: Session, *, viewer: Viewer, owner_id: int | None = None) -> list[Goal]:
+    query = select(Goal).order_by(Goal.deadline, Goal.id)
+    if owner_id is not None:
+        query = query.where(Goal.owner_id == owner_id)
+    return [g for g in session.scalars(query) if _may_see(session, g, viewer)]
+
+
+def create_goal(session: Session, *, data: GoalIn, viewer: Viewer) -> Goal:
+    metric = catalogue.get_metric(data.metric)
+    scope = parse_scope(data.scope)
+    name = data.name.strip()
+    if not name:
+        raise Invalid("Give the goal a name", field="name")
+    if data.deadline < data.start:
+        raise Invalid("The deadline is before the start", field="deadline")
+    if (data.deadline - data.start).days > MAX_GOAL_DAYS:
+        raise Invalid("A goal runs at most two years", field="deadline")
+    if not 0 < data.target <= MAX_TARGET:
+        raise Invalid("The target must be above zero", field="target")
+    if metric.unit == "percent" and data.target > 100:
+        raise Invalid("A percentage target is at most 100", field="target")
+    if scope.kind not in metric.scopes:
+        raise Invalid("Metric {name} has no {scope} scope", field="scope", name=data.metric, scope=scope.kind)
+    catalogue.check_scope(session, scope=scope, viewer=viewer)  # NotFound: never a goal over numbers not theirs
+    if not viewer.sees_all_accounts and scope.kind == "company":
+        raise catalogue.GoalScopeNotFound("Scope {scope} not found", scope=scope.key)
+    owner_id = data.owner_id if data.owner_id is not None else viewer.user_id
+    if owner_id is not None and session.get(User, owner_id) is None:
+        raise Invalid("No such user", field="owner_id")
+    if owner_id != viewer.user_id and not viewer.sees_all_accounts:
+        raise Invalid("Only an admin or a planner sets goals for others", field="owner_id")
+    if data.parent_id is not None:
+        parent = get_goal(session, goal_id=data.parent_id, viewer=viewer)
+        _check_share(session, parent=parent, data=data, scope=scope, metric=metric)
+    goal = Goal(name=name, metric=metric.name, scope_kind=scope.kind, scope_id=scope.id, scope_text=scope.text,
+                target=float(data.target), start=data.start, deadline=data.deadline, owner_id=owner_id,
+                parent_id=data.parent_id, created_by=viewer.user_id)
+    session.add(goal)
+    session.flush()
+    team_service.record_audit(session, actor=viewer, action="create", entity_type="goal", entity_id=goal.id,
+                              summary=goal.name, after={"metric": goal.metric, "scope": goal.scope_key,
+                                                        "target": goal.target, "start": goal.start.isoformat(),
+                                                        "deadline": goal.deadline.isoformat()})
+    return goal
+
+
+def _check_share(session: Session, *, parent: Goal, data: GoalIn, scope: GoalScope, metric: GoalMetric) -> None:
+    if parent.parent_id is not None:
+        raise Invalid("A sub-goal cannot be split again", field="parent_id")
+    if not metric.additive or data.metric != parent.metric:
+        raise Invalid("Sub-goals take their parent's metric, and only a count or an amount adds up",
+                      field="metric")
+    if scope.kind not in SUBGOAL_SCOPES:
+        raise Invalid("A sub-goal is one account's or one operator's share", field="scope")
+    if data.start < parent.start or data.deadline > parent.deadline:
+        raise Invalid("A sub-goal runs within its parent's dates", field="deadline")
+    taken = float(session.scalar(select(func.coalesce(func.sum(Goal.target), 0)).where(
+        Goal.parent_id == parent.id)) or 0)
+    if taken + data.target > parent.target + EPSILON:
+        raise Invalid("The sub-goals would add up to {total}, over the goal's target {target}", field="target",
+                      total=_number(taken + data.target), target=_number(parent.target))
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+def evaluate(session: Session, *, goal: Goal, viewer: Viewer, today: date | None = None) -> Evaluation:
+    """Progress, both forecasts and the state, from the days observed (start … today, within the goal)."""
+    today = today or local_today()
+    metric = catalogue.get_metric(goal.metric)
+    until = min(today, goal.deadline)
+    if until < goal.start:
+        empty = Daily(days=[], values=[])
+        outlook = forecast.Forecast()
+        return Evaluation(goal=goal, metric=metric, daily=empty, path=[], progress=None, outlook=outlook,
+                          state="on_track")
+    daily = catalogue.daily(session, viewer=viewer, name=goal.metric, scope=scope_of(goal), since=goal.start,
+                            until=until)
+    outlook = forecast.forecast(metric, daily, deadline=goal.deadline)
+    state = forecast.state(metric, daily=daily, target=goal.target, start=goal.start, deadline=goal.deadline,
+                           today=today, outlook=outlook)
+    found = Evaluation(goal=goal, metric=metric, daily=daily, path=forecast.progress_path(metric, daily),
+                       progress=forecast.progress(metric, daily), outlook=outlook, state=state)
+    if metric.additive and goal.parent_id is None:
+        shares = [float(t) for t in session.scalars(select(Goal.target).where(Goal.parent_id == goal.id))]
+        if shares:
+            found.subgoals_total = round(sum(shares), 2)
+            found.subgoals_add_up = abs(sum(shares) - goal.target) <= EPSILON
+    return found
+
+
+def subgoals(session: Session, *, goal: Goal, viewer: Viewer) -> list[Goal]:
+    return [g for g in session.scalars(select(Goal).where(Goal.parent_id == goal.id).order_by(Goal.id))
+            if _may_see(session, g, viewer)]
