@@ -127,7 +127,9 @@ def series(session: Session, *, viewer: Viewer, name: str, scope: Scope, since: 
     clauses = customer_clauses(session, scope=scope, viewer=viewer)  # NotFound for a scope not theirs
     if metric.kind == "stock":
         stage = name.removeprefix("ladder_")
-        points = [Point(at=first, value=service.funnel_for(session, clauses=clauses, day=last).current[stage])
+        company = service.whole_company(scope, viewer)
+        points = [Point(at=first, value=service.funnel_for(session, clauses=clauses, day=last,
+                                                           company=company).current[stage])
                   for first, last in spans]
     else:
         daily = _daily(session, name=name, scope=scope, viewer=viewer, clauses=clauses, since=since, until=until)

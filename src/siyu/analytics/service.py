@@ -23,7 +23,8 @@ from sqlalchemy import ColumnElement, Integer, and_, case, cast, func, literal, 
 from sqlalchemy.orm import Session, aliased
 
 from siyu.accounts.models import Account
-from siyu.analytics.models import RANK_STAGES, StageTransition
+from siyu.analytics import rollups
+from siyu.analytics.models import RANK_STAGES, CustomerLadder, StageTransition
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
@@ -148,16 +149,29 @@ class Funnel:
 
 def funnel(session: Session, *, viewer: Viewer, day: date, scope: Scope | None = None) -> Funnel:
     """How many of the scope's customers stood on each stage at the end of local ``day``."""
-    clauses = customer_clauses(session, scope=scope or Scope(), viewer=viewer)
-    return funnel_for(session, clauses=clauses, day=day)
+    scope = scope or Scope()
+    clauses = customer_clauses(session, scope=scope, viewer=viewer)
+    return funnel_for(session, clauses=clauses, day=day, company=whole_company(scope, viewer))
 
 
-def funnel_for(session: Session, *, clauses: list[ColumnElement[bool]], day: date) -> Funnel:
+def whole_company(scope: Scope, viewer: Viewer) -> bool:
+    """Every live customer, nobody left out: what the rollups count (``rollups``)."""
+    return scope.kind == "company" and viewer.sees_all_accounts
+
+
+def funnel_for(session: Session, *, clauses: list[ColumnElement[bool]], day: date, company: bool = False) -> Funnel:
+    """``company``: the clauses are only "live customers", so the rungs come from the rollups."""
     end = day_start(day + timedelta(days=1))
     t = StageTransition
-    counts = {int(rank): int(n) for rank, n in session.execute(
-        select(t.to_rank, func.count()).join(Customer, Customer.id == t.customer_id)
-        .where(_valid_at(t, end), Customer.created_at < end, *clauses).group_by(t.to_rank))}
+    if company and rollups.exact_at(end):
+        counts = {rank: n for rank, n in rollups.counts_at(session, end).items() if n}
+    else:
+        # The scope's customers once (an id set the planner hashes or probes), their rows valid at ``end``
+        # read from the covering index (customer_id, at, until, to_rank).
+        scoped = select(Customer.id).where(Customer.created_at < end, *clauses)
+        counts = {int(rank): int(n) for rank, n in session.execute(
+            select(t.to_rank, func.count()).where(t.customer_id.in_(scoped), _valid_at(t, end))
+            .group_by(t.to_rank))}
     added = int(session.scalar(select(func.count()).select_from(Customer)
                                .where(Customer.created_at < end, *clauses)) or 0)
     current = {RANK_STAGES[rank]: counts.get(rank, 0) for rank in range(len(STAGES))}
@@ -201,18 +215,17 @@ def cohorts_for(session: Session, *, clauses: list[ColumnElement[bool]], weeks: 
     first_week = last_week - timedelta(weeks=weeks - 1)
     start, end = day_start(first_week), day_start(last_week + timedelta(weeks=1))
     dialect = _dialect(session)
-    t = StageTransition
+    ladder = CustomerLadder
     weeks_in = days_between(Customer.created_at, literal(start), dialect) / 7.0
     week = func.floor(weeks_in) if dialect == "postgresql" else cast(weeks_in, Integer)  # >= 0: truncation floors
-    lag = days_between(t.at, Customer.created_at, dialect)
-    firsts = [func.min(case((t.to_rank >= rank, lag))) for rank in (1, 2, 3)]
-    per = (select(week.label("week"), *[f.label(f"r{rank}") for rank, f in zip((1, 2, 3), firsts, strict=True)])
-           .select_from(Customer).outerjoin(t, t.customer_id == Customer.id)
-           .where(Customer.created_at >= start, Customer.created_at < end, *clauses)
-           .group_by(Customer.id, Customer.created_at).subquery())
-    cells = [func.count().filter(getattr(per.c, f"r{rank}") <= days) for rank in (1, 2, 3) for days in COHORT_DAYS]
-    found = {int(row[0]): row[1:] for row in session.execute(select(per.c.week, func.count(), *cells)
-                                                             .group_by(per.c.week))}
+    # One row per customer: their first time on each rung or higher (``rollups``), not all their transitions.
+    lags = [days_between(column, Customer.created_at, dialect)
+            for column in (ladder.user_at, ladder.customer_at, ladder.fan_at)]
+    cells = [func.count().filter(lag <= days) for lag in lags for days in COHORT_DAYS]
+    found = {int(row[0]): row[1:] for row in session.execute(
+        select(week, func.count(), *cells).select_from(Customer)
+        .outerjoin(ladder, ladder.customer_id == Customer.id)
+        .where(Customer.created_at >= start, Customer.created_at < end, *clauses).group_by(week))}
     out: list[CohortRow] = []
     for index in range(weeks - 1, -1, -1):
         monday = first_week + timedelta(weeks=index)
