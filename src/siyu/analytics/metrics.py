@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from siyu.analytics import service
 from siyu.analytics.models import MemberBehaviour
-from siyu.analytics.service import Scope, customer_clauses, day_start, days_between
+from siyu.analytics.service import Scope, day_start, days_between
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import N_, _
 from siyu.core.viewer import Viewer
@@ -124,12 +124,12 @@ def series(session: Session, *, viewer: Viewer, name: str, scope: Scope, since: 
     if len(spans) > MAX_POINTS:
         raise Invalid("At most {n} points: choose a longer interval or a shorter period", field="interval",
                       n=MAX_POINTS)
-    clauses = customer_clauses(session, scope=scope, viewer=viewer)  # NotFound for a scope not theirs
+    clauses, drivers = service.customer_filter(session, scope=scope, viewer=viewer)  # NotFound: not theirs
     if metric.kind == "stock":
         stage = name.removeprefix("ladder_")
         company = service.whole_company(scope, viewer)
-        points = [Point(at=first, value=service.funnel_for(session, clauses=clauses, day=last,
-                                                           company=company).current[stage])
+        points = [Point(at=first, value=service.funnel_for(session, clauses=clauses, day=last, company=company,
+                                                           drivers=drivers).current[stage])
                   for first, last in spans]
     else:
         daily = _daily(session, name=name, scope=scope, viewer=viewer, clauses=clauses, since=since, until=until)

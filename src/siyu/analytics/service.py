@@ -85,16 +85,28 @@ def check_scope(session: Session, *, scope: Scope, viewer: Viewer) -> None:
 
 def customer_clauses(session: Session, *, scope: Scope, viewer: Viewer) -> list[ColumnElement[bool]]:
     """WHERE conditions on ``customer`` for this scope, as this viewer may see it (merged ones left out)."""
+    return customer_filter(session, scope=scope, viewer=viewer)[0]
+
+
+def customer_filter(session: Session, *, scope: Scope,
+                    viewer: Viewer) -> tuple[list[ColumnElement[bool]], list[ColumnElement[bool]]]:
+    """The scope's conditions, and a redundant one that reads its customers from the index of the
+    filter's most selective part (a tag, an account, a static segment …: the customer list's drivers),
+    so a scan of every customer is not needed to find a segment's."""
     check_scope(session, scope=scope, viewer=viewer)
     flt = customers_service.CustomerFilter()
     if scope.kind == "account":
         flt.account_id = scope.id
     elif scope.kind == "segment":
         flt.segment_id = scope.id
-    clauses = customers_service._filter_clauses(session, flt, viewer)
+    clauses, drivers = customers_service._filter_parts(session, flt, viewer)
     if scope.kind == "operator":
         clauses.append(Customer.owner_id == scope.id)
-    return clauses
+    indexed = [d for d in drivers if d.kind != "search"]
+    if not indexed:
+        return clauses, []
+    smallest = min(indexed, key=lambda d: customers_service._estimated_size(session, d))
+    return clauses, [Customer.id.in_(smallest.customer_ids())]
 
 
 # ---------------------------------------------------------------- time
@@ -111,9 +123,16 @@ def local_day(moment: datetime) -> date:
 
 def days_between(later: Any, earlier: Any, dialect: str) -> ColumnElement[Any]:
     """SQL: ``later - earlier`` in (fractional) days."""
-    if dialect == "postgresql":
-        return func.extract("epoch", later - earlier) / 86400.0
+    if dialect == "postgresql":  # date_part: double precision (extract answers numeric, several times slower)
+        return func.date_part("epoch", later - earlier) / 86400.0
     return func.julianday(later) - func.julianday(earlier)
+
+
+def within_days(later: Any, earlier: Any, days: int, dialect: str) -> ColumnElement[bool]:
+    """SQL: ``later - earlier <= days`` (days exactly; on PostgreSQL compared in seconds, no division)."""
+    if dialect == "postgresql":
+        return func.date_part("epoch", later - earlier) <= days * 86400
+    return days_between(later, earlier, dialect) <= days
 
 
 def _dialect(session: Session) -> str:
@@ -150,8 +169,8 @@ class Funnel:
 def funnel(session: Session, *, viewer: Viewer, day: date, scope: Scope | None = None) -> Funnel:
     """How many of the scope's customers stood on each stage at the end of local ``day``."""
     scope = scope or Scope()
-    clauses = customer_clauses(session, scope=scope, viewer=viewer)
-    return funnel_for(session, clauses=clauses, day=day, company=whole_company(scope, viewer))
+    clauses, drivers = customer_filter(session, scope=scope, viewer=viewer)
+    return funnel_for(session, clauses=clauses, day=day, company=whole_company(scope, viewer), drivers=drivers)
 
 
 def whole_company(scope: Scope, viewer: Viewer) -> bool:
@@ -159,19 +178,28 @@ def whole_company(scope: Scope, viewer: Viewer) -> bool:
     return scope.kind == "company" and viewer.sees_all_accounts
 
 
-def funnel_for(session: Session, *, clauses: list[ColumnElement[bool]], day: date, company: bool = False) -> Funnel:
+def funnel_for(session: Session, *, clauses: list[ColumnElement[bool]], day: date, company: bool = False,
+               drivers: list[ColumnElement[bool]] | None = None) -> Funnel:
     """``company``: the clauses are only "live customers", so the rungs come from the rollups."""
+    drivers = drivers or []
     end = day_start(day + timedelta(days=1))
     t = StageTransition
     if company and rollups.exact_at(end):
         counts = {rank: n for rank, n in rollups.counts_at(session, end).items() if n}
     else:
-        # The scope's customers once (an id set the planner hashes or probes), their rows valid at ``end``
-        # read from the covering index (customer_id, at, until, to_rank).
-        scoped = select(Customer.id).where(Customer.created_at < end, *clauses)
-        counts = {int(rank): int(n) for rank, n in session.execute(
-            select(t.to_rank, func.count()).where(t.customer_id.in_(scoped), _valid_at(t, end))
-            .group_by(t.to_rank))}
+        # The scope's customers read once, each with the one row valid at ``end`` (rows of a customer never
+        # overlap: each is closed where the next begins) from the covering index (customer_id, at, until,
+        # to_rank); no valid row: 流量 (-1 here). ``drivers``: read the customers from a filter's own index.
+        rank = func.coalesce(t.to_rank, -1)
+        found = {int(r): int(n) for r, n in session.execute(
+            select(rank, func.count()).select_from(Customer)
+            .outerjoin(t, and_(t.customer_id == Customer.id, _valid_at(t, end)))
+            .where(Customer.created_at < end, *clauses, *drivers).group_by(rank))}
+        added = sum(found.values())
+        counts = {r: n for r, n in found.items() if r >= 0}
+        current = {RANK_STAGES[r]: counts.get(r, 0) for r in range(len(STAGES))}
+        current["traffic"] += found.get(-1, 0)
+        return Funnel(day=day, current=current)
     added = int(session.scalar(select(func.count()).select_from(Customer)
                                .where(Customer.created_at < end, *clauses)) or 0)
     current = {RANK_STAGES[rank]: counts.get(rank, 0) for rank in range(len(STAGES))}
@@ -204,8 +232,8 @@ def cohorts(session: Session, *, viewer: Viewer, weeks: int, until: date, scope:
     """Customers added in each of the ``weeks`` weeks up to ``until``'s week, newest first."""
     if not 1 <= weeks <= COHORT_WEEKS_MAX:
         raise Invalid("Weeks must be between 1 and {max}", field="weeks", max=COHORT_WEEKS_MAX)
-    clauses = customer_clauses(session, scope=scope or Scope(), viewer=viewer)
-    return cohorts_for(session, clauses=clauses, weeks=weeks, until=until, now=now)
+    clauses, drivers = customer_filter(session, scope=scope or Scope(), viewer=viewer)
+    return cohorts_for(session, clauses=clauses + drivers, weeks=weeks, until=until, now=now)
 
 
 def cohorts_for(session: Session, *, clauses: list[ColumnElement[bool]], weeks: int, until: date,
@@ -219,9 +247,8 @@ def cohorts_for(session: Session, *, clauses: list[ColumnElement[bool]], weeks: 
     weeks_in = days_between(Customer.created_at, literal(start), dialect) / 7.0
     week = func.floor(weeks_in) if dialect == "postgresql" else cast(weeks_in, Integer)  # >= 0: truncation floors
     # One row per customer: their first time on each rung or higher (``rollups``), not all their transitions.
-    lags = [days_between(column, Customer.created_at, dialect)
-            for column in (ladder.user_at, ladder.customer_at, ladder.fan_at)]
-    cells = [func.count().filter(lag <= days) for lag in lags for days in COHORT_DAYS]
+    cells = [func.count().filter(within_days(column, Customer.created_at, days, dialect))
+             for column in (ladder.user_at, ladder.customer_at, ladder.fan_at) for days in COHORT_DAYS]
     found = {int(row[0]): row[1:] for row in session.execute(
         select(week, func.count(), *cells).select_from(Customer)
         .outerjoin(ladder, ladder.customer_id == Customer.id)
