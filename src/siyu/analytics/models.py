@@ -65,15 +65,16 @@ class StageCountDelta(Base):
 
 
 class CustomerLadder(Base):
-    """Each customer's first time on 用户, 客户, 粉丝 or higher (``min(at)`` of their rows with ``to_rank``
-    ≥ the rung): what the weekly cohorts read instead of every customer's transitions."""
+    """How long after being added each customer first stood on 用户, 客户, 粉丝 or higher: the least
+    ``at - customer.created_at`` of their rows with ``to_rank`` ≥ the rung, in whole microseconds (exact, so
+    "within 7 days" is an integer comparison). What the weekly cohorts read instead of every transition."""
 
     __tablename__ = "customer_ladder"
 
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), primary_key=True)
-    user_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    customer_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    fan_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    user_lag_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    customer_lag_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    fan_lag_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ReportState:

@@ -2,8 +2,9 @@
 
 ``stage_count_delta`` (see ``models.StageCountDelta``): how many live customers stand on each rung
 (用户, 客户, 粉丝) at any hour-aligned instant is a sum over a few thousand rows — the company funnel
-for a date is a lookup, not a range read over millions of transitions. ``customer_ladder``: each
-customer's first time on each rung or higher, so a cohort table joins one row per customer.
+for a date is a lookup, not a range read over millions of transitions. ``customer_ladder``: how long after
+being added each customer first stood on each rung or higher, so a cohort table joins one row per
+customer and compares integers.
 
 Both are kept where the transitions are written, in the same transaction: ``transitions.record``
 hands its closed and new rows to ``recorded``; a merge (and its undo) takes the source customer's rows
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, text
+from sqlalchemy import Connection, Table, case, delete, func, insert, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from siyu.analytics.models import CustomerLadder, StageCountDelta, StageTransition
@@ -79,17 +80,20 @@ def refresh_ladder(session: Session, customer_ids: Iterable[int]) -> None:
     connection = session.connection()
     connection.execute(delete(_LADDER).where(among(session, _LADDER.c.customer_id, ids)))
     t = StageTransition
-    firsts = [func.min(_when(t.to_rank >= rung, t.at)) for rung in RUNGS]
+    lag: Any = literal_column(lag_sql(connection.dialect.name, "stage_transition.at", "customer.created_at"))
+    firsts = [func.min(case((t.to_rank >= rung, lag))) for rung in RUNGS]
     connection.execute(insert(_LADDER).from_select(
-        ["customer_id", "user_at", "customer_at", "fan_at"],
-        select(t.customer_id, *firsts).where(among(session, t.customer_id, ids))
-        .group_by(t.customer_id).having(func.max(t.to_rank) >= 1)))
+        ["customer_id", "user_lag_us", "customer_lag_us", "fan_lag_us"],
+        select(t.customer_id, *firsts).join(Customer, Customer.id == t.customer_id)
+        .where(among(session, t.customer_id, ids)).group_by(t.customer_id).having(func.max(t.to_rank) >= 1)))
 
 
-def _when(condition: Any, value: Any) -> Any:
-    from sqlalchemy import case
-
-    return case((condition, value))
+def lag_sql(dialect: str, later: str, earlier: str) -> str:
+    """SQL: ``later - earlier`` in whole microseconds, exactly (SQLite keeps ``YYYY-MM-DD HH:MM:SS.ffffff``)."""
+    if dialect == "postgresql":
+        return f"CAST(extract(epoch FROM {later} - {earlier}) * 1000000 AS BIGINT)"
+    return (f"((CAST(strftime('%s', {later}) AS INTEGER) - CAST(strftime('%s', {earlier}) AS INTEGER)) * 1000000 "
+            f"+ CAST(substr({later}, 21, 6) AS INTEGER) - CAST(substr({earlier}, 21, 6) AS INTEGER))")
 
 
 def shift(session: Session, customer_ids: Iterable[int], sign: int) -> None:
@@ -136,6 +140,7 @@ def rebuild_statements(dialect: str) -> list[str]:
     """Both rollups from the transitions: the statements the nightly job (and the migration) run."""
     start = _greatest(dialect, "t.at", "c.created_at")
     end = _greatest(dialect, "t.until", start)
+    lag = lag_sql(dialect, "t.at", "c.created_at")
     live = "FROM stage_transition t JOIN customer c ON c.id = t.customer_id WHERE c.merged_into_id IS NULL " \
            "AND t.to_rank >= 1"
     return [
@@ -145,9 +150,11 @@ def rebuild_statements(dialect: str) -> list[str]:
         f"UNION ALL SELECT {_hour_sql(dialect, end)} AS h, t.to_rank AS r, -1 AS n {live} AND t.until IS NOT NULL"
         ") d GROUP BY h, r HAVING sum(n) <> 0",
         "DELETE FROM customer_ladder",
-        "INSERT INTO customer_ladder (customer_id, user_at, customer_at, fan_at) "
-        "SELECT customer_id, min(CASE WHEN to_rank >= 1 THEN at END), min(CASE WHEN to_rank >= 2 THEN at END), "
-        "min(CASE WHEN to_rank >= 3 THEN at END) FROM stage_transition GROUP BY customer_id HAVING max(to_rank) >= 1",
+        "INSERT INTO customer_ladder (customer_id, user_lag_us, customer_lag_us, fan_lag_us) "  # noqa: S608 - fixed
+        f"SELECT t.customer_id, min(CASE WHEN t.to_rank >= 1 THEN {lag} END), "
+        f"min(CASE WHEN t.to_rank >= 2 THEN {lag} END), min(CASE WHEN t.to_rank >= 3 THEN {lag} END) "
+        "FROM stage_transition t JOIN customer c ON c.id = t.customer_id GROUP BY t.customer_id "
+        "HAVING max(t.to_rank) >= 1",
     ]
 
 

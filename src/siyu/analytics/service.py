@@ -35,7 +35,8 @@ from siyu.team.models import User
 STAGES = ("traffic", "user", "customer", "fan")
 COHORT_DAYS = (7, 30, 90)
 COHORT_WEEKS_MAX = 104
-FLOW_NEW = "new"  # the Sankey's source for customers added during the period
+FLOW_NEW = "new"
+MICROSECONDS_A_DAY = 86_400_000_000  # the Sankey's source for customers added during the period
 
 
 class ScopeNotFound(NotFound):
@@ -126,13 +127,6 @@ def days_between(later: Any, earlier: Any, dialect: str) -> ColumnElement[Any]:
     if dialect == "postgresql":  # date_part: double precision (extract answers numeric, several times slower)
         return func.date_part("epoch", later - earlier) / 86400.0
     return func.julianday(later) - func.julianday(earlier)
-
-
-def within_days(later: Any, earlier: Any, days: int, dialect: str) -> ColumnElement[bool]:
-    """SQL: ``later - earlier <= days`` (days exactly; on PostgreSQL compared in seconds, no division)."""
-    if dialect == "postgresql":
-        return func.date_part("epoch", later - earlier) <= days * 86400
-    return days_between(later, earlier, dialect) <= days
 
 
 def _dialect(session: Session) -> str:
@@ -247,8 +241,8 @@ def cohorts_for(session: Session, *, clauses: list[ColumnElement[bool]], weeks: 
     weeks_in = days_between(Customer.created_at, literal(start), dialect) / 7.0
     week = func.floor(weeks_in) if dialect == "postgresql" else cast(weeks_in, Integer)  # >= 0: truncation floors
     # One row per customer: their first time on each rung or higher (``rollups``), not all their transitions.
-    cells = [func.count().filter(within_days(column, Customer.created_at, days, dialect))
-             for column in (ladder.user_at, ladder.customer_at, ladder.fan_at) for days in COHORT_DAYS]
+    cells = [func.count().filter(column <= days * MICROSECONDS_A_DAY)
+             for column in (ladder.user_lag_us, ladder.customer_lag_us, ladder.fan_lag_us) for days in COHORT_DAYS]
     found = {int(row[0]): row[1:] for row in session.execute(
         select(week, func.count(), *cells).select_from(Customer)
         .outerjoin(ladder, ladder.customer_id == Customer.id)

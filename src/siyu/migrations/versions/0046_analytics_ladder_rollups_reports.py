@@ -30,9 +30,9 @@ def upgrade() -> None:
     op.create_table(
         'customer_ladder',
         sa.Column('customer_id', sa.Integer(), nullable=False),
-        sa.Column('user_at', sa.DateTime(timezone=True), nullable=True),
-        sa.Column('customer_at', sa.DateTime(timezone=True), nullable=True),
-        sa.Column('fan_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('user_lag_us', sa.BigInteger(), nullable=True),
+        sa.Column('customer_lag_us', sa.BigInteger(), nullable=True),
+        sa.Column('fan_lag_us', sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], name=op.f('fk_customer_ladder_customer_id_customer'),
                                 ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_customer_ladder')),
@@ -77,11 +77,17 @@ def upgrade() -> None:
         f"SELECT {hour(start)} AS h, t.to_rank AS r, 1 AS n {live} "
         f"UNION ALL SELECT {hour(greatest('t.until', start))} AS h, t.to_rank AS r, -1 AS n {live} "
         "AND t.until IS NOT NULL) d GROUP BY h, r HAVING sum(n) <> 0")
+    if dialect == "postgresql":
+        lag = "CAST(extract(epoch FROM t.at - c.created_at) * 1000000 AS BIGINT)"
+    else:
+        lag = ("((CAST(strftime('%s', t.at) AS INTEGER) - CAST(strftime('%s', c.created_at) AS INTEGER)) * 1000000 "
+               "+ CAST(substr(t.at, 21, 6) AS INTEGER) - CAST(substr(c.created_at, 21, 6) AS INTEGER))")
     op.execute(
-        "INSERT INTO customer_ladder (customer_id, user_at, customer_at, fan_at) "
-        "SELECT customer_id, min(CASE WHEN to_rank >= 1 THEN at END), min(CASE WHEN to_rank >= 2 THEN at END), "
-        "min(CASE WHEN to_rank >= 3 THEN at END) FROM stage_transition GROUP BY customer_id HAVING max(to_rank) >= 1")
-
+        "INSERT INTO customer_ladder (customer_id, user_lag_us, customer_lag_us, fan_lag_us) "  # noqa: S608 - fixed
+        f"SELECT t.customer_id, min(CASE WHEN t.to_rank >= 1 THEN {lag} END), "
+        f"min(CASE WHEN t.to_rank >= 2 THEN {lag} END), min(CASE WHEN t.to_rank >= 3 THEN {lag} END) "
+        "FROM stage_transition t JOIN customer c ON c.id = t.customer_id GROUP BY t.customer_id "
+        "HAVING max(t.to_rank) >= 1")
 
 def downgrade() -> None:
     op.drop_table('weekly_report')
