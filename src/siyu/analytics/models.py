@@ -78,6 +78,7 @@ class CustomerLadder(Base):
 
 
 class ReportState:
+    sending = "sending"  # claimed; WeCom being called (or the run was interrupted: the next run sends again)
     sent = "sent"
     failed = "failed"
     no_owner = "no_owner"  # nobody with a WeCom userid to send it to
@@ -97,6 +98,7 @@ class WeeklyReport(Base):
     state: Mapped[str] = mapped_column(String(16), default=ReportState.sent)
     msgid: Mapped[str] = mapped_column(String(128), default="")
     error: Mapped[str] = mapped_column(String(500), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

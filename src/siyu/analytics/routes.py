@@ -248,6 +248,41 @@ def team_csv(request: Request, session: SessionDep, viewer: PageViewer) -> Respo
                     headers={"Content-Disposition": f'attachment; filename="team-performance-{until:%Y%m%d}.csv"'})
 
 
+def _report_choices(session: Any, viewer: Viewer) -> list[tuple[str, str]]:
+    """The scopes whose weekly report this viewer may open: the company, their accounts, themselves."""
+    from siyu.analytics import reports
+
+    out: list[tuple[str, str]] = []
+    for scope in reports.scopes(session):
+        try:
+            service.check_scope(session, scope=scope, viewer=viewer)
+        except NotFound:
+            continue
+        if scope.kind == "company" and not viewer.sees_all_accounts:
+            continue
+        out.append((scope.key, reports.scope_label(session, scope)))
+    return out
+
+
+@pages.get("/analytics/reports/weekly", response_class=HTMLResponse)
+def weekly_report_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    """A scope's weekly report, fit to print on A4 (the page the WeCom card opens)."""
+    from sqlalchemy import select
+
+    from siyu.analytics import reports
+    from siyu.analytics.models import WeeklyReport
+
+    query = request.query_params
+    default = "company" if viewer.sees_all_accounts else f"operator:{viewer.user_id}"
+    scope = parse_scope(query.get("scope") or default)
+    week = reports.parse_week(query.get("week"), today=local_today())
+    report = reports.build(session, viewer=viewer, scope=scope, week=week)
+    delivery = session.scalar(select(WeeklyReport).where(WeeklyReport.scope == scope.key, WeeklyReport.week == week))
+    return render(request, "analytics/weekly_report.html", nav_active="analytics",
+                  title=_("Weekly report · {scope}", scope=report.label), report=report, delivery=delivery,
+                  choices=_report_choices(session, viewer), number=reports.number, signed=reports.signed)
+
+
 # Last: /analytics/team.csv above is a page of its own.
 @pages.get("/analytics/{chart}.csv")
 def ladder_csv(request: Request, session: SessionDep, viewer: PageViewer, chart: str) -> Response:

@@ -51,6 +51,7 @@ def upgrade() -> None:
         sa.Column('state', sa.String(length=16), nullable=False),
         sa.Column('msgid', sa.String(length=128), nullable=False),
         sa.Column('error', sa.String(length=500), nullable=False),
+        sa.Column('attempts', sa.Integer(), nullable=False),
         sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(['owner_id'], ['user.id'], name=op.f('fk_weekly_report_owner_id_user'),
