@@ -101,8 +101,8 @@ def test_weekly_reports_go_to_their_owners_as_wecom_app_messages_once_per_scope_
     assert sim.calls("message/send") == 3
 
 
-def test_a_failed_send_is_recorded_and_sent_by_the_next_run(db: Session, make: Factory, sim: Any,
-                                                           api: Any) -> None:  # noqa: F811
+def test_a_failed_send_is_recorded_and_sent_by_the_next_run(
+        db: Session, make: Factory, sim: Any, api: Any) -> None:  # noqa: F811
     account = make.account(wecom_userid=sim.corp.state.members[0].userid)
     db.commit()
     scope = [Scope("account", account.id)]
