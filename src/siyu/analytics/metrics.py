@@ -7,6 +7,7 @@ bucket (touches, adds, revenue …). Flows are grouped by local day in the datab
 local days — and the days are summed into weeks (Monday first) or months here.
 
 Scope is the ladder's (``service.Scope``): a scope the viewer may not see is NotFound, never zeros.
+A period in which the metric is zero throughout answers no points at all.
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ def series(session: Session, *, viewer: Viewer, name: str, scope: Scope, since: 
         for first, last in spans:
             total = sum(daily.get((first - since).days + n, 0) for n in range((last - first).days + 1))
             points.append(Point(at=first, value=round(total, 2) if isinstance(total, float) else total))
+    if not any(p.value for p in points):
+        points = []  # a period with no data: an empty series (an empty state, not a flat line of zeros)
     return Series(metric=name, scope=scope.key, interval=interval, points=points)
 
 

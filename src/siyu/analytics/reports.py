@@ -108,18 +108,23 @@ def build(session: Session, *, viewer: Viewer, scope: Scope, week: date) -> Repo
     report = Report(scope=scope, label=scope_label(session, scope), week=week)
     since, until = week - timedelta(weeks=1), week + timedelta(days=6)
     for name in FLOWS:
-        found = metrics.series(session, viewer=viewer, name=name, scope=scope, since=since, until=until,
-                               interval="week")
-        before, value = (p.value for p in found.points)
+        before, value = _two_weeks(session, viewer=viewer, name=name, scope=scope, since=since, until=until)
         metric = metrics.CATALOGUE[name]
         report.flows.append(Row(metric=name, label=_(metric.label), unit=metric.unit, value=value, before=before))
     for stage in STAGES:
         name = f"ladder_{stage}"
-        found = metrics.series(session, viewer=viewer, name=name, scope=scope, since=since, until=until,
-                               interval="week")
-        before, value = (p.value for p in found.points)
+        before, value = _two_weeks(session, viewer=viewer, name=name, scope=scope, since=since, until=until)
         report.ladder.append(Row(metric=name, label=_(f"stage.{stage}"), unit="count", value=value, before=before))
     return report
+
+
+def _two_weeks(session: Session, *, viewer: Viewer, name: str, scope: Scope, since: date,
+               until: date) -> tuple[float | int, float | int]:
+    """The week before and the week itself (a series without data has no points: both zero)."""
+    found = metrics.series(session, viewer=viewer, name=name, scope=scope, since=since, until=until,
+                           interval="week")
+    values = {p.at: p.value for p in found.points}
+    return values.get(since, 0), values.get(since + timedelta(weeks=1), 0)
 
 
 def path(scope: Scope, week: date) -> str:

@@ -100,7 +100,12 @@ def customer_filter(session: Session, *, scope: Scope,
         flt.account_id = scope.id
     elif scope.kind == "segment":
         flt.segment_id = scope.id
-    clauses, drivers = customers_service._filter_parts(session, flt, viewer)
+    try:
+        clauses, drivers = customers_service._filter_parts(session, flt, viewer)
+    except Invalid as exc:
+        if scope.kind == "segment" and exc.field == "account_ids":  # its conditions name an account not theirs
+            raise ScopeNotFound("Scope {scope} not found", scope=scope.key) from exc
+        raise
     if scope.kind == "operator":
         clauses.append(Customer.owner_id == scope.id)
     indexed = [d for d in drivers if d.kind != "search"]
