@@ -177,16 +177,15 @@ def _tables(data: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]
 
 def _sankey(flows: list[service.Flow]) -> dict[str, Any]:
     start, end = _("At the start"), _("At the end")
-    names: list[str] = []
+    stages: dict[str, str] = {}  # node name → its stage (or "new"), which colours it
     links = []
     for f in flows:
         source = _stage(f.source) if f.source == service.FLOW_NEW else f"{start}·{_stage(f.source)}"
         target = f"{end}·{_stage(f.target)}"
-        for name in (source, target):
-            if name not in names:
-                names.append(name)
+        stages.setdefault(source, f.source)
+        stages.setdefault(target, f.target)
         links.append({"source": source, "target": target, "value": f.customers})
-    return {"nodes": [{"name": n} for n in names], "links": links}
+    return {"nodes": [{"name": n, "stage": stage} for n, stage in stages.items()], "links": links}
 
 
 @pages.get("/analytics", response_class=HTMLResponse)
