@@ -457,3 +457,20 @@ def test_an_operator_funnel_reads_the_transitions_and_agrees_with_the_company_ro
         assert service.funnel(db, viewer=SYSTEM, day=day, scope=service.Scope("account", account_id)).current \
             == company
         assert service.funnel(db, viewer=viewer_of(operator), day=day).current == company
+
+
+def test_a_merge_and_its_undo_move_the_company_funnel_as_the_hand_written_sql_does(
+        db: Session, make: Factory) -> None:
+    from siyu.customers import merge
+
+    made = _random_ladder(db, make, customers=8)
+    days = [date(2026, 1, 15), date(2026, 2, 20), date(2026, 4, 1), date(2026, 6, 1)]
+    record = merge.merge_customers(db, target_id=made[0].id, source_ids=[made[1].id, made[2].id], choices={},
+                                   viewer=SYSTEM)
+    db.commit()
+    for day in days:
+        assert service.funnel(db, viewer=SYSTEM, day=day).current == _hand_funnel(db, day), day
+    merge.undo_merge(db, merge_id=record.id, viewer=SYSTEM)
+    db.commit()
+    for day in days:
+        assert service.funnel(db, viewer=SYSTEM, day=day).current == _hand_funnel(db, day), day
