@@ -14,6 +14,7 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
+from siyu.analytics import rollups
 from siyu.analytics.models import STAGE_RANKS, StageTransition
 from siyu.core.db import utcnow
 from siyu.customers.models import Customer
@@ -40,6 +41,7 @@ def build_history(session: Session, *, seed: int = 7, now: datetime | None = Non
             rows.append({"customer_id": customer_id, "from_rank": before, "to_rank": after, "at": at, "until": until})
     for start in range(0, len(rows), 5000):
         session.execute(insert(_TABLE), rows[start:start + 5000])
+    rollups.rebuild(session)
     return len(rows)
 
 

@@ -44,3 +44,71 @@ def daily_behaviour() -> None:
         cfg = config.effective(session)
         if cfg.corp_id and cfg.secret:
             submit_behaviour(session, actor=SYSTEM)
+
+
+# ---------------------------------------------------------------- the ladder's rollups (analytics.rollups)
+
+# The worker's clock (UTC): 03:40 in Asia/Shanghai, after the nightly RFM and sync jobs.
+ROLLUP_HOUR = 19
+ROLLUP_MINUTE = 40
+
+
+@jobs.tracked_task(jobs.bulk_queue)
+def rebuild_rollups(ctx: jobs.JobContext) -> dict[str, Any]:
+    from siyu.analytics import rollups
+
+    with ctx.transaction() as session:
+        return rollups.rebuild(session)
+
+
+@jobs.bulk_queue.periodic_task(crontab(hour=str(ROLLUP_HOUR), minute=str(ROLLUP_MINUTE)))
+def nightly_rollups() -> None:
+    """Every night: the funnel's and the cohorts' rollups rebuilt from the transitions (appended rows folded)."""
+    from siyu.core.viewer import SYSTEM
+
+    with transaction() as session:
+        jobs.submit(session, rebuild_rollups, kind="analytics.rollups", title=_("Rebuild the ladder's rollups"),
+                    params={}, actor=SYSTEM)
+
+
+# ---------------------------------------------------------------- weekly reports (analytics.reports)
+
+REPORT_CHECK_MINUTES = "*/15"  # due from Monday 09:00 local; a worker that was down sends when it is back
+
+
+@jobs.tracked_task(jobs.bulk_queue)
+def send_weekly_reports(ctx: jobs.JobContext) -> dict[str, Any]:
+    from datetime import date
+
+    from siyu.analytics import reports
+    from siyu.core.settings import get_settings
+    from siyu.wecom.client import client_for
+
+    agent = get_settings().wecom_agent_id.strip()
+    with ctx.transaction() as session:
+        api = client_for(session)
+    result = reports.deliver_week(api=api, week=date.fromisoformat(ctx.params["week"]),
+                                  agent_id=int(agent) if agent.isdigit() else None)
+    return {"sent": result.sent, "skipped": len(result.skipped), "failed": result.failed,
+            "no_owner": result.no_owner}
+
+
+def submit_weekly_reports(session: Session, *, week: Any, actor: Viewer) -> int:
+    job = jobs.submit(session, send_weekly_reports, kind="analytics.weekly_reports",
+                      title=_("Send the weekly reports"), params={"week": week.isoformat()}, actor=actor)
+    return job.id
+
+
+@jobs.bulk_queue.periodic_task(crontab(minute=REPORT_CHECK_MINUTES))
+def weekly_reports_due() -> None:
+    """From Monday 09:00 local: last week's reports, each scope's once, to their owners through WeCom."""
+    from siyu.analytics import reports
+    from siyu.core.db import utcnow
+    from siyu.core.viewer import SYSTEM
+    from siyu.wecom import config
+
+    with transaction() as session:
+        cfg = config.effective(session)
+        week = reports.due_week(utcnow())
+        if cfg.corp_id and cfg.secret and reports.pending(session, week):
+            submit_weekly_reports(session, week=week, actor=SYSTEM)

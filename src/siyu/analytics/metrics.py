@@ -7,6 +7,7 @@ bucket (touches, adds, revenue …). Flows are grouped by local day in the datab
 local days — and the days are summed into weeks (Monday first) or months here.
 
 Scope is the ladder's (``service.Scope``): a scope the viewer may not see is NotFound, never zeros.
+A period in which the metric is zero throughout answers no points at all.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from siyu.analytics import service
 from siyu.analytics.models import MemberBehaviour
-from siyu.analytics.service import Scope, customer_clauses, day_start, days_between
+from siyu.analytics.service import Scope, day_start, days_between
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import N_, _
 from siyu.core.viewer import Viewer
@@ -124,10 +125,12 @@ def series(session: Session, *, viewer: Viewer, name: str, scope: Scope, since: 
     if len(spans) > MAX_POINTS:
         raise Invalid("At most {n} points: choose a longer interval or a shorter period", field="interval",
                       n=MAX_POINTS)
-    clauses = customer_clauses(session, scope=scope, viewer=viewer)  # NotFound for a scope not theirs
+    clauses, drivers = service.customer_filter(session, scope=scope, viewer=viewer)  # NotFound: not theirs
     if metric.kind == "stock":
         stage = name.removeprefix("ladder_")
-        points = [Point(at=first, value=service.funnel_for(session, clauses=clauses, day=last).current[stage])
+        company = service.whole_company(scope, viewer)
+        points = [Point(at=first, value=service.funnel_for(session, clauses=clauses, day=last, company=company,
+                                                           drivers=drivers).current[stage])
                   for first, last in spans]
     else:
         daily = _daily(session, name=name, scope=scope, viewer=viewer, clauses=clauses, since=since, until=until)
@@ -135,6 +138,8 @@ def series(session: Session, *, viewer: Viewer, name: str, scope: Scope, since: 
         for first, last in spans:
             total = sum(daily.get((first - since).days + n, 0) for n in range((last - first).days + 1))
             points.append(Point(at=first, value=round(total, 2) if isinstance(total, float) else total))
+    if not any(p.value for p in points):
+        points = []  # a period with no data: an empty series (an empty state, not a flat line of zeros)
     return Series(metric=name, scope=scope.key, interval=interval, points=points)
 
 

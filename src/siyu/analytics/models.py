@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, Float, ForeignKey, Index, Integer, SmallInteger, String, UniqueConstraint
+from sqlalchemy import BigInteger, Date, Float, ForeignKey, Index, Integer, SmallInteger, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, UTCDateTime, utcnow
+from siyu.customers.models import Customer
 
 # The ladder as small integers: compact rows, and "reached 客户 or higher" is ``to_rank >= 2``.
 STAGE_RANKS: dict[str, int] = {"traffic": 0, "user": 1, "customer": 2, "fan": 3}
@@ -29,6 +30,8 @@ class StageTransition(Base):
     __table_args__ = (
         Index("ix_stage_transition_customer_at", "customer_id", "at"),
         Index("ix_stage_transition_at", "at", "until", "to_rank"),
+        # Covering: a scope's customers' rows valid at an instant, read from the index alone.
+        Index("ix_stage_transition_customer_valid", "customer_id", "at", "until", "to_rank"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -38,6 +41,66 @@ class StageTransition(Base):
     to_rank: Mapped[int] = mapped_column(SmallInteger)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+# "Customers added before D" for the whole company: a range count over the live customers' add dates.
+Index("ix_customer_live_created", Customer.created_at, postgresql_where=text("merged_into_id IS NULL"),
+      sqlite_where=text("merged_into_id IS NULL"))
+
+
+class StageCountDelta(Base):
+    """How the number of live customers on a rung (``rank`` ≥ 1) changes, per UTC hour (``hour`` = epoch
+    seconds // 3600). The rung's count at an hour-aligned instant E is ``sum(n) WHERE hour < E // 3600``:
+    a transition row counts +1 from the hour its validity starts (``max(at, customer added)``) and −1 from
+    the hour it ends (``until``), exactly the range the funnel's ``at < E <= until`` reads. Rows are only
+    appended (no hot row to lock); the nightly rebuild folds them into one row per (hour, rank)."""
+
+    __tablename__ = "stage_count_delta"
+    __table_args__ = (Index("ix_stage_count_delta_hour", "hour", "rank", "n"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger)
+    rank: Mapped[int] = mapped_column(SmallInteger)
+    n: Mapped[int] = mapped_column(Integer)
+
+
+class CustomerLadder(Base):
+    """How long after being added each customer first stood on 用户, 客户, 粉丝 or higher: the least
+    ``at - customer.created_at`` of their rows with ``to_rank`` ≥ the rung, in whole microseconds (exact, so
+    "within 7 days" is an integer comparison). What the weekly cohorts read instead of every transition."""
+
+    __tablename__ = "customer_ladder"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id", ondelete="CASCADE"), primary_key=True)
+    user_lag_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    customer_lag_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    fan_lag_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ReportState:
+    sending = "sending"  # claimed; WeCom being called (or the run was interrupted: the next run sends again)
+    sent = "sent"
+    failed = "failed"
+    no_owner = "no_owner"  # nobody with a WeCom userid to send it to
+
+
+class WeeklyReport(Base):
+    """One weekly report per (scope, week) delivered to its owner as a WeCom app message (W:90236)."""
+
+    __tablename__ = "weekly_report"
+    __table_args__ = (UniqueConstraint("scope", "week"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(40))
+    week: Mapped[date] = mapped_column(Date)  # the Monday the reported week starts (local)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    touser: Mapped[str] = mapped_column(String(64), default="")
+    state: Mapped[str] = mapped_column(String(16), default=ReportState.sent)
+    msgid: Mapped[str] = mapped_column(String(128), default="")
+    error: Mapped[str] = mapped_column(String(500), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class BehaviourState:

@@ -177,16 +177,15 @@ def _tables(data: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]
 
 def _sankey(flows: list[service.Flow]) -> dict[str, Any]:
     start, end = _("At the start"), _("At the end")
-    names: list[str] = []
+    stages: dict[str, str] = {}  # node name → its stage (or "new"), which colours it
     links = []
     for f in flows:
         source = _stage(f.source) if f.source == service.FLOW_NEW else f"{start}·{_stage(f.source)}"
         target = f"{end}·{_stage(f.target)}"
-        for name in (source, target):
-            if name not in names:
-                names.append(name)
+        stages.setdefault(source, f.source)
+        stages.setdefault(target, f.target)
         links.append({"source": source, "target": target, "value": f.customers})
-    return {"nodes": [{"name": n} for n in names], "links": links}
+    return {"nodes": [{"name": n, "stage": stage} for n, stage in stages.items()], "links": links}
 
 
 @pages.get("/analytics", response_class=HTMLResponse)
@@ -246,6 +245,41 @@ def team_csv(request: Request, session: SessionDep, viewer: PageViewer) -> Respo
     session.commit()
     return Response(team.to_csv(found).encode("utf-8"), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="team-performance-{until:%Y%m%d}.csv"'})
+
+
+def _report_choices(session: Any, viewer: Viewer) -> list[tuple[str, str]]:
+    """The scopes whose weekly report this viewer may open: the company, their accounts, themselves."""
+    from siyu.analytics import reports
+
+    out: list[tuple[str, str]] = []
+    for scope in reports.scopes(session):
+        try:
+            service.check_scope(session, scope=scope, viewer=viewer)
+        except NotFound:
+            continue
+        if scope.kind == "company" and not viewer.sees_all_accounts:
+            continue
+        out.append((scope.key, reports.scope_label(session, scope)))
+    return out
+
+
+@pages.get("/analytics/reports/weekly", response_class=HTMLResponse)
+def weekly_report_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
+    """A scope's weekly report, fit to print on A4 (the page the WeCom card opens)."""
+    from sqlalchemy import select
+
+    from siyu.analytics import reports
+    from siyu.analytics.models import WeeklyReport
+
+    query = request.query_params
+    default = "company" if viewer.sees_all_accounts else f"operator:{viewer.user_id}"
+    scope = parse_scope(query.get("scope") or default)
+    week = reports.parse_week(query.get("week"), today=local_today())
+    report = reports.build(session, viewer=viewer, scope=scope, week=week)
+    delivery = session.scalar(select(WeeklyReport).where(WeeklyReport.scope == scope.key, WeeklyReport.week == week))
+    return render(request, "analytics/weekly_report.html", nav_active="analytics",
+                  title=_("Weekly report · {scope}", scope=report.label), report=report, delivery=delivery,
+                  choices=_report_choices(session, viewer), number=reports.number, signed=reports.signed)
 
 
 # Last: /analytics/team.csv above is a page of its own.

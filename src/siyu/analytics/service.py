@@ -23,7 +23,8 @@ from sqlalchemy import ColumnElement, Integer, and_, case, cast, func, literal, 
 from sqlalchemy.orm import Session, aliased
 
 from siyu.accounts.models import Account
-from siyu.analytics.models import RANK_STAGES, StageTransition
+from siyu.analytics import rollups
+from siyu.analytics.models import RANK_STAGES, CustomerLadder, StageTransition
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
@@ -34,7 +35,8 @@ from siyu.team.models import User
 STAGES = ("traffic", "user", "customer", "fan")
 COHORT_DAYS = (7, 30, 90)
 COHORT_WEEKS_MAX = 104
-FLOW_NEW = "new"  # the Sankey's source for customers added during the period
+FLOW_NEW = "new"
+MICROSECONDS_A_DAY = 86_400_000_000  # the Sankey's source for customers added during the period
 
 
 class ScopeNotFound(NotFound):
@@ -84,16 +86,33 @@ def check_scope(session: Session, *, scope: Scope, viewer: Viewer) -> None:
 
 def customer_clauses(session: Session, *, scope: Scope, viewer: Viewer) -> list[ColumnElement[bool]]:
     """WHERE conditions on ``customer`` for this scope, as this viewer may see it (merged ones left out)."""
+    return customer_filter(session, scope=scope, viewer=viewer)[0]
+
+
+def customer_filter(session: Session, *, scope: Scope,
+                    viewer: Viewer) -> tuple[list[ColumnElement[bool]], list[ColumnElement[bool]]]:
+    """The scope's conditions, and a redundant one that reads its customers from the index of the
+    filter's most selective part (a tag, an account, a static segment …: the customer list's drivers),
+    so a scan of every customer is not needed to find a segment's."""
     check_scope(session, scope=scope, viewer=viewer)
     flt = customers_service.CustomerFilter()
     if scope.kind == "account":
         flt.account_id = scope.id
     elif scope.kind == "segment":
         flt.segment_id = scope.id
-    clauses = customers_service._filter_clauses(session, flt, viewer)
+    try:
+        clauses, drivers = customers_service._filter_parts(session, flt, viewer)
+    except Invalid as exc:
+        if scope.kind == "segment" and exc.field == "account_ids":  # its conditions name an account not theirs
+            raise ScopeNotFound("Scope {scope} not found", scope=scope.key) from exc
+        raise
     if scope.kind == "operator":
         clauses.append(Customer.owner_id == scope.id)
-    return clauses
+    indexed = [d for d in drivers if d.kind != "search"]
+    if not indexed or _dialect(session) == "postgresql":  # PostgreSQL hashes the filter's semi-joins itself
+        return clauses, []
+    smallest = min(indexed, key=lambda d: customers_service._estimated_size(session, d))
+    return clauses, [Customer.id.in_(smallest.customer_ids())]
 
 
 # ---------------------------------------------------------------- time
@@ -110,8 +129,8 @@ def local_day(moment: datetime) -> date:
 
 def days_between(later: Any, earlier: Any, dialect: str) -> ColumnElement[Any]:
     """SQL: ``later - earlier`` in (fractional) days."""
-    if dialect == "postgresql":
-        return func.extract("epoch", later - earlier) / 86400.0
+    if dialect == "postgresql":  # date_part: double precision (extract answers numeric, several times slower)
+        return func.date_part("epoch", later - earlier) / 86400.0
     return func.julianday(later) - func.julianday(earlier)
 
 
@@ -148,16 +167,38 @@ class Funnel:
 
 def funnel(session: Session, *, viewer: Viewer, day: date, scope: Scope | None = None) -> Funnel:
     """How many of the scope's customers stood on each stage at the end of local ``day``."""
-    clauses = customer_clauses(session, scope=scope or Scope(), viewer=viewer)
-    return funnel_for(session, clauses=clauses, day=day)
+    scope = scope or Scope()
+    clauses, drivers = customer_filter(session, scope=scope, viewer=viewer)
+    return funnel_for(session, clauses=clauses, day=day, company=whole_company(scope, viewer), drivers=drivers)
 
 
-def funnel_for(session: Session, *, clauses: list[ColumnElement[bool]], day: date) -> Funnel:
+def whole_company(scope: Scope, viewer: Viewer) -> bool:
+    """Every live customer, nobody left out: what the rollups count (``rollups``)."""
+    return scope.kind == "company" and viewer.sees_all_accounts
+
+
+def funnel_for(session: Session, *, clauses: list[ColumnElement[bool]], day: date, company: bool = False,
+               drivers: list[ColumnElement[bool]] | None = None) -> Funnel:
+    """``company``: the clauses are only "live customers", so the rungs come from the rollups."""
+    drivers = drivers or []
     end = day_start(day + timedelta(days=1))
     t = StageTransition
-    counts = {int(rank): int(n) for rank, n in session.execute(
-        select(t.to_rank, func.count()).join(Customer, Customer.id == t.customer_id)
-        .where(_valid_at(t, end), Customer.created_at < end, *clauses).group_by(t.to_rank))}
+    if company and rollups.exact_at(end):
+        counts = {rank: n for rank, n in rollups.counts_at(session, end).items() if n}
+    else:
+        # The scope's customers read once, each with the one row valid at ``end`` (rows of a customer never
+        # overlap: each is closed where the next begins) from the covering index (customer_id, at, until,
+        # to_rank); no valid row: 流量 (-1 here). ``drivers``: read the customers from a filter's own index.
+        rank = func.coalesce(t.to_rank, -1)
+        found = {int(r): int(n) for r, n in session.execute(
+            select(rank, func.count()).select_from(Customer)
+            .outerjoin(t, and_(t.customer_id == Customer.id, _valid_at(t, end)))
+            .where(Customer.created_at < end, *clauses, *drivers).group_by(rank))}
+        added = sum(found.values())
+        counts = {r: n for r, n in found.items() if r >= 0}
+        current = {RANK_STAGES[r]: counts.get(r, 0) for r in range(len(STAGES))}
+        current["traffic"] += found.get(-1, 0)
+        return Funnel(day=day, current=current)
     added = int(session.scalar(select(func.count()).select_from(Customer)
                                .where(Customer.created_at < end, *clauses)) or 0)
     current = {RANK_STAGES[rank]: counts.get(rank, 0) for rank in range(len(STAGES))}
@@ -190,8 +231,8 @@ def cohorts(session: Session, *, viewer: Viewer, weeks: int, until: date, scope:
     """Customers added in each of the ``weeks`` weeks up to ``until``'s week, newest first."""
     if not 1 <= weeks <= COHORT_WEEKS_MAX:
         raise Invalid("Weeks must be between 1 and {max}", field="weeks", max=COHORT_WEEKS_MAX)
-    clauses = customer_clauses(session, scope=scope or Scope(), viewer=viewer)
-    return cohorts_for(session, clauses=clauses, weeks=weeks, until=until, now=now)
+    clauses, drivers = customer_filter(session, scope=scope or Scope(), viewer=viewer)
+    return cohorts_for(session, clauses=clauses + drivers, weeks=weeks, until=until, now=now)
 
 
 def cohorts_for(session: Session, *, clauses: list[ColumnElement[bool]], weeks: int, until: date,
@@ -201,18 +242,16 @@ def cohorts_for(session: Session, *, clauses: list[ColumnElement[bool]], weeks: 
     first_week = last_week - timedelta(weeks=weeks - 1)
     start, end = day_start(first_week), day_start(last_week + timedelta(weeks=1))
     dialect = _dialect(session)
-    t = StageTransition
+    ladder = CustomerLadder
     weeks_in = days_between(Customer.created_at, literal(start), dialect) / 7.0
     week = func.floor(weeks_in) if dialect == "postgresql" else cast(weeks_in, Integer)  # >= 0: truncation floors
-    lag = days_between(t.at, Customer.created_at, dialect)
-    firsts = [func.min(case((t.to_rank >= rank, lag))) for rank in (1, 2, 3)]
-    per = (select(week.label("week"), *[f.label(f"r{rank}") for rank, f in zip((1, 2, 3), firsts, strict=True)])
-           .select_from(Customer).outerjoin(t, t.customer_id == Customer.id)
-           .where(Customer.created_at >= start, Customer.created_at < end, *clauses)
-           .group_by(Customer.id, Customer.created_at).subquery())
-    cells = [func.count().filter(getattr(per.c, f"r{rank}") <= days) for rank in (1, 2, 3) for days in COHORT_DAYS]
-    found = {int(row[0]): row[1:] for row in session.execute(select(per.c.week, func.count(), *cells)
-                                                             .group_by(per.c.week))}
+    # One row per customer: their first time on each rung or higher (``rollups``), not all their transitions.
+    cells = [func.count().filter(column <= days * MICROSECONDS_A_DAY)
+             for column in (ladder.user_lag_us, ladder.customer_lag_us, ladder.fan_lag_us) for days in COHORT_DAYS]
+    found = {int(row[0]): row[1:] for row in session.execute(
+        select(week, func.count(), *cells).select_from(Customer)
+        .outerjoin(ladder, ladder.customer_id == Customer.id)
+        .where(Customer.created_at >= start, Customer.created_at < end, *clauses).group_by(week))}
     out: list[CohortRow] = []
     for index in range(weeks - 1, -1, -1):
         monday = first_week + timedelta(weeks=index)

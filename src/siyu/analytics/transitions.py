@@ -4,7 +4,8 @@ The customers service derives the stage set-based (``refresh_computed_ids``, ``r
 ``count_new_contacts``); each hands its changed rows here, in the same transaction, as
 ``(customer_id, old stage, new stage)``. Two statements per batch whatever its size: close the
 customers' current rows (``until = at``), insert the new ones. Imports, bulk stage changes and merges
-all end in those three functions, so no path changes a stage without a row here.
+all end in those three functions, so no path changes a stage without a row here. The rollups the
+funnel and the cohorts read (``rollups``) change in the same statements' transaction.
 
 ``backfill`` gives every customer without a row one initial row (their current stage, from their add
 date): what the ladder looked like before transitions were recorded is unknown, and that is the
@@ -20,6 +21,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, bindparam, case, exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from siyu.analytics import rollups
 from siyu.analytics.models import STAGE_RANKS, StageTransition
 from siyu.core.db import UTCDateTime, among, utcnow
 
@@ -34,11 +36,21 @@ def record(session: Session, changes: Iterable[tuple[int, str | None, str]], *, 
     when = at or utcnow()
     connection = session.connection()
     ids = sorted({customer_id for customer_id, _old, _new in rows})
+    from siyu.customers.models import Customer
+
+    # The rows about to close and the customers' add dates, for the rollups (live customers only).
+    added = {int(cid): created for cid, created in session.execute(select(Customer.id, Customer.created_at).where(
+        among(session, Customer.id, ids), Customer.merged_into_id.is_(None)))}
+    closing = [(cid, int(rank), at, added[cid]) for cid, rank, at in session.execute(
+        select(_TABLE.c.customer_id, _TABLE.c.to_rank, _TABLE.c.at).where(
+            among(session, _TABLE.c.customer_id, ids), _TABLE.c.until.is_(None))) if cid in added]
     connection.execute(update(_TABLE).where(among(session, _TABLE.c.customer_id, ids), _TABLE.c.until.is_(None))
                        .values(until=bindparam("v_until", value=when, type_=UTCDateTime())))
     connection.execute(insert(_TABLE), [
         {"customer_id": customer_id, "from_rank": STAGE_RANKS.get(old) if old else None,
          "to_rank": STAGE_RANKS[new], "at": when, "until": None} for customer_id, old, new in rows])
+    rollups.recorded(session, closed=closing, when=when,
+                     opened=[(cid, STAGE_RANKS[new], added[cid]) for cid, _old, new in rows if cid in added])
     return len(rows)
 
 
@@ -57,4 +69,5 @@ def backfill(session: Session) -> int:
     count = int(session.scalar(select(func.count()).select_from(source.subquery())) or 0)
     if count:
         session.execute(insert(_TABLE).from_select(["customer_id", "from_rank", "to_rank", "at"], source))
+        rollups.rebuild(session)
     return count

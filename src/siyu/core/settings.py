@@ -90,6 +90,8 @@ class Settings(BaseSettings):
                                 description="WeCom server API base; point it at the simulator for demos and tests.")
     wecom_agent_id: str = Field("", description="AgentId of the self-built app whose chat-toolbar page is the sidebar; "
                                 "with the Secret, the sidebar signs the JS-SDK's agentConfig for sendChatMessage.")
+    public_url: str = Field("http://127.0.0.1:8000", description="The console's address as people open it: links in "
+                            "WeCom app messages (the weekly reports) point there.")
     wecom_archive_source: str = Field(
         "", description="Where the chat archive (会话存档) is pulled from: `sdk` (the official finance SDK through "
         "the `archive` extra, pyweworkfinance), `simulator` (the simulator's stand-in for GetChatData), or empty: off.")

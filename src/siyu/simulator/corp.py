@@ -52,6 +52,17 @@ STAT_SPAN_DAYS = 30  # … at most 30 days per call
 BEHAVIOUR_IDS_PER_CALL = 100
 BEHAVIOUR_SPAN_DAYS = 30
 BEHAVIOUR_KEPT_DAYS = 180
+# message/send 发送应用消息 (W:90236): touser "最多支持1000个"; textcard title ≤ 128 bytes and description ≤ 512
+# bytes ("超过会自动截断"), btntxt ≤ 4 characters; text content "最长不超过2048个字节"; duplicate_check_interval
+# default 1800 s, "最大不超过4小时"; every receiver unknown or out of the app's range: 81013.
+APP_MESSAGE_USERS = 1000
+APP_TEXT_BYTES = 2048
+TEXTCARD_TITLE_BYTES = 128
+TEXTCARD_DESCRIPTION_BYTES = 512
+TEXTCARD_BUTTON_CHARS = 4
+DUPLICATE_CHECK_DEFAULT = 1800
+DUPLICATE_CHECK_MAX = 4 * 3600
+APP_MESSAGES_KEPT = 1000
 BEHAVIOUR_COUNTS = ("chat_cnt", "message_cnt", "negative_feedback_cnt", "new_apply_cnt", "new_contact_cnt")
 
 # The WeCom members of the demo (siyu/demo.py ACCOUNTS: wecom_userid = "shanye." + key), so the
@@ -239,6 +250,18 @@ class MassSend(BaseModel):
     results: list[SendResult] = Field(default_factory=list)
 
 
+class AppMessage(BaseModel):
+    """A message the corp's self-built app sent to members (message/send, W:90236), as they received it."""
+
+    msgid: str
+    agentid: int
+    touser: list[str]
+    msgtype: str
+    content: dict[str, Any] = Field(default_factory=dict)
+    sent_at: int
+    digest: str = ""  # the request, for enable_duplicate_check
+
+
 class Transfer(BaseModel):
     """One customer handed from one member to another: 在职继承 (in service) or 离职继承 (resigned)."""
 
@@ -268,6 +291,7 @@ class CorpState(BaseModel):
     group_welcome_templates: list[GroupWelcomeTemplate] = Field(default_factory=list)  # W:92366
     kf: KfState = Field(default_factory=KfState)  # 微信客服 (siyu.simulator.kf)
     moments: MomentsState = Field(default_factory=MomentsState)  # 客户朋友圈 (siyu.simulator.moments)
+    app_messages: list[AppMessage] = Field(default_factory=list)  # 发送应用消息 (W:90236)
     message_count: int = 0
     rng_state: list[Any] = Field(default_factory=list)
 
@@ -1153,6 +1177,66 @@ class VirtualCorp:
                 "avg_reply_time": rng.randint(1, 90) if chats else 0, "negative_feedback_cnt": lost,
                 "new_apply_cnt": rng.randint(0, 3), "new_contact_cnt": new_contacts}
 
+    # ---- 发送应用消息 (W:90236) ---------------------------------------------------------------------------
+
+    @_locked
+    def api_message_send(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The self-built app's message to members: text, textcard or markdown to ``touser`` ('|'-separated
+        userids, or @all). Unknown or left members come back in ``invaliduser`` (lower case); when none is
+        reachable, 81013. With ``enable_duplicate_check`` the same request within the interval is answered
+        but not delivered again."""
+        try:
+            agentid = int(body.get("agentid"))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise ApiError(41011, "missing agentid") from exc
+        msgtype = str(body.get("msgtype") or "")
+        if msgtype not in ("text", "textcard", "markdown"):
+            raise ApiError(40008, "invalid message type")
+        content = body.get(msgtype)
+        if not isinstance(content, dict):
+            raise ApiError(41016 if msgtype == "textcard" else 41012, f"missing {msgtype}")
+        if msgtype == "textcard":
+            if not content.get("title") or not content.get("description") or not content.get("url"):
+                raise ApiError(41016, "missing title, description or url")
+            content = {"title": _cut(str(content["title"]), TEXTCARD_TITLE_BYTES),
+                       "description": _cut(str(content["description"]), TEXTCARD_DESCRIPTION_BYTES),
+                       "url": str(content["url"]),
+                       "btntxt": str(content.get("btntxt") or "详情")[:TEXTCARD_BUTTON_CHARS]}
+        elif len(str(content.get("content") or "").encode("utf-8")) > APP_TEXT_BYTES:
+            raise ApiError(44004, "content exceed max length")
+        elif not content.get("content"):
+            raise ApiError(44004, "empty content")
+        raw = str(body.get("touser") or "")
+        wanted = [u for u in raw.split("|") if u] if raw != "@all" else [m.userid for m in self.state.members]
+        if not wanted and not body.get("toparty") and not body.get("totag"):
+            raise ApiError(40058, "touser, toparty and totag cannot all be empty")
+        if len(wanted) > APP_MESSAGE_USERS:
+            raise ApiError(40058, "touser exceeds 1000")
+        active = {m.userid.lower(): m.userid for m in self.state.members if m.status == 1}
+        reached = [active[u.lower()] for u in wanted if u.lower() in active]
+        invalid = [u.lower() for u in wanted if u.lower() not in active]
+        if not reached:
+            raise ApiError(81013, "user & party & tag all invalid")
+        now = int(self.clock())
+        digest = json.dumps(body, sort_keys=True, ensure_ascii=False)
+        msgid = self._id("", 40)
+        if body.get("enable_duplicate_check"):
+            window = min(int(body.get("duplicate_check_interval") or DUPLICATE_CHECK_DEFAULT), DUPLICATE_CHECK_MAX)
+            earlier = next((m for m in reversed(self.state.app_messages)
+                            if m.digest == digest and now - m.sent_at < window), None)
+            if earlier is not None:
+                return {"invaliduser": "|".join(invalid), "msgid": earlier.msgid}
+        self.state.app_messages.append(AppMessage(msgid=msgid, agentid=agentid, touser=reached, msgtype=msgtype,
+                                                  content=dict(content), sent_at=now, digest=digest))
+        del self.state.app_messages[:-APP_MESSAGES_KEPT]
+        return {"invaliduser": "|".join(invalid), "msgid": msgid}
+
+    @_locked
+    def app_messages(self, userid: str = "") -> list[dict[str, Any]]:
+        """What members received from the corp's app (message/send), oldest first; one member's when given."""
+        return [m.model_dump(exclude={"digest"}) for m in self.state.app_messages
+                if not userid or userid in m.touser]
+
     # ---- welcome messages and mass sends ---------------------------------------------------------------
 
     @_locked
@@ -1545,6 +1629,11 @@ def _jsonable(value: Any) -> Any:
 
 def _tupled(value: Any) -> Any:
     return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+
+
+def _cut(text: str, limit: int) -> str:
+    """What the platform keeps of a field it cuts at ``limit`` bytes ("超过会自动截断")."""
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
 def _china_midnight(timestamp: int) -> int:

@@ -93,6 +93,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "externalcontact/resigned/transfer_result": ("POST", "api_resigned_transfer_result"),  # W:94082
     "externalcontact/get_unassigned_list": ("POST", "api_get_unassigned_list"),  # W:92124 获取待分配的离职成员列表
     "externalcontact/get_user_behavior_data": ("POST", "api_get_user_behavior_data"),  # W:96358 联系客户统计
+    "message/send": ("POST", "api_message_send"),  # W:90236 消息推送 › 发送应用消息
     # 微信客服 (siyu.simulator.kf)
     "kf/account/list": ("ANY", "kf.api_account_list"),  # W:94661 获取客服账号列表
     "kf/account/add": ("POST", "kf.api_account_add"),  # W:94662 添加客服账号
@@ -491,6 +492,11 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
         """What customers (or one customer, one group chat) received: ``{"messages": [...]}``, oldest first —
         welcome messages, mass sends, and 微信客服 messages (``via`` kf / kf_event / kf_servicer, with ``msgid``)."""
         return JSONResponse({"messages": corp.received(external_userid=external_userid, chat_id=chat_id)})
+
+    @app.get("/_simulator/app_messages")
+    def app_messages(userid: str = "") -> JSONResponse:
+        """What members received from the corp's self-built app (message/send, W:90236), oldest first."""
+        return JSONResponse({"messages": corp.app_messages(userid=userid)})
 
     @app.post("/_simulator/tokens/expire")
     def expire_tokens() -> JSONResponse:

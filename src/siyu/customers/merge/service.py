@@ -170,6 +170,9 @@ def merge_customers(session: Session, *, target_id: int, source_ids: list[int], 
     # Profile fields. The WeCom id is unique, so sources give theirs up before the target takes one.
     chosen_values = {name: getattr(by_id[choices.get(name) or _default_choice(name, everyone)], name)
                      for name in MERGE_FIELDS}
+    from siyu.analytics import rollups  # the ladder's counts leave the merged customers out
+
+    rollups.shift(session, [c.id for c in sources if c.merged_into_id is None], -1)
     for source in sources:
         source.wecom_external_userid = None
         source.merged_into_id = target.id
@@ -384,6 +387,9 @@ def undo_merge(session: Session, *, merge_id: int, viewer: Viewer) -> CustomerMe
     for name, value in moves.get("target_before", {}).items():
         setattr(target, name, value)
     session.flush()
+    from siyu.analytics import rollups  # the ladder's counts take the customers back
+
+    rollups.shift(session, [c.id for c in sources if c.merged_into_id is not None], 1)
     for source in sources:
         source.merged_into_id = None
         source.wecom_external_userid = moves.get("sources_before", {}).get(str(source.id), {}).get(

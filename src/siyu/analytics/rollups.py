@@ -1,0 +1,175 @@
+"""The ladder's rollups: what the funnel and the cohorts read instead of every customer's transitions.
+
+``stage_count_delta`` (see ``models.StageCountDelta``): how many live customers stand on each rung
+(用户, 客户, 粉丝) at any hour-aligned instant is a sum over a few thousand rows — the company funnel
+for a date is a lookup, not a range read over millions of transitions. ``customer_ladder``: how long after
+being added each customer first stood on each rung or higher, so a cohort table joins one row per
+customer and compares integers.
+
+Both are kept where the transitions are written, in the same transaction: ``transitions.record``
+hands its closed and new rows to ``recorded``; a merge (and its undo) takes the source customer's rows
+out of (back into) the counts with ``shift``; the backfill and the demo rebuild them. The nightly job
+``rebuild``s them from the transitions (one set-based statement each), folding the appended rows and
+repairing anything written behind the product's back. The funnel reads them only where they answer
+exactly what the hand-written range read answers: the whole company, for a viewer who sees every
+account, at an instant on a whole hour (local midnight in Asia/Shanghai is 16:00 UTC).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, case, delete, func, insert, literal_column, select, text
+from sqlalchemy.orm import Session
+
+from siyu.analytics.models import CustomerLadder, StageCountDelta, StageTransition
+from siyu.core.db import among
+from siyu.customers.models import Customer
+
+_DELTA = cast(Table, StageCountDelta.__table__)
+_LADDER = cast(Table, CustomerLadder.__table__)
+RUNGS = (1, 2, 3)  # 用户, 客户, 粉丝: 流量 is whatever is left of the customers added
+
+
+def hour_of(moment: datetime) -> int:
+    """The UTC hour an instant falls in (epoch seconds // 3600)."""
+    return int(moment.timestamp()) // 3600
+
+
+def exact_at(moment: datetime) -> bool:
+    """Whether the rollup answers exactly at this instant (on a whole hour)."""
+    return int(moment.timestamp()) % 3600 == 0 and moment.microsecond == 0
+
+
+def _aware(value: Any) -> datetime:
+    from siyu.analytics.service import _as_utc
+
+    found = _as_utc(value)
+    assert found is not None
+    return found
+
+
+def recorded(session: Session, *, closed: Iterable[tuple[int, int, datetime, datetime]],
+             opened: Iterable[tuple[int, int, datetime]], when: datetime) -> None:
+    """Rows closed at ``when`` — (customer_id, to_rank, at, customer added) — and rows opened at ``when``
+    — (customer_id, to_rank, customer added) — of live customers: their count changes, appended."""
+    changes: Counter[tuple[int, int]] = Counter()
+    for _customer_id, rank, at, added in closed:
+        if rank >= 1:
+            start = max(_aware(at), _aware(added))
+            changes[(hour_of(max(when, start)), rank)] -= 1
+    touched: set[int] = set()
+    for customer_id, rank, added in opened:
+        touched.add(customer_id)
+        if rank >= 1:
+            changes[(hour_of(max(when, _aware(added))), rank)] += 1
+    rows = [{"hour": hour, "rank": rank, "n": n} for (hour, rank), n in changes.items() if n]
+    if rows:
+        session.connection().execute(insert(_DELTA), rows)
+    refresh_ladder(session, touched)
+
+
+def refresh_ladder(session: Session, customer_ids: Iterable[int]) -> None:
+    """Recompute these customers' first times on each rung from their transitions."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return
+    connection = session.connection()
+    connection.execute(delete(_LADDER).where(among(session, _LADDER.c.customer_id, ids)))
+    t = StageTransition
+    lag: Any = literal_column(lag_sql(connection.dialect.name, "stage_transition.at", "customer.created_at"))
+    firsts = [func.min(case((t.to_rank >= rung, lag))) for rung in RUNGS]
+    connection.execute(insert(_LADDER).from_select(
+        ["customer_id", "user_lag_us", "customer_lag_us", "fan_lag_us"],
+        select(t.customer_id, *firsts).join(Customer, Customer.id == t.customer_id)
+        .where(among(session, t.customer_id, ids)).group_by(t.customer_id).having(func.max(t.to_rank) >= 1)))
+
+
+def lag_sql(dialect: str, later: str, earlier: str) -> str:
+    """SQL: ``later - earlier`` in whole microseconds, exactly (SQLite keeps ``YYYY-MM-DD HH:MM:SS.ffffff``)."""
+    if dialect == "postgresql":
+        return f"CAST(extract(epoch FROM {later} - {earlier}) * 1000000 AS BIGINT)"
+    return (f"((CAST(strftime('%s', {later}) AS INTEGER) - CAST(strftime('%s', {earlier}) AS INTEGER)) * 1000000 "
+            f"+ CAST(substr({later}, 21, 6) AS INTEGER) - CAST(substr({earlier}, 21, 6) AS INTEGER))")
+
+
+def shift(session: Session, customer_ids: Iterable[int], sign: int) -> None:
+    """Take these customers' rows out of the counts (``sign`` −1, a merge) or put them back (+1, its undo)."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return
+    t = StageTransition
+    changes: Counter[tuple[int, int]] = Counter()
+    for rank, at, until, added in session.execute(
+            select(t.to_rank, t.at, t.until, Customer.created_at).join(Customer, Customer.id == t.customer_id)
+            .where(among(session, t.customer_id, ids), t.to_rank >= 1)):
+        start = max(_aware(at), _aware(added))
+        changes[(hour_of(start), int(rank))] += sign
+        if until is not None:
+            changes[(hour_of(max(_aware(until), start)), int(rank))] -= sign
+    rows = [{"hour": hour, "rank": rank, "n": n} for (hour, rank), n in changes.items() if n]
+    if rows:
+        session.connection().execute(insert(_DELTA), rows)
+
+
+def counts_at(session: Session, moment: datetime) -> dict[int, int]:
+    """Live customers on each rung (1–3) at an hour-aligned instant (see ``exact_at``)."""
+    d = StageCountDelta
+    found = {int(rank): int(n or 0) for rank, n in session.execute(
+        select(d.rank, func.sum(d.n)).where(d.hour < hour_of(moment)).group_by(d.rank))}
+    return {rung: found.get(rung, 0) for rung in RUNGS}
+
+
+# ---------------------------------------------------------------- rebuild (set-based)
+
+
+def _hour_sql(dialect: str, expression: str) -> str:
+    if dialect == "postgresql":
+        return f"CAST(floor(extract(epoch FROM {expression}) / 3600) AS BIGINT)"
+    return f"(CAST(strftime('%s', {expression}) AS INTEGER) / 3600)"
+
+
+def _greatest(dialect: str, a: str, b: str) -> str:
+    return f"GREATEST({a}, {b})" if dialect == "postgresql" else f"max({a}, {b})"
+
+
+def rebuild_statements(dialect: str) -> list[str]:
+    """Both rollups from the transitions: the statements the nightly job (and the migration) run."""
+    start = _greatest(dialect, "t.at", "c.created_at")
+    end = _greatest(dialect, "t.until", start)
+    lag = lag_sql(dialect, "t.at", "c.created_at")
+    live = "FROM stage_transition t JOIN customer c ON c.id = t.customer_id WHERE c.merged_into_id IS NULL " \
+           "AND t.to_rank >= 1"
+    return [
+        "DELETE FROM stage_count_delta",
+        "INSERT INTO stage_count_delta (hour, rank, n) SELECT h, r, sum(n) FROM ("  # noqa: S608 - fixed text
+        f"SELECT {_hour_sql(dialect, start)} AS h, t.to_rank AS r, 1 AS n {live} "
+        f"UNION ALL SELECT {_hour_sql(dialect, end)} AS h, t.to_rank AS r, -1 AS n {live} AND t.until IS NOT NULL"
+        ") d GROUP BY h, r HAVING sum(n) <> 0",
+        "DELETE FROM customer_ladder",
+        "INSERT INTO customer_ladder (customer_id, user_lag_us, customer_lag_us, fan_lag_us) "  # noqa: S608 - fixed
+        f"SELECT t.customer_id, min(CASE WHEN t.to_rank >= 1 THEN {lag} END), "
+        f"min(CASE WHEN t.to_rank >= 2 THEN {lag} END), min(CASE WHEN t.to_rank >= 3 THEN {lag} END) "
+        "FROM stage_transition t JOIN customer c ON c.id = t.customer_id GROUP BY t.customer_id "
+        "HAVING max(t.to_rank) >= 1",
+    ]
+
+
+def rebuild_connection(connection: Connection) -> None:
+    dialect = connection.dialect.name
+    if dialect == "postgresql":  # no transition written while the counts are rebuilt from them
+        connection.execute(text("LOCK TABLE stage_transition IN SHARE MODE"))
+        connection.execute(text("LOCK TABLE stage_count_delta IN EXCLUSIVE MODE"))
+    for statement in rebuild_statements(dialect):
+        connection.execute(text(statement))
+
+
+def rebuild(session: Session) -> dict[str, int]:
+    """Rebuild both rollups in the session's transaction; how many rows each now holds."""
+    session.flush()
+    rebuild_connection(session.connection())
+    return {"deltas": int(session.scalar(select(func.count()).select_from(_DELTA)) or 0),
+            "ladders": int(session.scalar(select(func.count()).select_from(_LADDER)) or 0)}
