@@ -39,6 +39,7 @@ class TaskKind(enum.StrEnum):
     group_removal = "group_removal"  # 移出违规成员（企业微信没有移出群成员的接口，由群主在客户端操作）
     group_warn = "group_warn"  # 在群里提醒违规成员
     group_flag = "group_flag"  # 黑名单成员加入了本群
+    campaign = "campaign"  # 群发 from a personal account: the operator sends the copy by hand (campaigns)
 
 
 TASK_KIND_LABELS = {
@@ -53,6 +54,7 @@ TASK_KIND_LABELS = {
     TaskKind.group_removal: N_("Group rule broken: remove the member"),
     TaskKind.group_warn: N_("Group rule broken: warn the member"),
     TaskKind.group_flag: N_("A blacklisted member joined the group"),
+    TaskKind.campaign: N_("Mass send"),
 }
 
 
