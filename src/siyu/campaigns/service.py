@@ -420,6 +420,7 @@ def send_campaign(session: Session, campaign_id: int, *, api: Any = None, now: d
         text = text_for(campaign.text_b if task.variant == "B" else campaign.text, name)
         if task.channel == TaskChannel.personal.value:
             if _claim(session, task.id):
+                session.refresh(task)
                 _personal_tasks(session, campaign, task, text, now=now)
                 run.personal += 1
             continue
@@ -437,8 +438,7 @@ def send_campaign(session: Session, campaign_id: int, *, api: Any = None, now: d
             select(Customer.wecom_external_userid, Customer.id).join(
                 CampaignRecipient, CampaignRecipient.customer_id == Customer.id)
             .where(CampaignRecipient.task_id == task_id)).all())
-        task = session.get(CampaignTask, task_id)
-        assert task is not None
+        session.refresh(task)  # the claim's UPDATE bypassed the identity map
         try:
             answer = api.create_mass_send(sender=userid, text=text, chat_type="single",
                                           external_userids=sorted(str(e) for e in externals if e),
