@@ -279,7 +279,7 @@ def test_wecom_busy_half_the_time_is_retried_and_no_customer_is_in_two_tasks(
         runs += 1
 
     tasks = service.tasks_of(db, campaign.id)
-    assert len(tasks) == 6 and all(t.state == TaskState.created.value for t in tasks), [(t.state, t.error) for t in tasks]
+    assert len(tasks) == 6 and all(t.state == TaskState.created.value for t in tasks), [t.error for t in tasks]
     assert sim.calls(SEND) > 6  # WeCom was busy and asked again
     in_tasks = Counter(r.external_userid for t in sim.corp.state.mass_sends for r in t.results)
     assert sorted(in_tasks) == sorted(externals) and set(in_tasks.values()) == {1}

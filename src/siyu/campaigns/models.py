@@ -88,6 +88,16 @@ class TaskState(enum.StrEnum):
     cancelled = "cancelled"
 
 
+TASK_STATE_LABELS = {
+    TaskState.pending: N_("Planned"),
+    TaskState.creating: N_("Being created"),
+    TaskState.created: N_("Created"),
+    TaskState.maybe_created: N_("Unknown (answer lost)"),
+    TaskState.failed: N_("Failed"),
+    TaskState.cancelled: N_("Cancelled"),
+}
+
+
 class TaskChannel(enum.StrEnum):
     wecom = "wecom"  # one add_msg_template task the member confirms
     personal = "personal"  # the operator's task list (maintenance tasks)

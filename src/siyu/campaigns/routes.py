@@ -19,6 +19,7 @@ from siyu.campaigns.models import (
     HOLDOUT_MAX,
     HOLDOUT_MIN,
     RECIPIENT_STATUS_LABELS,
+    TASK_STATE_LABELS,
     Campaign,
     CampaignStatus,
 )
@@ -140,6 +141,7 @@ def form_to_campaign(values: dict[str, Any], *, dry_run: bool) -> CampaignIn:
 def _labels() -> dict[str, Any]:
     return {"status_labels": {k.value: _(v) for k, v in CAMPAIGN_STATUS_LABELS.items()},
             "recipient_labels": {k.value: _(v) for k, v in RECIPIENT_STATUS_LABELS.items()},
+            "task_labels": {k.value: _(v) for k, v in TASK_STATE_LABELS.items()},
             "holdout_min": HOLDOUT_MIN, "holdout_max": HOLDOUT_MAX}
 
 
@@ -208,9 +210,14 @@ def _detail(request: Request, session: Any, viewer: Viewer, campaign: Campaign, 
              ("over_quota", _("Over quota, left out"), total.over_quota),
              ("unreachable", _("No account to send from"), total.unreachable)]
     variants = [(k, v) for k, v in figures.items() if k != "all"]
+    tasks = service.tasks_of(session, campaign.id)
+    from siyu.accounts.models import Account
+
+    account_names = {a.id: a.display_name for a in session.query(Account).filter(
+        Account.id.in_({t.account_id for t in tasks}))} if tasks else {}
     return render(request, "campaigns/detail.html", nav_active="campaigns", title=campaign.name, campaign=campaign,
                   total=total, variants=variants, funnel=funnel, steps=steps, step=step, rows=rows,
-                  tasks=service.tasks_of(session, campaign.id), error=error,
+                  tasks=tasks, account_names=account_names, error=error,
                   message=message or request.query_params.get("message", ""), status_code=status_code,
                   page_size=service.PAGE, **_labels())
 

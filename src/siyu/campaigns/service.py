@@ -204,8 +204,12 @@ def senders(session: Session, ids: Sequence[int], viewer: Viewer) -> tuple[dict[
     return chosen, {a: channels[a] for a in set(chosen.values())}
 
 
-def plan(session: Session, *, data: CampaignIn, viewer: Viewer, at: datetime, seed: int) -> Plan:
-    """Who is held out, over quota, unreachable, and which task each of the others is in — read only."""
+def plan(session: Session, *, data: CampaignIn, viewer: Viewer, at: datetime, seed: int,
+         quota: bool = True) -> Plan:
+    """Who is held out, over quota, unreachable, and which task each of the others is in — read only.
+
+    ``quota=False`` leaves the quota to the caller's ``sends.reserve`` (which checks it under the ledger's
+    lock anyway): a send that is recorded counts each period once, not twice."""
     ids = segment_ids(session, data.segment_id, viewer)
     result = Plan(segment_size=len(ids))
     rng = random.Random(seed)  # noqa: S311 - a reproducible split, not a secret
@@ -217,9 +221,11 @@ def plan(session: Session, *, data: CampaignIn, viewer: Viewer, at: datetime, se
     accounts, result.channels = senders(session, ids, viewer)
     result.unreachable = [i for i in ids if i not in accounts]
     reachable = [i for i in ids if i in accounts]
-    quota = sends.check(session, reachable, at)
-    result.over_quota = quota.refused
-    for customer_id in quota.allowed:
+    allowed = reachable
+    if quota:
+        checked = sends.check(session, reachable, at)
+        result.over_quota, allowed = checked.refused, checked.allowed
+    for customer_id in allowed:
         variant = "B" if data.text_b.strip() and rng.random() < 0.5 else "A"
         result.sending.setdefault((accounts[customer_id], variant), []).append(customer_id)
     result.accounts = accounts
@@ -243,7 +249,7 @@ def create_campaign(session: Session, *, data: CampaignIn, viewer: Viewer,
     materials = list(dict.fromkeys(data.material_ids))
     check_copy(session, data, materials=materials)
     seed = random.SystemRandom().randrange(1, 2**31)
-    planned = plan(session, data=data, viewer=viewer, at=at, seed=seed)
+    planned = plan(session, data=data, viewer=viewer, at=at, seed=seed, quota=data.dry_run)
     if data.dry_run:
         return None, planned
     if not planned.targeted and not planned.holdout:
