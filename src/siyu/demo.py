@@ -741,6 +741,9 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     build_group_demo(session, admin=admin_viewer, now=now, seed=seed)
     analytics_demo.build_history(session, seed=seed, now=now)  # 数据分析: the ladder's history
     seed_library(session, admin=admin_viewer, rng=rng)  # 话术库 and 素材库
+    from siyu.campaigns.demo import build as build_campaigns  # 群发: a finished A/B campaign, an over-quota send
+
+    build_campaigns(session, admin=admin_viewer, now=now, seed=seed)
     return _summary(session)
 
 

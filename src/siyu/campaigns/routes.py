@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -266,8 +267,7 @@ def campaign_action(request: Request, session: SessionDep, viewer: PageViewer, c
         return _detail(request, session, viewer, service.get_campaign(session, campaign_id=campaign_id),
                        error=exc.message, status_code=exc.status_code)
     session.commit()
-    return _detail(request, session, viewer, service.get_campaign(session, campaign_id=campaign_id),
-                   message=message)
+    return RedirectResponse(f"/campaigns/{campaign_id}?{urlencode({'message': message})}", status_code=303)
 
 
 @pages.get("/campaigns/{campaign_id}/export.csv")
