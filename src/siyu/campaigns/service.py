@@ -34,7 +34,21 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    Table,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from siyu.accounts.models import Account, AccountKind, AccountStatus
@@ -55,7 +69,7 @@ from siyu.campaigns.models import (
 )
 from siyu.campaigns.schemas import CampaignEdit, CampaignIn
 from siyu.core import jobs
-from siyu.core.db import among, utcnow
+from siyu.core.db import among, integers_of, utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
 from siyu.core.settings import local_zone
@@ -279,34 +293,40 @@ def create_campaign(session: Session, *, data: CampaignIn, viewer: Viewer,
 
 
 def _write_plan(session: Session, campaign: Campaign, planned: Plan) -> None:
-    task_ids: dict[tuple[int, str, int], int] = {}
+    """The chunks, then every recipient: one ``INSERT … SELECT`` per group of rows that differ only in the
+    customer (a chunk, the hold-out, the unreachable, the over-quota customers of one reason)."""
+    table = cast(Table, CampaignRecipient.__table__)
+    columns = ["campaign_id", "customer_id", "account_id", "task_id", "grp", "variant", "status", "reason",
+               "delivered_at"]
+
+    def add(ids: Sequence[int], *, account_id: int | None, task_id: int | None, grp: RecipientGroup,
+            variant: str, status: RecipientStatus, reason: str = "") -> None:
+        if not ids:
+            return
+        source = integers_of(session, ids)
+        session.execute(insert(table).from_select(columns, select(
+            literal(campaign.id, Integer()), source.c.value, literal(account_id, Integer()),
+            literal(task_id, Integer()), literal(grp.value, String()), literal(variant, String()),
+            literal(status.value, String()), literal(reason[:255], String()), null())))
+
     for account_id, variant, n, ids in planned.chunks():
         task = CampaignTask(campaign_id=campaign.id, account_id=account_id, variant=variant, chunk=n,
                             channel=planned.channels[account_id], state=TaskState.pending.value, size=len(ids),
                             reminders=[])
         session.add(task)
         session.flush()
-        task_ids[(account_id, variant, n)] = task.id
-    rows: list[dict[str, Any]] = []
-    for account_id, variant, n, ids in planned.chunks():
-        rows.extend({"campaign_id": campaign.id, "customer_id": c, "account_id": account_id,
-                     "task_id": task_ids[(account_id, variant, n)], "grp": RecipientGroup.send.value,
-                     "variant": variant, "status": RecipientStatus.planned.value, "reason": "",
-                     "delivered_at": None} for c in ids)
-    left = RecipientStatus.left_out.value
-    rows.extend({"campaign_id": campaign.id, "customer_id": c, "account_id": None, "task_id": None,
-                 "grp": RecipientGroup.holdout.value, "variant": "", "status": left, "reason": "",
-                 "delivered_at": None} for c in planned.holdout)
-    rows.extend({"campaign_id": campaign.id, "customer_id": c, "account_id": planned.accounts.get(c),
-                 "task_id": None, "grp": RecipientGroup.over_quota.value, "variant": "", "status": left,
-                 "reason": reason[:255], "delivered_at": None} for c, reason in sorted(planned.over_quota.items()))
-    no_sender = _("No active friendship on an account that can send to this customer")
-    rows.extend({"campaign_id": campaign.id, "customer_id": c, "account_id": None, "task_id": None,
-                 "grp": RecipientGroup.unreachable.value, "variant": "", "status": left, "reason": no_sender,
-                 "delivered_at": None} for c in planned.unreachable)
-    table = cast(Table, CampaignRecipient.__table__)
-    for start in range(0, len(rows), BATCH):
-        session.execute(insert(table), rows[start:start + BATCH])
+        add(ids, account_id=account_id, task_id=task.id, grp=RecipientGroup.send, variant=variant,
+            status=RecipientStatus.planned)
+    left = RecipientStatus.left_out
+    add(planned.holdout, account_id=None, task_id=None, grp=RecipientGroup.holdout, variant="", status=left)
+    by_reason: dict[tuple[str, int | None], list[int]] = defaultdict(list)
+    for customer_id, reason in planned.over_quota.items():
+        by_reason[(reason, planned.accounts.get(customer_id))].append(customer_id)
+    for (reason, sender), ids in sorted(by_reason.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
+        add(sorted(ids), account_id=sender, task_id=None, grp=RecipientGroup.over_quota, variant="",
+            status=left, reason=reason)
+    add(planned.unreachable, account_id=None, task_id=None, grp=RecipientGroup.unreachable, variant="",
+        status=left, reason=_("No active friendship on an account that can send to this customer"))
 
 
 # ---------------------------------------------------------------- reading
@@ -596,15 +616,17 @@ def _apply_results(session: Session, task: CampaignTask, rows: list[dict[str, An
 
 
 def _bulk_status(session: Session, changes: Sequence[tuple[int, RecipientStatus, str, datetime | None]]) -> None:
-    if not changes:
-        return
-    table = cast(Table, CampaignRecipient.__table__)
-    statement = update(table).where(table.c.id == bindparam("rid")).values(
-        status=bindparam("new_status"), reason=bindparam("new_reason"), delivered_at=bindparam("at"))
-    rows = [{"rid": rid, "new_status": status.value, "new_reason": reason[:255], "at": at}
-            for rid, status, reason, at in changes]
-    for start in range(0, len(rows), BATCH):
-        session.connection().execute(statement, rows[start:start + BATCH])
+    """Set-based: one UPDATE per (status, reason, time) — a member's task is sent to its customers at one
+    moment, so 200,000 results are a few dozen statements, not 200,000 parameter sets."""
+    groups: dict[tuple[str, str, datetime | None], list[int]] = defaultdict(list)
+    for rid, status, reason, at in changes:
+        groups[(status.value, reason[:255], at)].append(rid)
+    for (new_status, reason, at), ids in groups.items():
+        for start in range(0, len(ids), 50_000):
+            session.execute(update(CampaignRecipient).where(
+                CampaignRecipient.id.in_(select(integers_of(session, ids[start:start + 50_000]).c.value)))
+                .values(status=new_status, reason=reason, delivered_at=at),
+                execution_options={"synchronize_session": False})
 
 
 def remind(session: Session, *, campaign_id: int, viewer: Viewer, api: Any = None,
