@@ -64,7 +64,7 @@ def list_campaigns(session: SessionDep, viewer: ApiViewer) -> CampaignList:
     return CampaignList(items=[_item(c, figures[c.id]) for c in campaigns])
 
 
-@api.post("/campaigns", response_model=PlanOut)
+@api.post("/campaigns", response_model=PlanOut, responses={404: {"description": "The segment was not found"}})
 def create_campaign(session: SessionDep, viewer: ApiViewer, data: CampaignIn) -> PlanOut:
     """Plan a mass send to a segment. ``dry_run``: the quota check and the split, nothing created."""
     campaign, plan = service.create_campaign(session, data=data, viewer=viewer)
