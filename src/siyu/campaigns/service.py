@@ -36,6 +36,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Integer,
+    Interval,
     String,
     Table,
     and_,
@@ -721,8 +722,10 @@ def _conditions(session: Session, campaign: Campaign) -> dict[str, Any]:
     from siyu.orders.models import COUNTED_STATUSES, Order
 
     r = CampaignRecipient
-    within = timedelta(hours=ENGAGED_WITHIN_HOURS)
-    window = timedelta(days=campaign.window_days)
+    # Typed as intervals: the column's own type would bind a timedelta as a timestamp (PostgreSQL).
+    within = literal(timedelta(hours=ENGAGED_WITHIN_HOURS), Interval())
+    window_days = timedelta(days=campaign.window_days)
+    window = literal(window_days, Interval())
     start = campaign.sent_at or campaign.scheduled_at
     delivered = r.status == RecipientStatus.delivered.value
     wrote = exists().where(Conversation.customer_id == r.customer_id, Message.conversation_id == Conversation.id,
@@ -737,7 +740,7 @@ def _conditions(session: Session, campaign: Campaign) -> dict[str, Any]:
                       ~exists().where(later.customer_id == r.customer_id, later.campaign_id != r.campaign_id,
                                       later.delivered_at > r.delivered_at, later.delivered_at <= Order.paid_at))
     in_window = and_(Order.customer_id == r.customer_id, Order.status.in_(counted), Order.paid_at >= start,
-                     Order.paid_at <= start + window)
+                     Order.paid_at <= start + window_days)
     deleted = exists().where(Friendship.customer_id == r.customer_id, Friendship.account_id == r.account_id,
                              Friendship.status == FriendshipStatus.deleted.value,
                              Friendship.removed_at >= r.delivered_at, Friendship.removed_at <= r.delivered_at + within)
