@@ -317,6 +317,12 @@ def create_app() -> FastAPI:
 
     app.include_router(offline_api, prefix="/api/v1")
     app.include_router(offline_pages)
+    # 群发 campaigns: mass sends to a segment within the send quota, and what they earned.
+    from siyu.campaigns.routes import api as campaigns_api
+    from siyu.campaigns.routes import pages as campaigns_pages
+
+    app.include_router(campaigns_api, prefix="/api/v1")
+    app.include_router(campaigns_pages)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).
     from siyu.wecom import connectors as wecom_connector

@@ -748,6 +748,9 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     from siyu.goals.demo import seed as seed_goals  # 目标 on each role's 工作台, and the admin figures
 
     seed_goals(session, admin=admin_viewer)
+    from siyu.campaigns.demo import build as build_campaigns  # 群发: a finished A/B campaign, an over-quota send
+
+    build_campaigns(session, admin=admin_viewer, now=now, seed=seed)
     return _summary(session)
 
 

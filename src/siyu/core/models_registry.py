@@ -4,6 +4,7 @@ domain's Huey tasks so a worker knows them."""
 from siyu.accounts import models as accounts_models
 from siyu.analytics import models as analytics_models  # noqa: F401  (registers its tables)
 from siyu.autoreply import models as autoreply_models
+from siyu.campaigns import models as campaigns_models
 from siyu.channels import models as channels_models
 from siyu.core import models as core_models
 from siyu.customers import models as customers_models
@@ -31,6 +32,7 @@ __all__ += ["moments_models"]
 __all__ += ["moderation_models"]
 __all__ += ["offline_models"]
 __all__ += ["goals_models"]
+__all__ += ["campaigns_models"]
 
 
 def load_tasks() -> list[str]:

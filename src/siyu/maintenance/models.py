@@ -43,6 +43,7 @@ class TaskKind(enum.StrEnum):
     event_invite = "event_invite"
     event_follow = "event_follow"
     account_qr = "account_qr"  # 个人号二维码快到期 (accounts.qr_renewal; no customer, ref_id the expiry)
+    campaign = "campaign"  # 群发 from a personal account: the operator sends the copy by hand (campaigns)
 
 
 TASK_KIND_LABELS = {
@@ -60,6 +61,7 @@ TASK_KIND_LABELS = {
     TaskKind.event_invite: N_("Invite to an offline event"),
     TaskKind.event_follow: N_("Offline event follow-up"),
     TaskKind.account_qr: N_("Renew the account's WeChat QR code"),
+    TaskKind.campaign: N_("Mass send"),
 }
 
 

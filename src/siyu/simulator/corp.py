@@ -43,6 +43,7 @@ STATE_VERSION = 1
 WELCOME_CODE_SECONDS = 20
 GROUP_WELCOME_TEMPLATES = 100  # W:92366: 入群欢迎语素材, at most 100 per corp
 FOLLOW_PAGE = 500  # externalcontact/get pages its follow users past this many
+REMINDERS_PER_DAY = 3  # W:97610 remind_groupmsg_send: "每个群发任务，24小时内最多只能提醒3次"
 CHINA = timezone(timedelta(hours=8))  # the mass-send daily limit counts calendar days in China
 JOIN_WAY_CHATS = 5  # groupchat/add_join_way: chat_id_list "支持5个" (W:92229)
 STAT_DAYS_BACK = 180  # groupchat statistics: yesterday back 180 days (W:96359)
@@ -248,6 +249,8 @@ class MassSend(BaseModel):
     text: str = ""
     attachments: list[dict[str, Any]] = Field(default_factory=list)
     results: list[SendResult] = Field(default_factory=list)
+    cancelled_at: int = 0  # cancel_groupmsg_send (W:97611): members can no longer send it
+    reminders: list[int] = Field(default_factory=list)  # remind_groupmsg_send (W:97610), when
 
 
 class AppMessage(BaseModel):
@@ -1299,6 +1302,8 @@ class VirtualCorp:
 
     def _confirm(self, task: MassSend, userid: str) -> None:
         """The member taps "send" in their app: each customer gets it unless the platform's limits say no."""
+        if task.cancelled_at:
+            return  # a cancelled task is gone from the member's app
         now = int(self.clock())
         today = datetime.fromtimestamp(now, CHINA).date()
         received = collections.Counter(
@@ -1350,6 +1355,24 @@ class VirtualCorp:
         rows = [_send_row(r) for r in task.results if r.userid == userid]
         chunk, next_cursor = page(rows, body.get("cursor"), _limit(body.get("limit"), default=500, maximum=1000))
         return {"send_list": chunk, "next_cursor": next_cursor}
+
+    @_locked
+    def api_remind_groupmsg_send(self, body: dict[str, Any]) -> dict[str, Any]:
+        """提醒成员群发 (W:97610): at most 3 reminders per task in 24 hours; a task all sent needs none."""
+        task = self._mass_send(body)
+        now = int(self.clock())
+        recent = [t for t in task.reminders if now - t < 86400]
+        if len(recent) >= REMINDERS_PER_DAY:
+            raise ApiError(45009, "api freq out of limit: at most 3 reminders per task in 24 hours")
+        task.reminders = [*recent, now]
+        return {}
+
+    @_locked
+    def api_cancel_groupmsg_send(self, body: dict[str, Any]) -> dict[str, Any]:
+        """停止企业群发 (W:97611): members who have not sent it yet can no longer send it."""
+        task = self._mass_send(body)
+        task.cancelled_at = task.cancelled_at or int(self.clock())
+        return {}
 
     @_locked
     def api_get_group_msg_result(self, body: dict[str, Any]) -> dict[str, Any]:

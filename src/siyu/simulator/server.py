@@ -87,6 +87,8 @@ ROUTES: dict[str, tuple[str, str]] = {
     "externalcontact/get_groupmsg_task": ("POST", "api_get_groupmsg_task"),  # W:93338 获取群发记录列表
     "externalcontact/get_groupmsg_send_result": ("POST", "api_get_groupmsg_send_result"),  # W:93338
     "externalcontact/get_group_msg_result": ("POST", "api_get_group_msg_result"),  # W:93338 (the older call)
+    "externalcontact/remind_groupmsg_send": ("POST", "api_remind_groupmsg_send"),  # W:97610 提醒成员群发
+    "externalcontact/cancel_groupmsg_send": ("POST", "api_cancel_groupmsg_send"),  # W:97611 停止企业群发
     "externalcontact/transfer_customer": ("POST", "api_transfer_customer"),  # W:92125 分配在职成员的客户
     "externalcontact/transfer_result": ("POST", "api_transfer_result"),  # W:94088 查询客户接替状态
     "externalcontact/resigned/transfer_customer": ("POST", "api_resigned_transfer_customer"),  # W:94081 离职继承

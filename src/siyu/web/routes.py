@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from siyu.accounts import service as accounts_service
 from siyu.core.deps import PageViewer, SessionDep
 from siyu.core.errors import NotFound
-from siyu.core.i18n import N_, _, normalise_locale
+from siyu.core.i18n import _, normalise_locale
 from siyu.customers import service as customers_service
 from siyu.segments import rfm
 from siyu.segments.models import RFM_LABELS
@@ -17,9 +17,7 @@ from siyu.web.render import render
 pages = APIRouter(include_in_schema=False)
 
 # Areas from DESIGN.md that later work builds; the console says so plainly.
-PLANNED_AREAS = {
-    "campaigns": (N_("Conversion & campaigns"), N_("Orders, coupons, referrals, RFM, segments, mass sends.")),
-}
+PLANNED_AREAS: dict[str, tuple[str, str]] = {}
 
 
 @pages.get("/", response_class=HTMLResponse)

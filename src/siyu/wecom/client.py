@@ -420,6 +420,14 @@ class WeChatExternalContactMore(BaseWeChatAPI):
         return self._post("externalcontact/get_groupmsg_send_result",
                           data=_given(msgid=msgid, userid=userid, cursor=cursor, limit=limit))
 
+    def remind_groupmsg_send(self, msgid: str) -> Any:
+        """提醒成员群发 (W:97610): at most 3 times per task in 24 hours."""
+        return self._post("externalcontact/remind_groupmsg_send", data={"msgid": msgid})
+
+    def cancel_groupmsg_send(self, msgid: str) -> Any:
+        """停止企业群发 (W:97611): members who have not sent it can no longer send it."""
+        return self._post("externalcontact/cancel_groupmsg_send", data={"msgid": msgid})
+
     def groupchat_add_join_way(self, **fields: Any) -> Any:
         """配置客户群进群方式 (群活码) (92229)."""
         return self._post("externalcontact/groupchat/add_join_way", data=_given(**fields))
@@ -912,6 +920,14 @@ class WecomApi:
         2 not a friend, 3 already received a mass message today."""
         return self._paged(lambda cursor: self.more.get_groupmsg_send_result(msgid, userid, cursor=cursor),
                            "send_list")
+
+    def remind_mass_send(self, msgid: str) -> None:
+        """Remind the members who have not sent this task yet (W:97610; at most 3 times in 24 h)."""
+        self.more.remind_groupmsg_send(msgid)
+
+    def cancel_mass_send(self, msgid: str) -> None:
+        """Stop a task members have not sent yet (W:97611)."""
+        self.more.cancel_groupmsg_send(msgid)
 
     # ---- group chats (客户群)
 
