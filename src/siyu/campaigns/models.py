@@ -43,7 +43,7 @@ CAMPAIGN_STATUS_LABELS = {
     CampaignStatus.scheduled: N_("Scheduled"),
     CampaignStatus.sending: N_("Sending"),
     CampaignStatus.sent: N_("Sent"),
-    CampaignStatus.cancelled: N_("Cancelled"),
+    CampaignStatus.cancelled: N_("campaign.status.cancelled"),
 }
 
 
@@ -67,13 +67,13 @@ class RecipientStatus(enum.StrEnum):
 
 
 RECIPIENT_STATUS_LABELS = {
-    RecipientStatus.planned: N_("Planned"),
+    RecipientStatus.planned: N_("campaign.status.planned"),
     RecipientStatus.waiting: N_("Waiting for the member"),
     RecipientStatus.delivered: N_("Delivered"),
     RecipientStatus.not_friend: N_("Not a contact any more"),
     RecipientStatus.limit: N_("Receive limit reached"),
     RecipientStatus.failed: N_("Failed"),
-    RecipientStatus.cancelled: N_("Cancelled"),
+    RecipientStatus.cancelled: N_("campaign.status.cancelled"),
     RecipientStatus.unknown: N_("Unknown (answer lost)"),
     RecipientStatus.left_out: N_("Left out"),
 }
@@ -89,12 +89,12 @@ class TaskState(enum.StrEnum):
 
 
 TASK_STATE_LABELS = {
-    TaskState.pending: N_("Planned"),
+    TaskState.pending: N_("campaign.status.planned"),
     TaskState.creating: N_("Being created"),
     TaskState.created: N_("Created"),
     TaskState.maybe_created: N_("Unknown (answer lost)"),
     TaskState.failed: N_("Failed"),
-    TaskState.cancelled: N_("Cancelled"),
+    TaskState.cancelled: N_("campaign.status.cancelled"),
 }
 
 

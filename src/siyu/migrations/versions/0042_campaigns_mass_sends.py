@@ -1,7 +1,7 @@
 """Campaigns (群发): mass sends to a segment, their WeCom task chunks and each recipient's outcome
 
 Revision ID: 0042
-Revises: 0038
+Revises: 0046
 Create Date: 2026-12-05 12:30:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0042'
-down_revision: str | None = '0038'
+down_revision: str | None = '0046'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Goals (SMART goals and sub-goals) and the admin dashboard's precomputed figures
 
 Revision ID: 0045
-Revises: 0038
+Revises: 0047
 Create Date: 2026-12-05 12:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0045'
-down_revision: str | None = '0038'
+down_revision: str | None = '0047'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

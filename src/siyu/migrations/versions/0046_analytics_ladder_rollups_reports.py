@@ -2,7 +2,7 @@
 and the weekly reports delivered to their owners
 
 Revision ID: 0046
-Revises: 0038
+Revises: 0045
 Create Date: 2026-12-05 12:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0046'
-down_revision: str | None = '0038'
+down_revision: str | None = '0045'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
