@@ -33,6 +33,7 @@ from siyu.channels.models import (
     Promoter,
     PromoterReward,
 )
+from siyu.core import codepool
 from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_, _
@@ -52,7 +53,6 @@ POOL_EMPTY = N_("coupon pool empty")
 ALL_FULL = N_("every account is at capacity")
 UNKNOWN_STATE = N_("unknown channel state")
 MAX_CODES_PER_UPLOAD = 100_000
-CLAIM_ATTEMPTS = 5
 EDITING_ROLES = ("admin", "planner", "operator")
 
 
@@ -279,9 +279,7 @@ def add_codes(session: Session, *, channel_id: int, codes: list[str], viewer: Vi
 
 def pool_status(session: Session, *, channel_id: int) -> tuple[int, int]:
     """(codes claimed, codes in the pool)."""
-    claimed, total = session.execute(select(func.count(CouponCode.customer_id), func.count()).where(
-        CouponCode.channel_id == channel_id)).one()
-    return int(claimed), int(total)
+    return codepool.status(session, CouponCode, scope=[CouponCode.channel_id == channel_id])
 
 
 # ---------------------------------------------------------------- which account
@@ -466,26 +464,10 @@ def on_friend_removed(session: Session, *, customer_id: int, account_id: int, at
 def claim_coupon(session: Session, *, channel_id: int, customer_id: int) -> str | None:
     """One free code for this customer, or the one they already have; None when the pool is empty.
 
-    A single UPDATE that only touches a row still free: two concurrent adds can never take the
-    same code (PostgreSQL skips rows another transaction is claiming; SQLite has one writer).
+    Drawn by ``core.codepool.draw`` — the one pool mechanism, shared with coupon batches (coupons/).
     """
-    mine = session.scalar(select(CouponCode.code).where(CouponCode.channel_id == channel_id,
-                                                        CouponCode.customer_id == customer_id))
-    if mine is not None:
-        return mine
-    free_code = (select(CouponCode.id).where(CouponCode.channel_id == channel_id, CouponCode.customer_id.is_(None))
-                 .order_by(CouponCode.id).limit(1).with_for_update(skip_locked=True).scalar_subquery())
-    statement = (update(CouponCode).where(CouponCode.customer_id.is_(None), CouponCode.id == free_code)
-                 .values(customer_id=customer_id, claimed_at=utcnow()).returning(CouponCode.code))
-    for _attempt in range(CLAIM_ATTEMPTS):
-        row = session.execute(statement, execution_options={"synchronize_session": False}).first()
-        if row is not None:
-            return str(row[0])
-        free = session.scalar(select(func.count()).select_from(CouponCode).where(
-            CouponCode.channel_id == channel_id, CouponCode.customer_id.is_(None)))
-        if not free:
-            return None
-    return None
+    return codepool.draw(session, CouponCode, scope=[CouponCode.channel_id == channel_id],
+                         customer_ids=[customer_id]).get(customer_id)
 
 
 def _raise_alert(session: Session, channel: Channel, alert: str) -> None:
