@@ -53,6 +53,7 @@ POOL_EMPTY = N_("coupon pool empty")
 ALL_FULL = N_("every account is at capacity")
 UNKNOWN_STATE = N_("unknown channel state")
 MAX_CODES_PER_UPLOAD = 100_000
+CONTACT_WAY_STATE_MAX = 30  # W:92228 配置客户联系「联系我」方式: state 不超过30个字符
 EDITING_ROLES = ("admin", "planner", "operator")
 
 
@@ -169,10 +170,18 @@ def sync_contact_way(session: Session, *, channel: Channel, api: Any) -> str:
     if channel.wecom_config_id:
         api.update_contact_way(channel.wecom_config_id, users=users, state=channel.key, remark=remark)
         return "updated"
-    # Type 2 (several members) even for one: a channel's members change, a type-1 code cannot.
-    made = api.add_contact_way(users=users, state=channel.key, remark=remark, kind=2)
-    channel.wecom_config_id, channel.qr_url = made.get("config_id", ""), made.get("qr_code", "")
+    channel.wecom_config_id, channel.qr_url = create_contact_way(api, users=users, state=channel.key, remark=remark)
     return "created"
+
+
+def create_contact_way(api: Any, *, users: list[str], state: str, remark: str) -> tuple[str, str]:
+    """A new 「联系我」 QR code for these members whose adds carry ``state`` (W:92228): (config id, QR URL).
+
+    Shared by channels and personal invite codes (referrals). Type 2 (several members) even for
+    one: the members change, a type-1 code cannot.
+    """
+    made = api.add_contact_way(users=users, state=state[:CONTACT_WAY_STATE_MAX], remark=remark[:30], kind=2)
+    return str(made.get("config_id", "")), str(made.get("qr_code", ""))
 
 
 QR_IMAGE_AREA = "channel_qr"  # core.storage area of the kept 「联系我」 QR images (never swept)
@@ -356,7 +365,14 @@ def on_friends_added(session: Session, adds: list[FriendAdd]) -> list[AddOutcome
     before (nor an earlier add in the list). The caller refreshes the customers' computed
     facts (the channel's tags feed them).
     """
-    outcomes = [AddOutcome(channel_id=None, alert=UNKNOWN_STATE if add.state else "") for add in adds]
+    from siyu.referrals import service as referrals_service  # a personal invite code's state (老带新)
+
+    referred = [add for add in adds if referrals_service.is_referral_state(add.state)]
+    if referred:
+        referrals_service.on_adds(session, referred)
+    referred_set = set(referred)
+    outcomes = [AddOutcome(channel_id=None, alert=UNKNOWN_STATE if add.state and add not in referred_set else "")
+                for add in adds]
     keys = sorted({add.state[:30] for add in adds if add.state})
     channels = {c.key: c for c in session.scalars(select(Channel).where(Channel.key.in_(keys)))} if keys else {}
     # An unknown or malformed state: the customer is recorded by the caller all the same.
@@ -454,10 +470,14 @@ def _reward_promoters(session: Session, new_adds: list[tuple[FriendAdd, Channel]
 
 
 def on_friend_removed(session: Session, *, customer_id: int, account_id: int, at: datetime | None = None) -> int:
-    """Mark the channel adds of this friendship as lost (the report's deletions and retention)."""
+    """Mark the channel adds of this friendship as lost (the report's deletions and retention); a referee
+    lost soon after being referred takes the referrer's credit back (referrals)."""
+    from siyu.referrals import service as referrals_service
+
     result = session.execute(update(ChannelAdd).where(
         ChannelAdd.customer_id == customer_id, ChannelAdd.account_id == account_id,
         ChannelAdd.removed_at.is_(None)).values(removed_at=at or utcnow()))
+    referrals_service.on_friend_removed(session, customer_id=customer_id, at=at or utcnow())
     return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -6,7 +6,9 @@ from siyu.analytics import models as analytics_models  # noqa: F401  (registers 
 from siyu.autoreply import models as autoreply_models
 from siyu.channels import models as channels_models
 from siyu.core import models as core_models
+from siyu.coupons import models as coupons_models
 from siyu.customers import models as customers_models
+from siyu.draws import models as draws_models
 from siyu.groups import models as groups_models
 from siyu.groups.moderation import models as moderation_models
 from siyu.inbox import models as inbox_models
@@ -15,6 +17,7 @@ from siyu.maintenance import models as maintenance_models
 from siyu.moments import models as moments_models
 from siyu.mp import models as mp_models
 from siyu.orders import models as orders_models
+from siyu.referrals import models as referrals_models
 from siyu.segments import models as segments_models
 from siyu.sends import models as sends_models
 from siyu.sops import models as sops_models
@@ -27,6 +30,7 @@ __all__ = ["accounts_models", "autoreply_models", "channels_models", "core_model
 __all__ += ["library_models"]
 __all__ += ["moments_models"]
 __all__ += ["moderation_models"]
+__all__ += ["coupons_models", "draws_models", "referrals_models"]  # 用户转化 (issue 23)
 
 
 def load_tasks() -> list[str]:

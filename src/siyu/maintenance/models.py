@@ -39,6 +39,10 @@ class TaskKind(enum.StrEnum):
     group_removal = "group_removal"  # 移出违规成员（企业微信没有移出群成员的接口，由群主在客户端操作）
     group_warn = "group_warn"  # 在群里提醒违规成员
     group_flag = "group_flag"  # 黑名单成员加入了本群
+    # 用户转化 (coupons/, referrals/, draws/): the operator tells the customer
+    coupon_expiry = "coupon_expiry"  # 优惠券即将过期：提醒客户使用
+    reward = "reward"  # 老带新奖励：把奖品交给邀请人
+    draw_win = "draw_win"  # 抽奖中奖：通知中奖客户
 
 
 TASK_KIND_LABELS = {
@@ -53,6 +57,9 @@ TASK_KIND_LABELS = {
     TaskKind.group_removal: N_("Group rule broken: remove the member"),
     TaskKind.group_warn: N_("Group rule broken: warn the member"),
     TaskKind.group_flag: N_("A blacklisted member joined the group"),
+    TaskKind.coupon_expiry: N_("Coupon about to expire: remind the customer"),
+    TaskKind.reward: N_("Referral reward: hand it to the customer"),
+    TaskKind.draw_win: N_("Lucky draw: tell the winner"),
 }
 
 

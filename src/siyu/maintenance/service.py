@@ -76,7 +76,8 @@ BATCH = 1000
 # Kind weights in the priority: a conversation waiting for us comes before a routine check-in.
 # A 客户SOP step (sops.service) is a planned touch: after a follow-up, before a birthday.
 KIND_WEIGHT = {TaskKind.unanswered: 400, TaskKind.follow_up: 300, TaskKind.sop: 280, TaskKind.birthday: 250,
-               TaskKind.deleted: 200, TaskKind.cadence: 100, TaskKind.new_friend: 50}
+               TaskKind.deleted: 200, TaskKind.cadence: 100, TaskKind.new_friend: 50,
+               TaskKind.coupon_expiry: 150, TaskKind.reward: 260, TaskKind.draw_win: 260}
 
 
 class TaskNotFound(NotFound):
