@@ -161,7 +161,7 @@ def _detail(request: Request, session: Session, viewer: Viewer, batch_id: int, *
                                                                CouponBatchCode.customer_id.is_not(None))
                                  .order_by(CouponBatchCode.claimed_at.desc()).limit(200)))
     ids = [c.customer_id for c in codes if c.customer_id]
-    names = dict(session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(ids))).tuples())
+    names = dict(session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(ids))).all())
     return render(request, "coupons/detail.html", status_code=status_code, nav_active="coupons", title=batch.name,
                   batch=batch, figures=service.figures(session, [batch.id])[batch.id], codes=codes, names=names,
                   worth=service.worth(batch), segments=segments_service.list_segments(session, viewer=viewer),

@@ -37,7 +37,7 @@ def _out(session: Session, draw: LuckyDraw) -> DrawOut:
     out = DrawOut.model_validate(draw)
     out.prizes = [PrizeOut.model_validate(p) for p in service.prizes_of(session, draw.id)]
     out.winners = [WinnerOut.model_validate(w) for w in service.winners_of(session, draw.id)]
-    out.algorithm = _(service.ALGORITHM)
+    out.algorithm = service.algorithm_text()
     if draw.status != DrawStatus.drawn.value:
         out.seed = ""
     return out
@@ -72,7 +72,7 @@ def api_audit(session: SessionDep, viewer: ApiViewer, draw_id: Id) -> dict[str, 
         raise Invalid("This draw has not been drawn yet", field="draw_id")
     prizes, winners = service.prizes_of(session, draw.id), service.winners_of(session, draw.id)
     return {"seed": draw.seed, "eligible_ids": [int(i) for i in draw.eligible_ids.split(",") if i],
-            "eligible_digest": draw.eligible_digest, "algorithm": _(service.ALGORITHM),
+            "eligible_digest": draw.eligible_digest, "algorithm": service.algorithm_text(),
             "prizes": [{"id": p.id, "stock": p.stock, "odds": str(p.odds)} for p in prizes],
             "winners": [{"position": w.position, "customer_id": w.customer_id, "prize_id": w.prize_id}
                         for w in winners],
@@ -158,14 +158,14 @@ def _detail(request: Request, session: Session, viewer: Viewer, draw_id: int, *,
     draw = service.get_draw(session, draw_id=draw_id)
     prizes, winners = service.prizes_of(session, draw.id), service.winners_of(session, draw.id)
     names = dict(session.execute(select(Customer.id, Customer.name).where(
-        Customer.id.in_([w.customer_id for w in winners]))).tuples())
+        Customer.id.in_([w.customer_id for w in winners]))).all())
     segment = None
     if draw.segment_id is not None:
         segment = next((s for s in segments_service.list_segments(session, viewer=viewer)
                         if s.id == draw.segment_id), None)
     return render(request, "draws/detail.html", status_code=status_code, nav_active="draws", title=draw.name,
                   draw=draw, prizes=prizes, prize_names={p.id: p.name for p in prizes}, winners=winners, names=names,
-                  segment=segment, algorithm=_(service.ALGORITHM), errors=errors or {},
+                  segment=segment, algorithm=service.algorithm_text(), errors=errors or {},
                   verified=service.verify(draw, prizes, winners) if draw.status == DrawStatus.drawn.value else None,
                   batches={b.id: b.name for b in coupons_service.list_batches(session)},
                   status_labels={k.value: _(v) for k, v in STATUS_LABELS.items()})

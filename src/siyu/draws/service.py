@@ -40,13 +40,18 @@ MANAGING_ROLES = ("admin", "planner")
 CHUNK = 1000
 SHA_SPACE = 2 ** 256
 
-ALGORITHM = N_(
-    "1. Write the eligible customer ids in ascending order, joined by commas (the SHA-256 of that text is the "
-    "fingerprint shown). 2. Each customer's ticket is SHA-256 of \"seed:id\" (hex); customers are taken in "
-    "ascending ticket order. 3. For each customer, u = SHA-256 of \"seed:id:prize\" read as a number and divided "
-    "by 2^256. The prizes, in the order listed, take consecutive bands of [0, 1) as wide as their odds "
-    "(percent ÷ 100); the customer wins the prize whose band holds u while it has stock, otherwise nothing. "
-    "4. Stop when every prize's stock is given.")
+# The draw, step by step (shown on the page after the draw; ``compute_winners`` follows it to the letter).
+ALGORITHM = (
+    N_("1. Write the eligible customer ids in ascending order, joined by commas; its SHA-256 is the fingerprint."),
+    N_('2. The ticket of each customer is the SHA-256 of "seed:id" (hex); take customers in ascending ticket order.'),
+    N_('3. For each, u = the SHA-256 of "seed:id:prize" read as a number, divided by 2^256.'),
+    N_("4. The prizes, in listed order, take bands of [0, 1) as wide as their odds (percent ÷ 100)."),
+    N_("5. The customer wins the prize whose band holds u while it has stock; stop when all stock is given."),
+)
+
+
+def algorithm_text() -> str:
+    return " ".join(_(step) for step in ALGORITHM)
 
 
 class DrawNotFound(NotFound):
@@ -173,8 +178,8 @@ def run_draw(session: Session, *, draw_id: int, viewer: Viewer, seed: str | None
         raise Conflict("This draw was drawn already; its seed and winners are on its page")
     ids = eligible_ids(session, draw=draw, viewer=viewer)
     if not ids:
-        raise Invalid("Nobody is eligible for this draw: the segment has no customers you may see, or every one "
-                      "of them is on the blacklist. Nothing was drawn.", field="segment_id")
+        raise Invalid("Nobody is eligible: the segment is empty for you, or all are blacklisted. Nothing was drawn.",
+                      field="segment_id")
     prizes = prizes_of(session, draw.id)
     now = utcnow()
     draw.seed = seed or secrets.token_hex(16)

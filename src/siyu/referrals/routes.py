@@ -186,7 +186,7 @@ def _detail(request: Request, session: Session, viewer: Viewer, programme_id: in
     entries = service.ledger(session, programme_id=programme.id, limit=50)
     invites = service.invites_of(session, programme_id=programme.id, limit=100)
     ids = {e.referrer_id for e in entries} | {e.referee_id for e in entries} | {i.customer_id for i in invites}
-    names = dict(session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(ids))).tuples())
+    names = dict(session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(ids))).all())
     batches = {b.id: b.name for b in coupons_service.list_batches(session)}
     return render(request, "referrals/detail.html", status_code=status_code, nav_active="referrals",
                   title=programme.name, programme=programme, tiers=service.tier_progress(session, programme=programme),

@@ -262,7 +262,7 @@ def credit(session: Session, *, invite: InviteCode, referee_id: int, at: datetim
         return CreditOutcome(False, "taken")
     invites = _move(session, invite.programme_id, invite.customer_id, +1)
     names = dict(session.execute(select(Customer.id, Customer.name).where(
-        Customer.id.in_([invite.customer_id, referee_id]))).tuples())
+        Customer.id.in_([invite.customer_id, referee_id]))).all())
     _touch(session, invite.customer_id, at, "referral_credit", names.get(referee_id, ""),
            programme_id=invite.programme_id, referee_id=referee_id, invites=invites)
     _touch(session, referee_id, at, "referral_referred", names.get(invite.customer_id, ""),
@@ -338,7 +338,7 @@ def on_friend_removed(session: Session, *, customer_id: int, at: datetime) -> in
             continue  # reversed already
         invites = _move(session, entry.programme_id, entry.referrer_id, -1)
         names = dict(session.execute(select(Customer.id, Customer.name).where(
-            Customer.id.in_([entry.referrer_id, customer_id]))).tuples())
+            Customer.id.in_([entry.referrer_id, customer_id]))).all())
         _touch(session, entry.referrer_id, at, "referral_reversal", names.get(customer_id, ""),
                programme_id=entry.programme_id, referee_id=customer_id, invites=invites)
         _touch(session, customer_id, at, "referral_reversed", names.get(entry.referrer_id, ""),
@@ -352,9 +352,9 @@ def balance(session: Session, *, programme_id: int) -> list[tuple[int, int, int]
     """Referrers whose standing differs from their ledger: (customer id, standing, ledger sum). Empty when balanced."""
     ledger = dict(session.execute(select(LedgerEntry.referrer_id, func.sum(LedgerEntry.delta))
                                   .where(LedgerEntry.programme_id == programme_id)
-                                  .group_by(LedgerEntry.referrer_id)).tuples())
+                                  .group_by(LedgerEntry.referrer_id)).all())
     standing = dict(session.execute(select(Standing.customer_id, Standing.invites)
-                                    .where(Standing.programme_id == programme_id)).tuples())
+                                    .where(Standing.programme_id == programme_id)).all())
     return [(c, int(standing.get(c, 0)), int(ledger.get(c, 0))) for c in sorted(set(ledger) | set(standing))
             if int(standing.get(c, 0)) != int(ledger.get(c, 0)) or int(ledger.get(c, 0)) < 0]
 
