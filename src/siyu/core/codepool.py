@@ -43,6 +43,18 @@ def draw(session: Session, model: Any, *, scope: Sequence[ColumnElement[bool]],
     guarded = (update(table).where(table.c.id == bindparam("p_id"), table.c.customer_id.is_(None))
                .values(customer_id=bindparam("p_customer"), claimed_at=bindparam("p_at")))
     for _attempt in range(DRAW_ATTEMPTS):
+        if len(todo) == 1:  # one customer (a friend-add): one statement, the free row picked inside the UPDATE
+            free_one = (select(model.id).where(*scope, model.customer_id.is_(None)).order_by(model.id).limit(1)
+                        .with_for_update(skip_locked=True).scalar_subquery())
+            row = session.execute(update(table).where(table.c.customer_id.is_(None), table.c.id == free_one)
+                                  .values(customer_id=todo[0], claimed_at=utcnow()).returning(table.c.code),
+                                  execution_options={"synchronize_session": False}).first()
+            if row is not None:
+                got[todo[0]] = str(row[0])
+                todo = []
+            elif not session.scalar(select(model.id).where(*scope, model.customer_id.is_(None)).limit(1)):
+                break  # the pool is dry
+            continue
         if not todo:
             break
         free = list(session.scalars(select(model.id).where(*scope, model.customer_id.is_(None))
