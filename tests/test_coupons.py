@@ -131,7 +131,7 @@ def test_bad_batches_and_expired_batches_are_refused_clearly(client: Any, db: Se
         {"name": "x", "valid_from": today, "valid_until": "2020-01-01", "amount": "10"},
         {"name": "x", "valid_from": today, "valid_until": today, "amount": "0"},
         {"name": "x", "valid_from": today, "valid_until": today, "kind": "discount", "discount": "12"},
-        {"name": "x", "valid_from": today, "valid_until": today, "amount": "10", "generate": 10_000_000},
+        {"name": "x", "valid_from": today, "valid_until": today, "amount": "10", "generate": 20_000},
     ]
     for body in cases:
         answer = client.post("/api/v1/coupons", headers=admin_headers, json=body)

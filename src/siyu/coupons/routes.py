@@ -16,7 +16,7 @@ from starlette.datastructures import FormData
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
-from siyu.core.ids import Id
+from siyu.core.ids import Id, parse_count, parse_id
 from siyu.core.viewer import Viewer
 from siyu.coupons import service
 from siyu.coupons.models import KIND_LABELS, CouponBatchCode
@@ -109,9 +109,10 @@ def _whole(form: FormData, key: str, default: int) -> int:
     text = _text(form, key)
     if not text:
         return default
-    if text.isdigit() and len(text) < 9:
-        return int(text)
-    raise Invalid("Must be a number", field=key)
+    value = parse_count(text, default=-1)
+    if value < 0:
+        raise Invalid("Must be a number", field=key)
+    return value
 
 
 def _day(form: FormData, key: str) -> date:
@@ -191,9 +192,10 @@ def codes_submit(request: Request, session: SessionDep, viewer: PageViewer, batc
 def issue_submit(request: Request, session: SessionDep, viewer: PageViewer, batch_id: Id, form: FormDep) -> Response:
     segment = _text(form, "segment_id")
     try:
-        if not segment.isdigit() or len(segment) > 9:
+        segment_id = parse_id(segment)
+        if segment_id is None:
             raise Invalid("Choose a segment", field="segment_id")
-        result = service.issue_to_segment(session, batch_id=batch_id, segment_id=int(segment), viewer=viewer)
+        result = service.issue_to_segment(session, batch_id=batch_id, segment_id=segment_id, viewer=viewer)
     except DomainError as exc:
         session.rollback()
         if exc.status_code == 403:

@@ -8,10 +8,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siyu.core.ids import Id
 from siyu.core.text import Name
 from siyu.coupons.models import CouponKind
 
-MAX_GENERATED = 100_000
+MAX_GENERATED = 100_000  # codes in one upload
+MAX_GENERATE = 10_000  # codes Siyu makes up in one request
 
 
 class BatchIn(BaseModel):
@@ -28,7 +30,7 @@ class BatchIn(BaseModel):
     valid_until: date
     remind_days: Annotated[int, Field(ge=0, le=60)] = 3
     note: Annotated[str, Field(max_length=255)] = ""
-    generate: Annotated[int, Field(ge=0, le=MAX_GENERATED)] = 0  # codes Siyu makes up now
+    generate: Annotated[int, Field(ge=0, le=MAX_GENERATE)] = 0  # codes Siyu makes up now
     codes: Annotated[list[str], Field(max_length=MAX_GENERATED)] = []  # or the shop's own codes
 
 
@@ -53,8 +55,8 @@ class BatchOut(BaseModel):
 class IssueIn(BaseModel):
     """Issue the batch to these customers, or to everyone in a segment (one of the two)."""
 
-    customer_ids: Annotated[list[int], Field(max_length=10_000)] = []
-    segment_id: int | None = None
+    customer_ids: Annotated[list[Id], Field(max_length=10_000)] = []
+    segment_id: Id | None = None
 
 
 class IssueOut(BaseModel):
@@ -66,7 +68,7 @@ class IssueOut(BaseModel):
 
 class CodesIn(BaseModel):
     codes: Annotated[list[str], Field(max_length=MAX_GENERATED)] = []
-    generate: Annotated[int, Field(ge=0, le=MAX_GENERATED)] = 0
+    generate: Annotated[int, Field(ge=0, le=MAX_GENERATE)] = 0
 
 
 def as_out(batch: Any, figures: tuple[int, int, int]) -> BatchOut:

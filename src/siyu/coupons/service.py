@@ -29,7 +29,7 @@ from siyu.core.i18n import _
 from siyu.core.settings import local_today, local_zone
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.coupons.models import CouponBatch, CouponBatchCode, CouponKind, IssuedVia
-from siyu.coupons.schemas import MAX_GENERATED, BatchIn
+from siyu.coupons.schemas import MAX_GENERATE, MAX_GENERATED, BatchIn
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
 from siyu.team import service as team_service
@@ -96,13 +96,16 @@ def figures(session: Session, batch_ids: Sequence[int]) -> dict[int, tuple[int, 
 
 
 def new_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    """A random code of the 32-letter alphabet (256 is a multiple of 32: every letter equally likely)."""
+    return "".join(CODE_ALPHABET[b % len(CODE_ALPHABET)] for b in secrets.token_bytes(CODE_LENGTH))
 
 
 def _add_codes(session: Session, batch: CouponBatch, *, codes: Sequence[str], generate: int) -> int:
     cleaned = list(dict.fromkeys(c.strip() for c in codes if c and c.strip()))
-    if len(cleaned) + generate > MAX_GENERATED:
+    if len(cleaned) > MAX_GENERATED:
         raise Invalid("At most {n} codes at a time", field="codes", n=MAX_GENERATED)
+    if generate > MAX_GENERATE:
+        raise Invalid("At most {n} codes at a time", field="generate", n=MAX_GENERATE)
     too_long = [c for c in cleaned if len(c) > 64]
     if too_long:
         raise Invalid("A code is longer than 64 characters: {code}", field="codes", code=too_long[0][:20])
@@ -207,7 +210,10 @@ def issue_to_segment(session: Session, *, batch_id: int, segment_id: int, viewer
     from siyu.segments import service as segments_service
 
     _require_manager(viewer)
-    segment = segments_service.get_segment(session, segment_id=segment_id, viewer=viewer)
+    try:
+        segment = segments_service.get_segment(session, segment_id=segment_id, viewer=viewer)
+    except NotFound as exc:
+        raise Invalid("Segment {segment_id} not found", field="segment_id", segment_id=segment_id) from exc
     flt = segments_service.segment_filter(segment)
     total = IssueResult()
     after = 0

@@ -15,7 +15,7 @@ from starlette.datastructures import FormData
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid
 from siyu.core.i18n import N_, _
-from siyu.core.ids import Id
+from siyu.core.ids import Id, parse_count, parse_id
 from siyu.core.viewer import Viewer
 from siyu.coupons import service as coupons_service
 from siyu.customers.models import Customer
@@ -109,13 +109,12 @@ def _draw_in(form: FormData) -> DrawIn:
         if not name:
             continue
         batch, stock = _text(form, f"prize_{n}_batch"), _text(form, f"prize_{n}_stock")
-        prizes.append(PrizeIn(name=name, coupon_batch_id=int(batch) if batch.isdigit() and len(batch) < 10 else None,
-                              stock=int(stock) if stock.isdigit() and len(stock) < 9 else 0,
+        prizes.append(PrizeIn(name=name, coupon_batch_id=parse_id(batch), stock=parse_count(stock, default=0),
                               odds=_number(_text(form, f"prize_{n}_odds") or "0", "prizes")))
-    segment = _text(form, "segment_id")
-    if not segment.isdigit() or len(segment) > 9:
+    segment_id = parse_id(_text(form, "segment_id"))
+    if segment_id is None:
         raise Invalid("Choose a segment", field="segment_id")
-    return DrawIn(name=_text(form, "name"), segment_id=int(segment), prizes=prizes,
+    return DrawIn(name=_text(form, "name"), segment_id=segment_id, prizes=prizes,
                   exclude_blacklisted=bool(form.get("exclude_blacklisted")))
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siyu.core.ids import Id
 from siyu.core.text import Name
 
 MAX_PRIZES = 10
@@ -15,7 +16,7 @@ MAX_PRIZES = 10
 
 class PrizeIn(BaseModel):
     name: Annotated[Name, Field(min_length=1, max_length=64)]
-    coupon_batch_id: int | None = None  # a coupon of this batch; None: a gift (recorded on the winners' ledger)
+    coupon_batch_id: Id | None = None  # a coupon of this batch; None: a gift (recorded on the winners' ledger)
     stock: Annotated[int, Field(ge=1, le=10_000)]
     odds: Annotated[Decimal, Field(gt=0, le=100, decimal_places=3)]  # percent chance per eligible customer
 
@@ -27,7 +28,7 @@ class DrawIn(BaseModel):
                    {"name": "二等奖·20 元券", "coupon_batch_id": 1, "stock": 20, "odds": "30"}]}})
 
     name: Annotated[Name, Field(min_length=1, max_length=64)]
-    segment_id: int
+    segment_id: Id
     exclude_blacklisted: bool = True
     prizes: Annotated[list[PrizeIn], Field(min_length=1, max_length=MAX_PRIZES)]
 

@@ -67,10 +67,13 @@ def create_draw(session: Session, *, data: DrawIn, viewer: Viewer) -> LuckyDraw:
     from siyu.segments import service as segments_service
 
     _require_manager(viewer)
-    segments_service.get_segment(session, segment_id=data.segment_id, viewer=viewer)
+    try:
+        segments_service.get_segment(session, segment_id=data.segment_id, viewer=viewer)
+    except NotFound as exc:
+        raise Invalid("Segment {segment_id} not found", field="segment_id", segment_id=data.segment_id) from exc
     if sum(p.odds for p in data.prizes) > 100:
         raise Invalid("The prizes' odds add up to more than 100 %", field="prizes")
-    batch_ids = {p.coupon_batch_id for p in data.prizes if p.coupon_batch_id}
+    batch_ids = {p.coupon_batch_id for p in data.prizes if p.coupon_batch_id is not None}
     known = set(session.scalars(select(CouponBatch.id).where(CouponBatch.id.in_(batch_ids))))
     if batch_ids - known:
         raise Invalid("Coupon batch {batch_id} not found", field="prizes", batch_id=sorted(batch_ids - known)[0])

@@ -23,7 +23,7 @@ from siyu.channels.models import Channel
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid, NotFound
 from siyu.core.i18n import N_, _
-from siyu.core.ids import Id
+from siyu.core.ids import Id, parse_id
 from siyu.core.viewer import Viewer
 from siyu.coupons import service as coupons_service
 from siyu.customers.models import Customer
@@ -148,8 +148,7 @@ def _text(form: FormData, key: str) -> str:
 
 
 def _int(form: FormData, key: str) -> int | None:
-    value = _text(form, key)
-    return int(value) if value.isdigit() and len(value) < 10 else None
+    return parse_id(_text(form, key))
 
 
 def _programme_in(form: FormData) -> ProgrammeIn:
@@ -160,7 +159,8 @@ def _programme_in(form: FormData) -> ProgrammeIn:
             tiers.append(TierIn(invites=invites, coupon_batch_id=_int(form, f"tier_{n}_batch"),
                                 gift=_text(form, f"tier_{n}_gift")))
     return ProgrammeIn(name=_text(form, "name"), reversal_days=_int(form, "reversal_days") or 0,
-                       account_ids=[int(a) for a in form.getlist("account_ids") if isinstance(a, str) and a.isdigit()],
+                       account_ids=[i for a in form.getlist("account_ids") if isinstance(a, str)
+                                    and (i := parse_id(a)) is not None],
                        tiers=tiers, first_order_batch_id=_int(form, "first_order_batch_id"),
                        first_order_gift=_text(form, "first_order_gift"), poster_text=_text(form, "poster_text"))
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siyu.core.ids import Id
 from siyu.core.text import Name
 
 MAX_TIERS = 10
@@ -16,7 +17,7 @@ class TierIn(BaseModel):
     """A 任务宝 tier: at ``invites`` friends the referrer gets a coupon of the batch and/or the gift."""
 
     invites: Annotated[int, Field(ge=1, le=10_000)]
-    coupon_batch_id: int | None = None
+    coupon_batch_id: Id | None = None
     gift: Annotated[Name, Field(max_length=100)] = ""
 
 
@@ -27,10 +28,10 @@ class ProgrammeIn(BaseModel):
         "first_order_gift": "", "poster_text": "邀 3 位好友得 20 元券，邀 10 位得茶具"}})
 
     name: Annotated[Name, Field(min_length=1, max_length=64)]
-    account_ids: Annotated[list[int], Field(min_length=1, max_length=50)]
+    account_ids: Annotated[list[Id], Field(min_length=1, max_length=50)]
     reversal_days: Annotated[int, Field(ge=0, le=90)] = 7
     tiers: Annotated[list[TierIn], Field(max_length=MAX_TIERS)] = []
-    first_order_batch_id: int | None = None
+    first_order_batch_id: Id | None = None
     first_order_gift: Annotated[Name, Field(max_length=100)] = ""
     poster_text: Annotated[Name, Field(max_length=200)] = ""
 
@@ -52,7 +53,7 @@ class ProgrammeOut(BaseModel):
 
 
 class InviteIn(BaseModel):
-    customer_id: int
+    customer_id: Id
 
 
 class InviteOut(BaseModel):
@@ -69,7 +70,7 @@ class InviteOut(BaseModel):
 class ManualCreditIn(BaseModel):
     """A personal account's referral, recorded by the operator: the new friend and the invite code they named."""
 
-    referee_id: int
+    referee_id: Id
     state: Annotated[str, Field(min_length=1, max_length=30)]
 
 

@@ -94,15 +94,15 @@ def _check(session: Session, data: ProgrammeIn, viewer: Viewer) -> None:
     missing = [a for a in data.account_ids if a not in found]
     if hidden or missing:
         raise Invalid("Account {account_id} not found", field="account_ids", account_id=(hidden or missing)[0])
-    batch_ids = {t.coupon_batch_id for t in data.tiers if t.coupon_batch_id} | (
-        {data.first_order_batch_id} if data.first_order_batch_id else set())
+    batch_ids = {t.coupon_batch_id for t in data.tiers if t.coupon_batch_id is not None} | (
+        {data.first_order_batch_id} if data.first_order_batch_id is not None else set())
     known = set(session.scalars(select(CouponBatch.id).where(CouponBatch.id.in_(batch_ids))))
     if batch_ids - known:
         raise Invalid("Coupon batch {batch_id} not found", field="tiers", batch_id=sorted(batch_ids - known)[0])
     counts = [t.invites for t in data.tiers]
     if len(set(counts)) != len(counts):
         raise Invalid("Two tiers ask for the same number of invites", field="tiers")
-    if any(not t.coupon_batch_id and not t.gift for t in data.tiers):
+    if any(t.coupon_batch_id is None and not t.gift for t in data.tiers):
         raise Invalid("Each tier needs a coupon batch or a gift", field="tiers")
 
 
