@@ -82,9 +82,7 @@ def api_issue(session: SessionDep, viewer: ApiViewer, batch_id: Id, data: IssueI
     if data.segment_id is not None:
         result = service.issue_to_segment(session, batch_id=batch_id, segment_id=data.segment_id, viewer=viewer)
     else:
-        service.get_batch(session, batch_id=batch_id)
-        if viewer.role not in service.MANAGING_ROLES:
-            raise Invalid("Only an administrator or a planner may manage coupons", field="customer_ids")
+        service.require_manager(viewer)
         result = service.issue(session, batch_id, data.customer_ids, via="manual", viewer=viewer)
     session.commit()
     return _issue_out(result)

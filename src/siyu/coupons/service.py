@@ -44,7 +44,7 @@ class BatchNotFound(NotFound):
     pass
 
 
-def _require_manager(viewer: Viewer) -> None:
+def require_manager(viewer: Viewer) -> None:
     if viewer.role not in MANAGING_ROLES:
         raise Forbidden("Only an administrator or a planner may manage coupons")
 
@@ -59,7 +59,7 @@ def check_batch(data: BatchIn) -> None:
 
 
 def create_batch(session: Session, *, data: BatchIn, viewer: Viewer) -> CouponBatch:
-    _require_manager(viewer)
+    require_manager(viewer)
     check_batch(data)
     batch = CouponBatch(name=data.name, kind=data.kind.value, amount=data.amount, discount=data.discount,
                         min_spend=data.min_spend, valid_from=data.valid_from, valid_until=data.valid_until,
@@ -126,7 +126,7 @@ def _add_codes(session: Session, batch: CouponBatch, *, codes: Sequence[str], ge
 
 def add_codes(session: Session, *, batch_id: int, codes: Sequence[str], generate: int = 0, viewer: Viewer) -> int:
     """More codes in the batch's pool (the shop's own, or made up by Siyu); duplicates are skipped."""
-    _require_manager(viewer)
+    require_manager(viewer)
     batch = get_batch(session, batch_id=batch_id)
     added = _add_codes(session, batch, codes=codes, generate=generate)
     team_service.record_audit(session, actor=viewer, action="update", entity_type="coupon_batch",
@@ -209,7 +209,7 @@ def issue_to_segment(session: Session, *, batch_id: int, segment_id: int, viewer
     """The batch to everyone in the segment the viewer may see (walked in id order, by thousands)."""
     from siyu.segments import service as segments_service
 
-    _require_manager(viewer)
+    require_manager(viewer)
     try:
         segment = segments_service.get_segment(session, segment_id=segment_id, viewer=viewer)
     except NotFound as exc:

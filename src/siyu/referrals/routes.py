@@ -213,7 +213,7 @@ def invite_submit(request: Request, session: SessionDep, viewer: PageViewer, pro
         service.invite_for(session, programme_id=programme_id, customer_id=customer_id, viewer=viewer)
     except DomainError as exc:
         session.rollback()
-        if isinstance(exc, NotFound) and exc.field is None and "programme" in exc.message_id.lower():
+        if isinstance(exc, service.ProgrammeNotFound):
             raise
         return _detail(request, session, viewer, programme_id, errors=field_errors(exc, labels=LABELS),
                        status_code=422)
