@@ -436,3 +436,25 @@ def test_demo_has_a_past_event_with_attendance_and_an_upcoming_one_with_sign_ups
     assert session.scalar(select(func.count()).select_from(Task).where(Task.kind == TaskKind.event_follow.value)) >= 7
     assert counts[upcoming.id].registered == upcoming.capacity and counts[upcoming.id].waitlisted >= 1
     assert counts[upcoming.id].to_review >= 1
+
+
+def test_demo_has_a_coupon_batch_a_running_referral_programme_with_a_leaderboard_and_a_finished_draw(
+        session: Session) -> None:
+    from siyu.coupons import service as coupons_service
+    from siyu.draws import service as draws_service
+    from siyu.referrals import service as referrals_service
+    from siyu.referrals.models import ReferralProgramme
+
+    (batch,) = coupons_service.list_batches(session)
+    drawn, total, redeemed = coupons_service.figures(session, [batch.id])[batch.id]
+    assert drawn > 0 and total >= drawn and redeemed >= 1
+    programme = session.scalar(select(ReferralProgramme))
+    assert programme is not None and programme.status == "active"
+    board = referrals_service.leaderboard(session, programme_id=programme.id)
+    assert len(board) >= 3 and board[0].invites >= 3
+    assert referrals_service.balance(session, programme_id=programme.id) == []
+    assert any(e.delta == -1 for e in referrals_service.ledger(session, programme_id=programme.id))
+    (draw,) = draws_service.list_draws(session)
+    assert draw.status == "drawn" and draw.seed and draw.eligible_count > 0
+    assert draws_service.verify(draw, draws_service.prizes_of(session, draw.id),
+                                draws_service.winners_of(session, draw.id))

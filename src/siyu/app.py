@@ -323,6 +323,18 @@ def create_app() -> FastAPI:
 
     app.include_router(campaigns_api, prefix="/api/v1")
     app.include_router(campaigns_pages)
+    # 用户转化 (issue 23): coupons, referral and fission (老带新, 任务宝), lucky draws.
+    from siyu.coupons.routes import api as coupons_api
+    from siyu.coupons.routes import pages as coupons_pages
+    from siyu.draws.routes import api as draws_api
+    from siyu.draws.routes import pages as draws_pages
+    from siyu.referrals.routes import api as referrals_api
+    from siyu.referrals.routes import pages as referrals_pages
+
+    for router in (coupons_api, referrals_api, draws_api):
+        app.include_router(router, prefix="/api/v1")
+    for router in (coupons_pages, referrals_pages, draws_pages):
+        app.include_router(router)
 
     # Replies to WeCom customers leave through the WeCom connector (while the corp is configured).
     from siyu.wecom import connectors as wecom_connector

@@ -751,7 +751,19 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     from siyu.campaigns.demo import build as build_campaigns  # 群发: a finished A/B campaign, an over-quota send
 
     build_campaigns(session, admin=admin_viewer, now=now, seed=seed)
+    _conversion(session, admin=admin_viewer, now=now)  # 用户转化: coupons, 老带新, 抽奖
     return _summary(session)
+
+
+def _conversion(session: Session, *, admin: Viewer, now: datetime) -> None:
+    """A coupon batch, a running referral programme with its leaderboard, a finished lucky draw."""
+    from siyu.coupons.demo import build as build_coupons
+    from siyu.draws.demo import build as build_draw
+    from siyu.referrals.demo import build as build_referrals
+
+    batch = build_coupons(session, admin=admin, now=now)
+    build_referrals(session, admin=admin, now=now, batch=batch)
+    build_draw(session, admin=admin, now=now, batch=batch)
 
 
 # 用户维系: who each operator should talk to, and how often (维系节奏), then this morning's 今日任务.

@@ -33,6 +33,7 @@ from siyu.channels.models import (
     Promoter,
     PromoterReward,
 )
+from siyu.core import codepool
 from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_, _
@@ -52,7 +53,7 @@ POOL_EMPTY = N_("coupon pool empty")
 ALL_FULL = N_("every account is at capacity")
 UNKNOWN_STATE = N_("unknown channel state")
 MAX_CODES_PER_UPLOAD = 100_000
-CLAIM_ATTEMPTS = 5
+CONTACT_WAY_STATE_MAX = 30  # W:92228 配置客户联系「联系我」方式: state 不超过30个字符
 EDITING_ROLES = ("admin", "planner", "operator")
 
 
@@ -169,10 +170,18 @@ def sync_contact_way(session: Session, *, channel: Channel, api: Any) -> str:
     if channel.wecom_config_id:
         api.update_contact_way(channel.wecom_config_id, users=users, state=channel.key, remark=remark)
         return "updated"
-    # Type 2 (several members) even for one: a channel's members change, a type-1 code cannot.
-    made = api.add_contact_way(users=users, state=channel.key, remark=remark, kind=2)
-    channel.wecom_config_id, channel.qr_url = made.get("config_id", ""), made.get("qr_code", "")
+    channel.wecom_config_id, channel.qr_url = create_contact_way(api, users=users, state=channel.key, remark=remark)
     return "created"
+
+
+def create_contact_way(api: Any, *, users: list[str], state: str, remark: str) -> tuple[str, str]:
+    """A new 「联系我」 QR code for these members whose adds carry ``state`` (W:92228): (config id, QR URL).
+
+    Shared by channels and personal invite codes (referrals). Type 2 (several members) even for
+    one: the members change, a type-1 code cannot.
+    """
+    made = api.add_contact_way(users=users, state=state[:CONTACT_WAY_STATE_MAX], remark=remark[:30], kind=2)
+    return str(made.get("config_id", "")), str(made.get("qr_code", ""))
 
 
 QR_IMAGE_AREA = "channel_qr"  # core.storage area of the kept 「联系我」 QR images (never swept)
@@ -279,9 +288,7 @@ def add_codes(session: Session, *, channel_id: int, codes: list[str], viewer: Vi
 
 def pool_status(session: Session, *, channel_id: int) -> tuple[int, int]:
     """(codes claimed, codes in the pool)."""
-    claimed, total = session.execute(select(func.count(CouponCode.customer_id), func.count()).where(
-        CouponCode.channel_id == channel_id)).one()
-    return int(claimed), int(total)
+    return codepool.status(session, CouponCode, scope=[CouponCode.channel_id == channel_id])
 
 
 # ---------------------------------------------------------------- which account
@@ -358,7 +365,14 @@ def on_friends_added(session: Session, adds: list[FriendAdd]) -> list[AddOutcome
     before (nor an earlier add in the list). The caller refreshes the customers' computed
     facts (the channel's tags feed them).
     """
-    outcomes = [AddOutcome(channel_id=None, alert=UNKNOWN_STATE if add.state else "") for add in adds]
+    from siyu.referrals import service as referrals_service  # a personal invite code's state (老带新)
+
+    referred = [add for add in adds if referrals_service.is_referral_state(add.state)]
+    if referred:
+        referrals_service.on_adds(session, referred)
+    referred_set = set(referred)
+    outcomes = [AddOutcome(channel_id=None, alert=UNKNOWN_STATE if add.state and add not in referred_set else "")
+                for add in adds]
     keys = sorted({add.state[:30] for add in adds if add.state})
     channels = {c.key: c for c in session.scalars(select(Channel).where(Channel.key.in_(keys)))} if keys else {}
     # An unknown or malformed state: the customer is recorded by the caller all the same.
@@ -456,36 +470,24 @@ def _reward_promoters(session: Session, new_adds: list[tuple[FriendAdd, Channel]
 
 
 def on_friend_removed(session: Session, *, customer_id: int, account_id: int, at: datetime | None = None) -> int:
-    """Mark the channel adds of this friendship as lost (the report's deletions and retention)."""
+    """Mark the channel adds of this friendship as lost (the report's deletions and retention); a referee
+    lost soon after being referred takes the referrer's credit back (referrals)."""
+    from siyu.referrals import service as referrals_service
+
     result = session.execute(update(ChannelAdd).where(
         ChannelAdd.customer_id == customer_id, ChannelAdd.account_id == account_id,
         ChannelAdd.removed_at.is_(None)).values(removed_at=at or utcnow()))
+    referrals_service.on_friend_removed(session, customer_id=customer_id, at=at or utcnow())
     return int(getattr(result, "rowcount", 0) or 0)
 
 
 def claim_coupon(session: Session, *, channel_id: int, customer_id: int) -> str | None:
     """One free code for this customer, or the one they already have; None when the pool is empty.
 
-    A single UPDATE that only touches a row still free: two concurrent adds can never take the
-    same code (PostgreSQL skips rows another transaction is claiming; SQLite has one writer).
+    Drawn by ``core.codepool.draw`` — the one pool mechanism, shared with coupon batches (coupons/).
     """
-    mine = session.scalar(select(CouponCode.code).where(CouponCode.channel_id == channel_id,
-                                                        CouponCode.customer_id == customer_id))
-    if mine is not None:
-        return mine
-    free_code = (select(CouponCode.id).where(CouponCode.channel_id == channel_id, CouponCode.customer_id.is_(None))
-                 .order_by(CouponCode.id).limit(1).with_for_update(skip_locked=True).scalar_subquery())
-    statement = (update(CouponCode).where(CouponCode.customer_id.is_(None), CouponCode.id == free_code)
-                 .values(customer_id=customer_id, claimed_at=utcnow()).returning(CouponCode.code))
-    for _attempt in range(CLAIM_ATTEMPTS):
-        row = session.execute(statement, execution_options={"synchronize_session": False}).first()
-        if row is not None:
-            return str(row[0])
-        free = session.scalar(select(func.count()).select_from(CouponCode).where(
-            CouponCode.channel_id == channel_id, CouponCode.customer_id.is_(None)))
-        if not free:
-            return None
-    return None
+    return codepool.draw(session, CouponCode, scope=[CouponCode.channel_id == channel_id],
+                         customer_ids=[customer_id]).get(customer_id)
 
 
 def _raise_alert(session: Session, channel: Channel, alert: str) -> None:

@@ -7,8 +7,10 @@ from siyu.autoreply import models as autoreply_models
 from siyu.campaigns import models as campaigns_models
 from siyu.channels import models as channels_models
 from siyu.core import models as core_models
+from siyu.coupons import models as coupons_models
 from siyu.customers import models as customers_models
 from siyu.goals import models as goals_models
+from siyu.draws import models as draws_models
 from siyu.groups import models as groups_models
 from siyu.groups.moderation import models as moderation_models
 from siyu.inbox import models as inbox_models
@@ -18,6 +20,7 @@ from siyu.moments import models as moments_models
 from siyu.mp import models as mp_models
 from siyu.offline import models as offline_models
 from siyu.orders import models as orders_models
+from siyu.referrals import models as referrals_models
 from siyu.segments import models as segments_models
 from siyu.sends import models as sends_models
 from siyu.sops import models as sops_models
@@ -33,6 +36,7 @@ __all__ += ["moderation_models"]
 __all__ += ["offline_models"]
 __all__ += ["goals_models"]
 __all__ += ["campaigns_models"]
+__all__ += ["coupons_models", "draws_models", "referrals_models"]  # 用户转化 (issue 23)
 
 
 def load_tasks() -> list[str]:

@@ -44,6 +44,10 @@ class TaskKind(enum.StrEnum):
     event_follow = "event_follow"
     account_qr = "account_qr"  # 个人号二维码快到期 (accounts.qr_renewal; no customer, ref_id the expiry)
     campaign = "campaign"  # 群发 from a personal account: the operator sends the copy by hand (campaigns)
+    # 用户转化 (coupons/, referrals/, draws/): the operator tells the customer
+    coupon_expiry = "coupon_expiry"  # 优惠券即将过期：提醒客户使用
+    reward = "reward"  # 老带新奖励：把奖品交给邀请人
+    draw_win = "draw_win"  # 抽奖中奖：通知中奖客户
 
 
 TASK_KIND_LABELS = {
@@ -62,6 +66,9 @@ TASK_KIND_LABELS = {
     TaskKind.event_follow: N_("Offline event follow-up"),
     TaskKind.account_qr: N_("Renew the account's WeChat QR code"),
     TaskKind.campaign: N_("Mass send"),
+    TaskKind.coupon_expiry: N_("Coupon about to expire: remind the customer"),
+    TaskKind.reward: N_("Referral reward: hand it to the customer"),
+    TaskKind.draw_win: N_("Lucky draw: tell the winner"),
 }
 
 

@@ -77,7 +77,8 @@ BATCH = 1000
 # A 客户SOP step (sops.service) is a planned touch: after a follow-up, before a birthday.
 KIND_WEIGHT = {TaskKind.unanswered: 400, TaskKind.follow_up: 300, TaskKind.sop: 280, TaskKind.birthday: 250,
                TaskKind.deleted: 200, TaskKind.cadence: 100, TaskKind.new_friend: 50, TaskKind.campaign: 260,
-               TaskKind.event_follow: 270, TaskKind.event_invite: 150}  # 线下活动 (offline.service)
+               TaskKind.event_follow: 270, TaskKind.event_invite: 150,  # 线下活动 (offline.service)
+               TaskKind.coupon_expiry: 150, TaskKind.reward: 260, TaskKind.draw_win: 260}
 
 
 class TaskNotFound(NotFound):

@@ -416,12 +416,30 @@ def upsert_orders(session: Session, *, orders: list[OrderData], viewer: Viewer, 
                 touched_at[values["customer_id"]] = values["paid_at"]
     result.created, result.updated = len(new_ids), len(updates)
     result.order_ids = [*new_ids, *[u[0] for u in updates]]
+    _after_orders(session, [*zip(new_ids, inserts, strict=True), *[(u[0], u[1]) for u in updates]])
     if touched and refresh:
         customers_service.refresh_purchases(session, customer_ids=sorted(touched), touched_at=touched_at)
     if audit:
         team_service.record_audit(session, actor=viewer, action="upsert", entity_type="orders", summary=via,
                                   after={**result.summary(), "via": via, "orders": len(items)})
     return result
+
+
+def _after_orders(session: Session, written: list[tuple[int, dict[str, Any]]]) -> None:
+    """What orders set off elsewhere: a coupon code named is redeemed (coupons), a referred customer's
+    first purchase rewards whoever invited them (referrals)."""
+    from siyu.coupons import service as coupons_service
+    from siyu.referrals import service as referrals_service
+
+    counted = {s.value for s in COUNTED_STATUSES}
+    coupons_service.redeem_orders(session, [
+        coupons_service.OrderCoupon(order_id=order_id, customer_id=values["customer_id"],
+                                    code=values["coupon_code"], paid_at=values["paid_at"])
+        for order_id, values in written if values["coupon_code"] and values["status"] in counted])
+    buyers = sorted({values["customer_id"] for _id, values in written
+                     if values["customer_id"] and values["status"] in counted})
+    if buyers:
+        referrals_service.on_purchases(session, customer_ids=buyers)
 
 
 def refresh_since(session: Session, *, since: datetime, after_id: int = 0, limit: int = 5000) -> int:

@@ -722,6 +722,17 @@ def refused(session: Session, userids: Iterable[str]) -> set[str]:
     return found
 
 
+def refused_customers(session: Session, customer_ids: Iterable[int]) -> set[int]:
+    """Which of these customers are on the blacklist (pardon not given): e.g. kept out of lucky draws."""
+    ids = sorted(set(customer_ids))
+    found: set[int] = set()
+    for start in range(0, len(ids), BATCH):
+        found.update(c for c in session.scalars(select(BlacklistEntry.customer_id).where(
+            BlacklistEntry.customer_id.in_(ids[start:start + BATCH]),
+            BlacklistEntry.status != BlacklistStatus.pardoned.value)) if c is not None)
+    return found
+
+
 def check_joins(session: Session, *, row: ModerationCursor) -> list[int]:
     """Blacklisted members who joined a group since the last run: a finding and a task for that group's owner."""
     changes = list(session.execute(
