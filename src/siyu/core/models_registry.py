@@ -9,8 +9,8 @@ from siyu.channels import models as channels_models
 from siyu.core import models as core_models
 from siyu.coupons import models as coupons_models
 from siyu.customers import models as customers_models
-from siyu.goals import models as goals_models
 from siyu.draws import models as draws_models
+from siyu.goals import models as goals_models
 from siyu.groups import models as groups_models
 from siyu.groups.moderation import models as moderation_models
 from siyu.inbox import models as inbox_models
