@@ -50,6 +50,7 @@ from siyu.customers.models import (
     Touch,
     TouchKind,
 )
+from siyu.library import service as library_service
 from siyu.segments.compiler import compile_tree
 from siyu.segments.schemas import parse_tree
 from siyu.sends import service as sends
@@ -130,9 +131,12 @@ def _validated(session: Session, data: SopIn, viewer: Viewer) -> dict[str, Any]:
         when = parse_when(step.at)
         where = f"steps.{index}"
         if step.kind in (StepKind.task, StepKind.send):
-            if not step.text:
+            library_service.check_script_choice(session, step.script_id, field_name=f"{where}.script_id")
+            _check_step_materials(session, step.material_ids, kind=step.kind, field=f"{where}.material_ids")
+            if not step.text and step.script_id is None and not (step.kind is StepKind.send and step.material_ids):
                 raise Invalid("Step {n} needs its text", field=f"{where}.text", n=index + 1)
-            # A script the operator sends and a message WeCom sends both reach the customer: safe variables only.
+            # A script the operator sends and a message WeCom sends both reach the customer: safe variables only
+            # (a library script was checked so when it was saved).
             variables.check_outgoing(step.text, field=f"{where}.text")
             if step.kind is StepKind.send and len(step.text.encode("utf-8")) > MAX_TEXT_BYTES:
                 raise Invalid("A WeCom message is at most 4000 bytes (about 1300 Chinese characters)",
@@ -148,6 +152,33 @@ def _validated(session: Session, data: SopIn, viewer: Viewer) -> dict[str, Any]:
     return {"trigger": trigger.model_dump(mode="json"),
             "conditions": data.conditions.model_dump(mode="json") if data.conditions is not None else None,
             "steps": steps, "exits": sorted({e.value for e in data.exits})}
+
+
+def _check_step_materials(session: Session, ids: Sequence[int], *, kind: StepKind, field: str) -> None:
+    """Materials of a step exist and are active; a WeCom message carries links, images and mini-program cards
+    only (add_msg_template's attachments, W:92135), a task anything the operator can send by hand."""
+    found = {m.id: m for m in library_service.get_materials(session, ids)}
+    for material_id in ids:
+        material = found.get(material_id)
+        if material is None:
+            raise Invalid("Material {id} not found or retired", field=field, id=material_id)
+        if kind is StepKind.send and material.kind not in library_service.WELCOME_KINDS:
+            raise Invalid("A WeCom message carries links, images and mini-program cards; {title} is a file",
+                          field=field, title=material.title)
+
+
+def step_text(session: Session, step: dict[str, Any], scripts: dict[int, str] | None = None) -> str:
+    """A step's text before variables are filled: its own, else its library script's (while active)."""
+    if step.get("text"):
+        return str(step["text"])
+    script_id = step.get("script_id")
+    if not script_id:
+        return ""
+    if scripts is not None:
+        if int(script_id) not in scripts:
+            scripts[int(script_id)] = library_service.script_text(session, int(script_id))
+        return scripts[int(script_id)]
+    return library_service.script_text(session, int(script_id))
 
 
 def create_sop(session: Session, *, data: SopIn, viewer: Viewer, now: datetime | None = None) -> Sop:
@@ -768,8 +799,14 @@ def run_due(session: Session, *, now: datetime | None = None, api: Any = None, c
         versions = {v.id: v for v in session.scalars(select(SopVersion).where(
             SopVersion.id.in_(sorted({r.version_id for r in due}))))}
         values = variables.values_for(session, [(r.customer_id, r.account_id) for r in due])
-        texts = {r.id: variables.render(versions[r.version_id].steps[r.step_index].get("text", ""),
+        scripts: dict[int, str] = {}
+        texts = {r.id: variables.render(step_text(session, versions[r.version_id].steps[r.step_index], scripts),
                                         values[(r.customer_id, r.account_id)]) for r in due}
+        uses = _library_uses(session, [versions[r.version_id].steps[r.step_index] for r in due], texts=texts)
+        for r in due:  # a task names the materials the operator sends with the script
+            step = versions[r.version_id].steps[r.step_index]
+            if step["kind"] == StepKind.task.value and step.get("material_ids"):
+                texts[r.id] = f"{texts[r.id]}{_material_note(session, step['material_ids'])}"
         tasks = [r for r in due if versions[r.version_id].steps[r.step_index]["kind"] == StepKind.task.value]
         ran_tasks = _run_tasks(session, tasks, texts, versions, now=now)
         result.ran += ran_tasks
@@ -784,10 +821,29 @@ def run_due(session: Session, *, now: datetime | None = None, api: Any = None, c
                 result.ran += 1
                 result.by_outcome[outcome.value] += 1
         _complete_finished(session, [r.enrolment_id for r in due], now)
+        if uses:
+            library_service.record_uses(session, uses, "sop")
         session.flush()
         if commit:
             session.commit()
     return result
+
+
+def _library_uses(session: Session, steps: Sequence[dict[str, Any]], *, texts: dict[int, str]) -> dict[int, int]:
+    """Library items these due steps use: the script (when the step has no text of its own) and materials."""
+    uses: dict[int, int] = defaultdict(int)
+    for step in steps:
+        if step.get("script_id") and not step.get("text"):
+            uses[int(step["script_id"])] += 1
+        for material_id in step.get("material_ids") or []:
+            uses[int(material_id)] += 1
+    return dict(uses)
+
+
+def _material_note(session: Session, ids: Sequence[int]) -> str:
+    """「（素材：门店实拍、新客指南）」: the materials a task's operator sends with its script."""
+    titles = [m.title for m in library_service.get_materials(session, ids)]
+    return _("(materials: {titles})", titles="、".join(titles)) if titles else ""
 
 
 class _LazyApi:
@@ -943,8 +999,14 @@ def _send(session: Session, row: Any, step: dict[str, Any], text: str, *, now: d
     if commit:
         session.commit()  # the claim and the reservation are durable before WeCom hears of it
     try:
+        extra: dict[str, Any] = {}
+        if step.get("material_ids"):  # links, images and cards from the library (images as temporary material)
+            from siyu.wecom import media
+
+            extra["attachments"] = media.welcome_attachments(
+                session, connected, library_service.welcome_materials(session, step["material_ids"]))
         answer = connected.create_mass_send(sender=account.wecom_userid, text=text, chat_type="single",
-                                            external_userids=[customer.wecom_external_userid])
+                                            external_userids=[customer.wecom_external_userid], **extra)
     except WecomApiError as exc:
         if exc.errcode is None and not exc.retryable:  # the answer was lost after WeCom may have acted
             _finish(session, row.id, outcome=RunOutcome.maybe_sent, now=now,
@@ -1052,7 +1114,9 @@ def dry_run(session: Session, *, data: SopIn | None = None, sop_id: int | None =
             due = max(at, now)
             step = version.steps[index]
             kind = StepKind(step["kind"])
-            text = variables.render(step.get("text", ""), values[(entry.customer_id, entry.account_id)])
+            text = variables.render(step_text(session, step), values[(entry.customer_id, entry.account_id)])
+            if step.get("material_ids"):
+                text = f"{text}{_material_note(session, step['material_ids'])}"
             outcome, reason = kind.value, ""
             if kind is StepKind.tag:
                 tag = session.get(Tag, int(step.get("tag_id") or 0))
