@@ -268,7 +268,7 @@ def build_sops(engine: Engine, now: datetime) -> None:
     today is enrolled (as the hooks and the job did), their steps due before today marked run."""
     from siyu.customers.models import Customer
     from siyu.sops import service as sops
-    from siyu.sops.models import EnrolmentStatus, RunOutcome, RunStatus, Sop, SopEnrolment, SopStepRun, TriggerKind
+    from siyu.sops.models import Sop, TriggerKind
     from siyu.sops.schemas import SopIn
 
     midnight = datetime.combine(local_today(), clock(), tzinfo=local_zone()).astimezone(UTC)
@@ -291,16 +291,31 @@ def build_sops(engine: Engine, now: datetime) -> None:
             entered = sops.insert_enrolments(session, sop=sop, version=version, entries=entries, now=midnight)
             print(f"  SOP {sop.name}: {entered:,} enrolled before today", flush=True)
             session.commit()
+        assert session.scalar(select(func.count()).select_from(Sop)) == SOPS
+    settle_past_steps(engine)
+
+
+def settle_past_steps(engine: Engine) -> None:
+    """Steps due before today ran on their days (the 5-minute job); enrolments with nothing left completed.
+    Then ANALYZE, as for the other tables: the planner knows the SOP tables' sizes."""
+    from siyu.sops.models import EnrolmentStatus, RunOutcome, RunStatus, SopEnrolment, SopStepRun
+
+    midnight = datetime.combine(local_today(), clock(), tzinfo=local_zone()).astimezone(UTC)
+    with Session(engine) as session:
         session.execute(update(SopStepRun).where(SopStepRun.status == RunStatus.pending.value,
                                                  SopStepRun.due_at < midnight)
-                        .values(status=RunStatus.done.value, outcome=RunOutcome.task.value, ran_at=SopStepRun.due_at))
-        still = select(SopStepRun.id).where(SopStepRun.enrolment_id == SopEnrolment.id,
-                                            SopStepRun.status == RunStatus.pending.value).exists()
-        session.execute(update(SopEnrolment).where(SopEnrolment.status == EnrolmentStatus.active.value, ~still)
-                        .values(status=EnrolmentStatus.completed.value, finished_at=midnight - timedelta(seconds=1)))
-        session.execute(update(SopEnrolment).values(created_at=SopEnrolment.anchor_at))
-        assert session.scalar(select(func.count()).select_from(Sop)) == SOPS
+                        .values(status=RunStatus.done.value, outcome=RunOutcome.task.value, ran_at=SopStepRun.due_at),
+                        execution_options={"synchronize_session": False})
+        still = select(SopStepRun.enrolment_id).where(SopStepRun.status == RunStatus.pending.value).distinct()
+        session.execute(update(SopEnrolment).where(SopEnrolment.status == EnrolmentStatus.active.value,
+                                                   SopEnrolment.id.not_in(still))
+                        .values(status=EnrolmentStatus.completed.value, finished_at=midnight - timedelta(seconds=1)),
+                        execution_options={"synchronize_session": False})
+        session.execute(update(SopEnrolment).values(created_at=SopEnrolment.anchor_at),
+                        execution_options={"synchronize_session": False})
         session.commit()
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
 
 
 def marks(session: Session) -> dict[str, int]:
