@@ -62,8 +62,8 @@ AREA = "library"  # the storage area (core.storage.KEPT_AREAS)
 IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 # Images, mini-program cards and files in a welcome need WeCom's media upload, which Siyu does not use yet.
 WELCOME_KINDS = (ItemKind.link.value, ItemKind.image.value, ItemKind.miniprogram.value)  # W:92137 attachments
-WELCOME_LINKS_ONLY = N_("A welcome message carries links, images and mini-program cards from the library; "
-                        "{title} is none of them")
+WELCOME_LINKS_ONLY = N_(
+    "A welcome message carries links, images and mini-program cards from the library; {title} is none of them")
 _APPID = re.compile(r"^wx[0-9a-f]{16}$")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 
