@@ -1,4 +1,5 @@
-"""WeCom temporary material: media_ids of stored files, kept until shortly before they expire
+"""WeCom temporary material: media_ids of stored files, kept until shortly before they expire; SOP step runs
+indexed by their task
 
 Revision ID: 0048
 Revises: 0038
@@ -29,7 +30,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id', name=op.f('pk_wecom_media')),
         sa.UniqueConstraint('corp_id', 'file_key', 'media_type', name='uq_wecom_media_file'),
     )
+    op.create_index('ix_sop_step_run_task', 'sop_step_run', ['task_id'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_sop_step_run_task', table_name='sop_step_run')
     op.drop_table('wecom_media')
