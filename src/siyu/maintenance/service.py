@@ -74,6 +74,9 @@ NEW_FRIEND_DAYS = 3  # a friend added within these days without a remark name is
 DELETED_LOOKBACK_DAYS = 1  # friends who deleted us since the last run
 BATCH = 1000
 # Kind weights in the priority: a conversation waiting for us comes before a routine check-in.
+# The kinds the daily job makes (and caps per operator); the rest arrive from other domains as they happen.
+GENERATED_KINDS = frozenset({TaskKind.cadence.value, TaskKind.follow_up.value, TaskKind.birthday.value,
+                             TaskKind.new_friend.value, TaskKind.deleted.value, TaskKind.unanswered.value})
 # A 客户SOP step (sops.service) is a planned touch: after a follow-up, before a birthday.
 KIND_WEIGHT = {TaskKind.unanswered: 400, TaskKind.follow_up: 300, TaskKind.sop: 280, TaskKind.birthday: 250,
                TaskKind.deleted: 200, TaskKind.cadence: 100, TaskKind.new_friend: 50}
@@ -488,8 +491,9 @@ def generate_tasks(session: Session, *, day: date | None = None, now: datetime |
     existing_keys = {(c, a, k) for c, a, k in session.execute(
         select(Task.customer_id, Task.account_id, Task.kind).where(Task.day == day))}
     used: dict[tuple[str, int], int] = defaultdict(int)
-    for _c, a, _k in existing_keys:
-        used[_operator_key(owners.get(a), a)] += 1
+    for _c, a, k in existing_keys:  # the cap is for the kinds made here: other domains' tasks (SOP steps,
+        if k in GENERATED_KINDS:     # moments, group rules) never crowd out an unanswered customer
+            used[_operator_key(owners.get(a), a)] += 1
     by_operator: dict[tuple[str, int], list[Candidate]] = defaultdict(list)
     for cand in candidates:
         if (cand.customer_id, cand.account_id, cand.kind.value) not in existing_keys:
