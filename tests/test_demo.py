@@ -334,7 +334,9 @@ def test_every_demo_operator_opens_a_believable_list_of_todays_tasks(session: Se
     assert operators
     for user in operators:
         tasks = maintenance_service.list_today(session, viewer=viewer_for(user), limit=200)
-        assert 5 <= len(tasks) <= 50, (user.username, len(tasks))
+        # The daily kinds are capped at 50; SOP steps, moments and group findings arrive beside them.
+        daily = [t for t in tasks if t.kind in maintenance_service.GENERATED_KINDS]
+        assert 5 <= len(daily) <= 50, (user.username, len(daily))
         assert {t.kind for t in tasks} >= {"cadence"}
         assert [t.priority for t in tasks] == sorted((t.priority for t in tasks), reverse=True)
 

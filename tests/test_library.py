@@ -202,20 +202,23 @@ def test_link_and_mini_program_fields_follow_the_platforms_rules(db: Session, sh
     assert card.cover_type == "image/png" and service.get_materials(db, [card.id, 424242]) == [card]
 
 
-def test_welcome_materials_must_be_links_and_at_most_nine(db: Session, shop: dict[str, Any]) -> None:
+def test_welcome_materials_are_links_images_or_cards_and_at_most_nine(db: Session, shop: dict[str, Any]) -> None:
     admin = viewer_of(shop["admin"])
     links = [service.save_material(db, data=MaterialIn(kind="link", title=f"链接{n}", url=f"https://a.cn/{n}"),
                                    viewer=admin) for n in range(10)]
     db.commit()
     image = service.save_material(db, data=MaterialIn(kind="image", title="图"), viewer=admin,
                                   file=service.Upload(io.BytesIO(png()), "a.png"))
+    doc = service.save_material(db, data=MaterialIn(kind="file", title="价目表"), viewer=admin,
+                                file=service.Upload(io.BytesIO(b"%PDF-1.4 price list"), "p.pdf"))
     db.commit()
     with pytest.raises(Invalid) as many:
         service.check_welcome_materials(db, [link.id for link in links], field_name="welcome_material_ids")
     assert "9" in many.value.message
-    with pytest.raises(Invalid) as not_link:
-        service.check_welcome_materials(db, [image.id], field_name="welcome_material_ids")
-    assert "图" in not_link.value.message
+    assert service.check_welcome_materials(db, [image.id], field_name="welcome_material_ids") == [image.id]
+    with pytest.raises(Invalid) as not_attachable:
+        service.check_welcome_materials(db, [doc.id], field_name="welcome_material_ids")
+    assert "价目表" in not_attachable.value.message
     assert service.welcome_attachments(db, [links[0].id]) == [
         {"msgtype": "link", "link": {"title": "链接0", "desc": "", "url": "https://a.cn/0"}}]
 
@@ -415,13 +418,13 @@ def test_a_channel_welcomes_with_a_library_script_and_links_and_counts_them(
     link = service.save_material(db, data=MaterialIn(kind="link", title="新客指南", description="三分钟了解我们",
                                                      url="https://example.com/guide"), viewer=admin)
     db.commit()
-    image = service.save_material(db, data=MaterialIn(kind="image", title="门店"), viewer=admin,
-                                  file=service.Upload(io.BytesIO(png()), "a.png"))
+    doc = service.save_material(db, data=MaterialIn(kind="file", title="价目表"), viewer=admin,
+                                file=service.Upload(io.BytesIO(b"%PDF-1.4 price list"), "p.pdf"))
     db.commit()
-    with pytest.raises(Invalid) as not_link:
+    with pytest.raises(Invalid) as not_attachable:  # a file is no welcome attachment (images and cards are)
         channels_service.save_channel(db, viewer=SYSTEM, data=channels_service.ChannelIn(
-            name="门店", account_ids=[shop["account"].id], welcome_material_ids=[image.id]))
-    assert not_link.value.field == "welcome_material_ids"
+            name="门店", account_ids=[shop["account"].id], welcome_material_ids=[doc.id]))
+    assert not_attachable.value.field == "welcome_material_ids"
     db.rollback()
     channel = channels_service.save_channel(db, viewer=SYSTEM, data=channels_service.ChannelIn(
         name="门店", account_ids=[shop["account"].id], welcome_script_id=script.id, welcome_material_ids=[link.id]))

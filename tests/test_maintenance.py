@@ -175,6 +175,23 @@ def test_tasks_are_capped_per_operator_most_important_first(make: Any, db: Sessi
     assert len({t.customer_id for t in tasks} & {c.id for c in plain}) == 1
 
 
+def test_sop_tasks_never_use_up_the_cap_of_the_daily_list(make: Any, db: Session, shop: dict[str, Any]) -> None:
+    """Other domains' tasks (here SOP steps, many of them) do not crowd the daily kinds out of the list."""
+    from siyu.maintenance.models import TaskKind
+
+    row = service.get_settings_row(db)
+    row.cap_per_operator = 2
+    db.commit()
+    customers = [make.customer(shop["account"]) for _ in range(4)]
+    service.add_tasks(db, [{"customer_id": c.id, "account_id": shop["account"].id, "detail": "SOP 回访"}
+                           for c in customers], kind=TaskKind.sop, day=local_today())
+    _policy(db, every=7)
+    result = service.generate_tasks(db)
+    db.commit()
+    assert result.created == 2  # the cap's two, beside the four SOP tasks already there
+    assert len(_tasks(db, account_id=shop["account"].id)) >= 2
+
+
 def test_a_purchase_inside_the_quiet_period_keeps_the_customer_off_the_list(
         make: Any, db: Session, shop: dict[str, Any]) -> None:
     from decimal import Decimal

@@ -146,3 +146,17 @@ def test_checking_the_quota_writes_nothing_so_no_lock_is_held_across_a_call_to_w
     assert grant.allowed == [customer.id] and not grant.refused
     assert not db.new and not db.dirty and db.scalar(select(func.count()).select_from(SendSettings)) == 0
     assert db.scalar(select(func.count()).select_from(SendLedgerEntry)) == 0
+
+
+def test_many_one_recipient_sends_are_reserved_each_with_its_own_ref_set_based(db: Session) -> None:
+    fill(db, [7], FEBRUARY, 27)  # customer 7 has room for one more this month
+    items = [(7, "sop_run:1"), (7, "sop_run:2"), (8, "sop_run:3")]
+
+    with statements(db) as seen:
+        result = sends.reserve_each(db, items, FEBRUARY, source=SendSource.sop)
+
+    assert result.allowed == ["sop_run:1", "sop_run:3"] and list(result.refused) == ["sop_run:2"]
+    assert "27" in result.refused["sop_run:2"] or "28" in result.refused["sop_run:2"]
+    assert len(seen) <= 5, seen  # lock, one count, one insert (plus the settings row)
+    assert sends.release_each(db, source=SendSource.sop, refs=["sop_run:1", "sop_run:9"]) == 1
+    assert sends.used_counts(db, [7, 8], at=FEBRUARY) == {7: 27, 8: 1}

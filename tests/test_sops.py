@@ -546,3 +546,37 @@ def test_out_of_range_ids_and_bad_cursors_are_refused_never_a_500(client: TestCl
     assert client.post("/api/v1/sops", json=body, headers=admin_headers).status_code == 422
     assert client.get("/api/v1/sops/99999999999999999999", headers=admin_headers).status_code in (404, 422)
     assert client.get("/api/v1/sops/1/enrolments?cursor=abc", headers=admin_headers).status_code in (404, 422)
+
+
+def test_a_chunk_of_messages_each_gets_its_own_outcome(db: Session, make: Any, admin: Any) -> None:
+    """Messages run in chunks: one WeCom refuses becomes a task (quota given back), a personal account's
+    becomes a task, the rest are sent — each once, each on its timeline."""
+    account = make.account()
+    personal = make.account(kind="personal", wecom_userid=None)
+    sent = [wecom_customer(make, db, account, f"wmOK{n:04d}") for n in range(3)]
+    refused = wecom_customer(make, db, account, "wmGONE01", salutation="赵姐")
+    by_hand = make.customer(personal, salutation="钱姐")
+    tag = crm_tag(db)
+    new_sop(db, admin, sop_data(tag, [{"at": "day 0 09:00", "kind": "send", "text": "{称呼}您好，新品到了"}]))
+    for customer in [*sent, refused, by_hand]:
+        tag_customer(db, customer, tag)
+
+    class Api(RecordingApi):
+        def create_mass_send(self, **body: Any) -> dict[str, Any]:
+            answer = super().create_mass_send(**body)
+            return {**answer, "fail_list": [x for x in body["external_userids"] if x == "wmGONE01"]}
+
+    api = Api()
+    run_at = later(1)
+    service.run_all(db, now=run_at, api=api)
+    service.run_all(db, now=run_at, api=api)
+
+    assert len(api.calls) == 4  # three sent and the one WeCom refused — each called once
+    outcomes = {c.id: runs_of(db, enrolment_of(db, c))[0].outcome for c in [*sent, refused, by_hand]}
+    assert [outcomes[c.id] for c in sent] == ["sent"] * 3
+    assert (outcomes[refused.id], outcomes[by_hand.id]) == ("send_failed", "no_wecom")
+    assert [t.detail for t in sop_tasks(db, refused)] == ["赵姐您好，新品到了"]
+    assert [t.detail for t in sop_tasks(db, by_hand)] == ["钱姐您好，新品到了"]
+    assert sends.used_counts(db, [c.id for c in [*sent, refused]], at=run_at) == {c.id: 1 for c in sent}
+    steps = db.scalars(select(Touch).where(Touch.customer_id == refused.id, Touch.kind == "system")).all()
+    assert any(t.details and t.details.get("outcome") == "send_failed" for t in steps)

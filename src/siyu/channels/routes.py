@@ -147,14 +147,11 @@ def _editor(request: Request, session: Session, viewer: Viewer, *, channel: Chan
                   library=_library_choices(session), **_labels())
 
 
-def _library_choices(session: Session) -> dict[str, list[Any]]:
-    """The library's scripts and links a welcome may use (话术库 / 素材库), most used first."""
+def _library_choices(session: Session) -> dict[str, Any]:
+    """The library's scripts and the links, images and mini-program cards a welcome may use, most used first."""
     from siyu.library import service as library_service
 
-    return {"scripts": [item for item, _text in library_service.scripts_for(session, customer_id=None,
-                                                                            account_id=None, limit=200)],
-            "links": library_service.list_items(session, flt=library_service.LibraryFilter(kinds=("link",)),
-                                                limit=200).items}
+    return library_service.picker_choices(session, material_kinds=library_service.WELCOME_KINDS)
 
 
 def _link(request: Request, channel: Channel) -> str:

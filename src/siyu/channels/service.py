@@ -330,7 +330,10 @@ class AddOutcome:
     coupon: str | None = None
     welcome: str | None = None
     alert: str = ""
-    attachments: list[dict[str, Any]] = field(default_factory=list)  # send_welcome_msg's, from the library
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # send_welcome_msg's links, from the library
+    # Every welcome material (links, images, mini-program cards) in order: images and covers become
+    # media_ids (wecom.media) when the welcome is sent.
+    material_ids: list[int] = field(default_factory=list)
 
 
 def _local_day(at: datetime) -> date:
@@ -416,8 +419,10 @@ def on_friends_added(session: Session, adds: list[FriendAdd]) -> list[AddOutcome
                 uses[channel.welcome_script_id] = uses.get(channel.welcome_script_id, 0) + 1
         if channel.welcome_material_ids:
             if channel.id not in links:
-                links[channel.id] = library_service.welcome_links(session, channel.welcome_material_ids)
-            outcome.attachments = [library_service.link_attachment(m) for m in links[channel.id]]
+                links[channel.id] = library_service.welcome_materials(session, channel.welcome_material_ids)
+            outcome.attachments = [library_service.link_attachment(m) for m in links[channel.id]
+                                   if m.kind == "link"]
+            outcome.material_ids = [m.id for m in links[channel.id]]
             for material in links[channel.id]:
                 uses[material.id] = uses.get(material.id, 0) + 1
         if channel.incentive_kind == IncentiveKind.coupon.value:

@@ -17,10 +17,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
+from siyu.core.db import among
 from siyu.core.errors import Invalid
 from siyu.core.i18n import N_
 from siyu.customers.models import Customer, Friendship
@@ -92,10 +93,13 @@ def values_for(session: Session, pairs: Iterable[tuple[int | None, int]]) -> dic
     people = sorted({c for c, _a in wanted if c is not None})
     names = {c: ("" if is_unnamed(name) else name) for c, name in session.execute(
         select(Customer.id, Customer.name).where(Customer.id.in_(people)))} if people else {}
+    # Read by customer id (the friendship's index) and matched to the pairs here: a row-value IN over
+    # (customer, account) is a full scan of friendship on SQLite — a second per call at 1,000,000 friends.
+    pairs_wanted = {p for p in wanted if p[0] is not None}
     chosen = {(c, a): s for c, a, s in session.execute(
         select(Friendship.customer_id, Friendship.account_id, Friendship.salutation).where(
-            tuple_(Friendship.customer_id, Friendship.account_id).in_([p for p in wanted if p[0] is not None]),
-            Friendship.salutation != ""))} if people else {}
+            among(session, Friendship.customer_id, people), Friendship.salutation != ""))
+        if (c, a) in pairs_wanted} if people else {}
     return {(c, a): Values(salutation=(chosen.get((c, a)) or names.get(c, "")) if c is not None else "",
                            account=accounts.get(a, "")) for c, a in wanted}
 

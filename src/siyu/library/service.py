@@ -61,7 +61,9 @@ AREA = "library"  # the storage area (core.storage.KEPT_AREAS)
 # An image is known by its first bytes, never by its name or the browser's word for it.
 IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 # Images, mini-program cards and files in a welcome need WeCom's media upload, which Siyu does not use yet.
-WELCOME_LINKS_ONLY = N_("A welcome message carries only links from the library; {title} is not a link")
+WELCOME_KINDS = (ItemKind.link.value, ItemKind.image.value, ItemKind.miniprogram.value)  # W:92137 attachments
+WELCOME_LINKS_ONLY = N_(
+    "A welcome message carries links, images and mini-program cards from the library; {title} is none of them")
 _APPID = re.compile(r"^wx[0-9a-f]{16}$")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 
@@ -483,7 +485,8 @@ def file_of(session: Session, *, item_id: int, which: str) -> tuple[str, str, st
 
 
 def check_welcome_materials(session: Session, ids: Iterable[int], *, field_name: str) -> list[int]:
-    """Materials a welcome message may carry: links, at most ``MAX_ATTACHMENTS`` (W:92137)."""
+    """Materials a welcome message may carry: links, images and mini-program cards (images and covers go
+    as temporary material, W:90253), at most ``MAX_ATTACHMENTS`` (W:92137)."""
     wanted = list(dict.fromkeys(int(i) for i in ids))
     if len(wanted) > MAX_ATTACHMENTS:
         raise Invalid("At most {n} attachments (WeCom's limit)", field=field_name, n=MAX_ATTACHMENTS)
@@ -492,7 +495,7 @@ def check_welcome_materials(session: Session, ids: Iterable[int], *, field_name:
         material = found.get(material_id)
         if material is None:
             raise Invalid("Material {id} not found or retired", field=field_name, id=material_id)
-        if material.kind != ItemKind.link.value:
+        if material.kind not in WELCOME_KINDS:
             raise Invalid(WELCOME_LINKS_ONLY, field=field_name, title=material.title)
     return wanted
 
@@ -500,6 +503,11 @@ def check_welcome_materials(session: Session, ids: Iterable[int], *, field_name:
 def welcome_links(session: Session, ids: Iterable[int]) -> list[LibraryItem]:
     """The active link materials among ``ids``, in order, at most ``MAX_ATTACHMENTS``."""
     return [m for m in get_materials(session, ids) if m.kind == ItemKind.link.value][:MAX_ATTACHMENTS]
+
+
+def welcome_materials(session: Session, ids: Iterable[int]) -> list[LibraryItem]:
+    """The active links, images and mini-program cards among ``ids``, in order, at most ``MAX_ATTACHMENTS``."""
+    return [m for m in get_materials(session, ids) if m.kind in WELCOME_KINDS][:MAX_ATTACHMENTS]
 
 
 def link_attachment(item: LibraryItem) -> dict[str, Any]:
@@ -510,6 +518,20 @@ def link_attachment(item: LibraryItem) -> dict[str, Any]:
 def welcome_attachments(session: Session, ids: Iterable[int]) -> list[dict[str, Any]]:
     """The link materials among ``ids`` as send_welcome_msg attachments (W:92137), at most 9."""
     return [link_attachment(m) for m in welcome_links(session, ids)]
+
+
+def picker_choices(session: Session, *, material_kinds: tuple[str, ...], limit: int = 200) -> dict[str, Any]:
+    """What the library picker (``library/_picker.html``) offers a form: active scripts and materials of
+    these kinds, most used first, with the kinds' labels."""
+    materials = list(session.scalars(
+        select(LibraryItem).where(LibraryItem.kind.in_(list(material_kinds)),
+                                  LibraryItem.status == ItemStatus.active.value)
+        .order_by(LibraryItem.use_count.desc(), LibraryItem.id.desc()).limit(limit))) if material_kinds else []
+    scripts = list(session.scalars(
+        select(LibraryItem).where(LibraryItem.kind == ItemKind.script.value,
+                                  LibraryItem.status == ItemStatus.active.value)
+        .order_by(LibraryItem.use_count.desc(), LibraryItem.id.desc()).limit(limit)))
+    return {"scripts": scripts, "materials": materials, "kind_labels": KIND_LABELS}
 
 
 def script_text(session: Session, script_id: int | None) -> str:

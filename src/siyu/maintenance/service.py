@@ -74,6 +74,9 @@ NEW_FRIEND_DAYS = 3  # a friend added within these days without a remark name is
 DELETED_LOOKBACK_DAYS = 1  # friends who deleted us since the last run
 BATCH = 1000
 # Kind weights in the priority: a conversation waiting for us comes before a routine check-in.
+# The kinds the daily job makes (and caps per operator); the rest arrive from other domains as they happen.
+GENERATED_KINDS = frozenset({TaskKind.cadence.value, TaskKind.follow_up.value, TaskKind.birthday.value,
+                             TaskKind.new_friend.value, TaskKind.deleted.value, TaskKind.unanswered.value})
 # A 客户SOP step (sops.service) is a planned touch: after a follow-up, before a birthday.
 KIND_WEIGHT = {TaskKind.unanswered: 400, TaskKind.follow_up: 300, TaskKind.sop: 280, TaskKind.birthday: 250,
                TaskKind.deleted: 200, TaskKind.cadence: 100, TaskKind.new_friend: 50, TaskKind.campaign: 260,
@@ -490,9 +493,11 @@ def generate_tasks(session: Session, *, day: date | None = None, now: datetime |
     existing_keys = {(c, a, k) for c, a, k in session.execute(
         select(Task.customer_id, Task.account_id, Task.kind).where(Task.day == day))}
     used: dict[tuple[str, int], int] = defaultdict(int)
-    # Counted row by row (not from the key set): two tasks of one kind for one customer (an event's
-    # invitation and another's) both take room under the cap.
-    for a, n in session.execute(select(Task.account_id, func.count()).where(Task.day == day)
+    # The cap is for the kinds made here, counted row by row (two tasks of one kind for one customer both
+    # take room): other domains' tasks (SOP steps, moments, group rules, events) never crowd out an
+    # unanswered customer.
+    for a, n in session.execute(select(Task.account_id, func.count())
+                                .where(Task.day == day, Task.kind.in_(sorted(GENERATED_KINDS)))
                                 .group_by(Task.account_id)):
         used[_operator_key(owners.get(a), a)] += n
     by_operator: dict[tuple[str, int], list[Candidate]] = defaultdict(list)

@@ -157,8 +157,11 @@ def _form_context(session: Any, viewer: Viewer) -> dict[str, Any]:
     accounts = [a for a in accounts_service.visible_accounts(session, viewer=viewer)
                 if a.kind in service.PLANNABLE_KINDS]
     tags = list(session.scalars(select(Tag).order_by(Tag.group_id, Tag.sort_order, Tag.id)))
+    from siyu.library import service as library_service
+
     return {"accounts": accounts, "columns": service.list_columns(session), "tags": tags,
-            "text_max": service.TEXT_MAX_CHARS, "images_max": service.IMAGES_MAX, **_labels()}
+            "text_max": service.TEXT_MAX_CHARS, "images_max": service.IMAGES_MAX,
+            "library": library_service.picker_choices(session, material_kinds=("image",)), **_labels()}
 
 
 @pages.get("/moments/new", response_class=HTMLResponse)
@@ -183,14 +186,18 @@ def _local_time(value: str) -> datetime | None:
 
 @pages.post("/moments/new", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
 async def new_submit(request: Request, session: SessionDep, viewer: PageViewer, form: FormDep) -> Response:
-    values = {k: v for k, v in form.multi_items() if isinstance(v, str) and k != "csrf_token"}
+    values: dict[str, Any] = {k: v for k, v in form.multi_items() if isinstance(v, str) and k != "csrf_token"}
+    values["material_ids"] = [int(m) for m in form.getlist("material_ids") if isinstance(m, str) and m.isdigit()]
     files = [f for f in form.getlist("images") if isinstance(f, UploadFile) and f.filename]
     try:
         uploads = [service.Upload(name=f.filename or "image", content_type=f.content_type or "",
                                   data=await f.read(service.IMAGE_MAX_BYTES + 1)) for f in files]
         account_text = _form_text(form, "account_id")
         column_text = _form_text(form, "column_id")
-        data = PostIn(account_id=int(account_text) if account_text.isdigit() else 0,
+        script_text = _form_text(form, "script_id")
+        data = PostIn(script_id=int(script_text) if script_text.isdigit() else None,
+                      material_ids=[int(m) for m in form.getlist("material_ids") if isinstance(m, str) and m.isdigit()],
+                      account_id=int(account_text) if account_text.isdigit() else 0,
                       module=_form_text(form, "module") or MomentModule.product.value,
                       column_id=int(column_text) if column_text.isdigit() else None,
                       text=_form_text(form, "text"), scheduled_at=_local_time(_form_text(form, "scheduled_at")),

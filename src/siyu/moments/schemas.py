@@ -27,6 +27,10 @@ class PostIn(BaseModel):
     column_id: int | None = Field(None, ge=1)
     text: str = Field("", max_length=100_000)  # the 2,000-character limit is the service's, with its message
     images: list[ImageIn] = Field(default_factory=list, max_length=100)
+    # From the library (话术库 / 素材库): a script used when ``text`` is empty, and images (9 in all with
+    # ``images``; the service counts them together and names the limit).
+    script_id: int | None = Field(None, ge=1)
+    material_ids: list[int] = Field(default_factory=list, max_length=100)
     tag_ids: list[int] = Field(default_factory=list, max_length=100)
     scheduled_at: datetime | None = None
 

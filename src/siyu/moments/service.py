@@ -28,7 +28,9 @@ from siyu.core.db import utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
+from siyu.customers import variables
 from siyu.customers.models import CustomerTag, Friendship, FriendshipStatus, Tag
+from siyu.library import service as library_service
 from siyu.moments.models import MomentColumn, MomentModule, MomentPost, PostStatus
 from siyu.moments.schemas import ColumnIn, PostIn, PostUpdate
 from siyu.team import service as team_service
@@ -220,7 +222,13 @@ def create_post(session: Session, *, data: PostIn, viewer: Viewer, uploads: list
     """A draft (no time) or a scheduled post; refused, with the limit named, past 2,000 characters or 9 images."""
     uploads = list(uploads or [])
     account = _account(session, data.account_id, viewer)
-    text = _check_text(data.text)
+    text = data.text
+    if not text.strip() and data.script_id is not None:
+        text = _script_text(session, data.script_id, account)
+    text = _check_text(text)
+    picked = _library_images(session, data.material_ids)
+    uploads += [Upload(name=m.filename or m.title, content_type=m.content_type, data=storage.get(m.file_key))
+                for m in picked]
     check_images(uploads)
     if not text.strip() and not uploads:
         raise Invalid("A moment needs text or at least one image", field="text")
@@ -238,9 +246,44 @@ def create_post(session: Session, *, data: PostIn, viewer: Viewer, uploads: list
                       created_by_id=viewer.user_id)
     session.add(post)
     session.flush()
+    uses = {m.id: 1 for m in picked}
+    if data.script_id is not None and not data.text.strip():
+        uses[data.script_id] = 1
+    if uses:
+        library_service.record_uses(session, uses, "moments")
     team_service.record_audit(session, actor=viewer, action="create", entity_type="moment_post", entity_id=post.id,
                               summary=_summary(post), after=_snapshot(post))
     return post
+
+
+def _script_text(session: Session, script_id: int, account: Account) -> str:
+    """A library script as a moment's text: a post is seen by many customers, so only ``{账号}`` (the account's
+    name) is filled; a script naming a customer's own value (``{称呼}``, ``{券码}``) is refused."""
+    text = library_service.script_text(session, script_id)
+    if not text:
+        raise Invalid("Script {id} not found or retired", field="script_id", id=script_id)
+    personal = [name for name in variables.variables_in(text) if name != variables.ACCOUNT]
+    if personal:
+        raise Invalid("A moment is seen by many customers; the script uses {variable}, which is filled per customer",
+                      field="script_id", variable="{" + personal[0] + "}")
+    return variables.render(text, variables.Values(account=account.display_name))
+
+
+def _library_images(session: Session, ids: list[int]) -> list[Any]:
+    """The library images picked for a moment (copied into the post: the library keeps its own)."""
+    wanted = list(dict.fromkeys(ids))
+    if len(wanted) > IMAGES_MAX:
+        raise Invalid("A moment takes at most {limit} images; this one has {count}", field="images",
+                      limit=IMAGES_MAX, count=len(wanted))
+    found = {m.id: m for m in library_service.get_materials(session, wanted)}
+    for material_id in wanted:
+        material = found.get(material_id)
+        if material is None:
+            raise Invalid("Material {id} not found or retired", field="material_ids", id=material_id)
+        if material.kind != "image":
+            raise Invalid("A moment takes images from the library; {title} is not one", field="material_ids",
+                          title=material.title)
+    return [found[i] for i in wanted]
 
 
 def _future(value: datetime | None, *, now: datetime | None) -> datetime | None:

@@ -42,6 +42,17 @@ R = TypeVar("R")
 STATE_VERSION = 1
 WELCOME_CODE_SECONDS = 20
 GROUP_WELCOME_TEMPLATES = 100  # W:92366: 入群欢迎语素材, at most 100 per corp
+# 上传临时素材 media/upload (W:90253): the limits, and WeCom's global codes for their refusals (W:90313).
+MEDIA_SECONDS = 3 * 86400  # "素材上传得到media_id，该media_id仅三天内有效"
+MEDIA_MIN_BYTES = 5  # "所有文件size必须大于5个字节"
+MEDIA_MAX_BYTES = {"image": 10 * 1024 * 1024, "voice": 2 * 1024 * 1024, "video": 10 * 1024 * 1024,
+                   "file": 20 * 1024 * 1024}  # 图片 10MB, 语音 2MB, 视频 10MB, 普通文件 20MB
+MEDIA_SIZE_ERRORS = {"image": 40009, "voice": 40010, "video": 40011, "file": 40006}  # 图片/语音/视频/文件大小不是有效值
+INVALID_MEDIA_TYPE = 40004  # 不合法的媒体文件类型 (type is not image, voice, video or file)
+INVALID_FILE_TYPE = 40005  # 不合法的文件类型 (an image that is not JPG or PNG)
+INVALID_FILE_SIZE = 40006  # 不合法的文件大小
+INVALID_MEDIA_ID = 40007  # 不合法的media_id参数
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # 图片 "支持JPG,PNG格式", known by their first bytes
 FOLLOW_PAGE = 500  # externalcontact/get pages its follow users past this many
 REMINDERS_PER_DAY = 3  # W:97610 remind_groupmsg_send: "每个群发任务，24小时内最多只能提醒3次"
 CHINA = timezone(timedelta(hours=8))  # the mass-send daily limit counts calendar days in China
@@ -217,6 +228,16 @@ class WelcomeCode(BaseModel):
     used_at: float | None = None
 
 
+class Upload(BaseModel):
+    """A temporary material (media/upload, W:90253): only its name, type and size are kept."""
+
+    media_id: str
+    media_type: str
+    filename: str = ""
+    size: int = 0
+    created_at: int
+
+
 class WelcomeMessage(BaseModel):
     userid: str
     external_userid: str
@@ -288,6 +309,7 @@ class CorpState(BaseModel):
     group_chats: list[GroupChat] = Field(default_factory=list)
     welcome_codes: list[WelcomeCode] = Field(default_factory=list)
     welcome_messages: list[WelcomeMessage] = Field(default_factory=list)
+    uploads: list[Upload] = Field(default_factory=list)  # temporary materials (media/upload, W:90253)
     mass_sends: list[MassSend] = Field(default_factory=list)
     transfers: list[Transfer] = Field(default_factory=list)
     join_ways: list[JoinWay] = Field(default_factory=list)  # 群活码 (W:92229)
@@ -1251,6 +1273,7 @@ class VirtualCorp:
         if found is None or found.used_at is not None or self.clock() - found.issued_at > WELCOME_CODE_SECONDS:
             raise ApiError(41050, "invalid welcome_code")  # unknown, used once already, or older than 20 s
         text, attachments = _text(body)
+        self._check_media(attachments)
         found.used_at = self.clock()
         self.state.welcome_messages.append(WelcomeMessage(userid=found.userid, external_userid=found.external_userid,
                                                           text=text, attachments=attachments,
@@ -1258,12 +1281,61 @@ class VirtualCorp:
         del self.state.welcome_messages[:-1000]
         return {}
 
+    # ---- W:90253 上传临时素材 ----------------------------------------------------------------
+
+    @_locked
+    def api_upload_media(self, query: dict[str, Any], *, filename: str, head: bytes, size: int) -> dict[str, Any]:
+        """``media/upload?type=…`` with a multipart ``media`` file: its ``media_id``, valid 3 days."""
+        media_type = str(query.get("type") or "")
+        if media_type not in MEDIA_MAX_BYTES:
+            raise ApiError(INVALID_MEDIA_TYPE, "invalid media type")
+        if size <= MEDIA_MIN_BYTES:
+            raise ApiError(INVALID_FILE_SIZE, "invalid file size")
+        if size > MEDIA_MAX_BYTES[media_type]:
+            raise ApiError(MEDIA_SIZE_ERRORS[media_type], f"invalid {media_type} size")
+        if media_type == "image" and not head.startswith(IMAGE_MAGIC):
+            raise ApiError(INVALID_FILE_TYPE, "invalid file type")
+        upload = Upload(media_id="1" + self._id("", 53), media_type=media_type, filename=filename[:128], size=size,
+                        created_at=int(self.clock()))
+        self.state.uploads.append(upload)
+        del self.state.uploads[:-5000]
+        return {"type": media_type, "media_id": upload.media_id, "created_at": str(upload.created_at)}
+
+    def upload(self, media_id: Any) -> Upload | None:
+        """The temporary material a media_id names while it is valid (3 days), else None."""
+        found = next((u for u in reversed(self.state.uploads) if u.media_id == media_id), None)
+        if found is None or found.created_at + MEDIA_SECONDS <= self.clock():
+            return None
+        return found
+
+    def _check_media(self, attachments: list[dict[str, Any]]) -> None:
+        """Attachments of a welcome or mass message name media this corp issued and still keeps (W:92137:
+        an image needs ``media_id`` or ``pic_url``; a mini-program its cover's ``pic_media_id``)."""
+        for attachment in attachments:
+            kind = attachment.get("msgtype")
+            body = attachment.get(kind) if isinstance(kind, str) else None
+            if kind not in ("image", "link", "miniprogram", "video", "file") or not isinstance(body, dict):
+                raise ApiError(40058, "invalid attachments msgtype")
+            if kind == "image" and not body.get("media_id") and body.get("pic_url"):
+                continue
+            wanted = {"image": "media_id", "miniprogram": "pic_media_id", "video": "media_id",
+                      "file": "media_id"}.get(kind)
+            if wanted is None:
+                continue
+            upload = self.upload(body.get(wanted))
+            expected = "image" if kind in ("image", "miniprogram") else kind
+            if upload is None or upload.media_type != expected:
+                raise ApiError(INVALID_MEDIA_ID, f"invalid media_id: {body.get(wanted)}")
+            if kind == "miniprogram" and not (body.get("appid") and body.get("page") and body.get("title")):
+                raise ApiError(40058, "miniprogram needs title, appid and page")
+
     @_locked
     def api_add_msg_template(self, body: dict[str, Any]) -> dict[str, Any]:
         chat_type = body.get("chat_type") or "single"
         if chat_type not in ("single", "group"):
             raise ApiError(40058, "chat_type must be single or group")
         text, attachments = _text(body)
+        self._check_media(attachments)
         sender = str(body.get("sender") or "")
         if sender:
             self.member(sender)

@@ -431,6 +431,26 @@ def create_app(corp: VirtualCorp, options: ServerOptions) -> FastAPI:
         token, expires_in = tokens.issue()
         return JSONResponse({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": expires_in})
 
+    @app.post("/cgi-bin/media/upload")
+    async def upload_media(request: Request) -> Response:
+        """W:90253 上传临时素材: multipart/form-data with the file as ``media``, ``type`` in the query;
+        answers ``type``, ``media_id`` (valid 3 days) and ``created_at``. Only name, type and size are kept."""
+        hit = faults.take("media/upload")
+        if hit is not None and hit.fail:
+            return _fault(hit.fault, request)
+        try:
+            tokens.check(request.query_params.get("access_token", ""), options.rate_limit)
+            form = await request.form()
+            media = form.get("media")
+            if media is None or isinstance(media, str):
+                raise ApiError(41005, "media data missing")  # W:90313 缺少多媒体文件数据
+            data = await media.read()
+            result = corp.api_upload_media(dict(request.query_params), filename=media.filename or "",
+                                           head=data[:16], size=len(data))
+        except ApiError as exc:
+            return _error(exc, request)
+        return JSONResponse({"errcode": 0, "errmsg": "ok", **result})
+
     @app.post("/cgi-bin/media/upload_attachment")
     async def upload_attachment(request: Request) -> Response:
         """W:96347 上传附件资源: multipart/form-data with the file as ``media``; ``media_type`` and

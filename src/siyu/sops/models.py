@@ -172,6 +172,9 @@ class SopStepRun(Base):
     __table_args__ = (
         UniqueConstraint("enrolment_id", "step_index", "seq", name="uq_sop_step_run_key"),
         Index("ix_sop_step_run_status_due", "status", "due_at"),
+        # A task deleted (the day's list made again, a merge) sets its runs' task_id NULL: found by index,
+        # not by a scan of every run per task.
+        Index("ix_sop_step_run_task", "task_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

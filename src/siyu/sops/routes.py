@@ -227,6 +227,19 @@ def _ids(text: str, field: str) -> list[int]:
     return [int(p) for p in parts]
 
 
+def _picked(form: Any, name: str) -> list[int]:
+    """The library picker's checked materials (ids; anything else is passed over)."""
+    return list(dict.fromkeys(int(v) for v in form.getlist(name) if str(v).strip().isdigit()))
+
+
+def _library(session: Any) -> dict[str, Any]:
+    """The library picker's choices for the steps: scripts, and materials (a WeCom message takes links,
+    images and mini-program cards; the service refuses a file there)."""
+    from siyu.library import service as library_service
+
+    return {"library": library_service.picker_choices(session, material_kinds=library_service.WELCOME_KINDS)}
+
+
 def form_to_sop(form: Any) -> SopIn:
     """The builder form as a ``SopIn``; anything unreadable is refused in the viewer's language."""
     kind = str(form.get("trigger_kind", "") or "")
@@ -239,9 +252,12 @@ def form_to_sop(form: Any) -> SopIn:
         if not at:
             continue
         tag_text = str(form.get(f"step_tag_{index}", "") or "").strip()
+        script_text = str(form.get(f"step_script_{index}", "") or "").strip()
         steps.append({"at": at, "kind": str(form.get(f"step_kind_{index}", "task") or "task"),
                       "text": str(form.get(f"step_text_{index}", "") or ""),
                       "tag_id": int(tag_text) if tag_text.isdigit() else None,
+                      "script_id": int(script_text) if script_text.isdigit() else None,
+                      "material_ids": _picked(form, f"step_materials_{index}"),
                       "times": int(str(form.get(f"step_times_{index}", "4") or "4"))
                       if str(form.get(f"step_times_{index}", "4") or "4").isdigit() else 4})
     try:
@@ -284,19 +300,22 @@ def _list_context(session: Any, viewer: Viewer) -> dict[str, Any]:
     counts = service.enrolment_counts(session, viewer=viewer, sop_ids=[s.id for s in sops])
     versions = {s.id: service.current_version(session, s) for s in sops}
     return {"sops": sops, "counts": counts, "versions": versions,
-            "quota_mode": sends_service.get_settings_row(session).quota_mode, **_labels()}
+            "quota_mode": sends_service.get_settings_row(session).quota_mode, **_labels(), **_library(session)}
 
 
 def _default_form() -> dict[str, Any]:
     return {"name": "", "trigger_kind": "tag", "trigger_ids": "", "trigger_days": "", "trigger_stages": [],
             "conditions": "", "exits": ["purchase"],
-            "steps": [{"at": "day 0 09:00", "kind": "task", "text": "", "tag_id": "", "times": 4}]}
+            "steps": [{"at": "day 0 09:00", "kind": "task", "text": "", "tag_id": "", "times": 4, "script_id": "",
+                       "material_ids": []}]}
 
 
 def _form_values(form: Any) -> dict[str, Any]:
     steps = [{"at": str(form.get(f"step_at_{i}", "") or ""), "kind": str(form.get(f"step_kind_{i}", "task") or ""),
               "text": str(form.get(f"step_text_{i}", "") or ""), "tag_id": str(form.get(f"step_tag_{i}", "") or ""),
-              "times": str(form.get(f"step_times_{i}", "4") or "4")} for i in range(FORM_STEPS)]
+              "times": str(form.get(f"step_times_{i}", "4") or "4"),
+              "script_id": str(form.get(f"step_script_{i}", "") or ""),
+              "material_ids": _picked(form, f"step_materials_{i}")} for i in range(FORM_STEPS)]
     return {"name": str(form.get("name", "") or ""), "trigger_kind": str(form.get("trigger_kind", "") or ""),
             "trigger_ids": str(form.get("trigger_ids", "") or ""),
             "trigger_days": str(form.get("trigger_days", "") or ""),
@@ -313,7 +332,9 @@ def _version_values(version: SopVersion, name: str) -> dict[str, Any]:
             "conditions": json.dumps(version.conditions, ensure_ascii=False) if version.conditions else "",
             "exits": list(version.exits),
             "steps": [{"at": s.get("at", ""), "kind": s.get("kind", ""), "text": s.get("text", ""),
-                       "tag_id": s.get("tag_id") or "", "times": s.get("times", 4)} for s in version.steps]}
+                       "tag_id": s.get("tag_id") or "", "times": s.get("times", 4),
+                       "script_id": s.get("script_id") or "", "material_ids": s.get("material_ids") or []}
+                      for s in version.steps]}
 
 
 @pages.get("/sops", response_class=HTMLResponse)
@@ -369,7 +390,7 @@ def _detail(request: Request, session: Any, viewer: Viewer, sop: Sop, *, values:
     return render(request, "sops/detail.html", nav_active="sops", title=sop.name, sop=sop, version=version,
                   enrolments=enrolments, runs=runs, names=names, version_numbers=version_numbers, counts=counts,
                   values=values or _version_values(version, sop.name), error=error, dry=dry,
-                  status_code=status_code, **_labels())
+                  status_code=status_code, **_labels(), **_library(session))
 
 
 @pages.get("/sops/{sop_id}", response_class=HTMLResponse)

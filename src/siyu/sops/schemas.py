@@ -17,6 +17,7 @@ MAX_STEPS = 20
 MAX_DAY = 365
 MAX_REPEAT = 52  # "every Monday": at most a year of Mondays
 MAX_TEXT = 1000  # characters; a WeCom text is at most 4000 bytes (W:92135), checked in bytes at save
+MAX_MATERIALS = 9  # W:92135 add_msg_template: at most 9 attachments
 WEEKDAYS = {
     "monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5, "sunday": 6,
     "mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6,
@@ -71,6 +72,10 @@ class StepIn(BaseModel):
     at: str = Field(min_length=1, max_length=32)  # "day 0 09:00", "every Monday 09:00"
     kind: StepKind
     text: str = Field("", max_length=MAX_TEXT)  # the script (task) or the message (send)
+    # From the library (话术库 / 素材库): a script used when ``text`` is empty, and materials the operator
+    # sends (task) or that go as attachments (send: links, images and mini-program cards).
+    script_id: int | None = Field(None, ge=1)
+    material_ids: list[int] = Field(default_factory=list, max_length=MAX_MATERIALS)
     tag_id: int | None = Field(None, ge=1)  # the tag step's corp tag
     times: int = Field(4, ge=1, le=MAX_REPEAT)  # how many times an "every …" step repeats
 

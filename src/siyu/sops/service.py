@@ -50,6 +50,7 @@ from siyu.customers.models import (
     Touch,
     TouchKind,
 )
+from siyu.library import service as library_service
 from siyu.segments.compiler import compile_tree
 from siyu.segments.schemas import parse_tree
 from siyu.sends import service as sends
@@ -75,6 +76,9 @@ MAX_TEXT_BYTES = 4000  # W:92135 add_msg_template: text.content is at most 4000 
 BIRTHDAY_KEYS = ("birthday",)  # the custom date field read by the birthday trigger (as maintenance reads it)
 SENDING_LEASE = timedelta(minutes=10)  # a claim older than this without an answer: the worker died mid-call
 RUN_BATCH = 500
+# WeCom messages are claimed, reserved and committed this many at a time before their calls: a worker that
+# dies mid-chunk leaves at most this many "answer lost, not sent again" (never one sent twice).
+SEND_CHUNK = 50
 ENROL_BATCH = 1000
 EDITING_ROLES = ("admin", "planner")
 NO_SERVER_SEND = N_("A personal account has no server send: send it by hand")
@@ -130,9 +134,12 @@ def _validated(session: Session, data: SopIn, viewer: Viewer) -> dict[str, Any]:
         when = parse_when(step.at)
         where = f"steps.{index}"
         if step.kind in (StepKind.task, StepKind.send):
-            if not step.text:
+            library_service.check_script_choice(session, step.script_id, field_name=f"{where}.script_id")
+            _check_step_materials(session, step.material_ids, kind=step.kind, field=f"{where}.material_ids")
+            if not step.text and step.script_id is None and not (step.kind is StepKind.send and step.material_ids):
                 raise Invalid("Step {n} needs its text", field=f"{where}.text", n=index + 1)
-            # A script the operator sends and a message WeCom sends both reach the customer: safe variables only.
+            # A script the operator sends and a message WeCom sends both reach the customer: safe variables only
+            # (a library script was checked so when it was saved).
             variables.check_outgoing(step.text, field=f"{where}.text")
             if step.kind is StepKind.send and len(step.text.encode("utf-8")) > MAX_TEXT_BYTES:
                 raise Invalid("A WeCom message is at most 4000 bytes (about 1300 Chinese characters)",
@@ -148,6 +155,33 @@ def _validated(session: Session, data: SopIn, viewer: Viewer) -> dict[str, Any]:
     return {"trigger": trigger.model_dump(mode="json"),
             "conditions": data.conditions.model_dump(mode="json") if data.conditions is not None else None,
             "steps": steps, "exits": sorted({e.value for e in data.exits})}
+
+
+def _check_step_materials(session: Session, ids: Sequence[int], *, kind: StepKind, field: str) -> None:
+    """Materials of a step exist and are active; a WeCom message carries links, images and mini-program cards
+    only (add_msg_template's attachments, W:92135), a task anything the operator can send by hand."""
+    found = {m.id: m for m in library_service.get_materials(session, ids)}
+    for material_id in ids:
+        material = found.get(material_id)
+        if material is None:
+            raise Invalid("Material {id} not found or retired", field=field, id=material_id)
+        if kind is StepKind.send and material.kind not in library_service.WELCOME_KINDS:
+            raise Invalid("A WeCom message carries links, images and mini-program cards; {title} is a file",
+                          field=field, title=material.title)
+
+
+def step_text(session: Session, step: dict[str, Any], scripts: dict[int, str] | None = None) -> str:
+    """A step's text before variables are filled: its own, else its library script's (while active)."""
+    if step.get("text"):
+        return str(step["text"])
+    script_id = step.get("script_id")
+    if not script_id:
+        return ""
+    if scripts is not None:
+        if int(script_id) not in scripts:
+            scripts[int(script_id)] = library_service.script_text(session, int(script_id))
+        return scripts[int(script_id)]
+    return library_service.script_text(session, int(script_id))
 
 
 def create_sop(session: Session, *, data: SopIn, viewer: Viewer, now: datetime | None = None) -> Sop:
@@ -768,8 +802,14 @@ def run_due(session: Session, *, now: datetime | None = None, api: Any = None, c
         versions = {v.id: v for v in session.scalars(select(SopVersion).where(
             SopVersion.id.in_(sorted({r.version_id for r in due}))))}
         values = variables.values_for(session, [(r.customer_id, r.account_id) for r in due])
-        texts = {r.id: variables.render(versions[r.version_id].steps[r.step_index].get("text", ""),
+        scripts: dict[int, str] = {}
+        texts = {r.id: variables.render(step_text(session, versions[r.version_id].steps[r.step_index], scripts),
                                         values[(r.customer_id, r.account_id)]) for r in due}
+        uses = _library_uses(session, [versions[r.version_id].steps[r.step_index] for r in due], texts=texts)
+        for r in due:  # a task names the materials the operator sends with the script
+            step = versions[r.version_id].steps[r.step_index]
+            if step["kind"] == StepKind.task.value and step.get("material_ids"):
+                texts[r.id] = f"{texts[r.id]}{_material_note(session, step['material_ids'])}"
         tasks = [r for r in due if versions[r.version_id].steps[r.step_index]["kind"] == StepKind.task.value]
         ran_tasks = _run_tasks(session, tasks, texts, versions, now=now)
         result.ran += ran_tasks
@@ -777,17 +817,42 @@ def run_due(session: Session, *, now: datetime | None = None, api: Any = None, c
             result.by_outcome[RunOutcome.task.value] += ran_tasks
         for row in due:
             step = versions[row.version_id].steps[row.step_index]
-            if step["kind"] == StepKind.task.value:
+            if step["kind"] != StepKind.tag.value:
                 continue
             outcome = _run_one(session, row, step, texts[row.id], now=now, api=wecom, commit=commit)
             if outcome is not None:
                 result.ran += 1
                 result.by_outcome[outcome.value] += 1
+        messages = [r for r in due if versions[r.version_id].steps[r.step_index]["kind"] == StepKind.send.value]
+        for start in range(0, len(messages), SEND_CHUNK):
+            for outcome in _send_many(session, messages[start:start + SEND_CHUNK], versions, texts, now=now,
+                                      api=wecom, commit=commit):
+                result.ran += 1
+                result.by_outcome[outcome.value] += 1
         _complete_finished(session, [r.enrolment_id for r in due], now)
+        if uses:
+            library_service.record_uses(session, uses, "sop")
         session.flush()
         if commit:
             session.commit()
     return result
+
+
+def _library_uses(session: Session, steps: Sequence[dict[str, Any]], *, texts: dict[int, str]) -> dict[int, int]:
+    """Library items these due steps use: the script (when the step has no text of its own) and materials."""
+    uses: dict[int, int] = defaultdict(int)
+    for step in steps:
+        if step.get("script_id") and not step.get("text"):
+            uses[int(step["script_id"])] += 1
+        for material_id in step.get("material_ids") or []:
+            uses[int(material_id)] += 1
+    return dict(uses)
+
+
+def _material_note(session: Session, ids: Sequence[int]) -> str:
+    """「（素材：门店实拍、新客指南）」: the materials a task's operator sends with its script."""
+    titles = [m.title for m in library_service.get_materials(session, ids)]
+    return _("(materials: {titles})", titles="、".join(titles)) if titles else ""
 
 
 class _LazyApi:
@@ -815,7 +880,7 @@ def _settle_lost_sends(session: Session, *, now: datetime) -> None:
 
 def _run_one(session: Session, row: Any, step: dict[str, Any], text: str, *, now: datetime, api: Any,
              commit: bool) -> RunOutcome | None:
-    kind = StepKind(step["kind"])  # task steps run set-based, in _run_tasks
+    kind = StepKind(step["kind"])  # task steps run set-based (_run_tasks), messages in chunks (_send_many)
     if kind is StepKind.tag:
         if not _claim(session, row.id, to=RunStatus.done, now=now):
             return None
@@ -832,7 +897,7 @@ def _run_one(session: Session, row: Any, step: dict[str, Any], text: str, *, now
         _finish(session, row.id, outcome=RunOutcome.tagged, now=now, detail=customers_service.tag_name(tag))
         _step_touch(session, row, step, RunOutcome.tagged, now=now, content=customers_service.tag_name(tag))
         return RunOutcome.tagged
-    return _send(session, row, step, text, now=now, api=api, commit=commit)
+    return None  # messages run in chunks (_send_many), tasks set-based (_run_tasks)
 
 
 def _run_tasks(session: Session, rows: Sequence[Any], texts: dict[int, str], versions: dict[int, SopVersion], *,
@@ -877,91 +942,141 @@ def _run_tasks(session: Session, rows: Sequence[Any], texts: dict[int, str], ver
     return len(mine)
 
 
-def _task(session: Session, row: Any, text: str, *, now: datetime) -> int | None:
+def _claim_many(session: Session, run_ids: Sequence[int], *, to: RunStatus, now: datetime) -> set[int]:
+    """Claim these runs (pending → ``to``) in one UPDATE; the ids this caller got."""
+    if not run_ids:
+        return set()
+    return set(session.scalars(
+        update(SopStepRun).where(SopStepRun.id.in_(list(run_ids)), SopStepRun.status == RunStatus.pending.value)
+        .values(status=to.value, claimed_at=now).returning(SopStepRun.id),
+        execution_options={"synchronize_session": False}))
+
+
+def _finish_many(session: Session, finished: Sequence[tuple[Any, RunOutcome, str, str, int | None]], *,
+                 steps: dict[int, dict[str, Any]], contents: dict[int, str], now: datetime) -> None:
+    """(row, outcome, detail, msgid, task id) of claimed runs: one executemany UPDATE, one INSERT of their
+    timeline entries (content: ``contents`` by run id)."""
+    if not finished:
+        return
+    table = cast(Table, SopStepRun.__table__)
+    session.connection().execute(
+        update(table).where(table.c.id == bindparam("run")).values(
+            status=RunStatus.done.value, outcome=bindparam("outcome"), detail=bindparam("detail"),
+            task_id=bindparam("task"), msgid=bindparam("msg"), ran_at=now),
+        [{"run": r.id, "outcome": o.value, "detail": d[:255], "task": t, "msg": m[:64]}
+         for r, o, d, m, t in finished])
+    names = {i: n for i, n in session.execute(select(Sop.id, Sop.name).where(
+        Sop.id.in_(sorted({r.sop_id for r, *_rest in finished}))))}
+    session.connection().execute(cast(Table, Touch.__table__).insert(), [
+        _touch_row(r.customer_id, r.account_id, now, {
+            "event": "sop_step", "sop_id": r.sop_id, "sop": names.get(r.sop_id, ""), "step": r.step_index + 1,
+            "kind": steps[r.id]["kind"], "outcome": o.value, "label": _(OUTCOME_LABELS[o]), "run_id": r.id},
+            content=contents.get(r.id, "")[:2000]) for r, o, _d, _m, _t in finished])
+
+
+def _tasks_instead(session: Session, items: Sequence[tuple[Any, RunOutcome, str]], texts: dict[int, str], *,
+                   now: datetime) -> list[tuple[Any, RunOutcome, str, str, int | None]]:
+    """Messages that cannot go out through WeCom become the day's SOP tasks (set-based, as ``_run_tasks``):
+    (row, outcome, reason, msgid "", task id) for ``_finish_many``."""
+    if not items:
+        return []
     from siyu.maintenance import service as maintenance_service
     from siyu.maintenance.models import Task, TaskKind, TaskStatus
 
     day = now.astimezone(local_zone()).date()
-    found = maintenance_service.add_tasks(session, [{"customer_id": row.customer_id, "account_id": row.account_id,
-                                                     "detail": text, "ref_id": row.id}], kind=TaskKind.sop, day=day,
-                                          now=now)
-    task_id = found.get((row.customer_id, row.account_id))
-    task = session.get(Task, task_id) if task_id is not None else None
-    if task is not None and task.ref_id != row.id and text not in task.detail:
-        # One SOP task per customer, account and day (the task list's key): a second step of the day joins it.
-        task.detail = f"{task.detail}；{text}"[:255]
-        if task.status != TaskStatus.open.value and task.status != TaskStatus.snoozed.value:
-            task.status = TaskStatus.open.value
-    return task_id
+    found = maintenance_service.add_tasks(session, [{"customer_id": r.customer_id, "account_id": r.account_id,
+                                                     "detail": texts[r.id], "ref_id": r.id} for r, _o, _w in items],
+                                          kind=TaskKind.sop, day=day, now=now)
+    owners = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(sorted(set(found.values())))))}
+    for row, _outcome, _why in items:  # a second step of the day for the same customer joins the day's task
+        task = owners.get(found.get((row.customer_id, row.account_id), 0))
+        if task is not None and task.ref_id != row.id and texts[row.id] not in task.detail:
+            task.detail = f"{task.detail}；{texts[row.id]}"[:255]
+            if task.status not in (TaskStatus.open.value, TaskStatus.snoozed.value):
+                task.status = TaskStatus.open.value
+    session.flush()
+    return [(r, o, why, "", found.get((r.customer_id, r.account_id))) for r, o, why in items]
 
 
-def _instead(session: Session, row: Any, step: dict[str, Any], text: str, *, outcome: RunOutcome, reason: str,
-             now: datetime) -> RunOutcome:
-    """A message that cannot go out through WeCom: a task for the operator with the text, and why."""
-    task_id = _task(session, row, text, now=now)
-    _finish(session, row.id, outcome=outcome, now=now, detail=reason, task_id=task_id)
-    _step_touch(session, row, step, outcome, now=now, content=reason)
-    return outcome
-
-
-def _send(session: Session, row: Any, step: dict[str, Any], text: str, *, now: datetime, api: Any,
-          commit: bool) -> RunOutcome | None:
+def _send_many(session: Session, rows: Sequence[Any], versions: dict[int, SopVersion], texts: dict[int, str], *,
+               now: datetime, api: Any, commit: bool) -> list[RunOutcome]:
+    """A chunk of due WeCom messages, set-based around the calls: who cannot be sent to (personal account, no
+    external id, over quota, not connected) becomes a task at once; the rest are reserved in the ledger and
+    claimed (``sending``) in one statement each and committed before any call — never sent twice; each
+    customer then gets their own ``add_msg_template`` (their own text), and the answers are written at once."""
     from siyu.wecom.client import WecomApiError
 
-    if session.scalar(select(SopStepRun.status).where(SopStepRun.id == row.id)) != RunStatus.pending.value:
-        return None
-    account = session.get(Account, row.account_id)
-    customer = session.get(Customer, row.customer_id)
-    reason = ""
-    if account is None or account.kind != AccountKind.wecom.value or not account.wecom_userid:
-        reason = _(NO_SERVER_SEND)
-    elif customer is None or not customer.wecom_external_userid:
-        reason = _("This customer has no WeCom external user ID, so WeCom cannot deliver to them")
-    if reason:
-        if not _claim(session, row.id, to=RunStatus.done, now=now):
-            return None
-        return _instead(session, row, step, text, outcome=RunOutcome.no_wecom, reason=reason, now=now)
-    assert account is not None and customer is not None
-    ref = f"sop_run:{row.id}"
-    reservation = sends.reserve(session, [row.customer_id], now, source=SendSource.sop, ref=ref)
-    if row.customer_id in reservation.refused:
-        if not _claim(session, row.id, to=RunStatus.done, now=now):
-            sends.release(session, source=SendSource.sop, ref=ref)
-            return None
-        return _instead(session, row, step, text, outcome=RunOutcome.over_quota,
-                        reason=reservation.refused[row.customer_id], now=now)
-    connected = api.get() if isinstance(api, _LazyApi) else api
-    if connected is None:
-        sends.release(session, source=SendSource.sop, ref=ref)
-        if not _claim(session, row.id, to=RunStatus.done, now=now):
-            return None
-        return _instead(session, row, step, text, outcome=RunOutcome.no_wecom, now=now,
-                        reason=_("WeCom is not connected: send it by hand"))
-    if not _claim(session, row.id, to=RunStatus.sending, now=now):
-        sends.release(session, source=SendSource.sop, ref=ref)
-        return None
-    if commit:
-        session.commit()  # the claim and the reservation are durable before WeCom hears of it
-    try:
-        answer = connected.create_mass_send(sender=account.wecom_userid, text=text, chat_type="single",
-                                            external_userids=[customer.wecom_external_userid])
-    except WecomApiError as exc:
-        if exc.errcode is None and not exc.retryable:  # the answer was lost after WeCom may have acted
-            _finish(session, row.id, outcome=RunOutcome.maybe_sent, now=now,
-                    detail=_("WeCom may have got it but its answer was lost; not sent again: {detail}",
-                             detail=exc.display()))
-            _step_touch(session, row, step, RunOutcome.maybe_sent, now=now, content=text)
-            return RunOutcome.maybe_sent
-        sends.release(session, source=SendSource.sop, ref=ref)  # WeCom created nothing: the quota is given back
-        return _instead(session, row, step, text, outcome=RunOutcome.send_failed, reason=exc.display(), now=now)
-    if customer.wecom_external_userid in answer.get("fail_list", []) or not answer.get("msgid"):
-        sends.release(session, source=SendSource.sop, ref=ref)
-        return _instead(session, row, step, text, outcome=RunOutcome.send_failed,
-                        reason=_("The customer is not (or no longer) a WeCom contact of this account's member"),
-                        now=now)
-    _finish(session, row.id, outcome=RunOutcome.sent, now=now, msgid=str(answer["msgid"]))
-    _step_touch(session, row, step, RunOutcome.sent, now=now, content=text)
-    return RunOutcome.sent
+    steps = {r.id: versions[r.version_id].steps[r.step_index] for r in rows}
+    accounts = {a.id: a for a in session.scalars(select(Account).where(
+        Account.id.in_(sorted({r.account_id for r in rows}))))}
+    externals = {int(c): x for c, x in session.execute(select(Customer.id, Customer.wecom_external_userid).where(
+        Customer.id.in_(sorted({r.customer_id for r in rows}))))}
+    instead: list[tuple[Any, RunOutcome, str]] = []
+    candidates = []
+    for row in rows:
+        account = accounts.get(row.account_id)
+        if account is None or account.kind != AccountKind.wecom.value or not account.wecom_userid:
+            instead.append((row, RunOutcome.no_wecom, _(NO_SERVER_SEND)))
+        elif not externals.get(row.customer_id):
+            instead.append((row, RunOutcome.no_wecom,
+                            _("This customer has no WeCom external user ID, so WeCom cannot deliver to them")))
+        else:
+            candidates.append(row)
+    reservation = sends.reserve_each(session, [(r.customer_id, f"sop_run:{r.id}") for r in candidates], now,
+                                     source=SendSource.sop)
+    instead += [(r, RunOutcome.over_quota, reservation.refused[f"sop_run:{r.id}"]) for r in candidates
+                if f"sop_run:{r.id}" in reservation.refused]
+    allowed = [r for r in candidates if f"sop_run:{r.id}" not in reservation.refused]
+    connected = (api.get() if isinstance(api, _LazyApi) else api) if allowed else None
+    if allowed and connected is None:
+        sends.release_each(session, source=SendSource.sop, refs=[f"sop_run:{r.id}" for r in allowed])
+        instead += [(r, RunOutcome.no_wecom, _("WeCom is not connected: send it by hand")) for r in allowed]
+        allowed = []
+    mine = _claim_many(session, [r.id for r, _o, _w in instead], to=RunStatus.done, now=now)
+    instead = [item for item in instead if item[0].id in mine]
+    sending = _claim_many(session, [r.id for r in allowed], to=RunStatus.sending, now=now)
+    sends.release_each(session, source=SendSource.sop, refs=[f"sop_run:{r.id}" for r in allowed
+                                                             if r.id not in sending])  # another worker has it
+    allowed = [r for r in allowed if r.id in sending]
+    finished = _tasks_instead(session, instead, texts, now=now)
+    contents = {r.id: why for r, _o, why in instead}
+    if allowed and commit:
+        session.commit()  # the claims and the reservations are durable before WeCom hears of any of them
+    failed: list[tuple[Any, RunOutcome, str]] = []
+    for row in allowed:
+        assert connected is not None
+        step, text = steps[row.id], texts[row.id]
+        external = str(externals[row.customer_id])
+        try:
+            extra: dict[str, Any] = {}
+            if step.get("material_ids"):  # links, images and cards from the library (images as temporary material)
+                from siyu.wecom import media
+
+                extra["attachments"] = media.welcome_attachments(
+                    session, connected, library_service.welcome_materials(session, step["material_ids"]))
+            answer = connected.create_mass_send(sender=accounts[row.account_id].wecom_userid, text=text,
+                                                chat_type="single", external_userids=[external], **extra)
+        except WecomApiError as exc:
+            if exc.errcode is None and not exc.retryable:  # the answer was lost after WeCom may have acted
+                finished.append((row, RunOutcome.maybe_sent,
+                                 _("WeCom may have got it but its answer was lost; not sent again: {detail}",
+                                   detail=exc.display()), "", None))
+                contents[row.id] = text
+                continue
+            failed.append((row, RunOutcome.send_failed, exc.display()))
+            continue
+        if external in answer.get("fail_list", []) or not answer.get("msgid"):
+            failed.append((row, RunOutcome.send_failed,
+                           _("The customer is not (or no longer) a WeCom contact of this account's member")))
+            continue
+        finished.append((row, RunOutcome.sent, "", str(answer["msgid"]), None))
+        contents[row.id] = text
+    # WeCom created nothing for these: the quota is given back, and each becomes a task.
+    sends.release_each(session, source=SendSource.sop, refs=[f"sop_run:{r.id}" for r, _o, _w in failed])
+    finished += _tasks_instead(session, failed, texts, now=now)
+    contents.update({r.id: why for r, _o, why in failed})
+    _finish_many(session, finished, steps=steps, contents=contents, now=now)
+    return [outcome for _r, outcome, *_rest in finished]
 
 
 def _step_touch(session: Session, row: Any, step: dict[str, Any], outcome: RunOutcome, *, now: datetime,
@@ -1052,7 +1167,9 @@ def dry_run(session: Session, *, data: SopIn | None = None, sop_id: int | None =
             due = max(at, now)
             step = version.steps[index]
             kind = StepKind(step["kind"])
-            text = variables.render(step.get("text", ""), values[(entry.customer_id, entry.account_id)])
+            text = variables.render(step_text(session, step), values[(entry.customer_id, entry.account_id)])
+            if step.get("material_ids"):
+                text = f"{text}{_material_note(session, step['material_ids'])}"
             outcome, reason = kind.value, ""
             if kind is StepKind.tag:
                 tag = session.get(Tag, int(step.get("tag_id") or 0))

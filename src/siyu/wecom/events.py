@@ -243,8 +243,16 @@ def _added(session: Session, adds: list[dict[str, Any]], *, api: Any | None = No
         for (customer_id, account_id), fields in zip(pairs, adds, strict=True)])
     for (customer_id, account_id), fields, outcome in zip(pairs, adds, outcomes, strict=True):
         welcome_sent: bool | str = False
-        if api is not None and (outcome.welcome or outcome.attachments) and fields.get("WelcomeCode"):
-            welcome_sent = _send_welcome(api, fields["WelcomeCode"], outcome.welcome or "", outcome.attachments)
+        if api is not None and (outcome.welcome or outcome.material_ids) and fields.get("WelcomeCode"):
+            attachments = outcome.attachments
+            if outcome.material_ids:  # images and mini-program covers go as temporary material (W:90253)
+                from siyu.library import service as library_service
+                from siyu.wecom import media
+
+                attachments = media.welcome_attachments(
+                    session, api, library_service.welcome_materials(session, outcome.material_ids))
+            if outcome.welcome or attachments:
+                welcome_sent = _send_welcome(api, fields["WelcomeCode"], outcome.welcome or "", attachments)
         session.add(Touch(customer_id=customer_id, account_id=account_id, kind=TouchKind.system.value,
                           occurred_at=_at(fields),
                           details={"event": "wecom_friend_added", "state": fields.get("State", "")[:64],
@@ -258,7 +266,7 @@ def _send_welcome(api: Any, code: str, text: str, attachments: list[dict[str, An
     from siyu.wecom.client import WecomApiError
 
     try:
-        if attachments:  # the channel's link materials from the library (W:92137)
+        if attachments:  # the channel's materials from the library (W:92137)
             api.send_welcome_message(code, text=text, attachments=attachments)
         else:
             api.send_welcome_message(code, text=text)

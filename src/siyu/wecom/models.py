@@ -142,5 +142,21 @@ class ArchiveSkip(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class WecomMedia(Base):
+    """A stored file uploaded to WeCom as temporary material (media/upload, W:90253): its media_id, kept
+    until shortly before the platform forgets it (3 days), so each file is uploaded once in that time."""
+
+    __tablename__ = "wecom_media"
+    __table_args__ = (UniqueConstraint("corp_id", "file_key", "media_type", name="uq_wecom_media_file"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    corp_id: Mapped[str] = mapped_column(String(64), default="")
+    file_key: Mapped[str] = mapped_column(String(200))  # core.storage key of the bytes
+    media_type: Mapped[str] = mapped_column(String(16))  # image / file
+    media_id: Mapped[str] = mapped_column(String(128))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())  # WeCom's: uploaded + 3 days
+
+
 __all__ = ["ArchiveConsent", "ArchiveCursor", "ArchiveSkip", "CallbackNonce", "EventStatus", "KfCursor",
-           "SendCheck", "WecomEvent"]
+           "SendCheck", "WecomEvent", "WecomMedia"]
