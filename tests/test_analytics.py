@@ -461,7 +461,7 @@ def test_an_operator_funnel_reads_the_transitions_and_agrees_with_the_company_ro
 
 def test_a_merge_and_its_undo_move_the_company_funnel_as_the_hand_written_sql_does(
         db: Session, make: Factory) -> None:
-    from siyu.customers import merge
+    from siyu.customers.merge import service as merge
 
     made = _random_ladder(db, make, customers=8)
     days = [date(2026, 1, 15), date(2026, 2, 20), date(2026, 4, 1), date(2026, 6, 1)]

@@ -69,6 +69,7 @@ ADMIN_USERNAME = "admin"
 TIMELINE_DAYS = 90
 # Customers created through customers.service (with audit entries) rather than in bulk.
 SERVICE_CREATED = 3
+REFERRED_FRIENDS = 12  # the requested customers that arrive through invite codes (sum of referrals.demo.INVITES)
 BATCH = 500
 
 
@@ -716,7 +717,9 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     planner = Planner(rng, now)
     # A few of the requested customers arrive this morning through WeCom (see _wecom_morning).
     wecom_adds = min(WECOM_ADDS, max(customers - SERVICE_CREATED, 0))
-    people = [planner.person() for _ in range(customers - wecom_adds)]
+    # And a few more this week through customers' invite codes (老带新, see referrals.demo).
+    referred = min(REFERRED_FRIENDS, max(customers - SERVICE_CREATED - wecom_adds, 0))
+    people = [planner.person() for _ in range(customers - wecom_adds - referred)]
     via_service = people[:SERVICE_CREATED]
     bulk = people[SERVICE_CREATED:]
     created = _insert_people(session, people=bulk, accounts=accounts, owner_of=owner_of, fields=fields,
@@ -751,18 +754,18 @@ def build_demo(session: Session, *, admin_password: str, customers: int = 2000, 
     from siyu.campaigns.demo import build as build_campaigns  # 群发: a finished A/B campaign, an over-quota send
 
     build_campaigns(session, admin=admin_viewer, now=now, seed=seed)
-    _conversion(session, admin=admin_viewer, now=now)  # 用户转化: coupons, 老带新, 抽奖
+    _conversion(session, admin=admin_viewer, now=now, referred=referred)  # 用户转化: coupons, 老带新, 抽奖
     return _summary(session)
 
 
-def _conversion(session: Session, *, admin: Viewer, now: datetime) -> None:
+def _conversion(session: Session, *, admin: Viewer, now: datetime, referred: int) -> None:
     """A coupon batch, a running referral programme with its leaderboard, a finished lucky draw."""
     from siyu.coupons.demo import build as build_coupons
     from siyu.draws.demo import build as build_draw
     from siyu.referrals.demo import build as build_referrals
 
     batch = build_coupons(session, admin=admin, now=now)
-    build_referrals(session, admin=admin, now=now, batch=batch)
+    build_referrals(session, admin=admin, now=now, batch=batch, friends=referred)
     build_draw(session, admin=admin, now=now, batch=batch)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, case, delete, func, insert, literal_column, select, text
@@ -44,10 +44,17 @@ def exact_at(moment: datetime) -> bool:
     return int(moment.timestamp()) % 3600 == 0 and moment.microsecond == 0
 
 
-def _aware(value: Any) -> datetime:
-    from siyu.analytics.service import _as_utc
+def as_utc(value: Any) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite hands back naive ones, raw SQL ISO strings)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
-    found = _as_utc(value)
+
+def _aware(value: Any) -> datetime:
+    found = as_utc(value)
     assert found is not None
     return found
 

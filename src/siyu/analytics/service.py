@@ -315,12 +315,7 @@ def stage_times(session: Session, *, viewer: Viewer, since: date, until: date,
             for rank in (1, 2, 3)]
 
 
-def _as_utc(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+_as_utc = rollups.as_utc
 
 
 def _check_period(since: date, until: date) -> None:

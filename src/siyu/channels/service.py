@@ -11,6 +11,7 @@ cost per customer from the same rows.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -360,6 +361,26 @@ def on_friend_added(session: Session, *, customer_id: int, account_id: int, stat
     return outcome
 
 
+@dataclass(frozen=True)
+class AddListener:
+    """A domain that owns some add states (referrals: personal invite codes), registered at its import:
+    ``claims(state)`` picks its adds out of a batch, ``added`` handles them, ``removed`` hears of a friend
+    lost. Channels never import that domain (the listener comes to it)."""
+
+    claims: Callable[[str], bool]
+    added: Callable[[Session, list[FriendAdd]], object]
+    removed: Callable[..., object]
+
+
+_add_listeners: list[AddListener] = []
+
+
+def listen_to_adds(listener: AddListener) -> None:
+    """Register ``listener`` (idempotent)."""
+    if listener not in _add_listeners:
+        _add_listeners.append(listener)
+
+
 def on_friends_added(session: Session, adds: list[FriendAdd]) -> list[AddOutcome]:
     """Attribute adds to the channels whose keys are their states; tag, reward, and prepare the welcomes.
 
@@ -368,11 +389,12 @@ def on_friends_added(session: Session, adds: list[FriendAdd]) -> list[AddOutcome
     before (nor an earlier add in the list). The caller refreshes the customers' computed
     facts (the channel's tags feed them).
     """
-    from siyu.referrals import service as referrals_service  # a personal invite code's state (老带新)
-
-    referred = [add for add in adds if referrals_service.is_referral_state(add.state)]
-    if referred:
-        referrals_service.on_adds(session, referred)
+    referred: list[FriendAdd] = []
+    for listener in list(_add_listeners):  # states another domain owns (老带新's personal invite codes)
+        claimed = [add for add in adds if add.state and listener.claims(add.state)]
+        if claimed:
+            listener.added(session, claimed)
+        referred += claimed
     referred_set = set(referred)
     outcomes = [AddOutcome(channel_id=None, alert=UNKNOWN_STATE if add.state and add not in referred_set else "")
                 for add in adds]
@@ -477,12 +499,11 @@ def _reward_promoters(session: Session, new_adds: list[tuple[FriendAdd, Channel]
 def on_friend_removed(session: Session, *, customer_id: int, account_id: int, at: datetime | None = None) -> int:
     """Mark the channel adds of this friendship as lost (the report's deletions and retention); a referee
     lost soon after being referred takes the referrer's credit back (referrals)."""
-    from siyu.referrals import service as referrals_service
-
     result = session.execute(update(ChannelAdd).where(
         ChannelAdd.customer_id == customer_id, ChannelAdd.account_id == account_id,
         ChannelAdd.removed_at.is_(None)).values(removed_at=at or utcnow()))
-    referrals_service.on_friend_removed(session, customer_id=customer_id, at=at or utcnow())
+    for listener in list(_add_listeners):
+        listener.removed(session, customer_id=customer_id, at=at or utcnow())
     return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -28,7 +28,9 @@ INVITES = (4, 3, 2, 2, 1)
 FRIEND_NAMES = ("小林", "阿杰", "木子", "晓雯", "大鹏", "Coco", "一一", "阿宁", "小满", "陈陈", "安安", "圆圆")
 
 
-def build(session: Session, *, admin: Viewer, now: datetime, batch: CouponBatch | None) -> ReferralProgramme:
+def build(session: Session, *, admin: Viewer, now: datetime, batch: CouponBatch | None,
+          friends: int = sum(INVITES)) -> ReferralProgramme:
+    """The programme, its invite codes and ``friends`` new customers who came through them."""
     account = session.scalar(select(Account).where(Account.kind == "wecom").order_by(Account.id).limit(1)) or \
         session.scalars(select(Account).order_by(Account.id)).first()
     assert account is not None
@@ -47,6 +49,9 @@ def build(session: Session, *, admin: Viewer, now: datetime, batch: CouponBatch 
     for position, (referrer_id, count) in enumerate(zip(referrers, INVITES, strict=False)):
         invite = service.invite_for(session, programme_id=programme.id, customer_id=referrer_id, viewer=admin)
         for n in range(count):
+            if friends <= 0:
+                break
+            friends -= 1
             at = now - timedelta(days=6 - n, hours=position)
             friend = customers_service.create_customer(session, viewer=admin, data=CustomerIn(
                 name=next(names), account_id=account.id))

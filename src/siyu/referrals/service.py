@@ -477,3 +477,15 @@ def invites_of(session: Session, *, programme_id: int, limit: int = 200) -> list
                                 .order_by(InviteCode.id.desc()).limit(limit)))
 
 
+
+
+def register() -> None:
+    """Hear the channels' adds and removals: an add whose state is a personal invite code credits its
+    referrer; a friend lost soon after takes the credit back (idempotent; runs at import)."""
+    from siyu.channels import service as channels_service
+
+    channels_service.listen_to_adds(channels_service.AddListener(
+        claims=is_referral_state, added=on_adds, removed=on_friend_removed))
+
+
+register()

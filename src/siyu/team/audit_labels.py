@@ -81,6 +81,11 @@ KINDS: dict[str, Kind] = {
     "group_welcome_template": Kind(N_("Group welcome message"), "/groups/welcome"),
     "group_invitee": Kind(N_("Group invitee")),
     "group_post_plan": Kind(N_("Group posts calendar line"), "/groups/posts"),
+    # 用户转化: 群发, coupons, 老带新, 抽奖
+    "campaign": Kind(N_("Mass send"), "/campaigns/{id}"),
+    "coupon_batch": Kind(N_("Coupon batch"), "/coupons/{id}"),
+    "referral_programme": Kind(N_("Referral programme"), "/referrals/{id}"),
+    "lucky_draw": Kind(N_("Lucky draw"), "/draws/{id}"),
 }
 
 # action → verb
@@ -88,6 +93,11 @@ ACTIONS: dict[str, str] = {
     "create": N_("Created"),
     "invite": N_("Invited"),
     "finish_batch": N_("Finished an intake batch"),
+    "credit": N_("Credited a referral"),
+    "refuse": N_("Refused a referral"),
+    "end": N_("Ended the programme"),
+    "issue": N_("Issued coupons"),
+    "draw": N_("Ran the draw"),
     "cancel": N_("Cancelled"),
     "update": N_("Updated"),
     "delete": N_("Deleted"),
