@@ -29,7 +29,7 @@ from siyu.web.render import render
 api = APIRouter(tags=["coupons"])
 pages = APIRouter(include_in_schema=False)
 __all__ = ["api", "pages"]
-LABELS = {"name": N_("Name"), "kind": N_("Kind"), "amount": N_("Amount off"), "discount": N_("Discount"),
+LABELS = {"name": N_("Batch name"), "kind": N_("Kind"), "amount": N_("Amount off"), "discount": N_("Discount"),
           "min_spend": N_("Minimum spend"), "valid_from": N_("First valid day"), "valid_until": N_("Last valid day"),
           "remind_days": N_("Remind days before expiry"), "generate": N_("Codes to generate"),
           "codes": N_("Coupon codes"), "segment_id": N_("Segment"), "customer_ids": N_("Customers")}

@@ -30,7 +30,7 @@ api = APIRouter(tags=["draws"])
 pages = APIRouter(include_in_schema=False)
 __all__ = ["api", "pages"]
 FORM_PRIZES = 3
-LABELS = {"name": N_("Name"), "segment_id": N_("Segment"), "prizes": N_("Prizes")}
+LABELS = {"name": N_("Draw name"), "segment_id": N_("Segment"), "prizes": N_("Prizes")}
 
 
 def _out(session: Session, draw: LuckyDraw) -> DrawOut:

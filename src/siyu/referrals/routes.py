@@ -46,7 +46,7 @@ api = APIRouter(tags=["referrals"])
 pages = APIRouter(include_in_schema=False)
 __all__ = ["api", "pages"]
 FORM_TIERS = 3
-LABELS = {"name": N_("Name"), "account_ids": N_("Accounts"), "reversal_days": N_("Reversal window (days)"),
+LABELS = {"name": N_("Programme name"), "account_ids": N_("Accounts"), "reversal_days": N_("Reversal window (days)"),
           "tiers": N_("Tiers"), "first_order_gift": N_("First-order gift"), "poster_text": N_("Poster text"),
           "state": N_("Invite code"), "referee_id": N_("New friend"), "customer_id": N_("Customer")}
 
