@@ -162,6 +162,21 @@ def test_a_scope_the_viewer_may_not_see_is_not_found_not_zero(db: Session, make:
                            since=date(2026, 3, 1), until=date(2026, 3, 2)).values == [0.0, 0.0]
 
 
+def test_the_goal_form_offers_scopes_by_name_and_only_those_the_operator_may_see(
+        db: Session, make: Factory, client: Any) -> None:
+    from tests.test_pages import Console
+
+    mine, other = make.account(display_name="山野茶舍·我的"), make.account(display_name="别人的号")
+    operator = make.user("operator", accounts=[mine])
+    db.commit()
+    page = Console(client).login(operator).get("/goals")
+    assert page.status_code == 200
+    assert f'value="account:{mine.id}"' in page.text and "山野茶舍·我的" in page.text
+    assert f'value="account:{other.id}"' not in page.text and "别人的号" not in page.text
+    assert 'value="company"' not in page.text  # the whole company is an admin's scope
+    assert "account:&lt;id&gt;" not in page.text  # no raw identifier syntax asked of anyone
+
+
 def test_sub_goals_add_up_to_their_parent_and_may_not_exceed_it(db: Session, make: Factory, admin: Any) -> None:
     first, second = make.account(), make.account()
     viewer = viewer_of(admin)

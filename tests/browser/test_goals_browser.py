@@ -22,7 +22,7 @@ def test_admin_creates_a_goal_sees_its_progress_on_the_dashboard_and_exports_the
     today = local_today()
     page.fill("#goal-name", "本月净增好友")
     page.select_option("#goal-metric", "net_adds")
-    page.fill("#goal-scope", "company")
+    page.select_option("#goal-scope", "company")
     page.fill("#goal-target", "20")
     page.fill("#goal-start", (today - timedelta(days=3)).isoformat())
     page.fill("#goal-deadline", (today + timedelta(days=20)).isoformat())

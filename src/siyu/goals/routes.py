@@ -114,6 +114,7 @@ def _editor(request: Request, session: Any, viewer: Viewer, *, values: dict[str,
     today = local_today()
     return render(request, "goals/list.html", status_code=status_code, nav_active="goals", title=_("Goals"),
                   evaluations=evaluations, metrics=catalogue.catalogue(), users=users,
+                  scopes=service.scope_choices(session, viewer=viewer),
                   values=values or {"start": today.isoformat(), "scope": "company" if viewer.sees_all_accounts
                                     else f"operator:{viewer.user_id}"},
                   errors=errors or {}, states={k: _(v) for k, v in STATE_LABELS.items()})

@@ -176,3 +176,28 @@ def evaluate(session: Session, *, goal: Goal, viewer: Viewer, today: date | None
 def subgoals(session: Session, *, goal: Goal, viewer: Viewer) -> list[Goal]:
     return [g for g in session.scalars(select(Goal).where(Goal.parent_id == goal.id).order_by(Goal.id))
             if _may_see(session, g, viewer)]
+
+
+def scope_choices(session: Session, *, viewer: Viewer) -> list[tuple[str, list[tuple[str, str]]]]:
+    """What the goal form offers as a scope, by name and grouped by kind: only what the viewer may see
+    (the values are ``parse_scope``'s: ``company``, ``account:<id>``, …)."""
+    from siyu.accounts.models import Account
+    from siyu.channels import service as channels_service
+    from siyu.core.i18n import _
+    from siyu.groups.registry import KIND_LABELS
+    from siyu.segments import service as segments_service
+
+    groups: list[tuple[str, list[tuple[str, str]]]] = []
+    if viewer.sees_all_accounts:
+        groups.append((_("Whole company"), [("company", _("Whole company"))]))
+    accounts = [a for a in session.scalars(select(Account).order_by(Account.id)) if viewer.can_see_account(a.id)]
+    groups.append((_("Account"), [(f"account:{a.id}", a.display_name) for a in accounts]))
+    users = list(session.scalars(select(User).order_by(User.id))) if viewer.sees_all_accounts else \
+        [u for u in [session.get(User, viewer.user_id or 0)] if u is not None]
+    groups.append((_("Operators"), [(f"operator:{u.id}", u.display_name or u.username) for u in users]))
+    groups.append((_("Segment"), [(f"segment:{s.id}", s.name)
+                                   for s in segments_service.list_segments(session, viewer=viewer)]))
+    groups.append((_("Channel"), [(f"channel:{c.id}", c.name)
+                                   for c in channels_service.list_channels(session, viewer=viewer)]))
+    groups.append((_("Group kind"), [(f"group_kind:{k.value}", _(label)) for k, label in KIND_LABELS.items()]))
+    return [(label, options) for label, options in groups if options]
