@@ -325,3 +325,18 @@ def test_operators_may_not_send_campaigns_and_pages_render(client: TestClient, d
     assert console.get("/campaigns").status_code == 200
     assert 'href="/campaigns"' in console.get("/").text  # the nav entry under 增长
     assert db.scalar(select(func.count()).select_from(Customer)) == 1
+
+
+def test_a_scheduled_campaign_shows_as_running_on_the_admins_dashboard_with_its_reach(
+        client: TestClient, db: Session, make: Any, admin: Any, admin_headers: dict[str, str]) -> None:
+    account = make.account(kind="personal", wecom_userid=None)
+    make.bulk_customers(account, 4)
+    segment_id = segment_of(db, admin, account)
+    home = Console(client).login(admin).get("/")
+    assert 'data-testid="running-campaign"' not in home.text and "暂无进行中的活动" in home.text
+    made = client.post("/api/v1/campaigns", headers=admin_headers, json={
+        "name": "中秋<预热>", "segment_id": segment_id, "text": "中秋见", "scheduled_at": later(5).isoformat()})
+    assert made.status_code in (200, 201), made.text
+    home = Console(client).login(admin).get("/")
+    assert 'data-testid="running-campaign"' in home.text and f'href="/campaigns/{made.json()["id"]}"' in home.text
+    assert "中秋&lt;预热&gt;" in home.text and "共 4 位客户" in home.text

@@ -917,3 +917,22 @@ def results_due(session: Session, *, now: datetime | None = None) -> list[int]:
 
 __all__ = ["Plan", "cancel", "create_campaign", "numbers", "plan", "read_results", "remind",
            "send_campaign", "update_campaign"]
+
+
+IN_PROGRESS_DAYS = 7  # a sent campaign stays "running" while its results (48 h) and its buying window come in
+
+
+def in_progress(session: Session, *, now: datetime | None = None, limit: int = 10) -> list[tuple[Campaign, int]]:
+    """Campaigns running — scheduled, sending, or sent within ``IN_PROGRESS_DAYS`` — each with the number of
+    customers it targets (one grouped count; the full figures are on the campaign's page)."""
+    since = (now or utcnow()) - timedelta(days=IN_PROGRESS_DAYS)
+    campaigns = list(session.scalars(select(Campaign).where(or_(
+        Campaign.status.in_([CampaignStatus.scheduled.value, CampaignStatus.sending.value]),
+        and_(Campaign.status == CampaignStatus.sent.value, Campaign.sent_at >= since)))
+        .order_by(Campaign.scheduled_at.desc()).limit(limit)))
+    counts = dict(session.execute(
+        select(CampaignRecipient.campaign_id, func.count())
+        .where(CampaignRecipient.campaign_id.in_([c.id for c in campaigns]),
+               CampaignRecipient.status != RecipientStatus.left_out.value)
+        .group_by(CampaignRecipient.campaign_id)).tuples().all()) if campaigns else {}
+    return [(c, int(counts.get(c.id, 0))) for c in campaigns]

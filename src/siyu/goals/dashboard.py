@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, inspect, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from siyu.analytics import service as analytics_service
@@ -63,7 +63,7 @@ class Board:
     charts: dict[str, dict[str, Any]] = field(default_factory=dict)
     numbers: dict[str, Any] = field(default_factory=dict)
     alerts: list[tuple[str, str]] = field(default_factory=list)  # (text, link)
-    campaigns: list[dict[str, Any]] | None = None  # None: no campaigns table yet
+    campaigns: list[dict[str, Any]] = field(default_factory=list)
     computed_at: datetime | None = None
 
 
@@ -211,19 +211,13 @@ def _channels(session: Session, board: Board, viewer: Viewer, today: date) -> No
         {"name": _("ROI"), "data": [round((f.roi or 0) * 100, 1) for f in ranked]}]}
 
 
-def _campaigns(session: Session) -> list[dict[str, Any]] | None:
-    """Campaigns running — read only once the campaigns domain has its table (no numbers made up)."""
-    if not inspect(session.get_bind()).has_table("campaign"):
-        return None
-    from sqlalchemy import column, table
+def _campaigns(session: Session) -> list[dict[str, Any]]:
+    """Campaigns running (群发 scheduled, sending, or sent in the last days) with their status and reach."""
+    from siyu.campaigns import service as campaigns_service
+    from siyu.campaigns.models import CAMPAIGN_STATUS_LABELS, CampaignStatus
 
-    columns = {c["name"] for c in inspect(session.get_bind()).get_columns("campaign")}
-    if not {"id", "name", "status"} <= columns:  # another shape than expected: the section stays empty
-        return []
-    campaign = table("campaign", column("id"), column("name"), column("status"))
-    rows = session.execute(select(campaign.c.id, campaign.c.name).where(campaign.c.status == "running")
-                           .limit(10)).all()
-    return [{"id": r[0], "name": r[1]} for r in rows]
+    return [{"id": c.id, "name": c.name, "status": _(CAMPAIGN_STATUS_LABELS[CampaignStatus(c.status)]),
+             "targeted": targeted} for c, targeted in campaigns_service.in_progress(session)]
 
 
 def _alerts(session: Session, board: Board, viewer: Viewer, today: date) -> None:
