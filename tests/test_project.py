@@ -106,14 +106,7 @@ def test_upgrading_a_database_with_data_keeps_every_row(tmp_path: Path) -> None:
 # Import circles between siyu modules that remain, each with why. Everything else must stay acyclic: jobs
 # call services; services enqueue through core.jobs by name, never import their own domain's jobs; a domain
 # imports another domain's service (or a lower module of it), never its routes; hooks are registered at import.
-ALLOWED_IMPORT_CIRCLES = [
-    # groups.service runs the registry's, the group codes', the intake plan's and the posts' part of a sync
-    # (and cancels a dismissed group's posts), and they read groups through the service (function-level
-    # imports both ways); moderation reads members through it. Left to the groups domain's own
-    # restructuring (sync listeners registered by each part), inside this one package only.
-    {"siyu.groups.codes", "siyu.groups.registry", "siyu.groups.service", "siyu.groups.onboarding",
-     "siyu.groups.posts", "siyu.groups.moderation.service"},
-]
+ALLOWED_IMPORT_CIRCLES: list[set[str]] = []
 
 
 def _module_graph() -> dict[str, set[str]]:

@@ -95,7 +95,7 @@ def list_codes(session: Session, *, viewer: Viewer) -> list[GroupCode]:
 def save_code(session: Session, *, data: GroupCodeIn, viewer: Viewer, code_id: int | None = None) -> GroupCode:
     """Create or change a group code; its WeCom config follows after the commit (``jobs.sync_group_code``)."""
     from siyu.channels.models import Channel
-    from siyu.groups.service import get_group
+    from siyu.groups.queries import get_group
 
     registry.require_editor(viewer)
     groups: list[GroupChat] = []

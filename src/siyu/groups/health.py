@@ -187,7 +187,7 @@ def chart(snapshots: list[GroupDaySnapshot], labels: dict[str, str]) -> dict[str
 
 def unhealthy(session: Session, *, viewer: Viewer, limit: int = 500) -> list[GroupChat]:
     """Silent and dead groups the viewer may see, dead first."""
-    from siyu.groups.service import visible_group_clause
+    from siyu.groups.queries import visible_group_clause
 
     query = select(GroupChat).where(GroupChat.status == GroupChatStatus.active.value,
                                     GroupChat.health.in_([GroupHealth.silent.value, GroupHealth.dead.value]))
@@ -200,7 +200,7 @@ def unhealthy(session: Session, *, viewer: Viewer, limit: int = 500) -> list[Gro
 
 def by_kind(session: Session, *, viewer: Viewer) -> list[tuple[str, str, int, int]]:
     """(kind, health, groups, members) for the health page's per-kind table."""
-    from siyu.groups.service import visible_group_clause
+    from siyu.groups.queries import visible_group_clause
 
     query = select(GroupChat.kind, GroupChat.health, func.count(), func.coalesce(func.sum(GroupChat.member_count), 0)
                    ).where(GroupChat.status == GroupChatStatus.active.value)

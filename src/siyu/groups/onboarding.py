@@ -189,7 +189,7 @@ def intake_plan(session: Session, *, group: GroupChat) -> dict[int, list[GroupIn
 
 def add_invitees(session: Session, *, group: GroupChat, data: InviteesIn, viewer: Viewer) -> list[GroupInvitee]:
     """Invite people in one batch; a blacklisted customer is written down as refused, with the reason."""
-    from siyu.groups import service
+    from siyu.groups import queries
     from siyu.groups.moderation import service as moderation
 
     registry.require_editor(viewer)
@@ -201,7 +201,7 @@ def add_invitees(session: Session, *, group: GroupChat, data: InviteesIn, viewer
         raise Invalid("Choose at least one customer or write a name", field="customer_ids")
     if data.batch == 3 and not data.note:
         raise Invalid("Batch 3 applicants need a screening note", field="note")
-    visible = service.visible_customer_ids(session, customer_ids=ids, viewer=viewer)
+    visible = queries.visible_customer_ids(session, customer_ids=ids, viewer=viewer)
     unknown = [i for i in ids if i not in visible]
     if unknown:
         raise Invalid("Customer {id} not found", field="customer_ids", id=unknown[0])

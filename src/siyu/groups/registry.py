@@ -190,7 +190,7 @@ def templates_by_id(session: Session) -> dict[int, GroupNamingTemplate]:
 
 def misnamed(session: Session, *, viewer: Viewer) -> list[tuple[GroupChat, str]]:
     """Active groups whose name breaks their template, with the name they should have."""
-    from siyu.groups.service import visible_group_clause
+    from siyu.groups.queries import visible_group_clause
 
     templates = templates_by_id(session)
     query = select(GroupChat).where(GroupChat.naming_template_id.is_not(None),
@@ -547,7 +547,7 @@ def figures(session: Session, groups: Iterable[GroupChat]) -> dict[int, GroupFig
 
 def memberships(session: Session, *, customer_id: int, viewer: Viewer) -> list[tuple[GroupChat, GroupMember]]:
     """A customer's groups (current first, then those they left) that the viewer may see."""
-    from siyu.groups.service import visible_group_clause
+    from siyu.groups.queries import visible_group_clause
 
     query = (select(GroupChat, GroupMember).join(GroupMember, GroupMember.group_chat_id == GroupChat.id)
              .where(GroupMember.customer_id == customer_id))

@@ -13,26 +13,32 @@ Every function works in the caller's transaction and never commits.
 Scoping: a group belongs to the account whose ``wecom_userid`` is the group owner's; an
 admin or planner sees every group, an operator or service user only the groups of their
 accounts (a group of another account answers not found).
+
+Layering: this module runs the group parts' share of a sync and a dismissal (registry roles,
+group codes, the intake plan, posts), so those parts never import it; what they read about
+groups (scope, ``get_group``, customers behind members) lives in ``groups.queries``, which
+is re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, false, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from siyu.accounts.models import Account
 from siyu.core.db import utcnow
-from siyu.core.errors import Invalid, NotFound
+from siyu.core.errors import Invalid
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer, CustomerTag, Tag, TagGroup, TagGroupKind, Touch, TouchKind
+from siyu.groups import codes, onboarding, posts, registry
 from siyu.groups.models import (
     ChangeKind,
     GroupChat,
@@ -42,17 +48,18 @@ from siyu.groups.models import (
     GroupMessage,
     MemberType,
 )
+from siyu.groups.queries import GroupNotFound as GroupNotFound
+from siyu.groups.queries import batches as _batches
+from siyu.groups.queries import get_group as get_group
+from siyu.groups.queries import live_customer_ids as live_customer_ids
+from siyu.groups.queries import visible_customer_ids as visible_customer_ids
+from siyu.groups.queries import visible_group_clause as visible_group_clause
 from siyu.team import service as team_service
 
 log = logging.getLogger(__name__)
 
-BATCH = 500  # ids per IN list and customers per recompute batch
 MAX_SORT_ORDER = 2**31 - 1
 CORP_TAG_KINDS = ("tag", "tag_group")
-
-
-class GroupNotFound(NotFound):
-    pass
 
 
 # ---------------------------------------------------------------- reading the platform's JSON
@@ -120,11 +127,6 @@ def _admins(raw: Any) -> list[str]:
         if userid and userid not in admins:
             admins.append(userid)
     return admins
-
-
-def _batches(values: list[Any]) -> Iterator[list[Any]]:
-    for start in range(0, len(values), BATCH):
-        yield values[start:start + BATCH]
 
 
 def _customer_ids(session: Session, external_userids: Iterable[str]) -> dict[str, int]:
@@ -214,8 +216,6 @@ def apply_group_chat(session: Session, detail: dict[str, Any], *, at: datetime |
 
 def _after_sync(session: Session, group: GroupChat, current: list[GroupMember]) -> None:
     """The registry's part of a sync: member roles, and group codes moved on before this group is full."""
-    from siyu.groups import codes, onboarding, registry
-
     registry.assign_roles(group, current)
     codes.after_group_changed(session, group=group)
     onboarding.mark_joined(session, group=group, userids=[m.userid for m in current])  # the intake plan
@@ -311,8 +311,6 @@ def dismiss_group_chat(session: Session, chat_id: str, at: datetime | None = Non
         member.left_at = now
         _record(session, group, member, ChangeKind.quit, at=now, scene=None, dismissed=True)
     session.flush()
-    from siyu.groups import codes, posts
-
     codes.after_group_changed(session, group=group)  # a group code holding it moves on
     posts.cancel_for_group(session, group=group)  # its waiting posts are cancelled, and say so
     return group
@@ -330,15 +328,6 @@ class GroupFilter:
     tier: str = ""
     health: str = ""  # GroupHealth
     platform: str = ""  # GroupPlatform
-
-
-def visible_group_clause(viewer: Viewer) -> ColumnElement[bool] | None:
-    """Groups this viewer may see: owned by one of their accounts (None: every group)."""
-    if viewer.sees_all_accounts:
-        return None
-    if not viewer.account_ids:
-        return false()
-    return GroupChat.owner_account_id.in_(sorted(viewer.account_ids))
 
 
 def _clauses(flt: GroupFilter, viewer: Viewer) -> list[ColumnElement[bool]]:
@@ -399,14 +388,6 @@ def count_groups(session: Session, *, flt: GroupFilter, viewer: Viewer) -> int:
     return int(session.scalar(select(func.count()).select_from(GroupChat).where(*_clauses(flt, viewer))) or 0)
 
 
-def get_group(session: Session, *, group_id: int, viewer: Viewer) -> GroupChat:
-    group = session.get(GroupChat, group_id)
-    if group is None or not (viewer.sees_all_accounts or (
-            group.owner_account_id is not None and viewer.can_see_account(group.owner_account_id))):
-        raise GroupNotFound("Group not found")
-    return group
-
-
 def groups_by_ids(session: Session, group_ids: Iterable[int]) -> list[GroupChat]:
     ids = sorted(set(group_ids))
     return list(session.scalars(select(GroupChat).where(GroupChat.id.in_(ids)))) if ids else []
@@ -427,44 +408,6 @@ def recent_changes(session: Session, *, group: GroupChat, limit: int = 50
         .where(GroupMemberChange.group_chat_id == group.id)
         .order_by(GroupMemberChange.at.desc(), GroupMemberChange.id.desc()).limit(limit))
     return [(change, member) for change, member in rows]
-
-
-def visible_customer_ids(session: Session, *, customer_ids: Iterable[int], viewer: Viewer) -> set[int]:
-    """Which of these customers the viewer may open (the rest are shown by name only)."""
-    ids = sorted(set(customer_ids))
-    if not ids:
-        return set()
-    scope = customers_service.visible_customer_clause(viewer)
-    found: set[int] = set()
-    for chunk in _batches(ids):
-        query = select(Customer.id).where(Customer.id.in_(chunk))
-        if scope is not None:
-            query = query.where(scope)
-        found.update(session.scalars(query))
-    return found
-
-
-def live_customer_ids(session: Session, *, customer_ids: Iterable[int]) -> dict[int, int]:
-    """Each customer id → the customer to show: a customer merged away lives on in the one it went into.
-
-    A member's ``customer_id`` is re-resolved from the WeCom id on the next sync; until then
-    the pages follow the merge.
-    """
-    live = {i: i for i in set(customer_ids)}
-    pending = sorted(live)
-    for _hop in range(5):  # merges of merges: a short chain at most
-        moved: dict[int, int] = {}
-        for chunk in _batches(pending):
-            for source_id, target_id in session.execute(select(Customer.id, Customer.merged_into_id).where(
-                    Customer.id.in_(chunk), Customer.merged_into_id.is_not(None))):
-                if target_id is not None:
-                    moved[source_id] = target_id
-        if not moved:
-            break
-        for original, current in live.items():
-            live[original] = moved.get(current, current)
-        pending = sorted(set(moved.values()))
-    return live
 
 
 def customer_names(session: Session, *, customer_ids: Iterable[int]) -> dict[int, str]:

@@ -41,7 +41,7 @@ from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers.models import Customer, Touch, TouchKind
 from siyu.customers.search import index as search
-from siyu.groups import service as groups_service
+from siyu.groups import queries as groups_queries
 from siyu.groups.models import ChangeKind, GroupChat, GroupMember, GroupMemberChange, GroupMessage, MemberType
 from siyu.groups.moderation import engine
 from siyu.groups.moderation.engine import GroupInfo, Hit, Msg, RuleSpec
@@ -478,7 +478,7 @@ def _members(session: Session, pairs: set[tuple[int, str]]) -> dict[tuple[int, s
             if sender in customers and (found.get((gid, sender)) or (None, ""))[0] is None:
                 cid, name = customers[sender]
                 found[(gid, sender)] = (cid, (found.get((gid, sender)) or (None, name))[1] or name)
-    live = groups_service.live_customer_ids(session, customer_ids=[c for c, _n in found.values() if c])
+    live = groups_queries.live_customer_ids(session, customer_ids=[c for c, _n in found.values() if c])
     return {k: (live.get(c, c) if c else None, n) for k, (c, n) in found.items()}
 
 
@@ -782,7 +782,7 @@ def _aware(at: datetime) -> datetime:
 def _blacklist_scope(query: Any, viewer: Viewer) -> Any:
     """Admins and planners see the whole blacklist; others the entries that came from findings in their groups
     (every group's intake still refuses every entry: ``refused``)."""
-    scope = groups_service.visible_group_clause(viewer)
+    scope = groups_queries.visible_group_clause(viewer)
     if scope is None:
         return query
     return (query.join(ModerationFinding, ModerationFinding.id == BlacklistEntry.finding_id)
@@ -852,7 +852,7 @@ class FindingFilter:
 
 def _finding_query(flt: FindingFilter, viewer: Viewer) -> Any:
     query = select(ModerationFinding).join(GroupChat, GroupChat.id == ModerationFinding.group_chat_id)
-    scope = groups_service.visible_group_clause(viewer)
+    scope = groups_queries.visible_group_clause(viewer)
     if scope is not None:
         query = query.where(scope)
     if flt.group_id is not None:
@@ -871,7 +871,7 @@ def _finding_query(flt: FindingFilter, viewer: Viewer) -> Any:
 def list_findings(session: Session, *, flt: FindingFilter, viewer: Viewer, limit: int = 50,
                   cursor: str | None = None) -> Page[ModerationFinding]:
     if flt.group_id is not None:
-        groups_service.get_group(session, group_id=flt.group_id, viewer=viewer)  # 404 for another's group
+        groups_queries.get_group(session, group_id=flt.group_id, viewer=viewer)  # 404 for another's group
     query = _finding_query(flt, viewer)
     if cursor:
         try:
@@ -894,7 +894,7 @@ def get_finding(session: Session, *, finding_id: int, viewer: Viewer) -> Moderat
     if finding is None:
         raise FindingNotFound("Finding not found")
     try:
-        groups_service.get_group(session, group_id=finding.group_chat_id, viewer=viewer)
+        groups_queries.get_group(session, group_id=finding.group_chat_id, viewer=viewer)
     except NotFound as exc:
         raise FindingNotFound("Finding not found") from exc
     return finding
@@ -973,7 +973,7 @@ def import_group_export(session: Session, *, group_id: int, data: bytes, viewer:
     and then moderated like the archive's."""
     from siyu.customers.imports import chat as ci
 
-    group = groups_service.get_group(session, group_id=group_id, viewer=viewer)
+    group = groups_queries.get_group(session, group_id=group_id, viewer=viewer)
     if viewer.role == "service":
         raise Forbidden("Service staff cannot import chats; ask an operator")
     text = ci.decode(data)
