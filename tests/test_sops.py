@@ -580,3 +580,40 @@ def test_a_chunk_of_messages_each_gets_its_own_outcome(db: Session, make: Any, a
     assert sends.used_counts(db, [c.id for c in [*sent, refused]], at=run_at) == {c.id: 1 for c in sent}
     steps = db.scalars(select(Touch).where(Touch.customer_id == refused.id, Touch.kind == "system")).all()
     assert any(t.details and t.details.get("outcome") == "send_failed" for t in steps)
+
+
+# ------------------------------------------------ coupon steps (issue 23: coupons issued by an SOP step)
+
+
+def test_a_coupon_step_issues_one_code_per_customer_once_and_says_when_the_pool_is_empty(
+        db: Session, make: Any, admin: Any) -> None:
+    from siyu.coupons.models import CouponBatchCode
+    from tests.test_coupons import batch
+
+    account = make.account(kind="personal", wecom_userid=None)
+    customers = [make.customer(account) for _ in range(3)]
+    tag = crm_tag(db)
+    pool = batch(db, codes=["SOP-1", "SOP-2"])
+    new_sop(db, admin, sop_data(tag, [{"at": "day 1 09:00", "kind": "coupon", "coupon_batch_id": pool.id}]))
+    for customer in customers:
+        tag_customer(db, customer, tag)
+
+    first = service.run_all(db, now=later(2), api=RecordingApi())
+    second = service.run_all(db, now=later(2), api=RecordingApi())
+
+    assert dict(first.by_outcome) == {"coupon": 2, "no_coupon": 1} and second.ran == 0
+    held = dict(db.execute(select(CouponBatchCode.customer_id, CouponBatchCode.code)
+                           .where(CouponBatchCode.customer_id.is_not(None))).tuples().all())
+    assert sorted(held.values()) == ["SOP-1", "SOP-2"] and len(held) == 2
+    runs = [runs_of(db, enrolment_of(db, c))[0] for c in customers]
+    assert sorted(r.outcome for r in runs) == ["coupon", "coupon", "no_coupon"]
+    empty = next(r for r in runs if r.outcome == "no_coupon")
+    assert empty.detail == "券码已发完"
+
+
+def test_a_coupon_step_without_a_batch_that_exists_is_refused_when_saved(client: TestClient,
+                                                                          admin_headers: Any) -> None:
+    body = {"name": "送券", "trigger": {"kind": "stage", "stages": ["user"]},
+            "steps": [{"at": "day 0 09:00", "kind": "coupon", "coupon_batch_id": 999}], "exits": []}
+    answer = client.post("/api/v1/sops", json=body, headers=admin_headers)
+    assert answer.status_code == 422 and "优惠券批次" in answer.text, answer.text

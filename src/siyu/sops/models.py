@@ -60,10 +60,11 @@ class StepKind(enum.StrEnum):
     task = "task"  # a task for the account's operator, with the script to use
     send = "send"  # a WeCom corp mass message to this one customer (add_msg_template), within quota
     tag = "tag"  # a corp tag on the customer (moments visibility)
+    coupon = "coupon"  # one code of a coupon batch (coupons.service.issue), on the customer's timeline
 
 
 STEP_KIND_LABELS = {StepKind.task: N_("Task for the operator"), StepKind.send: N_("WeCom message"),
-                    StepKind.tag: N_("Moments visibility tag")}
+                    StepKind.tag: N_("Moments visibility tag"), StepKind.coupon: N_("Issue a coupon")}
 
 
 class ExitKind(enum.StrEnum):
@@ -95,6 +96,8 @@ class RunOutcome(enum.StrEnum):
     task = "task"
     sent = "sent"
     tagged = "tagged"
+    coupon = "coupon"  # a code of the batch issued (or the one the customer held already)
+    no_coupon = "no_coupon"  # the batch's pool was empty or the batch expired: nothing issued
     over_quota = "over_quota"  # a send over the customer's quota: a task for the operator instead
     no_wecom = "no_wecom"  # a send that cannot go through WeCom (personal account, not connected): a task
     send_failed = "send_failed"  # WeCom refused: a task for the operator instead
@@ -107,6 +110,8 @@ OUTCOME_LABELS = {
     RunOutcome.task: N_("Task created"),
     RunOutcome.sent: N_("WeCom message created"),
     RunOutcome.tagged: N_("Tag added"),
+    RunOutcome.coupon: N_("Coupon issued"),
+    RunOutcome.no_coupon: N_("No coupon issued: the batch is used up or expired"),
     RunOutcome.over_quota: N_("Over the send quota: became a task for the operator"),
     RunOutcome.no_wecom: N_("Cannot be sent through WeCom: became a task for the operator"),
     RunOutcome.send_failed: N_("WeCom refused the message: became a task for the operator"),

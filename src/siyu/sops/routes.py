@@ -235,9 +235,11 @@ def _picked(form: Any, name: str) -> list[int]:
 def _library(session: Any) -> dict[str, Any]:
     """The library picker's choices for the steps: scripts, and materials (a WeCom message takes links,
     images and mini-program cards; the service refuses a file there)."""
+    from siyu.coupons import service as coupons_service
     from siyu.library import service as library_service
 
-    return {"library": library_service.picker_choices(session, material_kinds=library_service.WELCOME_KINDS)}
+    return {"library": library_service.picker_choices(session, material_kinds=library_service.WELCOME_KINDS),
+            "coupon_batches": [(b.id, b.name) for b in coupons_service.list_batches(session)]}
 
 
 def form_to_sop(form: Any) -> SopIn:
@@ -252,10 +254,12 @@ def form_to_sop(form: Any) -> SopIn:
         if not at:
             continue
         tag_text = str(form.get(f"step_tag_{index}", "") or "").strip()
+        coupon_text = str(form.get(f"step_coupon_{index}", "") or "").strip()
         script_text = str(form.get(f"step_script_{index}", "") or "").strip()
         steps.append({"at": at, "kind": str(form.get(f"step_kind_{index}", "task") or "task"),
                       "text": str(form.get(f"step_text_{index}", "") or ""),
                       "tag_id": int(tag_text) if tag_text.isdigit() else None,
+                      "coupon_batch_id": int(coupon_text) if coupon_text.isdigit() else None,
                       "script_id": int(script_text) if script_text.isdigit() else None,
                       "material_ids": _picked(form, f"step_materials_{index}"),
                       "times": int(str(form.get(f"step_times_{index}", "4") or "4"))
@@ -306,13 +310,15 @@ def _list_context(session: Any, viewer: Viewer) -> dict[str, Any]:
 def _default_form() -> dict[str, Any]:
     return {"name": "", "trigger_kind": "tag", "trigger_ids": "", "trigger_days": "", "trigger_stages": [],
             "conditions": "", "exits": ["purchase"],
-            "steps": [{"at": "day 0 09:00", "kind": "task", "text": "", "tag_id": "", "times": 4, "script_id": "",
+            "steps": [{"at": "day 0 09:00", "kind": "task", "text": "", "tag_id": "", "coupon_batch_id": "",
+                       "times": 4, "script_id": "",
                        "material_ids": []}]}
 
 
 def _form_values(form: Any) -> dict[str, Any]:
     steps = [{"at": str(form.get(f"step_at_{i}", "") or ""), "kind": str(form.get(f"step_kind_{i}", "task") or ""),
               "text": str(form.get(f"step_text_{i}", "") or ""), "tag_id": str(form.get(f"step_tag_{i}", "") or ""),
+              "coupon_batch_id": str(form.get(f"step_coupon_{i}", "") or ""),
               "times": str(form.get(f"step_times_{i}", "4") or "4"),
               "script_id": str(form.get(f"step_script_{i}", "") or ""),
               "material_ids": _picked(form, f"step_materials_{i}")} for i in range(FORM_STEPS)]
@@ -332,7 +338,8 @@ def _version_values(version: SopVersion, name: str) -> dict[str, Any]:
             "conditions": json.dumps(version.conditions, ensure_ascii=False) if version.conditions else "",
             "exits": list(version.exits),
             "steps": [{"at": s.get("at", ""), "kind": s.get("kind", ""), "text": s.get("text", ""),
-                       "tag_id": s.get("tag_id") or "", "times": s.get("times", 4),
+                       "tag_id": s.get("tag_id") or "", "coupon_batch_id": s.get("coupon_batch_id") or "",
+                       "times": s.get("times", 4),
                        "script_id": s.get("script_id") or "", "material_ids": s.get("material_ids") or []}
                       for s in version.steps]}
 

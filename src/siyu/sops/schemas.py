@@ -77,6 +77,7 @@ class StepIn(BaseModel):
     script_id: int | None = Field(None, ge=1)
     material_ids: list[int] = Field(default_factory=list, max_length=MAX_MATERIALS)
     tag_id: int | None = Field(None, ge=1)  # the tag step's corp tag
+    coupon_batch_id: int | None = Field(None, ge=1)  # the coupon step's batch
     times: int = Field(4, ge=1, le=MAX_REPEAT)  # how many times an "every …" step repeats
 
     @field_validator("text")

@@ -144,6 +144,14 @@ def _validated(session: Session, data: SopIn, viewer: Viewer) -> dict[str, Any]:
             if step.kind is StepKind.send and len(step.text.encode("utf-8")) > MAX_TEXT_BYTES:
                 raise Invalid("A WeCom message is at most 4000 bytes (about 1300 Chinese characters)",
                               field=f"{where}.text")
+        if step.kind is StepKind.coupon:
+            from siyu.coupons import service as coupons_service
+
+            try:
+                coupons_service.get_batch(session, batch_id=step.coupon_batch_id or 0)
+            except NotFound as exc:
+                raise Invalid("Step {n} needs a coupon batch that exists", field=f"{where}.coupon_batch_id",
+                              n=index + 1) from exc
         if step.kind is StepKind.tag:
             tag = session.get(Tag, step.tag_id) if step.tag_id else None
             if tag is None:
@@ -687,6 +695,8 @@ def facts_changed(session: Session, customer_ids: list[int]) -> None:
 def register() -> None:
     """Listen to the customers' and orders' hooks (idempotent)."""
     from siyu.orders import facts as purchase_facts
+    from siyu.orders import service as _orders  # noqa: F401  (a purchase typed on a timeline becomes an order,
+    # and so purchase facts, only once orders.service listens to customers' purchase touches)
 
     customers_service.on_touches_written(touches_written)
     if facts_changed not in purchase_facts._listeners:
@@ -817,7 +827,7 @@ def run_due(session: Session, *, now: datetime | None = None, api: Any = None, c
             result.by_outcome[RunOutcome.task.value] += ran_tasks
         for row in due:
             step = versions[row.version_id].steps[row.step_index]
-            if step["kind"] != StepKind.tag.value:
+            if step["kind"] not in (StepKind.tag.value, StepKind.coupon.value):
                 continue
             outcome = _run_one(session, row, step, texts[row.id], now=now, api=wecom, commit=commit)
             if outcome is not None:
@@ -897,7 +907,34 @@ def _run_one(session: Session, row: Any, step: dict[str, Any], text: str, *, now
         _finish(session, row.id, outcome=RunOutcome.tagged, now=now, detail=customers_service.tag_name(tag))
         _step_touch(session, row, step, RunOutcome.tagged, now=now, content=customers_service.tag_name(tag))
         return RunOutcome.tagged
+    if kind is StepKind.coupon:
+        return _issue_coupon(session, row, step, now=now)
     return None  # messages run in chunks (_send_many), tasks set-based (_run_tasks)
+
+
+def _issue_coupon(session: Session, row: Any, step: dict[str, Any], *, now: datetime) -> RunOutcome | None:
+    """One code of the step's batch for this customer (the one held already when there is one): the pool's
+    draw is the coupons domain's, so a code goes to one customer, once. A used-up or expired batch issues
+    nothing and says so on the run."""
+    from siyu.coupons import service as coupons_service
+
+    if not _claim(session, row.id, to=RunStatus.done, now=now):
+        return None
+    batch_id = int(step.get("coupon_batch_id") or 0)
+    try:
+        issued = coupons_service.issue(session, batch_id, [row.customer_id], via="sop", at=now)
+    except (Invalid, NotFound) as exc:
+        _finish(session, row.id, outcome=RunOutcome.no_coupon, now=now,
+                detail=_("The coupon batch expired or no longer exists"))
+        del exc
+        return RunOutcome.no_coupon
+    code = issued.codes.get(row.customer_id)
+    if code is None:
+        _finish(session, row.id, outcome=RunOutcome.no_coupon, now=now, detail=_("The coupon pool is empty"))
+        return RunOutcome.no_coupon
+    _finish(session, row.id, outcome=RunOutcome.coupon, now=now, detail=code)
+    _step_touch(session, row, step, RunOutcome.coupon, now=now, content=code)
+    return RunOutcome.coupon
 
 
 def _run_tasks(session: Session, rows: Sequence[Any], texts: dict[int, str], versions: dict[int, SopVersion], *,
