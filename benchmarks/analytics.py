@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from machine import interleaved, medians, print_header
+from machine import database_url, interleaved, medians, print_header
 from segments import Loader, drop_indexes
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
@@ -201,10 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args(argv)
-    url = args.database or f"sqlite:///{DEFAULT_PATH}"
-    if args.rebuild and url.startswith("sqlite:///"):
-        for suffix in ("", "-wal", "-shm"):
-            Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    url = database_url(args.database, DEFAULT_PATH, rebuild=args.rebuild)
     print_header(f"Analytics: the ladder funnel and 52-week cohorts over {args.customers:,} customers, "
                  f"{DAYS // 365} years of stage transitions")
     print(f"database: {url.split('@')[-1]}", flush=True)

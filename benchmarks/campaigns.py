@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import interleaved, medians, print_header
+from machine import database_url, interleaved, medians, print_header
 from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
@@ -88,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args(argv)
-    url = args.database or f"sqlite:///{DEFAULT_PATH}"
-    if args.rebuild and url.startswith("sqlite:///"):
-        for suffix in ("", "-wal", "-shm"):
-            Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    url = database_url(args.database, DEFAULT_PATH, rebuild=args.rebuild)
     print_header(f"campaigns: a mass send to {args.customers:,} customers against 12 months of send history")
     from siyu.simulator.corp import VirtualCorp
     from siyu.simulator.server import RunningServer, ServerOptions, create_app

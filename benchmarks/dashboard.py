@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from analytics import CUSTOMERS, build, hand_funnel, ready
-from machine import interleaved, medians, print_header
+from machine import database_url, interleaved, medians, print_header
 from sqlalchemy import delete, text
 from sqlalchemy.orm import Session
 
@@ -77,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args(argv)
-    url = args.database or f"sqlite:///{DEFAULT_PATH}"
-    if args.rebuild and url.startswith("sqlite:///"):
-        for suffix in ("", "-wal", "-shm"):
-            Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    url = database_url(args.database, DEFAULT_PATH, rebuild=args.rebuild)
     print_header(f"Dashboard: the admin's company numbers over {args.customers:,} customers")
     print(f"database: {url.split('@')[-1]}", flush=True)
     engine = make_engine(url)

@@ -79,3 +79,18 @@ def csv_read_baseline(path: Path, *, encoding: str) -> dict[str, float]:
             count += 1
     return {"seconds": time.perf_counter() - started, "rss_mb": peak_rss_mb(), "rows": count - 1,
             "cpu": cpu_seconds()}
+
+
+def forget_sqlite(url: str) -> None:
+    """Delete a SQLite benchmark database and its WAL files (nothing for other databases)."""
+    if url.startswith("sqlite:///"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+
+
+def database_url(database: str, default_path: Path, *, rebuild: bool) -> str:
+    """The benchmark's database: ``--database`` or a reused SQLite file, deleted first on ``--rebuild``."""
+    url = database or f"sqlite:///{default_path}"
+    if rebuild:
+        forget_sqlite(url)
+    return url

@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from machine import interleaved, medians, print_header
+from machine import database_url, interleaved, medians, print_header
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -307,10 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--skip-rfm", action="store_true", help="measure the segment only (RFM as last refreshed)")
     args = parser.parse_args(argv)
-    url = args.database or f"sqlite:///{DEFAULT_PATH}"
-    if args.rebuild and url.startswith("sqlite:///"):
-        for suffix in ("", "-wal", "-shm"):
-            Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    url = database_url(args.database, DEFAULT_PATH, rebuild=args.rebuild)
     print_header(f"Segments and RFM: {args.customers:,} customers, {args.orders:,} orders")
     print(f"database: {url.split('@')[-1]}", flush=True)
     engine = make_engine(url)

@@ -26,7 +26,7 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-from machine import interleaved, medians, print_header
+from machine import database_url, interleaved, medians, print_header
 from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.orm import Session
 
@@ -82,10 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args(argv)
-    url = args.database or f"sqlite:///{DEFAULT_PATH}"
-    if args.rebuild and url.startswith("sqlite:///"):
-        for suffix in ("", "-wal", "-shm"):
-            Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    url = database_url(args.database, DEFAULT_PATH, rebuild=args.rebuild)
     print_header(f"send-quota ledger: reserve {args.recipients:,} recipients against {MONTHS} months of history")
     os.environ.update({"SIYU_DATABASE_URL": url, "SIYU_SECRET_KEY": "sends-benchmark-secret-key"})
     get_settings.cache_clear()

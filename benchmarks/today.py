@@ -54,7 +54,7 @@ from datetime import time as clock
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_seconds, interleaved, medians, print_header
+from machine import cpu_seconds, database_url, forget_sqlite, interleaved, medians, print_header
 from segments import Loader, drop_indexes
 from sqlalchemy import Engine, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -366,10 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-runs", type=int, default=21)
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args(argv)
-    url = args.database or f"sqlite:///{DEFAULT_PATH}"
-    if args.rebuild and url.startswith("sqlite:///"):
-        for suffix in ("", "-wal", "-shm"):
-            Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    url = database_url(args.database, DEFAULT_PATH, rebuild=args.rebuild)
     print_header(f"今日任务: {args.customers:,} customers, {ACCOUNTS} accounts, {OPERATORS} operators, "
                  f"{POLICIES} cadence policies, {SOPS} running SOPs")
     print(f"database: {url.split('@')[-1]}", flush=True)
@@ -383,8 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ready(engine, args.customers):
         if url.startswith("sqlite:///"):  # built for another spec, or half built: start again
             engine.dispose()
-            for suffix in ("", "-wal", "-shm"):
-                Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+            forget_sqlite(url)
             engine = make_engine(url)
         print("building the data… (PostgreSQL: give an empty database)", flush=True)
         build(engine, url, args.customers)
