@@ -306,6 +306,8 @@ def test_a_goal_page_shows_an_empty_state_for_a_period_without_data_and_refuses_
     assert export.status_code == 200 and len(export.text.splitlines()) == 32  # header + 31 days
     home = console.get("/")
     assert "去年营收" in home.text and "已偏离" in home.text  # on the owner's 工作台, off track
+    listed = console.get("/goals")  # the list names each goal's owner (operators' goals share names)
+    assert "负责人" in listed.text and (admin.display_name or admin.username) in listed.text
 
 
 # ---------------------------------------------------------------- demo

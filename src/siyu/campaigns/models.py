@@ -91,7 +91,7 @@ class TaskState(enum.StrEnum):
 TASK_STATE_LABELS = {
     TaskState.pending: N_("campaign.status.planned"),
     TaskState.creating: N_("Being created"),
-    TaskState.created: N_("Created"),
+    TaskState.created: N_("campaign.task.created"),
     TaskState.maybe_created: N_("Unknown (answer lost)"),
     TaskState.failed: N_("Failed"),
     TaskState.cancelled: N_("campaign.status.cancelled"),

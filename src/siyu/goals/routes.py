@@ -115,6 +115,8 @@ def _editor(request: Request, session: Any, viewer: Viewer, *, values: dict[str,
     return render(request, "goals/list.html", status_code=status_code, nav_active="goals", title=_("Goals"),
                   evaluations=evaluations, metrics=catalogue.catalogue(), users=users,
                   scopes=service.scope_choices(session, viewer=viewer),
+                  owners={u.id: u.display_name or u.username for u in session.query(User)
+                          if u.id in {g.owner_id for g in goals}},
                   values=values or {"start": today.isoformat(), "scope": "company" if viewer.sees_all_accounts
                                     else f"operator:{viewer.user_id}"},
                   errors=errors or {}, states={k: _(v) for k, v in STATE_LABELS.items()})
