@@ -501,3 +501,31 @@ def test_an_import_killed_midway_resumes_and_writes_each_order_once(db: Session,
     assert db.scalar(select(func.count()).select_from(Order)) == 2500
     got = facts(db, customer.id)
     assert got is not None and got.purchase_count == 833  # orders 1, 4, 7 … of 2,500: each counted once
+
+
+def test_a_batched_import_writes_exactly_the_amounts_and_times_it_checked(db: Session, make: Any,
+                                                                         tmp_path: Path) -> None:
+    """The write pass reads the checked orders back from the spool: fen, refunds, line prices and the
+    shop's local time arrive unchanged."""
+    from siyu.core import db as core_db
+    from siyu.core.settings import local_zone
+    from siyu.orders.models import OrderLine
+
+    customer = make.customer(make.account(), phones=["13800000001"])
+    path = tmp_path / "fen.csv"
+    path.write_text("订单号,付款时间,实付金额,订单状态,退款金额,手机号,商品名称,单价\n"
+                    "F1,2026-03-01 23:59:58,0.10,部分退款,0.01,13800000001,桂花乌龙,0.05\n"
+                    "F1,2026-03-01 23:59:58,0.10,部分退款,0.01,13800000001,龙井,0.05\n"
+                    "F2,2026-03-02 00:00:01,1999.99,已完成,,13800000001,岩茶,1999.99\n", encoding="utf-8")
+    result = imports.run_in_batches(core_db.transaction, source=open_source(path), viewer=SYSTEM, filename="fen.csv",
+                                    size=1)
+    assert result.counts.created == 2
+    orders = {o.order_no: o for o in db.scalars(select(Order))}
+    assert (orders["F1"].amount, orders["F1"].refunded_amount) == (Decimal("0.10"), Decimal("0.01"))
+    assert orders["F2"].amount == Decimal("1999.99")
+    assert orders["F1"].paid_at == datetime(2026, 3, 1, 23, 59, 58, tzinfo=local_zone())
+    assert orders["F2"].paid_at == datetime(2026, 3, 2, 0, 0, 1, tzinfo=local_zone())
+    prices = sorted(line.price for line in db.scalars(select(OrderLine).where(OrderLine.order_id == orders["F1"].id)))
+    assert prices == [Decimal("0.05"), Decimal("0.05")]
+    got = facts(db, customer.id)
+    assert got is not None and got.total_spent == Decimal("2000.08")

@@ -25,7 +25,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from siyu.core.db import utcnow
+from siyu.core.db import among, utcnow
 from siyu.orders.models import CustomerPurchaseFacts, MatchState, Order, OrderLine, OrderStatus, Product
 
 CENT = Decimal("0.01")
@@ -83,7 +83,7 @@ def compute(session: Session, ids: list[int], *, new_launch_days: int) -> dict[i
                func.coalesce(func.sum(Order.amount - Order.refunded_amount), 0),
                func.coalesce(func.sum(Order.refunded_amount), 0),
                func.min(Order.paid_at).filter(counted), func.max(Order.paid_at).filter(counted))
-        .where(Order.customer_id.in_(ids), Order.match_state == MatchState.matched.value)
+        .where(among(session, Order.customer_id, ids), Order.match_state == MatchState.matched.value)
         .group_by(Order.customer_id)).all()
     if not totals:
         return {}
@@ -91,7 +91,7 @@ def compute(session: Session, ids: list[int], *, new_launch_days: int) -> dict[i
     for customer_id, category, quantity in session.execute(
             select(OrderLine.customer_id, OrderLine.category, func.sum(OrderLine.quantity))
             .join(Order, Order.id == OrderLine.order_id)
-            .where(OrderLine.customer_id.in_(ids), OrderLine.category != "", counted,
+            .where(among(session, OrderLine.customer_id, ids), OrderLine.category != "", counted,
                    Order.match_state == MatchState.matched.value)
             .group_by(OrderLine.customer_id, OrderLine.category)):
         units[customer_id][category] = int(quantity or 0)
@@ -139,7 +139,8 @@ def _same(stored: Any, value: Any) -> bool:
 def store(session: Session, ids: list[int], facts: dict[int, Facts]) -> list[int]:
     """Write these customers' facts (rows only where they changed); the ids whose facts changed."""
     stored = {row[0]: row[1:] for row in session.execute(
-        select(_FACTS.c.customer_id, *[_FACTS.c[name] for name in FACT_COLUMNS]).where(_FACTS.c.customer_id.in_(ids)))}
+        select(_FACTS.c.customer_id, *[_FACTS.c[name] for name in FACT_COLUMNS])
+        .where(among(session, _FACTS.c.customer_id, ids)))}
     now = utcnow()
     changed: list[int] = []
     updates: list[dict[str, Any]] = []

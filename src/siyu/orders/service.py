@@ -32,7 +32,7 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, false, fun
 from sqlalchemy.orm import Session
 
 from siyu.channels.models import ChannelAdd
-from siyu.core.db import UTCDateTime, insert_ids, utcnow
+from siyu.core.db import UTCDateTime, among, insert_ids, utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import N_
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
@@ -214,13 +214,13 @@ def match_buyers(session: Session, buyers: list[Buyer], *, viewer: Viewer) -> li
     by_unionid: dict[str | None, int] = {}
     if unionids:
         for customer_id, unionid in session.execute(select(Customer.id, Customer.unionid).where(
-                Customer.unionid.in_(unionids), *live).order_by(Customer.id)):
+                among(session, Customer.unionid, unionids), *live).order_by(Customer.id)):
             by_unionid.setdefault(unionid, customer_id)
     externals = sorted({b.external_userid for b in buyers if b.external_userid})
     by_external: dict[str | None, int] = {}
     if externals:
         for customer_id, external in session.execute(select(Customer.id, Customer.wecom_external_userid).where(
-                Customer.wecom_external_userid.in_(externals), *live)):
+                among(session, Customer.wecom_external_userid, externals), *live)):
             by_external[external] = customer_id
     variants = {v: b.phone for b in buyers for v in _phone_variants(b.phone)}
     by_phone: dict[str, int] = {}
@@ -228,14 +228,15 @@ def match_buyers(session: Session, buyers: list[Buyer], *, viewer: Viewer) -> li
     if variants:
         for number, customer_id in session.execute(
                 select(Phone.number, Phone.customer_id).join(Customer, Customer.id == Phone.customer_id)
-                .where(Phone.number.in_(sorted(variants)), *live).order_by(Phone.customer_id)):
+                .where(among(session, Phone.number, sorted(variants)), *live).order_by(Phone.customer_id)):
             by_phone.setdefault(variants[number], customer_id)
         names = sorted({b.name for b in buyers if b.name and b.phone})
         if names:
             for recipient, number, customer_id in session.execute(
                     select(Address.recipient, Address.phone, Address.customer_id)
                     .join(Customer, Customer.id == Address.customer_id)
-                    .where(Address.phone.in_(sorted(variants)), Address.recipient.in_(names), *live)
+                    .where(among(session, Address.phone, sorted(variants)), among(session, Address.recipient, names),
+                           *live)
                     .order_by(Address.customer_id)):
                 by_name_phone.setdefault((recipient, variants[number]), customer_id)
     result: list[tuple[int | None, str]] = []
@@ -261,7 +262,8 @@ def _first_accounts(session: Session, customer_ids: list[int]) -> dict[int, int]
     if customer_ids:
         for customer_id, account_id in session.execute(
                 select(Friendship.customer_id, Friendship.account_id)
-                .where(Friendship.customer_id.in_(customer_ids), Friendship.status == FriendshipStatus.active.value)
+                .where(among(session, Friendship.customer_id, customer_ids),
+                       Friendship.status == FriendshipStatus.active.value)
                 .order_by(Friendship.customer_id, Friendship.added_at, Friendship.id)):
             found.setdefault(customer_id, account_id)
     return found
@@ -273,7 +275,7 @@ def _first_channels(session: Session, customer_ids: list[int]) -> dict[int, int]
     if customer_ids:
         for customer_id, channel_id in session.execute(
                 select(ChannelAdd.customer_id, ChannelAdd.channel_id)
-                .where(ChannelAdd.customer_id.in_(customer_ids))
+                .where(among(session, ChannelAdd.customer_id, customer_ids))
                 .order_by(ChannelAdd.customer_id, ChannelAdd.first_touch.desc(), ChannelAdd.added_at, ChannelAdd.id)):
             found.setdefault(customer_id, channel_id)
     return found
@@ -341,7 +343,7 @@ def upsert_orders(session: Session, *, orders: list[OrderData], viewer: Viewer, 
         for row in session.execute(
                 select(Order.id, Order.source, Order.order_no, Order.customer_id, Order.match_state, Order.matched_by,
                        Order.account_id, Order.channel_id, Order.touch_id)
-                .where(Order.source == source, Order.order_no.in_(numbers))):
+                .where(Order.source == source, among(session, Order.order_no, numbers))):
             existing[(row.source, row.order_no)] = row
     matched_ids = sorted({cid for cid, _how in matches if cid is not None}
                          | {row.customer_id for row in existing.values() if row.customer_id})
