@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=CUSTOMERS)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--build-only", action="store_true", help="build (or upgrade) the data and stop")
     args = parser.parse_args(argv)
     url = database_url(args.database, DEFAULT_PATH, rebuild=args.rebuild)
     print_header(f"Analytics: the ladder funnel and 52-week cohorts over {args.customers:,} customers, "
@@ -211,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         build(engine, url, args.customers)
     else:
         upgrade(url)  # a database built before the rollups: migration 0046 fills them
+    if args.build_only:
+        engine.dispose()
+        return 0
     postgres = engine.dialect.name == "postgresql"
     failures: list[str] = []
     today = local_today()
