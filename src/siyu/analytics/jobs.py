@@ -71,6 +71,28 @@ def nightly_rollups() -> None:
                     params={}, actor=SYSTEM)
 
 
+# Saved segments' funnel counts (analytics.segment_rollups): every hour, so a kept funnel is at most ~2 h old.
+SEGMENT_ROLLUP_MINUTE = 25
+
+
+@jobs.tracked_task(jobs.bulk_queue)
+def refresh_segment_rollups(ctx: jobs.JobContext) -> dict[str, Any]:
+    from siyu.analytics import segment_rollups
+
+    with ctx.transaction() as session:
+        return segment_rollups.refresh_all(session)
+
+
+@jobs.bulk_queue.periodic_task(crontab(minute=str(SEGMENT_ROLLUP_MINUTE)))
+def hourly_segment_rollups() -> None:
+    """Every hour: each saved segment's funnel counts from its members now."""
+    from siyu.core.viewer import SYSTEM
+
+    with transaction() as session:
+        jobs.submit(session, refresh_segment_rollups, kind="analytics.segment_rollups",
+                    title=_("Refresh the saved segments' funnel counts"), params={}, actor=SYSTEM)
+
+
 # ---------------------------------------------------------------- weekly reports (analytics.reports)
 
 REPORT_CHECK_MINUTES = "*/15"  # due from Monday 09:00 local; a worker that was down sends when it is back

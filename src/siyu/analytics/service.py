@@ -39,6 +39,7 @@ STAGES = ("traffic", "user", "customer", "fan")
 COHORT_DAYS = (7, 30, 90)
 COHORT_WEEKS_MAX = 104
 FLOW_NEW = "new"
+NEW_CUSTOMERS_CHECKED = 5000  # more customers added since a segment's counts were kept: read live
 MICROSECONDS_A_DAY = 86_400_000_000  # the Sankey's source for customers added during the period
 
 
@@ -193,9 +194,11 @@ def _kept_segment_funnel(session: Session, segment_id: int, day: date) -> Funnel
     changed = rollups.as_utc(segment.updated_at)
     if end > computed or utcnow() - computed > rollups.SEGMENT_FRESH or (changed is not None and changed > computed):
         return None
-    added_since = session.scalar(select(Customer.id).where(
-        Customer.id > state.customer_watermark, Customer.created_at < end).limit(1))
-    if added_since is not None:
+    # Customers added since (by primary key; few): any added before the date means the counts miss them.
+    added_since = [rollups.as_utc(created) for created in session.scalars(
+        select(Customer.created_at).where(Customer.id > state.customer_watermark).order_by(Customer.id)
+        .limit(NEW_CUSTOMERS_CHECKED + 1))]
+    if len(added_since) > NEW_CUSTOMERS_CHECKED or any(c is not None and c < end for c in added_since):
         return None
     counts = rollups.segment_counts_at(session, segment_id, end)
     current = {RANK_STAGES[rank]: counts.get(rank, 0) if rank else 0 for rank in range(len(STAGES))}

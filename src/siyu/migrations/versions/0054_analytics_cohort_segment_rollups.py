@@ -54,6 +54,11 @@ def upgrade() -> None:
     )
     op.create_index('ix_segment_stage_delta_hour', 'segment_stage_delta', ['segment_id', 'hour', 'rank', 'n'],
                     unique=False)
+    # SQLite counts the live customers added before a date from the index alone only when it holds
+    # merged_into_id too (the partial index's condition is not taken as covering the column).
+    op.drop_index('ix_customer_live_created', table_name='customer')
+    op.create_index('ix_customer_live_added', 'customer', ['created_at', 'merged_into_id'], unique=False,
+                    postgresql_where=sa.text('merged_into_id IS NULL'), sqlite_where=sa.text('merged_into_id IS NULL'))
     # Fill the cohort counts from customer_ladder (set-based; as analytics.rollups.cohort_rebuild_statements).
     dialect = op.get_bind().dialect.name
     if dialect == "postgresql":
@@ -71,6 +76,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_customer_live_added', table_name='customer')
+    op.create_index('ix_customer_live_created', 'customer', ['created_at'], unique=False,
+                    postgresql_where=sa.text('merged_into_id IS NULL'), sqlite_where=sa.text('merged_into_id IS NULL'))
     op.drop_index('ix_segment_stage_delta_hour', table_name='segment_stage_delta')
     op.drop_table('segment_stage_delta')
     op.drop_table('segment_rollup')
