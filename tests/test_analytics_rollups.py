@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from siyu.analytics import rollups, segment_rollups, service, transitions
 from siyu.analytics.models import SegmentRollup
 from siyu.core.viewer import SYSTEM
-from siyu.customers.models import Customer
 from tests.conftest import Factory
 from tests.test_analytics import HAND_COHORTS, _added, _hand_funnel, local
 
