@@ -191,3 +191,21 @@ def test_a_kept_segment_funnel_is_not_read_after_a_merge_a_backdated_add_or_a_ch
     db.commit()
     assert not kept()
 
+
+
+def test_the_page_and_the_api_say_when_a_segments_kept_funnel_was_taken(
+        db: Session, make: Factory, client: Any, admin: Any, admin_headers: dict[str, str]) -> None:
+    from tests.test_pages import Console
+
+    account = make.account()
+    _ladder(db, make, [account], customers=4)
+    segment_id = _segment(db, account.id)
+    params = {"day": "2026-03-01", "scope": f"segment:{segment_id}"}
+    live = client.get("/api/v1/analytics/funnel", headers=admin_headers, params=params).json()
+    assert live["as_of"] is None
+    segment_rollups.refresh(db, segment_id)
+    db.commit()
+    kept = client.get("/api/v1/analytics/funnel", headers=admin_headers, params=params).json()
+    assert kept["as_of"] is not None and kept["current"] == live["current"]
+    page = Console(client).login(admin).get("/analytics", params={"day": "2026-03-01", "segment_id": segment_id})
+    assert page.status_code == 200 and "按 " in page.text and "时的分群成员统计" in page.text

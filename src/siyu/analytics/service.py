@@ -431,17 +431,20 @@ def churn_by_stage(session: Session, *, viewer: Viewer, since: date, until: date
     clauses = customer_clauses(session, scope=scope or Scope(), viewer=viewer)
     start, end = day_start(since), day_start(until + timedelta(days=1))
     t = aliased(StageTransition)
+    # An alias: a scope's own conditions on friendships (a segment naming an account) must not correlate to it.
+    ended_friendship = aliased(Friendship)
     rank = func.coalesce(t.to_rank, 0)
-    ended = [Friendship.status == FriendshipStatus.deleted.value, Friendship.removed_at >= start,
-             Friendship.removed_at < end]
+    ended = [ended_friendship.status == FriendshipStatus.deleted.value, ended_friendship.removed_at >= start,
+             ended_friendship.removed_at < end]
     if scope is not None and scope.kind == "account":
-        ended.append(Friendship.account_id == scope.id)
+        ended.append(ended_friendship.account_id == scope.id)
     elif not viewer.sees_all_accounts:
-        ended.append(Friendship.account_id.in_(sorted(viewer.account_ids)))
+        ended.append(ended_friendship.account_id.in_(sorted(viewer.account_ids)))
     counts = {int(r): int(n) for r, n in session.execute(
-        select(rank, func.count()).select_from(Friendship).join(Customer, Customer.id == Friendship.customer_id)
-        .outerjoin(t, and_(t.customer_id == Customer.id, t.at <= Friendship.removed_at,
-                           or_(t.until.is_(None), t.until > Friendship.removed_at)))
+        select(rank, func.count()).select_from(ended_friendship)
+        .join(Customer, Customer.id == ended_friendship.customer_id)
+        .outerjoin(t, and_(t.customer_id == Customer.id, t.at <= ended_friendship.removed_at,
+                           or_(t.until.is_(None), t.until > ended_friendship.removed_at)))
         .where(*ended, *clauses).group_by(rank))}
     opening = funnel_for(session, clauses=clauses, day=since - timedelta(days=1))
     return [ChurnRow(stage=stage, at_start=opening.current[stage], churned=counts.get(i, 0))
