@@ -9,11 +9,14 @@ then measures, interleaved with the same aggregate written by hand in SQL in the
       list's filter → the one segment compiler → the transitions' range read) for the whole company
       on a date a year ago and for the segment on a date six months ago — target ≤ 500 ms each;
   (b) the 52-week cohort table (``analytics.service.cohorts``) — target ≤ 2 s;
-  (c) the nightly rebuild of the rollups both read (``analytics.rollups.rebuild``, once) — target ≤ 5 min.
+  (c) the nightly rebuild of the rollups both read (``analytics.rollups.rebuild``, once) — target ≤ 5 min;
+  (d) the hourly job's refresh of the saved segment's counts (``analytics.segment_rollups.refresh``, once).
 
-The company funnel and the cohorts read the rollups (kept where transitions are written); the segment
-funnel reads the transitions of the segment's customers through the covering index. A database built
-before migration 0046 is upgraded first (the migration fills the rollups).
+The company funnel and the cohorts read the rollups (kept where transitions are written); the saved
+segment's funnel reads the counts (d) kept (it fails if it did not), and the same segment's live read —
+what an ad-hoc filter or a stale segment gets — is shown beside it (no target of its own). A database built
+before migrations 0046/0054 is upgraded first (the migrations fill the rollups). ``--build-only`` builds
+(or upgrades) the data and stops.
 
 Exits non-zero when a target is missed or an answer differs from the hand-written one.
 
