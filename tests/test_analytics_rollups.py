@@ -209,3 +209,23 @@ def test_the_page_and_the_api_say_when_a_segments_kept_funnel_was_taken(
     assert kept["as_of"] is not None and kept["current"] == live["current"]
     page = Console(client).login(admin).get("/analytics", params={"day": "2026-03-01", "segment_id": segment_id})
     assert page.status_code == 200 and "按 " in page.text and "时的分群成员统计" in page.text
+
+
+def test_the_hourly_job_keeps_every_saved_segments_counts_and_skips_a_broken_one(
+        db: Session, make: Factory) -> None:
+    from siyu.analytics import jobs as analytics_jobs
+    from siyu.segments.models import Segment
+
+    account = make.account()
+    _ladder(db, make, [account], customers=6)
+    kept, broken = _segment(db, account.id), _segment(db, account.id)
+    db.execute(update(Segment).where(Segment.id == broken).values(broken=True))
+    db.commit()
+    analytics_jobs.hourly_segment_rollups.call_local()
+    db.expire_all()
+    state = db.get(SegmentRollup, kept)
+    assert state is not None and state.computed_at is not None and state.members == 6
+    assert db.get(SegmentRollup, broken) is None
+    day = DAYS[12]
+    funnel = service.funnel(db, viewer=SYSTEM, day=day, scope=service.Scope("segment", kept))
+    assert funnel.as_of is not None and funnel.current == _hand_segment(db, account.id, day)

@@ -80,7 +80,16 @@ def refresh_segment_rollups(ctx: jobs.JobContext) -> dict[str, Any]:
     from siyu.analytics import segment_rollups
 
     with ctx.transaction() as session:
-        return segment_rollups.refresh_all(session)
+        ids = segment_rollups.saved_segment_ids(session)
+    done = skipped = 0
+    for index, segment_id in enumerate(ids):  # one transaction each: writers wait for one segment at most
+        with ctx.transaction() as session:
+            if segment_rollups.refresh(session, segment_id) < 0:
+                skipped += 1
+            else:
+                done += 1
+        ctx.progress(index + 1, len(ids))
+    return {"segments": done, "skipped": skipped}
 
 
 @jobs.bulk_queue.periodic_task(crontab(minute=str(SEGMENT_ROLLUP_MINUTE)))

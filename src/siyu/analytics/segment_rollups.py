@@ -80,10 +80,15 @@ def refresh(session: Session, segment_id: int, *, now: datetime | None = None) -
     return size
 
 
+def saved_segment_ids(session: Session) -> list[int]:
+    """The saved segments whose counts the hourly job keeps: every one that is not broken."""
+    return list(session.scalars(select(Segment.id).where(Segment.broken.is_(False)).order_by(Segment.id)))
+
+
 def refresh_all(session: Session, *, now: datetime | None = None) -> dict[str, int]:
-    """Every saved segment that is not broken, one after another (the hourly job)."""
+    """Every saved segment that is not broken, one after another, in this session's transaction."""
     done = skipped = 0
-    for segment_id in list(session.scalars(select(Segment.id).where(Segment.broken.is_(False)).order_by(Segment.id))):
+    for segment_id in saved_segment_ids(session):
         if refresh(session, segment_id, now=now) < 0:
             skipped += 1
         else:
