@@ -71,6 +71,37 @@ def nightly_rollups() -> None:
                     params={}, actor=SYSTEM)
 
 
+# Saved segments' funnel counts (analytics.segment_rollups): every hour, so a kept funnel is at most ~2 h old.
+SEGMENT_ROLLUP_MINUTE = 25
+
+
+@jobs.tracked_task(jobs.bulk_queue)
+def refresh_segment_rollups(ctx: jobs.JobContext) -> dict[str, Any]:
+    from siyu.analytics import segment_rollups
+
+    with ctx.transaction() as session:
+        ids = segment_rollups.saved_segment_ids(session)
+    done = skipped = 0
+    for index, segment_id in enumerate(ids):  # one transaction each: writers wait for one segment at most
+        with ctx.transaction() as session:
+            if segment_rollups.refresh(session, segment_id) < 0:
+                skipped += 1
+            else:
+                done += 1
+        ctx.progress(index + 1, len(ids))
+    return {"segments": done, "skipped": skipped}
+
+
+@jobs.bulk_queue.periodic_task(crontab(minute=str(SEGMENT_ROLLUP_MINUTE)))
+def hourly_segment_rollups() -> None:
+    """Every hour: each saved segment's funnel counts from its members now."""
+    from siyu.core.viewer import SYSTEM
+
+    with transaction() as session:
+        jobs.submit(session, refresh_segment_rollups, kind="analytics.segment_rollups",
+                    title=_("Refresh the saved segments' funnel counts"), params={}, actor=SYSTEM)
+
+
 # ---------------------------------------------------------------- weekly reports (analytics.reports)
 
 REPORT_CHECK_MINUTES = "*/15"  # due from Monday 09:00 local; a worker that was down sends when it is back

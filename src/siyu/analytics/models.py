@@ -43,9 +43,10 @@ class StageTransition(Base):
     until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-# "Customers added before D" for the whole company: a range count over the live customers' add dates.
-Index("ix_customer_live_created", Customer.created_at, postgresql_where=text("merged_into_id IS NULL"),
-      sqlite_where=text("merged_into_id IS NULL"))
+# "Customers added before D" for the whole company: a range count over the live customers' add dates, read
+# from the index alone (SQLite covers the count only when the index holds ``merged_into_id`` too).
+Index("ix_customer_live_added", Customer.created_at, Customer.merged_into_id,
+      postgresql_where=text("merged_into_id IS NULL"), sqlite_where=text("merged_into_id IS NULL"))
 
 
 class StageCountDelta(Base):
@@ -75,6 +76,50 @@ class CustomerLadder(Base):
     user_lag_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     customer_lag_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     fan_lag_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class CohortLadderCount(Base):
+    """How many live customers added in a UTC hour (``hour`` = epoch seconds // 3600 of ``created_at``) first
+    stood on ``rung`` (1–3) or higher within ``within_days`` (7, 30 or 90: the smallest window holding their
+    lag, from ``CustomerLadder``; later or never: no row). A weekly cohort's "reached 客户 within 30 days" is
+    ``sum(n)`` over its 168 hours, rung 2 and ``within_days <= 30`` — a 52-week table sums a few tens of
+    thousands of rows instead of joining every customer. Appended where the ladder changes, folded nightly."""
+
+    __tablename__ = "cohort_ladder_count"
+    __table_args__ = (Index("ix_cohort_ladder_count_hour", "hour", "rung", "within_days", "n"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger)
+    rung: Mapped[int] = mapped_column(SmallInteger)
+    within_days: Mapped[int] = mapped_column(SmallInteger)
+    n: Mapped[int] = mapped_column(Integer)
+
+
+class SegmentRollup(Base):
+    """A saved segment's funnel counts as of ``computed_at`` (``SegmentStageDelta``), refreshed every hour by
+    a job. NULL ``computed_at``: out of date (a merge or its undo since). ``customer_watermark``: the highest
+    customer id then — a customer added since (an import may backdate them) sends the funnel to the live read."""
+
+    __tablename__ = "segment_rollup"
+
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segment.id", ondelete="CASCADE"), primary_key=True)
+    computed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    members: Mapped[int] = mapped_column(Integer, default=0)
+    customer_watermark: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SegmentStageDelta(Base):
+    """``StageCountDelta`` for one saved segment's members as of ``SegmentRollup.computed_at``, plus
+    ``rank`` 0: +1 in the hour each member was added (the funnel's "added before the date")."""
+
+    __tablename__ = "segment_stage_delta"
+    __table_args__ = (Index("ix_segment_stage_delta_hour", "segment_id", "hour", "rank", "n"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segment.id", ondelete="CASCADE"))
+    hour: Mapped[int] = mapped_column(BigInteger)
+    rank: Mapped[int] = mapped_column(SmallInteger)
+    n: Mapped[int] = mapped_column(Integer)
 
 
 class ReportState:

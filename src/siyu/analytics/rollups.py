@@ -19,19 +19,32 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, case, delete, func, insert, literal_column, select, text
 from sqlalchemy.orm import Session
 
-from siyu.analytics.models import CustomerLadder, StageCountDelta, StageTransition
+from siyu.analytics.models import (
+    CohortLadderCount,
+    CustomerLadder,
+    SegmentRollup,
+    SegmentStageDelta,
+    StageCountDelta,
+    StageTransition,
+)
 from siyu.core.db import among
 from siyu.customers.models import Customer
 
 _DELTA = cast(Table, StageCountDelta.__table__)
 _LADDER = cast(Table, CustomerLadder.__table__)
+_COHORT = cast(Table, CohortLadderCount.__table__)
+_SEGMENT_DELTA = cast(Table, SegmentStageDelta.__table__)
 RUNGS = (1, 2, 3)  # 用户, 客户, 粉丝: 流量 is whatever is left of the customers added
+WINDOWS = (7, 30, 90)  # the cohort table's "within N days" (analytics.service.COHORT_DAYS)
+MICROSECONDS_A_DAY = 86_400_000_000
+HOURS_A_WEEK = 168
+SEGMENT_FRESH = timedelta(hours=2)  # a saved segment's counts are read while younger (the job runs hourly)
 
 
 def hour_of(moment: datetime) -> int:
@@ -85,6 +98,7 @@ def refresh_ladder(session: Session, customer_ids: Iterable[int]) -> None:
     if not ids:
         return
     connection = session.connection()
+    changes = _cohort_changes(session, ids, -1, live_only=True)  # the cohort counts: out with the old lags …
     connection.execute(delete(_LADDER).where(among(session, _LADDER.c.customer_id, ids)))
     t = StageTransition
     lag: Any = literal_column(lag_sql(connection.dialect.name, "stage_transition.at", "customer.created_at"))
@@ -93,6 +107,40 @@ def refresh_ladder(session: Session, customer_ids: Iterable[int]) -> None:
         ["customer_id", "user_lag_us", "customer_lag_us", "fan_lag_us"],
         select(t.customer_id, *firsts).join(Customer, Customer.id == t.customer_id)
         .where(among(session, t.customer_id, ids)).group_by(t.customer_id).having(func.max(t.to_rank) >= 1)))
+    changes.update(_cohort_changes(session, ids, 1, live_only=True))  # … in with the new ones
+    _append_cohort(session, changes)
+
+
+def window_of(lag_us: int | None) -> int | None:
+    """The smallest cohort window (days) a lag falls in; None: later than the last, or never."""
+    if lag_us is None:
+        return None
+    return next((days for days in WINDOWS if lag_us <= days * MICROSECONDS_A_DAY), None)
+
+
+def _cohort_changes(session: Session, ids: list[int], sign: int, *, live_only: bool) -> Counter[tuple[int, int, int]]:
+    """These customers' contributions to ``cohort_ladder_count`` (from their ``customer_ladder`` rows) × sign."""
+    ladder = CustomerLadder
+    where = [among(session, ladder.customer_id, ids)]
+    if live_only:
+        where.append(Customer.merged_into_id.is_(None))
+    changes: Counter[tuple[int, int, int]] = Counter()
+    for created, *lags in session.execute(
+            select(Customer.created_at, ladder.user_lag_us, ladder.customer_lag_us, ladder.fan_lag_us)
+            .join(Customer, Customer.id == ladder.customer_id).where(*where)):
+        hour = hour_of(_aware(created))
+        for rung, lag in zip(RUNGS, lags, strict=True):
+            days = window_of(None if lag is None else int(lag))
+            if days is not None:
+                changes[(hour, rung, days)] += sign
+    return changes
+
+
+def _append_cohort(session: Session, changes: Counter[tuple[int, int, int]]) -> None:
+    rows = [{"hour": hour, "rung": rung, "within_days": days, "n": n}
+            for (hour, rung, days), n in changes.items() if n]
+    if rows:
+        session.connection().execute(insert(_COHORT), rows)
 
 
 def lag_sql(dialect: str, later: str, earlier: str) -> str:
@@ -120,6 +168,8 @@ def shift(session: Session, customer_ids: Iterable[int], sign: int) -> None:
     rows = [{"hour": hour, "rank": rank, "n": n} for (hour, rank), n in changes.items() if n]
     if rows:
         session.connection().execute(insert(_DELTA), rows)
+    _append_cohort(session, _cohort_changes(session, ids, sign, live_only=False))
+    forget_segments(session)
 
 
 def counts_at(session: Session, moment: datetime) -> dict[int, int]:
@@ -128,6 +178,46 @@ def counts_at(session: Session, moment: datetime) -> dict[int, int]:
     found = {int(rank): int(n or 0) for rank, n in session.execute(
         select(d.rank, func.sum(d.n)).where(d.hour < hour_of(moment)).group_by(d.rank))}
     return {rung: found.get(rung, 0) for rung in RUNGS}
+
+
+def cohort_hours_exact(bounds: list[datetime]) -> bool:
+    """Whether the cohort rollup answers these week boundaries exactly: each on a whole hour, a week apart
+    (168 hours: no daylight-saving change inside; Asia/Shanghai has none)."""
+    return all(exact_at(b) for b in bounds) and all(
+        hour_of(b) - hour_of(bounds[0]) == i * HOURS_A_WEEK for i, b in enumerate(bounds))
+
+
+def cohort_cells(session: Session, start: datetime, weeks: int) -> dict[tuple[int, int, int], int]:
+    """(week index from ``start``, rung, days) → live customers added that week who stood on the rung or
+    higher within ``days`` of being added (``start`` hour-aligned, weeks of 168 hours)."""
+    c = CohortLadderCount
+    first = hour_of(start)
+    week = (c.hour - first) // HOURS_A_WEEK
+    found: Counter[tuple[int, int, int]] = Counter()
+    for index, rung, days, n in session.execute(
+            select(week, c.rung, c.within_days, func.sum(c.n))
+            .where(c.hour >= first, c.hour < first + weeks * HOURS_A_WEEK).group_by(week, c.rung, c.within_days)):
+        for window in WINDOWS:
+            if int(days) <= window:
+                found[(int(index), int(rung), window)] += int(n or 0)
+    return dict(found)
+
+
+# ---------------------------------------------------------------- saved segments' funnels (a job keeps them)
+
+
+def forget_segments(session: Session) -> None:
+    """A merge or its undo changes who is live: the segments' counts are built again before they are read."""
+    session.connection().execute(SegmentRollup.__table__.update().values(computed_at=None))  # type: ignore[attr-defined]
+
+
+def segment_counts_at(session: Session, segment_id: int, moment: datetime) -> dict[int, int]:
+    """A segment's members added (rank 0) and on each rung (1–3) at an hour-aligned instant, as of the
+    segment's rollup (``SegmentRollup.computed_at``)."""
+    d = SegmentStageDelta
+    found = {int(rank): int(n or 0) for rank, n in session.execute(
+        select(d.rank, func.sum(d.n)).where(d.segment_id == segment_id, d.hour < hour_of(moment)).group_by(d.rank))}
+    return {rank: found.get(rank, 0) for rank in (0, *RUNGS)}
 
 
 # ---------------------------------------------------------------- rebuild (set-based)
@@ -162,6 +252,24 @@ def rebuild_statements(dialect: str) -> list[str]:
         f"min(CASE WHEN t.to_rank >= 2 THEN {lag} END), min(CASE WHEN t.to_rank >= 3 THEN {lag} END) "
         "FROM stage_transition t JOIN customer c ON c.id = t.customer_id GROUP BY t.customer_id "
         "HAVING max(t.to_rank) >= 1",
+        *cohort_rebuild_statements(dialect),
+    ]
+
+
+def cohort_rebuild_statements(dialect: str) -> list[str]:
+    """``cohort_ladder_count`` from ``customer_ladder`` (the nightly job and migration 0054)."""
+    day = MICROSECONDS_A_DAY
+    parts = []
+    for rung, column in zip(RUNGS, ("user_lag_us", "customer_lag_us", "fan_lag_us"), strict=True):
+        window = " ".join(f"WHEN l.{column} <= {days * day} THEN {days}" for days in WINDOWS[:-1])
+        parts.append(f"SELECT {_hour_sql(dialect, 'c.created_at')} AS h, {rung} AS r, "  # noqa: S608 - fixed text
+                     f"CASE {window} ELSE {WINDOWS[-1]} END AS w FROM customer_ladder l "
+                     f"JOIN customer c ON c.id = l.customer_id WHERE c.merged_into_id IS NULL "
+                     f"AND l.{column} <= {WINDOWS[-1] * day}")
+    return [
+        "DELETE FROM cohort_ladder_count",
+        "INSERT INTO cohort_ladder_count (hour, rung, within_days, n) SELECT h, r, w, count(*) FROM ("  # noqa: S608
+        + " UNION ALL ".join(parts) + ") d GROUP BY h, r, w",
     ]
 
 
@@ -170,6 +278,7 @@ def rebuild_connection(connection: Connection) -> None:
     if dialect == "postgresql":  # no transition written while the counts are rebuilt from them
         connection.execute(text("LOCK TABLE stage_transition IN SHARE MODE"))
         connection.execute(text("LOCK TABLE stage_count_delta IN EXCLUSIVE MODE"))
+        connection.execute(text("LOCK TABLE cohort_ladder_count IN EXCLUSIVE MODE"))
     for statement in rebuild_statements(dialect):
         connection.execute(text(statement))
 
@@ -179,4 +288,5 @@ def rebuild(session: Session) -> dict[str, int]:
     session.flush()
     rebuild_connection(session.connection())
     return {"deltas": int(session.scalar(select(func.count()).select_from(_DELTA)) or 0),
-            "ladders": int(session.scalar(select(func.count()).select_from(_LADDER)) or 0)}
+            "ladders": int(session.scalar(select(func.count()).select_from(_LADDER)) or 0),
+            "cohort": int(session.scalar(select(func.count()).select_from(_COHORT)) or 0)}

@@ -81,7 +81,7 @@ def api_funnel(session: SessionDep, viewer: ApiViewer, day: date | None = None,
     """The ladder on a local day: customers on each stage (``current``) and on it or higher (``reached``)."""
     found = service.funnel(session, viewer=viewer, day=day or local_today(), scope=parse_scope(scope))
     return {"day": found.day.isoformat(), "scope": parse_scope(scope).key, "current": found.current,
-            "reached": found.reached}
+            "reached": found.reached, "as_of": found.as_of.isoformat() if found.as_of else None}
 
 
 @api.get("/analytics/cohorts")

@@ -14,6 +14,7 @@ viewer's visibility applied the same way: a scope the viewer may not see is NotF
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -24,18 +25,21 @@ from sqlalchemy.orm import Session, aliased
 
 from siyu.accounts.models import Account
 from siyu.analytics import rollups
-from siyu.analytics.models import RANK_STAGES, CustomerLadder, StageTransition
+from siyu.analytics.models import RANK_STAGES, CustomerLadder, SegmentRollup, StageTransition
+from siyu.core.db import utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.settings import local_zone
 from siyu.core.viewer import Viewer
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer, Friendship, FriendshipStatus
+from siyu.segments.models import Segment
 from siyu.team.models import User
 
 STAGES = ("traffic", "user", "customer", "fan")
 COHORT_DAYS = (7, 30, 90)
 COHORT_WEEKS_MAX = 104
 FLOW_NEW = "new"
+NEW_CUSTOMERS_CHECKED = 5000  # more customers added since a segment's counts were kept: read live
 MICROSECONDS_A_DAY = 86_400_000_000  # the Sankey's source for customers added during the period
 
 
@@ -149,6 +153,7 @@ def _valid_at(alias: Any, moment: datetime) -> ColumnElement[bool]:
 class Funnel:
     day: date
     current: dict[str, int]
+    as_of: datetime | None = None  # a saved segment's counts kept by the hourly job: their members as of then
 
     @property
     def reached(self) -> dict[str, int]:
@@ -168,8 +173,37 @@ class Funnel:
 def funnel(session: Session, *, viewer: Viewer, day: date, scope: Scope | None = None) -> Funnel:
     """How many of the scope's customers stood on each stage at the end of local ``day``."""
     scope = scope or Scope()
+    if scope.kind == "segment" and scope.id is not None and viewer.sees_all_accounts:
+        check_scope(session, scope=scope, viewer=viewer)
+        kept = _kept_segment_funnel(session, scope.id, day)
+        if kept is not None:
+            return kept
     clauses, drivers = customer_filter(session, scope=scope, viewer=viewer)
     return funnel_for(session, clauses=clauses, day=day, company=whole_company(scope, viewer), drivers=drivers)
+
+
+def _kept_segment_funnel(session: Session, segment_id: int, day: date) -> Funnel | None:
+    """A saved segment's funnel from the counts the hourly job keeps (``segment_rollups``), when they answer
+    what the live read answered at ``computed_at``; None: read live."""
+    end = day_start(day + timedelta(days=1))
+    state = session.get(SegmentRollup, segment_id)
+    segment = session.get(Segment, segment_id)
+    computed = rollups.as_utc(state.computed_at) if state is not None else None
+    if state is None or segment is None or computed is None or not rollups.exact_at(end):
+        return None
+    changed = rollups.as_utc(segment.updated_at)
+    if end > computed or utcnow() - computed > rollups.SEGMENT_FRESH or (changed is not None and changed > computed):
+        return None
+    # Customers added since (by primary key; few): any added before the date means the counts miss them.
+    added_since = [rollups.as_utc(created) for created in session.scalars(
+        select(Customer.created_at).where(Customer.id > state.customer_watermark).order_by(Customer.id)
+        .limit(NEW_CUSTOMERS_CHECKED + 1))]
+    if len(added_since) > NEW_CUSTOMERS_CHECKED or any(c is not None and c < end for c in added_since):
+        return None
+    counts = rollups.segment_counts_at(session, segment_id, end)
+    current = {RANK_STAGES[rank]: counts.get(rank, 0) if rank else 0 for rank in range(len(STAGES))}
+    current["traffic"] = max(counts[0] - sum(counts[rung] for rung in rollups.RUNGS), 0)
+    return Funnel(day=day, current=current, as_of=computed)
 
 
 def whole_company(scope: Scope, viewer: Viewer) -> bool:
@@ -231,27 +265,24 @@ def cohorts(session: Session, *, viewer: Viewer, weeks: int, until: date, scope:
     """Customers added in each of the ``weeks`` weeks up to ``until``'s week, newest first."""
     if not 1 <= weeks <= COHORT_WEEKS_MAX:
         raise Invalid("Weeks must be between 1 and {max}", field="weeks", max=COHORT_WEEKS_MAX)
-    clauses, drivers = customer_filter(session, scope=scope or Scope(), viewer=viewer)
-    return cohorts_for(session, clauses=clauses + drivers, weeks=weeks, until=until, now=now)
+    scope = scope or Scope()
+    clauses, drivers = customer_filter(session, scope=scope, viewer=viewer)
+    return cohorts_for(session, clauses=clauses + drivers, weeks=weeks, until=until, now=now,
+                       company=whole_company(scope, viewer))
 
 
 def cohorts_for(session: Session, *, clauses: list[ColumnElement[bool]], weeks: int, until: date,
-                now: datetime | None = None) -> list[CohortRow]:
+                now: datetime | None = None, company: bool = False) -> list[CohortRow]:
+    """``company``: the clauses are only "live customers", so the cells come from ``cohort_ladder_count``."""
     now = now or datetime.now(UTC)
     last_week = week_start(until)
     first_week = last_week - timedelta(weeks=weeks - 1)
     start, end = day_start(first_week), day_start(last_week + timedelta(weeks=1))
-    dialect = _dialect(session)
-    ladder = CustomerLadder
-    weeks_in = days_between(Customer.created_at, literal(start), dialect) / 7.0
-    week = func.floor(weeks_in) if dialect == "postgresql" else cast(weeks_in, Integer)  # >= 0: truncation floors
-    # One row per customer: their first time on each rung or higher (``rollups``), not all their transitions.
-    cells = [func.count().filter(column <= days * MICROSECONDS_A_DAY)
-             for column in (ladder.user_lag_us, ladder.customer_lag_us, ladder.fan_lag_us) for days in COHORT_DAYS]
-    found = {int(row[0]): row[1:] for row in session.execute(
-        select(week, func.count(), *cells).select_from(Customer)
-        .outerjoin(ladder, ladder.customer_id == Customer.id)
-        .where(Customer.created_at >= start, Customer.created_at < end, *clauses).group_by(week))}
+    bounds = [day_start(first_week + timedelta(weeks=i)) for i in range(weeks + 1)]
+    if company and rollups.cohort_hours_exact(bounds):
+        found = _cohorts_from_rollup(session, clauses=clauses, bounds=bounds)
+    else:
+        found = _cohorts_per_customer(session, clauses=clauses, start=start, end=end)
     out: list[CohortRow] = []
     for index in range(weeks - 1, -1, -1):
         monday = first_week + timedelta(weeks=index)
@@ -267,6 +298,34 @@ def cohorts_for(session: Session, *, clauses: list[ColumnElement[bool]], weeks: 
                     row.reached[stage][days] = int(values[1 + position * len(COHORT_DAYS) + offset]) if values else 0
         out.append(row)
     return out
+
+
+def _cohorts_from_rollup(session: Session, *, clauses: list[ColumnElement[bool]],
+                         bounds: list[datetime]) -> dict[int, tuple[int, ...]]:
+    """Each week's size (a range count over the live customers' add dates, index only) and its cells from
+    ``cohort_ladder_count`` (sums over its hours): no customer row read."""
+    sizes = session.execute(select(*[
+        select(func.count()).select_from(Customer)
+        .where(Customer.created_at >= low, Customer.created_at < high, *clauses).scalar_subquery()
+        for low, high in itertools.pairwise(bounds)])).one()
+    cells = rollups.cohort_cells(session, bounds[0], len(bounds) - 1)
+    return {index: (int(size), *[cells.get((index, rung, days), 0) for rung in rollups.RUNGS for days in COHORT_DAYS])
+            for index, size in enumerate(sizes) if size}
+
+
+def _cohorts_per_customer(session: Session, *, clauses: list[ColumnElement[bool]], start: datetime,
+                          end: datetime) -> dict[int, tuple[Any, ...]]:
+    dialect = _dialect(session)
+    ladder = CustomerLadder
+    weeks_in = days_between(Customer.created_at, literal(start), dialect) / 7.0
+    week = func.floor(weeks_in) if dialect == "postgresql" else cast(weeks_in, Integer)  # >= 0: truncation floors
+    # One row per customer: their first time on each rung or higher (``rollups``), not all their transitions.
+    cells = [func.count().filter(column <= days * MICROSECONDS_A_DAY)
+             for column in (ladder.user_lag_us, ladder.customer_lag_us, ladder.fan_lag_us) for days in COHORT_DAYS]
+    return {int(row[0]): tuple(row[1:]) for row in session.execute(
+        select(week, func.count(), *cells).select_from(Customer)
+        .outerjoin(ladder, ladder.customer_id == Customer.id)
+        .where(Customer.created_at >= start, Customer.created_at < end, *clauses).group_by(week))}
 
 
 # ---------------------------------------------------------------- time between stages
@@ -372,17 +431,20 @@ def churn_by_stage(session: Session, *, viewer: Viewer, since: date, until: date
     clauses = customer_clauses(session, scope=scope or Scope(), viewer=viewer)
     start, end = day_start(since), day_start(until + timedelta(days=1))
     t = aliased(StageTransition)
+    # An alias: a scope's own conditions on friendships (a segment naming an account) must not correlate to it.
+    ended_friendship = aliased(Friendship)
     rank = func.coalesce(t.to_rank, 0)
-    ended = [Friendship.status == FriendshipStatus.deleted.value, Friendship.removed_at >= start,
-             Friendship.removed_at < end]
+    ended = [ended_friendship.status == FriendshipStatus.deleted.value, ended_friendship.removed_at >= start,
+             ended_friendship.removed_at < end]
     if scope is not None and scope.kind == "account":
-        ended.append(Friendship.account_id == scope.id)
+        ended.append(ended_friendship.account_id == scope.id)
     elif not viewer.sees_all_accounts:
-        ended.append(Friendship.account_id.in_(sorted(viewer.account_ids)))
+        ended.append(ended_friendship.account_id.in_(sorted(viewer.account_ids)))
     counts = {int(r): int(n) for r, n in session.execute(
-        select(rank, func.count()).select_from(Friendship).join(Customer, Customer.id == Friendship.customer_id)
-        .outerjoin(t, and_(t.customer_id == Customer.id, t.at <= Friendship.removed_at,
-                           or_(t.until.is_(None), t.until > Friendship.removed_at)))
+        select(rank, func.count()).select_from(ended_friendship)
+        .join(Customer, Customer.id == ended_friendship.customer_id)
+        .outerjoin(t, and_(t.customer_id == Customer.id, t.at <= ended_friendship.removed_at,
+                           or_(t.until.is_(None), t.until > ended_friendship.removed_at)))
         .where(*ended, *clauses).group_by(rank))}
     opening = funnel_for(session, clauses=clauses, day=since - timedelta(days=1))
     return [ChurnRow(stage=stage, at_start=opening.current[stage], churned=counts.get(i, 0))
