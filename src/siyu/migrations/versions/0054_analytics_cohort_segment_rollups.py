@@ -2,7 +2,7 @@
 funnel counts kept by a job
 
 Revision ID: 0054
-Revises: 0048
+Revises: 0051
 Create Date: 2026-12-05 15:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0054'
-down_revision: str | None = '0048'
+down_revision: str | None = '0051'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
