@@ -25,14 +25,14 @@ from tests.test_pages import Console
 from tests.test_referrals import count, events, old_customer, programme
 
 
-def _mp_account(db: Session, sim: Sim) -> Account:
+def _mp_account(db: Session, sim: Sim) -> Account:  # noqa: F811
     first = sim.mp.follow()  # the 公众号 account exists once its first push came
     sim.plain.push(first["xml"], first["openid"])
     return db.scalars(select(Account).where(Account.kind == "mp")).one()
 
 
 def test_an_invites_gongzhonghao_qr_follow_credits_the_referrer_once_and_a_rescan_does_not(
-        client: TestClient, db: Session, sim: Sim, make: Any, admin_headers: dict[str, str]) -> None:
+        client: TestClient, db: Session, sim: Sim, make: Any, admin_headers: dict[str, str]) -> None:  # noqa: F811
     mp = _mp_account(db, sim)
     member = make.account()
     made = programme(db, member, account_ids=[member.id, mp.id])
@@ -85,8 +85,8 @@ def test_an_invites_gongzhonghao_qr_follow_credits_the_referrer_once_and_a_resca
 
 
 def test_a_permanent_invite_qr_counts_against_the_shared_quota_and_a_programme_without_a_gongzhonghao_is_refused(
-        client: TestClient, db: Session, sim: Sim, make: Any, admin_headers: dict[str, str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        client: TestClient, db: Session, make: Any, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        sim: Sim) -> None:  # noqa: F811
     mp = _mp_account(db, sim)
     member = make.account()
     without = programme(db, member)
@@ -113,7 +113,7 @@ def test_a_permanent_invite_qr_counts_against_the_shared_quota_and_a_programme_w
 
 
 def test_an_expired_temporary_invite_qr_is_made_again_in_the_console_and_the_poster_falls_back_to_the_link(
-        client: TestClient, db: Session, sim: Sim, make: Any, admin: Any, admin_headers: dict[str, str]) -> None:
+        client: TestClient, db: Session, sim: Sim, make: Any, admin: Any, admin_headers: dict[str, str]) -> None:  # noqa: F811
     mp = _mp_account(db, sim)
     made = programme(db, mp)
     alice = old_customer(db, make, mp)

@@ -253,7 +253,8 @@ def make_mp_qrcode(session: Session, *, programme_id: int, customer_id: int, vie
     session.flush()
     team_service.record_audit(session, actor=viewer, action="mp_qrcode", entity_type="referral_programme",
                               entity_id=programme.id, summary=programme.name,
-                              after={"invite_id": invite.id, "customer_id": customer_id, "account_id": account_id, "permanent": permanent,
+                              after={"invite_id": invite.id, "customer_id": customer_id, "account_id": account_id,
+                                     "permanent": permanent,
                                      "expires_at": qr.expires_at.isoformat() if qr.expires_at else None})
     return invite
 
