@@ -53,6 +53,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from siyu.accounts.models import Account, AccountKind, AccountStatus
+from siyu.campaigns import attachments as campaign_attachments
 from siyu.campaigns.models import (
     ENGAGED_WITHIN_HOURS,
     HOLDOUT_MAX,
@@ -125,16 +126,6 @@ def check_copy(session: Session, data: CampaignIn | CampaignEdit, *, materials: 
         if data.holdout_percent and not HOLDOUT_MIN <= data.holdout_percent <= HOLDOUT_MAX:
             raise Invalid("The hold-out is 0, or between {low} and {high} per cent", field="holdout_percent",
                           low=HOLDOUT_MIN, high=HOLDOUT_MAX)
-
-
-def attachments_of(session: Session, material_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """The materials as add_msg_template attachments (W:92135): links as links; an image or file is sent
-    as a link to it (a media upload is not in the simulator's API)."""
-    out = []
-    for item in library.get_materials(session, material_ids)[:library.MAX_ATTACHMENTS]:
-        if item.url:
-            out.append(library.link_attachment(item))
-    return out
 
 
 def text_for(text: str, account_name: str) -> str:
@@ -434,7 +425,8 @@ def send_campaign(session: Session, campaign_id: int, *, api: Any = None, now: d
         if campaign.scheduled_at > now:
             return run
         campaign.status = CampaignStatus.sending.value
-    attachments = attachments_of(session, campaign.material_ids or [])
+    attachments: list[dict[str, Any]] | None = None  # built for the run's first WeCom task (campaigns.attachments)
+    unavailable: campaign_attachments.AttachmentUnavailable | None = None
     names = {a.id: (a.display_name, a.wecom_userid or "") for a in session.scalars(select(Account).where(
         Account.id.in_(select(CampaignTask.account_id).where(CampaignTask.campaign_id == campaign_id))))}
     pending = [t.id for t in session.scalars(select(CampaignTask).where(
@@ -457,6 +449,19 @@ def send_campaign(session: Session, campaign_id: int, *, api: Any = None, now: d
                 session.execute(update(CampaignTask).where(CampaignTask.id == task.id)
                                 .values(error=_("WeCom is not connected: the tasks wait until it is")))
                 continue
+        if attachments is None and unavailable is None:
+            try:
+                attachments = campaign_attachments.for_wecom(session, api, campaign.material_ids or [], now=now)
+            except campaign_attachments.AttachmentUnavailable as exc:
+                unavailable = exc
+        if unavailable is not None:
+            if _attachment_unavailable(session, campaign, task, unavailable):
+                run.busy += 1
+            else:
+                run.failed += 1
+            if commit:
+                session.commit()
+            continue
         if not _claim(session, task.id):
             continue
         if commit:
@@ -505,6 +510,20 @@ def send_campaign(session: Session, campaign_id: int, *, api: Any = None, now: d
         campaign.status, campaign.sent_at = CampaignStatus.sent.value, now
     session.flush()
     return run
+
+
+def _attachment_unavailable(session: Session, campaign: Campaign, task: CampaignTask,
+                            exc: campaign_attachments.AttachmentUnavailable) -> bool:
+    """A material could not be attached: the task waits for the next run (True) or fails with the reason."""
+    if exc.retryable:
+        task.error = str(exc)
+        return True
+    task.state, task.error = TaskState.failed.value, str(exc)
+    _set_recipients(session, task.id, RecipientStatus.failed, reason=str(exc))
+    sends.release(session, source=SendSource.campaign, ref=ref_of(campaign.id), target_ids=[
+        int(c) for c in session.scalars(select(CampaignRecipient.customer_id)
+                                        .where(CampaignRecipient.task_id == task.id))])
+    return False
 
 
 def _api(session: Session) -> Any:
