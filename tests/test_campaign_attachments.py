@@ -84,9 +84,10 @@ def test_a_media_id_near_its_three_days_is_uploaded_again_before_the_send(
     segment_id = segment_of(db, admin, account)
     image = _image(db, admin)
     api = client_for(db, policy=RetryPolicy(attempts=1))
+    # Cached 3 days ago: at the send (in 2 h) it has 2 h left, under the 6 h the cache keeps in hand.
     stale = api.upload_media("image", "tea.png", png(), "image/png")["media_id"]
     db.add(WecomMedia(corp_id=api.client.corp_id, file_key=image.file_key, media_type="image", media_id=stale,
-                      uploaded_at=utcnow() - timedelta(days=3), expires_at=utcnow() + timedelta(hours=4)))  # < 6 h left at the send
+                      uploaded_at=utcnow() - timedelta(days=3), expires_at=utcnow() + timedelta(hours=4)))
     db.commit()
     campaign = _campaign(db, admin, segment_id, [image.id])
     service.send_campaign(db, campaign.id, api=api, now=later(2))
