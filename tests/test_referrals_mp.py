@@ -49,7 +49,7 @@ def test_an_invites_gongzhonghao_qr_follow_credits_the_referrer_once_and_a_resca
     assert again.status_code == 201 and again.json()["mp_ticket"] == invite["mp_ticket"]
     # The link page shows the 公众号 QR and the poster encodes it.
     link = client.get(f"/r/{invite['state']}")
-    assert link.status_code == 200 and f"/r/{invite['state']}/mp-qr.png" in link.text
+    assert link.status_code == 200 and f"/r/{invite['state']}/mp-qr.png" in link.text and "关注公众号" in link.text
     image = client.get(f"/r/{invite['state']}/mp-qr.png")
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
     # A WeChat user scans the code and follows: qrscene_<state> → one credit, on both timelines.

@@ -344,7 +344,8 @@ def referral_link(request: Request, session: SessionDep, state: str) -> Response
     live = service.mp_qr_live(invite)
     return templates.TemplateResponse(request, "channels/link.html", {
         "face": face, "account": account, "has_qr": live,
-        "qr_src": str(request.url_for("referral_mp_qr", state=invite.state)) if live else ""})
+        "qr_src": str(request.url_for("referral_mp_qr", state=invite.state)) if live else "",
+        "qr_caption": _("referrals.mp_qr.caption") if live else ""})
 
 
 @pages.get("/r/{state}/mp-qr.png", name="referral_mp_qr")
