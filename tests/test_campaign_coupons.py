@@ -4,7 +4,7 @@ too small is a clear refusal before anything is created — the dry run shows it
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from siyu.campaigns import rewards, service
 from siyu.campaigns.models import Campaign, CampaignRecipient, CampaignTask, RecipientGroup
-from siyu.campaigns.schemas import CampaignIn
+from siyu.campaigns.schemas import CampaignEdit, CampaignIn
 from siyu.core.errors import Invalid
 from siyu.core.viewer import SYSTEM
 from siyu.coupons import service as coupons_service
@@ -182,3 +182,32 @@ def test_the_console_offers_the_batch_shows_the_check_and_the_campaign_page_coun
     assert sent.status_code == 303, sent.text
     detail = console.get(sent.headers["location"])
     assert 'data-testid="campaign-coupons"' in detail.text and "4" in detail.text and "试吃券" in detail.text
+
+
+def test_editing_a_scheduled_campaign_to_name_the_code_is_refused_for_wecom_and_allowed_for_task_lists(
+        db: Session, make: Any, admin: Any) -> None:
+    member = make.account(wecom_userid="shanye.xiaoye02")
+    customer = make.customer(member)
+    customer.wecom_external_userid = "wmCOUPONEDIT"
+    phone = make.account(kind="personal", wecom_userid=None)
+    make.customer(phone)
+    db.commit()
+    coupon = batch(db, codes=5)
+    later = datetime.now(UTC) + timedelta(hours=3)
+    wecom, _plan = service.create_campaign(db, data=CampaignIn(
+        name="企微券", segment_id=segment_of(db, admin, member), text="券已到账", coupon_batch_id=coupon.id,
+        scheduled_at=later), viewer=viewer_of(admin))
+    personal, _plan = service.create_campaign(db, data=CampaignIn(
+        name="个人号券", segment_id=segment_of(db, admin, phone), text="券已到账", coupon_batch_id=coupon.id,
+        scheduled_at=later), viewer=viewer_of(admin))
+    db.commit()
+    assert wecom is not None and personal is not None
+    with pytest.raises(Invalid) as refused:
+        service.update_campaign(db, campaign_id=wecom.id, data=CampaignEdit(text="券码 {券码}"),
+                                viewer=viewer_of(admin))
+    assert "W:92135" in refused.value.message
+    db.rollback()
+    edited = service.update_campaign(db, campaign_id=personal.id, data=CampaignEdit(text="券码 {券码}"),
+                                     viewer=viewer_of(admin))
+    db.commit()
+    assert edited.text == "券码 {券码}"
