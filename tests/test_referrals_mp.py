@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
+from siyu.channels import images
 from siyu.core.db import utcnow
 from siyu.core.errors import Invalid
 from siyu.core.viewer import SYSTEM
@@ -32,7 +33,8 @@ def _mp_account(db: Session, sim: Sim) -> Account:  # noqa: F811
 
 
 def test_an_invites_gongzhonghao_qr_follow_credits_the_referrer_once_and_a_rescan_does_not(
-        client: TestClient, db: Session, sim: Sim, make: Any, admin_headers: dict[str, str]) -> None:  # noqa: F811
+        client: TestClient, db: Session, make: Any, admin: Any, admin_headers: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch, sim: Sim) -> None:  # noqa: F811
     mp = _mp_account(db, sim)
     member = make.account()
     made = programme(db, member, account_ids=[member.id, mp.id])
@@ -52,6 +54,16 @@ def test_an_invites_gongzhonghao_qr_follow_credits_the_referrer_once_and_a_resca
     assert link.status_code == 200 and f"/r/{invite['state']}/mp-qr.png" in link.text and "关注公众号" in link.text
     image = client.get(f"/r/{invite['state']}/mp-qr.png")
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    drawn: dict[str, Any] = {}
+
+    def poster(**kwargs: Any) -> bytes:
+        drawn.update(kwargs)
+        return b"\x89PNG"
+
+    monkeypatch.setattr(images, "poster_png", poster)
+    poster_page = Console(client).login(admin).get(f"/referrals/invites/{invite['id']}/poster.png")
+    assert poster_page.status_code == 200, poster_page.text
+    assert drawn["qr_data"] == invite["mp_qr_url"]  # the poster's QR is the 公众号 code
     # A WeChat user scans the code and follows: qrscene_<state> → one credit, on both timelines.
     follow = sim.mp.follow(scene=sim.mp.scene_of(invite["mp_ticket"]), nickname="小林")
     sim.plain.push(follow["xml"], follow["openid"])
