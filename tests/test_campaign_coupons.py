@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from siyu.campaigns import rewards, service
 from siyu.campaigns.models import Campaign, CampaignRecipient, CampaignTask, RecipientGroup
 from siyu.campaigns.schemas import CampaignEdit, CampaignIn
+from siyu.core.db import utcnow
 from siyu.core.errors import Invalid
 from siyu.core.viewer import SYSTEM
 from siyu.coupons import service as coupons_service
@@ -23,7 +24,8 @@ from siyu.coupons.models import CouponBatchCode
 from siyu.coupons.schemas import BatchIn
 from siyu.customers.models import Touch
 from siyu.maintenance.models import Task, TaskKind
-from siyu.sends.models import SendLedgerEntry
+from siyu.sends import service as sends
+from siyu.sends.models import QuotaMode, SendLedgerEntry, SendSource
 from tests.conftest import viewer_of
 from tests.test_campaigns import segment_of
 from tests.test_pages import Console
@@ -211,3 +213,21 @@ def test_editing_a_scheduled_campaign_to_name_the_code_is_refused_for_wecom_and_
                                      viewer=viewer_of(admin))
     db.commit()
     assert edited.text == "券码 {券码}"
+
+
+def test_over_quota_customers_are_not_counted_against_the_pool_and_get_no_code(
+        client: TestClient, db: Session, make: Any, admin: Any, admin_headers: dict[str, str]) -> None:
+    account = make.account(kind="personal", wecom_userid=None)
+    ids = make.bulk_customers(account, 10)
+    segment_id = segment_of(db, admin, account)
+    sends.set_quota_mode(db, mode=QuotaMode.day, viewer=viewer_of(admin))  # 1 a day: one earlier send fills it
+    sends.reserve(db, ids[:4], utcnow(), source=SendSource.sop, ref="sop_run:earlier")
+    db.commit()
+    coupon = batch(db, codes=6)  # enough for the 6 within quota, not for all 10
+    body = {"name": "会员日券", "segment_id": segment_id, "text": "会员日券 {券码}", "coupon_batch_id": coupon.id}
+    dry = client.post("/api/v1/campaigns", headers=admin_headers, json=body | {"dry_run": True}).json()
+    assert dry["over_quota"] == 4 and dry["coupons"] == {"batch_id": coupon.id, "batch_name": coupon.name,
+                                                          "needed": 6, "free": 6, "error": ""}
+    sent = client.post("/api/v1/campaigns", headers=admin_headers, json=body)
+    assert sent.status_code == 200, sent.text
+    assert set(held(db, coupon.id)) == set(ids[4:])

@@ -263,12 +263,10 @@ def create_campaign(session: Session, *, data: CampaignIn, viewer: Viewer,
     check_copy(session, data, materials=materials)
     seed = random.SystemRandom().randrange(1, 2**31)
     planned = plan(session, data=data, viewer=viewer, at=at, seed=seed, quota=data.dry_run)
-    if data.coupon_batch_id is not None:
+    if data.coupon_batch_id is not None and data.dry_run:
         planned.coupons = _coupon_check(session, data, planned, at)
     if data.dry_run:
         return None, planned
-    if planned.coupons is not None:
-        rewards.refuse(planned.coupons)
     if not planned.targeted and not planned.holdout:
         raise Invalid("Nobody in this segment can be sent to", field="segment_id")
     campaign = Campaign(name=data.name.strip(), segment_id=data.segment_id, text=data.text, text_b=data.text_b,
@@ -284,6 +282,9 @@ def create_campaign(session: Session, *, data: CampaignIn, viewer: Viewer,
         planned.over_quota.update(reservation.refused)
         planned.sending = {k: [c for c in v if c not in reservation.refused] for k, v in planned.sending.items()}
         planned.sending = {k: v for k, v in planned.sending.items() if v}
+    if data.coupon_batch_id is not None:  # against the customers actually sent to: refused before any row
+        planned.coupons = _coupon_check(session, data, planned, at)
+        rewards.refuse(planned.coupons)
     _write_plan(session, campaign, planned)
     if data.coupon_batch_id is not None:  # all or nothing, in this transaction (campaigns.rewards)
         rewards.issue(session, batch_id=data.coupon_batch_id, viewer=viewer, at=now,
