@@ -113,6 +113,10 @@ class Campaign(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     text_b: Mapped[str] = mapped_column(Text, default="")  # the B copy; empty: no A/B
     material_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # A coupon batch: each customer the campaign sends to gets one code of it when the send is planned
+    # (``campaigns.rewards``); the copy may name it as {券码} where a message goes to one customer.
+    coupon_batch_id: Mapped[int | None] = mapped_column(ForeignKey("coupon_batch.id", ondelete="SET NULL"),
+                                                        nullable=True)
     holdout_percent: Mapped[int] = mapped_column(Integer, default=0)
     window_days: Mapped[int] = mapped_column(Integer, default=DEFAULT_WINDOW_DAYS)
     seed: Mapped[int] = mapped_column(Integer, default=0)  # the split's random seed

@@ -24,7 +24,15 @@ from siyu.campaigns.models import (
     Campaign,
     CampaignStatus,
 )
-from siyu.campaigns.schemas import CampaignEdit, CampaignIn, CampaignItem, CampaignList, OverQuotaOut, PlanOut
+from siyu.campaigns.schemas import (
+    CampaignEdit,
+    CampaignIn,
+    CampaignItem,
+    CampaignList,
+    CouponsOut,
+    OverQuotaOut,
+    PlanOut,
+)
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid, validation_message
 from siyu.core.i18n import _
@@ -53,7 +61,10 @@ def _plan_out(plan: service.Plan, campaign: Campaign | None) -> PlanOut:
                    wecom_tasks=sum(1 for a, _v, _n, _ids in plan.chunks() if plan.channels[a] == "wecom"),
                    personal_tasks=sum(1 for a, _v, _n, _ids in plan.chunks() if plan.channels[a] == "personal"),
                    over_quota_customers=[OverQuotaOut(customer_id=c, reason=r)
-                                         for c, r in sorted(plan.over_quota.items())[:OVER_QUOTA_SHOWN]])
+                                         for c, r in sorted(plan.over_quota.items())[:OVER_QUOTA_SHOWN]],
+                   coupons=CouponsOut(batch_id=plan.coupons.batch_id, batch_name=plan.coupons.batch_name,
+                                      needed=plan.coupons.needed, free=plan.coupons.free, error=plan.coupons.error)
+                   if plan.coupons is not None else None)
 
 
 @api.get("/campaigns", response_model=CampaignList)
@@ -116,7 +127,7 @@ def _ids(text: str) -> list[int]:
 def _form_values(form: Any) -> dict[str, Any]:
     return {name: str(form.get(name, "") or "") for name in
             ("name", "segment_id", "text", "text_b", "material_ids", "holdout_percent", "window_days",
-             "scheduled_at")}
+             "scheduled_at", "coupon_batch_id")}
 
 
 def form_to_campaign(values: dict[str, Any], *, dry_run: bool) -> CampaignIn:
@@ -132,7 +143,8 @@ def form_to_campaign(values: dict[str, Any], *, dry_run: bool) -> CampaignIn:
             "name": values["name"], "segment_id": values["segment_id"] or 0, "text": values["text"],
             "text_b": values["text_b"], "material_ids": _ids(values["material_ids"]),
             "holdout_percent": values["holdout_percent"] or 0, "window_days": values["window_days"] or 7,
-            "scheduled_at": scheduled, "dry_run": dry_run})
+            "scheduled_at": scheduled, "dry_run": dry_run,
+            "coupon_batch_id": values.get("coupon_batch_id") or None})
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error.get("loc", ()))
@@ -148,11 +160,13 @@ def _labels() -> dict[str, Any]:
 
 def _new_page(request: Request, session: Any, viewer: Viewer, values: dict[str, Any], *, error: str = "",
               plan: PlanOut | None = None, status_code: int = 200) -> Response:
+    from siyu.coupons import service as coupons_service
     from siyu.segments import service as segments_service
 
     segments = segments_service.list_segments(session, viewer=viewer)
+    batches = coupons_service.list_batches(session)
     return render(request, "campaigns/new.html", nav_active="campaigns", title=_("New mass send"), values=values,
-                  error=error, plan=plan, segments=segments, status_code=status_code, **_labels())
+                  error=error, plan=plan, segments=segments, batches=batches, status_code=status_code, **_labels())
 
 
 @pages.get("/campaigns", response_class=HTMLResponse)
@@ -166,7 +180,8 @@ def campaigns_page(request: Request, session: SessionDep, viewer: PageViewer) ->
 @pages.get("/campaigns/new", response_class=HTMLResponse)
 def new_campaign_page(request: Request, session: SessionDep, viewer: PageViewer) -> Response:
     values = {"name": "", "segment_id": request.query_params.get("segment_id", ""), "text": "", "text_b": "",
-              "material_ids": "", "holdout_percent": "0", "window_days": "7", "scheduled_at": ""}
+              "material_ids": "", "holdout_percent": "0", "window_days": "7", "scheduled_at": "",
+              "coupon_batch_id": request.query_params.get("coupon_batch_id", "")}
     copy_of = request.query_params.get("copy", "")
     if copy_of.isdigit():
         values = {k: str(v) for k, v in service.copy_values(
@@ -216,9 +231,16 @@ def _detail(request: Request, session: Any, viewer: Viewer, campaign: Campaign, 
 
     account_names = {a.id: a.display_name for a in session.query(Account).filter(
         Account.id.in_({t.account_id for t in tasks}))} if tasks else {}
+    coupons = None
+    if campaign.coupon_batch_id is not None:
+        from siyu.campaigns import rewards
+        from siyu.coupons import service as coupons_service
+
+        batch = coupons_service.get_batch(session, batch_id=campaign.coupon_batch_id)
+        coupons = (batch, *rewards.figures(session, campaign_id=campaign.id, batch_id=batch.id))
     return render(request, "campaigns/detail.html", nav_active="campaigns", title=campaign.name, campaign=campaign,
                   total=total, variants=variants, funnel=funnel, steps=steps, step=step, rows=rows,
-                  tasks=tasks, account_names=account_names, error=error,
+                  tasks=tasks, account_names=account_names, error=error, coupons=coupons,
                   message=message or request.query_params.get("message", ""), status_code=status_code,
                   page_size=service.PAGE, **_labels())
 

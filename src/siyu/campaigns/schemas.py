@@ -17,6 +17,7 @@ class CampaignIn(BaseModel):
     text: str = Field("", max_length=4000)
     text_b: str = Field("", max_length=4000)  # an optional B copy: the segment is split at random
     material_ids: list[int] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    coupon_batch_id: int | None = None  # each customer sent to gets one code of it; the copy may say {券码}
     holdout_percent: int = Field(0, ge=0, le=HOLDOUT_MAX)  # 0, or 5 to 10
     scheduled_at: datetime | None = None  # empty: now
     window_days: int = Field(DEFAULT_WINDOW_DAYS, ge=1, le=90)
@@ -50,6 +51,16 @@ class OverQuotaOut(BaseModel):
     reason: str
 
 
+class CouponsOut(BaseModel):
+    """The coupon batch's pool against the customers sent to; ``error`` says why the send cannot go."""
+
+    batch_id: int
+    batch_name: str
+    needed: int
+    free: int
+    error: str = ""
+
+
 class PlanOut(BaseModel):
     """What a send would do (``dry_run``) or did: the split, the quota check and the tasks."""
 
@@ -64,3 +75,5 @@ class PlanOut(BaseModel):
     wecom_tasks: int
     personal_tasks: int
     over_quota_customers: list[OverQuotaOut]
+    coupons: CouponsOut | None = None
+

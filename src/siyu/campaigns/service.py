@@ -53,6 +53,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from siyu.accounts.models import Account, AccountKind, AccountStatus
+from siyu.campaigns import attachments as campaign_attachments
+from siyu.campaigns import rewards
 from siyu.campaigns.models import (
     ENGAGED_WITHIN_HOURS,
     HOLDOUT_MAX,
@@ -103,14 +105,18 @@ def _may_write(viewer: Viewer) -> None:
 # ---------------------------------------------------------------- the copy
 
 
-def check_copy(session: Session, data: CampaignIn | CampaignEdit, *, materials: Sequence[int] = ()) -> None:
+def check_copy(session: Session, data: CampaignIn | CampaignEdit, *, materials: Sequence[int] = (),
+               coupon: bool = False) -> None:
     """Customer-safe variables only, and only those the same for a whole task: one task carries one text
-    to up to 10,000 customers, so {称呼} cannot be filled per customer; {账号} is the sending account."""
+    to up to 10,000 customers, so {称呼} cannot be filled per customer; {账号} is the sending account.
+    With a coupon batch, {券码} too (personal accounts' task lists only: ``campaigns.rewards``)."""
     from siyu.wecom.connector import MAX_TEXT_BYTES
 
+    coupon = coupon or bool(getattr(data, "coupon_batch_id", None))
+    allowed = (variables.ACCOUNT, variables.COUPON) if coupon else (variables.ACCOUNT,)
     for name in ("text", "text_b"):
         text = getattr(data, name, None) or ""
-        variables.check_outgoing(text, field=name, allowed=(variables.ACCOUNT,))
+        variables.check_outgoing(text, field=name, allowed=allowed)
         if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
             raise Invalid("The text is longer than WeCom accepts ({limit} bytes)", field=name,
                           limit=MAX_TEXT_BYTES)
@@ -127,18 +133,9 @@ def check_copy(session: Session, data: CampaignIn | CampaignEdit, *, materials: 
                           low=HOLDOUT_MIN, high=HOLDOUT_MAX)
 
 
-def attachments_of(session: Session, material_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """The materials as add_msg_template attachments (W:92135): links as links; an image or file is sent
-    as a link to it (a media upload is not in the simulator's API)."""
-    out = []
-    for item in library.get_materials(session, material_ids)[:library.MAX_ATTACHMENTS]:
-        if item.url:
-            out.append(library.link_attachment(item))
-    return out
-
-
 def text_for(text: str, account_name: str) -> str:
-    return variables.render(text, variables.Values(account=account_name))
+    """The task's text: {账号} filled; {券码} kept for each customer's line (``campaigns.rewards``)."""
+    return variables.render(text, variables.Values(account=account_name, coupon=rewards.CODE_VARIABLE))
 
 
 # ---------------------------------------------------------------- planning
@@ -154,6 +151,7 @@ class Plan:
     sending: dict[tuple[int, str], list[int]] = field(default_factory=dict)
     channels: dict[int, str] = field(default_factory=dict)  # account id → TaskChannel
     accounts: dict[int, int] = field(default_factory=dict)  # customer id → sending account
+    coupons: rewards.CouponCheck | None = None  # the coupon batch's pool against the customers sent to
 
     @property
     def targeted(self) -> int:
@@ -265,12 +263,15 @@ def create_campaign(session: Session, *, data: CampaignIn, viewer: Viewer,
     check_copy(session, data, materials=materials)
     seed = random.SystemRandom().randrange(1, 2**31)
     planned = plan(session, data=data, viewer=viewer, at=at, seed=seed, quota=data.dry_run)
+    if data.coupon_batch_id is not None and data.dry_run:
+        planned.coupons = _coupon_check(session, data, planned, at)
     if data.dry_run:
         return None, planned
     if not planned.targeted and not planned.holdout:
         raise Invalid("Nobody in this segment can be sent to", field="segment_id")
     campaign = Campaign(name=data.name.strip(), segment_id=data.segment_id, text=data.text, text_b=data.text_b,
-                        material_ids=materials, holdout_percent=data.holdout_percent,
+                        material_ids=materials, coupon_batch_id=data.coupon_batch_id,
+                        holdout_percent=data.holdout_percent,
                         window_days=data.window_days, seed=seed, scheduled_at=at,
                         status=CampaignStatus.scheduled.value, created_by_id=viewer.user_id, created_at=now)
     session.add(campaign)
@@ -281,7 +282,13 @@ def create_campaign(session: Session, *, data: CampaignIn, viewer: Viewer,
         planned.over_quota.update(reservation.refused)
         planned.sending = {k: [c for c in v if c not in reservation.refused] for k, v in planned.sending.items()}
         planned.sending = {k: v for k, v in planned.sending.items() if v}
+    if data.coupon_batch_id is not None:  # against the customers actually sent to: refused before any row
+        planned.coupons = _coupon_check(session, data, planned, at)
+        rewards.refuse(planned.coupons)
     _write_plan(session, campaign, planned)
+    if data.coupon_batch_id is not None:  # all or nothing, in this transaction (campaigns.rewards)
+        rewards.issue(session, batch_id=data.coupon_batch_id, viewer=viewer, at=now,
+                      customer_ids=[c for ids in planned.sending.values() for c in ids])
     from siyu.team.service import record_audit
 
     record_audit(session, actor=viewer, action="create", entity_type="campaign", entity_id=campaign.id,
@@ -291,6 +298,15 @@ def create_campaign(session: Session, *, data: CampaignIn, viewer: Viewer,
         campaign.status = CampaignStatus.sending.value
         jobs.enqueue_after_commit(session, "campaigns.jobs.send_campaign", campaign.id)
     return campaign, planned
+
+
+def _coupon_check(session: Session, data: CampaignIn, planned: Plan, at: datetime) -> rewards.CouponCheck:
+    sending = [c for ids in planned.sending.values() for c in ids]
+    wecom = sum(len(ids) for (account, _v), ids in planned.sending.items()
+                if planned.channels.get(account) == TaskChannel.wecom.value)
+    assert data.coupon_batch_id is not None
+    return rewards.check(session, batch_id=data.coupon_batch_id, customer_ids=sending, wecom_customers=wecom, at=at,
+                         texts=(data.text, data.text_b))
 
 
 def _write_plan(session: Session, campaign: Campaign, planned: Plan) -> None:
@@ -358,7 +374,14 @@ def update_campaign(session: Session, *, campaign_id: int, data: CampaignEdit, v
     campaign = get_campaign(session, campaign_id=campaign_id)
     if campaign.status != CampaignStatus.scheduled.value:
         raise Conflict("This campaign was already sent and cannot be edited; copy it to send a new one")
-    check_copy(session, data)
+    check_copy(session, data, coupon=campaign.coupon_batch_id is not None)
+    if rewards.uses_code(data.text or "", data.text_b or "") and session.scalar(select(CampaignTask.id).where(
+            CampaignTask.campaign_id == campaign.id, CampaignTask.channel == TaskChannel.wecom.value).limit(1)):
+        raise Invalid(rewards.WECOM_VARIABLE, field="text", n=int(session.scalar(
+            select(func.count()).select_from(CampaignRecipient).join(
+                CampaignTask, CampaignTask.id == CampaignRecipient.task_id)
+            .where(CampaignRecipient.campaign_id == campaign.id,
+                   CampaignTask.channel == TaskChannel.wecom.value)) or 0))
     if data.text_b is not None and bool(data.text_b.strip()) != bool(campaign.text_b.strip()):
         raise Invalid("Adding or removing the B copy changes the split: copy the campaign instead", field="text_b")
     before = {"name": campaign.name, "text": campaign.text, "text_b": campaign.text_b}
@@ -380,7 +403,8 @@ def copy_values(campaign: Campaign) -> dict[str, Any]:
     return {"name": _("{name} (copy)", name=campaign.name)[:128], "segment_id": campaign.segment_id or "",
             "text": campaign.text, "text_b": campaign.text_b,
             "material_ids": ",".join(str(i) for i in campaign.material_ids or []),
-            "holdout_percent": campaign.holdout_percent, "window_days": campaign.window_days, "scheduled_at": ""}
+            "holdout_percent": campaign.holdout_percent, "window_days": campaign.window_days, "scheduled_at": "",
+            "coupon_batch_id": campaign.coupon_batch_id or ""}
 
 
 # ---------------------------------------------------------------- creating the tasks
@@ -434,7 +458,8 @@ def send_campaign(session: Session, campaign_id: int, *, api: Any = None, now: d
         if campaign.scheduled_at > now:
             return run
         campaign.status = CampaignStatus.sending.value
-    attachments = attachments_of(session, campaign.material_ids or [])
+    attachments: list[dict[str, Any]] | None = None  # built for the run's first WeCom task (campaigns.attachments)
+    unavailable: campaign_attachments.AttachmentUnavailable | None = None
     names = {a.id: (a.display_name, a.wecom_userid or "") for a in session.scalars(select(Account).where(
         Account.id.in_(select(CampaignTask.account_id).where(CampaignTask.campaign_id == campaign_id))))}
     pending = [t.id for t in session.scalars(select(CampaignTask).where(
@@ -457,6 +482,19 @@ def send_campaign(session: Session, campaign_id: int, *, api: Any = None, now: d
                 session.execute(update(CampaignTask).where(CampaignTask.id == task.id)
                                 .values(error=_("WeCom is not connected: the tasks wait until it is")))
                 continue
+        if attachments is None and unavailable is None:
+            try:
+                attachments = campaign_attachments.for_wecom(session, api, campaign.material_ids or [], now=now)
+            except campaign_attachments.AttachmentUnavailable as exc:
+                unavailable = exc
+        if unavailable is not None:
+            if _attachment_unavailable(session, campaign, task, unavailable):
+                run.busy += 1
+            else:
+                run.failed += 1
+            if commit:
+                session.commit()
+            continue
         if not _claim(session, task.id):
             continue
         if commit:
@@ -507,6 +545,20 @@ def send_campaign(session: Session, campaign_id: int, *, api: Any = None, now: d
     return run
 
 
+def _attachment_unavailable(session: Session, campaign: Campaign, task: CampaignTask,
+                            exc: campaign_attachments.AttachmentUnavailable) -> bool:
+    """A material could not be attached: the task waits for the next run (True) or fails with the reason."""
+    if exc.retryable:
+        task.error = str(exc)
+        return True
+    task.state, task.error = TaskState.failed.value, str(exc)
+    _set_recipients(session, task.id, RecipientStatus.failed, reason=str(exc))
+    sends.release(session, source=SendSource.campaign, ref=ref_of(campaign.id), target_ids=[
+        int(c) for c in session.scalars(select(CampaignRecipient.customer_id)
+                                        .where(CampaignRecipient.task_id == task.id))])
+    return False
+
+
 def _api(session: Session) -> Any:
     from siyu.wecom.client import WecomNotConfigured, client_for
 
@@ -525,11 +577,14 @@ def _personal_tasks(session: Session, campaign: Campaign, task: CampaignTask, te
     ids = [int(i) for i in session.scalars(select(CampaignRecipient.customer_id)
                                            .where(CampaignRecipient.task_id == task.id))]
     detail = _("Mass send 「{name}」: {text}", name=campaign.name, text=text)
+    codes = rewards.codes_of(session, batch_id=campaign.coupon_batch_id, customer_ids=ids) \
+        if campaign.coupon_batch_id is not None and rewards.uses_code(text) else {}
     day = now.astimezone(local_zone()).date()
     for start in range(0, len(ids), BATCH):
-        maintenance_service.add_tasks(session, [{"customer_id": c, "account_id": task.account_id, "detail": detail,
-                                                 "ref_id": campaign.id} for c in ids[start:start + BATCH]],
-                                      kind=TaskKind.campaign, day=day, now=now)
+        maintenance_service.add_tasks(session, [{
+            "customer_id": c, "account_id": task.account_id, "ref_id": campaign.id,
+            "detail": detail.replace(rewards.CODE_VARIABLE, codes.get(c, "")) if codes else detail}
+            for c in ids[start:start + BATCH]], kind=TaskKind.campaign, day=day, now=now)
     task.state = TaskState.created.value
     _set_recipients(session, task.id, RecipientStatus.waiting)
 

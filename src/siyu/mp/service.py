@@ -485,9 +485,7 @@ def create_qrcode(session: Session, *, api: Any, channel_id: int, account_id: in
     if not 1 <= len(scene) <= SCENE_MAX_LENGTH:
         raise QrCodeRefused("The channel's key cannot be a QR scene (1 to 64 characters)", field="channel_id")
     if permanent:
-        made = int(session.scalar(select(func.count()).select_from(MpQrCode).where(
-            MpQrCode.account_id == account_id, MpQrCode.permanent.is_(True))) or 0)
-        if made >= PERMANENT_QR_LIMIT:
+        if permanent_qr_used(session, account_id) >= PERMANENT_QR_LIMIT:
             raise QrCodeRefused("This Official Account has used its 100,000 permanent QR codes; make a temporary one",
                                 field="permanent")
         data: dict[str, Any] = {"action_name": "QR_LIMIT_STR_SCENE", "action_info": {"scene": {"scene_str": scene}}}
@@ -508,3 +506,70 @@ def create_qrcode(session: Session, *, api: Any, channel_id: int, account_id: in
         channel.qr_url = code.url
     session.flush()
     return code
+
+
+# ---------------------------------------------------------------- parametric QR codes of other domains
+
+# Account_Management/Generating_a_Parametric_QR_Code.html (生成带参数的二维码): a temporary string-scene code
+# is action_name QR_STR_SCENE with expire_seconds ≤ 2592000; a permanent one QR_LIMIT_STR_SCENE, at most
+# 100,000 per 公众号 — channels' codes and other domains' (referral invites) share that one quota.
+TEMPORARY_STR_SCENE = "QR_STR_SCENE"
+PERMANENT_STR_SCENE = "QR_LIMIT_STR_SCENE"
+TEMPORARY_QR_MIN_SECONDS = 60
+
+# Counters of permanent codes other domains keep themselves (account id → how many): registered at import.
+_permanent_counters: list[Callable[[Session, int], int]] = []
+
+
+def count_permanent_codes_with(counter: Callable[[Session, int], int]) -> None:
+    """Another domain's permanent parametric codes count against the same 100,000 (idempotent)."""
+    if counter not in _permanent_counters:
+        _permanent_counters.append(counter)
+
+
+def permanent_qr_used(session: Session, account_id: int) -> int:
+    """The permanent parametric QR codes this 公众号 has made: channels' and every registered domain's."""
+    made = int(session.scalar(select(func.count()).select_from(MpQrCode).where(
+        MpQrCode.account_id == account_id, MpQrCode.permanent.is_(True))) or 0)
+    return made + sum(counter(session, account_id) for counter in _permanent_counters)
+
+
+@dataclass(frozen=True)
+class SceneQr:
+    ticket: str
+    url: str  # the content the QR image encodes (weixin.qq.com/q/…)
+    expires_at: datetime | None
+
+
+def mp_account(session: Session, account_id: int) -> Account:
+    account = session.get(Account, account_id)
+    if account is None or account.kind != AccountKind.mp.value:
+        raise QrCodeRefused("Choose an Official Account for the QR code", field="account_id")
+    return account
+
+
+def create_scene_qrcode(session: Session, *, api: Any, account_id: int, scene: str, permanent: bool,
+                        expire_seconds: int = TEMPORARY_QR_MAX_SECONDS, now: datetime | None = None) -> SceneQr:
+    """A string-scene parametric QR code for any scene (qrcode/create); the caller stores it.
+
+    A follow through it arrives as ``qrscene_<scene>`` and a follower's scan as SCAN with the scene:
+    both reach ``channels.service.on_friends_added``, whose listeners claim their own scenes.
+    """
+    mp_account(session, account_id)
+    if not 1 <= len(scene) <= SCENE_MAX_LENGTH:
+        raise QrCodeRefused("The channel's key cannot be a QR scene (1 to 64 characters)", field="scene")
+    if permanent:
+        if permanent_qr_used(session, account_id) >= PERMANENT_QR_LIMIT:
+            raise QrCodeRefused("This Official Account has used its 100,000 permanent QR codes; make a temporary one",
+                                field="permanent")
+        data: dict[str, Any] = {"action_name": PERMANENT_STR_SCENE, "action_info": {"scene": {"scene_str": scene}}}
+    else:
+        if not TEMPORARY_QR_MIN_SECONDS <= expire_seconds <= TEMPORARY_QR_MAX_SECONDS:
+            raise QrCodeRefused("A temporary QR code lives 60 seconds to 30 days", field="expire_seconds")
+        data = {"expire_seconds": expire_seconds, "action_name": TEMPORARY_STR_SCENE,
+                "action_info": {"scene": {"scene_str": scene}}}
+    answer = api.qrcode.create(data)
+    expires = answer.get("expire_seconds")
+    return SceneQr(ticket=str(answer.get("ticket") or "")[:255], url=str(answer.get("url") or "")[:512],
+                   expires_at=(now or utcnow()) + timedelta(seconds=int(expires)) if expires and not permanent
+                   else None)

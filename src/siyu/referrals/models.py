@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, UTCDateTime, utcnow
@@ -71,6 +71,13 @@ class InviteCode(Base):
     wecom_config_id: Mapped[str] = mapped_column(String(64), default="")
     qr_url: Mapped[str] = mapped_column(String(512), default="")
     alert: Mapped[str] = mapped_column(String(255), default="")
+    # The invite as a 公众号 parametric QR code (qrcode/create, scene_str = ``state``): a follow or a scan
+    # of it credits the referrer through the same ledger as a WeCom add.
+    mp_account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id", ondelete="SET NULL"), nullable=True)
+    mp_ticket: Mapped[str] = mapped_column(String(255), default="")
+    mp_qr_url: Mapped[str] = mapped_column(String(512), default="")  # what the QR image encodes
+    mp_permanent: Mapped[bool] = mapped_column(Boolean, default=False)
+    mp_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

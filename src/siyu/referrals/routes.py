@@ -20,6 +20,7 @@ from siyu.accounts.models import Account
 from siyu.channels import images
 from siyu.channels import service as channels_service
 from siyu.channels.models import Channel
+from siyu.core.db import utcnow
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
 from siyu.core.errors import DomainError, Invalid, NotFound
 from siyu.core.i18n import N_, _
@@ -34,6 +35,7 @@ from siyu.referrals.schemas import (
     InviteIn,
     InviteOut,
     ManualCreditIn,
+    MpQrIn,
     ProgrammeIn,
     ProgrammeOut,
     StandingOut,
@@ -89,6 +91,27 @@ def api_invite(request: Request, session: SessionDep, viewer: ApiViewer, program
                data: InviteIn) -> InviteOut:
     """The customer's personal invite code (a WeCom 「联系我」 code whose state names them, and a tracked link)."""
     invite = service.invite_for(session, programme_id=programme_id, customer_id=data.customer_id, viewer=viewer)
+    session.commit()
+    return _invite_out(request, invite)
+
+
+def _mp_api(session: Session) -> Any:
+    from siyu.mp import client as mp_client
+
+    api_client = mp_client.api_for(session)
+    if api_client is None:
+        raise Invalid("referrals.mp_qr.not_connected",
+                      field="account_id")
+    return api_client
+
+
+@api.post("/referrals/{programme_id}/invites/{customer_id}/mp-qrcode", response_model=InviteOut, status_code=201)
+def api_mp_qrcode(request: Request, session: SessionDep, viewer: ApiViewer, programme_id: Id, customer_id: Id,
+                  data: MpQrIn) -> InviteOut:
+    """The customer's invite as a 公众号 parametric QR code (qrcode/create; scene = the invite's state)."""
+    invite = service.make_mp_qrcode(session, programme_id=programme_id, customer_id=customer_id, viewer=viewer,
+                                    api=_mp_api(session), account_id=data.account_id, permanent=data.permanent,
+                                    expire_seconds=data.expire_seconds)
     session.commit()
     return _invite_out(request, invite)
 
@@ -194,6 +217,7 @@ def _detail(request: Request, session: Session, viewer: Viewer, programme_id: in
                   rewards=service.rewards(session, programme_id=programme.id, limit=50), names=names,
                   batches=batches, balanced=not service.balance(session, programme_id=programme.id),
                   totals=service.totals(session, [programme.id])[programme.id], errors=errors or {}, notice=notice,
+                  has_mp=bool(service.mp_accounts(session, programme)), now=utcnow(),
                   status_labels={k.value: _(v) for k, v in STATUS_LABELS.items()})
 
 
@@ -211,6 +235,26 @@ def invite_submit(request: Request, session: SessionDep, viewer: PageViewer, pro
         if customer_id is None:
             raise Invalid("Give the customer's number", field="customer_id")
         service.invite_for(session, programme_id=programme_id, customer_id=customer_id, viewer=viewer)
+    except DomainError as exc:
+        session.rollback()
+        if isinstance(exc, service.ProgrammeNotFound):
+            raise
+        return _detail(request, session, viewer, programme_id, errors=field_errors(exc, labels=LABELS),
+                       status_code=422)
+    session.commit()
+    return RedirectResponse(f"/referrals/{programme_id}#invites", status_code=303)
+
+
+@pages.post("/referrals/{programme_id}/invites/{invite_id}/mp-qrcode", response_class=HTMLResponse,
+            dependencies=[FormRead, CsrfChecked])
+def mp_qrcode_submit(request: Request, session: SessionDep, viewer: PageViewer, programme_id: Id, invite_id: Id,
+                     form: FormDep) -> Response:
+    invite = session.get(InviteCode, invite_id)
+    if invite is None or invite.programme_id != programme_id:
+        raise NotFound("Invite code not found")
+    try:
+        service.make_mp_qrcode(session, programme_id=programme_id, customer_id=invite.customer_id, viewer=viewer,
+                               api=_mp_api(session), permanent=form.get("permanent") == "1")
     except DomainError as exc:
         session.rollback()
         if isinstance(exc, service.ProgrammeNotFound):
@@ -262,6 +306,14 @@ def _face(session: Session, invite: InviteCode) -> tuple[channels_service.Public
     return face, account
 
 
+def _qr_data(request: Request, invite: InviteCode) -> str:
+    """What the invite's QR encodes: its live 公众号 parametric code (a scan follows the 公众号 with the
+    invite's scene), else the tracked link."""
+    if service.mp_qr_live(invite):
+        return invite.mp_qr_url
+    return str(request.url_for("referral_link", state=invite.state))
+
+
 @pages.get("/referrals/invites/{invite_id}/poster.png")
 def poster_image(request: Request, session: SessionDep, viewer: PageViewer, invite_id: Id) -> Response:
     """The customer's invite poster: what the programme promises and a QR of their tracked link."""
@@ -272,7 +324,7 @@ def poster_image(request: Request, session: SessionDep, viewer: PageViewer, invi
     face, _account = _face(session, invite)
     try:
         body = images.poster_png(title=face.title, incentive=face.incentive,
-                                 qr_data=str(request.url_for("referral_link", state=invite.state)),
+                                 qr_data=_qr_data(request, invite),
                                  badge=(face.persona or face.brand)[:1],
                                  footer=_("Press and hold the QR code to add us"))
     except images.FontMissing as exc:
@@ -289,5 +341,18 @@ def referral_link(request: Request, session: SessionDep, state: str) -> Response
     if invite is None:
         raise NotFound("This code is not valid")
     face, account = _face(session, invite)
+    live = service.mp_qr_live(invite)
     return templates.TemplateResponse(request, "channels/link.html", {
-        "face": face, "account": account, "has_qr": False, "qr_src": ""})
+        "face": face, "account": account, "has_qr": live,
+        "qr_src": str(request.url_for("referral_mp_qr", state=invite.state)) if live else "",
+        "qr_caption": _("referrals.mp_qr.caption") if live else ""})
+
+
+@pages.get("/r/{state}/mp-qr.png", name="referral_mp_qr")
+def referral_mp_qr(session: SessionDep, state: str) -> Response:
+    """The invite's 公众号 parametric QR code as an image (public, like the link page it is shown on)."""
+    invite = service.invite_by_state(session, state[:30])
+    if invite is None or not service.mp_qr_live(invite):
+        raise NotFound("This code is not valid")
+    return Response(images.qr_png(invite.mp_qr_url), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})

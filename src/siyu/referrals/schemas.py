@@ -65,6 +65,19 @@ class InviteOut(BaseModel):
     state: str
     qr_url: str
     link: str = ""
+    mp_account_id: int | None = None
+    mp_ticket: str = ""
+    mp_qr_url: str = ""  # the 公众号 parametric QR's content (weixin.qq.com/q/…); the poster encodes it
+    mp_permanent: bool = False
+    mp_expires_at: datetime | None = None
+
+
+class MpQrIn(BaseModel):
+    """The invite as a 公众号 parametric QR: temporary (at most 30 days) or permanent (100,000 per 公众号)."""
+
+    account_id: Id | None = None  # empty: the programme's first 公众号
+    permanent: bool = False
+    expire_seconds: Annotated[int, Field(ge=60, le=2_592_000)] | None = None  # empty: 30 days
 
 
 class ManualCreditIn(BaseModel):

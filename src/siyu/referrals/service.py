@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from siyu.accounts.models import Account
+from siyu.accounts.models import Account, AccountKind
 from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_, _
@@ -202,6 +202,63 @@ def make_contact_way(session: Session, *, invite: InviteCode, api: Any) -> str:
     return "created"
 
 
+def mp_accounts(session: Session, programme: ReferralProgramme) -> list[int]:
+    """The programme's 公众号 accounts: an invite's parametric QR code is made for one of them."""
+    return [int(a) for a in session.scalars(select(Account.id).where(
+        Account.id.in_(programme.account_ids or []), Account.kind == AccountKind.mp.value).order_by(Account.id))]
+
+
+def mp_qr_live(invite: InviteCode, *, now: datetime | None = None) -> bool:
+    """The invite has a 公众号 QR code WeChat still answers (permanent, or temporary and not expired)."""
+    if not invite.mp_qr_url:
+        return False
+    return invite.mp_permanent or invite.mp_expires_at is None or invite.mp_expires_at > (now or utcnow())
+
+
+def _permanent_invite_codes(session: Session, account_id: int) -> int:
+    return int(session.scalar(select(func.count()).select_from(InviteCode).where(
+        InviteCode.mp_account_id == account_id, InviteCode.mp_permanent.is_(True))) or 0)
+
+
+def make_mp_qrcode(session: Session, *, programme_id: int, customer_id: int, viewer: Viewer, api: Any,
+                   account_id: int | None = None, permanent: bool = False,
+                   expire_seconds: int | None = None) -> InviteCode:
+    """The customer's invite as a 公众号 parametric QR code whose scene is the invite's state.
+
+    Made once and kept while it lives: a permanent code is never made twice (it counts against the
+    公众号's 100,000, shared with channels' codes); a temporary one (QR_STR_SCENE, at most 30 days) is
+    made again only after it expired. A follow through it (``qrscene_<state>``) or a follower's scan
+    credits the referrer through ``on_adds`` — the same ledger and anti-fraud rules as a WeCom add.
+    """
+    from siyu.mp import service as mp_service
+
+    invite = invite_for(session, programme_id=programme_id, customer_id=customer_id, viewer=viewer)
+    programme = session.get_one(ReferralProgramme, invite.programme_id)
+    if programme.status != ProgrammeStatus.active.value:
+        raise Invalid("The referral programme has ended; it gives no new invite codes", field="programme_id")
+    choices = mp_accounts(session, programme)
+    if account_id is None:
+        if not choices:
+            raise Invalid("Add an Official Account to the programme's accounts first", field="account_id")
+        account_id = choices[0]
+    elif account_id not in choices:
+        raise Invalid("Add an Official Account to the programme's accounts first", field="account_id")
+    if mp_qr_live(invite) and invite.mp_account_id == account_id:
+        return invite
+    seconds = mp_service.TEMPORARY_QR_MAX_SECONDS if expire_seconds is None else expire_seconds
+    qr = mp_service.create_scene_qrcode(session, api=api, account_id=account_id, scene=invite.state,
+                                        permanent=permanent, expire_seconds=seconds)
+    invite.mp_account_id, invite.mp_ticket, invite.mp_qr_url = account_id, qr.ticket, qr.url
+    invite.mp_permanent, invite.mp_expires_at = permanent, qr.expires_at
+    session.flush()
+    team_service.record_audit(session, actor=viewer, action="mp_qrcode", entity_type="referral_programme",
+                              entity_id=programme.id, summary=programme.name,
+                              after={"invite_id": invite.id, "customer_id": customer_id, "account_id": account_id,
+                                     "permanent": permanent,
+                                     "expires_at": qr.expires_at.isoformat() if qr.expires_at else None})
+    return invite
+
+
 def invite_by_state(session: Session, state: str) -> InviteCode | None:
     if not is_referral_state(state):
         return None
@@ -288,10 +345,13 @@ def _move(session: Session, programme_id: int, customer_id: int, delta: int) -> 
 def on_adds(session: Session, adds: Sequence[Any]) -> list[CreditOutcome | None]:
     """Friend-adds whose state is an invite code's (``channels.service.FriendAdd``): credit their referrers."""
     outcomes: list[CreditOutcome | None] = []
+    kinds = dict(session.execute(select(Account.id, Account.kind).where(
+        Account.id.in_({int(add.account_id) for add in adds}))).all()) if adds else {}
     for add in adds:
         invite = invite_by_state(session, add.state)
+        via = "mp" if kinds.get(add.account_id) == AccountKind.mp.value else "wecom"  # a 公众号 follow or scan
         outcomes.append(None if invite is None else credit(session, invite=invite, referee_id=add.customer_id,
-                                                           at=add.added_at))
+                                                           at=add.added_at, via=via))
     session.flush()
     return outcomes
 
@@ -486,6 +546,9 @@ def register() -> None:
 
     channels_service.listen_to_adds(channels_service.AddListener(
         claims=is_referral_state, added=on_adds, removed=on_friend_removed))
+    from siyu.mp import service as mp_service
+
+    mp_service.count_permanent_codes_with(_permanent_invite_codes)
 
 
 register()

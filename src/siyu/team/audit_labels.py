@@ -95,6 +95,7 @@ ACTIONS: dict[str, str] = {
     "finish_batch": N_("Finished an intake batch"),
     "credit": N_("Credited a referral"),
     "refuse": N_("Refused a referral"),
+    "mp_qrcode": N_("Made an invite's Official Account QR code"),
     "end": N_("Ended the programme"),
     "issue": N_("Issued coupons"),
     "draw": N_("Ran the draw"),
