@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from sqlalchemy import func, select
 
 from siyu.campaigns import service
 from siyu.campaigns.models import (
@@ -22,7 +23,9 @@ from siyu.campaigns.models import (
     RECIPIENT_STATUS_LABELS,
     TASK_STATE_LABELS,
     Campaign,
+    CampaignRecipient,
     CampaignStatus,
+    RecipientStatus,
 )
 from siyu.campaigns.schemas import CampaignEdit, CampaignIn, CampaignItem, CampaignList, OverQuotaOut, PlanOut
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
@@ -192,6 +195,26 @@ def new_campaign_post(request: Request, session: SessionDep, viewer: PageViewer,
     return RedirectResponse(f"/campaigns/{campaign.id}", status_code=303)
 
 
+def status_actions(session: Any, campaign: Campaign) -> frozenset[str]:
+    """The console's actions for where the campaign stands, so a button is never offered that can do nothing:
+    scheduled → edit or cancel; still going out (some tasks not created, or members who have not sent theirs)
+    → remind and stop, and read the results; finished (every member sent or nothing is left) or cancelled →
+    the results and a copy only."""
+    if campaign.status == CampaignStatus.scheduled.value:
+        return frozenset({"edit", "cancel", "copy"})
+    if campaign.status == CampaignStatus.cancelled.value:
+        return frozenset({"results", "copy"})
+    open_rows = dict(session.execute(
+        select(CampaignRecipient.status, func.count()).where(
+            CampaignRecipient.campaign_id == campaign.id,
+            CampaignRecipient.status.in_([RecipientStatus.planned.value, RecipientStatus.waiting.value]))
+        .group_by(CampaignRecipient.status)).tuples().all())
+    if campaign.status == CampaignStatus.sending.value or open_rows:
+        going = {"stop", "results", "copy"}
+        return frozenset(going | ({"remind"} if open_rows.get(RecipientStatus.waiting.value) else set()))
+    return frozenset({"results", "copy"})
+
+
 def _detail(request: Request, session: Any, viewer: Viewer, campaign: Campaign, *, error: str = "",
             message: str = "", status_code: int = 200) -> Response:
     figures = service.numbers(session, campaign)
@@ -220,7 +243,7 @@ def _detail(request: Request, session: Any, viewer: Viewer, campaign: Campaign, 
                   total=total, variants=variants, funnel=funnel, steps=steps, step=step, rows=rows,
                   tasks=tasks, account_names=account_names, error=error,
                   message=message or request.query_params.get("message", ""), status_code=status_code,
-                  page_size=service.PAGE, **_labels())
+                  page_size=service.PAGE, actions=status_actions(session, campaign), **_labels())
 
 
 @pages.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
@@ -249,7 +272,10 @@ def campaign_action(request: Request, session: SessionDep, viewer: PageViewer, c
                     form: FormDep) -> Response:
     """Remind the members, cancel, send a due campaign now, or read back the results."""
     campaign = service.get_campaign(session, campaign_id=campaign_id)
+    allowed = status_actions(session, campaign)
     try:
+        if action in ("remind", "cancel") and not ({action, "stop"} if action == "cancel" else {action}) & allowed:
+            raise Invalid("Nothing is left to stop or remind: every member has sent it, or it was cancelled")
         if action == "remind":
             message = _("Reminded {n} members", n=service.remind(session, campaign_id=campaign.id, viewer=viewer))
         elif action == "cancel":
