@@ -61,6 +61,7 @@ def test_a_finished_campaign_offers_copy_and_results_and_refuses_a_stop(
         client: TestClient, db: Session, make: Any, admin: Any, admin_headers: dict[str, str]) -> None:
     campaign_id = _campaign(client, db, make, admin, admin_headers)
     _set(db, campaign_id, CampaignStatus.sent, RecipientStatus.delivered)
+    assert client.post(f"/api/v1/campaigns/{campaign_id}/cancel", headers=admin_headers).status_code == 422
     console = Console(client).login(admin)
     page = console.get(f"/campaigns/{campaign_id}")
     assert _buttons(page.text) == {"refresh", "copy"} and "停止群发" not in page.text

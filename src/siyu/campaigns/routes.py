@@ -94,6 +94,7 @@ def edit_campaign(session: SessionDep, viewer: ApiViewer, campaign_id: Id, data:
 
 @api.post("/campaigns/{campaign_id}/remind")
 def remind_campaign(session: SessionDep, viewer: ApiViewer, campaign_id: Id) -> dict[str, int]:
+    check_action(session, service.get_campaign(session, campaign_id=campaign_id), "remind")
     reminded = service.remind(session, campaign_id=campaign_id, viewer=viewer)
     session.commit()
     return {"reminded": reminded}
@@ -101,6 +102,8 @@ def remind_campaign(session: SessionDep, viewer: ApiViewer, campaign_id: Id) -> 
 
 @api.post("/campaigns/{campaign_id}/cancel")
 def cancel_campaign(session: SessionDep, viewer: ApiViewer, campaign_id: Id) -> dict[str, int]:
+    """Cancel a scheduled campaign, or stop one still going out; a finished one is refused (422)."""
+    check_action(session, service.get_campaign(session, campaign_id=campaign_id), "cancel")
     stopped = service.cancel(session, campaign_id=campaign_id, viewer=viewer)
     session.commit()
     return {"stopped": stopped}
@@ -215,6 +218,13 @@ def status_actions(session: Any, campaign: Campaign) -> frozenset[str]:
     return frozenset({"results", "copy"})
 
 
+def check_action(session: Any, campaign: Campaign, action: str) -> None:
+    """Refuse a remind or a stop the campaign's status no longer allows (the page does not offer it)."""
+    wanted = {"cancel", "stop"} if action == "cancel" else {action}
+    if not wanted & status_actions(session, campaign):
+        raise Invalid("Nothing is left to stop or remind: every member has sent it, or it was cancelled")
+
+
 def _detail(request: Request, session: Any, viewer: Viewer, campaign: Campaign, *, error: str = "",
             message: str = "", status_code: int = 200) -> Response:
     figures = service.numbers(session, campaign)
@@ -272,10 +282,9 @@ def campaign_action(request: Request, session: SessionDep, viewer: PageViewer, c
                     form: FormDep) -> Response:
     """Remind the members, cancel, send a due campaign now, or read back the results."""
     campaign = service.get_campaign(session, campaign_id=campaign_id)
-    allowed = status_actions(session, campaign)
     try:
-        if action in ("remind", "cancel") and not ({action, "stop"} if action == "cancel" else {action}) & allowed:
-            raise Invalid("Nothing is left to stop or remind: every member has sent it, or it was cancelled")
+        if action in ("remind", "cancel"):
+            check_action(session, campaign, action)
         if action == "remind":
             message = _("Reminded {n} members", n=service.remind(session, campaign_id=campaign.id, viewer=viewer))
         elif action == "cancel":
