@@ -188,8 +188,8 @@ def update_goal(session: Session, *, goal_id: int, data: GoalEdit, viewer: Viewe
     deadline = data.deadline if data.deadline is not None else goal.deadline
     shares = _shares(session, goal)
     if shares and (metric.name != goal.metric or scope.key != goal.scope_key):
-        raise Invalid("This goal has {n} sub-goals measured the same way: delete them before changing its "
-                      "metric or scope", field="metric" if metric.name != goal.metric else "scope", n=len(shares))
+        raise Invalid("This goal has {n} sub-goals: delete them before changing its metric or scope",
+                      field="metric" if metric.name != goal.metric else "scope", n=len(shares))
     _check_fields(session, name=name, metric=metric, metric_name=metric_name, scope=scope, target=target,
                   start=start, deadline=deadline, viewer=viewer)
     if "owner_id" in given:
