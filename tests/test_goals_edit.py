@@ -107,7 +107,8 @@ def test_deleting_a_goal_takes_its_sub_goals_and_deleting_a_share_leaves_the_par
     assert service.delete_goal(db, goal_id=parent.id, viewer=viewer) == 1
     db.commit()
     assert db.scalars(select(Goal)).all() == []
-    entry = db.scalars(select(AuditEntry).where(AuditEntry.action == "delete", AuditEntry.entity_id == parent.id)).one()
+    entry = db.scalars(select(AuditEntry).where(AuditEntry.action == "delete",
+                                                AuditEntry.entity_id == str(parent.id))).one()
     assert entry.before is not None and entry.before["subgoals"] == 1 and b.id != parent.id
 
 
