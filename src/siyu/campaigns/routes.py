@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from sqlalchemy import func, select
 
 from siyu.campaigns import service
 from siyu.campaigns.models import (
@@ -22,7 +23,9 @@ from siyu.campaigns.models import (
     RECIPIENT_STATUS_LABELS,
     TASK_STATE_LABELS,
     Campaign,
+    CampaignRecipient,
     CampaignStatus,
+    RecipientStatus,
 )
 from siyu.campaigns.schemas import (
     CampaignEdit,
@@ -102,6 +105,7 @@ def edit_campaign(session: SessionDep, viewer: ApiViewer, campaign_id: Id, data:
 
 @api.post("/campaigns/{campaign_id}/remind")
 def remind_campaign(session: SessionDep, viewer: ApiViewer, campaign_id: Id) -> dict[str, int]:
+    check_action(session, service.get_campaign(session, campaign_id=campaign_id), "remind")
     reminded = service.remind(session, campaign_id=campaign_id, viewer=viewer)
     session.commit()
     return {"reminded": reminded}
@@ -109,6 +113,8 @@ def remind_campaign(session: SessionDep, viewer: ApiViewer, campaign_id: Id) -> 
 
 @api.post("/campaigns/{campaign_id}/cancel")
 def cancel_campaign(session: SessionDep, viewer: ApiViewer, campaign_id: Id) -> dict[str, int]:
+    """Cancel a scheduled campaign, or stop one still going out; a finished one is refused (422)."""
+    check_action(session, service.get_campaign(session, campaign_id=campaign_id), "cancel")
     stopped = service.cancel(session, campaign_id=campaign_id, viewer=viewer)
     session.commit()
     return {"stopped": stopped}
@@ -207,6 +213,33 @@ def new_campaign_post(request: Request, session: SessionDep, viewer: PageViewer,
     return RedirectResponse(f"/campaigns/{campaign.id}", status_code=303)
 
 
+def status_actions(session: Any, campaign: Campaign) -> frozenset[str]:
+    """The console's actions for where the campaign stands, so a button is never offered that can do nothing:
+    scheduled → edit or cancel; still going out (some tasks not created, or members who have not sent theirs)
+    → remind and stop, and read the results; finished (every member sent or nothing is left) or cancelled →
+    the results and a copy only."""
+    if campaign.status == CampaignStatus.scheduled.value:
+        return frozenset({"edit", "cancel", "copy"})
+    if campaign.status == CampaignStatus.cancelled.value:
+        return frozenset({"results", "copy"})
+    open_rows = dict(session.execute(
+        select(CampaignRecipient.status, func.count()).where(
+            CampaignRecipient.campaign_id == campaign.id,
+            CampaignRecipient.status.in_([RecipientStatus.planned.value, RecipientStatus.waiting.value]))
+        .group_by(CampaignRecipient.status)).tuples().all())
+    if campaign.status == CampaignStatus.sending.value or open_rows:
+        going = {"stop", "results", "copy"}
+        return frozenset(going | ({"remind"} if open_rows.get(RecipientStatus.waiting.value) else set()))
+    return frozenset({"results", "copy"})
+
+
+def check_action(session: Any, campaign: Campaign, action: str) -> None:
+    """Refuse a remind or a stop the campaign's status no longer allows (the page does not offer it)."""
+    wanted = {"cancel", "stop"} if action == "cancel" else {action}
+    if not wanted & status_actions(session, campaign):
+        raise Invalid("Nothing is left to stop or remind: every member has sent it, or it was cancelled")
+
+
 def _detail(request: Request, session: Any, viewer: Viewer, campaign: Campaign, *, error: str = "",
             message: str = "", status_code: int = 200) -> Response:
     figures = service.numbers(session, campaign)
@@ -242,7 +275,7 @@ def _detail(request: Request, session: Any, viewer: Viewer, campaign: Campaign, 
                   total=total, variants=variants, funnel=funnel, steps=steps, step=step, rows=rows,
                   tasks=tasks, account_names=account_names, error=error, coupons=coupons,
                   message=message or request.query_params.get("message", ""), status_code=status_code,
-                  page_size=service.PAGE, **_labels())
+                  page_size=service.PAGE, actions=status_actions(session, campaign), **_labels())
 
 
 @pages.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
@@ -272,6 +305,8 @@ def campaign_action(request: Request, session: SessionDep, viewer: PageViewer, c
     """Remind the members, cancel, send a due campaign now, or read back the results."""
     campaign = service.get_campaign(session, campaign_id=campaign_id)
     try:
+        if action in ("remind", "cancel"):
+            check_action(session, campaign, action)
         if action == "remind":
             message = _("Reminded {n} members", n=service.remind(session, campaign_id=campaign.id, viewer=viewer))
         elif action == "cancel":

@@ -110,16 +110,16 @@ def check_copy(session: Session, data: CampaignIn | CampaignEdit, *, materials: 
     """Customer-safe variables only, and only those the same for a whole task: one task carries one text
     to up to 10,000 customers, so {称呼} cannot be filled per customer; {账号} is the sending account.
     With a coupon batch, {券码} too (personal accounts' task lists only: ``campaigns.rewards``)."""
-    from siyu.wecom.connector import MAX_TEXT_BYTES
+    from siyu.wecom.client import MASS_SEND_TEXT_BYTES
 
     coupon = coupon or bool(getattr(data, "coupon_batch_id", None))
     allowed = (variables.ACCOUNT, variables.COUPON) if coupon else (variables.ACCOUNT,)
     for name in ("text", "text_b"):
         text = getattr(data, name, None) or ""
         variables.check_outgoing(text, field=name, allowed=allowed)
-        if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+        if len(text.encode("utf-8")) > MASS_SEND_TEXT_BYTES:
             raise Invalid("The text is longer than WeCom accepts ({limit} bytes)", field=name,
-                          limit=MAX_TEXT_BYTES)
+                          limit=MASS_SEND_TEXT_BYTES)
     if isinstance(data, CampaignIn):
         if not data.text.strip() and not materials:
             raise Invalid("Write the text or pick at least one material", field="text")

@@ -11,14 +11,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from siyu.core.deps import ApiViewer, CsrfChecked, PageViewer, SessionDep
-from siyu.core.errors import DomainError, NotFound
+from siyu.core.errors import DomainError, Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
 from siyu.core.ids import Id
 from siyu.core.settings import local_today
 from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import Viewer
 from siyu.goals import catalogue, dashboard, service
-from siyu.goals.schemas import ForecastOut, GoalIn, GoalOut, PointOut
+from siyu.goals.models import Goal
+from siyu.goals.schemas import ForecastOut, GoalEdit, GoalIn, GoalOut, PointOut
 from siyu.team import service as team_service
 from siyu.team.models import User
 from siyu.web.forms import FormDep, FormRead, field_errors
@@ -77,6 +78,25 @@ def api_create(session: SessionDep, viewer: ApiViewer, data: GoalIn) -> GoalOut:
 def api_get(session: SessionDep, viewer: ApiViewer, goal_id: Id) -> GoalOut:
     return goal_out(service.evaluate(session, goal=service.get_goal(session, goal_id=goal_id, viewer=viewer),
                                      viewer=viewer))
+
+
+@api.patch("/goals/{goal_id}", response_model=GoalOut,
+           responses={403: {"description": "A goal set for you by an admin or a planner"}})
+def api_update(session: SessionDep, viewer: ApiViewer, goal_id: Id, data: GoalEdit) -> GoalOut:
+    """Change a goal: only the fields sent change. ``metric``/``scope`` only while it has no sub-goals; a
+    parent's ``target`` not below its shares' total and its dates covering theirs; a share within its parent.
+    Admins and planners edit any goal; others the goals they own and set themselves (403 otherwise)."""
+    goal = service.update_goal(session, goal_id=goal_id, data=data, viewer=viewer)
+    session.commit()
+    return goal_out(service.evaluate(session, goal=goal, viewer=viewer))
+
+
+@api.delete("/goals/{goal_id}", status_code=204,
+            responses={403: {"description": "A goal set for you by an admin or a planner"}})
+def api_delete(session: SessionDep, viewer: ApiViewer, goal_id: Id) -> None:
+    """Delete a goal together with its sub-goals (deleting one share leaves its parent under-allocated)."""
+    service.delete_goal(session, goal_id=goal_id, viewer=viewer)
+    session.commit()
 
 
 # ---------------------------------------------------------------- console
@@ -148,8 +168,63 @@ def detail_page(request: Request, session: SessionDep, viewer: PageViewer, goal_
     found = service.evaluate(session, goal=goal, viewer=viewer)
     shares = [service.evaluate(session, goal=g, viewer=viewer)
               for g in service.subgoals(session, goal=goal, viewer=viewer)]
+    above = session.get(Goal, goal.parent_id) if goal.parent_id is not None else None
+    parent = service.evaluate(session, goal=above, viewer=viewer) if above is not None else None
+    refusal = service.edit_refusal(goal, viewer)
     return render(request, "goals/detail.html", nav_active="goals", title=goal.name, found=found, shares=shares,
-                  chart=goal_chart(found), table=goal_table(found), states={k: _(v) for k, v in STATE_LABELS.items()})
+                  chart=goal_chart(found), table=goal_table(found), states={k: _(v) for k, v in STATE_LABELS.items()},
+                  parent=parent, refusal=_(refusal) if refusal else None)
+
+
+def _edit_form(request: Request, session: Any, viewer: Viewer, goal: Goal, *, values: dict[str, Any] | None = None,
+               errors: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    shares = service.subgoals(session, goal=goal, viewer=viewer)
+    users = list(session.query(User).order_by(User.id)) if viewer.sees_all_accounts else []
+    current = {"name": goal.name, "metric": goal.metric, "scope": goal.scope_key, "target": f"{goal.target:g}",
+               "start": goal.start.isoformat(), "deadline": goal.deadline.isoformat(),
+               "owner_id": "" if goal.owner_id is None else str(goal.owner_id)}
+    return render(request, "goals/edit.html", status_code=status_code, nav_active="goals",
+                  title=_("Edit goal"), goal=goal, shares=shares, metrics=catalogue.catalogue(), users=users,
+                  scopes=service.scope_choices(session, viewer=viewer), values=current | (values or {}),
+                  errors=errors or {})
+
+
+@pages.get("/goals/{goal_id}/edit", response_class=HTMLResponse)
+def edit_page(request: Request, session: SessionDep, viewer: PageViewer, goal_id: Id) -> Response:
+    goal = service.get_goal(session, goal_id=goal_id, viewer=viewer)
+    refusal = service.edit_refusal(goal, viewer)
+    if refusal is not None:
+        raise Forbidden(refusal)
+    return _edit_form(request, session, viewer, goal)
+
+
+@pages.post("/goals/{goal_id}/edit", response_class=HTMLResponse, dependencies=[FormRead, CsrfChecked])
+def edit_submit(request: Request, session: SessionDep, viewer: PageViewer, goal_id: Id, form: FormDep) -> Response:
+    goal = service.get_goal(session, goal_id=goal_id, viewer=viewer)
+    values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+    data: dict[str, Any] = {k: (v.strip() if k == "name" else v.strip() or None) for k, v in values.items()
+                            if k in GoalEdit.model_fields}
+    if "owner_id" in data and data["owner_id"] is None:
+        data["owner_id"] = viewer.user_id  # 「我」
+    try:
+        service.update_goal(session, goal_id=goal.id, data=GoalEdit.model_validate(data), viewer=viewer)
+        session.commit()
+    except (ValidationError, Invalid, NotFound) as exc:
+        session.rollback()
+        labels = {k: _(v) for k, v in FIELD_LABELS.items()}
+        goal = service.get_goal(session, goal_id=goal_id, viewer=viewer)
+        return _edit_form(request, session, viewer, goal, values=values, status_code=422,
+                          errors=field_errors(exc, labels=labels))
+    return RedirectResponse(f"/goals/{goal.id}", status_code=303)
+
+
+@pages.post("/goals/{goal_id}/delete", dependencies=[FormRead, CsrfChecked])
+def delete_submit(request: Request, session: SessionDep, viewer: PageViewer, goal_id: Id) -> Response:
+    goal = service.get_goal(session, goal_id=goal_id, viewer=viewer)
+    back = f"/goals/{goal.parent_id}" if goal.parent_id is not None else "/goals"
+    service.delete_goal(session, goal_id=goal.id, viewer=viewer)
+    session.commit()
+    return RedirectResponse(back, status_code=303)
 
 
 def export(header: list[str], rows: list[list[Any]], *, fmt: str, filename: str, sheet: str) -> Response:

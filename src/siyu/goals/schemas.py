@@ -20,6 +20,21 @@ class GoalIn(BaseModel):
     parent_id: int | None = None
 
 
+class GoalEdit(BaseModel):
+    """A goal's changes: only the fields sent change. ``metric`` and ``scope`` only while it has no sub-goals;
+    ``owner_id`` by an admin or a planner (anyone may keep themselves)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=80)
+    metric: str | None = Field(default=None, min_length=1, max_length=32)
+    scope: str | None = Field(default=None, max_length=40)
+    target: float | None = None
+    start: date | None = None
+    deadline: date | None = None
+    owner_id: int | None = None
+
+
 class PointOut(BaseModel):
     at: date
     value: float | None

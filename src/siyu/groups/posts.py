@@ -56,7 +56,6 @@ from siyu.team import service as team_service
 from siyu.wecom import client as client_limits
 
 GROUPS_PER_TASK = client_limits.GROUP_MASS_SEND_CHATS  # W:92135: ≤ 2,000 group chats per add_msg_template
-MAX_TEXT_BYTES = 4000  # W:92135 add_msg_template: text.content is at most 4000 bytes
 MISSED_AFTER = timedelta(hours=1)  # a post still unsent an hour after its time is missed (今日任务)
 CONFIRM_GRACE = timedelta(hours=2)  # a sent post its owner has not confirmed within two hours (今日任务)
 SEND_LATE_LIMIT = timedelta(hours=3)  # an 早报 is not sent in the afternoon: past this, the post is missed
@@ -122,8 +121,9 @@ def _check_plan(session: Session, data: PlanIn) -> None:
     library.check_script_choice(session, data.script_id, field_name="script_id")
     if not data.text and data.script_id is None:
         raise Invalid("Write the post or choose a script", field="text")
-    if len(data.text.encode("utf-8")) > MAX_TEXT_BYTES:
-        raise Invalid("The post is longer than WeCom's {n} bytes", field="text", n=MAX_TEXT_BYTES)
+    if len(data.text.encode("utf-8")) > client_limits.MASS_SEND_TEXT_BYTES:
+        raise Invalid("The post is longer than WeCom's {n} bytes", field="text",
+                      n=client_limits.MASS_SEND_TEXT_BYTES)
     # A group post goes to a whole room: no customer's variable can be filled (and none is internal).
     if variables.variables_in(data.text):
         raise Invalid("A group post cannot use customer variables", field="text")

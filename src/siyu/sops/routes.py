@@ -220,15 +220,9 @@ def put_quota(session: SessionDep, viewer: AdminApiViewer, data: QuotaIn) -> Quo
 # ---------------------------------------------------------------- console
 
 
-def _ids(text: str, field: str) -> list[int]:
-    parts = [p for p in text.replace("，", ",").replace(" ", ",").split(",") if p.strip()]
-    if not all(p.strip().isdigit() for p in parts):
-        raise Invalid("Write ids as numbers separated by commas", field=field)
-    return [int(p) for p in parts]
-
-
 def _picked(form: Any, name: str) -> list[int]:
-    """The library picker's checked materials (ids; anything else is passed over)."""
+    """A picker's checked ids (the library's materials, the trigger's tags or channels; anything else is
+    passed over)."""
     return list(dict.fromkeys(int(v) for v in form.getlist(name) if str(v).strip().isdigit()))
 
 
@@ -242,12 +236,41 @@ def _library(session: Any) -> dict[str, Any]:
             "coupon_batches": [(b.id, b.name) for b in coupons_service.list_batches(session)]}
 
 
-def form_to_sop(form: Any) -> SopIn:
+def _choices(session: Any, viewer: Viewer) -> dict[str, Any]:
+    """The builder's pickers by name: tags by group (the trigger's and the tag step's), channels, segments."""
+    from siyu.channels import service as channels_service
+    from siyu.customers import service as customers_service
+    from siyu.segments import service as segments_service
+
+    groups = [(g.name, [(t.id, t.name) for t in g.tags]) for g in customers_service.list_tag_groups(session)]
+    return {"tag_groups": [(name, tags) for name, tags in groups if tags],
+            "channel_choices": [(c.id, c.name) for c in channels_service.list_channels(session, viewer=viewer)],
+            "segment_choices": [(s.id, s.name) for s in segments_service.list_segments(session, viewer=viewer)]}
+
+
+def _audience(form: Any, *, session: Any, viewer: Viewer) -> Any:
+    """The audience: a picked segment's conditions (as the segment stands when the SOP is saved), or the
+    advanced JSON condition, or none (everyone the trigger fires for)."""
+    from siyu.segments import service as segments_service
+
+    segment_text = str(form.get("audience_segment", "") or "").strip()
+    raw = str(form.get("conditions", "") or "").strip()
+    if segment_text and raw:
+        raise Invalid("Choose a segment or write the condition, not both", field="conditions")
+    if segment_text:
+        if not segment_text.isdigit():
+            raise Invalid("Unknown segment", field="audience_segment")
+        return segments_service.get_segment(session, segment_id=int(segment_text), viewer=viewer).conditions
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError as exc:
+        raise Invalid("The audience condition is not valid JSON", field="conditions") from exc
+
+
+def form_to_sop(form: Any, *, session: Any, viewer: Viewer) -> SopIn:
     """The builder form as a ``SopIn``; anything unreadable is refused in the viewer's language."""
     kind = str(form.get("trigger_kind", "") or "")
-    ids = str(form.get("trigger_ids", "") or "")
     days_text = str(form.get("trigger_days", "") or "").strip()
-    raw = str(form.get("conditions", "") or "").strip()
     steps = []
     for index in range(FORM_STEPS):
         at = str(form.get(f"step_at_{index}", "") or "").strip()
@@ -264,15 +287,12 @@ def form_to_sop(form: Any) -> SopIn:
                       "material_ids": _picked(form, f"step_materials_{index}"),
                       "times": int(str(form.get(f"step_times_{index}", "4") or "4"))
                       if str(form.get(f"step_times_{index}", "4") or "4").isdigit() else 4})
-    try:
-        conditions = json.loads(raw) if raw else None
-    except ValueError as exc:
-        raise Invalid("The audience condition is not valid JSON", field="conditions") from exc
+    conditions = _audience(form, session=session, viewer=viewer)
     trigger: dict[str, Any] = {"kind": kind}
     if kind == TriggerKind.channel.value:
-        trigger["channel_ids"] = _ids(ids, "trigger_ids")
+        trigger["channel_ids"] = _picked(form, "trigger_channels")
     elif kind == TriggerKind.tag.value:
-        trigger["tag_ids"] = _ids(ids, "trigger_ids")
+        trigger["tag_ids"] = _picked(form, "trigger_tags")
     elif kind == TriggerKind.stage.value:
         trigger["stages"] = [str(s) for s in form.getlist("trigger_stages")]
     elif kind == TriggerKind.no_touch.value:
@@ -304,12 +324,13 @@ def _list_context(session: Any, viewer: Viewer) -> dict[str, Any]:
     counts = service.enrolment_counts(session, viewer=viewer, sop_ids=[s.id for s in sops])
     versions = {s.id: service.current_version(session, s) for s in sops}
     return {"sops": sops, "counts": counts, "versions": versions,
-            "quota_mode": sends_service.get_settings_row(session).quota_mode, **_labels(), **_library(session)}
+            "quota_mode": sends_service.get_settings_row(session).quota_mode, **_labels(), **_library(session),
+            **_choices(session, viewer)}
 
 
 def _default_form() -> dict[str, Any]:
-    return {"name": "", "trigger_kind": "tag", "trigger_ids": "", "trigger_days": "", "trigger_stages": [],
-            "conditions": "", "exits": ["purchase"],
+    return {"name": "", "trigger_kind": "tag", "trigger_channels": [], "trigger_tags": [], "trigger_days": "",
+            "trigger_stages": [], "audience_segment": "", "conditions": "", "exits": ["purchase"],
             "steps": [{"at": "day 0 09:00", "kind": "task", "text": "", "tag_id": "", "coupon_batch_id": "",
                        "times": 4, "script_id": "",
                        "material_ids": []}]}
@@ -323,19 +344,29 @@ def _form_values(form: Any) -> dict[str, Any]:
               "script_id": str(form.get(f"step_script_{i}", "") or ""),
               "material_ids": _picked(form, f"step_materials_{i}")} for i in range(FORM_STEPS)]
     return {"name": str(form.get("name", "") or ""), "trigger_kind": str(form.get("trigger_kind", "") or ""),
-            "trigger_ids": str(form.get("trigger_ids", "") or ""),
+            "trigger_channels": _picked(form, "trigger_channels"), "trigger_tags": _picked(form, "trigger_tags"),
             "trigger_days": str(form.get("trigger_days", "") or ""),
             "trigger_stages": [str(s) for s in form.getlist("trigger_stages")],
+            "audience_segment": str(form.get("audience_segment", "") or ""),
             "conditions": str(form.get("conditions", "") or ""), "exits": [str(e) for e in form.getlist("exits")],
             "steps": [s for s in steps if s["at"]]}
 
 
-def _version_values(version: SopVersion, name: str) -> dict[str, Any]:
+def _version_values(session: Any, viewer: Viewer, version: SopVersion, name: str) -> dict[str, Any]:
+    """The builder's values for a saved version: an audience equal to a segment's conditions shows as that
+    segment; any other condition in the advanced JSON field."""
+    from siyu.segments import service as segments_service
+
     trigger = version.trigger
-    ids = trigger.get("channel_ids") or trigger.get("tag_ids") or []
-    return {"name": name, "trigger_kind": trigger.get("kind", ""), "trigger_ids": ",".join(str(i) for i in ids),
+    segment = next((s for s in segments_service.list_segments(session, viewer=viewer)
+                    if version.conditions and s.conditions == version.conditions), None)
+    conditions = json.dumps(version.conditions, ensure_ascii=False) if version.conditions and segment is None \
+        else ""
+    return {"name": name, "trigger_kind": trigger.get("kind", ""),
+            "trigger_channels": list(trigger.get("channel_ids") or []),
+            "trigger_tags": list(trigger.get("tag_ids") or []),
             "trigger_days": str(trigger.get("days") or ""), "trigger_stages": trigger.get("stages") or [],
-            "conditions": json.dumps(version.conditions, ensure_ascii=False) if version.conditions else "",
+            "audience_segment": str(segment.id) if segment is not None else "", "conditions": conditions,
             "exits": list(version.exits),
             "steps": [{"at": s.get("at", ""), "kind": s.get("kind", ""), "text": s.get("text", ""),
                        "tag_id": s.get("tag_id") or "", "coupon_batch_id": s.get("coupon_batch_id") or "",
@@ -356,7 +387,7 @@ def sops_create(request: Request, session: SessionDep, viewer: PageViewer, form:
     """Save the builder's SOP, or (the dry-run button) show who would enter today without saving."""
     values = _form_values(form)
     try:
-        data = form_to_sop(form)
+        data = form_to_sop(form, session=session, viewer=viewer)
         if str(form.get("action", "") or "") == "dry_run":
             dry = service.dry_run(session, data=data, viewer=viewer)
             session.rollback()
@@ -396,8 +427,8 @@ def _detail(request: Request, session: Any, viewer: Viewer, sop: Sop, *, values:
     counts = service.enrolment_counts(session, viewer=viewer, sop_ids=[sop.id]).get(sop.id, {})
     return render(request, "sops/detail.html", nav_active="sops", title=sop.name, sop=sop, version=version,
                   enrolments=enrolments, runs=runs, names=names, version_numbers=version_numbers, counts=counts,
-                  values=values or _version_values(version, sop.name), error=error, dry=dry,
-                  status_code=status_code, **_labels(), **_library(session))
+                  values=values or _version_values(session, viewer, version, sop.name), error=error, dry=dry,
+                  status_code=status_code, **_labels(), **_library(session), **_choices(session, viewer))
 
 
 @pages.get("/sops/{sop_id}", response_class=HTMLResponse)
@@ -415,7 +446,8 @@ def sop_edit(request: Request, session: SessionDep, viewer: PageViewer, sop_id: 
             dry = service.dry_run(session, sop_id=sop.id, viewer=viewer)
             session.rollback()
             return _detail(request, session, viewer, sop, dry=dry)
-        service.update_sop(session, sop_id=sop.id, data=form_to_sop(form), viewer=viewer)
+        data = form_to_sop(form, session=session, viewer=viewer)
+        service.update_sop(session, sop_id=sop.id, data=data, viewer=viewer)
     except DomainError as exc:
         session.rollback()
         return _detail(request, session, viewer, service.get_sop(session, sop_id=sop_id), values=values,

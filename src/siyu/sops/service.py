@@ -71,8 +71,8 @@ from siyu.sops.models import (
 )
 from siyu.sops.schemas import SopIn, parse_when
 from siyu.team import service as team_service
+from siyu.wecom.client import MASS_SEND_TEXT_BYTES
 
-MAX_TEXT_BYTES = 4000  # W:92135 add_msg_template: text.content is at most 4000 bytes
 BIRTHDAY_KEYS = ("birthday",)  # the custom date field read by the birthday trigger (as maintenance reads it)
 SENDING_LEASE = timedelta(minutes=10)  # a claim older than this without an answer: the worker died mid-call
 RUN_BATCH = 500
@@ -141,7 +141,7 @@ def _validated(session: Session, data: SopIn, viewer: Viewer) -> dict[str, Any]:
             # A script the operator sends and a message WeCom sends both reach the customer: safe variables only
             # (a library script was checked so when it was saved).
             variables.check_outgoing(step.text, field=f"{where}.text")
-            if step.kind is StepKind.send and len(step.text.encode("utf-8")) > MAX_TEXT_BYTES:
+            if step.kind is StepKind.send and len(step.text.encode("utf-8")) > MASS_SEND_TEXT_BYTES:
                 raise Invalid("A WeCom message is at most 4000 bytes (about 1300 Chinese characters)",
                               field=f"{where}.text")
         if step.kind is StepKind.coupon:

@@ -196,6 +196,9 @@ FIELDS: dict[str, str] = {
     # 客户SOP and the send-quota ledger
     "trigger": N_("Trigger"), "steps": N_("Steps"), "exits": N_("Early exit"),
     "quota_mode": N_("Send quota rule"),
+    # goals (goals.service snapshots)
+    "metric": N_("Metric"), "scope": N_("Scope"), "target": N_("Target"), "start": N_("Start"),
+    "deadline": N_("Deadline"), "subgoals": N_("Sub-goals"),
 }
 # 朋友圈 calendar (moments.service snapshots)
 FIELDS |= {"module": N_("Module"), "column_id": N_("Column"), "text": N_("Text"), "images": N_("Images"),

@@ -93,6 +93,9 @@ GROUP_WELCOME_TEMPLATES = 100
 GROUP_WELCOME_NICKNAME = "%NICKNAME%"
 # 企业群发 to customer groups (W:92135): at most 2,000 group chats per add_msg_template task.
 GROUP_MASS_SEND_CHATS = 2000
+# 企业群发 add_msg_template (W:92135): text.content "最长为4000个字节". The one limit every mass send reads
+# (campaigns, 客户SOP, group posts) and the connector checks before a call.
+MASS_SEND_TEXT_BYTES = 4000
 # 客户朋友圈: a moment task is created once (W:96351); an answer lost after it may have been made is not repeated.
 CREATES = CREATES | {"externalcontact/add_moment_task"}
 MOMENT_TEXT_MAX_CHARS = 2000  # W:96351 add_moment_task: text.content "最多支持传入2000个字符"

@@ -40,10 +40,17 @@ from siyu.core.i18n import N_, _
 from siyu.inbox import delivery
 from siyu.inbox.delivery import Accepted, DeliveryError, Outgoing
 from siyu.wecom import config, send_results
-from siyu.wecom.client import RetryPolicy, TokenStorage, WecomApi, WecomApiError, client_for, shared_storage
+from siyu.wecom.client import (
+    MASS_SEND_TEXT_BYTES,
+    RetryPolicy,
+    TokenStorage,
+    WecomApi,
+    WecomApiError,
+    client_for,
+    shared_storage,
+)
 from siyu.wecom.config import WecomConfig
 
-MAX_TEXT_BYTES = 4000  # add_msg_template: text.content is at most 4000 bytes
 # One try per delivery attempt: the delivery job's own backoff waits out a busy platform.
 DELIVERY_POLICY = RetryPolicy(attempts=1)
 # The platform's answers that mean "this customer (or chat) cannot be reached by this member".
@@ -70,7 +77,7 @@ class WecomConnector:
         account = outgoing.account
         if not account.wecom_userid:
             raise DeliveryError(NO_MEMBER, permanent=True)
-        if len(outgoing.text.encode("utf-8")) > MAX_TEXT_BYTES:
+        if len(outgoing.text.encode("utf-8")) > MASS_SEND_TEXT_BYTES:
             raise DeliveryError(TOO_LONG, permanent=True)
         external = outgoing.customer.wecom_external_userid if outgoing.customer is not None else None
         if not outgoing.group_key and not external:

@@ -1,7 +1,7 @@
 """A campaign's coupon batch; a referral invite's 公众号 parametric QR code
 
 Revision ID: 0053
-Revises: 0048
+Revises: 0054
 Create Date: 2026-12-05 15:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0053'
-down_revision: str | None = '0048'
+down_revision: str | None = '0054'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
