@@ -42,6 +42,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -634,56 +635,97 @@ def pull(transaction: Transaction, source: ArchiveSource, *, keys: dict[int, rsa
     limit = max(1, min(limit, CHATDATA_LIMIT))
     replay = from_seq
     known = _Known()
-    while max_pages is None or result.pages < max_pages:
-        with transaction() as session:
-            stored_seq = cursor_row(session).seq
-        seq = replay if replay is not None else stored_seq
-        items: list[dict[str, Any]] = []
-        pages, last, short = 0, seq, False
-        while True:  # the batch's GetChatData calls, each after the last seq the one before returned
-            page_items = source.chat_data(last, limit)
-            pages += 1
-            items += page_items
-            last = max([int(i.get("seq") or 0) for i in page_items], default=last)
-            short = len(page_items) < limit
-            if short or len(items) + limit > max(batch_items, limit) or (
-                    max_pages is not None and result.pages + pages >= max_pages):
-                break
-        opened, failed = open_items(items, source, ring)
-        pairs = _private_pairs_to_check(transaction, opened, known)
-        if pairs:
-            result.consent_checks += check_consents(transaction, api, pairs, known=known.pairs)
-        try:
+    # The next batch is fetched and opened while this one is stored: GetChatData's wait (the SDK's, or the
+    # simulator's JSON over HTTP) and the decryption overlap the storing and its commit. One thread makes
+    # every source call and opens every item, in order; a batch fetched from a seq that is not the one to
+    # pull from when its turn comes (another worker moved the cursor) is dropped and fetched again.
+    fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="siyu-archive-fetch")
+    ahead: tuple[int, int | None, Future[_Fetched]] | None = None  # from seq, page budget, the fetch
+
+    def fetch(seq: int, budget: int | None) -> Future[_Fetched]:
+        return fetcher.submit(_fetch, source, ring, seq, limit, batch_items, budget)
+
+    try:
+        while max_pages is None or result.pages < max_pages:
             with transaction() as session:
-                new_seq = max(last, stored_seq)
-                moved = session.execute(update(ArchiveCursor).where(ArchiveCursor.name == CURSOR,
-                                                                    ArchiveCursor.seq == stored_seq)
-                                        .values(seq=new_seq, pulled_at=utcnow()),
-                                        execution_options={"synchronize_session": False})
-                if getattr(moved, "rowcount", 1) != 1:
-                    raise _Raced()
-                page = store_page(session, opened, accounts=known.accounts)
-                _report(session, failed)
-                session.execute(update(ArchiveCursor).where(ArchiveCursor.name == CURSOR).values(
-                    stored=ArchiveCursor.stored + page.private + page.group,
-                    skipped=ArchiveCursor.skipped + len(failed), withheld=ArchiveCursor.withheld + page.withheld),
-                    execution_options={"synchronize_session": False})
-        except _Raced:
-            result.raced += 1
-            continue
-        result.pages += pages
-        result.private += page.private
-        result.group += page.group
-        result.duplicates += page.duplicates
-        result.skipped += len(failed)
-        result.withheld += page.withheld
-        result.ignored += page.ignored
-        result.seq = new_seq
-        if replay is not None:
-            replay = last
-        if short:
-            break
+                stored_seq = cursor_row(session).seq
+            seq = replay if replay is not None else stored_seq
+            budget = None if max_pages is None else max_pages - result.pages
+            if ahead is not None and ahead[:2] == (seq, budget):
+                fetched = ahead[2].result()
+            else:
+                if ahead is not None:
+                    ahead[2].cancel()
+                fetched = fetch(seq, budget).result()
+            ahead = None
+            pages, last, short = fetched.pages, fetched.last, fetched.short
+            if not short and (budget is None or pages < budget):
+                after = None if budget is None else budget - pages
+                following = max(last, stored_seq) if replay is None else last  # where the next batch starts
+                ahead = (following, after, fetch(following, after))
+            opened, failed = fetched.opened, fetched.failed
+            pairs = _private_pairs_to_check(transaction, opened, known)
+            if pairs:
+                result.consent_checks += check_consents(transaction, api, pairs, known=known.pairs)
+            try:
+                with transaction() as session:
+                    new_seq = max(last, stored_seq)
+                    moved = session.execute(update(ArchiveCursor).where(ArchiveCursor.name == CURSOR,
+                                                                        ArchiveCursor.seq == stored_seq)
+                                            .values(seq=new_seq, pulled_at=utcnow()),
+                                            execution_options={"synchronize_session": False})
+                    if getattr(moved, "rowcount", 1) != 1:
+                        raise _Raced()
+                    page = store_page(session, opened, accounts=known.accounts)
+                    _report(session, failed)
+                    session.execute(update(ArchiveCursor).where(ArchiveCursor.name == CURSOR).values(
+                        stored=ArchiveCursor.stored + page.private + page.group,
+                        skipped=ArchiveCursor.skipped + len(failed), withheld=ArchiveCursor.withheld + page.withheld),
+                        execution_options={"synchronize_session": False})
+            except _Raced:
+                result.raced += 1
+                continue
+            result.pages += pages
+            result.private += page.private
+            result.group += page.group
+            result.duplicates += page.duplicates
+            result.skipped += len(failed)
+            result.withheld += page.withheld
+            result.ignored += page.ignored
+            result.seq = new_seq
+            if replay is not None:
+                replay = last
+            if short:
+                break
+    finally:
+        fetcher.shutdown(wait=True, cancel_futures=True)
     return result
+
+
+@dataclass
+class _Fetched:
+    opened: list[Opened]
+    failed: list[dict[str, Any]]
+    pages: int
+    last: int
+    short: bool
+
+
+def _fetch(source: ArchiveSource, ring: KeyRing, seq: int, limit: int, batch_items: int, budget: int | None
+           ) -> _Fetched:
+    """One batch's GetChatData calls, each after the last seq the one before returned, and its items opened."""
+    items: list[dict[str, Any]] = []
+    pages, last, short = 0, seq, False
+    while True:
+        page_items = source.chat_data(last, limit)
+        pages += 1
+        items += page_items
+        last = max([int(i.get("seq") or 0) for i in page_items], default=last)
+        short = len(page_items) < limit
+        if short or len(items) + limit > max(batch_items, limit) or (budget is not None and pages >= budget):
+            break
+    opened, failed = open_items(items, source, ring)
+    return _Fetched(opened, failed, pages, last, short)
 
 
 @dataclass
