@@ -57,7 +57,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
-from siyu.core.db import dialect_insert, utcnow
+from siyu.core.db import among, dialect_insert, utcnow
 from siyu.core.settings import get_settings
 from siyu.customers.models import Customer, Friendship
 from siyu.customers.search import index as search
@@ -151,8 +151,13 @@ def simulator_decrypt(random_key: str, encrypt_chat_msg: str) -> dict[str, Any]:
     """The simulator's own body cipher (``SIMULATOR_CIPHER``): base64 of a 12-byte nonce and AES-256-GCM
     of the message JSON, keyed with SHA-256 of the random key. WeCom's real cipher only its SDK opens."""
     raw = base64.b64decode(encrypt_chat_msg)
-    key = hashlib.sha256(random_key.encode()).digest()
-    return dict(json.loads(AESGCM(key).decrypt(raw[:12], raw[12:], None)))
+    return dict(json.loads(_body_cipher(random_key).decrypt(raw[:12], raw[12:], None).decode()))
+
+
+@lru_cache(maxsize=64)
+def _body_cipher(random_key: str) -> AESGCM:
+    """The body cipher of a random key, made once while its messages follow one another."""
+    return AESGCM(hashlib.sha256(random_key.encode()).digest())
 
 
 class SimulatorSource:
@@ -272,7 +277,7 @@ def record_consents(session: Session, facts: Iterable[tuple[str, str, str, datet
          "checked_at": now} for (u, e), (s, w) in newest.items()])
     stored = session.execute(select(ArchiveConsent.id, ArchiveConsent.userid, ArchiveConsent.external_userid,
                                     ArchiveConsent.status, ArchiveConsent.changed_at).where(
-        ArchiveConsent.external_userid.in_(sorted({e for _u, e in newest}))))
+        among(session, ArchiveConsent.external_userid, sorted({e for _u, e in newest}))))
     changes = []
     for row_id, u, e, status, changed_at in stored:
         fact = newest.get((u, e))
@@ -291,7 +296,7 @@ def consents(session: Session, pairs: Iterable[tuple[str, str]]) -> dict[tuple[s
         return {}
     externals = sorted({e for _u, e in wanted})
     rows = session.execute(select(ArchiveConsent.userid, ArchiveConsent.external_userid, ArchiveConsent.agreed)
-                           .where(ArchiveConsent.external_userid.in_(externals)))
+                           .where(among(session, ArchiveConsent.external_userid, externals)))
     return {(u, e): bool(a) for u, e, a in rows}
 
 
@@ -412,7 +417,7 @@ def _accounts(session: Session, userids: Iterable[str]) -> dict[str, int]:
     if not ids:
         return {}
     return {u: aid for aid, u in session.execute(select(Account.id, Account.wecom_userid).where(
-        Account.wecom_userid.in_(ids))) if u}
+        among(session, Account.wecom_userid, ids))) if u}
 
 
 def _customers(session: Session, external_userids: Iterable[str], pairs: dict[str, int]) -> dict[str, int]:
@@ -422,7 +427,7 @@ def _customers(session: Session, external_userids: Iterable[str], pairs: dict[st
     if not ids:
         return {}
     known = {ext: cid for cid, ext in session.execute(select(Customer.id, Customer.wecom_external_userid).where(
-        Customer.wecom_external_userid.in_(ids))) if ext is not None}
+        among(session, Customer.wecom_external_userid, ids))) if ext is not None}
     missing = [e for e in ids if e not in known]
     if missing:
         now = utcnow()
@@ -441,7 +446,7 @@ def _customers(session: Session, external_userids: Iterable[str], pairs: dict[st
         if len(known) < len(ids):  # created by another worker meanwhile
             known.update({str(ext): int(cid) for cid, ext in session.execute(
                 select(Customer.id, Customer.wecom_external_userid).where(
-                    Customer.wecom_external_userid.in_([e for e in ids if e not in known])))})
+                    among(session, Customer.wecom_external_userid, [e for e in ids if e not in known])))})
     return known
 
 
@@ -528,7 +533,7 @@ def _agreed_with_anyone(session: Session, externals: Iterable[str]) -> dict[str,
         return {}
     found = {e: False for e in ids}
     for ext, agreed in session.execute(select(ArchiveConsent.external_userid, ArchiveConsent.agreed).where(
-            ArchiveConsent.external_userid.in_(ids))):
+            among(session, ArchiveConsent.external_userid, ids))):
         found[ext] = found[ext] or bool(agreed)
     return found
 
@@ -538,10 +543,10 @@ def _store_group(session: Session, group: list[Opened], agreed: dict[str, bool])
     if not group:
         return 0, 0, 0
     chats = {chat_id: gid for gid, chat_id in session.execute(select(GroupChat.id, GroupChat.chat_id).where(
-        GroupChat.chat_id.in_(sorted({str(o.message["roomid"]) for o in group}))))}
+        among(session, GroupChat.chat_id, sorted({str(o.message["roomid"]) for o in group}))))}
     senders = {str(o.message.get("from") or "") for o in group}
     customers = {ext: cid for cid, ext in session.execute(select(Customer.id, Customer.wecom_external_userid).where(
-        Customer.wecom_external_userid.in_(sorted(s for s in senders if is_external(s))))) if ext}
+        among(session, Customer.wecom_external_userid, sorted(s for s in senders if is_external(s))))) if ext}
     now = utcnow()
     rows: list[dict[str, Any]] = []
     withheld = 0
