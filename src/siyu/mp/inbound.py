@@ -49,6 +49,7 @@ from siyu.customers import variables
 from siyu.customers.models import Friendship, FriendshipStatus, Touch, TouchKind
 from siyu.inbox import service as inbox_service
 from siyu.inbox.models import Channel, Conversation, DeliveryStatus, Direction, Message, MessageType
+from siyu.mp import writer
 from siyu.mp.callback import Authenticated, CallbackRefused, MpQuery
 from siyu.mp.models import MpFollower, MpInbound
 from siyu.mp.service import (
@@ -203,6 +204,7 @@ def decide(session: Session, account_id: int, callbacks: list[Authenticated], *,
             continue
         reply, cap = version
         if limits.sent[hit.rule_id] >= cap:
+            writer.begin(session)  # the pause and its audit entry commit with the batch
             autoreply_service.pause_at_cap(session, rule_id=hit.rule_id, cap=cap)
             continue
         text = reply
@@ -224,6 +226,8 @@ def store(session: Session, account_id: int, callbacks: list[Authenticated], *,
     event) gets the answer it had and is not stored again; a nonce stored with another push is a
     replayed request and refused. Follows and scans are ingested here (their welcome is the answer).
     """
+    if any(c.is_event and c.fields.get("Event") in ANSWERED_EVENTS for c in callbacks):
+        writer.begin(session)  # a follow's row and its ingestion commit together
     decisions = decide(session, account_id, callbacks, late=late)
     now = utcnow()
     rows = [{"account_id": account_id, "dedup_key": c.dedup_key, "nonce": c.query.nonce[:64], "openid": c.openid[:64],

@@ -11,6 +11,13 @@ is safe by construction: the pushes are inserted ``ON CONFLICT DO NOTHING`` on t
 rows that an ambiguous commit did store come back as the platform's retries do — answered with
 what they were answered before.
 
+The kept connection runs in autocommit: most batches write one statement — the multi-row
+``INSERT … ON CONFLICT DO NOTHING RETURNING`` of their pushes, atomic and durable on its own (it
+returns after its commit is flushed, as a ``COMMIT`` would) — so the ``BEGIN`` and ``COMMIT``
+round trips of a transaction around it bought nothing. A batch that writes more than that (a follow
+ingested for its welcome, a rule paused at its cap) calls ``begin`` first and is one transaction
+from there, committed as before.
+
 Only one thread holds the connection (a lock taken without waiting); another event loop's writer
 (tests start several) uses an ordinary transaction. On SQLite nothing changes: no ping there, and
 its writers take turns through ``sqlite_writer_turn``.
@@ -48,6 +55,18 @@ def _drop() -> None:
             log.debug("the kept connection could not be closed", exc_info=True)
 
 
+AUTOCOMMIT = "mp_writer_autocommit"  # Session.info: the session is on the kept, autocommitting connection
+
+
+def begin(session: Session) -> None:
+    """What this batch writes from here on is one transaction (on the kept connection: an explicit ``BEGIN``)."""
+    if not session.info.get(AUTOCOMMIT):
+        return
+    dbapi = session.connection().connection.dbapi_connection
+    if dbapi is not None and getattr(dbapi.info, "transaction_status", 0) == 0:  # idle: no transaction yet
+        session.connection().exec_driver_sql("BEGIN")
+
+
 def _connection(engine: Engine) -> Connection:
     connection = _kept["connection"]
     if connection is not None and (connection.engine is not engine or connection.closed or connection.invalidated):
@@ -55,12 +74,13 @@ def _connection(engine: Engine) -> Connection:
         connection = None
     if connection is None:
         connection = _kept["connection"] = engine.connect()
+        connection.execution_options(isolation_level="AUTOCOMMIT")  # not given back to the pool: see _drop
     return connection
 
 
 def _on_kept(engine: Engine, work: Callable[[Session], Result]) -> Result:
     connection = _connection(engine)
-    session = Session(bind=connection, expire_on_commit=False)
+    session = Session(bind=connection, expire_on_commit=False, info={AUTOCOMMIT: True})
     try:
         result = work(session)
         session.commit()
