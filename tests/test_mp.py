@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
@@ -24,7 +24,7 @@ from siyu.autoreply import service as autoreply_service
 from siyu.channels import service as channels_service
 from siyu.channels.models import ChannelAdd
 from siyu.channels.service import ChannelIn
-from siyu.core.db import transaction, utcnow
+from siyu.core.db import get_engine, transaction, utcnow
 from siyu.core.errors import Invalid
 from siyu.core.i18n import _
 from siyu.core.settings import get_settings
@@ -37,6 +37,7 @@ from siyu.inbox.models import Conversation, DeliveryStatus, Message
 from siyu.mp import inbound as mp_inbound
 from siyu.mp import jobs as mp_jobs
 from siyu.mp import service as mp_service
+from siyu.mp import writer as mp_writer
 from siyu.mp.models import MpFollower, MpInbound, MpQrCode
 from siyu.simulator.corp import VirtualCorp
 from siyu.simulator.mp import MpPusher, VirtualMp
@@ -195,6 +196,65 @@ def test_a_seen_nonce_with_another_message_is_a_replay_and_refused(client: TestC
     replay = client.post("/mp/callback", params=params, content=forged.encode())
     assert replay.status_code == 409
     assert [m.text for m in mp_messages(db) if m.msg_type == "text"] == []
+
+
+def _postgresql(db: Session) -> None:
+    if db.get_bind().dialect.name != "postgresql":
+        pytest.skip("the callbacks keep a connection of their own on PostgreSQL only")
+
+
+def test_on_postgresql_a_batch_of_messages_is_one_statement_on_a_kept_connection(
+        db: Session, sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    _postgresql(db)
+    rule(db, keywords=["营业时间"], reply="每天9点到21点营业")
+    db.commit()
+    monkeypatch.setattr(mp_inbound, "MATCHER_FRESH_SECONDS", 3600.0)
+    follow = sim.mp.follow()
+    assert sim.plain.push(follow["xml"], follow["openid"]) == ""
+    first = sim.mp.message(follow["openid"], "text", "你好")  # reads the rules once
+    assert sim.plain.push(first["xml"], follow["openid"]) == ""
+    kept = mp_writer._kept["connection"]
+    assert kept is not None
+    statements: list[str] = []
+    checkouts: list[object] = []
+
+    def on_statement(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if connection is kept:
+            statements.append(statement.split()[0].upper())
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", on_statement)
+    event.listen(engine.pool, "checkout", lambda *args: checkouts.append(args))
+    try:
+        quiet = sim.mp.message(follow["openid"], "text", "发货了吗")
+        assert sim.plain.push(quiet["xml"], follow["openid"]) == ""
+        assert statements == ["INSERT"]  # no ping, no BEGIN, no rules' fingerprint, no COMMIT
+        asked = sim.mp.message(follow["openid"], "text", "营业时间？")
+        assert sim.plain.push(asked["xml"], follow["openid"]) == "每天9点到21点营业"
+        other = sim.mp.follow()
+        assert sim.plain.push(other["xml"], other["openid"]) == ""
+        statements.clear()
+        again = sim.mp.message(other["openid"], "text", "营业时间？")
+        assert sim.plain.push(again["xml"], other["openid"]) == "每天9点到21点营业"
+        assert statements == ["SELECT", "INSERT"]  # a rule matched: its limits, then the row
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
+    assert mp_writer._kept["connection"] is kept and not [c for c in checkouts if c[1] is kept.connection]
+    assert [m.text for m in mp_messages(db) if m.msg_type == "text"] == ["你好", "发货了吗", "营业时间？", "营业时间？"]
+
+
+def test_on_postgresql_a_lost_connection_is_replaced_and_the_batch_written_once(db: Session, sim: Sim) -> None:
+    _postgresql(db)
+    follow = sim.mp.follow()
+    assert sim.plain.push(follow["xml"], follow["openid"]) == ""
+    kept = mp_writer._kept["connection"]
+    assert kept is not None and kept.connection.dbapi_connection is not None
+    kept.connection.dbapi_connection.close()  # the database dropped it while it was idle
+    pushed = sim.mp.message(follow["openid"], "text", "还在吗")
+    assert sim.plain.push(pushed["xml"], follow["openid"]) == ""
+    assert mp_writer._kept["connection"] is not kept
+    assert [m.text for m in mp_messages(db) if m.msg_type == "text"] == ["还在吗"]
+    assert sim.plain.stats.failed == 0
 
 
 # ---------------------------------------------------------------- passive replies and the window

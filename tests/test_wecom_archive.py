@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
@@ -251,6 +251,39 @@ def test_a_batch_of_pages_that_fails_to_store_leaves_the_seq_and_is_pulled_whole
     assert db.scalar(select(ArchiveCursor.seq).where(ArchiveCursor.name == archive.CURSOR)) == \
         len(sim.corp.archive.log)
     assert db.scalar(select(func.count()).select_from(GroupMessage)) == result.group > 0
+
+
+def test_a_batch_fetched_ahead_is_dropped_when_another_worker_moved_the_seq_meanwhile(
+        client: TestClient, db: Session, sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    sim.corp.archive.scenario(count=100, group_share=0.3, agree_share=1.0, notify=False)
+    with transaction() as session:
+        source = archive.configured_source(session)
+        other_source = archive.configured_source(session)
+        api = client_for(session)
+    assert source is not None and other_source is not None
+    real_store = archive.store_page
+    others: list[archive.PullResult] = []
+    batches: list[int] = []
+
+    def then_another_worker_pulls(session: Session, opened: list[archive.Opened], **kwargs: Any
+                                  ) -> archive.PageResult:
+        batches.append(len(opened))
+        if len(batches) == 1:  # after this batch's commit, while the next one is already fetched ahead
+            event.listen(session, "after_commit", lambda _s: others.append(
+                archive.pull(transaction, other_source, api=api, limit=25, batch_items=25, max_pages=1)), once=True)
+        return real_store(session, opened, **kwargs)
+
+    monkeypatch.setattr(archive, "store_page", then_another_worker_pulls)
+    result = archive.pull(transaction, source, api=api, limit=25, batch_items=25)
+    total = len(sim.corp.archive.log)
+    assert len(others) == 1 and others[0].pages == 1
+    assert result.duplicates == 0  # the batch fetched ahead was dropped, not stored again
+    assert result.pages + others[0].pages == total // 25 + 1
+    db.expire_all()
+    assert db.scalar(select(ArchiveCursor.seq).where(ArchiveCursor.name == archive.CURSOR)) == total
+    stored = db.scalar(select(func.count()).select_from(Message).where(Message.source == archive.SOURCE))
+    assert (stored, db.scalar(select(func.count()).select_from(GroupMessage))) == (
+        result.private + others[0].private, result.group + others[0].group)
 
 
 def test_the_sdk_source_is_thin_around_the_wrapper_and_refuses_a_limit_above_1000() -> None:

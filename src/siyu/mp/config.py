@@ -51,7 +51,7 @@ class MpConfig:
 
 
 def _saved(session: Session, *, recent_ok: bool) -> dict[str, Any]:
-    bind = session.get_bind()
+    bind = session.get_bind().engine  # a session on a connection (the callbacks'): its engine
     remembered = _recently_saved.get(bind) if recent_ok else None
     if remembered and time.monotonic() - remembered[0] < RECENT_ENOUGH_SECONDS:
         return remembered[1]
@@ -106,7 +106,7 @@ def save(session: Session, *, values: dict[str, str], actor: Viewer) -> MpConfig
         session.add(AppSetting(key=SETTING_KEY, value=saved))
     else:
         row.value = saved
-    bind = session.get_bind()
+    bind = session.get_bind().engine  # a session on a connection (the callbacks'): its engine
     _recently_saved.pop(bind, None)
     event.listen(session, "after_commit", lambda _session: _recently_saved.pop(bind, None), once=True)
     team_service.record_audit(session, actor=actor, action="update", entity_type="mp_connection",

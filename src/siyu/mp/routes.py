@@ -10,15 +10,16 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from siyu.core.db import sqlite_writer_turn, transaction
+from siyu.core.db import transaction
 from siyu.core.deps import AdminPageViewer, ApiViewer, CsrfChecked, SessionDep
 from siyu.core.errors import DomainError, Forbidden, Invalid
 from siyu.core.group_commit import GroupCommitter
 from siyu.core.i18n import N_, _
-from siyu.mp import callback, client, inbound, jobs, service
+from siyu.mp import callback, client, inbound, jobs, service, writer
 from siyu.mp import config as mp_config
 from siyu.mp.callback import CallbackRefused, MpQuery
 from siyu.mp.config import MpConfig
@@ -54,22 +55,25 @@ def _store_together(received: list[Received]) -> list[Outcome]:
 
 
 def _store_and_answer(received: list[Received]) -> list[Outcome]:
-    with sqlite_writer_turn(), transaction() as session:
-        config = mp_config.effective(session, recent_ok=True)
-        outcomes: list[inbound.Answer | CallbackRefused] = []
-        authenticated: dict[int, callback.Authenticated] = {}
-        for index, (query, body, _started) in enumerate(received):
-            try:
-                authenticated[index] = callback.authenticate(config, query=query, body=body)
-                outcomes.append(inbound.Answer())
-            except CallbackRefused as exc:
-                outcomes.append(exc)
-        if authenticated:
-            account_id = service.account_id_for(session, config.appid)
-            stored = inbound.store(session, account_id, list(authenticated.values()),
-                                   late=[_late(received[index][2]) for index in authenticated])
-            for index, answer in zip(authenticated, stored, strict=True):
-                outcomes[index] = answer
+    return writer.write(lambda session: _answers(session, received))
+
+
+def _answers(session: Session, received: list[Received]) -> list[Outcome]:
+    config = mp_config.effective(session, recent_ok=True)
+    outcomes: list[inbound.Answer | CallbackRefused] = []
+    authenticated: dict[int, callback.Authenticated] = {}
+    for index, (query, body, _started) in enumerate(received):
+        try:
+            authenticated[index] = callback.authenticate(config, query=query, body=body)
+            outcomes.append(inbound.Answer())
+        except CallbackRefused as exc:
+            outcomes.append(exc)
+    if authenticated:
+        account_id = service.account_id_for(session, config.appid)
+        stored = inbound.store(session, account_id, list(authenticated.values()),
+                               late=[_late(received[index][2]) for index in authenticated])
+        for index, answer in zip(authenticated, stored, strict=True):
+            outcomes[index] = answer
     return [(config, outcome, authenticated.get(index)) for index, outcome in enumerate(outcomes)]
 
 

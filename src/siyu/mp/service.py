@@ -168,7 +168,7 @@ _account_ids: dict[tuple[int, str], int] = {}
 
 def account_id_for(session: Session, appid: str) -> int:
     """``account_for``'s id, remembered per database: callbacks arrive hundreds a second."""
-    key = (id(session.get_bind()), appid)
+    key = (id(session.get_bind().engine), appid)
     if key not in _account_ids:
         _account_ids[key] = account_for(session, appid).id
     return _account_ids[key]

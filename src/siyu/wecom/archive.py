@@ -42,6 +42,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,7 +57,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account
-from siyu.core.db import dialect_insert, utcnow
+from siyu.core.db import among, dialect_insert, utcnow
 from siyu.core.settings import get_settings
 from siyu.customers.models import Customer, Friendship
 from siyu.customers.search import index as search
@@ -150,8 +151,13 @@ def simulator_decrypt(random_key: str, encrypt_chat_msg: str) -> dict[str, Any]:
     """The simulator's own body cipher (``SIMULATOR_CIPHER``): base64 of a 12-byte nonce and AES-256-GCM
     of the message JSON, keyed with SHA-256 of the random key. WeCom's real cipher only its SDK opens."""
     raw = base64.b64decode(encrypt_chat_msg)
-    key = hashlib.sha256(random_key.encode()).digest()
-    return dict(json.loads(AESGCM(key).decrypt(raw[:12], raw[12:], None)))
+    return dict(json.loads(_body_cipher(random_key).decrypt(raw[:12], raw[12:], None).decode()))
+
+
+@lru_cache(maxsize=64)
+def _body_cipher(random_key: str) -> AESGCM:
+    """The body cipher of a random key, made once while its messages follow one another."""
+    return AESGCM(hashlib.sha256(random_key.encode()).digest())
 
 
 class SimulatorSource:
@@ -271,7 +277,7 @@ def record_consents(session: Session, facts: Iterable[tuple[str, str, str, datet
          "checked_at": now} for (u, e), (s, w) in newest.items()])
     stored = session.execute(select(ArchiveConsent.id, ArchiveConsent.userid, ArchiveConsent.external_userid,
                                     ArchiveConsent.status, ArchiveConsent.changed_at).where(
-        ArchiveConsent.external_userid.in_(sorted({e for _u, e in newest}))))
+        among(session, ArchiveConsent.external_userid, sorted({e for _u, e in newest}))))
     changes = []
     for row_id, u, e, status, changed_at in stored:
         fact = newest.get((u, e))
@@ -290,7 +296,7 @@ def consents(session: Session, pairs: Iterable[tuple[str, str]]) -> dict[tuple[s
         return {}
     externals = sorted({e for _u, e in wanted})
     rows = session.execute(select(ArchiveConsent.userid, ArchiveConsent.external_userid, ArchiveConsent.agreed)
-                           .where(ArchiveConsent.external_userid.in_(externals)))
+                           .where(among(session, ArchiveConsent.external_userid, externals)))
     return {(u, e): bool(a) for u, e, a in rows}
 
 
@@ -411,7 +417,7 @@ def _accounts(session: Session, userids: Iterable[str]) -> dict[str, int]:
     if not ids:
         return {}
     return {u: aid for aid, u in session.execute(select(Account.id, Account.wecom_userid).where(
-        Account.wecom_userid.in_(ids))) if u}
+        among(session, Account.wecom_userid, ids))) if u}
 
 
 def _customers(session: Session, external_userids: Iterable[str], pairs: dict[str, int]) -> dict[str, int]:
@@ -421,7 +427,7 @@ def _customers(session: Session, external_userids: Iterable[str], pairs: dict[st
     if not ids:
         return {}
     known = {ext: cid for cid, ext in session.execute(select(Customer.id, Customer.wecom_external_userid).where(
-        Customer.wecom_external_userid.in_(ids))) if ext is not None}
+        among(session, Customer.wecom_external_userid, ids))) if ext is not None}
     missing = [e for e in ids if e not in known]
     if missing:
         now = utcnow()
@@ -440,7 +446,7 @@ def _customers(session: Session, external_userids: Iterable[str], pairs: dict[st
         if len(known) < len(ids):  # created by another worker meanwhile
             known.update({str(ext): int(cid) for cid, ext in session.execute(
                 select(Customer.id, Customer.wecom_external_userid).where(
-                    Customer.wecom_external_userid.in_([e for e in ids if e not in known])))})
+                    among(session, Customer.wecom_external_userid, [e for e in ids if e not in known])))})
     return known
 
 
@@ -527,7 +533,7 @@ def _agreed_with_anyone(session: Session, externals: Iterable[str]) -> dict[str,
         return {}
     found = {e: False for e in ids}
     for ext, agreed in session.execute(select(ArchiveConsent.external_userid, ArchiveConsent.agreed).where(
-            ArchiveConsent.external_userid.in_(ids))):
+            among(session, ArchiveConsent.external_userid, ids))):
         found[ext] = found[ext] or bool(agreed)
     return found
 
@@ -537,10 +543,10 @@ def _store_group(session: Session, group: list[Opened], agreed: dict[str, bool])
     if not group:
         return 0, 0, 0
     chats = {chat_id: gid for gid, chat_id in session.execute(select(GroupChat.id, GroupChat.chat_id).where(
-        GroupChat.chat_id.in_(sorted({str(o.message["roomid"]) for o in group}))))}
+        among(session, GroupChat.chat_id, sorted({str(o.message["roomid"]) for o in group}))))}
     senders = {str(o.message.get("from") or "") for o in group}
     customers = {ext: cid for cid, ext in session.execute(select(Customer.id, Customer.wecom_external_userid).where(
-        Customer.wecom_external_userid.in_(sorted(s for s in senders if is_external(s))))) if ext}
+        among(session, Customer.wecom_external_userid, sorted(s for s in senders if is_external(s))))) if ext}
     now = utcnow()
     rows: list[dict[str, Any]] = []
     withheld = 0
@@ -634,56 +640,97 @@ def pull(transaction: Transaction, source: ArchiveSource, *, keys: dict[int, rsa
     limit = max(1, min(limit, CHATDATA_LIMIT))
     replay = from_seq
     known = _Known()
-    while max_pages is None or result.pages < max_pages:
-        with transaction() as session:
-            stored_seq = cursor_row(session).seq
-        seq = replay if replay is not None else stored_seq
-        items: list[dict[str, Any]] = []
-        pages, last, short = 0, seq, False
-        while True:  # the batch's GetChatData calls, each after the last seq the one before returned
-            page_items = source.chat_data(last, limit)
-            pages += 1
-            items += page_items
-            last = max([int(i.get("seq") or 0) for i in page_items], default=last)
-            short = len(page_items) < limit
-            if short or len(items) + limit > max(batch_items, limit) or (
-                    max_pages is not None and result.pages + pages >= max_pages):
-                break
-        opened, failed = open_items(items, source, ring)
-        pairs = _private_pairs_to_check(transaction, opened, known)
-        if pairs:
-            result.consent_checks += check_consents(transaction, api, pairs, known=known.pairs)
-        try:
+    # The next batch is fetched and opened while this one is stored: GetChatData's wait (the SDK's, or the
+    # simulator's JSON over HTTP) and the decryption overlap the storing and its commit. One thread makes
+    # every source call and opens every item, in order; a batch fetched from a seq that is not the one to
+    # pull from when its turn comes (another worker moved the cursor) is dropped and fetched again.
+    fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="siyu-archive-fetch")
+    ahead: tuple[int, int | None, Future[_Fetched]] | None = None  # from seq, page budget, the fetch
+
+    def fetch(seq: int, budget: int | None) -> Future[_Fetched]:
+        return fetcher.submit(_fetch, source, ring, seq, limit, batch_items, budget)
+
+    try:
+        while max_pages is None or result.pages < max_pages:
             with transaction() as session:
-                new_seq = max(last, stored_seq)
-                moved = session.execute(update(ArchiveCursor).where(ArchiveCursor.name == CURSOR,
-                                                                    ArchiveCursor.seq == stored_seq)
-                                        .values(seq=new_seq, pulled_at=utcnow()),
-                                        execution_options={"synchronize_session": False})
-                if getattr(moved, "rowcount", 1) != 1:
-                    raise _Raced()
-                page = store_page(session, opened, accounts=known.accounts)
-                _report(session, failed)
-                session.execute(update(ArchiveCursor).where(ArchiveCursor.name == CURSOR).values(
-                    stored=ArchiveCursor.stored + page.private + page.group,
-                    skipped=ArchiveCursor.skipped + len(failed), withheld=ArchiveCursor.withheld + page.withheld),
-                    execution_options={"synchronize_session": False})
-        except _Raced:
-            result.raced += 1
-            continue
-        result.pages += pages
-        result.private += page.private
-        result.group += page.group
-        result.duplicates += page.duplicates
-        result.skipped += len(failed)
-        result.withheld += page.withheld
-        result.ignored += page.ignored
-        result.seq = new_seq
-        if replay is not None:
-            replay = last
-        if short:
-            break
+                stored_seq = cursor_row(session).seq
+            seq = replay if replay is not None else stored_seq
+            budget = None if max_pages is None else max_pages - result.pages
+            if ahead is not None and ahead[:2] == (seq, budget):
+                fetched = ahead[2].result()
+            else:
+                if ahead is not None:
+                    ahead[2].cancel()
+                fetched = fetch(seq, budget).result()
+            ahead = None
+            pages, last, short = fetched.pages, fetched.last, fetched.short
+            if not short and (budget is None or pages < budget):
+                after = None if budget is None else budget - pages
+                following = max(last, stored_seq) if replay is None else last  # where the next batch starts
+                ahead = (following, after, fetch(following, after))
+            opened, failed = fetched.opened, fetched.failed
+            pairs = _private_pairs_to_check(transaction, opened, known)
+            if pairs:
+                result.consent_checks += check_consents(transaction, api, pairs, known=known.pairs)
+            try:
+                with transaction() as session:
+                    new_seq = max(last, stored_seq)
+                    moved = session.execute(update(ArchiveCursor).where(ArchiveCursor.name == CURSOR,
+                                                                        ArchiveCursor.seq == stored_seq)
+                                            .values(seq=new_seq, pulled_at=utcnow()),
+                                            execution_options={"synchronize_session": False})
+                    if getattr(moved, "rowcount", 1) != 1:
+                        raise _Raced()
+                    page = store_page(session, opened, accounts=known.accounts)
+                    _report(session, failed)
+                    session.execute(update(ArchiveCursor).where(ArchiveCursor.name == CURSOR).values(
+                        stored=ArchiveCursor.stored + page.private + page.group,
+                        skipped=ArchiveCursor.skipped + len(failed), withheld=ArchiveCursor.withheld + page.withheld),
+                        execution_options={"synchronize_session": False})
+            except _Raced:
+                result.raced += 1
+                continue
+            result.pages += pages
+            result.private += page.private
+            result.group += page.group
+            result.duplicates += page.duplicates
+            result.skipped += len(failed)
+            result.withheld += page.withheld
+            result.ignored += page.ignored
+            result.seq = new_seq
+            if replay is not None:
+                replay = last
+            if short:
+                break
+    finally:
+        fetcher.shutdown(wait=True, cancel_futures=True)
     return result
+
+
+@dataclass
+class _Fetched:
+    opened: list[Opened]
+    failed: list[dict[str, Any]]
+    pages: int
+    last: int
+    short: bool
+
+
+def _fetch(source: ArchiveSource, ring: KeyRing, seq: int, limit: int, batch_items: int, budget: int | None
+           ) -> _Fetched:
+    """One batch's GetChatData calls, each after the last seq the one before returned, and its items opened."""
+    items: list[dict[str, Any]] = []
+    pages, last, short = 0, seq, False
+    while True:
+        page_items = source.chat_data(last, limit)
+        pages += 1
+        items += page_items
+        last = max([int(i.get("seq") or 0) for i in page_items], default=last)
+        short = len(page_items) < limit
+        if short or len(items) + limit > max(batch_items, limit) or (budget is not None and pages >= budget):
+            break
+    opened, failed = open_items(items, source, ring)
+    return _Fetched(opened, failed, pages, last, short)
 
 
 @dataclass
