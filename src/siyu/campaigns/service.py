@@ -358,12 +358,13 @@ def _write_plan(session: Session, campaign: Campaign, planned: Plan) -> None:
             literal(task_id, Integer()), literal(grp.value, String()), literal(variant, String()),
             literal(status.value, String()), literal(reason[:255], String()), null())))
 
-    for account_id, variant, n, ids in planned.chunks():
-        task = CampaignTask(campaign_id=campaign.id, account_id=account_id, variant=variant, chunk=n,
-                            channel=planned.channels[account_id], state=TaskState.pending.value, size=len(ids),
-                            reminders=[])
-        session.add(task)
-        session.flush()
+    chunks = planned.chunks()
+    tasks = [CampaignTask(campaign_id=campaign.id, account_id=account_id, variant=variant, chunk=n,
+                          channel=planned.channels[account_id], state=TaskState.pending.value, size=len(ids),
+                          reminders=[]) for account_id, variant, n, ids in chunks]
+    session.add_all(tasks)
+    session.flush()  # every chunk's task in one batched INSERT
+    for task, (account_id, variant, _n, ids) in zip(tasks, chunks, strict=True):
         add(ids, account_id=account_id, task_id=task.id, grp=RecipientGroup.send, variant=variant,
             status=RecipientStatus.planned)
     left = RecipientStatus.left_out
