@@ -2,9 +2,12 @@
 what happened, and measure what it earned.
 
 **Planning** is set-based, so a 200,000-customer segment is a handful of statements: the segment's
-ids (the one compiler, through the customer filter), a seeded random hold-out, each customer's
-sending account (one read of the active friendships), the quota (``sends.check``, one aggregate),
-the A/B split, and chunks of at most ``TASK_MAX_CUSTOMERS`` per sending account and copy. Creating
+customers and each one's sending account in one query (the one compiler's clauses, the customer
+joined to its active friendships — no id list sent back), a seeded random hold-out, the quota
+(``sends.check``: one aggregate that reads back only the customers already at the limit, from the
+ledger's index of open reservations), the A/B split, and chunks of at most ``TASK_MAX_CUSTOMERS``
+per sending account and copy, cut in one pass; the tasks are one batched INSERT, the recipients one
+``INSERT … SELECT`` per chunk and group, the reservations one ``INSERT … SELECT`` in id order. Creating
 the campaign **reserves** the sends in the ledger (``sends.reserve``) in the same transaction as
 the recipients and chunks — before any task exists — so customers over quota are left out and
 listed, never discovered afterwards as WeCom's status 3.
