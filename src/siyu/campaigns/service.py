@@ -2,8 +2,8 @@
 what happened, and measure what it earned.
 
 **Planning** is set-based, so a 200,000-customer segment is a handful of statements: the segment's
-customers and each one's sending account in one query (the one compiler's clauses, the customer
-joined to its active friendships — no id list sent back), a seeded random hold-out, the quota
+ids (the one compiler, through the customer filter), a seeded random hold-out, each customer's
+sending account (one read of the active friendships, chosen in one pass), the quota
 (``sends.check``: one aggregate that reads back only the customers already at the limit, from the
 ledger's index of open reservations), the A/B split, and chunks of at most ``TASK_MAX_CUSTOMERS``
 per sending account and copy, cut in one pass; the tasks are one batched INSERT, the recipients one
@@ -225,48 +225,23 @@ def _choose(rows: Iterator[Any] | Sequence[Any]) -> tuple[list[int], dict[int, i
     return ids, chosen, {a: channels[a] for a in set(chosen.values())}
 
 
-def _friendship_join(viewer: Viewer, friendship: Any = Friendship, account: Any = Account) -> tuple[Any, Any]:
-    """The ON clauses of a customer's active friendships on active accounts, as this viewer may see them."""
-    on_friendship = and_(friendship.customer_id == Customer.id, friendship.status == FriendshipStatus.active.value)
-    if not viewer.sees_all_accounts:
-        on_friendship = and_(on_friendship, friendship.account_id.in_(sorted(viewer.account_ids) or [-1]))
-    return on_friendship, and_(account.id == friendship.account_id, account.status == AccountStatus.active.value)
-
-
 def senders(session: Session, ids: Sequence[int], viewer: Viewer) -> tuple[dict[int, int], dict[int, str]]:
     """Each customer's sending account: a WeCom member when the customer has a WeCom id, else a personal
     account, the earliest friendship first; and each such account's channel."""
     if not ids:
         return {}, {}
-    on_friendship, on_account = _friendship_join(viewer)
-    query = (select(Customer.id, Friendship.account_id, Account.kind, Account.wecom_userid,
+    query = (select(Friendship.customer_id, Friendship.account_id, Account.kind, Account.wecom_userid,
                     Customer.wecom_external_userid)
-             .join(Friendship, on_friendship).join(Account, on_account)
-             .where(among(session, Customer.id, list(ids)))
-             .order_by(Customer.id, Friendship.added_at, Friendship.id))
+             .join(Account, Account.id == Friendship.account_id)
+             .join(Customer, Customer.id == Friendship.customer_id)
+             .where(among(session, Friendship.customer_id, list(ids)),
+                    Friendship.status == FriendshipStatus.active.value,
+                    Account.status == AccountStatus.active.value)
+             .order_by(Friendship.customer_id, Friendship.added_at, Friendship.id))
+    if not viewer.sees_all_accounts:
+        query = query.where(Friendship.account_id.in_(sorted(viewer.account_ids) or [-1]))
     _ids, chosen, channels = _choose(session.execute(query))
     return chosen, channels
-
-
-def segment_senders(session: Session, segment_id: int, viewer: Viewer) -> tuple[list[int], dict[int, int],
-                                                                                 dict[int, str]]:
-    """The segment's customers (through the one compiler, as this viewer may see them) and each one's
-    sending account, read together: one query over the segment joined to its friendships, so 200,000 ids
-    never travel back to the database as a parameter."""
-    from siyu.customers import service as customers_service
-    from siyu.segments import service as segments_service
-
-    segment = segments_service.get_segment(session, segment_id=segment_id, viewer=viewer)
-    if segment.broken:
-        raise Invalid(segments_service.broken_message(segment), field="segment_id")
-    clauses = customers_service._filter_clauses(session, segments_service.segment_filter(segment), viewer)
-    # Aliased: the compiler's own EXISTS over friendships and accounts must stay correlated to the customer only.
-    friendship, account = aliased(Friendship), aliased(Account)
-    on_friendship, on_account = _friendship_join(viewer, friendship, account)
-    query = (select(Customer.id, account.id, account.kind, account.wecom_userid, Customer.wecom_external_userid)
-             .select_from(Customer).outerjoin(friendship, on_friendship).outerjoin(account, on_account)
-             .where(*clauses).order_by(Customer.id, friendship.added_at, friendship.id))
-    return _choose(session.execute(query))
 
 
 def plan(session: Session, *, data: CampaignIn, viewer: Viewer, at: datetime, seed: int,
@@ -275,16 +250,15 @@ def plan(session: Session, *, data: CampaignIn, viewer: Viewer, at: datetime, se
 
     ``quota=False`` leaves the quota to the caller's ``sends.reserve`` (which checks it under the ledger's
     lock anyway): a send that is recorded counts each period once, not twice."""
-    ids, accounts, result_channels = segment_senders(session, data.segment_id, viewer)
-    result = Plan(segment_size=len(ids), channels=result_channels)
+    ids = segment_ids(session, data.segment_id, viewer)
+    result = Plan(segment_size=len(ids))
     rng = random.Random(seed)  # noqa: S311 - a reproducible split, not a secret
     if data.holdout_percent and ids:
         size = max(1, round(len(ids) * data.holdout_percent / 100))
         held = set(rng.sample(ids, size))
         result.holdout = sorted(held)
         ids = [i for i in ids if i not in held]
-        accounts = {c: a for c, a in accounts.items() if c not in held}
-        result.channels = {a: result.channels[a] for a in set(accounts.values())}
+    accounts, result.channels = senders(session, ids, viewer)
     result.unreachable = [i for i in ids if i not in accounts]
     allowed = [i for i in ids if i in accounts]
     if quota:
