@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from siyu.accounts.models import AccountStatus
 from siyu.campaigns import service
 from siyu.campaigns.models import (
     CampaignRecipient,
@@ -92,6 +93,33 @@ def test_planning_holds_out_splits_the_copy_and_cuts_tasks_of_at_most_the_limit(
     assert len(everyone) == len(set(everyone)) == 36  # each customer in exactly one chunk
     again = service.plan(db, data=data, viewer=viewer_of(admin), at=utcnow(), seed=42)
     assert again.holdout == plan.holdout and again.sending == plan.sending  # the seed reproduces the split
+
+
+def test_each_customer_is_sent_from_a_wecom_member_first_then_a_personal_account_else_listed_unreachable(
+        db: Session, make: Any, admin: Any) -> None:
+    wecom = make.account()
+    personal = make.account(kind="personal", wecom_userid=None)
+    retired = make.account(kind="personal", wecom_userid=None)
+    both = wecom_customers(db, make, personal, ["wmBOTH"])[0]
+    db.add(Friendship(customer_id=both.id, account_id=wecom.id, status=FriendshipStatus.active.value))
+    unknown_to_wecom = make.customer(wecom)  # no external id: WeCom cannot send to it
+    db.add(Friendship(customer_id=unknown_to_wecom.id, account_id=personal.id, status=FriendshipStatus.active.value))
+    gone = make.customer(personal)
+    db.execute(update(Friendship).where(Friendship.customer_id == gone.id)
+               .values(status=FriendshipStatus.deleted.value))
+    on_retired = make.customer(retired)
+    db.commit()
+    segment_id = segment_of(db, admin, wecom, personal, retired)
+    retired.status = AccountStatus.retired.value
+    db.commit()
+
+    plan = service.plan(db, data=CampaignIn(name="秋茶", segment_id=segment_id, text="秋茶到了"),
+                        viewer=viewer_of(admin), at=utcnow(), seed=7)
+
+    assert plan.accounts == {both.id: wecom.id, unknown_to_wecom.id: personal.id}
+    assert plan.channels == {wecom.id: "wecom", personal.id: "personal"}
+    assert plan.segment_size == 4 and sorted(plan.unreachable) == sorted([gone.id, on_retired.id])
+    assert plan.sending == {(wecom.id, "A"): [both.id], (personal.id, "A"): [unknown_to_wecom.id]}
 
 
 def test_the_copy_may_only_use_variables_the_same_for_a_whole_task(db: Session, make: Any, admin: Any) -> None:

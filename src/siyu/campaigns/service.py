@@ -3,8 +3,11 @@ what happened, and measure what it earned.
 
 **Planning** is set-based, so a 200,000-customer segment is a handful of statements: the segment's
 ids (the one compiler, through the customer filter), a seeded random hold-out, each customer's
-sending account (one read of the active friendships), the quota (``sends.check``, one aggregate),
-the A/B split, and chunks of at most ``TASK_MAX_CUSTOMERS`` per sending account and copy. Creating
+sending account (one read of the active friendships, chosen in one pass), the quota
+(``sends.check``: one aggregate that reads back only the customers already at the limit, from the
+ledger's index of open reservations), the A/B split, and chunks of at most ``TASK_MAX_CUSTOMERS``
+per sending account and copy, cut in one pass; the tasks are one batched INSERT, the recipients one
+``INSERT … SELECT`` per chunk and group, the reservations one ``INSERT … SELECT`` in id order. Creating
 the campaign **reserves** the sends in the ledger (``sends.reserve``) in the same transaction as
 the recipients and chunks — before any task exists — so customers over quota are left out and
 listed, never discovered afterwards as WeCom's status 3.
@@ -184,6 +187,42 @@ def segment_ids(session: Session, segment_id: int, viewer: Viewer) -> list[int]:
     return [int(i) for i in session.scalars(select(Customer.id).where(*clauses).order_by(Customer.id))]
 
 
+def _rank(kind: str, userid: str | None, external: str | None) -> tuple[int, str] | None:
+    """How a customer is reached from one of its accounts: a WeCom member first, then a personal account."""
+    if kind == AccountKind.wecom.value:
+        if not userid or not external:
+            return None  # WeCom can only send to a customer it knows, from a member it knows
+        return 0, TaskChannel.wecom.value
+    if kind == AccountKind.personal.value:
+        return 1, TaskChannel.personal.value
+    return None  # 公众号 / 微信客服 accounts take no 群发 to a segment
+
+
+def _choose(rows: Iterator[Any] | Sequence[Any]) -> tuple[list[int], dict[int, int], dict[int, str]]:
+    """From rows (customer, account, kind, userid, external) ordered by customer, then the friendship's age:
+    the customers in order, each one's sending account (the best rank, the earliest friendship first),
+    and each chosen account's channel — one pass."""
+    ids: list[int] = []
+    chosen: dict[int, int] = {}
+    ranks: dict[int, int] = {}
+    channels: dict[int, str] = {}
+    last = None
+    for customer_id, account_id, kind, userid, external in rows:
+        if customer_id != last:
+            ids.append(int(customer_id))
+            last = customer_id
+        if account_id is None:
+            continue
+        ranked = _rank(kind, userid, external)
+        if ranked is None:
+            continue
+        rank, channel = ranked
+        if customer_id not in ranks or rank < ranks[customer_id]:
+            ranks[customer_id], chosen[int(customer_id)] = rank, int(account_id)
+            channels[int(account_id)] = channel
+    return ids, chosen, {a: channels[a] for a in set(chosen.values())}
+
+
 def senders(session: Session, ids: Sequence[int], viewer: Viewer) -> tuple[dict[int, int], dict[int, str]]:
     """Each customer's sending account: a WeCom member when the customer has a WeCom id, else a personal
     account, the earliest friendship first; and each such account's channel."""
@@ -199,22 +238,8 @@ def senders(session: Session, ids: Sequence[int], viewer: Viewer) -> tuple[dict[
              .order_by(Friendship.customer_id, Friendship.added_at, Friendship.id))
     if not viewer.sees_all_accounts:
         query = query.where(Friendship.account_id.in_(sorted(viewer.account_ids) or [-1]))
-    best: dict[int, tuple[int, int]] = {}
-    channels: dict[int, str] = {}
-    for customer_id, account_id, kind, userid, external in session.execute(query):
-        if kind == AccountKind.wecom.value:
-            if not userid or not external:
-                continue  # WeCom can only send to a customer it knows, from a member it knows
-            rank, channel = 0, TaskChannel.wecom
-        elif kind == AccountKind.personal.value:
-            rank, channel = 1, TaskChannel.personal
-        else:
-            continue  # 公众号 / 微信客服 accounts take no 群发 to a segment
-        if customer_id not in best or rank < best[customer_id][0]:
-            best[int(customer_id)] = (rank, int(account_id))
-            channels[int(account_id)] = channel.value
-    chosen = {c: a for c, (_r, a) in best.items()}
-    return chosen, {a: channels[a] for a in set(chosen.values())}
+    _ids, chosen, channels = _choose(session.execute(query))
+    return chosen, channels
 
 
 def plan(session: Session, *, data: CampaignIn, viewer: Viewer, at: datetime, seed: int,
@@ -233,13 +258,13 @@ def plan(session: Session, *, data: CampaignIn, viewer: Viewer, at: datetime, se
         ids = [i for i in ids if i not in held]
     accounts, result.channels = senders(session, ids, viewer)
     result.unreachable = [i for i in ids if i not in accounts]
-    reachable = [i for i in ids if i in accounts]
-    allowed = reachable
+    allowed = [i for i in ids if i in accounts]
     if quota:
-        checked = sends.check(session, reachable, at)
+        checked = sends.check(session, allowed, at)
         result.over_quota, allowed = checked.refused, checked.allowed
+    split = bool(data.text_b.strip())
     for customer_id in allowed:
-        variant = "B" if data.text_b.strip() and rng.random() < 0.5 else "A"
+        variant = "B" if split and rng.random() < 0.5 else "A"
         result.sending.setdefault((accounts[customer_id], variant), []).append(customer_id)
     result.accounts = accounts
     return result
@@ -276,7 +301,7 @@ def create_campaign(session: Session, *, data: CampaignIn, viewer: Viewer,
                         status=CampaignStatus.scheduled.value, created_by_id=viewer.user_id, created_at=now)
     session.add(campaign)
     session.flush()
-    reservation = sends.reserve(session, [c for ids in planned.sending.values() for c in ids], at,
+    reservation = sends.reserve(session, sorted(c for ids in planned.sending.values() for c in ids), at,
                                 source=SendSource.campaign, ref=ref_of(campaign.id))
     if reservation.refused:  # another send took their last message since the plan was read
         planned.over_quota.update(reservation.refused)
@@ -326,12 +351,13 @@ def _write_plan(session: Session, campaign: Campaign, planned: Plan) -> None:
             literal(task_id, Integer()), literal(grp.value, String()), literal(variant, String()),
             literal(status.value, String()), literal(reason[:255], String()), null())))
 
-    for account_id, variant, n, ids in planned.chunks():
-        task = CampaignTask(campaign_id=campaign.id, account_id=account_id, variant=variant, chunk=n,
-                            channel=planned.channels[account_id], state=TaskState.pending.value, size=len(ids),
-                            reminders=[])
-        session.add(task)
-        session.flush()
+    chunks = planned.chunks()
+    tasks = [CampaignTask(campaign_id=campaign.id, account_id=account_id, variant=variant, chunk=n,
+                          channel=planned.channels[account_id], state=TaskState.pending.value, size=len(ids),
+                          reminders=[]) for account_id, variant, n, ids in chunks]
+    session.add_all(tasks)
+    session.flush()  # every chunk's task in one batched INSERT
+    for task, (account_id, variant, _n, ids) in zip(tasks, chunks, strict=True):
         add(ids, account_id=account_id, task_id=task.id, grp=RecipientGroup.send, variant=variant,
             status=RecipientStatus.planned)
     left = RecipientStatus.left_out

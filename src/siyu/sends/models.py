@@ -7,7 +7,7 @@ reported afterwards (``get_groupmsg_send_result`` status 3), so Siyu counts *bef
 anything: SOP steps, mass sends (campaigns) and group posts all reserve their recipients here,
 in the transaction that records the send, and release them when the send is cancelled or fails
 before WeCom created it. One row per recipient per send; the count of a period is an indexed
-range read on (target kind, target, day).
+range read on (target kind, target, day), from the index of open reservations alone.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-from sqlalchemy import Date, Index, Integer, String
+from sqlalchemy import Date, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.core.db import Base, UTCDateTime, utcnow
@@ -69,6 +69,9 @@ class SendLedgerEntry(Base):
     __tablename__ = "send_ledger"
     __table_args__ = (
         Index("ix_send_ledger_target_day", "target_kind", "target_id", "day"),
+        # The open reservations only (what a quota counts): the count of a period is read from the index alone.
+        Index("ix_send_ledger_open", "target_kind", "target_id", "day", postgresql_where=text("released_at IS NULL"),
+              sqlite_where=text("released_at IS NULL")),
         Index("ix_send_ledger_source_ref", "source", "ref"),
     )
 
