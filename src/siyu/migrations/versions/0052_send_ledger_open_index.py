@@ -2,7 +2,7 @@
 counts a period from the index alone, without reading each row for ``released_at``
 
 Revision ID: 0052
-Revises: 0048
+Revises: 0053
 Create Date: 2026-12-05 15:05:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0052'
-down_revision: str | None = '0048'
+down_revision: str | None = '0053'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
