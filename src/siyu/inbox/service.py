@@ -15,6 +15,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
@@ -162,8 +163,11 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     statement = (_insert(session, Message).on_conflict_do_nothing(index_elements=["source", "platform_msgid"])
                  .returning(table.id, table.source, table.platform_msgid))
     by_key: dict[tuple[str, str], dict[str, Any]] = {(row["source"], row["platform_msgid"]): row for row in rows}
-    if session.get_bind().dialect.name == "postgresql":
+    dialect_name = session.get_bind().dialect.name
+    if dialect_name == "postgresql":
         returned = _insert_unnest(session, rows)
+    elif dialect_name == "sqlite":
+        returned = _insert_values(session, rows)
     else:
         returned = list(session.connection().execute(statement, rows).all())
     inserted = [_stored(new_id, by_key[(source, msgid)]) for new_id, source, msgid in returned]
@@ -237,6 +241,67 @@ def _insert_unnest(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
            f"FROM unnest({arrays}) AS t({', '.join(names)}) "
            "ON CONFLICT (source, platform_msgid) DO NOTHING RETURNING id, source, platform_msgid")
     return list(session.connection().exec_driver_sql(sql, tuple(columns[name] for name in names)).all())
+
+
+# SQLite: the message columns bound per row; the rest are the same for every row of a batch.
+_VALUES_COLUMNS = ("conversation_id", "source", "platform_msgid", "direction", "msg_type", "sender", "text",
+                   "payload", "sent_at", "status")
+_VALUES_CHUNK = 1000  # rows per statement: 10 parameters each, well under SQLite's 32,766 variables
+
+
+def _insert_values(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
+    """SQLite: ``INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING RETURNING`` straight to the driver, the
+    values converted the way the columns' own bind processing converts them, but once per batch where a
+    batch shares them: a page's messages share their time of receipt and a handful of send times
+    (seconds), so each distinct date is formatted once, and the constant columns are bound once per
+    statement (``?1``). Through SQLAlchemy's executemany each of the 14 values of each row went through
+    its type's processor (most of a page's insert time). ``ingest`` builds every row with the same
+    ``received_at`` and no error, automatic or internal flag."""
+    if not rows:
+        return []
+    connection = session.connection()
+    dialect = connection.dialect
+    columns = cast(Table, Message.__table__).c
+    date = columns.sent_at.type.bind_processor(dialect)
+    as_json = columns.payload.type.bind_processor(dialect)
+    as_bool = columns.automatic.type.bind_processor(dialect)
+    dates: dict[datetime, Any] = {}
+
+    def bound_date(value: datetime) -> Any:
+        found = dates.get(value)
+        if found is None:
+            found = dates[value] = date(value) if date is not None else value
+        return found
+
+    false = as_bool(False) if as_bool is not None else False
+    # The columns every row of the batch has alike: received_at, error, automatic, internal.
+    shared = (bound_date(rows[0]["received_at"]), "", false, false)
+    returned: list[Any] = []
+    for start in range(0, len(rows), _VALUES_CHUNK):
+        chunk = rows[start:start + _VALUES_CHUNK]
+        params: list[Any] = list(shared)
+        for row in chunk:
+            payload = row["payload"]
+            params += (row["conversation_id"], row["source"], row["platform_msgid"], row["direction"],
+                       row["msg_type"], row["sender"], row["text"],
+                       as_json(payload) if as_json is not None else payload, bound_date(row["sent_at"]), row["status"])
+        returned += connection.exec_driver_sql(_values_sql(len(chunk)), tuple(params)).all()
+    return returned
+
+
+@lru_cache(maxsize=8)
+def _values_sql(count: int) -> str:
+    """The statement of ``_insert_values`` for ``count`` rows (the same text each page: the driver keeps
+    it prepared). ``?1``–``?4`` are the batch's shared values (received_at, error, automatic, internal)."""
+    width = len(_VALUES_COLUMNS)
+    cells = []
+    for i in range(count):
+        first = 5 + i * width
+        cells.append("(" + ", ".join(f"?{first + j}" for j in range(width)) + ", ?1, ?2, ?3, ?4)")
+    # Only the fixed column names and numbered placeholders are put into the text; values are bound.
+    return (f"INSERT INTO message ({', '.join(_VALUES_COLUMNS)}, received_at, error, automatic, internal) "  # noqa: S608
+            f"VALUES {', '.join(cells)} ON CONFLICT (source, platform_msgid) DO NOTHING "
+            "RETURNING id, source, platform_msgid")
 
 
 class _Stored(NamedTuple):
