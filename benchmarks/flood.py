@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--database", default="")
     parser.add_argument("--messages", type=int, default=170_000)
+    parser.add_argument("--customers", type=int, default=CUSTOMERS, help="customers writing through 微信客服 "
+                        "(scale it with --messages to profile the full run's mix at reduced scale)")
     parser.add_argument("--direct", action="store_true", help="also time inbox.service.ingest handed the "
                         "messages directly (the earlier benchmark)")
     args = parser.parse_args(argv)
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = make_engine(url)
     rng = random.Random(SEED)
     build_people(engine, QUEUE_CONVERSATIONS)
-    kf_ok, kf_report = kf_flood(engine, url, args.messages, CUSTOMERS, rng)
+    kf_ok, kf_report = kf_flood(engine, url, args.messages, args.customers, rng)
     print(kf_report)
     sys.stdout.flush()
     if not args.direct:

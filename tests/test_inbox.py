@@ -53,6 +53,35 @@ def test_the_same_message_delivered_three_times_is_stored_once(db: Session, make
     assert conversation.unanswered == 1
 
 
+def test_a_batch_larger_than_one_statement_stores_each_message_once_with_its_values(db: Session, make: Any) -> None:
+    account = make.account()
+    customers = [make.customer(account) for _ in range(3)]
+    batch = [InboundMessage(source="simulator", platform_msgid=f"big{n}", account_id=account.id,
+                            customer_id=customers[n % 3].id, sent_at=T0 + timedelta(seconds=n // 7),
+                            text=f"第{n}条", sender=f"wm{n % 3}", payload={"n": n, "文字": "好"} if n % 2 else None)
+             for n in range(2_500)]
+    first = service.ingest(db, batch[:1_200])
+    again = service.ingest(db, batch[1_000:])  # 200 repeats of the first batch, across the statement boundary
+    db.commit()
+    assert (first.stored, again.stored, again.duplicates) == (1_200, 1_300, 200)
+    assert len(first.ids) + len(again.ids) == count(db, Message) == 2_500
+    stored = {m.platform_msgid: m for m in db.scalars(select(Message))}
+    for n in (0, 999, 1_000, 1_001, 1_999, 2_499):
+        message = stored[f"big{n}"]
+        assert (message.text, message.sender) == (f"第{n}条", f"wm{n % 3}")
+        assert message.sent_at == T0 + timedelta(seconds=n // 7)
+        assert message.payload == ({"n": n, "文字": "好"} if n % 2 else None)
+        assert (message.direction, message.status, message.automatic, message.internal) == ("in", "received", False,
+                                                                                               False)
+        assert message.received_at is not None and message.received_at.tzinfo is not None
+    assert first.ids[("simulator", "big5")] == stored["big5"].id
+    conversations = {c.customer_id: c for c in db.scalars(select(Conversation))}
+    last = conversations[customers[2499 % 3].id]
+    assert (last.unanswered, last.last_message_at, last.last_message_preview) == (
+        len(range(2499 % 3, 2_500, 3)), T0 + timedelta(seconds=2499 // 7), "第2499条")
+    assert conversations[customers[0].id].waiting_since == T0
+
+
 def test_messages_arriving_out_of_order_are_shown_in_platform_order(db: Session, make: Any) -> None:
     account = make.account()
     customer = make.customer(account)

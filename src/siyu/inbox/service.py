@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, and_, func, or_, select, update
@@ -162,8 +163,11 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     statement = (_insert(session, Message).on_conflict_do_nothing(index_elements=["source", "platform_msgid"])
                  .returning(table.id, table.source, table.platform_msgid))
     by_key: dict[tuple[str, str], dict[str, Any]] = {(row["source"], row["platform_msgid"]): row for row in rows}
-    if session.get_bind().dialect.name == "postgresql":
-        returned = _insert_unnest(session, rows)
+    dialect_name = session.get_bind().dialect.name
+    if dialect_name == "postgresql":
+        returned = _insert_records(session, rows)
+    elif dialect_name == "sqlite":
+        returned = _insert_values(session, rows)
     else:
         returned = list(session.connection().execute(statement, rows).all())
     inserted = [_stored(new_id, by_key[(source, msgid)]) for new_id, source, msgid in returned]
@@ -216,27 +220,97 @@ def on_ingested(responder: Responder) -> Responder:
     return responder
 
 
-# The message columns ingestion writes, with their PostgreSQL array types (payload travels as text → json).
-_UNNEST_COLUMNS = (("conversation_id", "integer"), ("source", "text"), ("platform_msgid", "text"),
+# The message columns ingestion writes, with their PostgreSQL types.
+_RECORD_COLUMNS = (("conversation_id", "integer"), ("source", "text"), ("platform_msgid", "text"),
                    ("direction", "text"), ("msg_type", "text"), ("sender", "text"), ("text", "text"),
-                   ("payload", "text"), ("sent_at", "timestamptz"), ("received_at", "timestamptz"),
+                   ("payload", "json"), ("sent_at", "timestamptz"), ("received_at", "timestamptz"),
                    ("status", "text"), ("error", "text"), ("automatic", "boolean"), ("internal", "boolean"))
 
 
-def _insert_unnest(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
-    """PostgreSQL: the batch as one array per column, ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO
-    NOTHING RETURNING`` — a short statement with 14 parameters, where a multi-row VALUES of 1,000 rows has
-    14,000 placeholders that the driver parses again on every call (most of a page's insert time)."""
-    names = [name for name, _kind in _UNNEST_COLUMNS]
-    arrays = ", ".join(f"%s::{kind}[]" for _name, kind in _UNNEST_COLUMNS)
-    selected = ", ".join("payload::json" if name == "payload" else name for name in names)
-    columns = {name: [row[name] for row in rows] for name in names}
-    columns["payload"] = [json.dumps(p, ensure_ascii=False) if p is not None else None for p in columns["payload"]]
-    # Only the fixed column names above and placeholders are put into the text; values are bound.
-    sql = (f"INSERT INTO message ({', '.join(names)}) SELECT {selected} "  # noqa: S608
-           f"FROM unnest({arrays}) AS t({', '.join(names)}) "
+def _insert_records(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
+    """PostgreSQL: the batch as one JSON document, ``INSERT … SELECT FROM json_to_recordset(…) ON CONFLICT
+    DO NOTHING RETURNING`` — one parameter, serialised by the json module's C encoder. (A multi-row
+    VALUES of 1,000 rows has 14,000 placeholders that the driver parses on every call; one array per
+    column, which came next, had the driver escape every element in Python — most of a page's insert.)
+    Dates travel as ISO 8601 with their offset, each distinct one formatted once."""
+    names = [name for name, _kind in _RECORD_COLUMNS]
+    dates: dict[datetime, str] = {}
+
+    def iso(value: datetime) -> str:
+        found = dates.get(value)
+        if found is None:
+            found = dates[value] = value.isoformat()
+        return found
+
+    document = json.dumps([{**row, "sent_at": iso(row["sent_at"]), "received_at": iso(row["received_at"])}
+                           for row in rows], ensure_ascii=False)
+    record = ", ".join(f"{name} {kind}" for name, kind in _RECORD_COLUMNS)
+    # Only the fixed column names and types above and one placeholder are put into the text; values are bound.
+    sql = (f"INSERT INTO message ({', '.join(names)}) SELECT {', '.join(names)} "  # noqa: S608
+           f"FROM json_to_recordset(%s::json) AS t({record}) "
            "ON CONFLICT (source, platform_msgid) DO NOTHING RETURNING id, source, platform_msgid")
-    return list(session.connection().exec_driver_sql(sql, tuple(columns[name] for name in names)).all())
+    return list(session.connection().exec_driver_sql(sql, (document,)).all())
+
+
+# SQLite: the message columns bound per row; the rest are the same for every row of a batch.
+_VALUES_COLUMNS = ("conversation_id", "source", "platform_msgid", "direction", "msg_type", "sender", "text",
+                   "payload", "sent_at", "status")
+_VALUES_CHUNK = 1000  # rows per statement: 10 parameters each, well under SQLite's 32,766 variables
+
+
+def _insert_values(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
+    """SQLite: ``INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING RETURNING`` straight to the driver, the
+    values converted the way the columns' own bind processing converts them, but once per batch where a
+    batch shares them: a page's messages share their time of receipt and a handful of send times
+    (seconds), so each distinct date is formatted once, and the constant columns are bound once per
+    statement (``?1``). Through SQLAlchemy's executemany each of the 14 values of each row went through
+    its type's processor (most of a page's insert time). ``ingest`` builds every row with the same
+    ``received_at`` and no error, automatic or internal flag."""
+    if not rows:
+        return []
+    connection = session.connection()
+    dialect = connection.dialect
+    columns = cast(Table, Message.__table__).c
+    date = columns.sent_at.type.bind_processor(dialect)
+    as_json = columns.payload.type.bind_processor(dialect)
+    as_bool = columns.automatic.type.bind_processor(dialect)
+    dates: dict[datetime, Any] = {}
+
+    def bound_date(value: datetime) -> Any:
+        found = dates.get(value)
+        if found is None:
+            found = dates[value] = date(value) if date is not None else value
+        return found
+
+    false = as_bool(False) if as_bool is not None else False
+    # The columns every row of the batch has alike: received_at, error, automatic, internal.
+    shared = (bound_date(rows[0]["received_at"]), "", false, false)
+    returned: list[Any] = []
+    for start in range(0, len(rows), _VALUES_CHUNK):
+        chunk = rows[start:start + _VALUES_CHUNK]
+        params: list[Any] = list(shared)
+        for row in chunk:
+            payload = row["payload"]
+            params += (row["conversation_id"], row["source"], row["platform_msgid"], row["direction"],
+                       row["msg_type"], row["sender"], row["text"],
+                       as_json(payload) if as_json is not None else payload, bound_date(row["sent_at"]), row["status"])
+        returned += connection.exec_driver_sql(_values_sql(len(chunk)), tuple(params)).all()
+    return returned
+
+
+@lru_cache(maxsize=8)
+def _values_sql(count: int) -> str:
+    """The statement of ``_insert_values`` for ``count`` rows (the same text each page: the driver keeps
+    it prepared). ``?1``–``?4`` are the batch's shared values (received_at, error, automatic, internal)."""
+    width = len(_VALUES_COLUMNS)
+    cells = []
+    for i in range(count):
+        first = 5 + i * width
+        cells.append("(" + ", ".join(f"?{first + j}" for j in range(width)) + ", ?1, ?2, ?3, ?4)")
+    # Only the fixed column names and numbered placeholders are put into the text; values are bound.
+    return (f"INSERT INTO message ({', '.join(_VALUES_COLUMNS)}, received_at, error, automatic, internal) "  # noqa: S608
+            f"VALUES {', '.join(cells)} ON CONFLICT (source, platform_msgid) DO NOTHING "
+            "RETURNING id, source, platform_msgid")
 
 
 class _Stored(NamedTuple):
@@ -375,11 +449,15 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
                         # Opened when the customer wrote, so response times measure their wait.
                         "last_message_preview": "", "opened_at": first_seen[key], "created_at": utcnow()}
     if missing:
-        # Another worker may create the same conversation at the same moment: the key decides.
-        session.connection().execute(_insert(session, Conversation).on_conflict_do_nothing(index_elements=["key"]),
-                                     list(missing.values()))
-        found.update({key: cid for key, cid in session.connection().execute(
-            select(columns.key, columns.id).where(among(session, columns.key, sorted(missing))))})
+        # Another worker may create the same conversation at the same moment: the key decides, and the
+        # ones it created (not returned here) are read back.
+        found.update({str(key): int(cid) for cid, key in session.connection().execute(
+            _insert(session, Conversation).on_conflict_do_nothing(index_elements=["key"])
+            .returning(columns.id, columns.key), list(missing.values()))})
+        raced = sorted(key for key in missing if key not in found)
+        if raced:
+            found.update({key: cid for key, cid in session.connection().execute(
+                select(columns.key, columns.id).where(among(session, columns.key, raced)))})
     return found
 
 
@@ -395,7 +473,9 @@ def _priorities(session: Session, customer_ids: list[int]) -> dict[int, int]:
         return {}
     rules = customers_service.get_rules(session)
     rank = {level.label: i for i, level in enumerate(sorted(rules.levels, key=lambda lv: lv.min_total))}
-    rows = session.execute(select(Customer.id, Customer.level).where(Customer.id.in_(sorted(set(customer_ids)))))
+    customer = cast(Table, Customer.__table__).c
+    rows = session.connection().execute(select(customer.id, customer.level).where(
+        among(session, customer.id, sorted(set(customer_ids)))))
     return {cid: rank.get(level, 0) for cid, level in rows}
 
 
@@ -454,29 +534,42 @@ _SETS = {
 
 
 def _update_chunk(session: Session, chunk: list[dict[str, Any]]) -> list[tuple[int, str]]:
-    """``WITH v(…) AS (VALUES …) UPDATE conversation AS c SET … FROM v`` — SQLite (3.35+) and
-    PostgreSQL alike; dates go through the columns' own bind processing, so they compare and are
-    stored as every other write stores them. Returns each row's id and status."""
+    """``WITH v(…) AS (VALUES …) UPDATE conversation AS c SET … FROM v`` (SQLite 3.35+; on PostgreSQL ``v``
+    is read from one JSON document); on SQLite dates go through the columns' own bind processing, so
+    they compare and are stored as every other write stores them. Returns each row's id and status."""
     connection = session.connection()
     dialect = connection.dialect
     table = cast(Table, Conversation.__table__)
+    assignments = ", ".join(f"{name} = {expression}" for name, expression in _SETS.items())
+    if dialect.name == "postgresql":
+        # The figures as one JSON document (json_to_recordset): one parameter where VALUES had 7,000
+        # placeholders for the driver to parse. Dates as ISO 8601 with their offset.
+        record = ", ".join(f"{name} {'TIMESTAMP WITH TIME ZONE' if kind == 'TIMESTAMP' else kind}"
+                           for name, kind in _FIGURES)
+        document = json.dumps([{name: value.isoformat() if isinstance(value, datetime) else value
+                                for name, value in figure.items()} for figure in chunk], ensure_ascii=False)
+        # Only the fixed names, types and expressions above and one placeholder are put into the text.
+        sql = (f"WITH v AS (SELECT * FROM json_to_recordset(%s::json) AS v({record})) "  # noqa: S608
+               f"UPDATE {table.name} AS c SET {assignments} FROM v WHERE c.id = v.id RETURNING c.id, c.status")
+        return [(int(cid), str(status)) for cid, status in connection.exec_driver_sql(sql, (document,)).all()]
     date = table.c.last_message_at.type.bind_processor(dialect)
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    postgres = dialect.name == "postgresql"
-    pg_types = {"INTEGER": "INTEGER", "TIMESTAMP": "TIMESTAMP WITH TIME ZONE", "TEXT": "TEXT"}
-    cells = [f"CAST({marker} AS {pg_types[kind]})" if postgres else marker for _name, kind in _FIGURES]
-    row_sql = "(" + ", ".join(cells) + ")"
+    row_sql = "(" + ", ".join("?" for _figure in _FIGURES) + ")"
     params: list[Any] = []
+    dates: dict[datetime, Any] = {}  # a page's messages share a handful of send times: each bound once
     for figure in chunk:
         for name, kind in _FIGURES:
             value = figure[name]
-            params.append(date(value) if kind == "TIMESTAMP" and date is not None and value is not None else value)
+            if kind == "TIMESTAMP" and date is not None and value is not None:
+                bound = dates.get(value)
+                if bound is None:
+                    bound = dates[value] = date(value)
+                value = bound
+            params.append(value)
     names = ", ".join(name for name, _kind in _FIGURES)
-    returning = "c.id, c.status" if postgres else "id, status"  # SQLite's RETURNING names the table's columns bare
-    assignments = ", ".join(f"{name} = {expression}" for name, expression in _SETS.items())
     # Only the fixed names and expressions above and placeholders are put into the text; values are bound.
+    # (SQLite's RETURNING names the table's columns bare.)
     sql = (f"WITH v({names}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "  # noqa: S608
-           f"UPDATE {table.name} AS c SET {assignments} FROM v WHERE c.id = v.id RETURNING {returning}")
+           f"UPDATE {table.name} AS c SET {assignments} FROM v WHERE c.id = v.id RETURNING id, status")
     return [(int(cid), str(status)) for cid, status in connection.exec_driver_sql(sql, tuple(params)).all()]
 
 
