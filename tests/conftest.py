@@ -14,6 +14,9 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 # Queue files and uploads of the test run stay out of the working tree, and go with it.
 if "SIYU_DATA_DIR" not in os.environ:
@@ -32,11 +35,12 @@ if "SIYU_DATA_DIR" not in os.environ:
 
 from siyu.core import db as core_db
 from siyu.core import jobs, security
-from siyu.core.db import Base
+from siyu.core.db import Base, make_engine
 from siyu.core.migrate import upgrade
 from siyu.core.settings import get_settings
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
+from siyu.demo import DemoSummary, build_demo
 from siyu.team import service as team_service
 
 # Tasks run synchronously when enqueued (after their transaction commits), through Huey itself.
@@ -179,6 +183,58 @@ def app(db: Session) -> Any:
 def client(app: Any) -> Iterator[TestClient]:
     with TestClient(app, base_url="http://testserver", raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+# ---------------------------------------------------------------- the demo company
+
+DEMO_PASSWORD = "demo-admin-password"
+DEMO_CUSTOMERS = 300
+
+
+@dataclass
+class Demo:
+    engine: Engine
+    sessions: sessionmaker[Session]
+    summary: DemoSummary
+    built_at: datetime
+
+
+@contextmanager
+def _fresh_demo_database(folder: Path) -> Iterator[str]:
+    if not POSTGRES_URL:
+        yield f"sqlite:///{folder / 'demo.db'}"
+        return
+    base = make_url(POSTGRES_URL)
+    name = f"siyu_demo_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """The demo company (`siyu demo`), built once per test process into its own fresh database.
+
+    READ-ONLY: the one exception to "a fresh database per test". Every test using it reads through a
+    session that is rolled back (``session`` in tests/test_demo.py) and must never commit; a test
+    that writes builds its own demo (as tests/test_moments.py does).
+    """
+    with _fresh_demo_database(tmp_path_factory.mktemp("demo")) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        built_at = datetime.now(UTC)
+        with sessions() as session:
+            summary = build_demo(session, admin_password=DEMO_PASSWORD, customers=DEMO_CUSTOMERS)
+            session.commit()
+        yield Demo(engine=engine, sessions=sessions, summary=summary, built_at=built_at)
+        engine.dispose()
 
 
 # ---------------------------------------------------------------- factories
