@@ -1,9 +1,9 @@
 """Test fixtures: a fresh database per test, role fixtures and factories.
 
-SQLite (default): the migrated schema is built once per run into a template file and
-copied for each test. PostgreSQL (``SIYU_TEST_DATABASE_URL=postgresql+psycopg://…``):
-one uniquely named database per run, migrated once, every table truncated before each
-test, dropped at the end.
+SQLite (default): the migrated schema (with the default tag groups every test starts
+from) is built once per run into a template file and copied for each test. PostgreSQL
+(``SIYU_TEST_DATABASE_URL=postgresql+psycopg://…``): one uniquely named database per run,
+migrated once, emptied before each test (see ``_empty_postgres``), dropped at the end.
 """
 
 from __future__ import annotations
@@ -14,14 +14,18 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 # Queue files and uploads of the test run stay out of the working tree, and go with it.
 if "SIYU_DATA_DIR" not in os.environ:
@@ -30,16 +34,24 @@ if "SIYU_DATA_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _data_dir, ignore_errors=True)
 
 from siyu.core import db as core_db
-from siyu.core import jobs
-from siyu.core.db import Base
+from siyu.core import jobs, security
+from siyu.core.db import Base, make_engine
 from siyu.core.migrate import upgrade
 from siyu.core.settings import get_settings
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import service as customers_service
+from siyu.demo import DemoSummary, build_demo
 from siyu.team import service as team_service
 
 # Tasks run synchronously when enqueued (after their transaction commits), through Huey itself.
 jobs.set_immediate(True)
+
+# Passwords are still argon2id-hashed and verified for real, but at the library's lowest cost:
+# the production parameters (64 MiB, 3 passes) cost about 0.1 s per hash on an idle core and
+# seconds on a loaded CI machine, and nearly every test creates a user or logs one in. Servers
+# the tests start as subprocesses keep the production hasher (they verify these hashes fine:
+# the parameters travel inside each hash).
+security._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 TEST_PASSWORD = "correct-horse-battery"
 POSTGRES_URL = os.environ.get("SIYU_TEST_DATABASE_URL", "")
@@ -55,7 +67,11 @@ def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         url = base.set(database=name).render_as_string(hide_password=False)
         upgrade(url)
+        global _postgres_engine
+        _postgres_engine = create_engine(url)
         yield url
+        _postgres_engine.dispose()
+        _postgres_engine = None
         core_db.reset_engine()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -63,18 +79,70 @@ def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     else:
         path = tmp_path_factory.mktemp("template") / "template.db"
         upgrade(f"sqlite:///{path}")
+        engine = create_engine(f"sqlite:///{path}")
+        with Session(engine) as session:  # what the db fixture would otherwise insert for every test
+            customers_service.ensure_default_tag_groups(session)
+            session.commit()
+        engine.dispose()
         yield str(path)
+
+
+_postgres_engine: Engine | None = None
+# A table's rows, capped: enough to tell an empty table, a small one and a large one apart.
+_LARGE_TABLE = 2000
+
+
+def _empty_postgres(engine: Engine) -> None:
+    """Leave every table empty and every id sequence restarted, as after TRUNCATE … RESTART IDENTITY.
+
+    Truncating all ~120 tables costs seconds per test on a loaded machine (each table and index
+    gets new files). A test only writes to a few, so only those are emptied: small ones with
+    DELETE (children before parents), and when one holds many rows (a volume test) the used
+    tables with TRUNCATE. Sequences that handed out an id since their last restart are restarted.
+    """
+    tables = Base.metadata.sorted_tables  # names from our own models, never from input
+    probe = " UNION ALL ".join(
+        f'SELECT {i}, (SELECT count(*) FROM (SELECT 1 FROM "{t.name}" LIMIT {_LARGE_TABLE}) AS s)'  # noqa: S608
+        for i, t in enumerate(tables))
+    with engine.begin() as conn:
+        counts = {i: n for i, n in conn.execute(text(probe)) if n}
+        used = [tables[i] for i in sorted(counts, reverse=True)]  # children before parents
+        if any(n >= _LARGE_TABLE for n in counts.values()):
+            conn.execute(text(f"TRUNCATE {_names(used)} RESTART IDENTITY CASCADE"))
+        else:
+            try:
+                with conn.begin_nested():
+                    for table in used:
+                        conn.execute(text(f'DELETE FROM "{table.name}"'))  # noqa: S608
+            except Exception:  # a reference the dependency order cannot see: empty them all at once
+                conn.execute(text(f"TRUNCATE {_names(tables)} RESTART IDENTITY CASCADE"))
+        _restart_used_sequences(conn, {t.name for t in tables})
+
+
+def _names(tables: list[Any]) -> str:
+    return ", ".join(f'"{t.name}"' for t in tables)
+
+
+def _restart_used_sequences(conn: Connection, tables: set[str]) -> None:
+    owned = conn.execute(text(
+        "SELECT t.relname, quote_ident(n.nspname) || '.' || quote_ident(s.relname) FROM pg_sequences ps"
+        " JOIN pg_namespace n ON n.nspname = ps.schemaname"
+        " JOIN pg_class s ON s.relname = ps.sequencename AND s.relnamespace = n.oid"
+        " JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass"
+        "  AND d.refclassid = 'pg_class'::regclass"
+        " JOIN pg_class t ON t.oid = d.refobjid"
+        " WHERE ps.last_value IS NOT NULL AND n.nspname = current_schema()")).all()
+    for table, sequence in owned:
+        if table in tables:
+            conn.execute(text(f"ALTER SEQUENCE {sequence} RESTART"))
 
 
 @pytest.fixture
 def database_url(database_template: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     if POSTGRES_URL:
         url = database_template
-        engine = create_engine(url)
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-        engine.dispose()
+        assert _postgres_engine is not None
+        _empty_postgres(_postgres_engine)
     else:
         path = tmp_path / "siyu.db"
         shutil.copy(database_template, path)
@@ -115,6 +183,58 @@ def app(db: Session) -> Any:
 def client(app: Any) -> Iterator[TestClient]:
     with TestClient(app, base_url="http://testserver", raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+# ---------------------------------------------------------------- the demo company
+
+DEMO_PASSWORD = "demo-admin-password"
+DEMO_CUSTOMERS = 300
+
+
+@dataclass
+class Demo:
+    engine: Engine
+    sessions: sessionmaker[Session]
+    summary: DemoSummary
+    built_at: datetime
+
+
+@contextmanager
+def _fresh_demo_database(folder: Path) -> Iterator[str]:
+    if not POSTGRES_URL:
+        yield f"sqlite:///{folder / 'demo.db'}"
+        return
+    base = make_url(POSTGRES_URL)
+    name = f"siyu_demo_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """The demo company (`siyu demo`), built once per test process into its own fresh database.
+
+    READ-ONLY: the one exception to "a fresh database per test". Every test using it reads through a
+    session that is rolled back (``session`` in tests/test_demo.py) and must never commit; a test
+    that writes builds its own demo (as tests/test_moments.py does).
+    """
+    with _fresh_demo_database(tmp_path_factory.mktemp("demo")) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        built_at = datetime.now(UTC)
+        with sessions() as session:
+            summary = build_demo(session, admin_password=DEMO_PASSWORD, customers=DEMO_CUSTOMERS)
+            session.commit()
+        yield Demo(engine=engine, sessions=sessions, summary=summary, built_at=built_at)
+        engine.dispose()
 
 
 # ---------------------------------------------------------------- factories

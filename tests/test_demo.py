@@ -1,77 +1,26 @@
 """The demo company (山野茶舍) looks like a real team's data and obeys the product's rules.
 
-Built once per module into a fresh SQLite file; when the suite runs on PostgreSQL
-(``SIYU_TEST_DATABASE_URL``) into a fresh, uniquely named PostgreSQL database instead.
+The demo database is built once per test process (``demo`` in tests/conftest.py) and only read here:
+each test's ``session`` is rolled back.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from siyu.core.db import make_engine
-from siyu.core.migrate import upgrade
 from siyu.customers import service as customers_service
 from siyu.customers.models import Customer, CustomerTag, Friendship, Stage, Tag, TagGroup, Touch, TouchKind
-from siyu.demo import DemoNeedsEmptyDatabase, DemoSummary, Planner, build_demo
+from siyu.demo import DemoNeedsEmptyDatabase, Planner, build_demo
 from siyu.team import service as team_service
 from siyu.team.models import AuditEntry, Role, User
-
-DEMO_PASSWORD = "demo-admin-password"
-DEMO_CUSTOMERS = 300
-POSTGRES_URL = os.environ.get("SIYU_TEST_DATABASE_URL", "")
-
-
-@dataclass
-class Demo:
-    engine: Engine
-    sessions: sessionmaker[Session]
-    summary: DemoSummary
-    built_at: datetime
-
-
-@contextmanager
-def fresh_database(folder: Path) -> Iterator[str]:
-    if not POSTGRES_URL:
-        yield f"sqlite:///{folder / 'demo.db'}"
-        return
-    base = make_url(POSTGRES_URL)
-    name = f"siyu_demo_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    with fresh_database(tmp_path_factory.mktemp("demo")) as url:
-        upgrade(url)
-        engine = make_engine(url)
-        sessions = sessionmaker(bind=engine, expire_on_commit=False)
-        built_at = datetime.now(UTC)
-        with sessions() as session:
-            summary = build_demo(session, admin_password=DEMO_PASSWORD, customers=DEMO_CUSTOMERS)
-            session.commit()
-        yield Demo(engine=engine, sessions=sessions, summary=summary, built_at=built_at)
-        engine.dispose()
+from tests.conftest import DEMO_CUSTOMERS, DEMO_PASSWORD, Demo
 
 
 @pytest.fixture

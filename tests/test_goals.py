@@ -19,7 +19,7 @@ from siyu.goals import catalogue, dashboard, forecast, service
 from siyu.goals.catalogue import CATALOGUE, Daily, GoalScope
 from siyu.goals.schemas import GoalIn
 from tests.conftest import Factory, viewer_of
-from tests.test_demo import demo, session  # noqa: F401  (the demo database, built once for this module)
+from tests.test_demo import session  # noqa: F401  (reads the demo database, built once per process)
 
 SH = timedelta(hours=8)  # Asia/Shanghai
 

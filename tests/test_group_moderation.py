@@ -24,7 +24,7 @@ from siyu.maintenance.models import Task
 from siyu.team.models import AuditEntry
 from siyu.wecom import archive
 from tests.conftest import Factory, viewer_of
-from tests.test_demo import demo, session  # noqa: F401  (fixtures)
+from tests.test_demo import session  # noqa: F401  (reads the demo database, built once per process)
 from tests.test_pages import Console
 
 NOW = datetime.now(UTC).replace(microsecond=0)
