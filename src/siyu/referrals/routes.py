@@ -5,6 +5,7 @@ Thin: parse, call ``referrals.service``, render.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -231,18 +232,13 @@ def detail_page(request: Request, session: SessionDep, viewer: PageViewer, progr
 def invite_submit(request: Request, session: SessionDep, viewer: PageViewer, programme_id: Id,
                   form: FormDep) -> Response:
     customer_id = _int(form, "customer_id")
-    try:
+
+    def make() -> None:
         if customer_id is None:
             raise Invalid("Give the customer's number", field="customer_id")
         service.invite_for(session, programme_id=programme_id, customer_id=customer_id, viewer=viewer)
-    except DomainError as exc:
-        session.rollback()
-        if isinstance(exc, service.ProgrammeNotFound):
-            raise
-        return _detail(request, session, viewer, programme_id, errors=field_errors(exc, labels=LABELS),
-                       status_code=422)
-    session.commit()
-    return RedirectResponse(f"/referrals/{programme_id}#invites", status_code=303)
+
+    return _invite_action(request, session, viewer, programme_id, make)
 
 
 @pages.post("/referrals/{programme_id}/invites/{invite_id}/mp-qrcode", response_class=HTMLResponse,
@@ -252,9 +248,16 @@ def mp_qrcode_submit(request: Request, session: SessionDep, viewer: PageViewer, 
     invite = session.get(InviteCode, invite_id)
     if invite is None or invite.programme_id != programme_id:
         raise NotFound("Invite code not found")
+    return _invite_action(request, session, viewer, programme_id, lambda: service.make_mp_qrcode(
+        session, programme_id=programme_id, customer_id=invite.customer_id, viewer=viewer, api=_mp_api(session),
+        permanent=form.get("permanent") == "1"))
+
+
+def _invite_action(request: Request, session: Session, viewer: Viewer, programme_id: int,
+                   action: Callable[[], object]) -> Response:
+    """An invite made from the programme page: committed and back to the invites, or the page with the reason."""
     try:
-        service.make_mp_qrcode(session, programme_id=programme_id, customer_id=invite.customer_id, viewer=viewer,
-                               api=_mp_api(session), permanent=form.get("permanent") == "1")
+        action()
     except DomainError as exc:
         session.rollback()
         if isinstance(exc, service.ProgrammeNotFound):
