@@ -59,10 +59,11 @@ from siyu.team import service as team_service
 
 MAX_ROWS = 1_000_000
 # Orders per transaction. Each batch dirties index pages spread over whole indexes (by customer, by
-# time), so larger batches share pages: 500,000 orders 194 → 153 s at 2,500 (load 5); peak RSS grows
-# with it (528 MB with a 256 MB mmap, 401 MB with 128 MB — see core.db). 5,000 since the spool holds
-# plain values (a batch in memory costs less): half the commits, each index page written once per batch.
-BATCH_ORDERS = 5000
+# time), so larger batches share pages: 500,000 orders on a quiet machine (benchmarks/orders.py,
+# 2026-12-05) took 121.9 s at 5,000, 91.7 s at 20,000, 79.4 s at 30,000 (peak RSS 436 MB) and 77.9 s
+# at 50,000 (526 MB, over the 500 MB bound). On SQLite a batch holds the write lock for its ~5 s; other
+# writers wait for it within their busy timeout (core.db, 10 s).
+BATCH_ORDERS = 30000
 BACKGROUND_ROWS = 5000  # larger files are written by a background job
 SPOOL_CHUNK = 2000  # checked orders pickled together in the spool
 
