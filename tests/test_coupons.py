@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.core.errors import Invalid
+from siyu.core.settings import local_today
 from siyu.core.viewer import SYSTEM
 from siyu.coupons import service
 from siyu.coupons.models import CouponBatchCode
@@ -22,8 +23,8 @@ from siyu.maintenance.models import Task
 
 def batch(db: Session, *, codes: list[str] | None = None, generate: int = 0, until: date | None = None,
           **overrides: Any) -> Any:
-    data = {"name": "双十二 20 元券", "amount": Decimal("20"), "valid_from": date.today() - timedelta(days=1),
-            "valid_until": until or date.today() + timedelta(days=30), "codes": codes or [], "generate": generate}
+    data = {"name": "双十二 20 元券", "amount": Decimal("20"), "valid_from": local_today() - timedelta(days=1),
+            "valid_until": until or local_today() + timedelta(days=30), "codes": codes or [], "generate": generate}
     made = service.create_batch(db, viewer=SYSTEM, data=BatchIn(**(data | overrides)))
     db.commit()
     return made
@@ -114,7 +115,7 @@ def test_an_order_naming_the_code_redeems_it_once(db: Session, make: Any) -> Non
 def test_codes_about_to_expire_unused_become_a_task_once(db: Session, make: Any) -> None:
     account = make.account()
     customer, other = make.customer(account), make.customer(account)
-    coupons = batch(db, generate=2, until=date.today() + timedelta(days=2), remind_days=3)
+    coupons = batch(db, generate=2, until=local_today() + timedelta(days=2), remind_days=3)
     service.issue(db, coupons.id, [customer.id, other.id])
     db.commit()
     assert service.remind_expiring(db) == 2
@@ -126,7 +127,7 @@ def test_codes_about_to_expire_unused_become_a_task_once(db: Session, make: Any)
 
 def test_bad_batches_and_expired_batches_are_refused_clearly(client: Any, db: Session, make: Any,
                                                               admin_headers: dict[str, str]) -> None:
-    today = date.today().isoformat()
+    today = local_today().isoformat()
     cases = [
         {"name": "x", "valid_from": today, "valid_until": "2020-01-01", "amount": "10"},
         {"name": "x", "valid_from": today, "valid_until": today, "amount": "0"},
@@ -140,7 +141,7 @@ def test_bad_batches_and_expired_batches_are_refused_clearly(client: Any, db: Se
         "name": "八五折", "kind": "discount", "discount": "8.5", "valid_from": today, "valid_until": today,
         "generate": 3})
     assert created.status_code == 201 and created.json()["total"] == 3
-    old = batch(db, generate=1, valid_from=date.today() - timedelta(days=9), until=date.today() - timedelta(days=1))
+    old = batch(db, generate=1, valid_from=local_today() - timedelta(days=9), until=local_today() - timedelta(days=1))
     with pytest.raises(Invalid):
         service.issue(db, old.id, [make.customer(make.account()).id])
     neither = client.post(f"/api/v1/coupons/{old.id}/issue", headers=admin_headers, json={})
@@ -157,7 +158,7 @@ def test_the_coupon_pages_create_a_batch_and_issue_it_to_a_segment(client: Any, 
     account = make.account()
     make.customer(account)
     segment = segment_of(db, account)
-    today = date.today().isoformat()
+    today = local_today().isoformat()
     bad = console.post("/coupons", {"name": "坏批次", "kind": "amount", "amount": "abc", "valid_from": today,
                                     "valid_until": today})
     assert bad.status_code == 422 and "坏批次" in bad.text and "数字" in bad.text

@@ -62,7 +62,7 @@ def test_sidebar_puts_the_suggested_reply_into_the_chat_with_a_stand_in_wx_objec
     tab.go(f"/sidebar/reply?customer_id={customer_id}")
     assert tab.page.get_by_test_id("suggested-reply").inner_text() == "您好，本周全场满200减30"
     tab.page.get_by_test_id("send-suggested").click()
-    tab.page.wait_for_function("window.__wxCalls.length >= 2")
+    tab.page.wait_for_function("() => window.__wxCalls.length >= 2")
     calls = tab.page.evaluate("window.__wxCalls")
     assert calls[0] == ["agentConfig", ["sendChatMessage"], "stand-in-signature"]
     assert calls[1] == ["sendChatMessage", {"msgtype": "text", "text": {"content": "您好，本周全场满200减30"}}]
