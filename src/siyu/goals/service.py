@@ -230,6 +230,7 @@ def delete_goal(session: Session, *, goal_id: int, viewer: Viewer) -> int:
     snapshot = _snapshot(goal) | {"subgoals": len(shares)}
     for share in shares:
         session.delete(share)
+    session.flush()  # the shares first: the goal's own DELETE would take them by the foreign key's cascade
     session.delete(goal)
     session.flush()
     team_service.record_audit(session, actor=viewer, action="delete", entity_type="goal", entity_id=goal_id,
