@@ -7,7 +7,12 @@ a job) owns the transaction so that several changes commit or fail together.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import logging
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -31,11 +36,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from siyu.core.settings import get_settings
 from siyu.core.viewer import hide_phones_in
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -104,10 +112,68 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.create_function("siyu_hide_phones", 1, hide_phones_in, deterministic=True)
 
 
+CHECKPOINT_INTERVAL_S = 1.0
+
+
+class Checkpointer:
+    """Copies a SQLite database's write-ahead log back into the database file from a thread of its own.
+
+    With only ``wal_autocheckpoint``, the commit that crosses the threshold copies the log itself: under a
+    flood that is one commit in ten stalling for 150–400 ms while the transaction's own work is done
+    (measured: 16 such commits, ~3 s of a 170,000-message flood). SQLite's documentation suggests this
+    (https://www.sqlite.org/wal.html#application_initiated_checkpoints): a PASSIVE checkpoint every
+    ``CHECKPOINT_INTERVAL_S`` from another connection, which never waits for readers or writers; the
+    writers' ``wal_autocheckpoint`` stays as the backstop should this thread fall behind. It stops when
+    its engine is disposed or collected.
+    """
+
+    def __init__(self, path: str, interval: float | None = None) -> None:
+        self.path = path
+        self.interval = CHECKPOINT_INTERVAL_S if interval is None else interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"siyu-checkpoint:{path}", daemon=True)
+
+    def start(self) -> Checkpointer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _run(self) -> None:
+        connection: sqlite3.Connection | None = None
+        try:
+            while not self.stopped.wait(self.interval):
+                if not os.path.exists(self.path + "-wal"):
+                    continue
+                if connection is None:
+                    connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                    connection.execute("PRAGMA busy_timeout=0")
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # busy or the file gone: the writers' autocheckpoint remains
+                    log.debug("checkpoint of %s skipped: %s", self.path, exc)
+        finally:
+            if connection is not None:
+                connection.close()
+
+
+def _sqlite_file(url: str) -> str | None:
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.path.abspath(database)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
+        path = _sqlite_file(url)
+        if path is not None:
+            checkpointer = Checkpointer(path).start()
+            weakref.finalize(engine, checkpointer.stop)
+            event.listen(engine, "engine_disposed", lambda _engine: checkpointer.stop())
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -277,3 +343,65 @@ def insert_ids(session: Session, table: Table, rows: list[dict[str, Any]]) -> li
     if len(rows) > 1:
         session.execute(insert(table), [row | {"id": new_id} for row, new_id in zip(rows[1:], ids[1:], strict=True)])
     return ids
+
+
+VALUES_CHUNK = 1000  # rows per statement of ``update_from_values``: SQLite allows 32,766 variables
+
+
+def update_from_values(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *,
+                       figures: Sequence[tuple[str, str]], sets: Mapping[str, str], key: str = "id",
+                       returning: Sequence[str] = ()) -> list[Any]:
+    """Many rows of ``table`` changed by one computed statement per ``VALUES_CHUNK``, nothing read first.
+
+    ``figures`` name the values each row brings and their SQL type (``INTEGER``, ``TEXT``,
+    ``TIMESTAMP``); ``sets`` give each changed column an expression over ``c`` (the row as it is) and
+    ``v`` (its figures); ``v.<key>`` finds the row. SQLite: ``WITH v(…) AS (VALUES …) UPDATE … FROM v``
+    (3.35+), dates bound as the table's date columns bind them, so they compare and are stored as
+    every other write stores them. PostgreSQL: ``v`` read from one JSON document (one parameter where
+    VALUES had thousands of placeholders for the driver to parse), dates as ISO 8601 with their
+    offset. Only the fixed names, types and expressions the caller gives are put into the text;
+    every value is bound. Returns the ``returning`` columns of the changed rows.
+    """
+    connection = session.connection()
+    dialect = connection.dialect
+    assignments = ", ".join(f"{name} = {expression}" for name, expression in sets.items())
+    # SQLite's RETURNING names the table's columns bare; PostgreSQL's must say which of c and v.
+    prefix = "c." if dialect.name == "postgresql" else ""
+    back = f" RETURNING {', '.join(prefix + name for name in returning)}" if returning else ""
+    names = [name for name, _kind in figures]
+    out: list[Any] = []
+    if dialect.name == "postgresql":
+        record = ", ".join(f"{name} {'TIMESTAMP WITH TIME ZONE' if kind == 'TIMESTAMP' else kind}"
+                           for name, kind in figures)
+        sql = (f"WITH v AS (SELECT * FROM json_to_recordset(%s::json) AS v({record})) "  # noqa: S608
+               f"UPDATE {table.name} AS c SET {assignments} FROM v WHERE c.{key} = v.{key}{back}")
+        for start in range(0, len(rows), VALUES_CHUNK):
+            document = json.dumps([{name: row[name].isoformat() if isinstance(row[name], datetime) else row[name]
+                                    for name in names} for row in rows[start:start + VALUES_CHUNK]],
+                                  ensure_ascii=False)
+            result = connection.exec_driver_sql(sql, (document,))
+            if returning:
+                out += result.all()
+        return out
+    date = UTCDateTime().bind_processor(dialect)
+    dates: dict[datetime, Any] = {}  # a flood's rows share a handful of times: each bound once
+    timestamps = {name for name, kind in figures if kind == "TIMESTAMP"}
+    row_sql = "(" + ", ".join("?" for _name in names) + ")"
+    for start in range(0, len(rows), VALUES_CHUNK):
+        chunk = rows[start:start + VALUES_CHUNK]
+        params: list[Any] = []
+        for row in chunk:
+            for name in names:
+                value = row[name]
+                if name in timestamps and value is not None and date is not None:
+                    bound = dates.get(value)
+                    if bound is None:
+                        bound = dates[value] = date(value)
+                    value = bound
+                params.append(value)
+        sql = (f"WITH v({', '.join(names)}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "  # noqa: S608
+               f"UPDATE {table.name} AS c SET {assignments} FROM v WHERE c.{key} = v.{key}{back}")
+        result = connection.exec_driver_sql(sql, tuple(params))
+        if returning:
+            out += result.all()
+    return out

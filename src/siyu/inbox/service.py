@@ -23,7 +23,15 @@ from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu.accounts.models import Account, AccountKind
-from siyu.core.db import among, committed, dialect_insert, missing_ids, remember_after_commit, utcnow
+from siyu.core.db import (
+    among,
+    committed,
+    dialect_insert,
+    missing_ids,
+    remember_after_commit,
+    update_from_values,
+    utcnow,
+)
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
 from siyu.core.settings import local_zone
@@ -534,43 +542,10 @@ _SETS = {
 
 
 def _update_chunk(session: Session, chunk: list[dict[str, Any]]) -> list[tuple[int, str]]:
-    """``WITH v(…) AS (VALUES …) UPDATE conversation AS c SET … FROM v`` (SQLite 3.35+; on PostgreSQL ``v``
-    is read from one JSON document); on SQLite dates go through the columns' own bind processing, so
-    they compare and are stored as every other write stores them. Returns each row's id and status."""
-    connection = session.connection()
-    dialect = connection.dialect
-    table = cast(Table, Conversation.__table__)
-    assignments = ", ".join(f"{name} = {expression}" for name, expression in _SETS.items())
-    if dialect.name == "postgresql":
-        # The figures as one JSON document (json_to_recordset): one parameter where VALUES had 7,000
-        # placeholders for the driver to parse. Dates as ISO 8601 with their offset.
-        record = ", ".join(f"{name} {'TIMESTAMP WITH TIME ZONE' if kind == 'TIMESTAMP' else kind}"
-                           for name, kind in _FIGURES)
-        document = json.dumps([{name: value.isoformat() if isinstance(value, datetime) else value
-                                for name, value in figure.items()} for figure in chunk], ensure_ascii=False)
-        # Only the fixed names, types and expressions above and one placeholder are put into the text.
-        sql = (f"WITH v AS (SELECT * FROM json_to_recordset(%s::json) AS v({record})) "  # noqa: S608
-               f"UPDATE {table.name} AS c SET {assignments} FROM v WHERE c.id = v.id RETURNING c.id, c.status")
-        return [(int(cid), str(status)) for cid, status in connection.exec_driver_sql(sql, (document,)).all()]
-    date = table.c.last_message_at.type.bind_processor(dialect)
-    row_sql = "(" + ", ".join("?" for _figure in _FIGURES) + ")"
-    params: list[Any] = []
-    dates: dict[datetime, Any] = {}  # a page's messages share a handful of send times: each bound once
-    for figure in chunk:
-        for name, kind in _FIGURES:
-            value = figure[name]
-            if kind == "TIMESTAMP" and date is not None and value is not None:
-                bound = dates.get(value)
-                if bound is None:
-                    bound = dates[value] = date(value)
-                value = bound
-            params.append(value)
-    names = ", ".join(name for name, _kind in _FIGURES)
-    # Only the fixed names and expressions above and placeholders are put into the text; values are bound.
-    # (SQLite's RETURNING names the table's columns bare.)
-    sql = (f"WITH v({names}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "  # noqa: S608
-           f"UPDATE {table.name} AS c SET {assignments} FROM v WHERE c.id = v.id RETURNING id, status")
-    return [(int(cid), str(status)) for cid, status in connection.exec_driver_sql(sql, tuple(params)).all()]
+    """The chunk's conversations moved by ``_SETS`` (``core.db.update_from_values``); each row's id and status."""
+    return [(int(cid), str(status)) for cid, status in update_from_values(
+        session, cast(Table, Conversation.__table__), chunk, figures=_FIGURES, sets=_SETS,
+        returning=("id", "status"))]
 
 
 def _reopen(session: Session, conversation: Conversation, *, now: datetime) -> None:

@@ -1,0 +1,61 @@
+"""SQLite's write-ahead log is copied back by the engine's own checkpoint thread, not by a writer's commit."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+
+from siyu.core import db
+
+
+def _wait_for(predicate, seconds: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_the_checkpoint_thread_copies_committed_pages_into_the_database_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(db, "CHECKPOINT_INTERVAL_S", 0.1)
+    path = tmp_path / "wal.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")  # no writer checkpoints: only the thread's
+            conn.execute(text("CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB)"))
+        before = os.path.getsize(path)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO blob (data) VALUES (:data)"),
+                         [{"data": os.urandom(4000)} for _ in range(500)])
+        # Committed to the log; the database file grows only when a checkpoint copies the pages back.
+        assert _wait_for(lambda: os.path.getsize(path) > before + 1_500_000)
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("SELECT count(*) FROM blob").fetchone()[0] == 500
+    finally:
+        engine.dispose()
+
+
+def test_the_checkpoint_thread_stops_with_its_engine(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(db, "CHECKPOINT_INTERVAL_S", 0.05)
+    path = tmp_path / "stop.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+    running = [t for t in threading.enumerate() if t.name == f"siyu-checkpoint:{path}"]
+    assert len(running) == 1
+    engine.dispose()
+    running[0].join(timeout=5)
+    assert not running[0].is_alive()
+
+
+def test_no_checkpoint_thread_for_an_in_memory_database() -> None:
+    assert db._sqlite_file("sqlite://") is None
+    assert db._sqlite_file("sqlite:///:memory:") is None
+    assert db._sqlite_file("sqlite:///relative.db") == os.path.abspath("relative.db")
