@@ -410,3 +410,19 @@ def test_kf_state_survives_save_and_load(tmp_path: Path, api: Api, corp: Virtual
     assert loaded.kf.api_send_msg({"touser": customer, "open_kfid": open_kfid, "msgid": "kept", "msgtype": "text",
                                    "text": {"content": "x"}}) == {"msgid": "kept"}
     assert len(loaded.kf.received(customer)) == 1
+
+
+def test_many_customers_write_at_once_and_the_items_are_what_sync_msg_returns(api: Api, open_kfid: str) -> None:
+    first = api.control("kf_customer_messages", open_kfid=open_kfid,
+                        messages=[{"content": f"活动怎么参加？#{n}"} for n in range(3)])
+    customers = [item["external_userid"] for item in first["items"]]
+    assert len(set(customers)) == 3  # an empty external_userid: a new customer each
+    again = api.control("kf_customer_messages", open_kfid=open_kfid,
+                        messages=[{"external_userid": customers[0], "content": "发货了吗"}])
+    assert [item["external_userid"] for item in again["items"]] == [customers[0]]
+    items, _cursor = pull_all(api, again["token"], open_kfid)
+    assert items == first["items"] + again["items"]
+    assert [item["text"]["content"] for item in items] == ["活动怎么参加？#0", "活动怎么参加？#1", "活动怎么参加？#2", "发货了吗"]
+    for bad in ("not a list", [1], [{"content": "x"}] * 10_001):
+        answer = api.sim.post("/_simulator/kf_customer_messages", json={"open_kfid": open_kfid, "messages": bad})
+        assert answer.status_code == 400 and answer.json()["errcode"] == 40058, bad

@@ -149,6 +149,7 @@ class Checkpointer:
                 if connection is None:
                     connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                     connection.execute("PRAGMA busy_timeout=0")
+                    connection.execute("PRAGMA synchronous=NORMAL")  # as the writers: the log synced, then the file
                 try:
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as exc:  # busy or the file gone: the writers' autocheckpoint remains

@@ -356,6 +356,24 @@ class KfDesk:
         return {"open_kfid": account.open_kfid, "external_userid": customer.external_userid, "msgid": item["msgid"],
                 "send_time": item["send_time"]}
 
+    def customer_messages(self, open_kfid: str = "", messages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Many customers write text at once (a flood, ``POST /_simulator/kf_customer_messages``): each of
+        ``messages`` is ``{"external_userid": "" (a new customer) or an id, "content": "…"}``. Answers
+        the written items as ``kf/sync_msg`` will return them, and a token for the callback about them."""
+        if not isinstance(messages, list) or len(messages) > SYNC_LIMIT_MAX * 10:
+            raise ApiError(INVALID_PARAMETER, f"messages must be a list of at most {SYNC_LIMIT_MAX * 10}")
+        if not all(isinstance(message, dict) for message in messages):
+            raise ApiError(INVALID_PARAMETER, "each message is an object")  # checked before any is written
+        account = self.default_account(open_kfid)
+        start = len(self.state.log.get(account.open_kfid, []))
+        for message in messages:
+            self.customer_message(open_kfid=account.open_kfid, external_userid=str(message.get("external_userid")
+                                                                                  or ""),
+                                  content=str(message.get("content") or ""))
+        with self.corp.lock:
+            items = [dict(item) for item in self.state.log[account.open_kfid][start:]]
+        return {"items": items, **self.callback(account.open_kfid)}
+
     def _content(self, msgtype: str, content: Any) -> dict[str, Any]:
         if isinstance(content, dict):
             return dict(content)

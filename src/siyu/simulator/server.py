@@ -126,8 +126,8 @@ DRIVER_OPERATIONS = ("add_contact", "remove_contact", "edit_contact", "create_gr
                      "scan_join_way",  # customers scan a 群活码 (W:92229)
                      # 微信客服: a customer enters a session or writes (any type), a servicer takes, answers
                      # or ends the session in WeCom's client, any other event; a callback token.
-                     "kf_enter_session", "kf_customer_message", "kf_servicer_take", "kf_servicer_reply",
-                     "kf_end_session", "kf_event", "kf_callback", "kf_overview",
+                     "kf_enter_session", "kf_customer_message", "kf_customer_messages", "kf_servicer_take",
+                     "kf_servicer_reply", "kf_end_session", "kf_event", "kf_callback", "kf_overview",
                      # 会话存档: the corp's public key, private and group chats, a customer's consent, a scenario.
                      "archive_public_key", "archive_chat", "archive_group_message", "archive_agree",
                      "archive_scenario", "archive_overview", "archive_set_key_reuse",
