@@ -422,7 +422,7 @@ def test_many_customers_write_at_once_and_the_items_are_what_sync_msg_returns(ap
     assert [item["external_userid"] for item in again["items"]] == [customers[0]]
     items, _cursor = pull_all(api, again["token"], open_kfid)
     assert items == first["items"] + again["items"]
-    assert [item["text"]["content"] for item in items] == ["活动怎么参加？#0", "活动怎么参加？#1", "活动怎么参加？#2", "发货了吗"]
+    assert [item["text"]["content"] for item in items] == [*(f"活动怎么参加？#{n}" for n in range(3)), "发货了吗"]
     for bad in ("not a list", [1], [{"content": "x"}] * 10_001):
         answer = api.sim.post("/_simulator/kf_customer_messages", json={"open_kfid": open_kfid, "messages": bad})
         assert answer.status_code == 400 and answer.json()["errcode"] == 40058, bad

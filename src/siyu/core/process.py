@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 
-
 # Python's default (700, 10, 10) runs a young-generation pass every 700 net allocations: a page of a
 # flood (1,000 messages, their dicts and rows) is walked dozens of times while alive and promoted to
 # the old generation, whose full passes then walk it again.
