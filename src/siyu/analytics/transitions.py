@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from siyu.analytics import rollups
 from siyu.analytics.models import STAGE_RANKS, StageTransition
-from siyu.core.db import UTCDateTime, among, utcnow
+from siyu.core.db import UTCDateTime, among, insert_records, utcnow
 
 _TABLE = cast(Table, StageTransition.__table__)
 
@@ -46,7 +46,7 @@ def record(session: Session, changes: Iterable[tuple[int, str | None, str]], *, 
             among(session, _TABLE.c.customer_id, ids), _TABLE.c.until.is_(None))) if cid in added]
     connection.execute(update(_TABLE).where(among(session, _TABLE.c.customer_id, ids), _TABLE.c.until.is_(None))
                        .values(until=bindparam("v_until", value=when, type_=UTCDateTime())))
-    connection.execute(insert(_TABLE), [
+    insert_records(session, _TABLE, [
         {"customer_id": customer_id, "from_rank": STAGE_RANKS.get(old) if old else None,
          "to_rank": STAGE_RANKS[new], "at": when, "until": None} for customer_id, old, new in rows])
     rollups.recorded(session, closed=closing, when=when,

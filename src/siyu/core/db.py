@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import Enum
 from functools import lru_cache
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -406,3 +407,66 @@ def update_from_values(session: Session, table: Table, rows: Sequence[Mapping[st
         if returning:
             out += result.all()
     return out
+
+
+def insert_records(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *,
+                   conflict: Sequence[str] = (), returning: Sequence[str] = ()) -> list[Any]:
+    """Many rows into ``table`` in one statement, ``ON CONFLICT (conflict) DO NOTHING`` when given;
+    answers the ``returning`` columns of the rows written (not of the ones the conflict skipped).
+
+    PostgreSQL: ``INSERT … SELECT … FROM json_to_recordset(%s)`` — the rows as one JSON document (the
+    json module's C encoder), one parameter. SQLAlchemy's executemany sends a multi-row VALUES of
+    thousands of placeholders whose text is too long for the driver's cache, so psycopg re-parsed it
+    on every call (most of a flood page's new customers' insert). The columns' Python-side defaults
+    the rows leave out are filled once per call, as SQLAlchemy would fill them. Other databases: the
+    dialect's own INSERT through SQLAlchemy. Every row must have the same keys.
+    """
+    if not rows:
+        return []
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name != "postgresql":
+        statement = dialect_insert(session, table)
+        if conflict:
+            statement = statement.on_conflict_do_nothing(index_elements=list(conflict))
+        if returning:
+            statement = statement.returning(*[table.c[name] for name in returning])
+        result = connection.execute(statement, [dict(row) for row in rows])
+        return list(result.all()) if returning else []
+    given = list(rows[0].keys())
+    defaults: dict[str, Any] = {}
+    for column in table.columns:
+        default = column.default
+        if column.name in given or default is None or column.server_default is not None:
+            continue
+        if getattr(default, "is_scalar", False):
+            defaults[column.name] = default.arg  # type: ignore[attr-defined]
+        elif getattr(default, "is_callable", False):
+            defaults[column.name] = default.arg(None)  # type: ignore[attr-defined]
+    names = given + list(defaults)
+    isoformats: dict[datetime, str] = {}
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, datetime):
+            found = isoformats.get(value)
+            if found is None:
+                aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+                found = isoformats[value] = aware.isoformat()
+            return found
+        return value.value if isinstance(value, Enum) else value
+
+    fixed = {name: plain(value) for name, value in defaults.items()}
+    document = json.dumps([{name: plain(row[name]) for name in given} | fixed for row in rows],
+                          ensure_ascii=False, default=str)  # Decimal as text: json_to_recordset reads it
+    quote = dialect.identifier_preparer.quote
+    record = ", ".join(f"{quote(name)} {table.c[name].type.compile(dialect=dialect)}" for name in names)
+    columns = ", ".join(quote(name) for name in names)
+    # Only the table's own column names and types are put into the text; the rows travel as one bound value.
+    sql = (f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({columns}) "  # noqa: S608
+           f"SELECT {columns} FROM json_to_recordset(%s::json) AS v({record})")
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO NOTHING"
+    if returning:
+        sql += f" RETURNING {', '.join(quote(name) for name in returning)}"
+    result = connection.exec_driver_sql(sql, (document,))
+    return list(result.all()) if returning else []

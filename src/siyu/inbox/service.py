@@ -11,7 +11,6 @@ back — so nobody waits behind an idle agent.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from siyu.core.db import (
     among,
     committed,
     dialect_insert,
+    insert_records,
     missing_ids,
     remember_after_commit,
     update_from_values,
@@ -173,7 +173,8 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     by_key: dict[tuple[str, str], dict[str, Any]] = {(row["source"], row["platform_msgid"]): row for row in rows}
     dialect_name = session.get_bind().dialect.name
     if dialect_name == "postgresql":
-        returned = _insert_records(session, rows)
+        returned = insert_records(session, cast(Table, Message.__table__), rows, conflict=("source", "platform_msgid"),
+                                  returning=("id", "source", "platform_msgid"))
     elif dialect_name == "sqlite":
         returned = _insert_values(session, rows)
     else:
@@ -229,37 +230,6 @@ def on_ingested(responder: Responder) -> Responder:
 
 
 # The message columns ingestion writes, with their PostgreSQL types.
-_RECORD_COLUMNS = (("conversation_id", "integer"), ("source", "text"), ("platform_msgid", "text"),
-                   ("direction", "text"), ("msg_type", "text"), ("sender", "text"), ("text", "text"),
-                   ("payload", "json"), ("sent_at", "timestamptz"), ("received_at", "timestamptz"),
-                   ("status", "text"), ("error", "text"), ("automatic", "boolean"), ("internal", "boolean"))
-
-
-def _insert_records(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
-    """PostgreSQL: the batch as one JSON document, ``INSERT … SELECT FROM json_to_recordset(…) ON CONFLICT
-    DO NOTHING RETURNING`` — one parameter, serialised by the json module's C encoder. (A multi-row
-    VALUES of 1,000 rows has 14,000 placeholders that the driver parses on every call; one array per
-    column, which came next, had the driver escape every element in Python — most of a page's insert.)
-    Dates travel as ISO 8601 with their offset, each distinct one formatted once."""
-    names = [name for name, _kind in _RECORD_COLUMNS]
-    dates: dict[datetime, str] = {}
-
-    def iso(value: datetime) -> str:
-        found = dates.get(value)
-        if found is None:
-            found = dates[value] = value.isoformat()
-        return found
-
-    document = json.dumps([{**row, "sent_at": iso(row["sent_at"]), "received_at": iso(row["received_at"])}
-                           for row in rows], ensure_ascii=False)
-    record = ", ".join(f"{name} {kind}" for name, kind in _RECORD_COLUMNS)
-    # Only the fixed column names and types above and one placeholder are put into the text; values are bound.
-    sql = (f"INSERT INTO message ({', '.join(names)}) SELECT {', '.join(names)} "  # noqa: S608
-           f"FROM json_to_recordset(%s::json) AS t({record}) "
-           "ON CONFLICT (source, platform_msgid) DO NOTHING RETURNING id, source, platform_msgid")
-    return list(session.connection().exec_driver_sql(sql, (document,)).all())
-
-
 # SQLite: the message columns bound per row; the rest are the same for every row of a batch.
 _VALUES_COLUMNS = ("conversation_id", "source", "platform_msgid", "direction", "msg_type", "sender", "text",
                    "payload", "sent_at", "status")
@@ -396,10 +366,8 @@ def _record_customer_days(session: Session, inserted: Sequence[Any], *, people: 
                 for key, (row, (customer_id, account_id)) in first.items() if key not in existing]
     if not new_rows:
         return
-    table = cast(Table, Touch.__table__)
-    written = session.connection().execute(
-        _insert(session, Touch).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(
-            table.c.customer_id, table.c.occurred_at), new_rows).all()
+    written = insert_records(session, cast(Table, Touch.__table__), new_rows, conflict=("dedupe_key",),
+                             returning=("customer_id", "occurred_at"))
     contacts: dict[int, int] = defaultdict(int)
     latest: dict[int, datetime] = {}
     for customer_id, occurred_at in written:
@@ -459,9 +427,9 @@ def _ensure_conversations(session: Session, keyed: list[tuple[InboundMessage, st
     if missing:
         # Another worker may create the same conversation at the same moment: the key decides, and the
         # ones it created (not returned here) are read back.
-        found.update({str(key): int(cid) for cid, key in session.connection().execute(
-            _insert(session, Conversation).on_conflict_do_nothing(index_elements=["key"])
-            .returning(columns.id, columns.key), list(missing.values()))})
+        found.update({str(key): int(cid) for cid, key in insert_records(
+            session, cast(Table, Conversation.__table__), list(missing.values()), conflict=("key",),
+            returning=("id", "key"))})
         raced = sorted(key for key in missing if key not in found)
         if raced:
             found.update({key: cid for key, cid in session.connection().execute(

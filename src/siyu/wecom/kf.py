@@ -39,7 +39,7 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session, object_session
 
 from siyu.accounts.models import Account, AccountKind
-from siyu.core.db import among, committed, dialect_insert, remember_after_commit, utcnow
+from siyu.core.db import among, committed, dialect_insert, insert_records, remember_after_commit, utcnow
 from siyu.core.errors import Invalid
 from siyu.core.i18n import N_, _
 from siyu.customers.models import Customer
@@ -321,10 +321,8 @@ def resolve_customers(session: Session, external_userids: Iterable[str],
             rows.append({"name": str(profile.get("nickname") or unnamed(ext))[:128], "wecom_external_userid": ext,
                          "avatar_url": str(profile.get("avatar") or "")[:512], "source": SOURCE,
                          "unionid": str(profile.get("unionid") or "")[:64] or None, "created_at": now})
-        table = Customer.__table__
-        created = session.execute(
-            dialect_insert(session, table).on_conflict_do_nothing(index_elements=["wecom_external_userid"])
-            .returning(table.c.id, table.c.wecom_external_userid), rows).all()
+        created = insert_records(session, cast(Table, Customer.__table__), rows, conflict=("wecom_external_userid",),
+                                 returning=("id", "wecom_external_userid"))
         known.update({str(ext): int(cid) for cid, ext in created})
         search.mark_dirty(session, [int(cid) for cid, _ext in created])
         if len(known) < len(ids):  # created by another worker meanwhile
