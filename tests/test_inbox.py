@@ -551,3 +551,12 @@ def test_customer_days_stay_cheap_at_flood_scale(db: Session, make: Any) -> None
     assert db.scalar(select(func.count()).select_from(Touch).where(Touch.dedupe_key.is_not(None))) == 1000
     assert set(db.scalars(select(Customer.contact_count).where(Customer.id.in_(customers)))) == {1}
     assert len(statements) < 120, len(statements)  # set-based: never a statement per message or customer
+
+
+def test_on_postgresql_conversations_keep_room_for_their_updates_on_the_same_page(db: Session) -> None:
+    from sqlalchemy import text as sql
+
+    if db.get_bind().dialect.name != "postgresql":
+        pytest.skip("fillfactor is PostgreSQL's (SQLite rewrites the row in place)")
+    options = db.execute(sql("SELECT reloptions FROM pg_class WHERE relname = 'conversation'")).scalar_one()
+    assert "fillfactor=70" in (options or [])
