@@ -5,7 +5,7 @@ too small is a clear refusal before anything is created — the dry run shows it
 from __future__ import annotations
 
 import html
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from siyu.campaigns.models import Campaign, CampaignRecipient, CampaignTask, Rec
 from siyu.campaigns.schemas import CampaignEdit, CampaignIn
 from siyu.core.db import utcnow
 from siyu.core.errors import Invalid
+from siyu.core.settings import local_today
 from siyu.core.viewer import SYSTEM
 from siyu.coupons import service as coupons_service
 from siyu.coupons.models import CouponBatchCode
@@ -38,8 +39,8 @@ from tests.test_wecom_connector import MEMBER, Simulator, sim  # noqa: F401  (th
 
 def batch(db: Session, codes: int, name: str = "春茶 20 元券") -> Any:
     made = coupons_service.create_batch(db, viewer=SYSTEM, data=BatchIn(
-        name=name, amount=Decimal("20"), valid_from=date.today() - timedelta(days=1),
-        valid_until=date.today() + timedelta(days=30), generate=codes))
+        name=name, amount=Decimal("20"), valid_from=local_today() - timedelta(days=1),
+        valid_until=local_today() + timedelta(days=30), generate=codes))
     db.commit()
     return made
 
