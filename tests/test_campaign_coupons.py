@@ -409,3 +409,47 @@ def test_a_task_list_that_carried_the_code_keeps_it_on_cancel_and_another_campai
     db.commit()
     # Neither campaign reached the other two: theirs go back; the one the first delivered stays.
     assert held(db, other.id) == {people[0].id: codes[people[0].id]}
+
+
+def test_a_stop_wecom_refuses_leaves_the_customers_unknown_and_their_codes_kept(
+        db: Session, make: Any, admin: Any, sim: Simulator) -> None:  # noqa: F811
+    account = make.account(wecom_userid=MEMBER)
+    people = wecom_customers(db, make, account, [sim.new_contact() for _n in range(2)])
+    coupon = batch(db, codes=5)
+    sim.corp.auto_confirm_mass_send = False
+    campaign, _plan = service.create_campaign(db, data=CampaignIn(
+        name="停不下", segment_id=segment_of(db, admin, account), text="券已到账", coupon_batch_id=coupon.id),
+        viewer=viewer_of(admin))
+    db.commit()
+    assert campaign is not None
+    drawn = held(db, coupon.id)
+    sim.fault(path="externalcontact/cancel_groupmsg_send", errcode=48002, times=1)
+    api = client_for(db, policy=RetryPolicy(attempts=1))
+    assert service.cancel(db, campaign_id=campaign.id, viewer=viewer_of(admin), api=api) == 0
+    db.commit()
+    statuses = set(db.scalars(select(CampaignRecipient.status).where(CampaignRecipient.campaign_id == campaign.id)))
+    assert statuses == {RecipientStatus.unknown.value}  # the member may still send it
+    assert held(db, coupon.id) == drawn and all(released_touches(db, p.id) == [] for p in people)
+
+
+def test_a_code_taken_back_skips_its_open_expiry_reminder(db: Session, make: Any, admin: Any) -> None:
+    account = make.account(kind="personal", wecom_userid=None)
+    customer = make.customer(account)
+    coupon = coupons_service.create_batch(db, viewer=SYSTEM, data=BatchIn(
+        name="临期券", amount=Decimal("5"), valid_from=local_today() - timedelta(days=1),
+        valid_until=local_today() + timedelta(days=2), remind_days=3, generate=2))
+    db.commit()
+    campaign, _plan = service.create_campaign(db, data=CampaignIn(
+        name="临期提醒", segment_id=segment_of(db, admin, account), text="临期券已到账", coupon_batch_id=coupon.id,
+        scheduled_at=utcnow() + timedelta(hours=6)), viewer=viewer_of(admin))
+    db.commit()
+    assert campaign is not None and coupons_service.remind_expiring(db) == 1
+    db.commit()
+    service.cancel(db, campaign_id=campaign.id, viewer=viewer_of(admin))
+    db.commit()
+    reminder = db.scalars(select(Task).where(Task.kind == TaskKind.coupon_expiry.value,
+                                             Task.customer_id == customer.id)).one()
+    assert reminder.status == TaskStatus.skipped.value and held(db, coupon.id) == {}
+    code = db.scalars(select(CouponBatchCode).where(CouponBatchCode.batch_id == coupon.id,
+                                                    CouponBatchCode.code == released_touches(db, customer.id)[0])).one()
+    assert code.reminded_on is None and code.issued_via == "" and code.claimed_at is None  # drawn afresh later
