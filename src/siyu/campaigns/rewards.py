@@ -16,11 +16,12 @@ customers (W:92135), so a copy naming ``{券码}`` is refused for customers sent
 customers still get their code on their timeline, redeemable by an order naming it.
 
 A code goes back to the pool (``release_undelivered`` → ``coupons.service.release``) when Siyu knows
-the message never reached its customer: cancelled before its task was created, stopped in WeCom
-(``cancel_groupmsg_send``) with the results read after the stop saying the member had not sent it,
-refused by WeCom (the task failed, or the customer was not the member's contact), or not sent by
-WeCom (not a contact, the receive limit). It stays when the customer may have seen it: delivered,
-still waiting, unknown (WeCom's answer was lost), redeemed, drawn by anything but a campaign, or
+the message never reached its customer: cancelled before its task was created (or, on a personal
+account, before the operator ticked it off), stopped in WeCom (``cancel_groupmsg_send``) with the
+results read right after the stop saying the member had not sent it, refused by WeCom (the task
+failed, or the customer was not the member's contact), or not sent by WeCom (not a contact, the
+receive limit). It stays when the customer may have seen it: delivered, still waiting, unknown
+(WeCom's answer was lost, or it could not confirm a stop), redeemed, drawn by anything but a campaign, or
 named in another campaign of the batch that did not fail for them — and when a personal account's
 task list carried the code ({券码}) to the operator before the cancel, since a message sent by hand
 and not ticked off cannot be told from one never sent. It is worked out from the rows alone, so a
