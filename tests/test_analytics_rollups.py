@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from siyu.analytics import rollups, segment_rollups, service, transitions
 from siyu.analytics.models import SegmentRollup
+from siyu.core.settings import local_today
 from siyu.core.viewer import SYSTEM
 from tests.conftest import Factory
 from tests.test_analytics import HAND_COHORTS, _added, _hand_funnel, local
@@ -160,7 +161,7 @@ def test_a_kept_segment_funnel_is_not_read_after_a_merge_a_backdated_add_or_a_ch
     db.commit()
     assert kept()
     # today is after the counts were taken: read live
-    assert service.funnel(db, viewer=SYSTEM, day=date.today() + timedelta(days=1), scope=scope).as_of is None
+    assert service.funnel(db, viewer=SYSTEM, day=local_today() + timedelta(days=1), scope=scope).as_of is None
     record = merge.merge_customers(db, target_id=made[0].id, source_ids=[made[1].id], choices={}, viewer=SYSTEM)
     db.commit()
     assert not kept()

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from siyu.core.db import utcnow
+from siyu.core.settings import local_today
 from siyu.core.viewer import SYSTEM
 from siyu.team import audit_labels
 from siyu.team import service as team_service
@@ -159,7 +160,7 @@ def test_the_page_filters_by_actor_kind_action_and_dates_and_pages_with_the_filt
     assert "门店海报" in " ".join(mine) and "管理员的渠道" not in " ".join(mine)
     only_channels = " ".join(names(f"/audit?user_id={operator.id}&entity_type=channel&action=update"))
     assert "门店海报" in only_channels and "导出甲" not in only_channels and "十天前的渠道" in only_channels
-    today = (utcnow() + timedelta(hours=8)).date()
+    today = local_today()
     recent = " ".join(names(f"/audit?user_id={operator.id}&entity_type=channel&since={today - timedelta(days=3)}"))
     assert "门店海报" in recent and "十天前的渠道" not in recent
     old = " ".join(names(f"/audit?entity_type=channel&until={today - timedelta(days=5)}"))

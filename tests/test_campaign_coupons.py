@@ -4,7 +4,8 @@ too small is a clear refusal before anything is created — the dry run shows it
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+import html
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -14,27 +15,32 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.campaigns import rewards, service
-from siyu.campaigns.models import Campaign, CampaignRecipient, CampaignTask, RecipientGroup
+from siyu.campaigns.models import Campaign, CampaignRecipient, CampaignTask, RecipientGroup, RecipientStatus
 from siyu.campaigns.schemas import CampaignEdit, CampaignIn
 from siyu.core.db import utcnow
 from siyu.core.errors import Invalid
+from siyu.core.settings import local_today
 from siyu.core.viewer import SYSTEM
 from siyu.coupons import service as coupons_service
 from siyu.coupons.models import CouponBatchCode
 from siyu.coupons.schemas import BatchIn
 from siyu.customers.models import Touch
-from siyu.maintenance.models import Task, TaskKind
+from siyu.maintenance.models import Task, TaskKind, TaskStatus
+from siyu.orders import service as orders_service
 from siyu.sends import service as sends
 from siyu.sends.models import QuotaMode, SendLedgerEntry, SendSource
+from siyu.team.models import AuditEntry
+from siyu.wecom.client import RetryPolicy, client_for
 from tests.conftest import viewer_of
-from tests.test_campaigns import segment_of
+from tests.test_campaigns import segment_of, wecom_customers
 from tests.test_pages import Console
+from tests.test_wecom_connector import MEMBER, Simulator, sim  # noqa: F401  (the simulator fixture)
 
 
 def batch(db: Session, codes: int, name: str = "春茶 20 元券") -> Any:
     made = coupons_service.create_batch(db, viewer=SYSTEM, data=BatchIn(
-        name=name, amount=Decimal("20"), valid_from=date.today() - timedelta(days=1),
-        valid_until=date.today() + timedelta(days=30), generate=codes))
+        name=name, amount=Decimal("20"), valid_from=local_today() - timedelta(days=1),
+        valid_until=local_today() + timedelta(days=30), generate=codes))
     db.commit()
     return made
 
@@ -231,3 +237,219 @@ def test_over_quota_customers_are_not_counted_against_the_pool_and_get_no_code(
     sent = client.post("/api/v1/campaigns", headers=admin_headers, json=body)
     assert sent.status_code == 200, sent.text
     assert set(held(db, coupon.id)) == set(ids[4:])
+
+
+# ---------------------------------------------------------------- codes of customers the message never reached
+
+
+def released_touches(db: Session, customer_id: int) -> list[str]:
+    return [str((t.details or {}).get("code")) for t in db.scalars(select(Touch).where(
+        Touch.customer_id == customer_id).order_by(Touch.id)) if (t.details or {}).get("event") == "coupon_released"]
+
+
+def test_cancelling_a_scheduled_campaign_gives_its_codes_back_to_the_pool_once(
+        client: TestClient, db: Session, make: Any, admin: Any, admin_headers: dict[str, str]) -> None:
+    account = make.account(kind="personal", wecom_userid=None)
+    people = [make.customer(account) for _n in range(4)]
+    coupon = batch(db, codes=5)
+    earlier = coupons_service.issue(db, coupon.id, [people[0].id], via="manual").codes  # held before the send
+    db.commit()
+    made = client.post("/api/v1/campaigns", headers=admin_headers, json={
+        "name": "周末券", "segment_id": segment_of(db, admin, account), "text": "周末见 {券码}",
+        "coupon_batch_id": coupon.id, "scheduled_at": (utcnow() + timedelta(hours=5)).isoformat()})
+    assert made.status_code == 200, made.text
+    campaign_id = int(made.json()["id"])
+    drawn = held(db, coupon.id)
+    assert len(drawn) == 4 and drawn[people[0].id] == earlier[people[0].id]
+    assert client.get(f"/api/v1/coupons/{coupon.id}", headers=admin_headers).json()["drawn"] == 4
+
+    stopped = client.post(f"/api/v1/campaigns/{campaign_id}/cancel", headers=admin_headers)
+    assert stopped.status_code == 200 and stopped.json() == {"stopped": 4}
+    db.expire_all()
+    # The three codes the campaign drew are back in the pool; the one held before it stays with its customer.
+    assert held(db, coupon.id) == {people[0].id: earlier[people[0].id]}
+    assert client.get(f"/api/v1/coupons/{coupon.id}", headers=admin_headers).json()["drawn"] == 1
+    for person in people[1:]:
+        assert released_touches(db, person.id) == [drawn[person.id]]
+    assert released_touches(db, people[0].id) == []
+    page = Console(client).login(admin).get(f"/customers/{people[1].id}")
+    assert "优惠券已收回" in page.text and drawn[people[1].id] in page.text and "周末券" in page.text
+    audits = db.scalars(select(AuditEntry).where(AuditEntry.entity_type == "coupon_batch",
+                                               AuditEntry.action == "release")).all()
+    assert [(a.summary, (a.after or {}).get("released")) for a in audits] == [(f"campaign:{campaign_id}", 3)]
+
+    # A retried job (or a second cancel) takes nothing back twice.
+    assert rewards.release_undelivered(db, campaign_id=campaign_id, viewer=SYSTEM) == 0
+    assert service.cancel(db, campaign_id=campaign_id, viewer=viewer_of(admin)) == 0
+    db.commit()
+    assert sum(len(released_touches(db, p.id)) for p in people) == 3
+    # The pool hands the codes out again.
+    again = coupons_service.issue(db, coupon.id, [p.id for p in people[1:]], via="manual")
+    assert again.issued == 3 and again.short == []
+
+
+def test_stopping_a_wecom_send_keeps_the_codes_of_customers_the_member_already_sent_to(
+        client: TestClient, db: Session, make: Any, admin: Any, sim: Simulator) -> None:  # noqa: F811
+    sent_first = make.account(wecom_userid=MEMBER)
+    waited = make.account(wecom_userid="shanye.xiaoye02")
+    got_it = wecom_customers(db, make, sent_first, [sim.new_contact() for _n in range(2)])
+    never = wecom_customers(db, make, waited, [sim.new_contact("shanye.xiaoye02") for _n in range(2)])
+    coupon = batch(db, codes=10)
+    sim.corp.auto_confirm_mass_send = False
+    campaign, _plan = service.create_campaign(db, data=CampaignIn(
+        name="冬茶券", segment_id=segment_of(db, admin, sent_first, waited), text="冬茶券已放入您的账户",
+        coupon_batch_id=coupon.id), viewer=viewer_of(admin))
+    db.commit()  # the send job creates the WeCom tasks on commit
+    assert campaign is not None
+    drawn = held(db, coupon.id)
+    assert set(drawn) == {c.id for c in got_it + never}
+    task = next(t for t in service.tasks_of(db, campaign.id) if t.account_id == sent_first.id)
+    sim.control("POST", "confirm_mass_send", {"msgid": task.msgid, "userid": MEMBER})  # sent before the stop
+
+    console = Console(client).login(admin)
+    stopped = console.post(f"/campaigns/{campaign.id}/cancel", {})
+    assert stopped.status_code == 303, stopped.text
+    db.expire_all()
+    statuses = dict(db.execute(select(CampaignRecipient.customer_id, CampaignRecipient.status).where(
+        CampaignRecipient.campaign_id == campaign.id)).tuples().all())
+    assert {statuses[c.id] for c in got_it} == {RecipientStatus.delivered.value}
+    assert {statuses[c.id] for c in never} == {RecipientStatus.cancelled.value}
+    assert held(db, coupon.id) == {c.id: drawn[c.id] for c in got_it}  # delivered: kept
+    assert all(sim.received(c.wecom_external_userid) == [] for c in never)
+    assert "2" in html.unescape(console.get(stopped.headers["location"]).text)
+
+
+def test_a_failed_delivery_gives_the_code_back_a_delivered_or_redeemed_one_is_kept(
+        db: Session, make: Any, admin: Any, sim: Simulator) -> None:  # noqa: F811
+    account = make.account(wecom_userid=MEMBER)
+    people = wecom_customers(db, make, account, [sim.new_contact() for _n in range(4)])
+    stranger = wecom_customers(db, make, account, ["wmNOTACONTACT"])[0]  # WeCom's fail_list: never sent to
+    coupon = batch(db, codes=10)
+    sim.corp.auto_confirm_mass_send = False
+    campaign, _plan = service.create_campaign(db, data=CampaignIn(
+        name="龙井券", segment_id=segment_of(db, admin, account), text="龙井券已到账", coupon_batch_id=coupon.id),
+        viewer=viewer_of(admin))
+    db.commit()
+    assert campaign is not None
+    issued = {int(t.customer_id): str((t.details or {}).get("code")) for t in db.scalars(select(Touch))
+              if (t.details or {}).get("event") == "coupon_issued"}
+    assert set(issued) == {c.id for c in [*people, stranger]}  # drawn when the send was recorded
+    drawn = held(db, coupon.id)
+    assert drawn == {c.id: issued[c.id] for c in people}  # refused by WeCom when the task was created: back
+    assert released_touches(db, stranger.id) == [issued[stranger.id]]
+    # Two customers delete the member before the member sends: WeCom answers status 2 for them.
+    gone, redeemed = people[0], people[1]
+    for person in (gone, redeemed):
+        sim.corp.remove_contact(MEMBER, person.wecom_external_userid)
+    orders_service.upsert_orders(db, viewer=SYSTEM, via="test", orders=[orders_service.OrderData(
+        source="shop", order_no="R-1", paid_at=utcnow(), amount=Decimal("79"), coupon_code=drawn[redeemed.id],
+        buyer=orders_service.Buyer(customer_id=redeemed.id))])
+    db.commit()
+    task = service.tasks_of(db, campaign.id)[0]
+    sim.control("POST", "confirm_mass_send", {"msgid": task.msgid, "userid": MEMBER})
+    api = client_for(db, policy=RetryPolicy(attempts=1))
+    service.read_results(db, campaign.id, api=api)
+    db.commit()
+    statuses = dict(db.execute(select(CampaignRecipient.customer_id, CampaignRecipient.status).where(
+        CampaignRecipient.campaign_id == campaign.id)).tuples().all())
+    assert statuses[gone.id] == statuses[redeemed.id] == RecipientStatus.not_friend.value
+    assert held(db, coupon.id) == {c.id: drawn[c.id] for c in people[1:]}  # delivered and redeemed: kept
+    assert released_touches(db, gone.id) == [drawn[gone.id]]
+    service.read_results(db, campaign.id, api=api)  # the results job every minute: nothing taken back twice
+    db.commit()
+    assert released_touches(db, gone.id) == [drawn[gone.id]] and len(held(db, coupon.id)) == 3
+
+
+def test_a_task_list_that_carried_the_code_keeps_it_on_cancel_and_another_campaigns_delivery_keeps_it(
+        db: Session, make: Any, admin: Any) -> None:
+    phone = make.account(kind="personal", wecom_userid=None)
+    for _n in range(2):
+        make.customer(phone)
+    coupon = batch(db, codes=10)
+    named, _plan = service.create_campaign(db, data=CampaignIn(
+        name="券码群发", segment_id=segment_of(db, admin, phone), text="您的券码 {券码}", coupon_batch_id=coupon.id),
+        viewer=viewer_of(admin))
+    db.commit()  # the operator's task list names each code
+    assert named is not None
+    drawn = held(db, coupon.id)
+    assert len(drawn) == 2
+    service.cancel(db, campaign_id=named.id, viewer=viewer_of(admin))
+    db.commit()
+    assert held(db, coupon.id) == drawn  # the operator had the code in hand: it may have been sent by hand
+
+    account = make.account(kind="personal", wecom_userid=None)
+    people = [make.customer(account) for _n in range(3)]
+    segment_id = segment_of(db, admin, account)
+
+    other = batch(db, codes=10, name="秋茶券")
+    first, _plan = service.create_campaign(db, data=CampaignIn(
+        name="秋茶", segment_id=segment_id, text="秋茶券已放入您的账户", coupon_batch_id=other.id),
+        viewer=viewer_of(admin))
+    db.commit()
+    assert first is not None
+    codes = held(db, other.id)
+    done = db.scalars(select(Task).where(Task.kind == TaskKind.campaign.value, Task.ref_id == first.id,
+                                         Task.customer_id == people[0].id)).one()
+    done.status, done.finished_at = TaskStatus.done.value, utcnow()  # the operator sent it and ticked it off
+    db.commit()
+    second, _plan = service.create_campaign(db, data=CampaignIn(
+        name="秋茶二", segment_id=segment_id, text="别忘了秋茶券", coupon_batch_id=other.id,
+        scheduled_at=utcnow() + timedelta(hours=4)), viewer=viewer_of(admin))
+    db.commit()
+    assert second is not None
+    service.cancel(db, campaign_id=first.id, viewer=viewer_of(admin))  # ticked off: delivered; the rest stopped
+    db.commit()
+    statuses = dict(db.execute(select(CampaignRecipient.customer_id, CampaignRecipient.status).where(
+        CampaignRecipient.campaign_id == first.id)).tuples().all())
+    assert statuses == {people[0].id: RecipientStatus.delivered.value, people[1].id: RecipientStatus.cancelled.value,
+                        people[2].id: RecipientStatus.cancelled.value}
+    # Still to go out in the second campaign (its customers will read about the coupon): nobody's goes back yet.
+    assert held(db, other.id) == codes
+    service.cancel(db, campaign_id=second.id, viewer=viewer_of(admin))
+    db.commit()
+    # Neither campaign reached the other two: theirs go back; the one the first delivered stays.
+    assert held(db, other.id) == {people[0].id: codes[people[0].id]}
+
+
+def test_a_stop_wecom_refuses_leaves_the_customers_unknown_and_their_codes_kept(
+        db: Session, make: Any, admin: Any, sim: Simulator) -> None:  # noqa: F811
+    account = make.account(wecom_userid=MEMBER)
+    people = wecom_customers(db, make, account, [sim.new_contact() for _n in range(2)])
+    coupon = batch(db, codes=5)
+    sim.corp.auto_confirm_mass_send = False
+    campaign, _plan = service.create_campaign(db, data=CampaignIn(
+        name="停不下", segment_id=segment_of(db, admin, account), text="券已到账", coupon_batch_id=coupon.id),
+        viewer=viewer_of(admin))
+    db.commit()
+    assert campaign is not None
+    drawn = held(db, coupon.id)
+    sim.fault(path="externalcontact/cancel_groupmsg_send", errcode=48002, times=1)
+    api = client_for(db, policy=RetryPolicy(attempts=1))
+    assert service.cancel(db, campaign_id=campaign.id, viewer=viewer_of(admin), api=api) == 0
+    db.commit()
+    statuses = set(db.scalars(select(CampaignRecipient.status).where(CampaignRecipient.campaign_id == campaign.id)))
+    assert statuses == {RecipientStatus.unknown.value}  # the member may still send it
+    assert held(db, coupon.id) == drawn and all(released_touches(db, p.id) == [] for p in people)
+
+
+def test_a_code_taken_back_skips_its_open_expiry_reminder(db: Session, make: Any, admin: Any) -> None:
+    account = make.account(kind="personal", wecom_userid=None)
+    customer = make.customer(account)
+    coupon = coupons_service.create_batch(db, viewer=SYSTEM, data=BatchIn(
+        name="临期券", amount=Decimal("5"), valid_from=local_today() - timedelta(days=1),
+        valid_until=local_today() + timedelta(days=2), remind_days=3, generate=2))
+    db.commit()
+    campaign, _plan = service.create_campaign(db, data=CampaignIn(
+        name="临期提醒", segment_id=segment_of(db, admin, account), text="临期券已到账", coupon_batch_id=coupon.id,
+        scheduled_at=utcnow() + timedelta(hours=6)), viewer=viewer_of(admin))
+    db.commit()
+    assert campaign is not None and coupons_service.remind_expiring(db) == 1
+    db.commit()
+    service.cancel(db, campaign_id=campaign.id, viewer=viewer_of(admin))
+    db.commit()
+    reminder = db.scalars(select(Task).where(Task.kind == TaskKind.coupon_expiry.value,
+                                             Task.customer_id == customer.id)).one()
+    assert reminder.status == TaskStatus.skipped.value and held(db, coupon.id) == {}
+    code = db.scalars(select(CouponBatchCode).where(CouponBatchCode.batch_id == coupon.id,
+                                                    CouponBatchCode.code == released_touches(db, customer.id)[0])).one()
+    assert code.reminded_on is None and code.issued_via == "" and code.claimed_at is None  # drawn afresh later

@@ -17,6 +17,7 @@ from siyu.channels.service import ChannelIn
 from siyu.core import db as core_db
 from siyu.core.db import utcnow
 from siyu.core.errors import Invalid
+from siyu.core.settings import local_today
 from siyu.core.viewer import SYSTEM
 from siyu.customers.models import Touch
 from siyu.customers.schemas import TouchIn
@@ -133,7 +134,7 @@ def test_report_counts_adds_deletions_retention_revenue_and_cost(db: Session, ma
     service.on_friend_added(db, customer_id=make.customer(account).id, account_id=account.id, state=ad.key)
     db.commit()
     assert db.scalar(select(func.sum(PromoterReward.amount))) == Decimal("15")
-    figures = service.report(db, since=date.today() - timedelta(days=60), until=date.today() + timedelta(days=1))
+    figures = service.report(db, since=local_today() - timedelta(days=60), until=local_today() + timedelta(days=1))
     row = figures[ch.id]
     assert (row.adds, row.deletions, row.net) == (3, 1, 2)
     assert row.retained_7 == pytest.approx(2 / 3, abs=0.001) and row.retained_30 == pytest.approx(2 / 3, abs=0.001)

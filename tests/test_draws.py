@@ -4,7 +4,7 @@ anyone can recompute, winners told through tasks, coupon prizes from a coupon ba
 from __future__ import annotations
 
 import hashlib
-from datetime import date, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.core.errors import Invalid
+from siyu.core.settings import local_today
 from siyu.core.viewer import SYSTEM
 from siyu.coupons import service as coupons_service
 from siyu.coupons.schemas import BatchIn
@@ -26,8 +27,8 @@ from tests.test_coupons import segment_of
 
 def draw(db: Session, account: Any, *, coupon_stock: int = 3, **overrides: Any) -> Any:
     coupons = coupons_service.create_batch(db, viewer=SYSTEM, data=BatchIn(
-        name="粉丝节 20 元券", amount=Decimal("20"), valid_from=date.today(),
-        valid_until=date.today() + timedelta(days=30), generate=50))
+        name="粉丝节 20 元券", amount=Decimal("20"), valid_from=local_today(),
+        valid_until=local_today() + timedelta(days=30), generate=50))
     data = {"name": "粉丝节抽奖", "segment_id": segment_of(db, account).id,
             "prizes": [PrizeIn(name="紫砂壶", stock=1, odds=Decimal("10")),
                        PrizeIn(name="20 元券", coupon_batch_id=coupons.id, stock=coupon_stock, odds=Decimal("60"))]}

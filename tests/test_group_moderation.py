@@ -201,6 +201,9 @@ def test_a_blacklisted_customer_joining_another_group_is_refused_at_intake_and_f
     check = client.post("/api/v1/group-blacklist/check", json={"userids": ["wmspammer", "wmquiet"]},
                         headers=admin_headers)
     assert check.status_code == 200 and check.json() == {"refused": ["wmspammer"]}
+    entry = db.scalars(select(BlacklistEntry).where(BlacklistEntry.userid == "wmspammer")).one()
+    entry.created_at = datetime(2026, 12, 4, 17, 30, tzinfo=UTC)  # 5 December, 01:30 in Asia/Shanghai
+    db.commit()
     other_owner = make.account(display_name="洛阳中心", wecom_userid="ly.owner")
     other = Room(db, other_owner, "wrROOM02", members=[("wmquiet", "老王+郑州+教师")])
     detail = {"chat_id": "wrROOM02", "name": other.group.name, "owner": "ly.owner",
@@ -211,6 +214,8 @@ def test_a_blacklisted_customer_joining_another_group_is_refused_at_intake_and_f
     run(db)
     flagged = [f for f in findings(db) if f.rule_kind == "blacklist_join"]
     assert len(flagged) == 1 and flagged[0].group_chat_id == other.group.id
+    said = " ".join(str(e.get("text", "")) for e in flagged[0].evidence)
+    assert "2026-12-05" in said and "2026-12-04" not in said  # the local day it was blacklisted
     task = db.get(Task, flagged[0].task_id)
     assert task is not None and task.kind == "group_flag" and task.account_id == other_owner.id
     run(db)  # the job again: no second flag

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import httpx
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from siyu.core import storage
 from siyu.core.db import transaction, utcnow
 from siyu.core.errors import Invalid, NotFound
-from siyu.core.settings import get_settings, local_today
+from siyu.core.settings import get_settings, local_today, local_zone
 from siyu.core.viewer import SYSTEM
 from siyu.customers.models import Tag, Touch, TouchKind
 from siyu.maintenance import service as maintenance_service
@@ -211,7 +211,8 @@ def test_a_wecom_post_is_published_and_likes_reach_timelines_exactly_once(db: Se
     page = console.get(f"/moments/{post.id}")
     assert customers[first].name in page.text and customers[second].name in page.text
     assert f'<div class="h2 m-0">{post.likes}</div>' in page.text
-    week = console.get(f"/moments?day={post.scheduled_at.date().isoformat()}" if post.scheduled_at else "/moments")
+    week = console.get(f"/moments?day={post.scheduled_at.astimezone(local_zone()).date().isoformat()}"
+                       if post.scheduled_at else "/moments")
     assert f"触达 {post.reach} · 赞 {post.likes} · 评论 {post.comments}" in week.text
     timeline = console.get(f"/customers/{customers[first].id}")
     assert "点赞了我们的朋友圈：周一上新：明前龙井到店" in timeline.text
@@ -278,7 +279,7 @@ def test_a_personal_post_becomes_the_operators_task_and_is_marked_posted(db: Ses
     operator = make.user("operator", accounts=[account])
     account.owner_user_id = operator.id
     db.commit()
-    at = datetime.combine(local_today(), datetime.min.time()).astimezone() + timedelta(days=1, hours=10)
+    at = datetime.combine(local_today() + timedelta(days=1), time(10), tzinfo=local_zone())  # tomorrow 10:00 local
     post = service.create_post(db, data=PostIn(account_id=account.id, module="personal", text="今天在茶园采茶",
                                                scheduled_at=at), uploads=png(3), viewer=viewer_of(operator))
     db.commit()
@@ -330,7 +331,7 @@ def test_an_operator_cannot_open_another_accounts_posts(client: Any, db: Session
 def test_the_calendar_shows_a_week_and_a_month(client: Any, db: Session, make: Any, admin: Any) -> None:
     account = make.account()
     column = service.create_column(db, data=ColumnIn(name="周一上新", module="product"), viewer=viewer_of(admin))
-    at = utcnow() + timedelta(days=2)
+    at = (utcnow() + timedelta(days=2)).astimezone(local_zone())  # the calendar's days are local days
     service.create_post(db, data=PostIn(account_id=account.id, column_id=column.id, text="<b>新茶</b>到店",
                                         scheduled_at=at), viewer=SYSTEM)
     service.create_post(db, data=PostIn(account_id=account.id, module="user", text="草稿：客户晒单"), viewer=SYSTEM)
@@ -351,7 +352,7 @@ def test_the_console_form_plans_a_post_with_images(client: Any, db: Session, mak
     page = client.get("/moments/new")
     assert page.status_code == 200 and 'name="images"' in page.text
     token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
-    when = (datetime.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    when = (datetime.now(local_zone()) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")  # a local time
     files = [("images", (f"{i}.png", PNG, "image/png")) for i in range(10)]
     refused = client.post("/moments/new", data={"csrf_token": token, "account_id": str(account.id), "module": "product",
                                                 "text": "十张图", "scheduled_at": when}, files=files)

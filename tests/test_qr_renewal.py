@@ -4,7 +4,7 @@ closed when the operator uploads the new QR code on the account's QR page."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -139,4 +139,4 @@ def test_another_operator_cannot_open_the_qr_page_of_an_account_not_theirs(
     stranger = make.user(accounts=[make.account()])
     console = Console(client).login(stranger)
     assert console.get(f"/accounts/{account.id}/qr").status_code == 404
-    assert console.post(f"/accounts/{account.id}/qr", {"qr_expires_on": date.today().isoformat()}).status_code == 404
+    assert console.post(f"/accounts/{account.id}/qr", {"qr_expires_on": local_today().isoformat()}).status_code == 404

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from siyu.channels import service as channels_service
 from siyu.core.db import utcnow
+from siyu.core.settings import local_today
 from siyu.core.viewer import SYSTEM
 from siyu.coupons import service as coupons_service
 from siyu.coupons.schemas import BatchIn
@@ -23,8 +24,8 @@ from siyu.referrals.schemas import ProgrammeIn, TierIn
 
 def batch(db: Session, name: str = "老带新 20 元券", codes: int = 20) -> Any:
     made = coupons_service.create_batch(db, viewer=SYSTEM, data=BatchIn(
-        name=name, amount=Decimal("20"), valid_from=date.today() - timedelta(days=1),
-        valid_until=date.today() + timedelta(days=30), generate=codes))
+        name=name, amount=Decimal("20"), valid_from=local_today() - timedelta(days=1),
+        valid_until=local_today() + timedelta(days=30), generate=codes))
     db.commit()
     return made
 

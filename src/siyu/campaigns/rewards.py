@@ -14,6 +14,18 @@ code of the batch gets the same one again, not a second.
 account's task list (one line per customer). A WeCom 群发 task carries one text to up to 10,000
 customers (W:92135), so a copy naming ``{券码}`` is refused for customers sent through WeCom; those
 customers still get their code on their timeline, redeemable by an order naming it.
+
+A code goes back to the pool (``release_undelivered`` → ``coupons.service.release``) when Siyu knows
+the message never reached its customer: cancelled before its task was created (or, on a personal
+account, before the operator ticked it off), stopped in WeCom (``cancel_groupmsg_send``) with the
+results read right after the stop saying the member had not sent it, refused by WeCom (the task
+failed, or the customer was not the member's contact), or not sent by WeCom (not a contact, the
+receive limit). It stays when the customer may have seen it: delivered, still waiting, unknown
+(WeCom's answer was lost, or it could not confirm a stop), redeemed, drawn by anything but a campaign, or
+named in another campaign of the batch that did not fail for them — and when a personal account's
+task list carried the code ({券码}) to the operator before the cancel, since a message sent by hand
+and not ticked off cannot be told from one never sent. It is worked out from the rows alone, so a
+job run twice (or a cancel beside the results job) takes a code back once.
 """
 
 from __future__ import annotations
@@ -22,8 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from siyu.core.db import among
 from siyu.core.errors import Invalid, NotFound
@@ -36,6 +48,7 @@ from siyu.customers import variables
 
 CODE_VARIABLE = "{" + variables.COUPON + "}"
 EXPIRED = N_("campaign.coupons.expired {name} {day}")
+RELEASED = N_("campaign.coupons.released {name}")
 SHORT = N_("campaign.coupons.short {name} {needed} {free}")
 WECOM_VARIABLE = N_("campaign.coupons.wecom_variable {n}")
 
@@ -121,3 +134,48 @@ def figures(session: Session, *, campaign_id: int, batch_id: int) -> tuple[int, 
     row = session.execute(select(func.count(), func.count(CouponBatchCode.redeemed_at)).where(
         CouponBatchCode.batch_id == batch_id, CouponBatchCode.customer_id.in_(sent))).one()
     return int(row[0]), int(row[1])
+
+
+def release_undelivered(session: Session, *, campaign_id: int, viewer: Viewer, at: datetime | None = None) -> int:
+    """Take back the codes of the campaign's recipients the message never reached (see the module's note).
+    How many went back to the pool now; nothing the second time."""
+    from siyu.campaigns.models import (
+        Campaign,
+        CampaignRecipient,
+        CampaignTask,
+        RecipientGroup,
+        RecipientStatus,
+        TaskChannel,
+        TaskState,
+    )
+
+    campaign = session.get_one(Campaign, campaign_id)
+    if campaign.coupon_batch_id is None:
+        return 0
+    batch_id = campaign.coupon_batch_id
+    never = [RecipientStatus.cancelled.value, RecipientStatus.failed.value, RecipientStatus.not_friend.value,
+             RecipientStatus.limit.value]
+    other, other_task, other_campaign = (aliased(CampaignRecipient), aliased(CampaignTask), aliased(Campaign))
+    copy = case((other.variant == "B", other_campaign.text_b), else_=other_campaign.text)
+    handed_by_hand = and_(other.status == RecipientStatus.cancelled.value,
+                          other_task.channel == TaskChannel.personal.value,
+                          other_task.state == TaskState.created.value, copy.contains(CODE_VARIABLE))
+    may_have_seen = exists(select(other.id).join(other_campaign, other_campaign.id == other.campaign_id)
+                           .outerjoin(other_task, other_task.id == other.task_id)
+                           .where(other_campaign.coupon_batch_id == batch_id,
+                                  other.customer_id == CouponBatchCode.customer_id,
+                                  other.grp == RecipientGroup.send.value,
+                                  or_(other.status.not_in(never), handed_by_hand)))
+    never_got = select(CampaignRecipient.customer_id).where(
+        CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.grp == RecipientGroup.send.value,
+        CampaignRecipient.status.in_(never))
+    ids = [int(c) for c in session.scalars(select(CouponBatchCode.customer_id).where(
+        CouponBatchCode.batch_id == batch_id, CouponBatchCode.issued_via == IssuedVia.campaign.value,
+        CouponBatchCode.redeemed_at.is_(None), CouponBatchCode.customer_id.in_(never_got), ~may_have_seen))
+           if c is not None]
+    if not ids:
+        return 0
+    freed = coupons_service.release(session, batch_id, ids, via=IssuedVia.campaign.value,
+                                    reason=_(RELEASED, name=campaign.name), ref=f"campaign:{campaign.id}",
+                                    viewer=viewer, at=at)
+    return len(freed)

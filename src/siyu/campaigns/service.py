@@ -80,7 +80,7 @@ from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from siyu.core.i18n import _
 from siyu.core.settings import local_zone
 from siyu.core.spreadsheet import neutralise
-from siyu.core.viewer import Viewer
+from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers import variables
 from siyu.customers.models import Customer, Friendship, FriendshipStatus, Touch, TouchKind
 from siyu.library import service as library
@@ -568,6 +568,7 @@ def send_campaign(session: Session, campaign_id: int, *, api: Any = None, now: d
     if not left and campaign.status == CampaignStatus.sending.value:
         campaign.status, campaign.sent_at = CampaignStatus.sent.value, now
     session.flush()
+    rewards.release_undelivered(session, campaign_id=campaign_id, viewer=SYSTEM, at=now)  # WeCom refused them
     return run
 
 
@@ -627,8 +628,8 @@ class ResultsRun:
 
 def read_results(session: Session, campaign_id: int, *, api: Any = None, now: datetime | None = None) -> ResultsRun:
     """WeCom's per-customer results of each created task (``get_groupmsg_send_result``, read through
-    ``wecom.send_results``) and the operators' ticked-off tasks, into each recipient's delivery status."""
-    from siyu.maintenance.models import Task, TaskKind, TaskStatus
+    ``wecom.send_results``) and the operators' ticked-off tasks, into each recipient's delivery status; the
+    coupon codes of those WeCom did not send to go back to the pool (``rewards.release_undelivered``)."""
     from siyu.wecom import send_results
 
     now = now or utcnow()
@@ -651,20 +652,29 @@ def read_results(session: Session, campaign_id: int, *, api: Any = None, now: da
                 continue
             run.read += 1
             run.delivered += _apply_results(session, task, answer)
-    personal = [t.id for t in tasks if t.channel == TaskChannel.personal.value]
-    if personal:
-        done = session.execute(
-            select(CampaignRecipient.id, Task.finished_at).join(
-                Task, and_(Task.customer_id == CampaignRecipient.customer_id,
-                           Task.account_id == CampaignRecipient.account_id, Task.kind == TaskKind.campaign.value,
-                           Task.ref_id == campaign.id))
-            .where(CampaignRecipient.task_id.in_(personal), Task.status == TaskStatus.done.value,
-                   CampaignRecipient.status == RecipientStatus.waiting.value)).all()
-        _bulk_status(session, [(rid, RecipientStatus.delivered, "", at or now) for rid, at in done])
-        run.delivered += len(done)
+    run.delivered += _personal_done(session, campaign, tasks, now=now)
     campaign.results_read_at = now
     session.flush()
+    rewards.release_undelivered(session, campaign_id=campaign.id, viewer=SYSTEM, at=now)
     return run
+
+
+def _personal_done(session: Session, campaign: Campaign, tasks: Sequence[CampaignTask], *, now: datetime) -> int:
+    """The customers whose operator ticked off their task (personal accounts' chunks): delivered."""
+    from siyu.maintenance.models import Task, TaskKind, TaskStatus
+
+    personal = [t.id for t in tasks if t.channel == TaskChannel.personal.value]
+    if not personal:
+        return 0
+    done = session.execute(
+        select(CampaignRecipient.id, Task.finished_at).join(
+            Task, and_(Task.customer_id == CampaignRecipient.customer_id,
+                       Task.account_id == CampaignRecipient.account_id, Task.kind == TaskKind.campaign.value,
+                       Task.ref_id == campaign.id))
+        .where(CampaignRecipient.task_id.in_(personal), Task.status == TaskStatus.done.value,
+               CampaignRecipient.status == RecipientStatus.waiting.value)).all()
+    _bulk_status(session, [(rid, RecipientStatus.delivered, "", at or now) for rid, at in done])
+    return len(done)
 
 
 def _apply_results(session: Session, task: CampaignTask, rows: list[dict[str, Any]]) -> int:
@@ -747,12 +757,22 @@ def remind(session: Session, *, campaign_id: int, viewer: Viewer, api: Any = Non
     return reminded
 
 
-def cancel(session: Session, *, campaign_id: int, viewer: Viewer, api: Any = None) -> int:
-    """Stop what members have not sent (W:97611), drop the tasks not created, give the quota back."""
+def cancel(session: Session, *, campaign_id: int, viewer: Viewer, api: Any = None,
+           now: datetime | None = None) -> int:
+    """Stop what members have not sent (W:97611), drop the tasks not created, give the quota back, and the
+    coupon codes of the customers it will now never reach (``rewards.release_undelivered``).
+
+    A WeCom task stopped is read back at once: a member may have sent it before the stop, so those
+    customers are delivered (and keep their code); the others are cancelled. A task WeCom could not be
+    asked to stop, or whose results could not be read, leaves its waiting customers unknown — the member
+    may still have sent it — and so does a chunk being created at that moment. How many customers will
+    not get it."""
     from siyu.maintenance.models import Task, TaskKind, TaskStatus
+    from siyu.wecom import send_results
     from siyu.wecom.client import WecomApiError
 
     _may_write(viewer)
+    now = now or utcnow()
     campaign = get_campaign(session, campaign_id=campaign_id)
     if campaign.status == CampaignStatus.cancelled.value:
         return 0
@@ -760,6 +780,7 @@ def cancel(session: Session, *, campaign_id: int, viewer: Viewer, api: Any = Non
     created = [t for t in tasks if t.channel == TaskChannel.wecom.value and t.state == TaskState.created.value]
     if created:
         api = api or _api(session)
+    stopped_at_wecom: list[CampaignTask] = []
     for task in created:
         if api is None:
             break
@@ -767,26 +788,54 @@ def cancel(session: Session, *, campaign_id: int, viewer: Viewer, api: Any = Non
             api.cancel_mass_send(task.msgid)
         except WecomApiError as exc:
             task.error = exc.display()
+            continue
+        stopped_at_wecom.append(task)
+    settled = {t.id for t in tasks if t.channel == TaskChannel.personal.value}
+    if stopped_at_wecom:  # who got it before the stop
+        userids = dict(session.execute(select(Account.id, Account.wecom_userid).where(
+            Account.id.in_({t.account_id for t in stopped_at_wecom}))).all())
+        keys = {(t.msgid, str(userids.get(t.account_id) or "")): t for t in stopped_at_wecom}
+        for key, answer in send_results.read(api, list(keys)).items():
+            task = keys[key]
+            if isinstance(answer, Exception):
+                task.error = answer.display() if hasattr(answer, "display") else str(answer)
+                continue
+            _apply_results(session, task, answer)
+            settled.add(task.id)
+    _personal_done(session, campaign, tasks, now=now)
+    creating = [t.id for t in tasks if t.state == TaskState.creating.value]
     for task in tasks:
         if task.state in (TaskState.pending.value, TaskState.creating.value):
             task.state = TaskState.cancelled.value
-    stopped = [int(c) for c in session.scalars(select(CampaignRecipient.customer_id).where(
-        CampaignRecipient.campaign_id == campaign_id,
-        CampaignRecipient.status.in_([RecipientStatus.planned.value, RecipientStatus.waiting.value])))]
+    open_statuses = [RecipientStatus.planned.value, RecipientStatus.waiting.value]
+    uncertain = (or_(CampaignRecipient.task_id.in_(creating), and_(
+        CampaignRecipient.status == RecipientStatus.waiting.value, CampaignRecipient.task_id.not_in(settled)))
+        if settled else or_(CampaignRecipient.task_id.in_(creating),
+                            CampaignRecipient.status == RecipientStatus.waiting.value))
     session.execute(update(CampaignRecipient).where(
-        CampaignRecipient.campaign_id == campaign_id,
-        CampaignRecipient.status.in_([RecipientStatus.planned.value, RecipientStatus.waiting.value]))
+        CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.status.in_(open_statuses), uncertain)
+        .values(status=RecipientStatus.unknown.value,
+                reason=_("Stopped, but WeCom could not confirm the member had not sent it")),
+        execution_options={"synchronize_session": False})
+    stopped = [int(c) for c in session.scalars(select(CampaignRecipient.customer_id).where(
+        CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.status.in_(open_statuses)))]
+    session.execute(update(CampaignRecipient).where(
+        CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.status.in_(open_statuses))
         .values(status=RecipientStatus.cancelled.value), execution_options={"synchronize_session": False})
     sends.release(session, source=SendSource.campaign, ref=ref_of(campaign_id), target_ids=stopped)
     session.execute(update(Task).where(Task.kind == TaskKind.campaign.value, Task.ref_id == campaign_id,
                                        Task.status == TaskStatus.open.value)
                     .values(status=TaskStatus.skipped.value, skip_reason=_("The campaign was cancelled")),
                     execution_options={"synchronize_session": False})
+    before = campaign.status
     campaign.status = CampaignStatus.cancelled.value
+    session.flush()
+    released = rewards.release_undelivered(session, campaign_id=campaign.id, viewer=viewer, at=now)
     from siyu.team.service import record_audit
 
     record_audit(session, actor=viewer, action="update", entity_type="campaign", entity_id=campaign.id,
-                 before={"status": "sending"}, after={"status": "cancelled", "stopped": len(stopped)})
+                 before={"status": before}, after={"status": "cancelled", "stopped": len(stopped),
+                                                   "coupons_released": released})
     return len(stopped)
 
 

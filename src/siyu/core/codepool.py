@@ -10,6 +10,13 @@ A code changes hands with a guarded UPDATE (``… WHERE id = :id AND customer_id
 transactions drawing at once can never give one code twice: the loser's row is not updated, its
 customer is simply drawn again from the codes still free (PostgreSQL skips rows another
 transaction has locked; SQLite has one writer).
+
+``release`` is the inverse, for a code whose customer never got it (the message that carried it
+never left Siyu): the code goes back to the pool to be drawn again. It is guarded the same way
+(``… WHERE customer_id IN (:holders) AND <still releasable>``) and answers only the codes this
+transaction freed, so two runs at once (a job retried, a cancel beside the results job) free a code
+once. No pool holds codes bound to one customer on a platform — a code is a string any order may
+name — so a code that never left Siyu is given back, not voided.
 """
 
 from __future__ import annotations
@@ -73,6 +80,33 @@ def draw(session: Session, model: Any, *, scope: Sequence[ColumnElement[bool]],
                     got[int(customer_id)] = str(code)
         todo = [c for c in todo if c not in got]
     return got
+
+
+def release(session: Session, model: Any, *, scope: Sequence[ColumnElement[bool]], customer_ids: Sequence[int],
+            keep: Sequence[ColumnElement[bool]] = (), reset: dict[str, Any] | None = None) -> dict[int, str]:
+    """Give these customers' codes back to the pool; customer id → code freed now.
+
+    ``keep``: what a code must still be to go back (not redeemed, …), checked in the guarded UPDATE
+    itself, so a code redeemed or freed by another transaction meanwhile is left alone. ``reset``:
+    the pool's own columns to clear with the holder (who issued it, a reminder sent).
+    """
+    wanted = list(dict.fromkeys(int(c) for c in customer_ids))
+    table: Table = model.__table__
+    freed: dict[int, str] = {}
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start:start + CHUNK]
+        holders = {int(i): int(c) for i, c in session.execute(
+            select(model.id, model.customer_id).where(*scope, *keep, model.customer_id.in_(chunk))
+            .with_for_update())}
+        if not holders:
+            continue
+        rows = session.execute(update(table).where(table.c.id.in_(list(holders)), table.c.customer_id.in_(chunk),
+                                                   *scope, *keep)
+                               .values(customer_id=None, claimed_at=None, **(reset or {}))
+                               .returning(table.c.id, table.c.code),
+                               execution_options={"synchronize_session": False})
+        freed.update({holders[int(i)]: str(code) for i, code in rows})
+    return freed
 
 
 def status(session: Session, model: Any, *, scope: Sequence[ColumnElement[bool]]) -> tuple[int, int]:

@@ -7,7 +7,10 @@ campaigns, SOP steps, referral rewards and lucky draws issue the batch at once. 
 entry point for every other domain (campaigns, sops, referrals, draws); the caller owns the
 transaction. An order naming a code redeems it (``redeem_orders``, called by
 ``orders.service.upsert_orders``); codes drawn and not redeemed become 今日任务 for the
-customer's operator a few days before they expire (``remind_expiring``, a daily job).
+customer's operator a few days before they expire (``remind_expiring``, a daily job). A code
+whose customer never got it — the campaign message that carried it was cancelled before it left, or
+WeCom did not deliver it — goes back to the pool through ``release`` (``core.codepool.release``),
+audited and written on the customer's timeline; a redeemed code never does.
 """
 
 from __future__ import annotations
@@ -203,6 +206,42 @@ def issue(session: Session, batch_id: int, customer_ids: Sequence[int], *, via: 
                                   after={"issued": result.issued, "already": result.already,
                                          "short": len(result.short)})
     return result
+
+
+def release(session: Session, batch_id: int, customer_ids: Sequence[int], *, via: str, reason: str,
+            ref: str = "", viewer: Viewer = SYSTEM, at: datetime | None = None) -> dict[int, str]:
+    """Take back these customers' codes of the batch that ``via`` issued and no order redeemed: back in the
+    pool, drawn again by the next issue. The caller decides who never got their code (``campaigns.rewards``)
+    and owns the transaction. customer id → code taken back now; run again, it takes back nothing more."""
+    from siyu.maintenance.models import Task, TaskKind, TaskStatus
+
+    batch = get_batch(session, batch_id=batch_id)
+    at = at or utcnow()
+    freed = codepool.release(session, CouponBatchCode, scope=[CouponBatchCode.batch_id == batch.id],
+                             customer_ids=customer_ids,
+                             keep=[CouponBatchCode.issued_via == via[:16], CouponBatchCode.redeemed_at.is_(None)],
+                             reset={"issued_via": "", "reminded_on": None})
+    if not freed:
+        return freed
+    ids = list(freed)
+    accounts = first_accounts(session, ids)
+    session.execute(insert(Touch), [{
+        "customer_id": c, "account_id": accounts.get(c), "kind": TouchKind.system.value, "content": batch.name,
+        "occurred_at": at, "created_at": utcnow(), "details": {
+            "event": "coupon_released", "batch_id": batch.id, "code": code, "via": via, "ref": ref,
+            "reason": reason}} for c, code in freed.items()])
+    codes = list(freed.values())
+    for start in range(0, len(codes), CHUNK):  # an expiry reminder of a code taken back: nothing to remind of
+        session.execute(update(Task).where(
+            Task.kind == TaskKind.coupon_expiry.value, Task.status == TaskStatus.open.value,
+            Task.ref_id.in_(select(CouponBatchCode.id).where(CouponBatchCode.batch_id == batch.id,
+                                                              CouponBatchCode.code.in_(codes[start:start + CHUNK]))))
+            .values(status=TaskStatus.skipped.value, skip_reason=_("The coupon code was taken back")),
+            execution_options={"synchronize_session": False})
+    team_service.record_audit(session, actor=viewer, action="release", entity_type="coupon_batch",
+                              entity_id=batch.id, entity_name=batch.name, summary=ref or via,
+                              after={"released": len(freed), "reason": reason})
+    return freed
 
 
 def issue_to_segment(session: Session, *, batch_id: int, segment_id: int, viewer: Viewer) -> IssueResult:

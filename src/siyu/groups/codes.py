@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from siyu.core import storage
 from siyu.core.db import utcnow
 from siyu.core.errors import Invalid, NotFound
+from siyu.core.settings import local_today
 from siyu.core.viewer import Viewer
 from siyu.groups import registry
 from siyu.groups.models import (
@@ -180,7 +181,7 @@ def refresh_window(session: Session, *, code: GroupCode) -> bool:
         code.alert = "all_full"
         team_service.record_audit(session, actor=_system(), action="alert", entity_type="group_code",
                                   entity_id=code.id, entity_name=code.name, after={"alert": "all_full"})
-        registry.raise_task(session, kind=GroupTaskKind.codes_full, key=f"{code.id}:{utcnow().date().isoformat()}",
+        registry.raise_task(session, kind=GroupTaskKind.codes_full, key=f"{code.id}:{local_today().isoformat()}",
                             detail=code.name, group_code_id=code.id, account_id=code.account_id)
     return False
 

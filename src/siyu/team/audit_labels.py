@@ -98,6 +98,7 @@ ACTIONS: dict[str, str] = {
     "mp_qrcode": N_("Made an invite's Official Account QR code"),
     "end": N_("Ended the programme"),
     "issue": N_("Issued coupons"),
+    "release": N_("Took back coupon codes never delivered"),
     "draw": N_("Ran the draw"),
     "cancel": N_("Cancelled"),
     "update": N_("Updated"),

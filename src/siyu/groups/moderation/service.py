@@ -38,6 +38,7 @@ from siyu.core.db import dialect_insert, utcnow
 from siyu.core.errors import Forbidden, Invalid, NotFound
 from siyu.core.i18n import N_, _
 from siyu.core.pagination import Page, decode_cursor, encode_cursor
+from siyu.core.settings import local_zone
 from siyu.core.viewer import SYSTEM, Viewer
 from siyu.customers.models import Customer, Touch, TouchKind
 from siyu.customers.search import index as search
@@ -511,8 +512,6 @@ def _offence(session: Session, finding: ModerationFinding) -> int:
 
 def evidence_time(at: str, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     """An evidence time (stored as ISO text, UTC) as people read it: local time."""
-    from siyu.core.settings import local_zone
-
     try:
         return datetime.fromisoformat(at).astimezone(local_zone()).strftime(fmt)
     except ValueError:
@@ -755,8 +754,9 @@ def check_joins(session: Session, *, row: ModerationCursor) -> list[int]:
         assert entry is not None
         if _aware(at) < _aware(entry.created_at):
             continue  # joined before being blacklisted
+        since = _aware(entry.created_at).astimezone(local_zone()).date()  # the local day, as everywhere
         evidence = [{"msgid": "", "at": at.isoformat(), "type": "join",
-                     "text": _("On the blacklist since {day}: {reason}", day=entry.created_at.date().isoformat(),
+                     "text": _("On the blacklist since {day}: {reason}", day=since.isoformat(),
                                reason=entry.reason)[:EVIDENCE_TEXT]}]
         inserted = session.execute(dialect_insert(session, table).on_conflict_do_nothing(
             index_elements=["rule_key", "trigger"]).returning(table.c.id), [{
