@@ -65,7 +65,7 @@ def hand_figures(session: Session, day: date, postgres: bool) -> dict[str, float
     params = {"start": bound(day), "end": bound(day + timedelta(days=1))}
     out = {name: float(session.execute(text(sql), params).scalar_one() or 0) for name, sql in HAND.items()}
     out["net_adds"] = out["adds"] - out["deletions"]
-    out["fans"] = float(hand_funnel(session, params["end"], False)["fan"])
+    out["fans"] = float(hand_funnel(session, params["end"])["fan"])
     out["revenue"] = round(out["revenue"], 2)
     return out
 
