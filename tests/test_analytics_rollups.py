@@ -280,9 +280,9 @@ def _tag(db: Session, customer: Any, tag_id: int) -> None:
 
 
 def test_todays_funnel_of_a_saved_segment_is_its_kept_counts_as_of_when_they_were_taken(
-        db: Session, make: Factory, client: Any, admin_headers: dict[str, str]) -> None:
+        db: Session, make: Factory, client: Any, admin: Any, admin_headers: dict[str, str]) -> None:
     from siyu.core.settings import local_today
-    from tests.test_pages import tag_id
+    from tests.test_pages import Console, tag_id
 
     account = make.account()
     made = _ladder(db, make, [account], customers=12)
@@ -301,6 +301,8 @@ def test_todays_funnel_of_a_saved_segment_is_its_kept_counts_as_of_when_they_wer
     answer = client.get("/api/v1/analytics/funnel", headers=admin_headers,
                         params={"scope": f"segment:{segment_id}"}).json()
     assert answer["day"] == today.isoformat() and answer["as_of"] is not None and answer["current"] == found.current
+    page = Console(client).login(admin).get("/analytics", params={"segment_id": segment_id})
+    assert page.status_code == 200 and "时的分群成员及阶段统计" in page.text and "非实时" in page.text
     # A tag given and a stage moved after the counts were taken are not in them until the next refresh —
     # the funnel is the members and stages as of ``as_of`` — nor is a customer added since.
     _tag(db, made[9], white)
