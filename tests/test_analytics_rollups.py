@@ -385,3 +385,27 @@ def test_a_viewer_who_sees_some_accounts_gets_their_share_of_a_segment_read_live
         answer = client.get("/api/v1/analytics/funnel", headers=headers,
                             params={"day": day.isoformat(), "scope": f"segment:{segment_id}"}).json()
         assert answer["as_of"] is None and answer["current"] == mine.current
+
+
+def test_taking_a_static_segments_snapshot_again_refreshes_its_counts(
+        db: Session, make: Factory, client: Any, admin_headers: dict[str, str]) -> None:
+    account = make.account()
+    made = _ladder(db, make, [account], customers=6)
+    created = client.post("/api/v1/segments", headers=admin_headers, json={
+        "name": "西湖店·名单", "mode": "static", "conditions": {"kind": "and", "conditions": [
+            {"kind": "account", "account_ids": [account.id]}]}})
+    assert created.status_code == 201, created.text
+    segment_id = created.json()["id"]
+    params = {"day": DAYS[12].isoformat(), "scope": f"segment:{segment_id}"}
+    assert client.get("/api/v1/analytics/funnel", headers=admin_headers, params=params).json()["as_of"]
+    made_later = [make.customer(account) for _ in range(2)]  # not members until the snapshot is taken again
+    for customer in made_later:
+        _added(db, customer, local(2026, 1, 3))
+    db.execute(delete(SegmentRollup))
+    db.commit()
+    snapshot = client.post(f"/api/v1/segments/{segment_id}/snapshot", headers=admin_headers)
+    assert snapshot.status_code == 200, snapshot.text
+    answer = client.get("/api/v1/analytics/funnel", headers=admin_headers, params=params).json()
+    assert answer["as_of"] is not None
+    assert answer["current"] == _hand_segment(db, account.id, DAYS[12])
+    assert sum(answer["current"].values()) == len(made) + 2

@@ -69,10 +69,15 @@ def create_segment(session: Session, *, data: SegmentIn, viewer: Viewer) -> Segm
     return segment
 
 
+REFRESH_FUNNEL_COUNTS = "analytics.jobs.refresh_segment_rollup"
+
+
 def _refresh_funnel_counts(session: Session, segment: Segment) -> None:
     """The segment's funnel counts (``analytics.segment_rollups``) are computed once this commits, not at the
-    next hourly run: until then its funnel reads live (by name: no import of the analytics jobs here)."""
-    jobs.enqueue_after_commit(session, "analytics.jobs.refresh_segment_rollup", segment.id)
+    next hourly run: until then its funnel reads live. Once per transaction (a save that also takes a
+    snapshot asks twice); by name: no import of the analytics jobs here."""
+    jobs.cancel_after_commit(session, REFRESH_FUNNEL_COUNTS, segment.id)
+    jobs.enqueue_after_commit(session, REFRESH_FUNNEL_COUNTS, segment.id)
 
 
 def update_segment(session: Session, *, segment_id: int, data: SegmentUpdate, viewer: Viewer) -> Segment:
@@ -137,6 +142,7 @@ def take_snapshot(session: Session, *, segment: Segment, viewer: Viewer) -> int:
     count = int(session.scalar(select(func.count()).select_from(SegmentMember)
                                .where(SegmentMember.segment_id == segment.id)) or 0)
     segment.snapshot_at, segment.snapshot_count = utcnow(), count
+    _refresh_funnel_counts(session, segment)  # new members: new counts
     return count
 
 
