@@ -1,8 +1,9 @@
 """Benchmark: the admin dashboard's company numbers — precomputed by the job, read by the page — on 1,000,000 customers.
 
 Builds (or reuses) the analytics benchmark's data (``benchmarks/analytics.py``'s loader: 1,000,000
-customers added over two years, one friendship each, two years of stage transitions) in its own
-database file, then measures, each beside the same aggregate written by hand in SQL in the same run:
+customers added over two years, one friendship each, two years of stage transitions, 5,000,000 orders
+and 20,000,000 touches — the figures read both) in its own database file (or the analytics run's, with
+``--database``), then measures, each beside the same aggregate written by hand in SQL in the same run:
 
   (a) the job (``goals.dashboard.refresh_figures``): its periodic run (today's company figures
       computed and stored; yesterday's and last week's are kept once their day ended) — target
@@ -65,7 +66,7 @@ def hand_figures(session: Session, day: date, postgres: bool) -> dict[str, float
     params = {"start": bound(day), "end": bound(day + timedelta(days=1))}
     out = {name: float(session.execute(text(sql), params).scalar_one() or 0) for name, sql in HAND.items()}
     out["net_adds"] = out["adds"] - out["deletions"]
-    out["fans"] = float(hand_funnel(session, params["end"], False)["fan"])
+    out["fans"] = float(hand_funnel(session, params["end"])["fan"])
     out["revenue"] = round(out["revenue"], 2)
     return out
 

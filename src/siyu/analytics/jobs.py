@@ -92,6 +92,16 @@ def refresh_segment_rollups(ctx: jobs.JobContext) -> dict[str, Any]:
     return {"segments": done, "skipped": skipped}
 
 
+@jobs.bulk_queue.task(retries=2, retry_delay=30)
+def refresh_segment_rollup(segment_id: int) -> None:
+    """A saved segment just created or changed (``segments.service`` enqueues this after the commit): its
+    funnel counts now rather than at the next :25, so its funnel is a lookup again seconds later."""
+    from siyu.analytics import segment_rollups
+
+    with transaction() as session:
+        segment_rollups.refresh(session, segment_id)
+
+
 @jobs.bulk_queue.periodic_task(crontab(minute=str(SEGMENT_ROLLUP_MINUTE)))
 def hourly_segment_rollups() -> None:
     """Every hour: each saved segment's funnel counts from its members now."""

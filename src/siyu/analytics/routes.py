@@ -78,10 +78,14 @@ def api_series(session: SessionDep, viewer: ApiViewer, name: str, scope: str = "
 @api.get("/analytics/funnel")
 def api_funnel(session: SessionDep, viewer: ApiViewer, day: date | None = None,
                scope: str = "company") -> dict[str, Any]:
-    """The ladder on a local day: customers on each stage (``current``) and on it or higher (``reached``)."""
+    """The ladder on a local day (default today): customers on each stage (``current``) and on it or higher
+    (``reached``). A saved segment's is read from its kept counts when they answer: ``as_of`` is when they were
+    taken — today's then counts the members and stages as of that time, not live; ``refreshing``: the segment
+    changed since, read live while its counts are computed again."""
     found = service.funnel(session, viewer=viewer, day=day or local_today(), scope=parse_scope(scope))
     return {"day": found.day.isoformat(), "scope": parse_scope(scope).key, "current": found.current,
-            "reached": found.reached, "as_of": found.as_of.isoformat() if found.as_of else None}
+            "reached": found.reached, "as_of": found.as_of.isoformat() if found.as_of else None,
+            "refreshing": found.refreshing}
 
 
 @api.get("/analytics/cohorts")

@@ -7,15 +7,19 @@ set-based statement, how its members' counts change per UTC hour (rank 0: added;
 The funnel reads them (a sum over a few thousand rows) when they answer exactly what the live read
 would have answered when they were computed:
 
-* the whole segment for a viewer who sees every account, at an hour-aligned instant no later than
-  ``computed_at`` (a date after it — today — reads live);
+* the whole segment for a viewer who sees every account, at an hour-aligned instant (local midnight);
 * computed within ``FRESH`` (two hours), after the segment was last changed, with no merge or undo since
-  (``rollups.forget_segments``) and no customer added since (``customer_watermark``: imports may backdate).
+  (``rollups.forget_segments``) and no customer added since with an add date before the date or
+  ``computed_at`` (``customer_watermark``: imports may backdate).
 
-What it does not see: tags, owners or other facts of existing customers that changed since
-``computed_at`` and move them in or out of a dynamic segment — the funnel is the segment's membership
-as of then, at most ``FRESH`` old (``Funnel.as_of`` says so). Ad-hoc filters and account or operator
-scopes always read live.
+A date that ends after ``computed_at`` — today, the page's default — is answered as of ``computed_at``.
+What the counts do not see: customers added, stages moved, tags, owners or other facts that changed
+since ``computed_at`` and move customers in or out of a dynamic segment — the funnel is the segment's
+members and their stages as of then, at most ``FRESH`` old, and ``Funnel.as_of`` (the page, the API's
+``as_of``) says so. Saving a segment (``segments.service``) enqueues its refresh
+(``jobs.refresh_segment_rollup``) after the commit, so a new or edited segment has kept counts seconds
+later; until then its funnel reads live and says the counts are being computed (``Funnel.refreshing``).
+A viewer who sees only some accounts and account or operator scopes read live (their customers only).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, literal_column, select, union_all
+from sqlalchemy import Table, delete, func, insert, literal_column, select, text, union_all
 from sqlalchemy.orm import Session
 
 from siyu.analytics import rollups
@@ -37,6 +41,7 @@ from siyu.segments.models import Segment
 
 FRESH = rollups.SEGMENT_FRESH
 _DELTA = cast(Table, SegmentStageDelta.__table__)
+LOCK_KEY = 5601  # pg_advisory_xact_lock(LOCK_KEY, segment id): one refresh of a segment at a time
 
 
 def refresh(session: Session, segment_id: int, *, now: datetime | None = None) -> int:
@@ -47,6 +52,8 @@ def refresh(session: Session, segment_id: int, *, now: datetime | None = None) -
     except (NotFound, Invalid):  # gone, or broken (a tag or account it names was deleted)
         return -1
     dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":  # the save's refresh and the hourly job's, one after the other (not both rows)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key, :segment)"), {"key": LOCK_KEY, "segment": segment_id})
     watermark = int(session.scalar(select(func.max(Customer.id))) or 0)
     members = select(Customer.id.label("cid"), Customer.created_at.label("created")).where(
         *clauses, *drivers).cte("m")

@@ -153,7 +153,11 @@ def _valid_at(alias: Any, moment: datetime) -> ColumnElement[bool]:
 class Funnel:
     day: date
     current: dict[str, int]
-    as_of: datetime | None = None  # a saved segment's counts kept by the hourly job: their members as of then
+    # A saved segment's kept counts (``segment_rollups``): its members and their stages as of then, not live.
+    as_of: datetime | None = None
+    # Read live because the segment changed since its counts were kept (or they were never kept): the
+    # refresh its save enqueued (or the hourly job) is on its way.
+    refreshing: bool = False
 
     @property
     def reached(self) -> dict[str, int]:
@@ -173,37 +177,50 @@ class Funnel:
 def funnel(session: Session, *, viewer: Viewer, day: date, scope: Scope | None = None) -> Funnel:
     """How many of the scope's customers stood on each stage at the end of local ``day``."""
     scope = scope or Scope()
+    refreshing = False
     if scope.kind == "segment" and scope.id is not None and viewer.sees_all_accounts:
         check_scope(session, scope=scope, viewer=viewer)
-        kept = _kept_segment_funnel(session, scope.id, day)
+        kept, refreshing = _kept_segment_funnel(session, scope.id, day)
         if kept is not None:
             return kept
     clauses, drivers = customer_filter(session, scope=scope, viewer=viewer)
-    return funnel_for(session, clauses=clauses, day=day, company=whole_company(scope, viewer), drivers=drivers)
+    found = funnel_for(session, clauses=clauses, day=day, company=whole_company(scope, viewer), drivers=drivers)
+    found.refreshing = refreshing
+    return found
 
 
-def _kept_segment_funnel(session: Session, segment_id: int, day: date) -> Funnel | None:
-    """A saved segment's funnel from the counts the hourly job keeps (``segment_rollups``), when they answer
-    what the live read answered at ``computed_at``; None: read live."""
+def _kept_segment_funnel(session: Session, segment_id: int, day: date) -> tuple[Funnel | None, bool]:
+    """A saved segment's funnel from its kept counts (``segment_rollups``: refreshed when it is saved and every
+    hour) as of ``computed_at``, and whether they are being computed; (None, …): read live.
+
+    A date that ends after ``computed_at`` — today — is answered as of ``computed_at``: the members and
+    their stages then (``Funnel.as_of``), nobody added or moved since. Read live instead: counts taken
+    before the segment's last change (``refreshing``), older than ``SEGMENT_FRESH``, cleared by a merge,
+    or missing a customer added since with an add date before the date or ``computed_at`` (an import
+    may backdate)."""
     end = day_start(day + timedelta(days=1))
     state = session.get(SegmentRollup, segment_id)
     segment = session.get(Segment, segment_id)
+    if segment is None:
+        return None, False
     computed = rollups.as_utc(state.computed_at) if state is not None else None
-    if state is None or segment is None or computed is None or not rollups.exact_at(end):
-        return None
     changed = rollups.as_utc(segment.updated_at)
-    if end > computed or utcnow() - computed > rollups.SEGMENT_FRESH or (changed is not None and changed > computed):
-        return None
-    # Customers added since (by primary key; few): any added before the date means the counts miss them.
+    if state is None or (computed is not None and changed is not None and changed > computed):
+        return None, True
+    if computed is None or not rollups.exact_at(end) or utcnow() - computed > rollups.SEGMENT_FRESH:
+        return None, False
+    # Customers added since (by primary key; few): any added before the date — or, for today, before the
+    # counts were taken — means the counts miss them. Those added after ``computed_at`` are after ``as_of``.
+    upto = min(end, computed)
     added_since = [rollups.as_utc(created) for created in session.scalars(
         select(Customer.created_at).where(Customer.id > state.customer_watermark).order_by(Customer.id)
         .limit(NEW_CUSTOMERS_CHECKED + 1))]
-    if len(added_since) > NEW_CUSTOMERS_CHECKED or any(c is not None and c < end for c in added_since):
-        return None
-    counts = rollups.segment_counts_at(session, segment_id, end)
+    if len(added_since) > NEW_CUSTOMERS_CHECKED or any(c is not None and c < upto for c in added_since):
+        return None, False
+    counts = rollups.segment_counts_at(session, segment_id, end)  # after computed_at: every kept row counts
     current = {RANK_STAGES[rank]: counts.get(rank, 0) if rank else 0 for rank in range(len(STAGES))}
     current["traffic"] = max(counts[0] - sum(counts[rung] for rung in rollups.RUNGS), 0)
-    return Funnel(day=day, current=current, as_of=computed)
+    return Funnel(day=day, current=current, as_of=computed), False
 
 
 def whole_company(scope: Scope, viewer: Viewer) -> bool:

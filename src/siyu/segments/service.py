@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Integer, delete, func, insert, literal, select
 from sqlalchemy.orm import Session
 
+from siyu.core import jobs
 from siyu.core.db import utcnow
 from siyu.core.errors import Forbidden, NotFound
 from siyu.core.i18n import _
@@ -64,7 +65,19 @@ def create_segment(session: Session, *, data: SegmentIn, viewer: Viewer) -> Segm
         take_snapshot(session, segment=segment, viewer=viewer)
     team_service.record_audit(session, actor=viewer, action="create", entity_type="segment", entity_id=segment.id,
                               summary=segment.name, after={"conditions": segment.conditions, "mode": segment.mode})
+    _refresh_funnel_counts(session, segment)
     return segment
+
+
+REFRESH_FUNNEL_COUNTS = "analytics.jobs.refresh_segment_rollup"
+
+
+def _refresh_funnel_counts(session: Session, segment: Segment) -> None:
+    """The segment's funnel counts (``analytics.segment_rollups``) are computed once this commits, not at the
+    next hourly run: until then its funnel reads live. Once per transaction (a save that also takes a
+    snapshot asks twice); by name: no import of the analytics jobs here."""
+    jobs.cancel_after_commit(session, REFRESH_FUNNEL_COUNTS, segment.id)
+    jobs.enqueue_after_commit(session, REFRESH_FUNNEL_COUNTS, segment.id)
 
 
 def update_segment(session: Session, *, segment_id: int, data: SegmentUpdate, viewer: Viewer) -> Segment:
@@ -84,6 +97,7 @@ def update_segment(session: Session, *, segment_id: int, data: SegmentUpdate, vi
     team_service.record_audit(session, actor=viewer, action="update", entity_type="segment", entity_id=segment.id,
                               summary=segment.name, before=before,
                               after={"name": segment.name, "conditions": segment.conditions, "mode": segment.mode})
+    _refresh_funnel_counts(session, segment)
     return segment
 
 
@@ -128,6 +142,7 @@ def take_snapshot(session: Session, *, segment: Segment, viewer: Viewer) -> int:
     count = int(session.scalar(select(func.count()).select_from(SegmentMember)
                                .where(SegmentMember.segment_id == segment.id)) or 0)
     segment.snapshot_at, segment.snapshot_count = utcnow(), count
+    _refresh_funnel_counts(session, segment)  # new members: new counts
     return count
 
 
