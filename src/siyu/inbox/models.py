@@ -65,6 +65,16 @@ class DeliveryStatus(enum.StrEnum):
     failed = "failed"
 
 
+class ServiceState:
+    """A 微信客服 session's state on the platform, kf/service_state (W:94669)."""
+
+    untouched = 0  # 未处理
+    assistant = 1  # 由智能助手接待 — Siyu's API answers here
+    queued = 2  # 待接入池排队中
+    person = 3  # 由人工接待 (in WeCom's client: the API answers 95018)
+    ended = 4  # 已结束/未开始
+
+
 class Conversation(Base):
     __tablename__ = "conversation"
     __table_args__ = (

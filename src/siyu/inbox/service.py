@@ -51,6 +51,7 @@ from siyu.inbox.models import (
     Message,
     MessageType,
     ServiceLevel,
+    ServiceState,
 )
 from siyu.team.models import Role, User, UserAccount
 
@@ -192,8 +193,9 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
         conversation_ids[key]: (customer, message.account_id) for message, key, customer in keyed
         if customer is not None and not message.group_key})
     result.conversations = sorted(by_conversation)
-    result.assigned = assign_waiting(session, conversation_ids=result.conversations)
     account_of = {conversation_ids[key]: message.account_id for message, key, _customer in keyed}
+    result.assigned = assign_waiting(session, conversation_ids=result.conversations,
+                                     account_ids={account_of[c] for c in result.conversations})
     if not auto_reply or not _responders:
         return result
     stored = [StoredInbound(id=row.id, conversation_id=row.conversation_id, msg_type=row.msg_type, text=row.text,
@@ -506,6 +508,9 @@ _SETS = {
     "first_response_at": "COALESCE(c.first_response_at, v.answered)",
     "last_message_at": f"CASE WHEN {_NEWER} THEN v.latest_at ELSE c.last_message_at END",
     "last_message_preview": f"CASE WHEN {_NEWER} THEN v.preview ELSE c.last_message_preview END",
+    # 微信客服: a customer writing after the session ended opens a new one on the platform (W:94669).
+    "service_state": f"CASE WHEN c.service_state = {ServiceState.ended} AND v.n_in > 0 "
+                     f"THEN {ServiceState.untouched} ELSE c.service_state END",
 }
 
 
@@ -599,9 +604,16 @@ def assign_waiting(session: Session, *, conversation_ids: Sequence[int] | None =
 
     Highest priority first, then longest waiting. Returns how many were assigned. Agents
     with free capacity are found first, so a flood with everyone busy costs two small queries.
+    ``conversation_ids`` with ``account_ids``: only these conversations, which belong to these accounts.
     """
     waiting_clause = and_(Conversation.status == ConversationStatus.open.value, Conversation.assignee_id.is_(None))
-    if conversation_ids is not None:
+    if conversation_ids is not None and account_ids is not None:
+        # The caller knows the conversations' accounts (ingest): agents first, the conversations only if one
+        # of those accounts has an agent with room — a flood with everyone busy reads no conversation here.
+        if not conversation_ids:
+            return 0
+        accounts = set(account_ids)
+    elif conversation_ids is not None:
         if not conversation_ids:
             return 0
         # By primary key only, the rest filtered here: a plan that cannot go wrong when the statistics lag a

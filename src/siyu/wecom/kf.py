@@ -48,7 +48,7 @@ from siyu.customers.variables import unnamed
 from siyu.inbox import channel_hooks, delivery
 from siyu.inbox import service as inbox_service
 from siyu.inbox.delivery import Accepted, DeliveryError, Outgoing
-from siyu.inbox.models import Channel, Conversation, DeliveryStatus, Direction, Message, MessageType
+from siyu.inbox.models import Channel, Conversation, DeliveryStatus, Direction, Message, MessageType, ServiceState
 from siyu.wecom.client import WecomApiError
 from siyu.wecom.models import KfCursor
 
@@ -79,16 +79,6 @@ WELCOME_CODE_LIFE = timedelta(seconds=20)
 MSGID_MAX_BYTES = 32
 MSGID_PREFIX = "siyu-"
 _MSGID = re.compile(r"^siyu-(\d+)$")
-
-
-class ServiceState:
-    """kf/service_state (W:94669)."""
-
-    untouched = 0  # 未处理
-    assistant = 1  # 由智能助手接待 — Siyu's API answers here
-    queued = 2  # 待接入池排队中
-    person = 3  # 由人工接待 (in WeCom's client: the API answers 95018)
-    ended = 4  # 已结束/未开始
 
 
 OUTSIDE_WINDOW = N_("More than 48 hours since the customer's last message: WeChat allows no reply until they write")
@@ -370,14 +360,8 @@ def store_page(session: Session, *, open_kfid: str, items: list[dict[str, Any]],
             sent_at=_at(item.get("send_time")), sender=str(item.get("servicer_userid") or p.external_userid),
             msg_type=p.msg_type, text=p.text, payload=item, direction=p.direction, channel=Channel.wecom_kf.value))
     ingested = inbox_service.ingest(session, messages)
-    wrote = {customers[p.external_userid] for _item, p in parsed
-             if p.direction == Direction.inbound.value and not p.event and p.external_userid in customers}
-    if wrote:  # a customer writing after the end opens a new session on the platform (state 0)
-        conversation_table = cast(Table, Conversation.__table__)
-        conversations = conversation_table.c
-        session.connection().execute(update(conversation_table).where(
-            among(session, conversations.key, sorted(inbox_service.conversation_key(account.id, c, "") for c in wrote)),
-            conversations.service_state == ServiceState.ended).values(service_state=ServiceState.untouched))
+    # A customer writing after the end opens a new session on the platform (state 0): ingest's conversation
+    # update does it (inbox.service._SETS), in the same statement.
     result = PageResult(stored=ingested.stored, duplicates=ingested.duplicates, events=len(events),
                         conversations=ingested.conversations)
     for item, p in events:
