@@ -294,9 +294,13 @@ def resolve_customers(session: Session, external_userids: Iterable[str],
                         .values(unionid=str(profiles[seen]["unionid"])[:64]))
     by_union = {str(profiles[e]["unionid"]): e for e in missing if (profiles.get(e) or {}).get("unionid")}
     if by_union:
-        for customer in session.scalars(select(Customer).where(
-                Customer.unionid.in_(sorted(by_union)), Customer.wecom_external_userid.is_(None),
-                Customer.merged_into_id.is_(None))):
+        # By unionid alone, the rest filtered here: with statistics lagging a flood, PostgreSQL read every
+        # customer without an external_userid (tens of thousands) and compared each with the page's 1,000
+        # unionids (~0.4 s a page) instead of using the unionid index.
+        matches = [cid for cid, unionid, external, merged in session.connection().execute(
+            select(c.id, c.unionid, c.wecom_external_userid, c.merged_into_id).where(
+                among(session, c.unionid, sorted(by_union)))) if external is None and merged is None]
+        for customer in session.scalars(select(Customer).where(Customer.id.in_(matches))) if matches else ():
             joined = by_union.pop(str(customer.unionid), None)
             if joined is not None:
                 customer.wecom_external_userid = joined
