@@ -1094,7 +1094,8 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
     launches = func.coalesce(CustomerPurchaseFacts.new_launch_purchases, 0).label("launches")
     rows = session.connection().execute(select(
         table.id, table.contact_count, table.purchase_count, table.stage, table.stage_override, table.last_touch_at,
-        launches).outerjoin(CustomerPurchaseFacts, CustomerPurchaseFacts.customer_id == table.id)
+        launches).outerjoin(CustomerPurchaseFacts, and_(CustomerPurchaseFacts.customer_id == table.id, among(
+            session, CustomerPurchaseFacts.customer_id, ids)))  # both sides by the list (a plan immune to stale stats)
         .where(among(session, table.id, ids))).all()
     bucket_tags = {label: tag for (kind, label), tag in ensure_computed_tags(session, rules=rules).items()
                    if kind == TagGroupKind.contact_count.value}
