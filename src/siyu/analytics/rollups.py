@@ -33,7 +33,7 @@ from siyu.analytics.models import (
     StageCountDelta,
     StageTransition,
 )
-from siyu.core.db import among
+from siyu.core.db import among, integers_of
 from siyu.customers.models import Customer
 
 _DELTA = cast(Table, StageCountDelta.__table__)
@@ -92,6 +92,15 @@ def recorded(session: Session, *, closed: Iterable[tuple[int, int, datetime, dat
     refresh_ladder(session, touched)
 
 
+def _by_list(session: Session, ids: list[int]) -> Any:
+    """``SELECT … FROM (the ids) JOIN customer``: the statements below start from the list, each customer by
+    primary key, the other tables joined to them by their index. Given the list as a condition only,
+    PostgreSQL with statistics lagging a flood hashed the whole customer table (70,000 rows for a page of
+    1,000; 1,000,000 at scale), or compared every joined row with the whole list again."""
+    wanted = integers_of(session, ids)
+    return select(Customer.id).select_from(wanted).join(Customer, Customer.id == wanted.c.value)
+
+
 def refresh_ladder(session: Session, customer_ids: Iterable[int]) -> None:
     """Recompute these customers' first times on each rung from their transitions."""
     ids = sorted(set(customer_ids))
@@ -105,10 +114,7 @@ def refresh_ladder(session: Session, customer_ids: Iterable[int]) -> None:
     firsts = [func.min(case((t.to_rank >= rung, lag))) for rung in RUNGS]
     connection.execute(insert(_LADDER).from_select(
         ["customer_id", "user_lag_us", "customer_lag_us", "fan_lag_us"],
-        select(t.customer_id, *firsts).join(Customer, Customer.id == t.customer_id)
-        # The customers by the same list too: given only the join, PostgreSQL with lagging statistics read
-        # every customer into a hash (a flood page: 70,000 rows for 1,000 customers; 1,000,000 at scale).
-        .where(among(session, t.customer_id, ids), among(session, Customer.id, ids))
+        _by_list(session, ids).join(t, t.customer_id == Customer.id).with_only_columns(t.customer_id, *firsts)
         .group_by(t.customer_id).having(func.max(t.to_rank) >= 1)))
     changes.update(_cohort_changes(session, ids, 1, live_only=True))  # … in with the new ones
     _append_cohort(session, changes)
@@ -124,13 +130,11 @@ def window_of(lag_us: int | None) -> int | None:
 def _cohort_changes(session: Session, ids: list[int], sign: int, *, live_only: bool) -> Counter[tuple[int, int, int]]:
     """These customers' contributions to ``cohort_ladder_count`` (from their ``customer_ladder`` rows) × sign."""
     ladder = CustomerLadder
-    where = [among(session, ladder.customer_id, ids), among(session, Customer.id, ids)]  # both sides by the list
-    if live_only:
-        where.append(Customer.merged_into_id.is_(None))
+    where = [Customer.merged_into_id.is_(None)] if live_only else []
     changes: Counter[tuple[int, int, int]] = Counter()
     for created, *lags in session.execute(
-            select(Customer.created_at, ladder.user_lag_us, ladder.customer_lag_us, ladder.fan_lag_us)
-            .join(Customer, Customer.id == ladder.customer_id).where(*where)):
+            _by_list(session, ids).join(ladder, ladder.customer_id == Customer.id).where(*where).with_only_columns(
+                Customer.created_at, ladder.user_lag_us, ladder.customer_lag_us, ladder.fan_lag_us)):
         hour = hour_of(_aware(created))
         for rung, lag in zip(RUNGS, lags, strict=True):
             days = window_of(None if lag is None else int(lag))
@@ -162,8 +166,8 @@ def shift(session: Session, customer_ids: Iterable[int], sign: int) -> None:
     t = StageTransition
     changes: Counter[tuple[int, int]] = Counter()
     for rank, at, until, added in session.execute(
-            select(t.to_rank, t.at, t.until, Customer.created_at).join(Customer, Customer.id == t.customer_id)
-            .where(among(session, t.customer_id, ids), among(session, Customer.id, ids), t.to_rank >= 1)):
+            _by_list(session, ids).join(t, t.customer_id == Customer.id).where(t.to_rank >= 1)
+            .with_only_columns(t.to_rank, t.at, t.until, Customer.created_at)):
         start = max(_aware(at), _aware(added))
         changes[(hour_of(start), int(rank))] += sign
         if until is not None:

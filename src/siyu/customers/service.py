@@ -48,7 +48,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from siyu.accounts.models import Account
 from siyu.analytics import transitions as stage_history
 from siyu.core import viewer as viewer_masking
-from siyu.core.db import UTCDateTime, among, dialect_insert, update_from_values, utcnow
+from siyu.core.db import UTCDateTime, dialect_insert, integers_of, update_from_values, utcnow
 from siyu.core.errors import Invalid, NotFound, TooManyAttempts
 from siyu.core.i18n import N_
 from siyu.core.models import AppSetting
@@ -1092,11 +1092,11 @@ def count_new_contacts(session: Session, *, contacts: dict[int, int], last_at: d
     rules = rules or get_rules(session)
     table = Customer.__table__.c
     launches = func.coalesce(CustomerPurchaseFacts.new_launch_purchases, 0).label("launches")
+    wanted = integers_of(session, ids)  # from the list, each customer by primary key (a plan stale statistics keep)
     rows = session.connection().execute(select(
         table.id, table.contact_count, table.purchase_count, table.stage, table.stage_override, table.last_touch_at,
-        launches).outerjoin(CustomerPurchaseFacts, and_(CustomerPurchaseFacts.customer_id == table.id, among(
-            session, CustomerPurchaseFacts.customer_id, ids)))  # both sides by the list (a plan immune to stale stats)
-        .where(among(session, table.id, ids))).all()
+        launches).select_from(wanted).join(Customer, table.id == wanted.c.value)
+        .outerjoin(CustomerPurchaseFacts, CustomerPurchaseFacts.customer_id == table.id)).all()
     bucket_tags = {label: tag for (kind, label), tag in ensure_computed_tags(session, rules=rules).items()
                    if kind == TagGroupKind.contact_count.value}
     changes: list[dict[str, Any]] = []
