@@ -24,6 +24,7 @@ def _wait_for(predicate, seconds: float = 10.0) -> bool:  # type: ignore[no-unty
 
 def test_the_checkpoint_thread_copies_committed_pages_into_the_database_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(db, "CHECKPOINT_INTERVAL_S", 0.1)
+    monkeypatch.setattr(db, "CHECKPOINT_MIN_FRAMES", 100)
     path = tmp_path / "wal.db"
     engine = db.make_engine(f"sqlite:///{path}")
     try:
@@ -59,3 +60,30 @@ def test_no_checkpoint_thread_for_an_in_memory_database() -> None:
     assert db._sqlite_file("sqlite://") is None
     assert db._sqlite_file("sqlite:///:memory:") is None
     assert db._sqlite_file("sqlite:///relative.db") == os.path.abspath("relative.db")
+
+
+def test_a_few_waiting_pages_are_left_in_the_log_until_enough_wait(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(db, "CHECKPOINT_INTERVAL_S", 0.05)
+    monkeypatch.setattr(db, "CHECKPOINT_MIN_FRAMES", 1000)
+    path = tmp_path / "few.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+            conn.execute(text("CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB)"))
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO blob (data) VALUES (:data)"),
+                         [{"data": os.urandom(4000)} for _ in range(50)])
+        checkpointer = db.Checkpointer(str(path))
+        waiting = checkpointer.waiting_frames()
+        assert 50 <= waiting < 1000  # read from the wal-index: each row's page, not yet copied back
+        size = os.path.getsize(path)
+        time.sleep(0.5)
+        assert os.path.getsize(path) == size  # too few to be worth a sync of the log and the file
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO blob (data) VALUES (:data)"),
+                         [{"data": os.urandom(4000)} for _ in range(1000)])
+        assert _wait_for(lambda: os.path.getsize(path) > size + 3_000_000)
+        assert _wait_for(lambda: checkpointer.waiting_frames() == 0)
+    finally:
+        engine.dispose()

@@ -6,8 +6,12 @@ import gc
 
 # Python's default (700, 10, 10) runs a young-generation pass every 700 net allocations: a page of a
 # flood (1,000 messages, their dicts and rows) is walked dozens of times while alive and promoted to
-# the old generation, whose full passes then walk it again.
-GC_THRESHOLDS = (50_000, 20, 10)
+# the old generation, whose full passes then walk it again. Larger is not free: a pass walks whatever
+# young objects are alive, and that pause lands on some request. Measured one after the other on the
+# quiet machine (2026-12-05 18:10–18:17 UTC, benchmarks/flood.py ratio and benchmarks/mp_callbacks.py
+# p99): 700 → 5.01× and 14.6 ms; 10,000 → 4.94× and 12.3 ms; 25,000 → 4.66× and 19.0 ms; 50,000 →
+# 4.68× and 33.7 ms (target ≤ 50 ms).
+GC_THRESHOLDS = (25_000, 10, 10)
 
 
 def freeze_startup_objects() -> None:
