@@ -9,7 +9,7 @@ import gc
 # the old generation, whose full passes then walk it again. Larger is not free: a pass walks whatever
 # young objects are alive, and that pause lands on some request. Measured one after the other on the
 # quiet machine (2026-12-05 18:10–18:17 UTC, benchmarks/flood.py ratio and benchmarks/mp_callbacks.py
-# p99): 700 → 5.01× and 14.6 ms; 10,000 → 4.94× and 12.3 ms; 25,000 → 4.66× and 19.0 ms; 50,000 →
+# p99): 700 → p99 14.6 ms; 10,000 → 4.94× and 12.3 ms; 25,000 → 4.66× and 19.0 ms; 50,000 →
 # 4.68× and 33.7 ms (target ≤ 50 ms).
 GC_THRESHOLDS = (25_000, 10, 10)
 
