@@ -102,6 +102,36 @@ def refresh_segment_rollup(segment_id: int) -> None:
         segment_rollups.refresh(session, segment_id)
 
 
+CLEARED_RETRY_SECONDS = 30  # a merge while the refresh of cleared counts runs: look again this much later
+CLEARED_PASSES = 5  # merges keep coming: at most this many passes, the next merge's job takes over
+
+
+@jobs.bulk_queue.task()
+def refresh_cleared_segment_rollups() -> int:
+    """The saved segments' counts a merge or its undo cleared (``rollups.forget_segments`` enqueues this after
+    the commit), one transaction each, until none is cleared; a burst of merges is one run. Another run
+    holding the lock: look again shortly (its last look may have come before this merge committed)."""
+    from huey.exceptions import TaskLockedException
+
+    from siyu.analytics import segment_rollups
+
+    done = 0
+    try:
+        with jobs.bulk_queue.lock_task("analytics:cleared-segment-rollups"):
+            for _pass in range(CLEARED_PASSES):
+                with transaction() as session:
+                    cleared = segment_rollups.cleared_segment_ids(session)
+                if not cleared:
+                    break
+                for segment_id in cleared:
+                    with transaction() as session:
+                        segment_rollups.refresh(session, segment_id)
+                    done += 1
+    except TaskLockedException:
+        refresh_cleared_segment_rollups.schedule(delay=CLEARED_RETRY_SECONDS)
+    return done
+
+
 @jobs.bulk_queue.periodic_task(crontab(minute=str(SEGMENT_ROLLUP_MINUTE)))
 def hourly_segment_rollups() -> None:
     """Every hour: each saved segment's funnel counts from its members now."""

@@ -33,6 +33,7 @@ from siyu.analytics.models import (
     StageCountDelta,
     StageTransition,
 )
+from siyu.core import jobs
 from siyu.core.db import among, integers_of
 from siyu.customers.models import Customer
 
@@ -213,9 +214,16 @@ def cohort_cells(session: Session, start: datetime, weeks: int) -> dict[tuple[in
 # ---------------------------------------------------------------- saved segments' funnels (a job keeps them)
 
 
+REFRESH_CLEARED_SEGMENTS = "analytics.jobs.refresh_cleared_segment_rollups"
+
+
 def forget_segments(session: Session) -> None:
-    """A merge or its undo changes who is live: the segments' counts are built again before they are read."""
+    """A merge or its undo changes who is live: the segments' counts are built again before they are read —
+    by a job once this commits (once per transaction), so their funnels are lookups again within seconds
+    rather than after the next hourly run; meanwhile they read live."""
     session.connection().execute(SegmentRollup.__table__.update().values(computed_at=None))  # type: ignore[attr-defined]
+    jobs.cancel_after_commit(session, REFRESH_CLEARED_SEGMENTS)
+    jobs.enqueue_after_commit(session, REFRESH_CLEARED_SEGMENTS)
 
 
 def segment_counts_at(session: Session, segment_id: int, moment: datetime) -> dict[int, int]:

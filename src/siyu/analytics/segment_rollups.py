@@ -92,6 +92,13 @@ def saved_segment_ids(session: Session) -> list[int]:
     return list(session.scalars(select(Segment.id).where(Segment.broken.is_(False)).order_by(Segment.id)))
 
 
+def cleared_segment_ids(session: Session) -> list[int]:
+    """Saved segments whose counts a merge or its undo cleared (``rollups.forget_segments``)."""
+    return list(session.scalars(select(SegmentRollup.segment_id).join(Segment, Segment.id == SegmentRollup.segment_id)
+                                .where(SegmentRollup.computed_at.is_(None), Segment.broken.is_(False))
+                                .order_by(SegmentRollup.segment_id)))
+
+
 def refresh_all(session: Session, *, now: datetime | None = None) -> dict[str, int]:
     """Every saved segment that is not broken, one after another, in this session's transaction."""
     done = skipped = 0
