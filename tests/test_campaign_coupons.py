@@ -319,18 +319,26 @@ def test_stopping_a_wecom_send_keeps_the_codes_of_customers_the_member_already_s
     assert "2" in html.unescape(console.get(stopped.headers["location"]).text)
 
 
+def _unconfirmed_coupon_campaign(db: Session, admin: Any, simulator: Simulator, account: Any, *, codes: int,
+                                 name: str) -> tuple[Any, Any]:
+    """A coupon batch of ``codes`` and a campaign to the account's customers issuing it, sent as a WeCom
+    mass-send task the member has not confirmed yet."""
+    coupon = batch(db, codes=codes)
+    simulator.corp.auto_confirm_mass_send = False
+    campaign, _plan = service.create_campaign(db, data=CampaignIn(
+        name=name, segment_id=segment_of(db, admin, account), text="券已到账", coupon_batch_id=coupon.id),
+        viewer=viewer_of(admin))
+    db.commit()
+    assert campaign is not None
+    return coupon, campaign
+
+
 def test_a_failed_delivery_gives_the_code_back_a_delivered_or_redeemed_one_is_kept(
         db: Session, make: Any, admin: Any, sim: Simulator) -> None:  # noqa: F811
     account = make.account(wecom_userid=MEMBER)
     people = wecom_customers(db, make, account, [sim.new_contact() for _n in range(4)])
     stranger = wecom_customers(db, make, account, ["wmNOTACONTACT"])[0]  # WeCom's fail_list: never sent to
-    coupon = batch(db, codes=10)
-    sim.corp.auto_confirm_mass_send = False
-    campaign, _plan = service.create_campaign(db, data=CampaignIn(
-        name="龙井券", segment_id=segment_of(db, admin, account), text="龙井券已到账", coupon_batch_id=coupon.id),
-        viewer=viewer_of(admin))
-    db.commit()
-    assert campaign is not None
+    coupon, campaign = _unconfirmed_coupon_campaign(db, admin, sim, account, codes=10, name="龙井券")
     issued = {int(t.customer_id): str((t.details or {}).get("code")) for t in db.scalars(select(Touch))
               if (t.details or {}).get("event") == "coupon_issued"}
     assert set(issued) == {c.id for c in [*people, stranger]}  # drawn when the send was recorded
@@ -415,13 +423,7 @@ def test_a_stop_wecom_refuses_leaves_the_customers_unknown_and_their_codes_kept(
         db: Session, make: Any, admin: Any, sim: Simulator) -> None:  # noqa: F811
     account = make.account(wecom_userid=MEMBER)
     people = wecom_customers(db, make, account, [sim.new_contact() for _n in range(2)])
-    coupon = batch(db, codes=5)
-    sim.corp.auto_confirm_mass_send = False
-    campaign, _plan = service.create_campaign(db, data=CampaignIn(
-        name="停不下", segment_id=segment_of(db, admin, account), text="券已到账", coupon_batch_id=coupon.id),
-        viewer=viewer_of(admin))
-    db.commit()
-    assert campaign is not None
+    coupon, campaign = _unconfirmed_coupon_campaign(db, admin, sim, account, codes=5, name="停不下")
     drawn = held(db, coupon.id)
     sim.fault(path="externalcontact/cancel_groupmsg_send", errcode=48002, times=1)
     api = client_for(db, policy=RetryPolicy(attempts=1))

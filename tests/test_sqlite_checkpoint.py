@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from siyu.core import db
 
@@ -22,19 +22,28 @@ def _wait_for(predicate, seconds: float = 10.0) -> bool:  # type: ignore[no-unty
     return predicate()
 
 
+def _blob_engine(path: Path) -> Engine:
+    """An engine on a new file whose writers never checkpoint (only the engine's thread does)."""
+    engine = db.make_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+        conn.execute(text("CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB)"))
+    return engine
+
+
+def _write_blobs(engine: Engine, count: int) -> None:
+    with engine.begin() as conn:  # a page (4 KB) or so each, committed to the log
+        conn.execute(text("INSERT INTO blob (data) VALUES (:data)"), [{"data": os.urandom(4000)} for _ in range(count)])
+
+
 def test_the_checkpoint_thread_copies_committed_pages_into_the_database_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(db, "CHECKPOINT_INTERVAL_S", 0.1)
     monkeypatch.setattr(db, "CHECKPOINT_MIN_FRAMES", 100)
     path = tmp_path / "wal.db"
-    engine = db.make_engine(f"sqlite:///{path}")
+    engine = _blob_engine(path)
     try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")  # no writer checkpoints: only the thread's
-            conn.execute(text("CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB)"))
         before = os.path.getsize(path)
-        with engine.begin() as conn:
-            conn.execute(text("INSERT INTO blob (data) VALUES (:data)"),
-                         [{"data": os.urandom(4000)} for _ in range(500)])
+        _write_blobs(engine, 500)
         # Committed to the log; the database file grows only when a checkpoint copies the pages back.
         assert _wait_for(lambda: os.path.getsize(path) > before + 1_500_000)
         with sqlite3.connect(path) as raw:
@@ -66,23 +75,16 @@ def test_a_few_waiting_pages_are_left_in_the_log_until_enough_wait(tmp_path: Pat
     monkeypatch.setattr(db, "CHECKPOINT_INTERVAL_S", 0.05)
     monkeypatch.setattr(db, "CHECKPOINT_MIN_FRAMES", 1000)
     path = tmp_path / "few.db"
-    engine = db.make_engine(f"sqlite:///{path}")
+    engine = _blob_engine(path)
     try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
-            conn.execute(text("CREATE TABLE blob (id INTEGER PRIMARY KEY, data BLOB)"))
-        with engine.begin() as conn:
-            conn.execute(text("INSERT INTO blob (data) VALUES (:data)"),
-                         [{"data": os.urandom(4000)} for _ in range(50)])
+        _write_blobs(engine, 50)
         checkpointer = db.Checkpointer(str(path))
         waiting = checkpointer.waiting_frames()
         assert 50 <= waiting < 1000  # read from the wal-index: each row's page, not yet copied back
         size = os.path.getsize(path)
         time.sleep(0.5)
         assert os.path.getsize(path) == size  # too few to be worth a sync of the log and the file
-        with engine.begin() as conn:
-            conn.execute(text("INSERT INTO blob (data) VALUES (:data)"),
-                         [{"data": os.urandom(4000)} for _ in range(1000)])
+        _write_blobs(engine, 1000)
         assert _wait_for(lambda: os.path.getsize(path) > size + 3_000_000)
         assert _wait_for(lambda: checkpointer.waiting_frames() == 0)
     finally:
