@@ -32,6 +32,26 @@ def _added(db: Session, customer: Any, at: datetime) -> None:
     db.commit()
 
 
+
+def hand_cohorts(db: Session, rows: list[service.CohortRow]) -> dict[int, tuple[int, ...]]:
+    """The cohort table of ``rows``' weeks by the hand-written SQL (``HAND_COHORTS``), on either database."""
+    from sqlalchemy import text
+
+    start = service.day_start(rows[-1].week).replace(tzinfo=None).isoformat(" ", "microseconds")
+    end = service.day_start(rows[0].week + timedelta(weeks=1)).replace(tzinfo=None).isoformat(" ", "microseconds")
+    hand_sql = HAND_COHORTS
+    if db.get_bind().dialect.name == "postgresql":  # the same SQL with PostgreSQL's day arithmetic
+        import re
+
+        hand_sql = re.sub(r"julianday\(([^()]+)\)", r"(EXTRACT(EPOCH FROM \1) / 86400.0)",
+                          HAND_COHORTS.replace("julianday(:start)",
+                                               "(EXTRACT(EPOCH FROM CAST(:start AS timestamptz)) / 86400.0)"))
+        hand_sql = hand_sql.replace("SELECT CAST((", "SELECT CAST(FLOOR((", 1).replace(
+            ") / 7 AS INTEGER) AS week", ") / 7) AS INTEGER) AS week", 1)  # PostgreSQL's CAST rounds
+        start, end = start + "+00:00", end + "+00:00"
+    return {int(r[0]): tuple(int(v) for v in r[1:]) for r in db.execute(text(hand_sql), {"start": start, "end": end})}
+
+
 def test_a_touch_records_the_stage_change_in_the_same_transaction(db: Session, make: Factory) -> None:
     account = make.account()
     customer = make.customer(account)
@@ -430,24 +450,10 @@ def test_the_rollups_answer_the_funnel_and_cohorts_exactly_as_the_hand_written_s
     for day in days[::5]:
         assert service.funnel(db, viewer=SYSTEM, day=day).current == _hand_funnel(db, day), day
     # Cohorts from each customer's first time on each rung, against the per-transition SQL.
-    from sqlalchemy import text
 
     now = datetime(2026, 12, 1, tzinfo=UTC)
     rows = service.cohorts(db, viewer=SYSTEM, weeks=14, until=date(2026, 3, 30), now=now)
-    start = service.day_start(rows[-1].week).replace(tzinfo=None).isoformat(" ", "microseconds")
-    end = service.day_start(rows[0].week + timedelta(weeks=1)).replace(tzinfo=None).isoformat(" ", "microseconds")
-    hand_sql = HAND_COHORTS
-    if db.get_bind().dialect.name == "postgresql":  # the same SQL with PostgreSQL's day arithmetic
-        import re
-
-        hand_sql = re.sub(r"julianday\(([^()]+)\)", r"(EXTRACT(EPOCH FROM \1) / 86400.0)",
-                          HAND_COHORTS.replace("julianday(:start)",
-                                               "(EXTRACT(EPOCH FROM CAST(:start AS timestamptz)) / 86400.0)"))
-        hand_sql = hand_sql.replace("SELECT CAST((", "SELECT CAST(FLOOR((", 1).replace(
-            ") / 7 AS INTEGER) AS week", ") / 7) AS INTEGER) AS week", 1)  # PostgreSQL's CAST rounds
-        start, end = start + "+00:00", end + "+00:00"
-    hand = {int(r[0]): tuple(int(v) for v in r[1:]) for r in db.execute(text(hand_sql),
-                                                                          {"start": start, "end": end})}
+    hand = hand_cohorts(db, rows)
     mine = {13 - i: (r.added, *[r.reached[s][d] for s in service.STAGES[1:] for d in service.COHORT_DAYS])
             for i, r in enumerate(rows) if r.added}
     assert mine == hand and sum(r.added for r in rows) == len(made) - 1

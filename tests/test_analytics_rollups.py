@@ -15,7 +15,7 @@ from siyu.analytics.models import SegmentRollup
 from siyu.core.settings import local_today
 from siyu.core.viewer import SYSTEM
 from tests.conftest import Factory
-from tests.test_analytics import HAND_COHORTS, _added, _hand_funnel, local
+from tests.test_analytics import _added, _hand_funnel, hand_cohorts, local
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 DAYS = [date(2025, 12, 31) + timedelta(days=n) for n in range(0, 150, 7)]
@@ -37,27 +37,11 @@ def _ladder(db: Session, make: Factory, accounts: list[Any], customers: int = 30
     return made
 
 
-def _hand_cohorts(db: Session, rows: list[service.CohortRow]) -> dict[int, tuple[int, ...]]:
-    start = service.day_start(rows[-1].week).replace(tzinfo=None).isoformat(" ", "microseconds")
-    end = service.day_start(rows[0].week + timedelta(weeks=1)).replace(tzinfo=None).isoformat(" ", "microseconds")
-    hand_sql = HAND_COHORTS
-    if db.get_bind().dialect.name == "postgresql":  # the same SQL with PostgreSQL's day arithmetic
-        import re
-
-        hand_sql = re.sub(r"julianday\(([^()]+)\)", r"(EXTRACT(EPOCH FROM \1) / 86400.0)",
-                          HAND_COHORTS.replace("julianday(:start)",
-                                               "(EXTRACT(EPOCH FROM CAST(:start AS timestamptz)) / 86400.0)"))
-        hand_sql = hand_sql.replace("SELECT CAST((", "SELECT CAST(FLOOR((", 1).replace(
-            ") / 7 AS INTEGER) AS week", ") / 7) AS INTEGER) AS week", 1)
-        start, end = start + "+00:00", end + "+00:00"
-    return {int(r[0]): tuple(int(v) for v in r[1:]) for r in db.execute(text(hand_sql), {"start": start, "end": end})}
-
-
 def _cohorts_match(db: Session) -> None:
     rows = service.cohorts(db, viewer=SYSTEM, weeks=16, until=date(2026, 4, 6), now=NOW)
     mine = {15 - i: (r.added, *[r.reached[s][d] for s in service.STAGES[1:] for d in service.COHORT_DAYS])
             for i, r in enumerate(rows) if r.added}
-    assert mine == _hand_cohorts(db, rows)
+    assert mine == hand_cohorts(db, rows)
     # and the rollup answered, not the per-customer read
     assert rollups.cohort_cells(db, service.day_start(rows[-1].week), 16)
 
