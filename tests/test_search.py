@@ -147,3 +147,21 @@ def test_savepoints_index_at_the_real_commit_and_a_failed_one_loses_nothing(db: 
     make.customer(shop, name="批量丙")
     db.commit()
     assert _found(db, "批量") == {"批量甲", "批量丙"}
+
+
+def test_customers_first_met_through_kf_are_found_by_nickname_and_follow_later_edits(db: Session) -> None:
+    from siyu.wecom import kf
+
+    ids = kf.resolve_customers(db, ["wmNEW1", "wmNEW2"], {"wmNEW1": {"nickname": "山野茶友小林"},
+                                                          "wmNEW2": {"nickname": "Lin Xiaoyu"}})
+    db.commit()
+    assert _found(db, "茶友") == {"山野茶友小林"}
+    assert _found(db, "xiaoyu") == {"Lin Xiaoyu"}
+    from siyu.customers.models import Customer
+
+    customer = db.get(Customer, ids["wmNEW1"])
+    assert customer is not None
+    customer.name = "普洱爱好者小林"
+    db.commit()
+    assert _found(db, "普洱") == {"普洱爱好者小林"}
+    assert _found(db, "茶友") == set()

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import requests
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -480,3 +481,33 @@ def test_console_test_connection_when_wecom_cannot_be_reached_or_nothing_is_set(
         monkeypatch.delenv(name)
     get_settings.cache_clear()
     assert "请先填写企业 ID 和 Secret" in console.post("/wecom/test", {}).text
+
+
+class _Answers(requests.adapters.BaseAdapter):
+    """A transport answering every request with these bytes (what a real WeCom answer may hold)."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
+
+    def send(self, request: Any, **kwargs: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code, response._content, response.url = 200, self.body, str(request.url)
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("body", [b'{"errcode": 0, "msg_list": [{"text": {"content": "line\tone\x01"}}]}',
+                                  b'{"errcode": 0, "msg_list": [{"text": {"content": "broken \xff utf-8"}}]}'])
+def test_answers_strict_json_refuses_are_still_read(db: Session, body: bytes) -> None:
+    # Raw control characters or broken UTF-8 in a chat text: the fast strict parser refuses, the lenient one reads.
+    client = wecom_client.WecomClient("wwTEST", "secret", api_base="http://wecom.test/cgi-bin/",
+                                      storage=TokenStorage(DatabaseStorage()))
+    client._http.mount("http://wecom.test/", _Answers(body))
+    outcome = client._attempt("POST", "http://wecom.test/cgi-bin/kf/sync_msg", api="kf/sync_msg", query={},
+                              data=b"{}", creates=False)
+    assert isinstance(outcome, dict)
+    assert outcome["msg_list"][0]["text"]["content"].startswith(("line\tone", "broken"))

@@ -69,9 +69,10 @@ class ConversationNotFound(NotFound):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InboundMessage:
-    """One message as a connector hands it over, before it is stored."""
+    """One message as a connector hands it over, before it is stored (slots, not frozen: a flood makes
+    170,000 of them, and a frozen dataclass sets each field through ``object.__setattr__``)."""
 
     source: str
     platform_msgid: str
@@ -154,9 +155,9 @@ def ingest(session: Session, messages: Sequence[InboundMessage], *, auto_reply: 
     for message, key, _customer in keyed:
         text = clean_text(message.text)
         kind = message.msg_type if message.msg_type in KNOWN_TYPES else _UNKNOWN
-        payload = dict(message.payload or {})
-        if kind == _UNKNOWN:
-            payload.setdefault("original_type", message.msg_type)
+        payload = message.payload
+        if kind == _UNKNOWN:  # a copy: the connector's item stays as it came
+            payload = {"original_type": message.msg_type, **(payload or {})}
         outbound = message.direction == _OUT
         sent_at = message.sent_at if message.sent_at.tzinfo is not None else message.sent_at.replace(tzinfo=UTC)
         rows.append({

@@ -210,7 +210,7 @@ def resolve_followers(session: Session, account_id: int, openids: Iterable[str],
         new_ids = session.execute(dialect_insert(session, table).returning(table.c.id, sort_by_parameter_order=True),
                                   rows).scalars().all()
         customer_of.update({o: int(c) for o, c in zip(new_customers, new_ids, strict=True)})
-        search.mark_dirty(session, [int(c) for c in new_ids])
+        search.index_created(session, {int(c): str(row["name"]) for c, row in zip(new_ids, rows, strict=True)})
     for openid in missing:
         if openid not in customer_of:
             customer_of[openid] = by_union[str(profiles[openid]["unionid"])[:64]]

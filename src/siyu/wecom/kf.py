@@ -121,7 +121,7 @@ def message_id_of(msgid: str) -> int | None:
 # ---------------------------------------------------------------- parsing a sync_msg item
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Parsed:
     msg_type: str
     text: str
@@ -318,7 +318,8 @@ def resolve_customers(session: Session, external_userids: Iterable[str],
         created = insert_records(session, cast(Table, Customer.__table__), rows, conflict=("wecom_external_userid",),
                                  returning=("id", "wecom_external_userid"))
         known.update({str(ext): int(cid) for cid, ext in created})
-        search.mark_dirty(session, [int(cid) for cid, _ext in created])
+        names = {str(row["wecom_external_userid"]): str(row["name"]) for row in rows}
+        search.index_created(session, {int(cid): names[str(ext)] for cid, ext in created})
         if len(known) < len(ids):  # created by another worker meanwhile
             known.update({str(ext): int(cid) for cid, ext in session.execute(
                 select(Customer.id, Customer.wecom_external_userid).where(
