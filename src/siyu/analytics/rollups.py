@@ -82,9 +82,9 @@ def recorded(session: Session, *, closed: Iterable[tuple[int, int, datetime, dat
         if rank >= 1:
             start = max(_aware(at), _aware(added))
             changes[(hour_of(max(when, start)), rank)] -= 1
-    touched: set[int] = set()
+    touched: dict[int, datetime] = {}
     for customer_id, rank, added in opened:
-        touched.add(customer_id)
+        touched[customer_id] = _aware(added)
         if rank >= 1:
             changes[(hour_of(max(when, _aware(added))), rank)] += 1
     rows = [{"hour": hour, "rank": rank, "n": n} for (hour, rank), n in changes.items() if n]
@@ -102,23 +102,41 @@ def _by_list(session: Session, ids: list[int]) -> Any:
     return select(Customer.id).select_from(wanted).join(Customer, Customer.id == wanted.c.value)
 
 
-def refresh_ladder(session: Session, customer_ids: Iterable[int]) -> None:
-    """Recompute these customers' first times on each rung from their transitions."""
-    ids = sorted(set(customer_ids))
+_LAGS = (_LADDER.c.user_lag_us, _LADDER.c.customer_lag_us, _LADDER.c.fan_lag_us)
+
+
+def refresh_ladder(session: Session, added: dict[int, datetime]) -> None:
+    """Recompute these live customers' first times on each rung from their transitions (``added``: each
+    one's add date). Their old rows leave the cohort counts as they are deleted and the new ones enter
+    as they are inserted (both statements hand their rows back): no read of the ladder before or after."""
+    ids = sorted(added)
     if not ids:
         return
     connection = session.connection()
-    changes = _cohort_changes(session, ids, -1, live_only=True)  # the cohort counts: out with the old lags …
-    connection.execute(delete(_LADDER).where(among(session, _LADDER.c.customer_id, ids)))
+    changes: Counter[tuple[int, int, int]] = Counter()
+    for customer_id, *lags in connection.execute(  # out with the old lags …
+            delete(_LADDER).where(among(session, _LADDER.c.customer_id, ids))
+            .returning(_LADDER.c.customer_id, *_LAGS)):
+        _count_lags(changes, added[int(customer_id)], lags, -1)
     t = StageTransition
     lag: Any = literal_column(lag_sql(connection.dialect.name, "stage_transition.at", "customer.created_at"))
     firsts = [func.min(case((t.to_rank >= rung, lag))) for rung in RUNGS]
-    connection.execute(insert(_LADDER).from_select(
-        ["customer_id", "user_lag_us", "customer_lag_us", "fan_lag_us"],
-        _by_list(session, ids).join(t, t.customer_id == Customer.id).with_only_columns(t.customer_id, *firsts)
-        .group_by(t.customer_id).having(func.max(t.to_rank) >= 1)))
-    changes.update(_cohort_changes(session, ids, 1, live_only=True))  # … in with the new ones
+    for customer_id, *lags in connection.execute(  # … in with the new ones
+            insert(_LADDER).from_select(
+                ["customer_id", "user_lag_us", "customer_lag_us", "fan_lag_us"],
+                _by_list(session, ids).join(t, t.customer_id == Customer.id).with_only_columns(t.customer_id, *firsts)
+                .group_by(t.customer_id).having(func.max(t.to_rank) >= 1)).returning(_LADDER.c.customer_id, *_LAGS)):
+        _count_lags(changes, added[int(customer_id)], lags, 1)
     _append_cohort(session, changes)
+
+
+def _count_lags(changes: Counter[tuple[int, int, int]], added: datetime, lags: list[Any], sign: int) -> None:
+    """One customer's ladder row in ``cohort_ladder_count``'s terms: (add hour, rung, window) × sign."""
+    hour = hour_of(_aware(added))
+    for rung, lag in zip(RUNGS, lags, strict=True):
+        days = window_of(None if lag is None else int(lag))
+        if days is not None:
+            changes[(hour, rung, days)] += sign
 
 
 def window_of(lag_us: int | None) -> int | None:
@@ -136,11 +154,7 @@ def _cohort_changes(session: Session, ids: list[int], sign: int, *, live_only: b
     for created, *lags in session.execute(
             _by_list(session, ids).join(ladder, ladder.customer_id == Customer.id).where(*where).with_only_columns(
                 Customer.created_at, ladder.user_lag_us, ladder.customer_lag_us, ladder.fan_lag_us)):
-        hour = hour_of(_aware(created))
-        for rung, lag in zip(RUNGS, lags, strict=True):
-            days = window_of(None if lag is None else int(lag))
-            if days is not None:
-                changes[(hour, rung, days)] += sign
+        _count_lags(changes, created, lags, sign)
     return changes
 
 

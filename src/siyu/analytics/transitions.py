@@ -38,14 +38,13 @@ def record(session: Session, changes: Iterable[tuple[int, str | None, str]], *, 
     ids = sorted({customer_id for customer_id, _old, _new in rows})
     from siyu.customers.models import Customer
 
-    # The rows about to close and the customers' add dates, for the rollups (live customers only).
+    # The customers' add dates and the rows this closes, for the rollups (live customers only).
     added = {int(cid): created for cid, created in session.execute(select(Customer.id, Customer.created_at).where(
         among(session, Customer.id, ids), Customer.merged_into_id.is_(None)))}
-    closing = [(cid, int(rank), at, added[cid]) for cid, rank, at in session.execute(
-        select(_TABLE.c.customer_id, _TABLE.c.to_rank, _TABLE.c.at).where(
-            among(session, _TABLE.c.customer_id, ids), _TABLE.c.until.is_(None))) if cid in added]
-    connection.execute(update(_TABLE).where(among(session, _TABLE.c.customer_id, ids), _TABLE.c.until.is_(None))
-                       .values(until=bindparam("v_until", value=when, type_=UTCDateTime())))
+    closing = [(int(cid), int(rank), at, added[int(cid)]) for cid, rank, at in connection.execute(
+        update(_TABLE).where(among(session, _TABLE.c.customer_id, ids), _TABLE.c.until.is_(None))
+        .values(until=bindparam("v_until", value=when, type_=UTCDateTime()))
+        .returning(_TABLE.c.customer_id, _TABLE.c.to_rank, _TABLE.c.at)) if int(cid) in added]
     insert_records(session, _TABLE, [
         {"customer_id": customer_id, "from_rank": STAGE_RANKS.get(old) if old else None,
          "to_rank": STAGE_RANKS[new], "at": when, "until": None} for customer_id, old, new in rows])

@@ -29,7 +29,7 @@ from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from siyu.accounts.models import Account
-from siyu.core.db import dialect_insert, utcnow
+from siyu.core.db import among, dialect_insert, utcnow
 from siyu.core.errors import Invalid, NotFound
 from siyu.core.i18n import _
 from siyu.core.settings import local_today, local_zone
@@ -332,8 +332,8 @@ def touches_written(session: Session, customer_ids: list[int]) -> None:
         return
     today = local_today()
     # A flood's batch costs one indexed read when none of its customers is on a cadence or has an open task.
-    on_cadence = list(session.scalars(select(CadenceDue.customer_id).where(CadenceDue.customer_id.in_(ids))
-                                      .distinct())) if len(ids) > 0 else []
+    on_cadence = list(session.scalars(select(CadenceDue.customer_id)
+                                      .where(among(session, CadenceDue.customer_id, ids)).distinct()))
     if on_cadence:
         refresh_due(session, customer_ids=on_cadence, today=today)
     _close_touched_tasks(session, ids)
@@ -343,14 +343,16 @@ def _close_touched_tasks(session: Session, ids: list[int]) -> None:
     task = Task.__table__.c
     open_tasks = session.execute(
         select(task.id, task.customer_id, task.account_id, task.created_at)
-        .where(task.customer_id.in_(ids), task.status.in_([TaskStatus.open.value, TaskStatus.snoozed.value]),
+        .where(among(session, task.customer_id, ids),
+               task.status.in_([TaskStatus.open.value, TaskStatus.snoozed.value]),
                task.kind.in_(CHAT_TASK_KINDS))).all()
     if not open_tasks:
         return
     latest: dict[tuple[int, int | None], datetime] = {
         (int(c), a): at for c, a, at in session.execute(
             select(Touch.customer_id, Touch.account_id, func.max(Touch.occurred_at))
-            .where(Touch.kind.in_(PRIVATE_KINDS), Touch.customer_id.in_(sorted({t.customer_id for t in open_tasks})))
+            .where(Touch.kind.in_(PRIVATE_KINDS),
+                   among(session, Touch.customer_id, sorted({t.customer_id for t in open_tasks})))
             .group_by(Touch.customer_id, Touch.account_id))}
     closing = []
     for row in open_tasks:
