@@ -319,6 +319,46 @@ def test_stopping_a_wecom_send_keeps_the_codes_of_customers_the_member_already_s
     assert "2" in html.unescape(console.get(stopped.headers["location"]).text)
 
 
+def test_codes_of_customers_the_member_never_sent_to_go_back_once_the_wait_is_over(
+        db: Session, make: Any, admin: Any, sim: Simulator) -> None:  # noqa: F811
+    sent_first = make.account(wecom_userid=MEMBER)
+    waited = make.account(wecom_userid="shanye.xiaoye02")
+    got_it = wecom_customers(db, make, sent_first, [sim.new_contact() for _n in range(2)])
+    never = wecom_customers(db, make, waited, [sim.new_contact("shanye.xiaoye02") for _n in range(2)])
+    coupon = batch(db, codes=10)
+    sim.corp.auto_confirm_mass_send = False
+    campaign, _plan = service.create_campaign(db, data=CampaignIn(
+        name="冬茶券", segment_id=segment_of(db, admin, sent_first, waited), text="冬茶券已放入您的账户",
+        coupon_batch_id=coupon.id), viewer=viewer_of(admin))
+    db.commit()  # the send job creates the WeCom tasks on commit, in its own session
+    assert campaign is not None
+    db.refresh(campaign)
+    assert campaign.sent_at is not None
+    drawn = held(db, coupon.id)
+    task = next(t for t in service.tasks_of(db, campaign.id) if t.account_id == sent_first.id)
+    sim.control("POST", "confirm_mass_send", {"msgid": task.msgid, "userid": MEMBER})
+    api = client_for(db, policy=RetryPolicy(attempts=1))
+    service.read_results(db, campaign.id, api=api)  # within the wait: the other member may still send
+    db.commit()
+    assert held(db, coupon.id) == drawn
+
+    over = campaign.sent_at + timedelta(days=3, minutes=1)
+    assert service.results_due(db, now=over) == [campaign.id]  # one more read after the wait
+    service.read_results(db, campaign.id, api=api, now=over)
+    db.commit()
+    recipients = {r.customer_id: r for r in db.scalars(select(CampaignRecipient).where(
+        CampaignRecipient.campaign_id == campaign.id))}
+    assert {recipients[c.id].status for c in got_it} == {RecipientStatus.delivered.value}
+    assert {recipients[c.id].status for c in never} == {RecipientStatus.failed.value}
+    assert all("3 天内未" in recipients[c.id].reason for c in never)
+    assert held(db, coupon.id) == {c.id: drawn[c.id] for c in got_it}  # delivered: kept
+    assert all(released_touches(db, c.id) == [drawn[c.id]] for c in never)
+    assert service.results_due(db, now=over) == []
+    service.read_results(db, campaign.id, api=api, now=over + timedelta(minutes=1))  # by hand: nothing twice
+    db.commit()
+    assert all(released_touches(db, c.id) == [drawn[c.id]] for c in never)
+
+
 def _unconfirmed_coupon_campaign(db: Session, admin: Any, simulator: Simulator, account: Any, *, codes: int,
                                  name: str) -> tuple[Any, Any]:
     """A coupon batch of ``codes`` and a campaign to the account's customers issuing it, sent as a WeCom

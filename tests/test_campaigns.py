@@ -32,7 +32,9 @@ from siyu.core.errors import Conflict, Invalid
 from siyu.customers.models import Customer, Friendship, FriendshipStatus
 from siyu.inbox import service as inbox
 from siyu.inbox.service import InboundMessage
+from siyu.maintenance import service as maintenance_service
 from siyu.maintenance.models import Task, TaskKind, TaskStatus
+from siyu.maintenance.schemas import TaskDoneIn
 from siyu.orders.models import Order
 from siyu.segments import service as segments_service
 from siyu.segments.schemas import SegmentIn, parse_tree
@@ -218,6 +220,42 @@ def test_a_personal_account_gets_a_task_list_ticked_off_as_delivered(db: Session
     db.commit()
     figures = service.numbers(db, service.get_campaign(db, campaign_id=campaign.id))["all"]
     assert figures.targeted == 3 and figures.delivered == 1
+
+
+def test_a_second_same_day_campaign_reaches_personal_account_customers(db: Session, make: Any, admin: Any) -> None:
+    """Two campaigns on one day to a personal account's customer: two tasks, each with its own copy, and
+    ticking one off delivers that campaign's message only — once, however often the results are read."""
+    account = make.account(kind="personal", wecom_userid=None)
+    customer = make.customer(account)
+    segment_id = segment_of(db, admin, account)
+    first, _plan = service.create_campaign(db, data=CampaignIn(name="新品", segment_id=segment_id, text="新品上市"),
+                                           viewer=viewer_of(admin))
+    db.commit()
+    second, _plan = service.create_campaign(db, data=CampaignIn(name="周末", segment_id=segment_id,
+                                                                text="周末特惠"), viewer=viewer_of(admin))
+    db.commit()
+    assert first is not None and second is not None
+    tasks = list(db.scalars(select(Task).where(Task.kind == TaskKind.campaign.value,
+                                               Task.customer_id == customer.id).order_by(Task.id)))
+    assert [t.ref_id for t in tasks] == [first.id, second.id]
+    assert "新品上市" in tasks[0].detail and "周末特惠" in tasks[1].detail
+
+    def delivered() -> dict[int, int]:
+        for campaign in (first, second):
+            service.read_results(db, campaign.id)
+        db.commit()
+        return {c.id: service.numbers(db, service.get_campaign(db, campaign_id=c.id))["all"].delivered
+                for c in (first, second)}
+
+    maintenance_service.complete_task(db, task_id=tasks[1].id, data=TaskDoneIn(), viewer=viewer_of(admin))
+    db.commit()
+    assert delivered() == {first.id: 0, second.id: 1}
+    maintenance_service.complete_task(db, task_id=tasks[0].id, data=TaskDoneIn(), viewer=viewer_of(admin))
+    db.commit()
+    assert delivered() == {first.id: 1, second.id: 1}
+    assert delivered() == {first.id: 1, second.id: 1}
+    assert list(db.scalars(select(CampaignRecipient.status).where(CampaignRecipient.customer_id == customer.id))) \
+        == [RecipientStatus.delivered.value] * 2
 
 
 # ---------------------------------------------------------------- end to end through the simulator

@@ -20,7 +20,8 @@ the message never reached its customer: cancelled before its task was created (o
 account, before the operator ticked it off), stopped in WeCom (``cancel_groupmsg_send``) with the
 results read right after the stop saying the member had not sent it, refused by WeCom (the task
 failed, or the customer was not the member's contact), or not sent by WeCom (not a contact, the
-receive limit). It stays when the customer may have seen it: delivered, still waiting, unknown
+receive limit, or still not sent by the member when the results are read after the three days members
+are waited for: ``service.results_due``). It stays when the customer may have seen it: delivered, still waiting, unknown
 (WeCom's answer was lost, or it could not confirm a stop), redeemed, drawn by anything but a campaign, or
 named in another campaign of the batch that did not fail for them — and when a personal account's
 task list carried the code ({券码}) to the operator before the cancel, since a message sent by hand

@@ -629,12 +629,17 @@ class ResultsRun:
 def read_results(session: Session, campaign_id: int, *, api: Any = None, now: datetime | None = None) -> ResultsRun:
     """WeCom's per-customer results of each created task (``get_groupmsg_send_result``, read through
     ``wecom.send_results``) and the operators' ticked-off tasks, into each recipient's delivery status; the
-    coupon codes of those WeCom did not send to go back to the pool (``rewards.release_undelivered``)."""
+    coupon codes of those WeCom did not send to go back to the pool (``rewards.release_undelivered``).
+
+    Read once more after ``send_results.GIVE_UP_AFTER`` (``results_due``): a customer WeCom still reports as
+    not sent then was never sent by the member (failed, ``send_results.NEVER_SENT``), so their code goes back
+    too instead of staying reserved for a message that is not coming."""
     from siyu.wecom import send_results
 
     now = now or utcnow()
     run = ResultsRun()
     campaign = get_campaign(session, campaign_id=campaign_id)
+    expired = _expired(campaign, now)
     tasks = [t for t in tasks_of(session, campaign_id) if t.state == TaskState.created.value]
     wecom_tasks = [t for t in tasks if t.channel == TaskChannel.wecom.value and t.msgid]
     if wecom_tasks:
@@ -651,9 +656,10 @@ def read_results(session: Session, campaign_id: int, *, api: Any = None, now: da
                 task.error = answer.display() if hasattr(answer, "display") else str(answer)
                 continue
             run.read += 1
-            run.delivered += _apply_results(session, task, answer)
+            run.delivered += _apply_results(session, task, answer, expired=expired)
     run.delivered += _personal_done(session, campaign, tasks, now=now)
-    campaign.results_read_at = now
+    if not (expired and run.busy):  # the read after the window: again on the next run until WeCom answers
+        campaign.results_read_at = now
     session.flush()
     rewards.release_undelivered(session, campaign_id=campaign.id, viewer=SYSTEM, at=now)
     return run
@@ -677,7 +683,16 @@ def _personal_done(session: Session, campaign: Campaign, tasks: Sequence[Campaig
     return len(done)
 
 
-def _apply_results(session: Session, task: CampaignTask, rows: list[dict[str, Any]]) -> int:
+def _expired(campaign: Campaign, now: datetime) -> bool:
+    """Sent longer ago than members are waited for (``send_results.GIVE_UP_AFTER``)."""
+    from siyu.wecom import send_results
+
+    return campaign.sent_at is not None and now - campaign.sent_at >= send_results.GIVE_UP_AFTER
+
+
+def _apply_results(session: Session, task: CampaignTask, rows: list[dict[str, Any]], *,
+                   expired: bool = False) -> int:
+    """WeCom's answer for one task into its recipients' statuses; ``expired``: one still not sent never was."""
     from siyu.wecom import send_results
 
     by_external = {str(r.get("external_userid") or ""): r for r in rows}
@@ -701,6 +716,8 @@ def _apply_results(session: Session, task: CampaignTask, rows: list[dict[str, An
             changes.append((rid, RecipientStatus.not_friend, _(send_results.NOT_A_CONTACT), None))
         elif status == send_results.RECEIVE_LIMIT and current != RecipientStatus.limit.value:
             changes.append((rid, RecipientStatus.limit, _(send_results.LIMIT_REACHED), None))
+        elif status == send_results.NOT_SENT_YET and expired and current == RecipientStatus.waiting.value:
+            changes.append((rid, RecipientStatus.failed, _(send_results.NEVER_SENT), None))
     if sent_times and task.member_sent_at is None:
         task.member_sent_at = datetime.fromtimestamp(min(sent_times), UTC)
     _bulk_status(session, changes)
@@ -1039,10 +1056,18 @@ def export_rows(session: Session, campaign: Campaign, step: str, viewer: Viewer)
 
 
 def results_due(session: Session, *, now: datetime | None = None) -> list[int]:
-    """Campaigns whose results are still worth reading: sent within the last three days."""
+    """Campaigns whose results are still worth reading: sent within the last three days
+    (``send_results.GIVE_UP_AFTER``), and once more after that, when what members never sent is failed."""
+    from siyu.wecom import send_results
+
     now = now or utcnow()
-    return [int(i) for i in session.scalars(select(Campaign.id).where(
-        Campaign.status == CampaignStatus.sent.value, Campaign.sent_at >= now - timedelta(days=3)))]
+    window = send_results.GIVE_UP_AFTER
+    due = []
+    for campaign_id, sent_at, read_at in session.execute(select(Campaign.id, Campaign.sent_at, Campaign.results_read_at)
+                                                         .where(Campaign.status == CampaignStatus.sent.value)):
+        if sent_at is not None and (sent_at >= now - window or read_at is None or read_at < sent_at + window):
+            due.append(int(campaign_id))
+    return due
 
 
 __all__ = ["Plan", "cancel", "create_campaign", "numbers", "plan", "read_results", "remind",

@@ -8,8 +8,11 @@ it (``service.touches_written``, called by ``customers.service`` after every tou
 "due today" is an indexed range read, never a scan of the timeline.
 
 A ``Task`` is one thing an operator should do today for one customer on one account. The daily
-job writes them with a unique key (customer, account, kind, day): running it twice creates
-nothing twice. Done / snoozed / skipped tasks stay, so completion rates per operator are a
+job writes them with a unique key (customer, account, kind, day, ref_key): running it twice creates
+nothing twice. ``ref_key`` is 0 except for the kinds in ``APART_KINDS``, whose tasks stay apart per
+reference: two 群发 campaigns on one day are two copies to send, each ticked off on its own (each
+campaign reads its recipients' delivery from its own task), where a second SOP step of the day
+joins the day's task. Done / snoozed / skipped tasks stay, so completion rates per operator are a
 query over this table.
 """
 
@@ -72,6 +75,18 @@ TASK_KIND_LABELS = {
 }
 
 
+# Kinds whose tasks stay apart per ``ref_id`` within a day (``Task.ref_key``): a campaign's task answers that
+# campaign's recipient only, so a second campaign of the day gets its own task instead of none.
+APART_KINDS = frozenset({TaskKind.campaign.value})
+# The unique key, as every insert's ON CONFLICT names it.
+TASK_KEY = ("customer_id", "account_id", "kind", "day", "ref_key")
+
+
+def ref_key_of(kind: str, ref_id: int | None) -> int:
+    """The task's ``ref_key``: its ``ref_id`` for the kinds kept apart per reference, else 0."""
+    return int(ref_id or 0) if kind in APART_KINDS else 0
+
+
 class TaskStatus(enum.StrEnum):
     open = "open"
     done = "done"  # the operator did it (a touch recorded)
@@ -132,7 +147,7 @@ class FollowUp(Base):
 class Task(Base):
     __tablename__ = "maintenance_task"
     __table_args__ = (
-        UniqueConstraint("customer_id", "account_id", "kind", "day", name="uq_maintenance_task_key"),
+        UniqueConstraint(*TASK_KEY, name="uq_maintenance_task_key"),
         Index("ix_maintenance_task_account_day", "account_id", "day", "status", "priority"),
         Index("ix_maintenance_task_operator_day", "operator_id", "day", "status"),
         Index("ix_maintenance_task_customer_status", "customer_id", "status"),
@@ -150,6 +165,7 @@ class Task(Base):
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open.value)
     detail: Mapped[str] = mapped_column(String(255), default="")  # e.g. the follow-up's note
     ref_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # follow-up or conversation id
+    ref_key: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # ref_key_of(kind, ref_id)
     snoozed_until: Mapped[date | None] = mapped_column(Date, nullable=True)
     skip_reason: Mapped[str] = mapped_column(String(255), default="")
     touch_id: Mapped[int | None] = mapped_column(ForeignKey("touch.id", ondelete="SET NULL"), nullable=True)

@@ -48,6 +48,7 @@ from siyu.customers.models import (
 from siyu.customers.schemas import TouchIn
 from siyu.inbox.models import Conversation, ConversationStatus
 from siyu.maintenance.models import (
+    TASK_KEY,
     TASK_KIND_LABELS,
     CadenceDue,
     CadencePolicy,
@@ -56,6 +57,7 @@ from siyu.maintenance.models import (
     TaskKind,
     TaskSettings,
     TaskStatus,
+    ref_key_of,
 )
 from siyu.maintenance.schemas import PolicyIn, PolicyUpdate, TaskDoneIn
 from siyu.orders.models import CustomerPurchaseFacts
@@ -529,7 +531,7 @@ def generate_tasks(session: Session, *, day: date | None = None, now: datetime |
     table = cast(Table, Task.__table__)
     for start in range(0, len(rows), BATCH):
         session.connection().execute(dialect_insert(session, table).on_conflict_do_nothing(
-            index_elements=["customer_id", "account_id", "kind", "day"]), rows[start:start + BATCH])
+            index_elements=list(TASK_KEY)), rows[start:start + BATCH])
     result.created = len(rows)
     counts: dict[str, int] = defaultdict(int)
     for row in rows:
@@ -586,19 +588,22 @@ GROUP_TASK_PRIORITY = 350  # a group owner's moderation task: before routine che
 def create_task(session: Session, *, kind: TaskKind, customer_id: int, account_id: int, detail: str,
                 ref_id: int | None = None, priority: int = GROUP_TASK_PRIORITY, now: datetime | None = None) -> Task:
     """One task today for the account's operator, made by another domain (groups.moderation); the day's
-    task of the same customer, account and kind is reused (the unique key), so a second call adds nothing."""
+    task of the same customer, account and kind (and ``ref_key``) is reused (the unique key), so a second
+    call adds nothing."""
     now = now or utcnow()
     day = now.astimezone(local_zone()).date()
     owner = session.scalar(select(Account.owner_user_id).where(Account.id == account_id))
     table = cast(Table, Task.__table__)
     session.execute(dialect_insert(session, table).on_conflict_do_nothing(
-        index_elements=["customer_id", "account_id", "kind", "day"]), [{
+        index_elements=list(TASK_KEY)), [{
             "kind": kind.value, "customer_id": customer_id, "account_id": account_id, "operator_id": owner,
             "day": day, "priority": priority, "overdue_days": 0, "status": TaskStatus.open.value,
-            "detail": detail[:255], "ref_id": ref_id, "snoozed_until": None, "skip_reason": "", "touch_id": None,
-            "finished_by_id": None, "finished_at": None, "created_at": now}])
+            "detail": detail[:255], "ref_id": ref_id, "ref_key": ref_key_of(kind.value, ref_id),
+            "snoozed_until": None, "skip_reason": "", "touch_id": None, "finished_by_id": None, "finished_at": None,
+            "created_at": now}])
     task = session.scalar(select(Task).where(Task.customer_id == customer_id, Task.account_id == account_id,
-                                             Task.kind == kind.value, Task.day == day))
+                                             Task.kind == kind.value, Task.day == day,
+                                             Task.ref_key == ref_key_of(kind.value, ref_id)))
     assert task is not None
     return task
 
@@ -738,8 +743,9 @@ def add_tasks(session: Session, rows: Sequence[dict[str, Any]], *, kind: TaskKin
     """Open tasks of ``kind`` for (customer, account) pairs on ``day``: the operator is the account's owner.
 
     ``rows``: ``customer_id``, ``account_id``, ``detail`` (the script), ``ref_id`` (the caller's record).
-    Set-based and idempotent like the daily job: the unique key (customer, account, kind, day) keeps one
-    task per pair and day, and a second call answers the task already there. Returns pair → task id.
+    Set-based and idempotent like the daily job: the unique key (customer, account, kind, day, ref_key) keeps
+    one task per pair and day — per pair, day and ``ref_id`` for the kinds kept apart (``APART_KINDS``) — and a
+    second call answers the task already there. Returns pair → task id (of the row's own ``ref_id`` if apart).
     """
     if not rows:
         return {}
@@ -750,19 +756,22 @@ def add_tasks(session: Session, rows: Sequence[dict[str, Any]], *, kind: TaskKin
     values = [{"kind": kind.value, "customer_id": int(r["customer_id"]), "account_id": int(r["account_id"]),
                "operator_id": owners.get(int(r["account_id"])), "day": day, "priority": KIND_WEIGHT[kind],
                "overdue_days": 0, "status": TaskStatus.open.value, "detail": str(r.get("detail", ""))[:255],
-               "ref_id": r.get("ref_id"), "snoozed_until": None, "skip_reason": "", "touch_id": None,
-               "finished_by_id": None, "finished_at": None, "created_at": now} for r in rows]
+               "ref_id": r.get("ref_id"), "ref_key": ref_key_of(kind.value, r.get("ref_id")), "snoozed_until": None,
+               "skip_reason": "", "touch_id": None, "finished_by_id": None, "finished_at": None, "created_at": now}
+              for r in rows]
     table = cast(Table, Task.__table__)
     for start in range(0, len(values), BATCH):
         session.connection().execute(dialect_insert(session, table).on_conflict_do_nothing(
-            index_elements=["customer_id", "account_id", "kind", "day"]), values[start:start + BATCH])
+            index_elements=list(TASK_KEY)), values[start:start + BATCH])
     customers = sorted({int(r["customer_id"]) for r in rows})
+    keys = {(v["customer_id"], v["account_id"]): v["ref_key"] for v in values}
     found: dict[tuple[int, int], int] = {}
     for start in range(0, len(customers), BATCH):
-        for task_id, c, a in session.execute(
-                select(Task.id, Task.customer_id, Task.account_id)
+        for task_id, c, a, ref_key in session.execute(
+                select(Task.id, Task.customer_id, Task.account_id, Task.ref_key)
                 .where(Task.customer_id.in_(customers[start:start + BATCH]), Task.kind == kind.value,
-                       Task.day == day)):
-            if c is not None:  # always set here (the query asks for these customers); a moment task has none
+                       Task.day == day, Task.ref_key.in_(sorted(set(keys.values()))))):
+            # c always set here (the query asks for these customers); a moment task has none
+            if c is not None and keys.get((int(c), int(a))) == ref_key:
                 found[(int(c), int(a))] = int(task_id)
     return found

@@ -41,7 +41,7 @@ GIVE_UP_AFTER = timedelta(days=3)
 ONE_TRY = RetryPolicy(attempts=1)
 
 # get_groupmsg_send_result: 0 not sent yet, 1 sent, 2 not a contact of the member, 3 receive limit reached
-SENT, NOT_A_FRIEND, RECEIVE_LIMIT = 1, 2, 3
+NOT_SENT_YET, SENT, NOT_A_FRIEND, RECEIVE_LIMIT = 0, 1, 2, 3
 NOT_A_CONTACT = N_("WeCom did not send it: the customer is no longer a contact of this account's member")
 LIMIT_REACHED = N_("WeCom did not send it: the customer has already received as many mass messages as WeCom allows for now")  # noqa: E501
 NEVER_SENT = N_("The member did not send it in WeCom within 3 days; it was never sent")
