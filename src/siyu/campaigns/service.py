@@ -77,7 +77,7 @@ from siyu.campaigns.schemas import CampaignEdit, CampaignIn
 from siyu.core import jobs
 from siyu.core.db import among, integers_of, utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
-from siyu.core.i18n import _
+from siyu.core.i18n import N_, _
 from siyu.core.settings import local_zone
 from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import SYSTEM, Viewer
@@ -89,6 +89,9 @@ from siyu.sends.models import SendSource
 
 BATCH = 5000
 PAGE = 50
+# A personal account's task the operator skipped (with their reason, when given): the message was not sent.
+OPERATOR_SKIPPED = N_("The operator skipped the task; it was not sent")
+OPERATOR_SKIPPED_BECAUSE = N_("The operator skipped the task; it was not sent (reason: {reason})")
 
 
 class CampaignNotFound(NotFound):
@@ -628,8 +631,8 @@ class ResultsRun:
 
 def read_results(session: Session, campaign_id: int, *, api: Any = None, now: datetime | None = None) -> ResultsRun:
     """WeCom's per-customer results of each created task (``get_groupmsg_send_result``, read through
-    ``wecom.send_results``) and the operators' ticked-off tasks, into each recipient's delivery status; the
-    coupon codes of those WeCom did not send to go back to the pool (``rewards.release_undelivered``).
+    ``wecom.send_results``) and the operators' ticked-off or skipped tasks, into each recipient's delivery status;
+    the coupon codes of those not sent to go back to the pool (``rewards.release_undelivered``).
 
     Read once more after ``send_results.GIVE_UP_AFTER`` (``results_due``): a customer WeCom still reports as
     not sent then was never sent by the member (failed, ``send_results.NEVER_SENT``), so their code goes back
@@ -666,21 +669,32 @@ def read_results(session: Session, campaign_id: int, *, api: Any = None, now: da
 
 
 def _personal_done(session: Session, campaign: Campaign, tasks: Sequence[CampaignTask], *, now: datetime) -> int:
-    """The customers whose operator ticked off their task (personal accounts' chunks): delivered."""
+    """The operators' answers on personal accounts' chunks, for the customers still waiting: a task ticked off
+    is delivered; one skipped is failed with the operator's reason (its code goes back:
+    ``rewards.release_undelivered``), and a later tick cannot turn it into sent. How many were delivered now."""
     from siyu.maintenance.models import Task, TaskKind, TaskStatus
 
     personal = [t.id for t in tasks if t.channel == TaskChannel.personal.value]
     if not personal:
         return 0
-    done = session.execute(
-        select(CampaignRecipient.id, Task.finished_at).join(
+    answered = session.execute(
+        select(CampaignRecipient.id, Task.status, Task.finished_at, Task.skip_reason).join(
             Task, and_(Task.customer_id == CampaignRecipient.customer_id,
                        Task.account_id == CampaignRecipient.account_id, Task.kind == TaskKind.campaign.value,
                        Task.ref_id == campaign.id))
-        .where(CampaignRecipient.task_id.in_(personal), Task.status == TaskStatus.done.value,
+        .where(CampaignRecipient.task_id.in_(personal),
+               Task.status.in_([TaskStatus.done.value, TaskStatus.skipped.value]),
                CampaignRecipient.status == RecipientStatus.waiting.value)).all()
-    _bulk_status(session, [(rid, RecipientStatus.delivered, "", at or now) for rid, at in done])
-    return len(done)
+    changes: list[tuple[int, RecipientStatus, str, datetime | None]] = []
+    for rid, status, at, skip_reason in answered:
+        if status == TaskStatus.done.value:
+            changes.append((rid, RecipientStatus.delivered, "", at or now))
+        else:
+            changes.append((rid, RecipientStatus.failed,
+                            _(OPERATOR_SKIPPED_BECAUSE, reason=skip_reason) if skip_reason else _(OPERATOR_SKIPPED),
+                            None))
+    _bulk_status(session, changes)
+    return sum(1 for c in changes if c[1] is RecipientStatus.delivered)
 
 
 def _expired(campaign: Campaign, now: datetime) -> bool:
