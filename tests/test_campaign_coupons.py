@@ -459,6 +459,59 @@ def test_a_task_list_that_carried_the_code_keeps_it_on_cancel_and_another_campai
     assert held(db, other.id) == {people[0].id: codes[people[0].id]}
 
 
+def test_the_code_of_a_customer_whose_campaign_task_the_operator_skipped_goes_back_to_the_pool_once(
+        db: Session, make: Any, admin: Any) -> None:
+    from siyu.maintenance import service as maintenance_service
+
+    account = make.account(kind="personal", wecom_userid=None)
+    skipped, waiting = make.customer(account), make.customer(account)
+    operator = make.user("operator", accounts=[account])
+    coupon = batch(db, codes=5)
+    campaign, _plan = service.create_campaign(db, data=CampaignIn(
+        name="券码群发", segment_id=segment_of(db, admin, account), text="您的券码 {券码}", coupon_batch_id=coupon.id),
+        viewer=viewer_of(admin))
+    db.commit()
+    assert campaign is not None
+    drawn = held(db, coupon.id)
+    task = db.scalars(select(Task).where(Task.kind == TaskKind.campaign.value, Task.ref_id == campaign.id,
+                                         Task.customer_id == skipped.id)).one()
+    maintenance_service.skip_task(db, task_id=task.id, reason="客户已删除好友", viewer=viewer_of(operator))
+    db.commit()
+    for _run in range(2):  # the results job every minute: taken back once
+        service.read_results(db, campaign.id)
+        db.commit()
+    assert held(db, coupon.id) == {waiting.id: drawn[waiting.id]}  # the operator said it was not sent
+    assert released_touches(db, skipped.id) == [drawn[skipped.id]] and released_touches(db, waiting.id) == []
+
+
+def test_a_task_list_not_ticked_off_within_three_days_keeps_a_code_it_carried_and_releases_one_it_did_not(
+        db: Session, make: Any, admin: Any) -> None:
+    from siyu.wecom.send_results import GIVE_UP_AFTER
+
+    account = make.account(kind="personal", wecom_userid=None)
+    person = make.customer(account)
+    carried, silent = batch(db, codes=3, name="春茶券"), batch(db, codes=3, name="秋茶券")
+    campaigns = []
+    for name, text, coupon in (("券码在文案里", "您的券码 {券码}", carried), ("券码不在文案里", "新茶上市", silent)):
+        made, _plan = service.create_campaign(db, data=CampaignIn(
+            name=name, segment_id=segment_of(db, admin, account), text=text, coupon_batch_id=coupon.id),
+            viewer=viewer_of(admin))
+        db.commit()
+        assert made is not None
+        db.refresh(made)
+        campaigns.append(made)
+    codes = {carried.id: held(db, carried.id), silent.id: held(db, silent.id)}
+    for made in campaigns:
+        assert made.sent_at is not None
+        service.read_results(db, made.id, now=made.sent_at + GIVE_UP_AFTER + timedelta(hours=1))
+        db.commit()
+        assert set(db.scalars(select(CampaignRecipient.status).where(CampaignRecipient.campaign_id == made.id))) \
+            == {RecipientStatus.failed.value}
+    # The operator had the code in hand and may have sent it without ticking it off: it stays.
+    assert held(db, carried.id) == codes[carried.id]
+    assert held(db, silent.id) == {} and released_touches(db, person.id) == [codes[silent.id][person.id]]
+
+
 def test_a_stop_wecom_refuses_leaves_the_customers_unknown_and_their_codes_kept(
         db: Session, make: Any, admin: Any, sim: Simulator) -> None:  # noqa: F811
     account = make.account(wecom_userid=MEMBER)

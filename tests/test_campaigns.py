@@ -258,6 +258,95 @@ def test_a_second_same_day_campaign_reaches_personal_account_customers(db: Sessi
         == [RecipientStatus.delivered.value] * 2
 
 
+def _campaign_tasks(db: Session, campaign_id: int) -> dict[int, Task]:
+    """customer id → their task of this campaign on the operator's list."""
+    return {int(t.customer_id or 0): t for t in db.scalars(select(Task).where(
+        Task.kind == TaskKind.campaign.value, Task.ref_id == campaign_id))}
+
+
+def _recipients(db: Session, campaign_id: int) -> dict[int, tuple[str, str]]:
+    return {int(c): (str(s), str(r)) for c, s, r in db.execute(select(
+        CampaignRecipient.customer_id, CampaignRecipient.status, CampaignRecipient.reason)
+        .where(CampaignRecipient.campaign_id == campaign_id))}
+
+
+def test_a_campaign_task_the_operator_skips_ends_not_sent_with_their_reason_and_never_turns_delivered(
+        db: Session, make: Any, admin: Any) -> None:
+    account = make.account(kind="personal", wecom_userid=None)
+    skipped, ticked = make.customer(account), make.customer(account)
+    operator = make.user("operator", accounts=[account])
+    campaign, _plan = service.create_campaign(db, data=CampaignIn(
+        name="新品", segment_id=segment_of(db, admin, account), text="新品上市"), viewer=viewer_of(admin))
+    db.commit()
+    assert campaign is not None
+    tasks = _campaign_tasks(db, campaign.id)
+    maintenance_service.skip_task(db, task_id=tasks[skipped.id].id, reason="客户说最近不要打扰",
+                                  viewer=viewer_of(operator))
+    maintenance_service.complete_task(db, task_id=tasks[ticked.id].id, data=TaskDoneIn(), viewer=viewer_of(operator))
+    db.commit()
+
+    service.read_results(db, campaign.id)
+    db.commit()
+    status, reason = _recipients(db, campaign.id)[skipped.id]
+    assert status == RecipientStatus.failed.value
+    assert reason == "运营跳过了这条群发任务，消息没有发出（跳过原因：客户说最近不要打扰）"
+    exported = "".join(service.export_rows(db, service.get_campaign(db, campaign_id=campaign.id), "targeted",
+                                           viewer_of(admin)))
+    assert "失败" in exported and "客户说最近不要打扰" in exported
+
+    # Read again, and after the three days: counted once, not sent — even if the task were later marked done.
+    db.execute(update(Task).where(Task.id == tasks[skipped.id].id).values(status=TaskStatus.done.value))
+    db.commit()
+    for now in (utcnow(), utcnow() + timedelta(days=4)):
+        service.read_results(db, campaign.id, now=now)
+        db.commit()
+    assert _recipients(db, campaign.id)[skipped.id][0] == RecipientStatus.failed.value
+    figures = service.numbers(db, service.get_campaign(db, campaign_id=campaign.id))["all"]
+    assert (figures.targeted, figures.delivered) == (2, 1)
+
+
+def test_a_campaign_task_still_open_or_snoozed_after_three_days_leaves_the_list_and_its_customer_is_not_sent(
+        db: Session, make: Any, admin: Any) -> None:
+    from siyu.wecom.send_results import GIVE_UP_AFTER
+
+    account = make.account(kind="personal", wecom_userid=None)
+    ticked, snoozed, forgotten = (make.customer(account) for _n in range(3))
+    operator = make.user("operator", accounts=[account])
+    campaign, _plan = service.create_campaign(db, data=CampaignIn(
+        name="周末", segment_id=segment_of(db, admin, account), text="周末特惠"), viewer=viewer_of(admin))
+    db.commit()  # the send job runs on commit: the task list is created and the campaign is sent
+    assert campaign is not None
+    db.refresh(campaign)
+    assert campaign.sent_at is not None
+    tasks = _campaign_tasks(db, campaign.id)
+    maintenance_service.complete_task(db, task_id=tasks[ticked.id].id, data=TaskDoneIn(), viewer=viewer_of(operator))
+    maintenance_service.snooze_task(db, task_id=tasks[snoozed.id].id, days=7, viewer=viewer_of(operator))
+    db.commit()
+    service.read_results(db, campaign.id, now=campaign.sent_at + timedelta(days=2))
+    db.commit()
+    assert {c: s for c, (s, _r) in _recipients(db, campaign.id).items()} == {
+        ticked.id: RecipientStatus.delivered.value, snoozed.id: RecipientStatus.waiting.value,
+        forgotten.id: RecipientStatus.waiting.value}
+
+    after = campaign.sent_at + GIVE_UP_AFTER + timedelta(hours=1)
+    assert campaign.id in service.results_due(db, now=after)  # the one read after the window
+    service.read_results(db, campaign.id, now=after)
+    db.commit()
+    recipients = _recipients(db, campaign.id)
+    for person in (snoozed, forgotten):
+        assert recipients[person.id] == (RecipientStatus.failed.value,
+                                         "运营 3 天内未勾选完成这条群发任务，按未发出处理")
+        db.refresh(tasks[person.id])
+        assert tasks[person.id].status == TaskStatus.skipped.value  # off the operator's list: no late tick
+        assert tasks[person.id].skip_reason == "群发已超过 3 天，不再等待勾选"
+        with pytest.raises(Invalid):
+            maintenance_service.complete_task(db, task_id=tasks[person.id].id, data=TaskDoneIn(),
+                                              viewer=viewer_of(operator))
+    assert campaign.id not in service.results_due(db, now=after + timedelta(hours=1))
+    figures = service.numbers(db, service.get_campaign(db, campaign_id=campaign.id))["all"]
+    assert (figures.targeted, figures.delivered) == (3, 1)
+
+
 # ---------------------------------------------------------------- end to end through the simulator
 
 

@@ -19,14 +19,15 @@ A code goes back to the pool (``release_undelivered`` → ``coupons.service.rele
 the message never reached its customer: cancelled before its task was created (or, on a personal
 account, before the operator ticked it off), stopped in WeCom (``cancel_groupmsg_send``) with the
 results read right after the stop saying the member had not sent it, refused by WeCom (the task
-failed, or the customer was not the member's contact), or not sent by WeCom (not a contact, the
+failed, or the customer was not the member's contact), not sent by WeCom (not a contact, the
 receive limit, or still not sent by the member when the results are read after the three days members
-are waited for: ``service.results_due``). It stays when the customer may have seen it: delivered, still waiting, unknown
+are waited for: ``service.results_due``), or skipped by the operator of a personal account's task list.
+It stays when the customer may have seen it: delivered, still waiting, unknown
 (WeCom's answer was lost, or it could not confirm a stop), redeemed, drawn by anything but a campaign, or
 named in another campaign of the batch that did not fail for them — and when a personal account's
-task list carried the code ({券码}) to the operator before the cancel, since a message sent by hand
-and not ticked off cannot be told from one never sent. It is worked out from the rows alone, so a
-job run twice (or a cancel beside the results job) takes a code back once.
+task list carried the code ({券码}) to the operator before the cancel or the three days' end without a
+tick, since a message sent by hand and not ticked off cannot be told from one never sent. It is worked
+out from the rows alone, so a job run twice (or a cancel beside the results job) takes a code back once.
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ def release_undelivered(session: Session, *, campaign_id: int, viewer: Viewer, a
         TaskChannel,
         TaskState,
     )
+    from siyu.maintenance.models import Task, TaskKind, TaskStatus
 
     campaign = session.get_one(Campaign, campaign_id)
     if campaign.coupon_batch_id is None:
@@ -158,7 +160,12 @@ def release_undelivered(session: Session, *, campaign_id: int, viewer: Viewer, a
              RecipientStatus.limit.value]
     other, other_task, other_campaign = (aliased(CampaignRecipient), aliased(CampaignTask), aliased(Campaign))
     copy = case((other.variant == "B", other_campaign.text_b), else_=other_campaign.text)
-    handed_by_hand = and_(other.status == RecipientStatus.cancelled.value,
+    # Failed on a task list: skipped by its operator (not sent, so the code goes back), or not ticked off in time.
+    skipped_by_operator = exists().where(Task.kind == TaskKind.campaign.value, Task.ref_id == other.campaign_id,
+                                         Task.customer_id == other.customer_id, Task.account_id == other.account_id,
+                                         Task.status == TaskStatus.skipped.value, Task.finished_by_id.is_not(None))
+    not_ticked = and_(other.status == RecipientStatus.failed.value, ~skipped_by_operator)
+    handed_by_hand = and_(or_(other.status == RecipientStatus.cancelled.value, not_ticked),
                           other_task.channel == TaskChannel.personal.value,
                           other_task.state == TaskState.created.value, copy.contains(CODE_VARIABLE))
     may_have_seen = exists(select(other.id).join(other_campaign, other_campaign.id == other.campaign_id)

@@ -77,7 +77,7 @@ from siyu.campaigns.schemas import CampaignEdit, CampaignIn
 from siyu.core import jobs
 from siyu.core.db import among, integers_of, utcnow
 from siyu.core.errors import Conflict, Forbidden, Invalid, NotFound
-from siyu.core.i18n import _
+from siyu.core.i18n import N_, _
 from siyu.core.settings import local_zone
 from siyu.core.spreadsheet import neutralise
 from siyu.core.viewer import SYSTEM, Viewer
@@ -89,6 +89,12 @@ from siyu.sends.models import SendSource
 
 BATCH = 5000
 PAGE = 50
+# A personal account's task the operator skipped (with their reason, when given): the message was not sent.
+OPERATOR_SKIPPED = N_("The operator skipped the task; it was not sent")
+OPERATOR_SKIPPED_BECAUSE = N_("The operator skipped the task; it was not sent (reason: {reason})")
+# Still not ticked off when the results are read after ``send_results.GIVE_UP_AFTER``: the recipient, and the task.
+NOT_TICKED_OFF = N_("The operator did not tick the task off within {days} days; counted as not sent")
+TASK_EXPIRED = N_("Not ticked off within {days} days of the mass send: no longer waited for")
 
 
 class CampaignNotFound(NotFound):
@@ -628,12 +634,13 @@ class ResultsRun:
 
 def read_results(session: Session, campaign_id: int, *, api: Any = None, now: datetime | None = None) -> ResultsRun:
     """WeCom's per-customer results of each created task (``get_groupmsg_send_result``, read through
-    ``wecom.send_results``) and the operators' ticked-off tasks, into each recipient's delivery status; the
-    coupon codes of those WeCom did not send to go back to the pool (``rewards.release_undelivered``).
+    ``wecom.send_results``) and the operators' ticked-off or skipped tasks, into each recipient's delivery status;
+    the coupon codes of those not sent to go back to the pool (``rewards.release_undelivered``).
 
     Read once more after ``send_results.GIVE_UP_AFTER`` (``results_due``): a customer WeCom still reports as
     not sent then was never sent by the member (failed, ``send_results.NEVER_SENT``), so their code goes back
-    too instead of staying reserved for a message that is not coming."""
+    too instead of staying reserved for a message that is not coming; a personal account's task still not
+    ticked off then is closed and its customer failed the same way (``_personal_done``)."""
     from siyu.wecom import send_results
 
     now = now or utcnow()
@@ -657,7 +664,7 @@ def read_results(session: Session, campaign_id: int, *, api: Any = None, now: da
                 continue
             run.read += 1
             run.delivered += _apply_results(session, task, answer, expired=expired)
-    run.delivered += _personal_done(session, campaign, tasks, now=now)
+    run.delivered += _personal_done(session, campaign, tasks, now=now, expired=expired)
     if not (expired and run.busy):  # the read after the window: again on the next run until WeCom answers
         campaign.results_read_at = now
     session.flush()
@@ -665,22 +672,48 @@ def read_results(session: Session, campaign_id: int, *, api: Any = None, now: da
     return run
 
 
-def _personal_done(session: Session, campaign: Campaign, tasks: Sequence[CampaignTask], *, now: datetime) -> int:
-    """The customers whose operator ticked off their task (personal accounts' chunks): delivered."""
+def _personal_done(session: Session, campaign: Campaign, tasks: Sequence[CampaignTask], *, now: datetime,
+                   expired: bool = False) -> int:
+    """The operators' answers on personal accounts' chunks, for the customers still waiting: a task ticked off
+    is delivered; one skipped is failed with the operator's reason (its code goes back:
+    ``rewards.release_undelivered``). ``expired`` (the read after ``send_results.GIVE_UP_AFTER``, as for WeCom):
+    a task still open or snoozed leaves the operator's list, skipped, and its customer is failed — so nobody
+    waits forever and a late tick cannot turn it into sent. How many were delivered now."""
     from siyu.maintenance.models import Task, TaskKind, TaskStatus
+    from siyu.wecom import send_results
 
     personal = [t.id for t in tasks if t.channel == TaskChannel.personal.value]
     if not personal:
         return 0
-    done = session.execute(
-        select(CampaignRecipient.id, Task.finished_at).join(
+    answered = session.execute(
+        select(CampaignRecipient.id, Task.status, Task.finished_at, Task.skip_reason).join(
             Task, and_(Task.customer_id == CampaignRecipient.customer_id,
                        Task.account_id == CampaignRecipient.account_id, Task.kind == TaskKind.campaign.value,
                        Task.ref_id == campaign.id))
-        .where(CampaignRecipient.task_id.in_(personal), Task.status == TaskStatus.done.value,
+        .where(CampaignRecipient.task_id.in_(personal),
+               Task.status.in_([TaskStatus.done.value, TaskStatus.skipped.value]),
                CampaignRecipient.status == RecipientStatus.waiting.value)).all()
-    _bulk_status(session, [(rid, RecipientStatus.delivered, "", at or now) for rid, at in done])
-    return len(done)
+    changes: list[tuple[int, RecipientStatus, str, datetime | None]] = []
+    for rid, status, at, skip_reason in answered:
+        if status == TaskStatus.done.value:
+            changes.append((rid, RecipientStatus.delivered, "", at or now))
+        else:
+            changes.append((rid, RecipientStatus.failed,
+                            _(OPERATOR_SKIPPED_BECAUSE, reason=skip_reason) if skip_reason else _(OPERATOR_SKIPPED),
+                            None))
+    _bulk_status(session, changes)
+    if expired:
+        days = send_results.GIVE_UP_AFTER.days
+        session.execute(update(Task).where(
+            Task.kind == TaskKind.campaign.value, Task.ref_id == campaign.id,
+            Task.status.in_([TaskStatus.open.value, TaskStatus.snoozed.value]))
+            .values(status=TaskStatus.skipped.value, skip_reason=_(TASK_EXPIRED, days=days)[:255], finished_at=now),
+            execution_options={"synchronize_session": False})
+        session.execute(update(CampaignRecipient).where(
+            CampaignRecipient.task_id.in_(personal), CampaignRecipient.status == RecipientStatus.waiting.value)
+            .values(status=RecipientStatus.failed.value, reason=_(NOT_TICKED_OFF, days=days)[:255]),
+            execution_options={"synchronize_session": False})
+    return sum(1 for c in changes if c[1] is RecipientStatus.delivered)
 
 
 def _expired(campaign: Campaign, now: datetime) -> bool:
