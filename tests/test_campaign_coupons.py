@@ -288,8 +288,10 @@ def test_cancelling_a_scheduled_campaign_gives_its_codes_back_to_the_pool_once(
     assert again.issued == 3 and again.short == []
 
 
-def test_stopping_a_wecom_send_keeps_the_codes_of_customers_the_member_already_sent_to(
-        client: TestClient, db: Session, make: Any, admin: Any, sim: Simulator) -> None:  # noqa: F811
+def two_members_send(db: Session, make: Any, admin: Any,
+                     sim: Simulator) -> tuple[Any, Any, list[Any], list[Any], Any]:  # noqa: F811
+    """A coupon campaign through two members' WeCom mass sends that nobody confirms by itself: the campaign,
+    the first member's account, its customers, the second member's customers, and the coupon batch."""
     sent_first = make.account(wecom_userid=MEMBER)
     waited = make.account(wecom_userid="shanye.xiaoye02")
     got_it = wecom_customers(db, make, sent_first, [sim.new_contact() for _n in range(2)])
@@ -299,6 +301,12 @@ def test_stopping_a_wecom_send_keeps_the_codes_of_customers_the_member_already_s
     campaign, _plan = service.create_campaign(db, data=CampaignIn(
         name="冬茶券", segment_id=segment_of(db, admin, sent_first, waited), text="冬茶券已放入您的账户",
         coupon_batch_id=coupon.id), viewer=viewer_of(admin))
+    return campaign, sent_first, got_it, never, coupon
+
+
+def test_stopping_a_wecom_send_keeps_the_codes_of_customers_the_member_already_sent_to(
+        client: TestClient, db: Session, make: Any, admin: Any, sim: Simulator) -> None:  # noqa: F811
+    campaign, sent_first, got_it, never, coupon = two_members_send(db, make, admin, sim)
     db.commit()  # the send job creates the WeCom tasks on commit
     assert campaign is not None
     drawn = held(db, coupon.id)
@@ -321,15 +329,7 @@ def test_stopping_a_wecom_send_keeps_the_codes_of_customers_the_member_already_s
 
 def test_codes_of_customers_the_member_never_sent_to_go_back_once_the_wait_is_over(
         db: Session, make: Any, admin: Any, sim: Simulator) -> None:  # noqa: F811
-    sent_first = make.account(wecom_userid=MEMBER)
-    waited = make.account(wecom_userid="shanye.xiaoye02")
-    got_it = wecom_customers(db, make, sent_first, [sim.new_contact() for _n in range(2)])
-    never = wecom_customers(db, make, waited, [sim.new_contact("shanye.xiaoye02") for _n in range(2)])
-    coupon = batch(db, codes=10)
-    sim.corp.auto_confirm_mass_send = False
-    campaign, _plan = service.create_campaign(db, data=CampaignIn(
-        name="冬茶券", segment_id=segment_of(db, admin, sent_first, waited), text="冬茶券已放入您的账户",
-        coupon_batch_id=coupon.id), viewer=viewer_of(admin))
+    campaign, sent_first, got_it, never, coupon = two_members_send(db, make, admin, sim)
     db.commit()  # the send job creates the WeCom tasks on commit, in its own session
     assert campaign is not None
     db.refresh(campaign)
